@@ -1,0 +1,91 @@
+//! What the fault loop hands to a handler: faults to resolve and notices of what went wrong.
+
+use crate::error::Error;
+use crate::region::Region;
+use std::sync::Arc;
+
+/// Why the kernel stopped the thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// No page is mapped (MISSING registration).
+    Missing,
+    /// The page is in the page cache but not mapped here (MINOR registration).
+    Minor,
+    /// A write to a write-protected page (WP registration).
+    WriteProtect,
+}
+
+impl FaultKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Missing => "missing",
+            FaultKind::Minor => "minor",
+            FaultKind::WriteProtect => "wp",
+        }
+    }
+}
+
+/// A page fault waiting for its resolution.
+#[derive(Clone)]
+pub struct Fault {
+    pub id: u64,
+    pub region: Arc<Region>,
+    /// Offset in the region of the faulting page (page-aligned).
+    pub offset: usize,
+    /// The faulting address itself (exact where EXACT_ADDRESS was negotiated).
+    pub address: usize,
+    pub kind: FaultKind,
+    pub write: bool,
+    /// The faulting thread's id (0 without THREAD_ID).
+    pub thread_id: u32,
+}
+
+/// What kind of trouble a notice reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// The handler's own thread faulted: it was resolved by the fallback.
+    SelfFault,
+    /// The handler did not resolve the fault in time: it was resolved by the fallback.
+    Timeout,
+    /// The handler went away with the fault unresolved: it was resolved by the fallback.
+    HandlerGone,
+    /// A fault at an address no registration covers: the thread was woken.
+    UnknownAddress,
+    /// The fallback resolution itself failed: the thread was woken.
+    FallbackFailed,
+    /// The fault loop stopped on an error.
+    LoopFailed,
+}
+
+impl NoticeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NoticeKind::SelfFault => "self-fault",
+            NoticeKind::Timeout => "timeout",
+            NoticeKind::HandlerGone => "handler-gone",
+            NoticeKind::UnknownAddress => "unknown-address",
+            NoticeKind::FallbackFailed => "fallback-failed",
+            NoticeKind::LoopFailed => "loop-failed",
+        }
+    }
+}
+
+/// Something the handler's side should hear about (an 'error' event in JavaScript).
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub message: String,
+    pub fault: Option<Fault>,
+    pub cause: Option<Error>,
+}
+
+/// One item of a batch handed to a handler.
+pub enum Dispatch {
+    Fault(Fault),
+    Notice(Notice),
+}
+
+/// The receiving end of the fault loop: a JavaScript thread in the binding, a test's channel here.
+pub trait FaultSink: Send + Sync {
+    /// Hands over a batch; gives it back when the receiver is gone.
+    fn deliver(&self, batch: Vec<Dispatch>) -> Result<(), Vec<Dispatch>>;
+}

@@ -1,0 +1,127 @@
+//! The thread that reads a userfaultfd: epoll on the uffd and on a stop eventfd, drain every
+//! message until EAGAIN, turn them into one batch, hand the batch over, and resolve faults whose
+//! handler ran out of time. It sleeps only in epoll_wait.
+
+use crate::error::{Error, Result};
+use crate::fault::{Dispatch, Notice, NoticeKind};
+use crate::userfaultfd::Userfaultfd;
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+use userfaultfd::EventBuffer;
+
+const UFFD: u64 = 1;
+const STOP: u64 = 2;
+/// Messages read per read(2); more are read until EAGAIN.
+const MESSAGES_PER_READ: usize = 64;
+
+pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+        .map_err(|e| Error::sys("epoll_create", e, ""))?;
+    uffd.with_fd("epoll_ctl", |fd| {
+        epoll
+            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, UFFD))
+            .map_err(|e| Error::sys("epoll_ctl", e, ""))
+    })?;
+    epoll
+        .add(&uffd.stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP))
+        .map_err(|e| Error::sys("epoll_ctl", e, ""))?;
+    std::thread::Builder::new()
+        .name(format!("uffd-loop-{}", uffd.id()))
+        .spawn(move || run(&uffd, &epoll))
+        .map_err(|e| {
+            Error::sys(
+                "pthread_create",
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)),
+                "",
+            )
+        })
+}
+
+fn run(uffd: &Userfaultfd, epoll: &Epoll) {
+    let mut buffer = EventBuffer::new(MESSAGES_PER_READ);
+    let mut ready = [EpollEvent::empty(); 2];
+    while !uffd.is_closed() {
+        let timeout = match uffd.next_deadline() {
+            None => EpollTimeout::NONE,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Round up so that a wake-up never comes before the deadline.
+                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::NONE)
+            }
+        };
+        let count = match epoll.wait(&mut ready, timeout) {
+            Ok(count) => count,
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return fail(uffd, format!("epoll_wait failed: {errno}")),
+        };
+        if uffd.is_closed() {
+            return;
+        }
+        let mut batch = Vec::new();
+        for event in &ready[..count] {
+            match event.data() {
+                UFFD if event
+                    .events()
+                    .intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) =>
+                {
+                    return fail(
+                        uffd,
+                        "the userfaultfd reported POLLERR (is it blocking, or was it released?)"
+                            .into(),
+                    );
+                }
+                UFFD => drain(uffd, &mut buffer, &mut batch),
+                _ => {
+                    let _ = uffd.stop.read();
+                }
+            }
+        }
+        if uffd.has_timeout() {
+            uffd.expire(Instant::now(), &mut batch);
+        }
+        if !batch.is_empty() {
+            uffd.hand_over(batch);
+        }
+    }
+}
+
+/// Reads every pending message into the batch.
+fn drain(uffd: &Userfaultfd, buffer: &mut EventBuffer, batch: &mut Vec<Dispatch>) {
+    loop {
+        let read = uffd.with_fd("read", |fd| {
+            let events = fd
+                .read_events(buffer)
+                .map_err(|e| Error::sys("read", crate::ioctl::crate_errno(&e), ""))?;
+            let mut count = 0;
+            uffd.take_messages(events.inspect(|_| count += 1), batch);
+            Ok(count)
+        });
+        match read {
+            Ok(count) if count == MESSAGES_PER_READ => continue,
+            Ok(_) => return,
+            Err(Error::Closed { .. }) => return,
+            Err(err) => {
+                batch.push(Dispatch::Notice(Notice {
+                    kind: NoticeKind::LoopFailed,
+                    message: format!("reading the userfaultfd failed: {err}"),
+                    fault: None,
+                    cause: Some(err),
+                }));
+                return;
+            }
+        }
+    }
+}
+
+fn fail(uffd: &Userfaultfd, message: String) {
+    uffd.hand_over(vec![Dispatch::Notice(Notice {
+        kind: NoticeKind::LoopFailed,
+        message,
+        fault: None,
+        cause: None,
+    })]);
+}

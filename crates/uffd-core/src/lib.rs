@@ -1,0 +1,22 @@
+//! The engine of the `userfaultfd` npm package, usable from plain Rust: opening and negotiating a
+//! userfaultfd, memory regions, registration, the fault loop thread, and the resolving ioctls.
+//! It knows nothing of JavaScript: a handler is anything that implements [`FaultSink`].
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+pub mod fault;
+mod fault_loop;
+pub mod ioctl;
+pub mod region;
+mod registry;
+pub mod stats;
+pub mod uapi;
+pub mod userfaultfd;
+
+pub use error::{Error, Result};
+pub use fault::{Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind};
+pub use region::{MemoryKind, Region};
+pub use stats::Snapshot;
+pub use userfaultfd::{
+    current_thread_id, Fallback, Finish, Modes, Options, Probe, Resolution, Userfaultfd, Wake,
+};

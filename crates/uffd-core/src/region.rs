@@ -1,0 +1,384 @@
+//! Memory that userfaultfd can serve: private anonymous mappings, memfd shmem, and memfd hugetlbfs.
+//! A `Region` owns its mapping and unmaps it when the last `Arc` goes (a JavaScript ArrayBuffer over
+//! it holds one); `close()` ends its use at once: it leaves the registry, every userfaultfd drops
+//! its registration (waking any waiter), and every further operation on it fails.
+
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use std::ffi::CString;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The kind of memory behind a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryKind {
+    Anonymous,
+    Shmem,
+    Hugetlb,
+}
+
+impl MemoryKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryKind::Anonymous => "anonymous",
+            MemoryKind::Shmem => "shmem",
+            MemoryKind::Hugetlb => "hugetlb",
+        }
+    }
+}
+
+pub struct Region {
+    id: u64,
+    kind: MemoryKind,
+    base: NonNull<u8>,
+    size: usize,
+    page_size: usize,
+    file: Option<Arc<OwnedFd>>,
+    alias_of: Option<u64>,
+    closed: AtomicBool,
+}
+
+// SAFETY: the mapping is process-wide memory; the struct only hands out its address, and its
+// mutable state is atomic.
+unsafe impl Send for Region {}
+// SAFETY: as above; nothing is borrowed through `&Region` but the address.
+unsafe impl Sync for Region {}
+
+static REGIONS: Registry<Region> = Registry::new();
+
+/// The system's base page size.
+pub fn base_page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as usize
+    } else {
+        4096
+    }
+}
+
+fn round_up(size: usize, page: usize, op: &'static str) -> Result<NonZeroUsize> {
+    size.checked_next_multiple_of(page)
+        .and_then(NonZeroUsize::new)
+        .filter(|s| s.get() <= isize::MAX as usize)
+        .ok_or_else(|| {
+            Error::invalid(
+                op,
+                format!("size {size} must be between 1 and {}", isize::MAX),
+            )
+        })
+}
+
+impl Region {
+    /// A private anonymous mapping of `size` bytes (rounded up to pages); nothing is resident.
+    pub fn anonymous(size: usize) -> Result<Arc<Region>> {
+        let page = base_page_size();
+        let len = round_up(size, page, "mmap")?;
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks aliases nothing.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        }
+        .map_err(|errno| Error::sys("mmap", errno, format!("anonymous region of {len} bytes")))?;
+        Ok(Self::publish(
+            MemoryKind::Anonymous,
+            base.cast(),
+            len.get(),
+            page,
+            None,
+            None,
+        ))
+    }
+
+    /// A memfd of `size` bytes mapped shared; `alias()` maps the same file again.
+    pub fn shmem(size: usize, name: &str) -> Result<Arc<Region>> {
+        let page = base_page_size();
+        let len = round_up(size, page, "memfd_create")?;
+        let file = memfd(name, nix::sys::memfd::MemFdCreateFlag::empty(), len.get())?;
+        let base = map_shared(&file, len, MemoryKind::Shmem)?;
+        Ok(Self::publish(
+            MemoryKind::Shmem,
+            base,
+            len.get(),
+            page,
+            Some(Arc::new(file)),
+            None,
+        ))
+    }
+
+    /// A hugetlbfs memfd of `size` bytes (rounded up to `page_size`, 2 MiB or 1 GiB), mapped shared.
+    pub fn hugetlb(size: usize, page_size: usize, name: &str) -> Result<Arc<Region>> {
+        let size_flag = match page_size {
+            0x20_0000 => libc::MFD_HUGE_2MB,
+            0x4000_0000 => libc::MFD_HUGE_1GB,
+            _ => {
+                return Err(Error::invalid(
+                    "memfd_create",
+                    format!("huge page size {page_size} is not 2 MiB or 1 GiB"),
+                ))
+            }
+        };
+        let len = round_up(size, page_size, "memfd_create")?;
+        let flags =
+            nix::sys::memfd::MemFdCreateFlag::from_bits_retain(libc::MFD_HUGETLB | size_flag);
+        let file = memfd(name, flags, len.get())?;
+        let base = map_shared(&file, len, MemoryKind::Hugetlb).map_err(|err| match err {
+            Error::Sys { errno, .. } => Error::sys(
+                "mmap",
+                errno,
+                format!(
+                    "{} huge pages of {} KiB are needed and {} are free: reserve them as root with \
+                     `sysctl -w vm.nr_hugepages=N`",
+                    len.get() / page_size,
+                    page_size / 1024,
+                    free_huge_pages(page_size).map_or("an unknown number".into(), |n| n.to_string())
+                ),
+            ),
+            other => other,
+        })?;
+        Ok(Self::publish(
+            MemoryKind::Hugetlb,
+            base,
+            len.get(),
+            page_size,
+            Some(Arc::new(file)),
+            None,
+        ))
+    }
+
+    /// A second mapping of the same file (shmem or hugetlb), not registered with anything: writes
+    /// through it fill the page cache that minor faults of this region then map.
+    pub fn alias(&self) -> Result<Arc<Region>> {
+        self.check_open("mmap")?;
+        let file = self.file.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "mmap",
+                "an anonymous region has no file to alias; use Region.shmem or Region.hugetlb",
+            )
+        })?;
+        let len = NonZeroUsize::new(self.size).expect("regions are never empty");
+        let base = map_shared(file, len, self.kind)?;
+        Ok(Self::publish(
+            self.kind,
+            base,
+            self.size,
+            self.page_size,
+            Some(file.clone()),
+            Some(self.id),
+        ))
+    }
+
+    fn publish(
+        kind: MemoryKind,
+        base: NonNull<u8>,
+        size: usize,
+        page_size: usize,
+        file: Option<Arc<OwnedFd>>,
+        alias_of: Option<u64>,
+    ) -> Arc<Region> {
+        let id = REGIONS.next_id();
+        let region = Arc::new(Region {
+            id,
+            kind,
+            base,
+            size,
+            page_size,
+            file,
+            alias_of,
+            closed: AtomicBool::new(false),
+        });
+        REGIONS.insert(id, &region);
+        region
+    }
+
+    /// The live, open region with this id (what a worker attaches to by token).
+    pub fn lookup(id: u64) -> Option<Arc<Region>> {
+        REGIONS.get(id).filter(|r| !r.is_closed())
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    pub fn kind(&self) -> MemoryKind {
+        self.kind
+    }
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+    pub fn address(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+    pub fn alias_of(&self) -> Option<u64> {
+        self.alias_of
+    }
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn check_open(&self, op: &'static str) -> Result<()> {
+        if self.is_closed() {
+            Err(Error::Closed { op, what: "region" })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Checks that `[offset, offset + len)` is a non-empty, page-aligned range inside the open
+    /// region and returns its start address.
+    pub fn check_range(&self, op: &'static str, offset: usize, len: usize) -> Result<usize> {
+        self.check_open(op)?;
+        let page = self.page_size;
+        if offset % page != 0 {
+            return Err(Error::invalid(
+                op,
+                format!("offset {offset} is not a multiple of the page size {page}"),
+            ));
+        }
+        if len == 0 || len % page != 0 {
+            return Err(Error::invalid(
+                op,
+                format!("length {len} is not a positive multiple of the page size {page}"),
+            ));
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(self.address() + offset),
+            _ => Err(Error::invalid(
+                op,
+                format!(
+                    "range {offset}+{len} runs past the end of the region ({} bytes)",
+                    self.size
+                ),
+            )),
+        }
+    }
+
+    /// The offset in this region of an address, if the address lies in it.
+    pub fn offset_of(&self, address: usize) -> Option<usize> {
+        address
+            .checked_sub(self.address())
+            .filter(|off| *off < self.size)
+    }
+
+    /// Ends the region's use: it leaves the registry and every userfaultfd releases its range.
+    /// The mapping itself goes when the last holder (an ArrayBuffer, a view) lets go.
+    pub fn close(self: &Arc<Self>) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        REGIONS.remove(self.id);
+        crate::userfaultfd::release_region_everywhere(self);
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by this region, and the last Arc is gone, so nothing in
+        // Rust points into it; JavaScript views over it hold an Arc and are gone too.
+        if let Err(errno) = unsafe { munmap(self.base.cast(), self.size) } {
+            // Nothing useful can be done with a failed munmap in a destructor but to say so.
+            eprintln!("userfaultfd: munmap of region {} failed: {errno}", self.id);
+        }
+    }
+}
+
+fn memfd(name: &str, flags: nix::sys::memfd::MemFdCreateFlag, len: usize) -> Result<OwnedFd> {
+    let name = CString::new(name.replace('\0', "")).expect("NULs were removed");
+    let flags = flags | nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC;
+    let file = nix::sys::memfd::memfd_create(&name, flags)
+        .map_err(|errno| Error::sys("memfd_create", errno, format!("memfd {name:?}")))?;
+    nix::unistd::ftruncate(&file, len as libc::off_t)
+        .map_err(|errno| Error::sys("ftruncate", errno, format!("memfd of {len} bytes")))?;
+    Ok(file)
+}
+
+fn map_shared(file: &impl AsFd, len: NonZeroUsize, kind: MemoryKind) -> Result<NonNull<u8>> {
+    // SAFETY: a fresh shared mapping of our own memfd at an address the kernel picks aliases no
+    // Rust object.
+    let base = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            file,
+            0,
+        )
+    }
+    .map_err(|errno| {
+        Error::sys(
+            "mmap",
+            errno,
+            format!("{} region of {len} bytes", kind.name()),
+        )
+    })?;
+    Ok(base.cast())
+}
+
+/// Free huge pages of a size, from sysfs.
+pub fn free_huge_pages(page_size: usize) -> Option<u64> {
+    let path = format!(
+        "/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages",
+        page_size / 1024
+    );
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_regions_round_up_and_check_ranges() {
+        let region = Region::anonymous(10_000).unwrap();
+        let page = base_page_size();
+        assert_eq!(region.size(), 10_000usize.next_multiple_of(page));
+        assert!(region.check_range("t", 0, page).is_ok());
+        assert_eq!(
+            region.check_range("t", 1, page).unwrap_err().code(),
+            "EINVAL"
+        );
+        assert_eq!(region.check_range("t", 0, 0).unwrap_err().code(), "EINVAL");
+        assert!(region.check_range("t", page, usize::MAX - 10).is_err());
+        assert!(region.check_range("t", region.size(), page).is_err());
+        assert!(Region::anonymous(0).is_err());
+    }
+
+    #[test]
+    fn closing_leaves_the_registry_and_refuses_further_use() {
+        let region = Region::anonymous(4096).unwrap();
+        assert!(Region::lookup(region.id()).is_some());
+        region.close();
+        assert!(Region::lookup(region.id()).is_none());
+        assert_eq!(
+            region.check_range("t", 0, 4096).unwrap_err().code(),
+            "EBADF"
+        );
+    }
+
+    #[test]
+    fn a_shmem_alias_sees_the_same_bytes() {
+        let region = Region::shmem(8192, "test").unwrap();
+        let alias = region.alias().unwrap();
+        // SAFETY: both mappings are live and 8192 bytes long.
+        unsafe {
+            alias.as_ptr().add(4096).write(42);
+            assert_eq!(region.as_ptr().add(4096).read(), 42);
+        }
+        assert_eq!(alias.alias_of(), Some(region.id()));
+        assert!(Region::anonymous(4096).unwrap().alias().is_err());
+    }
+}

@@ -1,0 +1,1107 @@
+//! A userfaultfd: the negotiated fd, its registrations, the faults in flight, and the thread that
+//! reads it. Every resolving call checks its region, bounds and page alignment before the ioctl.
+
+use crate::error::{Error, Result};
+use crate::fault::{Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind};
+use crate::fault_loop;
+use crate::ioctl;
+use crate::region::{MemoryKind, Region};
+use crate::registry::Registry;
+use crate::stats::{bump, Counters, Snapshot};
+use crate::uapi;
+use nix::errno::Errno;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use userfaultfd::{Event, RegisterMode, Uffd};
+
+static UFFDS: Registry<Userfaultfd> = Registry::new();
+
+/// Features requested whenever the kernel offers them: they add information or abilities and
+/// change nothing for a program that does not use them. Events, SIGBUS and WP_ASYNC change
+/// behaviour, so they are requested only when asked for.
+const WANTED_BY_DEFAULT: u64 = uapi::FEATURE_PAGEFAULT_FLAG_WP
+    | uapi::FEATURE_MISSING_HUGETLBFS
+    | uapi::FEATURE_MISSING_SHMEM
+    | uapi::FEATURE_THREAD_ID
+    | uapi::FEATURE_MINOR_HUGETLBFS
+    | uapi::FEATURE_MINOR_SHMEM
+    | uapi::FEATURE_EXACT_ADDRESS
+    | uapi::FEATURE_WP_HUGETLBFS_SHMEM
+    | uapi::FEATURE_WP_UNPOPULATED
+    | uapi::FEATURE_POISON
+    | uapi::FEATURE_MOVE;
+
+/// What the kernel offers, from UFFDIO_API on a throwaway fd.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub api: u64,
+    pub features: u64,
+    pub ioctls: u64,
+}
+
+/// How a fault is resolved when its handler cannot: throws, never answers, or is the faulting thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fallback {
+    /// ZEROPAGE (a zeroed COPY on hugetlbfs) for missing faults, CONTINUE for minor ones.
+    #[default]
+    Zero,
+    /// UFFDIO_POISON: the faulting thread gets SIGBUS.
+    Sigbus,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Feature names (`MINOR_SHMEM`) that must be enabled, besides the defaults the kernel offers.
+    pub features: Vec<String>,
+    /// `Some(true)`: user-mode faults only; `Some(false)`: kernel faults too, or fail;
+    /// `None`: kernel faults too where permitted, else user-mode only.
+    pub user_mode_only: Option<bool>,
+    pub fallback: Fallback,
+    /// How long a fault may wait for its handler before the fallback resolves it.
+    pub timeout: Option<Duration>,
+}
+
+/// Which faults a registration reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Modes {
+    pub missing: bool,
+    pub minor: bool,
+    pub wp: bool,
+}
+
+/// Mode flags of a resolving ioctl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wake(pub bool);
+
+struct Registration {
+    region: Arc<Region>,
+    end: usize,
+    modes: Modes,
+}
+
+enum FaultState {
+    /// Nobody has resolved it yet.
+    Waiting,
+    /// Resolved with DONTWAKE: the page is there, the thread still sleeps.
+    Asleep,
+}
+
+struct InFlight {
+    fault: Fault,
+    state: FaultState,
+    deadline: Option<Instant>,
+    /// Another message for the same page arrived while this one was in flight.
+    duplicate: bool,
+    /// The handler generation the fault was handed to.
+    delivered_to: Option<u64>,
+}
+
+#[derive(Default)]
+struct Dispatcher {
+    sink: Option<(u64, Arc<dyn FaultSink>)>,
+    generation: u64,
+    queued: Vec<Dispatch>,
+    in_flight: HashMap<u64, InFlight>,
+    by_page: HashMap<usize, u64>,
+}
+
+impl Dispatcher {
+    fn take(&mut self, id: u64) -> Option<InFlight> {
+        let entry = self.in_flight.remove(&id)?;
+        let page = entry.fault.region.address() + entry.fault.offset;
+        self.by_page.remove(&page);
+        Some(entry)
+    }
+}
+
+/// What `finish` found when the handler was done with a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Resolved and woken already (or settled by a timeout or close).
+    Done,
+    /// Never resolved: the fallback resolved it.
+    FellBack,
+    /// Resolved with DONTWAKE and never woken: it was woken now.
+    Woken,
+}
+
+/// A resolution a handler asks for at its fault's page.
+pub enum Resolution<'a> {
+    Copy { bytes: &'a [u8], wake: bool },
+    Zero { len: Option<usize>, wake: bool },
+    Continue { len: Option<usize>, wake: bool },
+    Poison,
+    Wake,
+}
+
+pub struct Userfaultfd {
+    id: u64,
+    fd: RwLock<Option<Uffd>>,
+    features: u64,
+    ioctls: u64,
+    user_mode_only: bool,
+    fallback: Fallback,
+    timeout: Option<Duration>,
+    registrations: RwLock<BTreeMap<usize, Registration>>,
+    dispatcher: Mutex<Dispatcher>,
+    handler_thread: AtomicI32,
+    next_fault_id: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) stop: EventFd,
+    stopping: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The current thread's kernel id, as `pagefault.feat.ptid` reports it.
+pub fn current_thread_id() -> i32 {
+    nix::unistd::gettid().as_raw()
+}
+
+impl Userfaultfd {
+    /// What the kernel offers, asked once per process on a throwaway fd.
+    pub fn probe() -> Result<Probe> {
+        static PROBE: OnceLock<std::result::Result<Probe, (Errno, &'static str)>> = OnceLock::new();
+        PROBE
+            .get_or_init(|| {
+                let base = libc::O_CLOEXEC | libc::O_NONBLOCK;
+                let (fd, _) = ioctl::open(base)
+                    .or_else(|_| ioctl::open(base | uapi::UFFD_USER_MODE_ONLY))
+                    .map_err(|e| (e.errno(), e.op()))?;
+                let api = ioctl::api(&fd, 0).map_err(|e| (e.errno(), e.op()))?;
+                Ok(Probe {
+                    api: api.api,
+                    features: api.features,
+                    ioctls: api.ioctls,
+                })
+            })
+            .clone()
+            .map_err(|(errno, op)| Error::sys(op, errno, "probing userfaultfd"))
+    }
+
+    /// Opens a non-blocking userfaultfd, negotiates features and starts its fault loop.
+    pub fn open(options: Options) -> Result<Arc<Userfaultfd>> {
+        let offered = Self::probe()?.features;
+        let mut required = 0;
+        for name in &options.features {
+            required |= uapi::feature_bit(name)
+                .ok_or_else(|| Error::invalid("UFFDIO_API", format!("unknown feature {name:?}")))?;
+        }
+        let missing = required & !offered;
+        if missing != 0 {
+            return Err(Error::unsupported(
+                "UFFDIO_API",
+                format!(
+                    "this kernel does not offer {}",
+                    uapi::names_of(missing, uapi::FEATURES).join(", ")
+                ),
+            ));
+        }
+        if options.fallback == Fallback::Sigbus && offered & uapi::FEATURE_POISON == 0 {
+            return Err(Error::unsupported(
+                "UFFDIO_API",
+                "fallback 'sigbus' needs UFFDIO_POISON (Linux 6.6)",
+            ));
+        }
+        let requested = (offered & WANTED_BY_DEFAULT) | required;
+        let base = libc::O_CLOEXEC | libc::O_NONBLOCK;
+        let (fd, user_mode_only) = match options.user_mode_only {
+            Some(true) => (ioctl::open(base | uapi::UFFD_USER_MODE_ONLY)?.0, true),
+            Some(false) => (ioctl::open(base)?.0, false),
+            None => match ioctl::open(base) {
+                Ok((fd, _)) => (fd, false),
+                Err(err) if matches!(err.errno(), Errno::EPERM | Errno::EACCES) => (
+                    ioctl::open(base | uapi::UFFD_USER_MODE_ONLY)
+                        .map_err(|_| err)?
+                        .0,
+                    true,
+                ),
+                Err(err) => return Err(err),
+            },
+        };
+        let api = ioctl::api(&fd, requested)?;
+        let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|errno| Error::sys("eventfd", errno, ""))?;
+        let uffd = Arc::new(Userfaultfd {
+            id: UFFDS.next_id(),
+            fd: RwLock::new(Some(ioctl::adopt(fd))),
+            features: api.features & requested,
+            ioctls: api.ioctls,
+            user_mode_only,
+            fallback: options.fallback,
+            timeout: options.timeout,
+            registrations: RwLock::new(BTreeMap::new()),
+            dispatcher: Mutex::new(Dispatcher::default()),
+            handler_thread: AtomicI32::new(0),
+            next_fault_id: AtomicU64::new(1),
+            counters: Counters::default(),
+            stop,
+            stopping: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        });
+        let thread = fault_loop::spawn(uffd.clone())?;
+        *lock(&uffd.thread) = Some(thread);
+        UFFDS.insert(uffd.id, &uffd);
+        Ok(uffd)
+    }
+
+    /// The live userfaultfd with this id (what a worker attaches to by token).
+    pub fn lookup(id: u64) -> Option<Arc<Userfaultfd>> {
+        UFFDS.get(id).filter(|u| !u.is_closed())
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+    pub fn ioctls(&self) -> u64 {
+        self.ioctls
+    }
+    pub fn user_mode_only(&self) -> bool {
+        self.user_mode_only
+    }
+    pub fn is_closed(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+    pub(crate) fn has_timeout(&self) -> bool {
+        self.timeout.is_some()
+    }
+
+    pub(crate) fn with_fd<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Uffd) -> Result<T>,
+    ) -> Result<T> {
+        let guard = self.fd.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(uffd) => f(uffd),
+            None => Err(Error::Closed {
+                op,
+                what: "userfaultfd",
+            }),
+        }
+    }
+
+    fn require_feature(&self, op: &'static str, bit: u64, why: &str) -> Result<()> {
+        if self.features & bit != 0 {
+            Ok(())
+        } else {
+            let name = uapi::names_of(bit, uapi::FEATURES).join(", ");
+            Err(Error::unsupported(
+                op,
+                format!("{why} needs the {name} feature, which was not negotiated"),
+            ))
+        }
+    }
+
+    /// Registers `[offset, offset + len)` of a region (all of it by default) and returns the mask of
+    /// ioctls the kernel allows there.
+    pub fn register(
+        &self,
+        region: &Arc<Region>,
+        modes: Modes,
+        offset: usize,
+        len: Option<usize>,
+    ) -> Result<u64> {
+        const OP: &str = "UFFDIO_REGISTER";
+        let len = len.unwrap_or(region.size().saturating_sub(offset));
+        let start = region.check_range(OP, offset, len)?;
+        if !(modes.missing || modes.minor || modes.wp) {
+            return Err(Error::invalid(
+                OP,
+                "no mode: ask for missing, minor or wp faults",
+            ));
+        }
+        let kind = region.kind();
+        if modes.minor && kind == MemoryKind::Anonymous {
+            return Err(Error::invalid(
+                OP,
+                "minor faults need shmem or hugetlbfs memory, not anonymous memory",
+            ));
+        }
+        match kind {
+            MemoryKind::Shmem if modes.missing => {
+                self.require_feature(OP, uapi::FEATURE_MISSING_SHMEM, "missing faults on shmem")?
+            }
+            MemoryKind::Hugetlb if modes.missing => self.require_feature(
+                OP,
+                uapi::FEATURE_MISSING_HUGETLBFS,
+                "missing faults on hugetlbfs",
+            )?,
+            _ => {}
+        }
+        match kind {
+            MemoryKind::Shmem if modes.minor => {
+                self.require_feature(OP, uapi::FEATURE_MINOR_SHMEM, "minor faults on shmem")?
+            }
+            MemoryKind::Hugetlb if modes.minor => self.require_feature(
+                OP,
+                uapi::FEATURE_MINOR_HUGETLBFS,
+                "minor faults on hugetlbfs",
+            )?,
+            _ => {}
+        }
+        if modes.wp {
+            match kind {
+                MemoryKind::Anonymous => {
+                    self.require_feature(OP, uapi::FEATURE_PAGEFAULT_FLAG_WP, "write-protection")?
+                }
+                _ => self.require_feature(
+                    OP,
+                    uapi::FEATURE_WP_HUGETLBFS_SHMEM,
+                    "write-protection of shmem or hugetlbfs",
+                )?,
+            }
+        }
+        let mut mode = RegisterMode::empty();
+        mode.set(RegisterMode::MISSING, modes.missing);
+        mode.set(RegisterMode::MINOR, modes.minor);
+        mode.set(RegisterMode::WRITE_PROTECT, modes.wp);
+        let mut registrations = self
+            .registrations
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let ioctls = self.with_fd(OP, |uffd| ioctl::register(uffd, start, len, mode))?;
+        carve(&mut registrations, start, start + len);
+        registrations.insert(
+            start,
+            Registration {
+                region: region.clone(),
+                end: start + len,
+                modes,
+            },
+        );
+        Ok(ioctls)
+    }
+
+    /// Unregisters `[offset, offset + len)` of a region; the kernel wakes its waiters.
+    pub fn unregister(
+        &self,
+        region: &Arc<Region>,
+        offset: usize,
+        len: Option<usize>,
+    ) -> Result<()> {
+        const OP: &str = "UFFDIO_UNREGISTER";
+        let len = len.unwrap_or(region.size().saturating_sub(offset));
+        let start = region.check_range(OP, offset, len)?;
+        let mut registrations = self
+            .registrations
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        self.with_fd(OP, |uffd| ioctl::unregister(uffd, start, len))?;
+        carve(&mut registrations, start, start + len);
+        drop(registrations);
+        self.forget_faults(|fault| {
+            Arc::ptr_eq(&fault.region, region) && (offset..offset + len).contains(&fault.offset)
+        });
+        Ok(())
+    }
+
+    /// Checks that a range lies in registered memory of this fd and returns its address.
+    fn check_registered(
+        &self,
+        op: &'static str,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> Result<usize> {
+        let start = region.check_range(op, offset, len)?;
+        let end = start + len;
+        let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
+        let mut covered = start;
+        for (&reg_start, reg) in registrations.range(..end) {
+            if reg.end <= covered {
+                continue;
+            }
+            if reg_start > covered {
+                break;
+            }
+            covered = reg.end;
+            if covered >= end {
+                return Ok(start);
+            }
+        }
+        Err(Error::invalid(
+            op,
+            format!(
+                "range {offset}+{len} of region {} is not registered with this userfaultfd",
+                region.id()
+            ),
+        ))
+    }
+
+    /// UFFDIO_COPY of `bytes` to `offset` of a region; returns the bytes mapped.
+    pub fn copy(&self, region: &Region, offset: usize, bytes: &[u8], wake: Wake) -> Result<usize> {
+        const OP: &str = "UFFDIO_COPY";
+        if bytes.is_empty() || bytes.len() % region.page_size() != 0 {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{} bytes is not a positive multiple of the page size {}",
+                    bytes.len(),
+                    region.page_size()
+                ),
+            ));
+        }
+        let dst = self.check_registered(OP, region, offset, bytes.len())?;
+        let mode = if wake.0 { 0 } else { uapi::COPY_MODE_DONTWAKE };
+        let mapped = self.with_fd(OP, |uffd| ioctl::copy(uffd, dst, bytes, mode))?;
+        bump(&self.counters.copies);
+        self.counters
+            .bytes_mapped
+            .fetch_add(mapped as u64, Ordering::Relaxed);
+        Ok(mapped)
+    }
+
+    /// UFFDIO_ZEROPAGE over a range (not on hugetlbfs, which has no zero page).
+    pub fn zero(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
+        const OP: &str = "UFFDIO_ZEROPAGE";
+        if region.kind() == MemoryKind::Hugetlb {
+            return Err(Error::unsupported(
+                OP,
+                "hugetlbfs has no zero page: resolve with copy() of zeroed bytes",
+            ));
+        }
+        let start = self.check_registered(OP, region, offset, len)?;
+        let mapped = self.with_fd(OP, |uffd| ioctl::zeropage(uffd, start, len, wake.0))?;
+        bump(&self.counters.zeropages);
+        self.counters
+            .bytes_mapped
+            .fetch_add(mapped as u64, Ordering::Relaxed);
+        Ok(mapped)
+    }
+
+    /// UFFDIO_CONTINUE over a range: maps what is in the page cache (shmem and hugetlbfs).
+    pub fn r#continue(
+        &self,
+        region: &Region,
+        offset: usize,
+        len: usize,
+        wake: Wake,
+    ) -> Result<usize> {
+        const OP: &str = "UFFDIO_CONTINUE";
+        if region.kind() == MemoryKind::Anonymous {
+            return Err(Error::invalid(
+                OP,
+                "anonymous memory has no page cache to continue from",
+            ));
+        }
+        let start = self.check_registered(OP, region, offset, len)?;
+        let mapped = self.with_fd(OP, |uffd| ioctl::r#continue(uffd, start, len, wake.0))?;
+        bump(&self.counters.continues);
+        self.counters
+            .bytes_mapped
+            .fetch_add(mapped as u64, Ordering::Relaxed);
+        Ok(mapped)
+    }
+
+    /// UFFDIO_POISON over a range: later accesses raise SIGBUS.
+    pub fn poison(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
+        const OP: &str = "UFFDIO_POISON";
+        self.require_feature(OP, uapi::FEATURE_POISON, "poisoning")?;
+        let start = self.check_registered(OP, region, offset, len)?;
+        let mode = if wake.0 {
+            0
+        } else {
+            uapi::POISON_MODE_DONTWAKE
+        };
+        let poisoned = self.with_fd(OP, |uffd| ioctl::poison(uffd, start, len, mode))?;
+        bump(&self.counters.poisons);
+        Ok(poisoned)
+    }
+
+    /// UFFDIO_WAKE over a range; faults in flight there count as woken.
+    pub fn wake(&self, region: &Region, offset: usize, len: usize) -> Result<()> {
+        const OP: &str = "UFFDIO_WAKE";
+        let start = self.check_registered(OP, region, offset, len)?;
+        self.with_fd(OP, |uffd| ioctl::wake(uffd, start, len))?;
+        bump(&self.counters.wakes);
+        self.forget_faults(|fault| {
+            std::ptr::eq(&*fault.region, region) && (offset..offset + len).contains(&fault.offset)
+        });
+        Ok(())
+    }
+
+    /// Resolves fault `id` at its page. A fault already settled (by a timeout, by close, by its
+    /// region's close) resolves to 0 bytes without an ioctl. EEXIST means another resolver won:
+    /// it is counted, the page is woken, and the call succeeds with 0 bytes.
+    pub fn resolve(&self, id: u64, resolution: Resolution<'_>) -> Result<usize> {
+        let Some(fault) = self.fault_in_flight(id) else {
+            return Ok(0);
+        };
+        let region = &fault.region;
+        let page = region.page_size();
+        let room = region.size() - fault.offset;
+        let (result, wake) = match resolution {
+            Resolution::Copy { bytes, wake } => {
+                let len = bytes.len().min(room);
+                (
+                    self.copy(region, fault.offset, &bytes[..len], Wake(wake)),
+                    wake,
+                )
+            }
+            Resolution::Zero { len, wake } => (
+                self.zero(
+                    region,
+                    fault.offset,
+                    len.unwrap_or(page).min(room),
+                    Wake(wake),
+                ),
+                wake,
+            ),
+            Resolution::Continue { len, wake } => (
+                self.r#continue(
+                    region,
+                    fault.offset,
+                    len.unwrap_or(page).min(room),
+                    Wake(wake),
+                ),
+                wake,
+            ),
+            Resolution::Poison => (self.poison(region, fault.offset, page, Wake(true)), true),
+            Resolution::Wake => (self.wake(region, fault.offset, page).map(|()| 0), true),
+        };
+        let mapped = match result {
+            Ok(mapped) => mapped,
+            Err(Error::Sys {
+                errno: Errno::EEXIST,
+                ..
+            }) => {
+                bump(&self.counters.eexist);
+                if wake {
+                    self.with_fd("UFFDIO_WAKE", |uffd| {
+                        ioctl::wake(uffd, region.address() + fault.offset, page)
+                    })?;
+                }
+                0
+            }
+            Err(err) => return Err(err),
+        };
+        self.settle(id, wake);
+        Ok(mapped)
+    }
+
+    fn fault_in_flight(&self, id: u64) -> Option<Fault> {
+        lock(&self.dispatcher)
+            .in_flight
+            .get(&id)
+            .map(|entry| entry.fault.clone())
+    }
+
+    /// Marks a resolved fault: woken ones leave the table; DONTWAKE ones wait for their wake.
+    fn settle(&self, id: u64, woken: bool) {
+        let mut dispatcher = lock(&self.dispatcher);
+        if woken {
+            let entry = dispatcher.take(id);
+            drop(dispatcher);
+            if let Some(entry) = entry.filter(|e| e.duplicate) {
+                // A second thread may have queued behind the first one's message: wake it too.
+                let _ = self.with_fd("UFFDIO_WAKE", |uffd| {
+                    ioctl::wake(
+                        uffd,
+                        entry.fault.region.address() + entry.fault.offset,
+                        entry.fault.region.page_size(),
+                    )
+                });
+            }
+        } else if let Some(entry) = dispatcher.in_flight.get_mut(&id) {
+            entry.state = FaultState::Asleep;
+        }
+    }
+
+    /// The handler is done with fault `id`: resolve it by the fallback if it was not, wake it if
+    /// it was resolved without waking.
+    pub fn finish(&self, id: u64) -> Finish {
+        let Some(entry) = lock(&self.dispatcher).take(id) else {
+            return Finish::Done;
+        };
+        match entry.state {
+            FaultState::Asleep => {
+                let fault = &entry.fault;
+                let _ = self.with_fd("UFFDIO_WAKE", |uffd| {
+                    ioctl::wake(
+                        uffd,
+                        fault.region.address() + fault.offset,
+                        fault.region.page_size(),
+                    )
+                });
+                bump(&self.counters.wakes);
+                Finish::Woken
+            }
+            FaultState::Waiting => {
+                if let Some(notice) = self.fall_back(&entry.fault) {
+                    self.queue_notices(vec![Dispatch::Notice(notice)]);
+                }
+                Finish::FellBack
+            }
+        }
+    }
+
+    /// Resolves a fault by the fallback policy; returns a notice if even that failed.
+    fn fall_back(&self, fault: &Fault) -> Option<Notice> {
+        bump(&self.counters.fallbacks);
+        let region = &fault.region;
+        let page = region.page_size();
+        let address = region.address() + fault.offset;
+        let result = match (self.fallback, fault.kind, region.kind()) {
+            (Fallback::Sigbus, _, _) => {
+                self.with_fd("UFFDIO_POISON", |u| ioctl::poison(u, address, page, 0))
+            }
+            (_, FaultKind::Minor, _) => self.with_fd("UFFDIO_CONTINUE", |u| {
+                ioctl::r#continue(u, address, page, true)
+            }),
+            (_, FaultKind::WriteProtect, _) => self.with_fd("UFFDIO_WRITEPROTECT", |u| {
+                u.remove_write_protection(address as *mut libc::c_void, page, true)
+                    .map(|()| page)
+                    .map_err(|e| Error::sys("UFFDIO_WRITEPROTECT", ioctl::crate_errno(&e), ""))
+            }),
+            (_, FaultKind::Missing, MemoryKind::Hugetlb) => {
+                let zeros = vec![0u8; page];
+                self.with_fd("UFFDIO_COPY", |u| ioctl::copy(u, address, &zeros, 0))
+            }
+            (_, FaultKind::Missing, _) => self.with_fd("UFFDIO_ZEROPAGE", |u| {
+                ioctl::zeropage(u, address, page, true)
+            }),
+        };
+        match result {
+            Ok(_) => None,
+            Err(Error::Sys {
+                errno: Errno::EEXIST,
+                ..
+            }) => {
+                let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, address, page));
+                None
+            }
+            Err(Error::Closed { .. }) => None,
+            Err(err) => {
+                // Never leave the thread asleep: wake it; it faults again if the page is still absent.
+                let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, address, page));
+                bump(&self.counters.errors);
+                Some(Notice {
+                    kind: NoticeKind::FallbackFailed,
+                    message: format!(
+                        "the fallback resolution of a {} fault at offset {} failed: {err}",
+                        fault.kind.name(),
+                        fault.offset
+                    ),
+                    fault: Some(fault.clone()),
+                    cause: Some(err),
+                })
+            }
+        }
+    }
+
+    /// Drops faults in flight that no longer need an answer (their range was woken or released).
+    fn forget_faults(&self, matches: impl Fn(&Fault) -> bool) {
+        let mut dispatcher = lock(&self.dispatcher);
+        let ids: Vec<u64> = dispatcher
+            .in_flight
+            .iter()
+            .filter(|(_, e)| matches(&e.fault))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            dispatcher.take(id);
+        }
+    }
+
+    /// Installs the handler that faults go to, running on thread `thread_id`; faults queued while
+    /// there was none are handed to it now. Returns its generation, for `remove_handler`.
+    pub fn set_handler(&self, sink: Arc<dyn FaultSink>, thread_id: i32) -> Result<u64> {
+        if self.is_closed() {
+            return Err(Error::Closed {
+                op: "handle",
+                what: "userfaultfd",
+            });
+        }
+        let mut dispatcher = lock(&self.dispatcher);
+        dispatcher.generation += 1;
+        let generation = dispatcher.generation;
+        dispatcher.sink = Some((generation, sink));
+        self.handler_thread.store(thread_id, Ordering::Release);
+        let queued = std::mem::take(&mut dispatcher.queued);
+        drop(dispatcher);
+        if !queued.is_empty() {
+            self.hand_over(queued);
+        }
+        Ok(generation)
+    }
+
+    /// Removes handler `generation` if it is still the current one. Faults it was handed and did
+    /// not finish are resolved by the fallback, with a notice each.
+    pub fn remove_handler(&self, generation: u64) {
+        let mut dispatcher = lock(&self.dispatcher);
+        if dispatcher
+            .sink
+            .as_ref()
+            .is_some_and(|(g, _)| *g == generation)
+        {
+            dispatcher.sink = None;
+            self.handler_thread.store(0, Ordering::Release);
+        }
+        let orphans: Vec<u64> = dispatcher
+            .in_flight
+            .iter()
+            .filter(|(_, e)| e.delivered_to == Some(generation))
+            .map(|(id, _)| *id)
+            .collect();
+        let orphans: Vec<InFlight> = orphans
+            .into_iter()
+            .filter_map(|id| dispatcher.take(id))
+            .collect();
+        drop(dispatcher);
+        let notices = orphans
+            .into_iter()
+            .map(|entry| {
+                bump(&self.counters.errors);
+                let failed = self.fall_back(&entry.fault);
+                Dispatch::Notice(failed.unwrap_or_else(|| Notice {
+                    kind: NoticeKind::HandlerGone,
+                    message: format!(
+                        "the handler went away with a {} fault at offset {} unresolved: it was resolved by the fallback",
+                        entry.fault.kind.name(),
+                        entry.fault.offset
+                    ),
+                    fault: Some(entry.fault),
+                    cause: None,
+                }))
+            })
+            .collect::<Vec<_>>();
+        if !notices.is_empty() {
+            self.queue_notices(notices);
+        }
+    }
+
+    /// Sends notices to the handler, or keeps them until there is one.
+    fn queue_notices(&self, notices: Vec<Dispatch>) {
+        self.hand_over(notices);
+    }
+
+    /// Hands a batch to the current handler, or queues it.
+    pub(crate) fn hand_over(&self, mut batch: Vec<Dispatch>) {
+        let mut dispatcher = lock(&self.dispatcher);
+        let Some((generation, sink)) = dispatcher.sink.clone() else {
+            dispatcher.queued.append(&mut batch);
+            return;
+        };
+        for item in &batch {
+            if let Dispatch::Fault(fault) = item {
+                if let Some(entry) = dispatcher.in_flight.get_mut(&fault.id) {
+                    entry.delivered_to = Some(generation);
+                }
+            }
+        }
+        drop(dispatcher);
+        bump(&self.counters.batches);
+        if let Err(returned) = sink.deliver(batch) {
+            let mut dispatcher = lock(&self.dispatcher);
+            for item in &returned {
+                if let Dispatch::Fault(fault) = item {
+                    if let Some(entry) = dispatcher.in_flight.get_mut(&fault.id) {
+                        entry.delivered_to = None;
+                    }
+                }
+            }
+            dispatcher.queued.extend(returned);
+            drop(dispatcher);
+            self.remove_handler(generation);
+        }
+    }
+
+    /// Turns messages read by the loop into a batch for the handler. Runs on the loop thread.
+    pub(crate) fn take_messages(
+        &self,
+        events: impl Iterator<Item = userfaultfd::Result<Event>>,
+        batch: &mut Vec<Dispatch>,
+    ) {
+        for event in events {
+            bump(&self.counters.messages);
+            match event {
+                Ok(Event::Pagefault {
+                    kind,
+                    rw,
+                    addr,
+                    thread_id,
+                }) => {
+                    let kind = match kind {
+                        userfaultfd::FaultKind::Missing => FaultKind::Missing,
+                        userfaultfd::FaultKind::Minor => FaultKind::Minor,
+                        userfaultfd::FaultKind::WriteProtected => FaultKind::WriteProtect,
+                    };
+                    let write = rw == userfaultfd::ReadWrite::Write;
+                    self.take_fault(addr as usize, kind, write, thread_id.as_raw(), batch);
+                }
+                // Events were not requested; a forked child's fd is closed with the Uffd.
+                Ok(_) => {}
+                Err(err) => {
+                    bump(&self.counters.errors);
+                    batch.push(Dispatch::Notice(Notice {
+                        kind: NoticeKind::LoopFailed,
+                        message: format!("a userfaultfd message could not be read: {err}"),
+                        fault: None,
+                        cause: None,
+                    }));
+                }
+            }
+        }
+    }
+
+    fn take_fault(
+        &self,
+        address: usize,
+        kind: FaultKind,
+        write: bool,
+        thread_id: i32,
+        batch: &mut Vec<Dispatch>,
+    ) {
+        let counter = match kind {
+            FaultKind::Missing => &self.counters.faults_missing,
+            FaultKind::Minor => &self.counters.faults_minor,
+            FaultKind::WriteProtect => &self.counters.faults_wp,
+        };
+        bump(counter);
+        let region = {
+            let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
+            registrations
+                .range(..=address)
+                .next_back()
+                .filter(|(_, reg)| address < reg.end)
+                .map(|(_, reg)| reg.region.clone())
+        };
+        let Some(region) = region else {
+            let page = crate::region::base_page_size();
+            let _ = self.with_fd("UFFDIO_WAKE", |u| {
+                ioctl::wake(u, address & !(page - 1), page)
+            });
+            bump(&self.counters.errors);
+            batch.push(Dispatch::Notice(Notice {
+                kind: NoticeKind::UnknownAddress,
+                message: format!(
+                    "a {} fault at {address:#x} lies in no registered region: the thread was woken",
+                    kind.name()
+                ),
+                fault: None,
+                cause: None,
+            }));
+            return;
+        };
+        let offset = (address - region.address()) & !(region.page_size() - 1);
+        let page = region.address() + offset;
+        let fault = Fault {
+            id: self.next_fault_id.fetch_add(1, Ordering::Relaxed),
+            region,
+            offset,
+            address,
+            kind,
+            write,
+            thread_id: thread_id as u32,
+        };
+        let self_fault = thread_id != 0 && thread_id == self.handler_thread.load(Ordering::Acquire);
+        {
+            let mut dispatcher = lock(&self.dispatcher);
+            if let Some(first) = dispatcher.by_page.get(&page).copied() {
+                if let Some(entry) = dispatcher.in_flight.get_mut(&first) {
+                    entry.duplicate = true;
+                    bump(&self.counters.duplicates);
+                    if !self_fault {
+                        return;
+                    }
+                }
+            }
+            if !self_fault {
+                dispatcher.by_page.insert(page, fault.id);
+                dispatcher.in_flight.insert(
+                    fault.id,
+                    InFlight {
+                        fault: fault.clone(),
+                        state: FaultState::Waiting,
+                        deadline: self.timeout.map(|t| Instant::now() + t),
+                        duplicate: false,
+                        delivered_to: None,
+                    },
+                );
+            }
+        }
+        if self_fault {
+            // The handler's thread is asleep in this fault: its handler can never run. Resolve it here.
+            bump(&self.counters.self_faults);
+            bump(&self.counters.errors);
+            let failed = self.fall_back(&fault);
+            batch.push(Dispatch::Notice(failed.unwrap_or_else(|| Notice {
+                kind: NoticeKind::SelfFault,
+                message: format!(
+                    "the handler's own thread (tid {thread_id}) touched registered memory at offset {} of region {}: \
+                     a handler cannot serve its own thread, so the fault was resolved by the fallback. \
+                     Serve this thread's faults with handleInWorker(), or touch the memory from another thread",
+                    fault.offset,
+                    fault.region.id()
+                ),
+                fault: Some(fault),
+                cause: None,
+            })));
+            return;
+        }
+        batch.push(Dispatch::Fault(fault));
+    }
+
+    /// The earliest deadline of a fault in flight.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        lock(&self.dispatcher)
+            .in_flight
+            .values()
+            .filter_map(|e| e.deadline)
+            .min()
+    }
+
+    /// Resolves every fault past its deadline by the fallback; returns their notices.
+    pub(crate) fn expire(&self, now: Instant, batch: &mut Vec<Dispatch>) {
+        let expired: Vec<InFlight> = {
+            let mut dispatcher = lock(&self.dispatcher);
+            let ids: Vec<u64> = dispatcher
+                .in_flight
+                .iter()
+                .filter(|(_, e)| e.deadline.is_some_and(|d| d <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| dispatcher.take(id))
+                .collect()
+        };
+        for entry in expired {
+            bump(&self.counters.timeouts);
+            bump(&self.counters.errors);
+            let limit = self.timeout.unwrap_or_default();
+            let failed = self.fall_back(&entry.fault);
+            batch.push(Dispatch::Notice(failed.unwrap_or_else(|| Notice {
+                kind: NoticeKind::Timeout,
+                message: format!(
+                    "the handler did not resolve a {} fault at offset {} of region {} within {} ms: it was resolved by the fallback",
+                    entry.fault.kind.name(),
+                    entry.fault.offset,
+                    entry.fault.region.id(),
+                    limit.as_millis()
+                ),
+                fault: Some(entry.fault),
+                cause: None,
+            })));
+        }
+    }
+
+    pub fn stats(&self) -> Snapshot {
+        let dispatcher = lock(&self.dispatcher);
+        let queued = dispatcher
+            .queued
+            .iter()
+            .filter(|d| matches!(d, Dispatch::Fault(_)))
+            .count();
+        self.counters
+            .snapshot(dispatcher.in_flight.len() as u64, queued as u64)
+    }
+
+    /// Drops this fd's registrations of a closing region; the kernel wakes their waiters.
+    fn release_region(&self, region: &Arc<Region>) {
+        let mut registrations = self
+            .registrations
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let starts: Vec<usize> = registrations
+            .iter()
+            .filter(|(_, r)| Arc::ptr_eq(&r.region, region))
+            .map(|(s, _)| *s)
+            .collect();
+        for start in starts {
+            if let Some(reg) = registrations.remove(&start) {
+                let _ = self.with_fd("UFFDIO_UNREGISTER", |uffd| {
+                    ioctl::unregister(uffd, start, reg.end - start)
+                });
+            }
+        }
+        drop(registrations);
+        self.forget_faults(|fault| Arc::ptr_eq(&fault.region, region));
+    }
+
+    /// Stops the loop, closes the fd (the kernel wakes every waiting thread and drops every
+    /// registration) and forgets all faults. Idempotent.
+    pub fn close(&self) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.stop.write(1);
+        let thread = lock(&self.thread).take();
+        if let Some(thread) = thread {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+        drop(self.fd.write().unwrap_or_else(|p| p.into_inner()).take());
+        self.registrations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        let sink = {
+            let mut dispatcher = lock(&self.dispatcher);
+            dispatcher.in_flight.clear();
+            dispatcher.by_page.clear();
+            dispatcher.queued.clear();
+            dispatcher.sink.take()
+        };
+        drop(sink);
+        UFFDS.remove(self.id);
+    }
+}
+
+impl Drop for Userfaultfd {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Removes `[start, end)` from a registration map, keeping the parts of registrations outside it.
+fn carve(registrations: &mut BTreeMap<usize, Registration>, start: usize, end: usize) {
+    let overlapping: Vec<usize> = registrations
+        .range(..end)
+        .filter(|(_, reg)| reg.end > start)
+        .map(|(s, _)| *s)
+        .collect();
+    for reg_start in overlapping {
+        let reg = registrations.remove(&reg_start).expect("listed above");
+        if reg_start < start {
+            registrations.insert(
+                reg_start,
+                Registration {
+                    region: reg.region.clone(),
+                    end: start,
+                    modes: reg.modes,
+                },
+            );
+        }
+        if reg.end > end {
+            registrations.insert(
+                end,
+                Registration {
+                    region: reg.region,
+                    end: reg.end,
+                    modes: reg.modes,
+                },
+            );
+        }
+    }
+}
+
+/// Called by `Region::close`: every userfaultfd drops the region's registrations.
+pub(crate) fn release_region_everywhere(region: &Arc<Region>) {
+    for uffd in UFFDS.all() {
+        uffd.release_region(region);
+    }
+}
