@@ -1,1 +1,12 @@
-//! placeholder
+//! The napi-rs binding of uffd-core: it converts values across the boundary, checks their types
+//! and forwards. Policy lives in uffd-core; the API's shape lives in the TypeScript in front.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod args;
+mod errors;
+mod region;
+mod sink;
+mod uffd;
+
+pub use region::NativeRegion;
+pub use uffd::NativeUffd;

@@ -1,0 +1,26 @@
+//! Numbers from JavaScript are doubles: these turn them into sizes and ids or refuse them.
+
+use crate::errors::invalid;
+use napi::Result;
+
+/// A non-negative integer that a double holds exactly.
+pub fn to_usize(env: &napi::Env, what: &str, value: f64) -> Result<usize> {
+    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= 9_007_199_254_740_991.0
+    {
+        Ok(value as usize)
+    } else {
+        Err(invalid(
+            env,
+            "argument",
+            format!("{what} must be a non-negative safe integer, got {value}"),
+        ))
+    }
+}
+
+pub fn to_opt_usize(env: &napi::Env, what: &str, value: Option<f64>) -> Result<Option<usize>> {
+    value.map(|v| to_usize(env, what, v)).transpose()
+}
+
+pub fn to_id(env: &napi::Env, value: f64) -> Result<u64> {
+    to_usize(env, "id", value).map(|v| v as u64)
+}

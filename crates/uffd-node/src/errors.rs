@@ -1,0 +1,38 @@
+//! Core errors become JavaScript errors with Node's fields (`code`, `errno`, `syscall`) once, here.
+//! The TypeScript layer turns them into `UffdError` instances.
+
+use napi::{Env, Status};
+use uffd_core::Error;
+
+/// Throws `error` as a JavaScript Error carrying code, errno and syscall, and returns the marker
+/// that tells napi-rs the exception is already pending.
+pub fn throw(env: &Env, error: &Error) -> napi::Error {
+    let thrown = (|| -> napi::Result<()> {
+        let mut object =
+            env.create_error(napi::Error::new(Status::GenericFailure, error.to_string()))?;
+        object.set("code", error.code())?;
+        object.set("errno", -(error.errno() as i32))?;
+        object.set("syscall", error.op())?;
+        object.set("uffd", true)?;
+        env.throw(object)
+    })();
+    match thrown {
+        Ok(()) => napi::Error::new(Status::PendingException, String::new()),
+        Err(fallback) => fallback,
+    }
+}
+
+pub fn invalid(env: &Env, op: &'static str, detail: String) -> napi::Error {
+    throw(env, &Error::invalid(op, detail))
+}
+
+/// Maps a core result, throwing its error the Node way.
+pub trait OrThrow<T> {
+    fn or_throw(self, env: &Env) -> napi::Result<T>;
+}
+
+impl<T> OrThrow<T> for uffd_core::Result<T> {
+    fn or_throw(self, env: &Env) -> napi::Result<T> {
+        self.map_err(|error| throw(env, &error))
+    }
+}

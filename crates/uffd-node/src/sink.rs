@@ -1,0 +1,118 @@
+//! The fault loop's batches reach a JavaScript thread through one threadsafe function call each.
+
+use napi::bindgen_prelude::{BigInt, Function};
+use napi::threadsafe_function::{
+    ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode,
+};
+use napi::Status;
+use napi_derive::napi;
+use uffd_core::{Dispatch, Fault, FaultSink, Notice};
+
+/// A fault as JavaScript receives it.
+#[napi(object, object_from_js = false)]
+pub struct JsFault {
+    pub id: f64,
+    pub region_id: f64,
+    pub offset: f64,
+    pub address: BigInt,
+    pub kind: &'static str,
+    pub write: bool,
+    pub thread_id: u32,
+}
+
+/// A notice as JavaScript receives it: turned into an 'error' event.
+#[napi(object, object_from_js = false)]
+pub struct JsNotice {
+    pub kind: &'static str,
+    pub message: String,
+    pub fault: Option<JsFault>,
+    pub cause_code: Option<&'static str>,
+    pub cause_syscall: Option<&'static str>,
+    pub cause_message: Option<String>,
+}
+
+/// One item of a batch: a fault or a notice.
+#[napi(object, object_from_js = false)]
+pub struct JsDispatch {
+    pub fault: Option<JsFault>,
+    pub notice: Option<JsNotice>,
+}
+
+fn js_fault(fault: Fault) -> JsFault {
+    JsFault {
+        id: fault.id as f64,
+        region_id: fault.region.id() as f64,
+        offset: fault.offset as f64,
+        address: BigInt::from(fault.address as u64),
+        kind: fault.kind.name(),
+        write: fault.write,
+        thread_id: fault.thread_id,
+    }
+}
+
+fn js_notice(notice: Notice) -> JsNotice {
+    JsNotice {
+        kind: notice.kind.name(),
+        message: notice.message,
+        fault: notice.fault.map(js_fault),
+        cause_code: notice.cause.as_ref().map(|e| e.code()),
+        cause_syscall: notice.cause.as_ref().map(|e| e.op()),
+        cause_message: notice.cause.map(|e| e.to_string()),
+    }
+}
+
+fn js_batch(batch: Vec<Dispatch>) -> Vec<JsDispatch> {
+    batch
+        .into_iter()
+        .map(|item| match item {
+            Dispatch::Fault(fault) => JsDispatch {
+                fault: Some(js_fault(fault)),
+                notice: None,
+            },
+            Dispatch::Notice(notice) => JsDispatch {
+                fault: None,
+                notice: Some(js_notice(notice)),
+            },
+        })
+        .collect()
+}
+
+type BatchFunction<const WEAK: bool> =
+    ThreadsafeFunction<Vec<Dispatch>, (), Vec<JsDispatch>, Status, false, WEAK>;
+
+/// A handler on a JavaScript thread; a weak one does not keep the thread's event loop alive.
+pub enum JsSink {
+    Weak(BatchFunction<true>),
+    Strong(BatchFunction<false>),
+}
+
+impl JsSink {
+    /// Wraps `callback`; unless `keep_alive`, the pending calls do not keep the thread's event
+    /// loop alive (a worker that serves faults must stay alive; a main thread need not).
+    pub fn new(callback: Function<Vec<JsDispatch>, ()>, keep_alive: bool) -> napi::Result<Self> {
+        let to_js = |ctx: ThreadsafeCallContext<Vec<Dispatch>>| Ok(js_batch(ctx.value));
+        let builder = callback.build_threadsafe_function::<Vec<Dispatch>>();
+        Ok(if keep_alive {
+            JsSink::Strong(builder.weak::<false>().build_callback(to_js)?)
+        } else {
+            JsSink::Weak(builder.weak::<true>().build_callback(to_js)?)
+        })
+    }
+}
+
+impl FaultSink for JsSink {
+    fn deliver(&self, batch: Vec<Dispatch>) -> Result<(), Vec<Dispatch>> {
+        let status = match self {
+            JsSink::Weak(function) => function.call(batch, ThreadsafeFunctionCallMode::NonBlocking),
+            JsSink::Strong(function) => {
+                function.call(batch, ThreadsafeFunctionCallMode::NonBlocking)
+            }
+        };
+        match status {
+            Status::Ok => Ok(()),
+            // The batch went with the failed call; the core resolves the faults it had handed
+            // to this handler by the fallback.
+            _ => Err(Vec::new()),
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! `NativeUffd`: a userfaultfd's handle in one JavaScript thread. The owner opened it; a handle
+//! from `attach` (in a worker) names a live one by id.
+
+use crate::args::{to_id, to_opt_usize, to_usize};
+use crate::errors::{throw, OrThrow};
+use crate::region::NativeRegion;
+use crate::sink::{JsDispatch, JsSink};
+use napi::bindgen_prelude::{Function, Uint8Array};
+use napi::Env;
+use napi_derive::napi;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uffd_core::{uapi, Fallback, Finish, Modes, Options, Resolution, Userfaultfd, Wake};
+
+#[napi(object)]
+pub struct NativeOptions {
+    pub features: Option<Vec<String>>,
+    pub user_mode_only: Option<bool>,
+    pub fallback: Option<String>,
+    pub timeout_ms: Option<f64>,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct NativeProbe {
+    pub api: u32,
+    pub features: Vec<&'static str>,
+    pub ioctls: Vec<&'static str>,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct NativeStats {
+    pub faults_missing: f64,
+    pub faults_minor: f64,
+    pub faults_wp: f64,
+    pub duplicates: f64,
+    pub copies: f64,
+    pub zeropages: f64,
+    pub continues: f64,
+    pub poisons: f64,
+    pub wakes: f64,
+    pub bytes_mapped: f64,
+    pub eexist: f64,
+    pub batches: f64,
+    pub messages: f64,
+    pub fallbacks: f64,
+    pub self_faults: f64,
+    pub timeouts: f64,
+    pub errors: f64,
+    pub in_flight: f64,
+    pub queued: f64,
+}
+
+#[napi]
+pub struct NativeUffd {
+    inner: Arc<Userfaultfd>,
+    owner: bool,
+    handler: Mutex<Option<u64>>,
+}
+
+#[napi]
+impl NativeUffd {
+    #[napi(constructor)]
+    pub fn new(env: Env, options: NativeOptions) -> napi::Result<Self> {
+        let fallback = match options.fallback.as_deref() {
+            None | Some("zero") => Fallback::Zero,
+            Some("sigbus") => Fallback::Sigbus,
+            Some(other) => {
+                return Err(crate::errors::invalid(
+                    &env,
+                    "Userfaultfd",
+                    format!("fallback must be 'zero' or 'sigbus', got {other:?}"),
+                ))
+            }
+        };
+        let timeout = to_opt_usize(&env, "timeoutMs", options.timeout_ms)?
+            .map(|ms| Duration::from_millis(ms as u64));
+        let inner = Userfaultfd::open(Options {
+            features: options.features.unwrap_or_default(),
+            user_mode_only: options.user_mode_only,
+            fallback,
+            timeout,
+        })
+        .or_throw(&env)?;
+        Ok(NativeUffd {
+            inner,
+            owner: true,
+            handler: Mutex::new(None),
+        })
+    }
+
+    /// A handle on the live userfaultfd with this id, for a worker thread.
+    #[napi(factory)]
+    pub fn attach(env: Env, id: f64) -> napi::Result<Self> {
+        let id = to_id(&env, id)?;
+        let inner = Userfaultfd::lookup(id).ok_or_else(|| {
+            throw(&env, &uffd_core::Error::invalid("attach", format!("no open userfaultfd has id {id}: it was closed, or the token is not a userfaultfd's")))
+        })?;
+        Ok(NativeUffd {
+            inner,
+            owner: false,
+            handler: Mutex::new(None),
+        })
+    }
+
+    #[napi]
+    pub fn probe(env: Env) -> napi::Result<NativeProbe> {
+        let probe = Userfaultfd::probe().or_throw(&env)?;
+        Ok(NativeProbe {
+            api: probe.api as u32,
+            features: uapi::names_of(probe.features, uapi::FEATURES),
+            ioctls: uapi::ioctl_names(probe.ioctls),
+        })
+    }
+
+    #[napi(getter)]
+    pub fn id(&self) -> f64 {
+        self.inner.id() as f64
+    }
+    #[napi(getter)]
+    pub fn features(&self) -> Vec<&'static str> {
+        uapi::names_of(self.inner.features(), uapi::FEATURES)
+    }
+    #[napi(getter)]
+    pub fn user_mode_only(&self) -> bool {
+        self.inner.user_mode_only()
+    }
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    #[napi]
+    pub fn register(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        missing: bool,
+        minor: bool,
+        wp: bool,
+        offset: f64,
+        length: Option<f64>,
+    ) -> napi::Result<Vec<&'static str>> {
+        let offset = to_usize(&env, "offset", offset)?;
+        let length = to_opt_usize(&env, "length", length)?;
+        let ioctls = self
+            .inner
+            .register(&region.inner, Modes { missing, minor, wp }, offset, length)
+            .or_throw(&env)?;
+        Ok(uapi::ioctl_names(ioctls))
+    }
+
+    #[napi]
+    pub fn unregister(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        offset: f64,
+        length: Option<f64>,
+    ) -> napi::Result<()> {
+        let offset = to_usize(&env, "offset", offset)?;
+        let length = to_opt_usize(&env, "length", length)?;
+        self.inner
+            .unregister(&region.inner, offset, length)
+            .or_throw(&env)
+    }
+
+    #[napi]
+    pub fn copy(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        offset: f64,
+        bytes: Uint8Array,
+        wake: bool,
+    ) -> napi::Result<f64> {
+        let offset = to_usize(&env, "offset", offset)?;
+        self.inner
+            .copy(&region.inner, offset, &bytes, Wake(wake))
+            .map(|n| n as f64)
+            .or_throw(&env)
+    }
+
+    #[napi]
+    pub fn zero(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        offset: f64,
+        length: f64,
+        wake: bool,
+    ) -> napi::Result<f64> {
+        let offset = to_usize(&env, "offset", offset)?;
+        let length = to_usize(&env, "length", length)?;
+        self.inner
+            .zero(&region.inner, offset, length, Wake(wake))
+            .map(|n| n as f64)
+            .or_throw(&env)
+    }
+
+    #[napi(js_name = "continue")]
+    pub fn continue_range(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        offset: f64,
+        length: f64,
+        wake: bool,
+    ) -> napi::Result<f64> {
+        let offset = to_usize(&env, "offset", offset)?;
+        let length = to_usize(&env, "length", length)?;
+        self.inner
+            .r#continue(&region.inner, offset, length, Wake(wake))
+            .map(|n| n as f64)
+            .or_throw(&env)
+    }
+
+    #[napi]
+    pub fn poison(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        offset: f64,
+        length: f64,
+        wake: bool,
+    ) -> napi::Result<f64> {
+        let offset = to_usize(&env, "offset", offset)?;
+        let length = to_usize(&env, "length", length)?;
+        self.inner
+            .poison(&region.inner, offset, length, Wake(wake))
+            .map(|n| n as f64)
+            .or_throw(&env)
+    }
+
+    #[napi]
+    pub fn wake(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        offset: f64,
+        length: f64,
+    ) -> napi::Result<()> {
+        let offset = to_usize(&env, "offset", offset)?;
+        let length = to_usize(&env, "length", length)?;
+        self.inner
+            .wake(&region.inner, offset, length)
+            .or_throw(&env)
+    }
+
+    /// Sends this userfaultfd's faults to `callback` on this thread, one call per batch.
+    #[napi]
+    pub fn handle(
+        &self,
+        env: Env,
+        callback: Function<Vec<JsDispatch>, ()>,
+        keep_alive: bool,
+    ) -> napi::Result<()> {
+        let sink = Arc::new(JsSink::new(callback, keep_alive)?);
+        let generation = self
+            .inner
+            .set_handler(sink, uffd_core::current_thread_id())
+            .or_throw(&env)?;
+        let previous = self
+            .handler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(generation);
+        if let Some(previous) = previous {
+            self.inner.remove_handler(previous);
+        }
+        // When this thread's environment goes (a worker ends), its unfinished faults fall back.
+        let uffd = self.inner.clone();
+        env.add_env_cleanup_hook((), move |()| uffd.remove_handler(generation))?;
+        Ok(())
+    }
+
+    /// Stops sending faults to this thread's handler.
+    #[napi]
+    pub fn unhandle(&self) {
+        if let Some(generation) = self
+            .handler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            self.inner.remove_handler(generation);
+        }
+    }
+
+    #[napi]
+    pub fn fault_copy(
+        &self,
+        env: Env,
+        id: f64,
+        bytes: Uint8Array,
+        wake: bool,
+    ) -> napi::Result<f64> {
+        self.resolve(
+            &env,
+            id,
+            Resolution::Copy {
+                bytes: &bytes,
+                wake,
+            },
+        )
+    }
+
+    #[napi]
+    pub fn fault_zero(
+        &self,
+        env: Env,
+        id: f64,
+        length: Option<f64>,
+        wake: bool,
+    ) -> napi::Result<f64> {
+        let len = to_opt_usize(&env, "length", length)?;
+        self.resolve(&env, id, Resolution::Zero { len, wake })
+    }
+
+    #[napi]
+    pub fn fault_continue(
+        &self,
+        env: Env,
+        id: f64,
+        length: Option<f64>,
+        wake: bool,
+    ) -> napi::Result<f64> {
+        let len = to_opt_usize(&env, "length", length)?;
+        self.resolve(&env, id, Resolution::Continue { len, wake })
+    }
+
+    #[napi]
+    pub fn fault_poison(&self, env: Env, id: f64) -> napi::Result<f64> {
+        self.resolve(&env, id, Resolution::Poison)
+    }
+
+    #[napi]
+    pub fn fault_wake(&self, env: Env, id: f64) -> napi::Result<()> {
+        self.resolve(&env, id, Resolution::Wake).map(drop)
+    }
+
+    /// The handler is done with a fault: returns 'done', 'fell-back' or 'woken'.
+    #[napi]
+    pub fn fault_finish(&self, env: Env, id: f64) -> napi::Result<&'static str> {
+        let id = to_id(&env, id)?;
+        Ok(match self.inner.finish(id) {
+            Finish::Done => "done",
+            Finish::FellBack => "fell-back",
+            Finish::Woken => "woken",
+        })
+    }
+
+    fn resolve(&self, env: &Env, id: f64, resolution: Resolution<'_>) -> napi::Result<f64> {
+        let id = to_id(env, id)?;
+        self.inner
+            .resolve(id, resolution)
+            .map(|n| n as f64)
+            .or_throw(env)
+    }
+
+    #[napi]
+    pub fn stats(&self) -> NativeStats {
+        let s = self.inner.stats();
+        NativeStats {
+            faults_missing: s.faults_missing as f64,
+            faults_minor: s.faults_minor as f64,
+            faults_wp: s.faults_wp as f64,
+            duplicates: s.duplicates as f64,
+            copies: s.copies as f64,
+            zeropages: s.zeropages as f64,
+            continues: s.continues as f64,
+            poisons: s.poisons as f64,
+            wakes: s.wakes as f64,
+            bytes_mapped: s.bytes_mapped as f64,
+            eexist: s.eexist as f64,
+            batches: s.batches as f64,
+            messages: s.messages as f64,
+            fallbacks: s.fallbacks as f64,
+            self_faults: s.self_faults as f64,
+            timeouts: s.timeouts as f64,
+            errors: s.errors as f64,
+            in_flight: s.in_flight as f64,
+            queued: s.queued as f64,
+        }
+    }
+
+    /// Closes the userfaultfd if this handle owns it; an attached handle only stops its handler.
+    #[napi]
+    pub fn close(&self) {
+        self.unhandle();
+        if self.owner {
+            self.inner.close();
+        }
+    }
+}
+
+impl Drop for NativeUffd {
+    fn drop(&mut self) {
+        // An owner collected without close(): the loop thread holds the core alive, so close it.
+        if self.owner {
+            self.inner.close();
+        }
+    }
+}

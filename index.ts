@@ -1,0 +1,30 @@
+/**
+ * userfaultfd for Node.js and Bun: handle Linux page faults in TypeScript.
+ *
+ * Register memory with a {@link Userfaultfd}; when a thread touches a page that is not there, the
+ * kernel stops it and your handler decides what the page holds ({@link Fault.copy}, zeros, or the
+ * page cache). Use it to load data lazily on first touch, serve another process's memory, or
+ * track writes.
+ *
+ * @packageDocumentation
+ */
+export { UffdError } from './lib/errors'
+export type { FaultInfo, UffdErrorCode, UffdErrorOptions, UffdNoticeCode } from './lib/errors'
+export { Fault } from './lib/fault'
+export type { FaultKind, RangeOptions as FaultRangeOptions, WakeOptions } from './lib/fault'
+export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
+export { Region } from './lib/region'
+export type { HugetlbOptions, MemoryKind, SharedRegion, ShmemOptions } from './lib/region'
+export { Userfaultfd } from './lib/userfaultfd'
+export type {
+  FaultHandler,
+  HandleOptions,
+  RangeOptions,
+  RegisterOptions,
+  Registration,
+  SharedUserfaultfd,
+  UffdStats,
+  UserfaultfdOptions,
+  WakeOption,
+  WorkerHandlerOptions,
+} from './lib/userfaultfd'

@@ -1,0 +1,165 @@
+// UffdError: every error this package throws or emits, with Node's fields (code, errno, syscall).
+import type { JsNotice } from './binding'
+
+/** Codes of errors that are not an errno: what the fault loop or a handler reported. */
+export type UffdNoticeCode =
+  | 'ERR_UFFD_SELF_FAULT'
+  | 'ERR_UFFD_TIMEOUT'
+  | 'ERR_UFFD_HANDLER_GONE'
+  | 'ERR_UFFD_UNKNOWN_ADDRESS'
+  | 'ERR_UFFD_FALLBACK_FAILED'
+  | 'ERR_UFFD_LOOP'
+  | 'ERR_UFFD_HANDLER_THREW'
+  | 'ERR_UFFD_UNRESOLVED'
+  | 'ERR_UFFD_NOT_WOKEN'
+  | 'ERR_UFFD_WORKER'
+
+/** An errno name (`'EEXIST'`) or one of the package's own codes. */
+export type UffdErrorCode = UffdNoticeCode | `E${Uppercase<string>}`
+
+/** Where a fault was, for errors about a fault. */
+export interface FaultInfo {
+  readonly regionId: number
+  readonly offset: number
+  readonly address: bigint
+  readonly kind: string
+  readonly threadId: number
+}
+
+export interface UffdErrorOptions {
+  code: UffdErrorCode
+  errno?: number | undefined
+  syscall?: string | undefined
+  fault?: FaultInfo | undefined
+  cause?: unknown
+}
+
+/**
+ * The error of every failed call and every `'error'` event.
+ *
+ * Like Node's own `fs` errors it has `code` (`'EEXIST'`, `'EINVAL'`, or an `ERR_UFFD_*` code for
+ * trouble in the fault path), `errno` (negative, as in Node) and `syscall` (`'UFFDIO_COPY'`).
+ *
+ * @example
+ * ```ts
+ * try { uffd.copy(region, 0, page) } catch (err) {
+ *   if (err instanceof UffdError && err.code === 'EEXIST') { // already mapped }
+ * }
+ * ```
+ */
+export class UffdError extends Error {
+  override readonly name = 'UffdError'
+  readonly code: UffdErrorCode
+  readonly errno: number | undefined
+  readonly syscall: string | undefined
+  /** The fault the error is about, if any. */
+  readonly fault: FaultInfo | undefined
+
+  constructor(message: string, options: UffdErrorOptions) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.code = options.code
+    this.errno = options.errno
+    this.syscall = options.syscall
+    this.fault = options.fault
+  }
+
+  /** A plain object that survives postMessage; `fromJSON` makes the error again. */
+  toJSON(): Record<string, unknown> {
+    const { fault } = this
+    return {
+      message: this.message,
+      code: this.code,
+      errno: this.errno,
+      syscall: this.syscall,
+      stack: this.stack,
+      fault: fault && { ...fault, address: String(fault.address) },
+      cause: this.cause instanceof Error ? { name: this.cause.name, message: this.cause.message, stack: this.cause.stack } : this.cause,
+    }
+  }
+
+  static fromJSON(json: Record<string, unknown>): UffdError {
+    const fault = json.fault as (Omit<FaultInfo, 'address'> & { address: string }) | undefined
+    const error = new UffdError(String(json.message), {
+      code: json.code as UffdErrorCode,
+      errno: json.errno as number | undefined,
+      syscall: json.syscall as string | undefined,
+      fault: fault && { ...fault, address: BigInt(fault.address) },
+      cause: json.cause,
+    })
+    if (typeof json.stack === 'string') error.stack = json.stack
+    return error
+  }
+}
+
+interface NativeError extends Error {
+  uffd?: boolean
+  code?: string
+  errno?: number
+  syscall?: string
+}
+
+/** Turns an error thrown by the binding into a UffdError; anything else passes through. */
+export function fromNative(error: unknown): unknown {
+  const e = error as NativeError
+  if (e instanceof Error && e.uffd) {
+    const converted = new UffdError(e.message, { code: e.code as UffdErrorCode, errno: e.errno, syscall: e.syscall })
+    converted.stack = `UffdError: ${e.message}\n${(e.stack ?? '').split('\n').slice(1).join('\n')}`
+    return converted
+  }
+  return error
+}
+
+/** Calls into the binding, turning its errors into UffdErrors. */
+export function call<T>(fn: () => T): T {
+  try {
+    return fn()
+  } catch (error) {
+    throw fromNative(error)
+  }
+}
+
+const noticeCodes: Record<string, UffdNoticeCode> = {
+  'self-fault': 'ERR_UFFD_SELF_FAULT',
+  timeout: 'ERR_UFFD_TIMEOUT',
+  'handler-gone': 'ERR_UFFD_HANDLER_GONE',
+  'unknown-address': 'ERR_UFFD_UNKNOWN_ADDRESS',
+  'fallback-failed': 'ERR_UFFD_FALLBACK_FAILED',
+  'loop-failed': 'ERR_UFFD_LOOP',
+}
+
+/** The error event for a notice from the fault loop. */
+export function fromNotice(notice: JsNotice): UffdError {
+  const cause =
+    notice.causeCode === undefined
+      ? undefined
+      : new UffdError(notice.causeMessage ?? notice.causeCode, {
+          code: notice.causeCode as UffdErrorCode,
+          syscall: notice.causeSyscall,
+        })
+  const { fault } = notice
+  return new UffdError(notice.message, {
+    code: noticeCodes[notice.kind] ?? 'ERR_UFFD_LOOP',
+    fault: fault && {
+      regionId: fault.regionId,
+      offset: fault.offset,
+      address: fault.address,
+      kind: fault.kind,
+      threadId: fault.threadId,
+    },
+    cause,
+  })
+}
+
+/** A TypeError with Node's code for an argument of the wrong type. */
+export function argumentError(name: string, expected: string, value: unknown): TypeError {
+  const error = new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(value)}`) as TypeError & { code: string }
+  error.code = 'ERR_INVALID_ARG_TYPE'
+  return error
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null'
+  if (typeof value === 'bigint') return `type bigint (${value}n)`
+  if (typeof value === 'object' || typeof value === 'function') return `an instance of ${value.constructor?.name ?? 'Object'}`
+  return `type ${typeof value} (${String(value)})`
+}

@@ -1,0 +1,112 @@
+// Fault: one page fault handed to a handler, and the calls that resolve it.
+import type { JsFault, NativeUffd } from './binding'
+import { call } from './errors'
+import type { Region } from './region'
+import { bytesOf, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
+
+/** Why the thread stopped: a missing page, a minor fault (page in cache, not mapped), a write to a protected page. */
+export type FaultKind = 'missing' | 'minor' | 'wp'
+
+export interface WakeOptions {
+  /** Wake the faulting thread once the page is mapped. Default true; false is `*_MODE_DONTWAKE`. */
+  wake?: boolean
+}
+
+export interface RangeOptions extends WakeOptions {
+  /** Bytes to resolve from the fault's page on (a multiple of the page size). Default: one page. */
+  length?: number
+}
+
+/**
+ * A page fault waiting in the kernel. Resolve it once with `copy`, `zero`, `continue` or `poison`;
+ * a handler that returns (or settles its promise) without doing so gets the userfaultfd's fallback.
+ */
+export class Fault {
+  readonly #native: NativeUffd
+  readonly #id: number
+  #woken = false
+
+  /** The region the fault is in (a view in a worker thread). */
+  readonly region: Region
+  /** Offset of the faulting page in the region (page-aligned). */
+  readonly offset: number
+  /** The faulting address itself. */
+  readonly address: bigint
+  readonly kind: FaultKind
+  /** Whether the access was a write. */
+  readonly write: boolean
+  /** The kernel thread id of the faulting thread. */
+  readonly threadId: number
+
+  /** @internal */
+  constructor(handle: NativeUffd, region: Region, raw: JsFault) {
+    this.#native = handle
+    this.#id = raw.id
+    this.region = region
+    this.offset = raw.offset
+    this.address = raw.address
+    this.kind = raw.kind as FaultKind
+    this.write = raw.write
+    this.threadId = raw.threadId
+  }
+
+  /** @internal */
+  get id(): number {
+    return this.#id
+  }
+
+  /** Whether the fault was resolved and its thread woken. */
+  get resolved(): boolean {
+    return this.#woken
+  }
+
+  /**
+   * UFFDIO_COPY at the fault's page: `bytes` (a multiple of the page size) may span several pages
+   * (readahead) and are clipped to the region. Returns the bytes mapped (0 if another resolver won).
+   */
+  copy(bytes: ArrayBufferView | ArrayBuffer, options?: WakeOptions): number {
+    const data = bytesOf('bytes', bytes)
+    const wake = optionalBoolean('options.wake', optionsOf('options', options).wake, true)
+    return this.#settle(wake, () => this.#native.faultCopy(this.#id, data, wake))
+  }
+
+  /** UFFDIO_ZEROPAGE at the fault's page (not on hugetlbfs, which has no zero page). */
+  zero(options?: RangeOptions): number {
+    const { length, wake } = this.#range(options)
+    return this.#settle(wake, () => this.#native.faultZero(this.#id, length, wake))
+  }
+
+  /** UFFDIO_CONTINUE at the fault's page: maps what the page cache holds (minor faults). */
+  continue(options?: RangeOptions): number {
+    const { length, wake } = this.#range(options)
+    return this.#settle(wake, () => this.#native.faultContinue(this.#id, length, wake))
+  }
+
+  /** UFFDIO_POISON at the fault's page: the faulting thread gets SIGBUS. */
+  poison(): number {
+    return this.#settle(true, () => this.#native.faultPoison(this.#id))
+  }
+
+  /** UFFDIO_WAKE at the fault's page, after a resolve with `{ wake: false }`. */
+  wake(): void {
+    this.#settle(true, () => this.#native.faultWake(this.#id))
+  }
+
+  #range(options: RangeOptions | undefined): { length: number | undefined; wake: boolean } {
+    const { length, wake } = optionsOf('options', options)
+    return { length: optionalInteger('options.length', length), wake: optionalBoolean('options.wake', wake, true) }
+  }
+
+  #settle<T>(wake: boolean, resolve: () => T): T {
+    const result = call(resolve)
+    if (wake) this.#woken = true
+    return result
+  }
+
+  /** @internal After the handler: the core applies the fallback or the missing wake, if needed. */
+  finish(): 'done' | 'fell-back' | 'woken' {
+    if (this.#woken) return 'done'
+    this.#woken = true
+    return call(() => this.#native.faultFinish(this.#id)) as 'done' | 'fell-back' | 'woken'
+  }
+}

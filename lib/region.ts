@@ -1,0 +1,166 @@
+// Region: memory a userfaultfd can serve, and the zero-copy ArrayBuffer over it.
+import { native } from './loader'
+import type { NativeRegion } from './binding'
+import { argumentError, call } from './errors'
+import { integer, options as optionsOf } from './validate'
+
+/** The kind of memory behind a region. */
+export type MemoryKind = 'anonymous' | 'shmem' | 'hugetlb'
+
+/** What `region.share()` returns: post it to a worker and `Region.attach` it there. */
+export interface SharedRegion {
+  readonly type: 'userfaultfd.region'
+  /** The region's id in this process's registry of live regions. */
+  readonly id: number
+}
+
+export interface ShmemOptions {
+  /** The memfd's name, shown in /proc/PID/maps. Default `'userfaultfd'`. */
+  name?: string
+}
+
+export interface HugetlbOptions extends ShmemOptions {
+  /** The huge page size in bytes: 2 MiB (default) or 1 GiB. */
+  pageSize?: number
+}
+
+const TWO_MIB = 2 * 1024 * 1024
+
+// Region objects of this thread by id, so that a fault names the same object the program holds.
+const byId = new Map<number, WeakRef<Region>>()
+
+/**
+ * A memory mapping that a {@link Userfaultfd} can register: anonymous, memfd shmem or hugetlbfs.
+ *
+ * `buffer` is an ArrayBuffer over the mapping itself: reading it where a page is missing takes a
+ * page fault. `close()` detaches that ArrayBuffer and ends the region; the mapping goes when the
+ * last view of it (in any thread) is gone.
+ *
+ * @example
+ * ```ts
+ * using region = Region.anonymous(64 * 1024 * 1024)
+ * uffd.register(region)
+ * ```
+ */
+export class Region {
+  readonly #native: NativeRegion
+  #buffer: ArrayBuffer | undefined
+
+  private constructor(handle: NativeRegion) {
+    this.#native = handle
+    byId.set(handle.id, new WeakRef(this))
+  }
+
+  /** A private anonymous mapping of `size` bytes (rounded up to pages); nothing is resident. */
+  static anonymous(size: number): Region {
+    integer('size', size)
+    return new Region(call(() => native.NativeRegion.anonymous(size)))
+  }
+
+  /** A memfd of `size` bytes, mapped shared. {@link Region.alias} maps the same file again. */
+  static shmem(size: number, options?: ShmemOptions): Region {
+    integer('size', size)
+    const { name = 'userfaultfd' } = optionsOf('options', options)
+    return new Region(call(() => native.NativeRegion.shmem(size, String(name))))
+  }
+
+  /**
+   * A hugetlbfs memfd of `size` bytes (rounded up to huge pages), mapped shared. Throws ENOMEM
+   * with the command to run when not enough huge pages are reserved (`sysctl vm.nr_hugepages`).
+   */
+  static hugetlb(size: number, options?: HugetlbOptions): Region {
+    integer('size', size)
+    const { name = 'userfaultfd', pageSize = TWO_MIB } = optionsOf('options', options)
+    integer('options.pageSize', pageSize)
+    return new Region(call(() => native.NativeRegion.hugetlb(size, pageSize, String(name))))
+  }
+
+  /** A view, in this thread, of a region shared with `region.share()`. It does not own the mapping. */
+  static attach(shared: SharedRegion): Region {
+    if (typeof shared !== 'object' || shared === null || shared.type !== 'userfaultfd.region') {
+      throw argumentError('shared', 'the result of region.share()', shared)
+    }
+    integer('shared.id', shared.id)
+    return Region.fromId(shared.id)
+  }
+
+  /** @internal The Region object of this thread for a region id, attaching a view if needed. */
+  static fromId(id: number): Region {
+    const known = byId.get(id)?.deref()
+    if (known && !known.closed) return known
+    return new Region(call(() => native.NativeRegion.attach(id)))
+  }
+
+  /** @internal */
+  get native(): NativeRegion {
+    return this.#native
+  }
+
+  /**
+   * A second mapping of the same file (shmem and hugetlb only), not registered: write through it
+   * to fill the page cache that minor faults of this region then map with CONTINUE.
+   */
+  alias(): Region {
+    return new Region(call(() => this.#native.alias()))
+  }
+
+  /** The id that names this region in this process. */
+  get id(): number {
+    return this.#native.id
+  }
+  /** Size in bytes, a multiple of `pageSize`. */
+  get size(): number {
+    return this.#native.size
+  }
+  /** The page size of the memory: 4096, or the huge page size. */
+  get pageSize(): number {
+    return this.#native.pageSize
+  }
+  get kind(): MemoryKind {
+    return this.#native.kind as MemoryKind
+  }
+  /** The mapping's start address, for diagnostics; no call takes an address. */
+  get address(): bigint {
+    return this.#native.address
+  }
+  /** Whether this object made the mapping (false for a view from `attach`). */
+  get owner(): boolean {
+    return this.#native.owner
+  }
+  get closed(): boolean {
+    return this.#native.closed
+  }
+
+  /** An ArrayBuffer over the whole mapping, without copying. Detached by `close()`. */
+  get buffer(): ArrayBuffer {
+    this.#buffer ??= call(() => this.#native.buffer())
+    return this.#buffer
+  }
+
+  /** A Uint8Array over part of the mapping, without copying. */
+  bytes(offset = 0, length = this.size - offset): Uint8Array {
+    return new Uint8Array(this.buffer, offset, length)
+  }
+
+  /** A token to post to a worker thread, where `Region.attach(token)` gives a view. */
+  share(): SharedRegion {
+    return { type: 'userfaultfd.region', id: this.id }
+  }
+
+  /**
+   * Ends the region: detaches this thread's ArrayBuffer, unregisters it from every userfaultfd
+   * (waking any thread waiting in it) and refuses further use. A view only lets go of its buffer.
+   */
+  close(): void {
+    if (this.#buffer) {
+      native.detachBuffer(this.#buffer)
+      this.#buffer = undefined
+    }
+    this.#native.close()
+    if (byId.get(this.id)?.deref() === this) byId.delete(this.id)
+  }
+
+  [Symbol.dispose](): void {
+    this.close()
+  }
+}

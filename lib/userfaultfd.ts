@@ -1,0 +1,431 @@
+// Userfaultfd: the public face of one userfaultfd and its fault loop.
+import { EventEmitter } from 'node:events'
+import { isAbsolute, join, resolve as resolvePath } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { type ResourceLimits, Worker } from 'node:worker_threads'
+import type { JsDispatch, JsFault, NativeStats, NativeUffd } from './binding'
+import { argumentError, call, fromNotice, UffdError } from './errors'
+import { Fault } from './fault'
+import type { FeatureName, IoctlName, ProbeResult } from './features'
+import { native } from './loader'
+import { Region } from './region'
+import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
+
+export interface UserfaultfdOptions {
+  /**
+   * Features that must be enabled (the call throws EOPNOTSUPP if the kernel lacks one). Whatever
+   * else the kernel offers and changes nothing by being on (THREAD_ID, MISSING_SHMEM, MINOR_*,
+   * EXACT_ADDRESS, WP_*, POISON, MOVE) is enabled anyway; events, SIGBUS and WP_ASYNC only on request.
+   */
+  features?: FeatureName[]
+  /**
+   * `true`: handle faults from user mode only (needs no privilege). `false`: kernel-mode faults
+   * too, or throw. Default: kernel-mode faults where permitted, else user mode only.
+   */
+  userModeOnly?: boolean
+  /**
+   * How a fault is resolved when its handler cannot (throws, rejects, returns without resolving,
+   * times out, or is the faulting thread): `'zero'` (default) maps zeros, or the page cache for a
+   * minor fault; `'sigbus'` poisons the page so the faulting thread gets SIGBUS.
+   */
+  fallback?: 'zero' | 'sigbus'
+  /** How long a fault may wait for its handler before the fallback resolves it. Default 30000; 0 for no limit. */
+  timeoutMs?: number
+}
+
+export interface RegisterOptions {
+  /** Report faults on missing pages. Default: true unless `minor` or `wp` is given. */
+  missing?: boolean
+  /** Report minor faults (page in the page cache, not mapped here): shmem and hugetlb only. */
+  minor?: boolean
+  /** Report writes to write-protected pages. */
+  wp?: boolean
+  /** Where the registered range starts in the region (page-aligned). Default 0. */
+  offset?: number
+  /** Length of the range (a multiple of the page size). Default: to the region's end. */
+  length?: number
+}
+
+export interface RangeOptions {
+  offset?: number
+  length?: number
+}
+
+/** What the kernel allows on a registered range. */
+export interface Registration {
+  readonly ioctls: ReadonlySet<IoctlName>
+}
+
+export interface WakeOption {
+  /** Wake the threads waiting on the range. Default true; false is `*_MODE_DONTWAKE`. */
+  wake?: boolean
+}
+
+/** A fault handler: resolve the fault, synchronously or before the returned promise settles. */
+export type FaultHandler = (fault: Fault) => void | Promise<void>
+
+export interface HandleOptions {
+  /** Keep this thread's event loop alive while the handler is installed. Default false. */
+  keepAlive?: boolean
+}
+
+export interface WorkerHandlerOptions {
+  /** Passed to the worker as `workerData` of `node:worker_threads`. */
+  workerData?: unknown
+  resourceLimits?: ResourceLimits
+  /** Node options of the worker. Default: the parent's. */
+  execArgv?: string[]
+}
+
+/** What `uffd.share()` returns: post it to a worker and `Userfaultfd.attach` it there. */
+export interface SharedUserfaultfd {
+  readonly type: 'userfaultfd.uffd'
+  readonly id: number
+}
+
+/** Counters since the userfaultfd was opened. */
+export interface UffdStats {
+  /** Faults read from the kernel, by kind (a duplicate message for a page in flight counts too). */
+  readonly faults: { readonly missing: number; readonly minor: number; readonly wp: number }
+  /** Successful resolving ioctls, by kind. */
+  readonly resolutions: {
+    readonly copy: number
+    readonly zeropage: number
+    readonly continue: number
+    readonly poison: number
+    readonly wake: number
+  }
+  /** Resolves that found the page already mapped (another resolver won). */
+  readonly eexist: number
+  /** Messages for a page whose fault was already in flight, not dispatched again. */
+  readonly duplicates: number
+  readonly bytesMapped: number
+  /** Batches handed to handlers, and messages read. */
+  readonly batches: number
+  readonly messages: number
+  /** Faults resolved by the fallback, and why. */
+  readonly fallbacks: number
+  readonly selfFaults: number
+  readonly timeouts: number
+  readonly errors: number
+  /** Faults handed over and not yet resolved, and faults waiting for a handler. */
+  readonly inFlight: number
+  readonly queued: number
+}
+
+interface Events {
+  error: [UffdError]
+}
+
+const workerHost = join(__dirname, 'worker-host.js')
+const DEFAULT_TIMEOUT_MS = 30_000
+let adopting: NativeUffd | undefined
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function'
+}
+
+function moduleSpecifier(module: string | URL): string {
+  if (module instanceof URL) return module.href
+  if (typeof module !== 'string') throw argumentError('module', 'a string or a URL', module)
+  if (module.startsWith('file:') || module.startsWith('data:')) return module
+  if (isAbsolute(module) || module.startsWith('.')) return pathToFileURL(resolvePath(module)).href
+  return module
+}
+
+/**
+ * A userfaultfd: register regions with it, install a handler, and resolve the faults the handler
+ * receives. The fault loop runs on a native thread; faults reach the handler in batches.
+ *
+ * A thread that touches registered memory sleeps in the kernel until its fault is resolved, so the
+ * handler must run on another thread: `handle()` serves faults taken by other threads (workers),
+ * `handleInWorker()` serves this thread's own reads from a worker the package starts.
+ *
+ * @example
+ * ```ts
+ * const uffd = new Userfaultfd()
+ * const region = Region.anonymous(1 << 30)
+ * uffd.register(region)
+ * await uffd.handleInWorker(new URL('./pager.js', import.meta.url))
+ * new Uint8Array(region.buffer)[12345] // served by pager.js
+ * ```
+ */
+export class Userfaultfd extends EventEmitter<Events> {
+  readonly #native: NativeUffd
+  readonly #features: ReadonlySet<FeatureName>
+  #worker: Worker | undefined
+  #closed = false
+
+  /** Opens a userfaultfd (non-blocking), negotiates features and starts its fault loop. */
+  constructor(options?: UserfaultfdOptions) {
+    super()
+    if (adopting) {
+      this.#native = adopting
+      adopting = undefined
+    } else {
+      const { features, userModeOnly, fallback, timeoutMs } = optionsOf('options', options)
+      if (features !== undefined && !Array.isArray(features)) throw argumentError('options.features', 'an array of feature names', features)
+      const timeout = optionalInteger('options.timeoutMs', timeoutMs) ?? DEFAULT_TIMEOUT_MS
+      this.#native = call(
+        () =>
+          new native.NativeUffd({
+            features: features?.map(String),
+            userModeOnly: userModeOnly === undefined ? undefined : optionalBoolean('options.userModeOnly', userModeOnly, false),
+            fallback,
+            timeoutMs: timeout === 0 ? undefined : timeout,
+          }),
+      )
+    }
+    this.#features = new Set(this.#native.features as FeatureName[])
+  }
+
+  /** What the kernel offers (features and ioctls), asked on a throwaway fd. */
+  static probe(): ProbeResult {
+    return call(() => native.NativeUffd.probe()) as ProbeResult
+  }
+
+  /** A handle, in this thread, on a userfaultfd shared with `uffd.share()`. It does not own the fd. */
+  static attach(shared: SharedUserfaultfd): Userfaultfd {
+    if (typeof shared !== 'object' || shared === null || shared.type !== 'userfaultfd.uffd') {
+      throw argumentError('shared', 'the result of uffd.share()', shared)
+    }
+    const id = integer('shared.id', shared.id)
+    adopting = call(() => native.NativeUffd.attach(id))
+    return new Userfaultfd()
+  }
+
+  /** The features negotiated with the kernel. */
+  get features(): ReadonlySet<FeatureName> {
+    return this.#features
+  }
+  /** Whether only user-mode faults are handled (kernel-mode accesses get EFAULT instead). */
+  get userModeOnly(): boolean {
+    return this.#native.userModeOnly
+  }
+  get closed(): boolean {
+    return this.#native.closed
+  }
+
+  /** A token to post to a worker thread, where `Userfaultfd.attach(token)` gives a handle. */
+  share(): SharedUserfaultfd {
+    return { type: 'userfaultfd.uffd', id: this.#native.id }
+  }
+
+  /** Registers a region (or a page-aligned part of it) for missing, minor and/or wp faults. */
+  register(region: Region, options?: RegisterOptions): Registration {
+    const { missing, minor, wp, offset, length } = optionsOf('options', options)
+    const wantsMinor = optionalBoolean('options.minor', minor, false)
+    const wantsWp = optionalBoolean('options.wp', wp, false)
+    const wantsMissing = optionalBoolean('options.missing', missing, !wantsMinor && !wantsWp)
+    const at = optionalInteger('options.offset', offset) ?? 0
+    const len = optionalInteger('options.length', length)
+    const handle = nativeOf(region)
+    const ioctls = call(() => this.#native.register(handle, wantsMissing, wantsMinor, wantsWp, at, len))
+    return { ioctls: new Set(ioctls as IoctlName[]) }
+  }
+
+  /** Unregisters a region or part of it; threads waiting there are woken and fault normally. */
+  unregister(region: Region, options?: RangeOptions): void {
+    const { offset, length } = optionsOf('options', options)
+    const at = optionalInteger('options.offset', offset) ?? 0
+    const len = optionalInteger('options.length', length)
+    const handle = nativeOf(region)
+    call(() => this.#native.unregister(handle, at, len))
+  }
+
+  /** UFFDIO_COPY of `bytes` (a multiple of the page size) to `offset`; returns the bytes mapped. */
+  copy(region: Region, offset: number, bytes: ArrayBufferView | ArrayBuffer, options?: WakeOption): number {
+    const data = bytesOf('bytes', bytes)
+    const wake = wakeOf(options)
+    const handle = nativeOf(region)
+    return call(() => this.#native.copy(handle, integer('offset', offset), data, wake))
+  }
+
+  /** UFFDIO_ZEROPAGE over a range (not hugetlbfs); returns the bytes mapped. */
+  zero(region: Region, offset: number, length: number, options?: WakeOption): number {
+    const handle = nativeOf(region)
+    return call(() => this.#native.zero(handle, integer('offset', offset), integer('length', length), wakeOf(options)))
+  }
+
+  /** UFFDIO_CONTINUE over a range: maps pages already in the page cache; returns the bytes mapped. */
+  continue(region: Region, offset: number, length: number, options?: WakeOption): number {
+    const handle = nativeOf(region)
+    return call(() => this.#native.continue(handle, integer('offset', offset), integer('length', length), wakeOf(options)))
+  }
+
+  /** UFFDIO_POISON over a range: a later access raises SIGBUS. Returns the bytes poisoned. */
+  poison(region: Region, offset: number, length: number, options?: WakeOption): number {
+    const handle = nativeOf(region)
+    return call(() => this.#native.poison(handle, integer('offset', offset), integer('length', length), wakeOf(options)))
+  }
+
+  /** UFFDIO_WAKE over a range, after resolves with `{ wake: false }`. */
+  wake(region: Region, offset: number, length: number): void {
+    const handle = nativeOf(region)
+    call(() => this.#native.wake(handle, integer('offset', offset), integer('length', length)))
+  }
+
+  /**
+   * Serves faults with `handler` on this thread. Faults taken by this thread itself cannot be served
+   * here (the thread is asleep in the kernel): they get the fallback and an `'error'` event
+   * (`ERR_UFFD_SELF_FAULT`). Use `handleInWorker` to serve this thread's reads.
+   */
+  handle(handler: FaultHandler, options?: HandleOptions): this {
+    if (typeof handler !== 'function') throw argumentError('handler', 'a function', handler)
+    const keepAlive = optionalBoolean('options.keepAlive', optionsOf('options', options).keepAlive, false)
+    call(() => this.#native.handle((batch) => this.#onBatch(batch, handler), keepAlive))
+    return this
+  }
+
+  /**
+   * Serves faults with the default export of `module`, run in a worker thread that the package
+   * starts and owns, so that this thread may read the registered memory. Resolves once the
+   * handler is installed; faults taken before then wait for it.
+   */
+  handleInWorker(module: string | URL, options?: WorkerHandlerOptions): Promise<void> {
+    const spec = moduleSpecifier(module)
+    const { workerData, resourceLimits, execArgv } = optionsOf('options', options)
+    if (this.#closed) return Promise.reject(call(() => this.#native.handle(() => {}, false)))
+    this.#worker?.terminate()
+    const worker = new Worker(workerHost, {
+      argv: [String(this.#native.id), spec],
+      workerData,
+      ...(resourceLimits ? { resourceLimits } : {}),
+      ...(execArgv ? { execArgv } : {}),
+    })
+    this.#worker = worker
+    worker.unref()
+    return new Promise((resolve, reject) => {
+      let ready = false
+      worker.on('message', (message: { type: string; error?: Record<string, unknown> }) => {
+        if (message.type === 'ready') {
+          ready = true
+          resolve()
+        } else if (message.type === 'error' && message.error) {
+          this.#report(UffdError.fromJSON(message.error))
+        } else if (message.type === 'failed' && message.error) {
+          reject(UffdError.fromJSON(message.error))
+        }
+      })
+      worker.on('error', (cause) => {
+        const error = new UffdError(`the handler worker for ${spec} failed: ${cause.message}`, { code: 'ERR_UFFD_WORKER', cause })
+        if (ready) this.#report(error)
+        else reject(error)
+      })
+      worker.on('exit', (code) => {
+        if (this.#worker === worker) this.#worker = undefined
+        if (!ready) reject(new UffdError(`the handler worker for ${spec} exited with code ${code} before it was ready`, { code: 'ERR_UFFD_WORKER' }))
+        else if (!this.#closed) {
+          this.#report(new UffdError(`the handler worker for ${spec} exited with code ${code}: faults now wait for a new handler`, { code: 'ERR_UFFD_HANDLER_GONE' }))
+        }
+      })
+    })
+  }
+
+  #onBatch(batch: JsDispatch[], handler: FaultHandler): void {
+    for (const item of batch) {
+      if (item.fault) this.#dispatch(item.fault, handler)
+      else if (item.notice) this.#report(fromNotice(item.notice))
+    }
+  }
+
+  #dispatch(raw: JsFault, handler: FaultHandler): void {
+    let fault: Fault
+    try {
+      fault = new Fault(this.#native, Region.fromId(raw.regionId), raw)
+    } catch {
+      // The region was closed in the meantime: its waiters were woken when it was.
+      return
+    }
+    let result: unknown
+    try {
+      result = handler(fault)
+    } catch (error) {
+      this.#finish(fault, error)
+      return
+    }
+    if (isPromiseLike(result)) {
+      result.then(
+        () => this.#finish(fault, undefined),
+        (error: unknown) => this.#finish(fault, error ?? new Error('the handler rejected')),
+      )
+    } else {
+      this.#finish(fault, undefined)
+    }
+  }
+
+  #finish(fault: Fault, error: unknown): void {
+    let outcome: ReturnType<Fault['finish']>
+    try {
+      outcome = fault.finish()
+    } catch (finishError) {
+      this.#report(finishError instanceof UffdError ? finishError : new UffdError(String(finishError), { code: 'ERR_UFFD_LOOP', cause: finishError }))
+      return
+    }
+    const info = { regionId: fault.region.id, offset: fault.offset, address: fault.address, kind: fault.kind, threadId: fault.threadId }
+    const where = `a ${fault.kind} fault at offset ${fault.offset} of region ${fault.region.id}`
+    if (error !== undefined) {
+      const what = outcome === 'fell-back' ? 'it was resolved by the fallback' : 'the fault had been resolved'
+      this.#report(new UffdError(`the handler threw while serving ${where}: ${what}`, { code: 'ERR_UFFD_HANDLER_THREW', fault: info, cause: error }))
+    } else if (outcome === 'fell-back') {
+      this.#report(new UffdError(`the handler returned without resolving ${where}: it was resolved by the fallback`, { code: 'ERR_UFFD_UNRESOLVED', fault: info }))
+    } else if (outcome === 'woken') {
+      this.#report(new UffdError(`the handler resolved ${where} with { wake: false } and never woke it: it was woken`, { code: 'ERR_UFFD_NOT_WOKEN', fault: info }))
+    }
+  }
+
+  /** Emits an 'error' event, or a process warning if nobody listens (an unheard 'error' would crash). */
+  #report(error: UffdError): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error)
+    else process.emitWarning(error)
+  }
+
+  /** Counters of faults, resolutions and fallbacks. */
+  get stats(): UffdStats {
+    return statsOf(this.#native.stats())
+  }
+
+  /**
+   * Stops the fault loop and closes the fd: every waiting thread is woken and faults normally
+   * from then on; the handler worker, if any, is terminated. A handle from `attach` only stops its
+   * handler.
+   */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#native.close()
+    void this.#worker?.terminate()
+    this.#worker = undefined
+  }
+
+  [Symbol.dispose](): void {
+    this.close()
+  }
+}
+
+function nativeOf(region: Region) {
+  if (!(region instanceof Region)) throw argumentError('region', 'a Region', region)
+  return region.native
+}
+
+function wakeOf(options: WakeOption | undefined): boolean {
+  return optionalBoolean('options.wake', optionsOf('options', options).wake, true)
+}
+
+function statsOf(s: NativeStats): UffdStats {
+  return {
+    faults: { missing: s.faultsMissing, minor: s.faultsMinor, wp: s.faultsWp },
+    resolutions: { copy: s.copies, zeropage: s.zeropages, continue: s.continues, poison: s.poisons, wake: s.wakes },
+    eexist: s.eexist,
+    duplicates: s.duplicates,
+    bytesMapped: s.bytesMapped,
+    batches: s.batches,
+    messages: s.messages,
+    fallbacks: s.fallbacks,
+    selfFaults: s.selfFaults,
+    timeouts: s.timeouts,
+    errors: s.errors,
+    inFlight: s.inFlight,
+    queued: s.queued,
+  }
+}

@@ -1,0 +1,36 @@
+// The worker that handleInWorker() starts: it attaches to the userfaultfd, imports the handler
+// module, serves faults with its default export, and forwards 'error' events to the parent.
+import { parentPort } from 'node:worker_threads'
+import { UffdError } from './errors'
+import { Userfaultfd } from './userfaultfd'
+
+type Handler = (fault: unknown) => unknown
+
+function handlerOf(module: Record<string, unknown>): Handler | undefined {
+  const candidates = [module.default, (module.default as Record<string, unknown> | undefined)?.default, module.handler]
+  return candidates.find((c): c is Handler => typeof c === 'function')
+}
+
+function toJSON(error: unknown): Record<string, unknown> {
+  if (error instanceof UffdError) return error.toJSON()
+  const e = error instanceof Error ? error : new Error(String(error))
+  return { message: e.message, code: 'ERR_UFFD_WORKER', stack: e.stack }
+}
+
+async function main(port: NonNullable<typeof parentPort>): Promise<void> {
+  const [id, spec] = process.argv.slice(-2)
+  const uffd = Userfaultfd.attach({ type: 'userfaultfd.uffd', id: Number(id) })
+  const handler = handlerOf((await import(String(spec))) as Record<string, unknown>)
+  if (!handler) throw new TypeError(`${spec} must export a default function (fault) => void | Promise<void>`)
+  uffd.on('error', (error) => port.postMessage({ type: 'error', error: toJSON(error) }))
+  uffd.handle(handler as (fault: Parameters<Parameters<Userfaultfd['handle']>[0]>[0]) => void, { keepAlive: true })
+  port.postMessage({ type: 'ready' })
+}
+
+if (parentPort) {
+  const port = parentPort
+  main(port).catch((error: unknown) => {
+    port.postMessage({ type: 'failed', error: toJSON(error) })
+    process.exitCode = 1
+  })
+}
