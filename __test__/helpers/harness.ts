@@ -1,0 +1,99 @@
+// Shared by the ava tests: regions of each kind, the byte pattern pages are served with, a reader
+// worker that takes faults from another thread, and time limits so that a hang fails a test.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+import { type MemoryKind, Region, type UffdError, type Userfaultfd } from 'userfaultfd'
+
+export const LIMIT_MS = 15_000
+export const HUGE_PAGE = 2 * 1024 * 1024
+
+/** The byte at `index` of the page at `offset`, as the test pagers serve it. */
+export function patternByte(offset: number, pageSize: number, index: number, seed = 0): number {
+  return ((offset / pageSize) * 31 + index * 7 + seed + 1) & 0xff
+}
+
+/** A page (or pages) of the pattern, starting at `offset`. */
+export function patternPage(offset: number, pageSize: number, pages = 1, seed = 0): Uint8Array {
+  const bytes = new Uint8Array(pageSize * pages)
+  for (let page = 0; page < pages; page++) {
+    const at = offset + page * pageSize
+    for (const index of [0, 1, 5, 100, pageSize - 1]) bytes[page * pageSize + index] = patternByte(at, pageSize, index, seed)
+  }
+  return bytes
+}
+
+/** Free huge pages of 2 MiB, from sysfs. */
+export function freeHugePages(): number {
+  try {
+    return Number(readFileSync('/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages', 'utf8').trim())
+  } catch {
+    return 0
+  }
+}
+
+/** A region of `pages` pages of a kind (huge pages for hugetlb). */
+export function makeRegion(kind: MemoryKind, pages: number): Region {
+  switch (kind) {
+    case 'anonymous':
+      return Region.anonymous(pages * 4096)
+    case 'shmem':
+      return Region.shmem(pages * 4096, { name: 'test' })
+    case 'hugetlb':
+      return Region.hugetlb(pages * HUGE_PAGE)
+  }
+}
+
+/** Rejects if `promise` takes longer than `ms`, so that a hang fails the test instead of stalling. */
+export function within<T>(promise: Promise<T>, what: string, ms = LIMIT_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, limit]).finally(() => clearTimeout(timer))
+}
+
+/** The next 'error' event of a userfaultfd. */
+export function nextError(uffd: Userfaultfd, ms = LIMIT_MS): Promise<UffdError> {
+  return within(new Promise((resolve) => uffd.once('error', resolve)), 'an error event', ms)
+}
+
+export interface ReadRequest {
+  offsets: number[]
+  /** Write this byte at each offset before reading it back (a write fault). */
+  write?: number
+}
+
+export interface ReadResult {
+  bytes: number[]
+}
+
+/** A worker thread that reads a region when asked: its reads are faults from another thread. */
+export class Reader {
+  readonly #worker: Worker
+
+  constructor() {
+    this.#worker = new Worker(join(__dirname, 'reader.js'))
+  }
+
+  read(region: Region, request: ReadRequest): Promise<ReadResult> {
+    const answer = new Promise<ReadResult>((resolve, reject) => {
+      this.#worker.once('message', (message: ReadResult | { error: string }) =>
+        'error' in message ? reject(new Error(message.error)) : resolve(message),
+      )
+      this.#worker.once('error', reject)
+    })
+    this.#worker.postMessage({ shared: region.share(), ...request })
+    return within(answer, 'the reader thread')
+  }
+
+  /** Whether the reader answers within `ms` (false: it is still asleep in a fault). */
+  async answersWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+    const timeout = new Promise<false>((resolve) => setTimeout(() => resolve(false), ms))
+    return Promise.race([promise.then(() => true), timeout])
+  }
+
+  terminate(): Promise<number> {
+    return this.#worker.terminate()
+  }
+}

@@ -1,0 +1,17 @@
+// A worker thread that reads (or writes) bytes of a region on request and posts them back.
+import { parentPort } from 'node:worker_threads'
+import { Region, type SharedRegion } from 'userfaultfd'
+
+parentPort?.on('message', (request: { shared: SharedRegion; offsets: number[]; write?: number }) => {
+  try {
+    const region = Region.attach(request.shared)
+    const bytes = new Uint8Array(region.buffer)
+    const read = request.offsets.map((offset) => {
+      if (request.write !== undefined) bytes[offset] = request.write
+      return bytes[offset] as number
+    })
+    parentPort?.postMessage({ bytes: read })
+  } catch (error) {
+    parentPort?.postMessage({ error: String(error) })
+  }
+})
