@@ -107,6 +107,11 @@ export interface UffdStats {
   readonly fallbacks: number
   readonly selfFaults: number
   readonly timeouts: number
+  /**
+   * Troubles of the fault path, each also an `'error'` event: fallbacks (unresolved, timed out,
+   * self-faults, handler gone), faults left asleep after `{ wake: false }`, failed fallbacks,
+   * faults outside any region. A handler that throws after resolving its fault is an event only.
+   */
   readonly errors: number
   /** Faults handed over and not yet resolved, and faults waiting for a handler. */
   readonly inFlight: number

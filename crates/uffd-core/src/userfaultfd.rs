@@ -626,6 +626,7 @@ impl Userfaultfd {
         let Some(entry) = lock(&self.dispatcher).take(id) else {
             return Finish::Done;
         };
+        bump(&self.counters.errors);
         match entry.state {
             FaultState::Asleep => {
                 let fault = &entry.fault;

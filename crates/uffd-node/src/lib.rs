@@ -6,6 +6,7 @@ mod args;
 mod errors;
 mod region;
 mod sink;
+mod teardown;
 mod uffd;
 
 pub use region::NativeRegion;

@@ -5,6 +5,7 @@ use crate::args::{to_id, to_opt_usize, to_usize};
 use crate::errors::{throw, OrThrow};
 use crate::region::NativeRegion;
 use crate::sink::{JsDispatch, JsSink};
+use crate::teardown::TeardownHook;
 use napi::bindgen_prelude::{Function, Uint8Array};
 use napi::Env;
 use napi_derive::napi;
@@ -54,7 +55,8 @@ pub struct NativeStats {
 pub struct NativeUffd {
     inner: Arc<Userfaultfd>,
     owner: bool,
-    handler: Mutex<Option<u64>>,
+    /// The generation of this thread's handler, and the hook that removes it at thread teardown.
+    handler: Mutex<Option<(u64, TeardownHook)>>,
 }
 
 #[napi]
@@ -259,31 +261,27 @@ impl NativeUffd {
             .inner
             .set_handler(sink, uffd_core::current_thread_id())
             .or_throw(&env)?;
-        let previous = self
-            .handler
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(generation);
-        if let Some(previous) = previous {
+        let hook = TeardownHook::install(&env, &self.inner, generation)?;
+        let previous = self.lock_handler().replace((generation, hook));
+        if let Some((previous, hook)) = previous {
+            hook.remove();
             self.inner.remove_handler(previous);
         }
-        // When this thread's environment goes (a worker ends), its unfinished faults fall back.
-        let uffd = self.inner.clone();
-        env.add_env_cleanup_hook((), move |()| uffd.remove_handler(generation))?;
         Ok(())
     }
 
     /// Stops sending faults to this thread's handler.
     #[napi]
     pub fn unhandle(&self) {
-        if let Some(generation) = self
-            .handler
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        let installed = self.lock_handler().take();
+        if let Some((generation, hook)) = installed {
+            hook.remove();
             self.inner.remove_handler(generation);
         }
+    }
+
+    fn lock_handler(&self) -> std::sync::MutexGuard<'_, Option<(u64, TeardownHook)>> {
+        self.handler.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     #[napi]
@@ -396,6 +394,7 @@ impl NativeUffd {
 impl Drop for NativeUffd {
     fn drop(&mut self) {
         // An owner collected without close(): the loop thread holds the core alive, so close it.
+        self.unhandle();
         if self.owner {
             self.inner.close();
         }

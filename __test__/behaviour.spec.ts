@@ -1,0 +1,307 @@
+// The fault path's rules: DONTWAKE, read and write faults, readahead, EEXIST, one dispatch per
+// page, the self-fault guard, fallbacks for handlers that fail, and closing with faults pending.
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import test from 'ava'
+import { type Fault, Region, Userfaultfd } from 'userfaultfd'
+import { nextError, patternByte, patternPage, Reader, within } from './helpers/harness'
+
+const PAGE = 4096
+
+function anonymous(pages: number, options?: ConstructorParameters<typeof Userfaultfd>[0]) {
+  const uffd = new Userfaultfd(options)
+  const region = Region.anonymous(pages * PAGE)
+  uffd.register(region)
+  return { uffd, region }
+}
+
+/** A promise and its resolve function, to hold a handler until the test lets it go. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open = () => {}
+  const promise = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  return { promise, open }
+}
+
+test('dontwake: copy with { wake: false } leaves the thread asleep until fault.wake()', async (t) => {
+  const { uffd, region } = anonymous(4)
+  const resolved = gate()
+  const release = gate()
+  uffd.handle(async (fault) => {
+    t.is(fault.copy(patternPage(fault.offset, PAGE), { wake: false }), PAGE)
+    resolved.open()
+    await release.promise
+    fault.wake()
+  })
+  const reader = new Reader()
+  try {
+    const read = reader.read(region, { offsets: [PAGE + 5] })
+    await within(resolved.promise, 'the copy')
+    t.false(await reader.answersWithin(read, 300), 'the reader must still be asleep')
+    release.open()
+    t.deepEqual((await read).bytes, [patternByte(PAGE, PAGE, 5)])
+    t.is(uffd.stats.resolutions.wake, 1)
+  } finally {
+    await reader.terminate()
+    uffd.close()
+    region.close()
+  }
+})
+
+test('dontwake: uffd.wake() over the range wakes a thread resolved without waking', async (t) => {
+  const { uffd, region } = anonymous(4)
+  const resolved = gate()
+  uffd.handle(async (fault) => {
+    uffd.copy(region, fault.offset, patternPage(fault.offset, PAGE), { wake: false })
+    resolved.open()
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    uffd.wake(region, 0, region.size)
+  })
+  const reader = new Reader()
+  try {
+    const read = reader.read(region, { offsets: [2 * PAGE + 1] })
+    await within(resolved.promise, 'the copy')
+    t.false(await reader.answersWithin(read, 150), 'the reader must still be asleep')
+    t.deepEqual((await read).bytes, [patternByte(2 * PAGE, PAGE, 1)])
+    t.is(uffd.stats.fallbacks, 0)
+  } finally {
+    await reader.terminate()
+    uffd.close()
+    region.close()
+  }
+})
+
+test('a resolve with { wake: false } that is never woken is woken after the handler, with an error', async (t) => {
+  const { uffd, region } = anonymous(2)
+  uffd.handle((fault) => {
+    fault.copy(patternPage(fault.offset, PAGE), { wake: false })
+  })
+  const reader = new Reader()
+  try {
+    const error = nextError(uffd)
+    t.deepEqual((await reader.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5)])
+    t.is((await error).code, 'ERR_UFFD_NOT_WOKEN')
+  } finally {
+    await reader.terminate()
+    uffd.close()
+    region.close()
+  }
+})
+
+test('write faults say write: true and read faults say false; the written byte lands', async (t) => {
+  const { uffd, region } = anonymous(4)
+  const seen: Array<[number, boolean]> = []
+  uffd.handle((fault) => {
+    seen.push([fault.offset, fault.write])
+    fault.copy(patternPage(fault.offset, PAGE))
+  })
+  const reader = new Reader()
+  try {
+    t.deepEqual((await reader.read(region, { offsets: [PAGE + 3], write: 0x77 })).bytes, [0x77])
+    t.deepEqual((await reader.read(region, { offsets: [2 * PAGE + 5] })).bytes, [patternByte(2 * PAGE, PAGE, 5)])
+    t.deepEqual(seen, [
+      [PAGE, true],
+      [2 * PAGE, false],
+    ])
+    t.is(new Uint8Array(region.buffer)[PAGE + 5], patternByte(PAGE, PAGE, 5), 'the rest of the page is the copied bytes')
+  } finally {
+    await reader.terminate()
+    uffd.close()
+    region.close()
+  }
+})
+
+test('readahead: one copy of 16 pages answers the fault and maps the 15 after it', async (t) => {
+  const { uffd, region } = anonymous(32)
+  const faults: Fault[] = []
+  uffd.handle((fault) => {
+    faults.push(fault)
+    t.is(fault.copy(patternPage(fault.offset, PAGE, 16)), 16 * PAGE)
+  })
+  const reader = new Reader()
+  try {
+    const offsets = Array.from({ length: 16 }, (_, page) => (4 + page) * PAGE + 100)
+    const { bytes } = await reader.read(region, { offsets })
+    t.deepEqual(
+      bytes,
+      offsets.map((at) => patternByte(at - 100, PAGE, 100)),
+    )
+    t.is(faults.length, 1)
+    t.is(faults[0]?.offset, 4 * PAGE)
+    t.is(uffd.stats.bytesMapped, 16 * PAGE)
+  } finally {
+    await reader.terminate()
+    uffd.close()
+    region.close()
+  }
+})
+
+test('readahead is clipped to the region: a copy past its end maps what fits', async (t) => {
+  const { uffd, region } = anonymous(4)
+  uffd.handle((fault) => {
+    t.is(fault.copy(patternPage(fault.offset, PAGE, 8)), PAGE)
+  })
+  const reader = new Reader()
+  try {
+    t.deepEqual((await reader.read(region, { offsets: [3 * PAGE] })).bytes, [patternByte(3 * PAGE, PAGE, 0)])
+  } finally {
+    await reader.terminate()
+    uffd.close()
+    region.close()
+  }
+})
+
+test('eexist: a fault resolved by someone else counts EEXIST, maps 0 bytes and does not throw', async (t) => {
+  const { uffd, region } = anonymous(4)
+  uffd.handle((fault) => {
+    uffd.copy(region, fault.offset, patternPage(fault.offset, PAGE, 1, 3))
+    t.is(fault.copy(patternPage(fault.offset, PAGE)), 0)
+  })
+  const reader = new Reader()
+  try {
+    t.deepEqual((await reader.read(region, { offsets: [PAGE + 1] })).bytes, [patternByte(PAGE, PAGE, 1, 3)])
+    t.is(uffd.stats.eexist, 1)
+    const again = t.throws(() => uffd.copy(region, PAGE, new Uint8Array(PAGE)))
+    t.is((again as { code?: string }).code, 'EEXIST')
+  } finally {
+    await reader.terminate()
+    uffd.close()
+    region.close()
+  }
+})
+
+test('a page two threads fault on while its fault is in flight is dispatched once', async (t) => {
+  const { uffd, region } = anonymous(4)
+  let dispatched = 0
+  uffd.handle(async (fault) => {
+    dispatched++
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    fault.copy(patternPage(fault.offset, PAGE))
+  })
+  const readers = [new Reader(), new Reader()]
+  try {
+    const reads = readers.map((reader) => reader.read(region, { offsets: [PAGE + 5] }))
+    for (const { bytes } of await Promise.all(reads)) t.deepEqual(bytes, [patternByte(PAGE, PAGE, 5)])
+    t.is(dispatched, 1)
+    t.is(uffd.stats.duplicates, 1)
+  } finally {
+    await Promise.all(readers.map((reader) => reader.terminate()))
+    uffd.close()
+    region.close()
+  }
+})
+
+test('self-fault: the handler thread reading its own memory gets the fallback and an error, never a hang', async (t) => {
+  const { uffd, region } = anonymous(4)
+  let calls = 0
+  uffd.handle((fault) => {
+    calls++
+    fault.copy(patternPage(fault.offset, PAGE))
+  })
+  const error = nextError(uffd)
+  t.is(new Uint8Array(region.buffer)[PAGE + 9], 0, 'the fallback maps zeros')
+  const event = await error
+  t.is(event.code, 'ERR_UFFD_SELF_FAULT')
+  t.regex(event.message, /handleInWorker/)
+  t.is(event.fault?.offset, PAGE)
+  t.is(calls, 0)
+  t.is(uffd.stats.selfFaults, 1)
+  uffd.close()
+  region.close()
+})
+
+for (const [name, handler, code] of [
+  ['throws', () => {
+    throw new Error('boom')
+  }, 'ERR_UFFD_HANDLER_THREW'],
+  ['rejects', () => Promise.reject(new Error('boom')), 'ERR_UFFD_HANDLER_THREW'],
+  ['returns without resolving', () => {}, 'ERR_UFFD_UNRESOLVED'],
+] as const) {
+  test(`a handler that ${name} gets the fallback (zeros) and an error event`, async (t) => {
+    const { uffd, region } = anonymous(2)
+    uffd.handle(handler)
+    const reader = new Reader()
+    try {
+      const error = nextError(uffd)
+      t.deepEqual((await reader.read(region, { offsets: [PAGE + 2] })).bytes, [0])
+      const event = await error
+      t.is(event.code, code)
+      if (code === 'ERR_UFFD_HANDLER_THREW') t.is((event.cause as Error).message, 'boom')
+      t.is(uffd.stats.fallbacks, 1)
+    } finally {
+      await reader.terminate()
+      uffd.close()
+      region.close()
+    }
+  })
+}
+
+test('timeoutMs: a handler that never settles gets the fallback after the limit', async (t) => {
+  const { uffd, region } = anonymous(2, { timeoutMs: 200 })
+  uffd.handle(() => new Promise(() => {}))
+  const reader = new Reader()
+  try {
+    const error = nextError(uffd)
+    const started = Date.now()
+    t.deepEqual((await reader.read(region, { offsets: [3] })).bytes, [0])
+    t.true(Date.now() - started >= 150, 'not before the limit')
+    t.is((await error).code, 'ERR_UFFD_TIMEOUT')
+    t.is(uffd.stats.timeouts, 1)
+  } finally {
+    await reader.terminate()
+    uffd.close()
+    region.close()
+  }
+})
+
+test("fallback 'sigbus': an unresolved fault poisons the page and the faulting thread gets SIGBUS", (t) => {
+  const child = spawnSync(process.execPath, [join(__dirname, 'helpers', 'sigbus-child.js')], { timeout: 20_000, encoding: 'utf8' })
+  t.is(child.signal, 'SIGBUS', `stdout: ${child.stdout}\nstderr: ${child.stderr}`)
+  t.regex(child.stdout, /handler returned/)
+})
+
+test('close() with faults pending wakes every waiting thread', async (t) => {
+  const { uffd, region } = anonymous(8, { timeoutMs: 0 })
+  uffd.handle(() => new Promise(() => {}))
+  const readers = Array.from({ length: 4 }, () => new Reader())
+  try {
+    const reads = readers.map((reader, i) => reader.read(region, { offsets: [i * 2 * PAGE] }))
+    await within(
+      (async () => {
+        while (uffd.stats.inFlight < 4) await new Promise((resolve) => setTimeout(resolve, 10))
+      })(),
+      'four faults in flight',
+    )
+    uffd.close()
+    for (const { bytes } of await Promise.all(reads)) t.deepEqual(bytes, [0])
+    t.true(uffd.closed)
+  } finally {
+    await Promise.all(readers.map((reader) => reader.terminate()))
+    region.close()
+  }
+})
+
+test('region.close() with a fault in flight wakes the thread and detaches the buffer', async (t) => {
+  const { uffd, region } = anonymous(4, { timeoutMs: 0 })
+  uffd.handle(() => new Promise(() => {}))
+  const buffer = region.buffer
+  const reader = new Reader()
+  try {
+    const read = reader.read(region, { offsets: [PAGE] })
+    await within(
+      (async () => {
+        while (uffd.stats.inFlight < 1) await new Promise((resolve) => setTimeout(resolve, 10))
+      })(),
+      'a fault in flight',
+    )
+    region.close()
+    t.deepEqual((await read).bytes, [0])
+    t.is(buffer.byteLength, 0, 'detached')
+    t.is(uffd.stats.inFlight, 0)
+    t.throws(() => region.buffer, { code: 'EBADF' })
+  } finally {
+    await reader.terminate()
+    uffd.close()
+  }
+})
