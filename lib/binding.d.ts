@@ -21,7 +21,7 @@ export declare class NativeRegion {
    * collected or detached.
    */
   buffer(): ArrayBuffer
-  /** Closes the region if this handle owns it; a view only lets go. */
+  /** Closes the region if this handle owns it; either way this handle lets go of it. */
   close(): void
 }
 

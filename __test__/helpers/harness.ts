@@ -71,23 +71,30 @@ export interface ReadResult {
 /** A worker thread that reads a region when asked: its reads are faults from another thread. */
 export class Reader {
   readonly #worker: Worker
+  #pending: { resolve: (result: ReadResult) => void; reject: (error: Error) => void } | undefined
 
   constructor() {
     this.#worker = new Worker(join(__dirname, 'reader.js'))
+    this.#worker.on('message', (message: ReadResult | { error: string }) => {
+      const pending = this.#pending
+      this.#pending = undefined
+      if ('error' in message) pending?.reject(new Error(message.error))
+      else pending?.resolve(message)
+    })
+    this.#worker.on('error', (error) => this.#pending?.reject(error))
   }
 
+  /** Reads (one request at a time per reader) the offsets of a region in the worker thread. */
   read(region: Region, request: ReadRequest): Promise<ReadResult> {
+    if (this.#pending) return Promise.reject(new Error('a Reader serves one request at a time'))
     const answer = new Promise<ReadResult>((resolve, reject) => {
-      this.#worker.once('message', (message: ReadResult | { error: string }) =>
-        'error' in message ? reject(new Error(message.error)) : resolve(message),
-      )
-      this.#worker.once('error', reject)
+      this.#pending = { resolve, reject }
     })
     this.#worker.postMessage({ shared: region.share(), ...request })
     return within(answer, 'the reader thread')
   }
 
-  /** Whether the reader answers within `ms` (false: it is still asleep in a fault). */
+  /** Whether `promise` settles within `ms` (false: the reader is still asleep in a fault). */
   async answersWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
     const timeout = new Promise<false>((resolve) => setTimeout(() => resolve(false), ms))
     return Promise.race([promise.then(() => true), timeout])

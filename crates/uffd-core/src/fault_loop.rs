@@ -25,9 +25,11 @@ pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
             .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, UFFD))
             .map_err(|e| Error::sys("epoll_ctl", e, ""))
     })?;
-    epoll
-        .add(&uffd.stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP))
-        .map_err(|e| Error::sys("epoll_ctl", e, ""))?;
+    if let Some(stop) = uffd.stop.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        epoll
+            .add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP))
+            .map_err(|e| Error::sys("epoll_ctl", e, ""))?;
+    }
     std::thread::Builder::new()
         .name(format!("uffd-loop-{}", uffd.id()))
         .spawn(move || run(&uffd, &epoll))
@@ -75,9 +77,8 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll) {
                     );
                 }
                 UFFD => drain(uffd, &mut buffer, &mut batch),
-                _ => {
-                    let _ = uffd.stop.read();
-                }
+                // The stop eventfd is written only by close(), which the loop sees above.
+                _ => {}
             }
         }
         if uffd.has_timeout() {

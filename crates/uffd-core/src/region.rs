@@ -5,13 +5,14 @@
 
 use crate::error::{Error, Result};
 use crate::registry::Registry;
+use nix::errno::Errno;
 use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 use std::ffi::CString;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The kind of memory behind a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +38,8 @@ pub struct Region {
     base: NonNull<u8>,
     size: usize,
     page_size: usize,
-    file: Option<Arc<OwnedFd>>,
+    /// The memfd, until the region is closed (the mapping does not need it).
+    file: Mutex<Option<Arc<OwnedFd>>>,
     alias_of: Option<u64>,
     closed: AtomicBool,
 }
@@ -158,20 +160,21 @@ impl Region {
     /// through it fill the page cache that minor faults of this region then map.
     pub fn alias(&self) -> Result<Arc<Region>> {
         self.check_open("mmap")?;
-        let file = self.file.as_ref().ok_or_else(|| {
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let file = file.ok_or_else(|| {
             Error::invalid(
                 "mmap",
                 "an anonymous region has no file to alias; use Region.shmem or Region.hugetlb",
             )
         })?;
         let len = NonZeroUsize::new(self.size).expect("regions are never empty");
-        let base = map_shared(file, len, self.kind)?;
+        let base = map_shared(&*file, len, self.kind)?;
         Ok(Self::publish(
             self.kind,
             base,
             self.size,
             self.page_size,
-            Some(file.clone()),
+            Some(file),
             Some(self.id),
         ))
     }
@@ -191,7 +194,7 @@ impl Region {
             base,
             size,
             page_size,
-            file,
+            file: Mutex::new(file),
             alias_of,
             closed: AtomicBool::new(false),
         });
@@ -281,6 +284,29 @@ impl Region {
         }
         REGIONS.remove(self.id);
         crate::userfaultfd::release_region_everywhere(self);
+        self.release_memory();
+    }
+
+    /// Gives the region's memory back now; the address range stays reserved (and reads as zeros)
+    /// until the last view of it lets go, so a stale view can never reach another mapping.
+    fn release_memory(&self) {
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let advice = match file {
+            None => libc::MADV_DONTNEED,
+            // Punch the file's pages out only if no open alias still maps them.
+            Some(file) if Arc::strong_count(&file) == 1 => libc::MADV_REMOVE,
+            Some(_) => libc::MADV_DONTNEED,
+        };
+        // SAFETY: the range is this region's own live mapping; after close no one may rely on its
+        // contents, and dropping pages never invalidates the mapping itself.
+        let result = unsafe { libc::madvise(self.base.as_ptr().cast(), self.size, advice) };
+        if result != 0 {
+            eprintln!(
+                "userfaultfd: releasing the memory of region {} failed: {}",
+                self.id,
+                Errno::last()
+            );
+        }
     }
 }
 

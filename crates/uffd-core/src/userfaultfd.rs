@@ -151,7 +151,8 @@ pub struct Userfaultfd {
     handler_thread: AtomicI32,
     next_fault_id: AtomicU64,
     pub(crate) counters: Counters,
-    pub(crate) stop: EventFd,
+    /// Written once by `close` to wake the loop; dropped once the loop has stopped.
+    pub(crate) stop: Mutex<Option<EventFd>>,
     stopping: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -244,7 +245,7 @@ impl Userfaultfd {
             handler_thread: AtomicI32::new(0),
             next_fault_id: AtomicU64::new(1),
             counters: Counters::default(),
-            stop,
+            stop: Mutex::new(Some(stop)),
             stopping: AtomicBool::new(false),
             thread: Mutex::new(None),
         });
@@ -293,6 +294,17 @@ impl Userfaultfd {
         }
     }
 
+    fn check_open(&self, op: &'static str) -> Result<()> {
+        if self.is_closed() {
+            Err(Error::Closed {
+                op,
+                what: "userfaultfd",
+            })
+        } else {
+            Ok(())
+        }
+    }
+
     fn require_feature(&self, op: &'static str, bit: u64, why: &str) -> Result<()> {
         if self.features & bit != 0 {
             Ok(())
@@ -315,6 +327,7 @@ impl Userfaultfd {
         len: Option<usize>,
     ) -> Result<u64> {
         const OP: &str = "UFFDIO_REGISTER";
+        self.check_open(OP)?;
         let len = len.unwrap_or(region.size().saturating_sub(offset));
         let start = region.check_range(OP, offset, len)?;
         if !(modes.missing || modes.minor || modes.wp) {
@@ -393,6 +406,7 @@ impl Userfaultfd {
         len: Option<usize>,
     ) -> Result<()> {
         const OP: &str = "UFFDIO_UNREGISTER";
+        self.check_open(OP)?;
         let len = len.unwrap_or(region.size().saturating_sub(offset));
         let start = region.check_range(OP, offset, len)?;
         let mut registrations = self
@@ -416,6 +430,7 @@ impl Userfaultfd {
         offset: usize,
         len: usize,
     ) -> Result<usize> {
+        self.check_open(op)?;
         let start = region.check_range(op, offset, len)?;
         let end = start + len;
         let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
@@ -720,12 +735,7 @@ impl Userfaultfd {
     /// Installs the handler that faults go to, running on thread `thread_id`; faults queued while
     /// there was none are handed to it now. Returns its generation, for `remove_handler`.
     pub fn set_handler(&self, sink: Arc<dyn FaultSink>, thread_id: i32) -> Result<u64> {
-        if self.is_closed() {
-            return Err(Error::Closed {
-                op: "handle",
-                what: "userfaultfd",
-            });
-        }
+        self.check_open("handle")?;
         let mut dispatcher = lock(&self.dispatcher);
         dispatcher.generation += 1;
         let generation = dispatcher.generation;
@@ -1038,13 +1048,16 @@ impl Userfaultfd {
         if self.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = self.stop.write(1);
+        if let Some(stop) = lock(&self.stop).as_ref() {
+            let _ = stop.write(1);
+        }
         let thread = lock(&self.thread).take();
         if let Some(thread) = thread {
             if thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
             }
         }
+        drop(lock(&self.stop).take());
         drop(self.fd.write().unwrap_or_else(|p| p.into_inner()).take());
         self.registrations
             .write()

@@ -1,17 +1,24 @@
 //! `NativeRegion`: a region's handle in one JavaScript thread. The owner made the mapping; a view
-//! (from `attach`) names a live region by id and never owns it.
+//! (from `attach`) names a live region by id and never owns it. A closed handle lets go of the
+//! region at once, so that the mapping goes as soon as no ArrayBuffer in any thread needs it.
 
 use crate::args::{to_id, to_usize};
 use crate::errors::OrThrow;
 use napi::bindgen_prelude::{ArrayBuffer, BigInt};
 use napi::Env;
 use napi_derive::napi;
-use std::sync::Arc;
-use uffd_core::Region;
+use std::sync::{Arc, RwLock};
+use uffd_core::{Error, MemoryKind, Region};
 
 #[napi]
 pub struct NativeRegion {
-    pub(crate) inner: Arc<Region>,
+    region: RwLock<Option<Arc<Region>>>,
+    id: u64,
+    size: usize,
+    page_size: usize,
+    kind: MemoryKind,
+    address: usize,
+    alias_of: Option<u64>,
     owner: bool,
 }
 
@@ -20,21 +27,22 @@ impl NativeRegion {
     #[napi(factory)]
     pub fn anonymous(env: Env, size: f64) -> napi::Result<Self> {
         let size = to_usize(&env, "size", size)?;
-        Ok(Self::owned(Region::anonymous(size).or_throw(&env)?))
+        Ok(Self::new(Region::anonymous(size).or_throw(&env)?, true))
     }
 
     #[napi(factory)]
     pub fn shmem(env: Env, size: f64, name: String) -> napi::Result<Self> {
         let size = to_usize(&env, "size", size)?;
-        Ok(Self::owned(Region::shmem(size, &name).or_throw(&env)?))
+        Ok(Self::new(Region::shmem(size, &name).or_throw(&env)?, true))
     }
 
     #[napi(factory)]
     pub fn hugetlb(env: Env, size: f64, page_size: f64, name: String) -> napi::Result<Self> {
         let size = to_usize(&env, "size", size)?;
         let page_size = to_usize(&env, "pageSize", page_size)?;
-        Ok(Self::owned(
+        Ok(Self::new(
             Region::hugetlb(size, page_size, &name).or_throw(&env)?,
+            true,
         ))
     }
 
@@ -42,49 +50,70 @@ impl NativeRegion {
     #[napi(factory)]
     pub fn attach(env: Env, id: f64) -> napi::Result<Self> {
         let id = to_id(&env, id)?;
-        let inner = Region::lookup(id).ok_or(()).or_else(|()| {
-            Err(uffd_core::Error::invalid(
-                "attach",
-                format!(
-                    "no open region has id {id}: it was closed, or the token is not a region's"
-                ),
-            ))
-            .or_throw(&env)
-        })?;
-        Ok(NativeRegion {
-            inner,
-            owner: false,
-        })
+        let region = Region::lookup(id)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "attach",
+                    format!(
+                        "no open region has id {id}: it was closed, or the token is not a region's"
+                    ),
+                )
+            })
+            .or_throw(&env)?;
+        Ok(Self::new(region, false))
     }
 
-    fn owned(inner: Arc<Region>) -> Self {
-        NativeRegion { inner, owner: true }
+    fn new(region: Arc<Region>, owner: bool) -> Self {
+        NativeRegion {
+            id: region.id(),
+            size: region.size(),
+            page_size: region.page_size(),
+            kind: region.kind(),
+            address: region.address(),
+            alias_of: region.alias_of(),
+            region: RwLock::new(Some(region)),
+            owner,
+        }
+    }
+
+    /// The open region, or EBADF.
+    pub(crate) fn region(&self, env: &Env, op: &'static str) -> napi::Result<Arc<Region>> {
+        let region = self
+            .region
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        region
+            .filter(|r| !r.is_closed())
+            .ok_or(Error::Closed { op, what: "region" })
+            .or_throw(env)
     }
 
     #[napi]
     pub fn alias(&self, env: Env) -> napi::Result<NativeRegion> {
-        Ok(Self::owned(self.inner.alias().or_throw(&env)?))
+        let region = self.region(&env, "mmap")?;
+        Ok(Self::new(region.alias().or_throw(&env)?, true))
     }
 
     #[napi(getter)]
     pub fn id(&self) -> f64 {
-        self.inner.id() as f64
+        self.id as f64
     }
     #[napi(getter)]
     pub fn size(&self) -> f64 {
-        self.inner.size() as f64
+        self.size as f64
     }
     #[napi(getter)]
     pub fn page_size(&self) -> f64 {
-        self.inner.page_size() as f64
+        self.page_size as f64
     }
     #[napi(getter)]
     pub fn kind(&self) -> &'static str {
-        self.inner.kind().name()
+        self.kind.name()
     }
     #[napi(getter)]
     pub fn address(&self) -> BigInt {
-        BigInt::from(self.inner.address() as u64)
+        BigInt::from(self.address as u64)
     }
     #[napi(getter)]
     pub fn owner(&self) -> bool {
@@ -92,37 +121,35 @@ impl NativeRegion {
     }
     #[napi(getter)]
     pub fn closed(&self) -> bool {
-        self.inner.is_closed()
+        let region = self.region.read().unwrap_or_else(|p| p.into_inner());
+        region.as_ref().is_none_or(|r| r.is_closed())
     }
     #[napi(getter)]
     pub fn alias_of(&self) -> Option<f64> {
-        self.inner.alias_of().map(|id| id as f64)
+        self.alias_of.map(|id| id as f64)
     }
 
     /// An ArrayBuffer over the mapping, zero-copy. It keeps the mapping alive until it is
     /// collected or detached.
     #[napi]
     pub fn buffer<'env>(&self, env: &'env Env) -> napi::Result<ArrayBuffer<'env>> {
-        self.inner.check_open("buffer").or_throw(env)?;
-        let keep = self.inner.clone();
-        // SAFETY: the mapping is `size` bytes long and stays mapped while `keep`, moved into the
+        let region = self.region(env, "buffer")?;
+        let (data, len) = (region.as_ptr(), region.size());
+        // SAFETY: the mapping is `len` bytes long and stays mapped while `region`, moved into the
         // finalizer, is alive; the finalizer runs when the ArrayBuffer is collected or detached.
-        unsafe {
-            ArrayBuffer::from_external(
-                env,
-                self.inner.as_ptr(),
-                self.inner.size(),
-                keep,
-                |_, keep| drop(keep),
-            )
-        }
+        unsafe { ArrayBuffer::from_external(env, data, len, region, |_, region| drop(region)) }
     }
 
-    /// Closes the region if this handle owns it; a view only lets go.
+    /// Closes the region if this handle owns it; either way this handle lets go of it.
     #[napi]
     pub fn close(&self) {
-        if self.owner {
-            self.inner.close();
+        let region = self
+            .region
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(region) = region.filter(|_| self.owner) {
+            region.close();
         }
     }
 }

@@ -146,7 +146,12 @@ impl NativeUffd {
         let length = to_opt_usize(&env, "length", length)?;
         let ioctls = self
             .inner
-            .register(&region.inner, Modes { missing, minor, wp }, offset, length)
+            .register(
+                &region.region(&env, "UFFDIO_REGISTER")?,
+                Modes { missing, minor, wp },
+                offset,
+                length,
+            )
             .or_throw(&env)?;
         Ok(uapi::ioctl_names(ioctls))
     }
@@ -162,7 +167,7 @@ impl NativeUffd {
         let offset = to_usize(&env, "offset", offset)?;
         let length = to_opt_usize(&env, "length", length)?;
         self.inner
-            .unregister(&region.inner, offset, length)
+            .unregister(&region.region(&env, "UFFDIO_UNREGISTER")?, offset, length)
             .or_throw(&env)
     }
 
@@ -177,7 +182,12 @@ impl NativeUffd {
     ) -> napi::Result<f64> {
         let offset = to_usize(&env, "offset", offset)?;
         self.inner
-            .copy(&region.inner, offset, &bytes, Wake(wake))
+            .copy(
+                &*region.region(&env, "UFFDIO_COPY")?,
+                offset,
+                &bytes,
+                Wake(wake),
+            )
             .map(|n| n as f64)
             .or_throw(&env)
     }
@@ -194,7 +204,12 @@ impl NativeUffd {
         let offset = to_usize(&env, "offset", offset)?;
         let length = to_usize(&env, "length", length)?;
         self.inner
-            .zero(&region.inner, offset, length, Wake(wake))
+            .zero(
+                &*region.region(&env, "UFFDIO_ZEROPAGE")?,
+                offset,
+                length,
+                Wake(wake),
+            )
             .map(|n| n as f64)
             .or_throw(&env)
     }
@@ -211,7 +226,12 @@ impl NativeUffd {
         let offset = to_usize(&env, "offset", offset)?;
         let length = to_usize(&env, "length", length)?;
         self.inner
-            .r#continue(&region.inner, offset, length, Wake(wake))
+            .r#continue(
+                &*region.region(&env, "UFFDIO_CONTINUE")?,
+                offset,
+                length,
+                Wake(wake),
+            )
             .map(|n| n as f64)
             .or_throw(&env)
     }
@@ -228,7 +248,12 @@ impl NativeUffd {
         let offset = to_usize(&env, "offset", offset)?;
         let length = to_usize(&env, "length", length)?;
         self.inner
-            .poison(&region.inner, offset, length, Wake(wake))
+            .poison(
+                &*region.region(&env, "UFFDIO_POISON")?,
+                offset,
+                length,
+                Wake(wake),
+            )
             .map(|n| n as f64)
             .or_throw(&env)
     }
@@ -244,7 +269,7 @@ impl NativeUffd {
         let offset = to_usize(&env, "offset", offset)?;
         let length = to_usize(&env, "length", length)?;
         self.inner
-            .wake(&region.inner, offset, length)
+            .wake(&*region.region(&env, "UFFDIO_WAKE")?, offset, length)
             .or_throw(&env)
     }
 

@@ -1,0 +1,192 @@
+// The public API outside the fault path: probing, options, errors, and bad input, which throws
+// before any ioctl and leaves everything working.
+import test, { type ExecutionContext } from 'ava'
+import { Region, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
+import { freeHugePages, HUGE_PAGE } from './helpers/harness'
+
+const PAGE = 4096
+
+function registered(pages = 4) {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(pages * PAGE)
+  uffd.register(region)
+  return { uffd, region }
+}
+
+function code(t: ExecutionContext, fn: () => unknown, expected: UffdErrorCode, syscall?: string): UffdError {
+  const error = t.throws(fn) as UffdError
+  t.true(error instanceof UffdError, `${String(error)} is a UffdError`)
+  t.is(error.code, expected, error.message)
+  if (syscall) t.is(error.syscall, syscall)
+  return error
+}
+
+test('probe reports the API version and the features and ioctls of the kernel, without side effects', (t) => {
+  const probe = Userfaultfd.probe()
+  t.is(probe.api, 0xaa)
+  for (const feature of ['THREAD_ID', 'MISSING_SHMEM', 'MINOR_SHMEM', 'EXACT_ADDRESS'] as const) t.true(probe.features.includes(feature))
+  t.true(probe.ioctls.includes('REGISTER'))
+  t.deepEqual(Userfaultfd.probe(), probe)
+})
+
+test('a new userfaultfd negotiates the harmless features the kernel offers, and events only on request', (t) => {
+  const plain = new Userfaultfd()
+  t.true(plain.features.has('THREAD_ID'))
+  t.true(plain.features.has('MINOR_SHMEM'))
+  t.false(plain.features.has('EVENT_REMOVE'))
+  t.false(plain.features.has('SIGBUS'))
+  t.false(plain.userModeOnly)
+  plain.close()
+  const withEvents = new Userfaultfd({ features: ['EVENT_REMOVE', 'EVENT_UNMAP'] })
+  t.true(withEvents.features.has('EVENT_REMOVE'))
+  t.true(withEvents.features.has('EVENT_UNMAP'))
+  withEvents.close()
+  const userMode = new Userfaultfd({ userModeOnly: true })
+  t.true(userMode.userModeOnly)
+  userMode.close()
+})
+
+test('bad options throw: an unknown feature, a wrong fallback, wrong types', (t) => {
+  code(t, () => new Userfaultfd({ features: ['NOPE' as 'MOVE'] }), 'EINVAL', 'UFFDIO_API')
+  code(t, () => new Userfaultfd({ fallback: 'explode' as 'zero' }), 'EINVAL')
+  t.throws(() => new Userfaultfd({ features: 'MOVE' as unknown as [] }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => new Userfaultfd({ timeoutMs: -1 }), { instanceOf: TypeError })
+  t.throws(() => new Userfaultfd(42 as unknown as {}), { instanceOf: TypeError })
+})
+
+test('regions: sizes round up to pages, bad sizes throw, and kinds and page sizes are reported', (t) => {
+  const region = Region.anonymous(10_000)
+  t.is(region.size, 12_288)
+  t.is(region.pageSize, PAGE)
+  t.is(region.kind, 'anonymous')
+  t.true(region.owner)
+  t.is(typeof region.address, 'bigint')
+  t.is(region.buffer.byteLength, region.size)
+  region.close()
+  for (const size of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 60, '4096', 4096n, null]) {
+    t.throws(() => Region.anonymous(size as number), { instanceOf: TypeError }, `size ${String(size)}`)
+  }
+  code(t, () => Region.anonymous(0), 'EINVAL')
+  code(t, () => Region.anonymous(2 ** 52), 'ENOMEM', 'mmap')
+  const shmem = Region.shmem(PAGE, { name: 'api-test' })
+  t.is(shmem.kind, 'shmem')
+  code(t, () => Region.anonymous(PAGE).alias(), 'EINVAL')
+  shmem.close()
+  code(t, () => Region.hugetlb(HUGE_PAGE, { pageSize: 12345 }), 'EINVAL')
+})
+
+test('hugetlb without enough reserved huge pages throws ENOMEM that says how to reserve them', (t) => {
+  const tooMany = freeHugePages() + 1
+  const error = code(t, () => Region.hugetlb(tooMany * HUGE_PAGE), 'ENOMEM', 'mmap')
+  t.regex(error.message, /vm\.nr_hugepages/)
+})
+
+test('register refuses MINOR on anonymous memory, an empty mode and bad ranges, before any ioctl', (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(4 * PAGE)
+  code(t, () => uffd.register(region, { minor: true }), 'EINVAL', 'UFFDIO_REGISTER')
+  code(t, () => uffd.register(region, { missing: false }), 'EINVAL')
+  code(t, () => uffd.register(region, { offset: 1 }), 'EINVAL')
+  code(t, () => uffd.register(region, { offset: PAGE, length: 4 * PAGE }), 'EINVAL')
+  t.throws(() => uffd.register({} as Region), { instanceOf: TypeError })
+  const { ioctls } = uffd.register(region, { offset: PAGE, length: 2 * PAGE })
+  t.true(ioctls.has('COPY'))
+  t.true(ioctls.has('ZEROPAGE'))
+  t.true(ioctls.has('WAKE'))
+  const shmem = Region.shmem(2 * PAGE)
+  t.true(uffd.register(shmem, { minor: true }).ioctls.has('CONTINUE'))
+  uffd.unregister(shmem)
+  shmem.close()
+  uffd.close()
+  region.close()
+})
+
+test('resolves outside a fault prefill memory, and bad input throws before the ioctl', (t) => {
+  const { uffd, region } = registered(4)
+  const page = new Uint8Array(PAGE).fill(9)
+  code(t, () => uffd.copy(region, 1, page), 'EINVAL', 'UFFDIO_COPY')
+  code(t, () => uffd.copy(region, 0, new Uint8Array(100)), 'EINVAL')
+  code(t, () => uffd.copy(region, 0, new Uint8Array(0)), 'EINVAL')
+  code(t, () => uffd.copy(region, 4 * PAGE, page), 'EINVAL')
+  code(t, () => uffd.zero(region, 0, 0), 'EINVAL', 'UFFDIO_ZEROPAGE')
+  code(t, () => uffd.zero(region, 0, 5 * PAGE), 'EINVAL')
+  code(t, () => uffd.continue(region, 0, PAGE), 'EINVAL', 'UFFDIO_CONTINUE')
+  t.throws(() => uffd.copy(region, 0, 'bytes' as unknown as Uint8Array), { instanceOf: TypeError })
+  t.throws(() => uffd.copy(region, -4096, page), { instanceOf: TypeError })
+  t.throws(() => uffd.zero(region, 0, 2 ** 64), { instanceOf: TypeError })
+  t.throws(() => uffd.zero(region, 0, PAGE, { wake: 'yes' as unknown as boolean }), { instanceOf: TypeError })
+  const other = Region.anonymous(PAGE)
+  code(t, () => uffd.copy(other, 0, page), 'EINVAL')
+  other.close()
+  // Still working after all that: prefill two pages, then read them with no fault.
+  t.is(uffd.copy(region, 0, new DataView(new ArrayBuffer(2 * PAGE))), 2 * PAGE)
+  t.is(uffd.zero(region, 2 * PAGE, PAGE), PAGE)
+  t.is(uffd.copy(region, 3 * PAGE, page.buffer), PAGE)
+  t.is(new Uint8Array(region.buffer)[3 * PAGE + 7], 9)
+  t.is(uffd.stats.faults.missing, 0)
+  const eexist = code(t, () => uffd.copy(region, 0, page), 'EEXIST', 'UFFDIO_COPY')
+  t.is(eexist.errno, -17)
+  t.regex(eexist.message, /already mapped/)
+  uffd.close()
+  region.close()
+})
+
+test('zero on hugetlbfs is refused: it has no zero page', (t) => {
+  if (freeHugePages() < 1) {
+    t.fail(`needs one free 2 MiB huge page (sysctl -w vm.nr_hugepages=N), found ${freeHugePages()}`)
+    return
+  }
+  const uffd = new Userfaultfd()
+  const region = Region.hugetlb(HUGE_PAGE)
+  uffd.register(region)
+  code(t, () => uffd.zero(region, 0, HUGE_PAGE), 'EOPNOTSUPP', 'UFFDIO_ZEROPAGE')
+  code(t, () => uffd.copy(region, 0, new Uint8Array(PAGE)), 'EINVAL')
+  t.is(uffd.copy(region, 0, new Uint8Array(HUGE_PAGE).fill(4)), HUGE_PAGE)
+  t.is(new Uint8Array(region.buffer)[HUGE_PAGE - 1], 4)
+  uffd.close()
+  region.close()
+})
+
+test('a closed userfaultfd or region refuses every call with EBADF, and close is idempotent', (t) => {
+  const { uffd, region } = registered(2)
+  uffd.close()
+  uffd.close()
+  t.true(uffd.closed)
+  code(t, () => uffd.copy(region, 0, new Uint8Array(PAGE)), 'EBADF')
+  code(t, () => uffd.register(region), 'EBADF')
+  code(t, () => uffd.handle(() => {}), 'EBADF')
+  const buffer = region.buffer
+  region.close()
+  region[Symbol.dispose]()
+  t.true(region.closed)
+  t.is(buffer.byteLength, 0, 'the ArrayBuffer is detached')
+  t.throws(() => region.buffer, { code: 'EBADF' })
+  const fresh = new Userfaultfd()
+  code(t, () => fresh.register(region), 'EBADF')
+  fresh[Symbol.dispose]()
+})
+
+test('share and attach: tokens name live objects, anything else is refused', (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(PAGE)
+  t.is(Region.attach(region.share()), region, 'the same thread gets the same object')
+  t.is(Userfaultfd.attach(uffd.share()).features.size, uffd.features.size)
+  for (const bad of [undefined, null, 3, {}, { type: 'userfaultfd.region' }, { type: 'userfaultfd.region', id: -1 }]) {
+    t.throws(() => Region.attach(bad as never), { instanceOf: TypeError })
+  }
+  code(t, () => Region.attach({ type: 'userfaultfd.region', id: 987654321 }), 'EINVAL')
+  code(t, () => Userfaultfd.attach({ type: 'userfaultfd.uffd', id: 987654321 }), 'EINVAL')
+  const token = region.share()
+  region.close()
+  code(t, () => Region.attach(token), 'EINVAL')
+  uffd.close()
+  code(t, () => Userfaultfd.attach(uffd.share()), 'EINVAL')
+})
+
+test('handle and handleInWorker reject bad arguments', async (t) => {
+  const uffd = new Userfaultfd()
+  t.throws(() => uffd.handle('nope' as never), { instanceOf: TypeError })
+  t.throws(() => uffd.handleInWorker(42 as never), { instanceOf: TypeError })
+  await t.throwsAsync(uffd.handleInWorker(new URL('file:///nonexistent/pager.js')), { code: 'ERR_UFFD_WORKER' })
+  uffd.close()
+})
