@@ -8,14 +8,14 @@
  *
  * @packageDocumentation
  */
-export { UffdError } from './lib/errors'
+
 export type { FaultInfo, UffdErrorCode, UffdErrorOptions, UffdNoticeCode } from './lib/errors'
-export { Fault } from './lib/fault'
+export { UffdError } from './lib/errors'
 export type { FaultKind, RangeOptions as FaultRangeOptions, WakeOptions } from './lib/fault'
+export { Fault } from './lib/fault'
 export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
-export { Region } from './lib/region'
 export type { HugetlbOptions, MemoryKind, SharedRegion, ShmemOptions } from './lib/region'
-export { Userfaultfd } from './lib/userfaultfd'
+export { Region } from './lib/region'
 export type {
   FaultHandler,
   HandleOptions,
@@ -28,3 +28,4 @@ export type {
   WakeOption,
   WorkerHandlerOptions,
 } from './lib/userfaultfd'
+export { Userfaultfd } from './lib/userfaultfd'

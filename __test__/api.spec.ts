@@ -51,7 +51,7 @@ test('bad options throw: an unknown feature, a wrong fallback, wrong types', (t)
   code(t, () => new Userfaultfd({ fallback: 'explode' as 'zero' }), 'EINVAL')
   t.throws(() => new Userfaultfd({ features: 'MOVE' as unknown as [] }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
   t.throws(() => new Userfaultfd({ timeoutMs: -1 }), { instanceOf: TypeError })
-  t.throws(() => new Userfaultfd(42 as unknown as {}), { instanceOf: TypeError })
+  t.throws(() => new Userfaultfd(42 as unknown as object), { instanceOf: TypeError })
 })
 
 test('regions: sizes round up to pages, bad sizes throw, and kinds and page sizes are reported', (t) => {

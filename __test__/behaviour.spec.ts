@@ -212,9 +212,13 @@ test('self-fault: the handler thread reading its own memory gets the fallback an
 })
 
 for (const [name, handler, code] of [
-  ['throws', () => {
-    throw new Error('boom')
-  }, 'ERR_UFFD_HANDLER_THREW'],
+  [
+    'throws',
+    () => {
+      throw new Error('boom')
+    },
+    'ERR_UFFD_HANDLER_THREW',
+  ],
   ['rejects', () => Promise.reject(new Error('boom')), 'ERR_UFFD_HANDLER_THREW'],
   ['returns without resolving', () => {}, 'ERR_UFFD_UNRESOLVED'],
 ] as const) {

@@ -64,9 +64,7 @@ for (const kind of kinds) {
     const define = skip ? test.skip : test.serial
     const title = `${kind} ${resolution === 'continue' ? 'minor+continue' : `missing+${resolution}`}${skip ? ` (skipped: ${hugeSkipReason})` : ''}`
     if (kind === 'hugetlb' && resolution === 'zero') {
-      define(`${title}: hugetlbfs has no ZEROPAGE, the handler's zero() throws and the fallback maps zeros`, (t) =>
-        hugetlbZero(t),
-      )
+      define(`${title}: hugetlbfs has no ZEROPAGE, the handler's zero() throws and the fallback maps zeros`, (t) => hugetlbZero(t))
       continue
     }
     define(`${title}: a worker thread reads, the main thread's handler serves`, async (t) => {

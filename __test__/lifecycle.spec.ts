@@ -51,7 +51,11 @@ test.serial(`${CYCLES} open/register/fault/close cycles leave no fd, thread or m
       if ((await cycle(reader, i)) !== patternByte(0, PAGE, 5, i)) wrong++
     }
     t.is(wrong, 0, 'every cycle read the bytes its handler copied')
-    t.deepEqual({ fds: resources().fds, threads: resources().threads }, { fds: before.fds, threads: before.threads }, 'fds and threads are released by close()')
+    t.deepEqual(
+      { fds: resources().fds, threads: resources().threads },
+      { fds: before.fds, threads: before.threads },
+      'fds and threads are released by close()',
+    )
     await collect()
     const after = resources()
     t.log({ before, after })
@@ -69,7 +73,10 @@ test.serial('a closed region gives its pages back at once; its address range goe
   view.fill(1)
   const rss = () => Number(/Rss:\s+(\d+)/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))?.[1])
   const start = `${region.address.toString(16)}-`
-  const mapped = () => readFileSync('/proc/self/maps', 'utf8').split('\n').some((line) => line.startsWith(start))
+  const mapped = () =>
+    readFileSync('/proc/self/maps', 'utf8')
+      .split('\n')
+      .some((line) => line.startsWith(start))
   const resident = rss()
   region.close()
   t.is(view.length, 0, 'the buffer is detached')

@@ -34,7 +34,7 @@ export declare class NativeUffd {
   get features(): Array<string>
   get userModeOnly(): boolean
   get closed(): boolean
-  register(region: NativeRegion, missing: boolean, minor: boolean, wp: boolean, offset: number, length?: number | undefined | null): Array<string>
+  register(region: NativeRegion, range: NativeRegistration): Array<string>
   unregister(region: NativeRegion, offset: number, length?: number | undefined | null): void
   copy(region: NativeRegion, offset: number, bytes: Uint8Array, wake: boolean): number
   zero(region: NativeRegion, offset: number, length: number, wake: boolean): number
@@ -98,6 +98,15 @@ export interface NativeProbe {
   api: number
   features: Array<string>
   ioctls: Array<string>
+}
+
+/** What to register: the fault modes and the range in the region. */
+export interface NativeRegistration {
+  missing: boolean
+  minor: boolean
+  wp: boolean
+  offset: number
+  length?: number
 }
 
 export interface NativeStats {

@@ -21,17 +21,7 @@ export type FeatureName =
   | 'MOVE'
 
 /** A userfaultfd ioctl: the kernel's `_UFFDIO_*` name without the prefix. */
-export type IoctlName =
-  | 'REGISTER'
-  | 'UNREGISTER'
-  | 'WAKE'
-  | 'COPY'
-  | 'ZEROPAGE'
-  | 'MOVE'
-  | 'WRITEPROTECT'
-  | 'CONTINUE'
-  | 'POISON'
-  | 'API'
+export type IoctlName = 'REGISTER' | 'UNREGISTER' | 'WAKE' | 'COPY' | 'ZEROPAGE' | 'MOVE' | 'WRITEPROTECT' | 'CONTINUE' | 'POISON' | 'API'
 
 /** What the kernel offers, from `Userfaultfd.probe()`. */
 export interface ProbeResult {

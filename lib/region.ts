@@ -1,7 +1,8 @@
 // Region: memory a userfaultfd can serve, and the zero-copy ArrayBuffer over it.
-import { native } from './loader'
+
 import type { NativeRegion } from './binding'
 import { argumentError, call } from './errors'
+import { native } from './loader'
 import { integer, options as optionsOf } from './validate'
 
 /** The kind of memory behind a region. */

@@ -225,7 +225,9 @@ export class Userfaultfd extends EventEmitter<Events> {
     const at = optionalInteger('options.offset', offset) ?? 0
     const len = optionalInteger('options.length', length)
     const handle = nativeOf(region)
-    const ioctls = call(() => this.#native.register(handle, wantsMissing, wantsMinor, wantsWp, at, len))
+    const ioctls = call(() =>
+      this.#native.register(handle, { missing: wantsMissing, minor: wantsMinor, wp: wantsWp, offset: at, length: len }),
+    )
     return { ioctls: new Set(ioctls as IoctlName[]) }
   }
 
@@ -319,9 +321,14 @@ export class Userfaultfd extends EventEmitter<Events> {
       })
       worker.on('exit', (code) => {
         if (this.#worker === worker) this.#worker = undefined
-        if (!ready) reject(new UffdError(`the handler worker for ${spec} exited with code ${code} before it was ready`, { code: 'ERR_UFFD_WORKER' }))
+        if (!ready)
+          reject(new UffdError(`the handler worker for ${spec} exited with code ${code} before it was ready`, { code: 'ERR_UFFD_WORKER' }))
         else if (!this.#closed) {
-          this.#report(new UffdError(`the handler worker for ${spec} exited with code ${code}: faults now wait for a new handler`, { code: 'ERR_UFFD_HANDLER_GONE' }))
+          this.#report(
+            new UffdError(`the handler worker for ${spec} exited with code ${code}: faults now wait for a new handler`, {
+              code: 'ERR_UFFD_HANDLER_GONE',
+            }),
+          )
         }
       })
     })
@@ -364,18 +371,32 @@ export class Userfaultfd extends EventEmitter<Events> {
     try {
       outcome = fault.finish()
     } catch (finishError) {
-      this.#report(finishError instanceof UffdError ? finishError : new UffdError(String(finishError), { code: 'ERR_UFFD_LOOP', cause: finishError }))
+      this.#report(
+        finishError instanceof UffdError ? finishError : new UffdError(String(finishError), { code: 'ERR_UFFD_LOOP', cause: finishError }),
+      )
       return
     }
     const info = { regionId: fault.region.id, offset: fault.offset, address: fault.address, kind: fault.kind, threadId: fault.threadId }
     const where = `a ${fault.kind} fault at offset ${fault.offset} of region ${fault.region.id}`
     if (error !== undefined) {
       const what = outcome === 'fell-back' ? 'it was resolved by the fallback' : 'the fault had been resolved'
-      this.#report(new UffdError(`the handler threw while serving ${where}: ${what}`, { code: 'ERR_UFFD_HANDLER_THREW', fault: info, cause: error }))
+      this.#report(
+        new UffdError(`the handler threw while serving ${where}: ${what}`, { code: 'ERR_UFFD_HANDLER_THREW', fault: info, cause: error }),
+      )
     } else if (outcome === 'fell-back') {
-      this.#report(new UffdError(`the handler returned without resolving ${where}: it was resolved by the fallback`, { code: 'ERR_UFFD_UNRESOLVED', fault: info }))
+      this.#report(
+        new UffdError(`the handler returned without resolving ${where}: it was resolved by the fallback`, {
+          code: 'ERR_UFFD_UNRESOLVED',
+          fault: info,
+        }),
+      )
     } else if (outcome === 'woken') {
-      this.#report(new UffdError(`the handler resolved ${where} with { wake: false } and never woke it: it was woken`, { code: 'ERR_UFFD_NOT_WOKEN', fault: info }))
+      this.#report(
+        new UffdError(`the handler resolved ${where} with { wake: false } and never woke it: it was woken`, {
+          code: 'ERR_UFFD_NOT_WOKEN',
+          fault: info,
+        }),
+      )
     }
   }
 

@@ -47,9 +47,7 @@ function main() {
   const cli = join(root, 'node_modules', '.bin', 'napi')
   try {
     if (existsSync(cli)) {
-      run(process.execPath, [join(root, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js'), 'build', '--platform', '--release',
-        '--manifest-path', 'crates/uffd-node/Cargo.toml', '--package-json-path', 'package.json', '--output-dir', '.',
-        '--no-js', '--dts', 'lib/binding.d.ts'])
+      run('npm', ['run', '-s', 'build:native'])
     } else {
       run('cargo', ['build', '--release', '-p', 'uffd-node'])
       copyFileSync(join(root, 'target', 'release', 'libuffd_node.so'), local)

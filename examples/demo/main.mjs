@@ -100,7 +100,9 @@ const stats = uffd.stats
 const faults = stats.faults.missing
 const served = stats.bytesMapped / MiB
 const pagesPerFault = faults ? stats.bytesMapped / region.pageSize / faults : 0
-console.log(`read:           ${mib} MiB in ${seconds.toFixed(3)} s = ${(size / MiB / seconds).toFixed(1)} MiB/s (every word read and verified)`)
+console.log(
+  `read:           ${mib} MiB in ${seconds.toFixed(3)} s = ${(size / MiB / seconds).toFixed(1)} MiB/s (every word read and verified)`,
+)
 console.log(`served:         ${served.toFixed(1)} MiB by ${faults} faults (${pagesPerFault.toFixed(1)} pages mapped per fault)`)
 console.log(`batches:        ${stats.batches}`)
 console.log(`fallbacks:      ${stats.fallbacks}`)
@@ -108,7 +110,10 @@ console.log(`errors:         ${stats.errors} counted, ${errors.length} 'error' e
 console.log(`first byte:     ${(firstByteMs * 1000).toFixed(0)} us after the worker was ready`)
 console.log(`checksum:       0x${checksum.toString(16).padStart(8, '0')}`)
 console.log(`verified:       ${checked} words, ${mismatches} mismatches`)
-if (firstBad >= 0) console.error(`first mismatch at byte offset ${firstBad * 4}: read 0x${words[firstBad].toString(16)}, expected 0x${wordAt(firstBad, seed).toString(16)}`)
+if (firstBad >= 0)
+  console.error(
+    `first mismatch at byte offset ${firstBad * 4}: read 0x${words[firstBad].toString(16)}, expected 0x${wordAt(firstBad, seed).toString(16)}`,
+  )
 
 uffd.close()
 region.close()

@@ -9,5 +9,5 @@ mod sink;
 mod teardown;
 mod uffd;
 
-pub use region::NativeRegion;
+pub use region::{detach_buffer, NativeRegion};
 pub use uffd::NativeUffd;

@@ -21,6 +21,16 @@ pub struct NativeOptions {
     pub timeout_ms: Option<f64>,
 }
 
+/// What to register: the fault modes and the range in the region.
+#[napi(object, object_to_js = false)]
+pub struct NativeRegistration {
+    pub missing: bool,
+    pub minor: bool,
+    pub wp: bool,
+    pub offset: f64,
+    pub length: Option<f64>,
+}
+
 #[napi(object, object_from_js = false)]
 pub struct NativeProbe {
     pub api: u32,
@@ -136,19 +146,20 @@ impl NativeUffd {
         &self,
         env: Env,
         region: &NativeRegion,
-        missing: bool,
-        minor: bool,
-        wp: bool,
-        offset: f64,
-        length: Option<f64>,
+        range: NativeRegistration,
     ) -> napi::Result<Vec<&'static str>> {
-        let offset = to_usize(&env, "offset", offset)?;
-        let length = to_opt_usize(&env, "length", length)?;
+        let offset = to_usize(&env, "offset", range.offset)?;
+        let length = to_opt_usize(&env, "length", range.length)?;
+        let modes = Modes {
+            missing: range.missing,
+            minor: range.minor,
+            wp: range.wp,
+        };
         let ioctls = self
             .inner
             .register(
                 &region.region(&env, "UFFDIO_REGISTER")?,
-                Modes { missing, minor, wp },
+                modes,
                 offset,
                 length,
             )
