@@ -8,20 +8,13 @@ use nix::errno::Errno;
 pub enum Error {
     /// A system call or ioctl failed.
     #[error("{op} failed with {errno}: {}", hint(op, *errno, detail))]
-    Sys {
-        op: &'static str,
-        errno: Errno,
-        detail: String,
-    },
+    Sys { op: &'static str, errno: Errno, detail: String },
     /// An argument is out of range, misaligned or inconsistent; nothing was done.
     #[error("{op}: {detail}")]
     Invalid { op: &'static str, detail: String },
     /// The userfaultfd or the region was closed before the call.
     #[error("{op}: the {what} is closed")]
-    Closed {
-        op: &'static str,
-        what: &'static str,
-    },
+    Closed { op: &'static str, what: &'static str },
     /// The kernel (or the negotiated feature set) does not offer what was asked.
     #[error("{op}: {detail}")]
     Unsupported { op: &'static str, detail: String },
@@ -31,25 +24,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn sys(op: &'static str, errno: Errno, detail: impl Into<String>) -> Self {
-        Error::Sys {
-            op,
-            errno,
-            detail: detail.into(),
-        }
+        Error::Sys { op, errno, detail: detail.into() }
     }
 
     pub fn invalid(op: &'static str, detail: impl Into<String>) -> Self {
-        Error::Invalid {
-            op,
-            detail: detail.into(),
-        }
+        Error::Invalid { op, detail: detail.into() }
     }
 
     pub fn unsupported(op: &'static str, detail: impl Into<String>) -> Self {
-        Error::Unsupported {
-            op,
-            detail: detail.into(),
-        }
+        Error::Unsupported { op, detail: detail.into() }
     }
 
     /// The operation that failed: an ioctl (`UFFDIO_COPY`) or a syscall (`mmap`).
@@ -87,9 +70,9 @@ pub fn errno_name(errno: Errno) -> &'static str {
         };
     }
     names!(
-        EPERM, ENOENT, ESRCH, EINTR, EIO, ENXIO, E2BIG, EBADF, EAGAIN, ENOMEM, EACCES, EFAULT,
-        EBUSY, EEXIST, ENODEV, EINVAL, ENFILE, EMFILE, ENOSPC, ESPIPE, ERANGE, ENOSYS, EOPNOTSUPP,
-        ENOTTY, EHWPOISON, EFBIG, EOVERFLOW, ETIMEDOUT, EPROTO
+        EPERM, ENOENT, ESRCH, EINTR, EIO, ENXIO, E2BIG, EBADF, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY, EEXIST, ENODEV,
+        EINVAL, ENFILE, EMFILE, ENOSPC, ESPIPE, ERANGE, ENOSYS, EOPNOTSUPP, ENOTTY, EHWPOISON, EFBIG, EOVERFLOW,
+        ETIMEDOUT, EPROTO
     )
 }
 
@@ -105,13 +88,9 @@ fn hint(op: &str, errno: Errno, detail: &str) -> String {
         ("UFFDIO_API", Errno::EINVAL) => {
             "the kernel refused the feature set: ask Userfaultfd.probe() which features it offers"
         }
-        ("UFFDIO_API", Errno::EPERM) => {
-            "a requested feature needs a privilege (EVENT_FORK needs CAP_SYS_PTRACE)"
-        }
+        ("UFFDIO_API", Errno::EPERM) => "a requested feature needs a privilege (EVENT_FORK needs CAP_SYS_PTRACE)",
         (_, Errno::EEXIST) => "the page is already mapped (another resolver won)",
-        (_, Errno::EAGAIN) => {
-            "the address space changed under the call (an event is unread): read events, then retry"
-        }
+        (_, Errno::EAGAIN) => "the address space changed under the call (an event is unread): read events, then retry",
         (_, Errno::ENOENT) => "the range is not registered with this userfaultfd, or the page is not in the page cache",
         (_, Errno::ESRCH) => "the process that owns the memory has exited",
         (_, Errno::EBUSY) => "the range is registered with another userfaultfd",
@@ -150,9 +129,6 @@ mod tests {
     fn invalid_input_reads_as_einval() {
         let err = Error::invalid("UFFDIO_ZEROPAGE", "offset 3 is not page-aligned");
         assert_eq!(err.code(), "EINVAL");
-        assert_eq!(
-            err.to_string(),
-            "UFFDIO_ZEROPAGE: offset 3 is not page-aligned"
-        );
+        assert_eq!(err.to_string(), "UFFDIO_ZEROPAGE: offset 3 is not page-aligned");
     }
 }

@@ -18,28 +18,17 @@ const STOP: u64 = 2;
 const MESSAGES_PER_READ: usize = 64;
 
 pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
-        .map_err(|e| Error::sys("epoll_create", e, ""))?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| Error::sys("epoll_create", e, ""))?;
     uffd.with_fd("epoll_ctl", |fd| {
-        epoll
-            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, UFFD))
-            .map_err(|e| Error::sys("epoll_ctl", e, ""))
+        epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, UFFD)).map_err(|e| Error::sys("epoll_ctl", e, ""))
     })?;
     if let Some(stop) = uffd.stop.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        epoll
-            .add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP))
-            .map_err(|e| Error::sys("epoll_ctl", e, ""))?;
+        epoll.add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP)).map_err(|e| Error::sys("epoll_ctl", e, ""))?;
     }
     std::thread::Builder::new()
         .name(format!("uffd-loop-{}", uffd.id()))
         .spawn(move || run(&uffd, &epoll))
-        .map_err(|e| {
-            Error::sys(
-                "pthread_create",
-                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)),
-                "",
-            )
-        })
+        .map_err(|e| Error::sys("pthread_create", Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)), ""))
 }
 
 fn run(uffd: &Userfaultfd, epoll: &Epoll) {
@@ -66,15 +55,8 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll) {
         let mut batch = Vec::new();
         for event in &ready[..count] {
             match event.data() {
-                UFFD if event
-                    .events()
-                    .intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) =>
-                {
-                    return fail(
-                        uffd,
-                        "the userfaultfd reported POLLERR (is it blocking, or was it released?)"
-                            .into(),
-                    );
+                UFFD if event.events().intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) => {
+                    return fail(uffd, "the userfaultfd reported POLLERR (is it blocking, or was it released?)".into());
                 }
                 UFFD => drain(uffd, &mut buffer, &mut batch),
                 // The stop eventfd is written only by close(), which the loop sees above.
@@ -94,9 +76,7 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll) {
 fn drain(uffd: &Userfaultfd, buffer: &mut EventBuffer, batch: &mut Vec<Dispatch>) {
     loop {
         let read = uffd.with_fd("read", |fd| {
-            let events = fd
-                .read_events(buffer)
-                .map_err(|e| Error::sys("read", crate::ioctl::crate_errno(&e), ""))?;
+            let events = fd.read_events(buffer).map_err(|e| Error::sys("read", crate::ioctl::crate_errno(&e), ""))?;
             let mut count = 0;
             uffd.take_messages(events.inspect(|_| count += 1), batch);
             Ok(count)
@@ -119,10 +99,5 @@ fn drain(uffd: &Userfaultfd, buffer: &mut EventBuffer, batch: &mut Vec<Dispatch>
 }
 
 fn fail(uffd: &Userfaultfd, message: String) {
-    uffd.hand_over(vec![Dispatch::Notice(Notice {
-        kind: NoticeKind::LoopFailed,
-        message,
-        fault: None,
-        cause: None,
-    })]);
+    uffd.hand_over(vec![Dispatch::Notice(Notice { kind: NoticeKind::LoopFailed, message, fault: None, cause: None })]);
 }

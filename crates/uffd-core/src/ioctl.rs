@@ -38,11 +38,9 @@ pub fn open(flags: i32) -> Result<(OwnedFd, OpenedVia)> {
     match open_via_syscall(flags) {
         Ok(fd) => Ok((fd, OpenedVia::Syscall)),
         // The syscall's errno explains more than the device's unless the syscall is missing.
-        Err(Errno::ENOSYS) if device_errno != Errno::ENOENT => Err(Error::sys(
-            "open",
-            device_errno,
-            "/dev/userfaultfd refused and the userfaultfd syscall is missing",
-        )),
+        Err(Errno::ENOSYS) if device_errno != Errno::ENOENT => {
+            Err(Error::sys("open", device_errno, "/dev/userfaultfd refused and the userfaultfd syscall is missing"))
+        }
         Err(errno) => Err(Error::sys("open", errno, "")),
     }
 }
@@ -73,14 +71,9 @@ fn open_via_syscall(flags: i32) -> std::result::Result<OwnedFd, Errno> {
 /// UFFDIO_API: enables `features` on a fresh fd and returns what the kernel offers.
 /// `features` 0 only asks; a second call on the same fd fails with EINVAL.
 pub fn api(fd: &impl AsRawFd, features: u64) -> Result<UffdioApi> {
-    let mut api = UffdioApi {
-        api: uapi::UFFD_API,
-        features,
-        ioctls: 0,
-    };
+    let mut api = UffdioApi { api: uapi::UFFD_API, features, ioctls: 0 };
     // SAFETY: `api` is a live uffdio_api the kernel reads and writes back.
-    unsafe { raw::api(fd.as_raw_fd(), &mut api) }
-        .map_err(|errno| Error::sys("UFFDIO_API", errno, ""))?;
+    unsafe { raw::api(fd.as_raw_fd(), &mut api) }.map_err(|errno| Error::sys("UFFDIO_API", errno, ""))?;
     Ok(api)
 }
 
@@ -93,26 +86,18 @@ pub fn register(uffd: &Uffd, start: usize, len: usize, mode: RegisterMode) -> Re
 
 /// UFFDIO_UNREGISTER: the kernel wakes every thread waiting in the range.
 pub fn unregister(uffd: &Uffd, start: usize, len: usize) -> Result<()> {
-    uffd.unregister(start as *mut libc::c_void, len)
-        .map_err(|e| Error::sys("UFFDIO_UNREGISTER", crate_errno(&e), ""))
+    uffd.unregister(start as *mut libc::c_void, len).map_err(|e| Error::sys("UFFDIO_UNREGISTER", crate_errno(&e), ""))
 }
 
 /// UFFDIO_WAKE: wakes the threads waiting on faults in the range.
 pub fn wake(uffd: &Uffd, start: usize, len: usize) -> Result<()> {
-    uffd.wake(start as *mut libc::c_void, len)
-        .map_err(|e| Error::sys("UFFDIO_WAKE", crate_errno(&e), ""))
+    uffd.wake(start as *mut libc::c_void, len).map_err(|e| Error::sys("UFFDIO_WAKE", crate_errno(&e), ""))
 }
 
 /// UFFDIO_COPY of `src` to `dst`; returns the bytes mapped, which are fewer than `src.len()` when
 /// the kernel stopped early (EAGAIN with a positive count).
 pub fn copy(uffd: &Uffd, dst: usize, src: &[u8], mode: u64) -> Result<usize> {
-    let mut copy = UffdioCopy {
-        dst: dst as u64,
-        src: src.as_ptr() as u64,
-        len: src.len() as u64,
-        mode,
-        copy: 0,
-    };
+    let mut copy = UffdioCopy { dst: dst as u64, src: src.as_ptr() as u64, len: src.len() as u64, mode, copy: 0 };
     // SAFETY: `copy` is a live uffdio_copy; its source is `src`, valid for `src.len()` bytes for
     // the whole call.
     let result = unsafe { raw::copy(uffd.as_raw_fd(), &mut copy) };
@@ -136,14 +121,7 @@ pub fn r#continue(uffd: &Uffd, start: usize, len: usize, wake: bool) -> Result<u
 
 /// UFFDIO_POISON over the range: a later access raises SIGBUS. Returns the bytes poisoned.
 pub fn poison(uffd: &Uffd, start: usize, len: usize, mode: u64) -> Result<usize> {
-    let mut poison = UffdioPoison {
-        range: UffdioRange {
-            start: start as u64,
-            len: len as u64,
-        },
-        mode,
-        updated: 0,
-    };
+    let mut poison = UffdioPoison { range: UffdioRange { start: start as u64, len: len as u64 }, mode, updated: 0 };
     // SAFETY: `poison` is a live uffdio_poison the kernel reads and writes back.
     let result = unsafe { raw::poison(uffd.as_raw_fd(), &mut poison) };
     counted("UFFDIO_POISON", result.map(drop), poison.updated)
@@ -172,9 +150,7 @@ pub fn crate_errno(error: &userfaultfd::Error) -> Errno {
     use userfaultfd::Error as E;
     match error {
         // The crate links an older nix whose Errno is another type with the same numbers.
-        E::CopyFailed(errno) | E::ZeropageFailed(errno) | E::SystemError(errno) => {
-            Errno::from_raw(*errno as i32)
-        }
+        E::CopyFailed(errno) | E::ZeropageFailed(errno) | E::SystemError(errno) => Errno::from_raw(*errno as i32),
         E::PartiallyCopied(_) => Errno::EAGAIN,
         E::OpenDevUserfaultfd(io) => Errno::from_raw(io.raw_os_error().unwrap_or(libc::EIO)),
         _ => Errno::EIO,
@@ -191,10 +167,7 @@ mod tests {
         assert_eq!(err.code(), "EAGAIN");
         let err = counted("UFFDIO_COPY", Err(Errno::EEXIST), -(libc::EEXIST as i64)).unwrap_err();
         assert_eq!(err.code(), "EEXIST");
-        assert_eq!(
-            counted("UFFDIO_COPY", Err(Errno::EAGAIN), 8192).unwrap(),
-            8192
-        );
+        assert_eq!(counted("UFFDIO_COPY", Err(Errno::EAGAIN), 8192).unwrap(), 8192);
         assert_eq!(counted("UFFDIO_COPY", Ok(()), 4096).unwrap(), 4096);
     }
 

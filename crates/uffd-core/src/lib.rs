@@ -17,6 +17,4 @@ pub use error::{Error, Result};
 pub use fault::{Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind};
 pub use region::{MemoryKind, Region};
 pub use stats::Snapshot;
-pub use userfaultfd::{
-    current_thread_id, Fallback, Finish, Modes, Options, Probe, Resolution, Userfaultfd, Wake,
-};
+pub use userfaultfd::{current_thread_id, Fallback, Finish, Modes, Options, Probe, Resolution, Userfaultfd, Wake};

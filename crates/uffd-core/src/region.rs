@@ -67,12 +67,7 @@ fn round_up(size: usize, page: usize, op: &'static str) -> Result<NonZeroUsize> 
     size.checked_next_multiple_of(page)
         .and_then(NonZeroUsize::new)
         .filter(|s| s.get() <= isize::MAX as usize)
-        .ok_or_else(|| {
-            Error::invalid(
-                op,
-                format!("size {size} must be between 1 and {}", isize::MAX),
-            )
-        })
+        .ok_or_else(|| Error::invalid(op, format!("size {size} must be between 1 and {}", isize::MAX)))
 }
 
 impl Region {
@@ -90,14 +85,7 @@ impl Region {
             )
         }
         .map_err(|errno| Error::sys("mmap", errno, format!("anonymous region of {len} bytes")))?;
-        Ok(Self::publish(
-            MemoryKind::Anonymous,
-            base.cast(),
-            len.get(),
-            page,
-            None,
-            None,
-        ))
+        Ok(Self::publish(MemoryKind::Anonymous, base.cast(), len.get(), page, None, None))
     }
 
     /// A memfd of `size` bytes mapped shared; `alias()` maps the same file again.
@@ -106,14 +94,7 @@ impl Region {
         let len = round_up(size, page, "memfd_create")?;
         let file = memfd(name, nix::sys::memfd::MemFdCreateFlag::empty(), len.get())?;
         let base = map_shared(&file, len, MemoryKind::Shmem)?;
-        Ok(Self::publish(
-            MemoryKind::Shmem,
-            base,
-            len.get(),
-            page,
-            Some(Arc::new(file)),
-            None,
-        ))
+        Ok(Self::publish(MemoryKind::Shmem, base, len.get(), page, Some(Arc::new(file)), None))
     }
 
     /// A hugetlbfs memfd of `size` bytes (rounded up to `page_size`, 2 MiB or 1 GiB), mapped shared.
@@ -122,15 +103,11 @@ impl Region {
             0x20_0000 => libc::MFD_HUGE_2MB,
             0x4000_0000 => libc::MFD_HUGE_1GB,
             _ => {
-                return Err(Error::invalid(
-                    "memfd_create",
-                    format!("huge page size {page_size} is not 2 MiB or 1 GiB"),
-                ))
+                return Err(Error::invalid("memfd_create", format!("huge page size {page_size} is not 2 MiB or 1 GiB")))
             }
         };
         let len = round_up(size, page_size, "memfd_create")?;
-        let flags =
-            nix::sys::memfd::MemFdCreateFlag::from_bits_retain(libc::MFD_HUGETLB | size_flag);
+        let flags = nix::sys::memfd::MemFdCreateFlag::from_bits_retain(libc::MFD_HUGETLB | size_flag);
         let file = memfd(name, flags, len.get())?;
         let base = map_shared(&file, len, MemoryKind::Hugetlb).map_err(|err| match err {
             Error::Sys { errno, .. } => Error::sys(
@@ -146,14 +123,7 @@ impl Region {
             ),
             other => other,
         })?;
-        Ok(Self::publish(
-            MemoryKind::Hugetlb,
-            base,
-            len.get(),
-            page_size,
-            Some(Arc::new(file)),
-            None,
-        ))
+        Ok(Self::publish(MemoryKind::Hugetlb, base, len.get(), page_size, Some(Arc::new(file)), None))
     }
 
     /// A second mapping of the same file (shmem or hugetlb), not registered with anything: writes
@@ -162,21 +132,11 @@ impl Region {
         self.check_open("mmap")?;
         let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let file = file.ok_or_else(|| {
-            Error::invalid(
-                "mmap",
-                "an anonymous region has no file to alias; use Region.shmem or Region.hugetlb",
-            )
+            Error::invalid("mmap", "an anonymous region has no file to alias; use Region.shmem or Region.hugetlb")
         })?;
         let len = NonZeroUsize::new(self.size).expect("regions are never empty");
         let base = map_shared(&*file, len, self.kind)?;
-        Ok(Self::publish(
-            self.kind,
-            base,
-            self.size,
-            self.page_size,
-            Some(file),
-            Some(self.id),
-        ))
+        Ok(Self::publish(self.kind, base, self.size, self.page_size, Some(file), Some(self.id)))
     }
 
     fn publish(
@@ -246,34 +206,23 @@ impl Region {
         self.check_open(op)?;
         let page = self.page_size;
         if offset % page != 0 {
-            return Err(Error::invalid(
-                op,
-                format!("offset {offset} is not a multiple of the page size {page}"),
-            ));
+            return Err(Error::invalid(op, format!("offset {offset} is not a multiple of the page size {page}")));
         }
         if len == 0 || len % page != 0 {
-            return Err(Error::invalid(
-                op,
-                format!("length {len} is not a positive multiple of the page size {page}"),
-            ));
+            return Err(Error::invalid(op, format!("length {len} is not a positive multiple of the page size {page}")));
         }
         match offset.checked_add(len) {
             Some(end) if end <= self.size => Ok(self.address() + offset),
             _ => Err(Error::invalid(
                 op,
-                format!(
-                    "range {offset}+{len} runs past the end of the region ({} bytes)",
-                    self.size
-                ),
+                format!("range {offset}+{len} runs past the end of the region ({} bytes)", self.size),
             )),
         }
     }
 
     /// The offset in this region of an address, if the address lies in it.
     pub fn offset_of(&self, address: usize) -> Option<usize> {
-        address
-            .checked_sub(self.address())
-            .filter(|off| *off < self.size)
+        address.checked_sub(self.address()).filter(|off| *off < self.size)
     }
 
     /// Ends the region's use: it leaves the registry and every userfaultfd releases its range.
@@ -301,11 +250,7 @@ impl Region {
         // contents, and dropping pages never invalidates the mapping itself.
         let result = unsafe { libc::madvise(self.base.as_ptr().cast(), self.size, advice) };
         if result != 0 {
-            eprintln!(
-                "userfaultfd: releasing the memory of region {} failed: {}",
-                self.id,
-                Errno::last()
-            );
+            eprintln!("userfaultfd: releasing the memory of region {} failed: {}", self.id, Errno::last());
         }
     }
 }
@@ -334,32 +279,14 @@ fn memfd(name: &str, flags: nix::sys::memfd::MemFdCreateFlag, len: usize) -> Res
 fn map_shared(file: &impl AsFd, len: NonZeroUsize, kind: MemoryKind) -> Result<NonNull<u8>> {
     // SAFETY: a fresh shared mapping of our own memfd at an address the kernel picks aliases no
     // Rust object.
-    let base = unsafe {
-        mmap(
-            None,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_SHARED,
-            file,
-            0,
-        )
-    }
-    .map_err(|errno| {
-        Error::sys(
-            "mmap",
-            errno,
-            format!("{} region of {len} bytes", kind.name()),
-        )
-    })?;
+    let base = unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, file, 0) }
+        .map_err(|errno| Error::sys("mmap", errno, format!("{} region of {len} bytes", kind.name())))?;
     Ok(base.cast())
 }
 
 /// Free huge pages of a size, from sysfs.
 pub fn free_huge_pages(page_size: usize) -> Option<u64> {
-    let path = format!(
-        "/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages",
-        page_size / 1024
-    );
+    let path = format!("/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages", page_size / 1024);
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
@@ -373,10 +300,7 @@ mod tests {
         let page = base_page_size();
         assert_eq!(region.size(), 10_000usize.next_multiple_of(page));
         assert!(region.check_range("t", 0, page).is_ok());
-        assert_eq!(
-            region.check_range("t", 1, page).unwrap_err().code(),
-            "EINVAL"
-        );
+        assert_eq!(region.check_range("t", 1, page).unwrap_err().code(), "EINVAL");
         assert_eq!(region.check_range("t", 0, 0).unwrap_err().code(), "EINVAL");
         assert!(region.check_range("t", page, usize::MAX - 10).is_err());
         assert!(region.check_range("t", region.size(), page).is_err());
@@ -389,10 +313,7 @@ mod tests {
         assert!(Region::lookup(region.id()).is_some());
         region.close();
         assert!(Region::lookup(region.id()).is_none());
-        assert_eq!(
-            region.check_range("t", 0, 4096).unwrap_err().code(),
-            "EBADF"
-        );
+        assert_eq!(region.check_range("t", 0, 4096).unwrap_err().code(), "EBADF");
     }
 
     #[test]

@@ -13,10 +13,7 @@ pub struct Registry<T> {
 
 impl<T> Registry<T> {
     pub const fn new() -> Self {
-        Registry {
-            next_id: AtomicU64::new(1),
-            live: Mutex::new(BTreeMap::new()),
-        }
+        Registry { next_id: AtomicU64::new(1), live: Mutex::new(BTreeMap::new()) }
     }
 
     /// A fresh id, to be given to an object before it is inserted.
@@ -45,9 +42,7 @@ impl<T> Registry<T> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Weak<T>>> {
         // A panic while holding this lock cannot leave the map inconsistent: take it anyway.
-        self.live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -106,28 +106,17 @@ pub struct UffdioPoison {
 
 /// Names of the bits set in `mask`, from a table of (name, bit).
 pub fn names_of(mask: u64, table: &[(&'static str, u64)]) -> Vec<&'static str> {
-    table
-        .iter()
-        .filter(|(_, bit)| mask & bit != 0)
-        .map(|(name, _)| *name)
-        .collect()
+    table.iter().filter(|(_, bit)| mask & bit != 0).map(|(name, _)| *name).collect()
 }
 
 /// The feature bit of a kernel feature name (`"MINOR_SHMEM"`), if the kernel defines it.
 pub fn feature_bit(name: &str) -> Option<u64> {
-    FEATURES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, bit)| *bit)
+    FEATURES.iter().find(|(n, _)| *n == name).map(|(_, bit)| *bit)
 }
 
 /// Names of the ioctls in an `ioctls` mask.
 pub fn ioctl_names(mask: u64) -> Vec<&'static str> {
-    IOCTLS
-        .iter()
-        .filter(|(_, nr)| mask & (1u64 << nr) != 0)
-        .map(|(name, _)| *name)
-        .collect()
+    IOCTLS.iter().filter(|(_, nr)| mask & (1u64 << nr) != 0).map(|(name, _)| *name).collect()
 }
 
 #[cfg(test)]

@@ -158,9 +158,7 @@ pub struct Userfaultfd {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The current thread's kernel id, as `pagefault.feat.ptid` reports it.
@@ -179,11 +177,7 @@ impl Userfaultfd {
                     .or_else(|_| ioctl::open(base | uapi::UFFD_USER_MODE_ONLY))
                     .map_err(|e| (e.errno(), e.op()))?;
                 let api = ioctl::api(&fd, 0).map_err(|e| (e.errno(), e.op()))?;
-                Ok(Probe {
-                    api: api.api,
-                    features: api.features,
-                    ioctls: api.ioctls,
-                })
+                Ok(Probe { api: api.api, features: api.features, ioctls: api.ioctls })
             })
             .clone()
             .map_err(|(errno, op)| Error::sys(op, errno, "probing userfaultfd"))
@@ -201,17 +195,11 @@ impl Userfaultfd {
         if missing != 0 {
             return Err(Error::unsupported(
                 "UFFDIO_API",
-                format!(
-                    "this kernel does not offer {}",
-                    uapi::names_of(missing, uapi::FEATURES).join(", ")
-                ),
+                format!("this kernel does not offer {}", uapi::names_of(missing, uapi::FEATURES).join(", ")),
             ));
         }
         if options.fallback == Fallback::Sigbus && offered & uapi::FEATURE_POISON == 0 {
-            return Err(Error::unsupported(
-                "UFFDIO_API",
-                "fallback 'sigbus' needs UFFDIO_POISON (Linux 6.6)",
-            ));
+            return Err(Error::unsupported("UFFDIO_API", "fallback 'sigbus' needs UFFDIO_POISON (Linux 6.6)"));
         }
         let requested = (offered & WANTED_BY_DEFAULT) | required;
         let base = libc::O_CLOEXEC | libc::O_NONBLOCK;
@@ -220,12 +208,9 @@ impl Userfaultfd {
             Some(false) => (ioctl::open(base)?.0, false),
             None => match ioctl::open(base) {
                 Ok((fd, _)) => (fd, false),
-                Err(err) if matches!(err.errno(), Errno::EPERM | Errno::EACCES) => (
-                    ioctl::open(base | uapi::UFFD_USER_MODE_ONLY)
-                        .map_err(|_| err)?
-                        .0,
-                    true,
-                ),
+                Err(err) if matches!(err.errno(), Errno::EPERM | Errno::EACCES) => {
+                    (ioctl::open(base | uapi::UFFD_USER_MODE_ONLY).map_err(|_| err)?.0, true)
+                }
                 Err(err) => return Err(err),
             },
         };
@@ -279,27 +264,17 @@ impl Userfaultfd {
         self.timeout.is_some()
     }
 
-    pub(crate) fn with_fd<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&Uffd) -> Result<T>,
-    ) -> Result<T> {
+    pub(crate) fn with_fd<T>(&self, op: &'static str, f: impl FnOnce(&Uffd) -> Result<T>) -> Result<T> {
         let guard = self.fd.read().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(uffd) => f(uffd),
-            None => Err(Error::Closed {
-                op,
-                what: "userfaultfd",
-            }),
+            None => Err(Error::Closed { op, what: "userfaultfd" }),
         }
     }
 
     fn check_open(&self, op: &'static str) -> Result<()> {
         if self.is_closed() {
-            Err(Error::Closed {
-                op,
-                what: "userfaultfd",
-            })
+            Err(Error::Closed { op, what: "userfaultfd" })
         } else {
             Ok(())
         }
@@ -310,59 +285,40 @@ impl Userfaultfd {
             Ok(())
         } else {
             let name = uapi::names_of(bit, uapi::FEATURES).join(", ");
-            Err(Error::unsupported(
-                op,
-                format!("{why} needs the {name} feature, which was not negotiated"),
-            ))
+            Err(Error::unsupported(op, format!("{why} needs the {name} feature, which was not negotiated")))
         }
     }
 
     /// Registers `[offset, offset + len)` of a region (all of it by default) and returns the mask of
     /// ioctls the kernel allows there.
-    pub fn register(
-        &self,
-        region: &Arc<Region>,
-        modes: Modes,
-        offset: usize,
-        len: Option<usize>,
-    ) -> Result<u64> {
+    pub fn register(&self, region: &Arc<Region>, modes: Modes, offset: usize, len: Option<usize>) -> Result<u64> {
         const OP: &str = "UFFDIO_REGISTER";
         self.check_open(OP)?;
         let len = len.unwrap_or(region.size().saturating_sub(offset));
         let start = region.check_range(OP, offset, len)?;
         if !(modes.missing || modes.minor || modes.wp) {
-            return Err(Error::invalid(
-                OP,
-                "no mode: ask for missing, minor or wp faults",
-            ));
+            return Err(Error::invalid(OP, "no mode: ask for missing, minor or wp faults"));
         }
         let kind = region.kind();
         if modes.minor && kind == MemoryKind::Anonymous {
-            return Err(Error::invalid(
-                OP,
-                "minor faults need shmem or hugetlbfs memory, not anonymous memory",
-            ));
+            return Err(Error::invalid(OP, "minor faults need shmem or hugetlbfs memory, not anonymous memory"));
         }
         match kind {
             MemoryKind::Shmem if modes.missing => {
                 self.require_feature(OP, uapi::FEATURE_MISSING_SHMEM, "missing faults on shmem")?
             }
-            MemoryKind::Hugetlb if modes.missing => self.require_feature(
-                OP,
-                uapi::FEATURE_MISSING_HUGETLBFS,
-                "missing faults on hugetlbfs",
-            )?,
+            MemoryKind::Hugetlb if modes.missing => {
+                self.require_feature(OP, uapi::FEATURE_MISSING_HUGETLBFS, "missing faults on hugetlbfs")?
+            }
             _ => {}
         }
         match kind {
             MemoryKind::Shmem if modes.minor => {
                 self.require_feature(OP, uapi::FEATURE_MINOR_SHMEM, "minor faults on shmem")?
             }
-            MemoryKind::Hugetlb if modes.minor => self.require_feature(
-                OP,
-                uapi::FEATURE_MINOR_HUGETLBFS,
-                "minor faults on hugetlbfs",
-            )?,
+            MemoryKind::Hugetlb if modes.minor => {
+                self.require_feature(OP, uapi::FEATURE_MINOR_HUGETLBFS, "minor faults on hugetlbfs")?
+            }
             _ => {}
         }
         if modes.wp {
@@ -381,38 +337,20 @@ impl Userfaultfd {
         mode.set(RegisterMode::MISSING, modes.missing);
         mode.set(RegisterMode::MINOR, modes.minor);
         mode.set(RegisterMode::WRITE_PROTECT, modes.wp);
-        let mut registrations = self
-            .registrations
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
         let ioctls = self.with_fd(OP, |uffd| ioctl::register(uffd, start, len, mode))?;
         carve(&mut registrations, start, start + len);
-        registrations.insert(
-            start,
-            Registration {
-                region: region.clone(),
-                end: start + len,
-                modes,
-            },
-        );
+        registrations.insert(start, Registration { region: region.clone(), end: start + len, modes });
         Ok(ioctls)
     }
 
     /// Unregisters `[offset, offset + len)` of a region; the kernel wakes its waiters.
-    pub fn unregister(
-        &self,
-        region: &Arc<Region>,
-        offset: usize,
-        len: Option<usize>,
-    ) -> Result<()> {
+    pub fn unregister(&self, region: &Arc<Region>, offset: usize, len: Option<usize>) -> Result<()> {
         const OP: &str = "UFFDIO_UNREGISTER";
         self.check_open(OP)?;
         let len = len.unwrap_or(region.size().saturating_sub(offset));
         let start = region.check_range(OP, offset, len)?;
-        let mut registrations = self
-            .registrations
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
         self.with_fd(OP, |uffd| ioctl::unregister(uffd, start, len))?;
         carve(&mut registrations, start, start + len);
         drop(registrations);
@@ -423,13 +361,7 @@ impl Userfaultfd {
     }
 
     /// Checks that a range lies in registered memory of this fd and returns its address.
-    fn check_registered(
-        &self,
-        op: &'static str,
-        region: &Region,
-        offset: usize,
-        len: usize,
-    ) -> Result<usize> {
+    fn check_registered(&self, op: &'static str, region: &Region, offset: usize, len: usize) -> Result<usize> {
         self.check_open(op)?;
         let start = region.check_range(op, offset, len)?;
         let end = start + len;
@@ -449,10 +381,7 @@ impl Userfaultfd {
         }
         Err(Error::invalid(
             op,
-            format!(
-                "range {offset}+{len} of region {} is not registered with this userfaultfd",
-                region.id()
-            ),
+            format!("range {offset}+{len} of region {} is not registered with this userfaultfd", region.id()),
         ))
     }
 
@@ -462,20 +391,14 @@ impl Userfaultfd {
         if bytes.is_empty() || bytes.len() % region.page_size() != 0 {
             return Err(Error::invalid(
                 OP,
-                format!(
-                    "{} bytes is not a positive multiple of the page size {}",
-                    bytes.len(),
-                    region.page_size()
-                ),
+                format!("{} bytes is not a positive multiple of the page size {}", bytes.len(), region.page_size()),
             ));
         }
         let dst = self.check_registered(OP, region, offset, bytes.len())?;
         let mode = if wake.0 { 0 } else { uapi::COPY_MODE_DONTWAKE };
         let mapped = self.with_fd(OP, |uffd| ioctl::copy(uffd, dst, bytes, mode))?;
         bump(&self.counters.copies);
-        self.counters
-            .bytes_mapped
-            .fetch_add(mapped as u64, Ordering::Relaxed);
+        self.counters.bytes_mapped.fetch_add(mapped as u64, Ordering::Relaxed);
         Ok(mapped)
     }
 
@@ -483,41 +406,25 @@ impl Userfaultfd {
     pub fn zero(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
         const OP: &str = "UFFDIO_ZEROPAGE";
         if region.kind() == MemoryKind::Hugetlb {
-            return Err(Error::unsupported(
-                OP,
-                "hugetlbfs has no zero page: resolve with copy() of zeroed bytes",
-            ));
+            return Err(Error::unsupported(OP, "hugetlbfs has no zero page: resolve with copy() of zeroed bytes"));
         }
         let start = self.check_registered(OP, region, offset, len)?;
         let mapped = self.with_fd(OP, |uffd| ioctl::zeropage(uffd, start, len, wake.0))?;
         bump(&self.counters.zeropages);
-        self.counters
-            .bytes_mapped
-            .fetch_add(mapped as u64, Ordering::Relaxed);
+        self.counters.bytes_mapped.fetch_add(mapped as u64, Ordering::Relaxed);
         Ok(mapped)
     }
 
     /// UFFDIO_CONTINUE over a range: maps what is in the page cache (shmem and hugetlbfs).
-    pub fn r#continue(
-        &self,
-        region: &Region,
-        offset: usize,
-        len: usize,
-        wake: Wake,
-    ) -> Result<usize> {
+    pub fn r#continue(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
         const OP: &str = "UFFDIO_CONTINUE";
         if region.kind() == MemoryKind::Anonymous {
-            return Err(Error::invalid(
-                OP,
-                "anonymous memory has no page cache to continue from",
-            ));
+            return Err(Error::invalid(OP, "anonymous memory has no page cache to continue from"));
         }
         let start = self.check_registered(OP, region, offset, len)?;
         let mapped = self.with_fd(OP, |uffd| ioctl::r#continue(uffd, start, len, wake.0))?;
         bump(&self.counters.continues);
-        self.counters
-            .bytes_mapped
-            .fetch_add(mapped as u64, Ordering::Relaxed);
+        self.counters.bytes_mapped.fetch_add(mapped as u64, Ordering::Relaxed);
         Ok(mapped)
     }
 
@@ -526,11 +433,7 @@ impl Userfaultfd {
         const OP: &str = "UFFDIO_POISON";
         self.require_feature(OP, uapi::FEATURE_POISON, "poisoning")?;
         let start = self.check_registered(OP, region, offset, len)?;
-        let mode = if wake.0 {
-            0
-        } else {
-            uapi::POISON_MODE_DONTWAKE
-        };
+        let mode = if wake.0 { 0 } else { uapi::POISON_MODE_DONTWAKE };
         let poisoned = self.with_fd(OP, |uffd| ioctl::poison(uffd, start, len, mode))?;
         bump(&self.counters.poisons);
         Ok(poisoned)
@@ -561,43 +464,23 @@ impl Userfaultfd {
         let (result, wake) = match resolution {
             Resolution::Copy { bytes, wake } => {
                 let len = bytes.len().min(room);
-                (
-                    self.copy(region, fault.offset, &bytes[..len], Wake(wake)),
-                    wake,
-                )
+                (self.copy(region, fault.offset, &bytes[..len], Wake(wake)), wake)
             }
-            Resolution::Zero { len, wake } => (
-                self.zero(
-                    region,
-                    fault.offset,
-                    len.unwrap_or(page).min(room),
-                    Wake(wake),
-                ),
-                wake,
-            ),
-            Resolution::Continue { len, wake } => (
-                self.r#continue(
-                    region,
-                    fault.offset,
-                    len.unwrap_or(page).min(room),
-                    Wake(wake),
-                ),
-                wake,
-            ),
+            Resolution::Zero { len, wake } => {
+                (self.zero(region, fault.offset, len.unwrap_or(page).min(room), Wake(wake)), wake)
+            }
+            Resolution::Continue { len, wake } => {
+                (self.r#continue(region, fault.offset, len.unwrap_or(page).min(room), Wake(wake)), wake)
+            }
             Resolution::Poison => (self.poison(region, fault.offset, page, Wake(true)), true),
             Resolution::Wake => (self.wake(region, fault.offset, page).map(|()| 0), true),
         };
         let mapped = match result {
             Ok(mapped) => mapped,
-            Err(Error::Sys {
-                errno: Errno::EEXIST,
-                ..
-            }) => {
+            Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
                 bump(&self.counters.eexist);
                 if wake {
-                    self.with_fd("UFFDIO_WAKE", |uffd| {
-                        ioctl::wake(uffd, region.address() + fault.offset, page)
-                    })?;
+                    self.with_fd("UFFDIO_WAKE", |uffd| ioctl::wake(uffd, region.address() + fault.offset, page))?;
                 }
                 0
             }
@@ -608,10 +491,7 @@ impl Userfaultfd {
     }
 
     fn fault_in_flight(&self, id: u64) -> Option<Fault> {
-        lock(&self.dispatcher)
-            .in_flight
-            .get(&id)
-            .map(|entry| entry.fault.clone())
+        lock(&self.dispatcher).in_flight.get(&id).map(|entry| entry.fault.clone())
     }
 
     /// Marks a resolved fault: woken ones leave the table; DONTWAKE ones wait for their wake.
@@ -623,11 +503,7 @@ impl Userfaultfd {
             if let Some(entry) = entry.filter(|e| e.duplicate) {
                 // A second thread may have queued behind the first one's message: wake it too.
                 let _ = self.with_fd("UFFDIO_WAKE", |uffd| {
-                    ioctl::wake(
-                        uffd,
-                        entry.fault.region.address() + entry.fault.offset,
-                        entry.fault.region.page_size(),
-                    )
+                    ioctl::wake(uffd, entry.fault.region.address() + entry.fault.offset, entry.fault.region.page_size())
                 });
             }
         } else if let Some(entry) = dispatcher.in_flight.get_mut(&id) {
@@ -646,11 +522,7 @@ impl Userfaultfd {
             FaultState::Asleep => {
                 let fault = &entry.fault;
                 let _ = self.with_fd("UFFDIO_WAKE", |uffd| {
-                    ioctl::wake(
-                        uffd,
-                        fault.region.address() + fault.offset,
-                        fault.region.page_size(),
-                    )
+                    ioctl::wake(uffd, fault.region.address() + fault.offset, fault.region.page_size())
                 });
                 bump(&self.counters.wakes);
                 Finish::Woken
@@ -671,12 +543,8 @@ impl Userfaultfd {
         let page = region.page_size();
         let address = region.address() + fault.offset;
         let result = match (self.fallback, fault.kind, region.kind()) {
-            (Fallback::Sigbus, _, _) => {
-                self.with_fd("UFFDIO_POISON", |u| ioctl::poison(u, address, page, 0))
-            }
-            (_, FaultKind::Minor, _) => self.with_fd("UFFDIO_CONTINUE", |u| {
-                ioctl::r#continue(u, address, page, true)
-            }),
+            (Fallback::Sigbus, _, _) => self.with_fd("UFFDIO_POISON", |u| ioctl::poison(u, address, page, 0)),
+            (_, FaultKind::Minor, _) => self.with_fd("UFFDIO_CONTINUE", |u| ioctl::r#continue(u, address, page, true)),
             (_, FaultKind::WriteProtect, _) => self.with_fd("UFFDIO_WRITEPROTECT", |u| {
                 u.remove_write_protection(address as *mut libc::c_void, page, true)
                     .map(|()| page)
@@ -686,16 +554,11 @@ impl Userfaultfd {
                 let zeros = vec![0u8; page];
                 self.with_fd("UFFDIO_COPY", |u| ioctl::copy(u, address, &zeros, 0))
             }
-            (_, FaultKind::Missing, _) => self.with_fd("UFFDIO_ZEROPAGE", |u| {
-                ioctl::zeropage(u, address, page, true)
-            }),
+            (_, FaultKind::Missing, _) => self.with_fd("UFFDIO_ZEROPAGE", |u| ioctl::zeropage(u, address, page, true)),
         };
         match result {
             Ok(_) => None,
-            Err(Error::Sys {
-                errno: Errno::EEXIST,
-                ..
-            }) => {
+            Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
                 let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, address, page));
                 None
             }
@@ -721,12 +584,7 @@ impl Userfaultfd {
     /// Drops faults in flight that no longer need an answer (their range was woken or released).
     fn forget_faults(&self, matches: impl Fn(&Fault) -> bool) {
         let mut dispatcher = lock(&self.dispatcher);
-        let ids: Vec<u64> = dispatcher
-            .in_flight
-            .iter()
-            .filter(|(_, e)| matches(&e.fault))
-            .map(|(id, _)| *id)
-            .collect();
+        let ids: Vec<u64> = dispatcher.in_flight.iter().filter(|(_, e)| matches(&e.fault)).map(|(id, _)| *id).collect();
         for id in ids {
             dispatcher.take(id);
         }
@@ -753,11 +611,7 @@ impl Userfaultfd {
     /// not finish are resolved by the fallback, with a notice each.
     pub fn remove_handler(&self, generation: u64) {
         let mut dispatcher = lock(&self.dispatcher);
-        if dispatcher
-            .sink
-            .as_ref()
-            .is_some_and(|(g, _)| *g == generation)
-        {
+        if dispatcher.sink.as_ref().is_some_and(|(g, _)| *g == generation) {
             dispatcher.sink = None;
             self.handler_thread.store(0, Ordering::Release);
         }
@@ -767,10 +621,7 @@ impl Userfaultfd {
             .filter(|(_, e)| e.delivered_to == Some(generation))
             .map(|(id, _)| *id)
             .collect();
-        let orphans: Vec<InFlight> = orphans
-            .into_iter()
-            .filter_map(|id| dispatcher.take(id))
-            .collect();
+        let orphans: Vec<InFlight> = orphans.into_iter().filter_map(|id| dispatcher.take(id)).collect();
         drop(dispatcher);
         let notices = orphans
             .into_iter()
@@ -839,12 +690,7 @@ impl Userfaultfd {
         for event in events {
             bump(&self.counters.messages);
             match event {
-                Ok(Event::Pagefault {
-                    kind,
-                    rw,
-                    addr,
-                    thread_id,
-                }) => {
+                Ok(Event::Pagefault { kind, rw, addr, thread_id }) => {
                     let kind = match kind {
                         userfaultfd::FaultKind::Missing => FaultKind::Missing,
                         userfaultfd::FaultKind::Minor => FaultKind::Minor,
@@ -868,14 +714,7 @@ impl Userfaultfd {
         }
     }
 
-    fn take_fault(
-        &self,
-        address: usize,
-        kind: FaultKind,
-        write: bool,
-        thread_id: i32,
-        batch: &mut Vec<Dispatch>,
-    ) {
+    fn take_fault(&self, address: usize, kind: FaultKind, write: bool, thread_id: i32, batch: &mut Vec<Dispatch>) {
         let counter = match kind {
             FaultKind::Missing => &self.counters.faults_missing,
             FaultKind::Minor => &self.counters.faults_minor,
@@ -892,9 +731,7 @@ impl Userfaultfd {
         };
         let Some(region) = region else {
             let page = crate::region::base_page_size();
-            let _ = self.with_fd("UFFDIO_WAKE", |u| {
-                ioctl::wake(u, address & !(page - 1), page)
-            });
+            let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, address & !(page - 1), page));
             bump(&self.counters.errors);
             batch.push(Dispatch::Notice(Notice {
                 kind: NoticeKind::UnknownAddress,
@@ -968,11 +805,7 @@ impl Userfaultfd {
 
     /// The earliest deadline of a fault in flight.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        lock(&self.dispatcher)
-            .in_flight
-            .values()
-            .filter_map(|e| e.deadline)
-            .min()
+        lock(&self.dispatcher).in_flight.values().filter_map(|e| e.deadline).min()
     }
 
     /// Resolves every fault past its deadline by the fallback; returns their notices.
@@ -985,9 +818,7 @@ impl Userfaultfd {
                 .filter(|(_, e)| e.deadline.is_some_and(|d| d <= now))
                 .map(|(id, _)| *id)
                 .collect();
-            ids.into_iter()
-                .filter_map(|id| dispatcher.take(id))
-                .collect()
+            ids.into_iter().filter_map(|id| dispatcher.take(id)).collect()
         };
         for entry in expired {
             bump(&self.counters.timeouts);
@@ -1011,31 +842,18 @@ impl Userfaultfd {
 
     pub fn stats(&self) -> Snapshot {
         let dispatcher = lock(&self.dispatcher);
-        let queued = dispatcher
-            .queued
-            .iter()
-            .filter(|d| matches!(d, Dispatch::Fault(_)))
-            .count();
-        self.counters
-            .snapshot(dispatcher.in_flight.len() as u64, queued as u64)
+        let queued = dispatcher.queued.iter().filter(|d| matches!(d, Dispatch::Fault(_))).count();
+        self.counters.snapshot(dispatcher.in_flight.len() as u64, queued as u64)
     }
 
     /// Drops this fd's registrations of a closing region; the kernel wakes their waiters.
     fn release_region(&self, region: &Arc<Region>) {
-        let mut registrations = self
-            .registrations
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        let starts: Vec<usize> = registrations
-            .iter()
-            .filter(|(_, r)| Arc::ptr_eq(&r.region, region))
-            .map(|(s, _)| *s)
-            .collect();
+        let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
+        let starts: Vec<usize> =
+            registrations.iter().filter(|(_, r)| Arc::ptr_eq(&r.region, region)).map(|(s, _)| *s).collect();
         for start in starts {
             if let Some(reg) = registrations.remove(&start) {
-                let _ = self.with_fd("UFFDIO_UNREGISTER", |uffd| {
-                    ioctl::unregister(uffd, start, reg.end - start)
-                });
+                let _ = self.with_fd("UFFDIO_UNREGISTER", |uffd| ioctl::unregister(uffd, start, reg.end - start));
             }
         }
         drop(registrations);
@@ -1059,10 +877,7 @@ impl Userfaultfd {
         }
         drop(lock(&self.stop).take());
         drop(self.fd.write().unwrap_or_else(|p| p.into_inner()).take());
-        self.registrations
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.registrations.write().unwrap_or_else(|p| p.into_inner()).clear();
         let sink = {
             let mut dispatcher = lock(&self.dispatcher);
             dispatcher.in_flight.clear();
@@ -1083,32 +898,15 @@ impl Drop for Userfaultfd {
 
 /// Removes `[start, end)` from a registration map, keeping the parts of registrations outside it.
 fn carve(registrations: &mut BTreeMap<usize, Registration>, start: usize, end: usize) {
-    let overlapping: Vec<usize> = registrations
-        .range(..end)
-        .filter(|(_, reg)| reg.end > start)
-        .map(|(s, _)| *s)
-        .collect();
+    let overlapping: Vec<usize> =
+        registrations.range(..end).filter(|(_, reg)| reg.end > start).map(|(s, _)| *s).collect();
     for reg_start in overlapping {
         let reg = registrations.remove(&reg_start).expect("listed above");
         if reg_start < start {
-            registrations.insert(
-                reg_start,
-                Registration {
-                    region: reg.region.clone(),
-                    end: start,
-                    modes: reg.modes,
-                },
-            );
+            registrations.insert(reg_start, Registration { region: reg.region.clone(), end: start, modes: reg.modes });
         }
         if reg.end > end {
-            registrations.insert(
-                end,
-                Registration {
-                    region: reg.region,
-                    end: reg.end,
-                    modes: reg.modes,
-                },
-            );
+            registrations.insert(end, Registration { region: reg.region, end: reg.end, modes: reg.modes });
         }
     }
 }

@@ -5,15 +5,10 @@ use napi::Result;
 
 /// A non-negative integer that a double holds exactly.
 pub fn to_usize(env: &napi::Env, what: &str, value: f64) -> Result<usize> {
-    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= 9_007_199_254_740_991.0
-    {
+    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= 9_007_199_254_740_991.0 {
         Ok(value as usize)
     } else {
-        Err(invalid(
-            env,
-            "argument",
-            format!("{what} must be a non-negative safe integer, got {value}"),
-        ))
+        Err(invalid(env, "argument", format!("{what} must be a non-negative safe integer, got {value}")))
     }
 }
 

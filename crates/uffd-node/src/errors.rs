@@ -8,8 +8,7 @@ use uffd_core::Error;
 /// that tells napi-rs the exception is already pending.
 pub fn throw(env: &Env, error: &Error) -> napi::Error {
     let thrown = (|| -> napi::Result<()> {
-        let mut object =
-            env.create_error(napi::Error::new(Status::GenericFailure, error.to_string()))?;
+        let mut object = env.create_error(napi::Error::new(Status::GenericFailure, error.to_string()))?;
         object.set("code", error.code())?;
         object.set("errno", -(error.errno() as i32))?;
         object.set("syscall", error.op())?;

@@ -40,10 +40,7 @@ impl NativeRegion {
     pub fn hugetlb(env: Env, size: f64, page_size: f64, name: String) -> napi::Result<Self> {
         let size = to_usize(&env, "size", size)?;
         let page_size = to_usize(&env, "pageSize", page_size)?;
-        Ok(Self::new(
-            Region::hugetlb(size, page_size, &name).or_throw(&env)?,
-            true,
-        ))
+        Ok(Self::new(Region::hugetlb(size, page_size, &name).or_throw(&env)?, true))
     }
 
     /// A view of the live region with this id; fails if there is none.
@@ -54,9 +51,7 @@ impl NativeRegion {
             .ok_or_else(|| {
                 Error::invalid(
                     "attach",
-                    format!(
-                        "no open region has id {id}: it was closed, or the token is not a region's"
-                    ),
+                    format!("no open region has id {id}: it was closed, or the token is not a region's"),
                 )
             })
             .or_throw(&env)?;
@@ -78,15 +73,8 @@ impl NativeRegion {
 
     /// The open region, or EBADF.
     pub(crate) fn region(&self, env: &Env, op: &'static str) -> napi::Result<Arc<Region>> {
-        let region = self
-            .region
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        region
-            .filter(|r| !r.is_closed())
-            .ok_or(Error::Closed { op, what: "region" })
-            .or_throw(env)
+        let region = self.region.read().unwrap_or_else(|p| p.into_inner()).clone();
+        region.filter(|r| !r.is_closed()).ok_or(Error::Closed { op, what: "region" }).or_throw(env)
     }
 
     #[napi]
@@ -143,11 +131,7 @@ impl NativeRegion {
     /// Closes the region if this handle owns it; either way this handle lets go of it.
     #[napi]
     pub fn close(&self) {
-        let region = self
-            .region
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let region = self.region.write().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(region) = region.filter(|_| self.owner) {
             region.close();
         }

@@ -1,9 +1,7 @@
 //! The fault loop's batches reach a JavaScript thread through one threadsafe function call each.
 
 use napi::bindgen_prelude::{BigInt, Function};
-use napi::threadsafe_function::{
-    ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode,
-};
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 use uffd_core::{Dispatch, Fault, FaultSink, Notice};
@@ -65,20 +63,13 @@ fn js_batch(batch: Vec<Dispatch>) -> Vec<JsDispatch> {
     batch
         .into_iter()
         .map(|item| match item {
-            Dispatch::Fault(fault) => JsDispatch {
-                fault: Some(js_fault(fault)),
-                notice: None,
-            },
-            Dispatch::Notice(notice) => JsDispatch {
-                fault: None,
-                notice: Some(js_notice(notice)),
-            },
+            Dispatch::Fault(fault) => JsDispatch { fault: Some(js_fault(fault)), notice: None },
+            Dispatch::Notice(notice) => JsDispatch { fault: None, notice: Some(js_notice(notice)) },
         })
         .collect()
 }
 
-type BatchFunction<const WEAK: bool> =
-    ThreadsafeFunction<Vec<Dispatch>, (), Vec<JsDispatch>, Status, false, WEAK>;
+type BatchFunction<const WEAK: bool> = ThreadsafeFunction<Vec<Dispatch>, (), Vec<JsDispatch>, Status, false, WEAK>;
 
 /// A handler on a JavaScript thread; a weak one does not keep the thread's event loop alive.
 pub enum JsSink {
@@ -104,9 +95,7 @@ impl FaultSink for JsSink {
     fn deliver(&self, batch: Vec<Dispatch>) -> Result<(), Vec<Dispatch>> {
         let status = match self {
             JsSink::Weak(function) => function.call(batch, ThreadsafeFunctionCallMode::NonBlocking),
-            JsSink::Strong(function) => {
-                function.call(batch, ThreadsafeFunctionCallMode::NonBlocking)
-            }
+            JsSink::Strong(function) => function.call(batch, ThreadsafeFunctionCallMode::NonBlocking),
         };
         match status {
             Status::Ok => Ok(()),

@@ -37,32 +37,18 @@ unsafe extern "C" fn on_teardown(arg: *mut c_void) {
 }
 
 impl TeardownHook {
-    pub fn install(
-        env: &napi::Env,
-        uffd: &Arc<Userfaultfd>,
-        generation: u64,
-    ) -> napi::Result<Self> {
-        let state = Arc::new(HookState {
-            uffd: Arc::downgrade(uffd),
-            generation,
-            fired: AtomicBool::new(false),
-        });
+    pub fn install(env: &napi::Env, uffd: &Arc<Userfaultfd>, generation: u64) -> napi::Result<Self> {
+        let state = Arc::new(HookState { uffd: Arc::downgrade(uffd), generation, fired: AtomicBool::new(false) });
         let arg = Arc::into_raw(state.clone());
         // SAFETY: `env` is the live environment of this call; `arg` stays valid until the hook
         // runs or is removed, whichever comes first.
-        let status = unsafe {
-            sys::napi_add_env_cleanup_hook(env.raw(), Some(on_teardown), arg.cast_mut().cast())
-        };
+        let status = unsafe { sys::napi_add_env_cleanup_hook(env.raw(), Some(on_teardown), arg.cast_mut().cast()) };
         if status != sys::Status::napi_ok {
             // SAFETY: the hook was not registered, so this reference is ours to reclaim.
             drop(unsafe { Arc::from_raw(arg) });
             return Err(napi::Error::from_reason("napi_add_env_cleanup_hook failed"));
         }
-        Ok(TeardownHook {
-            env: env.raw(),
-            state,
-            arg,
-        })
+        Ok(TeardownHook { env: env.raw(), state, arg })
     }
 
     /// Unregisters the hook if it has not run. Must be called on the environment's thread.
@@ -72,13 +58,8 @@ impl TeardownHook {
         }
         // SAFETY: same environment and thread as `install`; the hook has not run, so it is still
         // registered with this exact callback and argument.
-        let status = unsafe {
-            sys::napi_remove_env_cleanup_hook(
-                self.env,
-                Some(on_teardown),
-                self.arg.cast_mut().cast(),
-            )
-        };
+        let status =
+            unsafe { sys::napi_remove_env_cleanup_hook(self.env, Some(on_teardown), self.arg.cast_mut().cast()) };
         if status == sys::Status::napi_ok {
             // SAFETY: the hook was removed and will never run: reclaim its reference.
             drop(unsafe { Arc::from_raw(self.arg) });

@@ -11,7 +11,7 @@ use napi::Env;
 use napi_derive::napi;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use uffd_core::{uapi, Fallback, Finish, Modes, Options, Resolution, Userfaultfd, Wake};
+use uffd_core::{uapi, Fallback, Finish, Modes, Options, Region, Resolution, Userfaultfd, Wake};
 
 #[napi(object)]
 pub struct NativeOptions {
@@ -84,8 +84,7 @@ impl NativeUffd {
                 ))
             }
         };
-        let timeout = to_opt_usize(&env, "timeoutMs", options.timeout_ms)?
-            .map(|ms| Duration::from_millis(ms as u64));
+        let timeout = to_opt_usize(&env, "timeoutMs", options.timeout_ms)?.map(|ms| Duration::from_millis(ms as u64));
         let inner = Userfaultfd::open(Options {
             features: options.features.unwrap_or_default(),
             user_mode_only: options.user_mode_only,
@@ -93,11 +92,7 @@ impl NativeUffd {
             timeout,
         })
         .or_throw(&env)?;
-        Ok(NativeUffd {
-            inner,
-            owner: true,
-            handler: Mutex::new(None),
-        })
+        Ok(NativeUffd { inner, owner: true, handler: Mutex::new(None) })
     }
 
     /// A handle on the live userfaultfd with this id, for a worker thread.
@@ -105,13 +100,15 @@ impl NativeUffd {
     pub fn attach(env: Env, id: f64) -> napi::Result<Self> {
         let id = to_id(&env, id)?;
         let inner = Userfaultfd::lookup(id).ok_or_else(|| {
-            throw(&env, &uffd_core::Error::invalid("attach", format!("no open userfaultfd has id {id}: it was closed, or the token is not a userfaultfd's")))
+            throw(
+                &env,
+                &uffd_core::Error::invalid(
+                    "attach",
+                    format!("no open userfaultfd has id {id}: it was closed, or the token is not a userfaultfd's"),
+                ),
+            )
         })?;
-        Ok(NativeUffd {
-            inner,
-            owner: false,
-            handler: Mutex::new(None),
-        })
+        Ok(NativeUffd { inner, owner: false, handler: Mutex::new(None) })
     }
 
     #[napi]
@@ -150,36 +147,17 @@ impl NativeUffd {
     ) -> napi::Result<Vec<&'static str>> {
         let offset = to_usize(&env, "offset", range.offset)?;
         let length = to_opt_usize(&env, "length", range.length)?;
-        let modes = Modes {
-            missing: range.missing,
-            minor: range.minor,
-            wp: range.wp,
-        };
-        let ioctls = self
-            .inner
-            .register(
-                &region.region(&env, "UFFDIO_REGISTER")?,
-                modes,
-                offset,
-                length,
-            )
-            .or_throw(&env)?;
+        let modes = Modes { missing: range.missing, minor: range.minor, wp: range.wp };
+        let ioctls =
+            self.inner.register(&region.region(&env, "UFFDIO_REGISTER")?, modes, offset, length).or_throw(&env)?;
         Ok(uapi::ioctl_names(ioctls))
     }
 
     #[napi]
-    pub fn unregister(
-        &self,
-        env: Env,
-        region: &NativeRegion,
-        offset: f64,
-        length: Option<f64>,
-    ) -> napi::Result<()> {
+    pub fn unregister(&self, env: Env, region: &NativeRegion, offset: f64, length: Option<f64>) -> napi::Result<()> {
         let offset = to_usize(&env, "offset", offset)?;
         let length = to_opt_usize(&env, "length", length)?;
-        self.inner
-            .unregister(&region.region(&env, "UFFDIO_UNREGISTER")?, offset, length)
-            .or_throw(&env)
+        self.inner.unregister(&region.region(&env, "UFFDIO_UNREGISTER")?, offset, length).or_throw(&env)
     }
 
     #[napi]
@@ -193,36 +171,16 @@ impl NativeUffd {
     ) -> napi::Result<f64> {
         let offset = to_usize(&env, "offset", offset)?;
         self.inner
-            .copy(
-                &*region.region(&env, "UFFDIO_COPY")?,
-                offset,
-                &bytes,
-                Wake(wake),
-            )
+            .copy(&*region.region(&env, "UFFDIO_COPY")?, offset, &bytes, Wake(wake))
             .map(|n| n as f64)
             .or_throw(&env)
     }
 
     #[napi]
-    pub fn zero(
-        &self,
-        env: Env,
-        region: &NativeRegion,
-        offset: f64,
-        length: f64,
-        wake: bool,
-    ) -> napi::Result<f64> {
-        let offset = to_usize(&env, "offset", offset)?;
-        let length = to_usize(&env, "length", length)?;
-        self.inner
-            .zero(
-                &*region.region(&env, "UFFDIO_ZEROPAGE")?,
-                offset,
-                length,
-                Wake(wake),
-            )
-            .map(|n| n as f64)
-            .or_throw(&env)
+    pub fn zero(&self, env: Env, region: &NativeRegion, offset: f64, length: f64, wake: bool) -> napi::Result<f64> {
+        self.over_range(&env, region, "UFFDIO_ZEROPAGE", offset, length, |uffd, r, at, len| {
+            uffd.zero(r, at, len, Wake(wake))
+        })
     }
 
     #[napi(js_name = "continue")]
@@ -234,69 +192,47 @@ impl NativeUffd {
         length: f64,
         wake: bool,
     ) -> napi::Result<f64> {
-        let offset = to_usize(&env, "offset", offset)?;
-        let length = to_usize(&env, "length", length)?;
-        self.inner
-            .r#continue(
-                &*region.region(&env, "UFFDIO_CONTINUE")?,
-                offset,
-                length,
-                Wake(wake),
-            )
-            .map(|n| n as f64)
-            .or_throw(&env)
+        self.over_range(&env, region, "UFFDIO_CONTINUE", offset, length, |uffd, r, at, len| {
+            uffd.r#continue(r, at, len, Wake(wake))
+        })
     }
 
     #[napi]
-    pub fn poison(
+    pub fn poison(&self, env: Env, region: &NativeRegion, offset: f64, length: f64, wake: bool) -> napi::Result<f64> {
+        self.over_range(&env, region, "UFFDIO_POISON", offset, length, |uffd, r, at, len| {
+            uffd.poison(r, at, len, Wake(wake))
+        })
+    }
+
+    #[napi]
+    pub fn wake(&self, env: Env, region: &NativeRegion, offset: f64, length: f64) -> napi::Result<()> {
+        self.over_range(&env, region, "UFFDIO_WAKE", offset, length, |uffd, r, at, len| {
+            uffd.wake(r, at, len).map(|()| 0)
+        })
+        .map(drop)
+    }
+
+    /// Converts a region, offset and length from JavaScript and runs a range operation on them.
+    fn over_range(
         &self,
-        env: Env,
+        env: &Env,
         region: &NativeRegion,
+        op: &'static str,
         offset: f64,
         length: f64,
-        wake: bool,
+        run: impl FnOnce(&Userfaultfd, &Region, usize, usize) -> uffd_core::Result<usize>,
     ) -> napi::Result<f64> {
-        let offset = to_usize(&env, "offset", offset)?;
-        let length = to_usize(&env, "length", length)?;
-        self.inner
-            .poison(
-                &*region.region(&env, "UFFDIO_POISON")?,
-                offset,
-                length,
-                Wake(wake),
-            )
-            .map(|n| n as f64)
-            .or_throw(&env)
-    }
-
-    #[napi]
-    pub fn wake(
-        &self,
-        env: Env,
-        region: &NativeRegion,
-        offset: f64,
-        length: f64,
-    ) -> napi::Result<()> {
-        let offset = to_usize(&env, "offset", offset)?;
-        let length = to_usize(&env, "length", length)?;
-        self.inner
-            .wake(&*region.region(&env, "UFFDIO_WAKE")?, offset, length)
-            .or_throw(&env)
+        let offset = to_usize(env, "offset", offset)?;
+        let length = to_usize(env, "length", length)?;
+        let region = region.region(env, op)?;
+        run(&self.inner, &region, offset, length).map(|n| n as f64).or_throw(env)
     }
 
     /// Sends this userfaultfd's faults to `callback` on this thread, one call per batch.
     #[napi]
-    pub fn handle(
-        &self,
-        env: Env,
-        callback: Function<Vec<JsDispatch>, ()>,
-        keep_alive: bool,
-    ) -> napi::Result<()> {
+    pub fn handle(&self, env: Env, callback: Function<Vec<JsDispatch>, ()>, keep_alive: bool) -> napi::Result<()> {
         let sink = Arc::new(JsSink::new(callback, keep_alive)?);
-        let generation = self
-            .inner
-            .set_handler(sink, uffd_core::current_thread_id())
-            .or_throw(&env)?;
+        let generation = self.inner.set_handler(sink, uffd_core::current_thread_id()).or_throw(&env)?;
         let hook = TeardownHook::install(&env, &self.inner, generation)?;
         let previous = self.lock_handler().replace((generation, hook));
         if let Some((previous, hook)) = previous {
@@ -321,43 +257,18 @@ impl NativeUffd {
     }
 
     #[napi]
-    pub fn fault_copy(
-        &self,
-        env: Env,
-        id: f64,
-        bytes: Uint8Array,
-        wake: bool,
-    ) -> napi::Result<f64> {
-        self.resolve(
-            &env,
-            id,
-            Resolution::Copy {
-                bytes: &bytes,
-                wake,
-            },
-        )
+    pub fn fault_copy(&self, env: Env, id: f64, bytes: Uint8Array, wake: bool) -> napi::Result<f64> {
+        self.resolve(&env, id, Resolution::Copy { bytes: &bytes, wake })
     }
 
     #[napi]
-    pub fn fault_zero(
-        &self,
-        env: Env,
-        id: f64,
-        length: Option<f64>,
-        wake: bool,
-    ) -> napi::Result<f64> {
+    pub fn fault_zero(&self, env: Env, id: f64, length: Option<f64>, wake: bool) -> napi::Result<f64> {
         let len = to_opt_usize(&env, "length", length)?;
         self.resolve(&env, id, Resolution::Zero { len, wake })
     }
 
     #[napi]
-    pub fn fault_continue(
-        &self,
-        env: Env,
-        id: f64,
-        length: Option<f64>,
-        wake: bool,
-    ) -> napi::Result<f64> {
+    pub fn fault_continue(&self, env: Env, id: f64, length: Option<f64>, wake: bool) -> napi::Result<f64> {
         let len = to_opt_usize(&env, "length", length)?;
         self.resolve(&env, id, Resolution::Continue { len, wake })
     }
@@ -385,10 +296,7 @@ impl NativeUffd {
 
     fn resolve(&self, env: &Env, id: f64, resolution: Resolution<'_>) -> napi::Result<f64> {
         let id = to_id(env, id)?;
-        self.inner
-            .resolve(id, resolution)
-            .map(|n| n as f64)
-            .or_throw(env)
+        self.inner.resolve(id, resolution).map(|n| n as f64).or_throw(env)
     }
 
     #[napi]
