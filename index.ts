@@ -11,19 +11,25 @@
 
 export type { FaultInfo, UffdErrorCode, UffdErrorOptions, UffdNoticeCode } from './lib/errors'
 export { UffdError } from './lib/errors'
-export type { FaultKind, RangeOptions as FaultRangeOptions, WakeOptions } from './lib/fault'
+export type { ContinueOptions, FaultKind, MapOptions, MoveOptions, RangeOptions as FaultRangeOptions, WakeOptions } from './lib/fault'
 export { Fault } from './lib/fault'
 export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
 export type { HugetlbOptions, MemoryKind, SharedRegion, ShmemOptions } from './lib/region'
 export { Region } from './lib/region'
 export type {
+  DirtyOptions,
   FaultHandler,
   HandleOptions,
+  MapOption,
+  MoveOption,
+  RangeEvent,
   RangeOptions,
   RegisterOptions,
   Registration,
+  RemapEvent,
   SharedUserfaultfd,
   UffdStats,
+  UserfaultfdEvents,
   UserfaultfdOptions,
   WakeOption,
   WorkerHandlerOptions,

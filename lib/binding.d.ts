@@ -36,18 +36,26 @@ export declare class NativeUffd {
   get closed(): boolean
   register(region: NativeRegion, range: NativeRegistration): Array<string>
   unregister(region: NativeRegion, offset: number, length?: number | undefined | null): void
-  copy(region: NativeRegion, offset: number, bytes: Uint8Array, wake: boolean): number
+  copy(region: NativeRegion, offset: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
   zero(region: NativeRegion, offset: number, length: number, wake: boolean): number
-  continue(region: NativeRegion, offset: number, length: number, wake: boolean): number
+  continue(region: NativeRegion, offset: number, length: number, wake: boolean, writeProtect: boolean): number
+  /** Protects a range (registered for wp faults) or lifts its protection. */
+  writeProtect(region: NativeRegion, offset: number, length: number, protect: boolean, wake: boolean): void
+  /** Moves pages from another anonymous region into this one's registered range. */
+  move(region: NativeRegion, offset: number, from: NativeRegion, how: NativeMove): number
+  /** Offsets of the pages written since they were last protected (WP_ASYNC). */
+  dirtyPages(region: NativeRegion, clear: boolean, method: string): Array<number>
   poison(region: NativeRegion, offset: number, length: number, wake: boolean): number
   wake(region: NativeRegion, offset: number, length: number): void
   /** Sends this userfaultfd's faults to `callback` on this thread, one call per batch. */
   handle(callback: (arg: Array<JsDispatch>) => void, keepAlive: boolean): void
   /** Stops sending faults to this thread's handler. */
   unhandle(): void
-  faultCopy(id: number, bytes: Uint8Array, wake: boolean): number
+  faultCopy(id: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
   faultZero(id: number, length: number | undefined | null, wake: boolean): number
-  faultContinue(id: number, length: number | undefined | null, wake: boolean): number
+  faultContinue(id: number, length: number | undefined | null, wake: boolean, writeProtect: boolean): number
+  faultUnprotect(id: number, wake: boolean): void
+  faultMove(id: number, from: NativeRegion, how: NativeFaultMove): number
   faultPoison(id: number): number
   faultWake(id: number): void
   /** The handler is done with a fault: returns 'done', 'fell-back' or 'woken'. */
@@ -60,10 +68,25 @@ export declare class NativeUffd {
 /** Detaches an ArrayBuffer, so that JavaScript can no longer reach the memory under it. */
 export declare function detachBuffer(buffer: ArrayBuffer): void
 
-/** One item of a batch: a fault or a notice. */
+/** One item of a batch: a fault, a notice or an event. */
 export interface JsDispatch {
   fault?: JsFault
   notice?: JsNotice
+  event?: JsEvent
+}
+
+/** A non-cooperative event as JavaScript receives it. */
+export interface JsEvent {
+  /** 'remove', 'unmap', 'remap' or 'fork'. */
+  kind: string
+  regionId?: number
+  /** Offset in the region of the range's start, where the region is known. */
+  offset?: number
+  length?: number
+  start?: bigint
+  end?: bigint
+  /** For 'remap': the new start address. */
+  to?: bigint
 }
 
 /** A fault as JavaScript receives it. */
@@ -85,6 +108,22 @@ export interface JsNotice {
   causeCode?: string
   causeSyscall?: string
   causeMessage?: string
+}
+
+/** Where pages move from, for a fault's `move`. */
+export interface NativeFaultMove {
+  fromOffset: number
+  length?: number
+  wake: boolean
+  allowSourceHoles: boolean
+}
+
+/** Where pages move from, for `move`. */
+export interface NativeMove {
+  fromOffset: number
+  length: number
+  wake: boolean
+  allowSourceHoles: boolean
 }
 
 export interface NativeOptions {
@@ -119,6 +158,10 @@ export interface NativeStats {
   continues: number
   poisons: number
   wakes: number
+  writeProtects: number
+  moves: number
+  parked: number
+  events: number
   bytesMapped: number
   eexist: number
   batches: number

@@ -1,8 +1,8 @@
 // Fault: one page fault handed to a handler, and the calls that resolve it.
 import type { JsFault, NativeUffd } from './binding'
 import { call } from './errors'
-import type { Region } from './region'
-import { bytesOf, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
+import { nativeRegionOf, type Region } from './region'
+import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 
 /** Why the thread stopped: a missing page, a minor fault (page in cache, not mapped), a write to a protected page. */
 export type FaultKind = 'missing' | 'minor' | 'wp'
@@ -15,6 +15,21 @@ export interface WakeOptions {
 export interface RangeOptions extends WakeOptions {
   /** Bytes to resolve from the fault's page on (a multiple of the page size). Default: one page. */
   length?: number
+}
+
+export interface MapOptions extends WakeOptions {
+  /** Map the pages write-protected (`*_MODE_WP`), so that their first write is a wp fault. Default false. */
+  writeProtect?: boolean
+}
+
+export interface ContinueOptions extends RangeOptions {
+  /** Map the pages write-protected (`CONTINUE_MODE_WP`). Default false. */
+  writeProtect?: boolean
+}
+
+export interface MoveOptions extends RangeOptions {
+  /** Skip source pages that are not populated instead of failing with ENOENT. Default false. */
+  allowSourceHoles?: boolean
 }
 
 /**
@@ -64,10 +79,12 @@ export class Fault {
    * UFFDIO_COPY at the fault's page: `bytes` (a multiple of the page size) may span several pages
    * (readahead) and are clipped to the region. Returns the bytes mapped (0 if another resolver won).
    */
-  copy(bytes: ArrayBufferView | ArrayBuffer, options?: WakeOptions): number {
+  copy(bytes: ArrayBufferView | ArrayBuffer, options?: MapOptions): number {
     const data = bytesOf('bytes', bytes)
-    const wake = optionalBoolean('options.wake', optionsOf('options', options).wake, true)
-    return this.#settle(wake, () => this.#native.faultCopy(this.#id, data, wake))
+    const { wake, writeProtect } = optionsOf('options', options)
+    const wakes = optionalBoolean('options.wake', wake, true)
+    const protect = optionalBoolean('options.writeProtect', writeProtect, false)
+    return this.#settle(wakes, () => this.#native.faultCopy(this.#id, data, wakes, protect))
   }
 
   /** UFFDIO_ZEROPAGE at the fault's page (not on hugetlbfs, which has no zero page). */
@@ -77,9 +94,28 @@ export class Fault {
   }
 
   /** UFFDIO_CONTINUE at the fault's page: maps what the page cache holds (minor faults). */
-  continue(options?: RangeOptions): number {
+  continue(options?: ContinueOptions): number {
     const { length, wake } = this.#range(options)
-    return this.#settle(wake, () => this.#native.faultContinue(this.#id, length, wake))
+    const protect = optionalBoolean('options.writeProtect', optionsOf('options', options).writeProtect, false)
+    return this.#settle(wake, () => this.#native.faultContinue(this.#id, length, wake, protect))
+  }
+
+  /** Lifts the write-protection of the fault's page (a `'wp'` fault) and wakes the writer. */
+  unprotect(options?: WakeOptions): void {
+    const wake = optionalBoolean('options.wake', optionsOf('options', options).wake, true)
+    this.#settle(wake, () => this.#native.faultUnprotect(this.#id, wake))
+  }
+
+  /**
+   * UFFDIO_MOVE to the fault's page from `fromOffset` of another anonymous region: the pages move
+   * without a copy and the source becomes empty. Returns the bytes moved.
+   */
+  move(from: Region, fromOffset: number, options?: MoveOptions): number {
+    const { length, wake } = this.#range(options)
+    const allowSourceHoles = optionalBoolean('options.allowSourceHoles', optionsOf('options', options).allowSourceHoles, false)
+    const source = nativeRegionOf(from)
+    const at = integer('fromOffset', fromOffset)
+    return this.#settle(wake, () => this.#native.faultMove(this.#id, source, { fromOffset: at, length, wake, allowSourceHoles }))
   }
 
   /** UFFDIO_POISON at the fault's page: the faulting thread gets SIGBUS. */

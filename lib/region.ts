@@ -165,3 +165,9 @@ export class Region {
     this.close()
   }
 }
+
+/** @internal The native handle of a Region argument, or a TypeError. */
+export function nativeRegionOf(region: unknown, name = 'region'): NativeRegion {
+  if (!(region instanceof Region)) throw argumentError(name, 'a Region', region)
+  return region.native
+}

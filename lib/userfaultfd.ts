@@ -3,12 +3,12 @@ import { EventEmitter } from 'node:events'
 import { isAbsolute, join, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { type ResourceLimits, Worker } from 'node:worker_threads'
-import type { JsDispatch, JsFault, NativeStats, NativeUffd } from './binding'
+import type { JsDispatch, JsEvent, JsFault, NativeStats, NativeUffd } from './binding'
 import { argumentError, call, fromNotice, UffdError } from './errors'
 import { Fault } from './fault'
 import type { FeatureName, IoctlName, ProbeResult } from './features'
 import { native } from './loader'
-import { Region } from './region'
+import { nativeRegionOf, Region } from './region'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 
 export interface UserfaultfdOptions {
@@ -61,6 +61,23 @@ export interface WakeOption {
   wake?: boolean
 }
 
+export interface MapOption extends WakeOption {
+  /** Map the pages write-protected (`COPY_MODE_WP`, `CONTINUE_MODE_WP`). Default false. */
+  writeProtect?: boolean
+}
+
+export interface MoveOption extends WakeOption {
+  /** Skip source pages that are not populated instead of failing with ENOENT. Default false. */
+  allowSourceHoles?: boolean
+}
+
+export interface DirtyOptions {
+  /** Protect the reported pages again, so that the next call reports only later writes. Default false. */
+  clear?: boolean
+  /** `'scan'` (PAGEMAP_SCAN, Linux 6.7), `'pagemap'` (the uffd-wp bit of /proc/self/pagemap), or `'auto'` (default). */
+  method?: 'auto' | 'scan' | 'pagemap'
+}
+
 /** A fault handler: resolve the fault, synchronously or before the returned promise settles. */
 export type FaultHandler = (fault: Fault) => void | Promise<void>
 
@@ -94,7 +111,12 @@ export interface UffdStats {
     readonly continue: number
     readonly poison: number
     readonly wake: number
+    readonly writeProtect: number
+    readonly move: number
   }
+  /** Non-cooperative events read, and resolves parked behind an unread event (EAGAIN) and retried. */
+  readonly events: number
+  readonly parked: number
   /** Resolves that found the page already mapped (another resolver won). */
   readonly eexist: number
   /** Messages for a page whose fault was already in flight, not dispatched again. */
@@ -118,11 +140,40 @@ export interface UffdStats {
   readonly queued: number
 }
 
-interface Events {
+/** A range the kernel reported in a non-cooperative event. */
+export interface RangeEvent {
+  /** The region the range lies in, when it is one of this process's regions. */
+  readonly region: Region | undefined
+  /** Offset of the range in the region, when the region is known. */
+  readonly offset: number | undefined
+  readonly length: number
+  readonly start: bigint
+  readonly end: bigint
+}
+
+/** An `mremap` of registered memory. */
+export interface RemapEvent extends RangeEvent {
+  /** The new start address. */
+  readonly to: bigint
+}
+
+/** Events of a userfaultfd. The non-cooperative ones need their feature (`EVENT_REMOVE`...). */
+export interface UserfaultfdEvents {
   error: [UffdError]
+  /** `madvise(MADV_DONTNEED/MADV_REMOVE)` dropped pages; touching them again is a missing fault. */
+  remove: [RangeEvent]
+  /** The range was unmapped: it is no longer registered. */
+  unmap: [RangeEvent]
+  /** The range moved (`mremap`); its registration went with the old address. */
+  remap: [RemapEvent]
+  /** The process forked; the child's memory is not served by this userfaultfd. */
+  fork: [Record<string, never>]
 }
 
 const workerHost = join(__dirname, 'worker-host.js')
+
+/** An event as the handler worker forwards it: the range, and the region by id. */
+type ForwardedEvent = Omit<JsEvent, 'kind'>
 const DEFAULT_TIMEOUT_MS = 30_000
 let adopting: NativeUffd | undefined
 
@@ -155,7 +206,7 @@ function moduleSpecifier(module: string | URL): string {
  * new Uint8Array(region.buffer)[12345] // served by pager.js
  * ```
  */
-export class Userfaultfd extends EventEmitter<Events> {
+export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   readonly #native: NativeUffd
   readonly #features: ReadonlySet<FeatureName>
   #worker: Worker | undefined
@@ -241,11 +292,12 @@ export class Userfaultfd extends EventEmitter<Events> {
   }
 
   /** UFFDIO_COPY of `bytes` (a multiple of the page size) to `offset`; returns the bytes mapped. */
-  copy(region: Region, offset: number, bytes: ArrayBufferView | ArrayBuffer, options?: WakeOption): number {
+  copy(region: Region, offset: number, bytes: ArrayBufferView | ArrayBuffer, options?: MapOption): number {
     const data = bytesOf('bytes', bytes)
     const wake = wakeOf(options)
+    const protect = protectOf(options)
     const handle = nativeOf(region)
-    return call(() => this.#native.copy(handle, integer('offset', offset), data, wake))
+    return call(() => this.#native.copy(handle, integer('offset', offset), data, wake, protect))
   }
 
   /** UFFDIO_ZEROPAGE over a range (not hugetlbfs); returns the bytes mapped. */
@@ -255,9 +307,51 @@ export class Userfaultfd extends EventEmitter<Events> {
   }
 
   /** UFFDIO_CONTINUE over a range: maps pages already in the page cache; returns the bytes mapped. */
-  continue(region: Region, offset: number, length: number, options?: WakeOption): number {
+  continue(region: Region, offset: number, length: number, options?: MapOption): number {
     const handle = nativeOf(region)
-    return call(() => this.#native.continue(handle, integer('offset', offset), integer('length', length), wakeOf(options)))
+    const protect = protectOf(options)
+    return call(() => this.#native.continue(handle, integer('offset', offset), integer('length', length), wakeOf(options), protect))
+  }
+
+  /**
+   * Write-protects a range registered with `wp: true`, or lifts the protection (waking writers
+   * waiting there unless `{ wake: false }`). A write to a protected page is a `'wp'` fault.
+   */
+  writeProtect(region: Region, offset: number, length: number, protect: boolean, options?: WakeOption): void {
+    const handle = nativeOf(region)
+    if (typeof protect !== 'boolean') throw argumentError('protect', 'a boolean', protect)
+    call(() => this.#native.writeProtect(handle, integer('offset', offset), integer('length', length), protect, wakeOf(options)))
+  }
+
+  /**
+   * UFFDIO_MOVE (Linux 6.8): moves `length` bytes of pages from `fromOffset` of `from` to `offset`
+   * of `region` without copying; the source becomes empty. Both regions are anonymous, `region`
+   * is registered. Returns the bytes moved.
+   */
+  move(region: Region, offset: number, from: Region, fromOffset: number, length: number, options?: MoveOption): number {
+    const handle = nativeOf(region)
+    const source = nativeRegionOf(from, 'from')
+    const { allowSourceHoles } = optionsOf('options', options)
+    const how = {
+      fromOffset: integer('fromOffset', fromOffset),
+      length: integer('length', length),
+      wake: wakeOf(options),
+      allowSourceHoles: optionalBoolean('options.allowSourceHoles', allowSourceHoles, false),
+    }
+    return call(() => this.#native.move(handle, integer('offset', offset), source, how))
+  }
+
+  /**
+   * Offsets of the pages of `region` written since they were last protected, without a fault per
+   * write: open the userfaultfd with `features: ['WP_ASYNC']`, register the region with `wp: true`,
+   * protect it with `writeProtect`, and the kernel lifts each page's protection itself on its first
+   * write. With `{ clear: true }` the reported pages are protected again.
+   */
+  dirtyPages(region: Region, options?: DirtyOptions): number[] {
+    const handle = nativeOf(region)
+    const { clear, method = 'auto' } = optionsOf('options', options)
+    if (!['auto', 'scan', 'pagemap'].includes(method)) throw argumentError('options.method', "'auto', 'scan' or 'pagemap'", method)
+    return call(() => this.#native.dirtyPages(handle, optionalBoolean('options.clear', clear, false), method))
   }
 
   /** UFFDIO_POISON over a range: a later access raises SIGBUS. Returns the bytes poisoned. */
@@ -304,8 +398,10 @@ export class Userfaultfd extends EventEmitter<Events> {
     worker.unref()
     return new Promise((resolve, reject) => {
       let ready = false
-      worker.on('message', (message: { type: string; error?: Record<string, unknown> }) => {
-        if (message.type === 'ready') {
+      worker.on('message', (message: { type: string; error?: Record<string, unknown>; name?: string; event?: ForwardedEvent }) => {
+        if (message.type === 'event' && message.event) {
+          this.#onEvent({ ...message.event, kind: String(message.name) })
+        } else if (message.type === 'ready') {
           ready = true
           resolve()
         } else if (message.type === 'error' && message.error) {
@@ -335,10 +431,25 @@ export class Userfaultfd extends EventEmitter<Events> {
   }
 
   #onBatch(batch: JsDispatch[], handler: FaultHandler): void {
+    // Events come first: the kernel may already have changed what the faults after them refer to.
+    for (const item of batch) if (item.event) this.#onEvent(item.event)
     for (const item of batch) {
       if (item.fault) this.#dispatch(item.fault, handler)
       else if (item.notice) this.#report(fromNotice(item.notice))
     }
+  }
+
+  #onEvent(raw: JsEvent): void {
+    let region: Region | undefined
+    try {
+      region = raw.regionId === undefined ? undefined : Region.fromId(raw.regionId)
+    } catch {
+      region = undefined
+    }
+    const range = { region, offset: raw.offset, length: raw.length ?? 0, start: raw.start ?? 0n, end: raw.end ?? 0n }
+    if (raw.kind === 'remap') this.emit('remap', { ...range, to: raw.to ?? 0n })
+    else if (raw.kind === 'remove' || raw.kind === 'unmap') this.emit(raw.kind, range)
+    else if (raw.kind === 'fork') this.emit('fork', {})
   }
 
   #dispatch(raw: JsFault, handler: FaultHandler): void {
@@ -430,8 +541,11 @@ export class Userfaultfd extends EventEmitter<Events> {
 }
 
 function nativeOf(region: Region) {
-  if (!(region instanceof Region)) throw argumentError('region', 'a Region', region)
-  return region.native
+  return nativeRegionOf(region)
+}
+
+function protectOf(options: MapOption | undefined): boolean {
+  return optionalBoolean('options.writeProtect', optionsOf('options', options).writeProtect, false)
 }
 
 function wakeOf(options: WakeOption | undefined): boolean {
@@ -441,7 +555,17 @@ function wakeOf(options: WakeOption | undefined): boolean {
 function statsOf(s: NativeStats): UffdStats {
   return {
     faults: { missing: s.faultsMissing, minor: s.faultsMinor, wp: s.faultsWp },
-    resolutions: { copy: s.copies, zeropage: s.zeropages, continue: s.continues, poison: s.poisons, wake: s.wakes },
+    resolutions: {
+      copy: s.copies,
+      zeropage: s.zeropages,
+      continue: s.continues,
+      poison: s.poisons,
+      wake: s.wakes,
+      writeProtect: s.writeProtects,
+      move: s.moves,
+    },
+    events: s.events,
+    parked: s.parked,
     eexist: s.eexist,
     duplicates: s.duplicates,
     bytesMapped: s.bytesMapped,

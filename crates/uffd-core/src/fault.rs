@@ -82,6 +82,7 @@ pub struct Notice {
 pub enum Dispatch {
     Fault(Fault),
     Notice(Notice),
+    Event(crate::events::UffdEvent),
 }
 
 /// The receiving end of the fault loop: a JavaScript thread in the binding, a test's channel here.

@@ -32,6 +32,7 @@ pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
 }
 
 fn run(uffd: &Userfaultfd, epoll: &Epoll) {
+    uffd.epoch.mark_loop_thread();
     let mut buffer = EventBuffer::new(MESSAGES_PER_READ);
     let mut ready = [EpollEvent::empty(); 2];
     while !uffd.is_closed() {
@@ -63,6 +64,10 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll) {
                 _ => {}
             }
         }
+        if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
+            uffd.events_read();
+        }
+        uffd.retry_deferred(&mut batch);
         if uffd.has_timeout() {
             uffd.expire(Instant::now(), &mut batch);
         }

@@ -1,23 +1,27 @@
 //! One safe function per userfaultfd ioctl we issue, and the opening of the fd.
 //!
-//! The `userfaultfd` crate issues REGISTER, UNREGISTER, WAKE, ZEROPAGE and CONTINUE. We issue API,
-//! COPY and POISON ourselves: the crate hides what UFFDIO_API returns (the feature set the kernel
-//! offers), misreads a negative `copy` field as a huge partial copy, and has no POISON.
+//! The `userfaultfd` crate issues REGISTER, UNREGISTER, WAKE, ZEROPAGE and WRITEPROTECT. We issue
+//! API, COPY, CONTINUE, POISON and MOVE ourselves: the crate hides what UFFDIO_API returns (the
+//! feature set the kernel offers), misreads a negative `copy` field as a huge partial copy, has no
+//! CONTINUE_MODE_WP, and has no POISON or MOVE. PAGEMAP_SCAN is a /proc ioctl, not a uffd one.
 //! Every function here passes the kernel a pointer to a stack struct of the layout it expects;
 //! the kernel checks that the ranges lie in memory registered with this fd.
 //! See ioctl_userfaultfd(2) and `Documentation/admin-guide/mm/userfaultfd.rst`.
 
 use crate::error::{Error, Result};
-use crate::uapi::{self, UffdioApi, UffdioCopy, UffdioPoison, UffdioRange};
+use crate::uapi::{self, PmScanArg, UffdioApi, UffdioContinue, UffdioCopy, UffdioMove, UffdioPoison, UffdioRange};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use userfaultfd::{RegisterMode, Uffd};
 
 mod raw {
-    use crate::uapi::{UffdioApi, UffdioCopy, UffdioPoison};
+    use crate::uapi::{PmScanArg, UffdioApi, UffdioContinue, UffdioCopy, UffdioMove, UffdioPoison};
     nix::ioctl_readwrite!(api, 0xAA, 0x3F, UffdioApi);
     nix::ioctl_readwrite!(copy, 0xAA, 0x03, UffdioCopy);
+    nix::ioctl_readwrite!(r#move, 0xAA, 0x05, UffdioMove);
+    nix::ioctl_readwrite!(r#continue, 0xAA, 0x07, UffdioContinue);
     nix::ioctl_readwrite!(poison, 0xAA, 0x08, UffdioPoison);
+    nix::ioctl_readwrite!(pagemap_scan, b'f', 16, PmScanArg);
     nix::ioctl_write_int_bad!(new_uffd, nix::request_code_none!(0xAA, 0x00));
 }
 
@@ -113,10 +117,42 @@ pub fn zeropage(uffd: &Uffd, start: usize, len: usize, wake: bool) -> Result<usi
 }
 
 /// UFFDIO_CONTINUE over the range: maps the pages already in the page cache; returns bytes mapped.
-pub fn r#continue(uffd: &Uffd, start: usize, len: usize, wake: bool) -> Result<usize> {
-    uffd.r#continue(start as *mut libc::c_void, len, wake)
-        .map(|mapped| mapped as usize)
-        .map_err(|e| Error::sys("UFFDIO_CONTINUE", crate_errno(&e), ""))
+pub fn r#continue(uffd: &Uffd, start: usize, len: usize, mode: u64) -> Result<usize> {
+    let mut request = UffdioContinue { range: UffdioRange { start: start as u64, len: len as u64 }, mode, mapped: 0 };
+    // SAFETY: `request` is a live uffdio_continue the kernel reads and writes back.
+    let result = unsafe { raw::r#continue(uffd.as_raw_fd(), &mut request) };
+    counted("UFFDIO_CONTINUE", result.map(drop), request.mapped)
+}
+
+/// UFFDIO_WRITEPROTECT: protects the range, or removes the protection (waking waiters unless told not to).
+pub fn write_protect(uffd: &Uffd, start: usize, len: usize, protect: bool, wake: bool) -> Result<()> {
+    let result = if protect {
+        uffd.write_protect(start as *mut libc::c_void, len)
+    } else {
+        uffd.remove_write_protection(start as *mut libc::c_void, len, wake)
+    };
+    result.map_err(|e| Error::sys("UFFDIO_WRITEPROTECT", crate_errno(&e), ""))
+}
+
+/// UFFDIO_MOVE of `len` bytes from `src` to `dst` (anonymous memory, no copy); returns bytes moved.
+pub fn r#move(uffd: &Uffd, dst: usize, src: usize, len: usize, mode: u64) -> Result<usize> {
+    let mut request = UffdioMove { dst: dst as u64, src: src as u64, len: len as u64, mode, moved: 0 };
+    // SAFETY: `request` is a live uffdio_move the kernel reads and writes back; the kernel checks
+    // that both ranges are mapped in the fd's address space.
+    let result = unsafe { raw::r#move(uffd.as_raw_fd(), &mut request) };
+    counted("UFFDIO_MOVE", result.map(drop), request.moved)
+}
+
+/// PAGEMAP_SCAN on an open /proc/PID/pagemap: fills `out` with page regions matching `arg`'s
+/// masks and returns how many it filled; `arg.walk_end` says where the walk stopped.
+pub fn pagemap_scan(pagemap: &impl AsRawFd, arg: &mut PmScanArg, out: &mut [uapi::PageRegion]) -> Result<usize> {
+    arg.size = std::mem::size_of::<PmScanArg>() as u64;
+    arg.vec = out.as_mut_ptr() as u64;
+    arg.vec_len = out.len() as u64;
+    // SAFETY: `arg` is a live pm_scan_arg whose vec points at `out`, valid for `vec_len` records.
+    let filled = unsafe { raw::pagemap_scan(pagemap.as_raw_fd(), arg) }
+        .map_err(|errno| Error::sys("PAGEMAP_SCAN", errno, ""))?;
+    Ok(filled as usize)
 }
 
 /// UFFDIO_POISON over the range: a later access raises SIGBUS. Returns the bytes poisoned.

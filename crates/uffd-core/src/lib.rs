@@ -3,18 +3,23 @@
 //! It knows nothing of JavaScript: a handler is anything that implements [`FaultSink`].
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod dirty;
 pub mod error;
+mod events;
 pub mod fault;
 mod fault_loop;
 pub mod ioctl;
 pub mod region;
 mod registry;
+mod resolve;
 pub mod stats;
 pub mod uapi;
 pub mod userfaultfd;
 
 pub use error::{Error, Result};
+pub use events::UffdEvent;
 pub use fault::{Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind};
 pub use region::{MemoryKind, Region};
+pub use resolve::{Protect, Wake};
 pub use stats::Snapshot;
-pub use userfaultfd::{current_thread_id, Fallback, Finish, Modes, Options, Probe, Resolution, Userfaultfd, Wake};
+pub use userfaultfd::{current_thread_id, Fallback, Finish, Modes, Options, Probe, Resolution, Userfaultfd};

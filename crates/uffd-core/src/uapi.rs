@@ -65,7 +65,18 @@ pub const IOCTL_POISON: u32 = 0x08;
 
 pub const COPY_MODE_DONTWAKE: u64 = 1 << 0;
 pub const COPY_MODE_WP: u64 = 1 << 1;
+pub const CONTINUE_MODE_DONTWAKE: u64 = 1 << 0;
+pub const CONTINUE_MODE_WP: u64 = 1 << 1;
 pub const POISON_MODE_DONTWAKE: u64 = 1 << 0;
+pub const MOVE_MODE_DONTWAKE: u64 = 1 << 0;
+pub const MOVE_MODE_ALLOW_SRC_HOLES: u64 = 1 << 1;
+
+/// `PAGE_IS_WRITTEN` of `PAGEMAP_SCAN` (include/uapi/linux/fs.h).
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+/// Bit 57 of a /proc/PID/pagemap entry: the page is userfaultfd write-protected.
+pub const PAGEMAP_UFFD_WP: u64 = 1 << 57;
 
 /// `struct uffdio_api`.
 #[repr(C)]
@@ -104,6 +115,53 @@ pub struct UffdioPoison {
     pub updated: i64,
 }
 
+/// `struct uffdio_continue`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UffdioContinue {
+    pub range: UffdioRange,
+    pub mode: u64,
+    pub mapped: i64,
+}
+
+/// `struct uffdio_move`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UffdioMove {
+    pub dst: u64,
+    pub src: u64,
+    pub len: u64,
+    pub mode: u64,
+    pub moved: i64,
+}
+
+/// `struct page_region`, an output record of PAGEMAP_SCAN.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+/// `struct pm_scan_arg`, the argument of PAGEMAP_SCAN.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PmScanArg {
+    pub size: u64,
+    pub flags: u64,
+    pub start: u64,
+    pub end: u64,
+    pub walk_end: u64,
+    pub vec: u64,
+    pub vec_len: u64,
+    pub max_pages: u64,
+    pub category_inverted: u64,
+    pub category_mask: u64,
+    pub category_anyof_mask: u64,
+    pub return_mask: u64,
+}
+
 /// Names of the bits set in `mask`, from a table of (name, bit).
 pub fn names_of(mask: u64, table: &[(&'static str, u64)]) -> Vec<&'static str> {
     table.iter().filter(|(_, bit)| mask & bit != 0).map(|(name, _)| *name).collect()
@@ -128,6 +186,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<UffdioApi>(), 24);
         assert_eq!(std::mem::size_of::<UffdioCopy>(), 40);
         assert_eq!(std::mem::size_of::<UffdioPoison>(), 32);
+        assert_eq!(std::mem::size_of::<UffdioContinue>(), 32);
+        assert_eq!(std::mem::size_of::<UffdioMove>(), 40);
+        assert_eq!(std::mem::size_of::<PmScanArg>(), 96);
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! reads it. Every resolving call checks its region, bounds and page alignment before the ioctl.
 
 use crate::error::{Error, Result};
+use crate::events::{Deferred, EventEpoch, UffdEvent};
 use crate::fault::{Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind};
 use crate::fault_loop;
 use crate::ioctl;
 use crate::region::{MemoryKind, Region};
 use crate::registry::Registry;
+use crate::resolve::{Protect, Wake};
 use crate::stats::{bump, Counters, Snapshot};
 use crate::uapi;
 use nix::errno::Errno;
@@ -73,10 +75,6 @@ pub struct Modes {
     pub wp: bool,
 }
 
-/// Mode flags of a resolving ioctl.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wake(pub bool);
-
 struct Registration {
     region: Arc<Region>,
     end: usize,
@@ -131,11 +129,34 @@ pub enum Finish {
 
 /// A resolution a handler asks for at its fault's page.
 pub enum Resolution<'a> {
-    Copy { bytes: &'a [u8], wake: bool },
-    Zero { len: Option<usize>, wake: bool },
-    Continue { len: Option<usize>, wake: bool },
+    Copy {
+        bytes: &'a [u8],
+        wake: bool,
+        protect: bool,
+    },
+    Zero {
+        len: Option<usize>,
+        wake: bool,
+    },
+    Continue {
+        len: Option<usize>,
+        wake: bool,
+        protect: bool,
+    },
     Poison,
     Wake,
+    /// Lift the write-protection of the fault's page (a wp fault).
+    Unprotect {
+        wake: bool,
+    },
+    /// Move pages from another anonymous region to the fault's page.
+    Move {
+        from: &'a Region,
+        from_offset: usize,
+        len: Option<usize>,
+        wake: bool,
+        allow_holes: bool,
+    },
 }
 
 pub struct Userfaultfd {
@@ -155,6 +176,8 @@ pub struct Userfaultfd {
     pub(crate) stop: Mutex<Option<EventFd>>,
     stopping: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) epoch: EventEpoch,
+    deferred: Deferred,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -233,6 +256,8 @@ impl Userfaultfd {
             stop: Mutex::new(Some(stop)),
             stopping: AtomicBool::new(false),
             thread: Mutex::new(None),
+            epoch: EventEpoch::default(),
+            deferred: Deferred::default(),
         });
         let thread = fault_loop::spawn(uffd.clone())?;
         *lock(&uffd.thread) = Some(thread);
@@ -280,7 +305,7 @@ impl Userfaultfd {
         }
     }
 
-    fn require_feature(&self, op: &'static str, bit: u64, why: &str) -> Result<()> {
+    pub(crate) fn require_feature(&self, op: &'static str, bit: u64, why: &str) -> Result<()> {
         if self.features & bit != 0 {
             Ok(())
         } else {
@@ -361,7 +386,13 @@ impl Userfaultfd {
     }
 
     /// Checks that a range lies in registered memory of this fd and returns its address.
-    fn check_registered(&self, op: &'static str, region: &Region, offset: usize, len: usize) -> Result<usize> {
+    pub(crate) fn check_registered(
+        &self,
+        op: &'static str,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> Result<usize> {
         self.check_open(op)?;
         let start = region.check_range(op, offset, len)?;
         let end = start + len;
@@ -385,72 +416,6 @@ impl Userfaultfd {
         ))
     }
 
-    /// UFFDIO_COPY of `bytes` to `offset` of a region; returns the bytes mapped.
-    pub fn copy(&self, region: &Region, offset: usize, bytes: &[u8], wake: Wake) -> Result<usize> {
-        const OP: &str = "UFFDIO_COPY";
-        if bytes.is_empty() || bytes.len() % region.page_size() != 0 {
-            return Err(Error::invalid(
-                OP,
-                format!("{} bytes is not a positive multiple of the page size {}", bytes.len(), region.page_size()),
-            ));
-        }
-        let dst = self.check_registered(OP, region, offset, bytes.len())?;
-        let mode = if wake.0 { 0 } else { uapi::COPY_MODE_DONTWAKE };
-        let mapped = self.with_fd(OP, |uffd| ioctl::copy(uffd, dst, bytes, mode))?;
-        bump(&self.counters.copies);
-        self.counters.bytes_mapped.fetch_add(mapped as u64, Ordering::Relaxed);
-        Ok(mapped)
-    }
-
-    /// UFFDIO_ZEROPAGE over a range (not on hugetlbfs, which has no zero page).
-    pub fn zero(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
-        const OP: &str = "UFFDIO_ZEROPAGE";
-        if region.kind() == MemoryKind::Hugetlb {
-            return Err(Error::unsupported(OP, "hugetlbfs has no zero page: resolve with copy() of zeroed bytes"));
-        }
-        let start = self.check_registered(OP, region, offset, len)?;
-        let mapped = self.with_fd(OP, |uffd| ioctl::zeropage(uffd, start, len, wake.0))?;
-        bump(&self.counters.zeropages);
-        self.counters.bytes_mapped.fetch_add(mapped as u64, Ordering::Relaxed);
-        Ok(mapped)
-    }
-
-    /// UFFDIO_CONTINUE over a range: maps what is in the page cache (shmem and hugetlbfs).
-    pub fn r#continue(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
-        const OP: &str = "UFFDIO_CONTINUE";
-        if region.kind() == MemoryKind::Anonymous {
-            return Err(Error::invalid(OP, "anonymous memory has no page cache to continue from"));
-        }
-        let start = self.check_registered(OP, region, offset, len)?;
-        let mapped = self.with_fd(OP, |uffd| ioctl::r#continue(uffd, start, len, wake.0))?;
-        bump(&self.counters.continues);
-        self.counters.bytes_mapped.fetch_add(mapped as u64, Ordering::Relaxed);
-        Ok(mapped)
-    }
-
-    /// UFFDIO_POISON over a range: later accesses raise SIGBUS.
-    pub fn poison(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
-        const OP: &str = "UFFDIO_POISON";
-        self.require_feature(OP, uapi::FEATURE_POISON, "poisoning")?;
-        let start = self.check_registered(OP, region, offset, len)?;
-        let mode = if wake.0 { 0 } else { uapi::POISON_MODE_DONTWAKE };
-        let poisoned = self.with_fd(OP, |uffd| ioctl::poison(uffd, start, len, mode))?;
-        bump(&self.counters.poisons);
-        Ok(poisoned)
-    }
-
-    /// UFFDIO_WAKE over a range; faults in flight there count as woken.
-    pub fn wake(&self, region: &Region, offset: usize, len: usize) -> Result<()> {
-        const OP: &str = "UFFDIO_WAKE";
-        let start = self.check_registered(OP, region, offset, len)?;
-        self.with_fd(OP, |uffd| ioctl::wake(uffd, start, len))?;
-        bump(&self.counters.wakes);
-        self.forget_faults(|fault| {
-            std::ptr::eq(&*fault.region, region) && (offset..offset + len).contains(&fault.offset)
-        });
-        Ok(())
-    }
-
     /// Resolves fault `id` at its page. A fault already settled (by a timeout, by close, by its
     /// region's close) resolves to 0 bytes without an ioctl. EEXIST means another resolver won:
     /// it is counted, the page is woken, and the call succeeds with 0 bytes.
@@ -461,19 +426,25 @@ impl Userfaultfd {
         let region = &fault.region;
         let page = region.page_size();
         let room = region.size() - fault.offset;
+        let at = fault.offset;
         let (result, wake) = match resolution {
-            Resolution::Copy { bytes, wake } => {
+            Resolution::Copy { bytes, wake, protect } => {
                 let len = bytes.len().min(room);
-                (self.copy(region, fault.offset, &bytes[..len], Wake(wake)), wake)
+                (self.copy(region, at, &bytes[..len], Wake(wake), Protect(protect)), wake)
             }
-            Resolution::Zero { len, wake } => {
-                (self.zero(region, fault.offset, len.unwrap_or(page).min(room), Wake(wake)), wake)
+            Resolution::Zero { len, wake } => (self.zero(region, at, len.unwrap_or(page).min(room), Wake(wake)), wake),
+            Resolution::Continue { len, wake, protect } => {
+                (self.r#continue(region, at, len.unwrap_or(page).min(room), Wake(wake), Protect(protect)), wake)
             }
-            Resolution::Continue { len, wake } => {
-                (self.r#continue(region, fault.offset, len.unwrap_or(page).min(room), Wake(wake)), wake)
+            Resolution::Poison => (self.poison(region, at, page, Wake(true)), true),
+            Resolution::Wake => (self.wake(region, at, page).map(|()| 0), true),
+            Resolution::Unprotect { wake } => {
+                (self.write_protect(region, at, page, false, Wake(wake)).map(|()| page), wake)
             }
-            Resolution::Poison => (self.poison(region, fault.offset, page, Wake(true)), true),
-            Resolution::Wake => (self.wake(region, fault.offset, page).map(|()| 0), true),
+            Resolution::Move { from, from_offset, len, wake, allow_holes } => {
+                let len = len.unwrap_or(page).min(room);
+                (self.r#move(region, at, from, from_offset, len, Wake(wake), allow_holes), wake)
+            }
         };
         let mapped = match result {
             Ok(mapped) => mapped,
@@ -544,12 +515,9 @@ impl Userfaultfd {
         let address = region.address() + fault.offset;
         let result = match (self.fallback, fault.kind, region.kind()) {
             (Fallback::Sigbus, _, _) => self.with_fd("UFFDIO_POISON", |u| ioctl::poison(u, address, page, 0)),
-            (_, FaultKind::Minor, _) => self.with_fd("UFFDIO_CONTINUE", |u| ioctl::r#continue(u, address, page, true)),
-            (_, FaultKind::WriteProtect, _) => self.with_fd("UFFDIO_WRITEPROTECT", |u| {
-                u.remove_write_protection(address as *mut libc::c_void, page, true)
-                    .map(|()| page)
-                    .map_err(|e| Error::sys("UFFDIO_WRITEPROTECT", ioctl::crate_errno(&e), ""))
-            }),
+            (_, FaultKind::Minor, _) => self.with_fd("UFFDIO_CONTINUE", |u| ioctl::r#continue(u, address, page, 0)),
+            (_, FaultKind::WriteProtect, _) => self
+                .with_fd("UFFDIO_WRITEPROTECT", |u| ioctl::write_protect(u, address, page, false, true).map(|()| page)),
             (_, FaultKind::Missing, MemoryKind::Hugetlb) => {
                 let zeros = vec![0u8; page];
                 self.with_fd("UFFDIO_COPY", |u| ioctl::copy(u, address, &zeros, 0))
@@ -563,6 +531,11 @@ impl Userfaultfd {
                 None
             }
             Err(Error::Closed { .. }) => None,
+            Err(Error::Sys { errno: Errno::EAGAIN, .. }) if self.on_loop_thread() => {
+                // An event is unread and only this thread reads events: retry after this drain.
+                lock(&self.deferred.0).push(fault.clone());
+                None
+            }
             Err(err) => {
                 // Never leave the thread asleep: wake it; it faults again if the page is still absent.
                 let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, address, page));
@@ -582,7 +555,7 @@ impl Userfaultfd {
     }
 
     /// Drops faults in flight that no longer need an answer (their range was woken or released).
-    fn forget_faults(&self, matches: impl Fn(&Fault) -> bool) {
+    pub(crate) fn forget_faults(&self, matches: impl Fn(&Fault) -> bool) {
         let mut dispatcher = lock(&self.dispatcher);
         let ids: Vec<u64> = dispatcher.in_flight.iter().filter(|(_, e)| matches(&e.fault)).map(|(id, _)| *id).collect();
         for id in ids {
@@ -699,8 +672,23 @@ impl Userfaultfd {
                     let write = rw == userfaultfd::ReadWrite::Write;
                     self.take_fault(addr as usize, kind, write, thread_id.as_raw(), batch);
                 }
-                // Events were not requested; a forked child's fd is closed with the Uffd.
-                Ok(_) => {}
+                Ok(Event::Remove { start, end }) => {
+                    let region = self.region_at(start as usize);
+                    self.take_event(UffdEvent::Remove { region, start: start as usize, end: end as usize }, batch);
+                }
+                Ok(Event::Unmap { start, end }) => {
+                    let region = self.region_at(start as usize);
+                    self.take_event(UffdEvent::Unmap { region, start: start as usize, end: end as usize }, batch);
+                }
+                Ok(Event::Remap { from, to, len }) => {
+                    let region = self.region_at(from as usize);
+                    self.take_event(UffdEvent::Remap { region, from: from as usize, to: to as usize, len }, batch);
+                }
+                // The child's fd closes with `uffd` unless a later version adopts it.
+                Ok(Event::Fork { uffd }) => {
+                    drop(uffd);
+                    self.take_event(UffdEvent::Fork { child: None }, batch);
+                }
                 Err(err) => {
                     bump(&self.counters.errors);
                     batch.push(Dispatch::Notice(Notice {
@@ -714,6 +702,31 @@ impl Userfaultfd {
         }
     }
 
+    /// The region a registration covering `address` belongs to.
+    pub(crate) fn region_at(&self, address: usize) -> Option<Arc<Region>> {
+        let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
+        registrations
+            .range(..=address)
+            .next_back()
+            .filter(|(_, reg)| address < reg.end)
+            .map(|(_, reg)| reg.region.clone())
+    }
+
+    /// Removes `[start, end)` from the registration map (the kernel already did).
+    pub(crate) fn carve_registrations(&self, start: usize, end: usize) {
+        carve(&mut self.registrations.write().unwrap_or_else(|p| p.into_inner()), start, end);
+    }
+
+    /// Retries the fallbacks the loop thread deferred because an event was unread.
+    pub(crate) fn retry_deferred(&self, batch: &mut Vec<Dispatch>) {
+        let deferred = std::mem::take(&mut *lock(&self.deferred.0));
+        for fault in deferred {
+            if let Some(notice) = self.fall_back(&fault) {
+                batch.push(Dispatch::Notice(notice));
+            }
+        }
+    }
+
     fn take_fault(&self, address: usize, kind: FaultKind, write: bool, thread_id: i32, batch: &mut Vec<Dispatch>) {
         let counter = match kind {
             FaultKind::Missing => &self.counters.faults_missing,
@@ -721,14 +734,7 @@ impl Userfaultfd {
             FaultKind::WriteProtect => &self.counters.faults_wp,
         };
         bump(counter);
-        let region = {
-            let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
-            registrations
-                .range(..=address)
-                .next_back()
-                .filter(|(_, reg)| address < reg.end)
-                .map(|(_, reg)| reg.region.clone())
-        };
+        let region = self.region_at(address);
         let Some(region) = region else {
             let page = crate::region::base_page_size();
             let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, address & !(page - 1), page));

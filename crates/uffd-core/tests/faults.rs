@@ -5,7 +5,8 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uffd_core::{
-    Dispatch, Fault, FaultKind, FaultSink, Finish, Modes, NoticeKind, Options, Region, Resolution, Userfaultfd, Wake,
+    Dispatch, Fault, FaultKind, FaultSink, Finish, Modes, NoticeKind, Options, Protect, Region, Resolution,
+    Userfaultfd, Wake,
 };
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -72,7 +73,7 @@ fn missing_copy_serves_the_bytes_the_thread_reads() {
     assert!(!fault.write);
     assert_ne!(fault.thread_id, 0);
     let page = vec![0xAB; 4096];
-    assert_eq!(uffd.resolve(fault.id, Resolution::Copy { bytes: &page, wake: true }).unwrap(), 4096);
+    assert_eq!(uffd.resolve(fault.id, Resolution::Copy { bytes: &page, wake: true, protect: false }).unwrap(), 4096);
     assert_eq!(read.recv_timeout(LIMIT).unwrap(), 0xAB);
     assert_eq!(uffd.finish(fault.id), Finish::Done);
     let stats = uffd.stats();
@@ -104,7 +105,7 @@ fn minor_continue_maps_what_the_alias_wrote() {
     let read = touch(&region, 3 * 4096 + 1);
     let fault = next_fault(&rx);
     assert_eq!(fault.kind, FaultKind::Minor);
-    uffd.resolve(fault.id, Resolution::Continue { len: None, wake: true }).unwrap();
+    uffd.resolve(fault.id, Resolution::Continue { len: None, wake: true, protect: false }).unwrap();
     assert_eq!(read.recv_timeout(LIMIT).unwrap(), 0x5C);
     uffd.close();
 }
@@ -114,7 +115,7 @@ fn dontwake_leaves_the_thread_asleep_until_wake() {
     let (uffd, region, rx) = served(4);
     let read = touch(&region, 0);
     let fault = next_fault(&rx);
-    uffd.resolve(fault.id, Resolution::Copy { bytes: &[7; 4096], wake: false }).unwrap();
+    uffd.resolve(fault.id, Resolution::Copy { bytes: &[7; 4096], wake: false, protect: false }).unwrap();
     assert_eq!(read.recv_timeout(Duration::from_millis(200)), Err(RecvTimeoutError::Timeout));
     uffd.resolve(fault.id, Resolution::Wake).unwrap();
     assert_eq!(read.recv_timeout(LIMIT).unwrap(), 7);
@@ -161,7 +162,7 @@ fn a_fault_past_its_timeout_is_resolved_by_the_fallback() {
     let batch = rx.recv_timeout(LIMIT).unwrap();
     assert!(batch.iter().any(|d| matches!(d, Dispatch::Notice(n) if n.kind == NoticeKind::Timeout)));
     // The late answer finds the fault settled and maps nothing.
-    assert_eq!(uffd.resolve(fault.id, Resolution::Copy { bytes: &[1; 4096], wake: true }).unwrap(), 0);
+    assert_eq!(uffd.resolve(fault.id, Resolution::Copy { bytes: &[1; 4096], wake: true, protect: false }).unwrap(), 0);
     uffd.close();
 }
 
@@ -174,7 +175,7 @@ fn close_wakes_every_waiting_thread() {
     for read in reads {
         assert_eq!(read.recv_timeout(LIMIT).unwrap(), 0);
     }
-    assert!(uffd.copy(&region, 0, &[0; 4096], Wake(true)).is_err());
+    assert!(uffd.copy(&region, 0, &[0; 4096], Wake(true), Protect(false)).is_err());
 }
 
 #[test]
@@ -199,13 +200,17 @@ fn bad_ranges_are_refused_before_any_ioctl() {
         "EINVAL"
     );
     uffd.register(&region, MISSING, 0, None).unwrap();
-    assert_eq!(uffd.copy(&region, 1, &[0; 4096], Wake(true)).unwrap_err().code(), "EINVAL");
-    assert_eq!(uffd.copy(&region, 0, &[0; 100], Wake(true)).unwrap_err().code(), "EINVAL");
-    assert_eq!(uffd.copy(&region, 4 * 4096, &[0; 4096], Wake(true)).unwrap_err().code(), "EINVAL");
-    assert_eq!(uffd.copy(&shm, 0, &[0; 4096], Wake(true)).unwrap_err().code(), "EINVAL", "not registered");
-    assert_eq!(uffd.r#continue(&region, 0, 4096, Wake(true)).unwrap_err().code(), "EINVAL");
+    assert_eq!(uffd.copy(&region, 1, &[0; 4096], Wake(true), Protect(false)).unwrap_err().code(), "EINVAL");
+    assert_eq!(uffd.copy(&region, 0, &[0; 100], Wake(true), Protect(false)).unwrap_err().code(), "EINVAL");
+    assert_eq!(uffd.copy(&region, 4 * 4096, &[0; 4096], Wake(true), Protect(false)).unwrap_err().code(), "EINVAL");
+    assert_eq!(
+        uffd.copy(&shm, 0, &[0; 4096], Wake(true), Protect(false)).unwrap_err().code(),
+        "EINVAL",
+        "not registered"
+    );
+    assert_eq!(uffd.r#continue(&region, 0, 4096, Wake(true), Protect(false)).unwrap_err().code(), "EINVAL");
     // Still works after all that.
-    assert_eq!(uffd.copy(&region, 0, &[3; 4096], Wake(true)).unwrap(), 4096);
+    assert_eq!(uffd.copy(&region, 0, &[3; 4096], Wake(true), Protect(false)).unwrap(), 4096);
     // SAFETY: the page was just mapped.
     assert_eq!(unsafe { region.as_ptr().read() }, 3);
     uffd.close();

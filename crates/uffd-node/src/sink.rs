@@ -4,7 +4,8 @@ use napi::bindgen_prelude::{BigInt, Function};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
-use uffd_core::{Dispatch, Fault, FaultSink, Notice};
+use std::sync::Arc;
+use uffd_core::{Dispatch, Fault, FaultSink, Notice, Region, UffdEvent};
 
 /// A fault as JavaScript receives it.
 #[napi(object, object_from_js = false)]
@@ -29,11 +30,27 @@ pub struct JsNotice {
     pub cause_message: Option<String>,
 }
 
-/// One item of a batch: a fault or a notice.
+/// A non-cooperative event as JavaScript receives it.
+#[napi(object, object_from_js = false)]
+pub struct JsEvent {
+    /// 'remove', 'unmap', 'remap' or 'fork'.
+    pub kind: &'static str,
+    pub region_id: Option<f64>,
+    /// Offset in the region of the range's start, where the region is known.
+    pub offset: Option<f64>,
+    pub length: Option<f64>,
+    pub start: Option<BigInt>,
+    pub end: Option<BigInt>,
+    /// For 'remap': the new start address.
+    pub to: Option<BigInt>,
+}
+
+/// One item of a batch: a fault, a notice or an event.
 #[napi(object, object_from_js = false)]
 pub struct JsDispatch {
     pub fault: Option<JsFault>,
     pub notice: Option<JsNotice>,
+    pub event: Option<JsEvent>,
 }
 
 fn js_fault(fault: Fault) -> JsFault {
@@ -59,12 +76,37 @@ fn js_notice(notice: Notice) -> JsNotice {
     }
 }
 
+fn js_range(kind: &'static str, region: Option<Arc<Region>>, start: usize, end: usize, to: Option<usize>) -> JsEvent {
+    let offset = region.as_ref().and_then(|r| r.offset_of(start));
+    JsEvent {
+        kind,
+        region_id: region.as_ref().map(|r| r.id() as f64),
+        offset: offset.map(|o| o as f64),
+        length: Some((end - start) as f64),
+        start: Some(BigInt::from(start as u64)),
+        end: Some(BigInt::from(end as u64)),
+        to: to.map(|to| BigInt::from(to as u64)),
+    }
+}
+
+fn js_event(event: UffdEvent) -> JsEvent {
+    match event {
+        UffdEvent::Remove { region, start, end } => js_range("remove", region, start, end, None),
+        UffdEvent::Unmap { region, start, end } => js_range("unmap", region, start, end, None),
+        UffdEvent::Remap { region, from, to, len } => js_range("remap", region, from, from + len, Some(to)),
+        UffdEvent::Fork { .. } => {
+            JsEvent { kind: "fork", region_id: None, offset: None, length: None, start: None, end: None, to: None }
+        }
+    }
+}
+
 fn js_batch(batch: Vec<Dispatch>) -> Vec<JsDispatch> {
     batch
         .into_iter()
         .map(|item| match item {
-            Dispatch::Fault(fault) => JsDispatch { fault: Some(js_fault(fault)), notice: None },
-            Dispatch::Notice(notice) => JsDispatch { fault: None, notice: Some(js_notice(notice)) },
+            Dispatch::Fault(fault) => JsDispatch { fault: Some(js_fault(fault)), notice: None, event: None },
+            Dispatch::Notice(notice) => JsDispatch { fault: None, notice: Some(js_notice(notice)), event: None },
+            Dispatch::Event(event) => JsDispatch { fault: None, notice: None, event: Some(js_event(event)) },
         })
         .collect()
 }

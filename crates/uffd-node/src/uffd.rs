@@ -11,7 +11,8 @@ use napi::Env;
 use napi_derive::napi;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use uffd_core::{uapi, Fallback, Finish, Modes, Options, Region, Resolution, Userfaultfd, Wake};
+use uffd_core::dirty::DirtyMethod;
+use uffd_core::{uapi, Fallback, Finish, Modes, Options, Protect, Region, Resolution, Userfaultfd, Wake};
 
 #[napi(object)]
 pub struct NativeOptions {
@@ -19,6 +20,24 @@ pub struct NativeOptions {
     pub user_mode_only: Option<bool>,
     pub fallback: Option<String>,
     pub timeout_ms: Option<f64>,
+}
+
+/// Where pages move from, for `move`.
+#[napi(object, object_to_js = false)]
+pub struct NativeMove {
+    pub from_offset: f64,
+    pub length: f64,
+    pub wake: bool,
+    pub allow_source_holes: bool,
+}
+
+/// Where pages move from, for a fault's `move`.
+#[napi(object, object_to_js = false)]
+pub struct NativeFaultMove {
+    pub from_offset: f64,
+    pub length: Option<f64>,
+    pub wake: bool,
+    pub allow_source_holes: bool,
 }
 
 /// What to register: the fault modes and the range in the region.
@@ -49,6 +68,10 @@ pub struct NativeStats {
     pub continues: f64,
     pub poisons: f64,
     pub wakes: f64,
+    pub write_protects: f64,
+    pub moves: f64,
+    pub parked: f64,
+    pub events: f64,
     pub bytes_mapped: f64,
     pub eexist: f64,
     pub batches: f64,
@@ -168,10 +191,11 @@ impl NativeUffd {
         offset: f64,
         bytes: Uint8Array,
         wake: bool,
+        write_protect: bool,
     ) -> napi::Result<f64> {
         let offset = to_usize(&env, "offset", offset)?;
         self.inner
-            .copy(&*region.region(&env, "UFFDIO_COPY")?, offset, &bytes, Wake(wake))
+            .copy(&*region.region(&env, "UFFDIO_COPY")?, offset, &bytes, Wake(wake), Protect(write_protect))
             .map(|n| n as f64)
             .or_throw(&env)
     }
@@ -191,10 +215,58 @@ impl NativeUffd {
         offset: f64,
         length: f64,
         wake: bool,
+        write_protect: bool,
     ) -> napi::Result<f64> {
         self.over_range(&env, region, "UFFDIO_CONTINUE", offset, length, |uffd, r, at, len| {
-            uffd.r#continue(r, at, len, Wake(wake))
+            uffd.r#continue(r, at, len, Wake(wake), Protect(write_protect))
         })
+    }
+
+    /// Protects a range (registered for wp faults) or lifts its protection.
+    #[napi]
+    pub fn write_protect(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        offset: f64,
+        length: f64,
+        protect: bool,
+        wake: bool,
+    ) -> napi::Result<()> {
+        self.over_range(&env, region, "UFFDIO_WRITEPROTECT", offset, length, |uffd, r, at, len| {
+            uffd.write_protect(r, at, len, protect, Wake(wake)).map(|()| 0)
+        })
+        .map(drop)
+    }
+
+    /// Moves pages from another anonymous region into this one's registered range.
+    #[napi(js_name = "move")]
+    pub fn move_pages(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        offset: f64,
+        from: &NativeRegion,
+        how: NativeMove,
+    ) -> napi::Result<f64> {
+        let from = from.region(&env, "UFFDIO_MOVE")?;
+        let from_offset = to_usize(&env, "fromOffset", how.from_offset)?;
+        self.over_range(&env, region, "UFFDIO_MOVE", offset, how.length, |uffd, r, at, len| {
+            uffd.r#move(r, at, &from, from_offset, len, Wake(how.wake), how.allow_source_holes)
+        })
+    }
+
+    /// Offsets of the pages written since they were last protected (WP_ASYNC).
+    #[napi]
+    pub fn dirty_pages(&self, env: Env, region: &NativeRegion, clear: bool, method: String) -> napi::Result<Vec<f64>> {
+        let method = match method.as_str() {
+            "scan" => DirtyMethod::Scan,
+            "pagemap" => DirtyMethod::Pagemap,
+            _ => DirtyMethod::Auto,
+        };
+        let region = region.region(&env, "PAGEMAP_SCAN")?;
+        let dirty = self.inner.dirty_pages(&region, clear, method).or_throw(&env)?;
+        Ok(dirty.into_iter().map(|offset| offset as f64).collect())
     }
 
     #[napi]
@@ -257,8 +329,15 @@ impl NativeUffd {
     }
 
     #[napi]
-    pub fn fault_copy(&self, env: Env, id: f64, bytes: Uint8Array, wake: bool) -> napi::Result<f64> {
-        self.resolve(&env, id, Resolution::Copy { bytes: &bytes, wake })
+    pub fn fault_copy(
+        &self,
+        env: Env,
+        id: f64,
+        bytes: Uint8Array,
+        wake: bool,
+        write_protect: bool,
+    ) -> napi::Result<f64> {
+        self.resolve(&env, id, Resolution::Copy { bytes: &bytes, wake, protect: write_protect })
     }
 
     #[napi]
@@ -268,9 +347,33 @@ impl NativeUffd {
     }
 
     #[napi]
-    pub fn fault_continue(&self, env: Env, id: f64, length: Option<f64>, wake: bool) -> napi::Result<f64> {
+    pub fn fault_continue(
+        &self,
+        env: Env,
+        id: f64,
+        length: Option<f64>,
+        wake: bool,
+        write_protect: bool,
+    ) -> napi::Result<f64> {
         let len = to_opt_usize(&env, "length", length)?;
-        self.resolve(&env, id, Resolution::Continue { len, wake })
+        self.resolve(&env, id, Resolution::Continue { len, wake, protect: write_protect })
+    }
+
+    #[napi]
+    pub fn fault_unprotect(&self, env: Env, id: f64, wake: bool) -> napi::Result<()> {
+        self.resolve(&env, id, Resolution::Unprotect { wake }).map(drop)
+    }
+
+    #[napi]
+    pub fn fault_move(&self, env: Env, id: f64, from: &NativeRegion, how: NativeFaultMove) -> napi::Result<f64> {
+        let from = from.region(&env, "UFFDIO_MOVE")?;
+        let from_offset = to_usize(&env, "fromOffset", how.from_offset)?;
+        let len = to_opt_usize(&env, "length", how.length)?;
+        self.resolve(
+            &env,
+            id,
+            Resolution::Move { from: &from, from_offset, len, wake: how.wake, allow_holes: how.allow_source_holes },
+        )
     }
 
     #[napi]
@@ -312,6 +415,10 @@ impl NativeUffd {
             continues: s.continues as f64,
             poisons: s.poisons as f64,
             wakes: s.wakes as f64,
+            write_protects: s.write_protects as f64,
+            moves: s.moves as f64,
+            parked: s.parked as f64,
+            events: s.events as f64,
             bytes_mapped: s.bytes_mapped as f64,
             eexist: s.eexist as f64,
             batches: s.batches as f64,

@@ -1,0 +1,83 @@
+//! Non-cooperative events (REMOVE, UNMAP, REMAP, FORK): what they do to the registrations, how
+//! they reach the handler, and the epoch that parked resolves wait on. While an event is unread
+//! the kernel refuses every resolving ioctl with EAGAIN; the loop reads events in the same drain as
+//! faults, and handles them before the faults of that batch.
+
+use crate::fault::{Dispatch, Fault};
+use crate::region::Region;
+use crate::userfaultfd::Userfaultfd;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+/// A non-cooperative event, as the handler receives it.
+pub enum UffdEvent {
+    /// `madvise(MADV_DONTNEED/MADV_REMOVE)`: the pages are gone; later touches are missing faults again.
+    Remove { region: Option<Arc<Region>>, start: usize, end: usize },
+    /// `munmap` (or a mapping replaced): the range is no longer registered.
+    Unmap { region: Option<Arc<Region>>, start: usize, end: usize },
+    /// `mremap`: the range moved.
+    Remap { region: Option<Arc<Region>>, from: usize, to: usize, len: usize },
+    /// `fork`: the child has a userfaultfd of its own over the same ranges.
+    Fork { child: Option<Arc<Userfaultfd>> },
+}
+
+/// Counts batches of events read, so that a parked resolve knows when to try again.
+#[derive(Default)]
+pub struct EventEpoch {
+    seen: Mutex<u64>,
+    changed: Condvar,
+    loop_thread: Mutex<Option<ThreadId>>,
+}
+
+impl EventEpoch {
+    pub fn mark_loop_thread(&self) {
+        *self.loop_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current().id());
+    }
+}
+
+impl Userfaultfd {
+    pub(crate) fn events_seen(&self) -> u64 {
+        *self.epoch.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the loop has read more events than `seen`, or `slice` has passed.
+    pub(crate) fn wait_for_events(&self, seen: u64, slice: Duration) {
+        let guard = self.epoch.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.epoch.changed.wait_timeout_while(guard, slice, |now| *now == seen);
+    }
+
+    /// Called by the loop after a drain that read events: parked resolves may go again.
+    pub(crate) fn events_read(&self) {
+        *self.epoch.seen.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.epoch.changed.notify_all();
+    }
+
+    pub(crate) fn on_loop_thread(&self) -> bool {
+        *self.epoch.loop_thread.lock().unwrap_or_else(|p| p.into_inner()) == Some(std::thread::current().id())
+    }
+
+    /// Applies an event to the registrations and queues it for the handler.
+    pub(crate) fn take_event(&self, event: UffdEvent, batch: &mut Vec<Dispatch>) {
+        crate::stats::bump(&self.counters.events);
+        match &event {
+            UffdEvent::Unmap { start, end, .. } => self.forget_range(*start, *end),
+            UffdEvent::Remap { from, len, .. } => self.forget_range(*from, from + len),
+            UffdEvent::Remove { .. } | UffdEvent::Fork { .. } => {}
+        }
+        batch.push(Dispatch::Event(event));
+    }
+
+    /// Drops registrations and faults in flight in `[start, end)`: the memory is no longer there.
+    fn forget_range(&self, start: usize, end: usize) {
+        self.carve_registrations(start, end);
+        self.forget_faults(|fault: &Fault| {
+            let at = fault.region.address() + fault.offset;
+            (start..end).contains(&at)
+        });
+    }
+}
+
+/// Deferred fallbacks: resolutions the loop thread could not make because an event was unread.
+#[derive(Default)]
+pub struct Deferred(pub Mutex<Vec<Fault>>);
