@@ -260,7 +260,10 @@ test('timeoutMs: a handler that never settles gets the fallback after the limit'
 })
 
 test("fallback 'sigbus': an unresolved fault poisons the page and the faulting thread gets SIGBUS", (t) => {
-  const child = spawnSync(process.execPath, [join(__dirname, 'helpers', 'sigbus-child.js')], { timeout: 20_000, encoding: 'utf8' })
+  const child = spawnSync(process.execPath, [join(__dirname, 'helpers', 'child.js'), 'fallback-sigbus'], {
+    timeout: 20_000,
+    encoding: 'utf8',
+  })
   t.is(child.signal, 'SIGBUS', `stdout: ${child.stdout}\nstderr: ${child.stderr}`)
   t.regex(child.stdout, /handler returned/)
 })

@@ -21,6 +21,8 @@ export declare class NativeRegion {
    * collected or detached.
    */
   buffer(): ArrayBuffer
+  /** Drops the pages of a range: touching them again faults. */
+  discard(offset: number, length: number): void
   /** Closes the region if this handle owns it; either way this handle lets go of it. */
   close(): void
 }

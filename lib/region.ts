@@ -143,6 +143,15 @@ export class Region {
     return new Uint8Array(this.buffer, offset, length)
   }
 
+  /**
+   * Drops the pages of a range (MADV_DONTNEED, or MADV_REMOVE for shmem and hugetlb): touching them
+   * again is a missing fault where the range is registered. With the `EVENT_REMOVE` feature the
+   * userfaultfd emits a `'remove'` event. Offset and length are multiples of `pageSize`.
+   */
+  discard(offset: number, length: number): void {
+    call(() => this.#native.discard(integer('offset', offset), integer('length', length)))
+  }
+
   /** A token to post to a worker thread, where `Region.attach(token)` gives a view. */
   share(): SharedRegion {
     return { type: 'userfaultfd.region', id: this.id }

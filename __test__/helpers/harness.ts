@@ -62,6 +62,8 @@ export interface ReadRequest {
   offsets: number[]
   /** Write this byte at each offset before reading it back (a write fault). */
   write?: number
+  /** Before reading, discard the page at `offset` this many times. */
+  discard?: { offset: number; times: number }
 }
 
 export interface ReadResult {

@@ -236,6 +236,22 @@ impl Region {
         self.release_memory();
     }
 
+    /// Drops the pages of a range (MADV_DONTNEED; MADV_REMOVE for shmem and hugetlbfs, which also
+    /// frees the file's pages): touching them again faults, a missing fault where registered. With
+    /// EVENT_REMOVE the caller waits until the fault loop has read the REMOVE event.
+    pub fn discard(&self, offset: usize, len: usize) -> Result<()> {
+        let start = self.check_range("madvise", offset, len)?;
+        let advice = if self.kind == MemoryKind::Anonymous { libc::MADV_DONTNEED } else { libc::MADV_REMOVE };
+        // SAFETY: the range was checked to lie inside this region's live mapping; dropping pages
+        // never invalidates the mapping.
+        let result = unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(Error::sys("madvise", Errno::last(), format!("discarding {len} bytes at offset {offset}")))
+        }
+    }
+
     /// Gives the region's memory back now; the address range stays reserved (and reads as zeros)
     /// until the last view of it lets go, so a stale view can never reach another mapping.
     fn release_memory(&self) {

@@ -128,6 +128,14 @@ impl NativeRegion {
         unsafe { ArrayBuffer::from_external(env, data, len, region, |_, region| drop(region)) }
     }
 
+    /// Drops the pages of a range: touching them again faults.
+    #[napi]
+    pub fn discard(&self, env: Env, offset: f64, length: f64) -> napi::Result<()> {
+        let offset = to_usize(&env, "offset", offset)?;
+        let length = to_usize(&env, "length", length)?;
+        self.region(&env, "madvise")?.discard(offset, length).or_throw(&env)
+    }
+
     /// Closes the region if this handle owns it; either way this handle lets go of it.
     #[napi]
     pub fn close(&self) {
