@@ -13,6 +13,7 @@ export type UffdNoticeCode =
   | 'ERR_UFFD_UNRESOLVED'
   | 'ERR_UFFD_NOT_WOKEN'
   | 'ERR_UFFD_WORKER'
+  | 'ERR_UFFD_PEER_GONE'
 
 /** An errno name (`'EEXIST'`) or one of the package's own codes. */
 export type UffdErrorCode = UffdNoticeCode | `E${Uppercase<string>}`
@@ -125,6 +126,7 @@ const noticeCodes: Record<string, UffdNoticeCode> = {
   'unknown-address': 'ERR_UFFD_UNKNOWN_ADDRESS',
   'fallback-failed': 'ERR_UFFD_FALLBACK_FAILED',
   'loop-failed': 'ERR_UFFD_LOOP',
+  'peer-gone': 'ERR_UFFD_PEER_GONE',
 }
 
 /** The error event for a notice from the fault loop. */

@@ -6,7 +6,7 @@ import { native } from './loader'
 import { integer, options as optionsOf } from './validate'
 
 /** The kind of memory behind a region. */
-export type MemoryKind = 'anonymous' | 'shmem' | 'hugetlb'
+export type MemoryKind = 'anonymous' | 'shmem' | 'hugetlb' | 'remote'
 
 /** What `region.share()` returns: post it to a worker and `Region.attach` it there. */
 export interface SharedRegion {
@@ -83,6 +83,11 @@ export class Region {
     }
     integer('shared.id', shared.id)
     return Region.fromId(shared.id)
+  }
+
+  /** @internal A Region over a native handle made elsewhere in the package (an adoption). */
+  static fromNative(handle: NativeRegion): Region {
+    return new Region(handle)
   }
 
   /** @internal The Region object of this thread for a region id, attaching a view if needed. */

@@ -9,6 +9,8 @@ import { Fault } from './fault'
 import type { FeatureName, IoctlName, ProbeResult } from './features'
 import { native } from './loader'
 import { nativeRegionOf, Region } from './region'
+// A cycle that is only followed at call time: remote.ts builds Userfaultfd objects.
+import { type Adoption, type AdoptOptions, adoptFd, type RemoteRange } from './remote'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 
 export interface UserfaultfdOptions {
@@ -246,7 +248,21 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       throw argumentError('shared', 'the result of uffd.share()', shared)
     }
     const id = integer('shared.id', shared.id)
-    adopting = call(() => native.NativeUffd.attach(id))
+    return Userfaultfd.fromNative(call(() => native.NativeUffd.attach(id)))
+  }
+
+  /**
+   * Serves a userfaultfd that another process created and registered (a VM monitor, a restored
+   * process), which this process holds as `fd`: `ranges` are the ranges of that process's memory it
+   * registered. Faults there resolve with `copy`/`zero` like local ones; the regions have no buffer.
+   */
+  static fromFd(fd: number, options: AdoptOptions & { ranges: RemoteRange[] }): Adoption {
+    return adoptFd(fd, options)
+  }
+
+  /** @internal A Userfaultfd over a native handle made elsewhere in the package (an adoption). */
+  static fromNative(handle: NativeUffd): Userfaultfd {
+    adopting = handle
     return new Userfaultfd()
   }
 

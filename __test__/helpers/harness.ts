@@ -41,6 +41,8 @@ export function makeRegion(kind: MemoryKind, pages: number): Region {
       return Region.shmem(pages * 4096, { name: 'test' })
     case 'hugetlb':
       return Region.hugetlb(pages * HUGE_PAGE)
+    case 'remote':
+      throw new Error('a remote region comes from another process')
   }
 }
 

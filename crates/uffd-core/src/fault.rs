@@ -55,6 +55,8 @@ pub enum NoticeKind {
     FallbackFailed,
     /// The fault loop stopped on an error.
     LoopFailed,
+    /// The process whose memory was served hung up; the userfaultfd was closed.
+    PeerGone,
 }
 
 impl NoticeKind {
@@ -66,6 +68,7 @@ impl NoticeKind {
             NoticeKind::UnknownAddress => "unknown-address",
             NoticeKind::FallbackFailed => "fallback-failed",
             NoticeKind::LoopFailed => "loop-failed",
+            NoticeKind::PeerGone => "peer-gone",
         }
     }
 }

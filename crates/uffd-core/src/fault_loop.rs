@@ -14,6 +14,7 @@ use userfaultfd::EventBuffer;
 
 const UFFD: u64 = 1;
 const STOP: u64 = 2;
+const PEER: u64 = 3;
 /// Messages read per read(2); more are read until EAGAIN.
 const MESSAGES_PER_READ: usize = 64;
 
@@ -25,6 +26,11 @@ pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
     if let Some(stop) = uffd.stop.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
         epoll.add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP)).map_err(|e| Error::sys("epoll_ctl", e, ""))?;
     }
+    if let Some(peer) = uffd.peer.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        epoll
+            .add(peer, EpollEvent::new(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP, PEER))
+            .map_err(|e| Error::sys("epoll_ctl", e, ""))?;
+    }
     std::thread::Builder::new()
         .name(format!("uffd-loop-{}", uffd.id()))
         .spawn(move || run(&uffd, &epoll))
@@ -34,7 +40,7 @@ pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
 fn run(uffd: &Userfaultfd, epoll: &Epoll) {
     uffd.epoch.mark_loop_thread();
     let mut buffer = EventBuffer::new(MESSAGES_PER_READ);
-    let mut ready = [EpollEvent::empty(); 2];
+    let mut ready = [EpollEvent::empty(); 3];
     while !uffd.is_closed() {
         let timeout = match uffd.next_deadline() {
             None => EpollTimeout::NONE,
@@ -60,6 +66,20 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll) {
                     return fail(uffd, "the userfaultfd reported POLLERR (is it blocking, or was it released?)".into());
                 }
                 UFFD => drain(uffd, &mut buffer, &mut batch),
+                PEER => {
+                    // The peer hung up (it exited, or closed its socket): nothing is left to serve.
+                    drain(uffd, &mut buffer, &mut batch);
+                    batch.push(Dispatch::Notice(Notice {
+                        kind: NoticeKind::PeerGone,
+                        message: "the process whose memory this userfaultfd serves hung up: the userfaultfd was closed"
+                            .into(),
+                        fault: None,
+                        cause: None,
+                    }));
+                    uffd.hand_over(batch);
+                    uffd.close();
+                    return;
+                }
                 // The stop eventfd is written only by close(), which the loop sees above.
                 _ => {}
             }

@@ -8,6 +8,7 @@ pub mod error;
 mod events;
 pub mod fault;
 mod fault_loop;
+pub mod handshake;
 pub mod ioctl;
 pub mod region;
 mod registry;
@@ -22,4 +23,6 @@ pub use fault::{Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind};
 pub use region::{MemoryKind, Region};
 pub use resolve::{Protect, Wake};
 pub use stats::Snapshot;
-pub use userfaultfd::{current_thread_id, Fallback, Finish, Modes, Options, Probe, Resolution, Userfaultfd};
+pub use userfaultfd::{
+    current_thread_id, Fallback, Finish, Modes, Options, Probe, RemoteRange, Resolution, Userfaultfd,
+};

@@ -20,6 +20,8 @@ pub enum MemoryKind {
     Anonymous,
     Shmem,
     Hugetlb,
+    /// Memory of another process, served through a userfaultfd it handed over: no mapping here.
+    Remote,
 }
 
 impl MemoryKind {
@@ -28,6 +30,7 @@ impl MemoryKind {
             MemoryKind::Anonymous => "anonymous",
             MemoryKind::Shmem => "shmem",
             MemoryKind::Hugetlb => "hugetlb",
+            MemoryKind::Remote => "remote",
         }
     }
 }
@@ -162,6 +165,30 @@ impl Region {
         region
     }
 
+    /// A range of another process's memory, described by that process: `address` is in its
+    /// address space, so nothing here maps or reads it; only resolving ioctls reach it.
+    pub fn remote(address: usize, size: usize, page_size: usize) -> Result<Arc<Region>> {
+        const OP: &str = "adopt";
+        if !page_size.is_power_of_two() || page_size < base_page_size() {
+            return Err(Error::invalid(
+                OP,
+                format!("page size {page_size} is not a power of two of at least {}", base_page_size()),
+            ));
+        }
+        if size == 0 || size % page_size != 0 || address % page_size != 0 {
+            return Err(Error::invalid(
+                OP,
+                format!("range {address:#x}+{size} is empty or not aligned to its page size {page_size}"),
+            ));
+        }
+        if address.checked_add(size).is_none_or(|end| end > isize::MAX as usize) {
+            return Err(Error::invalid(OP, format!("range {address:#x}+{size} overflows the address space")));
+        }
+        let base =
+            NonNull::new(address as *mut u8).ok_or_else(|| Error::invalid(OP, "a range cannot start at address 0"))?;
+        Ok(Self::publish(MemoryKind::Remote, base, size, page_size, None, None))
+    }
+
     /// The live, open region with this id (what a worker attaches to by token).
     pub fn lookup(id: u64) -> Option<Arc<Region>> {
         REGIONS.get(id).filter(|r| !r.is_closed())
@@ -190,6 +217,15 @@ impl Region {
     }
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Refuses memory of another process, which this process cannot touch.
+    pub fn check_local(&self, op: &'static str) -> Result<()> {
+        if self.kind == MemoryKind::Remote {
+            Err(Error::invalid(op, "this region is another process's memory: it has no mapping here"))
+        } else {
+            Ok(())
+        }
     }
 
     pub fn check_open(&self, op: &'static str) -> Result<()> {
@@ -241,6 +277,7 @@ impl Region {
     /// EVENT_REMOVE the caller waits until the fault loop has read the REMOVE event.
     pub fn discard(&self, offset: usize, len: usize) -> Result<()> {
         let start = self.check_range("madvise", offset, len)?;
+        self.check_local("madvise")?;
         let advice = if self.kind == MemoryKind::Anonymous { libc::MADV_DONTNEED } else { libc::MADV_REMOVE };
         // SAFETY: the range was checked to lie inside this region's live mapping; dropping pages
         // never invalidates the mapping.
@@ -255,6 +292,9 @@ impl Region {
     /// Gives the region's memory back now; the address range stays reserved (and reads as zeros)
     /// until the last view of it lets go, so a stale view can never reach another mapping.
     fn release_memory(&self) {
+        if self.kind == MemoryKind::Remote {
+            return;
+        }
         let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).take();
         let advice = match file {
             None => libc::MADV_DONTNEED,
@@ -273,6 +313,9 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if self.kind == MemoryKind::Remote {
+            return;
+        }
         // SAFETY: the mapping was made by this region, and the last Arc is gone, so nothing in
         // Rust points into it; JavaScript views over it hold an Arc and are gone too.
         if let Err(errno) = unsafe { munmap(self.base.cast(), self.size) } {

@@ -14,6 +14,7 @@ use crate::uapi;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread::JoinHandle;
@@ -36,6 +37,35 @@ const WANTED_BY_DEFAULT: u64 = uapi::FEATURE_PAGEFAULT_FLAG_WP
     | uapi::FEATURE_WP_UNPOPULATED
     | uapi::FEATURE_POISON
     | uapi::FEATURE_MOVE;
+
+/// A registered range of another process's memory, as that process describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteRange {
+    pub address: usize,
+    pub length: usize,
+    pub page_size: usize,
+}
+
+struct Negotiated {
+    features: u64,
+    ioctls: u64,
+    user_mode_only: bool,
+}
+
+/// Refuses ranges that overlap each other.
+fn check_disjoint(ranges: &[RemoteRange]) -> Result<()> {
+    let mut sorted: Vec<&RemoteRange> = ranges.iter().collect();
+    sorted.sort_by_key(|r| r.address);
+    for pair in sorted.windows(2) {
+        if pair[0].address.saturating_add(pair[0].length) > pair[1].address {
+            return Err(Error::invalid(
+                "adopt",
+                format!("ranges at {:#x} and {:#x} overlap", pair[0].address, pair[1].address),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// What the kernel offers, from UFFDIO_API on a throwaway fd.
 #[derive(Debug, Clone)]
@@ -178,6 +208,8 @@ pub struct Userfaultfd {
     thread: Mutex<Option<JoinHandle<()>>>,
     pub(crate) epoch: EventEpoch,
     deferred: Deferred,
+    /// The socket of the process whose memory this serves, watched for its hang-up.
+    pub(crate) peer: Mutex<Option<OwnedFd>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -238,17 +270,66 @@ impl Userfaultfd {
             },
         };
         let api = ioctl::api(&fd, requested)?;
+        let negotiated = Negotiated { features: api.features & requested, ioctls: api.ioctls, user_mode_only };
+        Self::start(fd, negotiated, &options, Vec::new(), None)
+    }
+
+    /// Serves a userfaultfd that another process created, negotiated and registered (received over
+    /// a socket): `ranges` are the registered ranges of that process's memory, `features` what it
+    /// negotiated, as far as it said. `peer`, if given, is watched: when it hangs up, the
+    /// userfaultfd is closed. Returns the userfaultfd and a remote region per range.
+    pub fn adopt(
+        fd: OwnedFd,
+        ranges: &[RemoteRange],
+        options: &Options,
+        peer: Option<OwnedFd>,
+    ) -> Result<(Arc<Userfaultfd>, Vec<Arc<Region>>)> {
+        let mut features = 0;
+        for name in &options.features {
+            features |=
+                uapi::feature_bit(name).ok_or_else(|| Error::invalid("adopt", format!("unknown feature {name:?}")))?;
+        }
+        check_disjoint(ranges)?;
+        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(|errno| Error::sys("fcntl", errno, "reading the flags of the adopted fd"))?;
+        let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
+            .map_err(|errno| Error::sys("fcntl", errno, "making the adopted fd non-blocking"))?;
+        let regions = ranges
+            .iter()
+            .map(|range| Region::remote(range.address, range.length, range.page_size))
+            .collect::<Result<Vec<_>>>()?;
+        let negotiated = Negotiated { features, ioctls: 0, user_mode_only: false };
+        let uffd = Self::start(fd, negotiated, options, regions.clone(), peer)?;
+        Ok((uffd, regions))
+    }
+
+    fn start(
+        fd: OwnedFd,
+        negotiated: Negotiated,
+        options: &Options,
+        remote: Vec<Arc<Region>>,
+        peer: Option<OwnedFd>,
+    ) -> Result<Arc<Userfaultfd>> {
         let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|errno| Error::sys("eventfd", errno, ""))?;
+        let registrations = remote
+            .into_iter()
+            .map(|region| {
+                let start = region.address();
+                let end = start + region.size();
+                (start, Registration { region, end, modes: Modes { missing: true, minor: false, wp: false } })
+            })
+            .collect();
         let uffd = Arc::new(Userfaultfd {
             id: UFFDS.next_id(),
             fd: RwLock::new(Some(ioctl::adopt(fd))),
-            features: api.features & requested,
-            ioctls: api.ioctls,
-            user_mode_only,
+            features: negotiated.features,
+            ioctls: negotiated.ioctls,
+            user_mode_only: negotiated.user_mode_only,
             fallback: options.fallback,
             timeout: options.timeout,
-            registrations: RwLock::new(BTreeMap::new()),
+            registrations: RwLock::new(registrations),
             dispatcher: Mutex::new(Dispatcher::default()),
             handler_thread: AtomicI32::new(0),
             next_fault_id: AtomicU64::new(1),
@@ -258,6 +339,7 @@ impl Userfaultfd {
             thread: Mutex::new(None),
             epoch: EventEpoch::default(),
             deferred: Deferred::default(),
+            peer: Mutex::new(peer),
         });
         let thread = fault_loop::spawn(uffd.clone())?;
         *lock(&uffd.thread) = Some(thread);
@@ -518,7 +600,9 @@ impl Userfaultfd {
             (_, FaultKind::Minor, _) => self.with_fd("UFFDIO_CONTINUE", |u| ioctl::r#continue(u, address, page, 0)),
             (_, FaultKind::WriteProtect, _) => self
                 .with_fd("UFFDIO_WRITEPROTECT", |u| ioctl::write_protect(u, address, page, false, true).map(|()| page)),
-            (_, FaultKind::Missing, MemoryKind::Hugetlb) => {
+            (_, FaultKind::Missing, MemoryKind::Hugetlb) | (_, FaultKind::Missing, MemoryKind::Remote)
+                if page > crate::region::base_page_size() =>
+            {
                 let zeros = vec![0u8; page];
                 self.with_fd("UFFDIO_COPY", |u| ioctl::copy(u, address, &zeros, 0))
             }
@@ -882,6 +966,7 @@ impl Userfaultfd {
             }
         }
         drop(lock(&self.stop).take());
+        drop(lock(&self.peer).take());
         drop(self.fd.write().unwrap_or_else(|p| p.into_inner()).take());
         self.registrations.write().unwrap_or_else(|p| p.into_inner()).clear();
         let sink = {

@@ -4,10 +4,12 @@
 
 mod args;
 mod errors;
+mod handshake;
 mod region;
 mod sink;
 mod teardown;
 mod uffd;
 
+pub use handshake::{adopt_fd, receive_fd, NativeAdoption, NativeListener, NativeOutcome, NativeRemoteRange};
 pub use region::{detach_buffer, NativeRegion};
 pub use uffd::NativeUffd;

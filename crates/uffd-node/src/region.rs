@@ -58,7 +58,7 @@ impl NativeRegion {
         Ok(Self::new(region, false))
     }
 
-    fn new(region: Arc<Region>, owner: bool) -> Self {
+    pub(crate) fn new(region: Arc<Region>, owner: bool) -> Self {
         NativeRegion {
             id: region.id(),
             size: region.size(),
@@ -122,6 +122,7 @@ impl NativeRegion {
     #[napi]
     pub fn buffer<'env>(&self, env: &'env Env) -> napi::Result<ArrayBuffer<'env>> {
         let region = self.region(env, "buffer")?;
+        region.check_local("buffer").or_throw(env)?;
         let (data, len) = (region.as_ptr(), region.size());
         // SAFETY: the mapping is `len` bytes long and stays mapped while `region`, moved into the
         // finalizer, is alive; the finalizer runs when the ArrayBuffer is collected or detached.

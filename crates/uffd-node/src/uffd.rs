@@ -84,6 +84,28 @@ pub struct NativeStats {
     pub queued: f64,
 }
 
+/// The core's options from JavaScript's.
+pub(crate) fn core_options(env: &Env, options: NativeOptions) -> napi::Result<Options> {
+    let fallback = match options.fallback.as_deref() {
+        None | Some("zero") => Fallback::Zero,
+        Some("sigbus") => Fallback::Sigbus,
+        Some(other) => {
+            return Err(crate::errors::invalid(
+                env,
+                "Userfaultfd",
+                format!("fallback must be 'zero' or 'sigbus', got {other:?}"),
+            ))
+        }
+    };
+    let timeout = to_opt_usize(env, "timeoutMs", options.timeout_ms)?.map(|ms| Duration::from_millis(ms as u64));
+    Ok(Options {
+        features: options.features.unwrap_or_default(),
+        user_mode_only: options.user_mode_only,
+        fallback,
+        timeout,
+    })
+}
+
 #[napi]
 pub struct NativeUffd {
     inner: Arc<Userfaultfd>,
@@ -96,26 +118,12 @@ pub struct NativeUffd {
 impl NativeUffd {
     #[napi(constructor)]
     pub fn new(env: Env, options: NativeOptions) -> napi::Result<Self> {
-        let fallback = match options.fallback.as_deref() {
-            None | Some("zero") => Fallback::Zero,
-            Some("sigbus") => Fallback::Sigbus,
-            Some(other) => {
-                return Err(crate::errors::invalid(
-                    &env,
-                    "Userfaultfd",
-                    format!("fallback must be 'zero' or 'sigbus', got {other:?}"),
-                ))
-            }
-        };
-        let timeout = to_opt_usize(&env, "timeoutMs", options.timeout_ms)?.map(|ms| Duration::from_millis(ms as u64));
-        let inner = Userfaultfd::open(Options {
-            features: options.features.unwrap_or_default(),
-            user_mode_only: options.user_mode_only,
-            fallback,
-            timeout,
-        })
-        .or_throw(&env)?;
-        Ok(NativeUffd { inner, owner: true, handler: Mutex::new(None) })
+        let inner = Userfaultfd::open(core_options(&env, options)?).or_throw(&env)?;
+        Ok(Self::owned(inner))
+    }
+
+    pub(crate) fn owned(inner: Arc<Userfaultfd>) -> Self {
+        NativeUffd { inner, owner: true, handler: Mutex::new(None) }
     }
 
     /// A handle on the live userfaultfd with this id, for a worker thread.

@@ -1,0 +1,117 @@
+// Serving another process's memory: a C peer maps memory, registers it with its own userfaultfd,
+// and hands the fd over a Unix socket in Firecracker's handshake; TypeScript serves its pages
+// from a file. Also: adoptFd, the peer killed mid-fault, and malformed handshakes.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import test from 'ava'
+import { listen, type UffdError } from 'userfaultfd'
+import { patternPage, within } from './helpers/harness'
+
+const PAGE = 4096
+const PAGES = 64
+const dir = mkdtempSync(join(tmpdir(), 'uffd-remote-'))
+const peerBinary = join(dir, 'peer')
+execFileSync('cc', ['-O2', '-Wall', '-o', peerBinary, join(__dirname, '..', '..', '..', '__test__', 'helpers', 'peer.c')])
+
+/** The snapshot file: page p holds the tests' pattern for page p. */
+const snapshot = join(dir, 'snapshot')
+writeFileSync(snapshot, patternPage(0, PAGE, PAGES + 1))
+
+test.after.always(() => rmSync(dir, { recursive: true, force: true }))
+
+function startPeer(socket: string, mode: string): { child: ChildProcess; exit: Promise<{ code: number | null; out: string }> } {
+  const child = spawn(peerBinary, [socket, mode, String(PAGES)], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout?.on('data', (chunk) => {
+    out += chunk
+  })
+  child.stderr?.on('data', (chunk) => {
+    out += chunk
+  })
+  const exit = new Promise<{ code: number | null; out: string }>((resolve) => child.on('exit', (code) => resolve({ code, out })))
+  return { child, exit: within(exit, 'the peer process') }
+}
+
+test('firecracker handshake: a peer process reads every page, served from a snapshot file', async (t) => {
+  const socket = join(dir, 'serve.sock')
+  const listener = listen(socket)
+  const peer = startPeer(socket, 'serve')
+  const { uffd, regions, offsets, peer: who } = await within(listener.accept(), 'the handshake')
+  listener.close()
+  t.is(who?.pid, peer.child.pid)
+  t.is(who?.uid, process.getuid?.())
+  t.is(regions.length, 1)
+  t.is(regions[0]?.kind, 'remote')
+  t.is(regions[0]?.size, PAGES * PAGE)
+  t.deepEqual(offsets, [PAGE])
+  t.throws(() => regions[0]?.buffer, { code: 'EINVAL' }, 'no buffer over another process’s memory')
+  const file = openSync(snapshot, 'r')
+  const page = Buffer.alloc(PAGE)
+  uffd.handle((fault) => {
+    const index = regions.indexOf(fault.region)
+    readSync(file, page, 0, PAGE, (offsets[index] ?? 0) + fault.offset)
+    fault.copy(page)
+  })
+  const { code, out } = await peer.exit
+  closeSync(file)
+  t.is(code, 0, out)
+  t.regex(out, new RegExp(`read ${PAGES} pages, 0 wrong bytes`))
+  t.is(uffd.stats.faults.missing, PAGES)
+  uffd.close()
+})
+
+test('a peer killed mid-fault: the userfaultfd closes itself and says so', async (t) => {
+  const socket = join(dir, 'hang.sock')
+  const listener = listen(socket)
+  const peer = startPeer(socket, 'hang')
+  const { uffd } = await within(listener.accept(), 'the handshake')
+  listener.close()
+  let faulted: () => void = () => {}
+  const fault = new Promise<void>((resolve) => {
+    faulted = resolve
+  })
+  uffd.handle(() => {
+    faulted()
+    return new Promise(() => {})
+  })
+  const gone = within(new Promise<UffdError>((resolve) => uffd.on('error', resolve)), 'the peer-gone event')
+  await within(fault, 'the peer’s fault')
+  peer.child.kill('SIGKILL')
+  t.is((await gone).code, 'ERR_UFFD_PEER_GONE')
+  t.true(uffd.closed)
+  await peer.exit
+})
+
+for (const [mode, reason] of [
+  ['bad-json', /not a JSON array/],
+  ['no-fd', /no file descriptor/],
+  ['overlap', /overlap/],
+] as const) {
+  test(`a malformed handshake (${mode}) is refused with a clear error`, async (t) => {
+    const socket = join(dir, `${mode}.sock`)
+    const listener = listen(socket)
+    const peer = startPeer(socket, mode)
+    const error = await t.throwsAsync(within(listener.accept(), 'the refusal'), { message: reason })
+    t.is((error as UffdError).code, 'EINVAL')
+    listener.close()
+    peer.child.kill()
+    await peer.exit
+  })
+}
+
+test('close() stops a listener with a pending accept', async (t) => {
+  const listener = listen(join(dir, 'idle.sock'))
+  const pending = listener.accept()
+  listener.close()
+  await t.throwsAsync(within(pending, 'the rejection'))
+})
+
+test('adoptFd refuses bad ranges and fds before anything', (t) => {
+  const ranges = [{ address: 0x10000, length: PAGE, pageSize: PAGE }]
+  t.throws(() => listen(42 as unknown as string), { instanceOf: TypeError })
+  t.throws(() => require('userfaultfd').adoptFd(-1, { ranges }), { instanceOf: TypeError })
+  t.throws(() => require('userfaultfd').adoptFd(987, { ranges }), { code: 'EBADF' })
+  t.throws(() => require('userfaultfd').adoptFd(0, { ranges: 'x' }), { instanceOf: TypeError })
+})
