@@ -20,6 +20,7 @@ export { type Adoption, type AdoptOptions, adoptFd, HandshakeListener, listen, t
 export type {
   DirtyOptions,
   FaultHandler,
+  ForkEvent,
   HandleOptions,
   MapOption,
   MoveOption,

@@ -261,11 +261,14 @@ test('mmap-changing: resolves racing a stream of remove events are parked and re
 test('an unprivileged user gets user-mode-only faults, and a refusal that says what to grant', (t) => {
   const result = child('unprivileged', ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'])
   t.is(result.status, 0, result.stderr)
-  const [served, refused] = result.stdout
+  const [served, fork, refused] = result.stdout
     .trim()
     .split('\n')
     .map((line) => JSON.parse(line))
   t.deepEqual(served, { userModeOnly: true, copied: PAGE })
+  t.true(fork.forkRefused, 'EVENT_FORK needs CAP_SYS_PTRACE')
+  t.is(fork.code, 'EPERM')
+  t.regex(fork.message, /EVENT_FORK needs CAP_SYS_PTRACE/)
   t.true(refused.refused)
   t.is(refused.code, 'EPERM')
   t.regex(refused.message, /vm\.unprivileged_userfaultfd/)

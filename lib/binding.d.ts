@@ -124,6 +124,8 @@ export interface JsEvent {
   end?: bigint
   /** For 'remap': the new start address. */
   to?: bigint
+  /** For 'fork': the child's userfaultfd and its regions. */
+  child?: NativeAdoption
 }
 
 /** A fault as JavaScript receives it. */

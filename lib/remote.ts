@@ -43,7 +43,8 @@ function nativeOptions(options: AdoptOptions | undefined) {
   return { features: features?.map(String), fallback, timeoutMs: timeoutMs === 0 ? undefined : (timeoutMs ?? 30_000) }
 }
 
-function fromAdoption(adoption: NativeAdoption): Adoption {
+/** @internal The public face of a native adoption. */
+export function fromAdoption(adoption: NativeAdoption): Adoption {
   const handle = adoption.takeUffd()
   if (!handle) throw new UffdError('the adoption was already taken', { code: 'EINVAL' })
   const pid = adoption.peerPid

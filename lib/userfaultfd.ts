@@ -3,14 +3,14 @@ import { EventEmitter } from 'node:events'
 import { isAbsolute, join, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { type ResourceLimits, Worker } from 'node:worker_threads'
-import type { JsDispatch, JsEvent, JsFault, NativeStats, NativeUffd } from './binding'
+import type { JsDispatch, JsEvent, JsFault, NativeAdoption, NativeStats, NativeUffd } from './binding'
 import { argumentError, call, fromNotice, UffdError } from './errors'
 import { Fault } from './fault'
 import type { FeatureName, IoctlName, ProbeResult } from './features'
 import { native } from './loader'
 import { nativeRegionOf, Region } from './region'
 // A cycle that is only followed at call time: remote.ts builds Userfaultfd objects.
-import { type Adoption, type AdoptOptions, adoptFd, type RemoteRange } from './remote'
+import { type Adoption, type AdoptOptions, adoptFd, fromAdoption, type RemoteRange } from './remote'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 
 export interface UserfaultfdOptions {
@@ -159,6 +159,13 @@ export interface RemapEvent extends RangeEvent {
   readonly to: bigint
 }
 
+/** A fork of the process with registered memory (EVENT_FORK). */
+export interface ForkEvent {
+  /** The child's userfaultfd, or undefined where only the parent's thread saw the fork (a handler worker forwards none). */
+  readonly child: Userfaultfd | undefined
+  readonly regions: readonly Region[]
+}
+
 /** Events of a userfaultfd. The non-cooperative ones need their feature (`EVENT_REMOVE`...). */
 export interface UserfaultfdEvents {
   error: [UffdError]
@@ -168,14 +175,19 @@ export interface UserfaultfdEvents {
   unmap: [RangeEvent]
   /** The range moved (`mremap`); its registration went with the old address. */
   remap: [RemapEvent]
-  /** The process forked; the child's memory is not served by this userfaultfd. */
-  fork: [Record<string, never>]
+  /**
+   * The process forked: `child` serves the child's copy of the registered memory (at the same
+   * addresses, as remote regions), already with this userfaultfd's handler. Close it when the child
+   * is done with that memory (a spawned program has replaced it at once); closing this userfaultfd
+   * closes it too.
+   */
+  fork: [ForkEvent]
 }
 
 const workerHost = join(__dirname, 'worker-host.js')
 
 /** An event as the handler worker forwards it: the range, and the region by id. */
-type ForwardedEvent = Omit<JsEvent, 'kind'>
+type ForwardedEvent = Omit<JsEvent, 'kind' | 'child'>
 const DEFAULT_TIMEOUT_MS = 30_000
 let adopting: NativeUffd | undefined
 
@@ -213,6 +225,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   readonly #features: ReadonlySet<FeatureName>
   #worker: Worker | undefined
   #closed = false
+  readonly #children = new Set<Userfaultfd>()
 
   /** Opens a userfaultfd (non-blocking), negotiates features and starts its fault loop. */
   constructor(options?: UserfaultfdOptions) {
@@ -416,7 +429,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       let ready = false
       worker.on('message', (message: { type: string; error?: Record<string, unknown>; name?: string; event?: ForwardedEvent }) => {
         if (message.type === 'event' && message.event) {
-          this.#onEvent({ ...message.event, kind: String(message.name) })
+          this.#onEvent({ ...message.event, kind: String(message.name), child: undefined })
         } else if (message.type === 'ready') {
           ready = true
           resolve()
@@ -448,14 +461,14 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   #onBatch(batch: JsDispatch[], handler: FaultHandler): void {
     // Events come first: the kernel may already have changed what the faults after them refer to.
-    for (const item of batch) if (item.event) this.#onEvent(item.event)
+    for (const item of batch) if (item.event) this.#onEvent(item.event, handler)
     for (const item of batch) {
       if (item.fault) this.#dispatch(item.fault, handler)
       else if (item.notice) this.#report(fromNotice(item.notice))
     }
   }
 
-  #onEvent(raw: JsEvent): void {
+  #onEvent(raw: JsEvent, handler?: FaultHandler): void {
     let region: Region | undefined
     try {
       region = raw.regionId === undefined ? undefined : Region.fromId(raw.regionId)
@@ -465,7 +478,19 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     const range = { region, offset: raw.offset, length: raw.length ?? 0, start: raw.start ?? 0n, end: raw.end ?? 0n }
     if (raw.kind === 'remap') this.emit('remap', { ...range, to: raw.to ?? 0n })
     else if (raw.kind === 'remove' || raw.kind === 'unmap') this.emit(raw.kind, range)
-    else if (raw.kind === 'fork') this.emit('fork', {})
+    else if (raw.kind === 'fork') this.#onFork(raw.child, handler)
+  }
+
+  #onFork(adoption: NativeAdoption | undefined, handler: FaultHandler | undefined): void {
+    if (!adoption) {
+      this.emit('fork', { child: undefined, regions: [] })
+      return
+    }
+    const { uffd: child, regions } = fromAdoption(adoption)
+    this.#children.add(child)
+    if (handler) child.handle(handler)
+    child.on('error', (error) => this.#report(error))
+    this.emit('fork', { child, regions })
   }
 
   #dispatch(raw: JsFault, handler: FaultHandler): void {
@@ -546,6 +571,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   close(): void {
     if (this.#closed) return
     this.#closed = true
+    for (const child of this.#children) child.close()
+    this.#children.clear()
     this.#native.close()
     void this.#worker?.terminate()
     this.#worker = undefined

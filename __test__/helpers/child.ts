@@ -65,6 +65,13 @@ const scenarios: Record<string, () => void> = {
     console.log(JSON.stringify({ userModeOnly: uffd.userModeOnly, copied: uffd.copy(region, 0, new Uint8Array(PAGE).fill(5)) }))
     uffd.close()
     try {
+      new Userfaultfd({ features: ['EVENT_FORK'] })
+      console.log(JSON.stringify({ forkRefused: false }))
+    } catch (error) {
+      const { code, message } = error as { code: string; message: string }
+      console.log(JSON.stringify({ forkRefused: true, code, message }))
+    }
+    try {
       new Userfaultfd({ userModeOnly: false })
       console.log(JSON.stringify({ refused: false }))
     } catch (error) {

@@ -18,8 +18,10 @@ pub enum UffdEvent {
     Unmap { region: Option<Arc<Region>>, start: usize, end: usize },
     /// `mremap`: the range moved.
     Remap { region: Option<Arc<Region>>, from: usize, to: usize, len: usize },
-    /// `fork`: the child has a userfaultfd of its own over the same ranges.
-    Fork { child: Option<Arc<Userfaultfd>> },
+    /// `fork`: the child has a userfaultfd of its own over the same ranges (remote regions at the
+    /// parent's addresses), or `None` if adopting it failed (its fd is closed: the child's faults
+    /// there are then the kernel's own).
+    Fork { child: Option<(Arc<Userfaultfd>, Vec<Arc<Region>>)> },
 }
 
 /// Counts batches of events read, so that a parked resolve knows when to try again.
@@ -75,6 +77,22 @@ impl Userfaultfd {
             let at = fault.region.address() + fault.offset;
             (start..end).contains(&at)
         });
+    }
+}
+
+impl Userfaultfd {
+    /// Adopts the userfaultfd the kernel made for a forked child: same features, fallback and
+    /// timeout, and the parent's registered ranges as remote regions (the child's memory has the
+    /// parent's addresses).
+    pub(crate) fn adopt_child(
+        &self,
+        fd: std::os::fd::OwnedFd,
+    ) -> crate::error::Result<(Arc<Userfaultfd>, Vec<Arc<Region>>)> {
+        let ranges = self.registered_ranges();
+        let features =
+            crate::uapi::names_of(self.features(), crate::uapi::FEATURES).iter().map(|s| s.to_string()).collect();
+        let options = self.options_for_child(features);
+        Userfaultfd::adopt(fd, &ranges, &options, None)
     }
 }
 

@@ -768,10 +768,28 @@ impl Userfaultfd {
                     let region = self.region_at(from as usize);
                     self.take_event(UffdEvent::Remap { region, from: from as usize, to: to as usize, len }, batch);
                 }
-                // The child's fd closes with `uffd` unless a later version adopts it.
                 Ok(Event::Fork { uffd }) => {
-                    drop(uffd);
-                    self.take_event(UffdEvent::Fork { child: None }, batch);
+                    use std::os::fd::FromRawFd;
+                    // The crate's into_raw_fd() closes the fd as it drops the Uffd (its issue
+                    // #88): take the number without running that Drop.
+                    let uffd = std::mem::ManuallyDrop::new(uffd);
+                    // SAFETY: the event's fd is a fresh userfaultfd that only `uffd` owned, and
+                    // `uffd` will never close it.
+                    let fd = unsafe { OwnedFd::from_raw_fd(uffd.as_raw_fd()) };
+                    let child = match self.adopt_child(fd) {
+                        Ok(child) => Some(child),
+                        Err(err) => {
+                            bump(&self.counters.errors);
+                            batch.push(Dispatch::Notice(Notice {
+                                kind: NoticeKind::LoopFailed,
+                                message: format!("the userfaultfd of a forked child could not be adopted: {err}"),
+                                fault: None,
+                                cause: Some(err),
+                            }));
+                            None
+                        }
+                    };
+                    self.take_event(UffdEvent::Fork { child }, batch);
                 }
                 Err(err) => {
                     bump(&self.counters.errors);
@@ -784,6 +802,23 @@ impl Userfaultfd {
                 }
             }
         }
+    }
+
+    /// Every registered range, as a forked child sees it.
+    pub(crate) fn registered_ranges(&self) -> Vec<RemoteRange> {
+        let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
+        registrations
+            .iter()
+            .map(|(start, reg)| RemoteRange {
+                address: *start,
+                length: reg.end - start,
+                page_size: reg.region.page_size(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn options_for_child(&self, features: Vec<String>) -> Options {
+        Options { features, user_mode_only: None, fallback: self.fallback, timeout: self.timeout }
     }
 
     /// The region a registration covering `address` belongs to.

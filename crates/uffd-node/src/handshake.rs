@@ -33,6 +33,22 @@ pub struct NativeAdoption {
     peer: Option<(i32, u32, u32)>,
 }
 
+impl NativeAdoption {
+    pub(crate) fn new(
+        uffd: Arc<Userfaultfd>,
+        regions: Vec<Arc<uffd_core::Region>>,
+        peer: Option<(i32, u32, u32)>,
+    ) -> Self {
+        let offsets = vec![0.0; regions.len()];
+        NativeAdoption {
+            uffd: Mutex::new(Some(NativeUffd::owned(uffd))),
+            regions: Mutex::new(regions.into_iter().map(|r| NativeRegion::new(r, true)).collect()),
+            offsets,
+            peer,
+        }
+    }
+}
+
 #[napi]
 impl NativeAdoption {
     #[napi]
@@ -71,12 +87,7 @@ fn adoption(
 ) -> uffd_core::Result<NativeAdoption> {
     let (stream, who) = peer.map_or((None, None), |(stream, who)| (Some(stream), Some(who)));
     let (uffd, regions) = Userfaultfd::adopt(fd, ranges, options, stream)?;
-    Ok(NativeAdoption {
-        uffd: Mutex::new(Some(NativeUffd::owned(uffd))),
-        regions: Mutex::new(regions.into_iter().map(|r| NativeRegion::new(r, true)).collect()),
-        offsets,
-        peer: who,
-    })
+    Ok(NativeAdoption { offsets, ..NativeAdoption::new(uffd, regions, who) })
 }
 
 /// Serves a userfaultfd this process already holds as `fd` (it is duplicated: the caller keeps

@@ -1,5 +1,6 @@
 //! The fault loop's batches reach a JavaScript thread through one threadsafe function call each.
 
+use crate::handshake::NativeAdoption;
 use napi::bindgen_prelude::{BigInt, Function};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
@@ -43,6 +44,8 @@ pub struct JsEvent {
     pub end: Option<BigInt>,
     /// For 'remap': the new start address.
     pub to: Option<BigInt>,
+    /// For 'fork': the child's userfaultfd and its regions.
+    pub child: Option<NativeAdoption>,
 }
 
 /// One item of a batch: a fault, a notice or an event.
@@ -86,6 +89,7 @@ fn js_range(kind: &'static str, region: Option<Arc<Region>>, start: usize, end: 
         start: Some(BigInt::from(start as u64)),
         end: Some(BigInt::from(end as u64)),
         to: to.map(|to| BigInt::from(to as u64)),
+        child: None,
     }
 }
 
@@ -94,9 +98,16 @@ fn js_event(event: UffdEvent) -> JsEvent {
         UffdEvent::Remove { region, start, end } => js_range("remove", region, start, end, None),
         UffdEvent::Unmap { region, start, end } => js_range("unmap", region, start, end, None),
         UffdEvent::Remap { region, from, to, len } => js_range("remap", region, from, from + len, Some(to)),
-        UffdEvent::Fork { .. } => {
-            JsEvent { kind: "fork", region_id: None, offset: None, length: None, start: None, end: None, to: None }
-        }
+        UffdEvent::Fork { child } => JsEvent {
+            kind: "fork",
+            region_id: None,
+            offset: None,
+            length: None,
+            start: None,
+            end: None,
+            to: None,
+            child: child.map(|(uffd, regions)| NativeAdoption::new(uffd, regions, None)),
+        },
     }
 }
 
