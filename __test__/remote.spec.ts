@@ -49,6 +49,7 @@ test('firecracker handshake: a peer process reads every page, served from a snap
   t.throws(() => regions[0]?.buffer, { code: 'EINVAL' }, 'no buffer over another process’s memory')
   const file = openSync(snapshot, 'r')
   const page = Buffer.alloc(PAGE)
+  uffd.on('error', (error) => t.is(error.code, 'ERR_UFFD_PEER_GONE', 'the peer exits when it is done'))
   uffd.handle((fault) => {
     const index = regions.indexOf(fault.region)
     readSync(file, page, 0, PAGE, (offsets[index] ?? 0) + fault.offset)
@@ -82,6 +83,40 @@ test('a peer killed mid-fault: the userfaultfd closes itself and says so', async
   t.is((await gone).code, 'ERR_UFFD_PEER_GONE')
   t.true(uffd.closed)
   await peer.exit
+})
+
+test('events of the peer: its madvise, mremap and munmap arrive as remove, remap and unmap events', async (t) => {
+  const socket = join(dir, 'events.sock')
+  const listener = listen(socket, { features: ['EVENT_REMOVE', 'EVENT_REMAP', 'EVENT_UNMAP'] })
+  const peer = startPeer(socket, 'events')
+  const { uffd, regions } = await within(listener.accept(), 'the handshake')
+  listener.close()
+  const seen: string[] = []
+  uffd.on('remove', (e) => seen.push(`remove ${e.offset} ${e.length} ${e.region === regions[0]}`))
+  uffd.on('remap', (e) => seen.push(`remap ${e.offset} ${e.length} ${e.to - e.start}`))
+  uffd.on('unmap', (e) => seen.push(`unmap ${e.offset} ${e.length}`))
+  uffd.on('error', (e) => seen.push(`error ${e.code}`))
+  uffd.handle(() => {})
+  const { code, out } = await peer.exit
+  t.is(code, 0, out)
+  await within(
+    (async () => {
+      while (seen.length < 6) await new Promise((resolve) => setTimeout(resolve, 5))
+    })(),
+    'five events and the hang-up',
+  )
+  t.deepEqual(seen, [
+    `remove 0 ${PAGE} true`,
+    // mremap onto a mapped target: the target is unmapped first, and the old range after the move.
+    `unmap ${32 * PAGE} ${4 * PAGE}`,
+    `remap ${4 * PAGE} ${4 * PAGE} ${28 * PAGE}`,
+    `unmap undefined ${4 * PAGE}`,
+    `unmap ${8 * PAGE} ${4 * PAGE}`,
+    // The peer exits when it is done; events read before the handler came are not lost.
+    'error ERR_UFFD_PEER_GONE',
+  ])
+  t.is(uffd.stats.events, 5)
+  uffd.close()
 })
 
 for (const [mode, reason] of [

@@ -6,6 +6,7 @@
  *
  *   peer SOCKET MODE PAGES
  *   MODE: serve (read and check every page), hang (read page 0 and wait to be killed),
+ *         events (negotiate EVENT_REMOVE/REMAP/UNMAP, then discard, move and unmap parts),
  *         bad-json, no-fd, overlap (malformed handshakes)
  */
 #define _GNU_SOURCE
@@ -72,6 +73,7 @@ int main(int argc, char **argv) {
   int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
   if (uffd < 0) die("userfaultfd");
   struct uffdio_api api = {.api = UFFD_API};
+  if (strcmp(mode, "events") == 0) api.features = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_UNMAP;
   if (ioctl(uffd, UFFDIO_API, &api) < 0) die("UFFDIO_API");
   struct uffdio_register reg = {.range = {.start = (uintptr_t)mem, .len = size}, .mode = UFFDIO_REGISTER_MODE_MISSING};
   if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) die("UFFDIO_REGISTER");
@@ -102,6 +104,15 @@ int main(int argc, char **argv) {
     }
     printf("read %zu pages, %zu wrong bytes\n", pages, wrong);
     return wrong == 0 ? 0 : 1;
+  }
+  if (strcmp(mode, "events") == 0) {
+    /* Each call waits until the handler's loop has read its event. */
+    if (madvise(mem, PAGE, MADV_DONTNEED) < 0) die("madvise");
+    void *moved = mremap(mem + 4 * PAGE, 4 * PAGE, 4 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, mem + 32 * PAGE);
+    if (moved == MAP_FAILED) die("mremap");
+    if (munmap(mem + 8 * PAGE, 4 * PAGE) < 0) die("munmap");
+    printf("events sent\n");
+    return 0;
   }
   if (strcmp(mode, "hang") == 0) {
     printf("reading page 0\n");

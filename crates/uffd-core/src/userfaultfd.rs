@@ -650,8 +650,18 @@ impl Userfaultfd {
     /// Installs the handler that faults go to, running on thread `thread_id`; faults queued while
     /// there was none are handed to it now. Returns its generation, for `remove_handler`.
     pub fn set_handler(&self, sink: Arc<dyn FaultSink>, thread_id: i32) -> Result<u64> {
-        self.check_open("handle")?;
         let mut dispatcher = lock(&self.dispatcher);
+        if self.is_closed() {
+            // Closed before any handler came (its peer hung up, say): what it had to say is still
+            // handed over, once; no fault can follow.
+            let said = std::mem::take(&mut dispatcher.queued);
+            drop(dispatcher);
+            if said.is_empty() {
+                return Err(Error::Closed { op: "handle", what: "userfaultfd" });
+            }
+            let _ = sink.deliver(said);
+            return Ok(0);
+        }
         dispatcher.generation += 1;
         let generation = dispatcher.generation;
         dispatcher.sink = Some((generation, sink));
@@ -1008,7 +1018,8 @@ impl Userfaultfd {
             let mut dispatcher = lock(&self.dispatcher);
             dispatcher.in_flight.clear();
             dispatcher.by_page.clear();
-            dispatcher.queued.clear();
+            // Faults are gone with the fd; events and notices wait for a handler to hear them.
+            dispatcher.queued.retain(|item| !matches!(item, Dispatch::Fault(_)));
             dispatcher.sink.take()
         };
         drop(sink);
