@@ -32,7 +32,7 @@ test('fork: a spawn forks the process, and the fork event carries a userfaultfd 
       [['remote', region.address, region.size]],
       "the child's copy of the registered range",
     )
-    t.is(threads(), before + 1, 'the child userfaultfd has its loop thread')
+    t.is(threads(), before + 2, 'the child userfaultfd has its loop thread and, with EVENT_FORK, a pump thread')
     child?.close()
     t.is(threads(), before, 'closing it joins the thread')
     uffd.close()

@@ -4,6 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::fault::{Dispatch, Notice, NoticeKind};
+use crate::pump::Pump;
+use crate::uapi;
 use crate::userfaultfd::Userfaultfd;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -20,9 +22,20 @@ const MESSAGES_PER_READ: usize = 64;
 
 pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| Error::sys("epoll_create", e, ""))?;
-    uffd.with_fd("epoll_ctl", |fd| {
-        epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, UFFD)).map_err(|e| Error::sys("epoll_ctl", e, ""))
-    })?;
+    // With EVENT_FORK the messages come through a pump thread that never allocates (pump.rs).
+    let pump = if uffd.features() & uapi::FEATURE_EVENT_FORK != 0 {
+        let pump = Pump::new()?;
+        epoll
+            .add(&pump.ready, EpollEvent::new(EpollFlags::EPOLLIN, UFFD))
+            .map_err(|e| Error::sys("epoll_ctl", e, ""))?;
+        let thread = pump.spawn(uffd.clone())?;
+        Some((pump, thread))
+    } else {
+        uffd.with_fd("epoll_ctl", |fd| {
+            epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, UFFD)).map_err(|e| Error::sys("epoll_ctl", e, ""))
+        })?;
+        None
+    };
     if let Some(stop) = uffd.stop.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
         epoll.add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP)).map_err(|e| Error::sys("epoll_ctl", e, ""))?;
     }
@@ -33,13 +46,27 @@ pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
     }
     std::thread::Builder::new()
         .name(format!("uffd-loop-{}", uffd.id()))
-        .spawn(move || run(&uffd, &epoll))
+        .spawn(move || {
+            let source = match &pump {
+                Some((pump, _)) => Source::Pump(pump),
+                None => Source::Fd(EventBuffer::new(MESSAGES_PER_READ)),
+            };
+            run(&uffd, &epoll, source);
+            if let Some((_, thread)) = pump {
+                let _ = thread.join();
+            }
+        })
         .map_err(|e| Error::sys("pthread_create", Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)), ""))
 }
 
-fn run(uffd: &Userfaultfd, epoll: &Epoll) {
+/// Where the loop takes messages from: the fd itself, or a pump's ring.
+enum Source<'a> {
+    Fd(EventBuffer),
+    Pump(&'a Pump),
+}
+
+fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
     uffd.epoch.mark_loop_thread();
-    let mut buffer = EventBuffer::new(MESSAGES_PER_READ);
     let mut ready = [EpollEvent::empty(); 3];
     while !uffd.is_closed() {
         let timeout = match uffd.next_deadline() {
@@ -65,10 +92,10 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll) {
                 UFFD if event.events().intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) => {
                     return fail(uffd, "the userfaultfd reported POLLERR (is it blocking, or was it released?)".into());
                 }
-                UFFD => drain(uffd, &mut buffer, &mut batch),
+                UFFD => drain(uffd, &mut source, &mut batch),
                 PEER => {
                     // The peer hung up (it exited, or closed its socket): nothing is left to serve.
-                    drain(uffd, &mut buffer, &mut batch);
+                    drain(uffd, &mut source, &mut batch);
                     batch.push(Dispatch::Notice(Notice {
                         kind: NoticeKind::PeerGone,
                         message: "the process whose memory this userfaultfd serves hung up: the userfaultfd was closed"
@@ -98,7 +125,11 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll) {
 }
 
 /// Reads every pending message into the batch.
-fn drain(uffd: &Userfaultfd, buffer: &mut EventBuffer, batch: &mut Vec<Dispatch>) {
+fn drain(uffd: &Userfaultfd, source: &mut Source<'_>, batch: &mut Vec<Dispatch>) {
+    let buffer = match source {
+        Source::Pump(pump) => return uffd.take_messages(pump.take().into_iter(), batch),
+        Source::Fd(buffer) => buffer,
+    };
     loop {
         let read = uffd.with_fd("read", |fd| {
             let events = fd.read_events(buffer).map_err(|e| Error::sys("read", crate::ioctl::crate_errno(&e), ""))?;
