@@ -17,6 +17,7 @@ export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
 export type { HugetlbOptions, MemoryKind, SharedRegion, ShmemOptions } from './lib/region'
 export { Region } from './lib/region'
 export { type Adoption, type AdoptOptions, adoptFd, HandshakeListener, listen, type Peer, type RemoteRange, receive } from './lib/remote'
+export { type FileSourceOptions, Source } from './lib/source'
 export type {
   DirtyOptions,
   FaultHandler,
@@ -26,6 +27,7 @@ export type {
   MoveOption,
   RangeEvent,
   RangeOptions,
+  ReadaheadOptions,
   RegisterOptions,
   Registration,
   RemapEvent,

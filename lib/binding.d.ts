@@ -56,6 +56,15 @@ export declare class NativeRegion {
   close(): void
 }
 
+export declare class NativeSource {
+  static zero(): NativeSource
+  /** Copies the bytes once, into memory the loop thread reads. */
+  static bytes(bytes: Uint8Array): NativeSource
+  static file(path: string, offset: number): NativeSource
+  static pageCache(): NativeSource
+  get kind(): string
+}
+
 export declare class NativeUffd {
   constructor(options: NativeOptions)
   /** A handle on the live userfaultfd with this id, for a worker thread. */
@@ -65,7 +74,7 @@ export declare class NativeUffd {
   get features(): Array<string>
   get userModeOnly(): boolean
   get closed(): boolean
-  register(region: NativeRegion, range: NativeRegistration): Array<string>
+  register(region: NativeRegion, range: NativeRegistration, source?: NativeSource | undefined | null): Array<string>
   unregister(region: NativeRegion, offset: number, length?: number | undefined | null): void
   copy(region: NativeRegion, offset: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
   zero(region: NativeRegion, offset: number, length: number, wake: boolean): number
@@ -177,6 +186,7 @@ export interface NativeOptions {
   userModeOnly?: boolean
   fallback?: string
   timeoutMs?: number
+  spinMicros?: number
 }
 
 export interface NativeProbe {
@@ -192,6 +202,9 @@ export interface NativeRegistration {
   wp: boolean
   offset: number
   length?: number
+  readaheadPages?: number
+  readaheadMaxPages?: number
+  adaptive?: boolean
 }
 
 /** A range of the other process's memory. */
@@ -211,6 +224,7 @@ export interface NativeStats {
   continues: number
   poisons: number
   wakes: number
+  native: number
   writeProtects: number
   moves: number
   parked: number

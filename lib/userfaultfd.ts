@@ -11,6 +11,7 @@ import { native } from './loader'
 import { nativeRegionOf, Region } from './region'
 // A cycle that is only followed at call time: remote.ts builds Userfaultfd objects.
 import { type Adoption, type AdoptOptions, adoptFd, fromAdoption, type RemoteRange } from './remote'
+import { Source } from './source'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 
 export interface UserfaultfdOptions {
@@ -33,6 +34,11 @@ export interface UserfaultfdOptions {
   fallback?: 'zero' | 'sigbus'
   /** How long a fault may wait for its handler before the fallback resolves it. Default 30000; 0 for no limit. */
   timeoutMs?: number
+  /**
+   * Microseconds the fault loop polls for messages before it sleeps. Waking a sleeping thread costs
+   * tens of microseconds on a virtual CPU; spinning trades a core's time for latency. Default 0.
+   */
+  spinMicros?: number
 }
 
 export interface RegisterOptions {
@@ -46,6 +52,19 @@ export interface RegisterOptions {
   offset?: number
   /** Length of the range (a multiple of the page size). Default: to the region's end. */
   length?: number
+  /** Resolve the range's faults natively on the loop thread (no JavaScript per fault). */
+  source?: Source
+  /** With a source: pages mapped per fault (clipped to the range), growing on sequential faults if `adaptive`. */
+  readahead?: ReadaheadOptions
+}
+
+export interface ReadaheadOptions {
+  /** Pages per fault to start with. Default 1. */
+  pages?: number
+  /** Double the window on each sequential fault, back to `pages` on a jump. Default false. */
+  adaptive?: boolean
+  /** The largest window in pages. Default 64 x `pages`. */
+  maxPages?: number
 }
 
 export interface RangeOptions {
@@ -137,6 +156,8 @@ export interface UffdStats {
    * faults outside any region. A handler that throws after resolving its fault is an event only.
    */
   readonly errors: number
+  /** Faults resolved by a native source on the loop thread, with no JavaScript. */
+  readonly native: number
   /** Faults handed over and not yet resolved, and faults waiting for a handler. */
   readonly inFlight: number
   readonly queued: number
@@ -234,7 +255,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       this.#native = adopting
       adopting = undefined
     } else {
-      const { features, userModeOnly, fallback, timeoutMs } = optionsOf('options', options)
+      const { features, userModeOnly, fallback, timeoutMs, spinMicros } = optionsOf('options', options)
       if (features !== undefined && !Array.isArray(features)) throw argumentError('options.features', 'an array of feature names', features)
       const timeout = optionalInteger('options.timeoutMs', timeoutMs) ?? DEFAULT_TIMEOUT_MS
       this.#native = call(
@@ -244,6 +265,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
             userModeOnly: userModeOnly === undefined ? undefined : optionalBoolean('options.userModeOnly', userModeOnly, false),
             fallback,
             timeoutMs: timeout === 0 ? undefined : timeout,
+            spinMicros: optionalInteger('options.spinMicros', spinMicros),
           }),
       )
     }
@@ -298,16 +320,27 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** Registers a region (or a page-aligned part of it) for missing, minor and/or wp faults. */
   register(region: Region, options?: RegisterOptions): Registration {
-    const { missing, minor, wp, offset, length } = optionsOf('options', options)
-    const wantsMinor = optionalBoolean('options.minor', minor, false)
+    const { missing, minor, wp, offset, length, source, readahead } = optionsOf('options', options)
+    // A page-cache source serves minor faults: it implies `minor` unless told otherwise.
+    const wantsMinor = optionalBoolean('options.minor', minor, source instanceof Source && source.kind === 'pageCache')
     const wantsWp = optionalBoolean('options.wp', wp, false)
     const wantsMissing = optionalBoolean('options.missing', missing, !wantsMinor && !wantsWp)
     const at = optionalInteger('options.offset', offset) ?? 0
     const len = optionalInteger('options.length', length)
     const handle = nativeOf(region)
-    const ioctls = call(() =>
-      this.#native.register(handle, { missing: wantsMissing, minor: wantsMinor, wp: wantsWp, offset: at, length: len }),
-    )
+    if (source !== undefined && !(source instanceof Source)) throw argumentError('options.source', 'a Source', source)
+    const ahead = optionsOf('options.readahead', readahead)
+    const range = {
+      missing: wantsMissing,
+      minor: wantsMinor,
+      wp: wantsWp,
+      offset: at,
+      length: len,
+      readaheadPages: optionalInteger('options.readahead.pages', ahead.pages),
+      readaheadMaxPages: optionalInteger('options.readahead.maxPages', ahead.maxPages),
+      adaptive: optionalBoolean('options.readahead.adaptive', ahead.adaptive, false),
+    }
+    const ioctls = call(() => this.#native.register(handle, range, source?.native))
     return { ioctls: new Set(ioctls as IoctlName[]) }
   }
 
@@ -609,6 +642,7 @@ function statsOf(s: NativeStats): UffdStats {
     },
     events: s.events,
     parked: s.parked,
+    native: s.native,
     eexist: s.eexist,
     duplicates: s.duplicates,
     bytesMapped: s.bytesMapped,

@@ -78,7 +78,7 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
                 EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::NONE)
             }
         };
-        let count = match epoll.wait(&mut ready, timeout) {
+        let count = match spin_then_wait(uffd, epoll, &mut ready, timeout) {
             Ok(count) => count,
             Err(Errno::EINTR) => continue,
             Err(errno) => return fail(uffd, format!("epoll_wait failed: {errno}")),
@@ -122,6 +122,26 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
             uffd.hand_over(batch);
         }
     }
+}
+
+/// Polls without sleeping for up to `uffd.spin`, then sleeps in epoll_wait.
+fn spin_then_wait(
+    uffd: &Userfaultfd,
+    epoll: &Epoll,
+    ready: &mut [EpollEvent],
+    timeout: EpollTimeout,
+) -> nix::Result<usize> {
+    if !uffd.spin.is_zero() {
+        let until = Instant::now() + uffd.spin;
+        while Instant::now() < until {
+            let count = epoll.wait(ready, EpollTimeout::ZERO)?;
+            if count > 0 {
+                return Ok(count);
+            }
+            std::hint::spin_loop();
+        }
+    }
+    epoll.wait(ready, timeout)
 }
 
 /// Reads every pending message into the batch.

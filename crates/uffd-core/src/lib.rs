@@ -14,6 +14,7 @@ mod pump;
 pub mod region;
 mod registry;
 mod resolve;
+pub mod source;
 pub mod stats;
 pub mod uapi;
 pub mod userfaultfd;

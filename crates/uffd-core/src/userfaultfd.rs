@@ -9,6 +9,7 @@ use crate::ioctl;
 use crate::region::{MemoryKind, Region};
 use crate::registry::Registry;
 use crate::resolve::{Protect, Wake};
+use crate::source::Served;
 use crate::stats::{bump, Counters, Snapshot};
 use crate::uapi;
 use nix::errno::Errno;
@@ -95,6 +96,9 @@ pub struct Options {
     pub fallback: Fallback,
     /// How long a fault may wait for its handler before the fallback resolves it.
     pub timeout: Option<Duration>,
+    /// How long the loop polls for messages before it sleeps in epoll: a sleeping thread can take
+    /// tens of microseconds to wake on a virtual CPU. Zero (the default) never spins.
+    pub spin: Duration,
 }
 
 /// Which faults a registration reports.
@@ -105,10 +109,12 @@ pub struct Modes {
     pub wp: bool,
 }
 
+#[derive(Clone)]
 struct Registration {
     region: Arc<Region>,
     end: usize,
-    modes: Modes,
+    /// A native source that resolves this range's faults on the loop thread.
+    served: Option<Arc<Served>>,
 }
 
 enum FaultState {
@@ -197,6 +203,7 @@ pub struct Userfaultfd {
     user_mode_only: bool,
     fallback: Fallback,
     timeout: Option<Duration>,
+    pub(crate) spin: Duration,
     registrations: RwLock<BTreeMap<usize, Registration>>,
     dispatcher: Mutex<Dispatcher>,
     handler_thread: AtomicI32,
@@ -318,7 +325,7 @@ impl Userfaultfd {
             .map(|region| {
                 let start = region.address();
                 let end = start + region.size();
-                (start, Registration { region, end, modes: Modes { missing: true, minor: false, wp: false } })
+                (start, Registration { region, end, served: None })
             })
             .collect();
         let uffd = Arc::new(Userfaultfd {
@@ -329,6 +336,7 @@ impl Userfaultfd {
             user_mode_only: negotiated.user_mode_only,
             fallback: options.fallback,
             timeout: options.timeout,
+            spin: options.spin,
             registrations: RwLock::new(registrations),
             dispatcher: Mutex::new(Dispatcher::default()),
             handler_thread: AtomicI32::new(0),
@@ -399,6 +407,18 @@ impl Userfaultfd {
     /// Registers `[offset, offset + len)` of a region (all of it by default) and returns the mask of
     /// ioctls the kernel allows there.
     pub fn register(&self, region: &Arc<Region>, modes: Modes, offset: usize, len: Option<usize>) -> Result<u64> {
+        self.register_served(region, modes, offset, len, None)
+    }
+
+    /// Registers a range whose faults `served` resolves on the loop thread, with no handler.
+    pub fn register_served(
+        &self,
+        region: &Arc<Region>,
+        modes: Modes,
+        offset: usize,
+        len: Option<usize>,
+        served: Option<Arc<Served>>,
+    ) -> Result<u64> {
         const OP: &str = "UFFDIO_REGISTER";
         self.check_open(OP)?;
         let len = len.unwrap_or(region.size().saturating_sub(offset));
@@ -447,7 +467,7 @@ impl Userfaultfd {
         let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
         let ioctls = self.with_fd(OP, |uffd| ioctl::register(uffd, start, len, mode))?;
         carve(&mut registrations, start, start + len);
-        registrations.insert(start, Registration { region: region.clone(), end: start + len, modes });
+        registrations.insert(start, Registration { region: region.clone(), end: start + len, served });
         Ok(ioctls)
     }
 
@@ -828,7 +848,17 @@ impl Userfaultfd {
     }
 
     pub(crate) fn options_for_child(&self, features: Vec<String>) -> Options {
-        Options { features, user_mode_only: None, fallback: self.fallback, timeout: self.timeout }
+        Options { features, user_mode_only: None, fallback: self.fallback, timeout: self.timeout, spin: self.spin }
+    }
+
+    /// The registration covering `address`: its region, end address and native source.
+    fn registration_at(&self, address: usize) -> Option<(Arc<Region>, usize, Option<Arc<Served>>)> {
+        let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
+        registrations
+            .range(..=address)
+            .next_back()
+            .filter(|(_, reg)| address < reg.end)
+            .map(|(_, reg)| (reg.region.clone(), reg.end, reg.served.clone()))
     }
 
     /// The region a registration covering `address` belongs to.
@@ -850,7 +880,10 @@ impl Userfaultfd {
     pub(crate) fn retry_deferred(&self, batch: &mut Vec<Dispatch>) {
         let deferred = std::mem::take(&mut *lock(&self.deferred.0));
         for fault in deferred {
-            if let Some(notice) = self.fall_back(&fault) {
+            if fault.id == 0 {
+                // A fault a native source could not resolve yet: take it again from the top.
+                self.take_fault(fault.address, fault.kind, fault.write, fault.thread_id as i32, batch);
+            } else if let Some(notice) = self.fall_back(&fault) {
                 batch.push(Dispatch::Notice(notice));
             }
         }
@@ -863,7 +896,29 @@ impl Userfaultfd {
             FaultKind::WriteProtect => &self.counters.faults_wp,
         };
         bump(counter);
-        let region = self.region_at(address);
+        let registration = self.registration_at(address);
+        if let Some((region, end, Some(served))) = &registration {
+            let offset = (address - region.address()) & !(region.page_size() - 1);
+            match self.serve_natively(served, region, offset, end - region.address(), kind) {
+                Some(Ok(_)) => return,
+                Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => {
+                    // An event is unread: the loop reads it in this drain; retry after.
+                    lock(&self.deferred.0).push(Fault {
+                        id: 0,
+                        region: region.clone(),
+                        offset,
+                        address,
+                        kind,
+                        write,
+                        thread_id: thread_id as u32,
+                    });
+                    return;
+                }
+                // Not served (another kind of fault) or failed: the handler, or the fallback, decides.
+                _ => {}
+            }
+        }
+        let region = registration.map(|(region, _, _)| region);
         let Some(region) = region else {
             let page = crate::region::base_page_size();
             let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, address & !(page - 1), page));
@@ -1040,10 +1095,10 @@ fn carve(registrations: &mut BTreeMap<usize, Registration>, start: usize, end: u
     for reg_start in overlapping {
         let reg = registrations.remove(&reg_start).expect("listed above");
         if reg_start < start {
-            registrations.insert(reg_start, Registration { region: reg.region.clone(), end: start, modes: reg.modes });
+            registrations.insert(reg_start, Registration { end: start, ..reg.clone() });
         }
         if reg.end > end {
-            registrations.insert(end, Registration { region: reg.region, end: reg.end, modes: reg.modes });
+            registrations.insert(end, reg);
         }
     }
 }

@@ -7,9 +7,11 @@ mod errors;
 mod handshake;
 mod region;
 mod sink;
+mod source;
 mod teardown;
 mod uffd;
 
 pub use handshake::{adopt_fd, receive_fd, NativeAdoption, NativeListener, NativeOutcome, NativeRemoteRange};
 pub use region::{detach_buffer, NativeRegion};
+pub use source::NativeSource;
 pub use uffd::NativeUffd;

@@ -5,6 +5,7 @@ use crate::args::{to_id, to_opt_usize, to_usize};
 use crate::errors::{throw, OrThrow};
 use crate::region::NativeRegion;
 use crate::sink::{JsDispatch, JsSink};
+use crate::source::NativeSource;
 use crate::teardown::TeardownHook;
 use napi::bindgen_prelude::{Function, Uint8Array};
 use napi::Env;
@@ -20,6 +21,7 @@ pub struct NativeOptions {
     pub user_mode_only: Option<bool>,
     pub fallback: Option<String>,
     pub timeout_ms: Option<f64>,
+    pub spin_micros: Option<f64>,
 }
 
 /// Where pages move from, for `move`.
@@ -48,6 +50,9 @@ pub struct NativeRegistration {
     pub wp: bool,
     pub offset: f64,
     pub length: Option<f64>,
+    pub readahead_pages: Option<f64>,
+    pub readahead_max_pages: Option<f64>,
+    pub adaptive: Option<bool>,
 }
 
 #[napi(object, object_from_js = false)]
@@ -68,6 +73,7 @@ pub struct NativeStats {
     pub continues: f64,
     pub poisons: f64,
     pub wakes: f64,
+    pub native: f64,
     pub write_protects: f64,
     pub moves: f64,
     pub parked: f64,
@@ -98,11 +104,13 @@ pub(crate) fn core_options(env: &Env, options: NativeOptions) -> napi::Result<Op
         }
     };
     let timeout = to_opt_usize(env, "timeoutMs", options.timeout_ms)?.map(|ms| Duration::from_millis(ms as u64));
+    let spin = to_opt_usize(env, "spinMicros", options.spin_micros)?.unwrap_or(0);
     Ok(Options {
         features: options.features.unwrap_or_default(),
         user_mode_only: options.user_mode_only,
         fallback,
         timeout,
+        spin: Duration::from_micros(spin as u64),
     })
 }
 
@@ -175,12 +183,16 @@ impl NativeUffd {
         env: Env,
         region: &NativeRegion,
         range: NativeRegistration,
+        source: Option<&NativeSource>,
     ) -> napi::Result<Vec<&'static str>> {
         let offset = to_usize(&env, "offset", range.offset)?;
         let length = to_opt_usize(&env, "length", range.length)?;
         let modes = Modes { missing: range.missing, minor: range.minor, wp: range.wp };
-        let ioctls =
-            self.inner.register(&region.region(&env, "UFFDIO_REGISTER")?, modes, offset, length).or_throw(&env)?;
+        let served = source
+            .map(|s| s.served(&env, range.readahead_pages, range.readahead_max_pages, range.adaptive))
+            .transpose()?;
+        let region = region.region(&env, "UFFDIO_REGISTER")?;
+        let ioctls = self.inner.register_served(&region, modes, offset, length, served).or_throw(&env)?;
         Ok(uapi::ioctl_names(ioctls))
     }
 
@@ -423,6 +435,7 @@ impl NativeUffd {
             continues: s.continues as f64,
             poisons: s.poisons as f64,
             wakes: s.wakes as f64,
+            native: s.native as f64,
             write_protects: s.write_protects as f64,
             moves: s.moves as f64,
             parked: s.parked as f64,

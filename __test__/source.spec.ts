@@ -1,0 +1,116 @@
+// Native page sources: faults resolved on the loop thread with no JavaScript, so the main thread
+// reads the memory with no handler and no worker at all; readahead maps several pages per fault.
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import test from 'ava'
+import { Region, Source, Userfaultfd } from 'userfaultfd'
+import { patternByte, patternPage } from './helpers/harness'
+
+const PAGE = 4096
+const PAGES = 256
+const dir = mkdtempSync(join(tmpdir(), 'uffd-source-'))
+const file = join(dir, 'data')
+writeFileSync(file, patternPage(0, PAGE, PAGES))
+test.after.always(() => rmSync(dir, { recursive: true, force: true }))
+
+/** Reads byte 5 of every page on this thread; returns how many differ from `expected`. */
+function mismatches(region: Region, expected: (page: number) => number): number {
+  const bytes = new Uint8Array(region.buffer)
+  let wrong = 0
+  for (let page = 0; page < region.size / PAGE; page++) if (bytes[page * PAGE + 5] !== expected(page)) wrong++
+  return wrong
+}
+
+for (const pages of [1, 16]) {
+  test(`Source.file with ${pages} page(s) per fault: the main thread reads a file on first touch, no handler`, (t) => {
+    const uffd = new Userfaultfd()
+    const region = Region.anonymous(PAGES * PAGE)
+    uffd.register(region, { source: Source.file(file), readahead: { pages } })
+    t.is(
+      mismatches(region, (page) => patternByte(page * PAGE, PAGE, 5)),
+      0,
+    )
+    t.is(uffd.stats.faults.missing, PAGES / pages)
+    t.is(uffd.stats.selfFaults, 0)
+    uffd.close()
+    region.close()
+  })
+}
+
+test('adaptive readahead grows on sequential faults: far fewer faults than pages', (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(PAGES * PAGE)
+  uffd.register(region, { source: Source.file(file), readahead: { pages: 2, adaptive: true, maxPages: 64 } })
+  t.is(
+    mismatches(region, (page) => patternByte(page * PAGE, PAGE, 5)),
+    0,
+  )
+  const faults = uffd.stats.faults.missing
+  t.true(faults <= 10, `${faults} faults for ${PAGES} pages`)
+  uffd.close()
+  region.close()
+})
+
+test('Source.file from an fd and an offset; past the end of the file, zeros', (t) => {
+  const fd = openSync(file, 'r')
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous((PAGES + 8) * PAGE)
+  uffd.register(region, { source: Source.file(fd, { offset: 16 * PAGE }), readahead: { pages: 4 } })
+  t.is(
+    mismatches(region, (page) => (page + 16 < PAGES ? patternByte((page + 16) * PAGE, PAGE, 5) : 0)),
+    0,
+  )
+  closeSync(fd)
+  uffd.close()
+  region.close()
+})
+
+test('Source.bytes and Source.zero', (t) => {
+  const uffd = new Userfaultfd()
+  const bytes = Region.anonymous(32 * PAGE)
+  const zero = Region.anonymous(32 * PAGE)
+  uffd.register(bytes, { source: Source.bytes(patternPage(0, PAGE, 16)), readahead: { pages: 8 } })
+  uffd.register(zero, { source: Source.zero(), readahead: { pages: 8 } })
+  t.is(
+    mismatches(bytes, (page) => (page < 16 ? patternByte(page * PAGE, PAGE, 5) : 0)),
+    0,
+  )
+  t.is(
+    mismatches(zero, () => 0),
+    0,
+  )
+  t.is(uffd.stats.faults.missing, 8)
+  uffd.close()
+  bytes.close()
+  zero.close()
+})
+
+test('Source.pageCache serves minor faults of shmem with CONTINUE', (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.shmem(64 * PAGE)
+  const alias = region.alias()
+  alias.bytes().set(patternPage(0, PAGE, 64))
+  uffd.register(region, { source: Source.pageCache(), readahead: { pages: 16 } })
+  t.is(
+    mismatches(region, (page) => patternByte(page * PAGE, PAGE, 5)),
+    0,
+  )
+  t.is(uffd.stats.faults.minor, 4)
+  t.is(uffd.stats.resolutions.continue, 4)
+  alias.close()
+  uffd.close()
+  region.close()
+})
+
+test('bad sources are refused', (t) => {
+  t.throws(() => Source.file(join(dir, 'missing')), { code: 'ENOENT' })
+  t.throws(() => Source.file({} as string), { instanceOf: TypeError })
+  t.throws(() => Source.bytes('x' as unknown as Uint8Array), { instanceOf: TypeError })
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(PAGE)
+  t.throws(() => uffd.register(region, { source: {} as Source }), { instanceOf: TypeError })
+  t.throws(() => uffd.register(region, { source: Source.zero(), readahead: { pages: -1 } }), { instanceOf: TypeError })
+  uffd.close()
+  region.close()
+})

@@ -1,0 +1,166 @@
+//! Native page sources: faults that need no JavaScript, resolved on the fault loop's thread.
+//! A registration may carry a source (zeros, bytes in memory, a file, or the page cache for minor
+//! faults) and a readahead window: one COPY answers a fault with several pages, growing while the
+//! faults are sequential (like the kernel's own readahead) and falling back on random access.
+
+use crate::error::{Error, Result};
+use crate::fault::FaultKind;
+use crate::region::{MemoryKind, Region};
+use crate::resolve::{Protect, Wake};
+use crate::userfaultfd::Userfaultfd;
+use nix::errno::Errno;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+
+/// Where the bytes of a registered range come from.
+pub enum Source {
+    /// Zero pages.
+    Zero,
+    /// Bytes in memory; offset 0 of the range is byte 0. Past their end: zeros.
+    Bytes(Arc<[u8]>),
+    /// A file read with pread from `offset` on. Past its end: zeros.
+    File { file: File, offset: u64 },
+    /// For minor faults: what the page cache holds (CONTINUE).
+    PageCache,
+}
+
+impl Source {
+    pub fn file(path: &str, offset: u64) -> Result<Source> {
+        let file = File::open(path).map_err(|e| {
+            Error::sys("open", Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), format!("source file {path:?}"))
+        })?;
+        Ok(Source::File { file, offset })
+    }
+
+    fn serves(&self, kind: FaultKind) -> bool {
+        match self {
+            Source::PageCache => kind == FaultKind::Minor,
+            _ => kind == FaultKind::Missing,
+        }
+    }
+}
+
+/// How many pages one fault maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readahead {
+    /// Pages per fault to start with (at least 1).
+    pub pages: usize,
+    /// Double the window on sequential faults, up to `max_pages`; back to `pages` on a jump.
+    pub adaptive: bool,
+    pub max_pages: usize,
+}
+
+impl Default for Readahead {
+    fn default() -> Self {
+        Readahead { pages: 1, adaptive: false, max_pages: 1 }
+    }
+}
+
+/// A source with its readahead state, shared by the parts of a registration.
+pub struct Served {
+    source: Source,
+    readahead: Readahead,
+    state: Mutex<Window>,
+}
+
+struct Window {
+    /// Where the next sequential fault would be (region offset).
+    next: usize,
+    pages: usize,
+    /// Reused for file reads and zeroed copies: the loop thread allocates it once.
+    scratch: Vec<u8>,
+}
+
+impl Served {
+    pub fn new(source: Source, readahead: Readahead) -> Arc<Served> {
+        let pages = readahead.pages.max(1);
+        let readahead = Readahead { pages, max_pages: readahead.max_pages.max(pages), ..readahead };
+        Arc::new(Served {
+            source,
+            readahead,
+            state: Mutex::new(Window { next: usize::MAX, pages, scratch: Vec::new() }),
+        })
+    }
+}
+
+impl Userfaultfd {
+    /// Resolves a fault from a native source, if the source serves this kind of fault. Returns the
+    /// bytes mapped, `Ok(0)` if another resolver won; `None` if the source does not apply.
+    pub(crate) fn serve_natively(
+        &self,
+        served: &Served,
+        region: &Region,
+        offset: usize,
+        end: usize,
+        kind: FaultKind,
+    ) -> Option<Result<usize>> {
+        if !served.source.serves(kind) {
+            return None;
+        }
+        let page = region.page_size();
+        let mut window = served.state.lock().unwrap_or_else(|p| p.into_inner());
+        let pages = if !served.readahead.adaptive {
+            served.readahead.pages
+        } else if offset == window.next {
+            (window.pages * 2).min(served.readahead.max_pages)
+        } else {
+            served.readahead.pages
+        };
+        window.pages = pages;
+        let len = (pages * page).min(end - offset);
+        let result = match &served.source {
+            Source::PageCache => self.r#continue(region, offset, len, Wake(true), Protect(false)),
+            Source::Zero if region.kind() != MemoryKind::Hugetlb => self.zero(region, offset, len, Wake(true)),
+            source => {
+                let scratch = &mut window.scratch;
+                scratch.resize(len, 0);
+                fill(source, offset, scratch)
+                    .and_then(|()| self.copy(region, offset, scratch, Wake(true), Protect(false)))
+            }
+        };
+        let result = match result {
+            Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
+                crate::stats::bump(&self.counters.eexist);
+                self.wake(region, offset, page).map(|()| 0)
+            }
+            other => other,
+        };
+        if let Ok(mapped) = result {
+            window.next = offset + mapped.max(page);
+            crate::stats::bump(&self.counters.native);
+        }
+        Some(result)
+    }
+}
+
+/// Fills `out` with the source's bytes at `offset`; zeros past the source's end.
+fn fill(source: &Source, offset: usize, out: &mut [u8]) -> Result<()> {
+    match source {
+        Source::Zero | Source::PageCache => out.fill(0),
+        Source::Bytes(bytes) => {
+            let available = bytes.len().saturating_sub(offset).min(out.len());
+            out[..available].copy_from_slice(&bytes[offset.min(bytes.len())..][..available]);
+            out[available..].fill(0);
+        }
+        Source::File { file, offset: base } => {
+            let mut done = 0;
+            while done < out.len() {
+                match file.read_at(&mut out[done..], base + (offset + done) as u64) {
+                    Ok(0) => break,
+                    Ok(read) => done += read,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(Error::sys(
+                            "pread",
+                            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                            "the source file",
+                        ))
+                    }
+                }
+            }
+            out[done..].fill(0);
+        }
+    }
+    Ok(())
+}
