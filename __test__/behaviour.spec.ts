@@ -312,3 +312,36 @@ test('region.close() with a fault in flight wakes the thread and detaches the bu
     uffd.close()
   }
 })
+
+test('a handler worker terminated mid-fault: its faults get the fallback, and a new worker serves', async (t) => {
+  const { uffd, region } = anonymous(8, { timeoutMs: 0 })
+  const errors: string[] = []
+  uffd.on('error', (error) => errors.push(error.code))
+  const pager = join(__dirname, 'helpers', 'pager.js')
+  await uffd.handleInWorker(pager, { workerData: { mode: 'never' } })
+  const reader = new Reader()
+  try {
+    const stuck = reader.read(region, { offsets: [PAGE + 5] })
+    await within(
+      (async () => {
+        while (uffd.stats.inFlight < 1) await new Promise((resolve) => setTimeout(resolve, 10))
+      })(),
+      'a fault in the first worker',
+    )
+    // A second handleInWorker terminates the first worker, which still holds the fault.
+    await uffd.handleInWorker(pager, { workerData: { mode: 'copy' } })
+    t.deepEqual((await stuck).bytes, [0], 'the orphaned fault got the fallback')
+    t.deepEqual((await reader.read(region, { offsets: [3 * PAGE + 5] })).bytes, [patternByte(3 * PAGE, PAGE, 5)], 'the new worker serves')
+    await within(
+      (async () => {
+        while (!errors.includes('ERR_UFFD_HANDLER_GONE')) await new Promise((resolve) => setTimeout(resolve, 10))
+      })(),
+      'the handler-gone error',
+    )
+    t.is(uffd.stats.fallbacks, 1)
+  } finally {
+    await reader.terminate()
+    uffd.close()
+    region.close()
+  }
+})

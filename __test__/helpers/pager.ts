@@ -4,11 +4,11 @@ import type { Fault } from 'userfaultfd'
 import { patternPage } from './harness'
 
 interface Settings {
-  mode: 'copy' | 'zero' | 'continue' | 'throw' | 'none'
+  mode: 'copy' | 'zero' | 'continue' | 'throw' | 'none' | 'never'
   seed?: number
 }
 
-export default function pager(fault: Fault): void {
+export default function pager(fault: Fault): void | Promise<void> {
   const { mode, seed = 0 } = workerData as Settings
   switch (mode) {
     case 'copy':
@@ -24,5 +24,7 @@ export default function pager(fault: Fault): void {
       throw new Error('the pager failed on purpose')
     case 'none':
       return
+    case 'never':
+      return new Promise(() => {})
   }
 }

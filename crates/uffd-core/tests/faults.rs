@@ -235,3 +235,32 @@ fn open_register_fault_close_cycles_leave_no_fd_behind() {
     // Other tests run in parallel threads; allow their few fds.
     assert!(fds() <= before + 16, "fds grew from {before} to {}", fds());
 }
+
+#[test]
+fn close_with_a_thousand_faults_pending_wakes_them_all() {
+    const THREADS: usize = 1000;
+    let (uffd, region, rx) = served(THREADS);
+    let (done_tx, done_rx) = channel();
+    for page in 0..THREADS {
+        let region = region.clone();
+        let done = done_tx.clone();
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                // SAFETY: the page is inside the live mapping, which the Arc keeps alive.
+                let byte = unsafe { region.as_ptr().add(page * 4096).read_volatile() };
+                let _ = done.send(byte);
+            })
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + LIMIT;
+    while uffd.stats().in_flight < THREADS as u64 {
+        assert!(std::time::Instant::now() < deadline, "only {} faults in flight", uffd.stats().in_flight);
+        while rx.try_recv().is_ok() {}
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    uffd.close();
+    for _ in 0..THREADS {
+        assert_eq!(done_rx.recv_timeout(LIMIT).expect("every thread wakes"), 0);
+    }
+}
