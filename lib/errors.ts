@@ -20,18 +20,29 @@ export type UffdErrorCode = UffdNoticeCode | `E${Uppercase<string>}`
 
 /** Where a fault was, for errors about a fault. */
 export interface FaultInfo {
+  /** The id of the region the fault was in ({@link Region.id}). */
   readonly regionId: number
+  /** Offset of the faulting page in the region (page-aligned). */
   readonly offset: number
+  /** The faulting address (exact where EXACT_ADDRESS was negotiated). */
   readonly address: bigint
+  /** The fault's kind: `'missing'`, `'minor'` or `'wp'` (a {@link FaultKind}). */
   readonly kind: string
+  /** The kernel thread id of the faulting thread (0 without THREAD_ID). */
   readonly threadId: number
 }
 
+/** The fields of a new {@link UffdError}. */
 export interface UffdErrorOptions {
+  /** An errno name (`'EEXIST'`) or an `ERR_UFFD_*` code. */
   code: UffdErrorCode
+  /** The errno, negative as in Node (`-17` for EEXIST); undefined for the package's own codes. */
   errno?: number | undefined
+  /** The call that failed: an ioctl (`'UFFDIO_COPY'`) or a syscall (`'mmap'`). */
   syscall?: string | undefined
+  /** The fault the error is about, if any. */
   fault?: FaultInfo | undefined
+  /** The underlying error, kept as the error's `cause`. */
   cause?: unknown
 }
 
@@ -49,9 +60,13 @@ export interface UffdErrorOptions {
  * ```
  */
 export class UffdError extends Error {
+  /** Always `'UffdError'`. */
   override readonly name = 'UffdError'
+  /** An errno name (`'EEXIST'`, `'EINVAL'`) or an `ERR_UFFD_*` code for trouble in the fault path. */
   readonly code: UffdErrorCode
+  /** The errno, negative as in Node (`-17` for EEXIST); undefined for `ERR_UFFD_*` codes. */
   readonly errno: number | undefined
+  /** The call that failed: an ioctl (`'UFFDIO_COPY'`) or a syscall (`'mmap'`); undefined if none. */
   readonly syscall: string | undefined
   /** The fault the error is about, if any. */
   readonly fault: FaultInfo | undefined
@@ -78,6 +93,7 @@ export class UffdError extends Error {
     }
   }
 
+  /** Makes the error again from what {@link UffdError.toJSON} returned (e.g. after postMessage). */
   static fromJSON(json: Record<string, unknown>): UffdError {
     const fault = json.fault as (Omit<FaultInfo, 'address'> & { address: string }) | undefined
     const error = new UffdError(String(json.message), {

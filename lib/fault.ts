@@ -7,26 +7,31 @@ import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsO
 /** Why the thread stopped: a missing page, a minor fault (page in cache, not mapped), a write to a protected page. */
 export type FaultKind = 'missing' | 'minor' | 'wp'
 
+/** Options of {@link Fault.unprotect}, and the `wake` option of every resolve. */
 export interface WakeOptions {
   /** Wake the faulting thread once the page is mapped. Default true; false is `*_MODE_DONTWAKE`. */
   wake?: boolean
 }
 
+/** Options of {@link Fault.zero}: how much to resolve from the fault's page on, and whether to wake. */
 export interface RangeOptions extends WakeOptions {
   /** Bytes to resolve from the fault's page on (a multiple of the page size). Default: one page. */
   length?: number
 }
 
+/** Options of {@link Fault.copy} (UFFDIO_COPY). */
 export interface MapOptions extends WakeOptions {
   /** Map the pages write-protected (`*_MODE_WP`), so that their first write is a wp fault. Default false. */
   writeProtect?: boolean
 }
 
+/** Options of {@link Fault.continue} (UFFDIO_CONTINUE). */
 export interface ContinueOptions extends RangeOptions {
   /** Map the pages write-protected (`CONTINUE_MODE_WP`). Default false. */
   writeProtect?: boolean
 }
 
+/** Options of {@link Fault.move} (UFFDIO_MOVE). */
 export interface MoveOptions extends RangeOptions {
   /** Skip source pages that are not populated instead of failing with ENOENT. Default false. */
   allowSourceHoles?: boolean
@@ -47,6 +52,7 @@ export class Fault {
   readonly offset: number
   /** The faulting address itself. */
   readonly address: bigint
+  /** Why the thread stopped, from `pagefault.flags`: `'minor'`, `'wp'`, else `'missing'`. */
   readonly kind: FaultKind
   /** Whether the access was a write. */
   readonly write: boolean

@@ -27,6 +27,8 @@ export type IoctlName = 'REGISTER' | 'UNREGISTER' | 'WAKE' | 'COPY' | 'ZEROPAGE'
 export interface ProbeResult {
   /** The API version, 0xAA. */
   readonly api: number
+  /** The features the kernel supports (UFFDIO_API). */
   readonly features: readonly FeatureName[]
+  /** The ioctls the kernel supports on a userfaultfd (UFFDIO_API). */
   readonly ioctls: readonly IoctlName[]
 }

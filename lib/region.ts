@@ -10,16 +10,19 @@ export type MemoryKind = 'anonymous' | 'shmem' | 'hugetlb' | 'remote'
 
 /** What `region.share()` returns: post it to a worker and `Region.attach` it there. */
 export interface SharedRegion {
+  /** Always `'userfaultfd.region'`: marks the token as a region's. */
   readonly type: 'userfaultfd.region'
   /** The region's id in this process's registry of live regions. */
   readonly id: number
 }
 
+/** Options of {@link Region.shmem}. */
 export interface ShmemOptions {
   /** The memfd's name, shown in /proc/PID/maps. Default `'userfaultfd'`. */
   name?: string
 }
 
+/** Options of {@link Region.hugetlb}. */
 export interface HugetlbOptions extends ShmemOptions {
   /** The huge page size in bytes: 2 MiB (default) or 1 GiB. */
   pageSize?: number
@@ -122,6 +125,7 @@ export class Region {
   get pageSize(): number {
     return this.#native.pageSize
   }
+  /** The kind of memory: `'anonymous'`, `'shmem'`, `'hugetlb'`, or `'remote'` (another process's, no buffer). */
   get kind(): MemoryKind {
     return this.#native.kind as MemoryKind
   }
@@ -133,6 +137,7 @@ export class Region {
   get owner(): boolean {
     return this.#native.owner
   }
+  /** Whether the region is closed, by `close()` here or, for a view, by its owner; a closed region refuses further use. */
   get closed(): boolean {
     return this.#native.closed
   }
@@ -175,6 +180,7 @@ export class Region {
     if (byId.get(this.id)?.deref() === this) byId.delete(this.id)
   }
 
+  /** Calls `close()`, for `using`. */
   [Symbol.dispose](): void {
     this.close()
   }

@@ -11,6 +11,7 @@ import { integer, options as optionsOf } from './validate'
 export interface RemoteRange {
   /** Start address in the other process. */
   address: bigint | number
+  /** Length in bytes, a multiple of `pageSize`. */
   length: number
   /** 4096, or the huge page size. */
   pageSize: number
@@ -18,21 +19,27 @@ export interface RemoteRange {
 
 /** The process at the other end of a handshake socket (SO_PEERCRED). */
 export interface Peer {
+  /** The peer's process id. */
   readonly pid: number
+  /** The peer's user id. */
   readonly uid: number
+  /** The peer's group id. */
   readonly gid: number
 }
 
 /** An adopted userfaultfd: install a handler on `uffd`; each fault's `region` is one of `regions`. */
 export interface Adoption {
+  /** The adopted userfaultfd, with its fault loop running; install a handler on it. */
   readonly uffd: Userfaultfd
   /** A `'remote'` region per range: no buffer here, resolves only. */
   readonly regions: readonly Region[]
   /** Where each region's bytes start in the peer's snapshot file (the handshake's `offset`). */
   readonly offsets: readonly number[]
+  /** The process that sent the handshake (SO_PEERCRED); undefined for {@link adoptFd}. */
   readonly peer: Peer | undefined
 }
 
+/** Options of an adoption ({@link adoptFd}, {@link listen}, {@link receive}): as for a new {@link Userfaultfd}, without `userModeOnly`. */
 export interface AdoptOptions extends Omit<UserfaultfdOptions, 'userModeOnly'> {
   /** The features the other process negotiated, as far as it said (default none). */
   features?: UserfaultfdOptions['features']
@@ -117,6 +124,7 @@ export class HandshakeListener {
     this.#native.close()
   }
 
+  /** Calls `close()`, for `using`. */
   [Symbol.dispose](): void {
     this.close()
   }

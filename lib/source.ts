@@ -4,6 +4,7 @@ import { argumentError, call } from './errors'
 import { native } from './loader'
 import { bytesOf, integer, options as optionsOf } from './validate'
 
+/** Options of {@link Source.file}. */
 export interface FileSourceOptions {
   /** Where offset 0 of the registered range is in the file. Default 0. */
   offset?: number

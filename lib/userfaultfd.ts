@@ -14,6 +14,7 @@ import { type Adoption, type AdoptOptions, adoptFd, fromAdoption, type RemoteRan
 import { Source } from './source'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 
+/** Options of `new Userfaultfd()`: the features to negotiate, the permission, and the fallback. */
 export interface UserfaultfdOptions {
   /**
    * Features that must be enabled (the call throws EOPNOTSUPP if the kernel lacks one). Whatever
@@ -41,6 +42,7 @@ export interface UserfaultfdOptions {
   spinMicros?: number
 }
 
+/** Options of {@link Userfaultfd.register}: the fault modes (`UFFDIO_REGISTER_MODE_*`), the range, and a native source. */
 export interface RegisterOptions {
   /** Report faults on missing pages. Default: true unless `minor` or `wp` is given. */
   missing?: boolean
@@ -58,6 +60,7 @@ export interface RegisterOptions {
   readahead?: ReadaheadOptions
 }
 
+/** How many pages a native source maps per fault: the `readahead` of {@link RegisterOptions}. */
 export interface ReadaheadOptions {
   /** Pages per fault to start with. Default 1. */
   pages?: number
@@ -67,31 +70,39 @@ export interface ReadaheadOptions {
   maxPages?: number
 }
 
+/** Options of {@link Userfaultfd.unregister}: a page-aligned part of the region. */
 export interface RangeOptions {
+  /** Where the range starts in the region (page-aligned). Default 0. */
   offset?: number
+  /** Length of the range (a multiple of the page size). Default: to the region's end. */
   length?: number
 }
 
 /** What the kernel allows on a registered range. */
 export interface Registration {
+  /** The ioctls the kernel allows on the range (UFFDIO_REGISTER's `ioctls`), e.g. COPY, ZEROPAGE, WAKE. */
   readonly ioctls: ReadonlySet<IoctlName>
 }
 
+/** Options of {@link Userfaultfd.zero}, {@link Userfaultfd.poison} and {@link Userfaultfd.writeProtect}. */
 export interface WakeOption {
   /** Wake the threads waiting on the range. Default true; false is `*_MODE_DONTWAKE`. */
   wake?: boolean
 }
 
+/** Options of {@link Userfaultfd.copy} (UFFDIO_COPY) and {@link Userfaultfd.continue} (UFFDIO_CONTINUE). */
 export interface MapOption extends WakeOption {
   /** Map the pages write-protected (`COPY_MODE_WP`, `CONTINUE_MODE_WP`). Default false. */
   writeProtect?: boolean
 }
 
+/** Options of {@link Userfaultfd.move} (UFFDIO_MOVE). */
 export interface MoveOption extends WakeOption {
   /** Skip source pages that are not populated instead of failing with ENOENT. Default false. */
   allowSourceHoles?: boolean
 }
 
+/** Options of {@link Userfaultfd.dirtyPages}. */
 export interface DirtyOptions {
   /** Protect the reported pages again, so that the next call reports only later writes. Default false. */
   clear?: boolean
@@ -102,14 +113,17 @@ export interface DirtyOptions {
 /** A fault handler: resolve the fault, synchronously or before the returned promise settles. */
 export type FaultHandler = (fault: Fault) => void | Promise<void>
 
+/** Options of {@link Userfaultfd.handle}. */
 export interface HandleOptions {
   /** Keep this thread's event loop alive while the handler is installed. Default false. */
   keepAlive?: boolean
 }
 
+/** Options of {@link Userfaultfd.handleInWorker}: how the handler worker is started. */
 export interface WorkerHandlerOptions {
   /** Passed to the worker as `workerData` of `node:worker_threads`. */
   workerData?: unknown
+  /** Resource limits of the worker (`resourceLimits` of `node:worker_threads`). Default: none. */
   resourceLimits?: ResourceLimits
   /** Node options of the worker. Default: the parent's. */
   execArgv?: string[]
@@ -117,38 +131,59 @@ export interface WorkerHandlerOptions {
 
 /** What `uffd.share()` returns: post it to a worker and `Userfaultfd.attach` it there. */
 export interface SharedUserfaultfd {
+  /** Always `'userfaultfd.uffd'`: marks the token as a userfaultfd's. */
   readonly type: 'userfaultfd.uffd'
+  /** The userfaultfd's id in this process's registry of live userfaultfds. */
   readonly id: number
 }
 
 /** Counters since the userfaultfd was opened. */
 export interface UffdStats {
   /** Faults read from the kernel, by kind (a duplicate message for a page in flight counts too). */
-  readonly faults: { readonly missing: number; readonly minor: number; readonly wp: number }
+  readonly faults: {
+    /** Missing faults: a page that is not there. */
+    readonly missing: number
+    /** Minor faults: a page in the page cache, not mapped here. */
+    readonly minor: number
+    /** Write-protect faults: a write to a protected page. */
+    readonly wp: number
+  }
   /** Successful resolving ioctls, by kind. */
   readonly resolutions: {
+    /** UFFDIO_COPY calls. */
     readonly copy: number
+    /** UFFDIO_ZEROPAGE calls. */
     readonly zeropage: number
+    /** UFFDIO_CONTINUE calls. */
     readonly continue: number
+    /** UFFDIO_POISON calls. */
     readonly poison: number
+    /** UFFDIO_WAKE calls. */
     readonly wake: number
+    /** UFFDIO_WRITEPROTECT calls (protecting or unprotecting). */
     readonly writeProtect: number
+    /** UFFDIO_MOVE calls. */
     readonly move: number
   }
-  /** Non-cooperative events read, and resolves parked behind an unread event (EAGAIN) and retried. */
+  /** Non-cooperative events read (remove, unmap, remap, fork). */
   readonly events: number
+  /** Resolves the kernel refused with EAGAIN behind an unread event, parked and retried. */
   readonly parked: number
   /** Resolves that found the page already mapped (another resolver won). */
   readonly eexist: number
   /** Messages for a page whose fault was already in flight, not dispatched again. */
   readonly duplicates: number
+  /** Bytes mapped by COPY, ZEROPAGE, CONTINUE and MOVE. */
   readonly bytesMapped: number
-  /** Batches handed to handlers, and messages read. */
+  /** Batches handed to handlers. */
   readonly batches: number
+  /** Messages read from the userfaultfd (faults and events). */
   readonly messages: number
-  /** Faults resolved by the fallback, and why. */
+  /** Faults resolved by the fallback. */
   readonly fallbacks: number
+  /** Faults taken by the handler's own thread, resolved by the fallback (`ERR_UFFD_SELF_FAULT`). */
   readonly selfFaults: number
+  /** Faults that waited longer than `timeoutMs`, resolved by the fallback (`ERR_UFFD_TIMEOUT`). */
   readonly timeouts: number
   /**
    * Troubles of the fault path, each also an `'error'` event: fallbacks (unresolved, timed out,
@@ -158,8 +193,9 @@ export interface UffdStats {
   readonly errors: number
   /** Faults resolved by a native source on the loop thread, with no JavaScript. */
   readonly native: number
-  /** Faults handed over and not yet resolved, and faults waiting for a handler. */
+  /** Faults handed over and not yet resolved (a gauge, not a counter). */
   readonly inFlight: number
+  /** Faults waiting for a handler to be installed (a gauge, not a counter). */
   readonly queued: number
 }
 
@@ -169,8 +205,11 @@ export interface RangeEvent {
   readonly region: Region | undefined
   /** Offset of the range in the region, when the region is known. */
   readonly offset: number | undefined
+  /** Length of the range in bytes. */
   readonly length: number
+  /** The range's start address. */
   readonly start: bigint
+  /** The range's end address (exclusive). */
   readonly end: bigint
 }
 
@@ -184,11 +223,13 @@ export interface RemapEvent extends RangeEvent {
 export interface ForkEvent {
   /** The child's userfaultfd, or undefined where only the parent's thread saw the fork (a handler worker forwards none). */
   readonly child: Userfaultfd | undefined
+  /** The child's copy of the registered memory, as `'remote'` regions (empty when `child` is undefined). */
   readonly regions: readonly Region[]
 }
 
 /** Events of a userfaultfd. The non-cooperative ones need their feature (`EVENT_REMOVE`...). */
 export interface UserfaultfdEvents {
+  /** Trouble in the fault path (an `ERR_UFFD_*` code); with no listener it becomes a process warning. */
   error: [UffdError]
   /** `madvise(MADV_DONTNEED/MADV_REMOVE)` dropped pages; touching them again is a missing fault. */
   remove: [RangeEvent]
@@ -309,6 +350,10 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   get userModeOnly(): boolean {
     return this.#native.userModeOnly
   }
+  /**
+   * Whether the userfaultfd is closed: by the owner's `close()`, or by itself when the peer of an
+   * adoption hung up. Calls on a closed userfaultfd throw EBADF.
+   */
   get closed(): boolean {
     return this.#native.closed
   }
@@ -611,6 +656,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     this.#worker = undefined
   }
 
+  /** Calls `close()`, for `using`. */
   [Symbol.dispose](): void {
     this.close()
   }

@@ -40,8 +40,9 @@ function main() {
       if (loads(require.resolve(`userfaultfd-${platform}`))) return
     } catch {}
     if (existsSync(local) && loads(local)) return
-    console.error(`userfaultfd: no prebuilt binding for ${platform} and no sources to build one from.`)
-    process.exit(1)
+    // Not fatal here: importing the package then fails with one error that says what to install.
+    console.warn(`userfaultfd: no prebuilt binding for ${platform} (install userfaultfd-${platform}) and no sources to build one from.`)
+    return
   }
   // A source checkout: build, so that the binding matches the sources (cargo makes this quick).
   const cli = join(root, 'node_modules', '.bin', 'napi')
