@@ -229,6 +229,8 @@ export interface ForkEvent {
 
 /** Events of a userfaultfd. The non-cooperative ones need their feature (`EVENT_REMOVE`...). */
 export interface UserfaultfdEvents {
+  /** The userfaultfd closed: by `close()`, or by itself when the peer whose memory it served hung up. */
+  close: []
   /** Trouble in the fault path (an `ERR_UFFD_*` code); with no listener it becomes a process warning. */
   error: [UffdError]
   /** `madvise(MADV_DONTNEED/MADV_REMOVE)` dropped pages; touching them again is a missing fault. */
@@ -542,7 +544,10 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     for (const item of batch) if (item.event) this.#onEvent(item.event, handler)
     for (const item of batch) {
       if (item.fault) this.#dispatch(item.fault, handler)
-      else if (item.notice) this.#report(fromNotice(item.notice))
+      else if (item.notice) {
+        this.#report(fromNotice(item.notice))
+        if (item.notice.kind === 'peer-gone') this.#closedByPeer()
+      }
     }
   }
 
@@ -630,6 +635,11 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     }
   }
 
+  #closedByPeer(): void {
+    if (this.#closed) return
+    this.close()
+  }
+
   /** Emits an 'error' event, or a process warning if nobody listens (an unheard 'error' would crash). */
   #report(error: UffdError): void {
     if (this.listenerCount('error') > 0) this.emit('error', error)
@@ -654,6 +664,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     this.#native.close()
     void this.#worker?.terminate()
     this.#worker = undefined
+    this.emit('close')
   }
 
   /** Calls `close()`, for `using`. */

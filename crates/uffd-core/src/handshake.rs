@@ -66,7 +66,11 @@ pub fn listen(path: &str) -> Result<UnixListener> {
 
 /// Accepts one connection and receives its handshake.
 pub fn accept(listener: &UnixListener) -> Result<Handshake> {
-    let (stream, _) = listener.accept().map_err(|e| io_error("accept", e, "the handshake socket"))?;
+    let (stream, _) = listener.accept().map_err(|e| match e.raw_os_error() {
+        // What accept(2) says once stop_listening() has shut the socket down.
+        Some(libc::EINVAL) => Error::Closed { op: "accept", what: "listener" },
+        _ => io_error("accept", e, "the handshake socket"),
+    })?;
     receive(stream.into())
 }
 

@@ -629,7 +629,10 @@ impl Userfaultfd {
             (_, FaultKind::Missing, _) => self.with_fd("UFFDIO_ZEROPAGE", |u| ioctl::zeropage(u, address, page, true)),
         };
         match result {
-            Ok(_) => None,
+            Ok(mapped) => {
+                self.counters.bytes_mapped.fetch_add(mapped as u64, Ordering::Relaxed);
+                None
+            }
             Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
                 let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, address, page));
                 None
