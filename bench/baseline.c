@@ -13,7 +13,8 @@
 //   --mode scan-mmap   the file mmap()ed privately: the kernel's own page-cache faults
 //
 // Other arguments: --op copy|zero, --pages N (timed pages, or pages in all for throughput),
-// --warmup N (untimed faults first, latency only), --pin same|none (same: every thread on CPU 0),
+// --warmup N (untimed faults first, latency only), --pin same|cross|none (same: every thread on
+// CPU 0; cross: the faulting threads on CPU 0 and the handler on CPU 1),
 // --spin US (the handler polls epoll for US microseconds before it sleeps), --warm-mib M (touch and
 // free M MiB first), --file PATH, --chunk BYTES, --ra PAGES.
 #define _GNU_SOURCE
@@ -114,13 +115,18 @@ static void warm_memory(void) {
   munmap(p, len);
 }
 
-static void pin_if_asked(void) {
-  if (strcmp(opt_pin, "same")) return;
+static void pin_to(int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
-  CPU_SET(0, &set);
-  // The whole process: threads created later inherit the mask.
+  CPU_SET(cpu, &set);
+  // This thread; threads it creates later inherit the mask.
   if (sched_setaffinity(0, sizeof set, &set)) die("sched_setaffinity");
+}
+
+// same: every thread on CPU 0. cross: the faulting thread(s) on CPU 0, the handler on CPU 1.
+static void pin_if_asked(void) {
+  if (!strcmp(opt_pin, "same") || !strcmp(opt_pin, "cross")) pin_to(0);
+  else if (strcmp(opt_pin, "none")) fail("--pin must be same, cross or none");
 }
 
 // ---- the userfaultfd and its handler -----------------------------------------------------------
@@ -145,6 +151,7 @@ struct handler {
   long reads;
   long errors;
   int last_errno;
+  volatile int cpu;  // the CPU the handler last resolved a fault on
 };
 
 static int open_uffd(void) {
@@ -191,6 +198,7 @@ static int copy_range(struct handler *h, uintptr_t dst, const char *src, size_t 
 
 static void resolve(struct handler *h, uintptr_t address) {
   uintptr_t page = address & ~(uintptr_t)(page_size - 1);
+  h->cpu = sched_getcpu();
   int bad = 0;
   if (h->source == SRC_COPY) {
     bad = copy_range(h, page, h->page, (size_t)page_size);
@@ -229,6 +237,7 @@ static void resolve(struct handler *h, uintptr_t address) {
 
 static void *handler_main(void *arg) {
   struct handler *h = arg;
+  if (!strcmp(opt_pin, "cross")) pin_to(1);
   struct epoll_event events[2];
   struct uffd_msg msgs[MSGS_PER_READ];
   for (;;) {
@@ -314,6 +323,11 @@ static void setup_handler(struct handler *h, char *base, size_t size) {
   register_missing(h->uffd, base, size);
 }
 
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
 // ---- modes -----------------------------------------------------------------------------------
 
 static int mode_latency(void) {
@@ -327,6 +341,7 @@ static int mode_latency(void) {
   long bad = 0;
   for (long i = 0; i < opt_warmup; i++) bad += ((volatile unsigned char *)base)[(size_t)i * (size_t)page_size] != expect;
   uint64_t *lat = calloc((size_t)opt_pages, sizeof *lat);
+  long same_cpu = 0;  // faults after which the faulting thread ran on the CPU that resolved it
   for (long i = 0; i < opt_pages; i++) {
     volatile unsigned char *p = (volatile unsigned char *)base + (size_t)(opt_warmup + i) * (size_t)page_size;
     uint64_t t0 = now_ns();
@@ -334,14 +349,23 @@ static int mode_latency(void) {
     uint64_t t1 = now_ns();
     lat[i] = t1 - t0;
     bad += v != expect;
+    same_cpu += sched_getcpu() == h.cpu;
   }
-  // The cost of the timing itself: the same read of a page now mapped.
-  uint64_t t0 = now_ns();
-  for (long i = 0; i < opt_pages; i++) (void)((volatile unsigned char *)base)[(size_t)(opt_warmup + i) * (size_t)page_size];
-  uint64_t resident = (now_ns() - t0) / (uint64_t)opt_pages;
+  // The cost of the timing itself: the same timed reads of the pages, now mapped (median).
+  uint64_t *again = calloc((size_t)opt_pages, sizeof *again);
+  for (long i = 0; i < opt_pages; i++) {
+    volatile unsigned char *p = (volatile unsigned char *)base + (size_t)(opt_warmup + i) * (size_t)page_size;
+    uint64_t t0 = now_ns();
+    unsigned char v = *p;
+    uint64_t t1 = now_ns();
+    again[i] = t1 - t0;
+    bad += v != expect;
+  }
+  qsort(again, (size_t)opt_pages, sizeof *again, cmp_u64);
+  uint64_t resident = again[opt_pages / 2];
   stop_handler(&h, thread);
-  printf("{\"ok\":true,\"mode\":\"latency\",\"op\":\"%s\",\"pin\":\"%s\",\"spinMicros\":%ld,\"bad\":%ld,\"residentReadNs\":%llu,",
-         opt_op, opt_pin, opt_spin_us, bad, (unsigned long long)resident);
+  printf("{\"ok\":true,\"mode\":\"latency\",\"op\":\"%s\",\"pin\":\"%s\",\"spinMicros\":%ld,\"bad\":%ld,\"residentReadNs\":%llu,\"sameCpuShare\":%.3f,",
+         opt_op, opt_pin, opt_spin_us, bad, (unsigned long long)resident, (double)same_cpu / (double)opt_pages);
   print_handler(&h);
   printf(",");
   print_array("latNs", lat, opt_pages);

@@ -95,8 +95,10 @@ export class Region {
 
   /** @internal The Region object of this thread for a region id, attaching a view if needed. */
   static fromId(id: number): Region {
+    // No closed check here: it is on every fault's path, and a closed region's faults were woken
+    // when it closed; a call on a closed region throws EBADF anyway.
     const known = byId.get(id)?.deref()
-    if (known && !known.closed) return known
+    if (known) return known
     return new Region(call(() => native.NativeRegion.attach(id)))
   }
 

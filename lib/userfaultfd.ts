@@ -611,6 +611,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       )
       return
     }
+    // The common case, on every fault's path: nothing to say.
+    if (error === undefined && outcome === 'done') return
     const info = { regionId: fault.region.id, offset: fault.offset, address: fault.address, kind: fault.kind, threadId: fault.threadId }
     const where = `a ${fault.kind} fault at offset ${fault.offset} of region ${fault.region.id}`
     if (error !== undefined) {

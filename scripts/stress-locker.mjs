@@ -16,7 +16,9 @@ for (;;) {
     continue
   }
   seed = (seed * 1103515245 + 12345) & 0x7fffffff
-  const p = index % 2 === 0 ? seed % pages : (next = (next + 1) % pages)
+  next = (next + 1) % pages
+  // Even threads walk at random, odd ones in sequence.
+  const p = index % 2 === 0 ? seed % pages : next
   const lock = (p * page) / 4
   // The lock word is in the page: taking it is the fault when the page is missing.
   while (Atomics.compareExchange(memory, lock, 0, 1) !== 0) {}

@@ -1,0 +1,331 @@
+// A child process of the benchmark runner (bench/run.mjs) that measures this package.
+//
+//   node bench/child.mjs '<JSON array of measurement specs>'
+//
+// Runs the specs in order and prints one JSON line per spec on stdout: `{ id, ok: true, ... }` or
+// `{ id, ok: false, error }`. The runner spawns it under `taskset -c 0` for the pinned figures.
+// Every userfaultfd, region and worker it opens is closed before the next spec starts.
+import { once } from 'node:events'
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs'
+import { Worker } from 'node:worker_threads'
+import { Region, Source, Userfaultfd } from 'userfaultfd'
+import { FILL, scanByte, touchTimed } from './common.mjs'
+
+const TOUCHER = new URL('./toucher.mjs', import.meta.url)
+const HANDLER = new URL('./handler.mjs', import.meta.url)
+const MiB = 1024 * 1024
+
+/** Touch and free some memory, so that the pages the guest gave back to the host are backed again. */
+function warmMemory(mib) {
+  if (!mib) return
+  const region = Region.anonymous(mib * MiB)
+  new Uint8Array(region.buffer).fill(1)
+  region.close()
+}
+
+/** Opens a userfaultfd whose 'error' events are collected (a benchmark must not hide them). */
+function openUffd(spinMicros) {
+  const uffd = new Userfaultfd(spinMicros ? { spinMicros } : undefined)
+  const errors = []
+  uffd.on('error', (error) => errors.push(`${error.code}: ${error.message}`))
+  return { uffd, errors }
+}
+
+/** The counters, read after a pause: the loop thread bumps them after the ioctl that woke the reader. */
+async function statsOf(uffd) {
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  const s = uffd.stats
+  return {
+    missing: s.faults.missing,
+    messages: s.messages,
+    batches: s.batches,
+    native: s.native,
+    copies: s.resolutions.copy,
+    zeropages: s.resolutions.zeropage,
+    eexist: s.eexist,
+    duplicates: s.duplicates,
+    fallbacks: s.fallbacks,
+    selfFaults: s.selfFaults,
+    errors: s.errors,
+  }
+}
+
+/** Throws if anything went wrong that the figures would hide. */
+function check(what, { bad = 0, errors = [], stats }) {
+  const problems = []
+  if (bad) problems.push(`${bad} bytes read were not what the source holds`)
+  if (errors.length) problems.push(`'error' events: ${errors.slice(0, 3).join('; ')}${errors.length > 3 ? ` (+${errors.length - 3})` : ''}`)
+  if (stats?.fallbacks) problems.push(`${stats.fallbacks} faults resolved by the fallback`)
+  if (problems.length) throw new Error(`${what}: ${problems.join('; ')}`)
+}
+
+/** A worker whose messages and failures are awaited one by one. */
+class Peer {
+  constructor(url, workerData) {
+    this.worker = new Worker(url, { workerData })
+    this.queue = []
+    this.waiting = []
+    this.failure = undefined
+    this.exited = once(this.worker, 'exit').then(([code]) => code)
+    this.worker.on('message', (message) => this.#push(message))
+    this.worker.on('error', (error) => this.#fail(error))
+    this.worker.on('exit', (code) => this.#fail(new Error(`worker exited with code ${code}`)))
+  }
+  #push(message) {
+    const next = this.waiting.shift()
+    if (next) next.resolve(message)
+    else this.queue.push(message)
+  }
+  #fail(error) {
+    this.failure ??= error
+    for (const next of this.waiting.splice(0)) next.reject(this.failure)
+  }
+  next() {
+    if (this.queue.length) return Promise.resolve(this.queue.shift())
+    if (this.failure) return Promise.reject(this.failure)
+    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }))
+  }
+  async close() {
+    await this.worker.terminate()
+    await this.exited
+  }
+}
+
+// ---- latency: one thread takes faults one by one ------------------------------------------------
+
+async function latency({ contender, op, pages, warmup, spinMicros, warmMiB }) {
+  warmMemory(warmMiB)
+  const { uffd, errors } = openUffd(spinMicros)
+  const region = Region.anonymous((warmup + pages) * 4096)
+  const pageSize = region.pageSize
+  const expect = op === 'zero' ? 0 : FILL
+  let result
+  let stats
+  let peer
+  try {
+    if (contender === 'native') {
+      const source = op === 'zero' ? Source.zero() : Source.bytes(new Uint8Array(region.size).fill(FILL))
+      uffd.register(region, { source })
+      result = touchTimed(new Uint8Array(region.buffer), pageSize, 0, warmup, pages, expect)
+    } else if (contender === 'worker') {
+      uffd.register(region)
+      await uffd.handleInWorker(HANDLER, { workerData: { op, fill: FILL } })
+      result = touchTimed(new Uint8Array(region.buffer), pageSize, 0, warmup, pages, expect)
+    } else if (contender === 'js') {
+      uffd.register(region)
+      const page = new Uint8Array(pageSize).fill(FILL)
+      uffd.handle(op === 'zero' ? (fault) => void fault.zero() : (fault) => void fault.copy(page))
+      peer = new Peer(TOUCHER, { kind: 'latency', region: region.share(), warmup, count: pages, expect })
+      result = await peer.next()
+    } else {
+      throw new Error(`unknown latency contender ${contender}`)
+    }
+    stats = await statsOf(uffd)
+  } finally {
+    if (peer) await peer.close()
+    uffd.close()
+    region.close()
+  }
+  check(`latency ${contender} ${op}`, { bad: result.bad, errors, stats })
+  if (contender === 'native' && stats.native !== warmup + pages) {
+    throw new Error(`native source resolved ${stats.native} of ${warmup + pages} faults natively: ${JSON.stringify(stats)}`)
+  }
+  return { latNs: result.latNs, residentNs: result.residentNs, stats }
+}
+
+// ---- throughput: N worker threads fault at once -------------------------------------------------
+
+async function throughput({ contender, threads, pages, warmup, spinMicros, warmMiB }) {
+  warmMemory(warmMiB)
+  const per = Math.floor(pages / threads)
+  const slice = warmup + per
+  const { uffd, errors } = openUffd(spinMicros)
+  const region = Region.anonymous(slice * threads * 4096)
+  const pageSize = region.pageSize
+  const peers = []
+  let elapsedNs
+  let bad = 0
+  let stats
+  try {
+    if (contender === 'native') {
+      uffd.register(region, { source: Source.bytes(new Uint8Array(region.size).fill(FILL)) })
+    } else if (contender === 'js') {
+      uffd.register(region)
+      const page = new Uint8Array(pageSize).fill(FILL)
+      uffd.handle((fault) => void fault.copy(page))
+    } else {
+      throw new Error(`unknown throughput contender ${contender}`)
+    }
+    const flag = new SharedArrayBuffer(4)
+    for (let k = 0; k < threads; k++) {
+      const data = { kind: 'throughput', region: region.share(), first: k * slice, warmup, count: per, expect: FILL, flag }
+      peers.push(new Peer(TOUCHER, data))
+    }
+    for (const peer of peers) {
+      const message = await peer.next()
+      if (message.type !== 'ready') throw new Error(`unexpected message ${JSON.stringify(message)}`)
+    }
+    const t0 = process.hrtime.bigint()
+    const start = new Int32Array(flag)
+    Atomics.store(start, 0, 1)
+    Atomics.notify(start, 0)
+    let end = t0
+    for (const peer of peers) {
+      const message = await peer.next()
+      const at = BigInt(message.end)
+      if (at > end) end = at
+      bad += message.bad
+    }
+    elapsedNs = Number(end - t0)
+    stats = await statsOf(uffd)
+  } finally {
+    await Promise.all(peers.map((peer) => peer.close()))
+    uffd.close()
+    region.close()
+  }
+  check(`throughput ${contender} x${threads}`, { bad, errors, stats })
+  const faults = per * threads
+  if (contender === 'native' && stats.native !== slice * threads) {
+    throw new Error(`native source resolved ${stats.native} of ${slice * threads} faults natively: ${JSON.stringify(stats)}`)
+  }
+  return { faults, elapsedNs, faultsPerSec: faults / (elapsedNs / 1e9), stats }
+}
+
+// ---- scan: one byte per page of a file, by the main thread ---------------------------------------
+
+function scanBytes(u8, pageSize, pages, t0) {
+  let bad = 0
+  let sum = 0
+  const v0 = u8[0]
+  const first = performance.now()
+  if (v0 !== scanByte(0)) bad++
+  sum += v0
+  for (let i = 1; i < pages; i++) {
+    const v = u8[i * pageSize]
+    if (v !== scanByte(i)) bad++
+    sum += v
+  }
+  const end = performance.now()
+  return { ttfbNs: Math.round((first - t0) * 1e6), elapsedNs: Math.round((end - t0) * 1e6), bad, sum }
+}
+
+async function scan({ contender, file, size, chunk, warmMiB }) {
+  warmMemory(warmMiB)
+  const pageSize = 4096
+  const pages = size / pageSize
+  if (contender === 'readFileSync') {
+    const t0 = performance.now()
+    const bytes = readFileSync(file)
+    if (bytes.length !== size) throw new Error(`${file} has ${bytes.length} bytes, not ${size}`)
+    const result = scanBytes(bytes, pageSize, pages, t0)
+    check('scan readFileSync', result)
+    return { ...result, bytes: size, mibPerSec: size / MiB / (result.elapsedNs / 1e9) }
+  }
+  const t0 = performance.now()
+  const { uffd, errors } = openUffd(0)
+  const region = Region.anonymous(size)
+  let result
+  let stats
+  let setupNs
+  try {
+    if (contender === 'prefill' || contender === 'prefill-buffer') {
+      uffd.register(region)
+      const fd = openSync(file, 'r')
+      // The staging buffer: page-aligned memory (an unregistered region), or a Buffer, which malloc
+      // places 16 bytes past a page boundary, where pread(2) copies ~3x slower on this machine.
+      const staging = contender === 'prefill' ? Region.anonymous(chunk) : undefined
+      try {
+        const buffer = staging ? new Uint8Array(staging.buffer) : Buffer.allocUnsafeSlow(chunk)
+        for (let offset = 0; offset < size; offset += chunk) {
+          const len = Math.min(chunk, size - offset)
+          let got = 0
+          while (got < len) {
+            const n = readSync(fd, buffer, got, len - got, offset + got)
+            if (n === 0) throw new Error(`${file} ended at ${offset + got}`)
+            got += n
+          }
+          let done = 0
+          while (done < len) {
+            const mapped = uffd.copy(region, offset + done, buffer.subarray(done, len))
+            if (mapped <= 0) throw new Error(`uffd.copy mapped ${mapped} bytes at ${offset + done}`)
+            done += mapped
+          }
+        }
+      } finally {
+        closeSync(fd)
+        staging?.close()
+      }
+    } else {
+      const readahead = {
+        'file-ra16': { pages: 16 },
+        'file-adaptive': { pages: 16, adaptive: true, maxPages: 512 },
+        'file-nora': undefined,
+      }
+      if (!(contender in readahead)) throw new Error(`unknown scan contender ${contender}`)
+      uffd.register(region, { source: Source.file(file), readahead: readahead[contender] })
+    }
+    // The first ArrayBuffer over a large region may start a garbage collection (V8 counts it as
+    // external memory): part of the set-up a program pays too.
+    const u8 = new Uint8Array(region.buffer)
+    setupNs = Math.round((performance.now() - t0) * 1e6)
+    result = scanBytes(u8, pageSize, pages, t0)
+    stats = await statsOf(uffd)
+  } finally {
+    uffd.close()
+    region.close()
+  }
+  check(`scan ${contender}`, { bad: result.bad, errors, stats })
+  return { ...result, setupNs, bytes: size, mibPerSec: size / MiB / (result.elapsedNs / 1e9), stats }
+}
+
+// ---- the kernel's own fault: no userfaultfd ------------------------------------------------------
+
+async function floor({ pages, warmMiB }) {
+  warmMemory(warmMiB)
+  const a = Region.anonymous(pages * 4096)
+  const b = Region.anonymous(pages * 4096)
+  try {
+    const pageSize = a.pageSize
+    const read = touchTimed(new Uint8Array(a.buffer), pageSize, 0, 0, pages, 0)
+    const u8 = new Uint8Array(b.buffer)
+    const lat = new Float64Array(pages)
+    for (let i = 0; i < pages; i++) {
+      const t0 = performance.now()
+      u8[i * pageSize] = 1
+      lat[i] = performance.now() - t0
+    }
+    if (read.bad) throw new Error(`${read.bad} bytes of fresh anonymous memory were not zero`)
+    return { readNs: read.latNs, writeNs: Array.from(lat, (ms) => Math.round(ms * 1e6)), residentNs: read.residentNs }
+  } finally {
+    a.close()
+    b.close()
+  }
+}
+
+const KINDS = { latency, throughput, scan, floor }
+
+async function main() {
+  const specs = JSON.parse(process.argv[2] ?? '[]')
+  for (const spec of specs) {
+    let line
+    try {
+      const run = KINDS[spec.kind]
+      if (!run) throw new Error(`unknown measurement kind ${spec.kind}`)
+      line = { id: spec.id, ok: true, ...(await run(spec)) }
+    } catch (error) {
+      line = { id: spec.id, ok: false, error: error?.stack ?? String(error) }
+    }
+    process.stdout.write(`${JSON.stringify(line)}\n`)
+  }
+  // Everything was closed: the process should exit by itself now. If a handle keeps it alive,
+  // say which and exit with a distinct status so the runner reports it.
+  setTimeout(() => {
+    process.stderr.write(`child: still alive 5 s after the last measurement: ${process.getActiveResourcesInfo().join(', ')}\n`)
+    process.exit(3)
+  }, 5000).unref()
+}
+
+main().catch((error) => {
+  process.stderr.write(`child: ${error?.stack ?? error}\n`)
+  process.exitCode = 1
+})

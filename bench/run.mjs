@@ -1,0 +1,1162 @@
+#!/usr/bin/env node
+// The benchmark runner of the userfaultfd package: `npm run bench` (= node bench/run.mjs).
+//
+//   node bench/run.mjs [--quick] [--json FILE] [--scenario NAME]... [--reps N]
+//
+// Every scenario runs each contender in the same run, contenders alternating (their order rotates
+// from one repetition to the next), several repetitions, and reports medians over repetitions with
+// ratios to the C baseline (bench/baseline.c, built here with the system compiler) of the same
+// scenario and pinning. Measurements run in child processes (bench/child.mjs for the package, the
+// C baseline for itself), one after the other, never two at once. Results: tables on stdout,
+// progress on stderr, JSON in bench/out/results.json (and in FILE with --json).
+import { spawn, spawnSync } from 'node:child_process'
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs'
+import { availableParallelism, release } from 'node:os'
+import { dirname, join, relative, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { latencySummary, median, scanByte } from './common.mjs'
+
+const HERE = dirname(fileURLToPath(import.meta.url))
+const ROOT = resolve(HERE, '..')
+const OUT = join(HERE, 'out')
+const CHILD = join(HERE, 'child.mjs')
+const BASELINE_SRC = join(HERE, 'baseline.c')
+const BASELINE_BIN = join(OUT, 'baseline')
+const MiB = 1024 * 1024
+const SCENARIOS = ['latency-copy', 'latency-zero', 'throughput', 'scan', 'kernel-floor']
+
+// ---- arguments -------------------------------------------------------------------------------------
+
+const USAGE = `usage: node bench/run.mjs [--quick] [--json FILE] [--scenario NAME]... [--reps N]
+
+  --quick          small sizes and 3 repetitions: the whole run in under a minute
+  --json FILE      also write the machine-readable results to FILE (always: bench/out/results.json)
+  --scenario NAME  run only this scenario (repeatable): ${SCENARIOS.join(', ')}
+  --reps N         repetitions per contender (default 5, or 3 with --quick)
+  --help           this text`
+
+let args
+try {
+  args = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      json: { type: 'string' },
+      scenario: { type: 'string', multiple: true },
+      reps: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  }).values
+} catch (error) {
+  process.stderr.write(`${error.message}\n${USAGE}\n`)
+  process.exit(2)
+}
+if (args.help) {
+  process.stdout.write(`${USAGE}\n`)
+  process.exit(0)
+}
+const scenarios = args.scenario ?? SCENARIOS
+for (const name of scenarios) {
+  if (!SCENARIOS.includes(name)) {
+    process.stderr.write(`unknown scenario ${name}: choose among ${SCENARIOS.join(', ')}\n`)
+    process.exit(2)
+  }
+}
+const quick = args.quick
+const reps = args.reps === undefined ? (quick ? 3 : 5) : Number(args.reps)
+if (!Number.isInteger(reps) || reps < 1) {
+  process.stderr.write(`--reps takes a positive integer, not ${args.reps}\n`)
+  process.exit(2)
+}
+
+const config = {
+  quick,
+  reps,
+  // One child process per measurement for the full run; with --quick, the package's contenders of
+  // one repetition and pinning share a child (Node.js starts in ~0.25 s here: that budget matters).
+  isolate: !quick,
+  warmMiB: quick ? 32 : 64,
+  latencyPages: quick ? 1000 : 2000,
+  latencyWarmup: quick ? 100 : 200,
+  spinMicros: 50,
+  throughputPages: quick ? 4096 : 32768,
+  throughputWarmup: quick ? 16 : 64,
+  throughputThreads: [1, 2, 8],
+  scanMiB: quick ? 64 : 256,
+  scanChunk: 2 * MiB,
+  scanReadahead: 16,
+  floorPages: quick ? 1000 : 2000,
+}
+
+// ---- the environment -----------------------------------------------------------------------------
+
+mkdirSync(OUT, { recursive: true })
+// bench/out/ is git-ignored but biome does not read .gitignore here: keep it off generated files.
+if (!existsSync(join(OUT, 'biome.json'))) {
+  writeFileSync(join(OUT, 'biome.json'), `${JSON.stringify({ root: false, files: { includes: ['!**'] } }, null, 2)}\n`)
+}
+const startedAt = new Date()
+const warnings = []
+const cpus = availableParallelism()
+const command = ['node', 'bench/run.mjs', ...process.argv.slice(2)].join(' ')
+
+function git(...gitArgs) {
+  const r = spawnSync('git', gitArgs, { cwd: ROOT, encoding: 'utf8' })
+  return r.status === 0 ? r.stdout.trim() : undefined
+}
+const commit = git('rev-parse', '--short', 'HEAD')
+const dirty = git('status', '--porcelain', '--untracked-files=no')
+
+if (!existsSync(join(ROOT, 'dist', 'index.mjs'))) {
+  process.stderr.write(`dist/index.mjs is missing: run \`npm run build:ts\` in ${ROOT} first\n`)
+  process.exit(1)
+}
+
+// ---- is the machine idle? Other processes' CPU time skews every figure (wake-ups above all) ----------
+
+const clockTicks = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100
+
+function cpuSnapshot() {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+  const processes = new Map()
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const close = stat.lastIndexOf(')')
+      const rest = stat.slice(close + 2).split(' ')
+      processes.set(pid, { comm: stat.slice(stat.indexOf('(') + 1, close), ticks: Number(rest[11]) + Number(rest[12]) })
+    } catch {
+      // The process ended meanwhile.
+    }
+  }
+  return { idle: fields[3] + (fields[4] ?? 0), total: fields.reduce((a, b) => a + b, 0), processes, at: performance.now() }
+}
+
+/** CPUs kept busy by other processes over `ms`, and which processes. */
+async function measureLoad(ms = 1000) {
+  const a = cpuSnapshot()
+  await sleep(ms)
+  const b = cpuSnapshot()
+  const seconds = (b.at - a.at) / 1000
+  const busyCpus = (1 - (b.idle - a.idle) / Math.max(1, b.total - a.total)) * cpus
+  const busiest = []
+  for (const [pid, p] of b.processes) {
+    const before = a.processes.get(pid)
+    if (!before || Number(pid) === process.pid) continue
+    const share = (p.ticks - before.ticks) / clockTicks / seconds
+    if (share >= 0.05) busiest.push({ pid: Number(pid), comm: p.comm, cpu: Math.round(share * 100) / 100 })
+  }
+  busiest.sort((x, y) => y.cpu - x.cpu)
+  return { busyCpus: Math.round(busyCpus * 100) / 100, busiest }
+}
+
+function loadWarning(when, load) {
+  if (load.busyCpus < 0.15) return
+  const who = load.busiest.map((p) => `pid ${p.pid} ${p.comm} ${Math.round(p.cpu * 100)}%`).join(', ')
+  warnings.push(
+    `the machine was not idle ${when}: ${load.busyCpus} of ${cpus} CPUs busy${who ? ` (${who})` : ''}; ` +
+      'other load changes every figure here, cross-CPU wake-ups above all',
+  )
+}
+
+const loadBefore = await measureLoad()
+loadWarning('before the run', loadBefore)
+
+const tasksetOk = spawnSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' }).status === 0
+if (!tasksetOk) warnings.push('taskset is missing or refused: the pinned (same-CPU) figures are skipped')
+if (cpus < 2) warnings.push(`only ${cpus} CPU available: "unpinned" is the same as pinned here`)
+const pins = tasksetOk ? ['same', 'none'] : ['none']
+
+const compile = spawnSync('cc', ['-O2', '-pthread', '-o', BASELINE_BIN, BASELINE_SRC], { encoding: 'utf8' })
+const compileError =
+  compile.error?.message ?? (compile.status === 0 ? undefined : `cc exited with ${compile.status}: ${compile.stderr.trim()}`)
+if (compileError) warnings.push(`the C baseline did not build, its figures are missing: ${compileError}`)
+
+// ---- contenders ------------------------------------------------------------------------------------
+
+const PIN_NAMES = { same: 'pinned: every thread on CPU 0', none: 'unpinned' }
+
+function latencyRows(id, label) {
+  return [
+    {
+      id,
+      label,
+      extract: (r) => ({ ...latencySummary(r.latNs), timerNs: r.residentNs ?? r.residentReadNs, sameCpuShare: r.sameCpuShare }),
+    },
+  ]
+}
+
+/** A C latency contender; `cross` pins its faulting thread to CPU 0 and its handler to CPU 1 (in the unpinned table only). */
+function cLatency(id, label, op, spin = 0, cross = false) {
+  return {
+    id,
+    kind: 'c',
+    onlyPin: cross ? 'none' : undefined,
+    args: (pin) => [
+      '--mode',
+      'latency',
+      '--op',
+      op,
+      '--pages',
+      config.latencyPages,
+      '--warmup',
+      config.latencyWarmup,
+      '--pin',
+      cross ? 'cross' : pin,
+      '--spin',
+      spin,
+      '--warm-mib',
+      config.warmMiB,
+    ],
+    rows: latencyRows(id, label),
+  }
+}
+
+function jsLatency(id, label, contender, op, spinMicros = 0) {
+  return {
+    id,
+    kind: 'js',
+    spec: () => ({
+      kind: 'latency',
+      contender,
+      op,
+      pages: config.latencyPages,
+      warmup: config.latencyWarmup,
+      spinMicros,
+      warmMiB: config.warmMiB,
+    }),
+    rows: latencyRows(id, label),
+  }
+}
+
+function throughputRows(id, label, threads) {
+  return [
+    {
+      id,
+      label,
+      threads,
+      ref: `c@${threads}`,
+      extract: (r) => ({
+        faultsPerSec: r.faults / (r.elapsedNs / 1e9),
+        elapsedNs: r.elapsedNs,
+        faults: r.faults,
+        // How many faults one wake-up of the handler took: messages per read(2) for C, per JS callback for the package.
+        perWake: r.handler ? r.handler.faults / r.handler.reads : r.stats?.batches ? r.stats.messages / r.stats.batches : undefined,
+      }),
+    },
+  ]
+}
+
+function scanRows(id, label) {
+  return [
+    {
+      id,
+      label,
+      extract: (r) => ({
+        mibPerSec: r.bytes / MiB / (r.elapsedNs / 1e9),
+        ttfbNs: r.ttfbNs,
+        elapsedNs: r.elapsedNs,
+        setupNs: r.setupNs,
+        firstReadNs: Number.isFinite(r.setupNs) ? r.ttfbNs - r.setupNs : undefined,
+      }),
+    },
+  ]
+}
+
+function scanNote(x) {
+  if (!Number.isFinite(x.setupNs)) return ''
+  return `set-up ${time(x.setupNs)}, then first read ${time(x.firstReadNs)}`
+}
+
+function scanFile() {
+  return join(OUT, `scan-${config.scanMiB}MiB.bin`)
+}
+
+function cScan(id, label, mode) {
+  return {
+    id,
+    kind: 'c',
+    args: () => [
+      '--mode',
+      mode,
+      '--file',
+      scanFile(),
+      '--chunk',
+      config.scanChunk,
+      '--ra',
+      config.scanReadahead,
+      '--warm-mib',
+      config.scanMiB,
+    ],
+    rows: scanRows(id, label),
+  }
+}
+
+function jsScan(id, label, contender) {
+  return {
+    id,
+    kind: 'js',
+    spec: () => ({
+      kind: 'scan',
+      contender,
+      file: scanFile(),
+      size: config.scanMiB * MiB,
+      chunk: config.scanChunk,
+      warmMiB: config.scanMiB,
+    }),
+    rows: scanRows(id, label),
+  }
+}
+
+const DEFINITIONS = {
+  'latency-copy': {
+    title: 'latency-copy: one thread takes missing faults on fresh pages, each resolved by COPY of one page',
+    unit: 'latency',
+    pins,
+    base: 'c',
+    contenders: [
+      cLatency('c', 'C baseline (epoll, sleeps)', 'copy'),
+      cLatency('c-spin', 'C baseline, polls 50 us before sleeping', 'copy', 50),
+      ...(cpus >= 2
+        ? [
+            cLatency('c-cross', 'C baseline, handler pinned to the other CPU', 'copy', 0, true),
+            cLatency('c-cross-spin', 'C baseline, other CPU, polls 50 us', 'copy', 50, true),
+          ]
+        : []),
+      jsLatency('native', 'native Source.bytes, main thread reads', 'native', 'copy'),
+      jsLatency('native-spin', 'native Source.bytes, spinMicros 50', 'native', 'copy', 50),
+      jsLatency('js', 'JS handler on main, a worker reads', 'js', 'copy'),
+      jsLatency('js-spin', 'JS handler on main, spinMicros 50', 'js', 'copy', 50),
+      jsLatency('worker', 'handleInWorker, main thread reads', 'worker', 'copy'),
+      jsLatency('worker-spin', 'handleInWorker, spinMicros 50', 'worker', 'copy', 50),
+    ],
+  },
+  'latency-zero': {
+    title: 'latency-zero: the same with ZEROPAGE',
+    unit: 'latency',
+    pins,
+    base: 'c',
+    contenders: [
+      cLatency('c', 'C baseline (UFFDIO_ZEROPAGE)', 'zero'),
+      ...(cpus >= 2 ? [cLatency('c-cross', 'C baseline, handler pinned to the other CPU', 'zero', 0, true)] : []),
+      jsLatency('native', 'native Source.zero(), main thread reads', 'native', 'zero'),
+      jsLatency('js', 'JS handler fault.zero() on main, a worker reads', 'js', 'zero'),
+      jsLatency('worker', 'handleInWorker fault.zero(), main reads', 'worker', 'zero'),
+    ],
+  },
+  throughput: {
+    title: 'throughput: N threads fault at once on their own pages (COPY of one page each), faults per second',
+    unit: 'throughput',
+    pins: ['none'],
+    contenders: config.throughputThreads.flatMap((threads) => [
+      {
+        id: `c@${threads}`,
+        kind: 'c',
+        args: (pin) => [
+          '--mode',
+          'throughput',
+          '--op',
+          'copy',
+          '--pages',
+          config.throughputPages,
+          '--threads',
+          threads,
+          '--pin',
+          pin,
+          '--warm-mib',
+          config.warmMiB,
+        ],
+        rows: throughputRows(`c@${threads}`, 'C baseline (pthreads)', threads),
+      },
+      {
+        id: `native@${threads}`,
+        kind: 'js',
+        spec: () => ({
+          kind: 'throughput',
+          contender: 'native',
+          threads,
+          pages: config.throughputPages,
+          warmup: config.throughputWarmup,
+          warmMiB: config.warmMiB,
+        }),
+        rows: throughputRows(`native@${threads}`, 'native Source.bytes, worker threads read', threads),
+      },
+      {
+        id: `js@${threads}`,
+        kind: 'js',
+        spec: () => ({
+          kind: 'throughput',
+          contender: 'js',
+          threads,
+          pages: config.throughputPages,
+          warmup: config.throughputWarmup,
+          warmMiB: config.warmMiB,
+        }),
+        rows: throughputRows(`js@${threads}`, 'JS handler on main, worker threads read', threads),
+      },
+    ]),
+  },
+  scan: {
+    title: `scan: one byte per page of a ${config.scanMiB} MiB file (in the page cache), read by the main thread`,
+    unit: 'scan',
+    pins: ['none'],
+    base: 'c-prefill',
+    contenders: [
+      cScan('c-prefill', 'C: pread + UFFDIO_COPY 2 MiB chunks, then read', 'scan'),
+      cScan('c-fault', 'C handler: pread + COPY of 16 pages per fault', 'scan-fault'),
+      cScan('c-mmap', "C: mmap of the file (the kernel's own faults)", 'scan-mmap'),
+      jsScan('prefill', 'uffd.copy of 2 MiB chunks (readSync), then read', 'prefill'),
+      jsScan('prefill-buffer', 'the same, staged in a Buffer (malloc, +16 B)', 'prefill-buffer'),
+      jsScan('file-ra16', 'Source.file, readahead {pages:16}', 'file-ra16'),
+      jsScan('file-adaptive', 'Source.file, readahead 16, adaptive, max 512', 'file-adaptive'),
+      jsScan('file-nora', 'Source.file, no readahead', 'file-nora'),
+      jsScan('readFileSync', 'fs.readFileSync, then read', 'readFileSync'),
+    ],
+  },
+  'kernel-floor': {
+    title: "kernel-floor: the kernel's own missing fault on plain anonymous memory, no userfaultfd",
+    unit: 'latency',
+    pins: ['none'],
+    contenders: [
+      {
+        id: 'c',
+        kind: 'c',
+        args: (pin) => ['--mode', 'floor', '--pages', config.floorPages, '--pin', pin, '--warm-mib', config.warmMiB],
+        rows: [
+          { id: 'c-read', label: 'C: read (maps the zero page)', extract: (r) => latencySummary(r.readNs) },
+          { id: 'c-write', label: 'C: write (allocates a page)', extract: (r) => latencySummary(r.writeNs) },
+        ],
+      },
+      {
+        id: 'js',
+        kind: 'js',
+        spec: () => ({ kind: 'floor', pages: config.floorPages, warmMiB: config.warmMiB }),
+        rows: [
+          {
+            id: 'js-read',
+            label: 'JS: read of Region.anonymous, unregistered',
+            ref: 'c-read',
+            extract: (r) => ({ ...latencySummary(r.readNs), timerNs: r.residentNs }),
+          },
+          {
+            id: 'js-write',
+            label: 'JS: write of Region.anonymous, unregistered',
+            ref: 'c-write',
+            extract: (r) => latencySummary(r.writeNs),
+          },
+        ],
+      },
+    ],
+  },
+}
+// The ratio of a row is to its `ref` row, else to the scenario's base contender.
+for (const row of DEFINITIONS['kernel-floor'].contenders[0].rows) row.ref = row.id
+
+// ---- the plan: tasks (child processes) in the order they run -------------------------------------------
+
+function rotate(list, by) {
+  const k = by % list.length
+  return [...list.slice(k), ...list.slice(0, k)]
+}
+
+const tasks = []
+for (const name of scenarios) {
+  const def = DEFINITIONS[name]
+  for (let rep = 0; rep < reps; rep++) {
+    for (const pin of rotate(def.pins, rep)) {
+      const order = rotate(def.contenders, rep)
+      let batch
+      for (const contender of order) {
+        if (contender.onlyPin && contender.onlyPin !== pin) continue
+        if (contender.kind === 'c') {
+          tasks.push({ kind: 'c', scenario: name, rep, pin, contenders: [contender] })
+        } else if (config.isolate) {
+          tasks.push({ kind: 'js', scenario: name, rep, pin, contenders: [contender] })
+        } else if (batch) {
+          batch.contenders.push(contender)
+        } else {
+          batch = { kind: 'js', scenario: name, rep, pin, contenders: [contender] }
+          tasks.push(batch)
+        }
+      }
+    }
+  }
+}
+const totalRows = tasks.reduce((n, task) => n + task.contenders.reduce((m, c) => m + c.rows.length, 0), 0)
+
+// ---- running child processes ---------------------------------------------------------------------------
+
+const running = new Set()
+let progress
+
+/** Runs a command; calls onLine for each line of stdout; kills it (by its pid) after timeoutMs. */
+function runProcess(cmd, argv, { timeoutMs, onLine }) {
+  return new Promise((resolvePromise) => {
+    const child = spawn(cmd, argv.map(String), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    running.add(child)
+    let stdout = ''
+    let stderr = ''
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, timeoutMs)
+    child.stdout.setEncoding('utf8')
+    child.stdout.on('data', (data) => {
+      stdout += data
+      let nl = stdout.indexOf('\n')
+      while (nl >= 0) {
+        const line = stdout.slice(0, nl)
+        stdout = stdout.slice(nl + 1)
+        if (line.trim()) onLine(line)
+        nl = stdout.indexOf('\n')
+      }
+    })
+    child.stderr.setEncoding('utf8')
+    child.stderr.on('data', (data) => {
+      stderr = (stderr + data).slice(-4000)
+    })
+    const finish = (code, signal, spawnError) => {
+      clearTimeout(timer)
+      running.delete(child)
+      if (stdout.trim()) onLine(stdout)
+      stdout = ''
+      resolvePromise({ code, signal, stderr: stderr.trim(), timedOut, spawnError })
+    }
+    child.on('error', (error) => finish(null, null, error))
+    child.on('close', (code, signal) => finish(code, signal))
+  })
+}
+
+function stopChildren() {
+  for (const child of running) child.kill('SIGKILL')
+}
+for (const [signal, status] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+]) {
+  process.on(signal, () => {
+    stopChildren()
+    progress?.stop()
+    process.stderr.write(`${signal}: the child processes were killed\n`)
+    process.exit(status)
+  })
+}
+
+// ---- progress on stderr ------------------------------------------------------------------------------
+
+progress = await makeProgress(totalRows)
+
+async function makeProgress(total) {
+  let done = 0
+  if (process.stderr.isTTY) {
+    try {
+      const { default: cliProgress } = await import('cli-progress')
+      const multi = new cliProgress.MultiBar(
+        {
+          stream: process.stderr,
+          format: ' {bar} {value}/{total} | {duration_formatted} | {label}',
+          hideCursor: true,
+          clearOnComplete: true,
+          etaBuffer: 50,
+        },
+        cliProgress.Presets.shades_classic,
+      )
+      const bar = multi.create(total, 0, { label: 'starting' })
+      return {
+        start: (label) => bar.update(done, { label }),
+        tick: (_line, failed) => {
+          done++
+          bar.update(done)
+          if (failed) multi.log(`${failed}\n`)
+        },
+        stop: () => multi.stop(),
+      }
+    } catch {
+      // cli-progress is a devDependency: without it, one line per measurement.
+    }
+  }
+  const width = String(total).length
+  return {
+    start: () => {},
+    tick: (line, failed) => {
+      done++
+      process.stderr.write(`[${String(done).padStart(width)}/${total}] ${line}\n`)
+      if (failed) process.stderr.write(`${failed}\n`)
+    },
+    stop: () => {},
+  }
+}
+
+// ---- measurements ------------------------------------------------------------------------------------
+
+const measurements = []
+
+function describe(m) {
+  if (!m.ok) return 'FAILED'
+  const x = m.metrics
+  if (x.p50Ns !== undefined) return `p50 ${us(x.p50Ns)} p99 ${us(x.p99Ns)}`
+  if (x.faultsPerSec !== undefined) return `${rate(x.faultsPerSec)} faults/s`
+  if (x.mibPerSec !== undefined) return `${x.mibPerSec.toFixed(0)} MiB/s, first byte ${time(x.ttfbNs)}`
+  return ''
+}
+
+function record(task, row, ok, metrics, error) {
+  const m = { scenario: task.scenario, pin: task.pin, rep: task.rep, contender: row.id, label: row.label, ok, metrics, error }
+  measurements.push(m)
+  const line = `${task.scenario} ${task.pin === 'same' ? 'pinned' : 'unpinned'} rep ${task.rep + 1}/${reps} ${row.label}: ${describe(m)}`
+  progress.tick(line, ok ? undefined : `  ${task.scenario} ${row.label} (rep ${task.rep + 1}, ${task.pin}) failed: ${firstLine(error)}`)
+}
+
+function firstLine(text) {
+  return (
+    String(text ?? '')
+      .split('\n')
+      .find((l) => l.trim()) ?? 'unknown error'
+  )
+}
+
+function recordOutput(task, contender, raw, error) {
+  for (const row of contender.rows) {
+    if (error !== undefined) {
+      record(task, row, false, undefined, error)
+      continue
+    }
+    try {
+      record(task, row, true, row.extract(raw))
+    } catch (extractError) {
+      record(task, row, false, undefined, `unreadable result: ${extractError.message}`)
+    }
+  }
+}
+
+function exitText(result) {
+  if (result.spawnError) return `could not start: ${result.spawnError.message}`
+  if (result.timedOut) return 'timed out and was killed'
+  if (result.signal) return `killed by ${result.signal}`
+  return `exited with code ${result.code}`
+}
+
+async function runTask(task) {
+  const all = task.contenders.map((c) => c.rows.map((r) => r.label).join(', ')).join('; ')
+  const labels = all.length > 60 ? `${all.slice(0, 57)}...` : all
+  progress.start(`${task.scenario} ${task.pin === 'same' ? 'pinned' : 'unpinned'} rep ${task.rep + 1}/${reps}: ${labels}`)
+  if (task.kind === 'c') {
+    const [contender] = task.contenders
+    if (compileError) return recordOutput(task, contender, undefined, `the C baseline did not build: ${compileError}`)
+    const lines = []
+    const result = await runProcess(BASELINE_BIN, contender.args(task.pin), { timeoutMs: 120_000, onLine: (l) => lines.push(l) })
+    let raw
+    try {
+      raw = JSON.parse(lines.join('\n'))
+    } catch {
+      raw = undefined
+    }
+    if (result.code !== 0 || !raw?.ok) {
+      const detail = [exitText(result), result.stderr].filter(Boolean).join(': ')
+      return recordOutput(task, contender, undefined, `C baseline ${detail}`)
+    }
+    return recordOutput(task, contender, raw)
+  }
+  const specs = task.contenders.map((contender, i) => ({ id: i, ...contender.spec() }))
+  const seen = new Set()
+  const argv = [CHILD, JSON.stringify(specs)]
+  const [cmd, fullArgv] = task.pin === 'same' ? ['taskset', ['-c', '0', process.execPath, ...argv]] : [process.execPath, argv]
+  const result = await runProcess(cmd, fullArgv, {
+    timeoutMs: 60_000 + 90_000 * specs.length,
+    onLine: (line) => {
+      let out
+      try {
+        out = JSON.parse(line)
+      } catch {
+        warnings.push(`${task.scenario}: a child printed a line that is not JSON: ${line.slice(0, 200)}`)
+        return
+      }
+      const contender = task.contenders[out.id]
+      if (!contender || seen.has(out.id)) return
+      seen.add(out.id)
+      recordOutput(task, contender, out, out.ok ? undefined : out.error)
+    },
+  })
+  const unfinished = task.contenders.filter((_, i) => !seen.has(i))
+  for (const contender of unfinished) {
+    recordOutput(
+      task,
+      contender,
+      undefined,
+      `child process ${exitText(result)} before this measurement ended${result.stderr ? `\n${result.stderr}` : ''}`,
+    )
+  }
+  if (unfinished.length === 0 && result.code !== 0) {
+    warnings.push(
+      `${task.scenario} (rep ${task.rep + 1}, ${task.pin}): the child ${exitText(result)} after its measurements: ${result.stderr}`,
+    )
+  } else if (result.stderr && unfinished.length === 0) {
+    warnings.push(`${task.scenario} (rep ${task.rep + 1}, ${task.pin}): the child wrote on stderr: ${result.stderr.slice(0, 600)}`)
+  }
+}
+
+// ---- the scan file: written once, read once into the page cache ---------------------------------------
+
+function prepareScanFile() {
+  const path = scanFile()
+  const size = config.scanMiB * MiB
+  const chunk = Buffer.alloc(2 * MiB)
+  const pagesPerChunk = chunk.length / 4096
+  const fill = (firstPage) => {
+    for (let p = 0; p < pagesPerChunk; p++) chunk.fill(scanByte(firstPage + p), p * 4096, (p + 1) * 4096)
+  }
+  let valid = existsSync(path) && statSync(path).size === size
+  if (valid) {
+    // Check a few chunks: the file may be from an older layout.
+    const fd = openSync(path, 'r')
+    const probe = Buffer.alloc(chunk.length)
+    try {
+      for (const at of [0, size / 2, size - chunk.length]) {
+        readSync(fd, probe, 0, probe.length, at)
+        fill(at / 4096)
+        if (!probe.equals(chunk)) valid = false
+      }
+    } finally {
+      closeSync(fd)
+    }
+  }
+  if (!valid) {
+    const temp = `${path}.tmp`
+    const fd = openSync(temp, 'w')
+    try {
+      for (let at = 0; at < size; at += chunk.length) {
+        fill(at / 4096)
+        writeSync(fd, chunk, 0, chunk.length, at)
+      }
+    } finally {
+      closeSync(fd)
+    }
+    renameSync(temp, path)
+  }
+  // Read it once so that every contender finds it in the page cache.
+  const fd = openSync(path, 'r')
+  try {
+    for (let at = 0; at < size; at += chunk.length) readSync(fd, chunk, 0, chunk.length, at)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+// ---- summaries -----------------------------------------------------------------------------------------
+
+function us(ns) {
+  if (!Number.isFinite(ns)) return '-'
+  return ns >= 100_000 ? `${(ns / 1000).toFixed(0)} us` : `${(ns / 1000).toFixed(1)} us`
+}
+function time(ns) {
+  if (!Number.isFinite(ns)) return '-'
+  if (ns >= 1e9) return `${(ns / 1e9).toFixed(2)} s`
+  if (ns >= 1e6) return `${(ns / 1e6).toFixed(1)} ms`
+  return `${(ns / 1e3).toFixed(0)} us`
+}
+function rate(x) {
+  if (!Number.isFinite(x)) return '-'
+  return x >= 1e6 ? `${(x / 1e6).toFixed(2)}M` : `${(x / 1e3).toFixed(1)}k`
+}
+function ratio(x) {
+  return Number.isFinite(x) ? `${x.toFixed(2)}x` : '-'
+}
+
+/** Per scenario, pinning and row: medians over the repetitions that succeeded. */
+function summarize() {
+  const groups = new Map()
+  for (const m of measurements) {
+    const key = `${m.scenario}\u0000${m.pin}\u0000${m.contender}`
+    if (!groups.has(key)) groups.set(key, { scenario: m.scenario, pin: m.pin, contender: m.contender, label: m.label, runs: [] })
+    groups.get(key).runs.push(m)
+  }
+  const summaries = []
+  for (const g of groups.values()) {
+    const ok = g.runs.filter((r) => r.ok)
+    const failed = g.runs.filter((r) => !r.ok)
+    const metrics = {}
+    const spread = {}
+    for (const name of Object.keys(ok[0]?.metrics ?? {})) {
+      const values = ok.map((r) => r.metrics[name]).filter((v) => Number.isFinite(v))
+      if (!values.length) continue
+      metrics[name] = median(values)
+      spread[name] = [Math.min(...values), Math.max(...values)]
+    }
+    summaries.push({
+      scenario: g.scenario,
+      pin: g.pin,
+      contender: g.contender,
+      label: g.label,
+      reps: g.runs.length,
+      ok: ok.length,
+      failed: failed.length,
+      errors: [...new Set(failed.map((r) => firstLine(r.error)))],
+      metrics,
+      spread,
+    })
+  }
+  return summaries
+}
+
+function rowDef(scenario, id) {
+  for (const contender of DEFINITIONS[scenario].contenders) for (const row of contender.rows) if (row.id === id) return row
+  return undefined
+}
+
+function find(summaries, scenario, pin, contender) {
+  return summaries.find((s) => s.scenario === scenario && s.pin === pin && s.contender === contender)
+}
+
+function refOf(summaries, s) {
+  const def = DEFINITIONS[s.scenario]
+  const ref = rowDef(s.scenario, s.contender)?.ref ?? def.base
+  return ref === undefined ? undefined : find(summaries, s.scenario, s.pin, ref)
+}
+
+function markdownTable(header, rows) {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)))
+  const line = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i])).join(' | ')} |`
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n')
+}
+
+function failedCell(s) {
+  return s.ok === 0 ? `FAILED (${s.failed}/${s.reps}): ${s.errors[0]}` : ''
+}
+
+function note(s) {
+  const parts = []
+  if (s.failed && s.ok) parts.push(`${s.failed}/${s.reps} reps failed: ${s.errors[0]}`)
+  return parts.join('; ')
+}
+
+function latencyTable(summaries, scenario, pin) {
+  const rows = []
+  const cSpin = find(summaries, scenario, pin, 'c-spin')
+  for (const s of summaries.filter((x) => x.scenario === scenario && x.pin === pin)) {
+    if (!s.ok) {
+      rows.push([s.label, failedCell(s), '', '', '', '', ''])
+      continue
+    }
+    const ref = refOf(summaries, s)
+    const x = s.metrics
+    const isSpin = s.contender.endsWith('-spin') && !s.contender.startsWith('c')
+    const vsSpin = isSpin && cSpin?.ok ? ` (${ratio(x.p50Ns / cSpin.metrics.p50Ns)} of C spin)` : ''
+    rows.push([
+      s.label,
+      us(x.p50Ns),
+      us(x.p99Ns),
+      `${us(s.spread.p50Ns[0])} - ${us(s.spread.p50Ns[1])}`,
+      ref?.ok ? `${ratio(x.p50Ns / ref.metrics.p50Ns)}${vsSpin}` : '-',
+      ref?.ok ? ratio(x.p99Ns / ref.metrics.p99Ns) : '-',
+      [
+        x.timerNs === undefined ? '' : `timer ${Math.round(x.timerNs)} ns`,
+        x.sameCpuShare === undefined || pin === 'same' ? '' : `same CPU ${(x.sameCpuShare * 100).toFixed(0)}%`,
+        note(s),
+      ]
+        .filter(Boolean)
+        .join('; '),
+    ])
+  }
+  return markdownTable(['contender', 'p50', 'p99', 'p50 min - max', 'p50 / C', 'p99 / C', 'notes'], rows)
+}
+
+function throughputTable(summaries) {
+  const rows = []
+  const kinds = ['c', 'native', 'js']
+  const order = (s) => rowDef('throughput', s.contender).threads * 10 + kinds.indexOf(s.contender.split('@')[0])
+  const list = summaries.filter((x) => x.scenario === 'throughput').sort((a, b) => order(a) - order(b))
+  for (const s of list) {
+    const threads = rowDef('throughput', s.contender).threads
+    if (!s.ok) {
+      rows.push([s.label, threads, failedCell(s), '', '', ''])
+      continue
+    }
+    const ref = refOf(summaries, s)
+    const x = s.metrics
+    rows.push([
+      s.label,
+      threads,
+      `${rate(x.faultsPerSec)}/s`,
+      `${rate(s.spread.faultsPerSec[0])} - ${rate(s.spread.faultsPerSec[1])}`,
+      ref?.ok ? ratio(x.faultsPerSec / ref.metrics.faultsPerSec) : '-',
+      [
+        `${(1e9 / x.faultsPerSec / 1000).toFixed(1)} us/fault`,
+        x.perWake === undefined ? '' : `${x.perWake.toFixed(2)} faults per ${s.contender.startsWith('c@') ? 'read(2)' : 'JS callback'}`,
+        note(s),
+      ]
+        .filter(Boolean)
+        .join('; '),
+    ])
+  }
+  return markdownTable(['contender', 'threads', 'faults/s', 'min - max', 'vs C', 'notes'], rows)
+}
+
+function scanTable(summaries) {
+  const rows = []
+  const prefill = find(summaries, 'scan', 'none', 'prefill')
+  const slurp = find(summaries, 'scan', 'none', 'readFileSync')
+  for (const s of summaries.filter((x) => x.scenario === 'scan')) {
+    if (!s.ok) {
+      rows.push([s.label, failedCell(s), '', '', '', '', '', ''])
+      continue
+    }
+    const ref = refOf(summaries, s)
+    const x = s.metrics
+    rows.push([
+      s.label,
+      x.mibPerSec.toFixed(0),
+      `${s.spread.mibPerSec[0].toFixed(0)} - ${s.spread.mibPerSec[1].toFixed(0)}`,
+      time(x.ttfbNs),
+      ref?.ok ? ratio(x.mibPerSec / ref.metrics.mibPerSec) : '-',
+      prefill?.ok ? ratio(x.mibPerSec / prefill.metrics.mibPerSec) : '-',
+      slurp?.ok ? `${(slurp.metrics.ttfbNs / x.ttfbNs).toFixed(x.ttfbNs > slurp.metrics.ttfbNs / 10 ? 2 : 0)}x` : '-',
+      [scanNote(x), note(s)].filter(Boolean).join('; '),
+    ])
+  }
+  return markdownTable(
+    ['contender', 'MiB/s', 'min - max', 'first byte', 'vs C prefill', 'vs uffd.copy', 'readFileSync first byte / this', 'notes'],
+    rows,
+  )
+}
+
+// ---- goals (from the issue) ----------------------------------------------------------------------------
+
+function goals(summaries) {
+  const out = []
+  const add = (goal, target, value, met, detail) => out.push({ goal, target, value, met, detail })
+  const r = (scenario, pin, id) => find(summaries, scenario, pin, id)
+  for (const scenario of ['latency-copy', 'latency-zero']) {
+    for (const pin of pins) {
+      const c = r(scenario, pin, 'c')
+      const n = r(scenario, pin, 'native')
+      if (!scenarios.includes(scenario)) continue
+      const v = c?.ok && n?.ok ? n.metrics.p50Ns / c.metrics.p50Ns : Number.NaN
+      add(
+        `native source p50 latency, ${scenario}, ${PIN_NAMES[pin]}`,
+        '<= 1.15x C',
+        v,
+        Number.isFinite(v) ? v <= 1.15 : undefined,
+        c?.ok && n?.ok ? `${us(n.metrics.p50Ns)} vs ${us(c.metrics.p50Ns)}` : 'missing',
+      )
+    }
+  }
+  if (scenarios.includes('throughput')) {
+    for (const threads of config.throughputThreads) {
+      const c = r('throughput', 'none', `c@${threads}`)
+      const n = r('throughput', 'none', `native@${threads}`)
+      const v = c?.ok && n?.ok ? n.metrics.faultsPerSec / c.metrics.faultsPerSec : Number.NaN
+      add(
+        `native source throughput, ${threads} thread${threads > 1 ? 's' : ''}`,
+        '>= 1/1.15 = 0.87x C',
+        v,
+        Number.isFinite(v) ? v >= 1 / 1.15 : undefined,
+        c?.ok && n?.ok ? `${rate(n.metrics.faultsPerSec)}/s vs ${rate(c.metrics.faultsPerSec)}/s` : 'missing',
+      )
+    }
+  }
+  if (scenarios.includes('latency-copy')) {
+    for (const id of ['js', 'worker', 'js-spin', 'worker-spin']) {
+      const c = r('latency-copy', 'none', 'c')
+      const cross = r('latency-copy', 'none', 'c-cross')
+      const j = r('latency-copy', 'none', id)
+      const v = c?.ok && j?.ok ? j.metrics.p50Ns / c.metrics.p50Ns : Number.NaN
+      const vsCross =
+        cross?.ok && j?.ok
+          ? `; ${ratio(j.metrics.p50Ns / cross.metrics.p50Ns)} of C with its handler on the other CPU (${us(cross.metrics.p50Ns)})`
+          : ''
+      add(
+        `JS handler unpinned p50 latency: ${j?.label ?? id}`,
+        '<= 1.2x sleeping C',
+        v,
+        Number.isFinite(v) ? v <= 1.2 : undefined,
+        c?.ok && j?.ok ? `${us(j.metrics.p50Ns)} vs ${us(c.metrics.p50Ns)}${vsCross}` : 'missing',
+      )
+    }
+  }
+  if (scenarios.includes('throughput')) {
+    const c = r('throughput', 'none', 'c@8')
+    const j = r('throughput', 'none', 'js@8')
+    const v = c?.ok && j?.ok ? j.metrics.faultsPerSec / c.metrics.faultsPerSec : Number.NaN
+    add(
+      'JS handler throughput, 8 faulting threads',
+      '>= 0.5x C',
+      v,
+      Number.isFinite(v) ? v >= 0.5 : undefined,
+      c?.ok && j?.ok ? `${rate(j.metrics.faultsPerSec)}/s vs ${rate(c.metrics.faultsPerSec)}/s` : 'missing',
+    )
+  }
+  if (scenarios.includes('scan')) {
+    const p = r('scan', 'none', 'prefill')
+    const cp = r('scan', 'none', 'c-prefill')
+    const slurp = r('scan', 'none', 'readFileSync')
+    for (const id of ['file-ra16', 'file-adaptive']) {
+      const s = r('scan', 'none', id)
+      const v = p?.ok && s?.ok ? s.metrics.mibPerSec / p.metrics.mibPerSec : Number.NaN
+      const vc = cp?.ok && s?.ok ? s.metrics.mibPerSec / cp.metrics.mibPerSec : Number.NaN
+      add(
+        `scan bandwidth: ${s?.label ?? id}`,
+        ">= 0.75x uffd.copy's 2 MiB chunks",
+        v,
+        Number.isFinite(v) ? v >= 0.75 : undefined,
+        s?.ok && p?.ok
+          ? `${s.metrics.mibPerSec.toFixed(0)} vs ${p.metrics.mibPerSec.toFixed(0)} MiB/s (${ratio(vc)} of the C prefill)`
+          : 'missing',
+      )
+    }
+    for (const id of ['file-ra16', 'file-adaptive', 'file-nora']) {
+      const s = r('scan', 'none', id)
+      const v = slurp?.ok && s?.ok ? slurp.metrics.ttfbNs / s.metrics.ttfbNs : Number.NaN
+      add(
+        `time to first byte: ${s?.label ?? id}`,
+        '>= 100x shorter than readFileSync',
+        v,
+        Number.isFinite(v) ? v >= 100 : undefined,
+        s?.ok && slurp?.ok
+          ? `${time(s.metrics.ttfbNs)} vs ${time(slurp.metrics.ttfbNs)}; without the set-up, the first read alone: ` +
+              `${time(s.metrics.firstReadNs)} (${(slurp.metrics.ttfbNs / s.metrics.firstReadNs).toFixed(0)}x)`
+          : 'missing',
+      )
+    }
+  }
+  return out
+}
+
+function goalsTable(list) {
+  if (list.length === 0) return '(no goal applies to the scenarios run)'
+  const rows = list.map((g) => [g.goal, g.target, ratio(g.value), g.met === undefined ? 'n/a' : g.met ? 'met' : 'NOT met', g.detail])
+  return markdownTable(['goal', 'target', 'measured', 'verdict', 'detail'], rows)
+}
+
+// ---- main ------------------------------------------------------------------------------------------------
+
+if (scenarios.includes('scan')) {
+  try {
+    prepareScanFile()
+  } catch (error) {
+    warnings.push(`the scan file could not be prepared: ${error.message}`)
+  }
+}
+
+const t0 = Date.now()
+for (const task of tasks) await runTask(task)
+progress.stop()
+const seconds = (Date.now() - t0) / 1000
+const loadAfter = await measureLoad()
+loadWarning('after the run', loadAfter)
+
+const summaries = summarize()
+const goalList = goals(summaries)
+const out = []
+out.push(`# userfaultfd benchmark, ${startedAt.toISOString()}`)
+out.push('')
+out.push(
+  `node ${process.version}, Linux ${release()}, ${cpus} CPUs, commit ${commit ?? '?'}${dirty ? ' (with uncommitted changes)' : ''}; ` +
+    `${reps} repetition${reps > 1 ? 's' : ''}, medians over repetitions, contenders alternating; ${config.isolate ? 'one child process per measurement' : 'package contenders of a repetition share a child process'}; ` +
+    `${seconds.toFixed(0)} s.`,
+)
+for (const w of warnings.filter((text) => text.startsWith('the machine was not idle'))) {
+  out.push('')
+  out.push(`**Warning: ${w}.**`)
+}
+for (const name of scenarios) {
+  const def = DEFINITIONS[name]
+  out.push('')
+  out.push(`## ${def.title}`)
+  if (def.unit === 'latency') {
+    for (const pin of def.pins) {
+      out.push('')
+      if (name !== 'kernel-floor')
+        out.push(`${PIN_NAMES[pin]}, ${config.latencyPages} timed faults per repetition after ${config.latencyWarmup} untimed:`)
+      else out.push(`${config.floorPages} pages per repetition, each touch timed:`)
+      out.push('')
+      out.push(latencyTable(summaries, name, pin))
+    }
+  } else if (def.unit === 'throughput') {
+    out.push('')
+    out.push(`${PIN_NAMES.none}, ${config.throughputPages} faults in all per repetition (split among the threads):`)
+    out.push('')
+    out.push(throughputTable(summaries))
+  } else if (def.unit === 'scan') {
+    out.push('')
+    out.push(
+      `${PIN_NAMES.none}; MiB/s and first byte are from before any set-up (opening the userfaultfd, the region, the file) to the last / first byte read:`,
+    )
+    out.push('')
+    out.push(scanTable(summaries))
+  }
+}
+out.push('')
+out.push('## Goals')
+out.push('')
+out.push(goalsTable(goalList))
+const failures = measurements.filter((m) => !m.ok)
+if (failures.length) {
+  out.push('')
+  out.push(`## Failures (${failures.length})`)
+  out.push('')
+  for (const f of failures) out.push(`- ${f.scenario} ${f.pin} rep ${f.rep + 1} ${f.label}: ${firstLine(f.error)}`)
+}
+if (warnings.length) {
+  out.push('')
+  out.push('## Warnings')
+  out.push('')
+  for (const w of warnings) out.push(`- ${w}`)
+}
+out.push('')
+out.push(`Reproduce: cd ${ROOT} && npm run build:ts && ${command}`)
+process.stdout.write(`${out.join('\n')}\n`)
+
+const json = {
+  meta: {
+    date: startedAt.toISOString(),
+    command,
+    cwd: ROOT,
+    node: process.version,
+    kernel: release(),
+    cpus,
+    commit,
+    uncommittedChanges: Boolean(dirty),
+    seconds,
+    config,
+    pins,
+    load: { before: loadBefore, after: loadAfter },
+  },
+  summaries,
+  goals: goalList,
+  measurements: measurements.map(({ metrics, ...m }) => ({ ...m, metrics })),
+  failures: failures.map((f) => ({ scenario: f.scenario, pin: f.pin, rep: f.rep, contender: f.contender, error: f.error })),
+  warnings,
+}
+const jsonText = `${JSON.stringify(json, null, 2)}\n`
+const jsonPaths = [join(OUT, 'results.json')]
+if (args.json) jsonPaths.push(resolve(process.cwd(), args.json))
+for (const path of jsonPaths) {
+  try {
+    mkdirSync(dirname(path), { recursive: true })
+    writeFileSync(path, jsonText)
+    process.stderr.write(`results: ${relative(process.cwd(), path) || path}\n`)
+  } catch (error) {
+    process.stderr.write(`could not write ${path}: ${error.message}\n`)
+    process.exitCode = 1
+  }
+}
+if (failures.length) {
+  process.stderr.write(`${failures.length} measurement${failures.length > 1 ? 's' : ''} failed: see "Failures" above\n`)
+  process.exitCode = 1
+}
