@@ -16,18 +16,10 @@
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { Region, Userfaultfd } from 'userfaultfd'
+import { integerFlag } from '../flags.mjs'
 import { wordAt } from './dataset.mjs'
 
 const MiB = 1024 * 1024
-
-function integerFlag(name, text, min) {
-  const value = Number(text)
-  if (text.trim() === '' || !Number.isSafeInteger(value) || value < min) {
-    console.error(`--${name} must be an integer >= ${min}, not ${JSON.stringify(text)}`)
-    process.exit(2)
-  }
-  return value
-}
 
 const { values: flags } = parseArgs({
   options: {

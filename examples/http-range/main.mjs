@@ -16,6 +16,7 @@ import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { Worker } from 'node:worker_threads'
 import { Region, Userfaultfd } from 'userfaultfd'
+import { integerFlag } from '../flags.mjs'
 import { generate } from './data.mjs'
 
 const MiB = 1024 * 1024
@@ -34,14 +35,6 @@ const { values: flags } = parseArgs({
 if (flags.help) {
   console.log('usage: node examples/http-range/main.mjs [--mib N] [--readers N] [--latency-ms N] [--small]')
   process.exit(0)
-}
-function integerFlag(name, text, min) {
-  const value = Number(text)
-  if (String(text).trim() === '' || !Number.isSafeInteger(value) || value < min) {
-    console.error(`--${name} must be an integer >= ${min}, not ${JSON.stringify(text)}`)
-    process.exit(2)
-  }
-  return value
 }
 const mib = integerFlag('mib', flags.mib ?? (flags.small ? '4' : '16'), 1)
 const readers = integerFlag('readers', flags.readers ?? (flags.small ? '4' : '8'), 1)

@@ -19,6 +19,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
+import { integerFlag } from '../flags.mjs'
 
 const MiB = 1024 * 1024
 
@@ -34,14 +35,6 @@ const { values: flags, positionals } = parseArgs({
 if (flags.help) {
   console.log('usage: node examples/lazy-file/main.mjs [FILE] [--mib N] [--small]')
   process.exit(0)
-}
-function integerFlag(name, text, min) {
-  const value = Number(text)
-  if (String(text).trim() === '' || !Number.isSafeInteger(value) || value < min) {
-    console.error(`--${name} must be an integer >= ${min}, not ${JSON.stringify(text)}`)
-    process.exit(2)
-  }
-  return value
 }
 const mib = integerFlag('mib', flags.mib ?? (flags.small ? '16' : '64'), 1)
 
