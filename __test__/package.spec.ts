@@ -43,8 +43,9 @@ uffd.close(); region.close()
 test.serial('npm pack: a fresh project installs the two tarballs offline; ESM, CommonJS and Bun each take real faults', (t) => {
   const { main, binary, files } = pack()
   t.true(files.includes('dist/index.mjs') && files.includes('dist/lib/worker-host.js'))
+  t.true(files.includes('bench/run.mjs') && files.includes('bench/baseline.c'), 'npx userfaultfd-bench ships its runner')
   t.false(
-    files.some((f) => /^(crates|__test__|bench|examples|npm|target)\//.test(f) || f.endsWith('.node') || f.endsWith('.rs')),
+    files.some((f) => /^(crates|__test__|bench\/out|examples|npm|target)\//.test(f) || f.endsWith('.node') || f.endsWith('.rs')),
     files.join(' '),
   )
   const project = join(work, 'project')

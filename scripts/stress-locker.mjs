@@ -3,7 +3,7 @@
 import { workerData } from 'node:worker_threads'
 import { Region } from 'userfaultfd'
 
-const { shared, verify, control, pages, page, index } = workerData
+const { shared, verify, control, operations, pages, page, index } = workerData
 const memory = new Int32Array(Region.attach(shared).buffer)
 let seed = index * 7919 + 1
 let next = index
@@ -25,5 +25,5 @@ for (;;) {
   memory[lock + 1]++
   Atomics.add(verify, p, 1)
   Atomics.store(memory, lock, 0)
-  Atomics.add(control, 2, 1)
+  Atomics.add(operations, 0, 1n)
 }

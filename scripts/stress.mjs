@@ -37,8 +37,9 @@ uffd.on('error', (error) => errors.push(`${error.code}: ${error.message}`))
 // The saved content of every page (what the handler serves), and the verify counters.
 const saved = new Uint8Array(region.size)
 const verify = new Int32Array(new SharedArrayBuffer(pages * 4))
-// control[0]: 0 run, 1 pause, 2 stop; control[1]: threads paused; control[2]: operations.
+// control[0]: 0 run, 1 pause, 2 stop; control[1]: threads paused. operations[0]: increments done.
 const control = new Int32Array(new SharedArrayBuffer(16))
+const operations = new BigInt64Array(new SharedArrayBuffer(8))
 // Pages mapped since the last bounce: only these may be read here (this thread is the handler's,
 // so touching a missing page would be a self-fault).
 const present = new Set()
@@ -58,7 +59,7 @@ uffd.handle((fault) => {
 let exited = 0
 const lockers = Array.from({ length: cpus().length }, (_, index) => {
   const worker = new Worker(new URL('./stress-locker.mjs', import.meta.url), {
-    workerData: { shared: region.share(), verify, control, pages, page, index },
+    workerData: { shared: region.share(), verify, control, operations, pages, page, index },
   })
   worker.on('error', (error) => errors.push(`locker ${index}: ${error.message}`))
   worker.on('exit', () => exited++)
@@ -108,7 +109,7 @@ const result = {
   mib,
   bounces: done,
   seconds: (Date.now() - started) / 1000,
-  operations: Atomics.load(control, 2),
+  operations: Number(Atomics.load(operations, 0)),
   faults: stats.faults.missing,
   copies: stats.resolutions.copy,
   eexist: stats.eexist,
