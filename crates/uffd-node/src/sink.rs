@@ -5,7 +5,7 @@ use napi::bindgen_prelude::{BigInt, Function};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use uffd_core::{Dispatch, Fault, FaultSink, Notice, Region, UffdEvent};
 
 /// A fault as JavaScript receives it.
@@ -122,39 +122,75 @@ fn js_batch(batch: Vec<Dispatch>) -> Vec<JsDispatch> {
         .collect()
 }
 
-type BatchFunction<const WEAK: bool> = ThreadsafeFunction<Vec<Dispatch>, (), Vec<JsDispatch>, Status, false, WEAK>;
+type BatchFunction<const WEAK: bool> = ThreadsafeFunction<(), (), Vec<JsDispatch>, Status, false, WEAK>;
+
+/// Items waiting for the JavaScript thread, and whether a call to take them is already queued.
+/// While one is queued, later batches join it: a busy handler thread gets everything that arrived
+/// meanwhile in one call, instead of one call per read of the fd.
+#[derive(Default)]
+struct Mailbox {
+    items: Vec<Dispatch>,
+    call_queued: bool,
+}
 
 /// A handler on a JavaScript thread; a weak one does not keep the thread's event loop alive.
-pub enum JsSink {
+pub struct JsSink {
+    function: Caller,
+    mailbox: Arc<Mutex<Mailbox>>,
+}
+
+enum Caller {
     Weak(BatchFunction<true>),
     Strong(BatchFunction<false>),
+}
+
+fn lock(mailbox: &Mutex<Mailbox>) -> std::sync::MutexGuard<'_, Mailbox> {
+    mailbox.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl JsSink {
     /// Wraps `callback`; unless `keep_alive`, the pending calls do not keep the thread's event
     /// loop alive (a worker that serves faults must stay alive; a main thread need not).
     pub fn new(callback: Function<Vec<JsDispatch>, ()>, keep_alive: bool) -> napi::Result<Self> {
-        let to_js = |ctx: ThreadsafeCallContext<Vec<Dispatch>>| Ok(js_batch(ctx.value));
-        let builder = callback.build_threadsafe_function::<Vec<Dispatch>>();
-        Ok(if keep_alive {
-            JsSink::Strong(builder.weak::<false>().build_callback(to_js)?)
+        let mailbox = Arc::new(Mutex::new(Mailbox::default()));
+        let inbox = mailbox.clone();
+        let to_js = move |_: ThreadsafeCallContext<()>| {
+            let mut mailbox = lock(&inbox);
+            mailbox.call_queued = false;
+            Ok(js_batch(std::mem::take(&mut mailbox.items)))
+        };
+        let builder = callback.build_threadsafe_function::<()>();
+        let function = if keep_alive {
+            Caller::Strong(builder.weak::<false>().build_callback(to_js)?)
         } else {
-            JsSink::Weak(builder.weak::<true>().build_callback(to_js)?)
-        })
+            Caller::Weak(builder.weak::<true>().build_callback(to_js)?)
+        };
+        Ok(JsSink { function, mailbox })
     }
 }
 
 impl FaultSink for JsSink {
-    fn deliver(&self, batch: Vec<Dispatch>) -> Result<(), Vec<Dispatch>> {
-        let status = match self {
-            JsSink::Weak(function) => function.call(batch, ThreadsafeFunctionCallMode::NonBlocking),
-            JsSink::Strong(function) => function.call(batch, ThreadsafeFunctionCallMode::NonBlocking),
+    fn deliver(&self, mut batch: Vec<Dispatch>) -> Result<(), Vec<Dispatch>> {
+        let mut mailbox = lock(&self.mailbox);
+        mailbox.items.append(&mut batch);
+        if mailbox.call_queued {
+            return Ok(());
+        }
+        mailbox.call_queued = true;
+        drop(mailbox);
+        let status = match &self.function {
+            Caller::Weak(function) => function.call((), ThreadsafeFunctionCallMode::NonBlocking),
+            Caller::Strong(function) => function.call((), ThreadsafeFunctionCallMode::NonBlocking),
         };
         match status {
             Status::Ok => Ok(()),
-            // The batch went with the failed call; the core resolves the faults it had handed
-            // to this handler by the fallback.
-            _ => Err(Vec::new()),
+            // The handler's thread is going away: give back what it will never take; the core
+            // resolves the faults it had handed to this handler by the fallback.
+            _ => {
+                let mut mailbox = lock(&self.mailbox);
+                mailbox.call_queued = false;
+                Err(std::mem::take(&mut mailbox.items))
+            }
         }
     }
 }
