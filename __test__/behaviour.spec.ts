@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import test from 'ava'
 import { type Fault, Region, Userfaultfd } from 'userfaultfd'
-import { nextError, patternByte, patternPage, Reader, within } from './helpers/harness'
+import { nextError, patternByte, patternPage, Reader, within, withReader } from './helpers/harness'
 
 const PAGE = 4096
 
@@ -34,19 +34,14 @@ test('dontwake: copy with { wake: false } leaves the thread asleep until fault.w
     await release.promise
     fault.wake()
   })
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     const read = reader.read(region, { offsets: [PAGE + 5] })
     await within(resolved.promise, 'the copy')
     t.false(await reader.answersWithin(read, 300), 'the reader must still be asleep')
     release.open()
     t.deepEqual((await read).bytes, [patternByte(PAGE, PAGE, 5)])
     t.is(uffd.stats.resolutions.wake, 1)
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('dontwake: uffd.wake() over the range wakes a thread resolved without waking', async (t) => {
@@ -58,18 +53,13 @@ test('dontwake: uffd.wake() over the range wakes a thread resolved without wakin
     await new Promise((resolve) => setTimeout(resolve, 300))
     uffd.wake(region, 0, region.size)
   })
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     const read = reader.read(region, { offsets: [2 * PAGE + 1] })
     await within(resolved.promise, 'the copy')
     t.false(await reader.answersWithin(read, 150), 'the reader must still be asleep')
     t.deepEqual((await read).bytes, [patternByte(2 * PAGE, PAGE, 1)])
     t.is(uffd.stats.fallbacks, 0)
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('a resolve with { wake: false } that is never woken is woken after the handler, with an error', async (t) => {
@@ -77,16 +67,11 @@ test('a resolve with { wake: false } that is never woken is woken after the hand
   uffd.handle((fault) => {
     fault.copy(patternPage(fault.offset, PAGE), { wake: false })
   })
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     const error = nextError(uffd)
     t.deepEqual((await reader.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5)])
     t.is((await error).code, 'ERR_UFFD_NOT_WOKEN')
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('write faults say write: true and read faults say false; the written byte lands', async (t) => {
@@ -96,8 +81,7 @@ test('write faults say write: true and read faults say false; the written byte l
     seen.push([fault.offset, fault.write])
     fault.copy(patternPage(fault.offset, PAGE))
   })
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     t.deepEqual((await reader.read(region, { offsets: [PAGE + 3], write: 0x77 })).bytes, [0x77])
     t.deepEqual((await reader.read(region, { offsets: [2 * PAGE + 5] })).bytes, [patternByte(2 * PAGE, PAGE, 5)])
     t.deepEqual(seen, [
@@ -105,11 +89,7 @@ test('write faults say write: true and read faults say false; the written byte l
       [2 * PAGE, false],
     ])
     t.is(new Uint8Array(region.buffer)[PAGE + 5], patternByte(PAGE, PAGE, 5), 'the rest of the page is the copied bytes')
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('readahead: one copy of 16 pages answers the fault and maps the 15 after it', async (t) => {
@@ -119,8 +99,7 @@ test('readahead: one copy of 16 pages answers the fault and maps the 15 after it
     faults.push(fault)
     t.is(fault.copy(patternPage(fault.offset, PAGE, 16)), 16 * PAGE)
   })
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     const offsets = Array.from({ length: 16 }, (_, page) => (4 + page) * PAGE + 100)
     const { bytes } = await reader.read(region, { offsets })
     t.deepEqual(
@@ -130,11 +109,7 @@ test('readahead: one copy of 16 pages answers the fault and maps the 15 after it
     t.is(faults.length, 1)
     t.is(faults[0]?.offset, 4 * PAGE)
     t.is(uffd.stats.bytesMapped, 16 * PAGE)
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('readahead is clipped to the region: a copy past its end maps what fits', async (t) => {
@@ -142,14 +117,9 @@ test('readahead is clipped to the region: a copy past its end maps what fits', a
   uffd.handle((fault) => {
     t.is(fault.copy(patternPage(fault.offset, PAGE, 8)), PAGE)
   })
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     t.deepEqual((await reader.read(region, { offsets: [3 * PAGE] })).bytes, [patternByte(3 * PAGE, PAGE, 0)])
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('eexist: a fault resolved by someone else counts EEXIST, maps 0 bytes and does not throw', async (t) => {
@@ -158,17 +128,12 @@ test('eexist: a fault resolved by someone else counts EEXIST, maps 0 bytes and d
     uffd.copy(region, fault.offset, patternPage(fault.offset, PAGE, 1, 3))
     t.is(fault.copy(patternPage(fault.offset, PAGE)), 0)
   })
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     t.deepEqual((await reader.read(region, { offsets: [PAGE + 1] })).bytes, [patternByte(PAGE, PAGE, 1, 3)])
     t.is(uffd.stats.eexist, 1)
     const again = t.throws(() => uffd.copy(region, PAGE, new Uint8Array(PAGE)))
     t.is((again as { code?: string }).code, 'EEXIST')
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('a page two threads fault on while its fault is in flight is dispatched once', async (t) => {
@@ -244,19 +209,14 @@ for (const [name, handler, code] of [
 test('timeoutMs: a handler that never settles gets the fallback after the limit', async (t) => {
   const { uffd, region } = anonymous(2, { timeoutMs: 200 })
   uffd.handle(() => new Promise(() => {}))
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     const error = nextError(uffd)
     const started = Date.now()
     t.deepEqual((await reader.read(region, { offsets: [3] })).bytes, [0])
     t.true(Date.now() - started >= 150, 'not before the limit')
     t.is((await error).code, 'ERR_UFFD_TIMEOUT')
     t.is(uffd.stats.timeouts, 1)
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test("fallback 'sigbus': an unresolved fault poisons the page and the faulting thread gets SIGBUS", (t) => {
@@ -293,8 +253,7 @@ test('region.close() with a fault in flight wakes the thread and detaches the bu
   const { uffd, region } = anonymous(4, { timeoutMs: 0 })
   uffd.handle(() => new Promise(() => {}))
   const buffer = region.buffer
-  const reader = new Reader()
-  try {
+  await withReader([uffd], async (reader) => {
     const read = reader.read(region, { offsets: [PAGE] })
     await within(
       (async () => {
@@ -307,10 +266,7 @@ test('region.close() with a fault in flight wakes the thread and detaches the bu
     t.is(buffer.byteLength, 0, 'detached')
     t.is(uffd.stats.inFlight, 0)
     t.throws(() => region.buffer, { code: 'EBADF' })
-  } finally {
-    await reader.terminate()
-    uffd.close()
-  }
+  })
 })
 
 test('a handler worker terminated mid-fault: its faults get the fallback, and a new worker serves', async (t) => {
@@ -319,8 +275,7 @@ test('a handler worker terminated mid-fault: its faults get the fallback, and a 
   uffd.on('error', (error) => errors.push(error.code))
   const pager = join(__dirname, 'helpers', 'pager.js')
   await uffd.handleInWorker(pager, { workerData: { mode: 'never' } })
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     const stuck = reader.read(region, { offsets: [PAGE + 5] })
     await within(
       (async () => {
@@ -339,9 +294,5 @@ test('a handler worker terminated mid-fault: its faults get the fallback, and a 
       'the handler-gone error',
     )
     t.is(uffd.stats.fallbacks, 1)
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })

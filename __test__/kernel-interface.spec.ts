@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import test from 'ava'
 import { type Fault, type RangeEvent, Region, Userfaultfd } from 'userfaultfd'
-import { patternByte, patternPage, Reader, within } from './helpers/harness'
+import { patternByte, patternPage, Reader, within, withReader } from './helpers/harness'
 
 const PAGE = 4096
 const child = (scenario: string, prefix: string[] = []) => {
@@ -23,8 +23,7 @@ test('wp: a write to a page copied with writeProtect is a wp fault; unprotect le
     if (fault.kind === 'missing') fault.copy(patternPage(fault.offset, PAGE), { writeProtect: true })
     else fault.unprotect()
   })
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     t.deepEqual((await reader.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5)])
     t.deepEqual((await reader.read(region, { offsets: [PAGE + 5], write: 0x99 })).bytes, [0x99])
     t.deepEqual(faults, [
@@ -33,11 +32,7 @@ test('wp: a write to a page copied with writeProtect is a wp fault; unprotect le
     ])
     t.is(uffd.stats.faults.wp, 1)
     t.is(uffd.stats.resolutions.writeProtect, 1)
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('wp-unpopulated: protecting never-touched pages makes their first write a wp fault', async (t) => {
@@ -51,17 +46,12 @@ test('wp-unpopulated: protecting never-touched pages makes their first write a w
     kinds.push(fault.kind)
     fault.unprotect()
   })
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     t.deepEqual((await reader.read(region, { offsets: [2 * PAGE + 1], write: 0x42 })).bytes, [0x42])
     t.deepEqual(kinds, ['wp'])
     t.deepEqual((await reader.read(region, { offsets: [PAGE] })).bytes, [0], 'a read of a protected page does not fault')
     t.deepEqual(kinds, ['wp'])
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('a wp fault whose handler does nothing is unprotected by the fallback', async (t) => {
@@ -70,16 +60,11 @@ test('a wp fault whose handler does nothing is unprotected by the fallback', asy
   uffd.register(region, { wp: true })
   uffd.writeProtect(region, 0, region.size, true)
   uffd.handle(() => {})
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     const error = within(new Promise<{ code: string }>((resolve) => uffd.once('error', resolve)), 'an error event')
     t.deepEqual((await reader.read(region, { offsets: [7], write: 0x11 })).bytes, [0x11])
     t.is((await error).code, 'ERR_UFFD_UNRESOLVED')
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('minor-wp: continue with writeProtect maps the cached page protected; the next write faults', async (t) => {
@@ -94,18 +79,12 @@ test('minor-wp: continue with writeProtect maps the cached page protected; the n
     if (fault.kind === 'minor') fault.continue({ writeProtect: true })
     else fault.unprotect()
   })
-  const reader = new Reader()
-  try {
+  await withReader([alias, uffd, region], async (reader) => {
     t.deepEqual((await reader.read(region, { offsets: [PAGE + 1] })).bytes, [patternByte(PAGE, PAGE, 1)])
     t.deepEqual((await reader.read(region, { offsets: [PAGE + 2], write: 0x33 })).bytes, [0x33])
     t.deepEqual(kinds, ['minor', 'wp'])
     t.is(alias.bytes(PAGE + 2, 1)[0], 0x33, 'the write reached the shared page')
-  } finally {
-    await reader.terminate()
-    alias.close()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 for (const method of ['scan', 'pagemap'] as const) {
@@ -201,8 +180,7 @@ test('events: discard() of registered pages is a remove event, and the pages fau
   })
   const removed: RangeEvent[] = []
   uffd.on('remove', (event) => removed.push(event))
-  const reader = new Reader()
-  try {
+  await withReader([uffd, region], async (reader) => {
     t.deepEqual((await reader.read(region, { offsets: [2 * PAGE] })).bytes, [patternByte(2 * PAGE, PAGE, 0, 1)])
     region.discard(2 * PAGE, 2 * PAGE)
     await within(
@@ -217,11 +195,7 @@ test('events: discard() of registered pages is a remove event, and the pages fau
     t.deepEqual((await reader.read(region, { offsets: [2 * PAGE] })).bytes, [patternByte(2 * PAGE, PAGE, 0, 2)], 'served again')
     t.is(uffd.stats.faults.missing, 2)
     t.is(uffd.stats.events, 1)
-  } finally {
-    await reader.terminate()
-    uffd.close()
-    region.close()
-  }
+  })
 })
 
 test('mmap-changing: resolves racing a stream of remove events are parked and retried, never lost', async (t) => {

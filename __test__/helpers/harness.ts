@@ -108,3 +108,17 @@ export class Reader {
     return this.#worker.terminate()
   }
 }
+
+/**
+ * Runs `body` with a Reader, then, whatever happens, ends the reader and closes `closing` in order
+ * (a hang or a failed assertion must not leave a thread asleep in a fault).
+ */
+export async function withReader(closing: Array<{ close(): void }>, body: (reader: Reader) => Promise<void>): Promise<void> {
+  const reader = new Reader()
+  try {
+    await body(reader)
+  } finally {
+    await reader.terminate()
+    for (const thing of closing) thing.close()
+  }
+}

@@ -96,6 +96,13 @@ impl Userfaultfd {
     }
 }
 
-/// Deferred fallbacks: resolutions the loop thread could not make because an event was unread.
+/// What the loop thread could not resolve because an event was unread; it retries after the drain.
+pub enum Retry {
+    /// A fault handed over whose fallback resolution got EAGAIN.
+    Fallback(Fault),
+    /// A fault message a native source could not resolve yet: taken again from the top.
+    Message { address: usize, kind: crate::fault::FaultKind, write: bool, thread_id: i32 },
+}
+
 #[derive(Default)]
-pub struct Deferred(pub Mutex<Vec<Fault>>);
+pub struct Deferred(pub Mutex<Vec<Retry>>);

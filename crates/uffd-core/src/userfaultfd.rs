@@ -2,7 +2,7 @@
 //! reads it. Every resolving call checks its region, bounds and page alignment before the ioctl.
 
 use crate::error::{Error, Result};
-use crate::events::{Deferred, EventEpoch, UffdEvent};
+use crate::events::{Deferred, EventEpoch, Retry, UffdEvent};
 use crate::fault::{Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind};
 use crate::fault_loop;
 use crate::ioctl;
@@ -602,7 +602,7 @@ impl Userfaultfd {
             }
             FaultState::Waiting => {
                 if let Some(notice) = self.fall_back(&entry.fault) {
-                    self.queue_notices(vec![Dispatch::Notice(notice)]);
+                    self.hand_over(vec![Dispatch::Notice(notice)]);
                 }
                 Finish::FellBack
             }
@@ -640,7 +640,7 @@ impl Userfaultfd {
             Err(Error::Closed { .. }) => None,
             Err(Error::Sys { errno: Errno::EAGAIN, .. }) if self.on_loop_thread() => {
                 // An event is unread and only this thread reads events: retry after this drain.
-                lock(&self.deferred.0).push(fault.clone());
+                lock(&self.deferred.0).push(Retry::Fallback(fault.clone()));
                 None
             }
             Err(err) => {
@@ -731,13 +731,8 @@ impl Userfaultfd {
             })
             .collect::<Vec<_>>();
         if !notices.is_empty() {
-            self.queue_notices(notices);
+            self.hand_over(notices);
         }
-    }
-
-    /// Sends notices to the handler, or keeps them until there is one.
-    fn queue_notices(&self, notices: Vec<Dispatch>) {
-        self.hand_over(notices);
     }
 
     /// Hands a batch to the current handler, or queues it.
@@ -787,7 +782,7 @@ impl Userfaultfd {
                         userfaultfd::FaultKind::WriteProtected => FaultKind::WriteProtect,
                     };
                     let write = rw == userfaultfd::ReadWrite::Write;
-                    self.take_fault(addr as usize, kind, write, thread_id.as_raw(), batch);
+                    self.take_fault_message(addr as usize, kind, write, thread_id.as_raw(), batch);
                 }
                 Ok(Event::Remove { start, end }) => {
                     let region = self.region_at(start as usize);
@@ -882,23 +877,39 @@ impl Userfaultfd {
     /// Retries the fallbacks the loop thread deferred because an event was unread.
     pub(crate) fn retry_deferred(&self, batch: &mut Vec<Dispatch>) {
         let deferred = std::mem::take(&mut *lock(&self.deferred.0));
-        for fault in deferred {
-            if fault.id == 0 {
-                // A fault a native source could not resolve yet: take it again from the top.
-                self.take_fault(fault.address, fault.kind, fault.write, fault.thread_id as i32, batch);
-            } else if let Some(notice) = self.fall_back(&fault) {
-                batch.push(Dispatch::Notice(notice));
+        for retry in deferred {
+            match retry {
+                Retry::Message { address, kind, write, thread_id } => {
+                    self.take_fault(address, kind, write, thread_id, batch)
+                }
+                Retry::Fallback(fault) => {
+                    if let Some(notice) = self.fall_back(&fault) {
+                        batch.push(Dispatch::Notice(notice));
+                    }
+                }
             }
         }
     }
 
-    fn take_fault(&self, address: usize, kind: FaultKind, write: bool, thread_id: i32, batch: &mut Vec<Dispatch>) {
+    /// Counts a fault message and takes it (a retried message is counted once, here).
+    fn take_fault_message(
+        &self,
+        address: usize,
+        kind: FaultKind,
+        write: bool,
+        thread_id: i32,
+        batch: &mut Vec<Dispatch>,
+    ) {
         let counter = match kind {
             FaultKind::Missing => &self.counters.faults_missing,
             FaultKind::Minor => &self.counters.faults_minor,
             FaultKind::WriteProtect => &self.counters.faults_wp,
         };
         bump(counter);
+        self.take_fault(address, kind, write, thread_id, batch);
+    }
+
+    fn take_fault(&self, address: usize, kind: FaultKind, write: bool, thread_id: i32, batch: &mut Vec<Dispatch>) {
         let registration = self.registration_at(address);
         if let Some((region, end, Some(served))) = &registration {
             let offset = (address - region.address()) & !(region.page_size() - 1);
@@ -906,15 +917,7 @@ impl Userfaultfd {
                 Some(Ok(_)) => return,
                 Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => {
                     // An event is unread: the loop reads it in this drain; retry after.
-                    lock(&self.deferred.0).push(Fault {
-                        id: 0,
-                        region: region.clone(),
-                        offset,
-                        address,
-                        kind,
-                        write,
-                        thread_id: thread_id as u32,
-                    });
+                    lock(&self.deferred.0).push(Retry::Message { address, kind, write, thread_id });
                     return;
                 }
                 // Not served (another kind of fault) or failed: the handler, or the fallback, decides.
