@@ -75,6 +75,25 @@ test('regions: sizes round up to pages, bad sizes throw, and kinds and page size
   code(t, () => Region.hugetlb(HUGE_PAGE, { pageSize: 12345 }), 'EINVAL')
 })
 
+test('a private shmem mapping keeps its writes: the file seen through an alias is untouched, discard shows it again', (t) => {
+  const region = Region.shmem(2 * PAGE, { private: true })
+  t.true(region.private)
+  t.false(Region.shmem(PAGE).private)
+  t.true(Region.anonymous(PAGE).private)
+  t.throws(() => Region.shmem(PAGE, { private: 1 as unknown as boolean }), { instanceOf: TypeError })
+  const alias = region.alias()
+  t.false(alias.private)
+  alias.bytes(0, PAGE).fill(3)
+  const view = region.bytes(0, 2 * PAGE)
+  t.is(view[0], 3, 'an unwritten private page shows the file')
+  view[1] = 9
+  t.is(alias.bytes(0, PAGE)[1], 3, 'the write made a private copy')
+  region.discard(0, PAGE)
+  t.is(region.bytes(0, PAGE)[1], 3, 'the private copy is dropped')
+  alias.close()
+  region.close()
+})
+
 test('hugetlb without enough reserved huge pages throws ENOMEM that says how to reserve them', (t) => {
   const tooMany = freeHugePages() + 1
   const error = code(t, () => Region.hugetlb(tooMany * HUGE_PAGE), 'ENOMEM', 'mmap')

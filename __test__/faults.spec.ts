@@ -1,13 +1,23 @@
-// Every cell of {anonymous, shmem, hugetlb} x {missing + copy, missing + zero, minor + continue},
+// Every cell of the kernel's memory types {anon, shmem, shmem-private, hugetlb, hugetlb-private}
+// x {missing + copy, missing + zero, minor + continue},
 // with faults taken by a worker thread and served on the main thread, and faults taken by the main
 // thread and served by handleInWorker. Each test checks the bytes the faulting thread read.
 import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
-import { type Fault, type MemoryKind, type Region, UffdError, Userfaultfd } from 'userfaultfd'
-import { freeHugePages, makeRegion, nextError, patternByte, patternPage, Reader } from './helpers/harness'
+import { type Fault, type Region, UffdError, Userfaultfd } from 'userfaultfd'
+import {
+  freeHugePages,
+  kindOf,
+  MEMORY_TYPES,
+  type MemoryType,
+  makeMemory,
+  nextError,
+  patternByte,
+  patternPage,
+  Reader,
+} from './helpers/harness'
 
 type Resolution = 'copy' | 'zero' | 'continue'
-const kinds: MemoryKind[] = ['anonymous', 'shmem', 'hugetlb']
 const resolutions: Resolution[] = ['copy', 'zero', 'continue']
 const PAGES = 3
 const pager = join(__dirname, 'helpers', 'pager.js')
@@ -25,9 +35,9 @@ function expected(resolution: Resolution, pageSize: number): number[] {
   })
 }
 
-function setUp(kind: MemoryKind, resolution: Resolution) {
+function setUp(type: MemoryType, resolution: Resolution) {
   const uffd = new Userfaultfd()
-  const region = makeRegion(kind, PAGES)
+  const region = makeMemory(type, PAGES)
   if (resolution === 'continue') {
     // Fill the page cache through an unregistered alias; minor faults then map it.
     const alias = region.alias()
@@ -57,18 +67,19 @@ function tearDown(uffd: Userfaultfd, region: Region): void {
 const needsHugePages = PAGES * 2
 const hugeSkipReason = `needs ${needsHugePages} free 2 MiB huge pages (sysctl -w vm.nr_hugepages=N), found ${freeHugePages()}`
 
-for (const kind of kinds) {
+for (const type of MEMORY_TYPES) {
+  const kind = kindOf(type)
   for (const resolution of resolutions) {
     if (kind === 'anonymous' && resolution === 'continue') continue // MINOR on anonymous memory is refused: see api.spec.ts
     const skip = kind === 'hugetlb' && freeHugePages() < needsHugePages
     const define = skip ? test.skip : test.serial
-    const title = `${kind} ${resolution === 'continue' ? 'minor+continue' : `missing+${resolution}`}${skip ? ` (skipped: ${hugeSkipReason})` : ''}`
+    const title = `${type} ${resolution === 'continue' ? 'minor+continue' : `missing+${resolution}`}${skip ? ` (skipped: ${hugeSkipReason})` : ''}`
     if (kind === 'hugetlb' && resolution === 'zero') {
-      define(`${title}: hugetlbfs has no ZEROPAGE, the handler's zero() throws and the fallback maps zeros`, (t) => hugetlbZero(t))
+      define(`${title}: hugetlbfs has no ZEROPAGE, the handler's zero() throws and the fallback maps zeros`, (t) => hugetlbZero(t, type))
       continue
     }
     define(`${title}: a worker thread reads, the main thread's handler serves`, async (t) => {
-      const { uffd, region } = setUp(kind, resolution)
+      const { uffd, region } = setUp(type, resolution)
       const kinds: string[] = []
       uffd.handle((fault) => {
         kinds.push(fault.kind)
@@ -86,7 +97,7 @@ for (const kind of kinds) {
       }
     })
     define(`${title}: the main thread reads, handleInWorker serves`, async (t) => {
-      const { uffd, region } = setUp(kind, resolution)
+      const { uffd, region } = setUp(type, resolution)
       try {
         await uffd.handleInWorker(pager, { workerData: { mode: resolution, seed: 0 } })
         const view = new Uint8Array(region.buffer)
@@ -100,8 +111,8 @@ for (const kind of kinds) {
   }
 }
 
-async function hugetlbZero(t: ExecutionContext): Promise<void> {
-  const { uffd, region } = setUp('hugetlb', 'zero')
+async function hugetlbZero(t: ExecutionContext, type: MemoryType): Promise<void> {
+  const { uffd, region } = setUp(type, 'zero')
   const thrown: unknown[] = []
   uffd.handle((fault) => {
     try {

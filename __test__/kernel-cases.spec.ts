@@ -1,11 +1,10 @@
 // Cases of the kernel's tools/testing/selftests/mm/uffd-unit-tests.c, named as there, over the
 // memory types they run on there. The rest are mapped to their tests in KERNEL-CASES.md.
 import test from 'ava'
-import { type MemoryKind, Region, Userfaultfd } from 'userfaultfd'
-import { freeHugePages, HUGE_PAGE, makeRegion } from './helpers/harness'
+import { Region, Userfaultfd } from 'userfaultfd'
+import { freeHugePages, HUGE_PAGE, kindOf, MEMORY_TYPES, type MemoryType, makeMemory } from './helpers/harness'
 
-const kinds: MemoryKind[] = ['anonymous', 'shmem', 'hugetlb']
-const available = (kind: MemoryKind) => kind !== 'hugetlb' || freeHugePages() >= 2
+const available = (type: MemoryType) => kindOf(type) !== 'hugetlb' || freeHugePages() >= 2
 
 test('uffd-api: an unknown feature is refused, and a second UFFDIO_API is EINVAL (cargo test ioctl::tests)', (t) => {
   t.throws(() => new Userfaultfd({ features: ['NOT_A_FEATURE' as 'MOVE'] }), { code: 'EINVAL', message: /unknown feature/ })
@@ -13,14 +12,15 @@ test('uffd-api: an unknown feature is refused, and a second UFFDIO_API is EINVAL
   t.is(probe.api, 0xaa)
 })
 
-for (const kind of kinds) {
-  const define = available(kind) ? test : test.skip
-  define(`register-ioctls on ${kind}${available(kind) ? '' : ' (skipped: needs 2 free huge pages)'}`, (t) => {
+for (const type of MEMORY_TYPES) {
+  const kind = kindOf(type)
+  const define = available(type) ? test : test.skip
+  define(`register-ioctls on ${type}${available(type) ? '' : ' (skipped: needs 2 free huge pages)'}`, (t) => {
     const uffd = new Userfaultfd()
     for (const missing of [false, true]) {
       for (const wp of [false, true]) {
         for (const minor of [false, true]) {
-          const region = makeRegion(kind, 2)
+          const region = makeMemory(type, 2)
           const mode = { missing, wp, minor }
           if (!missing && !wp && !minor) {
             t.throws(() => uffd.register(region, mode), { code: 'EINVAL' }, 'an empty mode')
@@ -45,9 +45,9 @@ for (const kind of kinds) {
     uffd.close()
   })
 
-  define(`zeropage on ${kind}${available(kind) ? '' : ' (skipped: needs 2 free huge pages)'}`, (t) => {
+  define(`zeropage on ${type}${available(type) ? '' : ' (skipped: needs 2 free huge pages)'}`, (t) => {
     const uffd = new Userfaultfd()
-    const region = makeRegion(kind, 2)
+    const region = makeMemory(type, 2)
     const { ioctls } = uffd.register(region)
     if (kind === 'hugetlb') {
       t.false(ioctls.has('ZEROPAGE'))

@@ -32,8 +32,8 @@ export declare class NativeOutcome {
 
 export declare class NativeRegion {
   static anonymous(size: number): NativeRegion
-  static shmem(size: number, name: string): NativeRegion
-  static hugetlb(size: number, pageSize: number, name: string): NativeRegion
+  static shmem(size: number, name: string, isPrivate: boolean): NativeRegion
+  static hugetlb(size: number, pageSize: number, name: string, isPrivate: boolean): NativeRegion
   /** A view of the live region with this id; fails if there is none. */
   static attach(id: number): NativeRegion
   alias(): NativeRegion
@@ -44,6 +44,7 @@ export declare class NativeRegion {
   get address(): bigint
   get owner(): boolean
   get closed(): boolean
+  get private(): boolean
   get aliasOf(): number | null
   /**
    * An ArrayBuffer over the mapping, zero-copy. It keeps the mapping alive until it is

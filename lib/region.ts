@@ -3,7 +3,7 @@
 import type { NativeRegion } from './binding'
 import { argumentError, call } from './errors'
 import { native } from './loader'
-import { integer, options as optionsOf } from './validate'
+import { integer, optionalBoolean, options as optionsOf } from './validate'
 
 /** The kind of memory behind a region. */
 export type MemoryKind = 'anonymous' | 'shmem' | 'hugetlb' | 'remote'
@@ -20,6 +20,12 @@ export interface SharedRegion {
 export interface ShmemOptions {
   /** The memfd's name, shown in /proc/PID/maps. Default `'userfaultfd'`. */
   name?: string
+  /**
+   * Map the file MAP_PRIVATE (the kernel's "shmem private" and "hugetlb private" memory types):
+   * pages written or COPYed into the region are its own and the file stays as it was; minor
+   * faults still map the file's pages. Default `false` (MAP_SHARED).
+   */
+  private?: boolean
 }
 
 /** Options of {@link Region.hugetlb}. */
@@ -64,8 +70,9 @@ export class Region {
   /** A memfd of `size` bytes, mapped shared. {@link Region.alias} maps the same file again. */
   static shmem(size: number, options?: ShmemOptions): Region {
     integer('size', size)
-    const { name = 'userfaultfd' } = optionsOf('options', options)
-    return new Region(call(() => native.NativeRegion.shmem(size, String(name))))
+    const { name = 'userfaultfd', private: isPrivate } = optionsOf('options', options)
+    const priv = optionalBoolean('options.private', isPrivate, false)
+    return new Region(call(() => native.NativeRegion.shmem(size, String(name), priv)))
   }
 
   /**
@@ -74,9 +81,10 @@ export class Region {
    */
   static hugetlb(size: number, options?: HugetlbOptions): Region {
     integer('size', size)
-    const { name = 'userfaultfd', pageSize = TWO_MIB } = optionsOf('options', options)
+    const { name = 'userfaultfd', pageSize = TWO_MIB, private: isPrivate } = optionsOf('options', options)
     integer('options.pageSize', pageSize)
-    return new Region(call(() => native.NativeRegion.hugetlb(size, pageSize, String(name))))
+    const priv = optionalBoolean('options.private', isPrivate, false)
+    return new Region(call(() => native.NativeRegion.hugetlb(size, pageSize, String(name), priv)))
   }
 
   /** A view, in this thread, of a region shared with `region.share()`. It does not own the mapping. */
@@ -130,6 +138,10 @@ export class Region {
   /** The kind of memory: `'anonymous'`, `'shmem'`, `'hugetlb'`, or `'remote'` (another process's, no buffer). */
   get kind(): MemoryKind {
     return this.#native.kind as MemoryKind
+  }
+  /** Whether the mapping is MAP_PRIVATE: always for anonymous memory, on request for shmem and hugetlb. */
+  get private(): boolean {
+    return this.#native.private
   }
   /** The mapping's start address, for diagnostics; no call takes an address. */
   get address(): bigint {

@@ -46,6 +46,28 @@ export function makeRegion(kind: MemoryKind, pages: number): Region {
   }
 }
 
+/** The memory types of the kernel's uffd-unit-tests: the kinds, and shmem and hugetlb mapped MAP_PRIVATE. */
+export type MemoryType = 'anon' | 'shmem' | 'shmem-private' | 'hugetlb' | 'hugetlb-private'
+export const MEMORY_TYPES: MemoryType[] = ['anon', 'shmem', 'shmem-private', 'hugetlb', 'hugetlb-private']
+
+/** The region kind a memory type is made of. */
+export function kindOf(type: MemoryType): MemoryKind {
+  if (type === 'anon') return 'anonymous'
+  return type.startsWith('hugetlb') ? 'hugetlb' : 'shmem'
+}
+
+/** A region of `pages` pages of a memory type (huge pages for the hugetlb ones). */
+export function makeMemory(type: MemoryType, pages: number): Region {
+  switch (type) {
+    case 'shmem-private':
+      return Region.shmem(pages * 4096, { name: 'test', private: true })
+    case 'hugetlb-private':
+      return Region.hugetlb(pages * HUGE_PAGE, { name: 'test', private: true })
+    default:
+      return makeRegion(kindOf(type), pages)
+  }
+}
+
 /** Rejects if `promise` takes longer than `ms`, so that a hang fails the test instead of stalling. */
 export function within<T>(promise: Promise<T>, what: string, ms = LIMIT_MS): Promise<T> {
   let timer: NodeJS.Timeout | undefined

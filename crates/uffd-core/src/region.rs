@@ -44,6 +44,8 @@ pub struct Region {
     /// The memfd, until the region is closed (the mapping does not need it).
     file: Mutex<Option<Arc<OwnedFd>>>,
     alias_of: Option<u64>,
+    /// A MAP_PRIVATE mapping of the file: writes and COPYs make private pages, the file is untouched.
+    private: bool,
     closed: AtomicBool,
 }
 
@@ -88,20 +90,39 @@ impl Region {
             )
         }
         .map_err(|errno| Error::sys("mmap", errno, format!("anonymous region of {len} bytes")))?;
-        Ok(Self::publish(MemoryKind::Anonymous, base.cast(), len.get(), page, None, None))
+        Ok(Self::publish(MemoryKind::Anonymous, base.cast(), len.get(), page, None, None, true))
     }
 
     /// A memfd of `size` bytes mapped shared; `alias()` maps the same file again.
     pub fn shmem(size: usize, name: &str) -> Result<Arc<Region>> {
+        Self::shmem_mapped(size, name, false)
+    }
+
+    /// A memfd of `size` bytes mapped private (the kernel's "shmem private" memory type): pages
+    /// written or COPYed here are this mapping's own; `alias()` maps the file itself, shared.
+    pub fn shmem_private(size: usize, name: &str) -> Result<Arc<Region>> {
+        Self::shmem_mapped(size, name, true)
+    }
+
+    fn shmem_mapped(size: usize, name: &str, private: bool) -> Result<Arc<Region>> {
         let page = base_page_size();
         let len = round_up(size, page, "memfd_create")?;
         let file = memfd(name, nix::sys::memfd::MemFdCreateFlag::empty(), len.get())?;
-        let base = map_shared(&file, len, MemoryKind::Shmem)?;
-        Ok(Self::publish(MemoryKind::Shmem, base, len.get(), page, Some(Arc::new(file)), None))
+        let base = map_file(&file, len, MemoryKind::Shmem, private)?;
+        Ok(Self::publish(MemoryKind::Shmem, base, len.get(), page, Some(Arc::new(file)), None, private))
     }
 
     /// A hugetlbfs memfd of `size` bytes (rounded up to `page_size`, 2 MiB or 1 GiB), mapped shared.
     pub fn hugetlb(size: usize, page_size: usize, name: &str) -> Result<Arc<Region>> {
+        Self::hugetlb_mapped(size, page_size, name, false)
+    }
+
+    /// The same, mapped private (the kernel's "hugetlb private" memory type).
+    pub fn hugetlb_private(size: usize, page_size: usize, name: &str) -> Result<Arc<Region>> {
+        Self::hugetlb_mapped(size, page_size, name, true)
+    }
+
+    fn hugetlb_mapped(size: usize, page_size: usize, name: &str, private: bool) -> Result<Arc<Region>> {
         let size_flag = match page_size {
             0x20_0000 => libc::MFD_HUGE_2MB,
             0x4000_0000 => libc::MFD_HUGE_1GB,
@@ -112,7 +133,7 @@ impl Region {
         let len = round_up(size, page_size, "memfd_create")?;
         let flags = nix::sys::memfd::MemFdCreateFlag::from_bits_retain(libc::MFD_HUGETLB | size_flag);
         let file = memfd(name, flags, len.get())?;
-        let base = map_shared(&file, len, MemoryKind::Hugetlb).map_err(|err| match err {
+        let base = map_file(&file, len, MemoryKind::Hugetlb, private).map_err(|err| match err {
             Error::Sys { errno, .. } => Error::sys(
                 "mmap",
                 errno,
@@ -126,7 +147,7 @@ impl Region {
             ),
             other => other,
         })?;
-        Ok(Self::publish(MemoryKind::Hugetlb, base, len.get(), page_size, Some(Arc::new(file)), None))
+        Ok(Self::publish(MemoryKind::Hugetlb, base, len.get(), page_size, Some(Arc::new(file)), None, private))
     }
 
     /// A second mapping of the same file (shmem or hugetlb), not registered with anything: writes
@@ -138,8 +159,8 @@ impl Region {
             Error::invalid("mmap", "an anonymous region has no file to alias; use Region.shmem or Region.hugetlb")
         })?;
         let len = NonZeroUsize::new(self.size).expect("regions are never empty");
-        let base = map_shared(&*file, len, self.kind)?;
-        Ok(Self::publish(self.kind, base, self.size, self.page_size, Some(file), Some(self.id)))
+        let base = map_file(&*file, len, self.kind, false)?;
+        Ok(Self::publish(self.kind, base, self.size, self.page_size, Some(file), Some(self.id), false))
     }
 
     fn publish(
@@ -149,6 +170,7 @@ impl Region {
         page_size: usize,
         file: Option<Arc<OwnedFd>>,
         alias_of: Option<u64>,
+        private: bool,
     ) -> Arc<Region> {
         let id = REGIONS.next_id();
         let region = Arc::new(Region {
@@ -159,6 +181,7 @@ impl Region {
             page_size,
             file: Mutex::new(file),
             alias_of,
+            private,
             closed: AtomicBool::new(false),
         });
         REGIONS.insert(id, &region);
@@ -186,7 +209,7 @@ impl Region {
         }
         let base =
             NonNull::new(address as *mut u8).ok_or_else(|| Error::invalid(OP, "a range cannot start at address 0"))?;
-        Ok(Self::publish(MemoryKind::Remote, base, size, page_size, None, None))
+        Ok(Self::publish(MemoryKind::Remote, base, size, page_size, None, None, false))
     }
 
     /// The live, open region with this id (what a worker attaches to by token).
@@ -214,6 +237,10 @@ impl Region {
     }
     pub fn alias_of(&self) -> Option<u64> {
         self.alias_of
+    }
+    /// Whether the mapping is MAP_PRIVATE (anonymous memory always is).
+    pub fn is_private(&self) -> bool {
+        self.private
     }
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -278,7 +305,8 @@ impl Region {
     pub fn discard(&self, offset: usize, len: usize) -> Result<()> {
         let start = self.check_range("madvise", offset, len)?;
         self.check_local("madvise")?;
-        let advice = if self.kind == MemoryKind::Anonymous { libc::MADV_DONTNEED } else { libc::MADV_REMOVE };
+        // MADV_REMOVE needs a shared mapping; a private one drops its own pages.
+        let advice = if self.private { libc::MADV_DONTNEED } else { libc::MADV_REMOVE };
         // SAFETY: the range was checked to lie inside this region's live mapping; dropping pages
         // never invalidates the mapping.
         let result = unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
@@ -297,6 +325,7 @@ impl Region {
         }
         let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).take();
         let advice = match file {
+            _ if self.private => libc::MADV_DONTNEED,
             None => libc::MADV_DONTNEED,
             // Punch the file's pages out only if no open alias still maps them.
             Some(file) if Arc::strong_count(&file) == 1 => libc::MADV_REMOVE,
@@ -335,10 +364,10 @@ fn memfd(name: &str, flags: nix::sys::memfd::MemFdCreateFlag, len: usize) -> Res
     Ok(file)
 }
 
-fn map_shared(file: &impl AsFd, len: NonZeroUsize, kind: MemoryKind) -> Result<NonNull<u8>> {
-    // SAFETY: a fresh shared mapping of our own memfd at an address the kernel picks aliases no
-    // Rust object.
-    let base = unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, file, 0) }
+fn map_file(file: &impl AsFd, len: NonZeroUsize, kind: MemoryKind, private: bool) -> Result<NonNull<u8>> {
+    let sharing = if private { MapFlags::MAP_PRIVATE } else { MapFlags::MAP_SHARED };
+    // SAFETY: a fresh mapping of our own memfd at an address the kernel picks aliases no Rust object.
+    let base = unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, sharing, file, 0) }
         .map_err(|errno| Error::sys("mmap", errno, format!("{} region of {len} bytes", kind.name())))?;
     Ok(base.cast())
 }

@@ -19,6 +19,7 @@ pub struct NativeRegion {
     kind: MemoryKind,
     address: usize,
     alias_of: Option<u64>,
+    private: bool,
     owner: bool,
 }
 
@@ -31,16 +32,22 @@ impl NativeRegion {
     }
 
     #[napi(factory)]
-    pub fn shmem(env: Env, size: f64, name: String) -> napi::Result<Self> {
+    pub fn shmem(env: Env, size: f64, name: String, is_private: bool) -> napi::Result<Self> {
         let size = to_usize(&env, "size", size)?;
-        Ok(Self::new(Region::shmem(size, &name).or_throw(&env)?, true))
+        let region = if is_private { Region::shmem_private(size, &name) } else { Region::shmem(size, &name) };
+        Ok(Self::new(region.or_throw(&env)?, true))
     }
 
     #[napi(factory)]
-    pub fn hugetlb(env: Env, size: f64, page_size: f64, name: String) -> napi::Result<Self> {
+    pub fn hugetlb(env: Env, size: f64, page_size: f64, name: String, is_private: bool) -> napi::Result<Self> {
         let size = to_usize(&env, "size", size)?;
         let page_size = to_usize(&env, "pageSize", page_size)?;
-        Ok(Self::new(Region::hugetlb(size, page_size, &name).or_throw(&env)?, true))
+        let region = if is_private {
+            Region::hugetlb_private(size, page_size, &name)
+        } else {
+            Region::hugetlb(size, page_size, &name)
+        };
+        Ok(Self::new(region.or_throw(&env)?, true))
     }
 
     /// A view of the live region with this id; fails if there is none.
@@ -66,6 +73,7 @@ impl NativeRegion {
             kind: region.kind(),
             address: region.address(),
             alias_of: region.alias_of(),
+            private: region.is_private(),
             region: RwLock::new(Some(region)),
             owner,
         }
@@ -111,6 +119,10 @@ impl NativeRegion {
     pub fn closed(&self) -> bool {
         let region = self.region.read().unwrap_or_else(|p| p.into_inner());
         region.as_ref().is_none_or(|r| r.is_closed())
+    }
+    #[napi(getter)]
+    pub fn private(&self) -> bool {
+        self.private
     }
     #[napi(getter)]
     pub fn alias_of(&self) -> Option<f64> {
