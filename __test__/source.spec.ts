@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
-import { patternByte, patternPage } from './helpers/harness'
+import { patternByte, patternPage, withReader } from './helpers/harness'
 
 const PAGE = 4096
 const PAGES = 256
@@ -113,4 +113,61 @@ test('bad sources are refused', (t) => {
   t.throws(() => uffd.register(region, { source: Source.zero(), readahead: { pages: -1 } }), { instanceOf: TypeError })
   uffd.close()
   region.close()
+})
+
+test('fallthrough: a bytes source maps what it has, whole pages past its end go to the handler', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(8 * PAGE)
+  const bytes = patternPage(0, PAGE, 5).subarray(0, 4 * PAGE + 100)
+  uffd.register(region, { source: Source.bytes(bytes), fallthrough: true })
+  const handled: number[] = []
+  uffd.handle((fault) => {
+    handled.push(fault.offset / PAGE)
+    fault.copy(patternPage(fault.offset, PAGE, 1, 3))
+  })
+  await withReader([uffd, region], async (reader) => {
+    const offsets = [0, 1, 2, 3, 4, 5, 6, 7].map((page) => page * PAGE + 5).concat([4 * PAGE + 99, 4 * PAGE + 100])
+    const { bytes: read } = await reader.read(region, { offsets })
+    const want = [0, 1, 2, 3, 4].map((page) => patternByte(page * PAGE, PAGE, 5))
+    want.push(...[5, 6, 7].map((page) => patternByte(page * PAGE, PAGE, 5, 3)))
+    want.push(bytes[4 * PAGE + 99] ?? -1, 0)
+    t.deepEqual(read, want)
+    t.deepEqual(handled, [5, 6, 7])
+    t.is(uffd.stats.native, 5)
+  })
+})
+
+test('fault.fromSource: the handler picks a source per fault, native code maps it', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(6 * PAGE)
+  const even = Source.bytes(patternPage(0, PAGE, 6, 1))
+  const odd = Source.file(file)
+  uffd.register(region, { missing: true, wp: true })
+  const thrown: unknown[] = []
+  uffd.handle((fault) => {
+    if (fault.kind === 'wp') {
+      try {
+        fault.fromSource(odd)
+      } catch (error) {
+        thrown.push(error)
+      }
+      fault.unprotect()
+      return
+    }
+    t.is(fault.fromSource((fault.offset / PAGE) % 2 === 0 ? even : odd), PAGE)
+    t.is(fault.fromSource(odd), 0, 'a second resolve is a no-op')
+  })
+  await withReader([uffd, region], async (reader) => {
+    const offsets = [0, 1, 2, 3, 4, 5].map((page) => page * PAGE + 5)
+    const { bytes: read } = await reader.read(region, { offsets })
+    t.deepEqual(
+      read,
+      offsets.map((_, page) => patternByte(page * PAGE, PAGE, 5, page % 2 === 0 ? 1 : 0)),
+    )
+    uffd.writeProtect(region, 0, PAGE, true)
+    await reader.read(region, { offsets: [7], write: 1 })
+    t.is(thrown.length, 1)
+    t.like(thrown[0], { code: 'EINVAL' })
+    t.regex((thrown[0] as Error).message, /does not serve wp faults/)
+  })
 })

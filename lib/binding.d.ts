@@ -93,6 +93,8 @@ export declare class NativeUffd {
   /** Stops sending faults to this thread's handler. */
   unhandle(): void
   faultCopy(id: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
+  /** Resolves a fault from a native source. */
+  faultFromSource(id: number, source: NativeSource): number
   faultZero(id: number, length: number | undefined | null, wake: boolean): number
   faultContinue(id: number, length: number | undefined | null, wake: boolean, writeProtect: boolean): number
   faultUnprotect(id: number, wake: boolean): void
@@ -206,6 +208,7 @@ export interface NativeRegistration {
   readaheadPages?: number
   readaheadMaxPages?: number
   adaptive?: boolean
+  fallthrough: boolean
 }
 
 /** A range of the other process's memory. */

@@ -1,7 +1,8 @@
 // Fault: one page fault handed to a handler, and the calls that resolve it.
 import type { JsFault, NativeUffd } from './binding'
-import { call } from './errors'
+import { argumentError, call } from './errors'
 import { nativeRegionOf, type Region } from './region'
+import { Source } from './source'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 
 /** Why the thread stopped: a missing page, a minor fault (page in cache, not mapped), a write to a protected page. */
@@ -122,6 +123,18 @@ export class Fault {
     const source = nativeRegionOf(from)
     const at = integer('fromOffset', fromOffset)
     return this.#settle(wake, () => this.#native.faultMove(this.#id, source, { fromOffset: at, length, wake, allowSourceHoles }))
+  }
+
+  /**
+   * Resolves the fault from a {@link Source} in one native call: the source's bytes at the
+   * fault's offset in the region (pread for a file, ZEROPAGE for zeros, CONTINUE for the page
+   * cache). The handler decides, native code maps. Returns the bytes mapped; 0 if the fault was
+   * already resolved. Past the end of a bytes or file source it maps zeros. Throws EINVAL if the
+   * source does not serve this kind of fault (a wp fault; a minor fault for all but the page cache).
+   */
+  fromSource(source: Source): number {
+    if (!(source instanceof Source)) throw argumentError('source', 'a Source', source)
+    return this.#settle(true, () => this.#native.faultFromSource(this.#id, source.native))
   }
 
   /** UFFDIO_POISON at the fault's page: the faulting thread gets SIGBUS. */

@@ -6,7 +6,7 @@ import { bytesOf, integer, options as optionsOf } from './validate'
 
 /** Options of {@link Source.file}. */
 export interface FileSourceOptions {
-  /** Where offset 0 of the registered range is in the file. Default 0. */
+  /** Where offset 0 of the region is in the file. Default 0. */
   offset?: number
 }
 
@@ -33,7 +33,7 @@ export class Source {
     return new Source(native.NativeSource.zero())
   }
 
-  /** Bytes in memory (copied once into native memory): offset 0 of the range is byte 0. */
+  /** Bytes in memory (copied once into native memory): offset 0 of the region is byte 0. */
   static bytes(bytes: ArrayBufferView | ArrayBuffer): Source {
     return new Source(native.NativeSource.bytes(bytesOf('bytes', bytes)))
   }

@@ -58,6 +58,13 @@ export interface RegisterOptions {
   source?: Source
   /** With a source: pages mapped per fault (clipped to the range), growing on sequential faults if `adaptive`. */
   readahead?: ReadaheadOptions
+  /**
+   * With a bytes or file source: faults on whole pages past the source's end go to the handler
+   * (set with {@link Userfaultfd.handle}) instead of being mapped as zeros. Faults of a kind the
+   * source does not serve (a wp fault, a minor fault for a bytes source) always go to the handler.
+   * Default false.
+   */
+  fallthrough?: boolean
 }
 
 /** How many pages a native source maps per fault: the `readahead` of {@link RegisterOptions}. */
@@ -367,7 +374,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** Registers a region (or a page-aligned part of it) for missing, minor and/or wp faults. */
   register(region: Region, options?: RegisterOptions): Registration {
-    const { missing, minor, wp, offset, length, source, readahead } = optionsOf('options', options)
+    const { missing, minor, wp, offset, length, source, readahead, fallthrough } = optionsOf('options', options)
     // A page-cache source serves minor faults: it implies `minor` unless told otherwise.
     const wantsMinor = optionalBoolean('options.minor', minor, source instanceof Source && source.kind === 'pageCache')
     const wantsWp = optionalBoolean('options.wp', wp, false)
@@ -386,6 +393,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       readaheadPages: optionalInteger('options.readahead.pages', ahead.pages),
       readaheadMaxPages: optionalInteger('options.readahead.maxPages', ahead.maxPages),
       adaptive: optionalBoolean('options.readahead.adaptive', ahead.adaptive, false),
+      fallthrough: optionalBoolean('options.fallthrough', fallthrough, false),
     }
     const ioctls = call(() => this.#native.register(handle, range, source?.native))
     return { ioctls: new Set(ioctls as IoctlName[]) }

@@ -13,14 +13,15 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
-/// Where the bytes of a registered range come from.
+/// Where the bytes of a registered range come from. Cloning shares the bytes or the open file.
+#[derive(Clone)]
 pub enum Source {
     /// Zero pages.
     Zero,
-    /// Bytes in memory; offset 0 of the range is byte 0. Past their end: zeros.
+    /// Bytes in memory; offset 0 of the region is byte 0. Past their end: zeros.
     Bytes(Arc<[u8]>),
     /// A file read with pread from `offset` on. Past its end: zeros.
-    File { file: File, offset: u64 },
+    File { file: Arc<File>, offset: u64 },
     /// For minor faults: what the page cache holds (CONTINUE).
     PageCache,
 }
@@ -30,7 +31,20 @@ impl Source {
         let file = File::open(path).map_err(|e| {
             Error::sys("open", Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), format!("source file {path:?}"))
         })?;
-        Ok(Source::File { file, offset })
+        Ok(Source::File { file: Arc::new(file), offset })
+    }
+
+    /// How many bytes the source has from `offset` (of the region) on; `None`: no end.
+    fn available(&self, offset: usize) -> Option<usize> {
+        match self {
+            Source::Zero | Source::PageCache => None,
+            Source::Bytes(bytes) => Some(bytes.len().saturating_sub(offset)),
+            // A file can grow: it is asked each time (fstat is far cheaper than the COPY).
+            Source::File { file, offset: base } => {
+                let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                Some(len.saturating_sub(base + offset as u64).try_into().unwrap_or(usize::MAX))
+            }
+        }
     }
 
     fn serves(&self, kind: FaultKind) -> bool {
@@ -61,6 +75,8 @@ impl Default for Readahead {
 pub struct Served {
     source: Source,
     readahead: Readahead,
+    /// Pages past the source's end go to the handler instead of being mapped as zeros.
+    fallthrough: bool,
     state: Mutex<Window>,
 }
 
@@ -90,17 +106,53 @@ impl Scratch {
 
 impl Served {
     pub fn new(source: Source, readahead: Readahead) -> Arc<Served> {
+        Self::with_fallthrough(source, readahead, false)
+    }
+
+    /// A source whose missing pages (past the end of its bytes or file) go to the handler.
+    pub fn with_fallthrough(source: Source, readahead: Readahead, fallthrough: bool) -> Arc<Served> {
         let pages = readahead.pages.max(1);
         let readahead = Readahead { pages, max_pages: readahead.max_pages.max(pages), ..readahead };
         Arc::new(Served {
             source,
             readahead,
+            fallthrough,
             state: Mutex::new(Window { next: usize::MAX, pages, scratch: Scratch::default() }),
         })
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 }
 
 impl Userfaultfd {
+    /// Resolves fault `id` (handed to a handler) from a native source: the handler decides, the
+    /// source maps. Returns the bytes mapped (0 if the fault was already settled or another
+    /// resolver won).
+    pub fn resolve_from_source(&self, id: u64, served: &Served) -> Result<usize> {
+        const OP: &str = "fromSource";
+        let Some(fault) = self.fault_in_flight(id) else {
+            return Ok(0);
+        };
+        let region = &fault.region;
+        let end = self.registration_at(region.address() + fault.offset).map_or(region.size(), |(_, end, _)| end);
+        let end = end.saturating_sub(region.address()).max(fault.offset + region.page_size());
+        match self.serve_natively(served, region, fault.offset, end, fault.kind) {
+            Some(Ok(mapped)) => {
+                self.settle(id, true);
+                Ok(mapped)
+            }
+            Some(Err(err)) => Err(err),
+            None if !served.source.serves(fault.kind) => {
+                Err(Error::invalid(OP, format!("this source does not serve {} faults", fault.kind.name())))
+            }
+            None => {
+                Err(Error::invalid(OP, format!("the source has no bytes at offset {} of the region", fault.offset)))
+            }
+        }
+    }
+
     /// Resolves a fault from a native source, if the source serves this kind of fault. Returns the
     /// bytes mapped, `Ok(0)` if another resolver won; `None` if the source does not apply.
     pub(crate) fn serve_natively(
@@ -115,6 +167,16 @@ impl Userfaultfd {
             return None;
         }
         let page = region.page_size();
+        let mut end = end;
+        if served.fallthrough {
+            match served.source.available(offset) {
+                Some(0) => return None,
+                // A page the source has part of is mapped (zeros after the end); whole pages past
+                // the end go to the handler.
+                Some(bytes) => end = end.min(offset + bytes.next_multiple_of(page)),
+                None => {}
+            }
+        }
         let mut window = served.state.lock().unwrap_or_else(|p| p.into_inner());
         let pages = if !served.readahead.adaptive {
             served.readahead.pages

@@ -563,12 +563,12 @@ impl Userfaultfd {
         Ok(mapped)
     }
 
-    fn fault_in_flight(&self, id: u64) -> Option<Fault> {
+    pub(crate) fn fault_in_flight(&self, id: u64) -> Option<Fault> {
         lock(&self.dispatcher).in_flight.get(&id).map(|entry| entry.fault.clone())
     }
 
     /// Marks a resolved fault: woken ones leave the table; DONTWAKE ones wait for their wake.
-    fn settle(&self, id: u64, woken: bool) {
+    pub(crate) fn settle(&self, id: u64, woken: bool) {
         let mut dispatcher = lock(&self.dispatcher);
         if woken {
             let entry = dispatcher.take(id);
@@ -850,7 +850,7 @@ impl Userfaultfd {
     }
 
     /// The registration covering `address`: its region, end address and native source.
-    fn registration_at(&self, address: usize) -> Option<(Arc<Region>, usize, Option<Arc<Served>>)> {
+    pub(crate) fn registration_at(&self, address: usize) -> Option<(Arc<Region>, usize, Option<Arc<Served>>)> {
         let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
         registrations
             .range(..=address)

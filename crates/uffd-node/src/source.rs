@@ -1,78 +1,75 @@
-//! `NativeSource`: a native page source, kept until a registration takes it.
+//! `NativeSource`: a native page source; each registration gets its own readahead window over it.
 
 use crate::args::to_opt_usize;
 use crate::errors::OrThrow;
 use napi::bindgen_prelude::Uint8Array;
 use napi::Env;
 use napi_derive::napi;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use uffd_core::source::{Readahead, Served, Source};
 
 #[napi]
 pub struct NativeSource {
-    /// Taken by the first registration; later ones get a fresh copy where one can be made.
-    source: Mutex<Option<Source>>,
-    bytes: Option<Arc<[u8]>>,
-    file: Option<(String, u64)>,
-    kind: &'static str,
+    source: Source,
+    /// The source with a one-page window, made on the first `fault.fromSource(source)`.
+    for_faults: OnceLock<Arc<Served>>,
 }
 
 #[napi]
 impl NativeSource {
     #[napi(factory)]
     pub fn zero() -> Self {
-        Self::of(Source::Zero, "zero", None, None)
+        Self::of(Source::Zero)
     }
 
     /// Copies the bytes once, into memory the loop thread reads.
     #[napi(factory)]
     pub fn bytes(bytes: Uint8Array) -> Self {
-        let bytes: Arc<[u8]> = Arc::from(&bytes[..]);
-        Self::of(Source::Bytes(bytes.clone()), "bytes", Some(bytes), None)
+        Self::of(Source::Bytes(Arc::from(&bytes[..])))
     }
 
     #[napi(factory)]
     pub fn file(env: Env, path: String, offset: f64) -> napi::Result<Self> {
         let offset = crate::args::to_usize(&env, "offset", offset)? as u64;
-        let source = Source::file(&path, offset).or_throw(&env)?;
-        Ok(Self::of(source, "file", None, Some((path, offset))))
+        Ok(Self::of(Source::file(&path, offset).or_throw(&env)?))
     }
 
     #[napi(factory)]
     pub fn page_cache() -> Self {
-        Self::of(Source::PageCache, "pageCache", None, None)
+        Self::of(Source::PageCache)
     }
 
     #[napi(getter)]
     pub fn kind(&self) -> &'static str {
-        self.kind
+        match self.source {
+            Source::Zero => "zero",
+            Source::Bytes(_) => "bytes",
+            Source::File { .. } => "file",
+            Source::PageCache => "pageCache",
+        }
     }
 
-    fn of(source: Source, kind: &'static str, bytes: Option<Arc<[u8]>>, file: Option<(String, u64)>) -> Self {
-        NativeSource { source: Mutex::new(Some(source)), bytes, file, kind }
+    fn of(source: Source) -> Self {
+        NativeSource { source, for_faults: OnceLock::new() }
     }
 
-    /// The source with its readahead, for one registration.
+    /// The source with its own readahead window, for one registration.
     pub(crate) fn served(
         &self,
         env: &Env,
         pages: Option<f64>,
         max_pages: Option<f64>,
         adaptive: Option<bool>,
+        fallthrough: bool,
     ) -> napi::Result<Arc<Served>> {
         let pages = to_opt_usize(env, "readahead.pages", pages)?.unwrap_or(1);
         let max_pages = to_opt_usize(env, "readahead.maxPages", max_pages)?.unwrap_or(pages.max(1) * 64);
         let adaptive = adaptive.unwrap_or(false);
-        let taken = self.source.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let source = match taken {
-            Some(source) => source,
-            None => match (self.kind, &self.bytes, &self.file) {
-                ("bytes", Some(bytes), _) => Source::Bytes(bytes.clone()),
-                ("file", _, Some((path, offset))) => Source::file(path, *offset).or_throw(env)?,
-                ("pageCache", _, _) => Source::PageCache,
-                _ => Source::Zero,
-            },
-        };
-        Ok(Served::new(source, Readahead { pages, adaptive, max_pages }))
+        Ok(Served::with_fallthrough(self.source.clone(), Readahead { pages, adaptive, max_pages }, fallthrough))
+    }
+
+    /// The source as a handler's `fault.fromSource(source)` uses it: a page per fault.
+    pub(crate) fn for_faults(&self) -> &Served {
+        self.for_faults.get_or_init(|| Served::new(self.source.clone(), Readahead::default()))
     }
 }

@@ -53,6 +53,7 @@ pub struct NativeRegistration {
     pub readahead_pages: Option<f64>,
     pub readahead_max_pages: Option<f64>,
     pub adaptive: Option<bool>,
+    pub fallthrough: bool,
 }
 
 #[napi(object, object_from_js = false)]
@@ -189,7 +190,9 @@ impl NativeUffd {
         let length = to_opt_usize(&env, "length", range.length)?;
         let modes = Modes { missing: range.missing, minor: range.minor, wp: range.wp };
         let served = source
-            .map(|s| s.served(&env, range.readahead_pages, range.readahead_max_pages, range.adaptive))
+            .map(|s| {
+                s.served(&env, range.readahead_pages, range.readahead_max_pages, range.adaptive, range.fallthrough)
+            })
             .transpose()?;
         let region = region.region(&env, "UFFDIO_REGISTER")?;
         let ioctls = self.inner.register_served(&region, modes, offset, length, served).or_throw(&env)?;
@@ -358,6 +361,13 @@ impl NativeUffd {
         write_protect: bool,
     ) -> napi::Result<f64> {
         self.resolve(&env, id, Resolution::Copy { bytes: &bytes, wake, protect: write_protect })
+    }
+
+    /// Resolves a fault from a native source.
+    #[napi]
+    pub fn fault_from_source(&self, env: Env, id: f64, source: &NativeSource) -> napi::Result<f64> {
+        let id = to_id(&env, id)?;
+        self.inner.resolve_from_source(id, source.for_faults()).map(|n| n as f64).or_throw(&env)
     }
 
     #[napi]
