@@ -19,12 +19,15 @@ export { Region } from './lib/region'
 export { type Adoption, type AdoptOptions, adoptFd, HandshakeListener, listen, type Peer, type RemoteRange, receive } from './lib/remote'
 export { type FileSourceOptions, Source } from './lib/source'
 export type {
+  ByteRange,
   DirtyOptions,
   FaultHandler,
   ForkEvent,
   HandleOptions,
   MapOption,
   MoveOption,
+  PrefetchOptions,
+  PrefetchResult,
   RangeEvent,
   RangeOptions,
   ReadaheadOptions,

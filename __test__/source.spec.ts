@@ -171,3 +171,70 @@ test('fault.fromSource: the handler picks a source per fault, native code maps i
     t.regex((thrown[0] as Error).message, /does not serve wp faults/)
   })
 })
+
+test('prefetch fills a registered range from its source in the background; touched pages are skipped', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(PAGES * PAGE)
+  uffd.register(region, { source: Source.file(file) })
+  const view = new Uint8Array(region.buffer)
+  t.is(view[3 * PAGE + 5], patternByte(3 * PAGE, PAGE, 5), 'a fault before the prefetch')
+  const result = await uffd.prefetch(region, undefined, { chunkPages: 16 })
+  t.is(result.mapped + result.present, PAGES * PAGE)
+  t.is(result.present, PAGE)
+  t.false(result.stopped)
+  const faultsBefore = uffd.stats.faults.missing
+  t.is(
+    mismatches(region, (page) => patternByte(page * PAGE, PAGE, 5)),
+    0,
+  )
+  t.is(uffd.stats.faults.missing, faultsBefore, 'no page faults after the prefetch')
+  const again = await uffd.prefetch(region, [{ offset: 0, length: 4 * PAGE }])
+  t.deepEqual([again.mapped, again.present], [0, 4 * PAGE])
+  uffd.close()
+  region.close()
+})
+
+test('prefetch from a given source, aborted, and refused where nothing says where bytes come from', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(PAGES * PAGE)
+  uffd.register(region)
+  await t.throwsAsync(uffd.prefetch(region), { code: 'EINVAL', message: /without a source/ })
+  await t.throwsAsync(uffd.prefetch(region, [{ offset: 1, length: PAGE }], { source: Source.zero() }), { code: 'EINVAL' })
+  t.throws(() => uffd.prefetch(region, [{ offset: -1, length: PAGE }]), { instanceOf: TypeError })
+  const controller = new AbortController()
+  controller.abort()
+  const aborted = await uffd.prefetch(region, undefined, { source: Source.file(file), signal: controller.signal })
+  t.true(aborted.stopped)
+  t.is(aborted.mapped, 0)
+  const some = await uffd.prefetch(region, [{ offset: 8 * PAGE, length: 8 * PAGE }], {
+    source: Source.bytes(patternPage(0, PAGE, PAGES, 2)),
+  })
+  t.is(some.mapped, 8 * PAGE)
+  t.is(region.bytes(8 * PAGE, PAGE)[5], patternByte(8 * PAGE, PAGE, 5, 2))
+  uffd.close()
+  const closed = await uffd.prefetch(region, undefined, { source: Source.zero() }).catch((error: unknown) => error)
+  t.like(closed, { code: 'EBADF' })
+  region.close()
+})
+
+test('prefetch steps aside for a thread that faults meanwhile, and every byte is right', async (t) => {
+  const big = 8192
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(big * PAGE)
+  uffd.register(region, { source: Source.bytes(patternPage(0, PAGE, big)) })
+  await withReader([uffd, region], async (reader) => {
+    const prefetch = uffd.prefetch(region, undefined, { chunkPages: 1 })
+    const offsets = Array.from({ length: 64 }, (_, i) => (big - 1 - i * 97) * PAGE + 5)
+    const { bytes } = await reader.read(region, { offsets })
+    t.deepEqual(
+      bytes,
+      offsets.map((at) => patternByte(at - 5, PAGE, 5)),
+    )
+    const result = await prefetch
+    t.is(result.mapped + result.present, big * PAGE)
+    t.is(
+      mismatches(region, (page) => patternByte(page * PAGE, PAGE, 5)),
+      0,
+    )
+  })
+})

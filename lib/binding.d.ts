@@ -30,6 +30,13 @@ export declare class NativeOutcome {
   takeError(): NativeFailure | null
 }
 
+export declare class NativePrefetch {
+  /** Runs the prefetch on a pool thread; resolves with its outcome. Runs once. */
+  start(): Promise<NativePrefetchOutcome>
+  /** Stops the prefetch after the chunk it is mapping. */
+  cancel(): void
+}
+
 export declare class NativeRegion {
   static anonymous(size: number): NativeRegion
   static shmem(size: number, name: string, isPrivate: boolean): NativeRegion
@@ -76,6 +83,8 @@ export declare class NativeUffd {
   get userModeOnly(): boolean
   get closed(): boolean
   register(region: NativeRegion, range: NativeRegistration, source?: NativeSource | undefined | null): Array<string>
+  /** A prefetch of `ranges` (offset, length pairs) of a region, ready to start. */
+  prefetch(region: NativeRegion, ranges: Array<NativeRange>, source?: NativeSource | undefined | null, chunkPages?: number | undefined | null): NativePrefetch
   unregister(region: NativeRegion, offset: number, length?: number | undefined | null): void
   copy(region: NativeRegion, offset: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
   zero(region: NativeRegion, offset: number, length: number, wake: boolean): number
@@ -164,6 +173,7 @@ export interface JsNotice {
 /** Why a handshake failed: Node's error fields. */
 export interface NativeFailure {
   code: string
+  errno: number
   syscall: string
   message: string
 }
@@ -192,10 +202,25 @@ export interface NativeOptions {
   spinMicros?: number
 }
 
+/** What a prefetch did, or why it failed. */
+export interface NativePrefetchOutcome {
+  mapped: number
+  present: number
+  yields: number
+  stopped: boolean
+  error?: NativeFailure
+}
+
 export interface NativeProbe {
   api: number
   features: Array<string>
   ioctls: Array<string>
+}
+
+/** A range of a region: offset and length in bytes. */
+export interface NativeRange {
+  offset: number
+  length: number
 }
 
 /** What to register: the fault modes and the range in the region. */

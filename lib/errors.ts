@@ -1,5 +1,5 @@
 // UffdError: every error this package throws or emits, with Node's fields (code, errno, syscall).
-import type { JsNotice } from './binding'
+import type { JsNotice, NativeFailure } from './binding'
 
 /** Codes of errors that are not an errno: what the fault loop or a handler reported. */
 export type UffdNoticeCode =
@@ -124,6 +124,15 @@ export function fromNative(error: unknown): unknown {
     return converted
   }
   return error
+}
+
+/** The UffdError of a failure that the binding reports as a value (from a pool thread's work). */
+export function fromFailure(failure: NativeFailure): UffdError {
+  return new UffdError(failure.message, {
+    code: failure.code as UffdErrorCode,
+    errno: failure.errno,
+    syscall: failure.syscall,
+  })
 }
 
 /** Calls into the binding, turning its errors into UffdErrors. */

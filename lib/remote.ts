@@ -1,7 +1,7 @@
 // Serving another process's memory: adopt a userfaultfd it created and registered, from an fd
 // this process holds or over a Unix socket in Firecracker's handshake.
 import type { NativeAdoption, NativeOutcome } from './binding'
-import { argumentError, call, UffdError, type UffdErrorCode } from './errors'
+import { argumentError, call, fromFailure, UffdError } from './errors'
 import { native } from './loader'
 import { Region } from './region'
 import { Userfaultfd, type UserfaultfdOptions } from './userfaultfd'
@@ -67,10 +67,8 @@ function settle(outcome: NativeOutcome): Adoption {
   const adoption = outcome.takeAdoption()
   if (adoption) return fromAdoption(adoption)
   const failure = outcome.takeError()
-  throw new UffdError(failure?.message ?? 'the handshake failed', {
-    code: (failure?.code ?? 'EPROTO') as UffdErrorCode,
-    syscall: failure?.syscall,
-  })
+  if (failure) throw fromFailure(failure)
+  throw new UffdError('the handshake failed', { code: 'EPROTO' })
 }
 
 /**

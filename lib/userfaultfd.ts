@@ -4,7 +4,7 @@ import { isAbsolute, join, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { type ResourceLimits, Worker } from 'node:worker_threads'
 import type { JsDispatch, JsEvent, JsFault, NativeAdoption, NativeStats, NativeUffd } from './binding'
-import { argumentError, call, fromNotice, UffdError } from './errors'
+import { argumentError, call, fromFailure, fromNotice, UffdError } from './errors'
 import { Fault } from './fault'
 import type { FeatureName, IoctlName, ProbeResult } from './features'
 import { native } from './loader'
@@ -115,6 +115,36 @@ export interface DirtyOptions {
   clear?: boolean
   /** `'scan'` (PAGEMAP_SCAN, Linux 6.7), `'pagemap'` (the uffd-wp bit of /proc/self/pagemap), or `'auto'` (default). */
   method?: 'auto' | 'scan' | 'pagemap'
+}
+
+/** A page-aligned range of a region, for {@link Userfaultfd.prefetch}. */
+export interface ByteRange {
+  /** Where the range starts in the region (page-aligned). */
+  offset: number
+  /** Its length in bytes (a multiple of the page size). */
+  length: number
+}
+
+/** Options of {@link Userfaultfd.prefetch}. */
+export interface PrefetchOptions {
+  /** Where the bytes come from. Default: the source each range was registered with. */
+  source?: Source
+  /** Pages per ioctl. Default 64 (1 on hugetlbfs). */
+  chunkPages?: number
+  /** Stops the prefetch after the chunk it is mapping; the promise then resolves with `stopped`. */
+  signal?: AbortSignal
+}
+
+/** What {@link Userfaultfd.prefetch} did. */
+export interface PrefetchResult {
+  /** Bytes the prefetch mapped. */
+  mapped: number
+  /** Bytes that were there already (touched before the prefetch came, or mapped by another resolver). */
+  present: number
+  /** Times the prefetch stepped aside because faults were waiting to be read. */
+  yields: number
+  /** It ended early: aborted, or the userfaultfd or the region was closed. */
+  stopped: boolean
 }
 
 /** A fault handler: resolve the fault, synchronously or before the returned promise settles. */
@@ -469,6 +499,41 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     const { clear, method = 'auto' } = optionsOf('options', options)
     if (!['auto', 'scan', 'pagemap'].includes(method)) throw argumentError('options.method', "'auto', 'scan' or 'pagemap'", method)
     return call(() => this.#native.dirtyPages(handle, optionalBoolean('options.clear', clear, false), method))
+  }
+
+  /**
+   * Maps the pages of `ranges` (default: the whole region) that are not there yet, from
+   * `options.source` or the source each range was registered with, in the background: on a pool
+   * thread, in chunks, stepping aside whenever faults are waiting so that a thread touching the
+   * memory is served first. Pages that are already there are skipped. Rejects with a UffdError
+   * (EINVAL for a range that is not registered or has no source; the ioctl's errno otherwise).
+   *
+   * @example
+   * ```ts
+   * uffd.register(region, { source: Source.file('snapshot.bin') })
+   * void uffd.prefetch(region) // the rest arrives in the background; touched pages come first
+   * ```
+   */
+  prefetch(region: Region, ranges?: ByteRange[], options?: PrefetchOptions): Promise<PrefetchResult> {
+    const handle = nativeOf(region)
+    const { source, chunkPages, signal } = optionsOf('options', options)
+    if (source !== undefined && !(source instanceof Source)) throw argumentError('options.source', 'a Source', source)
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw argumentError('options.signal', 'an AbortSignal', signal)
+    if (ranges !== undefined && !Array.isArray(ranges)) throw argumentError('ranges', 'an array of { offset, length }', ranges)
+    const list = (ranges ?? [{ offset: 0, length: region.size }]).map((range, i) => {
+      const { offset, length } = optionsOf(`ranges[${i}]`, range)
+      return { offset: integer(`ranges[${i}].offset`, offset), length: integer(`ranges[${i}].length`, length) }
+    })
+    const chunk = optionalInteger('options.chunkPages', chunkPages)
+    const job = call(() => this.#native.prefetch(handle, list, source?.native, chunk))
+    if (signal?.aborted) job.cancel()
+    const onAbort = () => job.cancel()
+    signal?.addEventListener('abort', onAbort, { once: true })
+    return job.start().then((outcome) => {
+      signal?.removeEventListener('abort', onAbort)
+      if (outcome.error) throw fromFailure(outcome.error)
+      return { mapped: outcome.mapped, present: outcome.present, yields: outcome.yields, stopped: outcome.stopped }
+    })
   }
 
   /** UFFDIO_POISON over a range: a later access raises SIGBUS. Returns the bytes poisoned. */

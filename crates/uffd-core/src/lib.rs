@@ -10,6 +10,7 @@ pub mod fault;
 mod fault_loop;
 pub mod handshake;
 pub mod ioctl;
+pub mod prefetch;
 mod pump;
 pub mod region;
 mod registry;

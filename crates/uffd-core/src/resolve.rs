@@ -10,7 +10,7 @@ use crate::stats::bump;
 use crate::uapi;
 use crate::userfaultfd::Userfaultfd;
 use nix::errno::Errno;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Whether a resolve wakes the threads waiting on its range (false is `*_MODE_DONTWAKE`).
@@ -46,10 +46,20 @@ impl Userfaultfd {
         }
     }
 
-    fn mapped(&self, counter: &std::sync::atomic::AtomicU64, bytes: usize) -> usize {
-        bump(counter);
-        self.counters.bytes_mapped.fetch_add(bytes as u64, Ordering::Relaxed);
-        bytes
+    /// Runs a resolving ioctl, counted before it runs: the ioctl wakes the faulting thread, which
+    /// may read the counters at once. A failed ioctl takes its count back.
+    fn counted(&self, counter: &AtomicU64, ioctl: impl FnOnce() -> Result<usize>) -> Result<usize> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        match ioctl() {
+            Ok(bytes) => {
+                self.counters.bytes_mapped.fetch_add(bytes as u64, Ordering::Relaxed);
+                Ok(bytes)
+            }
+            Err(err) => {
+                counter.fetch_sub(1, Ordering::SeqCst);
+                Err(err)
+            }
+        }
     }
 
     /// UFFDIO_COPY of `bytes` (whole pages) to `offset` of a region; returns the bytes mapped.
@@ -66,8 +76,9 @@ impl Userfaultfd {
         }
         let dst = self.check_registered(OP, region, offset, bytes.len())?;
         let mode = if wake.0 { 0 } else { uapi::COPY_MODE_DONTWAKE } | if protect.0 { uapi::COPY_MODE_WP } else { 0 };
-        let mapped = self.parked(|| self.with_fd(OP, |uffd| ioctl::copy(uffd, dst, bytes, mode)))?;
-        Ok(self.mapped(&self.counters.copies, mapped))
+        self.counted(&self.counters.copies, || {
+            self.parked(|| self.with_fd(OP, |uffd| ioctl::copy(uffd, dst, bytes, mode)))
+        })
     }
 
     /// UFFDIO_ZEROPAGE over a range (not on hugetlbfs, which has no zero page).
@@ -77,8 +88,9 @@ impl Userfaultfd {
             return Err(Error::unsupported(OP, "hugetlbfs has no zero page: resolve with copy() of zeroed bytes"));
         }
         let start = self.check_registered(OP, region, offset, len)?;
-        let mapped = self.parked(|| self.with_fd(OP, |uffd| ioctl::zeropage(uffd, start, len, wake.0)))?;
-        Ok(self.mapped(&self.counters.zeropages, mapped))
+        self.counted(&self.counters.zeropages, || {
+            self.parked(|| self.with_fd(OP, |uffd| ioctl::zeropage(uffd, start, len, wake.0)))
+        })
     }
 
     /// UFFDIO_CONTINUE over a range: maps what is in the page cache (shmem and hugetlbfs).
@@ -100,8 +112,9 @@ impl Userfaultfd {
         let start = self.check_registered(OP, region, offset, len)?;
         let mode =
             if wake.0 { 0 } else { uapi::CONTINUE_MODE_DONTWAKE } | if protect.0 { uapi::CONTINUE_MODE_WP } else { 0 };
-        let mapped = self.parked(|| self.with_fd(OP, |uffd| ioctl::r#continue(uffd, start, len, mode)))?;
-        Ok(self.mapped(&self.counters.continues, mapped))
+        self.counted(&self.counters.continues, || {
+            self.parked(|| self.with_fd(OP, |uffd| ioctl::r#continue(uffd, start, len, mode)))
+        })
     }
 
     /// UFFDIO_POISON over a range: later accesses raise SIGBUS.
@@ -166,8 +179,9 @@ impl Userfaultfd {
         let src = from.check_range(OP, from_offset, len)?;
         let mode = if wake.0 { 0 } else { uapi::MOVE_MODE_DONTWAKE }
             | if allow_holes { uapi::MOVE_MODE_ALLOW_SRC_HOLES } else { 0 };
-        let moved = self.parked(|| self.with_fd(OP, |uffd| ioctl::r#move(uffd, dst, src, len, mode)))?;
-        Ok(self.mapped(&self.counters.moves, moved))
+        self.counted(&self.counters.moves, || {
+            self.parked(|| self.with_fd(OP, |uffd| ioctl::r#move(uffd, dst, src, len, mode)))
+        })
     }
 
     /// Write-protection needs a wp registration, which needs the feature for this memory.

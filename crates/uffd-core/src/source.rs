@@ -47,7 +47,7 @@ impl Source {
         }
     }
 
-    fn serves(&self, kind: FaultKind) -> bool {
+    pub(crate) fn serves(&self, kind: FaultKind) -> bool {
         match self {
             Source::PageCache => kind == FaultKind::Minor,
             _ => kind == FaultKind::Missing,
@@ -91,10 +91,10 @@ struct Window {
 /// A reusable page-aligned buffer: pread into a buffer 16 bytes past a page boundary (where a large
 /// Vec lands) is about 3x slower here (bench/RESULTS.md).
 #[derive(Default)]
-struct Scratch(Vec<u8>);
+pub(crate) struct Scratch(Vec<u8>);
 
 impl Scratch {
-    fn aligned(&mut self, len: usize) -> &mut [u8] {
+    pub(crate) fn aligned(&mut self, len: usize) -> &mut [u8] {
         const ALIGN: usize = 4096;
         if self.0.len() < len + ALIGN {
             self.0 = vec![0; len + ALIGN];
@@ -187,23 +187,9 @@ impl Userfaultfd {
         };
         window.pages = pages;
         let len = (pages * page).min(end - offset);
-        let result = match &served.source {
-            Source::PageCache => self.r#continue(region, offset, len, Wake(true), Protect(false)),
-            Source::Zero if region.kind() != MemoryKind::Hugetlb => self.zero(region, offset, len, Wake(true)),
-            source => {
-                match source {
-                    // Whole pages of the bytes: COPY straight from them.
-                    Source::Bytes(bytes) if offset + len <= bytes.len() => {
-                        self.copy(region, offset, &bytes[offset..offset + len], Wake(true), Protect(false))
-                    }
-                    _ => {
-                        let scratch = window.scratch.aligned(len);
-                        fill(source, offset, scratch)
-                            .and_then(|()| self.copy(region, offset, scratch, Wake(true), Protect(false)))
-                    }
-                }
-            }
-        };
+        // Counted before the ioctl wakes the faulting thread, which may read the counters at once.
+        crate::stats::bump(&self.counters.native);
+        let result = self.map_from(&served.source, region, offset, len, &mut window.scratch);
         let result = match result {
             Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
                 crate::stats::bump(&self.counters.eexist);
@@ -211,11 +197,40 @@ impl Userfaultfd {
             }
             other => other,
         };
-        if let Ok(mapped) = result {
-            window.next = offset + mapped.max(page);
-            crate::stats::bump(&self.counters.native);
+        match result {
+            Ok(mapped) => window.next = offset + mapped.max(page),
+            Err(_) => {
+                self.counters.native.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         Some(result)
+    }
+}
+
+impl Userfaultfd {
+    /// Maps `len` bytes at `offset` of a region from a source, waking any thread waiting there.
+    /// Returns the bytes mapped, fewer if a page of the range was already there.
+    pub(crate) fn map_from(
+        &self,
+        source: &Source,
+        region: &Region,
+        offset: usize,
+        len: usize,
+        scratch: &mut Scratch,
+    ) -> Result<usize> {
+        match source {
+            Source::PageCache => self.r#continue(region, offset, len, Wake(true), Protect(false)),
+            Source::Zero if region.kind() != MemoryKind::Hugetlb => self.zero(region, offset, len, Wake(true)),
+            // Whole pages of the bytes: COPY straight from them.
+            Source::Bytes(bytes) if offset + len <= bytes.len() => {
+                self.copy(region, offset, &bytes[offset..offset + len], Wake(true), Protect(false))
+            }
+            _ => {
+                let scratch = scratch.aligned(len);
+                fill(source, offset, scratch)?;
+                self.copy(region, offset, scratch, Wake(true), Protect(false))
+            }
+        }
     }
 }
 

@@ -148,10 +148,7 @@ impl Task for Receive {
         });
         Ok(match outcome {
             Ok(adoption) => NativeOutcome { adoption: Some(adoption), error: None },
-            Err(error) => NativeOutcome {
-                adoption: None,
-                error: Some(NativeFailure { code: error.code(), syscall: error.op(), message: error.to_string() }),
-            },
+            Err(error) => NativeOutcome { adoption: None, error: Some(NativeFailure::of(&error)) },
         })
     }
 }
@@ -160,8 +157,20 @@ impl Task for Receive {
 #[napi(object, object_from_js = false)]
 pub struct NativeFailure {
     pub code: &'static str,
+    pub errno: i32,
     pub syscall: &'static str,
     pub message: String,
+}
+
+impl NativeFailure {
+    pub(crate) fn of(error: &Error) -> Self {
+        NativeFailure {
+            code: error.code(),
+            errno: -(error.errno() as i32),
+            syscall: error.op(),
+            message: error.to_string(),
+        }
+    }
 }
 
 /// A handshake's outcome: the adoption, or why there is none.

@@ -5,6 +5,7 @@
 mod args;
 mod errors;
 mod handshake;
+mod prefetch;
 mod region;
 mod sink;
 mod source;

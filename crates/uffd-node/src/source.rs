@@ -68,6 +68,10 @@ impl NativeSource {
         Ok(Served::with_fallthrough(self.source.clone(), Readahead { pages, adaptive, max_pages }, fallthrough))
     }
 
+    pub(crate) fn source(&self) -> Source {
+        self.source.clone()
+    }
+
     /// The source as a handler's `fault.fromSource(source)` uses it: a page per fault.
     pub(crate) fn for_faults(&self) -> &Served {
         self.for_faults.get_or_init(|| Served::new(self.source.clone(), Readahead::default()))

@@ -3,6 +3,7 @@
 
 use crate::args::{to_id, to_opt_usize, to_usize};
 use crate::errors::{throw, OrThrow};
+use crate::prefetch::NativePrefetch;
 use crate::region::NativeRegion;
 use crate::sink::{JsDispatch, JsSink};
 use crate::source::NativeSource;
@@ -13,6 +14,7 @@ use napi_derive::napi;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uffd_core::dirty::DirtyMethod;
+use uffd_core::prefetch::Prefetch;
 use uffd_core::{uapi, Fallback, Finish, Modes, Options, Protect, Region, Resolution, Userfaultfd, Wake};
 
 #[napi(object)]
@@ -54,6 +56,13 @@ pub struct NativeRegistration {
     pub readahead_max_pages: Option<f64>,
     pub adaptive: Option<bool>,
     pub fallthrough: bool,
+}
+
+/// A range of a region: offset and length in bytes.
+#[napi(object)]
+pub struct NativeRange {
+    pub offset: f64,
+    pub length: f64,
 }
 
 #[napi(object, object_from_js = false)]
@@ -197,6 +206,28 @@ impl NativeUffd {
         let region = region.region(&env, "UFFDIO_REGISTER")?;
         let ioctls = self.inner.register_served(&region, modes, offset, length, served).or_throw(&env)?;
         Ok(uapi::ioctl_names(ioctls))
+    }
+
+    /// A prefetch of `ranges` (offset, length pairs) of a region, ready to start.
+    #[napi]
+    pub fn prefetch(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        ranges: Vec<NativeRange>,
+        source: Option<&NativeSource>,
+        chunk_pages: Option<f64>,
+    ) -> napi::Result<NativePrefetch> {
+        let region = region.region(&env, "prefetch")?;
+        let ranges = ranges
+            .iter()
+            .map(|r| Ok((to_usize(&env, "offset", r.offset)?, to_usize(&env, "length", r.length)?)))
+            .collect::<napi::Result<Vec<_>>>()?;
+        let default_chunk = if region.page_size() > 4096 { 1 } else { 64 };
+        let chunk_pages = to_opt_usize(&env, "chunkPages", chunk_pages)?.unwrap_or(default_chunk);
+        let prefetch =
+            Prefetch { ranges, source: source.map(NativeSource::source), chunk_pages, cancel: Default::default() };
+        Ok(NativePrefetch::new(self.inner.clone(), region, prefetch))
     }
 
     #[napi]

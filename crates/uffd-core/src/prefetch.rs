@@ -1,0 +1,122 @@
+//! Prefetch: filling registered ranges from a source before anyone touches them, in chunks, on
+//! the calling thread (a pool thread of the binding), stepping aside whenever faults are waiting to
+//! be read so that a real fault is never queued behind a background copy.
+
+use crate::error::{Error, Result};
+use crate::fault::FaultKind;
+use crate::region::Region;
+use crate::source::{Scratch, Source};
+use crate::userfaultfd::Userfaultfd;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a prefetch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefetchReport {
+    /// Bytes this prefetch mapped.
+    pub mapped: usize,
+    /// Bytes that were already there (faulted in, or mapped by someone else).
+    pub present: usize,
+    /// Times it stepped aside for waiting faults.
+    pub yields: u64,
+    /// It ended early: cancelled, or the userfaultfd or the region closed.
+    pub stopped: bool,
+}
+
+/// How a prefetch runs.
+pub struct Prefetch {
+    /// The ranges, as (offset, length) in the region, page-aligned.
+    pub ranges: Vec<(usize, usize)>,
+    /// Where the bytes come from; `None`: the source of the registration of each chunk.
+    pub source: Option<Source>,
+    /// Pages per ioctl.
+    pub chunk_pages: usize,
+    /// Set to stop after the current chunk.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// A step aside lasts at most this long before the prefetch goes on anyway.
+const YIELD_AT_MOST: Duration = Duration::from_millis(20);
+
+impl Userfaultfd {
+    /// Maps every page of the ranges that is not there yet; see [`Prefetch`].
+    pub fn prefetch(&self, region: &Arc<Region>, job: &Prefetch) -> Result<PrefetchReport> {
+        const OP: &str = "prefetch";
+        let page = region.page_size();
+        for &(offset, len) in &job.ranges {
+            self.check_registered(OP, region, offset, len)?;
+        }
+        let chunk = job.chunk_pages.max(1) * page;
+        let mut scratch = Scratch::default();
+        let mut report = PrefetchReport::default();
+        for &(offset, len) in &job.ranges {
+            let end = offset + len;
+            let mut at = offset;
+            while at < end {
+                if job.cancel.load(Ordering::Acquire) {
+                    report.stopped = true;
+                    return Ok(report);
+                }
+                report.yields += self.step_aside_for_faults();
+                let source = match &job.source {
+                    Some(source) => source.clone(),
+                    None => self.registered_source(region, at)?,
+                };
+                if !source.serves(FaultKind::Missing) && !source.serves(FaultKind::Minor) {
+                    return Err(Error::invalid(OP, "this source maps no pages"));
+                }
+                let len = chunk.min(end - at);
+                match self.map_from(&source, region, at, len, &mut scratch) {
+                    Ok(0) | Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
+                        // The page at `at` is there already: skip it and go on from the next.
+                        report.present += page;
+                        at += page;
+                    }
+                    Ok(mapped) => {
+                        report.mapped += mapped;
+                        at += mapped;
+                    }
+                    Err(Error::Closed { .. }) => {
+                        report.stopped = true;
+                        return Ok(report);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn registered_source(&self, region: &Region, offset: usize) -> Result<Source> {
+        let served = self.registration_at(region.address() + offset).and_then(|(_, _, served)| served);
+        served.map(|s| s.source().clone()).ok_or_else(|| {
+            Error::invalid("prefetch", format!("offset {offset} is registered without a source: pass one"))
+        })
+    }
+
+    /// Waits (briefly) while fault messages are waiting to be read; returns 1 if it waited.
+    fn step_aside_for_faults(&self) -> u64 {
+        let started = Instant::now();
+        let mut waited = 0;
+        while self.messages_waiting() && started.elapsed() < YIELD_AT_MOST {
+            waited = 1;
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        waited
+    }
+
+    fn messages_waiting(&self) -> bool {
+        self.with_fd("poll", |uffd| {
+            // SAFETY: the fd stays open while the read lock that `with_fd` holds is held.
+            let fd = unsafe { BorrowedFd::borrow_raw(uffd.as_raw_fd()) };
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            Ok(poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+                && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+        })
+        .unwrap_or(false)
+    }
+}
