@@ -6,9 +6,11 @@
 // Every scenario runs each contender in the same run, contenders alternating (their order rotates
 // from one repetition to the next), several repetitions, and reports medians over repetitions with
 // ratios to the C baseline (bench/baseline.c, built here with the system compiler) of the same
-// scenario and pinning. Measurements run in child processes (bench/child.mjs for the package, the
-// C baseline for itself), one after the other, never two at once. Results: tables on stdout,
-// progress on stderr, JSON in bench/out/results.json (and in FILE with --json).
+// scenario and pinning. Next to it runs the Rust baseline (bench/rust-baseline/, the same handler on
+// the userfaultfd crate, built here by cargo when its sources and cargo are there: the published
+// package ships without them). Measurements run in child processes (bench/child.mjs for the
+// package, each baseline for itself), one after the other, never two at once. Results: tables on
+// stdout, progress on stderr, JSON in bench/out/results.json (and in FILE with --json).
 import { spawn, spawnSync } from 'node:child_process'
 import {
   closeSync,
@@ -36,6 +38,8 @@ const OUT = join(HERE, 'out')
 const CHILD = join(HERE, 'child.mjs')
 const BASELINE_SRC = join(HERE, 'baseline.c')
 const BASELINE_BIN = join(OUT, 'baseline')
+const RUST_CRATE = join(HERE, 'rust-baseline')
+const RUST_PACKAGE = 'uffd-rust-baseline'
 const MiB = 1024 * 1024
 const SCENARIOS = ['latency-copy', 'latency-zero', 'throughput', 'scan', 'kernel-floor']
 
@@ -182,10 +186,60 @@ if (!tasksetOk) warnings.push('taskset is missing or refused: the pinned (same-C
 if (cpus < 2) warnings.push(`only ${cpus} CPU available: "unpinned" is the same as pinned here`)
 const pins = tasksetOk ? ['same', 'none'] : ['none']
 
-const compile = spawnSync('cc', ['-O2', '-pthread', '-o', BASELINE_BIN, BASELINE_SRC], { encoding: 'utf8' })
-const compileError =
-  compile.error?.message ?? (compile.status === 0 ? undefined : `cc exited with ${compile.status}: ${compile.stderr.trim()}`)
-if (compileError) warnings.push(`the C baseline did not build, its figures are missing: ${compileError}`)
+/** Why a build command failed (undefined if it worked). */
+function buildError(name, result) {
+  if (result.error) return result.error.message
+  if (result.status === 0) return undefined
+  // cargo's progress comes before its errors: keep the end.
+  const stderr = result.stderr.trim().split('\n').slice(-12).join('\n')
+  return `${name} exited with ${result.status ?? result.signal}: ${stderr}`
+}
+
+function buildC() {
+  const error = buildError('cc', spawnSync('cc', ['-O2', '-pthread', '-o', BASELINE_BIN, BASELINE_SRC], { encoding: 'utf8' }))
+  if (error) warnings.push(`the C baseline did not build, its figures are missing: ${error}`)
+  return { name: 'C baseline', bin: BASELINE_BIN, error }
+}
+
+/** The Rust baseline, or undefined (with a warning) when it cannot be built: it is then left out. */
+function buildRust() {
+  const leftOut = (why) => warnings.push(`the Rust baseline is left out: ${why}`)
+  if (!existsSync(join(RUST_CRATE, 'Cargo.toml')) || !existsSync(join(RUST_CRATE, 'src', 'main.rs'))) {
+    leftOut(`its sources (${relative(ROOT, RUST_CRATE)}/) are not here; the published package does not ship them`)
+    return undefined
+  }
+  process.stderr.write(`building the Rust baseline: cargo build --release -p ${RUST_PACKAGE}\n`)
+  const build = spawnSync('cargo', ['build', '--release', '-p', RUST_PACKAGE], { cwd: ROOT, encoding: 'utf8' })
+  const error = build.error?.code === 'ENOENT' ? 'cargo is not installed' : buildError('cargo build', build)
+  if (error) {
+    leftOut(`it did not build: ${error}`)
+    return undefined
+  }
+  // The workspace's target directory (CARGO_TARGET_DIR and cargo's configuration included).
+  let targetDir = process.env.CARGO_TARGET_DIR
+  const metadata = spawnSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    maxBuffer: 64 * MiB,
+  })
+  try {
+    targetDir = JSON.parse(metadata.stdout).target_directory
+  } catch {
+    // Keep CARGO_TARGET_DIR, if any.
+  }
+  const bin = targetDir && resolve(ROOT, targetDir, 'release', RUST_PACKAGE)
+  if (!bin || !existsSync(bin)) {
+    leftOut(`cargo built it but its binary was not found (${bin ?? buildError('cargo metadata', metadata) ?? 'no target directory'})`)
+    return undefined
+  }
+  return { name: 'Rust baseline', bin, error: undefined }
+}
+
+// The programs that take bench/baseline.c's arguments and print its JSON, by contender kind.
+const BASELINES = { c: buildC() }
+const rustBaseline = buildRust()
+if (rustBaseline) BASELINES.rust = rustBaseline
+const hasRust = 'rust' in BASELINES
 
 // ---- contenders ------------------------------------------------------------------------------------
 
@@ -201,11 +255,25 @@ function latencyRows(id, label) {
   ]
 }
 
-/** A C latency contender; `cross` pins its faulting thread to CPU 0 and its handler to CPU 1 (in the unpinned table only). */
-function cLatency(id, label, op, spin = 0, cross = false) {
+/**
+ * The contenders of a baseline program (`kind`: 'c' or 'rust', see BASELINES): both take
+ * bench/baseline.c's arguments and print its JSON.
+ */
+function nativeBaseline(kind) {
+  return {
+    /** A latency contender; `cross` pins its faulting thread to CPU 0 and its handler to CPU 1 (in the unpinned table only). */
+    latency: (id, label, op, spin = 0, cross = false) => baselineLatency(kind, id, label, op, spin, cross),
+    throughput: (id, label, threads) => baselineThroughput(kind, id, label, threads),
+    scan: (id, label, mode) => baselineScan(kind, id, label, mode),
+  }
+}
+const C = nativeBaseline('c')
+const RUST = nativeBaseline('rust')
+
+function baselineLatency(kind, id, label, op, spin, cross) {
   return {
     id,
-    kind: 'c',
+    kind,
     onlyPin: cross ? 'none' : undefined,
     args: (pin) => [
       '--mode',
@@ -255,11 +323,33 @@ function throughputRows(id, label, threads) {
         faultsPerSec: r.faults / (r.elapsedNs / 1e9),
         elapsedNs: r.elapsedNs,
         faults: r.faults,
-        // How many faults one wake-up of the handler took: messages per read(2) for C, per JS callback for the package.
+        // How many faults one wake-up of the handler took: messages per read(2) for the baselines, per JS callback for the package.
         perWake: r.handler ? r.handler.faults / r.handler.reads : r.stats?.batches ? r.stats.messages / r.stats.batches : undefined,
       }),
     },
   ]
+}
+
+function baselineThroughput(kind, id, label, threads) {
+  return {
+    id,
+    kind,
+    args: (pin) => [
+      '--mode',
+      'throughput',
+      '--op',
+      'copy',
+      '--pages',
+      config.throughputPages,
+      '--threads',
+      threads,
+      '--pin',
+      pin,
+      '--warm-mib',
+      config.warmMiB,
+    ],
+    rows: throughputRows(id, label, threads),
+  }
 }
 
 function scanRows(id, label) {
@@ -287,10 +377,10 @@ function scanFile() {
   return join(OUT, `scan-${config.scanMiB}MiB.bin`)
 }
 
-function cScan(id, label, mode) {
+function baselineScan(kind, id, label, mode) {
   return {
     id,
-    kind: 'c',
+    kind,
     args: () => [
       '--mode',
       mode,
@@ -330,14 +420,15 @@ const DEFINITIONS = {
     pins,
     base: 'c',
     contenders: [
-      cLatency('c', 'C baseline (epoll, sleeps)', 'copy'),
-      cLatency('c-spin', 'C baseline, polls 50 us before sleeping', 'copy', 50),
+      C.latency('c', 'C baseline (epoll, sleeps)', 'copy'),
+      C.latency('c-spin', 'C baseline, polls 50 us before sleeping', 'copy', 50),
       ...(cpus >= 2
         ? [
-            cLatency('c-cross', 'C baseline, handler pinned to the other CPU', 'copy', 0, true),
-            cLatency('c-cross-spin', 'C baseline, other CPU, polls 50 us', 'copy', 50, true),
+            C.latency('c-cross', 'C baseline, handler pinned to the other CPU', 'copy', 0, true),
+            C.latency('c-cross-spin', 'C baseline, other CPU, polls 50 us', 'copy', 50, true),
           ]
         : []),
+      ...(hasRust ? [RUST.latency('rust', 'Rust baseline (userfaultfd crate, epoll, sleeps)', 'copy')] : []),
       jsLatency('native', 'native Source.bytes, main thread reads', 'native', 'copy'),
       jsLatency('native-spin', 'native Source.bytes, spinMicros 50', 'native', 'copy', 50),
       jsLatency('js', 'JS handler on main, a worker reads', 'js', 'copy'),
@@ -352,8 +443,9 @@ const DEFINITIONS = {
     pins,
     base: 'c',
     contenders: [
-      cLatency('c', 'C baseline (UFFDIO_ZEROPAGE)', 'zero'),
-      ...(cpus >= 2 ? [cLatency('c-cross', 'C baseline, handler pinned to the other CPU', 'zero', 0, true)] : []),
+      C.latency('c', 'C baseline (UFFDIO_ZEROPAGE)', 'zero'),
+      ...(cpus >= 2 ? [C.latency('c-cross', 'C baseline, handler pinned to the other CPU', 'zero', 0, true)] : []),
+      ...(hasRust ? [RUST.latency('rust', 'Rust baseline (userfaultfd crate, zeropage)', 'zero')] : []),
       jsLatency('native', 'native Source.zero(), main thread reads', 'native', 'zero'),
       jsLatency('js', 'JS handler fault.zero() on main, a worker reads', 'js', 'zero'),
       jsLatency('worker', 'handleInWorker fault.zero(), main reads', 'worker', 'zero'),
@@ -364,25 +456,8 @@ const DEFINITIONS = {
     unit: 'throughput',
     pins: ['none'],
     contenders: config.throughputThreads.flatMap((threads) => [
-      {
-        id: `c@${threads}`,
-        kind: 'c',
-        args: (pin) => [
-          '--mode',
-          'throughput',
-          '--op',
-          'copy',
-          '--pages',
-          config.throughputPages,
-          '--threads',
-          threads,
-          '--pin',
-          pin,
-          '--warm-mib',
-          config.warmMiB,
-        ],
-        rows: throughputRows(`c@${threads}`, 'C baseline (pthreads)', threads),
-      },
+      C.throughput(`c@${threads}`, 'C baseline (pthreads)', threads),
+      ...(hasRust ? [RUST.throughput(`rust@${threads}`, 'Rust baseline (userfaultfd crate, std threads)', threads)] : []),
       {
         id: `native@${threads}`,
         kind: 'js',
@@ -417,9 +492,15 @@ const DEFINITIONS = {
     pins: ['none'],
     base: 'c-prefill',
     contenders: [
-      cScan('c-prefill', 'C: pread + UFFDIO_COPY 2 MiB chunks, then read', 'scan'),
-      cScan('c-fault', 'C handler: pread + COPY of 16 pages per fault', 'scan-fault'),
-      cScan('c-mmap', "C: mmap of the file (the kernel's own faults)", 'scan-mmap'),
+      C.scan('c-prefill', 'C: pread + UFFDIO_COPY 2 MiB chunks, then read', 'scan'),
+      C.scan('c-fault', 'C handler: pread + COPY of 16 pages per fault', 'scan-fault'),
+      C.scan('c-mmap', "C: mmap of the file (the kernel's own faults)", 'scan-mmap'),
+      ...(hasRust
+        ? [
+            RUST.scan('rust-prefill', 'Rust: read_at + Uffd::copy 2 MiB chunks, then read', 'scan'),
+            RUST.scan('rust-fault', 'Rust handler: read_at + Uffd::copy of 16 pages per fault', 'scan-fault'),
+          ]
+        : []),
       jsScan('prefill', 'uffd.copy of 2 MiB chunks (readSync), then read', 'prefill'),
       jsScan('prefill-buffer', 'the same, staged in a Buffer (malloc, +16 B)', 'prefill-buffer'),
       jsScan('file-ra16', 'Source.file, readahead {pages:16}', 'file-ra16'),
@@ -483,8 +564,8 @@ for (const name of scenarios) {
       let batch
       for (const contender of order) {
         if (contender.onlyPin && contender.onlyPin !== pin) continue
-        if (contender.kind === 'c') {
-          tasks.push({ kind: 'c', scenario: name, rep, pin, contenders: [contender] })
+        if (contender.kind in BASELINES) {
+          tasks.push({ kind: contender.kind, scenario: name, rep, pin, contenders: [contender] })
         } else if (config.isolate) {
           tasks.push({ kind: 'js', scenario: name, rep, pin, contenders: [contender] })
         } else if (batch) {
@@ -656,11 +737,12 @@ async function runTask(task) {
   const all = task.contenders.map((c) => c.rows.map((r) => r.label).join(', ')).join('; ')
   const labels = all.length > 60 ? `${all.slice(0, 57)}...` : all
   progress.start(`${task.scenario} ${task.pin === 'same' ? 'pinned' : 'unpinned'} rep ${task.rep + 1}/${reps}: ${labels}`)
-  if (task.kind === 'c') {
+  if (task.kind in BASELINES) {
     const [contender] = task.contenders
-    if (compileError) return recordOutput(task, contender, undefined, `the C baseline did not build: ${compileError}`)
+    const baseline = BASELINES[task.kind]
+    if (baseline.error) return recordOutput(task, contender, undefined, `the ${baseline.name} did not build: ${baseline.error}`)
     const lines = []
-    const result = await runProcess(BASELINE_BIN, contender.args(task.pin), { timeoutMs: 120_000, onLine: (l) => lines.push(l) })
+    const result = await runProcess(baseline.bin, contender.args(task.pin), { timeoutMs: 120_000, onLine: (l) => lines.push(l) })
     let raw
     try {
       raw = JSON.parse(lines.join('\n'))
@@ -669,7 +751,7 @@ async function runTask(task) {
     }
     if (result.code !== 0 || !raw?.ok) {
       const detail = [exitText(result), result.stderr].filter(Boolean).join(': ')
-      return recordOutput(task, contender, undefined, `C baseline ${detail}`)
+      return recordOutput(task, contender, undefined, `${baseline.name} ${detail}`)
     }
     return recordOutput(task, contender, raw)
   }
@@ -878,7 +960,7 @@ function latencyTable(summaries, scenario, pin) {
 
 function throughputTable(summaries) {
   const rows = []
-  const kinds = ['c', 'native', 'js']
+  const kinds = ['c', 'rust', 'native', 'js']
   const order = (s) => rowDef('throughput', s.contender).threads * 10 + kinds.indexOf(s.contender.split('@')[0])
   const list = summaries.filter((x) => x.scenario === 'throughput').sort((a, b) => order(a) - order(b))
   for (const s of list) {
@@ -897,7 +979,9 @@ function throughputTable(summaries) {
       ref?.ok ? ratio(x.faultsPerSec / ref.metrics.faultsPerSec) : '-',
       [
         `${(1e9 / x.faultsPerSec / 1000).toFixed(1)} us/fault`,
-        x.perWake === undefined ? '' : `${x.perWake.toFixed(2)} faults per ${s.contender.startsWith('c@') ? 'read(2)' : 'JS callback'}`,
+        x.perWake === undefined
+          ? ''
+          : `${x.perWake.toFixed(2)} faults per ${s.contender.split('@')[0] in BASELINES ? 'read(2)' : 'JS callback'}`,
         note(s),
       ]
         .filter(Boolean)
@@ -954,6 +1038,16 @@ function goals(summaries) {
         Number.isFinite(v) ? v <= 1.15 : undefined,
         c?.ok && n?.ok ? `${us(n.metrics.p50Ns)} vs ${us(c.metrics.p50Ns)}` : 'missing',
       )
+      if (!hasRust) continue
+      const rust = r(scenario, pin, 'rust')
+      const vr = rust?.ok && n?.ok ? n.metrics.p50Ns / rust.metrics.p50Ns : Number.NaN
+      add(
+        `native source p50 latency, ${scenario}, ${PIN_NAMES[pin]}, vs the Rust baseline`,
+        '< 1x Rust',
+        vr,
+        Number.isFinite(vr) ? vr < 1 : undefined,
+        rust?.ok && n?.ok ? `${us(n.metrics.p50Ns)} vs ${us(rust.metrics.p50Ns)}` : 'missing',
+      )
     }
   }
   if (scenarios.includes('throughput')) {
@@ -967,6 +1061,16 @@ function goals(summaries) {
         v,
         Number.isFinite(v) ? v >= 1 / 1.15 : undefined,
         c?.ok && n?.ok ? `${rate(n.metrics.faultsPerSec)}/s vs ${rate(c.metrics.faultsPerSec)}/s` : 'missing',
+      )
+      if (!hasRust) continue
+      const rust = r('throughput', 'none', `rust@${threads}`)
+      const vr = rust?.ok && n?.ok ? n.metrics.faultsPerSec / rust.metrics.faultsPerSec : Number.NaN
+      add(
+        `native source throughput, ${threads} thread${threads > 1 ? 's' : ''}, vs the Rust baseline`,
+        '> 1x Rust',
+        vr,
+        Number.isFinite(vr) ? vr > 1 : undefined,
+        rust?.ok && n?.ok ? `${rate(n.metrics.faultsPerSec)}/s vs ${rate(rust.metrics.faultsPerSec)}/s` : 'missing',
       )
     }
   }
@@ -1135,6 +1239,8 @@ const json = {
     seconds,
     config,
     pins,
+    // A baseline missing here was left out (see the warnings).
+    baselines: Object.fromEntries(Object.entries(BASELINES).map(([kind, b]) => [kind, { bin: relative(ROOT, b.bin), error: b.error }])),
     load: { before: loadBefore, after: loadAfter },
   },
   summaries,
