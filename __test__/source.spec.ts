@@ -52,6 +52,21 @@ test('adaptive readahead grows on sequential faults: far fewer faults than pages
   region.close()
 })
 
+test('adaptive readahead shrinks on random faults: the window halves down to the faulting page', (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(PAGES * PAGE)
+  uffd.register(region, { source: Source.file(file), readahead: { pages: 16, adaptive: true } })
+  const view = new Uint8Array(region.buffer)
+  // Pages far apart, each after the last one's window: every fault is a jump.
+  const pages = [0, 200, 40, 240, 80, 120, 160, 20, 60, 100]
+  for (const page of pages) t.is(view[page * PAGE + 5], patternByte(page * PAGE, PAGE, 5), `page ${page}`)
+  t.is(uffd.stats.faults.missing, pages.length)
+  // 16 + 8 + 4 + 2 + 1 + 1 + 1 + 1 + 1 + 1 pages, not 10 x 16.
+  t.is(uffd.stats.bytesMapped, 36 * PAGE)
+  uffd.close()
+  region.close()
+})
+
 test('Source.file from an fd and an offset; past the end of the file, zeros', (t) => {
   const fd = openSync(file, 'r')
   const uffd = new Userfaultfd()

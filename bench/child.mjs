@@ -227,6 +227,7 @@ async function scan({ contender, file, size, chunk, warmMiB }) {
   let result
   let stats
   let setupNs
+  let prefetching
   try {
     if (contender === 'prefill' || contender === 'prefill-buffer') {
       uffd.register(region)
@@ -260,15 +261,18 @@ async function scan({ contender, file, size, chunk, warmMiB }) {
         'file-ra16': { pages: 16 },
         'file-adaptive': { pages: 16, adaptive: true, maxPages: 512 },
         'file-nora': undefined,
+        'file-prefetch': { pages: 16, adaptive: true, maxPages: 512 },
       }
       if (!(contender in readahead)) throw new Error(`unknown scan contender ${contender}`)
       uffd.register(region, { source: Source.file(file), readahead: readahead[contender] })
+      if (contender === 'file-prefetch') prefetching = uffd.prefetch(region)
     }
     // The first ArrayBuffer over a large region may start a garbage collection (V8 counts it as
     // external memory): part of the set-up a program pays too.
     const u8 = new Uint8Array(region.buffer)
     setupNs = Math.round((performance.now() - t0) * 1e6)
     result = scanBytes(u8, pageSize, pages, t0)
+    await prefetching
     stats = await statsOf(uffd)
   } finally {
     uffd.close()
@@ -276,6 +280,57 @@ async function scan({ contender, file, size, chunk, warmMiB }) {
   }
   check(`scan ${contender}`, { bad: result.bad, errors, stats })
   return { ...result, setupNs, bytes: size, mibPerSec: size / MiB / (result.elapsedNs / 1e9), stats }
+}
+
+// ---- resident memory after touching a fraction of the file -------------------------------------------
+
+function residentBytes() {
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))
+  return match ? Number(match[1]) * 1024 : Number.NaN
+}
+
+/** Pages to touch: `fraction` of them, spread over the file by a fixed pseudo-random walk. */
+function touchedPages(pages, fraction) {
+  const count = Math.max(1, Math.round(pages * fraction))
+  const picked = new Set()
+  let x = 12345
+  while (picked.size < count) {
+    x = (x * 1103515245 + 12345) % 2 ** 31
+    picked.add(x % pages)
+  }
+  return [...picked]
+}
+
+async function resident({ contender, file, size, fraction }) {
+  const pageSize = 4096
+  const touch = touchedPages(size / pageSize, fraction)
+  const before = residentBytes()
+  const t0 = performance.now()
+  let bad = 0
+  if (contender === 'readFileSync') {
+    const bytes = readFileSync(file)
+    for (const page of touch) if (bytes[page * pageSize] !== scanByte(page)) bad++
+    const elapsedNs = Math.round((performance.now() - t0) * 1e6)
+    check('resident readFileSync', { bad })
+    return { residentBytes: residentBytes() - before, touchedBytes: touch.length * pageSize, size, elapsedNs }
+  }
+  const readahead = { 'file-nora': undefined, 'file-ra16': { pages: 16 }, 'file-adaptive': { pages: 16, adaptive: true, maxPages: 512 } }
+  if (!(contender in readahead)) throw new Error(`unknown resident contender ${contender}`)
+  const { uffd, errors } = openUffd(0)
+  const region = Region.anonymous(size)
+  try {
+    uffd.register(region, { source: Source.file(file), readahead: readahead[contender] })
+    const u8 = new Uint8Array(region.buffer)
+    for (const page of touch) if (u8[page * pageSize] !== scanByte(page)) bad++
+    const elapsedNs = Math.round((performance.now() - t0) * 1e6)
+    const grown = residentBytes() - before
+    const stats = await statsOf(uffd)
+    check(`resident ${contender}`, { bad, errors, stats })
+    return { residentBytes: grown, touchedBytes: touch.length * pageSize, size, elapsedNs, stats }
+  } finally {
+    uffd.close()
+    region.close()
+  }
 }
 
 // ---- the kernel's own fault: no userfaultfd ------------------------------------------------------
@@ -302,7 +357,7 @@ async function floor({ pages, warmMiB }) {
   }
 }
 
-const KINDS = { latency, throughput, scan, floor }
+const KINDS = { latency, throughput, scan, resident, floor }
 
 async function main() {
   const specs = JSON.parse(process.argv[2] ?? '[]')

@@ -71,7 +71,7 @@ export interface RegisterOptions {
 export interface ReadaheadOptions {
   /** Pages per fault to start with. Default 1. */
   pages?: number
-  /** Double the window on each sequential fault, back to `pages` on a jump. Default false. */
+  /** Double the window on each sequential fault, halve it on each jump (random access), down to one page. Default false. */
   adaptive?: boolean
   /** The largest window in pages. Default 64 x `pages`. */
   maxPages?: number

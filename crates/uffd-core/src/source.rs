@@ -60,7 +60,7 @@ impl Source {
 pub struct Readahead {
     /// Pages per fault to start with (at least 1).
     pub pages: usize,
-    /// Double the window on sequential faults, up to `max_pages`; back to `pages` on a jump.
+    /// Double the window on sequential faults, up to `max_pages`; halve it on a jump, down to 1.
     pub adaptive: bool,
     pub max_pages: usize,
 }
@@ -178,12 +178,13 @@ impl Userfaultfd {
             }
         }
         let mut window = served.state.lock().unwrap_or_else(|p| p.into_inner());
-        let pages = if !served.readahead.adaptive {
+        let pages = if !served.readahead.adaptive || window.next == usize::MAX {
             served.readahead.pages
         } else if offset == window.next {
             (window.pages * 2).min(served.readahead.max_pages)
         } else {
-            served.readahead.pages
+            // A jump: random access maps fewer pages each time, down to the faulting page alone.
+            (window.pages / 2).max(1)
         };
         window.pages = pages;
         let len = (pages * page).min(end - offset);
