@@ -2,10 +2,13 @@
 // forking while threads wait in faults, and the kernel's `sigbus-wp` and `events-wp` cases over
 // anonymous memory, shmem and hugetlbfs. Real faults from worker threads and child processes; each
 // test checks the bytes the faulting thread read, and that nobody stays asleep.
-import { spawn, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
 import test from 'ava'
-import { type Fault, type ForkEvent, type MemoryKind, type RangeEvent, Region, UffdError, Userfaultfd } from 'userfaultfd'
+import { type Fault, type ForkEvent, type MemoryKind, listen, type RangeEvent, Region, UffdError, Userfaultfd } from 'userfaultfd'
 import { freeHugePages, HUGE_PAGE, makeRegion, patternByte, patternPage, Reader, within, withReader } from './helpers/harness'
 
 const PAGE = 4096
@@ -403,4 +406,107 @@ for (const kind of KINDS) {
       })
     },
   )
+}
+
+// events-wp on a peer's memory (remote): a C peer registers its anonymous memory missing+wp with
+// EVENT_REMOVE/REMAP/UNMAP and hands the userfaultfd over; it faults, writes, discards, moves and
+// unmaps, and checks every byte itself (helpers/wp-peer.c).
+const peerDir = mkdtempSync(join(tmpdir(), 'uffd-reliability-'))
+const wpPeer = join(peerDir, 'wp-peer')
+execFileSync('cc', ['-O2', '-Wall', '-o', wpPeer, join(__dirname, '..', '..', '..', '__test__', 'helpers', 'wp-peer.c')])
+test.after.always(() => rmSync(peerDir, { recursive: true, force: true }))
+
+async function servePeer(mode: 'events' | 'moved') {
+  const socket = join(peerDir, `${mode}.sock`)
+  const listener = listen(socket, { features: ['EVENT_REMOVE', 'EVENT_REMAP', 'EVENT_UNMAP', 'PAGEFAULT_FLAG_WP', 'WP_HUGETLBFS_SHMEM'] })
+  const child = spawn(wpPeer, [socket, mode], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout?.on('data', (chunk) => {
+    out += chunk
+  })
+  child.stderr?.on('data', (chunk) => {
+    out += chunk
+  })
+  const exit = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+  const { uffd, regions } = await within(listener.accept(), 'the handshake')
+  listener.close()
+  const seen: string[] = []
+  const faults: string[] = []
+  uffd.on('remove', (e) => seen.push(`remove ${e.offset} ${e.length}`))
+  uffd.on('remap', (e) => seen.push(`remap ${e.offset} ${e.length}`))
+  uffd.on('unmap', (e) => seen.push(`unmap ${e.offset} ${e.length}`))
+  const errors = new Map<string, number>()
+  uffd.on('error', (e) => errors.set(e.code, (errors.get(e.code) ?? 0) + 1))
+  uffd.handle((fault) => {
+    faults.push(`${fault.kind} ${fault.offset / PAGE}${fault.write ? ' write' : ''}`)
+    if (fault.kind === 'missing') fault.copy(patternPage(fault.offset, PAGE), { writeProtect: true })
+    else fault.unprotect()
+  })
+  try {
+    const { code, signal } = await within(exit, 'the peer process', 20_000)
+    return { code, signal, out, seen, faults, errors, regions, stats: uffd.stats }
+  } finally {
+    child.kill('SIGKILL')
+    uffd.close()
+  }
+}
+
+test('events-wp on a peer’s memory: remove, remap and unmap events arrive; faults around them are served, wp faults resolved', async (t) => {
+  const { code, signal, out, seen, faults, errors } = await servePeer('events')
+  t.is(code, 0, `${signal ?? ''}\n${out}`)
+  t.regex(out, /done, 0 wrong/)
+  t.deepEqual(seen.slice(0, 2), [`remove ${PAGE} ${PAGE}`, `remap ${4 * PAGE} ${4 * PAGE}`], out)
+  t.true(seen.includes(`unmap ${8 * PAGE} ${4 * PAGE}`), `${seen}`)
+  t.deepEqual(faults, ['missing 1', 'wp 1 write', 'missing 1', 'wp 1 write', 'missing 4', 'missing 14', 'wp 14 write'])
+  t.deepEqual([...errors.keys()].filter((code) => code !== 'ERR_UFFD_PEER_GONE'), [], out)
+})
+
+test('events-wp on a peer’s memory: after a remap, the moved pages still fault at their new place and are served (no thread left spinning)', async (t) => {
+  const { code, signal, out, faults, errors, stats } = await servePeer('moved')
+  t.log({ faults, errors: Object.fromEntries(errors), unknown: stats.errors })
+  t.is(code, 0, `exit ${code} ${signal ?? ''}\n${out}`)
+  t.regex(out, /done, 0 wrong/)
+})
+
+// The same race in this process: a thread whose wp fault was just unprotected discards the page
+// and reads it again at once, so that its next (missing) fault may arrive before the unprotect has
+// returned to the handler.
+for (const kind of ['anonymous', 'shmem'] as const) {
+  test(`events-wp on ${kind}: a thread writes (wp), discards and re-reads its page at once, 32 times; every fault served`, async (t) => {
+    const uffd = new Userfaultfd({ features: ['EVENT_REMOVE'] })
+    const region = makeRegion(kind, 32)
+    uffd.register(region, { missing: true, wp: true })
+    const errors = errorCodes(uffd)
+    uffd.handle((fault) => {
+      if (fault.kind === 'missing') fault.copy(patternPage(fault.offset, PAGE), { writeProtect: true })
+      else fault.unprotect()
+    })
+    const worker = new Worker(
+      `const { Region } = require('userfaultfd'); const { workerData, parentPort } = require('node:worker_threads');
+       const region = Region.attach(workerData.shared); const bytes = new Uint8Array(region.buffer); const out = [];
+       for (let page = 0; page < 32; page++) {
+         const at = page * 4096;
+         out.push(bytes[at + 5]);      // missing: served protected
+         bytes[at + 5] = 0x99;         // wp: unprotected
+         region.discard(at, 4096);     // REMOVE
+         out.push(bytes[at + 5]);      // missing again, at once
+       }
+       parentPort.postMessage(out)`,
+      { eval: true, workerData: { shared: region.share() } },
+    )
+    try {
+      const bytes = await within(new Promise<number[]>((resolve) => worker.once('message', resolve)), 'the worker', 10_000)
+      t.deepEqual(
+        bytes,
+        Array.from({ length: 32 }, (_, page) => [patternByte(page * PAGE, PAGE, 5), patternByte(page * PAGE, PAGE, 5)]).flat(),
+      )
+      t.deepEqual(errors, [])
+    } finally {
+      t.log({ duplicates: uffd.stats.duplicates, missing: uffd.stats.faults.missing, wp: uffd.stats.faults.wp, inFlight: uffd.stats.inFlight })
+      // Close first: it wakes a thread left asleep in a fault, which terminate() could not end.
+      uffd.close()
+      await worker.terminate()
+      region.close()
+    }
+  })
 }
