@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
-import { type Fault, type ForkEvent, type MemoryKind, listen, type RangeEvent, Region, UffdError, Userfaultfd } from 'userfaultfd'
+import { type Fault, type ForkEvent, listen, type MemoryKind, type RangeEvent, Region, UffdError, Userfaultfd } from 'userfaultfd'
 import { freeHugePages, HUGE_PAGE, makeRegion, patternByte, patternPage, Reader, within, withReader } from './helpers/harness'
 
 const PAGE = 4096
@@ -427,24 +427,31 @@ async function servePeer(mode: 'events' | 'moved') {
   child.stderr?.on('data', (chunk) => {
     out += chunk
   })
-  const exit = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+  const exit = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  )
   const { uffd, regions } = await within(listener.accept(), 'the handshake')
   listener.close()
   const seen: string[] = []
   const faults: string[] = []
   uffd.on('remove', (e) => seen.push(`remove ${e.offset} ${e.length}`))
-  uffd.on('remap', (e) => seen.push(`remap ${e.offset} ${e.length}`))
+  const moved: Region[] = []
+  uffd.on('remap', (e) => {
+    seen.push(`remap ${e.offset} ${e.length}`)
+    if (e.moved) moved.push(e.moved)
+  })
   uffd.on('unmap', (e) => seen.push(`unmap ${e.offset} ${e.length}`))
   const errors = new Map<string, number>()
   uffd.on('error', (e) => errors.set(e.code, (errors.get(e.code) ?? 0) + 1))
   uffd.handle((fault) => {
-    faults.push(`${fault.kind} ${fault.offset / PAGE}${fault.write ? ' write' : ''}`)
+    const where = moved.includes(fault.region) ? 'moved ' : ''
+    faults.push(`${where}${fault.kind} ${fault.offset / PAGE}${fault.write ? ' write' : ''}`)
     if (fault.kind === 'missing') fault.copy(patternPage(fault.offset, PAGE), { writeProtect: true })
     else fault.unprotect()
   })
   try {
     const { code, signal } = await within(exit, 'the peer process', 20_000)
-    return { code, signal, out, seen, faults, errors, regions, stats: uffd.stats }
+    return { code, signal, out, seen, faults, errors, regions, moved, stats: uffd.stats }
   } finally {
     child.kill('SIGKILL')
     uffd.close()
@@ -458,14 +465,27 @@ test('events-wp on a peer’s memory: remove, remap and unmap events arrive; fau
   t.deepEqual(seen.slice(0, 2), [`remove ${PAGE} ${PAGE}`, `remap ${4 * PAGE} ${4 * PAGE}`], out)
   t.true(seen.includes(`unmap ${8 * PAGE} ${4 * PAGE}`), `${seen}`)
   t.deepEqual(faults, ['missing 1', 'wp 1 write', 'missing 1', 'wp 1 write', 'missing 4', 'missing 14', 'wp 14 write'])
-  t.deepEqual([...errors.keys()].filter((code) => code !== 'ERR_UFFD_PEER_GONE'), [], out)
+  t.deepEqual(
+    [...errors.keys()].filter((code) => code !== 'ERR_UFFD_PEER_GONE'),
+    [],
+    out,
+  )
 })
 
 test('events-wp on a peer’s memory: after a remap, the moved pages still fault at their new place and are served (no thread left spinning)', async (t) => {
-  const { code, signal, out, faults, errors, stats } = await servePeer('moved')
-  t.log({ faults, errors: Object.fromEntries(errors), unknown: stats.errors })
+  const { code, signal, out, faults, errors, moved } = await servePeer('moved')
   t.is(code, 0, `exit ${code} ${signal ?? ''}\n${out}`)
   t.regex(out, /done, 0 wrong/)
+  // The remap event names the range at its new place: a remote region of the 4 moved pages, whose
+  // faults (a missing one at moved page 1, a wp one at moved page 0) reach the handler.
+  t.is(moved.length, 1)
+  t.like(moved[0], { kind: 'remote', size: 4 * PAGE })
+  t.true(faults.includes('moved missing 1') && faults.includes('moved wp 0 write'), `${faults}`)
+  t.deepEqual(
+    [...errors.keys()].filter((code) => code !== 'ERR_UFFD_PEER_GONE'),
+    [],
+    out,
+  )
 })
 
 // The same race in this process: a thread whose wp fault was just unprotected discards the page
@@ -502,7 +522,12 @@ for (const kind of ['anonymous', 'shmem'] as const) {
       )
       t.deepEqual(errors, [])
     } finally {
-      t.log({ duplicates: uffd.stats.duplicates, missing: uffd.stats.faults.missing, wp: uffd.stats.faults.wp, inFlight: uffd.stats.inFlight })
+      t.log({
+        duplicates: uffd.stats.duplicates,
+        missing: uffd.stats.faults.missing,
+        wp: uffd.stats.faults.wp,
+        inFlight: uffd.stats.inFlight,
+      })
       // Close first: it wakes a thread left asleep in a fault, which terminate() could not end.
       uffd.close()
       await worker.terminate()

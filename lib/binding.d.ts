@@ -143,8 +143,9 @@ export interface JsEvent {
   length?: number
   start?: bigint
   end?: bigint
-  /** For 'remap': the new start address. */
+  /** For 'remap': the new start address, and the remote region registered there. */
   to?: bigint
+  movedId?: number
   /** For 'fork': the child's userfaultfd and its regions. */
   child?: NativeAdoption
 }

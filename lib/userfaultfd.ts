@@ -254,6 +254,12 @@ export interface RangeEvent {
 export interface RemapEvent extends RangeEvent {
   /** The new start address. */
   readonly to: bigint
+  /**
+   * The range at its new place, which the kernel keeps registered: a `'remote'` region whose
+   * faults reach the handler (its offset 0 is the old range's `start`). Undefined if the range was
+   * not registered here.
+   */
+  readonly moved: Region | undefined
 }
 
 /** A fork of the process with registered memory (EVENT_FORK). */
@@ -291,6 +297,16 @@ const workerHost = join(__dirname, 'worker-host.js')
 type ForwardedEvent = Omit<JsEvent, 'kind' | 'child'>
 const DEFAULT_TIMEOUT_MS = 30_000
 let adopting: NativeUffd | undefined
+
+/** The Region of an id an event names, if it is still open. */
+function regionOrNothing(id: number | undefined): Region | undefined {
+  if (id === undefined) return undefined
+  try {
+    return Region.fromId(id)
+  } catch {
+    return undefined
+  }
+}
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function'
@@ -625,14 +641,9 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
 
   #onEvent(raw: JsEvent, handler?: FaultHandler): void {
-    let region: Region | undefined
-    try {
-      region = raw.regionId === undefined ? undefined : Region.fromId(raw.regionId)
-    } catch {
-      region = undefined
-    }
+    const region = regionOrNothing(raw.regionId)
     const range = { region, offset: raw.offset, length: raw.length ?? 0, start: raw.start ?? 0n, end: raw.end ?? 0n }
-    if (raw.kind === 'remap') this.emit('remap', { ...range, to: raw.to ?? 0n })
+    if (raw.kind === 'remap') this.emit('remap', { ...range, to: raw.to ?? 0n, moved: regionOrNothing(raw.movedId) })
     else if (raw.kind === 'remove' || raw.kind === 'unmap') this.emit(raw.kind, range)
     else if (raw.kind === 'fork') this.#onFork(raw.child, handler)
   }

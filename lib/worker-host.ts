@@ -2,6 +2,7 @@
 // module, serves faults with its default export, and forwards 'error' events to the parent.
 import { parentPort } from 'node:worker_threads'
 import { UffdError } from './errors'
+import type { Region } from './region'
 import { type RangeEvent, Userfaultfd } from './userfaultfd'
 
 type Handler = (fault: unknown) => unknown
@@ -24,9 +25,10 @@ async function main(port: NonNullable<typeof parentPort>): Promise<void> {
   if (!handler) throw new TypeError(`${spec} must export a default function (fault) => void | Promise<void>`)
   uffd.on('error', (error) => port.postMessage({ type: 'error', error: toJSON(error) }))
   for (const name of ['remove', 'unmap', 'remap'] as const) {
-    uffd.on(name, ({ region, ...range }: RangeEvent) =>
-      port.postMessage({ type: 'event', name, event: { ...range, regionId: region?.id } }),
-    )
+    uffd.on(name, ({ region, ...range }: RangeEvent & { moved?: Region }) => {
+      const { moved, ...plain } = range
+      port.postMessage({ type: 'event', name, event: { ...plain, regionId: region?.id, movedId: moved?.id } })
+    })
   }
   uffd.on('fork', () => port.postMessage({ type: 'event', name: 'fork', event: {} }))
   uffd.handle(handler as (fault: Parameters<Parameters<Userfaultfd['handle']>[0]>[0]) => void, { keepAlive: true })

@@ -16,8 +16,9 @@ pub enum UffdEvent {
     Remove { region: Option<Arc<Region>>, start: usize, end: usize },
     /// `munmap` (or a mapping replaced): the range is no longer registered.
     Unmap { region: Option<Arc<Region>>, start: usize, end: usize },
-    /// `mremap`: the range moved.
-    Remap { region: Option<Arc<Region>>, from: usize, to: usize, len: usize },
+    /// `mremap`: the range moved, and stays registered at its new place: `moved` is a remote
+    /// region there whose faults reach the handler (offset 0 is the old range's `from`).
+    Remap { region: Option<Arc<Region>>, from: usize, to: usize, len: usize, moved: Option<Arc<Region>> },
     /// `fork`: the child has a userfaultfd of its own over the same ranges (remote regions at the
     /// parent's addresses), or `None` if adopting it failed (its fd is closed: the child's faults
     /// there are then the kernel's own).
@@ -60,14 +61,32 @@ impl Userfaultfd {
     }
 
     /// Applies an event to the registrations and queues it for the handler.
-    pub(crate) fn take_event(&self, event: UffdEvent, batch: &mut Vec<Dispatch>) {
+    pub(crate) fn take_event(&self, mut event: UffdEvent, batch: &mut Vec<Dispatch>) {
         crate::stats::bump(&self.counters.events);
-        match &event {
+        match &mut event {
             UffdEvent::Unmap { start, end, .. } => self.forget_range(*start, *end),
-            UffdEvent::Remap { from, len, .. } => self.forget_range(*from, from + len),
+            UffdEvent::Remap { region, from, to, len, moved } => {
+                self.forget_range(*from, *from + *len);
+                *moved = region.as_ref().and_then(|old| self.follow_remap(old, *to, *len));
+            }
             UffdEvent::Remove { .. } | UffdEvent::Fork { .. } => {}
         }
         batch.push(Dispatch::Event(event));
+    }
+
+    /// The kernel keeps a moved range registered with this fd: register a remote region there, so
+    /// that its faults reach the handler instead of being taken for faults in no region.
+    fn follow_remap(&self, old: &Region, to: usize, len: usize) -> Option<Arc<Region>> {
+        match Region::remote(to, len, old.page_size()) {
+            Ok(moved) => {
+                self.track_registration(moved.clone());
+                Some(moved)
+            }
+            Err(err) => {
+                eprintln!("userfaultfd: the range moved to {to:#x} cannot be followed: {err}");
+                None
+            }
+        }
     }
 
     /// Drops registrations and faults in flight in `[start, end)`: the memory is no longer there.

@@ -662,11 +662,17 @@ impl Userfaultfd {
     }
 
     /// Drops faults in flight that no longer need an answer (their range was woken or released).
+    /// A thread whose fault was taken for a duplicate of a forgotten one is woken: nothing else
+    /// would (it faults again if its page is still absent).
     pub(crate) fn forget_faults(&self, matches: impl Fn(&Fault) -> bool) {
         let mut dispatcher = lock(&self.dispatcher);
         let ids: Vec<u64> = dispatcher.in_flight.iter().filter(|(_, e)| matches(&e.fault)).map(|(id, _)| *id).collect();
-        for id in ids {
-            dispatcher.take(id);
+        let duplicated: Vec<InFlight> =
+            ids.into_iter().filter_map(|id| dispatcher.take(id)).filter(|e| e.duplicate).collect();
+        drop(dispatcher);
+        for entry in duplicated {
+            let (region, offset) = (&entry.fault.region, entry.fault.offset);
+            let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, region.address() + offset, region.page_size()));
         }
     }
 
@@ -794,7 +800,8 @@ impl Userfaultfd {
                 }
                 Ok(Event::Remap { from, to, len }) => {
                     let region = self.region_at(from as usize);
-                    self.take_event(UffdEvent::Remap { region, from: from as usize, to: to as usize, len }, batch);
+                    let (from, to) = (from as usize, to as usize);
+                    self.take_event(UffdEvent::Remap { region, from, to, len, moved: None }, batch);
                 }
                 Ok(Event::Fork { uffd }) => {
                     use std::os::fd::FromRawFd;
@@ -867,6 +874,15 @@ impl Userfaultfd {
             .next_back()
             .filter(|(_, reg)| address < reg.end)
             .map(|(_, reg)| reg.region.clone())
+    }
+
+    /// Records a whole region as registered, without an ioctl: the kernel registered it already
+    /// (a range that moved with mremap).
+    pub(crate) fn track_registration(&self, region: Arc<Region>) {
+        let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
+        let (start, end) = (region.address(), region.address() + region.size());
+        carve(&mut registrations, start, end);
+        registrations.insert(start, Registration { region, end, served: None });
     }
 
     /// Removes `[start, end)` from the registration map (the kernel already did).

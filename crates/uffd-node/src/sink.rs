@@ -42,8 +42,9 @@ pub struct JsEvent {
     pub length: Option<f64>,
     pub start: Option<BigInt>,
     pub end: Option<BigInt>,
-    /// For 'remap': the new start address.
+    /// For 'remap': the new start address, and the remote region registered there.
     pub to: Option<BigInt>,
+    pub moved_id: Option<f64>,
     /// For 'fork': the child's userfaultfd and its regions.
     pub child: Option<NativeAdoption>,
 }
@@ -89,6 +90,7 @@ fn js_range(kind: &'static str, region: Option<Arc<Region>>, start: usize, end: 
         start: Some(BigInt::from(start as u64)),
         end: Some(BigInt::from(end as u64)),
         to: to.map(|to| BigInt::from(to as u64)),
+        moved_id: None,
         child: None,
     }
 }
@@ -97,7 +99,9 @@ fn js_event(event: UffdEvent) -> JsEvent {
     match event {
         UffdEvent::Remove { region, start, end } => js_range("remove", region, start, end, None),
         UffdEvent::Unmap { region, start, end } => js_range("unmap", region, start, end, None),
-        UffdEvent::Remap { region, from, to, len } => js_range("remap", region, from, from + len, Some(to)),
+        UffdEvent::Remap { region, from, to, len, moved } => {
+            JsEvent { moved_id: moved.map(|r| r.id() as f64), ..js_range("remap", region, from, from + len, Some(to)) }
+        }
         UffdEvent::Fork { child } => JsEvent {
             kind: "fork",
             region_id: None,
@@ -106,6 +110,7 @@ fn js_event(event: UffdEvent) -> JsEvent {
             start: None,
             end: None,
             to: None,
+            moved_id: None,
             child: child.map(|(uffd, regions)| NativeAdoption::new(uffd, regions, None)),
         },
     }
