@@ -418,7 +418,7 @@ test.after.always(() => rmSync(peerDir, { recursive: true, force: true }))
 
 async function servePeer(mode: 'events' | 'moved') {
   const socket = join(peerDir, `${mode}.sock`)
-  const listener = listen(socket, { features: ['EVENT_REMOVE', 'EVENT_REMAP', 'EVENT_UNMAP', 'PAGEFAULT_FLAG_WP', 'WP_HUGETLBFS_SHMEM'] })
+  const listener = listen(socket, { features: ['EVENT_REMOVE', 'EVENT_REMAP', 'EVENT_UNMAP', 'PAGEFAULT_FLAG_WP'] })
   const child = spawn(wpPeer, [socket, mode], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   child.stdout?.on('data', (chunk) => {

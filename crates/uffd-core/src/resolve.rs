@@ -187,7 +187,10 @@ impl Userfaultfd {
     /// Write-protection needs a wp registration, which needs the feature for this memory.
     fn require_wp(&self, op: &'static str, region: &Region) -> Result<()> {
         match region.kind() {
-            MemoryKind::Anonymous => self.require_feature(op, uapi::FEATURE_PAGEFAULT_FLAG_WP, "write-protection"),
+            // Another process's memory may be of any kind: the kernel checks what the VMA needs.
+            MemoryKind::Anonymous | MemoryKind::Remote => {
+                self.require_feature(op, uapi::FEATURE_PAGEFAULT_FLAG_WP, "write-protection")
+            }
             _ => self.require_feature(op, uapi::FEATURE_WP_HUGETLBFS_SHMEM, "write-protection of shmem or hugetlbfs"),
         }
     }
