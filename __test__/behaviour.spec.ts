@@ -269,30 +269,51 @@ test('region.close() with a fault in flight wakes the thread and detaches the bu
   })
 })
 
-test('a handler worker terminated mid-fault: its faults get the fallback, and a new worker serves', async (t) => {
-  const { uffd, region } = anonymous(8, { timeoutMs: 0 })
-  const errors: string[] = []
-  uffd.on('error', (error) => errors.push(error.code))
+for (const direct of [true, false]) {
+  const how = direct ? 'reading the fd itself' : 'fed by the fault loop thread'
+  test(`a handler worker ${how}, terminated mid-fault: its faults get the fallback, and a new worker serves`, async (t) => {
+    const { uffd, region } = anonymous(8, { timeoutMs: 0 })
+    const errors: string[] = []
+    uffd.on('error', (error) => errors.push(error.code))
+    const pager = join(__dirname, 'helpers', 'pager.js')
+    await uffd.handleInWorker(pager, { workerData: { mode: 'never' }, direct })
+    await withReader([uffd, region], async (reader) => {
+      const stuck = reader.read(region, { offsets: [PAGE + 5] })
+      await within(
+        (async () => {
+          while (uffd.stats.inFlight < 1) await new Promise((resolve) => setTimeout(resolve, 10))
+        })(),
+        'a fault in the first worker',
+      )
+      // A second handleInWorker terminates the first worker, which still holds the fault.
+      await uffd.handleInWorker(pager, { workerData: { mode: 'copy' }, direct })
+      t.deepEqual((await stuck).bytes, [0], 'the orphaned fault got the fallback')
+      t.deepEqual((await reader.read(region, { offsets: [3 * PAGE + 5] })).bytes, [patternByte(3 * PAGE, PAGE, 5)], 'the new worker serves')
+      await within(
+        (async () => {
+          while (!errors.includes('ERR_UFFD_HANDLER_GONE')) await new Promise((resolve) => setTimeout(resolve, 10))
+        })(),
+        'the handler-gone error',
+      )
+      t.is(uffd.stats.fallbacks, 1)
+    })
+  })
+}
+
+test('a worker handler that reads the fd itself steps the loop thread aside; the loop takes over when it stops', async (t) => {
+  const { uffd, region } = anonymous(8)
   const pager = join(__dirname, 'helpers', 'pager.js')
-  await uffd.handleInWorker(pager, { workerData: { mode: 'never' } })
+  await uffd.handleInWorker(pager, { workerData: { mode: 'copy' }, direct: true })
+  const view = new Uint8Array(region.buffer)
+  t.is(view[PAGE + 5], patternByte(PAGE, PAGE, 5), 'served by the direct reader')
+  t.is(uffd.stats.batches, 0, 'nothing went through the loop thread to a callback')
+  // The main thread takes the handler back (the worker's generation is removed): the loop thread
+  // reads again, and faults of a worker thread reach this handler.
+  uffd.handle((fault) => {
+    fault.copy(patternPage(fault.offset, PAGE, 1, 4))
+  })
   await withReader([uffd, region], async (reader) => {
-    const stuck = reader.read(region, { offsets: [PAGE + 5] })
-    await within(
-      (async () => {
-        while (uffd.stats.inFlight < 1) await new Promise((resolve) => setTimeout(resolve, 10))
-      })(),
-      'a fault in the first worker',
-    )
-    // A second handleInWorker terminates the first worker, which still holds the fault.
-    await uffd.handleInWorker(pager, { workerData: { mode: 'copy' } })
-    t.deepEqual((await stuck).bytes, [0], 'the orphaned fault got the fallback')
-    t.deepEqual((await reader.read(region, { offsets: [3 * PAGE + 5] })).bytes, [patternByte(3 * PAGE, PAGE, 5)], 'the new worker serves')
-    await within(
-      (async () => {
-        while (!errors.includes('ERR_UFFD_HANDLER_GONE')) await new Promise((resolve) => setTimeout(resolve, 10))
-      })(),
-      'the handler-gone error',
-    )
-    t.is(uffd.stats.fallbacks, 1)
+    t.deepEqual((await reader.read(region, { offsets: [5 * PAGE + 5] })).bytes, [patternByte(5 * PAGE, PAGE, 5, 4)])
+    t.true(uffd.stats.batches >= 1)
   })
 })

@@ -98,7 +98,28 @@ export declare class NativeUffd {
   poison(region: NativeRegion, offset: number, length: number, wake: boolean): number
   wake(region: NativeRegion, offset: number, length: number): void
   /** Sends this userfaultfd's faults to `callback` on this thread, one call per batch. */
-  handle(callback: (arg: Array<JsDispatch>) => void, keepAlive: boolean): void
+  handle(callback: () => void, keepAlive: boolean): void
+  /**
+   * Makes this thread's handler read the fd itself (then call `pull` in a loop). False where it
+   * cannot (with EVENT_FORK): faults keep coming through the handler's callback.
+   */
+  startDirect(): boolean
+  /**
+   * One turn of the fault loop on this thread, written into `out`: `out[0]` faults follow from
+   * `out[2]` on, `FAULT_FIELDS` numbers each (see `JsBatch`); `out[1]` is how many other items
+   * (events, notices) `takeOthers` returns. Faults that do not fit come with the next call.
+   * False once the fd is closed or this thread no longer reads it.
+   */
+  pull(waitMs: number, out: Float64Array): boolean
+  /**
+   * Takes what the fault loop handed to this thread's handler into `out`, as `pull` writes it.
+   * The handler's callback calls it until `out[0]` and `out[1]` are both 0.
+   */
+  takeBatch(out: Float64Array): void
+  /** The events and notices of the last `pull`s. */
+  takeOthers(): Array<JsDispatch>
+  /** Hands reading back to the fault loop thread. */
+  stopDirect(): void
   /** Stops sending faults to this thread's handler. */
   unhandle(): void
   faultCopy(id: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number

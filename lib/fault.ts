@@ -1,5 +1,5 @@
 // Fault: one page fault handed to a handler, and the calls that resolve it.
-import type { JsFault, NativeUffd } from './binding'
+import type { NativeUffd } from './binding'
 import { argumentError, call } from './errors'
 import { nativeRegionOf, type Region } from './region'
 import { Source } from './source'
@@ -7,6 +7,11 @@ import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsO
 
 /** Why the thread stopped: a missing page, a minor fault (page in cache, not mapped), a write to a protected page. */
 export type FaultKind = 'missing' | 'minor' | 'wp'
+
+const KINDS: readonly FaultKind[] = ['missing', 'minor', 'wp']
+
+/** @internal Numbers per fault in a packed batch. */
+export const FAULT_FIELDS = 7
 
 /** Options of {@link Fault.unprotect}, and the `wake` option of every resolve. */
 export interface WakeOptions {
@@ -51,25 +56,32 @@ export class Fault {
   readonly region: Region
   /** Offset of the faulting page in the region (page-aligned). */
   readonly offset: number
-  /** The faulting address itself. */
-  readonly address: bigint
   /** Why the thread stopped, from `pagefault.flags`: `'minor'`, `'wp'`, else `'missing'`. */
   readonly kind: FaultKind
   /** Whether the access was a write. */
   readonly write: boolean
   /** The kernel thread id of the faulting thread. */
   readonly threadId: number
+  readonly #address: number
 
-  /** @internal */
-  constructor(handle: NativeUffd, region: Region, raw: JsFault) {
+  /**
+   * @internal From the binding's packed batch: the fault at `at` of `packed`, whose fields are id,
+   * region id, offset, address, kind (0 missing, 1 minor, 2 wp), write, thread id.
+   */
+  constructor(handle: NativeUffd, region: Region, packed: Float64Array, at: number) {
     this.#native = handle
-    this.#id = raw.id
+    this.#id = packed[at] as number
     this.region = region
-    this.offset = raw.offset
-    this.address = raw.address
-    this.kind = raw.kind as FaultKind
-    this.write = raw.write
-    this.threadId = raw.threadId
+    this.offset = packed[at + 2] as number
+    this.#address = packed[at + 3] as number
+    this.kind = KINDS[packed[at + 4] as number] ?? 'missing'
+    this.write = packed[at + 5] === 1
+    this.threadId = packed[at + 6] as number
+  }
+
+  /** The faulting address itself. */
+  get address(): bigint {
+    return BigInt(this.#address)
   }
 
   /** @internal */

@@ -19,7 +19,7 @@ function toJSON(error: unknown): Record<string, unknown> {
 }
 
 async function main(port: NonNullable<typeof parentPort>): Promise<void> {
-  const [id, spec] = process.argv.slice(-2)
+  const [id, spec, reading] = process.argv.slice(-3)
   const uffd = Userfaultfd.attach({ type: 'userfaultfd.uffd', id: Number(id) })
   const handler = handlerOf((await import(String(spec))) as Record<string, unknown>)
   if (!handler) throw new TypeError(`${spec} must export a default function (fault) => void | Promise<void>`)
@@ -31,7 +31,10 @@ async function main(port: NonNullable<typeof parentPort>): Promise<void> {
     })
   }
   uffd.on('fork', () => port.postMessage({ type: 'event', name: 'fork', event: {} }))
-  uffd.handle(handler as (fault: Parameters<Parameters<Userfaultfd['handle']>[0]>[0]) => void, { keepAlive: true })
+  uffd.handle(handler as (fault: Parameters<Parameters<Userfaultfd['handle']>[0]>[0]) => void, {
+    keepAlive: true,
+    direct: reading === 'direct',
+  })
   port.postMessage({ type: 'ready' })
 }
 

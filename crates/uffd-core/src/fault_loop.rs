@@ -14,11 +14,13 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 use userfaultfd::EventBuffer;
 
-const UFFD: u64 = 1;
-const STOP: u64 = 2;
-const PEER: u64 = 3;
+pub(crate) const UFFD: u64 = 1;
+pub(crate) const STOP: u64 = 2;
+pub(crate) const PEER: u64 = 3;
+/// The loop thread is told to look at who reads the fd (direct.rs).
+const POKE: u64 = 4;
 /// Messages read per read(2); more are read until EAGAIN.
-const MESSAGES_PER_READ: usize = 64;
+pub(crate) const MESSAGES_PER_READ: usize = 64;
 
 pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| Error::sys("epoll_create", e, ""))?;
@@ -44,6 +46,9 @@ pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
             .add(peer, EpollEvent::new(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP, PEER))
             .map_err(|e| Error::sys("epoll_ctl", e, ""))?;
     }
+    if let Some(poke) = uffd.poke.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        epoll.add(poke, EpollEvent::new(EpollFlags::EPOLLIN, POKE)).map_err(|e| Error::sys("epoll_ctl", e, ""))?;
+    }
     std::thread::Builder::new()
         .name(format!("uffd-loop-{}", uffd.id()))
         .spawn(move || {
@@ -60,14 +65,14 @@ pub fn spawn(uffd: Arc<Userfaultfd>) -> Result<JoinHandle<()>> {
 }
 
 /// Where the loop takes messages from: the fd itself, or a pump's ring.
-enum Source<'a> {
+pub(crate) enum Source<'a> {
     Fd(EventBuffer),
     Pump(&'a Pump),
 }
 
 fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
     uffd.epoch.mark_loop_thread();
-    let mut ready = [EpollEvent::empty(); 3];
+    let mut ready = [EpollEvent::empty(); 4];
     while !uffd.is_closed() {
         let timeout = match uffd.next_deadline() {
             None => EpollTimeout::NONE,
@@ -87,8 +92,15 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
             return;
         }
         let mut batch = Vec::new();
+        let mut poked = false;
         for event in &ready[..count] {
             match event.data() {
+                POKE => {
+                    if let Some(poke) = uffd.poke.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                        let _ = poke.read();
+                    }
+                    poked = true;
+                }
                 UFFD if event.events().intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) => {
                     return fail(uffd, "the userfaultfd reported POLLERR (is it blocking, or was it released?)".into());
                 }
@@ -121,11 +133,14 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
         if !batch.is_empty() {
             uffd.hand_over(batch);
         }
+        if poked {
+            uffd.park_loop_while_pulled();
+        }
     }
 }
 
 /// Polls without sleeping for up to `uffd.spin`, then sleeps in epoll_wait.
-fn spin_then_wait(
+pub(crate) fn spin_then_wait(
     uffd: &Userfaultfd,
     epoll: &Epoll,
     ready: &mut [EpollEvent],
@@ -145,7 +160,7 @@ fn spin_then_wait(
 }
 
 /// Reads every pending message into the batch.
-fn drain(uffd: &Userfaultfd, source: &mut Source<'_>, batch: &mut Vec<Dispatch>) {
+pub(crate) fn drain(uffd: &Userfaultfd, source: &mut Source<'_>, batch: &mut Vec<Dispatch>) {
     let buffer = match source {
         Source::Pump(pump) => return uffd.take_messages(pump.take().into_iter(), batch),
         Source::Fd(buffer) => buffer,

@@ -3,6 +3,7 @@
 //! It knows nothing of JavaScript: a handler is anything that implements [`FaultSink`].
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod direct;
 pub mod dirty;
 pub mod error;
 mod events;

@@ -29,11 +29,23 @@ const PARK_SLICE: Duration = Duration::from_millis(50);
 impl Userfaultfd {
     /// Runs a resolving ioctl, parking it while the kernel refuses it for unread events.
     fn parked<T>(&self, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
-        if self.on_loop_thread() {
-            // The loop thread is the one that reads events: it must not wait for itself.
-            return attempt();
-        }
         let deadline = Instant::now() + PARKED_AT_MOST;
+        if self.on_loop_thread() {
+            if !self.pulled() {
+                // The loop thread is the one that reads events: it must not wait for itself.
+                return attempt();
+            }
+            // A handler that reads the fd itself reads the events the kernel waits for, and tries again.
+            loop {
+                match attempt() {
+                    Err(Error::Sys { errno: Errno::EAGAIN, .. }) if Instant::now() < deadline => {
+                        bump(&self.counters.parked);
+                        self.read_pending_for_puller();
+                    }
+                    other => return other,
+                }
+            }
+        }
         loop {
             let seen = self.events_seen();
             match attempt() {
@@ -46,20 +58,19 @@ impl Userfaultfd {
         }
     }
 
-    /// Runs a resolving ioctl, counted before it runs: the ioctl wakes the faulting thread, which
-    /// may read the counters at once. A failed ioctl takes its count back.
-    fn counted(&self, counter: &AtomicU64, ioctl: impl FnOnce() -> Result<usize>) -> Result<usize> {
+    /// Runs a resolving ioctl of `len` bytes, counted before it runs: the ioctl wakes the faulting
+    /// thread, which may read the counters at once. What the ioctl did not map is taken back after.
+    fn counted(&self, counter: &AtomicU64, len: usize, ioctl: impl FnOnce() -> Result<usize>) -> Result<usize> {
+        let bytes = &self.counters.bytes_mapped;
         counter.fetch_add(1, Ordering::SeqCst);
-        match ioctl() {
-            Ok(bytes) => {
-                self.counters.bytes_mapped.fetch_add(bytes as u64, Ordering::Relaxed);
-                Ok(bytes)
-            }
-            Err(err) => {
-                counter.fetch_sub(1, Ordering::SeqCst);
-                Err(err)
-            }
+        bytes.fetch_add(len as u64, Ordering::SeqCst);
+        let result = ioctl();
+        let mapped = *result.as_ref().unwrap_or(&0);
+        bytes.fetch_sub(len.saturating_sub(mapped) as u64, Ordering::SeqCst);
+        if result.is_err() {
+            counter.fetch_sub(1, Ordering::SeqCst);
         }
+        result
     }
 
     /// UFFDIO_COPY of `bytes` (whole pages) to `offset` of a region; returns the bytes mapped.
@@ -76,7 +87,7 @@ impl Userfaultfd {
         }
         let dst = self.check_registered(OP, region, offset, bytes.len())?;
         let mode = if wake.0 { 0 } else { uapi::COPY_MODE_DONTWAKE } | if protect.0 { uapi::COPY_MODE_WP } else { 0 };
-        self.counted(&self.counters.copies, || {
+        self.counted(&self.counters.copies, bytes.len(), || {
             self.parked(|| self.with_fd(OP, |uffd| ioctl::copy(uffd, dst, bytes, mode)))
         })
     }
@@ -88,7 +99,7 @@ impl Userfaultfd {
             return Err(Error::unsupported(OP, "hugetlbfs has no zero page: resolve with copy() of zeroed bytes"));
         }
         let start = self.check_registered(OP, region, offset, len)?;
-        self.counted(&self.counters.zeropages, || {
+        self.counted(&self.counters.zeropages, len, || {
             self.parked(|| self.with_fd(OP, |uffd| ioctl::zeropage(uffd, start, len, wake.0)))
         })
     }
@@ -112,7 +123,7 @@ impl Userfaultfd {
         let start = self.check_registered(OP, region, offset, len)?;
         let mode =
             if wake.0 { 0 } else { uapi::CONTINUE_MODE_DONTWAKE } | if protect.0 { uapi::CONTINUE_MODE_WP } else { 0 };
-        self.counted(&self.counters.continues, || {
+        self.counted(&self.counters.continues, len, || {
             self.parked(|| self.with_fd(OP, |uffd| ioctl::r#continue(uffd, start, len, mode)))
         })
     }
@@ -179,7 +190,7 @@ impl Userfaultfd {
         let src = from.check_range(OP, from_offset, len)?;
         let mode = if wake.0 { 0 } else { uapi::MOVE_MODE_DONTWAKE }
             | if allow_holes { uapi::MOVE_MODE_ALLOW_SRC_HOLES } else { 0 };
-        self.counted(&self.counters.moves, || {
+        self.counted(&self.counters.moves, len, || {
             self.parked(|| self.with_fd(OP, |uffd| ioctl::r#move(uffd, dst, src, len, mode)))
         })
     }

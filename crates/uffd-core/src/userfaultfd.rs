@@ -217,6 +217,11 @@ pub struct Userfaultfd {
     deferred: Deferred,
     /// The socket of the process whose memory this serves, watched for its hang-up.
     pub(crate) peer: Mutex<Option<OwnedFd>>,
+    /// Who reads the fd (direct.rs), the eventfd that tells the loop thread to look, and what a
+    /// reading handler's resolves read while the kernel refused them for unread events.
+    pub(crate) reader: crate::direct::Reader,
+    pub(crate) poke: Mutex<Option<EventFd>>,
+    backlog: Mutex<Vec<Dispatch>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -348,6 +353,12 @@ impl Userfaultfd {
             epoch: EventEpoch::default(),
             deferred: Deferred::default(),
             peer: Mutex::new(peer),
+            reader: Default::default(),
+            poke: Mutex::new(Some(
+                EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                    .map_err(|errno| Error::sys("eventfd", errno, ""))?,
+            )),
+            backlog: Mutex::new(Vec::new()),
         });
         let thread = fault_loop::spawn(uffd.clone())?;
         *lock(&uffd.thread) = Some(thread);
@@ -693,10 +704,14 @@ impl Userfaultfd {
         }
         dispatcher.generation += 1;
         let generation = dispatcher.generation;
-        dispatcher.sink = Some((generation, sink));
+        let previous = dispatcher.sink.replace((generation, sink)).map(|(g, _)| g);
         self.handler_thread.store(thread_id, Ordering::Release);
         let queued = std::mem::take(&mut dispatcher.queued);
         drop(dispatcher);
+        if let Some(previous) = previous {
+            // A handler that read the fd itself is replaced: the loop thread reads again.
+            self.stop_pulling(previous);
+        }
         if !queued.is_empty() {
             self.hand_over(queued);
         }
@@ -706,6 +721,7 @@ impl Userfaultfd {
     /// Removes handler `generation` if it is still the current one. Faults it was handed and did
     /// not finish are resolved by the fallback, with a notice each.
     pub fn remove_handler(&self, generation: u64) {
+        self.stop_pulling(generation);
         let mut dispatcher = lock(&self.dispatcher);
         if dispatcher.sink.as_ref().is_some_and(|(g, _)| *g == generation) {
             dispatcher.sink = None;
@@ -741,6 +757,33 @@ impl Userfaultfd {
         }
     }
 
+    /// Records the faults of a batch as handed to handler `generation`.
+    pub(crate) fn mark_delivered(&self, generation: u64, batch: &[Dispatch]) {
+        let mut dispatcher = lock(&self.dispatcher);
+        for item in batch {
+            if let Dispatch::Fault(fault) = item {
+                if let Some(entry) = dispatcher.in_flight.get_mut(&fault.id) {
+                    entry.delivered_to = Some(generation);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn is_current_handler(&self, generation: u64) -> bool {
+        lock(&self.dispatcher).sink.as_ref().is_some_and(|(g, _)| *g == generation)
+    }
+
+    pub(crate) fn reader_backlog(&self) -> MutexGuard<'_, Vec<Dispatch>> {
+        lock(&self.backlog)
+    }
+
+    /// Tells the loop thread to look at who reads the fd.
+    pub(crate) fn poke_loop(&self) {
+        if let Some(poke) = lock(&self.poke).as_ref() {
+            let _ = poke.write(1);
+        }
+    }
+
     /// Hands a batch to the current handler, or queues it.
     pub(crate) fn hand_over(&self, mut batch: Vec<Dispatch>) {
         let mut dispatcher = lock(&self.dispatcher);
@@ -748,14 +791,8 @@ impl Userfaultfd {
             dispatcher.queued.append(&mut batch);
             return;
         };
-        for item in &batch {
-            if let Dispatch::Fault(fault) = item {
-                if let Some(entry) = dispatcher.in_flight.get_mut(&fault.id) {
-                    entry.delivered_to = Some(generation);
-                }
-            }
-        }
         drop(dispatcher);
+        self.mark_delivered(generation, &batch);
         bump(&self.counters.batches);
         if let Err(returned) = sink.deliver(batch) {
             let mut dispatcher = lock(&self.dispatcher);
@@ -1081,6 +1118,7 @@ impl Userfaultfd {
         if let Some(stop) = lock(&self.stop).as_ref() {
             let _ = stop.write(1);
         }
+        self.wake_parked_loop();
         let thread = lock(&self.thread).take();
         if let Some(thread) = thread {
             if thread.thread().id() != std::thread::current().id() {
@@ -1088,6 +1126,7 @@ impl Userfaultfd {
             }
         }
         drop(lock(&self.stop).take());
+        drop(lock(&self.poke).take());
         drop(lock(&self.peer).take());
         drop(self.fd.write().unwrap_or_else(|p| p.into_inner()).take());
         self.registrations.write().unwrap_or_else(|p| p.into_inner()).clear();
