@@ -84,3 +84,25 @@ test.serial('a closed region gives its pages back at once; its address range goe
   await collect()
   t.false(mapped(), 'the mapping is gone once nothing refers to it')
 })
+
+test('regions dropped without close() are collected: their tokens attach to nothing', async (t) => {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (!gc) {
+    t.fail('needs node --expose-gc (the ava config passes it)')
+    return
+  }
+  const tokens = Array.from({ length: 200 }, () => Region.anonymous(4096).share())
+  for (let round = 0; round < 10; round++) {
+    gc()
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  const live = tokens.filter((token) => {
+    try {
+      Region.attach(token).close()
+      return true
+    } catch {
+      return false
+    }
+  })
+  t.true(live.length < tokens.length / 2, `${live.length} of ${tokens.length} unclosed regions still named by their tokens`)
+})

@@ -37,7 +37,11 @@ export interface HugetlbOptions extends ShmemOptions {
 const TWO_MIB = 2 * 1024 * 1024
 
 // Region objects of this thread by id, so that a fault names the same object the program holds.
+// An entry goes with its region's close(), or with the object itself if it is collected unclosed.
 const byId = new Map<number, WeakRef<Region>>()
+const forget = new FinalizationRegistry<number>((id) => {
+  if (byId.get(id)?.deref() === undefined) byId.delete(id)
+})
 
 /**
  * A memory mapping that a {@link Userfaultfd} can register: anonymous, memfd shmem or hugetlbfs.
@@ -59,6 +63,7 @@ export class Region {
   private constructor(handle: NativeRegion) {
     this.#native = handle
     byId.set(handle.id, new WeakRef(this))
+    forget.register(this, handle.id)
   }
 
   /** A private anonymous mapping of `size` bytes (rounded up to pages); nothing is resident. */

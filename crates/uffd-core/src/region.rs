@@ -342,6 +342,8 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        // A region dropped without close() leaves the registry here (its entry only names it).
+        REGIONS.remove(self.id);
         if self.kind == MemoryKind::Remote {
             return;
         }
@@ -393,6 +395,15 @@ mod tests {
         assert!(region.check_range("t", page, usize::MAX - 10).is_err());
         assert!(region.check_range("t", region.size(), page).is_err());
         assert!(Region::anonymous(0).is_err());
+    }
+
+    #[test]
+    fn a_region_dropped_without_close_leaves_the_registry() {
+        let region = Region::anonymous(4096).unwrap();
+        let id = region.id();
+        drop(region);
+        assert!(REGIONS.get(id).is_none());
+        assert!(!REGIONS.contains(id));
     }
 
     #[test]

@@ -29,6 +29,11 @@ impl<T> Registry<T> {
         self.lock().get(&id).and_then(Weak::upgrade)
     }
 
+    /// Whether the table has an entry for `id`, live or not.
+    pub fn contains(&self, id: u64) -> bool {
+        self.lock().contains_key(&id)
+    }
+
     pub fn remove(&self, id: u64) {
         self.lock().remove(&id);
     }
