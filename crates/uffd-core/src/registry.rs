@@ -30,6 +30,7 @@ impl<T> Registry<T> {
     }
 
     /// Whether the table has an entry for `id`, live or not.
+    #[cfg(test)]
     pub fn contains(&self, id: u64) -> bool {
         self.lock().contains_key(&id)
     }
