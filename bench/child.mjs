@@ -107,9 +107,9 @@ async function latency({ contender, op, pages, warmup, spinMicros, warmMiB }) {
       const source = op === 'zero' ? Source.zero() : Source.bytes(new Uint8Array(region.size).fill(FILL))
       uffd.register(region, { source })
       result = touchTimed(new Uint8Array(region.buffer), pageSize, 0, warmup, pages, expect)
-    } else if (contender === 'worker') {
+    } else if (contender === 'worker' || contender === 'worker-fed') {
       uffd.register(region)
-      await uffd.handleInWorker(HANDLER, { workerData: { op, fill: FILL } })
+      await uffd.handleInWorker(HANDLER, { workerData: { op, fill: FILL }, direct: contender === 'worker' })
       result = touchTimed(new Uint8Array(region.buffer), pageSize, 0, warmup, pages, expect)
     } else if (contender === 'js') {
       uffd.register(region)
@@ -153,6 +153,9 @@ async function throughput({ contender, threads, pages, warmup, spinMicros, warmM
       uffd.register(region)
       const page = new Uint8Array(pageSize).fill(FILL)
       uffd.handle((fault) => void fault.copy(page))
+    } else if (contender === 'worker') {
+      uffd.register(region)
+      await uffd.handleInWorker(HANDLER, { workerData: { op: 'copy', fill: FILL } })
     } else {
       throw new Error(`unknown throughput contender ${contender}`)
     }

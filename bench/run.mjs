@@ -433,6 +433,22 @@ function jsResident(id, label, contender) {
   }
 }
 
+function jsThroughput(id, label, contender, threads) {
+  return {
+    id,
+    kind: 'js',
+    spec: () => ({
+      kind: 'throughput',
+      contender,
+      threads,
+      pages: config.throughputPages,
+      warmup: config.throughputWarmup,
+      warmMiB: config.warmMiB,
+    }),
+    rows: throughputRows(id, label, threads),
+  }
+}
+
 const DEFINITIONS = {
   'latency-copy': {
     title: 'latency-copy: one thread takes missing faults on fresh pages, each resolved by COPY of one page',
@@ -453,8 +469,9 @@ const DEFINITIONS = {
       jsLatency('native-spin', 'native Source.bytes, spinMicros 50', 'native', 'copy', 50),
       jsLatency('js', 'JS handler on main, a worker reads', 'js', 'copy'),
       jsLatency('js-spin', 'JS handler on main, spinMicros 50', 'js', 'copy', 50),
-      jsLatency('worker', 'handleInWorker, main thread reads', 'worker', 'copy'),
-      jsLatency('worker-spin', 'handleInWorker, spinMicros 50', 'worker', 'copy', 50),
+      jsLatency('worker', 'handleInWorker (reads the fd itself), main thread reads', 'worker', 'copy'),
+      jsLatency('worker-spin', 'handleInWorker (reads the fd itself), spinMicros 50', 'worker', 'copy', 50),
+      jsLatency('worker-fed', 'handleInWorker fed by the loop thread (direct: false)', 'worker-fed', 'copy'),
     ],
   },
   'latency-zero': {
@@ -478,32 +495,9 @@ const DEFINITIONS = {
     contenders: config.throughputThreads.flatMap((threads) => [
       C.throughput(`c@${threads}`, 'C baseline (pthreads)', threads),
       ...(hasRust ? [RUST.throughput(`rust@${threads}`, 'Rust baseline (userfaultfd crate, std threads)', threads)] : []),
-      {
-        id: `native@${threads}`,
-        kind: 'js',
-        spec: () => ({
-          kind: 'throughput',
-          contender: 'native',
-          threads,
-          pages: config.throughputPages,
-          warmup: config.throughputWarmup,
-          warmMiB: config.warmMiB,
-        }),
-        rows: throughputRows(`native@${threads}`, 'native Source.bytes, worker threads read', threads),
-      },
-      {
-        id: `js@${threads}`,
-        kind: 'js',
-        spec: () => ({
-          kind: 'throughput',
-          contender: 'js',
-          threads,
-          pages: config.throughputPages,
-          warmup: config.throughputWarmup,
-          warmMiB: config.warmMiB,
-        }),
-        rows: throughputRows(`js@${threads}`, 'JS handler on main, worker threads read', threads),
-      },
+      jsThroughput(`native@${threads}`, 'native Source.bytes, worker threads read', 'native', threads),
+      jsThroughput(`js@${threads}`, 'JS handler on main, worker threads read', 'js', threads),
+      jsThroughput(`worker@${threads}`, 'handleInWorker (reads the fd itself), worker threads read', 'worker', threads),
     ]),
   },
   scan: {
@@ -1130,7 +1124,7 @@ function goals(summaries) {
     }
   }
   if (scenarios.includes('latency-copy')) {
-    for (const id of ['js', 'worker', 'js-spin', 'worker-spin']) {
+    for (const id of ['js', 'worker', 'worker-fed', 'js-spin', 'worker-spin']) {
       const c = r('latency-copy', 'none', 'c')
       const cross = r('latency-copy', 'none', 'c-cross')
       const j = r('latency-copy', 'none', id)
@@ -1139,26 +1133,30 @@ function goals(summaries) {
         cross?.ok && j?.ok
           ? `; ${ratio(j.metrics.p50Ns / cross.metrics.p50Ns)} of C with its handler on the other CPU (${us(cross.metrics.p50Ns)})`
           : ''
+      // The spinning modes must beat the sleeping C handler outright; the others come within 1.2x.
+      const limit = id.endsWith('-spin') ? 1 : 1.2
       add(
         `JS handler unpinned p50 latency: ${j?.label ?? id}`,
-        '<= 1.2x sleeping C',
+        limit === 1 ? '< 1x sleeping C' : '<= 1.2x sleeping C',
         v,
-        Number.isFinite(v) ? v <= 1.2 : undefined,
+        Number.isFinite(v) ? (limit === 1 ? v < 1 : v <= 1.2) : undefined,
         c?.ok && j?.ok ? `${us(j.metrics.p50Ns)} vs ${us(c.metrics.p50Ns)}${vsCross}` : 'missing',
       )
     }
   }
   if (scenarios.includes('throughput')) {
-    const c = r('throughput', 'none', 'c@8')
-    const j = r('throughput', 'none', 'js@8')
-    const v = c?.ok && j?.ok ? j.metrics.faultsPerSec / c.metrics.faultsPerSec : Number.NaN
-    add(
-      'JS handler throughput, 8 faulting threads',
-      '>= 0.5x C',
-      v,
-      Number.isFinite(v) ? v >= 0.5 : undefined,
-      c?.ok && j?.ok ? `${rate(j.metrics.faultsPerSec)}/s vs ${rate(c.metrics.faultsPerSec)}/s` : 'missing',
-    )
+    for (const id of ['js@8', 'worker@8']) {
+      const c = r('throughput', 'none', 'c@8')
+      const j = r('throughput', 'none', id)
+      const v = c?.ok && j?.ok ? j.metrics.faultsPerSec / c.metrics.faultsPerSec : Number.NaN
+      add(
+        `JS handler throughput, 8 faulting threads: ${j?.label ?? id}`,
+        '>= 0.5x C',
+        v,
+        Number.isFinite(v) ? v >= 0.5 : undefined,
+        c?.ok && j?.ok ? `${rate(j.metrics.faultsPerSec)}/s vs ${rate(c.metrics.faultsPerSec)}/s` : 'missing',
+      )
+    }
   }
   if (scenarios.includes('scan')) {
     const p = r('scan', 'none', 'prefill')
