@@ -6,8 +6,8 @@
 use crate::fault::{Dispatch, Fault};
 use crate::region::Region;
 use crate::userfaultfd::Userfaultfd;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::ThreadId;
 use std::time::Duration;
 
 /// A non-cooperative event, as the handler receives it.
@@ -30,12 +30,13 @@ pub enum UffdEvent {
 pub struct EventEpoch {
     seen: Mutex<u64>,
     changed: Condvar,
-    loop_thread: Mutex<Option<ThreadId>>,
+    /// The kernel id of the thread that reads the fd (0: none yet).
+    loop_thread: AtomicI32,
 }
 
 impl EventEpoch {
     pub fn mark_loop_thread(&self) {
-        *self.loop_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current().id());
+        self.loop_thread.store(crate::userfaultfd::current_thread_id(), Ordering::Release);
     }
 }
 
@@ -57,7 +58,7 @@ impl Userfaultfd {
     }
 
     pub(crate) fn on_loop_thread(&self) -> bool {
-        *self.epoch.loop_thread.lock().unwrap_or_else(|p| p.into_inner()) == Some(std::thread::current().id())
+        self.epoch.loop_thread.load(Ordering::Acquire) == crate::userfaultfd::current_thread_id()
     }
 
     /// Applies an event to the registrations and queues it for the handler.

@@ -132,11 +132,19 @@ pub fn parse_ranges(body: &[u8]) -> Result<Vec<HandshakeRange>> {
     let ranges = mappings
         .iter()
         .map(|m| {
-            let page_size = match (m.page_size, m.page_size_kib) {
-                (Some(bytes), _) => bytes,
-                (None, Some(kib)) => {
-                    kib.checked_mul(1024).ok_or_else(|| Error::invalid(OP, "page_size_kib overflows"))?
+            let kib = m
+                .page_size_kib
+                .map(|kib| kib.checked_mul(1024).ok_or_else(|| Error::invalid(OP, "page_size_kib overflows")))
+                .transpose()?;
+            let page_size = match (m.page_size, kib) {
+                (Some(bytes), Some(from_kib)) if bytes != from_kib => {
+                    return Err(Error::invalid(
+                        OP,
+                        format!("page_size {bytes} and page_size_kib {} disagree", from_kib / 1024),
+                    ))
                 }
+                (Some(bytes), _) => bytes,
+                (None, Some(from_kib)) => from_kib,
                 (None, None) => return Err(Error::invalid(OP, "a range has neither page_size nor page_size_kib")),
             };
             let address = to_usize(m.base_host_virt_addr, "base_host_virt_addr")?;
@@ -153,6 +161,9 @@ pub fn parse_ranges(body: &[u8]) -> Result<Vec<HandshakeRange>> {
                     OP,
                     format!("range {address:#x}+{length} is empty or not aligned to {page_size}"),
                 ));
+            }
+            if address == 0 {
+                return Err(Error::invalid(OP, "a range cannot start at address 0"));
             }
             if address.checked_add(length).is_none_or(|end| end > isize::MAX as usize)
                 || m.offset.checked_add(m.size).is_none()
@@ -216,6 +227,11 @@ mod tests {
             (b"", "closed the connection"),
             (b"{not json", "not a JSON array"),
             (b"[]", "no memory range"),
+            (br#"[{"base_host_virt_addr":0,"size":4096,"offset":0,"page_size":4096}]"#, "address 0"),
+            (
+                br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096,"page_size_kib":8}]"#,
+                "disagree",
+            ),
             (br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0}]"#, "neither page_size"),
             (br#"[{"base_host_virt_addr":4096,"size":100,"offset":0,"page_size":4096}]"#, "not aligned"),
             (br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":3000}]"#, "power of two"),

@@ -192,3 +192,179 @@ fn parse(message: &[u8; MSG_SIZE]) -> userfaultfd::Result<Event> {
         other => return Err(userfaultfd::Error::UnrecognizedEvent(other)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Properties of the raw message parser: every 32-byte message parses or is refused with an
+    //! error, never a panic; what the kernel writes comes back field for field.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::os::fd::{IntoRawFd, OwnedFd};
+
+    const PAGEFAULT: u8 = 0x12;
+    const FORK: u8 = 0x13;
+    const REMAP: u8 = 0x14;
+    const REMOVE: u8 = 0x15;
+    const UNMAP: u8 = 0x16;
+    const CASES: u32 = 4096;
+
+    /// A fresh fd this test owns, to stand in for the one a fork event would carry: parsing a fork
+    /// message takes ownership of its fd, so a random number there could close an fd of the harness.
+    fn owned_fd() -> OwnedFd {
+        let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC).expect("eventfd");
+        OwnedFd::from(fd)
+    }
+
+    fn put_u64(message: &mut [u8; MSG_SIZE], at: usize, value: u64) {
+        message[at..at + 8].copy_from_slice(&value.to_ne_bytes());
+    }
+
+    /// Takes the fd out of a parsed fork event without letting the crate's `Uffd` close it.
+    fn fork_fd(event: Event) -> i32 {
+        match event {
+            Event::Fork { uffd } => {
+                let uffd = std::mem::ManuallyDrop::new(uffd);
+                uffd.as_raw_fd()
+            }
+            _ => panic!("not a fork event"),
+        }
+    }
+
+    /// Parses `message` and drops the event; a fork message first gets an fd of our own, which is
+    /// closed afterwards.
+    fn parse_safely(mut message: [u8; MSG_SIZE]) -> userfaultfd::Result<()> {
+        if message[0] != FORK {
+            return parse(&message).map(drop);
+        }
+        let fd = owned_fd().into_raw_fd();
+        message[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+        let event = parse(&message).expect("a fork message always parses");
+        assert_eq!(fork_fd(event), fd, "the fork event carries the message's fd");
+        // SAFETY: `fd` came from into_raw_fd above and the parsed Uffd was never dropped.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(())
+    }
+
+    fn known(code: u8) -> bool {
+        (PAGEFAULT..=UNMAP).contains(&code)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        #[test]
+        fn random_bytes_parse_or_are_refused(bytes in any::<[u8; MSG_SIZE]>()) {
+            let result = parse_safely(bytes);
+            if known(bytes[0]) {
+                prop_assert!(result.is_ok(), "event {:#x} refused", bytes[0]);
+            } else {
+                prop_assert!(
+                    matches!(result, Err(userfaultfd::Error::UnrecognizedEvent(code)) if code == bytes[0]),
+                    "event {:#x} not refused as unrecognized",
+                    bytes[0]
+                );
+            }
+        }
+
+        #[test]
+        fn every_event_code_parses_or_is_refused(code in any::<u8>(), rest in any::<[u8; MSG_SIZE]>()) {
+            let mut message = rest;
+            message[0] = code;
+            prop_assert_eq!(parse_safely(message).is_ok(), known(code));
+        }
+
+        #[test]
+        fn a_pagefault_round_trips_address_flags_and_thread(
+            flags in any::<u64>(),
+            address in any::<u64>(),
+            ptid in any::<u32>(),
+            noise in any::<[u8; MSG_SIZE]>(),
+        ) {
+            // Reserved bytes and the tail of the union carry noise: the parser must ignore them.
+            let mut message = noise;
+            message[0] = PAGEFAULT;
+            put_u64(&mut message, 8, flags);
+            put_u64(&mut message, 16, address);
+            message[24..28].copy_from_slice(&ptid.to_ne_bytes());
+            let Ok(Event::Pagefault { kind, rw, addr, thread_id }) = parse(&message) else {
+                return Err(TestCaseError::fail("not parsed as a page fault"));
+            };
+            prop_assert_eq!(addr as u64, address);
+            prop_assert_eq!(thread_id.as_raw() as u32, ptid);
+            prop_assert_eq!(rw == ReadWrite::Write, flags & 1 != 0);
+            let expected = if flags & 4 != 0 {
+                FaultKind::Minor
+            } else if flags & 2 != 0 {
+                FaultKind::WriteProtected
+            } else {
+                FaultKind::Missing
+            };
+            prop_assert_eq!(kind, expected);
+        }
+
+        #[test]
+        fn range_events_round_trip(
+            code in prop::sample::select(vec![REMAP, REMOVE, UNMAP]),
+            a in any::<u64>(),
+            b in any::<u64>(),
+            c in any::<u64>(),
+            noise in any::<[u8; MSG_SIZE]>(),
+        ) {
+            let mut message = noise;
+            message[0] = code;
+            put_u64(&mut message, 8, a);
+            put_u64(&mut message, 16, b);
+            put_u64(&mut message, 24, c);
+            match parse(&message) {
+                Ok(Event::Remap { from, to, len }) => {
+                    prop_assert_eq!(code, REMAP);
+                    prop_assert_eq!((from as u64, to as u64, len as u64), (a, b, c));
+                }
+                Ok(Event::Remove { start, end }) => {
+                    prop_assert_eq!(code, REMOVE);
+                    prop_assert_eq!((start as u64, end as u64), (a, b));
+                }
+                Ok(Event::Unmap { start, end }) => {
+                    prop_assert_eq!(code, UNMAP);
+                    prop_assert_eq!((start as u64, end as u64), (a, b));
+                }
+                _ => return Err(TestCaseError::fail(format!("event {code:#x} parsed as something else"))),
+            }
+        }
+    }
+
+    #[test]
+    fn a_fork_event_hands_over_the_fd_it_carries() {
+        let fd = owned_fd().into_raw_fd();
+        let mut message = [0xA5u8; MSG_SIZE];
+        message[0] = FORK;
+        message[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+        let event = parse(&message).unwrap();
+        assert_eq!(fork_fd(event), fd);
+        // SAFETY: `fd` came from into_raw_fd above and the parsed Uffd was never dropped.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+
+    #[test]
+    fn messages_the_ring_hands_over_are_parsed_in_order() {
+        let pump = Pump::new().unwrap();
+        let codes = [PAGEFAULT, REMOVE, 0x00, UNMAP, 0xFF];
+        for (index, code) in codes.iter().enumerate() {
+            let mut message = [0u8; MSG_SIZE];
+            message[0] = *code;
+            put_u64(&mut message, 16, 0x1000 * (index as u64 + 1));
+            // SAFETY: nothing else reads or writes the ring in this test; slot `index` is free.
+            unsafe { *pump.slots[index].get() = message };
+        }
+        pump.head.store(codes.len(), Ordering::Release);
+        let events = pump.take();
+        assert_eq!(events.len(), codes.len());
+        assert!(matches!(events[0], Ok(Event::Pagefault { addr, .. }) if addr as u64 == 0x1000));
+        assert!(matches!(events[1], Ok(Event::Remove { end, .. }) if end as u64 == 0x2000));
+        assert!(matches!(events[2], Err(userfaultfd::Error::UnrecognizedEvent(0))));
+        assert!(matches!(events[3], Ok(Event::Unmap { .. })));
+        assert!(matches!(events[4], Err(userfaultfd::Error::UnrecognizedEvent(0xFF))));
+        assert!(pump.take().is_empty(), "taken messages are not handed over twice");
+    }
+}

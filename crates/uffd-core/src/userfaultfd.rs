@@ -230,7 +230,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The current thread's kernel id, as `pagefault.feat.ptid` reports it.
 pub fn current_thread_id() -> i32 {
-    nix::unistd::gettid().as_raw()
+    thread_local! {
+        // Asked once per thread: it is on every resolve's path.
+        static TID: i32 = nix::unistd::gettid().as_raw();
+    }
+    TID.with(|tid| *tid)
 }
 
 impl Userfaultfd {
