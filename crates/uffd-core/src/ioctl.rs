@@ -9,15 +9,18 @@
 //! See ioctl_userfaultfd(2) and `Documentation/admin-guide/mm/userfaultfd.rst`.
 
 use crate::error::{Error, Result};
-use crate::uapi::{self, PmScanArg, UffdioApi, UffdioContinue, UffdioCopy, UffdioMove, UffdioPoison, UffdioRange};
+use crate::uapi::{
+    self, PmScanArg, UffdioApi, UffdioContinue, UffdioCopy, UffdioMove, UffdioPoison, UffdioRange, UffdioZeropage,
+};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use userfaultfd::{RegisterMode, Uffd};
 
 mod raw {
-    use crate::uapi::{PmScanArg, UffdioApi, UffdioContinue, UffdioCopy, UffdioMove, UffdioPoison};
+    use crate::uapi::{PmScanArg, UffdioApi, UffdioContinue, UffdioCopy, UffdioMove, UffdioPoison, UffdioZeropage};
     nix::ioctl_readwrite!(api, 0xAA, 0x3F, UffdioApi);
     nix::ioctl_readwrite!(copy, 0xAA, 0x03, UffdioCopy);
+    nix::ioctl_readwrite!(zeropage, 0xAA, 0x04, UffdioZeropage);
     nix::ioctl_readwrite!(r#move, 0xAA, 0x05, UffdioMove);
     nix::ioctl_readwrite!(r#continue, 0xAA, 0x07, UffdioContinue);
     nix::ioctl_readwrite!(poison, 0xAA, 0x08, UffdioPoison);
@@ -114,6 +117,15 @@ pub fn zeropage(uffd: &Uffd, start: usize, len: usize, wake: bool) -> Result<usi
     // range registered with this fd, which it checks.
     unsafe { uffd.zeropage(start as *mut libc::c_void, len, wake) }
         .map_err(|e| Error::sys("UFFDIO_ZEROPAGE", crate_errno(&e), ""))
+}
+
+/// Whether the kernel has a non-cooperative event of this fd in progress (a fork, say, waiting for
+/// its event to be read): a UFFDIO_ZEROPAGE of no bytes fails with EAGAIN then, EINVAL otherwise.
+pub fn event_in_progress(uffd: &Uffd) -> Result<bool> {
+    let mut request = UffdioZeropage { range: UffdioRange { start: 0, len: 0 }, mode: 0, zeropage: 0 };
+    // SAFETY: `request` is a live uffdio_zeropage; with no bytes the kernel maps nothing.
+    let result = unsafe { raw::zeropage(uffd.as_raw_fd(), &mut request) };
+    Ok(matches!(result, Err(Errno::EAGAIN)) || request.zeropage == -(libc::EAGAIN as i64))
 }
 
 /// UFFDIO_CONTINUE over the range: maps the pages already in the page cache; returns bytes mapped.

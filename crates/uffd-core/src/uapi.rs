@@ -107,6 +107,15 @@ pub struct UffdioCopy {
     pub copy: i64,
 }
 
+/// `struct uffdio_zeropage`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UffdioZeropage {
+    pub range: UffdioRange,
+    pub mode: u64,
+    pub zeropage: i64,
+}
+
 /// `struct uffdio_poison`.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]

@@ -212,6 +212,8 @@ pub struct Userfaultfd {
     /// Written once by `close` to wake the loop; dropped once the loop has stopped.
     pub(crate) stop: Mutex<Option<EventFd>>,
     stopping: AtomicBool,
+    /// Set first by close(), which may let the loop read on for a moment before `stopping`.
+    closing: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     pub(crate) epoch: EventEpoch,
     deferred: Deferred,
@@ -353,6 +355,7 @@ impl Userfaultfd {
             counters: Counters::default(),
             stop: Mutex::new(Some(stop)),
             stopping: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             thread: Mutex::new(None),
             epoch: EventEpoch::default(),
             deferred: Deferred::default(),
@@ -1113,12 +1116,35 @@ impl Userfaultfd {
         self.forget_faults(|fault| Arc::ptr_eq(&fault.region, region));
     }
 
+    /// With EVENT_FORK, a fork of this process sleeps until its event is read, holding glibc's
+    /// malloc locks: if the loop stopped reading then, both would wait forever. So before the loop
+    /// stops, every range is unregistered (no fork can start an event for this fd after that) and
+    /// the loop reads on until the kernel has no event in progress (`mmap_changing`), or 2 s pass.
+    fn settle_pending_forks(&self) {
+        if self.features & uapi::FEATURE_EVENT_FORK == 0 || self.on_loop_thread() || lock(&self.thread).is_none() {
+            return;
+        }
+        let ranges: Vec<(usize, usize)> = {
+            let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
+            registrations.iter().map(|(start, reg)| (*start, reg.end - start)).collect()
+        };
+        for (start, len) in ranges {
+            let _ = self.with_fd("UFFDIO_UNREGISTER", |uffd| ioctl::unregister(uffd, start, len));
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && self.with_fd("UFFDIO_ZEROPAGE", ioctl::event_in_progress).unwrap_or(false) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Stops the loop, closes the fd (the kernel wakes every waiting thread and drops every
     /// registration) and forgets all faults. Idempotent.
     pub fn close(&self) {
-        if self.stopping.swap(true, Ordering::AcqRel) {
+        if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.settle_pending_forks();
+        self.stopping.store(true, Ordering::Release);
         if let Some(stop) = lock(&self.stop).as_ref() {
             let _ = stop.write(1);
         }

@@ -264,3 +264,66 @@ fn close_with_a_thousand_faults_pending_wakes_them_all() {
         assert_eq!(done_rx.recv_timeout(LIMIT).expect("every thread wakes"), 0);
     }
 }
+
+/// Closing an EVENT_FORK userfaultfd while another thread forks: the fork sleeps until its event
+/// is read, holding glibc's malloc locks, so the loop must read on until no event is in progress
+/// before it stops. (Before that, this hung on its first cycles.) Run in a child process so that a
+/// hang fails the test by its time limit instead of stalling the suite.
+#[test]
+fn close_while_another_thread_forks_does_not_hang() {
+    if std::env::var_os("UFFD_FORK_CLOSE_CHILD").is_some() {
+        return fork_close_cycles();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "close_while_another_thread_forks_does_not_hang", "--test-threads=1", "--nocapture"])
+        .env("UFFD_FORK_CLOSE_CHILD", "1")
+        .spawn()
+        .expect("run the cycles in a child process");
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the fork/close cycles failed: {status}");
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("closing an EVENT_FORK userfaultfd while another thread forks hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn fork_close_cycles() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = Arc::new(AtomicBool::new(false));
+    let forker = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                // SAFETY: the child calls only _exit, which is async-signal-safe.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: ends the child at once.
+                    unsafe { libc::_exit(0) };
+                }
+                if pid > 0 {
+                    let mut status = 0;
+                    // SAFETY: waits for our own child.
+                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                }
+            }
+        })
+    };
+    for _ in 0..200 {
+        let options = Options { features: vec!["EVENT_FORK".into()], ..Options::default() };
+        let uffd = Userfaultfd::open(options).expect("open with EVENT_FORK");
+        let region = Region::anonymous(4 * 4096).unwrap();
+        uffd.register(&region, MISSING, 0, None).unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+        uffd.close();
+        region.close();
+    }
+    done.store(true, Ordering::Relaxed);
+    forker.join().unwrap();
+}

@@ -106,10 +106,10 @@ fn wp_bit(address: usize) -> bool {
     pagemap_entry(address) & PM_UFFD_WP != 0
 }
 
-/// Held by every test that forks or opens an EVENT_FORK userfaultfd. Closing an EVENT_FORK
-/// userfaultfd while another thread forks deadlocks the process (the fork, holding glibc's malloc
-/// locks, waits for a fork event that the closing userfaultfd's reader thread no longer reads,
-/// and that thread's exit waits for malloc): these tests take turns so that none of them hits it.
+/// Held by every test that forks or opens an EVENT_FORK userfaultfd, so that each test's fork
+/// events are its own. (Closing an EVENT_FORK userfaultfd while another thread forks once
+/// deadlocked the process; close() now reads on until no fork is in progress: see
+/// `faults::close_while_another_thread_forks_does_not_hang`.)
 static FORKING: Mutex<()> = Mutex::new(());
 
 fn forking() -> std::sync::MutexGuard<'static, ()> {
