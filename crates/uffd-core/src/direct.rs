@@ -7,7 +7,7 @@
 //! events, retries, timeouts) that returns its batch instead of handing it to a sink.
 
 use crate::error::{Error, Result};
-use crate::fault::{Dispatch, Notice, NoticeKind};
+use crate::fault::Dispatch;
 use crate::fault_loop::{self, Source, PEER, STOP, UFFD};
 use crate::uapi;
 use crate::userfaultfd::Userfaultfd;
@@ -132,28 +132,20 @@ impl Userfaultfd {
         }
         for event in &puller.ready[..count] {
             match event.data() {
+                UFFD if event.events().intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) => {
+                    drop(state);
+                    return Err(Error::sys(OP, Errno::EIO, "the userfaultfd reported POLLERR"));
+                }
                 UFFD => fault_loop::drain(self, &mut puller.buffer, &mut batch),
                 PEER => {
                     fault_loop::drain(self, &mut puller.buffer, &mut batch);
-                    batch.push(Dispatch::Notice(Notice {
-                        kind: NoticeKind::PeerGone,
-                        message: "the process whose memory this userfaultfd serves hung up: the userfaultfd was closed"
-                            .into(),
-                        fault: None,
-                        cause: None,
-                    }));
+                    batch.push(fault_loop::peer_gone());
                     hung_up = true;
                 }
                 _ => {}
             }
         }
-        if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
-            self.events_read();
-        }
-        self.retry_deferred(&mut batch);
-        if self.has_timeout() {
-            self.expire(Instant::now(), &mut batch);
-        }
+        fault_loop::end_turn(self, &mut batch);
         self.mark_delivered(puller.generation, &batch);
         drop(state);
         if hung_up {

@@ -108,13 +108,7 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
                 PEER => {
                     // The peer hung up (it exited, or closed its socket): nothing is left to serve.
                     drain(uffd, &mut source, &mut batch);
-                    batch.push(Dispatch::Notice(Notice {
-                        kind: NoticeKind::PeerGone,
-                        message: "the process whose memory this userfaultfd serves hung up: the userfaultfd was closed"
-                            .into(),
-                        fault: None,
-                        cause: None,
-                    }));
+                    batch.push(peer_gone());
                     uffd.hand_over(batch);
                     uffd.close();
                     return;
@@ -123,13 +117,7 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
                 _ => {}
             }
         }
-        if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
-            uffd.events_read();
-        }
-        uffd.retry_deferred(&mut batch);
-        if uffd.has_timeout() {
-            uffd.expire(Instant::now(), &mut batch);
-        }
+        end_turn(uffd, &mut batch);
         if !batch.is_empty() {
             uffd.hand_over(batch);
         }
@@ -137,6 +125,28 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
             uffd.park_loop_while_pulled();
         }
     }
+}
+
+/// What ends every turn of reading, whoever reads: parked resolves learn that events were read,
+/// deferred work is retried, and faults past their time get the fallback.
+pub(crate) fn end_turn(uffd: &Userfaultfd, batch: &mut Vec<Dispatch>) {
+    if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
+        uffd.events_read();
+    }
+    uffd.retry_deferred(batch);
+    if uffd.has_timeout() {
+        uffd.expire(Instant::now(), batch);
+    }
+}
+
+/// The notice that the process whose memory this serves hung up.
+pub(crate) fn peer_gone() -> Dispatch {
+    Dispatch::Notice(Notice {
+        kind: NoticeKind::PeerGone,
+        message: "the process whose memory this userfaultfd serves hung up: the userfaultfd was closed".into(),
+        fault: None,
+        cause: None,
+    })
 }
 
 /// Polls without sleeping for up to `uffd.spin`, then sleeps in epoll_wait.
