@@ -59,9 +59,16 @@ const forget = new FinalizationRegistry<number>((id) => {
 export class Region {
   readonly #native: NativeRegion
   #buffer: ArrayBuffer | undefined
+  // What never changes, read once: handlers read them on every fault.
+  readonly #id: number
+  readonly #size: number
+  readonly #pageSize: number
 
   private constructor(handle: NativeRegion) {
     this.#native = handle
+    this.#id = handle.id
+    this.#size = handle.size
+    this.#pageSize = handle.pageSize
     byId.set(handle.id, new WeakRef(this))
     forget.register(this, handle.id)
   }
@@ -130,15 +137,15 @@ export class Region {
 
   /** The id that names this region in this process. */
   get id(): number {
-    return this.#native.id
+    return this.#id
   }
   /** Size in bytes, a multiple of `pageSize`. */
   get size(): number {
-    return this.#native.size
+    return this.#size
   }
   /** The page size of the memory: 4096, or the huge page size. */
   get pageSize(): number {
-    return this.#native.pageSize
+    return this.#pageSize
   }
   /** The kind of memory: `'anonymous'`, `'shmem'`, `'hugetlb'`, or `'remote'` (another process's, no buffer). */
   get kind(): MemoryKind {
