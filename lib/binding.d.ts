@@ -104,29 +104,12 @@ export declare class NativeUffd {
    * cannot (with EVENT_FORK): faults keep coming through the handler's callback.
    */
   startDirect(): boolean
-  /**
-   * One turn of the fault loop on this thread, written into `out`: `out[0]` faults follow from
-   * `out[2]` on, `FAULT_FIELDS` numbers each (see `JsBatch`); `out[1]` is how many other items
-   * (events, notices) `takeOthers` returns. Faults that do not fit come with the next call.
-   * False once the fd is closed or this thread no longer reads it.
-   */
-  pull(waitMs: number, out: Float64Array): boolean
-  /**
-   * Takes what the fault loop handed to this thread's handler into `out`, as `pull` writes it.
-   * The handler's callback calls it until `out[0]` and `out[1]` are both 0.
-   */
-  takeBatch(out: Float64Array): void
-  /** The events and notices of the last `pull`s. */
-  takeOthers(): Array<JsDispatch>
   /** Hands reading back to the fault loop thread. */
   stopDirect(): void
   /** Stops sending faults to this thread's handler. */
   unhandle(): void
-  faultCopy(id: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
   /** Resolves a fault from a native source. */
   faultFromSource(id: number, source: NativeSource): number
-  faultZero(id: number, length: number | undefined | null, wake: boolean): number
-  faultContinue(id: number, length: number | undefined | null, wake: boolean, writeProtect: boolean): number
   faultUnprotect(id: number, wake: boolean): void
   faultMove(id: number, from: NativeRegion, how: NativeFaultMove): number
   faultPoison(id: number): number
@@ -292,5 +275,31 @@ export interface NativeStats {
   queued: number
 }
 
+/**
+ * One turn of the fault loop on this thread, written into `out`: `out[0]` faults follow from
+ * `out[2]` on, `FAULT_FIELDS` numbers each; `out[1]` is how many other items (events, notices)
+ * `takeOthers` returns. Faults that do not fit come with the next call. False once the fd is
+ * closed or this thread no longer reads it.
+ */
+export declare function pullFaults(uffdId: number, waitMs: number, out: Float64Array): boolean
+
 /** Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated). */
 export declare function receiveFd(fd: number, options: NativeOptions): Promise<NativeOutcome>
+
+/** UFFDIO_CONTINUE at a fault's page. */
+export declare function resolveContinue(uffdId: number, faultId: number, length: number | undefined | null, wake: boolean, writeProtect: boolean): number
+
+/** UFFDIO_COPY at a fault's page. */
+export declare function resolveCopy(uffdId: number, faultId: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
+
+/** UFFDIO_ZEROPAGE at a fault's page. */
+export declare function resolveZero(uffdId: number, faultId: number, length: number | undefined | null, wake: boolean): number
+
+/**
+ * Takes what the fault loop handed to this thread's handler into `out`, as `pullFaults` writes it.
+ * The handler's callback calls it until `out[0]` and `out[1]` are both 0.
+ */
+export declare function takeFaults(uffdId: number, out: Float64Array): void
+
+/** The events and notices taken with the last faults. */
+export declare function takeOthers(uffdId: number): Array<JsDispatch>

@@ -1,6 +1,7 @@
 // Fault: one page fault handed to a handler, and the calls that resolve it.
 import type { NativeUffd } from './binding'
 import { argumentError, call } from './errors'
+import { native } from './loader'
 import { nativeRegionOf, type Region } from './region'
 import { Source } from './source'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
@@ -49,6 +50,7 @@ export interface MoveOptions extends RangeOptions {
  */
 export class Fault {
   readonly #native: NativeUffd
+  readonly #uffdId: number
   readonly #id: number
   #woken = false
 
@@ -68,8 +70,9 @@ export class Fault {
    * @internal From the binding's packed batch: the fault at `at` of `packed`, whose fields are id,
    * region id, offset, address, kind (0 missing, 1 minor, 2 wp), write, thread id.
    */
-  constructor(handle: NativeUffd, region: Region, packed: Float64Array, at: number) {
+  constructor(handle: NativeUffd, uffdId: number, region: Region, packed: Float64Array, at: number) {
     this.#native = handle
+    this.#uffdId = uffdId
     this.#id = packed[at] as number
     this.region = region
     this.offset = packed[at + 2] as number
@@ -103,20 +106,20 @@ export class Fault {
     const { wake, writeProtect } = optionsOf('options', options)
     const wakes = optionalBoolean('options.wake', wake, true)
     const protect = optionalBoolean('options.writeProtect', writeProtect, false)
-    return this.#settle(wakes, () => this.#native.faultCopy(this.#id, data, wakes, protect))
+    return this.#settle(wakes, () => native.resolveCopy(this.#uffdId, this.#id, data, wakes, protect))
   }
 
   /** UFFDIO_ZEROPAGE at the fault's page (not on hugetlbfs, which has no zero page). */
   zero(options?: RangeOptions): number {
     const { length, wake } = this.#range(options)
-    return this.#settle(wake, () => this.#native.faultZero(this.#id, length, wake))
+    return this.#settle(wake, () => native.resolveZero(this.#uffdId, this.#id, length, wake))
   }
 
   /** UFFDIO_CONTINUE at the fault's page: maps what the page cache holds (minor faults). */
   continue(options?: ContinueOptions): number {
     const { length, wake } = this.#range(options)
     const protect = optionalBoolean('options.writeProtect', optionsOf('options', options).writeProtect, false)
-    return this.#settle(wake, () => this.#native.faultContinue(this.#id, length, wake, protect))
+    return this.#settle(wake, () => native.resolveContinue(this.#uffdId, this.#id, length, wake, protect))
   }
 
   /** Lifts the write-protection of the fault's page (a `'wp'` fault) and wakes the writer. */

@@ -362,6 +362,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   /** Where batches arrive, reused: [faults, others, then FAULT_FIELDS numbers per fault]. */
   readonly #packed = new Float64Array(2 + FAULTS_PER_TAKE * FAULT_FIELDS)
   readonly #children = new Set<Userfaultfd>()
+  /** The id of the fd in this process, which the per-fault calls name it by. */
+  readonly #id: number
 
   /** Opens a userfaultfd (non-blocking), negotiates features and starts its fault loop. */
   constructor(options?: UserfaultfdOptions) {
@@ -385,6 +387,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       )
     }
     this.#features = new Set(this.#native.features as FeatureName[])
+    this.#id = this.#native.id
   }
 
   /** What the kernel offers (features and ioctls), asked on a throwaway fd. */
@@ -434,7 +437,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** A token to post to a worker thread, where `Userfaultfd.attach(token)` gives a handle. */
   share(): SharedUserfaultfd {
-    return { type: 'userfaultfd.uffd', id: this.#native.id }
+    return { type: 'userfaultfd.uffd', id: this.#id }
   }
 
   /** Registers a region (or a page-aligned part of it) for missing, minor and/or wp faults. */
@@ -601,7 +604,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   /** What the fault loop handed to this thread's handler, taken into the reused `#packed`. */
   #takeBatches(handler: FaultHandler): void {
     for (;;) {
-      this.#native.takeBatch(this.#packed)
+      native.takeFaults(this.#id, this.#packed)
       if (!this.#onPacked(handler)) return
     }
   }
@@ -610,7 +613,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   #onPacked(handler: FaultHandler): boolean {
     const packed = this.#packed
     const faults = packed[0] as number
-    const others = packed[1] ? this.#native.takeOthers() : NO_OTHERS
+    const others = packed[1] ? native.takeOthers(this.#id) : NO_OTHERS
     if (faults === 0 && others.length === 0) return false
     this.#onBatch(packed, 2, 2 + faults * FAULT_FIELDS, others, handler)
     return true
@@ -622,7 +625,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     for (let turn = 1; ; turn++) {
       let reading: boolean
       try {
-        reading = this.#native.pull(this.#pending > 0 ? 1 : DIRECT_WAIT_MS, this.#packed)
+        reading = native.pullFaults(this.#id, this.#pending > 0 ? 1 : DIRECT_WAIT_MS, this.#packed)
       } catch (error) {
         this.#report(fromNative(error) as UffdError)
         this.#native.stopDirect()
@@ -631,7 +634,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       if (!reading) return
       const idle = !this.#onPacked(handler)
       // The event loop runs between turns: always when idle or when async handlers wait for it.
-      if (idle || this.#pending > 0 || turn % 16 === 0) await immediate()
+      if (idle || this.#pending > 0 || turn % 64 === 0) await immediate()
     }
   }
 
@@ -647,7 +650,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     if (this.#closed) return Promise.reject(call(() => this.#native.handle(() => {}, false)))
     this.#worker?.terminate()
     const worker = new Worker(workerHost, {
-      argv: [String(this.#native.id), spec, reads ? 'direct' : 'callback'],
+      argv: [String(this.#id), spec, reads ? 'direct' : 'callback'],
       workerData,
       ...(resourceLimits ? { resourceLimits } : {}),
       ...(execArgv ? { execArgv } : {}),
@@ -723,7 +726,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   #dispatch(packed: Float64Array, at: number, handler: FaultHandler): void {
     let fault: Fault
     try {
-      fault = new Fault(this.#native, Region.fromId(packed[at + 1] as number), packed, at)
+      fault = new Fault(this.#native, this.#id, Region.fromId(packed[at + 1] as number), packed, at)
     } catch {
       // The region was closed in the meantime: its waiters were woken when it was.
       return

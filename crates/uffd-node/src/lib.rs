@@ -5,6 +5,8 @@
 mod args;
 mod errors;
 mod handshake;
+// Public so that its napi functions count as used (they are reached only through the napi registry).
+pub mod hot;
 mod prefetch;
 mod region;
 mod sink;

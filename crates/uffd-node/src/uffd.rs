@@ -3,22 +3,20 @@
 
 use crate::args::{to_id, to_opt_usize, to_usize};
 use crate::errors::{throw, OrThrow};
+use crate::hot;
 use crate::prefetch::NativePrefetch;
 use crate::region::NativeRegion;
-use crate::sink::{js_batch, pack_into, JsDispatch, JsSink, SharedMailbox};
+use crate::sink::JsSink;
 use crate::source::NativeSource;
 use crate::teardown::TeardownHook;
-use napi::bindgen_prelude::{Float64ArraySlice, Function, Uint8ArraySlice};
+use napi::bindgen_prelude::{Function, Uint8ArraySlice};
 use napi::Env;
 use napi_derive::napi;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use uffd_core::direct::Puller;
 use uffd_core::dirty::DirtyMethod;
 use uffd_core::prefetch::Prefetch;
-use uffd_core::{
-    uapi, Dispatch, Error, Fallback, Finish, Modes, Options, Protect, Region, Resolution, Userfaultfd, Wake,
-};
+use uffd_core::{uapi, Error, Fallback, Finish, Modes, Options, Protect, Region, Resolution, Userfaultfd, Wake};
 
 #[napi(object)]
 pub struct NativeOptions {
@@ -133,11 +131,6 @@ pub struct NativeUffd {
     owner: bool,
     /// The generation of this thread's handler, and the hook that removes it at thread teardown.
     handler: Mutex<Option<(u64, TeardownHook)>>,
-    /// While this thread's handler reads the fd itself (direct.rs of the core).
-    puller: Mutex<Option<Puller>>,
-    /// The mailbox of this thread's handler, which `take_batch` empties.
-    mailbox: Mutex<Option<SharedMailbox>>,
-    others: Mutex<Vec<Dispatch>>,
 }
 
 #[napi]
@@ -149,14 +142,7 @@ impl NativeUffd {
     }
 
     pub(crate) fn owned(inner: Arc<Userfaultfd>) -> Self {
-        NativeUffd {
-            inner,
-            owner: true,
-            handler: Mutex::new(None),
-            puller: Mutex::new(None),
-            mailbox: Mutex::new(None),
-            others: Mutex::new(Vec::new()),
-        }
+        NativeUffd { inner, owner: true, handler: Mutex::new(None) }
     }
 
     /// A handle on the live userfaultfd with this id, for a worker thread.
@@ -172,14 +158,7 @@ impl NativeUffd {
                 ),
             )
         })?;
-        Ok(NativeUffd {
-            inner,
-            owner: false,
-            handler: Mutex::new(None),
-            puller: Mutex::new(None),
-            mailbox: Mutex::new(None),
-            others: Mutex::new(Vec::new()),
-        })
+        Ok(NativeUffd { inner, owner: false, handler: Mutex::new(None) })
     }
 
     #[napi]
@@ -380,7 +359,7 @@ impl NativeUffd {
     #[napi]
     pub fn handle(&self, env: Env, callback: Function<(), ()>, keep_alive: bool) -> napi::Result<()> {
         let sink = Arc::new(JsSink::new(callback, keep_alive)?);
-        *self.mailbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.mailbox());
+        hot::set_mailbox(&self.inner, sink.mailbox());
         let generation = self.inner.set_handler(sink, uffd_core::current_thread_id()).or_throw(&env)?;
         let hook = TeardownHook::install(&env, &self.inner, generation)?;
         let previous = self.lock_handler().replace((generation, hook));
@@ -400,7 +379,7 @@ impl NativeUffd {
         };
         match self.inner.start_pulling(generation) {
             Ok(puller) => {
-                *self.lock_puller() = Some(puller);
+                hot::set_puller(&self.inner, puller);
                 Ok(true)
             }
             Err(Error::Unsupported { .. }) => Ok(false),
@@ -408,69 +387,12 @@ impl NativeUffd {
         }
     }
 
-    /// One turn of the fault loop on this thread, written into `out`: `out[0]` faults follow from
-    /// `out[2]` on, `FAULT_FIELDS` numbers each (see `JsBatch`); `out[1]` is how many other items
-    /// (events, notices) `takeOthers` returns. Faults that do not fit come with the next call.
-    /// False once the fd is closed or this thread no longer reads it.
-    #[napi]
-    pub fn pull(&self, env: Env, wait_ms: f64, mut out: Float64ArraySlice<'_>) -> napi::Result<bool> {
-        let mut puller = self.lock_puller();
-        let Some(reading) = puller.as_mut() else {
-            return Ok(false);
-        };
-        let wait = Duration::from_secs_f64(wait_ms.clamp(0.0, 60_000.0) / 1000.0);
-        match self.inner.pull(reading, wait) {
-            Ok(batch) => {
-                // SAFETY: the typed array is alive for this call, and JavaScript, which alone could
-                // touch it, is stopped in this call.
-                let out = unsafe { out.as_mut() };
-                let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
-                let (faults, rest) = pack_into(batch, out, &mut others);
-                if !rest.is_empty() {
-                    self.inner.defer_to_next_pull(rest);
-                }
-                out[0] = faults as f64;
-                out[1] = others.len() as f64;
-                Ok(true)
-            }
-            Err(Error::Closed { .. }) => {
-                puller.take();
-                Ok(false)
-            }
-            Err(err) => Err(throw(&env, &err)),
-        }
-    }
-
-    /// Takes what the fault loop handed to this thread's handler into `out`, as `pull` writes it.
-    /// The handler's callback calls it until `out[0]` and `out[1]` are both 0.
-    #[napi]
-    pub fn take_batch(&self, mut out: Float64ArraySlice<'_>) {
-        // SAFETY: the typed array is alive for this call, and JavaScript, which alone could touch
-        // it, is stopped in this call.
-        let out = unsafe { out.as_mut() };
-        let mailbox = self.mailbox.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
-        let faults = mailbox.map_or(0, |mailbox| crate::sink::lock(&mailbox).take_into(out, &mut others));
-        out[0] = faults as f64;
-        out[1] = others.len() as f64;
-    }
-
-    /// The events and notices of the last `pull`s.
-    #[napi]
-    pub fn take_others(&self) -> Vec<JsDispatch> {
-        js_batch(std::mem::take(&mut *self.others.lock().unwrap_or_else(|p| p.into_inner())))
-    }
-
     /// Hands reading back to the fault loop thread.
     #[napi]
     pub fn stop_direct(&self) {
-        if let Some(puller) = self.lock_puller().take() {
-            self.inner.stop_pulling(puller.generation());
+        if let Some(generation) = hot::take_puller(self.inner.id()) {
+            self.inner.stop_pulling(generation);
         }
-    }
-
-    fn lock_puller(&self) -> std::sync::MutexGuard<'_, Option<Puller>> {
-        self.puller.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops sending faults to this thread's handler.
@@ -481,6 +403,7 @@ impl NativeUffd {
         if let Some((generation, hook)) = installed {
             hook.remove();
             self.inner.remove_handler(generation);
+            hot::forget(self.inner.id());
         }
     }
 
@@ -488,42 +411,11 @@ impl NativeUffd {
         self.handler.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    #[napi]
-    pub fn fault_copy(
-        &self,
-        env: Env,
-        id: f64,
-        bytes: Uint8ArraySlice<'_>,
-        wake: bool,
-        write_protect: bool,
-    ) -> napi::Result<f64> {
-        self.resolve(&env, id, Resolution::Copy { bytes: &bytes, wake, protect: write_protect })
-    }
-
     /// Resolves a fault from a native source.
     #[napi]
     pub fn fault_from_source(&self, env: Env, id: f64, source: &NativeSource) -> napi::Result<f64> {
         let id = to_id(&env, id)?;
         self.inner.resolve_from_source(id, source.for_faults()).map(|n| n as f64).or_throw(&env)
-    }
-
-    #[napi]
-    pub fn fault_zero(&self, env: Env, id: f64, length: Option<f64>, wake: bool) -> napi::Result<f64> {
-        let len = to_opt_usize(&env, "length", length)?;
-        self.resolve(&env, id, Resolution::Zero { len, wake })
-    }
-
-    #[napi]
-    pub fn fault_continue(
-        &self,
-        env: Env,
-        id: f64,
-        length: Option<f64>,
-        wake: bool,
-        write_protect: bool,
-    ) -> napi::Result<f64> {
-        let len = to_opt_usize(&env, "length", length)?;
-        self.resolve(&env, id, Resolution::Continue { len, wake, protect: write_protect })
     }
 
     #[napi]
