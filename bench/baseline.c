@@ -4,7 +4,9 @@
 // arguments; prints one JSON object on stdout (and a message on stderr, exit status 1, on failure).
 //
 //   --mode latency     one thread touches fresh pages one by one, each touch timed (missing fault,
-//                      served by a handler thread: epoll + read of up to 16 messages + COPY/ZEROPAGE)
+//                      served by a handler thread: epoll + read of up to 16 messages + COPY/ZEROPAGE;
+//                      with --op continue, minor faults of a memfd whose page cache an alias filled,
+//                      served by CONTINUE)
 //   --mode throughput  --threads N threads touch their own slices; faults per second overall
 //   --mode floor       the kernel's own fault: plain anonymous memory, no userfaultfd (read, then write)
 //   --mode scan        a file read into a registered region by UFFDIO_COPY of --chunk bytes
@@ -12,7 +14,7 @@
 //   --mode scan-fault  the same file served on fault by the handler thread: pread + COPY of --ra pages
 //   --mode scan-mmap   the file mmap()ed privately: the kernel's own page-cache faults
 //
-// Other arguments: --op copy|zero, --pages N (timed pages, or pages in all for throughput),
+// Other arguments: --op copy|zero|continue, --pages N (timed pages, or pages in all for throughput),
 // --warmup N (untimed faults first, latency only), --pin same|cross|none (same: every thread on
 // CPU 0; cross: the faulting threads on CPU 0 and the handler on CPU 1),
 // --spin US (the handler polls epoll for US microseconds before it sleeps), --warm-mib M (touch and
@@ -131,7 +133,7 @@ static void pin_if_asked(void) {
 
 // ---- the userfaultfd and its handler -----------------------------------------------------------
 
-enum source { SRC_COPY, SRC_ZERO, SRC_FILE };
+enum source { SRC_COPY, SRC_ZERO, SRC_FILE, SRC_CONTINUE };
 
 struct handler {
   int uffd;
@@ -159,14 +161,35 @@ static int open_uffd(void) {
   if (fd < 0 && (errno == EPERM || errno == EACCES))
     fd = (int)syscall(SYS_userfaultfd, O_NONBLOCK | O_CLOEXEC | UFFD_USER_MODE_ONLY);
   if (fd < 0) die("userfaultfd");
-  struct uffdio_api api = {.api = UFFD_API, .features = 0};
+  // Minor faults of shmem must be asked for; the other modes need no feature.
+  uint64_t features = !strcmp(opt_op, "continue") ? UFFD_FEATURE_MINOR_SHMEM : 0;
+  struct uffdio_api api = {.api = UFFD_API, .features = features};
   if (ioctl(fd, UFFDIO_API, &api)) die("UFFDIO_API");
   return fd;
 }
 
-static void register_missing(int uffd, char *base, size_t len) {
-  struct uffdio_register reg = {.range = {.start = (uintptr_t)base, .len = len}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+static void register_range(int uffd, char *base, size_t len, uint64_t mode) {
+  struct uffdio_register reg = {.range = {.start = (uintptr_t)base, .len = len}, .mode = mode};
   if (ioctl(uffd, UFFDIO_REGISTER, &reg)) die("UFFDIO_REGISTER");
+}
+
+static void register_missing(int uffd, char *base, size_t len) {
+  register_range(uffd, base, len, UFFDIO_REGISTER_MODE_MISSING);
+}
+
+// A memfd mapped twice: the alias is written (the page cache fills), the other mapping is what
+// the minor faults come from.
+static char *map_shmem_filled(size_t len) {
+  int fd = memfd_create("baseline", MFD_CLOEXEC);
+  if (fd < 0) die("memfd_create");
+  if (ftruncate(fd, (off_t)len)) die("ftruncate");
+  char *alias = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  char *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (alias == MAP_FAILED || base == MAP_FAILED) die("mmap(memfd)");
+  memset(alias, FILL_BYTE, len);
+  munmap(alias, len);
+  close(fd);
+  return base;
 }
 
 static void wake(struct handler *h, uintptr_t page) {
@@ -202,6 +225,17 @@ static void resolve(struct handler *h, uintptr_t address) {
   int bad = 0;
   if (h->source == SRC_COPY) {
     bad = copy_range(h, page, h->page, (size_t)page_size);
+  } else if (h->source == SRC_CONTINUE) {
+    struct uffdio_continue cont = {.range = {.start = page, .len = (uint64_t)page_size}, .mode = 0};
+    if (ioctl(h->uffd, UFFDIO_CONTINUE, &cont)) {
+      if (errno == EEXIST) {
+        h->eexist++;
+        wake(h, page);
+      } else {
+        h->last_errno = errno;
+        bad = 1;
+      }
+    }
   } else if (h->source == SRC_ZERO) {
     struct uffdio_zeropage zero = {.range = {.start = page, .len = (uint64_t)page_size}, .mode = 0};
     if (ioctl(h->uffd, UFFDIO_ZEROPAGE, &zero)) {
@@ -315,12 +349,13 @@ static void setup_handler(struct handler *h, char *base, size_t size) {
   h->base = base;
   h->size = size;
   h->spin_us = opt_spin_us;
-  h->source = !strcmp(opt_op, "zero") ? SRC_ZERO : SRC_COPY;
-  if (strcmp(opt_op, "zero") && strcmp(opt_op, "copy")) fail("--op must be copy or zero");
+  h->source = !strcmp(opt_op, "zero") ? SRC_ZERO : !strcmp(opt_op, "continue") ? SRC_CONTINUE : SRC_COPY;
+  if (strcmp(opt_op, "zero") && strcmp(opt_op, "copy") && strcmp(opt_op, "continue"))
+    fail("--op must be copy, zero or continue");
   h->page = aligned_alloc((size_t)page_size, (size_t)page_size);
   if (!h->page) fail("out of memory");
   memset(h->page, FILL_BYTE, (size_t)page_size);
-  register_missing(h->uffd, base, size);
+  register_range(h->uffd, base, size, h->source == SRC_CONTINUE ? UFFDIO_REGISTER_MODE_MINOR : UFFDIO_REGISTER_MODE_MISSING);
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -333,7 +368,7 @@ static int cmp_u64(const void *a, const void *b) {
 static int mode_latency(void) {
   size_t pages = (size_t)(opt_warmup + opt_pages);
   size_t size = pages * (size_t)page_size;
-  char *base = map_anon(size);
+  char *base = !strcmp(opt_op, "continue") ? map_shmem_filled(size) : map_anon(size);
   struct handler h;
   setup_handler(&h, base, size);
   pthread_t thread = start_handler(&h);

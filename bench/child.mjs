@@ -91,30 +91,43 @@ class Peer {
   }
 }
 
+/** A memfd region whose page cache is full of FILL (written through an alias): minor faults map it. */
+function filledShmem(size) {
+  const region = Region.shmem(size, { name: 'bench' })
+  const alias = region.alias()
+  new Uint8Array(alias.buffer).fill(FILL)
+  alias.close()
+  return region
+}
+
 // ---- latency: one thread takes faults one by one ------------------------------------------------
 
 async function latency({ contender, op, pages, warmup, spinMicros, warmMiB }) {
   warmMemory(warmMiB)
   const { uffd, errors } = openUffd(spinMicros)
-  const region = Region.anonymous((warmup + pages) * 4096)
+  const minor = op === 'continue'
+  const region = minor ? filledShmem((warmup + pages) * 4096) : Region.anonymous((warmup + pages) * 4096)
   const pageSize = region.pageSize
   const expect = op === 'zero' ? 0 : FILL
+  const modes = minor ? { minor: true } : { missing: true }
   let result
   let stats
   let peer
   try {
     if (contender === 'native') {
-      const source = op === 'zero' ? Source.zero() : Source.bytes(new Uint8Array(region.size).fill(FILL))
-      uffd.register(region, { source })
+      const sources = { zero: () => Source.zero(), continue: () => Source.pageCache() }
+      const source = sources[op]?.() ?? Source.bytes(new Uint8Array(region.size).fill(FILL))
+      uffd.register(region, { ...modes, source })
       result = touchTimed(new Uint8Array(region.buffer), pageSize, 0, warmup, pages, expect)
     } else if (contender === 'worker' || contender === 'worker-fed') {
-      uffd.register(region)
+      uffd.register(region, modes)
       await uffd.handleInWorker(HANDLER, { workerData: { op, fill: FILL }, direct: contender === 'worker' })
       result = touchTimed(new Uint8Array(region.buffer), pageSize, 0, warmup, pages, expect)
     } else if (contender === 'js') {
-      uffd.register(region)
+      uffd.register(region, modes)
       const page = new Uint8Array(pageSize).fill(FILL)
-      uffd.handle(op === 'zero' ? (fault) => void fault.zero() : (fault) => void fault.copy(page))
+      const resolvers = { zero: (fault) => void fault.zero(), continue: (fault) => void fault.continue() }
+      uffd.handle(resolvers[op] ?? ((fault) => void fault.copy(page)))
       peer = new Peer(TOUCHER, { kind: 'latency', region: region.share(), warmup, count: pages, expect })
       result = await peer.next()
     } else {

@@ -1,6 +1,6 @@
 // The fault handler that bench/child.mjs installs with `uffd.handleInWorker()`: it runs in a
-// worker thread the package starts, and resolves each fault with one page of FILL bytes (COPY) or
-// with the zero page (ZEROPAGE), as `workerData.op` says.
+// worker thread the package starts, and resolves each fault with one page of FILL bytes (COPY),
+// the zero page (ZEROPAGE) or the page cache (CONTINUE), as `workerData.op` says.
 import { workerData } from 'node:worker_threads'
 
 const { op = 'copy', fill = 0x5a } = workerData ?? {}
@@ -15,4 +15,8 @@ function zero(fault) {
   fault.zero()
 }
 
-export default op === 'zero' ? zero : copy
+function minor(fault) {
+  fault.continue()
+}
+
+export default { zero, continue: minor }[op] ?? copy

@@ -41,7 +41,7 @@ const BASELINE_BIN = join(OUT, 'baseline')
 const RUST_CRATE = join(HERE, 'rust-baseline')
 const RUST_PACKAGE = 'uffd-rust-baseline'
 const MiB = 1024 * 1024
-const SCENARIOS = ['latency-copy', 'latency-zero', 'throughput', 'scan', 'resident', 'kernel-floor']
+const SCENARIOS = ['latency-copy', 'latency-zero', 'latency-continue', 'throughput', 'scan', 'resident', 'kernel-floor']
 
 // ---- arguments -------------------------------------------------------------------------------------
 
@@ -486,6 +486,20 @@ const DEFINITIONS = {
       jsLatency('native', 'native Source.zero(), main thread reads', 'native', 'zero'),
       jsLatency('js', 'JS handler fault.zero() on main, a worker reads', 'js', 'zero'),
       jsLatency('worker', 'handleInWorker fault.zero(), main reads', 'worker', 'zero'),
+    ],
+  },
+  'latency-continue': {
+    title: 'latency-continue: minor faults of a memfd whose page cache is full, each resolved by CONTINUE',
+    unit: 'latency',
+    pins,
+    base: 'c',
+    contenders: [
+      C.latency('c', 'C baseline (MINOR + UFFDIO_CONTINUE)', 'continue'),
+      ...(cpus >= 2 ? [C.latency('c-cross', 'C baseline, handler pinned to the other CPU', 'continue', 0, true)] : []),
+      ...(hasRust ? [RUST.latency('rust', 'Rust baseline (userfaultfd crate, continue)', 'continue')] : []),
+      jsLatency('native', 'native Source.pageCache(), main thread reads', 'native', 'continue'),
+      jsLatency('js', 'JS handler fault.continue() on main, a worker reads', 'js', 'continue'),
+      jsLatency('worker', 'handleInWorker fault.continue(), main reads', 'worker', 'continue'),
     ],
   },
   throughput: {
@@ -1074,7 +1088,7 @@ function goals(summaries) {
   const out = []
   const add = (goal, target, value, met, detail) => out.push({ goal, target, value, met, detail })
   const r = (scenario, pin, id) => find(summaries, scenario, pin, id)
-  for (const scenario of ['latency-copy', 'latency-zero']) {
+  for (const scenario of ['latency-copy', 'latency-zero', 'latency-continue']) {
     for (const pin of pins) {
       const c = r(scenario, pin, 'c')
       const n = r(scenario, pin, 'native')

@@ -47,6 +47,8 @@ pub enum Op {
     Copy,
     /// UFFDIO_ZEROPAGE.
     Zero,
+    /// MINOR faults of a memfd whose page cache is full, UFFDIO_CONTINUE.
+    Continue,
 }
 
 impl Op {
@@ -54,7 +56,8 @@ impl Op {
         match text {
             "copy" => Ok(Self::Copy),
             "zero" => Ok(Self::Zero),
-            _ => Err(Failure::new("--op must be copy or zero")),
+            "continue" => Ok(Self::Continue),
+            _ => Err(Failure::new("--op must be copy, zero or continue")),
         }
     }
 
@@ -62,6 +65,7 @@ impl Op {
         match self {
             Self::Copy => "copy",
             Self::Zero => "zero",
+            Self::Continue => "continue",
         }
     }
 }

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
-use userfaultfd::{Event, EventBuffer, Uffd, UffdBuilder};
+use userfaultfd::{Event, EventBuffer, FeatureFlags, RegisterMode, Uffd, UffdBuilder};
 
 const MSGS_PER_READ: usize = 16;
 const UFFD_TOKEN: u64 = 0;
@@ -23,9 +23,13 @@ const STOP_TOKEN: u64 = 1;
 
 /// Opens a non-blocking userfaultfd (a blocking one reports POLLERR under epoll forever), user
 /// faults only when the kernel wants that of an unprivileged process.
-pub fn open_uffd() -> Result<Uffd, Failure> {
+pub fn open_uffd(minor: bool) -> Result<Uffd, Failure> {
     let mut builder = UffdBuilder::new();
     builder.close_on_exec(true).non_blocking(true);
+    if minor {
+        // The crate names no MINOR_SHMEM flag: UFFD_FEATURE_MINOR_SHMEM is bit 10 of the uapi.
+        builder.require_features(FeatureFlags::from_bits_retain(1 << 10));
+    }
     match builder.create() {
         Err(error) if matches!(errno_of(&error), Errno::EPERM | Errno::EACCES) => builder.user_mode_only(true).create(),
         result => result,
@@ -35,6 +39,10 @@ pub fn open_uffd() -> Result<Uffd, Failure> {
 
 pub fn register_missing(uffd: &Uffd, region: &Mapping) -> Result<(), Failure> {
     uffd.register(region.as_ptr(), region.len()).map(drop).context("UFFDIO_REGISTER")
+}
+
+pub fn register_minor(uffd: &Uffd, region: &Mapping) -> Result<(), Failure> {
+    uffd.register_with_mode(region.as_ptr(), region.len(), RegisterMode::MINOR).map(drop).context("UFFDIO_REGISTER")
 }
 
 /// What the handler counted; `last_errno` is that of the last resolve that failed.
@@ -103,6 +111,21 @@ impl<'a> Resolver<'a> {
         Ok(())
     }
 
+    /// CONTINUE of the registered `page`: maps what the page cache holds; EEXIST counts as done.
+    fn r#continue(&mut self, page: usize) -> Result<(), Errno> {
+        match self.uffd.r#continue(page as *mut c_void, page_size(), true) {
+            Ok(_) => Ok(()),
+            Err(error) => match errno_of(&error) {
+                Errno::EEXIST => {
+                    self.stats.eexist += 1;
+                    self.wake(page);
+                    Ok(())
+                }
+                errno => Err(errno),
+            },
+        }
+    }
+
     /// ZEROPAGE of the registered `page`; EEXIST counts as done.
     fn zero(&mut self, page: usize) -> Result<(), Errno> {
         // SAFETY: as for `copy`: ZEROPAGE only maps a page that is missing.
@@ -125,6 +148,8 @@ pub enum Source {
     /// COPY of this page.
     Copy(Buffer),
     Zero,
+    /// CONTINUE: the page cache has the bytes.
+    Continue,
     /// pread of `readahead` bytes at the page's offset in `file`, then COPY of them.
     File {
         file: File,
@@ -264,6 +289,7 @@ impl<'a> Handler<'a> {
         match &mut self.source {
             Source::Copy(bytes) => self.resolver.copy(page, bytes),
             Source::Zero => self.resolver.zero(page),
+            Source::Continue => self.resolver.r#continue(page),
             Source::File { file, readahead, scratch } => {
                 let offset = page - self.region.addr();
                 let chunk = &mut scratch[..(*readahead).min(self.region.len() - offset)];

@@ -25,7 +25,7 @@ mod pin;
 
 use crate::args::{Args, Mode, Op, Pin};
 use crate::fail::{Context, Failure};
-use crate::handler::{open_uffd, register_missing, Handler, Resolver, Source, Stats};
+use crate::handler::{open_uffd, register_minor, register_missing, Handler, Resolver, Source, Stats};
 use crate::memory::{page_size, warm_memory, Buffer, Mapping};
 use crate::pin::{current_cpu, pin_to};
 use std::fs::File;
@@ -91,6 +91,7 @@ fn page_source(op: Op) -> Result<(Source, u8), Failure> {
     Ok(match op {
         Op::Copy => (Source::Copy(Buffer::filled(page_size(), FILL_BYTE)?), FILL_BYTE),
         Op::Zero => (Source::Zero, 0),
+        Op::Continue => (Source::Continue, FILL_BYTE),
     })
 }
 
@@ -104,9 +105,15 @@ fn timed_read(region: &Mapping, offset: usize) -> (u8, u64) {
 
 fn latency(args: &Args) -> Result<Outcome, Failure> {
     let page = page_size();
-    let region = Mapping::anonymous((args.warmup + args.pages) * page)?;
-    let uffd = open_uffd()?;
-    register_missing(&uffd, &region)?;
+    let len = (args.warmup + args.pages) * page;
+    let minor = args.op == Op::Continue;
+    let region = if minor { Mapping::shmem_filled(len, FILL_BYTE)? } else { Mapping::anonymous(len)? };
+    let uffd = open_uffd(minor)?;
+    if minor {
+        register_minor(&uffd, &region)?;
+    } else {
+        register_missing(&uffd, &region)?;
+    }
     let (source, expect) = page_source(args.op)?;
     let handler_cpu = AtomicUsize::new(0);
     let handler = Handler::new(&uffd, &region, source, args.spin, &handler_cpu);
@@ -158,7 +165,7 @@ fn throughput(args: &Args) -> Result<Outcome, Failure> {
     let per_thread = args.pages / args.threads;
     let pages = per_thread * args.threads;
     let region = Mapping::anonymous(pages * page_size())?;
-    let uffd = open_uffd()?;
+    let uffd = open_uffd(false)?;
     register_missing(&uffd, &region)?;
     let (source, expect) = page_source(args.op)?;
     let handler_cpu = AtomicUsize::new(0);
@@ -253,7 +260,7 @@ fn scan(args: &Args) -> Result<Outcome, Failure> {
     let size = usize::try_from(length).map_err(|_| Failure::new("the file is too large"))? & !(page_size() - 1);
     let t0 = Instant::now();
     let region = Mapping::anonymous(size)?;
-    let uffd = open_uffd()?;
+    let uffd = open_uffd(false)?;
     register_missing(&uffd, &region)?;
     let (scanned, stats) = if args.mode == Mode::Scan {
         let stats = prefill(&uffd, &region, &file, args.chunk)?;

@@ -4,7 +4,9 @@
 use crate::fail::{Context, Failure};
 use libc::c_void;
 use nix::errno::Errno;
-use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::unistd::ftruncate;
 use nix::unistd::{sysconf, SysconfVar};
 use std::num::NonZeroUsize;
 use std::ops::{Deref, DerefMut};
@@ -42,6 +44,25 @@ impl Mapping {
         }
         .context("mmap")?;
         Ok(Self { start: start.cast(), len })
+    }
+
+    /// A memfd mapped shared, its page cache filled with `byte` through a second mapping first: the
+    /// pages are there, but not mapped here, so each first touch is a minor fault.
+    pub fn shmem_filled(len: usize, byte: u8) -> Result<Self, Failure> {
+        let length = NonZeroUsize::new(len).ok_or(Errno::EINVAL).context("mmap")?;
+        let file = memfd_create(c"rust-baseline", MemFdCreateFlag::MFD_CLOEXEC).context("memfd_create")?;
+        ftruncate(&file, len as libc::off_t).context("ftruncate")?;
+        let map = || {
+            // SAFETY: a new shared mapping of our own memfd where the kernel chooses: it overlaps
+            // nothing that exists.
+            unsafe { mmap(None, length, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &file, 0) }
+                .context("mmap(memfd)")
+        };
+        let alias = Self { start: map()?.cast(), len };
+        // SAFETY: the alias is ours, `len` bytes long, and nothing else refers to it yet.
+        unsafe { std::ptr::write_bytes(alias.start.as_ptr(), byte, len) };
+        drop(alias);
+        Ok(Self { start: map()?.cast(), len })
     }
 
     pub fn addr(&self) -> usize {
