@@ -37,11 +37,18 @@ export interface HugetlbOptions extends ShmemOptions {
 const TWO_MIB = 2 * 1024 * 1024
 
 // Region objects of this thread by id, so that a fault names the same object the program holds.
-// An entry goes with its region's close(), or with the object itself if it is collected unclosed.
+// An entry goes with its region's close(); entries of regions collected unclosed are swept out
+// whenever the map has doubled since the last sweep. (A FinalizationRegistry would do it one by
+// one, but it keeps every region alive until a full collection: mappings then pile up.)
 const byId = new Map<number, WeakRef<Region>>()
-const forget = new FinalizationRegistry<number>((id) => {
-  if (byId.get(id)?.deref() === undefined) byId.delete(id)
-})
+let sweepAt = 256
+
+function remember(id: number, region: Region): void {
+  byId.set(id, new WeakRef(region))
+  if (byId.size < sweepAt) return
+  for (const [key, ref] of byId) if (ref.deref() === undefined) byId.delete(key)
+  sweepAt = Math.max(256, 2 * byId.size)
+}
 
 /**
  * A memory mapping that a {@link Userfaultfd} can register: anonymous, memfd shmem or hugetlbfs.
@@ -69,8 +76,7 @@ export class Region {
     this.#id = handle.id
     this.#size = handle.size
     this.#pageSize = handle.pageSize
-    byId.set(handle.id, new WeakRef(this))
-    forget.register(this, handle.id)
+    remember(handle.id, this)
   }
 
   /** A private anonymous mapping of `size` bytes (rounded up to pages); nothing is resident. */
