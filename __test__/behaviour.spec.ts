@@ -2,8 +2,9 @@
 // page, the self-fault guard, fallbacks for handlers that fail, and closing with faults pending.
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
 import test from 'ava'
-import { type Fault, Region, Userfaultfd } from 'userfaultfd'
+import { type Fault, Region, Source, Userfaultfd } from 'userfaultfd'
 import { nextError, patternByte, patternPage, Reader, within, withReader } from './helpers/harness'
 
 const PAGE = 4096
@@ -316,4 +317,78 @@ test('a worker handler that reads the fd itself steps the loop thread aside; the
     t.deepEqual((await reader.read(region, { offsets: [5 * PAGE + 5] })).bytes, [patternByte(5 * PAGE, PAGE, 5, 4)])
     t.true(uffd.stats.batches >= 1)
   })
+})
+
+test('a direct reader whose own thread touches registered memory: the loop thread takes its turn, the fallback serves it, ERR_UFFD_SELF_FAULT, no hang', async (t) => {
+  const { uffd, region } = anonymous(4)
+  // A worker that reads the fd itself, then touches the region on its own thread.
+  const worker = new Worker(
+    `const { Region, Userfaultfd } = require('userfaultfd'); const { workerData, parentPort } = require('node:worker_threads');
+     const uffd = Userfaultfd.attach(workerData.uffd); const region = Region.attach(workerData.region);
+     const errors = []; uffd.on('error', (e) => errors.push(e.code));
+     uffd.handle((fault) => { fault.copy(new Uint8Array(4096).fill(9)) }, { direct: true });
+     setTimeout(() => {
+       const byte = new Uint8Array(region.buffer)[5];
+       const wait = () => errors.length ? parentPort.postMessage({ byte, errors }) : setTimeout(wait, 10);
+       wait();
+     }, 50);`,
+    { eval: true, workerData: { uffd: uffd.share(), region: region.share() } },
+  )
+  try {
+    const answer = await within(new Promise<{ byte: number; errors: string[] }>((resolve) => worker.once('message', resolve)), 'the worker')
+    t.is(answer.byte, 0, 'the fallback (ZEROPAGE) served the reader’s own fault')
+    t.deepEqual(answer.errors, ['ERR_UFFD_SELF_FAULT'])
+    t.is(uffd.stats.selfFaults, 1)
+  } finally {
+    await worker.terminate()
+    uffd.close()
+    region.close()
+  }
+})
+
+test('a direct handler replaced by another direct handler on the same thread: only the new one is handed faults', async (t) => {
+  const { uffd, region } = anonymous(8)
+  const first: number[] = []
+  const second: number[] = []
+  uffd.handle(
+    (fault) => {
+      first.push(fault.offset)
+      fault.copy(patternPage(fault.offset, PAGE, 1, 1))
+    },
+    { direct: true },
+  )
+  uffd.handle(
+    (fault) => {
+      second.push(fault.offset)
+      fault.copy(patternPage(fault.offset, PAGE, 1, 2))
+    },
+    { direct: true },
+  )
+  await withReader([uffd, region], async (reader) => {
+    const offsets = [0, 1, 2, 3, 4, 5].map((page) => page * PAGE + 5)
+    const { bytes } = await reader.read(region, { offsets })
+    t.deepEqual(
+      bytes,
+      offsets.map((at) => patternByte(at - 5, PAGE, 5, 2)),
+    )
+    t.deepEqual(first, [])
+    t.is(second.length, 6)
+  })
+})
+
+test('a native source with a direct reader: its faults are served on the reader’s thread, the handler never sees them', async (t) => {
+  const { uffd, region } = anonymous(16)
+  uffd.register(region, { source: Source.bytes(patternPage(0, PAGE, 16, 3)) })
+  const pager = join(__dirname, 'helpers', 'pager.js')
+  await uffd.handleInWorker(pager, { workerData: { mode: 'never' }, direct: true })
+  const view = new Uint8Array(region.buffer)
+  const read = [0, 7, 15].map((page) => view[page * PAGE + 5])
+  t.deepEqual(
+    read,
+    [0, 7, 15].map((page) => patternByte(page * PAGE, PAGE, 5, 3)),
+  )
+  t.is(uffd.stats.native, 3)
+  t.is(uffd.stats.inFlight, 0)
+  uffd.close()
+  region.close()
 })

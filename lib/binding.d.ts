@@ -100,12 +100,16 @@ export declare class NativeUffd {
   /** Sends this userfaultfd's faults to `callback` on this thread, one call per batch. */
   handle(callback: () => void, keepAlive: boolean): void
   /**
-   * Makes this thread's handler read the fd itself (then call `pull` in a loop). False where it
-   * cannot (with EVENT_FORK): faults keep coming through the handler's callback.
+   * Makes this thread's handler read the fd itself (then call `pullFaults` in a loop with the
+   * returned generation). 0 where it cannot (with EVENT_FORK): faults keep coming through the
+   * handler's callback.
    */
-  startDirect(): boolean
-  /** Hands reading back to the fault loop thread. */
-  stopDirect(): void
+  startDirect(): number
+  /**
+   * Hands reading back to the fault loop thread: this thread's reader, or only the reader of
+   * `generation` if given (a reader's loop that ended must not stop its successor).
+   */
+  stopDirect(generation?: number | undefined | null): void
   /** Stops sending faults to this thread's handler. */
   unhandle(): void
   /** Resolves a fault from a native source. */
@@ -129,6 +133,14 @@ export declare function adoptFd(fd: number, ranges: Array<NativeRemoteRange>, op
 
 /** Detaches an ArrayBuffer, so that JavaScript can no longer reach the memory under it. */
 export declare function detachBuffer(buffer: ArrayBuffer): void
+
+/**
+ * Numbers per fault in a packed batch: id, region id, offset, the faulting address less the
+ * region's start, kind (0 missing, 1 minor, 2 wp), write (0 or 1), thread id. Every value fits a
+ * double exactly.
+ * (Exported: the TypeScript side unpacks the batches with it.)
+ */
+export declare const FAULT_FIELDS: number
 
 /** One item of a batch: a fault, a notice or an event. */
 export interface JsDispatch {
@@ -276,12 +288,12 @@ export interface NativeStats {
 }
 
 /**
- * One turn of the fault loop on this thread, written into `out`: `out[0]` faults follow from
- * `out[2]` on, `FAULT_FIELDS` numbers each; `out[1]` is how many other items (events, notices)
- * `takeOthers` returns. Faults that do not fit come with the next call. False once the fd is
- * closed or this thread no longer reads it.
+ * One turn of the fault loop on this thread for the reader of `generation`, written into `out`:
+ * `out[0]` faults follow from `out[2]` on, `FAULT_FIELDS` numbers each; `out[1]` is how many
+ * other items (events, notices) `takeOthers` returns. Faults that do not fit come with the next
+ * call. False once the fd is closed or this reader no longer reads it.
  */
-export declare function pullFaults(uffdId: number, waitMs: number, out: Float64Array): boolean
+export declare function pullFaults(uffdId: number, generation: number, waitMs: number, out: Float64Array): boolean
 
 /** Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated). */
 export declare function receiveFd(fd: number, options: NativeOptions): Promise<NativeOutcome>

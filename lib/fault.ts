@@ -11,8 +11,8 @@ export type FaultKind = 'missing' | 'minor' | 'wp'
 
 const KINDS: readonly FaultKind[] = ['missing', 'minor', 'wp']
 
-/** @internal Numbers per fault in a packed batch. */
-export const FAULT_FIELDS = 7
+/** @internal Numbers per fault in a packed batch (the binding's). */
+export const FAULT_FIELDS: number = native.FAULT_FIELDS
 
 /** Options of {@link Fault.unprotect}, and the `wake` option of every resolve. */
 export interface WakeOptions {
@@ -68,7 +68,8 @@ export class Fault {
 
   /**
    * @internal From the binding's packed batch: the fault at `at` of `packed`, whose fields are id,
-   * region id, offset, address, kind (0 missing, 1 minor, 2 wp), write, thread id.
+   * region id, offset, address less the region's start, kind (0 missing, 1 minor, 2 wp), write,
+   * thread id.
    */
   constructor(handle: NativeUffd, uffdId: number, region: Region, packed: Float64Array, at: number) {
     this.#native = handle
@@ -84,7 +85,7 @@ export class Fault {
 
   /** The faulting address itself. */
   get address(): bigint {
-    return BigInt(this.#address)
+    return this.region.address + BigInt(this.#address)
   }
 
   /** @internal */

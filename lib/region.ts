@@ -70,12 +70,14 @@ export class Region {
   readonly #id: number
   readonly #size: number
   readonly #pageSize: number
+  readonly #address: bigint
 
   private constructor(handle: NativeRegion) {
     this.#native = handle
     this.#id = handle.id
     this.#size = handle.size
     this.#pageSize = handle.pageSize
+    this.#address = handle.address
     remember(handle.id, this)
   }
 
@@ -163,7 +165,7 @@ export class Region {
   }
   /** The mapping's start address, for diagnostics; no call takes an address. */
   get address(): bigint {
-    return this.#native.address
+    return this.#address
   }
   /** Whether this object made the mapping (false for a view from `attach`). */
   get owner(): boolean {

@@ -597,7 +597,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     const alive = optionalBoolean('options.keepAlive', keepAlive, false)
     const reads = optionalBoolean('options.direct', direct, false)
     call(() => this.#native.handle(() => this.#takeBatches(handler), alive))
-    if (reads && call(() => this.#native.startDirect())) void this.#readDirectly(handler)
+    const generation = reads ? call(() => this.#native.startDirect()) : 0
+    if (generation !== 0) void this.#readDirectly(handler, generation)
     return this
   }
 
@@ -619,22 +620,26 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     return true
   }
 
-  /** The loop of a handler that reads the fd itself: a turn of the fault loop, then of the event loop. */
-  async #readDirectly(handler: FaultHandler): Promise<void> {
+  /**
+   * The loop of a handler that reads the fd itself: a turn of the fault loop, then of the event
+   * loop. It ends when the fd closes or another handler replaces this one; whatever ends it, the
+   * loop thread reads again.
+   */
+  async #readDirectly(handler: FaultHandler, generation: number): Promise<void> {
     const immediate = () => new Promise<void>((resolve) => setImmediate(resolve))
-    for (let turn = 1; ; turn++) {
-      let reading: boolean
-      try {
-        reading = native.pullFaults(this.#id, this.#pending > 0 ? 1 : DIRECT_WAIT_MS, this.#packed)
-      } catch (error) {
-        this.#report(fromNative(error) as UffdError)
-        this.#native.stopDirect()
-        return
+    try {
+      for (let turn = 1; ; turn++) {
+        const wait = this.#pending > 0 ? 1 : DIRECT_WAIT_MS
+        if (!native.pullFaults(this.#id, generation, wait, this.#packed)) return
+        const idle = !this.#onPacked(handler)
+        // The event loop runs between turns: always when idle or when async handlers wait for it.
+        if (idle || this.#pending > 0 || turn % 64 === 0) await immediate()
       }
-      if (!reading) return
-      const idle = !this.#onPacked(handler)
-      // The event loop runs between turns: always when idle or when async handlers wait for it.
-      if (idle || this.#pending > 0 || turn % 64 === 0) await immediate()
+    } catch (error) {
+      // A failed read, or a listener that threw: report it; the loop thread takes over below.
+      this.#report(error instanceof UffdError ? error : (fromNative(error) as UffdError))
+    } finally {
+      this.#native.stopDirect(generation)
     }
   }
 

@@ -13,7 +13,7 @@ use crate::uapi;
 use crate::userfaultfd::Userfaultfd;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use userfaultfd::EventBuffer;
@@ -25,6 +25,48 @@ pub(crate) struct Reader {
     changed: Condvar,
     /// `state.puller` (0: none), read without the lock by resolves on the reading thread.
     puller: AtomicU64,
+    /// Whether the reader is inside `pull`, and when (ms since `ORIGIN`) it last left it: a reader
+    /// out of `pull` for long while messages wait is stuck (in a fault of its own, or in a handler
+    /// that blocks), and the parked loop thread then takes a turn for it.
+    in_pull: AtomicBool,
+    left_pull_ms: AtomicU64,
+}
+
+/// How often the parked loop thread looks whether the reader is stuck, and how long out of `pull`
+/// counts as stuck (a handler takes microseconds per fault).
+const STUCK_CHECK: Duration = Duration::from_millis(10);
+const STUCK_AFTER_MS: u64 = 20;
+
+static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+thread_local! {
+    /// Set while this thread takes a turn of reading (the loop's, a reader's `pull`, a rescue):
+    /// a resolve then must not wait for events, which only this turn would read.
+    static IN_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as taking a turn until dropped.
+pub(crate) struct Turn(bool);
+
+impl Turn {
+    pub(crate) fn begin() -> Turn {
+        Turn(IN_TURN.with(|t| t.replace(true)))
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        IN_TURN.with(|t| t.set(self.0));
+    }
+}
+
+/// Whether this thread is taking a turn of reading.
+pub(crate) fn in_turn() -> bool {
+    IN_TURN.with(|t| t.get())
 }
 
 #[derive(Default)]
@@ -69,6 +111,7 @@ impl Userfaultfd {
         }
         state.puller = Some(generation);
         self.reader.puller.store(generation, Ordering::Release);
+        self.reader.left_pull_ms.store(now_ms(), Ordering::Release);
         self.poke_loop();
         let deadline = Instant::now() + HANDOVER_AT_MOST;
         while !state.loop_parked && !self.is_closed() {
@@ -96,6 +139,8 @@ impl Userfaultfd {
         if state.puller == Some(generation) {
             state.puller = None;
             self.reader.puller.store(0, Ordering::Release);
+            // No thread reads until the loop thread marks itself again on waking.
+            self.epoch.clear_loop_thread();
             self.reader.changed.notify_all();
         }
     }
@@ -104,12 +149,19 @@ impl Userfaultfd {
     /// returns the batch (faults are marked as handed to the puller's handler). EBADF once the fd is
     /// closed or the puller no longer reads.
     pub fn pull(&self, puller: &mut Puller, wait: Duration) -> Result<Vec<Dispatch>> {
+        self.reader.in_pull.store(true, Ordering::Release);
+        let result = self.pull_turn(puller, wait);
+        self.reader.left_pull_ms.store(now_ms(), Ordering::Release);
+        self.reader.in_pull.store(false, Ordering::Release);
+        result
+    }
+
+    fn pull_turn(&self, puller: &mut Puller, wait: Duration) -> Result<Vec<Dispatch>> {
         const OP: &str = "read";
         if self.is_closed() || !self.is_puller(puller.generation) {
             return Err(Error::Closed { op: OP, what: "userfaultfd" });
         }
-        let mut batch = self.take_backlog();
-        let wait = if batch.is_empty() { wait } else { Duration::ZERO };
+        let wait = if self.reader_backlog().is_empty() { wait } else { Duration::ZERO };
         let wait = match self.next_deadline() {
             Some(deadline) => wait.min(deadline.saturating_duration_since(Instant::now())),
             None => wait,
@@ -126,14 +178,14 @@ impl Userfaultfd {
         // so the two never read at once, and no fault is marked for a handler already removed.
         let state = self.reader.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.puller != Some(puller.generation) || self.is_closed() {
-            drop(state);
-            self.defer_to_next_pull(batch);
             return Err(Error::Closed { op: OP, what: "userfaultfd" });
         }
+        let _turn = Turn::begin();
+        let mut batch = self.take_backlog();
         for event in &puller.ready[..count] {
             match event.data() {
                 UFFD if event.events().intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) => {
-                    drop(state);
+                    self.defer_to_next_pull(batch);
                     return Err(Error::sys(OP, Errno::EIO, "the userfaultfd reported POLLERR"));
                 }
                 UFFD => fault_loop::drain(self, &mut puller.buffer, &mut batch),
@@ -156,13 +208,17 @@ impl Userfaultfd {
 
     /// Called by a resolve on the reading handler's thread that the kernel refused for unread
     /// events: reads what is pending (the faults among it wait for the next `pull`).
-    pub(crate) fn read_pending_for_puller(&self) {
+    /// Returns whether it read anything.
+    pub(crate) fn read_pending_for_puller(&self) -> bool {
+        let _turn = Turn::begin();
         let mut batch = Vec::new();
         fault_loop::drain(self, &mut Source::Fd(EventBuffer::new(fault_loop::MESSAGES_PER_READ)), &mut batch);
         if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
             self.events_read();
         }
+        let read = !batch.is_empty();
         self.reader_backlog().extend(batch);
+        read
     }
 
     /// Items a reading handler took but could not hold this time: the next `pull` returns them.
@@ -173,7 +229,7 @@ impl Userfaultfd {
     }
 
     pub(crate) fn is_puller(&self, generation: u64) -> bool {
-        self.reader.state.lock().unwrap_or_else(|p| p.into_inner()).puller == Some(generation)
+        self.reader.puller.load(Ordering::Acquire) == generation
     }
 
     /// Whether some handler reads the fd instead of the loop thread.
@@ -182,6 +238,9 @@ impl Userfaultfd {
     }
 
     /// On the loop thread: steps aside while a handler reads, until it stops or the fd closes.
+    /// While parked it takes a turn for a reader that is stuck out of `pull` with messages waiting
+    /// (its own thread faulted, or its handler blocks), and when the reader stops it hands on what
+    /// the reader had read but not taken.
     pub(crate) fn park_loop_while_pulled(&self) {
         let mut state = self.reader.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.puller.is_none() {
@@ -189,12 +248,37 @@ impl Userfaultfd {
         }
         state.loop_parked = true;
         self.reader.changed.notify_all();
+        let mut rescue = Source::Fd(EventBuffer::new(fault_loop::MESSAGES_PER_READ));
         while state.puller.is_some() && !self.is_closed() {
-            state = self.reader.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            state = self.reader.changed.wait_timeout(state, STUCK_CHECK).unwrap_or_else(|p| p.into_inner()).0;
+            if state.puller.is_none() || self.is_closed() || !self.reader_stuck() || !self.messages_waiting() {
+                continue;
+            }
+            let batch = {
+                let _turn = Turn::begin();
+                let mut batch = self.take_backlog();
+                fault_loop::drain(self, &mut rescue, &mut batch);
+                fault_loop::end_turn(self, &mut batch);
+                batch
+            };
+            drop(state);
+            if !batch.is_empty() {
+                self.hand_over(batch);
+            }
+            state = self.reader.state.lock().unwrap_or_else(|p| p.into_inner());
         }
         state.loop_parked = false;
         drop(state);
         self.epoch.mark_loop_thread();
+        let left = self.take_backlog();
+        if !left.is_empty() {
+            self.hand_over(left);
+        }
+    }
+
+    fn reader_stuck(&self) -> bool {
+        !self.reader.in_pull.load(Ordering::Acquire)
+            && now_ms().saturating_sub(self.reader.left_pull_ms.load(Ordering::Acquire)) >= STUCK_AFTER_MS
     }
 
     /// Wakes a loop thread parked by `park_loop_while_pulled` (close calls it).

@@ -35,6 +35,10 @@ pub struct EventEpoch {
 }
 
 impl EventEpoch {
+    pub fn clear_loop_thread(&self) {
+        self.loop_thread.store(0, Ordering::Release);
+    }
+
     pub fn mark_loop_thread(&self) {
         self.loop_thread.store(crate::userfaultfd::current_thread_id(), Ordering::Release);
     }

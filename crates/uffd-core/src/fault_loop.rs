@@ -91,6 +91,7 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
         if uffd.is_closed() {
             return;
         }
+        let turn = crate::direct::Turn::begin();
         let mut batch = Vec::new();
         let mut poked = false;
         for event in &ready[..count] {
@@ -118,6 +119,7 @@ fn run(uffd: &Userfaultfd, epoll: &Epoll, mut source: Source<'_>) {
             }
         }
         end_turn(uffd, &mut batch);
+        drop(turn);
         if !batch.is_empty() {
             uffd.hand_over(batch);
         }

@@ -109,7 +109,7 @@ impl Userfaultfd {
         waited
     }
 
-    fn messages_waiting(&self) -> bool {
+    pub(crate) fn messages_waiting(&self) -> bool {
         self.with_fd("poll", |uffd| {
             // SAFETY: the fd stays open while the read lock that `with_fd` holds is held.
             let fd = unsafe { BorrowedFd::borrow_raw(uffd.as_raw_fd()) };

@@ -29,18 +29,22 @@ const PARK_SLICE: Duration = Duration::from_millis(50);
 impl Userfaultfd {
     /// Runs a resolving ioctl, parking it while the kernel refuses it for unread events.
     fn parked<T>(&self, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+        if crate::direct::in_turn() {
+            // This thread is reading the events the kernel waits for: it must not wait for itself.
+            // The caller defers what EAGAIN refused until the turn has read them.
+            return attempt();
+        }
         let deadline = Instant::now() + PARKED_AT_MOST;
-        if self.on_loop_thread() {
-            if !self.pulled() {
-                // The loop thread is the one that reads events: it must not wait for itself.
-                return attempt();
-            }
-            // A handler that reads the fd itself reads the events the kernel waits for, and tries again.
+        if self.on_loop_thread() && self.pulled() {
+            // A handler that reads the fd itself, between its turns: it reads the events the kernel
+            // waits for (the faults among them wait for its next turn), and tries again.
             loop {
                 match attempt() {
                     Err(Error::Sys { errno: Errno::EAGAIN, .. }) if Instant::now() < deadline => {
                         bump(&self.counters.parked);
-                        self.read_pending_for_puller();
+                        if !self.read_pending_for_puller() {
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
                     }
                     other => return other,
                 }

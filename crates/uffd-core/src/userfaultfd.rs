@@ -656,8 +656,8 @@ impl Userfaultfd {
                 None
             }
             Err(Error::Closed { .. }) => None,
-            Err(Error::Sys { errno: Errno::EAGAIN, .. }) if self.on_loop_thread() => {
-                // An event is unread and only this thread reads events: retry after this drain.
+            Err(Error::Sys { errno: Errno::EAGAIN, .. }) if crate::direct::in_turn() => {
+                // An event is unread and only this thread's turn reads events: retry after it.
                 lock(&self.deferred.0).push(Retry::Fallback(fault.clone()));
                 None
             }

@@ -49,11 +49,19 @@ pub(crate) fn set_puller(uffd: &Arc<Userfaultfd>, puller: Puller) {
     with_here(uffd, |here| here.puller = Some(puller));
 }
 
-/// This thread stops reading `uffd`; returns the reader's generation if it was reading.
-pub(crate) fn take_puller(id: u64) -> Option<u64> {
-    HERE.try_with(|here| here.borrow_mut().get_mut(&id).and_then(|h| h.puller.take()).map(|p| p.generation()))
-        .ok()
-        .flatten()
+/// This thread stops reading `uffd` (only the reader of `generation`, if given); returns the
+/// reader's generation if one stopped.
+pub(crate) fn take_puller(id: u64, generation: Option<u64>) -> Option<u64> {
+    HERE.try_with(|here| {
+        let mut here = here.borrow_mut();
+        let entry = here.get_mut(&id)?;
+        if generation.is_some_and(|g| entry.puller.as_ref().is_some_and(|p| p.generation() != g)) {
+            return None;
+        }
+        entry.puller.take().map(|p| p.generation())
+    })
+    .ok()
+    .flatten()
 }
 
 /// This thread no longer serves `id`.
@@ -69,20 +77,41 @@ fn uffd_of(id: f64) -> Option<Arc<Userfaultfd>> {
 
 /// Writes how many faults and other items wait into `out[0]` and `out[1]`.
 fn counts(out: &mut [f64], faults: usize, others: usize) {
-    out[0] = faults as f64;
-    out[1] = others as f64;
+    if let [first, second, ..] = out {
+        *first = faults as f64;
+        *second = others as f64;
+    }
 }
 
-/// One turn of the fault loop on this thread, written into `out`: `out[0]` faults follow from
-/// `out[2]` on, `FAULT_FIELDS` numbers each; `out[1]` is how many other items (events, notices)
-/// `takeOthers` returns. Faults that do not fit come with the next call. False once the fd is
-/// closed or this thread no longer reads it.
+/// A batch array must hold the two counts and at least one fault: a panic here would abort.
+fn check_room(env: &Env, out: &[f64]) -> napi::Result<()> {
+    if out.len() < 2 + crate::sink::FAULT_FIELDS as usize {
+        return Err(crate::errors::invalid(
+            env,
+            "read",
+            format!("a batch array of {} numbers is too small", out.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// One turn of the fault loop on this thread for the reader of `generation`, written into `out`:
+/// `out[0]` faults follow from `out[2]` on, `FAULT_FIELDS` numbers each; `out[1]` is how many
+/// other items (events, notices) `takeOthers` returns. Faults that do not fit come with the next
+/// call. False once the fd is closed or this reader no longer reads it.
 #[napi]
-pub fn pull_faults(env: Env, uffd_id: f64, wait_ms: f64, mut out: Float64ArraySlice<'_>) -> napi::Result<bool> {
+pub fn pull_faults(
+    env: Env,
+    uffd_id: f64,
+    generation: f64,
+    wait_ms: f64,
+    mut out: Float64ArraySlice<'_>,
+) -> napi::Result<bool> {
     let wait = Duration::from_secs_f64(wait_ms.clamp(0.0, 60_000.0) / 1000.0);
     // SAFETY: the typed array is alive for this call, and JavaScript, which alone could touch it,
     // is stopped in this call.
     let out = unsafe { out.as_mut() };
+    check_room(&env, out)?;
     let outcome = HERE.try_with(|here| {
         let mut here = here.borrow_mut();
         let Some(entry) = here.get_mut(&(uffd_id as u64)) else {
@@ -91,6 +120,9 @@ pub fn pull_faults(env: Env, uffd_id: f64, wait_ms: f64, mut out: Float64ArraySl
         let (Some(uffd), Some(puller)) = (entry.uffd.upgrade(), entry.puller.as_mut()) else {
             return Ok(false);
         };
+        if puller.generation() as f64 != generation {
+            return Ok(false);
+        }
         match uffd.pull(puller, wait) {
             Ok(batch) => {
                 let (faults, rest) = pack_into(batch, out, &mut entry.others);
@@ -116,9 +148,10 @@ pub fn pull_faults(env: Env, uffd_id: f64, wait_ms: f64, mut out: Float64ArraySl
 /// Takes what the fault loop handed to this thread's handler into `out`, as `pullFaults` writes it.
 /// The handler's callback calls it until `out[0]` and `out[1]` are both 0.
 #[napi]
-pub fn take_faults(uffd_id: f64, mut out: Float64ArraySlice<'_>) {
+pub fn take_faults(env: Env, uffd_id: f64, mut out: Float64ArraySlice<'_>) -> napi::Result<()> {
     // SAFETY: as in `pull_faults`.
     let out = unsafe { out.as_mut() };
+    check_room(&env, out)?;
     let _ = HERE.try_with(|here| {
         let mut here = here.borrow_mut();
         let (faults, others) = match here.get_mut(&(uffd_id as u64)) {
@@ -131,6 +164,7 @@ pub fn take_faults(uffd_id: f64, mut out: Float64ArraySlice<'_>) {
         };
         counts(out, faults, others);
     });
+    Ok(())
 }
 
 /// The events and notices taken with the last faults.

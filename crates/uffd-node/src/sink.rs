@@ -127,17 +127,21 @@ pub(crate) fn js_batch(batch: Vec<Dispatch>) -> Vec<JsDispatch> {
         .collect()
 }
 
-/// Numbers per fault in `JsBatch::faults`: id, region id, offset, address, kind (0 missing, 1
-/// minor, 2 wp), write (0 or 1), thread id. Every value fits a double exactly (addresses are below
-/// 2^57).
-pub const FAULT_FIELDS: usize = 7;
+/// Numbers per fault in a packed batch: id, region id, offset, the faulting address less the
+/// region's start, kind (0 missing, 1 minor, 2 wp), write (0 or 1), thread id. Every value fits a
+/// double exactly.
+/// (Exported: the TypeScript side unpacks the batches with it.)
+#[napi]
+pub const FAULT_FIELDS: u32 = 7;
+const FIELDS: usize = FAULT_FIELDS as usize;
 
-fn fault_fields(fault: &Fault) -> [f64; FAULT_FIELDS] {
+fn fault_fields(fault: &Fault) -> [f64; FIELDS] {
     [
         fault.id as f64,
         fault.region.id() as f64,
         fault.offset as f64,
-        fault.address as f64,
+        // Relative to the region, so that it stays exact in a double whatever the address space.
+        (fault.address - fault.region.address()) as f64,
         match fault.kind {
             FaultKind::Missing => 0.0,
             FaultKind::Minor => 1.0,
@@ -151,14 +155,14 @@ fn fault_fields(fault: &Fault) -> [f64; FAULT_FIELDS] {
 /// Packs the faults of a batch into `out` from `out[2]` on, and moves events and notices to
 /// `others`. Returns how many faults were written, and the faults that did not fit.
 pub(crate) fn pack_into(batch: Vec<Dispatch>, out: &mut [f64], others: &mut Vec<Dispatch>) -> (usize, Vec<Dispatch>) {
-    let room = out.len().saturating_sub(2) / FAULT_FIELDS;
+    let room = out.len().saturating_sub(2) / FIELDS;
     let mut written = 0;
     let mut rest = Vec::new();
     for item in batch {
         match item {
             Dispatch::Fault(fault) if written < room => {
-                let at = 2 + written * FAULT_FIELDS;
-                out[at..at + FAULT_FIELDS].copy_from_slice(&fault_fields(&fault));
+                let at = 2 + written * FIELDS;
+                out[at..at + FIELDS].copy_from_slice(&fault_fields(&fault));
                 written += 1;
             }
             fault @ Dispatch::Fault(_) => rest.push(fault),

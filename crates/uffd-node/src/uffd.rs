@@ -358,6 +358,8 @@ impl NativeUffd {
     /// Sends this userfaultfd's faults to `callback` on this thread, one call per batch.
     #[napi]
     pub fn handle(&self, env: Env, callback: Function<(), ()>, keep_alive: bool) -> napi::Result<()> {
+        // A reader of the handler being replaced stops: its loop in JavaScript ends at its next pull.
+        self.stop_direct(None);
         let sink = Arc::new(JsSink::new(callback, keep_alive)?);
         hot::set_mailbox(&self.inner, sink.mailbox());
         let generation = self.inner.set_handler(sink, uffd_core::current_thread_id()).or_throw(&env)?;
@@ -370,27 +372,29 @@ impl NativeUffd {
         Ok(())
     }
 
-    /// Makes this thread's handler read the fd itself (then call `pull` in a loop). False where it
-    /// cannot (with EVENT_FORK): faults keep coming through the handler's callback.
+    /// Makes this thread's handler read the fd itself (then call `pullFaults` in a loop with the
+    /// returned generation). 0 where it cannot (with EVENT_FORK): faults keep coming through the
+    /// handler's callback.
     #[napi]
-    pub fn start_direct(&self, env: Env) -> napi::Result<bool> {
+    pub fn start_direct(&self, env: Env) -> napi::Result<f64> {
         let Some(generation) = self.lock_handler().as_ref().map(|(g, _)| *g) else {
             return Err(crate::errors::invalid(&env, "handle", "install a handler before reading directly".into()));
         };
         match self.inner.start_pulling(generation) {
             Ok(puller) => {
                 hot::set_puller(&self.inner, puller);
-                Ok(true)
+                Ok(generation as f64)
             }
-            Err(Error::Unsupported { .. }) => Ok(false),
+            Err(Error::Unsupported { .. }) => Ok(0.0),
             Err(err) => Err(throw(&env, &err)),
         }
     }
 
-    /// Hands reading back to the fault loop thread.
+    /// Hands reading back to the fault loop thread: this thread's reader, or only the reader of
+    /// `generation` if given (a reader's loop that ended must not stop its successor).
     #[napi]
-    pub fn stop_direct(&self) {
-        if let Some(generation) = hot::take_puller(self.inner.id()) {
+    pub fn stop_direct(&self, generation: Option<f64>) {
+        if let Some(generation) = hot::take_puller(self.inner.id(), generation.map(|g| g as u64)) {
             self.inner.stop_pulling(generation);
         }
     }
@@ -398,7 +402,7 @@ impl NativeUffd {
     /// Stops sending faults to this thread's handler.
     #[napi]
     pub fn unhandle(&self) {
-        self.stop_direct();
+        self.stop_direct(None);
         let installed = self.lock_handler().take();
         if let Some((generation, hook)) = installed {
             hook.remove();
