@@ -253,3 +253,21 @@ test('prefetch steps aside for a thread that faults meanwhile, and every byte is
     )
   })
 })
+
+test('prefetch leaves the pages past a fallthrough source’s end to the handler', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(8 * PAGE)
+  uffd.register(region, { source: Source.bytes(patternPage(0, PAGE, 5).subarray(0, 4 * PAGE + 100)), fallthrough: true })
+  const handled: number[] = []
+  uffd.handle((fault) => {
+    handled.push(fault.offset / PAGE)
+    fault.copy(patternPage(fault.offset, PAGE, 1, 3))
+  })
+  const result = await uffd.prefetch(region)
+  t.deepEqual([result.mapped, result.present], [5 * PAGE, 0])
+  await withReader([uffd, region], async (reader) => {
+    const { bytes } = await reader.read(region, { offsets: [4 * PAGE + 5, 6 * PAGE + 5] })
+    t.deepEqual(bytes, [patternByte(4 * PAGE, PAGE, 5), patternByte(6 * PAGE, PAGE, 5, 3)])
+    t.deepEqual(handled, [6])
+  })
+})

@@ -71,7 +71,11 @@ export interface RegisterOptions {
 export interface ReadaheadOptions {
   /** Pages per fault to start with. Default 1. */
   pages?: number
-  /** Double the window on each sequential fault, halve it on each jump (random access), down to one page. Default false. */
+  /**
+   * Double the window on each sequential fault, halve it on each jump (random access), down to one
+   * page. The window is the registration's: several threads reading it sequentially at once look
+   * like jumps to it. Default false.
+   */
   adaptive?: boolean
   /** The largest window in pages. Default 64 x `pages`. */
   maxPages?: number
@@ -159,7 +163,10 @@ export interface HandleOptions {
    * wakes this thread directly, one thread hand-off less (what a C handler does). This thread then
    * runs a loop that waits in the kernel for up to 50 ms at a time between turns of its event
    * loop, so use it on a thread that serves faults and little else: a handler worker (the default
-   * there). Ignored with `EVENT_FORK`. Default false.
+   * there). If this thread stays away from its loop for 20 ms while messages wait (it touched
+   * registered memory itself, or its handler blocks), the loop thread reads them for it: its own
+   * fault gets the fallback, native sources and timeouts keep working. Ignored with
+   * `EVENT_FORK`. Default false.
    */
   direct?: boolean
 }
@@ -266,8 +273,8 @@ export interface RemapEvent extends RangeEvent {
   readonly to: bigint
   /**
    * The range at its new place, which the kernel keeps registered: a `'remote'` region whose
-   * faults reach the handler (its offset 0 is the old range's `start`). Undefined if the range was
-   * not registered here.
+   * faults reach the handler (its offset 0 is the old range's `start`; a native source of the old
+   * range does not follow it). Undefined if the range was not registered here.
    */
   readonly moved: Region | undefined
 }
@@ -541,9 +548,10 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /**
    * Maps the pages of `ranges` (default: the whole region) that are not there yet, from
-   * `options.source` or the source each range was registered with, in the background: on a pool
-   * thread, in chunks, stepping aside whenever faults are waiting so that a thread touching the
-   * memory is served first. Pages that are already there are skipped. Rejects with a UffdError
+   * `options.source` or the source each range was registered with (up to a `fallthrough`
+   * source's end), in the background: on a thread of libuv's pool (it holds one until done), in
+   * chunks, stepping aside whenever faults are waiting so that a thread touching the memory is
+   * served first. Pages that are already there are skipped. Rejects with a UffdError
    * (EINVAL for a range that is not registered or has no source; the ioctl's errno otherwise).
    *
    * @example

@@ -62,12 +62,17 @@ impl Userfaultfd {
                     return Ok(report);
                 }
                 report.yields += self.step_aside_for_faults();
-                let source = match &job.source {
-                    Some(source) => source.clone(),
+                let (source, source_end) = match &job.source {
+                    Some(source) => (source.clone(), None),
                     None => self.registered_source(region, at)?,
                 };
                 if !source.serves(FaultKind::Missing) && !source.serves(FaultKind::Minor) {
                     return Err(Error::invalid(OP, "this source maps no pages"));
+                }
+                // Pages past a fallthrough source's end are the handler's: leave them.
+                let end = source_end.map_or(end, |limit| end.min(limit));
+                if at >= end {
+                    break;
                 }
                 let len = chunk.min(end - at);
                 match self.map_from(&source, region, at, len, &mut scratch) {
@@ -91,11 +96,13 @@ impl Userfaultfd {
         Ok(report)
     }
 
-    fn registered_source(&self, region: &Region, offset: usize) -> Result<Source> {
+    /// The source of the registration at `offset`, and where its bytes end if it falls through.
+    fn registered_source(&self, region: &Region, offset: usize) -> Result<(Source, Option<usize>)> {
         let served = self.registration_at(region.address() + offset).and_then(|(_, _, served)| served);
-        served.map(|s| s.source().clone()).ok_or_else(|| {
+        let served = served.ok_or_else(|| {
             Error::invalid("prefetch", format!("offset {offset} is registered without a source: pass one"))
-        })
+        })?;
+        Ok((served.source().clone(), served.end_for(offset, region.page_size())))
     }
 
     /// Waits (briefly) while fault messages are waiting to be read; returns 1 if it waited.

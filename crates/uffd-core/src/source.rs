@@ -124,6 +124,15 @@ impl Served {
     pub fn source(&self) -> &Source {
         &self.source
     }
+
+    /// With `fallthrough`, where (region offset, page-rounded) the source's bytes end: the pages
+    /// after that are the handler's. `None`: the source maps every page.
+    pub(crate) fn end_for(&self, offset: usize, page: usize) -> Option<usize> {
+        if !self.fallthrough {
+            return None;
+        }
+        self.source.available(offset).map(|bytes| offset.saturating_add(bytes.next_multiple_of(page)))
+    }
 }
 
 impl Userfaultfd {
@@ -144,12 +153,8 @@ impl Userfaultfd {
                 Ok(mapped)
             }
             Some(Err(err)) => Err(err),
-            None if !served.source.serves(fault.kind) => {
-                Err(Error::invalid(OP, format!("this source does not serve {} faults", fault.kind.name())))
-            }
-            None => {
-                Err(Error::invalid(OP, format!("the source has no bytes at offset {} of the region", fault.offset)))
-            }
+            // `served` here never falls through: only a kind the source does not serve gives None.
+            None => Err(Error::invalid(OP, format!("this source does not serve {} faults", fault.kind.name()))),
         }
     }
 

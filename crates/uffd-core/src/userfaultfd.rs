@@ -593,9 +593,7 @@ impl Userfaultfd {
             drop(dispatcher);
             if let Some(entry) = entry.filter(|e| e.duplicate) {
                 // A second thread may have queued behind the first one's message: wake it too.
-                let _ = self.with_fd("UFFDIO_WAKE", |uffd| {
-                    ioctl::wake(uffd, entry.fault.region.address() + entry.fault.offset, entry.fault.region.page_size())
-                });
+                self.wake_fault_page(&entry.fault);
             }
         } else if let Some(entry) = dispatcher.in_flight.get_mut(&id) {
             entry.state = FaultState::Asleep;
@@ -611,10 +609,7 @@ impl Userfaultfd {
         bump(&self.counters.errors);
         match entry.state {
             FaultState::Asleep => {
-                let fault = &entry.fault;
-                let _ = self.with_fd("UFFDIO_WAKE", |uffd| {
-                    ioctl::wake(uffd, fault.region.address() + fault.offset, fault.region.page_size())
-                });
+                self.wake_fault_page(&entry.fault);
                 bump(&self.counters.wakes);
                 Finish::Woken
             }
@@ -689,9 +684,15 @@ impl Userfaultfd {
             ids.into_iter().filter_map(|id| dispatcher.take(id)).filter(|e| e.duplicate).collect();
         drop(dispatcher);
         for entry in duplicated {
-            let (region, offset) = (&entry.fault.region, entry.fault.offset);
-            let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, region.address() + offset, region.page_size()));
+            self.wake_fault_page(&entry.fault);
         }
+    }
+
+    /// Wakes whatever waits on a fault's page (errors ignored: the fd may be closing, which wakes
+    /// every waiter anyway).
+    fn wake_fault_page(&self, fault: &Fault) {
+        let (region, offset) = (&fault.region, fault.offset);
+        let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, region.address() + offset, region.page_size()));
     }
 
     /// Installs the handler that faults go to, running on thread `thread_id`; faults queued while
@@ -912,12 +913,7 @@ impl Userfaultfd {
 
     /// The region a registration covering `address` belongs to.
     pub(crate) fn region_at(&self, address: usize) -> Option<Arc<Region>> {
-        let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
-        registrations
-            .range(..=address)
-            .next_back()
-            .filter(|(_, reg)| address < reg.end)
-            .map(|(_, reg)| reg.region.clone())
+        self.registration_at(address).map(|(region, _, _)| region)
     }
 
     /// Records a whole region as registered, without an ioctl: the kernel registered it already
