@@ -219,6 +219,18 @@ static int copy_range(struct handler *h, uintptr_t dst, const char *src, size_t 
   return 0;
 }
 
+// An ioctl that maps one page (ZEROPAGE, CONTINUE); EEXIST counts as done. Returns 1 on failure.
+static int map_page(struct handler *h, unsigned long request, void *arg, uintptr_t page) {
+  if (ioctl(h->uffd, request, arg) == 0) return 0;
+  if (errno == EEXIST) {
+    h->eexist++;
+    wake(h, page);
+    return 0;
+  }
+  h->last_errno = errno;
+  return 1;
+}
+
 static void resolve(struct handler *h, uintptr_t address) {
   uintptr_t page = address & ~(uintptr_t)(page_size - 1);
   h->cpu = sched_getcpu();
@@ -227,26 +239,10 @@ static void resolve(struct handler *h, uintptr_t address) {
     bad = copy_range(h, page, h->page, (size_t)page_size);
   } else if (h->source == SRC_CONTINUE) {
     struct uffdio_continue cont = {.range = {.start = page, .len = (uint64_t)page_size}, .mode = 0};
-    if (ioctl(h->uffd, UFFDIO_CONTINUE, &cont)) {
-      if (errno == EEXIST) {
-        h->eexist++;
-        wake(h, page);
-      } else {
-        h->last_errno = errno;
-        bad = 1;
-      }
-    }
+    bad = map_page(h, UFFDIO_CONTINUE, &cont, page);
   } else if (h->source == SRC_ZERO) {
     struct uffdio_zeropage zero = {.range = {.start = page, .len = (uint64_t)page_size}, .mode = 0};
-    if (ioctl(h->uffd, UFFDIO_ZEROPAGE, &zero)) {
-      if (errno == EEXIST) {
-        h->eexist++;
-        wake(h, page);
-      } else {
-        h->last_errno = errno;
-        bad = 1;
-      }
-    }
+    bad = map_page(h, UFFDIO_ZEROPAGE, &zero, page);
   } else {
     size_t offset = page - (uintptr_t)h->base;
     size_t len = h->ra_bytes;

@@ -113,24 +113,21 @@ impl<'a> Resolver<'a> {
 
     /// CONTINUE of the registered `page`: maps what the page cache holds; EEXIST counts as done.
     fn r#continue(&mut self, page: usize) -> Result<(), Errno> {
-        match self.uffd.r#continue(page as *mut c_void, page_size(), true) {
-            Ok(_) => Ok(()),
-            Err(error) => match errno_of(&error) {
-                Errno::EEXIST => {
-                    self.stats.eexist += 1;
-                    self.wake(page);
-                    Ok(())
-                }
-                errno => Err(errno),
-            },
-        }
+        let result = self.uffd.r#continue(page as *mut c_void, page_size(), true);
+        self.done_or_existing(page, result.map(drop))
     }
 
     /// ZEROPAGE of the registered `page`; EEXIST counts as done.
     fn zero(&mut self, page: usize) -> Result<(), Errno> {
         // SAFETY: as for `copy`: ZEROPAGE only maps a page that is missing.
-        match unsafe { self.uffd.zeropage(page as *mut c_void, page_size(), true) } {
-            Ok(_) => Ok(()),
+        let result = unsafe { self.uffd.zeropage(page as *mut c_void, page_size(), true) };
+        self.done_or_existing(page, result.map(drop))
+    }
+
+    /// A one-page resolve's outcome: EEXIST (another resolver won) counts as done, and wakes.
+    fn done_or_existing(&mut self, page: usize, result: userfaultfd::Result<()>) -> Result<(), Errno> {
+        match result {
+            Ok(()) => Ok(()),
             Err(error) => match errno_of(&error) {
                 Errno::EEXIST => {
                     self.stats.eexist += 1;
