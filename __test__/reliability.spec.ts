@@ -215,15 +215,21 @@ test('resolves twice: a stale fault, settled by the fallback, resolved again whi
 // every spawn of this process (the sigbus-wp tests spawn) is a fork event of that userfaultfd.
 // ---------------------------------------------------------------------------------------------
 
+/** A userfaultfd with EVENT_FORK over `pages` registered pages, its error codes and fork events. */
+function forking(pages: number) {
+  const uffd = new Userfaultfd({ features: ['EVENT_FORK'] })
+  const region = Region.anonymous(pages * PAGE)
+  uffd.register(region)
+  const errors = errorCodes(uffd)
+  const forks: ForkEvent[] = []
+  uffd.on('fork', (event) => forks.push(event))
+  return { uffd, region, errors, forks }
+}
+
 test.serial(
   'fork with faults pending: spawnSync while 4 threads wait in faults held by the handler; then all are served and the fork event arrives',
   async (t) => {
-    const uffd = new Userfaultfd({ features: ['EVENT_FORK'] })
-    const region = Region.anonymous(8 * PAGE)
-    uffd.register(region)
-    const errors = errorCodes(uffd)
-    const forks: ForkEvent[] = []
-    uffd.on('fork', (event) => forks.push(event))
+    const { uffd, region, errors, forks } = forking(8)
     const release = gate()
     let held = 0
     uffd.handle(async (fault) => {
@@ -262,12 +268,7 @@ test.serial(
 test.serial(
   'fork with faults pending: a worker handler released as spawn() forks (resolves race the fork event); all served, nothing hangs',
   async (t) => {
-    const uffd = new Userfaultfd({ features: ['EVENT_FORK'] })
-    const region = Region.anonymous(16 * PAGE)
-    uffd.register(region)
-    const errors = errorCodes(uffd)
-    const forks: ForkEvent[] = []
-    uffd.on('fork', (event) => forks.push(event))
+    const { uffd, region, errors, forks } = forking(16)
     const shared = new Int32Array(new SharedArrayBuffer(8))
     await uffd.handleInWorker(join(__dirname, 'helpers', 'gated-pager.js'), { workerData: { gate: shared, seed: 9 } })
     const readers = Array.from({ length: 4 }, () => new Reader())
@@ -428,7 +429,8 @@ async function servePeer(mode: 'events' | 'moved') {
     out += chunk
   })
   const exit = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
+    // 'close', not 'exit': the peer's last lines may still be in its pipes when it exits.
+    child.on('close', (code, signal) => resolve({ code, signal })),
   )
   const { uffd, regions } = await within(listener.accept(), 'the handshake')
   listener.close()

@@ -30,7 +30,7 @@ function startPeer(socket: string, mode: string): { child: ChildProcess; exit: P
   child.stderr?.on('data', (chunk) => {
     out += chunk
   })
-  const exit = new Promise<{ code: number | null; out: string }>((resolve) => child.on('exit', (code) => resolve({ code, out })))
+  const exit = new Promise<{ code: number | null; out: string }>((resolve) => child.on('close', (code) => resolve({ code, out })))
   return { child, exit: within(exit, 'the peer process') }
 }
 

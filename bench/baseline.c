@@ -361,6 +361,23 @@ static int cmp_u64(const void *a, const void *b) {
 
 // ---- modes -----------------------------------------------------------------------------------
 
+// Reads one byte of each of opt_pages pages from page `first` on, each read timed into `lat`;
+// returns how many were not `expect`. With `cpu`, counts in `*same` the reads after which this
+// thread ran on the CPU the handler last used.
+static long timed_reads(char *base, long first, uint64_t *lat, unsigned char expect, volatile int *cpu, long *same) {
+  long bad = 0;
+  for (long i = 0; i < opt_pages; i++) {
+    volatile unsigned char *p = (volatile unsigned char *)base + (size_t)(first + i) * (size_t)page_size;
+    uint64_t t0 = now_ns();
+    unsigned char v = *p;
+    uint64_t t1 = now_ns();
+    lat[i] = t1 - t0;
+    bad += v != expect;
+    if (cpu) *same += sched_getcpu() == *cpu;
+  }
+  return bad;
+}
+
 static int mode_latency(void) {
   size_t pages = (size_t)(opt_warmup + opt_pages);
   size_t size = pages * (size_t)page_size;
@@ -373,25 +390,10 @@ static int mode_latency(void) {
   for (long i = 0; i < opt_warmup; i++) bad += ((volatile unsigned char *)base)[(size_t)i * (size_t)page_size] != expect;
   uint64_t *lat = calloc((size_t)opt_pages, sizeof *lat);
   long same_cpu = 0;  // faults after which the faulting thread ran on the CPU that resolved it
-  for (long i = 0; i < opt_pages; i++) {
-    volatile unsigned char *p = (volatile unsigned char *)base + (size_t)(opt_warmup + i) * (size_t)page_size;
-    uint64_t t0 = now_ns();
-    unsigned char v = *p;
-    uint64_t t1 = now_ns();
-    lat[i] = t1 - t0;
-    bad += v != expect;
-    same_cpu += sched_getcpu() == h.cpu;
-  }
+  bad += timed_reads(base, opt_warmup, lat, expect, &h.cpu, &same_cpu);
   // The cost of the timing itself: the same timed reads of the pages, now mapped (median).
   uint64_t *again = calloc((size_t)opt_pages, sizeof *again);
-  for (long i = 0; i < opt_pages; i++) {
-    volatile unsigned char *p = (volatile unsigned char *)base + (size_t)(opt_warmup + i) * (size_t)page_size;
-    uint64_t t0 = now_ns();
-    unsigned char v = *p;
-    uint64_t t1 = now_ns();
-    again[i] = t1 - t0;
-    bad += v != expect;
-  }
+  bad += timed_reads(base, opt_warmup, again, expect, NULL, NULL);
   qsort(again, (size_t)opt_pages, sizeof *again, cmp_u64);
   uint64_t resident = again[opt_pages / 2];
   stop_handler(&h, thread);

@@ -42,22 +42,7 @@ static int connect_to(const char *path) {
   return sock;
 }
 
-static void send_handshake(int sock, const char *body, int fd) {
-  struct iovec iov = {.iov_base = (void *)body, .iov_len = strlen(body)};
-  char control[CMSG_SPACE(sizeof(int))];
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (fd >= 0) {
-    memset(control, 0, sizeof control);
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-  }
-  if (sendmsg(sock, &msg, 0) < 0) die("sendmsg");
-}
+#include "send-fd.h"
 
 int main(int argc, char **argv) {
   if (argc != 4) {
@@ -91,7 +76,7 @@ int main(int argc, char **argv) {
              (unsigned long)(uintptr_t)mem, size, PAGE, PAGE);
   }
   int sock = connect_to(argv[1]);
-  send_handshake(sock, body, strcmp(mode, "no-fd") == 0 ? -1 : uffd);
+  send_handshake_fd(sock, body, strcmp(mode, "no-fd") == 0 ? -1 : uffd);
 
   if (strcmp(mode, "serve") == 0) {
     size_t wrong = 0;

@@ -35,6 +35,8 @@ static void die(const char *what) {
   exit(2);
 }
 
+#include "send-fd.h"
+
 static void check(const char *what, unsigned char got, unsigned char want) {
   printf("%s: %u%s\n", what, got, got == want ? "" : " WRONG");
   fflush(stdout);
@@ -50,16 +52,7 @@ static void send_handshake(const char *path, unsigned char *mem, int uffd) {
   char body[256];
   snprintf(body, sizeof body, "[{\"base_host_virt_addr\":%lu,\"size\":%d,\"offset\":0,\"page_size\":%d}]",
            (unsigned long)(uintptr_t)mem, PAGES * PAGE, PAGE);
-  struct iovec iov = {.iov_base = body, .iov_len = strlen(body)};
-  char control[CMSG_SPACE(sizeof(int))];
-  memset(control, 0, sizeof control);
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
-  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cmsg), &uffd, sizeof(int));
-  if (sendmsg(sock, &msg, 0) < 0) die("sendmsg");
+  send_handshake_fd(sock, body, uffd);
 }
 
 int main(int argc, char **argv) {

@@ -69,8 +69,10 @@ impl Userfaultfd {
         counter.fetch_add(1, Ordering::SeqCst);
         bytes.fetch_add(len as u64, Ordering::SeqCst);
         let result = ioctl();
-        let mapped = *result.as_ref().unwrap_or(&0);
-        bytes.fetch_sub(len.saturating_sub(mapped) as u64, Ordering::SeqCst);
+        let unmapped = len.saturating_sub(*result.as_ref().unwrap_or(&0));
+        if unmapped > 0 {
+            bytes.fetch_sub(unmapped as u64, Ordering::SeqCst);
+        }
         if result.is_err() {
             counter.fetch_sub(1, Ordering::SeqCst);
         }
