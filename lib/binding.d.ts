@@ -118,8 +118,23 @@ export declare class NativeUffd {
   faultMove(id: number, from: NativeRegion, how: NativeFaultMove): number
   faultPoison(id: number): number
   faultWake(id: number): void
-  /** The handler is done with a fault: returns 'done', 'fell-back' or 'woken'. */
+  /** The handler is done with a fault: returns 'done', 'fell-back' or 'asleep'. */
   faultFinish(id: number): string
+  /**
+   * Makes this thread (the owner's) hear, through `callback`, the notices no handler hears:
+   * the callback then calls `takeNotices`. It never keeps the thread's event loop alive.
+   */
+  observe(callback: () => void): void
+  /** The notices (and a closing peer's word) waiting for the owner's thread. */
+  takeNotices(): Array<JsDispatch>
+  /** Whether a handler is installed, on any thread. */
+  get hasHandler(): boolean
+  /**
+   * A handler is being started elsewhere (a worker): faults wait for it without a notice until
+   * `unexpectHandler(token)`.
+   */
+  expectHandler(): number
+  unexpectHandler(token: number): void
   stats(): NativeStats
   /** Closes the userfaultfd if this handle owns it; an attached handle only stops its handler. */
   close(): void
@@ -130,6 +145,12 @@ export declare class NativeUffd {
  * its own), created and registered by another process over `ranges`.
  */
 export declare function adoptFd(fd: number, ranges: Array<NativeRemoteRange>, options: NativeOptions): NativeAdoption
+
+/**
+ * Closes every userfaultfd of the process, waking every thread asleep in a fault: what the
+ * process does on its way out, so that no thread (a worker being stopped) waits for a handler.
+ */
+export declare function closeAllUserfaultfds(): void
 
 /** Detaches an ArrayBuffer, so that JavaScript can no longer reach the memory under it. */
 export declare function detachBuffer(buffer: ArrayBuffer): void
@@ -185,6 +206,8 @@ export interface JsNotice {
   causeCode?: string
   causeSyscall?: string
   causeMessage?: string
+  /** The cause's errno, negative as in Node. */
+  causeErrno?: number
 }
 
 /** Why a handshake failed: Node's error fields. */

@@ -14,6 +14,8 @@ export type UffdNoticeCode =
   | 'ERR_UFFD_NOT_WOKEN'
   | 'ERR_UFFD_WORKER'
   | 'ERR_UFFD_PEER_GONE'
+  | 'ERR_UFFD_NO_HANDLER'
+  | 'ERR_UFFD_SOURCE'
 
 /** An errno name (`'EEXIST'`) or one of the package's own codes. */
 export type UffdErrorCode = UffdNoticeCode | `E${Uppercase<string>}`
@@ -101,11 +103,21 @@ export class UffdError extends Error {
       errno: json.errno as number | undefined,
       syscall: json.syscall as string | undefined,
       fault: fault && { ...fault, address: BigInt(fault.address) },
-      cause: json.cause,
+      cause: errorOf(json.cause),
     })
     if (typeof json.stack === 'string') error.stack = json.stack
     return error
   }
+}
+
+/** An Error again from what toJSON made of one (a plain `{ name, message, stack }` after postMessage). */
+function errorOf(cause: unknown): unknown {
+  const plain = cause as { name?: unknown; message?: unknown; stack?: unknown } | undefined
+  if (typeof plain !== 'object' || plain === null || typeof plain.message !== 'string') return cause
+  const error = new Error(plain.message)
+  if (typeof plain.name === 'string') error.name = plain.name
+  if (typeof plain.stack === 'string') error.stack = plain.stack
+  return error
 }
 
 interface NativeError extends Error {
@@ -152,6 +164,9 @@ const noticeCodes: Record<string, UffdNoticeCode> = {
   'fallback-failed': 'ERR_UFFD_FALLBACK_FAILED',
   'loop-failed': 'ERR_UFFD_LOOP',
   'peer-gone': 'ERR_UFFD_PEER_GONE',
+  'no-handler': 'ERR_UFFD_NO_HANDLER',
+  'source-failed': 'ERR_UFFD_SOURCE',
+  'not-woken': 'ERR_UFFD_NOT_WOKEN',
 }
 
 /** The error event for a notice from the fault loop. */
@@ -161,6 +176,7 @@ export function fromNotice(notice: JsNotice): UffdError {
       ? undefined
       : new UffdError(notice.causeMessage ?? notice.causeCode, {
           code: notice.causeCode as UffdErrorCode,
+          errno: notice.causeErrno,
           syscall: notice.causeSyscall,
         })
   const { fault } = notice

@@ -158,7 +158,11 @@ export class Fault {
     return this.#settle(true, () => this.#native.faultPoison(this.#id))
   }
 
-  /** UFFDIO_WAKE at the fault's page, after a resolve with `{ wake: false }`. */
+  /**
+   * UFFDIO_WAKE at the fault's page, after a resolve with `{ wake: false }`. Such a fault sleeps
+   * until this (or `uffd.wake()`) whether or not the handler has returned; past `timeoutMs` it is
+   * woken with an `ERR_UFFD_NOT_WOKEN` error.
+   */
   wake(): void {
     this.#settle(true, () => this.#native.faultWake(this.#id))
   }
@@ -175,9 +179,11 @@ export class Fault {
   }
 
   /** @internal After the handler: the core applies the fallback or the missing wake, if needed. */
-  finish(): 'done' | 'fell-back' | 'woken' {
+  finish(): 'done' | 'fell-back' | 'asleep' {
     if (this.#woken) return 'done'
-    this.#woken = true
-    return call(() => this.#native.faultFinish(this.#id)) as 'done' | 'fell-back' | 'woken'
+    const outcome = call(() => this.#native.faultFinish(this.#id)) as 'done' | 'fell-back' | 'asleep'
+    // Resolved with { wake: false }: its thread sleeps until wake() (or timeoutMs), handler returned or not.
+    if (outcome !== 'asleep') this.#woken = true
+    return outcome
   }
 }

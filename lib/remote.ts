@@ -39,15 +39,25 @@ export interface Adoption {
   readonly peer: Peer | undefined
 }
 
-/** Options of an adoption ({@link adoptFd}, {@link listen}, {@link receive}): as for a new {@link Userfaultfd}, without `userModeOnly`. */
+/**
+ * Options of an adoption ({@link adoptFd}, {@link listen}, {@link receive}): as for a new
+ * {@link Userfaultfd}, without `userModeOnly`. The default `fallback` is `'sigbus'`: another
+ * process's memory never gets zeros it did not have; its faulting thread gets SIGBUS instead (a VM
+ * monitor reports it and stops).
+ */
 export interface AdoptOptions extends Omit<UserfaultfdOptions, 'userModeOnly'> {
   /** The features the other process negotiated, as far as it said (default none). */
   features?: UserfaultfdOptions['features']
 }
 
 function nativeOptions(options: AdoptOptions | undefined) {
-  const { features, fallback, timeoutMs } = optionsOf('options', options)
-  return { features: features?.map(String), fallback, timeoutMs: timeoutMs === 0 ? undefined : (timeoutMs ?? 30_000) }
+  const { features, fallback = 'sigbus', timeoutMs, spinMicros } = optionsOf('options', options)
+  return {
+    features: features?.map(String),
+    fallback,
+    timeoutMs: timeoutMs === 0 ? undefined : (timeoutMs ?? 30_000),
+    spinMicros: spinMicros === undefined ? undefined : integer('options.spinMicros', spinMicros),
+  }
 }
 
 /** @internal The public face of a native adoption. */
@@ -55,8 +65,11 @@ export function fromAdoption(adoption: NativeAdoption): Adoption {
   const handle = adoption.takeUffd()
   if (!handle) throw new UffdError('the adoption was already taken', { code: 'EINVAL' })
   const pid = adoption.peerPid
+  const uffd = Userfaultfd.fromNative(handle)
+  // While its peer is connected, serving it is what keeps this process up (closed when it hangs up).
+  if (pid != null) uffd.ref()
   return {
-    uffd: Userfaultfd.fromNative(handle),
+    uffd,
     regions: adoption.takeRegions().map((region) => Region.fromNative(region)),
     offsets: adoption.offsets,
     peer: pid == null ? undefined : { pid, uid: adoption.peerUid ?? -1, gid: adoption.peerGid ?? -1 },

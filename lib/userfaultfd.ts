@@ -2,7 +2,7 @@
 import { EventEmitter } from 'node:events'
 import { isAbsolute, join, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { type ResourceLimits, Worker } from 'node:worker_threads'
+import { isMainThread, type ResourceLimits, Worker } from 'node:worker_threads'
 import type { JsDispatch, JsEvent, NativeAdoption, NativeStats, NativeUffd } from './binding'
 import { argumentError, call, fromFailure, fromNative, fromNotice, UffdError } from './errors'
 import { FAULT_FIELDS, Fault } from './fault'
@@ -318,7 +318,34 @@ const DIRECT_WAIT_MS = 50
 /** Faults taken into JavaScript at a time (more wait for the next take). */
 const FAULTS_PER_TAKE = 256
 const NO_OTHERS: JsDispatch[] = []
-let adopting: NativeUffd | undefined
+/** A native handle made elsewhere in the package, and whether this thread owns it (an adoption) or only attached to it. */
+let adopting: { handle: NativeUffd; owner: boolean } | undefined
+let closesOnExit = false
+let warnedUserModeOnly = false
+
+/**
+ * On the main thread's way out (the end of the script, `process.exit()`), every userfaultfd of
+ * the process is closed: closing wakes every thread asleep in a fault, so no worker being stopped
+ * waits for a handler that will not come.
+ */
+function closeAllOnExit(): void {
+  if (closesOnExit || !isMainThread) return
+  closesOnExit = true
+  process.once('exit', () => native.closeAllUserfaultfds())
+}
+
+/** The warning for a userfaultfd that fell back to user-mode faults without being asked to. */
+function warnUserModeOnly(): void {
+  if (warnedUserModeOnly) return
+  warnedUserModeOnly = true
+  process.emitWarning(
+    'userfaultfd is not permitted for kernel-mode faults here, so it was opened for user-mode faults only: a system call ' +
+      'that touches a missing page of registered memory (read(2) into it, write(2) or send(2) from it, fs.readSync into a ' +
+      'region buffer...) fails with EFAULT instead of faulting. Pass { userModeOnly: true } to say that is what you want, ' +
+      'or give this user access to /dev/userfaultfd, set sysctl vm.unprivileged_userfaultfd=1, or grant CAP_SYS_PTRACE.',
+    { type: 'UffdWarning', code: 'UFFD_USER_MODE_ONLY' },
+  )
+}
 
 /** The Region of an id an event names, if it is still open. */
 function regionOrNothing(id: number | undefined): Region | undefined {
@@ -371,12 +398,18 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   readonly #children = new Set<Userfaultfd>()
   /** The id of the fd in this process, which the per-fault calls name it by. */
   readonly #id: number
+  /** Handler workers being started by `handleInWorker` (the current one stays until one is ready). */
+  readonly #starting = new Set<Worker>()
+  /** Keeps this thread's event loop alive while the userfaultfd is open (`ref()`). */
+  #keeper: ReturnType<typeof setInterval> | undefined
 
   /** Opens a userfaultfd (non-blocking), negotiates features and starts its fault loop. */
   constructor(options?: UserfaultfdOptions) {
     super()
+    let owner = true
     if (adopting) {
-      this.#native = adopting
+      this.#native = adopting.handle
+      owner = adopting.owner
       adopting = undefined
     } else {
       const { features, userModeOnly, fallback, timeoutMs, spinMicros } = optionsOf('options', options)
@@ -392,9 +425,20 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
             spinMicros: optionalInteger('options.spinMicros', spinMicros),
           }),
       )
+      if (userModeOnly === undefined && this.#native.userModeOnly) warnUserModeOnly()
     }
     this.#features = new Set(this.#native.features as FeatureName[])
     this.#id = this.#native.id
+    if (owner) {
+      // The owner hears what no handler hears: faults with no handler, timeouts, a peer gone.
+      // Held weakly: a userfaultfd dropped without close() must still be collected (and closed).
+      const self = new WeakRef(this)
+      this.#native.observe(() => {
+        const uffd = self.deref()
+        if (uffd) uffd.#onNotices()
+      })
+      closeAllOnExit()
+    }
   }
 
   /** What the kernel offers (features and ioctls), asked on a throwaway fd. */
@@ -408,7 +452,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       throw argumentError('shared', 'the result of uffd.share()', shared)
     }
     const id = integer('shared.id', shared.id)
-    return Userfaultfd.fromNative(call(() => native.NativeUffd.attach(id)))
+    return Userfaultfd.fromNative(call(() => native.NativeUffd.attach(id)), false)
   }
 
   /**
@@ -420,10 +464,27 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     return adoptFd(fd, options)
   }
 
-  /** @internal A Userfaultfd over a native handle made elsewhere in the package (an adoption). */
-  static fromNative(handle: NativeUffd): Userfaultfd {
-    adopting = handle
+  /** @internal A Userfaultfd over a native handle made elsewhere in the package: an adoption it owns, or an attached handle. */
+  static fromNative(handle: NativeUffd, owner = true): Userfaultfd {
+    adopting = { handle, owner }
     return new Userfaultfd()
+  }
+
+  /**
+   * Keeps this thread's event loop alive until `close()` (or `unref()`), as Node's handles do. An
+   * adopted userfaultfd whose peer is connected (from {@link listen} or {@link receive}) is ref'd
+   * from the start, so a process that serves another one's memory stays up while the peer does.
+   */
+  ref(): this {
+    if (!this.#closed && this.#keeper === undefined) this.#keeper = setInterval(() => {}, 2 ** 30)
+    return this
+  }
+
+  /** Lets this thread's event loop end while the userfaultfd is open (the default for one you open). */
+  unref(): this {
+    if (this.#keeper !== undefined) clearInterval(this.#keeper)
+    this.#keeper = undefined
+    return this
   }
 
   /** The features negotiated with the kernel. */
@@ -606,8 +667,19 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     const reads = optionalBoolean('options.direct', direct, false)
     call(() => this.#native.handle(() => this.#takeBatches(handler), alive))
     const generation = reads ? call(() => this.#native.startDirect()) : 0
-    if (generation !== 0) void this.#readDirectly(handler, generation)
+    if (generation !== 0) void this.#readDirectly(handler, generation, alive)
     return this
+  }
+
+  /** Notices the owner's thread hears: faults with no handler, timeouts, a peer that hung up. */
+  #onNotices(): void {
+    for (const item of this.#native.takeNotices()) {
+      if (!item.notice) continue
+      // Said when the fault came; a handler installed since (right after accept(), say) has it now.
+      if (item.notice.kind === 'no-handler' && this.#native.hasHandler) continue
+      this.#report(fromNotice(item.notice))
+      if (item.notice.kind === 'peer-gone') this.#closedByPeer()
+    }
   }
 
   /** What the fault loop handed to this thread's handler, taken into the reused `#packed`. */
@@ -633,8 +705,13 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * loop. It ends when the fd closes or another handler replaces this one; whatever ends it, the
    * loop thread reads again.
    */
-  async #readDirectly(handler: FaultHandler, generation: number): Promise<void> {
-    const immediate = () => new Promise<void>((resolve) => setImmediate(resolve))
+  async #readDirectly(handler: FaultHandler, generation: number, keepAlive: boolean): Promise<void> {
+    // The reader's turns never keep the thread alive on their own: `keepAlive` (or other work) does.
+    const immediate = () =>
+      new Promise<void>((resolve) => {
+        const next = setImmediate(resolve)
+        if (!keepAlive) next.unref()
+      })
     try {
       for (let turn = 1; ; turn++) {
         const wait = this.#pending > 0 ? 1 : DIRECT_WAIT_MS
@@ -661,39 +738,62 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     const { workerData, resourceLimits, execArgv, direct } = optionsOf('options', options)
     const reads = optionalBoolean('options.direct', direct, true)
     if (this.#closed) return Promise.reject(call(() => this.#native.handle(() => {}, false)))
-    this.#worker?.terminate()
+    // Faults wait for this handler without a notice until it is ready or has failed (the worker
+    // ends the expectation itself if it fails while this thread sleeps in a fault).
+    const expectation = this.#native.expectHandler()
     const worker = new Worker(workerHost, {
-      argv: [String(this.#id), spec, reads ? 'direct' : 'callback'],
+      argv: [String(this.#id), spec, reads ? 'direct' : 'callback', String(expectation)],
       workerData,
       ...(resourceLimits ? { resourceLimits } : {}),
       ...(execArgv ? { execArgv } : {}),
     })
-    this.#worker = worker
-    worker.unref()
-    return new Promise((resolve, reject) => {
+    this.#starting.add(worker)
+    const promise = new Promise<void>((resolve, reject) => {
       let ready = false
-      worker.on('message', (message: { type: string; error?: Record<string, unknown>; name?: string; event?: ForwardedEvent }) => {
+      const settle = () => {
+        this.#starting.delete(worker)
+        this.#native.unexpectHandler(expectation)
+      }
+      const fail = (error: UffdError) => {
+        settle()
+        void worker.terminate()
+        reject(error)
+      }
+      worker.on('message', (message: WorkerMessage) => {
         if (message.type === 'event' && message.event) {
           this.#onEvent({ ...message.event, kind: String(message.name), child: undefined })
         } else if (message.type === 'ready') {
           ready = true
+          settle()
+          // Serving faults never keeps the process alive on its own (awaiting the start did).
+          worker.unref()
+          // The new handler serves already: the one it replaces goes only now.
+          const replaced = this.#worker
+          this.#worker = worker
+          void replaced?.terminate()
+          if (this.#closed) void worker.terminate()
           resolve()
         } else if (message.type === 'error' && message.error) {
           this.#report(UffdError.fromJSON(message.error))
         } else if (message.type === 'failed' && message.error) {
-          reject(UffdError.fromJSON(message.error))
+          fail(UffdError.fromJSON(message.error))
         }
       })
       worker.on('error', (cause) => {
         const error = new UffdError(`the handler worker for ${spec} failed: ${cause.message}`, { code: 'ERR_UFFD_WORKER', cause })
         if (ready) this.#report(error)
-        else reject(error)
+        else fail(error)
       })
       worker.on('exit', (code) => {
-        if (this.#worker === worker) this.#worker = undefined
-        if (!ready)
-          reject(new UffdError(`the handler worker for ${spec} exited with code ${code} before it was ready`, { code: 'ERR_UFFD_WORKER' }))
-        else if (!this.#closed) {
+        if (!ready) {
+          fail(new UffdError(`the handler worker for ${spec} exited with code ${code} before it was ready`, { code: 'ERR_UFFD_WORKER' }))
+          return
+        }
+        // A worker that was replaced or closed went on purpose; only the serving one's exit is news,
+        // and only if no handler serves now (a replacement may have installed its own already).
+        if (this.#worker !== worker) return
+        this.#worker = undefined
+        if (!this.#closed && !this.#native.hasHandler) {
           this.#report(
             new UffdError(`the handler worker for ${spec} exited with code ${code}: faults now wait for a new handler`, {
               code: 'ERR_UFFD_HANDLER_GONE',
@@ -702,6 +802,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
         }
       })
     })
+    return promise
   }
 
   /** A batch: the faults packed in `faults[from, to)`, then the events and notices. */
@@ -794,13 +895,6 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
           fault: info,
         }),
       )
-    } else if (outcome === 'woken') {
-      this.#report(
-        new UffdError(`the handler resolved ${where} with { wake: false } and never woke it: it was woken`, {
-          code: 'ERR_UFFD_NOT_WOKEN',
-          fault: info,
-        }),
-      )
     }
   }
 
@@ -809,10 +903,13 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     this.close()
   }
 
-  /** Emits an 'error' event, or a process warning if nobody listens (an unheard 'error' would crash). */
+  /**
+   * Emits an 'error' event, or a process warning if nobody listens (an unheard 'error' would
+   * crash); the warning's text carries the cause's, which a printed warning would not show.
+   */
   #report(error: UffdError): void {
     if (this.listenerCount('error') > 0) this.emit('error', error)
-    else process.emitWarning(error)
+    else process.emitWarning(withCauseInMessage(error))
   }
 
   /** Counters of faults, resolutions and fallbacks. */
@@ -830,9 +927,12 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     this.#closed = true
     for (const child of this.#children) child.close()
     this.#children.clear()
+    this.unref()
     this.#native.close()
     void this.#worker?.terminate()
     this.#worker = undefined
+    for (const worker of this.#starting) void worker.terminate()
+    this.#starting.clear()
     this.emit('close')
   }
 
@@ -840,6 +940,30 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   [Symbol.dispose](): void {
     this.close()
   }
+}
+
+/** What a handler worker posts to the thread that started it. */
+interface WorkerMessage {
+  type: 'ready' | 'error' | 'failed' | 'event'
+  error?: Record<string, unknown>
+  name?: string
+  event?: ForwardedEvent
+}
+
+/** The same error, its message followed by its cause's (a printed warning shows no cause). */
+function withCauseInMessage(error: UffdError): UffdError {
+  const cause = error.cause
+  if (cause === undefined) return error
+  const text = cause instanceof Error ? cause.message : String((cause as { message?: unknown })?.message ?? cause)
+  const copy = new UffdError(`${error.message} (cause: ${text})`, {
+    code: error.code,
+    errno: error.errno,
+    syscall: error.syscall,
+    fault: error.fault,
+    cause,
+  })
+  if (error.stack) copy.stack = error.stack.replace(error.message, copy.message)
+  return copy
 }
 
 function nativeOf(region: Region) {

@@ -1,7 +1,10 @@
 // The worker that handleInWorker() starts: it attaches to the userfaultfd, imports the handler
 // module, serves faults with its default export, and forwards 'error' events to the parent.
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { parentPort } from 'node:worker_threads'
 import { UffdError } from './errors'
+import { native } from './loader'
 import type { Region } from './region'
 import { type RangeEvent, Userfaultfd } from './userfaultfd'
 
@@ -18,10 +21,34 @@ function toJSON(error: unknown): Record<string, unknown> {
   return { message: e.message, code: 'ERR_UFFD_WORKER', stack: e.stack }
 }
 
-async function main(port: NonNullable<typeof parentPort>): Promise<void> {
-  const [id, spec, reading] = process.argv.slice(-3)
-  const uffd = Userfaultfd.attach({ type: 'userfaultfd.uffd', id: Number(id) })
-  const handler = handlerOf((await import(String(spec))) as Record<string, unknown>)
+/**
+ * Where a module's syntax error is: Node's dynamic import names neither file nor line, so the
+ * file is checked again with `node --check`, whose first line is `path:line`; Bun gives the line.
+ */
+function syntaxErrorAt(spec: string, error: SyntaxError): string | undefined {
+  if (!spec.startsWith('file:')) return undefined
+  const path = fileURLToPath(spec)
+  const line = (error as SyntaxError & { line?: number }).line
+  if (typeof line === 'number') return `${path}:${line + 1}`
+  const check = spawnSync(process.execPath, ['--check', path], { encoding: 'utf8', timeout: 10_000 })
+  return check.stderr?.split('\n').find((text) => text.startsWith(path))
+}
+
+/** The error of a handler module that could not be loaded or served: what, where, and the cause. */
+function failure(spec: string, error: unknown): Record<string, unknown> {
+  if (error instanceof UffdError) return error.toJSON()
+  const cause = error instanceof Error ? error : new Error(String(error))
+  const at = cause instanceof SyntaxError ? syntaxErrorAt(spec, cause) : undefined
+  const where = at ? ` at ${at}` : ''
+  return new UffdError(`the handler module ${spec} failed to load${where}: ${cause.name}: ${cause.message}`, {
+    code: 'ERR_UFFD_WORKER',
+    cause,
+  }).toJSON()
+}
+
+async function main(port: NonNullable<typeof parentPort>, id: number, spec: string, reading: string): Promise<void> {
+  const uffd = Userfaultfd.attach({ type: 'userfaultfd.uffd', id })
+  const handler = handlerOf((await import(spec)) as Record<string, unknown>)
   if (!handler) throw new TypeError(`${spec} must export a default function (fault) => void | Promise<void>`)
   uffd.on('error', (error) => port.postMessage({ type: 'error', error: toJSON(error) }))
   for (const name of ['remove', 'unmap', 'remap'] as const) {
@@ -40,8 +67,14 @@ async function main(port: NonNullable<typeof parentPort>): Promise<void> {
 
 if (parentPort) {
   const port = parentPort
-  main(port).catch((error: unknown) => {
-    port.postMessage({ type: 'failed', error: toJSON(error) })
+  const [id, spec, reading, expectation] = process.argv.slice(-4)
+  main(port, Number(id), String(spec), String(reading)).catch((error: unknown) => {
+    // Said here, not only by the parent: the parent's thread may be asleep in a fault that
+    // waits for this handler, and only this ends the wait (the fallback resolves it).
+    try {
+      native.NativeUffd.attach(Number(id)).unexpectHandler(Number(expectation))
+    } catch {}
+    port.postMessage({ type: 'failed', error: failure(String(spec), error) })
     process.exitCode = 1
   })
 }

@@ -4,7 +4,7 @@ import type { Fault } from 'userfaultfd'
 import { patternPage } from './harness'
 
 interface Settings {
-  mode: 'copy' | 'zero' | 'continue' | 'throw' | 'none' | 'never'
+  mode: 'copy' | 'zero' | 'continue' | 'throw' | 'none' | 'never' | 'spin'
   seed?: number
 }
 
@@ -26,5 +26,8 @@ export default function pager(fault: Fault): void | Promise<void> {
       return
     case 'never':
       return new Promise(() => {})
+    case 'spin':
+      // Stuck in synchronous work: this thread never reads the userfaultfd again.
+      for (;;) {}
   }
 }

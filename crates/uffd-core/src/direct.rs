@@ -250,8 +250,18 @@ impl Userfaultfd {
         self.reader.changed.notify_all();
         let mut rescue = Source::Fd(EventBuffer::new(fault_loop::MESSAGES_PER_READ));
         while state.puller.is_some() && !self.is_closed() {
-            state = self.reader.changed.wait_timeout(state, STUCK_CHECK).unwrap_or_else(|p| p.into_inner()).0;
-            if state.puller.is_none() || self.is_closed() || !self.reader_stuck() || !self.messages_waiting() {
+            // Wake for the next deadline too: a reader stuck in its handler does not expire the
+            // fault it holds, so the loop thread does.
+            let wait = match self.next_deadline() {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), STUCK_CHECK),
+                None => STUCK_CHECK,
+            };
+            state = self.reader.changed.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
+            if state.puller.is_none() || self.is_closed() || !self.reader_stuck() {
+                continue;
+            }
+            let overdue = self.next_deadline().is_some_and(|deadline| deadline <= Instant::now());
+            if !overdue && !self.messages_waiting() {
                 continue;
             }
             let batch = {

@@ -57,6 +57,12 @@ pub enum NoticeKind {
     LoopFailed,
     /// The process whose memory was served hung up; the userfaultfd was closed.
     PeerGone,
+    /// A fault arrived with no handler installed or being started, and no native source.
+    NoHandler,
+    /// A native source could not read its bytes: the fault was resolved by the fallback.
+    SourceFailed,
+    /// A fault resolved with DONTWAKE was still asleep at its deadline: it was woken.
+    NotWoken,
 }
 
 impl NoticeKind {
@@ -69,6 +75,9 @@ impl NoticeKind {
             NoticeKind::FallbackFailed => "fallback-failed",
             NoticeKind::LoopFailed => "loop-failed",
             NoticeKind::PeerGone => "peer-gone",
+            NoticeKind::NoHandler => "no-handler",
+            NoticeKind::SourceFailed => "source-failed",
+            NoticeKind::NotWoken => "not-woken",
         }
     }
 }

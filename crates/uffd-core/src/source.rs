@@ -20,18 +20,41 @@ pub enum Source {
     Zero,
     /// Bytes in memory; offset 0 of the region is byte 0. Past their end: zeros.
     Bytes(Arc<[u8]>),
-    /// A file read with pread from `offset` on. Past its end: zeros.
-    File { file: Arc<File>, offset: u64 },
+    /// A file read with pread from `offset` on. Past its end: zeros. `path` names it in errors.
+    File { file: Arc<File>, offset: u64, path: Arc<str> },
     /// For minor faults: what the page cache holds (CONTINUE).
     PageCache,
 }
 
 impl Source {
+    /// Opens a file source, refusing now what could only fail at fault time: a directory, or a
+    /// file that cannot be read at `offset` (a read of one byte there is tried).
     pub fn file(path: &str, offset: u64) -> Result<Source> {
-        let file = File::open(path).map_err(|e| {
-            Error::sys("open", Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), format!("source file {path:?}"))
-        })?;
-        Ok(Source::File { file: Arc::new(file), offset })
+        let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let file = File::open(path).map_err(|e| Error::sys("open", errno(e), format!("source file {path:?}")))?;
+        let what = format!("source file {path:?} cannot be read");
+        if file.metadata().map_err(|e| Error::sys("fstat", errno(e), what.clone()))?.is_dir() {
+            return Err(Error::sys("open", Errno::EISDIR, format!("source file {path:?} is a directory")));
+        }
+        let mut probe = [0u8; 1];
+        loop {
+            match file.read_at(&mut probe, offset) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::sys("pread", errno(e), format!("{what} at offset {offset}"))),
+            }
+        }
+        Ok(Source::File { file: Arc::new(file), offset, path: path.into() })
+    }
+
+    /// What the source is, for messages: `the source file "/data/x"`.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Zero => "the zero source".into(),
+            Source::Bytes(bytes) => format!("the bytes source ({} bytes)", bytes.len()),
+            Source::File { path, .. } => format!("the source file {path:?}"),
+            Source::PageCache => "the page-cache source".into(),
+        }
     }
 
     /// How many bytes the source has from `offset` (of the region) on; `None`: no end.
@@ -40,7 +63,7 @@ impl Source {
             Source::Zero | Source::PageCache => None,
             Source::Bytes(bytes) => Some(bytes.len().saturating_sub(offset)),
             // A file can grow: it is asked each time (fstat is far cheaper than the COPY).
-            Source::File { file, offset: base } => {
+            Source::File { file, offset: base, .. } => {
                 let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
                 Some(len.saturating_sub(base + offset as u64).try_into().unwrap_or(usize::MAX))
             }
@@ -249,7 +272,7 @@ fn fill(source: &Source, offset: usize, out: &mut [u8]) -> Result<()> {
             out[..available].copy_from_slice(&bytes[offset.min(bytes.len())..][..available]);
             out[available..].fill(0);
         }
-        Source::File { file, offset: base } => {
+        Source::File { file, offset: base, path } => {
             let mut done = 0;
             while done < out.len() {
                 match file.read_at(&mut out[done..], base + (offset + done) as u64) {
@@ -260,7 +283,7 @@ fn fill(source: &Source, offset: usize, out: &mut [u8]) -> Result<()> {
                         return Err(Error::sys(
                             "pread",
                             Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                            "the source file",
+                            format!("reading source file {path:?} at offset {}", base + (offset + done) as u64),
                         ))
                     }
                 }

@@ -138,6 +138,11 @@ struct InFlight {
 struct Dispatcher {
     sink: Option<(u64, Arc<dyn FaultSink>)>,
     generation: u64,
+    /// Who hears notices that no handler would (the owner's JavaScript thread), and its thread id.
+    owner: Option<(Arc<dyn FaultSink>, i32)>,
+    /// Handlers being started (`expect_handler`): faults wait for them without a notice.
+    expected: std::collections::BTreeSet<u64>,
+    next_expectation: u64,
     queued: Vec<Dispatch>,
     in_flight: HashMap<u64, InFlight>,
     by_page: HashMap<usize, u64>,
@@ -159,8 +164,8 @@ pub enum Finish {
     Done,
     /// Never resolved: the fallback resolved it.
     FellBack,
-    /// Resolved with DONTWAKE and never woken: it was woken now.
-    Woken,
+    /// Resolved with DONTWAKE: its thread sleeps until a wake, or until its deadline.
+    Asleep,
 }
 
 /// A resolution a handler asks for at its fault's page.
@@ -371,6 +376,13 @@ impl Userfaultfd {
         *lock(&uffd.thread) = Some(thread);
         UFFDS.insert(uffd.id, &uffd);
         Ok(uffd)
+    }
+
+    /// Closes every userfaultfd of the process (on its way out: no thread stays asleep in a fault).
+    pub fn close_all() {
+        for uffd in UFFDS.all() {
+            uffd.close();
+        }
     }
 
     /// The live userfaultfd with this id (what a worker attaches to by token).
@@ -600,26 +612,49 @@ impl Userfaultfd {
         }
     }
 
-    /// The handler is done with fault `id`: resolve it by the fallback if it was not, wake it if
-    /// it was resolved without waking.
+    /// The handler is done with fault `id`: resolve it by the fallback if it was not. One resolved
+    /// with DONTWAKE stays asleep, as the kernel's DONTWAKE means, until `wake` or its deadline.
     pub fn finish(&self, id: u64) -> Finish {
-        let Some(entry) = lock(&self.dispatcher).take(id) else {
-            return Finish::Done;
-        };
+        let mut dispatcher = lock(&self.dispatcher);
+        match dispatcher.in_flight.get(&id).map(|entry| &entry.state) {
+            None => return Finish::Done,
+            Some(FaultState::Asleep) => return Finish::Asleep,
+            Some(FaultState::Waiting) => {}
+        }
+        let entry = dispatcher.take(id).expect("looked up above");
+        drop(dispatcher);
         bump(&self.counters.errors);
-        match entry.state {
+        if let Some(notice) = self.fall_back(&entry.fault) {
+            self.hand_over(vec![Dispatch::Notice(notice)]);
+        }
+        Finish::FellBack
+    }
+
+    /// Settles a fault its handler can no longer answer: one asleep after DONTWAKE is woken (its
+    /// page is there), any other gets the fallback. Returns the notice that says so; `say` words it
+    /// for a fault the fallback resolved.
+    fn abandon(&self, entry: InFlight, say: impl FnOnce(&Fault) -> Notice) -> Dispatch {
+        bump(&self.counters.errors);
+        let notice = match entry.state {
             FaultState::Asleep => {
                 self.wake_fault_page(&entry.fault);
                 bump(&self.counters.wakes);
-                Finish::Woken
-            }
-            FaultState::Waiting => {
-                if let Some(notice) = self.fall_back(&entry.fault) {
-                    self.hand_over(vec![Dispatch::Notice(notice)]);
+                let fault = &entry.fault;
+                Notice {
+                    kind: NoticeKind::NotWoken,
+                    message: format!(
+                        "a {} fault at offset {} of region {} was resolved with {{ wake: false }} and never woken: it was woken",
+                        fault.kind.name(),
+                        fault.offset,
+                        fault.region.id()
+                    ),
+                    fault: Some(entry.fault),
+                    cause: None,
                 }
-                Finish::FellBack
             }
-        }
+            FaultState::Waiting => self.fall_back(&entry.fault).unwrap_or_else(|| say(&entry.fault)),
+        };
+        Dispatch::Notice(notice)
     }
 
     /// Resolves a fault by the fallback policy; returns a notice if even that failed.
@@ -746,18 +781,16 @@ impl Userfaultfd {
         let notices = orphans
             .into_iter()
             .map(|entry| {
-                bump(&self.counters.errors);
-                let failed = self.fall_back(&entry.fault);
-                Dispatch::Notice(failed.unwrap_or_else(|| Notice {
+                self.abandon(entry, |fault| Notice {
                     kind: NoticeKind::HandlerGone,
                     message: format!(
                         "the handler went away with a {} fault at offset {} unresolved: it was resolved by the fallback",
-                        entry.fault.kind.name(),
-                        entry.fault.offset
+                        fault.kind.name(),
+                        fault.offset
                     ),
-                    fault: Some(entry.fault),
+                    fault: Some(fault.clone()),
                     cause: None,
-                }))
+                })
             })
             .collect::<Vec<_>>();
         if !notices.is_empty() {
@@ -777,6 +810,11 @@ impl Userfaultfd {
         }
     }
 
+    /// Whether a handler is installed (on any thread).
+    pub fn has_handler(&self) -> bool {
+        lock(&self.dispatcher).sink.is_some()
+    }
+
     pub(crate) fn is_current_handler(&self, generation: u64) -> bool {
         lock(&self.dispatcher).sink.as_ref().is_some_and(|(g, _)| *g == generation)
     }
@@ -792,14 +830,26 @@ impl Userfaultfd {
         }
     }
 
-    /// Hands a batch to the current handler, or queues it.
+    /// Hands a batch to the current handler, or holds it for the next one. Timeouts go to the owner
+    /// (who set the limit): the handler is the one not answering, and may be stuck.
     pub(crate) fn hand_over(&self, mut batch: Vec<Dispatch>) {
-        let mut dispatcher = lock(&self.dispatcher);
+        let dispatcher = lock(&self.dispatcher);
         let Some((generation, sink)) = dispatcher.sink.clone() else {
-            dispatcher.queued.append(&mut batch);
-            return;
+            return self.hold_for_handler(dispatcher, batch);
         };
+        let owner = dispatcher.owner.as_ref().map(|(owner, _)| owner.clone());
         drop(dispatcher);
+        if let Some(owner) = owner {
+            let timeouts = take_notices(&mut batch, |kind| kind == NoticeKind::Timeout);
+            if !timeouts.is_empty() {
+                if let Err(returned) = owner.deliver(timeouts) {
+                    batch.extend(returned);
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+        }
         self.mark_delivered(generation, &batch);
         bump(&self.counters.batches);
         if let Err(returned) = sink.deliver(batch) {
@@ -815,6 +865,78 @@ impl Userfaultfd {
             drop(dispatcher);
             self.remove_handler(generation);
         }
+    }
+
+    /// With no handler, faults and events wait for one; notices go to the owner at once. A fault
+    /// for which no handler is being started is said at once (`NoHandler`), and if its thread is
+    /// the owner's, which alone could install one and sleeps in this fault, it gets the fallback now.
+    fn hold_for_handler(&self, mut dispatcher: MutexGuard<'_, Dispatcher>, batch: Vec<Dispatch>) {
+        let Some((owner, owner_thread)) = dispatcher.owner.clone() else {
+            dispatcher.queued.extend(batch);
+            return;
+        };
+        let waiting_for_none = dispatcher.expected.is_empty();
+        let mut said = Vec::new();
+        let mut stranded = Vec::new();
+        for item in batch {
+            match item {
+                Dispatch::Notice(_) => said.push(item),
+                Dispatch::Fault(fault) if waiting_for_none && fault.thread_id as i32 == owner_thread => {
+                    if let Some(entry) = dispatcher.take(fault.id) {
+                        stranded.push(entry);
+                    }
+                }
+                Dispatch::Fault(ref fault) if waiting_for_none => {
+                    said.push(Dispatch::Notice(no_handler_notice(fault, false)));
+                    dispatcher.queued.push(item);
+                }
+                other => dispatcher.queued.push(other),
+            }
+        }
+        drop(dispatcher);
+        for entry in stranded {
+            said.push(self.abandon(entry, |fault| no_handler_notice(fault, true)));
+        }
+        if said.is_empty() {
+            return;
+        }
+        if let Err(returned) = owner.deliver(said) {
+            lock(&self.dispatcher).queued.extend(returned);
+        }
+    }
+
+    /// Makes `sink`, on thread `thread_id`, hear the notices no handler hears, and makes faults
+    /// that no handler will serve known at once (see `hold_for_handler`).
+    pub fn set_owner(&self, sink: Arc<dyn FaultSink>, thread_id: i32) {
+        let mut dispatcher = lock(&self.dispatcher);
+        dispatcher.owner = Some((sink, thread_id));
+        let held: Vec<Dispatch> = std::mem::take(&mut dispatcher.queued);
+        if dispatcher.sink.is_none() {
+            self.hold_for_handler(dispatcher, held);
+        } else {
+            dispatcher.queued = held;
+        }
+    }
+
+    /// A handler is being started (in a worker): until `unexpect_handler`, faults wait for it
+    /// without a notice. Returns the token to end the expectation with.
+    pub fn expect_handler(&self) -> u64 {
+        let mut dispatcher = lock(&self.dispatcher);
+        dispatcher.next_expectation += 1;
+        let token = dispatcher.next_expectation;
+        dispatcher.expected.insert(token);
+        token
+    }
+
+    /// The handler of `token` came, or will not: faults still without a handler are dealt with
+    /// as `hold_for_handler` says.
+    pub fn unexpect_handler(&self, token: u64) {
+        let mut dispatcher = lock(&self.dispatcher);
+        if !dispatcher.expected.remove(&token) || dispatcher.sink.is_some() || !dispatcher.expected.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut dispatcher.queued);
+        self.hold_for_handler(dispatcher, held);
     }
 
     /// Turns messages read by the loop into a batch for the handler. Runs on the loop thread.
@@ -976,8 +1098,11 @@ impl Userfaultfd {
                     lock(&self.deferred.0).push(Retry::Message { address, kind, write, thread_id });
                     return;
                 }
-                // Not served (another kind of fault) or failed: the handler, or the fallback, decides.
-                _ => {}
+                // The source could not give its bytes: never a silent zero, never the handler's
+                // ordinary fault. The fallback resolves it now and the owner hears why.
+                Some(Err(err)) => return batch.push(self.source_failed(served, region, offset, address, kind, write, thread_id, err)),
+                // Not served (another kind of fault): the handler, or the fallback, decides.
+                None => {}
             }
         }
         let region = registration.map(|(region, _, _)| region);
@@ -1055,6 +1180,44 @@ impl Userfaultfd {
         batch.push(Dispatch::Fault(fault));
     }
 
+    /// Resolves by the fallback a fault whose native source failed, and says so.
+    #[allow(clippy::too_many_arguments)]
+    fn source_failed(
+        &self,
+        served: &Served,
+        region: &Arc<Region>,
+        offset: usize,
+        address: usize,
+        kind: FaultKind,
+        write: bool,
+        thread_id: i32,
+        err: Error,
+    ) -> Dispatch {
+        let fault = Fault {
+            id: self.next_fault_id.fetch_add(1, Ordering::Relaxed),
+            region: region.clone(),
+            offset,
+            address,
+            kind,
+            write,
+            thread_id: thread_id as u32,
+        };
+        bump(&self.counters.errors);
+        let failed = self.fall_back(&fault);
+        Dispatch::Notice(failed.unwrap_or_else(|| Notice {
+            kind: NoticeKind::SourceFailed,
+            message: format!(
+                "{} could not serve a {} fault at offset {} of region {} ({err}): it was resolved by the fallback",
+                served.source().describe(),
+                kind.name(),
+                offset,
+                region.id()
+            ),
+            fault: Some(fault),
+            cause: Some(err),
+        }))
+    }
+
     /// The earliest deadline of a fault in flight.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         lock(&self.dispatcher).in_flight.values().filter_map(|e| e.deadline).min()
@@ -1072,23 +1235,23 @@ impl Userfaultfd {
                 .collect();
             ids.into_iter().filter_map(|id| dispatcher.take(id)).collect()
         };
+        let limit = self.timeout.unwrap_or_default();
         for entry in expired {
-            bump(&self.counters.timeouts);
-            bump(&self.counters.errors);
-            let limit = self.timeout.unwrap_or_default();
-            let failed = self.fall_back(&entry.fault);
-            batch.push(Dispatch::Notice(failed.unwrap_or_else(|| Notice {
+            if matches!(entry.state, FaultState::Waiting) {
+                bump(&self.counters.timeouts);
+            }
+            batch.push(self.abandon(entry, |fault| Notice {
                 kind: NoticeKind::Timeout,
                 message: format!(
                     "the handler did not resolve a {} fault at offset {} of region {} within {} ms: it was resolved by the fallback",
-                    entry.fault.kind.name(),
-                    entry.fault.offset,
-                    entry.fault.region.id(),
+                    fault.kind.name(),
+                    fault.offset,
+                    fault.region.id(),
                     limit.as_millis()
                 ),
-                fault: Some(entry.fault),
+                fault: Some(fault.clone()),
                 cause: None,
-            })));
+            }));
         }
     }
 
@@ -1162,7 +1325,7 @@ impl Userfaultfd {
             dispatcher.by_page.clear();
             // Faults are gone with the fd; events and notices wait for a handler to hear them.
             dispatcher.queued.retain(|item| !matches!(item, Dispatch::Fault(_)));
-            dispatcher.sink.take()
+            (dispatcher.sink.take(), dispatcher.owner.take())
         };
         drop(sink);
         UFFDS.remove(self.id);
@@ -1194,5 +1357,35 @@ fn carve(registrations: &mut BTreeMap<usize, Registration>, start: usize, end: u
 pub(crate) fn release_region_everywhere(region: &Arc<Region>) {
     for uffd in UFFDS.all() {
         uffd.release_region(region);
+    }
+}
+
+/// Moves the notices whose kind `which` picks out of a batch.
+fn take_notices(batch: &mut Vec<Dispatch>, which: impl Fn(NoticeKind) -> bool) -> Vec<Dispatch> {
+    let (taken, kept): (Vec<Dispatch>, Vec<Dispatch>) =
+        std::mem::take(batch).into_iter().partition(|item| matches!(item, Dispatch::Notice(n) if which(n.kind)));
+    *batch = kept;
+    taken
+}
+
+/// The notice of a fault that no handler will serve: `now` if it was resolved by the fallback at once.
+fn no_handler_notice(fault: &Fault, now: bool) -> Notice {
+    let what = if now {
+        "it was taken by the thread that would have to install the handler, so it was resolved by the fallback at once"
+    } else {
+        "it waits for a handler until timeoutMs, then gets the fallback"
+    };
+    Notice {
+        kind: NoticeKind::NoHandler,
+        message: format!(
+            "a {} fault at offset {} of region {} arrived with no handler installed and no native source: {what}. \
+             Call uffd.handle(fn) (serves other threads) or await uffd.handleInWorker(module) (serves this thread too) \
+             before touching registered memory, or register the range with a source",
+            fault.kind.name(),
+            fault.offset,
+            fault.region.id()
+        ),
+        fault: Some(fault.clone()),
+        cause: None,
     }
 }

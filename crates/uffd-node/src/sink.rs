@@ -29,6 +29,8 @@ pub struct JsNotice {
     pub cause_code: Option<&'static str>,
     pub cause_syscall: Option<&'static str>,
     pub cause_message: Option<String>,
+    /// The cause's errno, negative as in Node.
+    pub cause_errno: Option<i32>,
 }
 
 /// A non-cooperative event as JavaScript receives it.
@@ -76,6 +78,7 @@ fn js_notice(notice: Notice) -> JsNotice {
         fault: notice.fault.map(js_fault),
         cause_code: notice.cause.as_ref().map(|e| e.code()),
         cause_syscall: notice.cause.as_ref().map(|e| e.op()),
+        cause_errno: notice.cause.as_ref().map(|e| -(e.errno() as i32)),
         cause_message: notice.cause.map(|e| e.to_string()),
     }
 }
@@ -186,6 +189,11 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
+    /// Everything that waits, unpacked.
+    pub(crate) fn take_all(&mut self) -> Vec<Dispatch> {
+        std::mem::take(&mut self.items)
+    }
+
     /// Packs what waits into `out` (see `pack_into`); faults that do not fit stay for the next take.
     pub(crate) fn take_into(&mut self, out: &mut [f64], others: &mut Vec<Dispatch>) -> usize {
         let (written, rest) = pack_into(std::mem::take(&mut self.items), out, others);

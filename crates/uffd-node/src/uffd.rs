@@ -6,7 +6,7 @@ use crate::errors::{throw, OrThrow};
 use crate::hot;
 use crate::prefetch::NativePrefetch;
 use crate::region::NativeRegion;
-use crate::sink::JsSink;
+use crate::sink::{js_batch, JsDispatch, JsSink};
 use crate::source::NativeSource;
 use crate::teardown::TeardownHook;
 use napi::bindgen_prelude::{Function, Uint8ArraySlice};
@@ -129,6 +129,8 @@ pub(crate) fn core_options(env: &Env, options: NativeOptions) -> napi::Result<Op
 pub struct NativeUffd {
     inner: Arc<Userfaultfd>,
     owner: bool,
+    /// What the owner's thread hears when no handler does (`observe`, `takeNotices`).
+    notices: Mutex<Option<crate::sink::SharedMailbox>>,
     /// The generation of this thread's handler, and the hook that removes it at thread teardown.
     handler: Mutex<Option<(u64, TeardownHook)>>,
 }
@@ -142,7 +144,7 @@ impl NativeUffd {
     }
 
     pub(crate) fn owned(inner: Arc<Userfaultfd>) -> Self {
-        NativeUffd { inner, owner: true, handler: Mutex::new(None) }
+        NativeUffd { inner, owner: true, notices: Mutex::new(None), handler: Mutex::new(None) }
     }
 
     /// A handle on the live userfaultfd with this id, for a worker thread.
@@ -158,7 +160,7 @@ impl NativeUffd {
                 ),
             )
         })?;
-        Ok(NativeUffd { inner, owner: false, handler: Mutex::new(None) })
+        Ok(NativeUffd { inner, owner: false, notices: Mutex::new(None), handler: Mutex::new(None) })
     }
 
     #[napi]
@@ -449,15 +451,50 @@ impl NativeUffd {
         self.resolve(&env, id, Resolution::Wake).map(drop)
     }
 
-    /// The handler is done with a fault: returns 'done', 'fell-back' or 'woken'.
+    /// The handler is done with a fault: returns 'done', 'fell-back' or 'asleep'.
     #[napi]
     pub fn fault_finish(&self, env: Env, id: f64) -> napi::Result<&'static str> {
         let id = to_id(&env, id)?;
         Ok(match self.inner.finish(id) {
             Finish::Done => "done",
             Finish::FellBack => "fell-back",
-            Finish::Woken => "woken",
+            Finish::Asleep => "asleep",
         })
+    }
+
+    /// Makes this thread (the owner's) hear, through `callback`, the notices no handler hears:
+    /// the callback then calls `takeNotices`. It never keeps the thread's event loop alive.
+    #[napi]
+    pub fn observe(&self, callback: Function<(), ()>) -> napi::Result<()> {
+        let sink = Arc::new(JsSink::new(callback, false)?);
+        *self.notices.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.mailbox());
+        self.inner.set_owner(sink, uffd_core::current_thread_id());
+        Ok(())
+    }
+
+    /// The notices (and a closing peer's word) waiting for the owner's thread.
+    #[napi]
+    pub fn take_notices(&self) -> Vec<JsDispatch> {
+        let mailbox = self.notices.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        mailbox.map(|m| js_batch(crate::sink::lock(&m).take_all())).unwrap_or_default()
+    }
+
+    /// Whether a handler is installed, on any thread.
+    #[napi(getter)]
+    pub fn has_handler(&self) -> bool {
+        self.inner.has_handler()
+    }
+
+    /// A handler is being started elsewhere (a worker): faults wait for it without a notice until
+    /// `unexpectHandler(token)`.
+    #[napi]
+    pub fn expect_handler(&self) -> f64 {
+        self.inner.expect_handler() as f64
+    }
+
+    #[napi]
+    pub fn unexpect_handler(&self, token: f64) {
+        self.inner.unexpect_handler(token as u64);
     }
 
     fn resolve(&self, env: &Env, id: f64, resolution: Resolution<'_>) -> napi::Result<f64> {
@@ -514,4 +551,11 @@ impl Drop for NativeUffd {
             self.inner.close();
         }
     }
+}
+
+/// Closes every userfaultfd of the process, waking every thread asleep in a fault: what the
+/// process does on its way out, so that no thread (a worker being stopped) waits for a handler.
+#[napi]
+pub fn close_all_userfaultfds() {
+    Userfaultfd::close_all();
 }
