@@ -63,8 +63,8 @@ test('dontwake: uffd.wake() over the range wakes a thread resolved without wakin
   })
 })
 
-test('a resolve with { wake: false } that is never woken is woken after the handler, with an error', async (t) => {
-  const { uffd, region } = anonymous(2)
+test('a resolve with { wake: false } that is never woken is woken at timeoutMs, with ERR_UFFD_NOT_WOKEN', async (t) => {
+  const { uffd, region } = anonymous(2, { timeoutMs: 300 })
   uffd.handle((fault) => {
     fault.copy(patternPage(fault.offset, PAGE), { wake: false })
   })

@@ -2,7 +2,7 @@
 // waits forever, nothing is silent, and a process ends when its script does. Real faults from
 // worker threads and child processes; the bounds on time catch hangs, they do not measure speed.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
@@ -108,11 +108,19 @@ test('after handleInWorker rejects (a module that is not there), a fault of the 
 // Sources: an I/O error is an error, at once; what cannot be read is refused when made.
 
 test('a native source’s read error resolves the fault at once by the fallback and emits ERR_UFFD_SOURCE with the errno and the file', async (t) => {
-  // /proc/self/mem at the address of a mapping that is then unmapped: pread fails with EIO.
-  const gone = Region.anonymous(4 * PAGE)
-  new Uint8Array(gone.buffer).fill(7)
+  // /proc/self/mem at the address of a mapping that is then unmapped: pread fails with EIO. The
+  // mapping is large and read at its bottom: new mappings fill such a hole from its top.
+  const gone = Region.anonymous(256 * 1024 * 1024)
+  new Uint8Array(gone.buffer, 0, PAGE).fill(7)
   const source = Source.file('/proc/self/mem', { offset: Number(gone.address) })
   gone.close()
+  // The address range goes with the last view of it: collect the detached buffer.
+  for (let i = 0; i < 3; i++) {
+    globalThis.gc?.()
+    await sleep(10)
+  }
+  const start = gone.address.toString(16)
+  t.false(readFileSync('/proc/self/maps', 'utf8').includes(`${start}-`), 'the source range is unmapped')
   const uffd = new Userfaultfd({ timeoutMs: 20_000 })
   const region = Region.anonymous(4 * PAGE)
   uffd.register(region, { source })

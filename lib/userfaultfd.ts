@@ -452,7 +452,10 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       throw argumentError('shared', 'the result of uffd.share()', shared)
     }
     const id = integer('shared.id', shared.id)
-    return Userfaultfd.fromNative(call(() => native.NativeUffd.attach(id)), false)
+    return Userfaultfd.fromNative(
+      call(() => native.NativeUffd.attach(id)),
+      false,
+    )
   }
 
   /**

@@ -25,10 +25,12 @@ function toJSON(error: unknown): Record<string, unknown> {
  * Where a module's syntax error is: Node's dynamic import names neither file nor line, so the
  * file is checked again with `node --check`, whose first line is `path:line`; Bun gives the line.
  */
-function syntaxErrorAt(spec: string, error: SyntaxError): string | undefined {
+function syntaxErrorAt(spec: string, error: Error): string | undefined {
   if (!spec.startsWith('file:')) return undefined
   const path = fileURLToPath(spec)
-  const line = (error as SyntaxError & { line?: number }).line
+  // Bun: a BuildMessage with its position, or a SyntaxError with a 0-based line.
+  const { position, line } = error as Error & { position?: { line?: number; column?: number }; line?: number }
+  if (typeof position?.line === 'number') return `${path}:${position.line}${position.column ? `:${position.column}` : ''}`
   if (typeof line === 'number') return `${path}:${line + 1}`
   const check = spawnSync(process.execPath, ['--check', path], { encoding: 'utf8', timeout: 10_000 })
   return check.stderr?.split('\n').find((text) => text.startsWith(path))
@@ -38,7 +40,8 @@ function syntaxErrorAt(spec: string, error: SyntaxError): string | undefined {
 function failure(spec: string, error: unknown): Record<string, unknown> {
   if (error instanceof UffdError) return error.toJSON()
   const cause = error instanceof Error ? error : new Error(String(error))
-  const at = cause instanceof SyntaxError ? syntaxErrorAt(spec, cause) : undefined
+  const unparsable = cause instanceof SyntaxError || cause.name === 'BuildMessage' || cause.constructor?.name === 'BuildMessage'
+  const at = unparsable ? syntaxErrorAt(spec, cause) : undefined
   const where = at ? ` at ${at}` : ''
   return new UffdError(`the handler module ${spec} failed to load${where}: ${cause.name}: ${cause.message}`, {
     code: 'ERR_UFFD_WORKER',

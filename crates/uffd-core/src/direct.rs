@@ -253,7 +253,9 @@ impl Userfaultfd {
             // Wake for the next deadline too: a reader stuck in its handler does not expire the
             // fault it holds, so the loop thread does.
             let wait = match self.next_deadline() {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), STUCK_CHECK),
+                Some(deadline) => {
+                    deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), STUCK_CHECK)
+                }
                 None => STUCK_CHECK,
             };
             state = self.reader.changed.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;

@@ -1100,7 +1100,9 @@ impl Userfaultfd {
                 }
                 // The source could not give its bytes: never a silent zero, never the handler's
                 // ordinary fault. The fallback resolves it now and the owner hears why.
-                Some(Err(err)) => return batch.push(self.source_failed(served, region, offset, address, kind, write, thread_id, err)),
+                Some(Err(err)) => {
+                    return batch.push(self.source_failed(served, region, offset, address, kind, write, thread_id, err))
+                }
                 // Not served (another kind of fault): the handler, or the fallback, decides.
                 None => {}
             }

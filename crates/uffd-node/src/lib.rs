@@ -17,4 +17,4 @@ mod uffd;
 pub use handshake::{adopt_fd, receive_fd, NativeAdoption, NativeListener, NativeOutcome, NativeRemoteRange};
 pub use region::{detach_buffer, NativeRegion};
 pub use source::NativeSource;
-pub use uffd::NativeUffd;
+pub use uffd::{close_all_userfaultfds, NativeUffd};
