@@ -17,13 +17,16 @@ export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
 export type { HugetlbOptions, MemoryKind, SharedRegion, ShmemOptions } from './lib/region'
 export { Region } from './lib/region'
 export { type Adoption, type AdoptOptions, adoptFd, HandshakeListener, listen, type Peer, type RemoteRange, receive } from './lib/remote'
+export { FirecrackerServer, type FirecrackerOptions, type FirecrackerServerEvents, serveFirecracker, type VmSummary } from './lib/firecracker'
 export { type FileSourceOptions, Source } from './lib/source'
+export { fingerprintOf, type MemoryFingerprint, readTrace, TRACE_FORMAT, TRACE_VERSION, TraceRecorder, type WorkingSetTrace, writeTrace } from './lib/trace'
 export type {
   ByteRange,
   DirtyOptions,
   FaultHandler,
   ForkEvent,
   HandleOptions,
+  LatencyReport,
   MapOption,
   MoveOption,
   PrefetchOptions,
@@ -34,6 +37,7 @@ export type {
   RegisterOptions,
   Registration,
   RemapEvent,
+  ServeOptions,
   SharedUserfaultfd,
   UffdStats,
   UserfaultfdEvents,

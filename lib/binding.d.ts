@@ -37,6 +37,13 @@ export declare class NativePrefetch {
   cancel(): void
 }
 
+/** Records the pages faults mapped, in the order they were first touched (a working-set trace). */
+export declare class NativeRecorder {
+  constructor()
+  /** The file offsets of the pages recorded, in order. */
+  pages(): Array<number>
+}
+
 export declare class NativeRegion {
   static anonymous(size: number): NativeRegion
   static shmem(size: number, name: string, isPrivate: boolean): NativeRegion
@@ -69,6 +76,8 @@ export declare class NativeSource {
   /** Copies the bytes once, into memory the loop thread reads. */
   static bytes(bytes: Uint8Array): NativeSource
   static file(path: string, offset: number): NativeSource
+  /** Files stacked base first: each page from the topmost file with data there. */
+  static layers(paths: Array<string>, offset: number): NativeSource
   static pageCache(): NativeSource
   get kind(): string
 }
@@ -83,6 +92,9 @@ export declare class NativeUffd {
   get userModeOnly(): boolean
   get closed(): boolean
   register(region: NativeRegion, range: NativeRegistration, source?: NativeSource | undefined | null): Array<string>
+  /** Serves an already-registered range (another process's memory) from a source, natively. */
+  serve(region: NativeRegion, how: NativeServe, source: NativeSource, recorder?: NativeRecorder | undefined | null): void
+  latency(): NativeLatency
   /** A prefetch of `ranges` (offset, length pairs) of a region, ready to start. */
   prefetch(region: NativeRegion, ranges: Array<NativeRange>, source?: NativeSource | undefined | null, chunkPages?: number | undefined | null): NativePrefetch
   unregister(region: NativeRegion, offset: number, length?: number | undefined | null): void
@@ -127,6 +139,8 @@ export declare class NativeUffd {
   observe(callback: () => void): void
   /** The notices (and a closing peer's word) waiting for the owner's thread. */
   takeNotices(): Array<JsDispatch>
+  /** Whether fault `id` still waits for its resolution. */
+  faultWaiting(id: number): boolean
   /** Whether a handler is installed, on any thread. */
   get hasHandler(): boolean
   /**
@@ -226,6 +240,14 @@ export interface NativeFaultMove {
   allowSourceHoles: boolean
 }
 
+/** Native faults' latency and when the first fault came. */
+export interface NativeLatency {
+  count: number
+  p50Micros: number
+  p99Micros: number
+  firstFaultMs?: number
+}
+
 /** Where pages move from, for `move`. */
 export interface NativeMove {
   fromOffset: number
@@ -283,6 +305,17 @@ export interface NativeRemoteRange {
   pageSize: number
 }
 
+/** How an already-registered range is served from a source (`serve`). */
+export interface NativeServe {
+  offset: number
+  length?: number
+  readaheadPages?: number
+  readaheadMaxPages?: number
+  adaptive?: boolean
+  fallthrough: boolean
+  zeroRemoved: boolean
+}
+
 export interface NativeStats {
   faultsMissing: number
   faultsMinor: number
@@ -308,6 +341,7 @@ export interface NativeStats {
   errors: number
   inFlight: number
   queued: number
+  holes: number
 }
 
 /**

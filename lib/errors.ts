@@ -16,6 +16,7 @@ export type UffdNoticeCode =
   | 'ERR_UFFD_PEER_GONE'
   | 'ERR_UFFD_NO_HANDLER'
   | 'ERR_UFFD_SOURCE'
+  | 'ERR_UFFD_PEER_KILLED'
 
 /** An errno name (`'EEXIST'`) or one of the package's own codes. */
 export type UffdErrorCode = UffdNoticeCode | `E${Uppercase<string>}`

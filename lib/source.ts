@@ -48,12 +48,26 @@ export class Source {
     return new Source(call(() => native.NativeSource.file(path, offset)))
   }
 
+  /**
+   * Files stacked base first, each read from `offset` on: a full snapshot, then the diff snapshots
+   * taken after it (which hold only the pages that changed and are sparse elsewhere). Each page
+   * comes from the topmost file with data there (found with SEEK_DATA); what no file has is zeros,
+   * mapped without a read.
+   */
+  static layers(paths: readonly string[], options?: FileSourceOptions): Source {
+    if (!Array.isArray(paths) || paths.length === 0 || paths.some((p) => typeof p !== 'string')) {
+      throw argumentError('paths', 'a non-empty array of paths', paths)
+    }
+    const offset = integer('options.offset', optionsOf('options', options).offset ?? 0)
+    return new Source(call(() => native.NativeSource.layers([...paths], offset)))
+  }
+
   /** For minor faults: map what the page cache holds (CONTINUE). */
   static pageCache(): Source {
     return new Source(native.NativeSource.pageCache())
   }
 
-  /** 'zero', 'bytes', 'file' or 'pageCache'. */
+  /** 'zero', 'bytes', 'file', 'layers' or 'pageCache'. */
   get kind(): string {
     return this.#native.kind
   }

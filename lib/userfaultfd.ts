@@ -12,6 +12,7 @@ import { nativeRegionOf, Region } from './region'
 // A cycle that is only followed at call time: remote.ts builds Userfaultfd objects.
 import { type Adoption, type AdoptOptions, adoptFd, fromAdoption, type RemoteRange } from './remote'
 import { Source } from './source'
+import { TraceRecorder } from './trace'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 
 /** Options of `new Userfaultfd()`: the features to negotiate, the permission, and the fallback. */
@@ -79,6 +80,40 @@ export interface ReadaheadOptions {
   adaptive?: boolean
   /** The largest window in pages. Default 64 x `pages`. */
   maxPages?: number
+}
+
+/** Options of {@link Userfaultfd.serve}: the source, how it reads ahead, and the range. */
+export interface ServeOptions {
+  /** Where the bytes come from. */
+  source: Source
+  /** Pages mapped per fault, as for {@link RegisterOptions.readahead}. */
+  readahead?: ReadaheadOptions
+  /** Faults on whole pages past the source's end go to the handler. Default false. */
+  fallthrough?: boolean
+  /**
+   * What a range removed since it was mapped (EVENT_REMOVE: a VM's balloon, `madvise(MADV_DONTNEED)`)
+   * gets on its next fault: `'zeros'`, as the memory's owner sees it (the default for another
+   * process's memory), or the source's bytes again (`'source'`, the default for this process's).
+   */
+  afterRemove?: 'zeros' | 'source'
+  /** Records the pages faults map, in the order they were first touched. */
+  trace?: TraceRecorder
+  /** Where the range starts in the region (page-aligned). Default 0. */
+  offset?: number
+  /** Its length. Default: to the region's end. */
+  length?: number
+}
+
+/** Native sources' fault latency, and when the first fault came. */
+export interface LatencyReport {
+  /** Faults a native source resolved (and timed). */
+  readonly count: number
+  /** Median time from reading a fault to resolving it, in microseconds (a quarter-octave bucket's lower edge). */
+  readonly p50Micros: number
+  /** 99th percentile of the same. */
+  readonly p99Micros: number
+  /** Milliseconds from opening (or adopting) the userfaultfd to its first fault; undefined before one. */
+  readonly firstFaultMs: number | undefined
 }
 
 /** Options of {@link Userfaultfd.unregister}: a page-aligned part of the region. */
@@ -247,6 +282,8 @@ export interface UffdStats {
   readonly errors: number
   /** Faults resolved by a native source on the loop thread, with no JavaScript. */
   readonly native: number
+  /** Ranges of a file source that were holes (sparse files), mapped as zeros without a read. */
+  readonly holes: number
   /** Faults handed over and not yet resolved (a gauge, not a counter). */
   readonly inFlight: number
   /** Faults waiting for a handler to be installed (a gauge, not a counter). */
@@ -538,6 +575,42 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     return { ioctls: new Set(ioctls as IoctlName[]) }
   }
 
+  /**
+   * Serves a range that is registered already (another process's memory: an adopted region) from a
+   * native source, on the loop thread, with no JavaScript per fault; no ioctl.
+   *
+   * @example
+   * ```ts
+   * const { uffd, regions, offsets } = await listener.accept()
+   * regions.forEach((region, i) => uffd.serve(region, { source: Source.file('vm.mem', { offset: offsets[i] }), readahead: { pages: 16, adaptive: true } }))
+   * ```
+   */
+  serve(region: Region, options: ServeOptions): void {
+    const { source, readahead, fallthrough, afterRemove, trace, offset, length } = optionsOf('options', options)
+    if (!(source instanceof Source)) throw argumentError('options.source', 'a Source', source)
+    if (trace !== undefined && !(trace instanceof TraceRecorder)) throw argumentError('options.trace', 'a TraceRecorder', trace)
+    const removed = afterRemove ?? (region.kind === 'remote' ? 'zeros' : 'source')
+    if (removed !== 'zeros' && removed !== 'source') throw argumentError('options.afterRemove', "'zeros' or 'source'", afterRemove)
+    const ahead = optionsOf('options.readahead', readahead)
+    const handle = nativeOf(region)
+    const how = {
+      offset: optionalInteger('options.offset', offset) ?? 0,
+      length: optionalInteger('options.length', length),
+      readaheadPages: optionalInteger('options.readahead.pages', ahead.pages),
+      readaheadMaxPages: optionalInteger('options.readahead.maxPages', ahead.maxPages),
+      adaptive: optionalBoolean('options.readahead.adaptive', ahead.adaptive, false),
+      fallthrough: optionalBoolean('options.fallthrough', fallthrough, false),
+      zeroRemoved: removed === 'zeros',
+    }
+    call(() => this.#native.serve(handle, how, source.native, trace?.native))
+  }
+
+  /** Native sources' fault latency (p50, p99) and when the first fault came. */
+  latency(): LatencyReport {
+    const { count, p50Micros, p99Micros, firstFaultMs } = this.#native.latency()
+    return { count, p50Micros, p99Micros, firstFaultMs: firstFaultMs ?? undefined }
+  }
+
   /** Unregisters a region or part of it; threads waiting there are woken and fault normally. */
   unregister(region: Region, options?: RangeOptions): void {
     const { offset, length } = optionsOf('options', options)
@@ -679,7 +752,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     for (const item of this.#native.takeNotices()) {
       if (!item.notice) continue
       // Said when the fault came; a handler installed since (right after accept(), say) has it now.
-      if (item.notice.kind === 'no-handler' && this.#native.hasHandler) continue
+      const notice = item.notice
+      if (notice.kind === 'no-handler' && (this.#native.hasHandler || (notice.fault && !this.#native.faultWaiting(notice.fault.id)))) continue
       this.#report(fromNotice(item.notice))
       if (item.notice.kind === 'peer-gone') this.#closedByPeer()
     }
@@ -996,6 +1070,7 @@ function statsOf(s: NativeStats): UffdStats {
     events: s.events,
     parked: s.parked,
     native: s.native,
+    holes: s.holes,
     eexist: s.eexist,
     duplicates: s.duplicates,
     bytesMapped: s.bytesMapped,

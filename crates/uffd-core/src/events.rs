@@ -74,7 +74,8 @@ impl Userfaultfd {
                 self.forget_range(*from, *from + *len);
                 *moved = region.as_ref().and_then(|old| self.follow_remap(old, *to, *len));
             }
-            UffdEvent::Remove { .. } | UffdEvent::Fork { .. } => {}
+            UffdEvent::Remove { start, end, .. } => self.note_removed(*start, *end),
+            UffdEvent::Fork { .. } => {}
         }
         batch.push(Dispatch::Event(event));
     }

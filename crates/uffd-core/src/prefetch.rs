@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::fault::FaultKind;
 use crate::region::Region;
-use crate::source::{Scratch, Source};
+use crate::source::{Scratch, Served, Source};
 use crate::userfaultfd::Userfaultfd;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -64,7 +64,17 @@ impl Userfaultfd {
                 report.yields += self.step_aside_for_faults();
                 let (source, source_end) = match &job.source {
                     Some(source) => (source.clone(), None),
-                    None => self.registered_source(region, at)?,
+                    None => {
+                        let (served, source_end) = self.registered_source(region, at)?;
+                        // A removed range is left to its next fault, which maps zeros.
+                        match served.removed_at(at) {
+                            Ok(run_end) => {
+                                at = run_end.min(end);
+                                continue;
+                            }
+                            Err(next) => (served.source().clone(), [source_end, next].into_iter().flatten().min()),
+                        }
+                    }
                 };
                 if !source.serves(FaultKind::Missing) && !source.serves(FaultKind::Minor) {
                     return Err(Error::invalid(OP, "this source maps no pages"));
@@ -97,12 +107,13 @@ impl Userfaultfd {
     }
 
     /// The source of the registration at `offset`, and where its bytes end if it falls through.
-    fn registered_source(&self, region: &Region, offset: usize) -> Result<(Source, Option<usize>)> {
+    fn registered_source(&self, region: &Region, offset: usize) -> Result<(Arc<Served>, Option<usize>)> {
         let served = self.registration_at(region.address() + offset).and_then(|(_, _, served)| served);
         let served = served.ok_or_else(|| {
             Error::invalid("prefetch", format!("offset {offset} is registered without a source: pass one"))
         })?;
-        Ok((served.source().clone(), served.end_for(offset, region.page_size())))
+        let end = served.end_for(offset, region.page_size());
+        Ok((served, end))
     }
 
     /// Waits (briefly) while fault messages are waiting to be read; returns 1 if it waited.

@@ -10,6 +10,7 @@ use crate::resolve::{Protect, Wake};
 use crate::userfaultfd::Userfaultfd;
 use nix::errno::Errno;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
@@ -20,8 +21,13 @@ pub enum Source {
     Zero,
     /// Bytes in memory; offset 0 of the region is byte 0. Past their end: zeros.
     Bytes(Arc<[u8]>),
-    /// A file read with pread from `offset` on. Past its end: zeros. `path` names it in errors.
-    File { file: Arc<File>, offset: u64, path: Arc<str> },
+    /// A file read with pread from its offset on. Past its end, and in its holes: zeros (a hole,
+    /// found with SEEK_DATA, is mapped without a read).
+    File(FileLayer),
+    /// Files stacked base first (a full snapshot, then diffs that hold only the pages that changed
+    /// and are sparse elsewhere): each byte comes from the topmost layer with data there; what no
+    /// layer has is zeros.
+    Layers(Arc<[FileLayer]>),
     /// For minor faults: what the page cache holds (CONTINUE).
     PageCache,
 }
@@ -30,6 +36,89 @@ impl Source {
     /// Opens a file source, refusing now what could only fail at fault time: a directory, or a
     /// file that cannot be read at `offset` (a read of one byte there is tried).
     pub fn file(path: &str, offset: u64) -> Result<Source> {
+        Ok(Source::File(FileLayer::open(path, offset)?))
+    }
+
+    /// Files stacked base first, each read from `offset` on (see [`Source::Layers`]).
+    pub fn layers(paths: &[&str], offset: u64) -> Result<Source> {
+        if paths.is_empty() {
+            return Err(Error::invalid("open", "a layered source needs at least one file"));
+        }
+        let layers = paths.iter().map(|path| FileLayer::open(path, offset)).collect::<Result<Vec<_>>>()?;
+        Ok(Source::Layers(layers.into()))
+    }
+
+    /// The same files, read from `offset` on: what another region of the same memory file uses.
+    pub fn at_offset(&self, offset: u64) -> Source {
+        match self {
+            Source::File(layer) => Source::File(FileLayer { offset, ..layer.clone() }),
+            Source::Layers(layers) => {
+                Source::Layers(layers.iter().map(|layer| FileLayer { offset, ..layer.clone() }).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// What the source is, for messages: `the source file "/data/x"`.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Zero => "the zero source".into(),
+            Source::Bytes(bytes) => format!("the bytes source ({} bytes)", bytes.len()),
+            Source::File(layer) => format!("the source file {:?}", layer.path),
+            Source::Layers(layers) => {
+                let paths: Vec<&str> = layers.iter().map(|layer| &*layer.path).collect();
+                format!("the layered source {paths:?}")
+            }
+            Source::PageCache => "the page-cache source".into(),
+        }
+    }
+
+    /// Where in its file(s) offset 0 of the region is read from; 0 for sources without a file.
+    pub fn file_offset(&self) -> u64 {
+        match self {
+            Source::File(layer) => layer.offset,
+            Source::Layers(layers) => layers.first().map_or(0, |layer| layer.offset),
+            _ => 0,
+        }
+    }
+
+    /// How many bytes the source has from `offset` (of the region) on; `None`: no end.
+    fn available(&self, offset: usize) -> Option<usize> {
+        match self {
+            Source::Zero | Source::PageCache => None,
+            Source::Bytes(bytes) => Some(bytes.len().saturating_sub(offset)),
+            // A file can grow: it is asked each time (fstat is far cheaper than the COPY).
+            Source::File(layer) => Some(layer.available(offset)),
+            Source::Layers(layers) => layers.iter().map(|layer| layer.available(offset)).max(),
+        }
+    }
+
+    pub(crate) fn serves(&self, kind: FaultKind) -> bool {
+        match self {
+            Source::PageCache => kind == FaultKind::Minor,
+            _ => kind == FaultKind::Missing,
+        }
+    }
+}
+
+/// One file of a file source: read with pread from `offset` on; `path` names it in errors.
+#[derive(Clone)]
+pub struct FileLayer {
+    file: Arc<File>,
+    offset: u64,
+    path: Arc<str>,
+}
+
+/// What a file has at a region offset.
+enum Extent {
+    /// Data, up to this region offset (where its next hole, or its end, begins).
+    Data { until: usize },
+    /// A hole; data begins again at this region offset, if anywhere.
+    Hole { next_data: Option<usize> },
+}
+
+impl FileLayer {
+    fn open(path: &str, offset: u64) -> Result<FileLayer> {
         let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
         let file = File::open(path).map_err(|e| Error::sys("open", errno(e), format!("source file {path:?}")))?;
         let what = format!("source file {path:?} cannot be read");
@@ -44,38 +133,89 @@ impl Source {
                 Err(e) => return Err(Error::sys("pread", errno(e), format!("{what} at offset {offset}"))),
             }
         }
-        Ok(Source::File { file: Arc::new(file), offset, path: path.into() })
+        Ok(FileLayer { file: Arc::new(file), offset, path: path.into() })
     }
 
-    /// What the source is, for messages: `the source file "/data/x"`.
-    pub fn describe(&self) -> String {
-        match self {
-            Source::Zero => "the zero source".into(),
-            Source::Bytes(bytes) => format!("the bytes source ({} bytes)", bytes.len()),
-            Source::File { path, .. } => format!("the source file {path:?}"),
-            Source::PageCache => "the page-cache source".into(),
-        }
+    fn available(&self, offset: usize) -> usize {
+        let len = self.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        len.saturating_sub(self.offset + offset as u64).try_into().unwrap_or(usize::MAX)
     }
 
-    /// How many bytes the source has from `offset` (of the region) on; `None`: no end.
-    fn available(&self, offset: usize) -> Option<usize> {
-        match self {
-            Source::Zero | Source::PageCache => None,
-            Source::Bytes(bytes) => Some(bytes.len().saturating_sub(offset)),
-            // A file can grow: it is asked each time (fstat is far cheaper than the COPY).
-            Source::File { file, offset: base, .. } => {
-                let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-                Some(len.saturating_sub(base + offset as u64).try_into().unwrap_or(usize::MAX))
+    /// What the file holds at region offset `at` (SEEK_DATA, then SEEK_HOLE).
+    fn extent(&self, at: usize) -> Result<Extent> {
+        use nix::unistd::{lseek, Whence};
+        let fd = self.file.as_raw_fd();
+        let here = (self.offset + at as u64) as i64;
+        let region_offset = |file_offset: i64| (file_offset as u64).saturating_sub(self.offset) as usize;
+        match lseek(fd, here, Whence::SeekData) {
+            // No data at or after `here` (a hole to the end, or past the end of the file).
+            Err(Errno::ENXIO) => Ok(Extent::Hole { next_data: None }),
+            Err(errno) => Err(Error::sys("lseek", errno, format!("SEEK_DATA in source file {:?}", self.path))),
+            Ok(data) if data > here => Ok(Extent::Hole { next_data: Some(region_offset(data)) }),
+            Ok(_) => {
+                let hole = lseek(fd, here, Whence::SeekHole)
+                    .map_err(|errno| Error::sys("lseek", errno, format!("SEEK_HOLE in source file {:?}", self.path)))?;
+                Ok(Extent::Data { until: region_offset(hole) })
             }
         }
     }
 
-    pub(crate) fn serves(&self, kind: FaultKind) -> bool {
-        match self {
-            Source::PageCache => kind == FaultKind::Minor,
-            _ => kind == FaultKind::Missing,
+    /// Reads `out.len()` bytes at region offset `at`; zeros past the end of the file.
+    fn read(&self, at: usize, out: &mut [u8]) -> Result<()> {
+        let base = self.offset + at as u64;
+        let mut done = 0;
+        while done < out.len() {
+            match self.file.read_at(&mut out[done..], base + done as u64) {
+                Ok(0) => break,
+                Ok(read) => done += read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::sys(
+                        "pread",
+                        Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                        format!("reading source file {:?} at offset {}", self.path, base + done as u64),
+                    ))
+                }
+            }
         }
+        out[done..].fill(0);
+        Ok(())
     }
+}
+
+/// Fills `out` with what the layers (base first) hold at region offset `at`: each byte from the
+/// topmost layer with data there, zeros where none has. Returns false when nothing was read (all
+/// holes): the range can be mapped with zero pages instead.
+fn fill_layers(layers: &[FileLayer], at: usize, out: &mut [u8]) -> Result<bool> {
+    let end = at + out.len();
+    let mut pos = at;
+    let mut read_any = false;
+    while pos < end {
+        let mut until = end;
+        let mut from = None;
+        for layer in layers.iter().rev() {
+            match layer.extent(pos)? {
+                Extent::Data { until: data_end } => {
+                    from = Some(layer);
+                    until = until.min(data_end.max(pos + 1));
+                    break;
+                }
+                // A layer above the one that has data here takes over where its own data begins.
+                Extent::Hole { next_data: Some(next) } => until = until.min(next.max(pos + 1)),
+                Extent::Hole { next_data: None } => {}
+            }
+        }
+        let part = &mut out[pos - at..until - at];
+        match from {
+            Some(layer) => {
+                layer.read(pos, part)?;
+                read_any = true;
+            }
+            None => part.fill(0),
+        }
+        pos = until;
+    }
+    Ok(read_any)
 }
 
 /// How many pages one fault maps.
@@ -94,13 +234,66 @@ impl Default for Readahead {
     }
 }
 
+/// How a registration's source serves it, besides its readahead.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    pub readahead: Readahead,
+    /// Pages past the source's end go to the handler instead of being mapped as zeros.
+    pub fallthrough: bool,
+    /// A range the kernel reported removed (EVENT_REMOVE: a VM's balloon, `madvise(MADV_DONTNEED)`)
+    /// is served zeros on its next fault, as the memory's own owner would see it, instead of the
+    /// source's bytes again.
+    pub zero_removed: bool,
+    /// Records the pages faults mapped, in the order they were first touched.
+    pub recorder: Option<Arc<Recorder>>,
+}
+
 /// A source with its readahead state, shared by the parts of a registration.
 pub struct Served {
     source: Source,
     readahead: Readahead,
-    /// Pages past the source's end go to the handler instead of being mapped as zeros.
     fallthrough: bool,
+    zero_removed: bool,
+    recorder: Option<Arc<Recorder>>,
+    /// Removed ranges (region offsets, sorted, disjoint) while `zero_removed`.
+    removed: Mutex<Vec<(usize, usize)>>,
     state: Mutex<Window>,
+}
+
+/// The order in which pages were first touched, by their offset in the source's file: what a
+/// working-set trace replays first on the next restore.
+#[derive(Default)]
+pub struct Recorder {
+    state: Mutex<Recorded>,
+}
+
+#[derive(Default)]
+struct Recorded {
+    seen: std::collections::HashSet<u64>,
+    order: Vec<u64>,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Recorder> {
+        Arc::default()
+    }
+
+    /// Notes the pages of `[at, at + len)` (file offsets) not seen before, in order.
+    fn touch(&self, at: u64, len: u64, page: u64) {
+        let mut recorded = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut page_at = at;
+        while page_at < at + len {
+            if recorded.seen.insert(page_at) {
+                recorded.order.push(page_at);
+            }
+            page_at += page;
+        }
+    }
+
+    /// The file offsets of the pages recorded, in the order they were first touched.
+    pub fn pages(&self) -> Vec<u64> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).order.clone()
+    }
 }
 
 struct Window {
@@ -134,14 +327,52 @@ impl Served {
 
     /// A source whose missing pages (past the end of its bytes or file) go to the handler.
     pub fn with_fallthrough(source: Source, readahead: Readahead, fallthrough: bool) -> Arc<Served> {
+        Self::with(source, ServeOptions { readahead, fallthrough, ..ServeOptions::default() })
+    }
+
+    pub fn with(source: Source, options: ServeOptions) -> Arc<Served> {
+        let ServeOptions { readahead, fallthrough, zero_removed, recorder } = options;
         let pages = readahead.pages.max(1);
         let readahead = Readahead { pages, max_pages: readahead.max_pages.max(pages), ..readahead };
         Arc::new(Served {
             source,
             readahead,
             fallthrough,
+            zero_removed,
+            recorder,
+            removed: Mutex::new(Vec::new()),
             state: Mutex::new(Window { next: usize::MAX, pages, scratch: Scratch::default() }),
         })
+    }
+
+    /// Notes that `[start, end)` (region offsets) was removed: with `zero_removed`, its next
+    /// faults get zeros.
+    pub(crate) fn note_removed(&self, start: usize, end: usize) {
+        if !self.zero_removed || start >= end {
+            return;
+        }
+        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        removed.push((start, end));
+        removed.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(removed.len());
+        for &(s, e) in removed.iter() {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        *removed = merged;
+    }
+
+    /// Where the removed range holding `offset` ends, if `offset` was removed; else where the next
+    /// removed range begins (`Err`), if any.
+    pub(crate) fn removed_at(&self, offset: usize) -> std::result::Result<usize, Option<usize>> {
+        let removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        match removed.iter().find(|&&(_, end)| end > offset) {
+            Some(&(start, end)) if start <= offset => Ok(end),
+            Some(&(start, _)) => Err(Some(start)),
+            None => Err(None),
+        }
     }
 
     pub fn source(&self) -> &Source {
@@ -206,6 +437,18 @@ impl Userfaultfd {
             }
         }
         let mut window = served.state.lock().unwrap_or_else(|p| p.into_inner());
+        if served.zero_removed {
+            match served.removed_at(offset) {
+                Ok(run_end) => {
+                    // Removed since it was mapped: zeros, as its owner's kernel would give it.
+                    crate::stats::bump(&self.counters.native);
+                    let len = run_end.min(end).saturating_sub(offset).max(page).min(end - offset);
+                    return Some(self.map_zeros(region, offset, len, &mut window.scratch));
+                }
+                Err(Some(next_removed)) => end = end.min(next_removed),
+                Err(None) => {}
+            }
+        }
         let pages = if !served.readahead.adaptive || window.next == usize::MAX {
             served.readahead.pages
         } else if offset == window.next {
@@ -227,7 +470,13 @@ impl Userfaultfd {
             other => other,
         };
         match result {
-            Ok(mapped) => window.next = offset + mapped.max(page),
+            Ok(mapped) => {
+                window.next = offset + mapped.max(page);
+                if let Some(recorder) = &served.recorder {
+                    let base = served.source.file_offset() + offset as u64;
+                    recorder.touch(base, mapped.max(page) as u64, page as u64);
+                }
+            }
             Err(_) => {
                 self.counters.native.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -249,47 +498,47 @@ impl Userfaultfd {
     ) -> Result<usize> {
         match source {
             Source::PageCache => self.r#continue(region, offset, len, Wake(true), Protect(false)),
-            Source::Zero if region.kind() != MemoryKind::Hugetlb => self.zero(region, offset, len, Wake(true)),
+            Source::Zero => self.map_zeros(region, offset, len, scratch),
             // Whole pages of the bytes: COPY straight from them.
             Source::Bytes(bytes) if offset + len <= bytes.len() => {
                 self.copy(region, offset, &bytes[offset..offset + len], Wake(true), Protect(false))
             }
-            _ => {
-                let scratch = scratch.aligned(len);
-                fill(source, offset, scratch)?;
-                self.copy(region, offset, scratch, Wake(true), Protect(false))
+            Source::File(layer) => self.map_from_files(std::slice::from_ref(layer), region, offset, len, scratch),
+            Source::Layers(layers) => self.map_from_files(layers, region, offset, len, scratch),
+            Source::Bytes(bytes) => {
+                let out = scratch.aligned(len);
+                let available = bytes.len().saturating_sub(offset).min(len);
+                out[..available].copy_from_slice(&bytes[offset.min(bytes.len())..][..available]);
+                out[available..].fill(0);
+                self.copy(region, offset, out, Wake(true), Protect(false))
             }
         }
     }
-}
 
-/// Fills `out` with the source's bytes at `offset`; zeros past the source's end.
-fn fill(source: &Source, offset: usize, out: &mut [u8]) -> Result<()> {
-    match source {
-        Source::Zero | Source::PageCache => out.fill(0),
-        Source::Bytes(bytes) => {
-            let available = bytes.len().saturating_sub(offset).min(out.len());
-            out[..available].copy_from_slice(&bytes[offset.min(bytes.len())..][..available]);
-            out[available..].fill(0);
+    /// Maps file bytes; a range that is all holes is mapped with zero pages, without a read.
+    fn map_from_files(
+        &self,
+        layers: &[FileLayer],
+        region: &Region,
+        offset: usize,
+        len: usize,
+        scratch: &mut Scratch,
+    ) -> Result<usize> {
+        let out = scratch.aligned(len);
+        if fill_layers(layers, offset, out)? {
+            return self.copy(region, offset, out, Wake(true), Protect(false));
         }
-        Source::File { file, offset: base, path } => {
-            let mut done = 0;
-            while done < out.len() {
-                match file.read_at(&mut out[done..], base + (offset + done) as u64) {
-                    Ok(0) => break,
-                    Ok(read) => done += read,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        return Err(Error::sys(
-                            "pread",
-                            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                            format!("reading source file {path:?} at offset {}", base + (offset + done) as u64),
-                        ))
-                    }
-                }
-            }
-            out[done..].fill(0);
-        }
+        crate::stats::bump(&self.counters.holes);
+        self.map_zeros(region, offset, len, scratch)
     }
-    Ok(())
+
+    /// Maps zero pages: ZEROPAGE, or a zeroed COPY where there is no zero page (huge pages).
+    pub(crate) fn map_zeros(&self, region: &Region, offset: usize, len: usize, scratch: &mut Scratch) -> Result<usize> {
+        if region.kind() == MemoryKind::Hugetlb || region.page_size() > crate::region::base_page_size() {
+            let zeros = scratch.aligned(len);
+            zeros.fill(0);
+            return self.copy(region, offset, zeros, Wake(true), Protect(false));
+        }
+        self.zero(region, offset, len, Wake(true))
+    }
 }

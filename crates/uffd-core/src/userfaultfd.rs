@@ -501,6 +501,57 @@ impl Userfaultfd {
         Ok(ioctls)
     }
 
+    /// Serves `[offset, offset + len)` of a region that is registered already (another process's
+    /// memory, registered by that process) from a native source, on the loop thread: no ioctl.
+    pub fn serve(&self, region: &Arc<Region>, offset: usize, len: Option<usize>, served: Arc<Served>) -> Result<()> {
+        const OP: &str = "serve";
+        let len = len.unwrap_or(region.size().saturating_sub(offset));
+        let start = self.check_registered(OP, region, offset, len)?;
+        let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
+        carve(&mut registrations, start, start + len);
+        registrations.insert(start, Registration { region: region.clone(), end: start + len, served: Some(served) });
+        drop(registrations);
+        // Faults that came before the source (the peer runs as soon as it has sent its handshake)
+        // wait for a handler: the source serves them now.
+        let held: Vec<Fault> = {
+            let mut dispatcher = lock(&self.dispatcher);
+            let (mine, rest): (Vec<Dispatch>, Vec<Dispatch>) = std::mem::take(&mut dispatcher.queued)
+                .into_iter()
+                .partition(|item| matches!(item, Dispatch::Fault(f) if Arc::ptr_eq(&f.region, region) && (offset..offset + len).contains(&f.offset)));
+            dispatcher.queued = rest;
+            mine.into_iter()
+                .filter_map(|item| match item {
+                    Dispatch::Fault(fault) => dispatcher.take(fault.id).map(|entry| entry.fault),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut batch = Vec::new();
+        for fault in held {
+            self.take_fault(fault.address, fault.kind, fault.write, fault.thread_id as i32, &mut batch);
+        }
+        if !batch.is_empty() {
+            self.hand_over(batch);
+        }
+        Ok(())
+    }
+
+    /// Whether fault `id` still waits for its resolution.
+    pub fn is_waiting(&self, id: u64) -> bool {
+        lock(&self.dispatcher).in_flight.contains_key(&id)
+    }
+
+    /// A range was removed (EVENT_REMOVE): the sources serving it learn of it.
+    pub(crate) fn note_removed(&self, start: usize, end: usize) {
+        let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
+        for (&reg_start, reg) in registrations.range(..end).filter(|(_, reg)| reg.end > start) {
+            if let Some(served) = &reg.served {
+                let base = reg.region.address();
+                served.note_removed(start.max(reg_start) - base, end.min(reg.end) - base);
+            }
+        }
+    }
+
     /// Unregisters `[offset, offset + len)` of a region; the kernel wakes its waiters.
     pub fn unregister(&self, region: &Arc<Region>, offset: usize, len: Option<usize>) -> Result<()> {
         const OP: &str = "UFFDIO_UNREGISTER";
@@ -1084,15 +1135,17 @@ impl Userfaultfd {
             FaultKind::WriteProtect => &self.counters.faults_wp,
         };
         bump(counter);
+        self.counters.latency.fault_seen();
         self.take_fault(address, kind, write, thread_id, batch);
     }
 
     fn take_fault(&self, address: usize, kind: FaultKind, write: bool, thread_id: i32, batch: &mut Vec<Dispatch>) {
         let registration = self.registration_at(address);
         if let Some((region, end, Some(served))) = &registration {
+            let started = Instant::now();
             let offset = (address - region.address()) & !(region.page_size() - 1);
             match self.serve_natively(served, region, offset, end - region.address(), kind) {
-                Some(Ok(_)) => return,
+                Some(Ok(_)) => return self.counters.latency.record(started.elapsed()),
                 Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => {
                     // An event is unread: the loop reads it in this drain; retry after.
                     lock(&self.deferred.0).push(Retry::Message { address, kind, write, thread_id });
@@ -1255,6 +1308,11 @@ impl Userfaultfd {
                 cause: None,
             }));
         }
+    }
+
+    /// When the first fault came, and native sources' fault latency.
+    pub fn latency(&self) -> crate::stats::LatencyReport {
+        self.counters.latency.report()
     }
 
     pub fn stats(&self) -> Snapshot {

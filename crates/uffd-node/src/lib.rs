@@ -16,5 +16,5 @@ mod uffd;
 
 pub use handshake::{adopt_fd, receive_fd, NativeAdoption, NativeListener, NativeOutcome, NativeRemoteRange};
 pub use region::{detach_buffer, NativeRegion};
-pub use source::NativeSource;
+pub use source::{NativeRecorder, NativeSource};
 pub use uffd::{close_all_userfaultfds, NativeUffd};

@@ -6,7 +6,7 @@ use napi::bindgen_prelude::Uint8Array;
 use napi::Env;
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
-use uffd_core::source::{Readahead, Served, Source};
+use uffd_core::source::{Readahead, Recorder, ServeOptions, Served, Source};
 
 #[napi]
 pub struct NativeSource {
@@ -34,6 +34,14 @@ impl NativeSource {
         Ok(Self::of(Source::file(&path, offset).or_throw(&env)?))
     }
 
+    /// Files stacked base first: each page from the topmost file with data there.
+    #[napi(factory)]
+    pub fn layers(env: Env, paths: Vec<String>, offset: f64) -> napi::Result<Self> {
+        let offset = crate::args::to_usize(&env, "offset", offset)? as u64;
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        Ok(Self::of(Source::layers(&paths, offset).or_throw(&env)?))
+    }
+
     #[napi(factory)]
     pub fn page_cache() -> Self {
         Self::of(Source::PageCache)
@@ -44,7 +52,8 @@ impl NativeSource {
         match self.source {
             Source::Zero => "zero",
             Source::Bytes(_) => "bytes",
-            Source::File { .. } => "file",
+            Source::File(_) => "file",
+            Source::Layers(_) => "layers",
             Source::PageCache => "pageCache",
         }
     }
@@ -62,10 +71,25 @@ impl NativeSource {
         adaptive: Option<bool>,
         fallthrough: bool,
     ) -> napi::Result<Arc<Served>> {
+        self.served_with(env, pages, max_pages, adaptive, fallthrough, false, None)
+    }
+
+    /// The same, with what a served range of another process's memory may add.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn served_with(
+        &self,
+        env: &Env,
+        pages: Option<f64>,
+        max_pages: Option<f64>,
+        adaptive: Option<bool>,
+        fallthrough: bool,
+        zero_removed: bool,
+        recorder: Option<Arc<Recorder>>,
+    ) -> napi::Result<Arc<Served>> {
         let pages = to_opt_usize(env, "readahead.pages", pages)?.unwrap_or(1);
         let max_pages = to_opt_usize(env, "readahead.maxPages", max_pages)?.unwrap_or(pages.max(1) * 64);
-        let adaptive = adaptive.unwrap_or(false);
-        Ok(Served::with_fallthrough(self.source.clone(), Readahead { pages, adaptive, max_pages }, fallthrough))
+        let readahead = Readahead { pages, adaptive: adaptive.unwrap_or(false), max_pages };
+        Ok(Served::with(self.source.clone(), ServeOptions { readahead, fallthrough, zero_removed, recorder }))
     }
 
     pub(crate) fn source(&self) -> Source {
@@ -75,5 +99,26 @@ impl NativeSource {
     /// The source as a handler's `fault.fromSource(source)` uses it: a page per fault.
     pub(crate) fn for_faults(&self) -> &Served {
         self.for_faults.get_or_init(|| Served::new(self.source.clone(), Readahead::default()))
+    }
+}
+
+/// Records the pages faults mapped, in the order they were first touched (a working-set trace).
+#[napi]
+pub struct NativeRecorder {
+    pub(crate) recorder: Arc<Recorder>,
+}
+
+#[napi]
+impl NativeRecorder {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        NativeRecorder { recorder: Recorder::new() }
+    }
+
+    /// The file offsets of the pages recorded, in order.
+    #[napi]
+    pub fn pages(&self) -> Vec<f64> {
+        self.recorder.pages().into_iter().map(|p| p as f64).collect()
     }
 }

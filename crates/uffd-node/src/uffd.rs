@@ -59,6 +59,27 @@ pub struct NativeRegistration {
     pub fallthrough: bool,
 }
 
+/// How an already-registered range is served from a source (`serve`).
+#[napi(object, object_to_js = false)]
+pub struct NativeServe {
+    pub offset: f64,
+    pub length: Option<f64>,
+    pub readahead_pages: Option<f64>,
+    pub readahead_max_pages: Option<f64>,
+    pub adaptive: Option<bool>,
+    pub fallthrough: bool,
+    pub zero_removed: bool,
+}
+
+/// Native faults' latency and when the first fault came.
+#[napi(object, object_from_js = false)]
+pub struct NativeLatency {
+    pub count: f64,
+    pub p50_micros: f64,
+    pub p99_micros: f64,
+    pub first_fault_ms: Option<f64>,
+}
+
 /// A range of a region: offset and length in bytes.
 #[napi(object)]
 pub struct NativeRange {
@@ -99,6 +120,7 @@ pub struct NativeStats {
     pub errors: f64,
     pub in_flight: f64,
     pub queued: f64,
+    pub holes: f64,
 }
 
 /// The core's options from JavaScript's.
@@ -209,6 +231,42 @@ impl NativeUffd {
         let region = region.region(&env, "UFFDIO_REGISTER")?;
         let ioctls = self.inner.register_served(&region, modes, offset, length, served).or_throw(&env)?;
         Ok(uapi::ioctl_names(ioctls))
+    }
+
+    /// Serves an already-registered range (another process's memory) from a source, natively.
+    #[napi]
+    pub fn serve(
+        &self,
+        env: Env,
+        region: &NativeRegion,
+        how: NativeServe,
+        source: &NativeSource,
+        recorder: Option<&crate::source::NativeRecorder>,
+    ) -> napi::Result<()> {
+        let offset = to_usize(&env, "offset", how.offset)?;
+        let length = to_opt_usize(&env, "length", how.length)?;
+        let served = source.served_with(
+            &env,
+            how.readahead_pages,
+            how.readahead_max_pages,
+            how.adaptive,
+            how.fallthrough,
+            how.zero_removed,
+            recorder.map(|r| r.recorder.clone()),
+        )?;
+        let region = region.region(&env, "serve")?;
+        self.inner.serve(&region, offset, length, served).or_throw(&env)
+    }
+
+    #[napi]
+    pub fn latency(&self) -> NativeLatency {
+        let report = self.inner.latency();
+        NativeLatency {
+            count: report.count as f64,
+            p50_micros: report.p50.as_secs_f64() * 1e6,
+            p99_micros: report.p99.as_secs_f64() * 1e6,
+            first_fault_ms: report.first_fault_after.map(|d| d.as_secs_f64() * 1e3),
+        }
     }
 
     /// A prefetch of `ranges` (offset, length pairs) of a region, ready to start.
@@ -479,6 +537,12 @@ impl NativeUffd {
         mailbox.map(|m| js_batch(crate::sink::lock(&m).take_all())).unwrap_or_default()
     }
 
+    /// Whether fault `id` still waits for its resolution.
+    #[napi]
+    pub fn fault_waiting(&self, id: f64) -> bool {
+        self.inner.is_waiting(id as u64)
+    }
+
     /// Whether a handler is installed, on any thread.
     #[napi(getter)]
     pub fn has_handler(&self) -> bool {
@@ -516,6 +580,7 @@ impl NativeUffd {
             poisons: s.poisons as f64,
             wakes: s.wakes as f64,
             native: s.native as f64,
+            holes: s.holes as f64,
             write_protects: s.write_protects as f64,
             moves: s.moves as f64,
             parked: s.parked as f64,

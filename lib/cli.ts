@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+// The `userfaultfd` command. `userfaultfd firecracker --socket PATH --mem FILE [options]` serves
+// Firecracker snapshot restores (see serveFirecracker), printing a JSON line per event.
+import { parseArgs } from 'node:util'
+import { serveFirecracker } from './firecracker'
+
+const USAGE = `usage: userfaultfd firecracker --socket PATH --mem FILE [--mem DIFF ...] [options]
+
+Serves Firecracker snapshot restores on the Unix socket PATH (the load request's
+mem_backend.backend_path), each VM from its memory file (repeat --mem for layers, base first).
+
+  --record FILE            write each restore's working-set trace to FILE when its VM exits
+  --replay FILE            map the trace's pages first, in order, as soon as a VM connects
+  --connect-timeout-ms N   give up if no VM connects within N ms (default 60000; 0: wait)
+  --timeout-ms N           a fault not served within N ms is SIGBUS in the guest (default 30000)
+  --no-prefetch            do not map the rest of the memory in the background
+  --once                   exit after the first VM's restore ends
+
+Prints one JSON line per event: listening, connect, summary (per VM), error. SIGUSR1 prints the
+summaries of the VMs being served; SIGINT or SIGTERM stops listening.`
+
+function main(argv: string[]): void {
+  const [command, ...rest] = argv
+  if (command !== 'firecracker') {
+    console.error(USAGE)
+    process.exit(command === undefined || command === '--help' || command === '-h' ? 0 : 2)
+  }
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      socket: { type: 'string' },
+      mem: { type: 'string', multiple: true },
+      record: { type: 'string' },
+      replay: { type: 'string' },
+      'connect-timeout-ms': { type: 'string', default: '60000' },
+      'timeout-ms': { type: 'string', default: '30000' },
+      'no-prefetch': { type: 'boolean', default: false },
+      once: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  })
+  if (values.help) {
+    console.log(USAGE)
+    return
+  }
+  const number = (name: string, text: string | undefined): number => {
+    const value = Number(text)
+    if (!Number.isSafeInteger(value) || value < 0) {
+      console.error(`--${name} must be a whole number of milliseconds, not ${JSON.stringify(text)}\n\n${USAGE}`)
+      process.exit(2)
+    }
+    return value
+  }
+  if (!values.socket || !values.mem?.length) {
+    console.error(`--socket and --mem are required\n\n${USAGE}`)
+    process.exit(2)
+  }
+  const print = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(line)}\n`)
+  const server = serveFirecracker({
+    socket: values.socket,
+    memoryFile: values.mem,
+    connectTimeoutMs: number('connect-timeout-ms', values['connect-timeout-ms']),
+    timeoutMs: number('timeout-ms', values['timeout-ms']),
+    prefetch: !values['no-prefetch'],
+    ...(values.record ? { record: values.record } : {}),
+    ...(values.replay ? { replay: values.replay } : {}),
+  })
+  let failed = false
+  print({ event: 'listening', socket: values.socket })
+  server.on('connect', (peer) => print({ event: 'connect', pid: peer?.pid }))
+  server.on('error', (error) => {
+    failed = true
+    print({ event: 'error', code: error.code, message: error.message })
+  })
+  server.on('summary', (summary) => {
+    if (summary.outcome === 'killed') failed = true
+    print({ event: 'summary', ...summary })
+    if (values.once) server.close()
+  })
+  server.on('close', () => process.exit(failed ? 1 : 0))
+  process.on('SIGUSR1', () => {
+    for (const summary of server.running()) print({ event: 'summary', ...summary })
+  })
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => server.close())
+}
+
+try {
+  main(process.argv.slice(2))
+} catch (error) {
+  console.error(`userfaultfd: ${(error as Error).message}`)
+  process.exit(1)
+}

@@ -1,0 +1,331 @@
+// A ready page-fault handler for Firecracker snapshot restores: one process serves any number of
+// microVMs, each from its memory file (or layers of them), natively, with working-set replay.
+import { EventEmitter } from 'node:events'
+import { statSync } from 'node:fs'
+import { argumentError, UffdError } from './errors'
+import type { Region } from './region'
+import { type Adoption, listen, type Peer } from './remote'
+import { Source } from './source'
+import { readTrace, TraceRecorder, type WorkingSetTrace, writeTrace } from './trace'
+import type { ReadaheadOptions, Userfaultfd } from './userfaultfd'
+
+/** Options of {@link serveFirecracker}. */
+export interface FirecrackerOptions {
+  /** The Unix socket Firecracker's load request names as `mem_backend.backend_path`. */
+  socket: string
+  /** The snapshot's memory file (`mem_file_path` of the snapshot), or its layers base first (a full snapshot, then diff snapshots). */
+  memoryFile: string | readonly string[]
+  /** Give up (and close) if no VM connects within this many milliseconds of the start. Default 60000; 0 waits forever. */
+  connectTimeoutMs?: number
+  /** Write each restore's working-set trace (the order its pages were first touched) to this file when its VM exits. */
+  record?: string
+  /** Map the pages of this trace first, in order, as soon as a VM connects (then the rest in the background). */
+  replay?: string
+  /** Map the rest of the memory in the background, stepping aside for faults. Default true. */
+  prefetch?: boolean
+  /** Pages per fault. Default `{ pages: 16, adaptive: true, maxPages: 256 }`. */
+  readahead?: ReadaheadOptions
+  /** How long a fault may take before its VM gets SIGBUS for it. Default 30000. */
+  timeoutMs?: number
+  /** Closes the server (VMs being served are served to their end). */
+  signal?: AbortSignal
+}
+
+/** What one restore took: a line of the server's JSON output. */
+export interface VmSummary {
+  /** The Firecracker process (SO_PEERCRED). */
+  readonly pid: number | undefined
+  /** `'served'`: the VM ran until it exited; `'killed'`: the handler could not serve it and killed it; `'running'`: asked for while serving. */
+  readonly outcome: 'served' | 'killed' | 'running'
+  /** Why the VM was killed. */
+  readonly error?: string
+  /** Memory regions the VM registered. */
+  readonly regions: number
+  /** Fault messages read. */
+  readonly faults: number
+  /** Pages and bytes mapped (faults, readahead, replay and prefetch together). */
+  readonly pagesMapped: number
+  readonly bytesMapped: number
+  /** Ranges of the memory file that were holes, mapped as zeros without a read. */
+  readonly holes: number
+  /** Milliseconds from the handshake to the first fault. */
+  readonly firstFaultMs: number | undefined
+  /** The handler's fault latency (message read to resolve), in microseconds. */
+  readonly faultP50Micros: number
+  readonly faultP99Micros: number
+  /** Pages the trace replay mapped, and the pages the background prefetch mapped. */
+  readonly replayedPages: number
+  readonly prefetchedPages: number
+  /** Milliseconds from the handshake to now, or to the VM's exit. */
+  readonly durationMs: number
+}
+
+/** Events of a {@link FirecrackerServer}. */
+export interface FirecrackerServerEvents {
+  /** A VM connected. */
+  connect: [Peer | undefined]
+  /** A VM's restore ended (it exited, or was killed). */
+  summary: [VmSummary]
+  /** Trouble: a refused handshake, no VM in time, a VM that could not be served. */
+  error: [UffdError]
+  /** The server stopped listening and every VM it served has ended. */
+  close: []
+}
+
+const DEFAULT_READAHEAD: ReadaheadOptions = { pages: 16, adaptive: true, maxPages: 256 }
+
+/** A VM being served. */
+interface Restore {
+  readonly adoption: Adoption
+  readonly started: number
+  readonly recorder: TraceRecorder | undefined
+  replayed: number
+  prefetched: number
+  outcome: VmSummary['outcome']
+  error?: string
+}
+
+/**
+ * Serves Firecracker snapshot restores on a Unix socket: each connection is its own VM, served
+ * until its Firecracker exits, from `memoryFile` natively (no JavaScript per fault), with adaptive
+ * readahead, a background prefetch, holes of sparse files mapped without a read, balloon-removed
+ * ranges served as zeros, and optional working-set record and replay. A VM it cannot serve is
+ * killed (SIGKILL to the pid from SO_PEERCRED), never left frozen or given zeros it did not have.
+ *
+ * @example
+ * ```ts
+ * const server = serveFirecracker({ socket: '/run/fc/uffd.sock', memoryFile: 'vm.mem', replay: 'vm.trace' })
+ * server.on('summary', (vm) => console.log(JSON.stringify(vm)))
+ * // then: PUT /snapshot/load { ..., "mem_backend": { "backend_type": "Uffd", "backend_path": "/run/fc/uffd.sock" } }
+ * ```
+ */
+export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
+  readonly #options: Required<Pick<FirecrackerOptions, 'connectTimeoutMs' | 'prefetch' | 'readahead' | 'timeoutMs'>> & FirecrackerOptions
+  readonly #files: readonly string[]
+  readonly #listener: ReturnType<typeof listen>
+  readonly #restores = new Set<Restore>()
+  readonly #trace: WorkingSetTrace | undefined
+  #listening = true
+  #connectTimer: ReturnType<typeof setTimeout> | undefined
+
+  /** @internal Use {@link serveFirecracker}. */
+  constructor(options: FirecrackerOptions) {
+    super()
+    const { socket, memoryFile } = options
+    if (typeof socket !== 'string') throw argumentError('options.socket', 'a path', socket)
+    const files = typeof memoryFile === 'string' ? [memoryFile] : memoryFile
+    if (!Array.isArray(files) || files.length === 0 || files.some((f) => typeof f !== 'string')) {
+      throw argumentError('options.memoryFile', 'a path or a non-empty array of paths', memoryFile)
+    }
+    this.#files = [...files]
+    for (const file of this.#files) statSync(file) // a missing memory file fails here, before any VM waits on it
+    this.#options = { connectTimeoutMs: 60_000, prefetch: true, readahead: DEFAULT_READAHEAD, timeoutMs: 30_000, ...options }
+    this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
+    // Listening comes first: Firecracker connects as soon as its load request arrives.
+    this.#listener = listen(socket, { fallback: 'sigbus', timeoutMs: this.#options.timeoutMs, features: ['EVENT_REMOVE'] })
+    const { connectTimeoutMs, signal } = this.#options
+    if (connectTimeoutMs > 0) {
+      this.#connectTimer = setTimeout(() => {
+        this.#report(new UffdError(`no VM connected to ${socket} within ${connectTimeoutMs} ms`, { code: 'ETIMEDOUT' }))
+        this.close()
+      }, connectTimeoutMs)
+    }
+    signal?.addEventListener('abort', () => this.close(), { once: true })
+    void this.#acceptAll()
+  }
+
+  /** Summaries of the VMs being served now (what `SIGUSR1` prints in the command). */
+  running(): VmSummary[] {
+    return [...this.#restores].map((restore) => this.#summary(restore))
+  }
+
+  /** Stops listening; VMs being served are served to their end. */
+  close(): void {
+    if (!this.#listening) return
+    this.#listening = false
+    clearTimeout(this.#connectTimer)
+    this.#listener.close()
+    this.#closeIfDone()
+  }
+
+  async #acceptAll(): Promise<void> {
+    while (this.#listening) {
+      let adoption: Adoption
+      try {
+        adoption = await this.#listener.accept()
+      } catch (error) {
+        if (!this.#listening) return
+        this.#report(error instanceof UffdError ? error : new UffdError(String(error), { code: 'EPROTO', cause: error }))
+        continue
+      }
+      clearTimeout(this.#connectTimer)
+      this.#serve(adoption)
+    }
+  }
+
+  #serve(adoption: Adoption): void {
+    const { uffd, regions, offsets, peer } = adoption
+    const restore: Restore = {
+      adoption,
+      started: Date.now(),
+      recorder: this.#options.record === undefined ? undefined : new TraceRecorder(),
+      replayed: 0,
+      prefetched: 0,
+      outcome: 'running',
+    }
+    this.#restores.add(restore)
+    this.emit('connect', peer)
+    uffd.on('error', (error) => {
+      if (error.code === 'ERR_UFFD_PEER_GONE') return
+      // A fault this handler could not serve got SIGBUS in the guest: the VM is lost; end it.
+      this.#kill(restore, error.message)
+    })
+    uffd.on('close', () => this.#ended(restore))
+    try {
+      this.#check(regions, offsets)
+      regions.forEach((region, i) => {
+        uffd.serve(region, {
+          source: this.#source(offsets[i] ?? 0),
+          readahead: this.#options.readahead,
+          afterRemove: 'zeros',
+          ...(restore.recorder ? { trace: restore.recorder } : {}),
+        })
+      })
+    } catch (error) {
+      this.#kill(restore, (error as Error).message)
+      return
+    }
+    void this.#fill(restore, uffd, regions, offsets)
+  }
+
+  /** The memory must cover every region the VM registered. */
+  #check(regions: readonly Region[], offsets: readonly number[]): void {
+    const base = this.#files[0] as string
+    const size = Math.max(...this.#files.map((file) => statSync(file).size))
+    regions.forEach((region, i) => {
+      const end = (offsets[i] ?? 0) + region.size
+      if (end > size) {
+        throw new UffdError(`the memory file ${base} has ${size} bytes, but the VM's region ${i} ends at ${end}`, { code: 'EINVAL' })
+      }
+    })
+  }
+
+  #source(offset: number): Source {
+    const files = this.#files
+    return files.length === 1 ? Source.file(files[0] as string, { offset }) : Source.layers(files, { offset })
+  }
+
+  /** Replays the trace's pages first, in order, then maps the rest in the background. */
+  async #fill(restore: Restore, uffd: Userfaultfd, regions: readonly Region[], offsets: readonly number[]): Promise<void> {
+    try {
+      if (this.#trace) {
+        const plan = replayPlan(this.#trace, regions, offsets)
+        const replays = plan.map(({ region, ranges }) => uffd.prefetch(region, ranges, { chunkPages: 64 }))
+        for (const result of await Promise.all(replays)) restore.replayed += result.mapped
+      }
+      if (this.#options.prefetch) {
+        const rest = await Promise.all(regions.map((region) => uffd.prefetch(region)))
+        for (const result of rest) restore.prefetched += result.mapped
+      }
+    } catch (error) {
+      // The VM exiting midway closes the userfaultfd: that is not a failure to serve it.
+      if (!uffd.closed) this.#kill(restore, `prefetch failed: ${(error as Error).message}`)
+    }
+  }
+
+  #kill(restore: Restore, why: string): void {
+    if (restore.outcome !== 'running') return
+    restore.outcome = 'killed'
+    restore.error = why
+    const { peer, uffd } = restore.adoption
+    if (peer) {
+      try {
+        process.kill(peer.pid, 'SIGKILL')
+      } catch {}
+    }
+    this.#report(
+      new UffdError(
+        `cannot serve the VM${peer ? ` (pid ${peer.pid})` : ''}: ${why}; ${peer ? 'it was killed' : 'its pid is unknown: stop it yourself'}`,
+        { code: 'ERR_UFFD_PEER_KILLED' },
+      ),
+    )
+    uffd.close()
+  }
+
+  #ended(restore: Restore): void {
+    if (!this.#restores.delete(restore)) return
+    if (restore.outcome === 'running') restore.outcome = 'served'
+    const summary = this.#summary(restore)
+    if (restore.recorder && this.#options.record) {
+      try {
+        writeTrace(this.#options.record, this.#files, pageSizeOf(restore.adoption.regions), restore.recorder.offsets())
+      } catch (error) {
+        this.#report(new UffdError(`writing the trace ${this.#options.record} failed: ${(error as Error).message}`, { code: 'EIO', cause: error }))
+      }
+    }
+    this.emit('summary', summary)
+    this.#closeIfDone()
+  }
+
+  #summary(restore: Restore): VmSummary {
+    const { uffd, regions, peer } = restore.adoption
+    const stats = uffd.stats
+    const latency = uffd.latency()
+    const page = pageSizeOf(regions)
+    return {
+      pid: peer?.pid,
+      outcome: restore.outcome,
+      ...(restore.error ? { error: restore.error } : {}),
+      regions: regions.length,
+      faults: stats.faults.missing + stats.faults.minor + stats.faults.wp,
+      pagesMapped: Math.round(stats.bytesMapped / page),
+      bytesMapped: stats.bytesMapped,
+      holes: stats.holes,
+      firstFaultMs: latency.firstFaultMs,
+      faultP50Micros: latency.p50Micros,
+      faultP99Micros: latency.p99Micros,
+      replayedPages: Math.round(restore.replayed / page),
+      prefetchedPages: Math.round(restore.prefetched / page),
+      durationMs: Date.now() - restore.started,
+    }
+  }
+
+  #closeIfDone(): void {
+    if (!this.#listening && this.#restores.size === 0) this.emit('close')
+  }
+
+  #report(error: UffdError): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error)
+    else process.emitWarning(error)
+  }
+}
+
+/** The VMs' page size (every region of a VM has the same). */
+function pageSizeOf(regions: readonly Region[]): number {
+  return regions[0]?.pageSize ?? 4096
+}
+
+/** Where each traced page lies: per region, its ranges in the trace's order (runs of pages coalesced). */
+export function replayPlan(
+  trace: WorkingSetTrace,
+  regions: readonly Region[],
+  offsets: readonly number[],
+): Array<{ region: Region; ranges: Array<{ offset: number; length: number }> }> {
+  const plan = regions.map((region) => ({ region, ranges: [] as Array<{ offset: number; length: number }> }))
+  for (const pageNumber of trace.pages) {
+    const fileOffset = pageNumber * trace.pageSize
+    const i = regions.findIndex((region, j) => fileOffset >= (offsets[j] ?? 0) && fileOffset < (offsets[j] ?? 0) + region.size)
+    const entry = plan[i]
+    if (!entry || trace.pageSize % entry.region.pageSize !== 0) continue
+    const offset = fileOffset - (offsets[i] ?? 0)
+    const last = entry.ranges[entry.ranges.length - 1]
+    if (last && last.offset + last.length === offset) last.length += trace.pageSize
+    else entry.ranges.push({ offset, length: trace.pageSize })
+  }
+  return plan.filter((entry) => entry.ranges.length > 0)
+}
+
+/** Starts serving Firecracker restores on `options.socket`; see {@link FirecrackerServer}. */
+export function serveFirecracker(options: FirecrackerOptions): FirecrackerServer {
+  return new FirecrackerServer(options)
+}

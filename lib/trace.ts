@@ -1,0 +1,121 @@
+// Working-set traces: the order in which a restore first touched the pages of a memory file, recorded
+// natively on the fault path, saved to a file, and replayed first on the next restore.
+import { createHash } from 'node:crypto'
+import { closeSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs'
+import type { NativeRecorder } from './binding'
+import { argumentError, UffdError } from './errors'
+import { native } from './loader'
+
+/** The format's name and version, the first fields of every trace file. */
+export const TRACE_FORMAT = 'userfaultfd-working-set'
+export const TRACE_VERSION = 1
+
+/** What names a memory file in a trace: its size and a fingerprint of its content. */
+export interface MemoryFingerprint {
+  /** The file's size in bytes. */
+  readonly size: number
+  /** SHA-256 (hex) of the size and of 64 KiB samples at the start, the end and 16 places between. */
+  readonly fingerprint: string
+}
+
+/**
+ * A trace file (JSON):
+ * `{ "format": "userfaultfd-working-set", "version": 1, "memory": [MemoryFingerprint...], "pageSize": 4096, "pages": [...] }`.
+ * `memory` names the memory files, base first (one entry unless the memory is layered); `pages`
+ * are page numbers in the memory file (file offset / pageSize), in the order they were first
+ * touched.
+ */
+export interface WorkingSetTrace {
+  readonly format: typeof TRACE_FORMAT
+  readonly version: number
+  readonly memory: readonly MemoryFingerprint[]
+  readonly pageSize: number
+  readonly pages: readonly number[]
+}
+
+const SAMPLE = 64 * 1024
+const SAMPLES_BETWEEN = 16
+
+/** The size and content fingerprint of a memory file. */
+export function fingerprintOf(path: string): MemoryFingerprint {
+  if (typeof path !== 'string') throw argumentError('path', 'a path', path)
+  const fd = openSync(path, 'r')
+  try {
+    const size = fstatSync(fd).size
+    const hash = createHash('sha256').update(String(size))
+    const buffer = Buffer.alloc(SAMPLE)
+    const at = [0, ...Array.from({ length: SAMPLES_BETWEEN }, (_, i) => Math.floor((size * (i + 1)) / (SAMPLES_BETWEEN + 1))), size - SAMPLE]
+    for (const offset of at) {
+      const read = readSync(fd, buffer, 0, SAMPLE, Math.max(0, offset))
+      hash.update(buffer.subarray(0, read))
+    }
+    return { size, fingerprint: hash.digest('hex') }
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/**
+ * Records, on the native fault path, the pages that faults map from a source, in the order they
+ * were first touched: pass it as `trace` to {@link Userfaultfd.serve}, then {@link writeTrace}.
+ */
+export class TraceRecorder {
+  readonly #native: NativeRecorder = new native.NativeRecorder()
+
+  /** The file offsets of the pages recorded so far, in the order they were first touched. */
+  offsets(): number[] {
+    return this.#native.pages()
+  }
+
+  /** @internal */
+  get native(): NativeRecorder {
+    return this.#native
+  }
+}
+
+/** Writes a trace of `offsets` (file offsets, in order) for the memory files `memory` (base first). */
+export function writeTrace(path: string, memory: readonly string[], pageSize: number, offsets: readonly number[]): WorkingSetTrace {
+  const trace: WorkingSetTrace = {
+    format: TRACE_FORMAT,
+    version: TRACE_VERSION,
+    memory: memory.map(fingerprintOf),
+    pageSize,
+    pages: offsets.map((offset) => Math.floor(offset / pageSize)),
+  }
+  writeFileSync(path, `${JSON.stringify(trace)}\n`)
+  return trace
+}
+
+/**
+ * Reads a trace and checks that it belongs to the memory files `memory` (base first): the same
+ * number of files, each of the same size and fingerprint. Throws a UffdError EINVAL that says
+ * which differs otherwise, or if the file is not a trace of a version this package reads.
+ */
+export function readTrace(path: string, memory: readonly string[]): WorkingSetTrace {
+  let trace: WorkingSetTrace
+  try {
+    trace = JSON.parse(readFileSync(path, 'utf8')) as WorkingSetTrace
+  } catch (cause) {
+    throw new UffdError(`${path} is not a working-set trace: ${(cause as Error).message}`, { code: 'EINVAL', cause })
+  }
+  if (trace?.format !== TRACE_FORMAT || trace.version !== TRACE_VERSION) {
+    throw new UffdError(`${path} is not a ${TRACE_FORMAT} trace of version ${TRACE_VERSION}`, { code: 'EINVAL' })
+  }
+  if (!Array.isArray(trace.pages) || !Number.isInteger(trace.pageSize) || !Array.isArray(trace.memory)) {
+    throw new UffdError(`${path} is a malformed trace`, { code: 'EINVAL' })
+  }
+  if (trace.memory.length !== memory.length) {
+    throw new UffdError(`the trace ${path} was recorded for ${trace.memory.length} memory file(s), not ${memory.length}`, { code: 'EINVAL' })
+  }
+  memory.forEach((file, i) => {
+    const now = fingerprintOf(file)
+    const then = trace.memory[i]
+    if (now.size !== then?.size || now.fingerprint !== then.fingerprint) {
+      throw new UffdError(
+        `the trace ${path} was recorded for another memory file than ${file} (size ${then?.size} vs ${now.size}, or its content differs): record it again`,
+        { code: 'EINVAL' },
+      )
+    }
+  })
+  return trace
+}
