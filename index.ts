@@ -14,12 +14,27 @@ export { UffdError } from './lib/errors'
 export type { ContinueOptions, FaultKind, MapOptions, MoveOptions, RangeOptions as FaultRangeOptions, WakeOptions } from './lib/fault'
 export { Fault } from './lib/fault'
 export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
+export {
+  type FirecrackerOptions,
+  FirecrackerServer,
+  type FirecrackerServerEvents,
+  serveFirecracker,
+  type VmSummary,
+} from './lib/firecracker'
 export type { HugetlbOptions, MemoryKind, SharedRegion, ShmemOptions } from './lib/region'
 export { Region } from './lib/region'
 export { type Adoption, type AdoptOptions, adoptFd, HandshakeListener, listen, type Peer, type RemoteRange, receive } from './lib/remote'
-export { FirecrackerServer, type FirecrackerOptions, type FirecrackerServerEvents, serveFirecracker, type VmSummary } from './lib/firecracker'
 export { type FileSourceOptions, Source } from './lib/source'
-export { fingerprintOf, type MemoryFingerprint, readTrace, TRACE_FORMAT, TRACE_VERSION, TraceRecorder, type WorkingSetTrace, writeTrace } from './lib/trace'
+export {
+  fingerprintOf,
+  type MemoryFingerprint,
+  readTrace,
+  TRACE_FORMAT,
+  TRACE_VERSION,
+  TraceRecorder,
+  type WorkingSetTrace,
+  writeTrace,
+} from './lib/trace'
 export type {
   ByteRange,
   DirtyOptions,

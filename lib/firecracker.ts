@@ -134,6 +134,11 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     void this.#acceptAll()
   }
 
+  /** The socket it listens on. */
+  get socket(): string {
+    return this.#options.socket
+  }
+
   /** Summaries of the VMs being served now (what `SIGUSR1` prints in the command). */
   running(): VmSummary[] {
     return [...this.#restores].map((restore) => this.#summary(restore))
@@ -260,7 +265,9 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       try {
         writeTrace(this.#options.record, this.#files, pageSizeOf(restore.adoption.regions), restore.recorder.offsets())
       } catch (error) {
-        this.#report(new UffdError(`writing the trace ${this.#options.record} failed: ${(error as Error).message}`, { code: 'EIO', cause: error }))
+        this.#report(
+          new UffdError(`writing the trace ${this.#options.record} failed: ${(error as Error).message}`, { code: 'EIO', cause: error }),
+        )
       }
     }
     this.emit('summary', summary)

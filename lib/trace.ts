@@ -44,7 +44,11 @@ export function fingerprintOf(path: string): MemoryFingerprint {
     const size = fstatSync(fd).size
     const hash = createHash('sha256').update(String(size))
     const buffer = Buffer.alloc(SAMPLE)
-    const at = [0, ...Array.from({ length: SAMPLES_BETWEEN }, (_, i) => Math.floor((size * (i + 1)) / (SAMPLES_BETWEEN + 1))), size - SAMPLE]
+    const at = [
+      0,
+      ...Array.from({ length: SAMPLES_BETWEEN }, (_, i) => Math.floor((size * (i + 1)) / (SAMPLES_BETWEEN + 1))),
+      size - SAMPLE,
+    ]
     for (const offset of at) {
       const read = readSync(fd, buffer, 0, SAMPLE, Math.max(0, offset))
       hash.update(buffer.subarray(0, read))
@@ -105,7 +109,9 @@ export function readTrace(path: string, memory: readonly string[]): WorkingSetTr
     throw new UffdError(`${path} is a malformed trace`, { code: 'EINVAL' })
   }
   if (trace.memory.length !== memory.length) {
-    throw new UffdError(`the trace ${path} was recorded for ${trace.memory.length} memory file(s), not ${memory.length}`, { code: 'EINVAL' })
+    throw new UffdError(`the trace ${path} was recorded for ${trace.memory.length} memory file(s), not ${memory.length}`, {
+      code: 'EINVAL',
+    })
   }
   memory.forEach((file, i) => {
     const now = fingerprintOf(file)

@@ -753,7 +753,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       if (!item.notice) continue
       // Said when the fault came; a handler installed since (right after accept(), say) has it now.
       const notice = item.notice
-      if (notice.kind === 'no-handler' && (this.#native.hasHandler || (notice.fault && !this.#native.faultWaiting(notice.fault.id)))) continue
+      if (notice.kind === 'no-handler' && (this.#native.hasHandler || (notice.fault && !this.#native.faultWaiting(notice.fault.id))))
+        continue
       this.#report(fromNotice(item.notice))
       if (item.notice.kind === 'peer-gone') this.#closedByPeer()
     }

@@ -14,3 +14,5 @@ const lines = [
 ]
 writeFileSync(join(dist, 'index.mjs'), lines.join('\n'))
 copyFileSync(join(__dirname, '..', 'lib', 'binding.d.ts'), join(dist, 'lib', 'binding.d.ts'))
+// The `userfaultfd` command (package.json "bin") must be executable in a source checkout too.
+require('node:fs').chmodSync(join(dist, 'lib', 'cli.js'), 0o755)

@@ -45,7 +45,11 @@ const BUCKETS: usize = 4 * 40;
 
 impl Default for Latency {
     fn default() -> Self {
-        Latency { opened: Instant::now(), first_fault: OnceLock::new(), buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect() }
+        Latency {
+            opened: Instant::now(),
+            first_fault: OnceLock::new(),
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 }
 

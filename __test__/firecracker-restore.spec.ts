@@ -1,0 +1,312 @@
+// Snapshot restore: serveFirecracker against a C peer that does what Firecracker does (several
+// regions, the 1.12+ handshake body, EVENT_REMOVE for its balloon, hugetlb memory) and checks
+// every byte of every page it reads against the memory it should see.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import test from 'ava'
+import { type FirecrackerServer, readTrace, serveFirecracker, type UffdError, type VmSummary } from 'userfaultfd'
+import { freeHugePages, within } from './helpers/harness'
+
+const PAGE = 4096
+const PAGES = 256
+const dir = mkdtempSync(join(tmpdir(), 'uffd-fc-'))
+const peerBinary = join(dir, 'vm-peer')
+execFileSync('cc', ['-O2', '-Wall', '-o', peerBinary, join(__dirname, '..', '..', '..', '__test__', 'helpers', 'vm-peer.c')])
+test.after.always(() => rmSync(dir, { recursive: true, force: true }))
+
+let sockets = 0
+const socketPath = () => join(dir, `fc-${sockets++}.sock`)
+
+/** Page `p` of a memory image: bytes that differ from page to page, and from `seed` to seed. */
+function pageOf(p: number, size: number, seed = 0): Buffer {
+  const bytes = Buffer.alloc(size)
+  for (let i = 0; i < size; i += 8) bytes.writeUInt32LE((p * 2654435761 + i * 40503 + seed * 97 + 1) >>> 0, i)
+  return bytes
+}
+
+/** A memory file of `pages` pages; only the pages `has(p)` are written (the rest are holes). */
+function memoryFile(name: string, pages: number, size = PAGE, seed = 0, has: (p: number) => boolean = () => true): string {
+  const path = join(dir, name)
+  const fd = openSync(path, 'w')
+  for (let p = 0; p < pages; p++) if (has(p)) writeSync(fd, pageOf(p, size, seed), 0, size, p * size)
+  closeSync(fd)
+  execFileSync('truncate', ['-s', String(pages * size), path])
+  return path
+}
+
+interface Peer {
+  child: ChildProcess
+  exit: Promise<{ code: number | null; signal: string | null; out: string }>
+  /** What it printed so far. */
+  output: () => string
+}
+
+function startPeer(socket: string, expected: string, pages: number, args: string[] = []): Peer {
+  const child = spawn(peerBinary, [socket, expected, String(pages), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout?.on('data', (chunk) => {
+    out += chunk
+  })
+  child.stderr?.on('data', (chunk) => {
+    out += chunk
+  })
+  const exit = new Promise<{ code: number | null; signal: string | null; out: string }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, out })),
+  )
+  return { child, exit: within(exit, 'the VM peer', 60_000), output: () => out }
+}
+
+function nextSummary(server: FirecrackerServer): Promise<VmSummary> {
+  return within(new Promise((resolve) => server.once('summary', resolve)), 'a summary', 60_000)
+}
+
+function errorsOf(server: FirecrackerServer): UffdError[] {
+  const errors: UffdError[] = []
+  server.on('error', (error) => errors.push(error))
+  return errors
+}
+
+test('serveFirecracker serves every page of a two-region VM from its memory file; the VM checks every byte', async (t) => {
+  const mem = memoryFile('two-regions.mem', 2 * PAGES)
+  const socket = socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem, connectTimeoutMs: 30_000 })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const summary = nextSummary(server)
+  const peer = startPeer(socket, mem, PAGES, ['--regions', '2'])
+  const { code, out } = await peer.exit
+  t.is(code, 0, out)
+  t.regex(out, new RegExp(`"pages":${2 * PAGES},"wrong":0`))
+  const vm = await summary
+  t.is(vm.outcome, 'served')
+  t.is(vm.pid, peer.child.pid)
+  t.is(vm.regions, 2)
+  t.true(vm.bytesMapped >= 2 * PAGES * PAGE - PAGE, `${vm.bytesMapped}`)
+  server.close()
+  t.deepEqual(errors, [])
+})
+
+test('holes of a sparse memory file are mapped as zeros without a read (stats.holes), and read as zeros', async (t) => {
+  const mem = memoryFile('sparse.mem', PAGES, PAGE, 0, (p) => p % 32 < 4)
+  const socket = socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem, prefetch: false, readahead: { pages: 1 } })
+  t.teardown(() => server.close())
+  const summary = nextSummary(server)
+  const { code, out } = await startPeer(socket, mem, PAGES).exit
+  t.is(code, 0, out)
+  const vm = await summary
+  t.true(vm.holes >= (PAGES * 28) / 32, `holes: ${vm.holes}`)
+  server.close()
+})
+
+test('layered memory files: each page comes from the topmost layer with data there; holes of every layer are zeros', async (t) => {
+  const base = memoryFile('base.mem', PAGES, PAGE, 0, (p) => p < PAGES - 16)
+  const diffPages = new Set([3, 10, 11, 200, PAGES - 4])
+  const diff = memoryFile('diff.mem', PAGES, PAGE, 5, (p) => diffPages.has(p))
+  // What the VM must read: the diff's pages over the base's, zeros where neither has data.
+  const merged = memoryFile('merged.mem', PAGES, PAGE, 0, (p) => p < PAGES - 16 && !diffPages.has(p))
+  const fd = openSync(merged, 'r+')
+  for (const p of diffPages) writeSync(fd, pageOf(p, PAGE, 5), 0, PAGE, p * PAGE)
+  closeSync(fd)
+  const socket = socketPath()
+  const server = serveFirecracker({ socket, memoryFile: [base, diff] })
+  t.teardown(() => server.close())
+  const summary = nextSummary(server)
+  const { code, out } = await startPeer(socket, merged, PAGES).exit
+  t.is(code, 0, out)
+  t.is((await summary).outcome, 'served')
+  server.close()
+})
+
+test('record then replay: the trace maps the working set in order before the VM touches it, so the VM takes almost no faults', async (t) => {
+  const mem = memoryFile('replay.mem', PAGES)
+  const trace = join(dir, 'replay.trace')
+  // The VM touches a scattered working set first: a page in 8, backwards.
+  const order = join(dir, 'order.txt')
+  writeFileSync(order, Array.from({ length: PAGES / 8 }, (_, i) => PAGES - 1 - 8 * i).join('\n'))
+  const args = ['--order', order, '--delay-ms', '300']
+  const recording = serveFirecracker({ socket: socketPath(), memoryFile: mem, prefetch: false, readahead: { pages: 1 }, record: trace })
+  t.teardown(() => recording.close())
+  const recorded = nextSummary(recording)
+  t.is((await startPeer(recording.socket, mem, PAGES, args).exit).code, 0)
+  const first = await recorded
+  recording.close()
+  const written = readTrace(trace, [mem])
+  t.is(written.pages.length, PAGES, 'every page the VM touched, once')
+  t.deepEqual(written.pages.slice(0, 4), [PAGES - 1, PAGES - 9, PAGES - 17, PAGES - 25], 'in the order it touched them')
+  const replaying = serveFirecracker({ socket: socketPath(), memoryFile: mem, prefetch: false, readahead: { pages: 1 }, replay: trace })
+  t.teardown(() => replaying.close())
+  const replayed = nextSummary(replaying)
+  const { code, out } = await startPeer(replaying.socket, mem, PAGES, args).exit
+  t.is(code, 0, out)
+  const second = await replayed
+  t.is(second.replayedPages, PAGES)
+  t.true(second.faults <= Math.max(2, first.faults / 20), `faults: ${first.faults} recording, ${second.faults} replaying`)
+  replaying.close()
+})
+
+test('a trace recorded for another memory file is refused', (t) => {
+  const mem = memoryFile('one.mem', 16)
+  const other = memoryFile('other.mem', 16, PAGE, 9)
+  const trace = join(dir, 'one.trace')
+  writeFileSync(
+    trace,
+    JSON.stringify({
+      format: 'userfaultfd-working-set',
+      version: 1,
+      memory: [{ size: 16 * PAGE, fingerprint: 'x' }],
+      pageSize: PAGE,
+      pages: [1],
+    }),
+  )
+  t.throws(() => serveFirecracker({ socket: socketPath(), memoryFile: other, replay: trace }), {
+    code: 'EINVAL',
+    message: /another memory file/,
+  })
+  t.throws(() => readTrace(trace, [mem]), { code: 'EINVAL' })
+})
+
+test('four VMs restored at once by one server: each reads its bytes right, four summaries', async (t) => {
+  const mem = memoryFile('four.mem', PAGES)
+  const socket = socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem })
+  t.teardown(() => server.close())
+  const summaries: VmSummary[] = []
+  server.on('summary', (vm) => summaries.push(vm))
+  const peers = Array.from({ length: 4 }, () => startPeer(socket, mem, PAGES))
+  for (const peer of peers) {
+    const { code, out } = await peer.exit
+    t.is(code, 0, out)
+  }
+  await within(
+    (async () => {
+      while (summaries.length < 4) await new Promise((resolve) => setTimeout(resolve, 10))
+    })(),
+    'four summaries',
+  )
+  const sorted = (pids: Array<number | undefined>) => [...pids].sort((a, b) => (a ?? 0) - (b ?? 0))
+  t.deepEqual(sorted(summaries.map((vm) => vm.pid)), sorted(peers.map((peer) => peer.child.pid)))
+  t.true(summaries.every((vm) => vm.outcome === 'served'))
+  server.close()
+})
+
+test('a VM that never connects: the server gives up after connectTimeoutMs and closes', async (t) => {
+  const mem = memoryFile('lonely.mem', 16)
+  const server = serveFirecracker({ socket: socketPath(), memoryFile: mem, connectTimeoutMs: 300 })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  await within(new Promise<void>((resolve) => server.once('close', () => resolve())), 'the close')
+  t.is(errors[0]?.code, 'ETIMEDOUT')
+})
+
+test('a VM the handler cannot serve (its memory file is shorter than its memory) is killed, not left frozen', async (t) => {
+  const mem = memoryFile('short.mem', 16)
+  const socket = socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const summary = nextSummary(server)
+  const { signal } = await startPeer(socket, mem, PAGES).exit
+  t.is(signal, 'SIGKILL')
+  const vm = await summary
+  t.is(vm.outcome, 'killed')
+  t.regex(vm.error ?? '', /ends at/)
+  t.is(errors[0]?.code, 'ERR_UFFD_PEER_KILLED')
+  server.close()
+})
+
+test('balloon: pages the VM gives back (MADV_DONTNEED, EVENT_REMOVE) read as zeros after, not as the snapshot’s bytes', async (t) => {
+  const mem = memoryFile('balloon.mem', PAGES)
+  const socket = socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem })
+  t.teardown(() => server.close())
+  const summary = nextSummary(server)
+  const { code, out } = await startPeer(socket, mem, PAGES, ['--balloon', '8:16']).exit
+  t.is(code, 0, out)
+  t.regex(out, /"balloon_wrong":0/)
+  t.is((await summary).outcome, 'served')
+  server.close()
+})
+
+test('a VM killed mid-restore ends its restore; the server serves the next VM', async (t) => {
+  const mem = memoryFile('killed.mem', PAGES)
+  const socket = socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem, prefetch: false })
+  t.teardown(() => server.close())
+  const first = nextSummary(server)
+  const hanging = startPeer(socket, mem, PAGES, ['--hang-after', '10'])
+  await within(
+    (async () => {
+      while (!hanging.output().includes('hanging')) await new Promise((resolve) => setTimeout(resolve, 10))
+    })(),
+    'the peer to hang',
+  )
+  hanging.child.kill('SIGKILL')
+  t.is((await hanging.exit).signal, 'SIGKILL')
+  t.is((await first).outcome, 'served')
+  const second = nextSummary(server)
+  const { code, out } = await startPeer(socket, mem, PAGES).exit
+  t.is(code, 0, out)
+  t.is((await second).outcome, 'served')
+  server.close()
+})
+
+test('a guest in 2 MiB hugetlbfs pages is served in 2 MiB pages, bytes right', async (t) => {
+  const hugePages = 8
+  if (freeHugePages() < hugePages) {
+    t.log(`needs ${hugePages} free 2 MiB huge pages (sysctl vm.nr_hugepages): skipped`)
+    t.pass()
+    return
+  }
+  const HUGE = 2 * 1024 * 1024
+  const mem = memoryFile('huge.mem', hugePages, HUGE)
+  const socket = socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem })
+  t.teardown(() => server.close())
+  const summary = nextSummary(server)
+  const { code, out } = await startPeer(socket, mem, hugePages, ['--huge']).exit
+  t.is(code, 0, out)
+  const vm = await summary
+  t.is(vm.pagesMapped, hugePages)
+  server.close()
+})
+
+test('the userfaultfd command serves a VM and prints a JSON line per event', async (t) => {
+  const mem = memoryFile('cli.mem', PAGES)
+  const socket = socketPath()
+  const cli = spawn(
+    process.execPath,
+    [join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js'), 'firecracker', '--socket', socket, '--mem', mem, '--once'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
+  let out = ''
+  cli.stdout?.on('data', (chunk) => {
+    out += chunk
+  })
+  cli.stderr?.on('data', (chunk) => {
+    out += chunk
+  })
+  const cliExit = within(new Promise<number | null>((resolve) => cli.on('close', resolve)), 'the command', 60_000)
+  await within(
+    (async () => {
+      while (!out.includes('listening')) await new Promise((resolve) => setTimeout(resolve, 10))
+    })(),
+    'listening',
+  )
+  const { code } = await startPeer(socket, mem, PAGES).exit
+  t.is(code, 0)
+  t.is(await cliExit, 0, out)
+  const lines = out
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { event: string; outcome?: string })
+  t.deepEqual(
+    lines.map((line) => line.event),
+    ['listening', 'connect', 'summary'],
+  )
+  t.is(lines[2]?.outcome, 'served')
+})

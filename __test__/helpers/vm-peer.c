@@ -1,0 +1,156 @@
+/*
+ * A stand-in for a Firecracker being restored: it maps guest memory in one or more regions,
+ * creates a userfaultfd with EVENT_REMOVE (as Firecracker does for its balloon), registers the
+ * memory, sends the fd with the body current Firecracker sends (page_size and page_size_kib, both
+ * in bytes; see __test__/fixtures/firecracker-handshakes.json), then reads every page and checks
+ * every byte against the file it is told holds the memory's contents.
+ *
+ *   vm-peer SOCKET EXPECTED PAGES [options]
+ *   EXPECTED   a file with what the memory must read as (region i starts at i * PAGES * page)
+ *   PAGES      pages per region
+ *   --regions N      regions (default 1), each at its own address
+ *   --huge           2 MiB pages of hugetlbfs instead of 4 KiB pages
+ *   --delay-ms N     wait N ms after the handshake before touching memory (vCPUs start later)
+ *   --balloon P:N    after the check, drop N pages from page P of region 0 (MADV_DONTNEED, as a
+ *                    balloon does), read them again, and check that they read as zeros
+ *   --hang-after N   read N pages, then wait to be killed
+ *   --order FILE     touch pages in the order listed in FILE (page numbers of region 0), then the rest
+ * Prints one JSON line: {"pages":..,"wrong":..,"balloon_wrong":..}; exits 0 if nothing was wrong.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_REGIONS 8
+
+static void die(const char *what) {
+  perror(what);
+  exit(2);
+}
+
+static int connect_to(const char *path) {
+  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) die("socket");
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
+  if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
+  return sock;
+}
+
+#include "send-fd.h"
+
+/* Compares one page of guest memory with what EXPECTED holds there; returns wrong bytes. */
+static size_t check_page(int expected, const unsigned char *page, size_t size, off_t at, unsigned char *scratch) {
+  ssize_t got = pread(expected, scratch, size, at);
+  if (got < 0) die("pread");
+  memset(scratch + got, 0, size - (size_t)got);
+  size_t wrong = 0;
+  for (size_t i = 0; i < size; i++) wrong += page[i] != scratch[i];
+  return wrong;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 4) {
+    fprintf(stderr, "usage: vm-peer SOCKET EXPECTED PAGES [--regions N] [--huge] [--delay-ms N] [--balloon P:N] [--hang-after N] [--order FILE]\n");
+    return 2;
+  }
+  size_t pages = strtoul(argv[3], NULL, 10);
+  int regions = 1, huge = 0;
+  long delay_ms = 0, hang_after = -1;
+  size_t balloon_at = 0, balloon_pages = 0;
+  const char *order = NULL;
+  for (int i = 4; i < argc; i++) {
+    if (strcmp(argv[i], "--regions") == 0 && i + 1 < argc) regions = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--huge") == 0) huge = 1;
+    else if (strcmp(argv[i], "--delay-ms") == 0 && i + 1 < argc) delay_ms = atol(argv[++i]);
+    else if (strcmp(argv[i], "--hang-after") == 0 && i + 1 < argc) hang_after = atol(argv[++i]);
+    else if (strcmp(argv[i], "--order") == 0 && i + 1 < argc) order = argv[++i];
+    else if (strcmp(argv[i], "--balloon") == 0 && i + 1 < argc) {
+      if (sscanf(argv[++i], "%zu:%zu", &balloon_at, &balloon_pages) != 2) die("--balloon P:N");
+    } else {
+      fprintf(stderr, "vm-peer: unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (regions < 1 || regions > MAX_REGIONS) die("--regions");
+  int expected = open(argv[2], O_RDONLY | O_CLOEXEC);
+  if (expected < 0) die("open EXPECTED");
+  size_t page = huge ? (2UL << 20) : 4096;
+  size_t size = pages * page;
+
+  int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+  if (uffd < 0) die("userfaultfd");
+  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE};
+  if (ioctl(uffd, UFFDIO_API, &api) < 0) die("UFFDIO_API");
+
+  unsigned char *mem[MAX_REGIONS];
+  char body[4096];
+  int at = snprintf(body, sizeof body, "[");
+  for (int r = 0; r < regions; r++) {
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (huge ? MAP_HUGETLB : 0);
+    mem[r] = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (mem[r] == MAP_FAILED) die("mmap");
+    struct uffdio_register reg = {.range = {.start = (uintptr_t)mem[r], .len = size}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+    if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) die("UFFDIO_REGISTER");
+    at += snprintf(body + at, sizeof body - at,
+                   "%s{\"base_host_virt_addr\":%lu,\"size\":%zu,\"offset\":%zu,\"page_size\":%zu,\"page_size_kib\":%zu}",
+                   r ? "," : "", (unsigned long)(uintptr_t)mem[r], size, (size_t)r * size, page, page);
+  }
+  snprintf(body + at, sizeof body - at, "]");
+  int sock = connect_to(argv[1]);
+  send_handshake_fd(sock, body, uffd);
+  if (delay_ms > 0) {
+    struct timespec pause = {.tv_sec = delay_ms / 1000, .tv_nsec = (delay_ms % 1000) * 1000000L};
+    nanosleep(&pause, NULL);
+  }
+
+  /* Touch pages in the order given (region 0), then every page, checking each byte. */
+  unsigned char *scratch = malloc(page);
+  unsigned char *touched = calloc((size_t)regions * pages, 1);
+  if (!scratch || !touched) die("malloc");
+  size_t wrong = 0, read = 0;
+  if (order) {
+    FILE *list = fopen(order, "r");
+    if (!list) die("open ORDER");
+    size_t p;
+    while (fscanf(list, "%zu", &p) == 1) {
+      if (p >= pages || touched[p]) continue;
+      touched[p] = 1;
+      wrong += check_page(expected, mem[0] + p * page, page, (off_t)(p * page), scratch);
+      read++;
+    }
+    fclose(list);
+  }
+  for (int r = 0; r < regions; r++) {
+    for (size_t p = 0; p < pages; p++) {
+      if (touched[(size_t)r * pages + p]) continue;
+      if (hang_after >= 0 && read == (size_t)hang_after) {
+        printf("{\"hanging\":true,\"pages\":%zu}\n", read);
+        fflush(stdout);
+        for (;;) pause();
+      }
+      wrong += check_page(expected, mem[r] + p * page, page, (off_t)((size_t)r * size + p * page), scratch);
+      read++;
+    }
+  }
+  size_t balloon_wrong = 0;
+  if (balloon_pages > 0) {
+    /* A balloon gives pages back: they must read as zeros after, not as the snapshot's bytes. */
+    if (madvise(mem[0] + balloon_at * page, balloon_pages * page, MADV_DONTNEED) < 0) die("madvise");
+    for (size_t p = balloon_at; p < balloon_at + balloon_pages; p++)
+      for (size_t i = 0; i < page; i++) balloon_wrong += mem[0][p * page + i] != 0;
+  }
+  printf("{\"pages\":%zu,\"wrong\":%zu,\"balloon_wrong\":%zu}\n", read, wrong, balloon_wrong);
+  return wrong == 0 && balloon_wrong == 0 ? 0 : 1;
+}
