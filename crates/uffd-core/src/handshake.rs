@@ -1,9 +1,11 @@
 //! Receiving a userfaultfd from another process over a Unix socket, in the shape Firecracker's
 //! snapshot restore sends it: one message whose body is a JSON array of the guest memory ranges
-//! (`base_host_virt_addr`, `size`, `offset`, `page_size` or the older `page_size_kib`) and whose
-//! SCM_RIGHTS control data carries the uffd. The peer's credentials come from SO_PEERCRED.
+//! (`base_host_virt_addr`, `size`, `offset`, and the page size in bytes as `page_size`, the older
+//! `page_size_kib`, both or neither) and whose SCM_RIGHTS control data carries the uffd. The
+//! peer's credentials come from SO_PEERCRED.
 
 use crate::error::{Error, Result};
+use crate::region::base_page_size;
 use crate::userfaultfd::RemoteRange;
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials};
@@ -16,9 +18,12 @@ const OP: &str = "handshake";
 /// The most JSON a handshake may carry: a VM with thousands of memory slots stays far below it.
 const MAX_BODY: usize = 1 << 20;
 
-/// A guest memory range as Firecracker describes it.
+/// A guest memory range as Firecracker describes it. Its releases give the page size in three
+/// ways, always in bytes: 1.12 and later send `page_size` and the deprecated `page_size_kib`
+/// (which has always held bytes despite its name: Firecracker's CHANGELOG, #4948); 1.7 to 1.11
+/// send only `page_size_kib`; 1.0 to 1.6 send neither, and their pages are the base page size.
+/// Fields a later release adds are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct GuestRegionUffdMapping {
     base_host_virt_addr: u64,
     size: u64,
@@ -132,28 +137,22 @@ pub fn parse_ranges(body: &[u8]) -> Result<Vec<HandshakeRange>> {
     let ranges = mappings
         .iter()
         .map(|m| {
-            let kib = m
-                .page_size_kib
-                .map(|kib| kib.checked_mul(1024).ok_or_else(|| Error::invalid(OP, "page_size_kib overflows")))
-                .transpose()?;
-            let page_size = match (m.page_size, kib) {
-                (Some(bytes), Some(from_kib)) if bytes != from_kib => {
-                    return Err(Error::invalid(
-                        OP,
-                        format!("page_size {bytes} and page_size_kib {} disagree", from_kib / 1024),
-                    ))
-                }
-                (Some(bytes), _) => bytes,
-                (None, Some(from_kib)) => from_kib,
-                (None, None) => return Err(Error::invalid(OP, "a range has neither page_size nor page_size_kib")),
+            // `page_size` wins over `page_size_kib` when both are there; both are bytes.
+            let (page_size, field) = match (m.page_size, m.page_size_kib) {
+                (Some(bytes), _) => (bytes, "page_size"),
+                (None, Some(bytes)) => (bytes, "page_size_kib"),
+                (None, None) => (base_page_size() as u64, "the base page size"),
             };
             let address = to_usize(m.base_host_virt_addr, "base_host_virt_addr")?;
             let length = to_usize(m.size, "size")?;
-            let page_size = to_usize(page_size, "page_size")?;
+            let page_size = to_usize(page_size, field)?;
             if !page_size.is_power_of_two() || page_size < 4096 {
+                // A sender that meant KiB in page_size_kib (4 for 4 KiB) learns how it is read.
+                let bytes =
+                    if field == "page_size_kib" { " (page_size_kib is bytes, as Firecracker sends it)" } else { "" };
                 return Err(Error::invalid(
                     OP,
-                    format!("page size {page_size} is not a power of two of at least 4096"),
+                    format!("page size {page_size} is not a power of two of at least 4096{bytes}"),
                 ));
             }
             if length == 0 || length % page_size != 0 || address % page_size != 0 {
@@ -211,14 +210,62 @@ fn io_error(op: &'static str, error: std::io::Error, what: &str) -> Error {
 mod tests {
     use super::*;
 
+    /// The bodies Firecracker sends, by release (see `__test__/fixtures/README.md`).
+    const FIRECRACKER_BODIES: &str = include_str!("../../../__test__/fixtures/firecracker-handshakes.json");
+
+    /// The body of `release` in the fixture, as Firecracker sends it.
+    fn firecracker_body(release: &str) -> Vec<u8> {
+        let bodies: serde_json::Value = serde_json::from_str(FIRECRACKER_BODIES).unwrap();
+        serde_json::to_vec(&bodies[release]).unwrap()
+    }
+
+    fn range(address: usize, length: usize, page_size: usize, offset: u64) -> HandshakeRange {
+        HandshakeRange { range: RemoteRange { address, length, page_size }, offset }
+    }
+
     #[test]
-    fn firecracker_ranges_parse_in_both_page_size_forms() {
-        let body = br#"[{"base_host_virt_addr":1048576,"size":8192,"offset":0,"page_size":4096},
-                        {"base_host_virt_addr":2097152,"size":4096,"offset":8192,"page_size_kib":4}]"#;
-        let ranges = parse_ranges(body).unwrap();
-        assert_eq!(ranges.len(), 2);
-        assert_eq!(ranges[1].range, RemoteRange { address: 2097152, length: 4096, page_size: 4096 });
-        assert_eq!(ranges[1].offset, 8192);
+    fn every_firecracker_release_body_is_accepted_with_its_page_size_in_bytes() {
+        const GIB: usize = 1 << 30;
+        let base = base_page_size();
+        let expected: &[(&str, Vec<HandshakeRange>)] = &[
+            // page_size and page_size_kib, both 4096 bytes.
+            ("1.12+", vec![range(0x7f67_7800_0000, GIB, 4096, 0)]),
+            // page_size_kib alone: 4096 is bytes, not 4 MiB.
+            ("1.7-1.11", vec![range(0x7f67_7800_0000, GIB, 4096, 0)]),
+            // No page size at all: the base page size.
+            ("1.0-1.6", vec![range(0x7f67_7800_0000, GIB, base, 0)]),
+            ("1.12+ with 2 MiB huge pages", vec![range(0x7f67_77e0_0000, GIB, 2 << 20, 0)]),
+            (
+                "two regions (a guest over the 32-bit gap)",
+                vec![range(0x7f25_b956_f000, 3 * GIB, 4096, 0), range(0x7f28_0d62_d000, GIB, 4096, 3 << 30)],
+            ),
+        ];
+        let bodies: serde_json::Value = serde_json::from_str(FIRECRACKER_BODIES).unwrap();
+        let releases: Vec<&String> = bodies.as_object().unwrap().keys().filter(|k| *k != "about").collect();
+        assert_eq!(releases.len(), expected.len(), "a body of the fixture has no expectation here: {releases:?}");
+        for (release, ranges) in expected {
+            let parsed = parse_ranges(&firecracker_body(release));
+            assert_eq!(parsed.as_ref().ok(), Some(ranges), "{release}: {parsed:?}");
+        }
+    }
+
+    #[test]
+    fn page_size_wins_when_the_two_fields_differ() {
+        let body =
+            br#"[{"base_host_virt_addr":2097152,"size":2097152,"offset":0,"page_size":2097152,"page_size_kib":2048}]"#;
+        assert_eq!(parse_ranges(body).unwrap(), vec![range(2 << 20, 2 << 20, 2 << 20, 0)]);
+        let body = br#"[{"base_host_virt_addr":8192,"size":8192,"offset":4096,"page_size":4096,"page_size_kib":4}]"#;
+        assert_eq!(parse_ranges(body).unwrap(), vec![range(8192, 8192, 4096, 4096)]);
+    }
+
+    #[test]
+    fn fields_a_later_firecracker_adds_are_ignored() {
+        let mut bodies: serde_json::Value = serde_json::from_str(FIRECRACKER_BODIES).unwrap();
+        let region = &mut bodies["1.12+"][0];
+        region["backing"] = serde_json::json!({ "kind": "memfd", "slots": [1, 2, { "deep": null }] });
+        region["hotpluggable"] = serde_json::json!(true);
+        let ranges = parse_ranges(&serde_json::to_vec(&bodies["1.12+"]).unwrap()).unwrap();
+        assert_eq!(ranges, vec![range(0x7f67_7800_0000, 1 << 30, 4096, 0)]);
     }
 
     #[test]
@@ -228,11 +275,12 @@ mod tests {
             (b"{not json", "not a JSON array"),
             (b"[]", "no memory range"),
             (br#"[{"base_host_virt_addr":0,"size":4096,"offset":0,"page_size":4096}]"#, "address 0"),
-            (
-                br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096,"page_size_kib":8}]"#,
-                "disagree",
-            ),
-            (br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0}]"#, "neither page_size"),
+            // page_size_kib is bytes: 4 is not a page size (and the message says how it was read).
+            (br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size_kib":4}]"#, "page_size_kib is bytes"),
+            (br#"[{"base_host_virt_addr":2097152,"size":4096,"offset":0,"page_size_kib":2097152}]"#, "not aligned"),
+            (br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":"4096"}]"#, "not a JSON array"),
+            (br#"[{"base_host_virt_addr":4096,"base_host_virt_addr":8192,"size":4096,"offset":0}]"#, "duplicate field"),
+            (br#"[{"size":4096,"offset":0,"page_size":4096}]"#, "missing field"),
             (br#"[{"base_host_virt_addr":4096,"size":100,"offset":0,"page_size":4096}]"#, "not aligned"),
             (br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":3000}]"#, "power of two"),
             (br#"[{"base_host_virt_addr":18446744073709547520,"size":8192,"offset":0,"page_size":4096}]"#, "overflows"),

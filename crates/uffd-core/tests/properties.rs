@@ -6,6 +6,7 @@
 use proptest::prelude::*;
 use std::sync::Arc;
 use uffd_core::handshake::{parse_ranges, HandshakeRange};
+use uffd_core::region::base_page_size;
 use uffd_core::{Error, Modes, Options, Protect, Region, RemoteRange, Resolution, Userfaultfd, Wake};
 
 const CASES: u32 = 4096;
@@ -59,7 +60,7 @@ struct Mapping {
     offset: Field,
     page_size: Field,
     page_size_kib: Field,
-    /// An extra field Firecracker does not send.
+    /// An extra field, as a later Firecracker may send.
     unknown: bool,
 }
 
@@ -80,12 +81,16 @@ impl Mapping {
         }
         if self.unknown {
             fields.push("\"shared\":true".into());
+            fields.push("\"later\":{\"slots\":[1,{\"kind\":null}],\"page_size\":\"not this one\"}".into());
         }
         format!("{{{}}}", fields.join(","))
     }
 }
 
-/// The reference model of a valid handshake, written from the rules rather than from the code.
+/// The reference model of a valid handshake, written from the rules rather than from the code:
+/// the page size is `page_size` in bytes, else `page_size_kib` in bytes (as Firecracker 1.7 and
+/// later send it, despite its name), else the base page size (Firecracker 1.0 to 1.6); fields
+/// nobody knows are accepted and ignored.
 fn model(mappings: &[Mapping]) -> Option<Vec<HandshakeRange>> {
     let required = |field: &Field| match field {
         Field::Number(n) => Some(*n),
@@ -101,17 +106,12 @@ fn model(mappings: &[Mapping]) -> Option<Vec<HandshakeRange>> {
     }
     let mut ranges = Vec::new();
     for m in mappings {
-        if m.unknown {
-            return None;
-        }
         let (base, size, offset) = (required(&m.base)?, required(&m.size)?, required(&m.offset)?);
+        // Both fields must be well-formed JSON numbers (or null) even when only one is used.
         let page_size = match (optional(&m.page_size)?, optional(&m.page_size_kib)?) {
-            (None, None) => return None,
-            (Some(bytes), None) => u128::from(bytes),
-            (None, Some(kib)) => u128::from(kib) * 1024,
-            // Both given: they must agree.
-            (Some(bytes), Some(kib)) if u128::from(bytes) == u128::from(kib) * 1024 => u128::from(bytes),
-            (Some(_), Some(_)) => return None,
+            (Some(bytes), _) => u128::from(bytes),
+            (None, Some(bytes)) => u128::from(bytes),
+            (None, None) => base_page_size() as u128,
         };
         let (base, size, offset_end) = (u128::from(base), u128::from(size), u128::from(offset) + u128::from(size));
         let valid = page_size >= 4096
@@ -184,32 +184,39 @@ fn page_size_field() -> impl Strategy<Value = Field> {
 fn page_size_kib_field() -> impl Strategy<Value = Field> {
     prop_oneof![
         6 => Just(Field::Absent),
-        2 => Just(Field::Number(4)),
-        1 => Just(Field::Number(2048)),
+        2 => Just(Field::Number(4096)),
+        1 => Just(Field::Number(2 << 20)),
+        1 => Just(Field::Number(4)),
         1 => (0u32..64).prop_map(|shift| Field::Number(1u64 << shift)),
         1 => field(number()),
     ]
 }
 
 /// A mapping the model accepts on its own: a page-aligned range in one of many 1 GiB slots, so
-/// that a few of them rarely overlap, and a page size in any of the forms Firecracker sends.
+/// that a few of them rarely overlap, and a page size in any of the forms Firecracker sends (all
+/// in bytes): both fields (1.12+), `page_size_kib` alone (1.7 to 1.11), neither (1.0 to 1.6),
+/// `page_size` alone; sometimes with a field a later release may add.
 fn plausible_mapping() -> impl Strategy<Value = Mapping> {
+    let base = base_page_size() as u64;
     let page_size = prop_oneof![
+        Just((Field::Number(4096), Field::Number(4096))),
+        Just((Field::Absent, Field::Number(4096))),
+        Just((Field::Absent, Field::Absent)),
         Just((Field::Number(4096), Field::Absent)),
-        Just((Field::Absent, Field::Number(4))),
-        Just((Field::Number(4096), Field::Number(4))),
         Just((Field::Number(4096), Field::Null)),
+        // The two disagree: page_size wins.
+        Just((Field::Number(4096), Field::Number(4))),
     ];
-    (1u64..1024, 0u64..1024, 1u64..64, number(), page_size).prop_map(|(slot, page, pages, offset, (bytes, kib))| {
-        Mapping {
-            base: Field::Number((slot << 30) + page * 4096),
-            size: Field::Number(pages * 4096),
+    (1u64..1024, 0u64..1024, 1u64..64, number(), page_size, prop::bool::weighted(0.1)).prop_map(
+        move |(slot, page, pages, offset, (bytes, kib), unknown)| Mapping {
+            base: Field::Number((slot << 30) + page * base),
+            size: Field::Number(pages * base),
             offset: Field::Number(offset),
             page_size: bytes,
             page_size_kib: kib,
-            unknown: false,
-        }
-    })
+            unknown,
+        },
+    )
 }
 
 fn mapping() -> impl Strategy<Value = Mapping> {
@@ -312,7 +319,7 @@ fn hostile_handshakes_are_refused() {
         b"\xff\xfe[{}]",
         b"[{\"base_host_virt_addr\":\"\xff\",\"size\":4096,\"offset\":0,\"page_size\":4096}]",
         br#"[{"base_host_virt_addr":4096,"base_host_virt_addr":8192,"size":4096,"offset":0,"page_size":4096}]"#,
-        br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096,"page_size_kib":8}]"#,
+        br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096,"page_size_kib":"4 KiB"}]"#,
         br#"[{"base_host_virt_addr":0,"size":4096,"offset":0,"page_size":4096}]"#,
         br#"[{"base_host_virt_addr":1e400,"size":4096,"offset":0,"page_size":4096}]"#,
         br#"[{"base_host_virt_addr":4096.0,"size":4096,"offset":0,"page_size":4096}]"#,
@@ -320,6 +327,8 @@ fn hostile_handshakes_are_refused() {
         br#"[{"base_host_virt_addr":4096,"size":18446744073709551616,"offset":0,"page_size":4096}]"#,
         br#"[{"base_host_virt_addr":4096,"size":4096,"offset":18446744073709551615,"page_size":4096}]"#,
         br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size_kib":18014398509481984}]"#,
+        br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size_kib":4}]"#,
+        br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096,"page_size":4096}]"#,
         br#"[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096}] trailing"#,
         br#"{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096}"#,
         b"null",
