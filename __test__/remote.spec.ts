@@ -1,19 +1,18 @@
 // Serving another process's memory: a C peer maps memory, registers it with its own userfaultfd,
 // and hands the fd over a Unix socket in Firecracker's handshake; TypeScript serves its pages
 // from a file. Also: adoptFd, the peer killed mid-fault, and malformed handshakes.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { listen, type UffdError } from 'userfaultfd'
 import { patternPage, within } from './helpers/harness'
+import { buildPeer, startPeer as start } from './helpers/peer'
 
 const PAGE = 4096
 const PAGES = 64
 const dir = mkdtempSync(join(tmpdir(), 'uffd-remote-'))
-const peerBinary = join(dir, 'peer')
-execFileSync('cc', ['-O2', '-Wall', '-o', peerBinary, join(__dirname, '..', '..', '..', '__test__', 'helpers', 'peer.c')])
+const peerBinary = buildPeer(dir)
 
 /** The snapshot file: page p holds the tests' pattern for page p. */
 const snapshot = join(dir, 'snapshot')
@@ -21,18 +20,8 @@ writeFileSync(snapshot, patternPage(0, PAGE, PAGES + 1))
 
 test.after.always(() => rmSync(dir, { recursive: true, force: true }))
 
-function startPeer(socket: string, mode: string): { child: ChildProcess; exit: Promise<{ code: number | null; out: string }> } {
-  const child = spawn(peerBinary, [socket, mode, String(PAGES)], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  child.stdout?.on('data', (chunk) => {
-    out += chunk
-  })
-  child.stderr?.on('data', (chunk) => {
-    out += chunk
-  })
-  const exit = new Promise<{ code: number | null; out: string }>((resolve) => child.on('close', (code) => resolve({ code, out })))
-  return { child, exit: within(exit, 'the peer process') }
-}
+/** The peer, sending the body of current Firecracker (1.12+: page_size and page_size_kib, bytes). */
+const startPeer = (socket: string, mode: string) => start(peerBinary, socket, mode, PAGES)
 
 test('firecracker handshake: a peer process reads every page, served from a snapshot file', async (t) => {
   const socket = join(dir, 'serve.sock')
