@@ -104,7 +104,10 @@ export function adoptFd(fd: number, options: AdoptOptions & { ranges: RemoteRang
 
 /**
  * A Unix socket that takes userfaultfds in Firecracker's handshake: the peer connects and sends a
- * JSON array of `{ base_host_virt_addr, size, offset, page_size }` with the uffd as SCM_RIGHTS.
+ * JSON array of `{ base_host_virt_addr, size, offset, page_size, page_size_kib }` with the uffd as
+ * SCM_RIGHTS. Both page-size fields are bytes, as every Firecracker release sends them: `page_size`
+ * wins, else `page_size_kib`, else (Firecracker 1.0 to 1.6) the base page size; other fields are
+ * ignored.
  *
  * @example
  * ```ts

@@ -1,59 +1,46 @@
-// The page-fault handler proper: it serves an adopted userfaultfd (the other process's memory) from
-// a snapshot memory file. Each fault maps one page of the file: the page at the region's offset
-// in the file (from the handshake) plus the fault's offset in the region. Pages that a balloon
-// device gave back (a 'remove' event) fault again later: those are served as zeros, as the guest
-// expects, instead of the stale snapshot bytes.
-import { closeSync, openSync, readSync } from 'node:fs'
+// What each fault gets: the page-fault handler proper, for an adopted userfaultfd (the other
+// process's memory) served from a snapshot memory file. A fault in region i is the file's bytes at
+// the region's offset in the file (from the handshake) plus the fault's offset in the region.
+// Pages that a balloon device gave back (a 'remove' event) fault again later: those are served as
+// zeros, as the guest expects, instead of the stale snapshot bytes.
+import { readSync } from 'node:fs'
+import { Source } from 'userfaultfd'
 
 /**
- * Serves `adoption` ({ uffd, regions, offsets } from listener.accept()) from the file at
- * `snapshotPath`. `done` resolves when the peer hangs up (the userfaultfd has then closed itself)
- * or on `close()`; any other 'error' event is passed to `onError`.
+ * Installs the handler on `adoption` ({ uffd, regions, offsets } from listener.accept()), reading
+ * the open memory file `fd`. By default native code maps each fault (`fault.fromSource` with a
+ * `Source.file` per region, no bytes through JavaScript); with `js: true` the handler reads the
+ * page with readSync and copies it in. Returns the sources (empty with `js`), for a prefetch.
  */
-export function serve({ uffd, regions, offsets }, snapshotPath, onError) {
-  const file = openSync(snapshotPath, 'r')
+export function installHandler({ uffd, regions, offsets }, fd, { js = false } = {}) {
   const removed = regions.map(() => []) // per region: [start, end) ranges given back
-  const pages = new Map() // a reusable page buffer per page size
-  let zeroed = 0
-
   uffd.on('remove', ({ region, offset, length }) => {
     const index = regions.indexOf(region)
-    if (index >= 0 && offset !== undefined) removed[index].push([offset, offset + length])
+    if (index >= 0 && offset !== undefined) removed[index]?.push([offset, offset + length])
   })
+  const wasRemoved = (index, offset) => removed[index].some(([start, end]) => offset >= start && offset < end)
 
+  const sources = js ? [] : regions.map((_, i) => Source.file(fd, { offset: offsets[i] }))
+  const pages = new Map() // --js: a reusable page buffer per page size
   uffd.handle(
     (fault) => {
       const index = regions.indexOf(fault.region)
-      const { pageSize } = fault.region
-      if (removed[index].some(([start, end]) => fault.offset >= start && fault.offset < end)) {
-        zeroed++
+      if (wasRemoved(index, fault.offset)) {
         fault.zero()
         return
       }
+      if (!js) {
+        fault.fromSource(sources[index])
+        return
+      }
+      const { pageSize } = fault.region
       if (!pages.has(pageSize)) pages.set(pageSize, Buffer.alloc(pageSize))
       const page = pages.get(pageSize)
-      const got = readSync(file, page, 0, pageSize, offsets[index] + fault.offset)
-      if (got < pageSize) page.fill(0, got) // past the end of the file: zeros
+      const got = readSync(fd, page, 0, pageSize, offsets[index] + fault.offset)
+      if (got < pageSize) page.fill(0, got) // past the end of the file: zeros (main.mjs checks its size first)
       fault.copy(page)
     },
     { keepAlive: true },
   )
-
-  let finish
-  const done = new Promise((resolve) => {
-    finish = resolve
-  })
-  uffd.on('error', (error) => {
-    if (error.code === 'ERR_UFFD_PEER_GONE') finish()
-    else onError(error)
-  })
-  let closed = false
-  const close = () => {
-    if (closed) return
-    closed = true
-    uffd.close()
-    closeSync(file)
-    finish()
-  }
-  return { done, close, zeroed: () => zeroed }
+  return sources
 }
