@@ -229,7 +229,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
         for (const result of await Promise.all(replays)) restore.replayed += result.mapped
       }
       if (this.#options.prefetch) {
-        const rest = await Promise.all(regions.map((region) => uffd.prefetch(region)))
+        const rest = await Promise.all(regions.map((region) => uffd.prefetch(region, undefined, { chunkPages: 512 })))
         for (const result of rest) restore.prefetched += result.mapped
       }
     } catch (error) {

@@ -6,7 +6,7 @@
 // memory region; page sizes in bytes; older releases send only page_size_kib, or neither) with the
 // userfaultfd as SCM_RIGHTS. listen(SOCKET) takes that handshake; handler.mjs serves each fault
 // from the snapshot memory file at the region's `offset` + the fault's offset, with native code
-// (fault.fromSource), while a prefetch maps the rest of the guest memory in the background.
+// (uffd.serve: no JavaScript per fault), while a prefetch maps the rest of the guest memory in the background.
 //
 // The guest stays frozen until its faults are served, so a handler that gives up must not leave
 // Firecracker hung: when it cannot serve the peer (the memory file is missing or too short, a
