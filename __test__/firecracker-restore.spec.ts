@@ -217,6 +217,20 @@ test('a VM the handler cannot serve (its memory file is shorter than its memory)
   server.close()
 })
 
+test('a VM whose handshake is refused is killed (its pid comes with the refusal), and the server serves the next', async (t) => {
+  const mem = memoryFile('refused.mem', PAGES)
+  const socket = socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const refused = startPeer(socket, mem, PAGES, ['--bad-body'])
+  t.is((await refused.exit).signal, 'SIGKILL')
+  t.is(errors[0]?.code, 'EINVAL')
+  t.is(errors[0]?.peer?.pid, refused.child.pid)
+  const { code, out } = await startPeer(socket, mem, PAGES).exit
+  t.is(code, 0, out)
+})
+
 test('balloon: pages the VM gives back (MADV_DONTNEED, EVENT_REMOVE) read as zeros after, not as the snapshot’s bytes', async (t) => {
   const mem = memoryFile('balloon.mem', PAGES)
   const socket = socketPath()

@@ -230,6 +230,8 @@ export interface NativeFailure {
   errno: number
   syscall: string
   message: string
+  /** For a refused handshake: the pid of the process that sent it (SO_PEERCRED). */
+  peerPid?: number
 }
 
 /** Where pages move from, for a fault's `move`. */

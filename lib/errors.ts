@@ -45,6 +45,8 @@ export interface UffdErrorOptions {
   syscall?: string | undefined
   /** The fault the error is about, if any. */
   fault?: FaultInfo | undefined
+  /** For a refused handshake: the process that sent it (SO_PEERCRED), to stop it. */
+  peer?: { readonly pid: number } | undefined
   /** The underlying error, kept as the error's `cause`. */
   cause?: unknown
 }
@@ -73,6 +75,11 @@ export class UffdError extends Error {
   readonly syscall: string | undefined
   /** The fault the error is about, if any. */
   readonly fault: FaultInfo | undefined
+  /**
+   * For a refused handshake: the process that sent it (SO_PEERCRED). A VM monitor waits for its
+   * handler: one that cannot serve it should stop it (`process.kill(error.peer.pid, 'SIGKILL')`).
+   */
+  readonly peer: { readonly pid: number } | undefined
 
   constructor(message: string, options: UffdErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
@@ -80,6 +87,7 @@ export class UffdError extends Error {
     this.errno = options.errno
     this.syscall = options.syscall
     this.fault = options.fault
+    this.peer = options.peer
   }
 
   /** A plain object that survives postMessage; `fromJSON` makes the error again. */
@@ -145,6 +153,7 @@ export function fromFailure(failure: NativeFailure): UffdError {
     code: failure.code as UffdErrorCode,
     errno: failure.errno,
     syscall: failure.syscall,
+    peer: failure.peerPid == null ? undefined : { pid: failure.peerPid },
   })
 }
 

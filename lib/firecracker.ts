@@ -160,7 +160,14 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
         adoption = await this.#listener.accept()
       } catch (error) {
         if (!this.#listening) return
-        this.#report(error instanceof UffdError ? error : new UffdError(String(error), { code: 'EPROTO', cause: error }))
+        const refused = error instanceof UffdError ? error : new UffdError(String(error), { code: 'EPROTO', cause: error })
+        // A VM whose handshake is refused waits for its handler forever: stop it.
+        if (refused.peer) {
+          try {
+            process.kill(refused.peer.pid, 'SIGKILL')
+          } catch {}
+        }
+        this.#report(refused)
         continue
       }
       clearTimeout(this.#connectTimer)

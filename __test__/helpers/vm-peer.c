@@ -15,6 +15,7 @@
  *                    balloon does), read them again, and check that they read as zeros
  *   --hang-after N   read N pages, then wait to be killed
  *   --order FILE     touch pages in the order listed in FILE (page numbers of region 0), then the rest
+ *   --bad-body       send a body that is not JSON, then wait, as Firecracker waits for its handler
  * Prints one JSON line: {"pages":..,"wrong":..,"balloon_wrong":..}; exits 0 if nothing was wrong.
  */
 #define _GNU_SOURCE
@@ -70,12 +71,14 @@ int main(int argc, char **argv) {
   long delay_ms = 0, hang_after = -1;
   size_t balloon_at = 0, balloon_pages = 0;
   const char *order = NULL;
+  int bad_body = 0;
   for (int i = 4; i < argc; i++) {
     if (strcmp(argv[i], "--regions") == 0 && i + 1 < argc) regions = atoi(argv[++i]);
     else if (strcmp(argv[i], "--huge") == 0) huge = 1;
     else if (strcmp(argv[i], "--delay-ms") == 0 && i + 1 < argc) delay_ms = atol(argv[++i]);
     else if (strcmp(argv[i], "--hang-after") == 0 && i + 1 < argc) hang_after = atol(argv[++i]);
     else if (strcmp(argv[i], "--order") == 0 && i + 1 < argc) order = argv[++i];
+    else if (strcmp(argv[i], "--bad-body") == 0) bad_body = 1;
     else if (strcmp(argv[i], "--balloon") == 0 && i + 1 < argc) {
       if (sscanf(argv[++i], "%zu:%zu", &balloon_at, &balloon_pages) != 2) die("--balloon P:N");
     } else {
@@ -108,8 +111,11 @@ int main(int argc, char **argv) {
                    r ? "," : "", (unsigned long)(uintptr_t)mem[r], size, (size_t)r * size, page, page);
   }
   snprintf(body + at, sizeof body - at, "]");
+  if (bad_body) snprintf(body, sizeof body, "[{\"base_host_virt_addr\": oops");
   int sock = connect_to(argv[1]);
   send_handshake_fd(sock, body, uffd);
+  if (bad_body)
+    for (;;) pause();
   if (delay_ms > 0) {
     struct timespec pause = {.tv_sec = delay_ms / 1000, .tv_nsec = (delay_ms % 1000) * 1000000L};
     nanosleep(&pause, NULL);

@@ -211,9 +211,9 @@ async function serveOne(listener, memPath, { connectTimeoutMs, js, signal }) {
     return { code: 1 }
   }
   if ('error' in outcome) {
-    const { code, message } = outcome.error
-    // The refusal does not say who sent it (the API gives SO_PEERCRED only with an adoption).
-    killPeer(undefined, `the handshake was refused (${code}: ${message})`)
+    const { code, message, peer } = outcome.error
+    // The refusal names who sent it (SO_PEERCRED): a Firecracker left waiting would hang.
+    killPeer(peer, `the handshake was refused (${code}: ${message})`)
     return { code: 1 }
   }
   const { adoption } = outcome

@@ -69,8 +69,22 @@ pub fn listen(path: &str) -> Result<UnixListener> {
     UnixListener::bind(path).map_err(|e| io_error("bind", e, path))
 }
 
+/// A handshake that failed, and who sent it where that is known: a handler that cannot serve a
+/// peer stops it (a VM monitor waits for its handler otherwise).
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: Error,
+    pub peer: Option<Peer>,
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Self {
+        Refusal { error, peer: None }
+    }
+}
+
 /// Accepts one connection and receives its handshake.
-pub fn accept(listener: &UnixListener) -> Result<Handshake> {
+pub fn accept(listener: &UnixListener) -> std::result::Result<Handshake, Refusal> {
     let (stream, _) = listener.accept().map_err(|e| match e.raw_os_error() {
         // What accept(2) says once stop_listening() has shut the socket down.
         Some(libc::EINVAL) => Error::Closed { op: "accept", what: "listener" },
@@ -80,11 +94,15 @@ pub fn accept(listener: &UnixListener) -> Result<Handshake> {
 }
 
 /// Receives a handshake on a connected Unix stream socket (blocking until it is complete).
-pub fn receive(stream: OwnedFd) -> Result<Handshake> {
+pub fn receive(stream: OwnedFd) -> std::result::Result<Handshake, Refusal> {
     let stream = UnixStream::from(stream);
     let creds: UnixCredentials = socket::getsockopt(&stream, sockopt::PeerCredentials)
         .map_err(|errno| Error::sys("getsockopt", errno, "SO_PEERCRED"))?;
     let peer = Peer { pid: creds.pid(), uid: creds.uid(), gid: creds.gid() };
+    read_handshake(stream, peer).map_err(|error| Refusal { error, peer: Some(peer) })
+}
+
+fn read_handshake(stream: UnixStream, peer: Peer) -> Result<Handshake> {
     let mut body = Vec::new();
     let mut uffd: Option<OwnedFd> = None;
     let mut chunk = vec![0u8; 64 * 1024];

@@ -638,6 +638,9 @@ impl Userfaultfd {
                 }
                 0
             }
+            // The process that owns the memory exited, or the fd closed under the call: nobody waits
+            // for this fault any more, as for a fault settled before the call.
+            Err(Error::Sys { errno: Errno::ESRCH, .. }) | Err(Error::Closed { .. }) => 0,
             Err(err) => return Err(err),
         };
         self.settle(id, wake);
@@ -736,7 +739,8 @@ impl Userfaultfd {
                 let _ = self.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, address, page));
                 None
             }
-            Err(Error::Closed { .. }) => None,
+            // Closed, or the memory's owner exited: nobody waits for this fault any more.
+            Err(Error::Closed { .. }) | Err(Error::Sys { errno: Errno::ESRCH, .. }) => None,
             Err(Error::Sys { errno: Errno::EAGAIN, .. }) if crate::direct::in_turn() => {
                 // An event is unread and only this thread's turn reads events: retry after it.
                 lock(&self.deferred.0).push(Retry::Fallback(fault.clone()));

@@ -126,7 +126,7 @@ enum Source {
 }
 
 impl Task for Receive {
-    type Output = uffd_core::Result<Handshake>;
+    type Output = std::result::Result<Handshake, handshake::Refusal>;
     type JsValue = NativeOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
@@ -134,21 +134,27 @@ impl Task for Receive {
             Source::Listener(listener) => handshake::accept(listener),
             Source::Stream(stream) => match stream.take() {
                 Some(stream) => handshake::receive(stream),
-                None => Err(Error::invalid("handshake", "this handshake was already received")),
+                None => Err(Error::invalid("handshake", "this handshake was already received").into()),
             },
         })
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         let outcome = output.and_then(|shake| {
+            let who = shake.peer;
             let ranges: Vec<RemoteRange> = shake.ranges.iter().map(|r| r.range).collect();
             let offsets = shake.ranges.iter().map(|r| r.offset as f64).collect();
-            let peer = (shake.stream, (shake.peer.pid, shake.peer.uid, shake.peer.gid));
+            let peer = (shake.stream, (who.pid, who.uid, who.gid));
             adoption(shake.uffd, &ranges, offsets, &self.options, Some(peer))
+                .map_err(|error| handshake::Refusal { error, peer: Some(who) })
         });
         Ok(match outcome {
             Ok(adoption) => NativeOutcome { adoption: Some(adoption), error: None },
-            Err(error) => NativeOutcome { adoption: None, error: Some(NativeFailure::of(&error)) },
+            Err(refusal) => {
+                let mut failure = NativeFailure::of(&refusal.error);
+                failure.peer_pid = refusal.peer.map(|p| p.pid);
+                NativeOutcome { adoption: None, error: Some(failure) }
+            }
         })
     }
 }
@@ -160,6 +166,8 @@ pub struct NativeFailure {
     pub errno: i32,
     pub syscall: &'static str,
     pub message: String,
+    /// For a refused handshake: the pid of the process that sent it (SO_PEERCRED).
+    pub peer_pid: Option<i32>,
 }
 
 impl NativeFailure {
@@ -169,6 +177,7 @@ impl NativeFailure {
             errno: -(error.errno() as i32),
             syscall: error.op(),
             message: error.to_string(),
+            peer_pid: None,
         }
     }
 }
