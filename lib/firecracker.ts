@@ -21,7 +21,7 @@ export interface FirecrackerOptions {
   record?: string
   /** Map the pages of this trace first, in order, as soon as a VM connects (then the rest in the background). */
   replay?: string
-  /** Map the rest of the memory in the background, stepping aside for faults. Default true. */
+  /** Map the rest of the memory in the background, stepping aside for faults. Default true, false when recording. */
   prefetch?: boolean
   /** Pages per fault. Default `{ pages: 16, adaptive: true, maxPages: 256 }`. */
   readahead?: ReadaheadOptions
@@ -119,7 +119,9 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     }
     this.#files = [...files]
     for (const file of this.#files) statSync(file) // a missing memory file fails here, before any VM waits on it
-    this.#options = { connectTimeoutMs: 60_000, prefetch: true, readahead: DEFAULT_READAHEAD, timeoutMs: 30_000, ...options }
+    // A recording restore runs on demand: what the background prefetch maps is not the working set.
+    const prefetch = options.prefetch ?? options.record === undefined
+    this.#options = { connectTimeoutMs: 60_000, readahead: DEFAULT_READAHEAD, timeoutMs: 30_000, ...options, prefetch }
     this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
     // Listening comes first: Firecracker connects as soon as its load request arrives.
     this.#listener = listen(socket, { fallback: 'sigbus', timeoutMs: this.#options.timeoutMs, features: ['EVENT_REMOVE'] })
