@@ -572,3 +572,83 @@ fn use_mapping() -> bool {
     static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *USE.get_or_init(|| std::env::var_os("UFFD_SOURCE_MMAP").is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const PAGE: usize = 4096;
+
+    /// A file of `pages` pages where page p, if written, is filled with `fill(p)`; the others are holes.
+    fn sparse(dir: &std::path::Path, name: &str, pages: usize, fill: impl Fn(usize) -> Option<u8>) -> String {
+        let path = dir.join(name);
+        let file = File::create(&path).unwrap();
+        file.set_len((pages * PAGE) as u64).unwrap();
+        for p in 0..pages {
+            if let Some(byte) = fill(p) {
+                file.write_at(&vec![byte; PAGE], (p * PAGE) as u64).unwrap();
+            }
+        }
+        (&file).flush().unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("uffd-core-source-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn layers_give_each_page_from_the_topmost_file_with_data_and_zeros_where_none_has() {
+        let dir = temp_dir("layers");
+        let base = sparse(&dir, "base", 8, |p| (p < 6).then_some(1));
+        let diff = sparse(&dir, "diff", 8, |p| [2, 3, 7].contains(&p).then_some(2));
+        let Source::Layers(layers) = Source::layers(&[&base, &diff], 0).unwrap() else { panic!("layers") };
+        let mut out = vec![0xffu8; 8 * PAGE];
+        assert!(fill_layers(&layers, 0, &mut out).unwrap());
+        let first: Vec<u8> = (0..8).map(|p| out[p * PAGE]).collect();
+        assert_eq!(first, [1, 1, 2, 2, 1, 1, 0, 2]);
+        assert!(out.chunks(PAGE).all(|page| page.iter().all(|&b| b == page[0])));
+        // A range that is a hole in every layer reads nothing.
+        let mut hole = vec![0xffu8; PAGE];
+        assert!(!fill_layers(&layers, 6 * PAGE, &mut hole).unwrap());
+        assert!(hole.iter().all(|&b| b == 0));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_source_refuses_a_directory_and_names_its_file_in_messages() {
+        let dir = temp_dir("refuse");
+        let err = Source::file(dir.to_str().unwrap(), 0).err().expect("a directory is refused");
+        assert_eq!(err.errno(), Errno::EISDIR);
+        let path = sparse(&dir, "named", 1, |_| Some(3));
+        assert!(Source::file(&path, 0).unwrap().describe().contains("named"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn removed_ranges_merge_and_say_where_the_next_one_begins() {
+        let served = Served::with(Source::Zero, ServeOptions { zero_removed: true, ..ServeOptions::default() });
+        served.note_removed(8 * PAGE, 12 * PAGE);
+        served.note_removed(10 * PAGE, 16 * PAGE);
+        served.note_removed(32 * PAGE, 33 * PAGE);
+        assert_eq!(served.removed_at(0), Err(Some(8 * PAGE)));
+        assert_eq!(served.removed_at(9 * PAGE), Ok(16 * PAGE));
+        assert_eq!(served.removed_at(16 * PAGE), Err(Some(32 * PAGE)));
+        assert_eq!(served.removed_at(40 * PAGE), Err(None));
+        let plain = Served::new(Source::Zero, Readahead::default());
+        plain.note_removed(0, PAGE);
+        assert_eq!(plain.removed_at(0), Err(None), "without zero_removed nothing is kept");
+    }
+
+    #[test]
+    fn the_recorder_keeps_first_touches_in_order_once_each() {
+        let recorder = Recorder::new();
+        recorder.touch(8192, 8192, 4096);
+        recorder.touch(0, 4096, 4096);
+        recorder.touch(8192, 4096, 4096);
+        assert_eq!(recorder.pages(), [8192, 12288, 0]);
+    }
+}

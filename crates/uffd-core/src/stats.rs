@@ -168,3 +168,30 @@ impl Counters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_fall_in_the_right_quarter_octave() {
+        let latency = Latency::default();
+        assert_eq!(latency.report().count, 0);
+        for _ in 0..98 {
+            latency.record(Duration::from_micros(20));
+        }
+        latency.record(Duration::from_micros(900));
+        latency.record(Duration::from_micros(900));
+        latency.fault_seen();
+        let report = latency.report();
+        assert_eq!(report.count, 100);
+        // A bucket's lower edge is within a quarter octave (19%) below the value.
+        assert!(report.p50 <= Duration::from_micros(20) && report.p50 >= Duration::from_micros(16), "{:?}", report.p50);
+        assert!(
+            report.p99 <= Duration::from_micros(900) && report.p99 >= Duration::from_micros(740),
+            "{:?}",
+            report.p99
+        );
+        assert!(report.first_fault_after.is_some());
+    }
+}
