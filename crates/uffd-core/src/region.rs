@@ -134,17 +134,13 @@ impl Region {
         let flags = nix::sys::memfd::MemFdCreateFlag::from_bits_retain(libc::MFD_HUGETLB | size_flag);
         let file = memfd(name, flags, len.get())?;
         let base = map_file(&file, len, MemoryKind::Hugetlb, private).map_err(|err| match err {
-            Error::Sys { errno, .. } => Error::sys(
-                "mmap",
-                errno,
-                format!(
-                    "{} huge pages of {} KiB are needed and {} are free: reserve them as root with \
-                     `sysctl -w vm.nr_hugepages=N`",
-                    len.get() / page_size,
-                    page_size / 1024,
-                    free_huge_pages(page_size).map_or("an unknown number".into(), |n| n.to_string())
-                ),
-            ),
+            Error::Sys { errno: Errno::ENOMEM, .. } => err.with_advice(format!(
+                "{} huge pages of {} KiB are needed and {} are free: reserve them as root with \
+                 `sysctl -w vm.nr_hugepages=N`",
+                len.get() / page_size,
+                page_size / 1024,
+                free_huge_pages(page_size).map_or("an unknown number".into(), |n| n.to_string())
+            )),
             other => other,
         })?;
         Ok(Self::publish(MemoryKind::Hugetlb, base, len.get(), page_size, Some(Arc::new(file)), None, private))
@@ -413,6 +409,19 @@ mod tests {
         region.close();
         assert!(Region::lookup(region.id()).is_none());
         assert_eq!(region.check_range("t", 0, 4096).unwrap_err().code(), "EBADF");
+    }
+
+    #[test]
+    fn a_hugetlb_region_without_huge_pages_says_how_many_it_needs_once() {
+        let free = free_huge_pages(0x20_0000).unwrap_or(0) as usize;
+        // With surplus huge pages the mapping may fit; without hugetlbfs the error is another.
+        let Err(err) = Region::hugetlb((free + 1) * 0x20_0000, 0x20_0000, "test") else { return };
+        if err.code() != "ENOMEM" {
+            return;
+        }
+        let message = err.to_string();
+        assert!(message.contains(&format!("{} huge pages of 2048 KiB are needed", free + 1)), "{message}");
+        assert_eq!(message.matches("vm.nr_hugepages").count(), 1, "{message}");
     }
 
     #[test]
