@@ -19,6 +19,12 @@ pub enum Error {
     /// The kernel (or the negotiated feature set) does not offer what was asked.
     #[error("{op}: {detail}")]
     Unsupported { op: &'static str, detail: String },
+    /// More bytes than one buffer of the caller's runtime holds were asked for at once.
+    #[error(
+        "{op}: {len} bytes are more than one ArrayBuffer holds ({limit} bytes): \
+         read the region in parts with region.bytes(offset, length)"
+    )]
+    TooLarge { op: &'static str, len: usize, limit: usize },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -51,7 +57,8 @@ impl Error {
             Error::Sys { op, .. }
             | Error::Invalid { op, .. }
             | Error::Closed { op, .. }
-            | Error::Unsupported { op, .. } => op,
+            | Error::Unsupported { op, .. }
+            | Error::TooLarge { op, .. } => op,
         }
     }
 
@@ -62,6 +69,7 @@ impl Error {
             Error::Invalid { .. } => Errno::EINVAL,
             Error::Closed { .. } => Errno::EBADF,
             Error::Unsupported { .. } => Errno::EOPNOTSUPP,
+            Error::TooLarge { .. } => Errno::ERANGE,
         }
     }
 

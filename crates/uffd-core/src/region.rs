@@ -279,6 +279,28 @@ impl Region {
         }
     }
 
+    /// Checks that `[offset, offset + len)`, at any alignment, lies inside the open region's own
+    /// mapping and is at most `limit` bytes (the most one buffer of the caller holds); returns the
+    /// address of its first byte.
+    pub fn check_view(&self, op: &'static str, offset: usize, len: usize, limit: usize) -> Result<NonNull<u8>> {
+        self.check_open(op)?;
+        self.check_local(op)?;
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => {}
+            _ => {
+                return Err(Error::invalid(
+                    op,
+                    format!("range {offset}+{len} runs past the end of the region ({} bytes)", self.size),
+                ))
+            }
+        }
+        if len > limit {
+            return Err(Error::TooLarge { op, len, limit });
+        }
+        // SAFETY: `offset <= size`, so the pointer stays inside the mapping or one past its end.
+        Ok(unsafe { self.base.add(offset) })
+    }
+
     /// The offset in this region of an address, if the address lies in it.
     pub fn offset_of(&self, address: usize) -> Option<usize> {
         address.checked_sub(self.address()).filter(|off| *off < self.size)
@@ -409,6 +431,22 @@ mod tests {
         region.close();
         assert!(Region::lookup(region.id()).is_none());
         assert_eq!(region.check_range("t", 0, 4096).unwrap_err().code(), "EBADF");
+    }
+
+    #[test]
+    fn views_lie_inside_the_region_at_any_alignment_and_within_the_limit() {
+        let region = Region::anonymous(3 * 4096).unwrap();
+        let size = region.size();
+        assert_eq!(region.check_view("t", 5, 100, size).unwrap().as_ptr() as usize, region.address() + 5);
+        assert!(region.check_view("t", size, 0, size).is_ok(), "an empty view at the end");
+        assert_eq!(region.check_view("t", size, 1, size).unwrap_err().code(), "EINVAL");
+        assert_eq!(region.check_view("t", 1, size, size).unwrap_err().code(), "EINVAL");
+        assert_eq!(region.check_view("t", usize::MAX, 2, size).unwrap_err().code(), "EINVAL");
+        let too_large = region.check_view("t", 0, size, 4096).unwrap_err();
+        assert_eq!(too_large.code(), "ERANGE");
+        assert!(too_large.to_string().contains("region.bytes(offset, length)"), "{too_large}");
+        region.close();
+        assert_eq!(region.check_view("t", 0, 1, size).unwrap_err().code(), "EBADF");
     }
 
     #[test]
