@@ -42,7 +42,7 @@ export interface Adoption {
 /** Options of an adoption ({@link adoptFd}, {@link listen}, {@link receive}): as for a new {@link Userfaultfd}, without `userModeOnly`. */
 export interface AdoptOptions extends Omit<UserfaultfdOptions, 'userModeOnly'> {
   /** The features the other process negotiated, as far as it said (default none). */
-  features?: UserfaultfdOptions['features']
+  features?: NonNullable<UserfaultfdOptions['features']>
 }
 
 function nativeOptions(options: AdoptOptions | undefined) {
