@@ -45,8 +45,7 @@ impl Userfaultfd {
         }
         self.require_feature(op, uapi::FEATURE_WP_ASYNC, "dirty tracking")?;
         let start = self.check_registered(op, region, 0, region.size())?;
-        let pagemap =
-            File::open(PAGEMAP).map_err(|e| Error::sys("open", errno_of(&e), PAGEMAP))?;
+        let pagemap = File::open(PAGEMAP).map_err(|e| Error::sys("open", errno_of(&e), PAGEMAP))?;
         match method {
             DirtyMethod::Pagemap => self.dirty_by_pagemap(region, &pagemap, clear),
             DirtyMethod::Scan => scan(&pagemap, region, start, clear),
