@@ -63,7 +63,7 @@ export function loadFailureMessage({ platform, sourceCheckout, failures }: LoadF
       `(needs Rust and libclang: apt-get install -y libclang-dev), ${pointAtFile}.`
   } else if (PREBUILT_PLATFORMS.includes(platform)) {
     advice =
-      `Install the prebuilt binary with \`npm install ${pkg}\`: npm installs it on its own as an optional ` +
+      `Install the package ${pkg}, its prebuilt binary (\`npm install ${pkg}\`): npm installs it on its own as an optional ` +
       'dependency, unless optional dependencies were left out (--omit=optional, --no-optional, or a lockfile ' +
       `made on another platform). Else build the binding from a clone of the repository (its README says how), ${pointAtFile}.`
   } else {
