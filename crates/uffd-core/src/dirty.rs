@@ -26,7 +26,7 @@ const PAGEMAP: &str = "/proc/self/pagemap";
 
 impl DirtyMethod {
     /// What the errors of a call name: the ioctl, or the pagemap file read without it.
-    fn op(self) -> &'static str {
+    pub fn op(self) -> &'static str {
         match self {
             DirtyMethod::Auto | DirtyMethod::Scan => "PAGEMAP_SCAN",
             DirtyMethod::Pagemap => PAGEMAP,
