@@ -188,7 +188,9 @@ test('a closed userfaultfd or region refuses every call with EBADF, and close is
 test('share and attach: tokens name live objects, anything else is refused', (t) => {
   const uffd = new Userfaultfd()
   const region = Region.anonymous(PAGE)
-  t.is(Region.attach(region.share()), region, 'the same thread gets the same object')
+  const view = Region.attach(region.share())
+  t.not(view, region, 'the same thread gets a view, not the owner')
+  t.false(view.owner)
   t.is(Userfaultfd.attach(uffd.share()).features.size, uffd.features.size)
   for (const bad of [undefined, null, 3, {}, { type: 'userfaultfd.region' }, { type: 'userfaultfd.region', id: -1 }]) {
     t.throws(() => Region.attach(bad as never), { instanceOf: TypeError })

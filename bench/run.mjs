@@ -422,9 +422,12 @@ function jsResident(id, label, contender) {
       {
         id,
         label,
+        // VmRSS may fall while a measurement runs (the collector frees what the process held before);
+        // a fall is no negative memory use: growth counts from 0, and the fall is kept apart.
         extract: (r) => ({
-          residentMiB: r.residentBytes / MiB,
-          residentShare: r.residentBytes / r.size,
+          residentMiB: Math.max(0, r.residentBytes) / MiB,
+          residentShare: Math.max(0, r.residentBytes) / r.size,
+          fellMiB: Math.max(0, -r.residentBytes) / MiB,
           touchedMiB: r.touchedBytes / MiB,
           elapsedNs: r.elapsedNs,
         }),
@@ -543,6 +546,10 @@ const DEFINITIONS = {
     unit: 'resident',
     pins: ['none'],
     base: 'readFileSync',
+    // VmRSS growth is measured in a fresh process even with --quick: in a child shared with other
+    // contenders, the garbage an earlier one left (readFileSync's buffer) is collected during a later
+    // measurement, and that one's growth comes out negative.
+    isolate: true,
     contenders: [
       jsResident('readFileSync', 'fs.readFileSync, then read', 'readFileSync'),
       jsResident('file-nora', 'Source.file, no readahead', 'file-nora'),
@@ -607,7 +614,7 @@ for (const name of scenarios) {
         if (contender.onlyPin && contender.onlyPin !== pin) continue
         if (contender.kind in BASELINES) {
           tasks.push({ kind: contender.kind, scenario: name, rep, pin, contenders: [contender] })
-        } else if (config.isolate) {
+        } else if (config.isolate || def.isolate) {
           tasks.push({ kind: 'js', scenario: name, rep, pin, contenders: [contender] })
         } else if (batch) {
           batch.contenders.push(contender)
@@ -1061,6 +1068,9 @@ function scanTable(summaries) {
   )
 }
 
+// VmRSS moves by this much with no page of the region touched: the allocator and the collector.
+const RESIDENT_NOISE_MiB = 0.5
+
 function residentTable(summaries) {
   const rows = []
   const slurp = find(summaries, 'resident', 'none', 'readFileSync')
@@ -1070,13 +1080,20 @@ function residentTable(summaries) {
       continue
     }
     const x = s.metrics
+    const noise = x.residentMiB < RESIDENT_NOISE_MiB
     rows.push([
       s.label,
-      x.residentMiB.toFixed(1),
+      noise ? `${x.residentMiB.toFixed(1)} (within noise)` : x.residentMiB.toFixed(1),
       `${(x.residentShare * 100).toFixed(1)}%`,
       slurp?.ok ? ratio(x.residentMiB / slurp.metrics.residentMiB) : '-',
       time(x.elapsedNs),
-      [`${x.touchedMiB.toFixed(1)} MiB of pages touched`, note(s)].filter(Boolean).join('; '),
+      [
+        `${x.touchedMiB.toFixed(1)} MiB of pages touched`,
+        x.fellMiB > 0 ? `VmRSS fell ${x.fellMiB.toFixed(1)} MiB during the measurement (memory freed), counted as 0` : '',
+        note(s),
+      ]
+        .filter(Boolean)
+        .join('; '),
     ])
   }
   return markdownTable(['contender', 'resident MiB', 'of the file', 'vs readFileSync', 'time', 'notes'], rows)
@@ -1208,9 +1225,17 @@ function goals(summaries) {
   return out
 }
 
+// A quick run's few repetitions of small sizes on a shared machine cannot say whether a goal is met:
+// its ratios are shown, its verdicts are not.
+function verdict(goal) {
+  if (goal.met === undefined) return 'n/a'
+  if (quick) return 'n/a (quick)'
+  return goal.met ? 'met' : 'NOT met'
+}
+
 function goalsTable(list) {
   if (list.length === 0) return '(no goal applies to the scenarios run)'
-  const rows = list.map((g) => [g.goal, g.target, ratio(g.value), g.met === undefined ? 'n/a' : g.met ? 'met' : 'NOT met', g.detail])
+  const rows = list.map((g) => [g.goal, g.target, ratio(g.value), verdict(g), g.detail])
   return markdownTable(['goal', 'target', 'measured', 'verdict', 'detail'], rows)
 }
 
@@ -1278,8 +1303,15 @@ for (const name of scenarios) {
   }
 }
 out.push('')
-out.push('## Goals')
+out.push(quick ? '## Goals (indicative: quick run)' : '## Goals')
 out.push('')
+if (quick) {
+  out.push(
+    `Quick run: ${reps} repetition${reps > 1 ? 's' : ''} of small sizes are too few to judge the goals, so no verdict is given; ` +
+      'the ratios are indicative. Run without --quick to judge them.',
+  )
+  out.push('')
+}
 out.push(goalsTable(goalList))
 const failures = measurements.filter((m) => !m.ok)
 if (failures.length) {
@@ -1316,7 +1348,7 @@ const json = {
     load: { before: loadBefore, after: loadAfter },
   },
   summaries,
-  goals: goalList,
+  goals: goalList.map((g) => ({ ...g, verdict: verdict(g) })),
   measurements: measurements.map(({ metrics, ...m }) => ({ ...m, metrics })),
   failures: failures.map((f) => ({ scenario: f.scenario, pin: f.pin, rep: f.rep, contender: f.contender, error: f.error })),
   warnings,

@@ -61,10 +61,17 @@ export declare class NativeRegion {
   get private(): boolean
   get aliasOf(): number | null
   /**
-   * An ArrayBuffer over the mapping, zero-copy. It keeps the mapping alive until it is
-   * collected or detached.
+   * An ArrayBuffer over the whole mapping, zero-copy, or ERANGE if the region is more than
+   * `limit` bytes (the most one ArrayBuffer of this runtime holds).
    */
-  buffer(): ArrayBuffer
+  buffer(limit: number): ArrayBuffer
+  /**
+   * An ArrayBuffer over `length` bytes of the mapping from `offset` on, at any alignment,
+   * zero-copy: a part of a region too large for one ArrayBuffer.
+   */
+  bytes(offset: number, length: number, limit: number): ArrayBuffer
+  /** The id to share, or EBADF if the region is closed: a token names a live region only. */
+  share(): number
   /** Drops the pages of a range: touching them again faults. */
   discard(offset: number, length: number): void
   /** Closes the region if this handle owns it; either way this handle lets go of it. */

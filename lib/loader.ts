@@ -29,6 +29,51 @@ export function platformName(): string {
   return `${process.platform}-${process.arch}-${libc()}`
 }
 
+/** The platforms the package publishes a prebuilt binary for, as npm packages `userfaultfd-<platform>`. */
+export const PREBUILT_PLATFORMS: readonly string[] = ['linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'linux-arm64-musl']
+
+/** Whether the package at `root` is a checkout of the repository (its Rust sources are there). */
+export function isSourceCheckout(root: string): boolean {
+  return existsSync(join(root, 'crates', 'uffd-node', 'Cargo.toml'))
+}
+
+/** Where the binding was looked for and what the user can do about it. */
+export interface LoadFailure {
+  /** The napi-rs platform name, e.g. `linux-x64-gnu`. */
+  platform: string
+  /** Whether the package is a checkout of the repository rather than an install from npm. */
+  sourceCheckout: boolean
+  /** Why each candidate did not load. */
+  failures: readonly Error[]
+}
+
+/**
+ * The message of the error thrown when no binding loads. Installed from npm, it names the platform
+ * package to install, or says that none is published for the platform (an installed package has no
+ * Rust sources and no `build:native` script); only in a checkout of the repository does it say to
+ * run `npm run build:native`.
+ */
+export function loadFailureMessage({ platform, sourceCheckout, failures }: LoadFailure): string {
+  const pkg = `userfaultfd-${platform}`
+  const pointAtFile = `or point ${NATIVE_PATH_VARIABLE} at a userfaultfd.${platform}.node you built`
+  let advice: string
+  if (sourceCheckout) {
+    advice =
+      'This is a checkout of the repository: build the binding with `npm run build:native` ' +
+      `(needs Rust and libclang: apt-get install -y libclang-dev), ${pointAtFile}.`
+  } else if (PREBUILT_PLATFORMS.includes(platform)) {
+    advice =
+      `Install the package ${pkg}, its prebuilt binary (\`npm install ${pkg}\`): npm installs it on its own as an optional ` +
+      'dependency, unless optional dependencies were left out (--omit=optional, --no-optional, or a lockfile ' +
+      `made on another platform). Else build the binding from a clone of the repository (its README says how), ${pointAtFile}.`
+  } else {
+    advice =
+      `No prebuilt binary is published for ${platform} (only for ${PREBUILT_PLATFORMS.join(', ')}): build the ` +
+      `binding from a clone of the repository (its README says how; it needs Rust and libclang), ${pointAtFile}.`
+  }
+  return `userfaultfd: no native binding loads on ${platform}. ${advice} Tried:\n  ${failures.map((f) => f.message).join('\n  ')}`
+}
+
 export function loadBinding(): NativeBinding {
   if (process.platform !== 'linux') {
     throw new Error(
@@ -49,12 +94,7 @@ export function loadBinding(): NativeBinding {
       failures.push(new Error(`${candidate}: ${(error as Error).message}`, { cause: error }))
     }
   }
-  throw new Error(
-    `userfaultfd: no native binding loads on ${platform}. Install the package userfaultfd-${platform}, ` +
-      `build from source with \`npm run build:native\` (needs Rust and libclang), or point ` +
-      `${NATIVE_PATH_VARIABLE} at a userfaultfd.${platform}.node. Tried:\n  ${failures.map((f) => f.message).join('\n  ')}`,
-    { cause: failures },
-  )
+  throw new Error(loadFailureMessage({ platform, sourceCheckout: isSourceCheckout(packageRoot), failures }), { cause: failures })
 }
 
 export const native: NativeBinding = loadBinding()

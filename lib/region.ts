@@ -1,12 +1,17 @@
 // Region: memory a userfaultfd can serve, and the zero-copy ArrayBuffer over it.
 
+import { constants } from 'node:buffer'
+import { markAsUntransferable } from 'node:worker_threads'
 import type { NativeRegion } from './binding'
 import { argumentError, call } from './errors'
 import { native } from './loader'
-import { integer, optionalBoolean, options as optionsOf } from './validate'
+import { integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 
 /** The kind of memory behind a region. */
 export type MemoryKind = 'anonymous' | 'shmem' | 'hugetlb' | 'remote'
+
+// The most bytes one ArrayBuffer holds in this runtime (4 GiB on Node.js 20 and Bun).
+const MAX_BUFFER_BYTES: number = constants.MAX_LENGTH
 
 /** What `region.share()` returns: post it to a worker and `Region.attach` it there. */
 export interface SharedRegion {
@@ -44,18 +49,31 @@ const byId = new Map<number, WeakRef<Region>>()
 let sweepAt = 256
 
 function remember(id: number, region: Region): void {
+  // The first live object of a region in this thread stays the one its faults name.
+  if (byId.get(id)?.deref()) return
   byId.set(id, new WeakRef(region))
   if (byId.size < sweepAt) return
   for (const [key, ref] of byId) if (ref.deref() === undefined) byId.delete(key)
   sweepAt = Math.max(256, 2 * byId.size)
 }
 
+// The ArrayBuffers a region hands out are the mapping itself: transferring one to a worker would
+// copy the whole region (faulting in every page) where the runtime ignores the mark (Node.js 20),
+// and throws a DataCloneError where it honours it (Node.js 21+, Bun). Share regions instead.
+function untransferable(buffer: ArrayBuffer): ArrayBuffer {
+  markAsUntransferable(buffer)
+  return buffer
+}
+
 /**
  * A memory mapping that a {@link Userfaultfd} can register: anonymous, memfd shmem or hugetlbfs.
  *
  * `buffer` is an ArrayBuffer over the mapping itself: reading it where a page is missing takes a
- * page fault. `close()` detaches that ArrayBuffer and ends the region; the mapping goes when the
- * last view of it (in any thread) is gone.
+ * page fault. A region larger than one ArrayBuffer holds ({@link Region.maxBufferBytes}) is read in
+ * parts with `bytes(offset, length)`. `close()` detaches every ArrayBuffer the region handed out in
+ * this thread and ends the region; the mapping goes when the last view of it (in any thread) is
+ * gone. To use a region in a worker, post `region.share()` and `Region.attach()` it there: its
+ * ArrayBuffers cannot be transferred.
  *
  * @example
  * ```ts
@@ -66,6 +84,10 @@ function remember(id: number, region: Region): void {
 export class Region {
   readonly #native: NativeRegion
   #buffer: ArrayBuffer | undefined
+  // Buffers over parts of a region too large for one, held weakly so that the ones the program
+  // dropped are collected; close() detaches those still alive.
+  #parts: WeakRef<ArrayBuffer>[] = []
+  #sweepPartsAt = 64
   // What never changes, read once: handlers read them on every fault.
   readonly #id: number
   readonly #size: number
@@ -107,13 +129,24 @@ export class Region {
     return new Region(call(() => native.NativeRegion.hugetlb(size, pageSize, String(name), priv)))
   }
 
-  /** A view, in this thread, of a region shared with `region.share()`. It does not own the mapping. */
+  /**
+   * A view of a region shared with `region.share()`, in any thread (the owner's too): it does not
+   * own the mapping (`owner` is false), and its `close()` only lets go of the view's buffers.
+   */
   static attach(shared: SharedRegion): Region {
     if (typeof shared !== 'object' || shared === null || shared.type !== 'userfaultfd.region') {
       throw argumentError('shared', 'the result of region.share()', shared)
     }
-    integer('shared.id', shared.id)
-    return Region.fromId(shared.id)
+    const id = integer('shared.id', shared.id)
+    return new Region(call(() => native.NativeRegion.attach(id)))
+  }
+
+  /**
+   * The most bytes one ArrayBuffer holds in this runtime (4 GiB on Node.js 20 and Bun): the
+   * largest `region.buffer`, and the most `region.bytes()` gives at once.
+   */
+  static get maxBufferBytes(): number {
+    return MAX_BUFFER_BYTES
   }
 
   /** @internal A Region over a native handle made elsewhere in the package (an adoption). */
@@ -176,15 +209,48 @@ export class Region {
     return this.#native.closed
   }
 
-  /** An ArrayBuffer over the whole mapping, without copying. Detached by `close()`. */
+  /**
+   * An ArrayBuffer over the whole mapping, without copying. Detached by `close()`; it cannot be
+   * transferred (share the region instead). A region larger than one ArrayBuffer holds
+   * ({@link Region.maxBufferBytes}) has none: this throws a UffdError `ERANGE`; use `bytes()`.
+   */
   get buffer(): ArrayBuffer {
-    this.#buffer ??= call(() => this.#native.buffer())
+    this.#buffer ??= untransferable(call(() => this.#native.buffer(MAX_BUFFER_BYTES)))
     return this.#buffer
   }
 
-  /** A Uint8Array over part of the mapping, without copying. */
-  bytes(offset = 0, length = this.size - offset): Uint8Array {
-    return new Uint8Array(this.buffer, offset, length)
+  /**
+   * A Uint8Array over `length` bytes of the mapping from `offset` on (any alignment), without
+   * copying. It works at any offset of any region, even one larger than one ArrayBuffer holds:
+   * `length` is then at most {@link Region.maxBufferBytes}, and by default the rest of the region up to
+   * that much. Detached by `close()`.
+   *
+   * @example
+   * ```ts
+   * const region = Region.anonymous(8 * 2 ** 30)        // 8 GiB: too large for region.buffer
+   * region.bytes(6 * 2 ** 30, 4096)[0] = 1              // a page at 6 GiB
+   * ```
+   *
+   * @throws TypeError `ERR_INVALID_ARG_TYPE` if `offset` or `length` is not a non-negative safe
+   * integer; UffdError `EINVAL` if the range runs past the end, `ERANGE` if `length` is more than
+   * one ArrayBuffer holds, `EBADF` if the region is closed.
+   */
+  bytes(offset = 0, length?: number): Uint8Array {
+    integer('offset', offset)
+    const size = this.#size
+    const want = optionalInteger('length', length) ?? Math.max(0, Math.min(size - offset, MAX_BUFFER_BYTES))
+    if (size <= MAX_BUFFER_BYTES && offset + want <= size) return new Uint8Array(this.buffer, offset, want)
+    // A part of a region too large for one buffer, or a range the core refuses (EINVAL).
+    const part = untransferable(call(() => this.#native.bytes(offset, want, MAX_BUFFER_BYTES)))
+    this.#keepPart(part)
+    return new Uint8Array(part)
+  }
+
+  #keepPart(part: ArrayBuffer): void {
+    this.#parts.push(new WeakRef(part))
+    if (this.#parts.length < this.#sweepPartsAt) return
+    this.#parts = this.#parts.filter((ref) => ref.deref() !== undefined)
+    this.#sweepPartsAt = Math.max(64, 2 * this.#parts.length)
   }
 
   /**
@@ -196,20 +262,29 @@ export class Region {
     call(() => this.#native.discard(integer('offset', offset), integer('length', length)))
   }
 
-  /** A token to post to a worker thread, where `Region.attach(token)` gives a view. */
+  /**
+   * A token to post to a worker thread, where `Region.attach(token)` gives a view. Throws EBADF if
+   * the region is closed.
+   */
   share(): SharedRegion {
-    return { type: 'userfaultfd.region', id: this.id }
+    return { type: 'userfaultfd.region', id: call(() => this.#native.share()) }
   }
 
   /**
-   * Ends the region: detaches this thread's ArrayBuffer, unregisters it from every userfaultfd
-   * (waking any thread waiting in it) and refuses further use. A view only lets go of its buffer.
+   * Ends the region: detaches every ArrayBuffer it handed out in this thread (`buffer` and the
+   * parts from `bytes()`), unregisters it from every userfaultfd (waking any thread waiting in it)
+   * and refuses further use. A view only lets go of its buffers.
    */
   close(): void {
     if (this.#buffer) {
       native.detachBuffer(this.#buffer)
       this.#buffer = undefined
     }
+    for (const ref of this.#parts) {
+      const part = ref.deref()
+      if (part && part.byteLength > 0) native.detachBuffer(part)
+    }
+    this.#parts = []
     this.#native.close()
     if (byId.get(this.id)?.deref() === this) byId.delete(this.id)
   }

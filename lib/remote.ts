@@ -47,7 +47,7 @@ export interface Adoption {
  */
 export interface AdoptOptions extends Omit<UserfaultfdOptions, 'userModeOnly'> {
   /** The features the other process negotiated, as far as it said (default none). */
-  features?: UserfaultfdOptions['features']
+  features?: NonNullable<UserfaultfdOptions['features']>
 }
 
 function nativeOptions(options: AdoptOptions | undefined) {

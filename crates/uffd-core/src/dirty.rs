@@ -22,16 +22,30 @@ pub enum DirtyMethod {
     Pagemap,
 }
 
-const OP: &str = "PAGEMAP_SCAN";
+const PAGEMAP: &str = "/proc/self/pagemap";
+
+impl DirtyMethod {
+    /// What the errors of a call name: the ioctl, or the pagemap file read without it.
+    pub fn op(self) -> &'static str {
+        match self {
+            DirtyMethod::Auto | DirtyMethod::Scan => "PAGEMAP_SCAN",
+            DirtyMethod::Pagemap => PAGEMAP,
+        }
+    }
+}
 
 impl Userfaultfd {
     /// Offsets of the region's pages written since they were last protected; with `clear`, they
     /// are protected again, so the next call reports only later writes.
     pub fn dirty_pages(&self, region: &Region, clear: bool, method: DirtyMethod) -> Result<Vec<usize>> {
-        self.require_feature(OP, uapi::FEATURE_WP_ASYNC, "dirty tracking")?;
-        let start = self.check_registered(OP, region, 0, region.size())?;
-        let pagemap =
-            File::open("/proc/self/pagemap").map_err(|e| Error::sys("open", errno_of(&e), "/proc/self/pagemap"))?;
+        let op = method.op();
+        // A closed userfaultfd is EBADF whatever it negotiated, as for every other call.
+        if self.is_closed() {
+            return Err(Error::Closed { op, what: "userfaultfd" });
+        }
+        self.require_feature(op, uapi::FEATURE_WP_ASYNC, "dirty tracking")?;
+        let start = self.check_registered(op, region, 0, region.size())?;
+        let pagemap = File::open(PAGEMAP).map_err(|e| Error::sys("open", errno_of(&e), PAGEMAP))?;
         match method {
             DirtyMethod::Pagemap => self.dirty_by_pagemap(region, &pagemap, clear),
             DirtyMethod::Scan => scan(&pagemap, region, start, clear),
@@ -51,7 +65,7 @@ impl Userfaultfd {
         let mut entries = vec![0u8; pages * 8];
         pagemap
             .read_exact_at(&mut entries, (region.address() / base_page * 8) as u64)
-            .map_err(|e| Error::sys("pread", errno_of(&e), "/proc/self/pagemap"))?;
+            .map_err(|e| Error::sys("pread", errno_of(&e), PAGEMAP))?;
         let mut dirty = Vec::new();
         for (index, entry) in entries.chunks_exact(8).enumerate() {
             let entry = u64::from_ne_bytes(entry.try_into().expect("chunks of 8"));

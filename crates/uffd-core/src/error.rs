@@ -6,9 +6,10 @@ use nix::errno::Errno;
 /// Everything that can go wrong in the core.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A system call or ioctl failed.
-    #[error("{op} failed with {errno}: {}", hint(op, *errno, detail))]
-    Sys { op: &'static str, errno: Errno, detail: String },
+    /// A system call or ioctl failed. `advice`, when the caller knows better than the table of
+    /// hints what to do about this errno here, replaces the hint.
+    #[error("{op} failed with {errno}{}", explain(op, *errno, detail, advice.as_deref()))]
+    Sys { op: &'static str, errno: Errno, detail: String, advice: Option<String> },
     /// An argument is out of range, misaligned or inconsistent; nothing was done.
     #[error("{op}: {detail}")]
     Invalid { op: &'static str, detail: String },
@@ -18,13 +19,28 @@ pub enum Error {
     /// The kernel (or the negotiated feature set) does not offer what was asked.
     #[error("{op}: {detail}")]
     Unsupported { op: &'static str, detail: String },
+    /// More bytes than one buffer of the caller's runtime holds were asked for at once.
+    #[error(
+        "{op}: {len} bytes are more than one ArrayBuffer holds ({limit} bytes): \
+         read the region in parts with region.bytes(offset, length)"
+    )]
+    TooLarge { op: &'static str, len: usize, limit: usize },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn sys(op: &'static str, errno: Errno, detail: impl Into<String>) -> Self {
-        Error::Sys { op, errno, detail: detail.into() }
+        Error::Sys { op, errno, detail: detail.into(), advice: None }
+    }
+
+    /// The same error with `advice` in place of the general hint for its errno (a system error;
+    /// any other error is returned as it is).
+    pub fn with_advice(self, text: impl Into<String>) -> Self {
+        match self {
+            Error::Sys { op, errno, detail, .. } => Error::Sys { op, errno, detail, advice: Some(text.into()) },
+            other => other,
+        }
     }
 
     pub fn invalid(op: &'static str, detail: impl Into<String>) -> Self {
@@ -41,7 +57,8 @@ impl Error {
             Error::Sys { op, .. }
             | Error::Invalid { op, .. }
             | Error::Closed { op, .. }
-            | Error::Unsupported { op, .. } => op,
+            | Error::Unsupported { op, .. }
+            | Error::TooLarge { op, .. } => op,
         }
     }
 
@@ -52,6 +69,7 @@ impl Error {
             Error::Invalid { .. } => Errno::EINVAL,
             Error::Closed { .. } => Errno::EBADF,
             Error::Unsupported { .. } => Errno::EOPNOTSUPP,
+            Error::TooLarge { .. } => Errno::ERANGE,
         }
     }
 
@@ -76,38 +94,48 @@ pub fn errno_name(errno: Errno) -> &'static str {
     )
 }
 
+/// The tail of a system error's message: what was asked, then what to do (`advice` if the caller
+/// gave one, else the hint for the errno); nothing when there is neither.
+fn explain(op: &str, errno: Errno, detail: &str, advice: Option<&str>) -> String {
+    let advice = advice.unwrap_or_else(|| hint(op, errno));
+    match (detail.is_empty(), advice.is_empty()) {
+        (true, true) => String::new(),
+        (true, false) => format!(": {advice}"),
+        (false, true) => format!(": {detail}"),
+        (false, false) => format!(": {detail}; {advice}"),
+    }
+}
+
 /// What to do about an errno from an operation: the part of the message a user acts on.
-fn hint(op: &str, errno: Errno, detail: &str) -> String {
-    let advice = match (op, errno) {
+fn hint(op: &str, errno: Errno) -> &'static str {
+    match (op, errno) {
         ("open", Errno::EPERM | Errno::EACCES) => {
             "userfaultfd is not permitted: run as root, give this user read-write access to \
              /dev/userfaultfd, set sysctl vm.unprivileged_userfaultfd=1, grant CAP_SYS_PTRACE, or \
              pass userModeOnly: true (a container's seccomp profile may also block the syscall)"
         }
         ("open", Errno::ENOSYS) => "this kernel was built without CONFIG_USERFAULTFD",
+        ("open", Errno::ENOENT) => "the file does not exist: check the path",
         ("UFFDIO_API", Errno::EINVAL) => {
             "the kernel refused the feature set: ask Userfaultfd.probe() which features it offers"
         }
         ("UFFDIO_API", Errno::EPERM) => "a requested feature needs a privilege (EVENT_FORK needs CAP_SYS_PTRACE)",
+        // epoll refuses only files it cannot poll: a regular file, a directory, a terminal's fd 0...
+        ("epoll_ctl", Errno::EPERM) => "the file descriptor is not a userfaultfd (epoll cannot watch it)",
         (_, Errno::EEXIST) => "the page is already mapped (another resolver won)",
         (_, Errno::EAGAIN) => "the address space changed under the call (an event is unread): read events, then retry",
         (_, Errno::ENOENT) => "the range is not registered with this userfaultfd, or the page is not in the page cache",
         (_, Errno::ESRCH) => "the process that owns the memory has exited",
         (_, Errno::EBUSY) => "the range is registered with another userfaultfd",
+        // Huge pages are hugetlb's own trouble: its region says how many it needs (advice).
         ("mmap", Errno::ENOMEM) | ("memfd_create", Errno::ENOMEM) => {
-            "not enough memory, or, for hugetlbfs, not enough huge pages reserved: \
-             run sysctl -w vm.nr_hugepages=N as root"
+            "the kernel could not find the memory or the address space for the mapping: a smaller \
+             size, or a limit raised (ulimit -v, vm.max_map_count, vm.overcommit_memory), may help"
         }
         (_, Errno::EINVAL) => "the range or mode is not valid for this memory",
         (_, Errno::EFAULT) => "the source or destination address is not mapped",
         (_, Errno::ENOMEM) => "the kernel is out of memory",
         _ => "",
-    };
-    match (detail.is_empty(), advice.is_empty()) {
-        (true, true) => String::new(),
-        (true, false) => advice.to_string(),
-        (false, true) => detail.to_string(),
-        (false, false) => format!("{detail}; {advice}"),
     }
 }
 
@@ -123,6 +151,39 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("at offset 4096"), "{message}");
         assert!(message.contains("already mapped"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named_as_such_not_as_an_unregistered_range() {
+        let message = Error::sys("open", Errno::ENOENT, "source file \"/nonexistent\"").to_string();
+        assert!(message.contains("does not exist"), "{message}");
+        assert!(!message.contains("registered"), "{message}");
+    }
+
+    #[test]
+    fn an_anonymous_mapping_out_of_memory_does_not_speak_of_huge_pages() {
+        let message = Error::sys("mmap", Errno::ENOMEM, "anonymous region of 4096 bytes").to_string();
+        assert!(!message.contains("huge"), "{message}");
+        assert!(message.contains("address space"), "{message}");
+    }
+
+    #[test]
+    fn advice_replaces_the_hint_so_it_is_said_once() {
+        let message = Error::sys("mmap", Errno::ENOMEM, "hugetlb region").with_advice("reserve huge pages").to_string();
+        assert!(message.ends_with(": hugetlb region; reserve huge pages"), "{message}");
+        assert_eq!(message.matches("huge pages").count(), 1, "{message}");
+    }
+
+    #[test]
+    fn an_error_with_nothing_to_add_ends_at_the_errno() {
+        let message = Error::sys("close", Errno::EIO, "").to_string();
+        assert!(message.ends_with(Errno::EIO.desc()), "{message}");
+    }
+
+    #[test]
+    fn epoll_refusing_an_fd_says_it_is_not_a_userfaultfd() {
+        let message = Error::sys("epoll_ctl", Errno::EPERM, "").to_string();
+        assert!(message.ends_with("the file descriptor is not a userfaultfd (epoll cannot watch it)"), "{message}");
     }
 
     #[test]

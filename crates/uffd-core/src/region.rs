@@ -134,17 +134,13 @@ impl Region {
         let flags = nix::sys::memfd::MemFdCreateFlag::from_bits_retain(libc::MFD_HUGETLB | size_flag);
         let file = memfd(name, flags, len.get())?;
         let base = map_file(&file, len, MemoryKind::Hugetlb, private).map_err(|err| match err {
-            Error::Sys { errno, .. } => Error::sys(
-                "mmap",
-                errno,
-                format!(
-                    "{} huge pages of {} KiB are needed and {} are free: reserve them as root with \
-                     `sysctl -w vm.nr_hugepages=N`",
-                    len.get() / page_size,
-                    page_size / 1024,
-                    free_huge_pages(page_size).map_or("an unknown number".into(), |n| n.to_string())
-                ),
-            ),
+            Error::Sys { errno: Errno::ENOMEM, .. } => err.with_advice(format!(
+                "{} huge pages of {} KiB are needed and {} are free: reserve them as root with \
+                 `sysctl -w vm.nr_hugepages=N`",
+                len.get() / page_size,
+                page_size / 1024,
+                free_huge_pages(page_size).map_or("an unknown number".into(), |n| n.to_string())
+            )),
             other => other,
         })?;
         Ok(Self::publish(MemoryKind::Hugetlb, base, len.get(), page_size, Some(Arc::new(file)), None, private))
@@ -283,6 +279,28 @@ impl Region {
         }
     }
 
+    /// Checks that `[offset, offset + len)`, at any alignment, lies inside the open region's own
+    /// mapping and is at most `limit` bytes (the most one buffer of the caller holds); returns the
+    /// address of its first byte.
+    pub fn check_view(&self, op: &'static str, offset: usize, len: usize, limit: usize) -> Result<NonNull<u8>> {
+        self.check_open(op)?;
+        self.check_local(op)?;
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => {}
+            _ => {
+                return Err(Error::invalid(
+                    op,
+                    format!("range {offset}+{len} runs past the end of the region ({} bytes)", self.size),
+                ))
+            }
+        }
+        if len > limit {
+            return Err(Error::TooLarge { op, len, limit });
+        }
+        // SAFETY: `offset <= size`, so the pointer stays inside the mapping or one past its end.
+        Ok(unsafe { self.base.add(offset) })
+    }
+
     /// The offset in this region of an address, if the address lies in it.
     pub fn offset_of(&self, address: usize) -> Option<usize> {
         address.checked_sub(self.address()).filter(|off| *off < self.size)
@@ -413,6 +431,35 @@ mod tests {
         region.close();
         assert!(Region::lookup(region.id()).is_none());
         assert_eq!(region.check_range("t", 0, 4096).unwrap_err().code(), "EBADF");
+    }
+
+    #[test]
+    fn views_lie_inside_the_region_at_any_alignment_and_within_the_limit() {
+        let region = Region::anonymous(3 * 4096).unwrap();
+        let size = region.size();
+        assert_eq!(region.check_view("t", 5, 100, size).unwrap().as_ptr() as usize, region.address() + 5);
+        assert!(region.check_view("t", size, 0, size).is_ok(), "an empty view at the end");
+        assert_eq!(region.check_view("t", size, 1, size).unwrap_err().code(), "EINVAL");
+        assert_eq!(region.check_view("t", 1, size, size).unwrap_err().code(), "EINVAL");
+        assert_eq!(region.check_view("t", usize::MAX, 2, size).unwrap_err().code(), "EINVAL");
+        let too_large = region.check_view("t", 0, size, 4096).unwrap_err();
+        assert_eq!(too_large.code(), "ERANGE");
+        assert!(too_large.to_string().contains("region.bytes(offset, length)"), "{too_large}");
+        region.close();
+        assert_eq!(region.check_view("t", 0, 1, size).unwrap_err().code(), "EBADF");
+    }
+
+    #[test]
+    fn a_hugetlb_region_without_huge_pages_says_how_many_it_needs_once() {
+        let free = free_huge_pages(0x20_0000).unwrap_or(0) as usize;
+        // With surplus huge pages the mapping may fit; without hugetlbfs the error is another.
+        let Err(err) = Region::hugetlb((free + 1) * 0x20_0000, 0x20_0000, "test") else { return };
+        if err.code() != "ENOMEM" {
+            return;
+        }
+        let message = err.to_string();
+        assert!(message.contains(&format!("{} huge pages of 2048 KiB are needed", free + 1)), "{message}");
+        assert_eq!(message.matches("vm.nr_hugepages").count(), 1, "{message}");
     }
 
     #[test]

@@ -129,16 +129,49 @@ impl NativeRegion {
         self.alias_of.map(|id| id as f64)
     }
 
-    /// An ArrayBuffer over the mapping, zero-copy. It keeps the mapping alive until it is
-    /// collected or detached.
+    /// An ArrayBuffer over the whole mapping, zero-copy, or ERANGE if the region is more than
+    /// `limit` bytes (the most one ArrayBuffer of this runtime holds).
     #[napi]
-    pub fn buffer<'env>(&self, env: &'env Env) -> napi::Result<ArrayBuffer<'env>> {
-        let region = self.region(env, "buffer")?;
-        region.check_local("buffer").or_throw(env)?;
-        let (data, len) = (region.as_ptr(), region.size());
-        // SAFETY: the mapping is `len` bytes long and stays mapped while `region`, moved into the
-        // finalizer, is alive; the finalizer runs when the ArrayBuffer is collected or detached.
-        unsafe { ArrayBuffer::from_external(env, data, len, region, |_, region| drop(region)) }
+    pub fn buffer<'env>(&self, env: &'env Env, limit: f64) -> napi::Result<ArrayBuffer<'env>> {
+        self.view(env, "buffer", 0, self.size, to_usize(env, "limit", limit)?)
+    }
+
+    /// An ArrayBuffer over `length` bytes of the mapping from `offset` on, at any alignment,
+    /// zero-copy: a part of a region too large for one ArrayBuffer.
+    #[napi]
+    pub fn bytes<'env>(&self, env: &'env Env, offset: f64, length: f64, limit: f64) -> napi::Result<ArrayBuffer<'env>> {
+        let offset = to_usize(env, "offset", offset)?;
+        let length = to_usize(env, "length", length)?;
+        self.view(env, "bytes", offset, length, to_usize(env, "limit", limit)?)
+    }
+
+    /// An external ArrayBuffer over part of the mapping. It keeps the mapping alive until it is
+    /// collected or detached.
+    fn view<'env>(
+        &self,
+        env: &'env Env,
+        op: &'static str,
+        offset: usize,
+        length: usize,
+        limit: usize,
+    ) -> napi::Result<ArrayBuffer<'env>> {
+        let region = self.region(env, op)?;
+        let data = region.check_view(op, offset, length, limit).or_throw(env)?;
+        if length == 0 {
+            // Nothing to share, and an external buffer needs bytes behind it.
+            return ArrayBuffer::from_data(env, Vec::new());
+        }
+        // SAFETY: `check_view` found `length` bytes of the mapping from `data` on; the mapping
+        // stays while `region`, moved into the finalizer, is alive, and the finalizer runs when
+        // the ArrayBuffer is collected or detached.
+        unsafe { ArrayBuffer::from_external(env, data.as_ptr(), length, region, |_, region| drop(region)) }
+    }
+
+    /// The id to share, or EBADF if the region is closed: a token names a live region only.
+    #[napi]
+    pub fn share(&self, env: Env) -> napi::Result<f64> {
+        self.region(&env, "share")?;
+        Ok(self.id as f64)
     }
 
     /// Drops the pages of a range: touching them again faults.
