@@ -101,9 +101,13 @@ for (let run = 0; run < RUNS; run++) {
 // Four restores at once through one server: drive.py's handler for each is a symlink to its socket.
 async function concurrent(count) {
   const socket = join(FCWORK, `bench-shared-${count}.sock`)
-  const server = spawn(process.execPath, [CLI, 'firecracker', '--socket', socket, '--mem', join(FCWORK, 'snap', 'vm.mem'), '--connect-timeout-ms', '0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
+  const server = spawn(
+    process.execPath,
+    [CLI, 'firecracker', '--socket', socket, '--mem', join(FCWORK, 'snap', 'vm.mem'), '--connect-timeout-ms', '0'],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  )
   const lines = []
   server.stdout.on('data', (chunk) => lines.push(...String(chunk).trim().split('\n').map(safeJson)))
   while (!existsSync(socket)) await new Promise((resolve) => setTimeout(resolve, 20))
@@ -157,7 +161,9 @@ const fmt = (x, digits = 2) => (x === undefined ? '-' : x.toFixed(digits))
 const out = []
 out.push(`## Firecracker snapshot restore (1 GiB guest, 384 MiB read back; ${RUNS} runs alternating, medians [min-max])`)
 out.push('')
-out.push('| handler | to first tick (s) | to first checksum (s) | vs on-demand | checksum read (s) | faults | handler CPU (s) | handler peak RSS (MiB) | checksums right |')
+out.push(
+  '| handler | to first tick (s) | to first checksum (s) | vs on-demand | checksum read (s) | faults | handler CPU (s) | handler peak RSS (MiB) | checksums right |',
+)
 out.push('|---|---|---|---|---|---|---|---|---|')
 for (const row of rows) {
   const ratio = onDemand?.toChecksum ? `${(row.toChecksum / onDemand.toChecksum).toFixed(2)}x` : '-'

@@ -175,6 +175,7 @@ const noticeCodes: Record<string, UffdNoticeCode> = {
   'loop-failed': 'ERR_UFFD_LOOP',
   'peer-gone': 'ERR_UFFD_PEER_GONE',
   'no-handler': 'ERR_UFFD_NO_HANDLER',
+  'no-handler-fell-back': 'ERR_UFFD_NO_HANDLER',
   'source-failed': 'ERR_UFFD_SOURCE',
   'not-woken': 'ERR_UFFD_NOT_WOKEN',
 }

@@ -71,7 +71,7 @@ export class Fault {
    * region id, offset, address less the region's start, kind (0 missing, 1 minor, 2 wp), write,
    * thread id.
    */
-  constructor(handle: NativeUffd, uffdId: number, region: Region, packed: Float64Array, at: number) {
+  private constructor(handle: NativeUffd, uffdId: number, region: Region, packed: Float64Array, at: number) {
     this.#native = handle
     this.#uffdId = uffdId
     this.#id = packed[at] as number
@@ -81,6 +81,11 @@ export class Fault {
     this.kind = KINDS[packed[at + 4] as number] ?? 'missing'
     this.write = packed[at + 5] === 1
     this.threadId = packed[at + 6] as number
+  }
+
+  /** @internal The fault at `at` of a packed batch (see the constructor). */
+  static fromBatch(handle: NativeUffd, uffdId: number, region: Region, packed: Float64Array, at: number): Fault {
+    return new Fault(handle, uffdId, region, packed, at)
   }
 
   /** The faulting address itself. */

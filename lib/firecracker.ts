@@ -108,7 +108,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   #listening = true
   #connectTimer: ReturnType<typeof setTimeout> | undefined
 
-  /** @internal Use {@link serveFirecracker}. */
+  /** Starts listening on `options.socket` (what {@link serveFirecracker} does). */
   constructor(options: FirecrackerOptions) {
     super()
     const { socket, memoryFile } = options

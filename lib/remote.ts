@@ -120,9 +120,14 @@ export class HandshakeListener {
   readonly #native: ReturnType<typeof native.NativeListener.listen>
 
   /** @internal */
-  constructor(path: string, options?: AdoptOptions) {
+  private constructor(path: string, options?: AdoptOptions) {
     if (typeof path !== 'string') throw argumentError('path', 'a string', path)
     this.#native = call(() => native.NativeListener.listen(path, nativeOptions(options)))
+  }
+
+  /** @internal Use {@link listen}. */
+  static open(path: string, options?: AdoptOptions): HandshakeListener {
+    return new HandshakeListener(path, options)
   }
 
   /**
@@ -146,7 +151,7 @@ export class HandshakeListener {
 
 /** Listens for handshakes on a Unix socket at `path` (a stale socket file there is replaced). */
 export function listen(path: string, options?: AdoptOptions): HandshakeListener {
-  return new HandshakeListener(path, options)
+  return HandshakeListener.open(path, options)
 }
 
 /** Receives one handshake on a connected Unix socket this process holds as `fd` (duplicated). */

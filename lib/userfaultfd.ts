@@ -918,7 +918,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   #dispatch(packed: Float64Array, at: number, handler: FaultHandler): void {
     let fault: Fault
     try {
-      fault = new Fault(this.#native, this.#id, Region.fromId(packed[at + 1] as number), packed, at)
+      fault = Fault.fromBatch(this.#native, this.#id, Region.fromId(packed[at + 1] as number), packed, at)
     } catch {
       // The region was closed in the meantime: its waiters were woken when it was.
       return

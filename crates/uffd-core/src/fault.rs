@@ -57,8 +57,11 @@ pub enum NoticeKind {
     LoopFailed,
     /// The process whose memory was served hung up; the userfaultfd was closed.
     PeerGone,
-    /// A fault arrived with no handler installed or being started, and no native source.
+    /// A fault arrived with no handler installed or being started, and no native source: it
+    /// waits for one.
     NoHandler,
+    /// The same, taken by the thread that alone could install the handler: the fallback resolved it.
+    NoHandlerFellBack,
     /// A native source could not read its bytes: the fault was resolved by the fallback.
     SourceFailed,
     /// A fault resolved with DONTWAKE was still asleep at its deadline: it was woken.
@@ -76,6 +79,7 @@ impl NoticeKind {
             NoticeKind::LoopFailed => "loop-failed",
             NoticeKind::PeerGone => "peer-gone",
             NoticeKind::NoHandler => "no-handler",
+            NoticeKind::NoHandlerFellBack => "no-handler-fell-back",
             NoticeKind::SourceFailed => "source-failed",
             NoticeKind::NotWoken => "not-woken",
         }

@@ -122,7 +122,15 @@ enum Extent {
 impl FileLayer {
     fn open(path: &str, offset: u64) -> Result<FileLayer> {
         let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-        let file = File::open(path).map_err(|e| Error::sys("open", errno(e), format!("source file {path:?}")))?;
+        let file = File::open(path).map_err(|e| {
+            let errno = errno(e);
+            let error = Error::sys("open", errno, format!("source file {path:?}"));
+            // Not the userfaultfd permission advice that "open" would otherwise get.
+            match errno {
+                Errno::EACCES | Errno::EPERM => error.with_advice("the file cannot be opened: check its permissions"),
+                _ => error,
+            }
+        })?;
         let what = format!("source file {path:?} cannot be read");
         if file.metadata().map_err(|e| Error::sys("fstat", errno(e), what.clone()))?.is_dir() {
             return Err(Error::sys("open", Errno::EISDIR, format!("source file {path:?} is a directory")));
@@ -152,6 +160,8 @@ impl FileLayer {
         match lseek(fd, here, Whence::SeekData) {
             // No data at or after `here` (a hole to the end, or past the end of the file).
             Err(Errno::ENXIO) => Ok(Extent::Hole { next_data: None }),
+            // A file that cannot tell its holes (procfs, some network file systems): all data.
+            Err(Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ESPIPE) => Ok(Extent::Data { until: usize::MAX }),
             Err(errno) => Err(Error::sys("lseek", errno, format!("SEEK_DATA in source file {:?}", self.path))),
             Ok(data) if data > here => Ok(Extent::Hole { next_data: Some(region_offset(data)) }),
             Ok(_) => {

@@ -1440,7 +1440,7 @@ fn no_handler_notice(fault: &Fault, now: bool) -> Notice {
         "it waits for a handler until timeoutMs, then gets the fallback"
     };
     Notice {
-        kind: NoticeKind::NoHandler,
+        kind: if now { NoticeKind::NoHandlerFellBack } else { NoticeKind::NoHandler },
         message: format!(
             "a {} fault at offset {} of region {} arrived with no handler installed and no native source: {what}. \
              Call uffd.handle(fn) (serves other threads) or await uffd.handleInWorker(module) (serves this thread too) \

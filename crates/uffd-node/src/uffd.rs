@@ -379,7 +379,7 @@ impl NativeUffd {
             "pagemap" => DirtyMethod::Pagemap,
             _ => DirtyMethod::Auto,
         };
-        let region = region.region(&env, "PAGEMAP_SCAN")?;
+        let region = region.region(&env, method.op())?;
         let dirty = self.inner.dirty_pages(&region, clear, method).or_throw(&env)?;
         Ok(dirty.into_iter().map(|offset| offset as f64).collect())
     }
