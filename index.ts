@@ -9,36 +9,50 @@
  * @packageDocumentation
  */
 
+export type { FaultHandler } from './lib/dispatch'
 export type { FaultInfo, UffdErrorCode, UffdErrorOptions, UffdNoticeCode } from './lib/errors'
 export { UffdError } from './lib/errors'
-export type { ContinueOptions, FaultKind, MapOptions, MoveOptions, RangeOptions as FaultRangeOptions, WakeOptions } from './lib/fault'
+export type { RangeEvent, RemapEvent } from './lib/events'
+export type { FaultKind } from './lib/fault'
 export { Fault } from './lib/fault'
 export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
-export type { HugetlbOptions, MemoryKind, SharedRegion, ShmemOptions } from './lib/region'
-export { Region } from './lib/region'
-export { type Adoption, type AdoptOptions, adoptFd, HandshakeListener, listen, type Peer, type RemoteRange, receive } from './lib/remote'
-export { type FileSourceOptions, Source } from './lib/source'
 export type {
+  AdoptFdOptions,
+  AdoptOptions,
   ByteRange,
+  ContinueOptions,
   DirtyOptions,
-  FaultHandler,
-  ForkEvent,
+  FaultRangeOptions,
+  FileSourceOptions,
   HandleOptions,
+  HugetlbOptions,
   MapOption,
+  MapOptions,
   MoveOption,
+  MoveOptions,
   PrefetchOptions,
-  PrefetchResult,
-  RangeEvent,
   RangeOptions,
   ReadaheadOptions,
   RegisterOptions,
-  Registration,
-  RemapEvent,
-  SharedUserfaultfd,
-  UffdStats,
-  UserfaultfdEvents,
+  RemoteRange,
+  ShmemOptions,
   UserfaultfdOptions,
   WakeOption,
+  WakeOptions,
   WorkerHandlerOptions,
+} from './lib/options'
+export type { MemoryKind, SharedRegion } from './lib/region'
+export { Region } from './lib/region'
+export { adoptFd, HandshakeListener, listen, receive } from './lib/remote'
+export { Source } from './lib/source'
+export type { UffdStats } from './lib/stats'
+export type {
+  Adoption,
+  ForkEvent,
+  Peer,
+  PrefetchResult,
+  Registration,
+  SharedUserfaultfd,
+  UserfaultfdEvents,
 } from './lib/userfaultfd'
 export { Userfaultfd } from './lib/userfaultfd'
