@@ -240,11 +240,12 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     return this.#native.userModeOnly
   }
   /**
-   * Whether the userfaultfd is closed: by the owner's `close()`, or by itself when the peer of an
-   * adoption hung up. Calls on a closed userfaultfd throw EBADF.
+   * Whether the userfaultfd is closed: by `close()`, or by itself when the peer of an adoption hung
+   * up. Calls on a closed userfaultfd throw EBADF; a handle from `attach` is closed once its own
+   * `close()` has stopped its handler, though the fd stays open for its owner (and its calls reach it).
    */
   get closed(): boolean {
-    return this.#native.closed
+    return this.#closed || this.#native.closed
   }
 
   /** A token to post to a worker thread, where `Userfaultfd.attach(token)` gives a handle. */
@@ -434,7 +435,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   /**
    * Stops the fault loop and closes the fd: every waiting thread is woken and faults normally
    * from then on; the handler worker, if any, is terminated. A handle from `attach` only stops its
-   * handler.
+   * handler. `'close'` is emitted on the next tick.
    */
   close(): void {
     if (this.#closed) return
@@ -444,7 +445,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     this.unref()
     this.#native.close()
     this.#workers.close()
-    this.emit('close')
+    process.nextTick(() => this.emit('close'))
   }
 
   /** Calls `close()`, for `using`. */
