@@ -9,7 +9,7 @@
  * @packageDocumentation
  */
 
-export type { FaultHandler } from './lib/dispatch'
+export type { FaultHandler, InstalledHandler } from './lib/dispatch'
 export type { FaultInfo, UffdErrorCode, UffdErrorOptions, UffdNoticeCode } from './lib/errors'
 export { UffdError } from './lib/errors'
 export type { RangeEvent, RemapEvent } from './lib/events'

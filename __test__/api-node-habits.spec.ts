@@ -1,11 +1,20 @@
 // What a Node developer expects of a long-lived handle, and trips on when it is not so: 'close'
 // on the next tick, `closed` that says what close() did, handlers that can be removed, and
 // `{ signal }` on everything that waits.
+import { join } from 'node:path'
 import test from 'ava'
-import { Region, Userfaultfd } from 'userfaultfd'
-import { patternByte, patternPage, within, withReader } from './helpers/harness'
+import { Region, type UffdError, Userfaultfd } from 'userfaultfd'
+import { nextError, patternByte, patternPage, type Reader, within, withReader } from './helpers/harness'
 
 const PAGE = 4096
+const pager = join(__dirname, 'helpers', 'pager.js')
+
+function anonymous(pages: number, options?: ConstructorParameters<typeof Userfaultfd>[0]) {
+  const uffd = new Userfaultfd(options)
+  const region = Region.anonymous(pages * PAGE)
+  uffd.register(region)
+  return { uffd, region }
+}
 
 test("'close' is emitted on the next tick, once, as Node's handles do", async (t) => {
   const uffd = new Userfaultfd()
@@ -37,4 +46,93 @@ test('closed is true after close() on a handle from Userfaultfd.attach; the owne
   })
   t.true(uffd.closed)
   await within(new Promise((resolve) => setImmediate(resolve)), 'a tick')
+})
+
+test('handle() returns what removes the handler: after off(), a fault waits for the next handler (ERR_UFFD_NO_HANDLER) and it serves it', async (t) => {
+  const { uffd, region } = anonymous(4)
+  const first: number[] = []
+  const served = uffd.handle((fault) => {
+    first.push(fault.offset)
+    fault.copy(patternPage(fault.offset, PAGE, 1, 1))
+  })
+  await withReader([uffd, region], async (reader) => {
+    t.deepEqual((await reader.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5, 1)])
+    served.off()
+    served.off() // a second off() is nothing
+    const noHandler = nextError(uffd)
+    const read = reader.read(region, { offsets: [2 * PAGE + 5] })
+    t.is((await noHandler).code, 'ERR_UFFD_NO_HANDLER')
+    t.false(await reader.answersWithin(read, 100), 'the fault waits for a handler')
+    uffd.handle((fault) => {
+      fault.copy(patternPage(fault.offset, PAGE, 1, 2))
+    })
+    t.deepEqual((await read).bytes, [patternByte(2 * PAGE, PAGE, 5, 2)])
+    t.deepEqual(first, [0], 'the removed handler saw no fault after off()')
+  })
+})
+
+test('using removes a handle() handler at the end of the block; off() of a replaced handler leaves its successor be', async (t) => {
+  const { uffd, region } = anonymous(4)
+  const seen: string[] = []
+  const outer = uffd.handle(() => {
+    seen.push('outer')
+  })
+  {
+    using _inner = uffd.handle((fault) => {
+      seen.push('inner')
+      fault.copy(patternPage(fault.offset, PAGE))
+    })
+    outer.off() // replaced already: nothing
+    await withReader([], async (reader) => {
+      t.deepEqual((await reader.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5)])
+    })
+  }
+  t.deepEqual(seen, ['inner'])
+  t.is(uffd.stats.queued, 0)
+  await withReader([uffd, region], async (reader) => {
+    const noHandler = nextError(uffd)
+    const read = reader.read(region, { offsets: [3 * PAGE] })
+    t.is((await noHandler).code, 'ERR_UFFD_NO_HANDLER', 'the block removed its handler')
+    uffd.handle((fault) => {
+      fault.zero()
+    })
+    t.deepEqual((await read).bytes, [0])
+  })
+})
+
+/**
+ * Reads page after page until a read waits for a handler (its ERR_UFFD_NO_HANDLER comes): a
+ * handler removed a moment ago may still serve, or abandon, the faults of that moment.
+ */
+async function firstUnserved(uffd: Userfaultfd, reader: Reader, region: Region, from: number) {
+  for (let page = from; page < region.size / PAGE; page++) {
+    const read = reader.read(region, { offsets: [page * PAGE + 5] })
+    let heard: (error: UffdError) => void = () => {}
+    const waits = new Promise<'waits'>((resolve) => {
+      heard = (error) => {
+        if (error.code === 'ERR_UFFD_NO_HANDLER') resolve('waits')
+      }
+      uffd.on('error', heard)
+    })
+    const first = await within(Promise.race([read.then(() => 'answered' as const), waits]), 'a read or its notice')
+    uffd.off('error', heard)
+    if (first === 'waits') return { read, page }
+  }
+  throw new Error('the removed handler went on serving')
+}
+
+test('handleInWorker resolves with what removes the worker: off() terminates it, faults then wait for a new handler, and its exit is no ERR_UFFD_HANDLER_GONE', async (t) => {
+  const { uffd, region } = anonymous(16)
+  const errors: UffdError[] = []
+  uffd.on('error', (error) => errors.push(error))
+  const served = await within(uffd.handleInWorker(pager, { workerData: { mode: 'copy', seed: 3 } }), 'the first worker')
+  await withReader([uffd, region], async (reader) => {
+    t.deepEqual((await reader.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5, 3)])
+    served.off()
+    const { read, page } = await firstUnserved(uffd, reader, region, 1)
+    await within(uffd.handleInWorker(pager, { workerData: { mode: 'copy', seed: 4 } }), 'the second worker')
+    t.deepEqual((await read).bytes, [patternByte(page * PAGE, PAGE, 5, 4)])
+  })
+  const exits = errors.filter((error) => /exited with code/.test(error.message))
+  t.deepEqual(exits, [], 'a worker removed on purpose is no news')
 })

@@ -25,6 +25,33 @@ import { Region } from './region'
 /** A fault handler: resolve the fault, synchronously or before the returned promise settles. */
 export type FaultHandler = (fault: Fault) => void | Promise<void>
 
+/**
+ * A handler once installed: `off()` removes it (nothing if another handler has replaced it since),
+ * and `using` calls `off()`.
+ *
+ * @example
+ * ```ts
+ * using served = uffd.handle((fault) => fault.zero())
+ * // ... the handler serves until the end of the block
+ * ```
+ */
+export interface InstalledHandler {
+  /** Removes the handler: faults then wait for another (`ERR_UFFD_NO_HANDLER`), as before the first. */
+  off(): void
+  /** Calls `off()`, for `using`. */
+  [Symbol.dispose](): void
+}
+
+/** An {@link InstalledHandler} whose `off()` is `off`, once. */
+export function installed(off: () => void): InstalledHandler {
+  let on = true
+  const once = () => {
+    if (on) off()
+    on = false
+  }
+  return { off: once, [Symbol.dispose]: once }
+}
+
 /** What the dispatcher tells the façade. */
 export interface DispatchHooks {
   /** Trouble of the fault path, for an 'error' event. */

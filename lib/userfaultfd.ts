@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events'
 import { isMainThread } from 'node:worker_threads'
 import type { JsEvent, JsNotice, NativeAdoption, NativeUffd } from './binding'
-import { Dispatcher, type FaultHandler } from './dispatch'
+import { Dispatcher, type FaultHandler, type InstalledHandler, installed } from './dispatch'
 import { argumentError, call, fromFailure, fromNotice, UffdError } from './errors'
 import { emitRangeEvent, eventOfForwarded, type ForkEventOf, report, type UserfaultfdEventsOf } from './events'
 import type { FeatureName, IoctlName, ProbeResult } from './features'
@@ -125,6 +125,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   readonly #workers: HandlerWorkers
   readonly #children = new Set<Userfaultfd>()
   #closed = false
+  /** Counts this thread's `handle()` calls: an `off()` removes only the handler it was given for. */
+  #handled = 0
   /** Keeps this thread's event loop alive while the userfaultfd is open (`ref()`). */
   #keeper: ReturnType<typeof setInterval> | undefined
 
@@ -370,26 +372,31 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
 
   /**
-   * Serves faults with `handler` on this thread. Faults taken by this thread itself cannot be served
-   * here (the thread is asleep in the kernel): they get the fallback and an `'error'` event
-   * (`ERR_UFFD_SELF_FAULT`). Use `handleInWorker` to serve this thread's reads.
+   * Serves faults with `handler` on this thread, in place of any handler before. Faults taken by
+   * this thread itself cannot be served here (the thread is asleep in the kernel): they get the
+   * fallback and an `'error'` event (`ERR_UFFD_SELF_FAULT`). Use `handleInWorker` to serve this
+   * thread's reads. Returns what removes the handler again (`off()`, or `using`).
    */
-  handle(handler: FaultHandler, options?: HandleOptions): this {
+  handle(handler: FaultHandler, options?: HandleOptions): InstalledHandler {
     if (typeof handler !== 'function') throw argumentError('handler', 'a function', handler)
     const { keepAlive, direct } = handleOptionsOf(options)
     const dispatcher = this.#dispatcher
     call(() => this.#native.handle(() => dispatcher.takeBatch(handler), keepAlive))
+    const turn = ++this.#handled
     const generation = direct ? call(() => this.#native.startDirect()) : 0
     if (generation !== 0) void dispatcher.runReader(handler, generation, keepAlive)
-    return this
+    return installed(() => {
+      if (turn === this.#handled && !this.#closed) this.#native.unhandle()
+    })
   }
 
   /**
    * Serves faults with the default export of `module`, run in a worker thread that the package
    * starts and owns, so that this thread may read the registered memory. Resolves once the
-   * handler is installed; faults taken before then wait for it.
+   * handler is installed, with what terminates the worker again (`off()`, or `using`); faults
+   * taken before then wait for it.
    */
-  handleInWorker(module: string | URL, options?: WorkerHandlerOptions): Promise<void> {
+  handleInWorker(module: string | URL, options?: WorkerHandlerOptions): Promise<InstalledHandler> {
     const spec = moduleSpecifier(module)
     const complete = workerOptionsOf(options)
     if (this.#closed) return Promise.reject(call(() => this.#native.handle(() => {}, false)))

@@ -6,6 +6,7 @@ import { isAbsolute, join, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import type { NativeUffd } from './binding'
+import { type InstalledHandler, installed } from './dispatch'
 import { argumentError, UffdError } from './errors'
 import type { ForwardedEvent, ForwardedName } from './events'
 import type { WorkerHandlerOptions } from './options'
@@ -85,7 +86,7 @@ export class HandlerWorkers {
    * Starts a worker serving faults with the default export of `spec`; resolves once its handler
    * is installed (then it serves, and the one it replaces is terminated).
    */
-  start(spec: string, options: WorkerHandlerOptions & { direct: boolean }): Promise<void> {
+  start(spec: string, options: WorkerHandlerOptions & { direct: boolean }): Promise<InstalledHandler> {
     const { workerData, resourceLimits, execArgv, direct } = options
     // Faults wait for this handler without a notice until it is ready or has failed (the worker
     // ends the expectation itself if it fails while this thread sleeps in a fault).
@@ -97,7 +98,7 @@ export class HandlerWorkers {
       ...(execArgv ? { execArgv } : {}),
     })
     this.#starting.add(worker)
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<InstalledHandler>((resolve, reject) => {
       let ready = false
       let settled = false
       const settle = () => {
@@ -125,7 +126,7 @@ export class HandlerWorkers {
           this.#serving = worker
           void replaced?.terminate()
           if (this.#hooks.closed()) void worker.terminate()
-          resolve()
+          resolve(installed(() => this.#retire(worker)))
         } else if (message.type === 'error' && message.error) {
           this.#hooks.report(UffdError.fromJSON(message.error))
         } else if (message.type === 'failed' && message.error) {
@@ -142,7 +143,7 @@ export class HandlerWorkers {
           fail(new UffdError(`the handler worker for ${spec} exited with code ${code} before it was ready`, { code: 'ERR_UFFD_WORKER' }))
           return
         }
-        // A worker that was replaced or closed went on purpose; only the serving one's
+        // A worker that was replaced, removed or closed went on purpose; only the serving one's
         // exit is news, and only if no handler serves now (a replacement may have installed its own already).
         if (this.#serving !== worker) return
         this.#serving = undefined
@@ -163,5 +164,12 @@ export class HandlerWorkers {
     this.#serving = undefined
     for (const worker of this.#starting) void worker.terminate()
     this.#starting.clear()
+  }
+
+  /** `off()` of a worker's handler: terminates it if it still serves. */
+  #retire(worker: Worker): void {
+    if (this.#serving !== worker) return
+    this.#serving = undefined
+    void worker.terminate()
   }
 }
