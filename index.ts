@@ -17,6 +17,7 @@ export type { FaultKind } from './lib/fault'
 export { Fault } from './lib/fault'
 export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
 export type {
+  AcceptOptions,
   AdoptFdOptions,
   AdoptOptions,
   ByteRange,
@@ -33,6 +34,7 @@ export type {
   PrefetchOptions,
   RangeOptions,
   ReadaheadOptions,
+  ReceiveOptions,
   RegisterOptions,
   RemoteRange,
   ShmemOptions,

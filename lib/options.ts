@@ -100,6 +100,21 @@ export interface AdoptFdOptions extends AdoptOptions {
   ranges: RemoteRange[]
 }
 
+/** Options of {@link receive}: an adoption's, and a signal that stops waiting for the handshake. */
+export interface ReceiveOptions extends AdoptOptions {
+  /** Aborting rejects the call with an `AbortError` (`code: 'ABORT_ERR'`). */
+  signal?: AbortSignal
+}
+
+/** Options of {@link HandshakeListener.accept}. */
+export interface AcceptOptions {
+  /**
+   * Aborting rejects the call with an `AbortError` (`code: 'ABORT_ERR'`) and closes the listener,
+   * as `server.listen({ signal })` does: one accept cannot be stopped alone.
+   */
+  signal?: AbortSignal
+}
+
 /** Options of {@link Userfaultfd.register}: the fault modes (`UFFDIO_REGISTER_MODE_*`), the range, and a native source. */
 export interface RegisterOptions {
   /** Report faults on missing pages. Default: true unless `minor` or `wp` is given. */
@@ -240,6 +255,11 @@ export interface WorkerHandlerOptions {
   execArgv?: string[]
   /** The worker reads the userfaultfd itself ({@link HandleOptions.direct}). Default true. */
   direct?: boolean
+  /**
+   * Aborting before the worker is ready terminates it and rejects with an `AbortError`
+   * (`code: 'ABORT_ERR'`); the handler it would replace serves on.
+   */
+  signal?: AbortSignal
 }
 
 // The options of Region and Source are theirs (this module builds on both classes, so they
@@ -369,5 +389,6 @@ export function handleOptionsOf(options: HandleOptions | undefined): { keepAlive
 /** {@link WorkerHandlerOptions}, complete (the worker's own options pass as they are). */
 export function workerOptionsOf(options: WorkerHandlerOptions | undefined): WorkerHandlerOptions & { direct: boolean } {
   const given = optionsOf('options', options)
+  optionalSignal('options.signal', given.signal)
   return { ...given, direct: optionalBoolean('options.direct', given.direct, DEFAULTS.workerDirect) }
 }

@@ -2,11 +2,11 @@
 // this process holds or over a Unix socket in Firecracker's handshake. Built on the façade, which
 // makes the adopted Userfaultfd; nothing below imports this module.
 import type { NativeOutcome } from './binding'
-import { argumentError, call, fromFailure, UffdError } from './errors'
+import { AbortError, argumentError, call, fromFailure, UffdError } from './errors'
 import { native } from './loader'
-import { type AdoptFdOptions, type AdoptOptions, nativeOptionsOf } from './options'
+import { type AcceptOptions, type AdoptFdOptions, type AdoptOptions, nativeOptionsOf, type ReceiveOptions } from './options'
 import { type Adoption, Userfaultfd } from './userfaultfd'
-import { integer } from './validate'
+import { integer, optionalSignal, options as optionsOf } from './validate'
 
 export type { AdoptOptions, RemoteRange } from './options'
 export type { Adoption, Peer } from './userfaultfd'
@@ -17,6 +17,46 @@ function settle(outcome: NativeOutcome): Adoption {
   const failure = outcome.takeError()
   if (failure) throw fromFailure(failure)
   throw new UffdError('the handshake failed', { code: 'EPROTO' })
+}
+
+/** Closes what a handshake brought that nobody waits for any longer (it came after an abort). */
+function discard(outcome: NativeOutcome): void {
+  const adoption = outcome.takeAdoption()
+  if (!adoption) return
+  adoption.takeUffd()?.close()
+  for (const region of adoption.takeRegions()) region.close()
+}
+
+/**
+ * The adoption of a pending handshake, or an AbortError as soon as `signal` aborts: `onAbort`
+ * then stops what it can, and a handshake that completes anyway is closed.
+ */
+function adoptionOf(task: Promise<NativeOutcome>, signal: AbortSignal | undefined, onAbort: () => void): Promise<Adoption> {
+  if (!signal) return task.then(settle)
+  return new Promise<Adoption>((resolve, reject) => {
+    let aborted = false
+    const abort = () => {
+      aborted = true
+      onAbort()
+      reject(new AbortError(signal))
+    }
+    signal.addEventListener('abort', abort, { once: true })
+    task.then(
+      (outcome) => {
+        signal.removeEventListener('abort', abort)
+        if (aborted) return discard(outcome)
+        try {
+          resolve(settle(outcome))
+        } catch (error) {
+          reject(error)
+        }
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', abort)
+        reject(error)
+      },
+    )
+  })
 }
 
 /**
@@ -49,10 +89,22 @@ export class HandshakeListener {
 
   /**
    * Accepts the next connection and receives its handshake. The userfaultfd closes itself when
-   * the peer hangs up (an `'error'` event `ERR_UFFD_PEER_GONE` says so).
+   * the peer hangs up (an `'error'` event `ERR_UFFD_PEER_GONE` says so). Aborting
+   * `options.signal` rejects with an `AbortError` and closes the listener: the binding cannot
+   * stop one accept alone, and a pending accept holds a thread of libuv's pool.
+   *
+   * @example
+   * ```ts
+   * const { uffd } = await listener.accept({ signal: AbortSignal.timeout(10_000) }) // or ABORT_ERR
+   * ```
    */
-  async accept(): Promise<Adoption> {
-    return settle(await this.#native.accept())
+  async accept(options?: AcceptOptions): Promise<Adoption> {
+    const signal = optionalSignal('options.signal', optionsOf('options', options).signal)
+    if (signal?.aborted) {
+      this.close()
+      throw new AbortError(signal)
+    }
+    return adoptionOf(this.#native.accept(), signal, () => this.close())
   }
 
   /** Stops listening; a pending `accept()` rejects. */
@@ -71,8 +123,19 @@ export function listen(path: string, options?: AdoptOptions): HandshakeListener 
   return new HandshakeListener(path, options)
 }
 
-/** Receives one handshake on a connected Unix socket this process holds as `fd` (duplicated). */
-export async function receive(fd: number, options?: AdoptOptions): Promise<Adoption> {
-  const task = call(() => native.receiveFd(integer('fd', fd), nativeOptionsOf(options, 'adopt')))
-  return settle(await task)
+/**
+ * Receives one handshake on a connected Unix socket this process holds as `fd` (duplicated).
+ * Aborting `options.signal` rejects with an `AbortError` at once; the read itself goes on until
+ * the peer sends or hangs up (the binding cannot stop it), and what it brings then is closed.
+ */
+export async function receive(fd: number, options?: ReceiveOptions): Promise<Adoption> {
+  const signal = optionalSignal('options.signal', optionsOf('options', options).signal)
+  const at = integer('fd', fd)
+  const nativeOptions = nativeOptionsOf(options, 'adopt')
+  if (signal?.aborted) throw new AbortError(signal)
+  return adoptionOf(
+    call(() => native.receiveFd(at, nativeOptions)),
+    signal,
+    () => {},
+  )
 }

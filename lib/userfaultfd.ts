@@ -394,7 +394,13 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * Serves faults with the default export of `module`, run in a worker thread that the package
    * starts and owns, so that this thread may read the registered memory. Resolves once the
    * handler is installed, with what terminates the worker again (`off()`, or `using`); faults
-   * taken before then wait for it.
+   * taken before then wait for it. Aborting `options.signal` before then terminates the worker
+   * and rejects with an `AbortError` (`code: 'ABORT_ERR'`); the handler it would replace serves on.
+   *
+   * @example
+   * ```ts
+   * using served = await uffd.handleInWorker('./pager.js', { signal: AbortSignal.timeout(5_000) })
+   * ```
    */
   handleInWorker(module: string | URL, options?: WorkerHandlerOptions): Promise<InstalledHandler> {
     const spec = moduleSpecifier(module)

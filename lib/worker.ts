@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import type { NativeUffd } from './binding'
 import { type InstalledHandler, installed } from './dispatch'
-import { argumentError, UffdError } from './errors'
+import { AbortError, argumentError, UffdError } from './errors'
 import type { ForwardedEvent, ForwardedName } from './events'
 import type { WorkerHandlerOptions } from './options'
 
@@ -87,7 +87,8 @@ export class HandlerWorkers {
    * is installed (then it serves, and the one it replaces is terminated).
    */
   start(spec: string, options: WorkerHandlerOptions & { direct: boolean }): Promise<InstalledHandler> {
-    const { workerData, resourceLimits, execArgv, direct } = options
+    const { workerData, resourceLimits, execArgv, direct, signal } = options
+    if (signal?.aborted) return Promise.reject(new AbortError(signal))
     // Faults wait for this handler without a notice until it is ready or has failed (the worker
     // ends the expectation itself if it fails while this thread sleeps in a fault).
     const expectation = this.#native.expectHandler()
@@ -105,6 +106,7 @@ export class HandlerWorkers {
         settled = true
         this.#starting.delete(worker)
         this.#native.unexpectHandler(expectation)
+        signal?.removeEventListener('abort', onAbort)
       }
       const fail = (error: Error) => {
         if (settled) return
@@ -112,6 +114,10 @@ export class HandlerWorkers {
         void worker.terminate()
         reject(error)
       }
+      // An abort that crosses the worker's 'ready' on its way has let it replace the serving
+      // handler already: faults then wait for a new one, with ERR_UFFD_NO_HANDLER.
+      const onAbort = () => fail(new AbortError(signal as AbortSignal))
+      signal?.addEventListener('abort', onAbort, { once: true })
       worker.on('message', (message: WorkerMessage) => {
         if (message.type === 'event' && message.event) {
           this.#hooks.event(message.name, message.event)
