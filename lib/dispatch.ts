@@ -2,15 +2,16 @@
 // the handler, finishes each fault, and reports what went wrong. It knows the façade only through
 // the hooks it is given.
 //
-// Glossary, one name per idea (the Rust core and the binding use the same):
+// Glossary, one name per idea (what the Rust side calls it today, in brackets):
 // - reader: the thread that reads the userfaultfd: the package's loop thread, or a direct reader,
-//   the handler's own thread running `runReader` (`handle(fn, { direct: true })`).
+//   the handler's own thread running `runReader` (`handle(fn, { direct: true })`) [puller].
 // - batch: what a reader hands to JavaScript at once: up to `DEFAULTS.faultsPerBatch` faults packed
 //   in a reused Float64Array (`[faults, others, then FAULT_FIELDS numbers per fault]`), then the
-//   others, events and notices, from `takeOthers`. `takeFaults` and `pullFaults` fill it.
+//   others, events and notices, from `takeOthers`. `takeFaults` and `pullFaults` fill it
+//   [a `Vec<Dispatch>`; `hand_over`, `deliver`, kept in a `Mailbox` until taken].
 // - sink: where a reader hands batches: a thread's handler. The binding calls the sink's callback
-//   (`takeBatch`) when batches wait; the owner's thread has a sink of its own for the notices
-//   no handler hears.
+//   (`takeBatch`) when batches wait; the owner's thread has a sink of its own for the notices no
+//   handler hears [`FaultSink`, the binding's `JsSink`].
 // - dispatch: one fault of a batch: a Fault, the handler's call, then its finish (the core applies
 //   the fallback, or the wake a `{ wake: false }` resolve left out).
 // - notice: what the core says about a fault a handler did not serve (no handler, a timeout, a peer

@@ -1,6 +1,5 @@
 // The events a userfaultfd emits, and how what the binding says becomes them: a non-cooperative
 // event (remove, unmap, remap, fork) becomes its event, a notice or a handler's trouble an 'error'.
-import type { EventEmitter } from 'node:events'
 import type { JsEvent } from './binding'
 import { UffdError } from './errors'
 import { Region } from './region'
@@ -32,39 +31,15 @@ export interface RemapEvent extends RangeEvent {
 }
 
 /**
- * A fork of the process with registered memory (EVENT_FORK). `Child` is the `Userfaultfd` class:
- * the façade names it (`ForkEvent`), since this module is below it.
+ * What the events are emitted on: the façade. (Its event map, `UserfaultfdEvents`, names the
+ * Userfaultfd class for 'fork', so it is declared there, and only what this module emits is here.)
  */
-export interface ForkEventOf<Child> {
-  /** The child's userfaultfd, or undefined where only the parent's thread saw the fork (a handler worker forwards none). */
-  readonly child: Child | undefined
-  /** The child's copy of the registered memory, as `'remote'` regions (empty when `child` is undefined). */
-  readonly regions: readonly Region[]
+interface Target {
+  emit(name: 'remove' | 'unmap', event: RangeEvent): boolean
+  emit(name: 'remap', event: RemapEvent): boolean
+  emit(name: 'error', error: UffdError): boolean
+  listenerCount(name: 'error'): number
 }
-
-/** Events of a userfaultfd (`Child`: see {@link ForkEventOf}). The non-cooperative ones need their feature (`EVENT_REMOVE`...). */
-export interface UserfaultfdEventsOf<Child> {
-  /** The userfaultfd closed: by `close()`, or by itself when the peer whose memory it served hung up. Emitted on the next tick. */
-  close: []
-  /** Trouble in the fault path (an `ERR_UFFD_*` code); with no listener it becomes a process warning, not a throw. */
-  error: [UffdError]
-  /** `madvise(MADV_DONTNEED/MADV_REMOVE)` dropped pages; touching them again is a missing fault. */
-  remove: [RangeEvent]
-  /** The range was unmapped: it is no longer registered. */
-  unmap: [RangeEvent]
-  /** The range moved (`mremap`); its registration went with the old address. */
-  remap: [RemapEvent]
-  /**
-   * The process forked: `child` serves the child's copy of the registered memory (at the same
-   * addresses, as remote regions), already with this userfaultfd's handler. Close it when the child
-   * is done with that memory (a spawned program has replaced it at once); closing this userfaultfd
-   * closes it too.
-   */
-  fork: [ForkEventOf<Child>]
-}
-
-/** What the events are emitted on: the façade. */
-type Target<Child> = Pick<EventEmitter<UserfaultfdEventsOf<Child>>, 'emit' | 'listenerCount'>
 
 /** An event as a handler worker forwards it to the thread that started it: the range, the regions by id. */
 export type ForwardedEvent = Omit<JsEvent, 'kind' | 'child'>
@@ -73,7 +48,7 @@ export type ForwardedEvent = Omit<JsEvent, 'kind' | 'child'>
 export type ForwardedName = 'remove' | 'unmap' | 'remap' | 'fork'
 
 /** Emits a remove, unmap or remap event from the binding's (a fork is the façade's: it makes a Userfaultfd). */
-export function emitRangeEvent<Child>(target: Target<Child>, raw: JsEvent): void {
+export function emitRangeEvent(target: Target, raw: JsEvent): void {
   const region = regionOrNothing(raw.regionId)
   const range = { region, offset: raw.offset, length: raw.length ?? 0, start: raw.start ?? 0n, end: raw.end ?? 0n }
   if (raw.kind === 'remap') target.emit('remap', { ...range, to: raw.to ?? 0n, moved: regionOrNothing(raw.movedId) })
@@ -95,7 +70,7 @@ export function eventOfForwarded(name: ForwardedName, event: ForwardedEvent): Js
  * Emits an 'error' event, or a process warning if nobody listens (an unheard 'error' would
  * crash); the warning's text carries the cause's, which a printed warning would not show.
  */
-export function report<Child>(target: Target<Child>, error: UffdError): void {
+export function report(target: Target, error: UffdError): void {
   if (target.listenerCount('error') > 0) target.emit('error', error)
   else process.emitWarning(withCauseInMessage(error))
 }

@@ -6,7 +6,7 @@ import { isMainThread } from 'node:worker_threads'
 import type { JsEvent, JsNotice, NativeAdoption, NativeUffd } from './binding'
 import { Dispatcher, type FaultHandler, type InstalledHandler, installed } from './dispatch'
 import { argumentError, call, fromFailure, fromNotice, UffdError } from './errors'
-import { emitRangeEvent, eventOfForwarded, type ForkEventOf, report, type UserfaultfdEventsOf } from './events'
+import { emitRangeEvent, eventOfForwarded, type RangeEvent, type RemapEvent, report } from './events'
 import type { FeatureName, IoctlName, ProbeResult } from './features'
 import { native } from './loader'
 import {
@@ -86,10 +86,37 @@ export interface Adoption {
   readonly peer: Peer | undefined
 }
 
-/** A fork of the process with registered memory (EVENT_FORK): see {@link ForkEventOf}. */
-export interface ForkEvent extends ForkEventOf<Userfaultfd> {}
-/** Events of a userfaultfd: see {@link UserfaultfdEventsOf}. */
-export interface UserfaultfdEvents extends UserfaultfdEventsOf<Userfaultfd> {}
+/** A fork of the process with registered memory (EVENT_FORK). */
+export interface ForkEvent {
+  /** The child's userfaultfd, or undefined where only the parent's thread saw the fork (a handler worker forwards none). */
+  readonly child: Userfaultfd | undefined
+  /** The child's copy of the registered memory, as `'remote'` regions (empty when `child` is undefined). */
+  readonly regions: readonly Region[]
+}
+
+/**
+ * Events of a userfaultfd. The non-cooperative ones need their feature (`EVENT_REMOVE`...). Declared
+ * here, not in events.ts with the others, because 'fork' names this class.
+ */
+export interface UserfaultfdEvents {
+  /** The userfaultfd closed: by `close()`, or by itself when the peer whose memory it served hung up. Emitted on the next tick. */
+  close: []
+  /** Trouble in the fault path (an `ERR_UFFD_*` code); with no listener it becomes a process warning, not a throw. */
+  error: [UffdError]
+  /** `madvise(MADV_DONTNEED/MADV_REMOVE)` dropped pages; touching them again is a missing fault. */
+  remove: [RangeEvent]
+  /** The range was unmapped: it is no longer registered. */
+  unmap: [RangeEvent]
+  /** The range moved (`mremap`); its registration went with the old address. */
+  remap: [RemapEvent]
+  /**
+   * The process forked: `child` serves the child's copy of the registered memory (at the same
+   * addresses, as remote regions), already with this userfaultfd's handler. Close it when the child
+   * is done with that memory (a spawned program has replaced it at once); closing this userfaultfd
+   * closes it too.
+   */
+  fork: [ForkEvent]
+}
 
 /** The key of the token with which only this module makes a Userfaultfd over a native handle. */
 const OVER = Symbol('userfaultfd.over')
