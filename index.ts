@@ -9,9 +9,11 @@
  * @packageDocumentation
  */
 
+export type { FaultHandler, InstalledHandler } from './lib/dispatch'
 export type { FaultInfo, UffdErrorCode, UffdErrorOptions, UffdNoticeCode } from './lib/errors'
 export { UffdError } from './lib/errors'
-export type { ContinueOptions, FaultKind, MapOptions, MoveOptions, RangeOptions as FaultRangeOptions, WakeOptions } from './lib/fault'
+export type { RangeEvent, RemapEvent } from './lib/events'
+export type { FaultKind } from './lib/fault'
 export { Fault } from './lib/fault'
 export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
 export {
@@ -21,10 +23,39 @@ export {
   serveFirecracker,
   type VmSummary,
 } from './lib/firecracker'
-export type { HugetlbOptions, MemoryKind, SharedRegion, ShmemOptions } from './lib/region'
+export type {
+  AcceptOptions,
+  AdoptFdOptions,
+  AdoptOptions,
+  ByteRange,
+  ContinueOptions,
+  DirtyOptions,
+  FaultRangeOptions,
+  FileSourceOptions,
+  HandleOptions,
+  HugetlbOptions,
+  MapOption,
+  MapOptions,
+  MoveOption,
+  MoveOptions,
+  PrefetchOptions,
+  RangeOptions,
+  ReadaheadOptions,
+  ReceiveOptions,
+  RegisterOptions,
+  RemoteRange,
+  ServeOptions,
+  ShmemOptions,
+  UserfaultfdOptions,
+  WakeOption,
+  WakeOptions,
+  WorkerHandlerOptions,
+} from './lib/options'
+export type { MemoryKind, SharedRegion } from './lib/region'
 export { Region } from './lib/region'
-export { type Adoption, type AdoptOptions, adoptFd, HandshakeListener, listen, type Peer, type RemoteRange, receive } from './lib/remote'
-export { type FileSourceOptions, Source } from './lib/source'
+export { adoptFd, HandshakeListener, listen, receive } from './lib/remote'
+export { Source } from './lib/source'
+export type { LatencyReport, UffdStats } from './lib/stats'
 export {
   fingerprintOf,
   type MemoryFingerprint,
@@ -36,28 +67,12 @@ export {
   writeTrace,
 } from './lib/trace'
 export type {
-  ByteRange,
-  DirtyOptions,
-  FaultHandler,
+  Adoption,
   ForkEvent,
-  HandleOptions,
-  LatencyReport,
-  MapOption,
-  MoveOption,
-  PrefetchOptions,
+  Peer,
   PrefetchResult,
-  RangeEvent,
-  RangeOptions,
-  ReadaheadOptions,
-  RegisterOptions,
   Registration,
-  RemapEvent,
-  ServeOptions,
   SharedUserfaultfd,
-  UffdStats,
   UserfaultfdEvents,
-  UserfaultfdOptions,
-  WakeOption,
-  WorkerHandlerOptions,
 } from './lib/userfaultfd'
 export { Userfaultfd } from './lib/userfaultfd'

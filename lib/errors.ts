@@ -217,3 +217,18 @@ function describe(value: unknown): string {
   if (typeof value === 'object' || typeof value === 'function') return `an instance of ${value.constructor?.name ?? 'Object'}`
   return `type ${typeof value} (${String(value)})`
 }
+
+/**
+ * What a call given `{ signal }` rejects with once the signal aborts: Node's AbortError, with
+ * `code: 'ABORT_ERR'` and the signal's reason as `cause`.
+ */
+export class AbortError extends Error {
+  /** Always `'AbortError'`. */
+  override readonly name = 'AbortError'
+  /** Always `'ABORT_ERR'`, as Node's own. */
+  readonly code = 'ABORT_ERR'
+
+  constructor(signal: AbortSignal) {
+    super('The operation was aborted', { cause: signal.reason })
+  }
+}

@@ -2,6 +2,17 @@
 import type { NativeUffd } from './binding'
 import { argumentError, call } from './errors'
 import { native } from './loader'
+import {
+  type ContinueOptions,
+  DEFAULTS,
+  type FaultRangeOptions,
+  holesOf,
+  type MapOptions,
+  type MoveOptions,
+  protectOf,
+  type WakeOptions,
+  wakeOf,
+} from './options'
 import { nativeRegionOf, type Region } from './region'
 import { Source } from './source'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
@@ -11,38 +22,8 @@ export type FaultKind = 'missing' | 'minor' | 'wp'
 
 const KINDS: readonly FaultKind[] = ['missing', 'minor', 'wp']
 
-/** @internal Numbers per fault in a packed batch (the binding's). */
+/** @internal Numbers per fault in a batch (the binding's). */
 export const FAULT_FIELDS: number = native.FAULT_FIELDS
-
-/** Options of {@link Fault.unprotect}, and the `wake` option of every resolve. */
-export interface WakeOptions {
-  /** Wake the faulting thread once the page is mapped. Default true; false is `*_MODE_DONTWAKE`. */
-  wake?: boolean
-}
-
-/** Options of {@link Fault.zero}: how much to resolve from the fault's page on, and whether to wake. */
-export interface RangeOptions extends WakeOptions {
-  /** Bytes to resolve from the fault's page on (a multiple of the page size). Default: one page. */
-  length?: number
-}
-
-/** Options of {@link Fault.copy} (UFFDIO_COPY). */
-export interface MapOptions extends WakeOptions {
-  /** Map the pages write-protected (`*_MODE_WP`), so that their first write is a wp fault. Default false. */
-  writeProtect?: boolean
-}
-
-/** Options of {@link Fault.continue} (UFFDIO_CONTINUE). */
-export interface ContinueOptions extends RangeOptions {
-  /** Map the pages write-protected (`CONTINUE_MODE_WP`). Default false. */
-  writeProtect?: boolean
-}
-
-/** Options of {@link Fault.move} (UFFDIO_MOVE). */
-export interface MoveOptions extends RangeOptions {
-  /** Skip source pages that are not populated instead of failing with ENOENT. Default false. */
-  allowSourceHoles?: boolean
-}
 
 /**
  * A page fault waiting in the kernel. Resolve it once with `copy`, `zero`, `continue` or `poison`;
@@ -67,20 +48,20 @@ export class Fault {
   readonly #address: number
 
   /**
-   * @internal From the binding's packed batch: the fault at `at` of `packed`, whose fields are id,
-   * region id, offset, address less the region's start, kind (0 missing, 1 minor, 2 wp), write,
-   * thread id.
+   * @internal From a batch (see lib/dispatch.ts): the fault at `at` of `batch`, whose fields are
+   * id, region id, offset, address less the region's start, kind (0 missing, 1 minor, 2 wp),
+   * write, thread id.
    */
-  private constructor(handle: NativeUffd, uffdId: number, region: Region, packed: Float64Array, at: number) {
+  private constructor(handle: NativeUffd, uffdId: number, region: Region, batch: Float64Array, at: number) {
     this.#native = handle
     this.#uffdId = uffdId
-    this.#id = packed[at] as number
+    this.#id = batch[at] as number
     this.region = region
-    this.offset = packed[at + 2] as number
-    this.#address = packed[at + 3] as number
-    this.kind = KINDS[packed[at + 4] as number] ?? 'missing'
-    this.write = packed[at + 5] === 1
-    this.threadId = packed[at + 6] as number
+    this.offset = batch[at + 2] as number
+    this.#address = batch[at + 3] as number
+    this.kind = KINDS[batch[at + 4] as number] ?? 'missing'
+    this.write = batch[at + 5] === 1
+    this.threadId = batch[at + 6] as number
   }
 
   /** @internal The fault at `at` of a packed batch (see the constructor). */
@@ -110,13 +91,13 @@ export class Fault {
   copy(bytes: ArrayBufferView | ArrayBuffer, options?: MapOptions): number {
     const data = bytesOf('bytes', bytes)
     const { wake, writeProtect } = optionsOf('options', options)
-    const wakes = optionalBoolean('options.wake', wake, true)
-    const protect = optionalBoolean('options.writeProtect', writeProtect, false)
+    const wakes = optionalBoolean('options.wake', wake, DEFAULTS.wake)
+    const protect = optionalBoolean('options.writeProtect', writeProtect, DEFAULTS.writeProtect)
     return this.#settle(wakes, () => native.resolveCopy(this.#uffdId, this.#id, data, wakes, protect))
   }
 
   /** UFFDIO_ZEROPAGE at the fault's page (not on hugetlbfs, which has no zero page). */
-  zero(options?: RangeOptions): number {
+  zero(options?: FaultRangeOptions): number {
     const { length, wake } = this.#range(options)
     return this.#settle(wake, () => native.resolveZero(this.#uffdId, this.#id, length, wake))
   }
@@ -124,13 +105,13 @@ export class Fault {
   /** UFFDIO_CONTINUE at the fault's page: maps what the page cache holds (minor faults). */
   continue(options?: ContinueOptions): number {
     const { length, wake } = this.#range(options)
-    const protect = optionalBoolean('options.writeProtect', optionsOf('options', options).writeProtect, false)
+    const protect = protectOf(options)
     return this.#settle(wake, () => native.resolveContinue(this.#uffdId, this.#id, length, wake, protect))
   }
 
   /** Lifts the write-protection of the fault's page (a `'wp'` fault) and wakes the writer. */
   unprotect(options?: WakeOptions): void {
-    const wake = optionalBoolean('options.wake', optionsOf('options', options).wake, true)
+    const wake = wakeOf(options)
     this.#settle(wake, () => this.#native.faultUnprotect(this.#id, wake))
   }
 
@@ -140,7 +121,7 @@ export class Fault {
    */
   move(from: Region, fromOffset: number, options?: MoveOptions): number {
     const { length, wake } = this.#range(options)
-    const allowSourceHoles = optionalBoolean('options.allowSourceHoles', optionsOf('options', options).allowSourceHoles, false)
+    const allowSourceHoles = holesOf(options)
     const source = nativeRegionOf(from)
     const at = integer('fromOffset', fromOffset)
     return this.#settle(wake, () => this.#native.faultMove(this.#id, source, { fromOffset: at, length, wake, allowSourceHoles }))
@@ -172,9 +153,13 @@ export class Fault {
     this.#settle(true, () => this.#native.faultWake(this.#id))
   }
 
-  #range(options: RangeOptions | undefined): { length: number | undefined; wake: boolean } {
+  /** The length (default one page) and the wake of a resolve from the fault's page on. */
+  #range(options: FaultRangeOptions | undefined): { length: number; wake: boolean } {
     const { length, wake } = optionsOf('options', options)
-    return { length: optionalInteger('options.length', length), wake: optionalBoolean('options.wake', wake, true) }
+    return {
+      length: optionalInteger('options.length', length) ?? this.region.pageSize,
+      wake: optionalBoolean('options.wake', wake, DEFAULTS.wake),
+    }
   }
 
   #settle<T>(wake: boolean, resolve: () => T): T {

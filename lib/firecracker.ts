@@ -3,11 +3,12 @@
 import { EventEmitter } from 'node:events'
 import { statSync } from 'node:fs'
 import { argumentError, UffdError } from './errors'
+import type { ReadaheadOptions } from './options'
 import type { Region } from './region'
 import { type Adoption, listen, type Peer } from './remote'
 import { Source } from './source'
 import { readTrace, TraceRecorder, type WorkingSetTrace, writeTrace } from './trace'
-import type { ReadaheadOptions, Userfaultfd } from './userfaultfd'
+import type { Userfaultfd } from './userfaultfd'
 
 /** Options of {@link serveFirecracker}. */
 export interface FirecrackerOptions {

@@ -1,105 +1,70 @@
 // Serving another process's memory: adopt a userfaultfd it created and registered, from an fd
-// this process holds or over a Unix socket in Firecracker's handshake.
-import type { NativeAdoption, NativeOutcome } from './binding'
-import { argumentError, call, fromFailure, UffdError } from './errors'
+// this process holds or over a Unix socket in Firecracker's handshake. Built on the façade, which
+// makes the adopted Userfaultfd; nothing below imports this module.
+import type { NativeOutcome } from './binding'
+import { AbortError, argumentError, call, fromFailure, UffdError } from './errors'
 import { native } from './loader'
-import { Region } from './region'
-import { Userfaultfd, type UserfaultfdOptions } from './userfaultfd'
-import { integer, options as optionsOf } from './validate'
+import { type AcceptOptions, type AdoptFdOptions, type AdoptOptions, nativeOptionsOf, type ReceiveOptions } from './options'
+import { type Adoption, Userfaultfd } from './userfaultfd'
+import { integer, optionalSignal, options as optionsOf } from './validate'
 
-/** A registered range of the other process's memory. */
-export interface RemoteRange {
-  /** Start address in the other process. */
-  address: bigint | number
-  /** Length in bytes, a multiple of `pageSize`. */
-  length: number
-  /** 4096, or the huge page size. */
-  pageSize: number
-}
-
-/** The process at the other end of a handshake socket (SO_PEERCRED). */
-export interface Peer {
-  /** The peer's process id. */
-  readonly pid: number
-  /** The peer's user id. */
-  readonly uid: number
-  /** The peer's group id. */
-  readonly gid: number
-}
-
-/** An adopted userfaultfd: install a handler on `uffd`; each fault's `region` is one of `regions`. */
-export interface Adoption {
-  /** The adopted userfaultfd, with its fault loop running; install a handler on it. */
-  readonly uffd: Userfaultfd
-  /** A `'remote'` region per range: no buffer here, resolves only. */
-  readonly regions: readonly Region[]
-  /** Where each region's bytes start in the peer's snapshot file (the handshake's `offset`). */
-  readonly offsets: readonly number[]
-  /** The process that sent the handshake (SO_PEERCRED); undefined for {@link adoptFd}. */
-  readonly peer: Peer | undefined
-}
-
-/**
- * Options of an adoption ({@link adoptFd}, {@link listen}, {@link receive}): as for a new
- * {@link Userfaultfd}, without `userModeOnly`. The default `fallback` is `'sigbus'`: another
- * process's memory never gets zeros it did not have; its faulting thread gets SIGBUS instead (a VM
- * monitor reports it and stops).
- */
-export interface AdoptOptions extends Omit<UserfaultfdOptions, 'userModeOnly'> {
-  /** The features the other process negotiated, as far as it said (default none). */
-  features?: NonNullable<UserfaultfdOptions['features']>
-}
-
-function nativeOptions(options: AdoptOptions | undefined) {
-  const { features, fallback = 'sigbus', timeoutMs, spinMicros } = optionsOf('options', options)
-  return {
-    features: features?.map(String),
-    fallback,
-    timeoutMs: timeoutMs === 0 ? undefined : (timeoutMs ?? 30_000),
-    spinMicros: spinMicros === undefined ? undefined : integer('options.spinMicros', spinMicros),
-  }
-}
-
-/** @internal The public face of a native adoption. */
-export function fromAdoption(adoption: NativeAdoption): Adoption {
-  const handle = adoption.takeUffd()
-  if (!handle) throw new UffdError('the adoption was already taken', { code: 'EINVAL' })
-  const pid = adoption.peerPid
-  const uffd = Userfaultfd.fromNative(handle)
-  // While its peer is connected, serving it is what keeps this process up (closed when it hangs up).
-  if (pid != null) uffd.ref()
-  return {
-    uffd,
-    regions: adoption.takeRegions().map((region) => Region.fromNative(region)),
-    offsets: adoption.offsets,
-    peer: pid == null ? undefined : { pid, uid: adoption.peerUid ?? -1, gid: adoption.peerGid ?? -1 },
-  }
-}
+export type { AdoptOptions, RemoteRange } from './options'
+export type { Adoption, Peer } from './userfaultfd'
 
 function settle(outcome: NativeOutcome): Adoption {
   const adoption = outcome.takeAdoption()
-  if (adoption) return fromAdoption(adoption)
+  if (adoption) return Userfaultfd.fromAdoption(adoption)
   const failure = outcome.takeError()
   if (failure) throw fromFailure(failure)
   throw new UffdError('the handshake failed', { code: 'EPROTO' })
+}
+
+/** Closes what a handshake brought that nobody waits for any longer (it came after an abort). */
+function discard(outcome: NativeOutcome): void {
+  const adoption = outcome.takeAdoption()
+  if (!adoption) return
+  adoption.takeUffd()?.close()
+  for (const region of adoption.takeRegions()) region.close()
+}
+
+/**
+ * The adoption of a pending handshake, or an AbortError as soon as `signal` aborts: `onAbort`
+ * then stops what it can, and a handshake that completes anyway is closed.
+ */
+function adoptionOf(task: Promise<NativeOutcome>, signal: AbortSignal | undefined, onAbort: () => void): Promise<Adoption> {
+  if (!signal) return task.then(settle)
+  return new Promise<Adoption>((resolve, reject) => {
+    let aborted = false
+    const abort = () => {
+      aborted = true
+      onAbort()
+      reject(new AbortError(signal))
+    }
+    signal.addEventListener('abort', abort, { once: true })
+    task.then(
+      (outcome) => {
+        signal.removeEventListener('abort', abort)
+        if (aborted) return discard(outcome)
+        try {
+          resolve(settle(outcome))
+        } catch (error) {
+          reject(error)
+        }
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', abort)
+        reject(error)
+      },
+    )
+  })
 }
 
 /**
  * Serves a userfaultfd that another process created and registered, which this process holds as
  * `fd` (it is duplicated: `fd` stays the caller's). `ranges` are the ranges it registered.
  */
-export function adoptFd(fd: number, options: AdoptOptions & { ranges: RemoteRange[] }): Adoption {
-  const { ranges } = optionsOf('options', options)
-  if (!Array.isArray(ranges)) throw argumentError('options.ranges', 'an array of { address, length, pageSize }', ranges)
-  const nativeRanges = ranges.map((range, i) => {
-    const address = typeof range?.address === 'bigint' ? Number(range.address) : range?.address
-    return {
-      address: integer(`options.ranges[${i}].address`, address),
-      length: integer(`options.ranges[${i}].length`, range.length),
-      pageSize: integer(`options.ranges[${i}].pageSize`, range.pageSize),
-    }
-  })
-  return fromAdoption(call(() => native.adoptFd(integer('fd', fd), nativeRanges, nativeOptions(options))))
+export function adoptFd(fd: number, options: AdoptFdOptions): Adoption {
+  return Userfaultfd.fromFd(fd, options)
 }
 
 /**
@@ -122,20 +87,32 @@ export class HandshakeListener {
   /** @internal */
   private constructor(path: string, options?: AdoptOptions) {
     if (typeof path !== 'string') throw argumentError('path', 'a string', path)
-    this.#native = call(() => native.NativeListener.listen(path, nativeOptions(options)))
+    this.#native = call(() => native.NativeListener.listen(path, nativeOptionsOf(options, 'adopt')))
   }
 
   /** @internal Use {@link listen}. */
   static open(path: string, options?: AdoptOptions): HandshakeListener {
-    return new HandshakeListener(path, options)
+    return HandshakeListener.open(path, options)
   }
 
   /**
    * Accepts the next connection and receives its handshake. The userfaultfd closes itself when
-   * the peer hangs up (an `'error'` event `ERR_UFFD_PEER_GONE` says so).
+   * the peer hangs up (an `'error'` event `ERR_UFFD_PEER_GONE` says so). Aborting
+   * `options.signal` rejects with an `AbortError` and closes the listener: the binding cannot
+   * stop one accept alone, and a pending accept holds a thread of libuv's pool.
+   *
+   * @example
+   * ```ts
+   * const { uffd } = await listener.accept({ signal: AbortSignal.timeout(10_000) }) // or ABORT_ERR
+   * ```
    */
-  async accept(): Promise<Adoption> {
-    return settle(await this.#native.accept())
+  async accept(options?: AcceptOptions): Promise<Adoption> {
+    const signal = optionalSignal('options.signal', optionsOf('options', options).signal)
+    if (signal?.aborted) {
+      this.close()
+      throw new AbortError(signal)
+    }
+    return adoptionOf(this.#native.accept(), signal, () => this.close())
   }
 
   /** Stops listening; a pending `accept()` rejects. */
@@ -154,8 +131,19 @@ export function listen(path: string, options?: AdoptOptions): HandshakeListener 
   return HandshakeListener.open(path, options)
 }
 
-/** Receives one handshake on a connected Unix socket this process holds as `fd` (duplicated). */
-export async function receive(fd: number, options?: AdoptOptions): Promise<Adoption> {
-  const task = call(() => native.receiveFd(integer('fd', fd), nativeOptions(options)))
-  return settle(await task)
+/**
+ * Receives one handshake on a connected Unix socket this process holds as `fd` (duplicated).
+ * Aborting `options.signal` rejects with an `AbortError` at once; the read itself goes on until
+ * the peer sends or hangs up (the binding cannot stop it), and what it brings then is closed.
+ */
+export async function receive(fd: number, options?: ReceiveOptions): Promise<Adoption> {
+  const signal = optionalSignal('options.signal', optionsOf('options', options).signal)
+  const at = integer('fd', fd)
+  const nativeOptions = nativeOptionsOf(options, 'adopt')
+  if (signal?.aborted) throw new AbortError(signal)
+  return adoptionOf(
+    call(() => native.receiveFd(at, nativeOptions)),
+    signal,
+    () => {},
+  )
 }

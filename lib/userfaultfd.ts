@@ -1,177 +1,49 @@
-// Userfaultfd: the public face of one userfaultfd and its fault loop.
+// Userfaultfd: the public face of one userfaultfd. It owns the lifecycle and the native handle;
+// options.ts makes the binding's arguments, dispatch.ts serves the faults, worker.ts the handler
+// workers, events.ts and stats.ts say what happened.
 import { EventEmitter } from 'node:events'
-import { isAbsolute, join, resolve as resolvePath } from 'node:path'
-import { pathToFileURL } from 'node:url'
-import { isMainThread, type ResourceLimits, Worker } from 'node:worker_threads'
-import type { JsDispatch, JsEvent, NativeAdoption, NativeStats, NativeUffd } from './binding'
-import { argumentError, call, fromFailure, fromNative, fromNotice, UffdError } from './errors'
-import { FAULT_FIELDS, Fault } from './fault'
+import { isMainThread } from 'node:worker_threads'
+import type { JsEvent, JsNotice, NativeAdoption, NativeUffd } from './binding'
+import { Dispatcher, type FaultHandler, type InstalledHandler, installed } from './dispatch'
+import { argumentError, call, fromFailure, fromNotice, UffdError } from './errors'
+import { emitRangeEvent, eventOfForwarded, type RangeEvent, type RemapEvent, report } from './events'
 import type { FeatureName, IoctlName, ProbeResult } from './features'
 import { native } from './loader'
+import {
+  type AdoptFdOptions,
+  type ByteRange,
+  type DirtyOptions,
+  type HandleOptions,
+  handleOptionsOf,
+  holesOf,
+  type MapOptions,
+  type MoveOptions,
+  nativeOptionsOf,
+  type PrefetchOptions,
+  prefetchOf,
+  protectOf,
+  type RangeOptions,
+  type RegisterOptions,
+  rangeOf,
+  registrationOf,
+  remoteRangesOf,
+  type ServeOptions,
+  servingOf,
+  type UserfaultfdOptions,
+  type WakeOptions,
+  type WorkerHandlerOptions,
+  wakeOf,
+  workerOptionsOf,
+} from './options'
 import { nativeRegionOf, Region } from './region'
-// A cycle that is only followed at call time: remote.ts builds Userfaultfd objects.
-import { type Adoption, type AdoptOptions, adoptFd, fromAdoption, type RemoteRange } from './remote'
-import { Source } from './source'
-import { TraceRecorder } from './trace'
-import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
-
-/** Options of `new Userfaultfd()`: the features to negotiate, the permission, and the fallback. */
-export interface UserfaultfdOptions {
-  /**
-   * Features that must be enabled (the call throws EOPNOTSUPP if the kernel lacks one). Whatever
-   * else the kernel offers and changes nothing by being on (THREAD_ID, MISSING_SHMEM, MINOR_*,
-   * EXACT_ADDRESS, WP_*, POISON, MOVE) is enabled anyway; events, SIGBUS and WP_ASYNC only on request.
-   */
-  features?: FeatureName[]
-  /**
-   * `true`: handle faults from user mode only (needs no privilege). `false`: kernel-mode faults
-   * too, or throw. Default: kernel-mode faults where permitted, else user mode only.
-   */
-  userModeOnly?: boolean
-  /**
-   * How a fault is resolved when its handler cannot (throws, rejects, returns without resolving,
-   * times out, or is the faulting thread): `'zero'` (default) maps zeros, or the page cache for a
-   * minor fault; `'sigbus'` poisons the page so the faulting thread gets SIGBUS.
-   */
-  fallback?: 'zero' | 'sigbus'
-  /** How long a fault may wait for its handler before the fallback resolves it. Default 30000; 0 for no limit. */
-  timeoutMs?: number
-  /**
-   * Microseconds the fault loop polls for messages before it sleeps. Waking a sleeping thread costs
-   * tens of microseconds on a virtual CPU; spinning trades a core's time for latency. Default 0.
-   */
-  spinMicros?: number
-}
-
-/** Options of {@link Userfaultfd.register}: the fault modes (`UFFDIO_REGISTER_MODE_*`), the range, and a native source. */
-export interface RegisterOptions {
-  /** Report faults on missing pages. Default: true unless `minor` or `wp` is given. */
-  missing?: boolean
-  /** Report minor faults (page in the page cache, not mapped here): shmem and hugetlb only. */
-  minor?: boolean
-  /** Report writes to write-protected pages. */
-  wp?: boolean
-  /** Where the registered range starts in the region (page-aligned). Default 0. */
-  offset?: number
-  /** Length of the range (a multiple of the page size). Default: to the region's end. */
-  length?: number
-  /** Resolve the range's faults natively on the loop thread (no JavaScript per fault). */
-  source?: Source
-  /** With a source: pages mapped per fault (clipped to the range), growing on sequential faults if `adaptive`. */
-  readahead?: ReadaheadOptions
-  /**
-   * With a bytes or file source: faults on whole pages past the source's end go to the handler
-   * (set with {@link Userfaultfd.handle}) instead of being mapped as zeros. Faults of a kind the
-   * source does not serve (a wp fault, a minor fault for a bytes source) always go to the handler.
-   * Default false.
-   */
-  fallthrough?: boolean
-}
-
-/** How many pages a native source maps per fault: the `readahead` of {@link RegisterOptions}. */
-export interface ReadaheadOptions {
-  /** Pages per fault to start with. Default 1. */
-  pages?: number
-  /**
-   * Double the window on each sequential fault, halve it on each jump (random access), down to one
-   * page. The window is the registration's: several threads reading it sequentially at once look
-   * like jumps to it. Default false.
-   */
-  adaptive?: boolean
-  /** The largest window in pages. Default 64 x `pages`. */
-  maxPages?: number
-}
-
-/** Options of {@link Userfaultfd.serve}: the source, how it reads ahead, and the range. */
-export interface ServeOptions {
-  /** Where the bytes come from. */
-  source: Source
-  /** Pages mapped per fault, as for {@link RegisterOptions.readahead}. */
-  readahead?: ReadaheadOptions
-  /** Faults on whole pages past the source's end go to the handler. Default false. */
-  fallthrough?: boolean
-  /**
-   * What a range removed since it was mapped (EVENT_REMOVE: a VM's balloon, `madvise(MADV_DONTNEED)`)
-   * gets on its next fault: `'zeros'`, as the memory's owner sees it (the default for another
-   * process's memory), or the source's bytes again (`'source'`, the default for this process's).
-   */
-  afterRemove?: 'zeros' | 'source'
-  /** Records the pages faults map, in the order they were first touched. */
-  trace?: TraceRecorder
-  /** Where the range starts in the region (page-aligned). Default 0. */
-  offset?: number
-  /** Its length. Default: to the region's end. */
-  length?: number
-}
-
-/** Native sources' fault latency, and when the first fault came. */
-export interface LatencyReport {
-  /** Faults a native source resolved (and timed). */
-  readonly count: number
-  /** Median time from reading a fault to resolving it, in microseconds (a quarter-octave bucket's lower edge). */
-  readonly p50Micros: number
-  /** 99th percentile of the same. */
-  readonly p99Micros: number
-  /** Milliseconds from opening (or adopting) the userfaultfd to its first fault; undefined before one. */
-  readonly firstFaultMs: number | undefined
-}
-
-/** Options of {@link Userfaultfd.unregister}: a page-aligned part of the region. */
-export interface RangeOptions {
-  /** Where the range starts in the region (page-aligned). Default 0. */
-  offset?: number
-  /** Length of the range (a multiple of the page size). Default: to the region's end. */
-  length?: number
-}
+import { type LatencyReport, statsOf, type UffdStats } from './stats'
+import { bytesOf, integer, optionalBoolean, options as optionsOf } from './validate'
+import { HandlerWorkers, moduleSpecifier } from './worker'
 
 /** What the kernel allows on a registered range. */
 export interface Registration {
   /** The ioctls the kernel allows on the range (UFFDIO_REGISTER's `ioctls`), e.g. COPY, ZEROPAGE, WAKE. */
   readonly ioctls: ReadonlySet<IoctlName>
-}
-
-/** Options of {@link Userfaultfd.zero}, {@link Userfaultfd.poison} and {@link Userfaultfd.writeProtect}. */
-export interface WakeOption {
-  /** Wake the threads waiting on the range. Default true; false is `*_MODE_DONTWAKE`. */
-  wake?: boolean
-}
-
-/** Options of {@link Userfaultfd.copy} (UFFDIO_COPY) and {@link Userfaultfd.continue} (UFFDIO_CONTINUE). */
-export interface MapOption extends WakeOption {
-  /** Map the pages write-protected (`COPY_MODE_WP`, `CONTINUE_MODE_WP`). Default false. */
-  writeProtect?: boolean
-}
-
-/** Options of {@link Userfaultfd.move} (UFFDIO_MOVE). */
-export interface MoveOption extends WakeOption {
-  /** Skip source pages that are not populated instead of failing with ENOENT. Default false. */
-  allowSourceHoles?: boolean
-}
-
-/** Options of {@link Userfaultfd.dirtyPages}. */
-export interface DirtyOptions {
-  /** Protect the reported pages again, so that the next call reports only later writes. Default false. */
-  clear?: boolean
-  /** `'scan'` (PAGEMAP_SCAN, Linux 6.7), `'pagemap'` (the uffd-wp bit of /proc/self/pagemap), or `'auto'` (default). */
-  method?: 'auto' | 'scan' | 'pagemap'
-}
-
-/** A page-aligned range of a region, for {@link Userfaultfd.prefetch}. */
-export interface ByteRange {
-  /** Where the range starts in the region (page-aligned). */
-  offset: number
-  /** Its length in bytes (a multiple of the page size). */
-  length: number
-}
-
-/** Options of {@link Userfaultfd.prefetch}. */
-export interface PrefetchOptions {
-  /** Where the bytes come from. Default: the source each range was registered with. */
-  source?: Source
-  /** Pages per ioctl. Default 64 (1 on hugetlbfs). */
-  chunkPages?: number
-  /** Stops the prefetch after the chunk it is mapping; the promise then resolves with `stopped`. */
-  signal?: AbortSignal
 }
 
 /** What {@link Userfaultfd.prefetch} did. */
@@ -186,38 +58,6 @@ export interface PrefetchResult {
   stopped: boolean
 }
 
-/** A fault handler: resolve the fault, synchronously or before the returned promise settles. */
-export type FaultHandler = (fault: Fault) => void | Promise<void>
-
-/** Options of {@link Userfaultfd.handle}. */
-export interface HandleOptions {
-  /** Keep this thread's event loop alive while the handler is installed. Default false. */
-  keepAlive?: boolean
-  /**
-   * Read the userfaultfd on this thread, in place of the package's fault loop thread: a fault then
-   * wakes this thread directly, one thread hand-off less (what a C handler does). This thread then
-   * runs a loop that waits in the kernel for up to 50 ms at a time between turns of its event
-   * loop, so use it on a thread that serves faults and little else: a handler worker (the default
-   * there). If this thread stays away from its loop for 20 ms while messages wait (it touched
-   * registered memory itself, or its handler blocks), the loop thread reads them for it: its own
-   * fault gets the fallback, native sources and timeouts keep working. Ignored with
-   * `EVENT_FORK`. Default false.
-   */
-  direct?: boolean
-}
-
-/** Options of {@link Userfaultfd.handleInWorker}: how the handler worker is started. */
-export interface WorkerHandlerOptions {
-  /** Passed to the worker as `workerData` of `node:worker_threads`. */
-  workerData?: unknown
-  /** Resource limits of the worker (`resourceLimits` of `node:worker_threads`). Default: none. */
-  resourceLimits?: ResourceLimits
-  /** Node options of the worker. Default: the parent's. */
-  execArgv?: string[]
-  /** The worker reads the userfaultfd itself ({@link HandleOptions.direct}). Default true. */
-  direct?: boolean
-}
-
 /** What `uffd.share()` returns: post it to a worker and `Userfaultfd.attach` it there. */
 export interface SharedUserfaultfd {
   /** Always `'userfaultfd.uffd'`: marks the token as a userfaultfd's. */
@@ -226,94 +66,26 @@ export interface SharedUserfaultfd {
   readonly id: number
 }
 
-/** Counters since the userfaultfd was opened. */
-export interface UffdStats {
-  /** Faults read from the kernel, by kind (a duplicate message for a page in flight counts too). */
-  readonly faults: {
-    /** Missing faults: a page that is not there. */
-    readonly missing: number
-    /** Minor faults: a page in the page cache, not mapped here. */
-    readonly minor: number
-    /** Write-protect faults: a write to a protected page. */
-    readonly wp: number
-  }
-  /** Successful resolving ioctls, by kind. */
-  readonly resolutions: {
-    /** UFFDIO_COPY calls. */
-    readonly copy: number
-    /** UFFDIO_ZEROPAGE calls. */
-    readonly zeropage: number
-    /** UFFDIO_CONTINUE calls. */
-    readonly continue: number
-    /** UFFDIO_POISON calls. */
-    readonly poison: number
-    /** UFFDIO_WAKE calls. */
-    readonly wake: number
-    /** UFFDIO_WRITEPROTECT calls (protecting or unprotecting). */
-    readonly writeProtect: number
-    /** UFFDIO_MOVE calls. */
-    readonly move: number
-  }
-  /** Non-cooperative events read (remove, unmap, remap, fork). */
-  readonly events: number
-  /** Resolves the kernel refused with EAGAIN behind an unread event, parked and retried. */
-  readonly parked: number
-  /** Resolves that found the page already mapped (another resolver won). */
-  readonly eexist: number
-  /** Messages for a page whose fault was already in flight, not dispatched again. */
-  readonly duplicates: number
-  /** Bytes mapped by COPY, ZEROPAGE, CONTINUE and MOVE. */
-  readonly bytesMapped: number
-  /** Batches handed to handlers. */
-  readonly batches: number
-  /** Messages read from the userfaultfd (faults and events). */
-  readonly messages: number
-  /** Faults resolved by the fallback. */
-  readonly fallbacks: number
-  /** Faults taken by the handler's own thread, resolved by the fallback (`ERR_UFFD_SELF_FAULT`). */
-  readonly selfFaults: number
-  /** Faults that waited longer than `timeoutMs`, resolved by the fallback (`ERR_UFFD_TIMEOUT`). */
-  readonly timeouts: number
-  /**
-   * Troubles of the fault path, each also an `'error'` event: fallbacks (unresolved, timed out,
-   * self-faults, handler gone), faults left asleep after `{ wake: false }`, failed fallbacks,
-   * faults outside any region. A handler that throws after resolving its fault is an event only.
-   */
-  readonly errors: number
-  /** Faults resolved by a native source on the loop thread, with no JavaScript. */
-  readonly native: number
-  /** Ranges of a file source that were holes (sparse files), mapped as zeros without a read. */
-  readonly holes: number
-  /** Faults handed over and not yet resolved (a gauge, not a counter). */
-  readonly inFlight: number
-  /** Faults waiting for a handler to be installed (a gauge, not a counter). */
-  readonly queued: number
+/** The process at the other end of a handshake socket (SO_PEERCRED). */
+export interface Peer {
+  /** The peer's process id. */
+  readonly pid: number
+  /** The peer's user id. */
+  readonly uid: number
+  /** The peer's group id. */
+  readonly gid: number
 }
 
-/** A range the kernel reported in a non-cooperative event. */
-export interface RangeEvent {
-  /** The region the range lies in, when it is one of this process's regions. */
-  readonly region: Region | undefined
-  /** Offset of the range in the region, when the region is known. */
-  readonly offset: number | undefined
-  /** Length of the range in bytes. */
-  readonly length: number
-  /** The range's start address. */
-  readonly start: bigint
-  /** The range's end address (exclusive). */
-  readonly end: bigint
-}
-
-/** An `mremap` of registered memory. */
-export interface RemapEvent extends RangeEvent {
-  /** The new start address. */
-  readonly to: bigint
-  /**
-   * The range at its new place, which the kernel keeps registered: a `'remote'` region whose
-   * faults reach the handler (its offset 0 is the old range's `start`; a native source of the old
-   * range does not follow it). Undefined if the range was not registered here.
-   */
-  readonly moved: Region | undefined
+/** An adopted userfaultfd: install a handler on `uffd`; each fault's `region` is one of `regions`. */
+export interface Adoption {
+  /** The adopted userfaultfd, with its fault loop running; install a handler on it. */
+  readonly uffd: Userfaultfd
+  /** A `'remote'` region per range: no buffer here, resolves only. */
+  readonly regions: readonly Region[]
+  /** Where each region's bytes start in the peer's snapshot file (the handshake's `offset`). */
+  readonly offsets: readonly number[]
+  /** The process that sent the handshake (SO_PEERCRED); undefined for {@link adoptFd}. */
+  readonly peer: Peer | undefined
 }
 
 /** A fork of the process with registered memory (EVENT_FORK). */
@@ -324,11 +96,14 @@ export interface ForkEvent {
   readonly regions: readonly Region[]
 }
 
-/** Events of a userfaultfd. The non-cooperative ones need their feature (`EVENT_REMOVE`...). */
+/**
+ * Events of a userfaultfd. The non-cooperative ones need their feature (`EVENT_REMOVE`...). Declared
+ * here, not in events.ts with the others, because 'fork' names this class.
+ */
 export interface UserfaultfdEvents {
-  /** The userfaultfd closed: by `close()`, or by itself when the peer whose memory it served hung up. */
+  /** The userfaultfd closed: by `close()`, or by itself when the peer whose memory it served hung up. Emitted on the next tick. */
   close: []
-  /** Trouble in the fault path (an `ERR_UFFD_*` code); with no listener it becomes a process warning. */
+  /** Trouble in the fault path (an `ERR_UFFD_*` code); with no listener it becomes a process warning, not a throw. */
   error: [UffdError]
   /** `madvise(MADV_DONTNEED/MADV_REMOVE)` dropped pages; touching them again is a missing fault. */
   remove: [RangeEvent]
@@ -345,66 +120,13 @@ export interface UserfaultfdEvents {
   fork: [ForkEvent]
 }
 
-const workerHost = join(__dirname, 'worker-host.js')
+/** The key of the token with which only this module makes a Userfaultfd over a native handle. */
+const OVER = Symbol('userfaultfd.over')
+/** A native handle made elsewhere, and whether this thread owns it (an adoption) or only attached to it. */
+type Over = { [OVER]: { handle: NativeUffd; owner: boolean } }
 
-/** An event as the handler worker forwards it: the range, and the region by id. */
-type ForwardedEvent = Omit<JsEvent, 'kind' | 'child'>
-const DEFAULT_TIMEOUT_MS = 30_000
-/** How long a direct reader waits in the kernel before its event loop gets a turn. */
-const DIRECT_WAIT_MS = 50
-/** Faults taken into JavaScript at a time (more wait for the next take). */
-const FAULTS_PER_TAKE = 256
-const NO_OTHERS: JsDispatch[] = []
-/** A native handle made elsewhere in the package, and whether this thread owns it (an adoption) or only attached to it. */
-let adopting: { handle: NativeUffd; owner: boolean } | undefined
 let closesOnExit = false
 let warnedUserModeOnly = false
-
-/**
- * On the main thread's way out (the end of the script, `process.exit()`), every userfaultfd of
- * the process is closed: closing wakes every thread asleep in a fault, so no worker being stopped
- * waits for a handler that will not come.
- */
-function closeAllOnExit(): void {
-  if (closesOnExit || !isMainThread) return
-  closesOnExit = true
-  process.once('exit', () => native.closeAllUserfaultfds())
-}
-
-/** The warning for a userfaultfd that fell back to user-mode faults without being asked to. */
-function warnUserModeOnly(): void {
-  if (warnedUserModeOnly) return
-  warnedUserModeOnly = true
-  process.emitWarning(
-    'userfaultfd is not permitted for kernel-mode faults here, so it was opened for user-mode faults only: a system call ' +
-      'that touches a missing page of registered memory (read(2) into it, write(2) or send(2) from it, fs.readSync into a ' +
-      'region buffer...) fails with EFAULT instead of faulting. Pass { userModeOnly: true } to say that is what you want, ' +
-      'or give this user access to /dev/userfaultfd, set sysctl vm.unprivileged_userfaultfd=1, or grant CAP_SYS_PTRACE.',
-    { type: 'UffdWarning', code: 'UFFD_USER_MODE_ONLY' },
-  )
-}
-
-/** The Region of an id an event names, if it is still open. */
-function regionOrNothing(id: number | undefined): Region | undefined {
-  if (id === undefined) return undefined
-  try {
-    return Region.fromId(id)
-  } catch {
-    return undefined
-  }
-}
-
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function'
-}
-
-function moduleSpecifier(module: string | URL): string {
-  if (module instanceof URL) return module.href
-  if (typeof module !== 'string') throw argumentError('module', 'a string or a URL', module)
-  if (module.startsWith('file:') || module.startsWith('data:')) return module
-  if (isAbsolute(module) || module.startsWith('.')) return pathToFileURL(resolvePath(module)).href
-  return module
-}
 
 /**
  * A userfaultfd: register regions with it, install a handler, and resolve the faults the handler
@@ -426,47 +148,41 @@ function moduleSpecifier(module: string | URL): string {
 export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   readonly #native: NativeUffd
   readonly #features: ReadonlySet<FeatureName>
-  #worker: Worker | undefined
-  #closed = false
-  /** Promises of async handlers not settled yet (a direct reader then yields to the event loop often). */
-  #pending = 0
-  /** Where batches arrive, reused: [faults, others, then FAULT_FIELDS numbers per fault]. */
-  readonly #packed = new Float64Array(2 + FAULTS_PER_TAKE * FAULT_FIELDS)
-  readonly #children = new Set<Userfaultfd>()
   /** The id of the fd in this process, which the per-fault calls name it by. */
   readonly #id: number
-  /** Handler workers being started by `handleInWorker` (the current one stays until one is ready). */
-  readonly #starting = new Set<Worker>()
+  readonly #dispatcher: Dispatcher
+  readonly #workers: HandlerWorkers
+  readonly #children = new Set<Userfaultfd>()
+  #closed = false
+  /** Counts this thread's `handle()` calls: an `off()` removes only the handler it was given for. */
+  #handled = 0
   /** Keeps this thread's event loop alive while the userfaultfd is open (`ref()`). */
   #keeper: ReturnType<typeof setInterval> | undefined
 
   /** Opens a userfaultfd (non-blocking), negotiates features and starts its fault loop. */
   constructor(options?: UserfaultfdOptions) {
     super()
-    let owner = true
-    if (adopting) {
-      this.#native = adopting.handle
-      owner = adopting.owner
-      adopting = undefined
+    const over = (options as Partial<Over> | null | undefined)?.[OVER]
+    if (over) {
+      this.#native = over.handle
     } else {
-      const { features, userModeOnly, fallback, timeoutMs, spinMicros } = optionsOf('options', options)
-      if (features !== undefined && !Array.isArray(features)) throw argumentError('options.features', 'an array of feature names', features)
-      const timeout = optionalInteger('options.timeoutMs', timeoutMs) ?? DEFAULT_TIMEOUT_MS
-      this.#native = call(
-        () =>
-          new native.NativeUffd({
-            features: features?.map(String),
-            userModeOnly: userModeOnly === undefined ? undefined : optionalBoolean('options.userModeOnly', userModeOnly, false),
-            fallback,
-            timeoutMs: timeout === 0 ? undefined : timeout,
-            spinMicros: optionalInteger('options.spinMicros', spinMicros),
-          }),
-      )
-      if (userModeOnly === undefined && this.#native.userModeOnly) warnUserModeOnly()
+      const nativeOptions = nativeOptionsOf(options, 'open')
+      this.#native = call(() => new native.NativeUffd(nativeOptions))
+      if (nativeOptions.userModeOnly === undefined && this.#native.userModeOnly) warnUserModeOnly()
     }
     this.#features = new Set(this.#native.features as FeatureName[])
     this.#id = this.#native.id
-    if (owner) {
+    this.#dispatcher = new Dispatcher(this.#native, this.#id, {
+      report: (error) => report(this, error),
+      event: (raw, handler) => this.#onEvent(raw, handler),
+      notice: (notice) => this.#onNotice(notice),
+    })
+    this.#workers = new HandlerWorkers(this.#native, this.#id, {
+      report: (error) => report(this, error),
+      event: (name, event) => this.#onEvent(eventOfForwarded(name, event)),
+      closed: () => this.#closed,
+    })
+    if (over?.owner !== false) {
       // The owner hears what no handler hears: faults with no handler, timeouts, a peer gone.
       // Held weakly: a userfaultfd dropped without close() must still be collected (and closed).
       const self = new WeakRef(this)
@@ -489,7 +205,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       throw argumentError('shared', 'the result of uffd.share()', shared)
     }
     const id = integer('shared.id', shared.id)
-    return Userfaultfd.fromNative(
+    return Userfaultfd.#over(
       call(() => native.NativeUffd.attach(id)),
       false,
     )
@@ -500,14 +216,33 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * process), which this process holds as `fd`: `ranges` are the ranges of that process's memory it
    * registered. Faults there resolve with `copy`/`zero` like local ones; the regions have no buffer.
    */
-  static fromFd(fd: number, options: AdoptOptions & { ranges: RemoteRange[] }): Adoption {
-    return adoptFd(fd, options)
+  static fromFd(fd: number, options: AdoptFdOptions): Adoption {
+    const ranges = remoteRangesOf(options)
+    const at = integer('fd', fd)
+    const nativeOptions = nativeOptionsOf(options, 'adopt')
+    return Userfaultfd.fromAdoption(call(() => native.adoptFd(at, ranges, nativeOptions)))
   }
 
-  /** @internal A Userfaultfd over a native handle made elsewhere in the package: an adoption it owns, or an attached handle. */
-  static fromNative(handle: NativeUffd, owner = true): Userfaultfd {
-    adopting = { handle, owner }
-    return new Userfaultfd()
+  /** @internal The public face of a native adoption (a handshake's, an fd's, a fork's child). */
+  static fromAdoption(adoption: NativeAdoption): Adoption {
+    const handle = adoption.takeUffd()
+    if (!handle) throw new UffdError('the adoption was already taken', { code: 'EINVAL' })
+    const pid = adoption.peerPid
+    const uffd = Userfaultfd.#over(handle, true)
+    // While its peer is connected, serving it is what keeps this process up (closed when it hangs up).
+    if (pid != null) uffd.ref()
+    return {
+      uffd,
+      regions: adoption.takeRegions().map((region) => Region.fromNative(region)),
+      offsets: adoption.offsets,
+      peer: pid == null ? undefined : { pid, uid: adoption.peerUid ?? -1, gid: adoption.peerGid ?? -1 },
+    }
+  }
+
+  /** A Userfaultfd over a native handle made elsewhere: an adoption it owns, or an attached handle. */
+  static #over(handle: NativeUffd, owner: boolean): Userfaultfd {
+    const token: Over = { [OVER]: { handle, owner } }
+    return new Userfaultfd(token as UserfaultfdOptions)
   }
 
   /**
@@ -536,11 +271,12 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     return this.#native.userModeOnly
   }
   /**
-   * Whether the userfaultfd is closed: by the owner's `close()`, or by itself when the peer of an
-   * adoption hung up. Calls on a closed userfaultfd throw EBADF.
+   * Whether the userfaultfd is closed: by `close()`, or by itself when the peer of an adoption hung
+   * up. Calls on a closed userfaultfd throw EBADF; a handle from `attach` is closed once its own
+   * `close()` has stopped its handler, though the fd stays open for its owner (and its calls reach it).
    */
   get closed(): boolean {
-    return this.#native.closed
+    return this.#closed || this.#native.closed
   }
 
   /** A token to post to a worker thread, where `Userfaultfd.attach(token)` gives a handle. */
@@ -550,34 +286,15 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** Registers a region (or a page-aligned part of it) for missing, minor and/or wp faults. */
   register(region: Region, options?: RegisterOptions): Registration {
-    const { missing, minor, wp, offset, length, source, readahead, fallthrough } = optionsOf('options', options)
-    // A page-cache source serves minor faults: it implies `minor` unless told otherwise.
-    const wantsMinor = optionalBoolean('options.minor', minor, source instanceof Source && source.kind === 'pageCache')
-    const wantsWp = optionalBoolean('options.wp', wp, false)
-    const wantsMissing = optionalBoolean('options.missing', missing, !wantsMinor && !wantsWp)
-    const at = optionalInteger('options.offset', offset) ?? 0
-    const len = optionalInteger('options.length', length)
-    const handle = nativeOf(region)
-    if (source !== undefined && !(source instanceof Source)) throw argumentError('options.source', 'a Source', source)
-    const ahead = optionsOf('options.readahead', readahead)
-    const range = {
-      missing: wantsMissing,
-      minor: wantsMinor,
-      wp: wantsWp,
-      offset: at,
-      length: len,
-      readaheadPages: optionalInteger('options.readahead.pages', ahead.pages),
-      readaheadMaxPages: optionalInteger('options.readahead.maxPages', ahead.maxPages),
-      adaptive: optionalBoolean('options.readahead.adaptive', ahead.adaptive, false),
-      fallthrough: optionalBoolean('options.fallthrough', fallthrough, false),
-    }
+    const { handle, range, source } = registrationOf(region, options)
     const ioctls = call(() => this.#native.register(handle, range, source?.native))
     return { ioctls: new Set(ioctls as IoctlName[]) }
   }
 
   /**
    * Serves a range that is registered already (another process's memory: an adopted region) from a
-   * native source, on the loop thread, with no JavaScript per fault; no ioctl.
+   * native source, on the loop thread, with no JavaScript per fault; no ioctl. Faults that came
+   * before it and wait for a handler are served by the source at once.
    *
    * @example
    * ```ts
@@ -586,22 +303,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * ```
    */
   serve(region: Region, options: ServeOptions): void {
-    const { source, readahead, fallthrough, afterRemove, trace, offset, length } = optionsOf('options', options)
-    if (!(source instanceof Source)) throw argumentError('options.source', 'a Source', source)
-    if (trace !== undefined && !(trace instanceof TraceRecorder)) throw argumentError('options.trace', 'a TraceRecorder', trace)
-    const removed = afterRemove ?? (region.kind === 'remote' ? 'zeros' : 'source')
-    if (removed !== 'zeros' && removed !== 'source') throw argumentError('options.afterRemove', "'zeros' or 'source'", afterRemove)
-    const ahead = optionsOf('options.readahead', readahead)
-    const handle = nativeOf(region)
-    const how = {
-      offset: optionalInteger('options.offset', offset) ?? 0,
-      length: optionalInteger('options.length', length),
-      readaheadPages: optionalInteger('options.readahead.pages', ahead.pages),
-      readaheadMaxPages: optionalInteger('options.readahead.maxPages', ahead.maxPages),
-      adaptive: optionalBoolean('options.readahead.adaptive', ahead.adaptive, false),
-      fallthrough: optionalBoolean('options.fallthrough', fallthrough, false),
-      zeroRemoved: removed === 'zeros',
-    }
+    const { handle, how, source, trace } = servingOf(region, options)
     call(() => this.#native.serve(handle, how, source.native, trace?.native))
   }
 
@@ -613,31 +315,28 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** Unregisters a region or part of it; threads waiting there are woken and fault normally. */
   unregister(region: Region, options?: RangeOptions): void {
-    const { offset, length } = optionsOf('options', options)
-    const at = optionalInteger('options.offset', offset) ?? 0
-    const len = optionalInteger('options.length', length)
-    const handle = nativeOf(region)
-    call(() => this.#native.unregister(handle, at, len))
+    const { handle, offset, length } = rangeOf(region, options)
+    call(() => this.#native.unregister(handle, offset, length))
   }
 
   /** UFFDIO_COPY of `bytes` (a multiple of the page size) to `offset`; returns the bytes mapped. */
-  copy(region: Region, offset: number, bytes: ArrayBufferView | ArrayBuffer, options?: MapOption): number {
+  copy(region: Region, offset: number, bytes: ArrayBufferView | ArrayBuffer, options?: MapOptions): number {
     const data = bytesOf('bytes', bytes)
     const wake = wakeOf(options)
     const protect = protectOf(options)
-    const handle = nativeOf(region)
+    const handle = nativeRegionOf(region)
     return call(() => this.#native.copy(handle, integer('offset', offset), data, wake, protect))
   }
 
   /** UFFDIO_ZEROPAGE over a range (not hugetlbfs); returns the bytes mapped. */
-  zero(region: Region, offset: number, length: number, options?: WakeOption): number {
-    const handle = nativeOf(region)
+  zero(region: Region, offset: number, length: number, options?: WakeOptions): number {
+    const handle = nativeRegionOf(region)
     return call(() => this.#native.zero(handle, integer('offset', offset), integer('length', length), wakeOf(options)))
   }
 
   /** UFFDIO_CONTINUE over a range: maps pages already in the page cache; returns the bytes mapped. */
-  continue(region: Region, offset: number, length: number, options?: MapOption): number {
-    const handle = nativeOf(region)
+  continue(region: Region, offset: number, length: number, options?: MapOptions): number {
+    const handle = nativeRegionOf(region)
     const protect = protectOf(options)
     return call(() => this.#native.continue(handle, integer('offset', offset), integer('length', length), wakeOf(options), protect))
   }
@@ -646,8 +345,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * Write-protects a range registered with `wp: true`, or lifts the protection (waking writers
    * waiting there unless `{ wake: false }`). A write to a protected page is a `'wp'` fault.
    */
-  writeProtect(region: Region, offset: number, length: number, protect: boolean, options?: WakeOption): void {
-    const handle = nativeOf(region)
+  writeProtect(region: Region, offset: number, length: number, protect: boolean, options?: WakeOptions): void {
+    const handle = nativeRegionOf(region)
     if (typeof protect !== 'boolean') throw argumentError('protect', 'a boolean', protect)
     call(() => this.#native.writeProtect(handle, integer('offset', offset), integer('length', length), protect, wakeOf(options)))
   }
@@ -655,17 +354,17 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   /**
    * UFFDIO_MOVE (Linux 6.8): moves `length` bytes of pages from `fromOffset` of `from` to `offset`
    * of `region` without copying; the source becomes empty. Both regions are anonymous, `region`
-   * is registered. Returns the bytes moved.
+   * is registered. Returns the bytes moved. (`options.length` is not read: `length` says it.)
    */
-  move(region: Region, offset: number, from: Region, fromOffset: number, length: number, options?: MoveOption): number {
-    const handle = nativeOf(region)
+  move(region: Region, offset: number, from: Region, fromOffset: number, length: number, options?: MoveOptions): number {
+    const handle = nativeRegionOf(region)
     const source = nativeRegionOf(from, 'from')
-    const { allowSourceHoles } = optionsOf('options', options)
+    optionsOf('options', options)
     const how = {
       fromOffset: integer('fromOffset', fromOffset),
       length: integer('length', length),
       wake: wakeOf(options),
-      allowSourceHoles: optionalBoolean('options.allowSourceHoles', allowSourceHoles, false),
+      allowSourceHoles: holesOf(options),
     }
     return call(() => this.#native.move(handle, integer('offset', offset), source, how))
   }
@@ -677,7 +376,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * write. With `{ clear: true }` the reported pages are protected again.
    */
   dirtyPages(region: Region, options?: DirtyOptions): number[] {
-    const handle = nativeOf(region)
+    const handle = nativeRegionOf(region)
     const { clear, method = 'auto' } = optionsOf('options', options)
     if (!['auto', 'scan', 'pagemap'].includes(method)) throw argumentError('options.method', "'auto', 'scan' or 'pagemap'", method)
     return call(() => this.#native.dirtyPages(handle, optionalBoolean('options.clear', clear, false), method))
@@ -698,17 +397,9 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * ```
    */
   prefetch(region: Region, ranges?: ByteRange[], options?: PrefetchOptions): Promise<PrefetchResult> {
-    const handle = nativeOf(region)
-    const { source, chunkPages, signal } = optionsOf('options', options)
-    if (source !== undefined && !(source instanceof Source)) throw argumentError('options.source', 'a Source', source)
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw argumentError('options.signal', 'an AbortSignal', signal)
-    if (ranges !== undefined && !Array.isArray(ranges)) throw argumentError('ranges', 'an array of { offset, length }', ranges)
-    const list = (ranges ?? [{ offset: 0, length: region.size }]).map((range, i) => {
-      const { offset, length } = optionsOf(`ranges[${i}]`, range)
-      return { offset: integer(`ranges[${i}].offset`, offset), length: integer(`ranges[${i}].length`, length) }
-    })
-    const chunk = optionalInteger('options.chunkPages', chunkPages)
-    const job = call(() => this.#native.prefetch(handle, list, source?.native, chunk))
+    const handle = nativeRegionOf(region)
+    const { ranges: list, source, chunkPages, signal } = prefetchOf(region, ranges, options)
+    const job = call(() => this.#native.prefetch(handle, list, source?.native, chunkPages))
     if (signal?.aborted) job.cancel()
     const onAbort = () => job.cancel()
     signal?.addEventListener('abort', onAbort, { once: true })
@@ -720,31 +411,53 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
 
   /** UFFDIO_POISON over a range: a later access raises SIGBUS. Returns the bytes poisoned. */
-  poison(region: Region, offset: number, length: number, options?: WakeOption): number {
-    const handle = nativeOf(region)
+  poison(region: Region, offset: number, length: number, options?: WakeOptions): number {
+    const handle = nativeRegionOf(region)
     return call(() => this.#native.poison(handle, integer('offset', offset), integer('length', length), wakeOf(options)))
   }
 
   /** UFFDIO_WAKE over a range, after resolves with `{ wake: false }`. */
   wake(region: Region, offset: number, length: number): void {
-    const handle = nativeOf(region)
+    const handle = nativeRegionOf(region)
     call(() => this.#native.wake(handle, integer('offset', offset), integer('length', length)))
   }
 
   /**
-   * Serves faults with `handler` on this thread. Faults taken by this thread itself cannot be served
-   * here (the thread is asleep in the kernel): they get the fallback and an `'error'` event
-   * (`ERR_UFFD_SELF_FAULT`). Use `handleInWorker` to serve this thread's reads.
+   * Serves faults with `handler` on this thread, in place of any handler before. Faults taken by
+   * this thread itself cannot be served here (the thread is asleep in the kernel): they get the
+   * fallback and an `'error'` event (`ERR_UFFD_SELF_FAULT`). Use `handleInWorker` to serve this
+   * thread's reads. Returns what removes the handler again (`off()`, or `using`).
    */
-  handle(handler: FaultHandler, options?: HandleOptions): this {
+  handle(handler: FaultHandler, options?: HandleOptions): InstalledHandler {
     if (typeof handler !== 'function') throw argumentError('handler', 'a function', handler)
-    const { keepAlive, direct } = optionsOf('options', options)
-    const alive = optionalBoolean('options.keepAlive', keepAlive, false)
-    const reads = optionalBoolean('options.direct', direct, false)
-    call(() => this.#native.handle(() => this.#takeBatches(handler), alive))
-    const generation = reads ? call(() => this.#native.startDirect()) : 0
-    if (generation !== 0) void this.#readDirectly(handler, generation, alive)
-    return this
+    const { keepAlive, direct } = handleOptionsOf(options)
+    const dispatcher = this.#dispatcher
+    call(() => this.#native.handle(() => dispatcher.takeBatch(handler), keepAlive))
+    const turn = ++this.#handled
+    const generation = direct ? call(() => this.#native.startDirect()) : 0
+    if (generation !== 0) void dispatcher.runReader(handler, generation, keepAlive)
+    return installed(() => {
+      if (turn === this.#handled && !this.#closed) this.#native.unhandle()
+    })
+  }
+
+  /**
+   * Serves faults with the default export of `module`, run in a worker thread that the package
+   * starts and owns, so that this thread may read the registered memory. Resolves once the
+   * handler is installed, with what terminates the worker again (`off()`, or `using`); faults
+   * taken before then wait for it. Aborting `options.signal` before then terminates the worker
+   * and rejects with an `AbortError` (`code: 'ABORT_ERR'`); the handler it would replace serves on.
+   *
+   * @example
+   * ```ts
+   * using served = await uffd.handleInWorker('./pager.js', { signal: AbortSignal.timeout(5_000) })
+   * ```
+   */
+  handleInWorker(module: string | URL, options?: WorkerHandlerOptions): Promise<InstalledHandler> {
+    const spec = moduleSpecifier(module)
+    const complete = workerOptionsOf(options)
+    if (this.#closed) return Promise.reject(call(() => this.#native.handle(() => {}, false)))
+    return this.#workers.start(spec, complete)
   }
 
   /** Notices the owner's thread hears: faults with no handler, timeouts, a peer that hung up. */
@@ -752,242 +465,33 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     for (const item of this.#native.takeNotices()) {
       if (!item.notice) continue
       // Said when the fault came; a handler installed since (right after accept(), say) has it now.
-      const notice = item.notice
-      if (notice.kind === 'no-handler' && (this.#native.hasHandler || (notice.fault && !this.#native.faultWaiting(notice.fault.id))))
-        continue
-      this.#report(fromNotice(item.notice))
-      if (item.notice.kind === 'peer-gone') this.#closedByPeer()
+      // Said when the fault came; a handler installed since (right after accept(), say), or a
+      // source that served it since (serve()), has it now.
+      const { kind, fault } = item.notice
+      if (kind === 'no-handler' && (this.#native.hasHandler || (fault && !this.#native.faultWaiting(fault.id)))) continue
+      this.#onNotice(item.notice)
     }
   }
 
-  /** What the fault loop handed to this thread's handler, taken into the reused `#packed`. */
-  #takeBatches(handler: FaultHandler): void {
-    for (;;) {
-      native.takeFaults(this.#id, this.#packed)
-      if (!this.#onPacked(handler)) return
-    }
-  }
-
-  /** Handles the batch in `#packed`; false if it was empty. */
-  #onPacked(handler: FaultHandler): boolean {
-    const packed = this.#packed
-    const faults = packed[0] as number
-    const others = packed[1] ? native.takeOthers(this.#id) : NO_OTHERS
-    if (faults === 0 && others.length === 0) return false
-    this.#onBatch(packed, 2, 2 + faults * FAULT_FIELDS, others, handler)
-    return true
-  }
-
-  /**
-   * The loop of a handler that reads the fd itself: a turn of the fault loop, then of the event
-   * loop. It ends when the fd closes or another handler replaces this one; whatever ends it, the
-   * loop thread reads again.
-   */
-  async #readDirectly(handler: FaultHandler, generation: number, keepAlive: boolean): Promise<void> {
-    // The reader's turns never keep the thread alive on their own: `keepAlive` (or other work) does.
-    const immediate = () =>
-      new Promise<void>((resolve) => {
-        const next = setImmediate(resolve)
-        if (!keepAlive) next.unref()
-      })
-    try {
-      for (let turn = 1; ; turn++) {
-        const wait = this.#pending > 0 ? 1 : DIRECT_WAIT_MS
-        if (!native.pullFaults(this.#id, generation, wait, this.#packed)) return
-        const idle = !this.#onPacked(handler)
-        // The event loop runs between turns: always when idle or when async handlers wait for it.
-        if (idle || this.#pending > 0 || turn % 64 === 0) await immediate()
-      }
-    } catch (error) {
-      // A failed read, or a listener that threw: report it; the loop thread takes over below.
-      this.#report(error instanceof UffdError ? error : (fromNative(error) as UffdError))
-    } finally {
-      this.#native.stopDirect(generation)
-    }
-  }
-
-  /**
-   * Serves faults with the default export of `module`, run in a worker thread that the package
-   * starts and owns, so that this thread may read the registered memory. Resolves once the
-   * handler is installed; faults taken before then wait for it.
-   */
-  handleInWorker(module: string | URL, options?: WorkerHandlerOptions): Promise<void> {
-    const spec = moduleSpecifier(module)
-    const { workerData, resourceLimits, execArgv, direct } = optionsOf('options', options)
-    const reads = optionalBoolean('options.direct', direct, true)
-    if (this.#closed) return Promise.reject(call(() => this.#native.handle(() => {}, false)))
-    // Faults wait for this handler without a notice until it is ready or has failed (the worker
-    // ends the expectation itself if it fails while this thread sleeps in a fault).
-    const expectation = this.#native.expectHandler()
-    const worker = new Worker(workerHost, {
-      argv: [String(this.#id), spec, reads ? 'direct' : 'callback', String(expectation)],
-      workerData,
-      ...(resourceLimits ? { resourceLimits } : {}),
-      ...(execArgv ? { execArgv } : {}),
-    })
-    this.#starting.add(worker)
-    const promise = new Promise<void>((resolve, reject) => {
-      let ready = false
-      const settle = () => {
-        this.#starting.delete(worker)
-        this.#native.unexpectHandler(expectation)
-      }
-      const fail = (error: UffdError) => {
-        settle()
-        void worker.terminate()
-        reject(error)
-      }
-      worker.on('message', (message: WorkerMessage) => {
-        if (message.type === 'event' && message.event) {
-          this.#onEvent({ ...message.event, kind: String(message.name), child: undefined })
-        } else if (message.type === 'ready') {
-          ready = true
-          settle()
-          // Serving faults never keeps the process alive on its own (awaiting the start did).
-          worker.unref()
-          // The new handler serves already: the one it replaces goes only now.
-          const replaced = this.#worker
-          this.#worker = worker
-          void replaced?.terminate()
-          if (this.#closed) void worker.terminate()
-          resolve()
-        } else if (message.type === 'error' && message.error) {
-          this.#report(UffdError.fromJSON(message.error))
-        } else if (message.type === 'failed' && message.error) {
-          fail(UffdError.fromJSON(message.error))
-        }
-      })
-      worker.on('error', (cause) => {
-        const error = new UffdError(`the handler worker for ${spec} failed: ${cause.message}`, { code: 'ERR_UFFD_WORKER', cause })
-        if (ready) this.#report(error)
-        else fail(error)
-      })
-      worker.on('exit', (code) => {
-        if (!ready) {
-          fail(new UffdError(`the handler worker for ${spec} exited with code ${code} before it was ready`, { code: 'ERR_UFFD_WORKER' }))
-          return
-        }
-        // A worker that was replaced or closed went on purpose; only the serving one's exit is news,
-        // and only if no handler serves now (a replacement may have installed its own already).
-        if (this.#worker !== worker) return
-        this.#worker = undefined
-        if (!this.#closed && !this.#native.hasHandler) {
-          this.#report(
-            new UffdError(`the handler worker for ${spec} exited with code ${code}: faults now wait for a new handler`, {
-              code: 'ERR_UFFD_HANDLER_GONE',
-            }),
-          )
-        }
-      })
-    })
-    return promise
-  }
-
-  /** A batch: the faults packed in `faults[from, to)`, then the events and notices. */
-  #onBatch(faults: Float64Array, from: number, to: number, others: JsDispatch[], handler: FaultHandler): void {
-    // Events come first: the kernel may already have changed what the faults after them refer to.
-    for (const item of others) if (item.event) this.#onEvent(item.event, handler)
-    for (let at = from; at < to; at += FAULT_FIELDS) this.#dispatch(faults, at, handler)
-    for (const item of others) {
-      if (!item.notice) continue
-      this.#report(fromNotice(item.notice))
-      if (item.notice.kind === 'peer-gone') this.#closedByPeer()
-    }
+  #onNotice(notice: JsNotice): void {
+    report(this, fromNotice(notice))
+    if (notice.kind === 'peer-gone' && !this.#closed) this.close()
   }
 
   #onEvent(raw: JsEvent, handler?: FaultHandler): void {
-    const region = regionOrNothing(raw.regionId)
-    const range = { region, offset: raw.offset, length: raw.length ?? 0, start: raw.start ?? 0n, end: raw.end ?? 0n }
-    if (raw.kind === 'remap') this.emit('remap', { ...range, to: raw.to ?? 0n, moved: regionOrNothing(raw.movedId) })
-    else if (raw.kind === 'remove' || raw.kind === 'unmap') this.emit(raw.kind, range)
-    else if (raw.kind === 'fork') this.#onFork(raw.child, handler)
-  }
-
-  #onFork(adoption: NativeAdoption | undefined, handler: FaultHandler | undefined): void {
-    if (!adoption) {
+    if (raw.kind !== 'fork') {
+      emitRangeEvent(this, raw)
+      return
+    }
+    if (!raw.child) {
       this.emit('fork', { child: undefined, regions: [] })
       return
     }
-    const { uffd: child, regions } = fromAdoption(adoption)
+    const { uffd: child, regions } = Userfaultfd.fromAdoption(raw.child)
     this.#children.add(child)
     if (handler) child.handle(handler)
-    child.on('error', (error) => this.#report(error))
+    child.on('error', (error) => report(this, error))
     this.emit('fork', { child, regions })
-  }
-
-  #dispatch(packed: Float64Array, at: number, handler: FaultHandler): void {
-    let fault: Fault
-    try {
-      fault = Fault.fromBatch(this.#native, this.#id, Region.fromId(packed[at + 1] as number), packed, at)
-    } catch {
-      // The region was closed in the meantime: its waiters were woken when it was.
-      return
-    }
-    let result: unknown
-    try {
-      result = handler(fault)
-    } catch (error) {
-      this.#finish(fault, error)
-      return
-    }
-    if (isPromiseLike(result)) {
-      this.#pending++
-      result.then(
-        () => {
-          this.#pending--
-          this.#finish(fault, undefined)
-        },
-        (error: unknown) => {
-          this.#pending--
-          this.#finish(fault, error ?? new Error('the handler rejected'))
-        },
-      )
-    } else {
-      this.#finish(fault, undefined)
-    }
-  }
-
-  #finish(fault: Fault, error: unknown): void {
-    let outcome: ReturnType<Fault['finish']>
-    try {
-      outcome = fault.finish()
-    } catch (finishError) {
-      this.#report(
-        finishError instanceof UffdError ? finishError : new UffdError(String(finishError), { code: 'ERR_UFFD_LOOP', cause: finishError }),
-      )
-      return
-    }
-    // The common case, on every fault's path: nothing to say.
-    if (error === undefined && outcome === 'done') return
-    const info = { regionId: fault.region.id, offset: fault.offset, address: fault.address, kind: fault.kind, threadId: fault.threadId }
-    const where = `a ${fault.kind} fault at offset ${fault.offset} of region ${fault.region.id}`
-    if (error !== undefined) {
-      const what = outcome === 'fell-back' ? 'it was resolved by the fallback' : 'the fault had been resolved'
-      this.#report(
-        new UffdError(`the handler threw while serving ${where}: ${what}`, { code: 'ERR_UFFD_HANDLER_THREW', fault: info, cause: error }),
-      )
-    } else if (outcome === 'fell-back') {
-      this.#report(
-        new UffdError(`the handler returned without resolving ${where}: it was resolved by the fallback`, {
-          code: 'ERR_UFFD_UNRESOLVED',
-          fault: info,
-        }),
-      )
-    }
-  }
-
-  #closedByPeer(): void {
-    if (this.#closed) return
-    this.close()
-  }
-
-  /**
-   * Emits an 'error' event, or a process warning if nobody listens (an unheard 'error' would
-   * crash); the warning's text carries the cause's, which a printed warning would not show.
-   */
-  #report(error: UffdError): void {
-    if (this.listenerCount('error') > 0) this.emit('error', error)
-    else process.emitWarning(withCauseInMessage(error))
   }
 
   /** Counters of faults, resolutions and fallbacks. */
@@ -998,7 +502,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   /**
    * Stops the fault loop and closes the fd: every waiting thread is woken and faults normally
    * from then on; the handler worker, if any, is terminated. A handle from `attach` only stops its
-   * handler.
+   * handler. `'close'` is emitted on the next tick.
    */
   close(): void {
     if (this.#closed) return
@@ -1007,11 +511,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     this.#children.clear()
     this.unref()
     this.#native.close()
-    void this.#worker?.terminate()
-    this.#worker = undefined
-    for (const worker of this.#starting) void worker.terminate()
-    this.#starting.clear()
-    this.emit('close')
+    this.#workers.close()
+    process.nextTick(() => this.emit('close'))
   }
 
   /** Calls `close()`, for `using`. */
@@ -1020,68 +521,26 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
 }
 
-/** What a handler worker posts to the thread that started it. */
-interface WorkerMessage {
-  type: 'ready' | 'error' | 'failed' | 'event'
-  error?: Record<string, unknown>
-  name?: string
-  event?: ForwardedEvent
+/**
+ * On the main thread's way out (the end of the script, `process.exit()`), every userfaultfd of
+ * the process is closed: closing wakes every thread asleep in a fault, so no worker being stopped
+ * waits for a handler that will not come.
+ */
+function closeAllOnExit(): void {
+  if (closesOnExit || !isMainThread) return
+  closesOnExit = true
+  process.once('exit', () => native.closeAllUserfaultfds())
 }
 
-/** The same error, its message followed by its cause's (a printed warning shows no cause). */
-function withCauseInMessage(error: UffdError): UffdError {
-  const cause = error.cause
-  if (cause === undefined) return error
-  const text = cause instanceof Error ? cause.message : String((cause as { message?: unknown })?.message ?? cause)
-  const copy = new UffdError(`${error.message} (cause: ${text})`, {
-    code: error.code,
-    errno: error.errno,
-    syscall: error.syscall,
-    fault: error.fault,
-    cause,
-  })
-  if (error.stack) copy.stack = error.stack.replace(error.message, copy.message)
-  return copy
-}
-
-function nativeOf(region: Region) {
-  return nativeRegionOf(region)
-}
-
-function protectOf(options: MapOption | undefined): boolean {
-  return optionalBoolean('options.writeProtect', optionsOf('options', options).writeProtect, false)
-}
-
-function wakeOf(options: WakeOption | undefined): boolean {
-  return optionalBoolean('options.wake', optionsOf('options', options).wake, true)
-}
-
-function statsOf(s: NativeStats): UffdStats {
-  return {
-    faults: { missing: s.faultsMissing, minor: s.faultsMinor, wp: s.faultsWp },
-    resolutions: {
-      copy: s.copies,
-      zeropage: s.zeropages,
-      continue: s.continues,
-      poison: s.poisons,
-      wake: s.wakes,
-      writeProtect: s.writeProtects,
-      move: s.moves,
-    },
-    events: s.events,
-    parked: s.parked,
-    native: s.native,
-    holes: s.holes,
-    eexist: s.eexist,
-    duplicates: s.duplicates,
-    bytesMapped: s.bytesMapped,
-    batches: s.batches,
-    messages: s.messages,
-    fallbacks: s.fallbacks,
-    selfFaults: s.selfFaults,
-    timeouts: s.timeouts,
-    errors: s.errors,
-    inFlight: s.inFlight,
-    queued: s.queued,
-  }
+/** The warning for a userfaultfd that fell back to user-mode faults without being asked to. */
+function warnUserModeOnly(): void {
+  if (warnedUserModeOnly) return
+  warnedUserModeOnly = true
+  process.emitWarning(
+    'userfaultfd is not permitted for kernel-mode faults here, so it was opened for user-mode faults only: a system call ' +
+      'that touches a missing page of registered memory (read(2) into it, write(2) or send(2) from it, fs.readSync into a ' +
+      'region buffer...) fails with EFAULT instead of faulting. Pass { userModeOnly: true } to say that is what you want, ' +
+      'or give this user access to /dev/userfaultfd, set sysctl vm.unprivileged_userfaultfd=1, or grant CAP_SYS_PTRACE.',
+    { type: 'UffdWarning', code: 'UFFD_USER_MODE_ONLY' },
+  )
 }

@@ -32,3 +32,9 @@ export function bytesOf(name: string, value: unknown): Uint8Array {
   if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return new Uint8Array(value)
   throw argumentError(name, 'an ArrayBuffer, a TypedArray, a DataView or a Buffer', value)
 }
+
+/** An optional AbortSignal, or a TypeError. */
+export function optionalSignal(name: string, value: unknown): AbortSignal | undefined {
+  if (value !== undefined && !(value instanceof AbortSignal)) throw argumentError(name, 'an AbortSignal', value)
+  return value
+}

@@ -3,10 +3,12 @@
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parentPort } from 'node:worker_threads'
+import type { FaultHandler } from './dispatch'
 import { UffdError } from './errors'
+import { forwardedOf } from './events'
 import { native } from './loader'
-import type { Region } from './region'
-import { type RangeEvent, Userfaultfd } from './userfaultfd'
+import { Userfaultfd } from './userfaultfd'
+import { argsOf, type WorkerArgs, type WorkerMessage } from './worker'
 
 type Handler = (fault: unknown) => unknown
 
@@ -49,35 +51,29 @@ function failure(spec: string, error: unknown): Record<string, unknown> {
   }).toJSON()
 }
 
-async function main(port: NonNullable<typeof parentPort>, id: number, spec: string, reading: string): Promise<void> {
+async function main(port: NonNullable<typeof parentPort>, { id, spec, direct }: WorkerArgs): Promise<void> {
+  const post = (message: WorkerMessage) => port.postMessage(message)
   const uffd = Userfaultfd.attach({ type: 'userfaultfd.uffd', id })
   const handler = handlerOf((await import(spec)) as Record<string, unknown>)
   if (!handler) throw new TypeError(`${spec} must export a default function (fault) => void | Promise<void>`)
-  uffd.on('error', (error) => port.postMessage({ type: 'error', error: toJSON(error) }))
-  for (const name of ['remove', 'unmap', 'remap'] as const) {
-    uffd.on(name, ({ region, ...range }: RangeEvent & { moved?: Region }) => {
-      const { moved, ...plain } = range
-      port.postMessage({ type: 'event', name, event: { ...plain, regionId: region?.id, movedId: moved?.id } })
-    })
-  }
-  uffd.on('fork', () => port.postMessage({ type: 'event', name: 'fork', event: {} }))
-  uffd.handle(handler as (fault: Parameters<Parameters<Userfaultfd['handle']>[0]>[0]) => void, {
-    keepAlive: true,
-    direct: reading === 'direct',
-  })
-  port.postMessage({ type: 'ready' })
+  uffd.on('error', (error) => post({ type: 'error', error: toJSON(error) }))
+  for (const name of ['remove', 'unmap'] as const) uffd.on(name, (event) => post({ type: 'event', name, event: forwardedOf(event) }))
+  uffd.on('remap', (event) => post({ type: 'event', name: 'remap', event: forwardedOf(event) }))
+  uffd.on('fork', () => post({ type: 'event', name: 'fork', event: {} }))
+  uffd.handle(handler as FaultHandler, { keepAlive: true, direct })
+  post({ type: 'ready' })
 }
 
 if (parentPort) {
   const port = parentPort
-  const [id, spec, reading, expectation] = process.argv.slice(-4)
-  main(port, Number(id), String(spec), String(reading)).catch((error: unknown) => {
+  const args = argsOf(process.argv)
+  main(port, args).catch((error: unknown) => {
     // Said here, not only by the parent: the parent's thread may be asleep in a fault that
     // waits for this handler, and only this ends the wait (the fallback resolves it).
     try {
-      native.NativeUffd.attach(Number(id)).unexpectHandler(Number(expectation))
+      native.NativeUffd.attach(args.id).unexpectHandler(args.expectation)
     } catch {}
-    port.postMessage({ type: 'failed', error: failure(String(spec), error) })
+    port.postMessage({ type: 'failed', error: failure(args.spec, error) } satisfies WorkerMessage)
     process.exitCode = 1
   })
 }
