@@ -64,7 +64,8 @@ test('dontwake: uffd.wake() over the range wakes a thread resolved without wakin
 })
 
 test('a resolve with { wake: false } that is never woken is woken at timeoutMs, with ERR_UFFD_NOT_WOKEN', async (t) => {
-  const { uffd, region } = anonymous(2, { timeoutMs: 300 })
+  // Long enough that a main thread blocked by another test (a spawnSync) still runs the handler in time.
+  const { uffd, region } = anonymous(2, { timeoutMs: 2_000 })
   uffd.handle((fault) => {
     fault.copy(patternPage(fault.offset, PAGE), { wake: false })
   })

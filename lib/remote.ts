@@ -92,7 +92,7 @@ export class HandshakeListener {
 
   /** @internal Use {@link listen}. */
   static open(path: string, options?: AdoptOptions): HandshakeListener {
-    return HandshakeListener.open(path, options)
+    return new HandshakeListener(path, options)
   }
 
   /**

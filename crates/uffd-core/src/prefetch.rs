@@ -95,7 +95,8 @@ impl Userfaultfd {
                         report.mapped += mapped;
                         at += mapped;
                     }
-                    Err(Error::Closed { .. }) => {
+                    // Closed, or the process that owns the memory exited: nothing is left to fill.
+                    Err(Error::Closed { .. }) | Err(Error::Sys { errno: Errno::ESRCH, .. }) => {
                         report.stopped = true;
                         return Ok(report);
                     }

@@ -1155,6 +1155,9 @@ impl Userfaultfd {
                     lock(&self.deferred.0).push(Retry::Message { address, kind, write, thread_id });
                     return;
                 }
+                // The process that owns the memory exited (its hang-up is said on its own), or the
+                // fd closed: nobody waits for this fault any more.
+                Some(Err(Error::Sys { errno: Errno::ESRCH, .. }) | Err(Error::Closed { .. })) => return,
                 // The source could not give its bytes: never a silent zero, never the handler's
                 // ordinary fault. The fallback resolves it now and the owner hears why.
                 Some(Err(err)) => {
