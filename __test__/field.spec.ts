@@ -92,6 +92,19 @@ test('the thread that would install the handler touches registered memory with n
   t.deepEqual(run.lines[1], { codes: ['ERR_UFFD_NO_HANDLER'], fallbacks: 1 })
 })
 
+test('a thread that faults with no handler, then closes at once: the ERR_UFFD_NO_HANDLER is heard before close() returns', (t) => {
+  const run = runChild('owner-no-handler-then-close')
+  t.is(run.status, 0, run.stderr)
+  t.deepEqual(run.lines, [{ byte: 0, codes: ['ERR_UFFD_NO_HANDLER'] }])
+})
+
+test('a thread that faults with no handler, then ends the script with nothing listening: the warning is printed on the way out', (t) => {
+  const run = runChild('owner-no-handler-then-end')
+  t.is(run.status, 0, run.stderr)
+  t.deepEqual(run.lines, [{ byte: 0, codes: [] }])
+  t.regex(run.stderr, /ERR_UFFD_NO_HANDLER/)
+})
+
 test('after handleInWorker rejects (a module that is not there), a fault of the starting thread gets the fallback at once', (t) => {
   const run = runChild('owner-after-rejected-worker', join(dir, 'no-such-pager.mjs'))
   t.is(run.status, 0, run.stderr)

@@ -12,7 +12,7 @@ const root = join(__dirname, '..', '..', '..')
 // Uses the public API the way the README does, plus what must not compile (each @ts-expect-error
 // is itself an error if the line compiles).
 const consumer = `
-import { type AdoptOptions, type Fault, Region, Source, UffdError, type UserfaultfdOptions, Userfaultfd } from 'userfaultfd'
+import { type AdoptOptions, Fault, HandshakeListener, Region, Source, UffdError, type UserfaultfdOptions, Userfaultfd } from 'userfaultfd'
 
 const options: UserfaultfdOptions = { features: ['WP_ASYNC'], timeoutMs: 1000 }
 const adopt: AdoptOptions = { features: ['THREAD_ID'], fallback: 'zero' }
@@ -31,6 +31,10 @@ const view: Region = Region.attach(region.share())
 region.native
 // @ts-expect-error fromId is internal
 Region.fromId(1)
+// @ts-expect-error a fault comes from the fault loop, never from new
+new Fault()
+// @ts-expect-error a listener comes from listen()
+new HandshakeListener('/tmp/x.sock')
 try {
   uffd.dirtyPages(region, { clear: true, method: 'pagemap' })
 } catch (error) {

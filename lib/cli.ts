@@ -56,15 +56,23 @@ function main(argv: string[]): void {
     process.exit(2)
   }
   const print = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(line)}\n`)
-  const server = serveFirecracker({
-    socket: values.socket,
-    memoryFile: values.mem,
-    connectTimeoutMs: number('connect-timeout-ms', values['connect-timeout-ms']),
-    timeoutMs: number('timeout-ms', values['timeout-ms']),
-    prefetch: !values['no-prefetch'],
-    ...(values.record ? { record: values.record } : {}),
-    ...(values.replay ? { replay: values.replay } : {}),
-  })
+  let server: ReturnType<typeof serveFirecracker>
+  try {
+    server = serveFirecracker({
+      socket: values.socket,
+      memoryFile: values.mem,
+      connectTimeoutMs: number('connect-timeout-ms', values['connect-timeout-ms']),
+      timeoutMs: number('timeout-ms', values['timeout-ms']),
+      prefetch: !values['no-prefetch'],
+      ...(values.record ? { record: values.record } : {}),
+      ...(values.replay ? { replay: values.replay } : {}),
+    })
+  } catch (error) {
+    // A missing memory file, a trace of another file: said as the other events are.
+    const { code, message } = error as { code?: string; message: string }
+    print({ event: 'error', code: code ?? 'EINVAL', message })
+    process.exit(1)
+  }
   let failed = false
   print({ event: 'listening', socket: values.socket })
   server.on('connect', (peer) => print({ event: 'connect', pid: peer?.pid }))

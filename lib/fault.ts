@@ -47,11 +47,9 @@ export class Fault {
   readonly threadId: number
   readonly #address: number
 
-  /**
-   * @internal From a batch (see lib/dispatch.ts): the fault at `at` of `batch`, whose fields are
-   * id, region id, offset, address less the region's start, kind (0 missing, 1 minor, 2 wp),
-   * write, thread id.
-   */
+  // From a batch (see lib/dispatch.ts): the fault at `at` of `batch`, whose fields are id, region
+  // id, offset, address less the region's start, kind (0 missing, 1 minor, 2 wp), write, thread
+  // id. (Not tagged internal: a stripped constructor would leave the class a public one in the .d.ts.)
   private constructor(handle: NativeUffd, uffdId: number, region: Region, batch: Float64Array, at: number) {
     this.#native = handle
     this.#uffdId = uffdId

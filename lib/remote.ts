@@ -84,7 +84,7 @@ export function adoptFd(fd: number, options: AdoptFdOptions): Adoption {
 export class HandshakeListener {
   readonly #native: ReturnType<typeof native.NativeListener.listen>
 
-  /** @internal */
+  // Made by listen(). (Not tagged internal: a stripped constructor would leave a public one in the .d.ts.)
   private constructor(path: string, options?: AdoptOptions) {
     if (typeof path !== 'string') throw argumentError('path', 'a string', path)
     this.#native = call(() => native.NativeListener.listen(path, nativeOptionsOf(options, 'adopt')))

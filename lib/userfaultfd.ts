@@ -128,6 +128,9 @@ type Over = { [OVER]: { handle: NativeUffd; owner: boolean } }
 let closesOnExit = false
 let warnedUserModeOnly = false
 
+/** The method the exit calls on each live owner (a symbol: not part of the public API). */
+const sayAtExit = Symbol('sayAtExit')
+
 /**
  * A userfaultfd: register regions with it, install a handler, and resolve the faults the handler
  * receives. The fault loop runs on a native thread; faults reach the handler in batches.
@@ -156,6 +159,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   #closed = false
   /** Counts this thread's `handle()` calls: an `off()` removes only the handler it was given for. */
   #handled = 0
+  /** This owner's entry in the exit's list. */
+  #self: WeakRef<Userfaultfd> | undefined
   /** Keeps this thread's event loop alive while the userfaultfd is open (`ref()`). */
   #keeper: ReturnType<typeof setInterval> | undefined
 
@@ -185,12 +190,26 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     if (over?.owner !== false) {
       // The owner hears what no handler hears: faults with no handler, timeouts, a peer gone.
       // Held weakly: a userfaultfd dropped without close() must still be collected (and closed).
-      const self = new WeakRef(this)
+      const self = rememberOwner(this)
+      this.#self = self
       this.#native.observe(() => {
         const uffd = self.deref()
         if (uffd) uffd.#onNotices()
       })
       closeAllOnExit()
+    }
+  }
+
+  /**
+   * At the process's exit: what the owner has not heard yet is said now, synchronously (an event
+   * loop that will not turn again delivers nothing, and a process warning waits for a tick).
+   */
+  [sayAtExit](): void {
+    for (const item of this.#native.takeNotices()) {
+      if (!item.notice) continue
+      const error = fromNotice(item.notice)
+      if (this.listenerCount('error') > 0) this.emit('error', error)
+      else process.stderr.write(`(${process.release.name}:${process.pid}) [${error.code}] UffdError: ${error.message}\n`)
     }
   }
 
@@ -506,7 +525,11 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    */
   close(): void {
     if (this.#closed) return
+    // What the fault loop said and this thread has not heard yet (a fault of this thread with no
+    // handler, say) is heard before the end.
+    this.#onNotices()
     this.#closed = true
+    if (this.#self) owners.delete(this.#self)
     for (const child of this.#children) child.close()
     this.#children.clear()
     this.unref()
@@ -529,7 +552,24 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 function closeAllOnExit(): void {
   if (closesOnExit || !isMainThread) return
   closesOnExit = true
-  process.once('exit', () => native.closeAllUserfaultfds())
+  process.once('exit', () => {
+    for (const owner of owners) owner.deref()?.[sayAtExit]()
+    native.closeAllUserfaultfds()
+  })
+}
+
+/** The userfaultfds this thread owns, whose last words the exit must not lose. */
+const owners = new Set<WeakRef<Userfaultfd>>()
+let sweepOwnersAt = 64
+
+function rememberOwner(uffd: Userfaultfd): WeakRef<Userfaultfd> {
+  const ref = new WeakRef(uffd)
+  owners.add(ref)
+  if (owners.size >= sweepOwnersAt) {
+    for (const known of owners) if (known.deref() === undefined) owners.delete(known)
+    sweepOwnersAt = Math.max(64, 2 * owners.size)
+  }
+  return ref
 }
 
 /** The warning for a userfaultfd that fell back to user-mode faults without being asked to. */

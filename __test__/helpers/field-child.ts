@@ -76,6 +76,19 @@ async function main(scenario: string, arg: string | undefined): Promise<void> {
       uffd.close()
       return
     }
+    case 'owner-no-handler-then-close':
+    case 'owner-no-handler-then-end': {
+      // The same, and the script ends at once: the word must not be lost with the process.
+      const uffd = new Userfaultfd()
+      const region = Region.anonymous(4 * PAGE)
+      uffd.register(region)
+      const codes: string[] = []
+      if (scenario.endsWith('close')) uffd.on('error', (error) => codes.push(error.code))
+      const byte = new Uint8Array(region.buffer)[5]
+      if (scenario.endsWith('close')) uffd.close()
+      print({ byte, codes })
+      return
+    }
     case 'owner-after-rejected-worker': {
       // The handler worker fails to start while this thread sleeps in a fault waiting for it.
       const uffd = new Userfaultfd()

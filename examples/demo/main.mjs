@@ -96,7 +96,8 @@ console.log(
   `read:           ${mib} MiB in ${seconds.toFixed(3)} s = ${(size / MiB / seconds).toFixed(1)} MiB/s (every word read and verified)`,
 )
 console.log(`served:         ${served.toFixed(1)} MiB by ${faults} faults (${pagesPerFault.toFixed(1)} pages mapped per fault)`)
-console.log(`batches:        ${stats.batches}`)
+// A worker that reads the fd itself (direct, the default) takes faults with no batch handed over.
+console.log(`batches:        ${stats.batches} handed over (the worker reads the fd itself)`)
 console.log(`fallbacks:      ${stats.fallbacks}`)
 console.log(`errors:         ${stats.errors} counted, ${errors.length} 'error' events`)
 console.log(`first byte:     ${(firstByteMs * 1000).toFixed(0)} us after the worker was ready`)

@@ -950,7 +950,16 @@ impl Userfaultfd {
         }
         drop(dispatcher);
         for entry in stranded {
-            said.push(self.abandon(entry, |fault| no_handler_notice(fault, true)));
+            // Said before the fallback wakes the thread: when it runs again, the word is there
+            // already (a script that reads, then closes and ends, still hears it).
+            let notice = Dispatch::Notice(no_handler_notice(&entry.fault, true));
+            if let Err(returned) = owner.deliver(vec![notice]) {
+                said.extend(returned);
+            }
+            bump(&self.counters.errors);
+            if let Some(failed) = self.fall_back(&entry.fault) {
+                said.push(Dispatch::Notice(failed));
+            }
         }
         if said.is_empty() {
             return;
