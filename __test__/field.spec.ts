@@ -1,13 +1,13 @@
 // Field reliability: what a new user's ordinary mistakes and a real client's habits met. No fault
 // waits forever, nothing is silent, and a process ends when its script does. Real faults from
 // worker threads and child processes; the bounds on time catch hangs, they do not measure speed.
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { listen, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
-import { nextError, patternByte, patternPage, within, withReader } from './helpers/harness'
+import { nextError, patternByte, patternPage, spawnCollecting, until, within, withReader } from './helpers/harness'
 
 const PAGE = 4096
 const dir = mkdtempSync(join(tmpdir(), 'uffd-field-'))
@@ -288,46 +288,26 @@ const snapshot = join(peerDir, 'snapshot')
 writeFileSync(snapshot, patternPage(0, PAGE, PEER_PAGES + 1))
 test.after.always(() => rmSync(peerDir, { recursive: true, force: true }))
 
-function startPeer(socket: string): { child: ChildProcess; exit: Promise<{ code: number | null; signal: string | null; out: string }> } {
-  const child = spawn(peerBinary, [socket, 'serve', String(PEER_PAGES)], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  child.stdout?.on('data', (chunk) => {
-    out += chunk
-  })
-  child.stderr?.on('data', (chunk) => {
-    out += chunk
-  })
-  const exit = new Promise<{ code: number | null; signal: string | null; out: string }>((resolve) =>
-    child.on('close', (code, signal) => resolve({ code, signal, out })),
-  )
-  return { child, exit: within(exit, 'the peer process', 30_000) }
+function startPeer(socket: string) {
+  return spawnCollecting(peerBinary, [socket, 'serve', String(PEER_PAGES)], 'the peer process', 30_000)
 }
 
 test('the README’s snippet for another process’s memory, run as written (no keepAlive), serves the peer to its end, then exits', async (t) => {
   const socket = join(peerDir, 'readme.sock')
-  const server = spawn(process.execPath, [join(__dirname, 'helpers', 'field-child.js'), 'serve-peer', `${socket},${snapshot}`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  server.stdout?.on('data', (chunk) => {
-    out += chunk
-  })
-  server.stderr?.on('data', (chunk) => {
-    out += chunk
-  })
-  const serverExit = within(new Promise<number | null>((resolve) => server.on('close', resolve)), 'the serving process', 30_000)
-  await within(
-    (async () => {
-      while (!out.includes('listening')) await sleep(10)
-    })(),
-    'the listener',
+  const server = spawnCollecting(
+    process.execPath,
+    [join(__dirname, 'helpers', 'field-child.js'), 'serve-peer', `${socket},${snapshot}`],
+    'the serving process',
+    30_000,
   )
+  await until(() => server.output().includes('listening'), 'the listener')
   const peer = startPeer(socket)
   const { code, out: peerOut } = await peer.exit
   t.is(code, 0, peerOut)
-  t.is(await serverExit, 0, out)
-  t.regex(out, /"closed":true/)
-  t.regex(out, new RegExp(`"copies":${PEER_PAGES}`))
+  const served = await server.exit
+  t.is(served.code, 0, served.out)
+  t.regex(served.out, /"closed":true/)
+  t.regex(served.out, new RegExp(`"copies":${PEER_PAGES}`))
 })
 
 test('an adopted userfaultfd falls back with SIGBUS by default: a handler that cannot serve stops the peer instead of giving it zeros', async (t) => {

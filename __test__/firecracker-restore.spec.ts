@@ -1,13 +1,13 @@
 // Snapshot restore: serveFirecracker against a C peer that does what Firecracker does (several
 // regions, the 1.12+ handshake body, EVENT_REMOVE for its balloon, hugetlb memory) and checks
 // every byte of every page it reads against the memory it should see.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { type FirecrackerServer, readTrace, serveFirecracker, type UffdError, type VmSummary } from 'userfaultfd'
-import { freeHugePages, within } from './helpers/harness'
+import { freeHugePages, spawnCollecting, until, within } from './helpers/harness'
 
 const PAGE = 4096
 const PAGES = 256
@@ -36,26 +36,8 @@ function memoryFile(name: string, pages: number, size = PAGE, seed = 0, has: (p:
   return path
 }
 
-interface Peer {
-  child: ChildProcess
-  exit: Promise<{ code: number | null; signal: string | null; out: string }>
-  /** What it printed so far. */
-  output: () => string
-}
-
-function startPeer(socket: string, expected: string, pages: number, args: string[] = []): Peer {
-  const child = spawn(peerBinary, [socket, expected, String(pages), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  child.stdout?.on('data', (chunk) => {
-    out += chunk
-  })
-  child.stderr?.on('data', (chunk) => {
-    out += chunk
-  })
-  const exit = new Promise<{ code: number | null; signal: string | null; out: string }>((resolve) =>
-    child.on('close', (code, signal) => resolve({ code, signal, out })),
-  )
-  return { child, exit: within(exit, 'the VM peer', 60_000), output: () => out }
+function startPeer(socket: string, expected: string, pages: number, args: string[] = []) {
+  return spawnCollecting(peerBinary, [socket, expected, String(pages), ...args], 'the VM peer', 60_000)
 }
 
 function nextSummary(server: FirecrackerServer): Promise<VmSummary> {
@@ -180,12 +162,7 @@ test('four VMs restored at once by one server: each reads its bytes right, four 
     const { code, out } = await peer.exit
     t.is(code, 0, out)
   }
-  await within(
-    (async () => {
-      while (summaries.length < 4) await new Promise((resolve) => setTimeout(resolve, 10))
-    })(),
-    'four summaries',
-  )
+  await until(() => summaries.length >= 4, 'four summaries')
   const sorted = (pids: Array<number | undefined>) => [...pids].sort((a, b) => (a ?? 0) - (b ?? 0))
   t.deepEqual(sorted(summaries.map((vm) => vm.pid)), sorted(peers.map((peer) => peer.child.pid)))
   t.true(summaries.every((vm) => vm.outcome === 'served'))
@@ -251,12 +228,7 @@ test('a VM killed mid-restore ends its restore; the server serves the next VM', 
   t.teardown(() => server.close())
   const first = nextSummary(server)
   const hanging = startPeer(socket, mem, PAGES, ['--hang-after', '10'])
-  await within(
-    (async () => {
-      while (!hanging.output().includes('hanging')) await new Promise((resolve) => setTimeout(resolve, 10))
-    })(),
-    'the peer to hang',
-  )
+  await until(() => hanging.output().includes('hanging'), 'the peer to hang')
   hanging.child.kill('SIGKILL')
   t.is((await hanging.exit).signal, 'SIGKILL')
   t.is((await first).outcome, 'served')
@@ -290,30 +262,13 @@ test('a guest in 2 MiB hugetlbfs pages is served in 2 MiB pages, bytes right', a
 test('the userfaultfd command serves a VM and prints a JSON line per event', async (t) => {
   const mem = memoryFile('cli.mem', PAGES)
   const socket = socketPath()
-  const cli = spawn(
-    process.execPath,
-    [join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js'), 'firecracker', '--socket', socket, '--mem', mem, '--once'],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  )
-  let out = ''
-  cli.stdout?.on('data', (chunk) => {
-    out += chunk
-  })
-  cli.stderr?.on('data', (chunk) => {
-    out += chunk
-  })
-  const cliExit = within(new Promise<number | null>((resolve) => cli.on('close', resolve)), 'the command', 60_000)
-  await within(
-    (async () => {
-      while (!out.includes('listening')) await new Promise((resolve) => setTimeout(resolve, 10))
-    })(),
-    'listening',
-  )
+  const command = [join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js'), 'firecracker', '--socket', socket, '--mem', mem, '--once']
+  const cli = spawnCollecting(process.execPath, command, 'the command', 60_000)
+  await until(() => cli.output().includes('listening'), 'listening')
   const { code } = await startPeer(socket, mem, PAGES).exit
   t.is(code, 0)
-  t.is(await cliExit, 0, out)
+  const { code: cliCode, out } = await cli.exit
+  t.is(cliCode, 0, out)
   const lines = out
     .trim()
     .split('\n')

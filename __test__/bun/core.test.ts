@@ -1,39 +1,9 @@
 // The core cases under Bun: real faults from real threads, bytes checked.
 import { describe, expect, test } from 'bun:test'
-import { readFileSync } from 'node:fs'
 import { Region, UffdError, Userfaultfd } from 'userfaultfd'
+import { freeHugePages, nextError, readInWorker } from './helpers'
 
 const PAGE = 4096
-const LIMIT_MS = 15_000
-
-function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: no answer in time`)), LIMIT_MS)),
-  ])
-}
-
-function readInWorker(region: Region, offsets: number[]): { bytes: Promise<number[]>; worker: Worker } {
-  const worker = new Worker(new URL('./reader.ts', import.meta.url).href)
-  const bytes = new Promise<number[]>((resolve, reject) => {
-    worker.onmessage = (event) => resolve(event.data)
-    worker.onerror = (event) => reject(new Error(event.message))
-  })
-  worker.postMessage({ shared: region.share(), offsets })
-  return { bytes: within(bytes, 'the reader worker'), worker }
-}
-
-function nextError(uffd: Userfaultfd): Promise<UffdError> {
-  return within(new Promise((resolve) => uffd.once('error', resolve)), 'an error event')
-}
-
-function freeHugePages(): number {
-  try {
-    return Number(readFileSync('/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages', 'utf8'))
-  } catch {
-    return 0
-  }
-}
 
 describe('userfaultfd under Bun', () => {
   test('missing+copy: a worker reads, the main thread serves', async () => {

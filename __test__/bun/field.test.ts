@@ -4,28 +4,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
+import { readInWorker, within } from './helpers'
 
 const PAGE = 4096
-const LIMIT_MS = 15_000
 const dir = mkdtempSync(join(tmpdir(), 'uffd-bun-field-'))
 const child = new URL('./field-child.ts', import.meta.url).pathname
-
-function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: no answer in time`)), LIMIT_MS)),
-  ])
-}
-
-function readInWorker(region: Region, offsets: number[]): { bytes: Promise<number[]>; worker: Worker } {
-  const worker = new Worker(new URL('./reader.ts', import.meta.url).href)
-  const bytes = new Promise<number[]>((resolve, reject) => {
-    worker.onmessage = (event) => resolve(event.data)
-    worker.onerror = (event) => reject(new Error(event.message))
-  })
-  worker.postMessage({ shared: region.share(), offsets })
-  return { bytes: within(bytes, 'the reader worker'), worker }
-}
 
 function run(scenario: string): { status: number | null; ms: number; line: Record<string, unknown> | undefined; stderr: string } {
   const started = Date.now()

@@ -1,5 +1,6 @@
 // Shared by the ava tests: regions of each kind, the byte pattern pages are served with, a reader
 // worker that takes faults from another thread, and time limits so that a hang fails a test.
+import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
@@ -75,6 +76,43 @@ export function within<T>(promise: Promise<T>, what: string, ms = LIMIT_MS): Pro
     timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)
   })
   return Promise.race([promise, limit]).finally(() => clearTimeout(timer))
+}
+
+/** How a child process ended, and all it printed (stdout and stderr). */
+export interface ChildExit {
+  code: number | null
+  signal: NodeJS.Signals | null
+  out: string
+}
+
+/** A child process whose output is collected: `exit` settles once it closed (its output whole), within `ms`. */
+export function spawnCollecting(
+  command: string,
+  args: string[],
+  what: string,
+  ms = LIMIT_MS,
+): { child: ChildProcess; exit: Promise<ChildExit>; output: () => string } {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  const take = (chunk: Buffer) => {
+    out += chunk
+  }
+  child.stdout?.on('data', take)
+  child.stderr?.on('data', take)
+  // 'close', not 'exit': the last lines may still be in the pipes when it exits.
+  const exit = new Promise<ChildExit>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, out })))
+  return { child, exit: within(exit, what, ms), output: () => out }
+}
+
+/** Polls until `condition` holds; fails instead of hanging. */
+export function until(condition: () => boolean, what: string, ms = LIMIT_MS): Promise<void> {
+  return within(
+    (async () => {
+      while (!condition()) await new Promise((resolve) => setTimeout(resolve, 10))
+    })(),
+    what,
+    ms,
+  )
 }
 
 /** The next 'error' event of a userfaultfd. */

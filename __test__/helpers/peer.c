@@ -37,20 +37,6 @@
 /* The byte the handler serves at index `i` of page `p`: the same formula as the tests' pattern. */
 static unsigned char expected(size_t p, size_t i) { return (unsigned char)((p * 31 + i * 7 + 1) & 0xff); }
 
-static void die(const char *what) {
-  perror(what);
-  exit(2);
-}
-
-static int connect_to(const char *path) {
-  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (sock < 0) die("socket");
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
-  if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
-  return sock;
-}
-
 #include "send-fd.h"
 
 /* The page-size fields of a range in the body of Firecracker release FORM, all in bytes; with

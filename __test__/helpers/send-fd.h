@@ -1,8 +1,26 @@
-/* Shared by the test peers (peer.c, wp-peer.c): sends `body` on a connected Unix socket with `fd`
- * as SCM_RIGHTS (no fd if `fd` < 0), as Firecracker's handshake does. The includer defines die(). */
+/* Shared by the test peers (peer.c, wp-peer.c, vm-peer.c): what a peer does on its socket. It
+ * connects to the handler's Unix socket and sends `body` with `fd` as SCM_RIGHTS (no fd if `fd` < 0),
+ * as Firecracker's handshake does; die() reports a failed call and exits 2. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
+
+static void die(const char *what) {
+  perror(what);
+  exit(2);
+}
+
+static int connect_to(const char *path) {
+  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) die("socket");
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
+  if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
+  return sock;
+}
 
 static void send_handshake_fd(int sock, const char *body, int fd) {
   struct iovec iov = {.iov_base = (void *)body, .iov_len = strlen(body)};

@@ -35,20 +35,6 @@
 
 #define MAX_REGIONS 8
 
-static void die(const char *what) {
-  perror(what);
-  exit(2);
-}
-
-static int connect_to(const char *path) {
-  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (sock < 0) die("socket");
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
-  if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
-  return sock;
-}
-
 #include "send-fd.h"
 
 /* Compares one page of guest memory with what EXPECTED holds there; returns wrong bytes. */

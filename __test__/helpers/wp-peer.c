@@ -30,11 +30,6 @@
 static unsigned char expected(size_t p, size_t i) { return (unsigned char)((p * 31 + i * 7 + 1) & 0xff); }
 static int wrong;
 
-static void die(const char *what) {
-  perror(what);
-  exit(2);
-}
-
 #include "send-fd.h"
 
 static void check(const char *what, unsigned char got, unsigned char want) {
@@ -44,11 +39,7 @@ static void check(const char *what, unsigned char got, unsigned char want) {
 }
 
 static void send_handshake(const char *path, unsigned char *mem, int uffd) {
-  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (sock < 0) die("socket");
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
-  if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
+  int sock = connect_to(path);
   char body[256];
   snprintf(body, sizeof body, "[{\"base_host_virt_addr\":%lu,\"size\":%d,\"offset\":0,\"page_size\":%d}]",
            (unsigned long)(uintptr_t)mem, PAGES * PAGE, PAGE);

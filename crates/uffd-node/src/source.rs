@@ -62,21 +62,10 @@ impl NativeSource {
         NativeSource { source, for_faults: OnceLock::new() }
     }
 
-    /// The source with its own readahead window, for one registration.
-    pub(crate) fn served(
-        &self,
-        env: &Env,
-        pages: Option<f64>,
-        max_pages: Option<f64>,
-        adaptive: Option<bool>,
-        fallthrough: bool,
-    ) -> napi::Result<Arc<Served>> {
-        self.served_with(env, pages, max_pages, adaptive, fallthrough, false, None)
-    }
-
-    /// The same, with what a served range of another process's memory may add.
+    /// The source with its own readahead window, for one registration (or a served range of
+    /// another process's memory, which may add what a removed range gets and a recorder).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn served_with(
+    pub(crate) fn served(
         &self,
         env: &Env,
         pages: Option<f64>,

@@ -225,7 +225,7 @@ impl NativeUffd {
         let modes = Modes { missing: range.missing, minor: range.minor, wp: range.wp };
         let served = source
             .map(|s| {
-                s.served(&env, range.readahead_pages, range.readahead_max_pages, range.adaptive, range.fallthrough)
+                s.served(&env, range.readahead_pages, range.readahead_max_pages, range.adaptive, range.fallthrough, false, None)
             })
             .transpose()?;
         let region = region.region(&env, "UFFDIO_REGISTER")?;
@@ -245,7 +245,7 @@ impl NativeUffd {
     ) -> napi::Result<()> {
         let offset = to_usize(&env, "offset", how.offset)?;
         let length = to_opt_usize(&env, "length", how.length)?;
-        let served = source.served_with(
+        let served = source.served(
             &env,
             how.readahead_pages,
             how.readahead_max_pages,
