@@ -4,7 +4,7 @@
 // next to Firecracker's own example handlers (uffd_on_demand_handler, uffd_fault_all_handler),
 // alternating run by run, and four restores at once through one server.
 //
-//   node bench/firecracker.mjs [--runs N] [--json FILE]
+//   node bench/firecracker.mjs [--runs N] [--json FILE] [--concurrent-only]
 //
 // It needs a Firecracker built beside the project and a snapshot of the test guest, as
 // ../shared/firecracker/README.md says (nothing of Firecracker is in this repository): the
@@ -20,7 +20,9 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, json: { type: 'string' } } })
+const { values } = parseArgs({
+  options: { runs: { type: 'string', default: '5' }, json: { type: 'string' }, 'concurrent-only': { type: 'boolean', default: false } },
+})
 const RUNS = Number(values.runs)
 const DRIVE = process.env.DRIVE ?? join(ROOT, '..', 'shared', 'firecracker', 'drive.py')
 const FCWORK = process.env.FCWORK
@@ -79,14 +81,18 @@ const range = (xs) => {
 }
 
 // A first restore records the working set (on demand, no prefetch) for the replay runs.
-process.stderr.write('recording a working-set trace...\n')
-rmSync(TRACE, { force: true })
-const recording = restore({ kind: 'cmd', command: cli(`--record ${TRACE}`) }, 'bench-record')
-if (!recording.csum_ok || !existsSync(TRACE)) throw new Error(`the recording restore failed: ${JSON.stringify(recording).slice(0, 400)}`)
+const alternating = !values['concurrent-only']
+let recording
+if (alternating) {
+  process.stderr.write('recording a working-set trace...\n')
+  rmSync(TRACE, { force: true })
+  recording = restore({ kind: 'cmd', command: cli(`--record ${TRACE}`) }, 'bench-record')
+  if (!recording.csum_ok || !existsSync(TRACE)) throw new Error(`the recording restore failed: ${JSON.stringify(recording).slice(0, 400)}`)
+}
 
 const results = Object.fromEntries(Object.keys(HANDLERS).map((name) => [name, []]))
 const names = Object.keys(HANDLERS)
-for (let run = 0; run < RUNS; run++) {
+for (let run = 0; alternating && run < RUNS; run++) {
   // Rotate the order run by run: the machine is noisy, and no handler always goes first.
   for (let i = 0; i < names.length; i++) {
     const name = names[(i + run) % names.length]
@@ -99,11 +105,12 @@ for (let run = 0; run < RUNS; run++) {
 }
 
 // Four restores at once through one server: drive.py's handler for each is a symlink to its socket.
+// On demand (no prefetch), so that the guests fault and the fault latencies compare.
 async function concurrent(count) {
   const socket = join(FCWORK, `bench-shared-${count}.sock`)
   const server = spawn(
     process.execPath,
-    [CLI, 'firecracker', '--socket', socket, '--mem', join(FCWORK, 'snap', 'vm.mem'), '--connect-timeout-ms', '0'],
+    [CLI, 'firecracker', '--socket', socket, '--mem', join(FCWORK, 'snap', 'vm.mem'), '--connect-timeout-ms', '0', '--no-prefetch'],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
@@ -159,13 +166,14 @@ const rows = Object.entries(results).map(([name, runs]) => {
 const onDemand = rows.find((row) => row.name === 'fc')
 const fmt = (x, digits = 2) => (x === undefined ? '-' : x.toFixed(digits))
 const out = []
-out.push(`## Firecracker snapshot restore (1 GiB guest, 384 MiB read back; ${RUNS} runs alternating, medians [min-max])`)
-out.push('')
-out.push(
-  '| handler | to first tick (s) | to first checksum (s) | vs on-demand | checksum read (s) | faults | handler CPU (s) | handler peak RSS (MiB) | checksums right |',
-)
-out.push('|---|---|---|---|---|---|---|---|---|')
-for (const row of rows) {
+if (alternating) out.push(`## Firecracker snapshot restore (1 GiB guest, 384 MiB read back; ${RUNS} runs alternating, medians [min-max])`)
+if (alternating) out.push('')
+if (alternating)
+  out.push(
+    '| handler | to first tick (s) | to first checksum (s) | vs on-demand | checksum read (s) | faults | handler CPU (s) | handler peak RSS (MiB) | checksums right |',
+  )
+if (alternating) out.push('|---|---|---|---|---|---|---|---|---|')
+for (const row of alternating ? rows : []) {
   const ratio = onDemand?.toChecksum ? `${(row.toChecksum / onDemand.toChecksum).toFixed(2)}x` : '-'
   out.push(
     `| ${row.label} | ${fmt(row.toFirstTick)} | ${fmt(row.toChecksum)} [${fmt(row.toChecksumRange?.[0])}-${fmt(row.toChecksumRange?.[1])}] | ${ratio} | ${fmt(row.checksumRead, 3)} [${fmt(row.checksumReadRange?.[0], 3)}-${fmt(row.checksumReadRange?.[1], 3)}] | ${row.faults ?? '-'} | ${fmt(row.handlerCpu)} | ${fmt(row.handlerRssMiB, 1)} | ${row.checksumsOk}/${row.runs} |`,
@@ -174,7 +182,7 @@ for (const row of rows) {
 const p50 = (summaries) => median(summaries.map((s) => s.faultP50Micros))
 out.push('')
 out.push(
-  `Four restores at once through one server: checksums right ${four.restores.filter((r) => r.csum_ok).length}/4, ` +
+  `Four restores at once through one server, on demand (--no-prefetch): checksums right ${four.restores.filter((r) => r.csum_ok).length}/4, ` +
     `handler fault latency p50 ${fmt(p50(four.summaries), 0)} us vs ${fmt(p50(lone.summaries), 0)} us for a lone restore ` +
     `(${p50(lone.summaries) ? (p50(four.summaries) / p50(lone.summaries)).toFixed(2) : '-'}x); to first checksum ${fmt(median(four.restores.map((r) => r.to_csum_s)))} s median ` +
     `vs ${fmt(median(lone.restores.map((r) => r.to_csum_s)))} s lone (the guests busy-wait and share 2 CPUs).`,
@@ -182,6 +190,6 @@ out.push(
 out.push('')
 out.push(`Reproduce: FCWORK=... FIRECRACKER=... FIRECRACKER_EXAMPLES=... node bench/firecracker.mjs --runs ${RUNS}`)
 console.log(out.join('\n'))
-const json = { runs: RUNS, rows, recording: { toChecksum: recording.to_csum_s, summary: recording.summary }, lone, four }
+const json = { runs: RUNS, rows, recording: recording && { toChecksum: recording.to_csum_s, summary: recording.summary }, lone, four }
 mkdirSync(join(ROOT, 'bench', 'out'), { recursive: true })
 writeFileSync(values.json ?? join(ROOT, 'bench', 'out', 'firecracker.json'), JSON.stringify(json, null, 1))
