@@ -107,8 +107,6 @@ pub struct FileLayer {
     file: Arc<File>,
     offset: u64,
     path: Arc<str>,
-    /// The whole file mapped read-only, made on first use: COPY reads the page cache through it.
-    mapping: Arc<std::sync::OnceLock<Option<memmap2::Mmap>>>,
 }
 
 /// What a file has at a region offset.
@@ -143,7 +141,7 @@ impl FileLayer {
                 Err(e) => return Err(Error::sys("pread", errno(e), format!("{what} at offset {offset}"))),
             }
         }
-        Ok(FileLayer { file: Arc::new(file), offset, path: path.into(), mapping: Arc::default() })
+        Ok(FileLayer { file: Arc::new(file), offset, path: path.into() })
     }
 
     fn available(&self, offset: usize) -> usize {
@@ -170,18 +168,6 @@ impl FileLayer {
                 Ok(Extent::Data { until: region_offset(hole) })
             }
         }
-    }
-
-    /// The file's bytes at region offset `at`, through its mapping, if the mapping holds them.
-    fn mapped(&self, at: usize, len: usize) -> Option<&[u8]> {
-        let mapping = self.mapping.get_or_init(|| {
-            // SAFETY: the mapping is read-only and only ever handed to the kernel as UFFDIO_COPY's
-            // source, never read in this process: a file truncated under it makes that ioctl fail
-            // with EFAULT (which the caller reports) instead of raising SIGBUS here.
-            unsafe { memmap2::MmapOptions::new().map(&*self.file) }.ok()
-        });
-        let start = usize::try_from(self.offset).ok()?.checked_add(at)?;
-        mapping.as_ref()?.get(start..start.checked_add(len)?)
     }
 
     /// Reads `out.len()` bytes at region offset `at`; zeros past the end of the file.
@@ -548,17 +534,6 @@ impl Userfaultfd {
         len: usize,
         scratch: &mut Scratch,
     ) -> Result<usize> {
-        if let [layer] = layers {
-            if use_mapping() {
-                if let Extent::Data { until } = layer.extent(offset)? {
-                    if until >= offset + len {
-                        if let Some(bytes) = layer.mapped(offset, len) {
-                            return self.copy(region, offset, bytes, Wake(true), Protect(false));
-                        }
-                    }
-                }
-            }
-        }
         let out = scratch.aligned(len);
         if fill_layers(layers, offset, out)? {
             return self.copy(region, offset, out, Wake(true), Protect(false));
@@ -576,11 +551,6 @@ impl Userfaultfd {
         }
         self.zero(region, offset, len, Wake(true))
     }
-}
-
-fn use_mapping() -> bool {
-    static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *USE.get_or_init(|| std::env::var_os("UFFD_SOURCE_MMAP").is_some())
 }
 
 #[cfg(test)]
