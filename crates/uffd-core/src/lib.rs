@@ -14,6 +14,7 @@ pub mod ioctl;
 pub mod prefetch;
 mod pump;
 pub mod region;
+mod registrations;
 mod registry;
 mod resolve;
 pub mod source;

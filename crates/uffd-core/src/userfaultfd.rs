@@ -7,6 +7,7 @@ use crate::fault::{Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind};
 use crate::fault_loop;
 use crate::ioctl;
 use crate::region::{MemoryKind, Region};
+use crate::registrations::Registrations;
 use crate::registry::Registry;
 use crate::resolve::{Protect, Wake};
 use crate::source::Served;
@@ -14,7 +15,7 @@ use crate::stats::{bump, Counters, Snapshot};
 use crate::uapi;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
@@ -109,14 +110,6 @@ pub struct Modes {
     pub wp: bool,
 }
 
-#[derive(Clone)]
-struct Registration {
-    region: Arc<Region>,
-    end: usize,
-    /// A native source that resolves this range's faults on the loop thread.
-    served: Option<Arc<Served>>,
-}
-
 enum FaultState {
     /// Nobody has resolved it yet.
     Waiting,
@@ -209,7 +202,7 @@ pub struct Userfaultfd {
     fallback: Fallback,
     timeout: Option<Duration>,
     pub(crate) spin: Duration,
-    registrations: RwLock<BTreeMap<usize, Registration>>,
+    registrations: RwLock<Registrations>,
     dispatcher: Mutex<Dispatcher>,
     handler_thread: AtomicI32,
     next_fault_id: AtomicU64,
@@ -336,14 +329,7 @@ impl Userfaultfd {
     ) -> Result<Arc<Userfaultfd>> {
         let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|errno| Error::sys("eventfd", errno, ""))?;
-        let registrations = remote
-            .into_iter()
-            .map(|region| {
-                let start = region.address();
-                let end = start + region.size();
-                (start, Registration { region, end, served: None })
-            })
-            .collect();
+        let registrations = Registrations::of_regions(remote);
         let uffd = Arc::new(Userfaultfd {
             id: UFFDS.next_id(),
             fd: RwLock::new(Some(ioctl::adopt(fd))),
@@ -496,8 +482,7 @@ impl Userfaultfd {
         mode.set(RegisterMode::WRITE_PROTECT, modes.wp);
         let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
         let ioctls = self.with_fd(OP, |uffd| ioctl::register(uffd, start, len, mode))?;
-        carve(&mut registrations, start, start + len);
-        registrations.insert(start, Registration { region: region.clone(), end: start + len, served });
+        registrations.insert_range(region, start, start + len, served);
         Ok(ioctls)
     }
 
@@ -508,8 +493,7 @@ impl Userfaultfd {
         let len = len.unwrap_or(region.size().saturating_sub(offset));
         let start = self.check_registered(OP, region, offset, len)?;
         let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
-        carve(&mut registrations, start, start + len);
-        registrations.insert(start, Registration { region: region.clone(), end: start + len, served: Some(served) });
+        registrations.insert_range(region, start, start + len, Some(served));
         drop(registrations);
         // Faults that came before the source (the peer runs as soon as it has sent its handshake)
         // wait for a handler: the source serves them now.
@@ -544,7 +528,7 @@ impl Userfaultfd {
     /// A range was removed (EVENT_REMOVE): the sources serving it learn of it.
     pub(crate) fn note_removed(&self, start: usize, end: usize) {
         let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
-        for (&reg_start, reg) in registrations.range(..end).filter(|(_, reg)| reg.end > start) {
+        for (reg_start, reg) in registrations.overlapping(start, end) {
             if let Some(served) = &reg.served {
                 let base = reg.region.address();
                 served.note_removed(start.max(reg_start) - base, end.min(reg.end) - base);
@@ -560,7 +544,7 @@ impl Userfaultfd {
         let start = region.check_range(OP, offset, len)?;
         let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
         self.with_fd(OP, |uffd| ioctl::unregister(uffd, start, len))?;
-        carve(&mut registrations, start, start + len);
+        registrations.carve(start, start + len);
         drop(registrations);
         self.forget_faults(|fault| {
             Arc::ptr_eq(&fault.region, region) && (offset..offset + len).contains(&fault.offset)
@@ -579,19 +563,8 @@ impl Userfaultfd {
         self.check_open(op)?;
         let start = region.check_range(op, offset, len)?;
         let end = start + len;
-        let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
-        let mut covered = start;
-        for (&reg_start, reg) in registrations.range(..end) {
-            if reg.end <= covered {
-                continue;
-            }
-            if reg_start > covered {
-                break;
-            }
-            covered = reg.end;
-            if covered >= end {
-                return Ok(start);
-            }
+        if self.registrations.read().unwrap_or_else(|p| p.into_inner()).covers(start, end) {
+            return Ok(start);
         }
         Err(Error::invalid(
             op,
@@ -1074,12 +1047,9 @@ impl Userfaultfd {
     pub(crate) fn registered_ranges(&self) -> Vec<RemoteRange> {
         let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
         registrations
-            .iter()
-            .map(|(start, reg)| RemoteRange {
-                address: *start,
-                length: reg.end - start,
-                page_size: reg.region.page_size(),
-            })
+            .ranges()
+            .into_iter()
+            .map(|(start, end, page_size)| RemoteRange { address: start, length: end - start, page_size })
             .collect()
     }
 
@@ -1090,11 +1060,7 @@ impl Userfaultfd {
     /// The registration covering `address`: its region, end address and native source.
     pub(crate) fn registration_at(&self, address: usize) -> Option<(Arc<Region>, usize, Option<Arc<Served>>)> {
         let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
-        registrations
-            .range(..=address)
-            .next_back()
-            .filter(|(_, reg)| address < reg.end)
-            .map(|(_, reg)| (reg.region.clone(), reg.end, reg.served.clone()))
+        registrations.at(address).map(|(_, reg)| (reg.region.clone(), reg.end, reg.served.clone()))
     }
 
     /// The region a registration covering `address` belongs to.
@@ -1105,15 +1071,12 @@ impl Userfaultfd {
     /// Records a whole region as registered, without an ioctl: the kernel registered it already
     /// (a range that moved with mremap).
     pub(crate) fn track_registration(&self, region: Arc<Region>) {
-        let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
-        let (start, end) = (region.address(), region.address() + region.size());
-        carve(&mut registrations, start, end);
-        registrations.insert(start, Registration { region, end, served: None });
+        self.registrations.write().unwrap_or_else(|p| p.into_inner()).insert(region, None);
     }
 
     /// Removes `[start, end)` from the registration map (the kernel already did).
     pub(crate) fn carve_registrations(&self, start: usize, end: usize) {
-        carve(&mut self.registrations.write().unwrap_or_else(|p| p.into_inner()), start, end);
+        self.registrations.write().unwrap_or_else(|p| p.into_inner()).carve(start, end);
     }
 
     /// Retries the fallbacks the loop thread deferred because an event was unread.
@@ -1340,12 +1303,8 @@ impl Userfaultfd {
     /// Drops this fd's registrations of a closing region; the kernel wakes their waiters.
     fn release_region(&self, region: &Arc<Region>) {
         let mut registrations = self.registrations.write().unwrap_or_else(|p| p.into_inner());
-        let starts: Vec<usize> =
-            registrations.iter().filter(|(_, r)| Arc::ptr_eq(&r.region, region)).map(|(s, _)| *s).collect();
-        for start in starts {
-            if let Some(reg) = registrations.remove(&start) {
-                let _ = self.with_fd("UFFDIO_UNREGISTER", |uffd| ioctl::unregister(uffd, start, reg.end - start));
-            }
+        for (start, end) in registrations.remove_region(region) {
+            let _ = self.with_fd("UFFDIO_UNREGISTER", |uffd| ioctl::unregister(uffd, start, end - start));
         }
         drop(registrations);
         self.forget_faults(|fault| Arc::ptr_eq(&fault.region, region));
@@ -1359,12 +1318,9 @@ impl Userfaultfd {
         if self.features & uapi::FEATURE_EVENT_FORK == 0 || self.on_loop_thread() || lock(&self.thread).is_none() {
             return;
         }
-        let ranges: Vec<(usize, usize)> = {
-            let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
-            registrations.iter().map(|(start, reg)| (*start, reg.end - start)).collect()
-        };
-        for (start, len) in ranges {
-            let _ = self.with_fd("UFFDIO_UNREGISTER", |uffd| ioctl::unregister(uffd, start, len));
+        let ranges = self.registrations.read().unwrap_or_else(|p| p.into_inner()).ranges();
+        for (start, end, _) in ranges {
+            let _ = self.with_fd("UFFDIO_UNREGISTER", |uffd| ioctl::unregister(uffd, start, end - start));
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline && self.with_fd("UFFDIO_ZEROPAGE", ioctl::event_in_progress).unwrap_or(false) {
@@ -1411,21 +1367,6 @@ impl Userfaultfd {
 impl Drop for Userfaultfd {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-/// Removes `[start, end)` from a registration map, keeping the parts of registrations outside it.
-fn carve(registrations: &mut BTreeMap<usize, Registration>, start: usize, end: usize) {
-    let overlapping: Vec<usize> =
-        registrations.range(..end).filter(|(_, reg)| reg.end > start).map(|(s, _)| *s).collect();
-    for reg_start in overlapping {
-        let reg = registrations.remove(&reg_start).expect("listed above");
-        if reg_start < start {
-            registrations.insert(reg_start, Registration { end: start, ..reg.clone() });
-        }
-        if reg.end > end {
-            registrations.insert(end, reg);
-        }
     }
 }
 

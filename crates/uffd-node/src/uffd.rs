@@ -225,7 +225,15 @@ impl NativeUffd {
         let modes = Modes { missing: range.missing, minor: range.minor, wp: range.wp };
         let served = source
             .map(|s| {
-                s.served(&env, range.readahead_pages, range.readahead_max_pages, range.adaptive, range.fallthrough, false, None)
+                s.served(
+                    &env,
+                    range.readahead_pages,
+                    range.readahead_max_pages,
+                    range.adaptive,
+                    range.fallthrough,
+                    false,
+                    None,
+                )
             })
             .transpose()?;
         let region = region.region(&env, "UFFDIO_REGISTER")?;
