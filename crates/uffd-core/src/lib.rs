@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 pub mod fault;
 mod fault_loop;
+mod fault_table;
 pub mod handshake;
 pub mod ioctl;
 pub mod prefetch;

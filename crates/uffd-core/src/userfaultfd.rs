@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::events::{Deferred, EventEpoch, Retry, UffdEvent};
 use crate::fault::{Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind};
 use crate::fault_loop;
+use crate::fault_table::{FaultState, FaultTable, InFlight};
 use crate::ioctl;
 use crate::region::{MemoryKind, Region};
 use crate::registrations::Registrations;
@@ -15,7 +16,6 @@ use crate::stats::{bump, Counters, Snapshot};
 use crate::uapi;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
@@ -110,23 +110,6 @@ pub struct Modes {
     pub wp: bool,
 }
 
-enum FaultState {
-    /// Nobody has resolved it yet.
-    Waiting,
-    /// Resolved with DONTWAKE: the page is there, the thread still sleeps.
-    Asleep,
-}
-
-struct InFlight {
-    fault: Fault,
-    state: FaultState,
-    deadline: Option<Instant>,
-    /// Another message for the same page arrived while this one was in flight.
-    duplicate: bool,
-    /// The handler generation the fault was handed to.
-    delivered_to: Option<u64>,
-}
-
 #[derive(Default)]
 struct Dispatcher {
     sink: Option<(u64, Arc<dyn FaultSink>)>,
@@ -137,17 +120,7 @@ struct Dispatcher {
     expected: std::collections::BTreeSet<u64>,
     next_expectation: u64,
     queued: Vec<Dispatch>,
-    in_flight: HashMap<u64, InFlight>,
-    by_page: HashMap<usize, u64>,
-}
-
-impl Dispatcher {
-    fn take(&mut self, id: u64) -> Option<InFlight> {
-        let entry = self.in_flight.remove(&id)?;
-        let page = entry.fault.region.address() + entry.fault.offset;
-        self.by_page.remove(&page);
-        Some(entry)
-    }
+    faults: FaultTable,
 }
 
 /// What `finish` found when the handler was done with a fault.
@@ -505,7 +478,7 @@ impl Userfaultfd {
             dispatcher.queued = rest;
             mine.into_iter()
                 .filter_map(|item| match item {
-                    Dispatch::Fault(fault) => dispatcher.take(fault.id).map(|entry| entry.fault),
+                    Dispatch::Fault(fault) => dispatcher.faults.take(fault.id).map(|entry| entry.fault),
                     _ => None,
                 })
                 .collect()
@@ -522,7 +495,7 @@ impl Userfaultfd {
 
     /// Whether fault `id` still waits for its resolution.
     pub fn is_waiting(&self, id: u64) -> bool {
-        lock(&self.dispatcher).in_flight.contains_key(&id)
+        lock(&self.dispatcher).faults.contains(id)
     }
 
     /// A range was removed (EVENT_REMOVE): the sources serving it learn of it.
@@ -621,21 +594,21 @@ impl Userfaultfd {
     }
 
     pub(crate) fn fault_in_flight(&self, id: u64) -> Option<Fault> {
-        lock(&self.dispatcher).in_flight.get(&id).map(|entry| entry.fault.clone())
+        lock(&self.dispatcher).faults.get(id).map(|entry| entry.fault.clone())
     }
 
     /// Marks a resolved fault: woken ones leave the table; DONTWAKE ones wait for their wake.
     pub(crate) fn settle(&self, id: u64, woken: bool) {
         let mut dispatcher = lock(&self.dispatcher);
         if woken {
-            let entry = dispatcher.take(id);
+            let entry = dispatcher.faults.take(id);
             drop(dispatcher);
             if let Some(entry) = entry.filter(|e| e.duplicate) {
                 // A second thread may have queued behind the first one's message: wake it too.
                 self.wake_fault_page(&entry.fault);
             }
-        } else if let Some(entry) = dispatcher.in_flight.get_mut(&id) {
-            entry.state = FaultState::Asleep;
+        } else {
+            dispatcher.faults.set_asleep(id);
         }
     }
 
@@ -643,12 +616,12 @@ impl Userfaultfd {
     /// with DONTWAKE stays asleep, as the kernel's DONTWAKE means, until `wake` or its deadline.
     pub fn finish(&self, id: u64) -> Finish {
         let mut dispatcher = lock(&self.dispatcher);
-        match dispatcher.in_flight.get(&id).map(|entry| &entry.state) {
+        match dispatcher.faults.get(id).map(|entry| entry.state) {
             None => return Finish::Done,
             Some(FaultState::Asleep) => return Finish::Asleep,
             Some(FaultState::Waiting) => {}
         }
-        let entry = dispatcher.take(id).expect("looked up above");
+        let entry = dispatcher.faults.take(id).expect("looked up above");
         drop(dispatcher);
         bump(&self.counters.errors);
         if let Some(notice) = self.fall_back(&entry.fault) {
@@ -742,9 +715,8 @@ impl Userfaultfd {
     /// would (it faults again if its page is still absent).
     pub(crate) fn forget_faults(&self, matches: impl Fn(&Fault) -> bool) {
         let mut dispatcher = lock(&self.dispatcher);
-        let ids: Vec<u64> = dispatcher.in_flight.iter().filter(|(_, e)| matches(&e.fault)).map(|(id, _)| *id).collect();
         let duplicated: Vec<InFlight> =
-            ids.into_iter().filter_map(|id| dispatcher.take(id)).filter(|e| e.duplicate).collect();
+            dispatcher.faults.take_where(|e| matches(&e.fault)).into_iter().filter(|e| e.duplicate).collect();
         drop(dispatcher);
         for entry in duplicated {
             self.wake_fault_page(&entry.fault);
@@ -798,13 +770,7 @@ impl Userfaultfd {
             dispatcher.sink = None;
             self.handler_thread.store(0, Ordering::Release);
         }
-        let orphans: Vec<u64> = dispatcher
-            .in_flight
-            .iter()
-            .filter(|(_, e)| e.delivered_to == Some(generation))
-            .map(|(id, _)| *id)
-            .collect();
-        let orphans: Vec<InFlight> = orphans.into_iter().filter_map(|id| dispatcher.take(id)).collect();
+        let orphans = dispatcher.faults.take_where(|e| e.delivered_to == Some(generation));
         drop(dispatcher);
         let notices = orphans
             .into_iter()
@@ -831,9 +797,7 @@ impl Userfaultfd {
         let mut dispatcher = lock(&self.dispatcher);
         for item in batch {
             if let Dispatch::Fault(fault) = item {
-                if let Some(entry) = dispatcher.in_flight.get_mut(&fault.id) {
-                    entry.delivered_to = Some(generation);
-                }
+                dispatcher.faults.set_delivered(fault.id, Some(generation));
             }
         }
     }
@@ -884,9 +848,7 @@ impl Userfaultfd {
             let mut dispatcher = lock(&self.dispatcher);
             for item in &returned {
                 if let Dispatch::Fault(fault) = item {
-                    if let Some(entry) = dispatcher.in_flight.get_mut(&fault.id) {
-                        entry.delivered_to = None;
-                    }
+                    dispatcher.faults.set_delivered(fault.id, None);
                 }
             }
             dispatcher.queued.extend(returned);
@@ -910,7 +872,7 @@ impl Userfaultfd {
             match item {
                 Dispatch::Notice(_) => said.push(item),
                 Dispatch::Fault(fault) if waiting_for_none && fault.thread_id as i32 == owner_thread => {
-                    if let Some(entry) = dispatcher.take(fault.id) {
+                    if let Some(entry) = dispatcher.faults.take(fault.id) {
                         stranded.push(entry);
                     }
                 }
@@ -1169,27 +1131,14 @@ impl Userfaultfd {
         let self_fault = thread_id != 0 && thread_id == self.handler_thread.load(Ordering::Acquire);
         {
             let mut dispatcher = lock(&self.dispatcher);
-            if let Some(first) = dispatcher.by_page.get(&page).copied() {
-                if let Some(entry) = dispatcher.in_flight.get_mut(&first) {
-                    entry.duplicate = true;
-                    bump(&self.counters.duplicates);
-                    if !self_fault {
-                        return;
-                    }
+            if dispatcher.faults.mark_duplicate(page) {
+                bump(&self.counters.duplicates);
+                if !self_fault {
+                    return;
                 }
             }
             if !self_fault {
-                dispatcher.by_page.insert(page, fault.id);
-                dispatcher.in_flight.insert(
-                    fault.id,
-                    InFlight {
-                        fault: fault.clone(),
-                        state: FaultState::Waiting,
-                        deadline: self.timeout.map(|t| Instant::now() + t),
-                        duplicate: false,
-                        delivered_to: None,
-                    },
-                );
+                dispatcher.faults.insert(fault.clone(), page, self.timeout.map(|t| Instant::now() + t));
             }
         }
         if self_fault {
@@ -1254,21 +1203,12 @@ impl Userfaultfd {
 
     /// The earliest deadline of a fault in flight.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        lock(&self.dispatcher).in_flight.values().filter_map(|e| e.deadline).min()
+        lock(&self.dispatcher).faults.next_deadline()
     }
 
     /// Resolves every fault past its deadline by the fallback; returns their notices.
     pub(crate) fn expire(&self, now: Instant, batch: &mut Vec<Dispatch>) {
-        let expired: Vec<InFlight> = {
-            let mut dispatcher = lock(&self.dispatcher);
-            let ids: Vec<u64> = dispatcher
-                .in_flight
-                .iter()
-                .filter(|(_, e)| e.deadline.is_some_and(|d| d <= now))
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter().filter_map(|id| dispatcher.take(id)).collect()
-        };
+        let expired = lock(&self.dispatcher).faults.take_expired(now);
         let limit = self.timeout.unwrap_or_default();
         for entry in expired {
             if matches!(entry.state, FaultState::Waiting) {
@@ -1297,7 +1237,7 @@ impl Userfaultfd {
     pub fn stats(&self) -> Snapshot {
         let dispatcher = lock(&self.dispatcher);
         let queued = dispatcher.queued.iter().filter(|d| matches!(d, Dispatch::Fault(_))).count();
-        self.counters.snapshot(dispatcher.in_flight.len() as u64, queued as u64)
+        self.counters.snapshot(dispatcher.faults.len() as u64, queued as u64)
     }
 
     /// Drops this fd's registrations of a closing region; the kernel wakes their waiters.
@@ -1353,8 +1293,7 @@ impl Userfaultfd {
         self.registrations.write().unwrap_or_else(|p| p.into_inner()).clear();
         let sink = {
             let mut dispatcher = lock(&self.dispatcher);
-            dispatcher.in_flight.clear();
-            dispatcher.by_page.clear();
+            dispatcher.faults.clear();
             // Faults are gone with the fd; events and notices wait for a handler to hear them.
             dispatcher.queued.retain(|item| !matches!(item, Dispatch::Fault(_)));
             (dispatcher.sink.take(), dispatcher.owner.take())
