@@ -310,6 +310,13 @@ test('the README’s snippet for another process’s memory, run as written (no 
   t.regex(served.out, new RegExp(`"copies":${PEER_PAGES}`))
 })
 
+test('listen() takes the options a userfaultfd takes, spinMicros included (checked, not dropped)', (t) => {
+  t.throws(() => listen(join(peerDir, 'spin.sock'), { spinMicros: -1 }), { code: 'ERR_INVALID_ARG_TYPE', message: /spinMicros/ })
+  const listener = listen(join(peerDir, 'spin.sock'), { spinMicros: 50 })
+  listener.close()
+  t.pass()
+})
+
 test('an adopted userfaultfd falls back with SIGBUS by default: a handler that cannot serve stops the peer instead of giving it zeros', async (t) => {
   const socket = join(peerDir, 'sigbus.sock')
   const listener = listen(socket)
