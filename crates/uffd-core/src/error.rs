@@ -4,7 +4,7 @@
 use nix::errno::Errno;
 
 /// Everything that can go wrong in the core.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A system call or ioctl failed.
     #[error("{op} failed with {errno}: {}", hint(op, *errno, detail))]
@@ -18,6 +18,10 @@ pub enum Error {
     /// The kernel (or the negotiated feature set) does not offer what was asked.
     #[error("{op}: {detail}")]
     Unsupported { op: &'static str, detail: String },
+    /// A remote store (object_source/) refused or failed a request: its HTTP status where it
+    /// answered, and the errno that stands for the failure.
+    #[error("{op} failed with {errno}: {detail}")]
+    Remote { op: &'static str, errno: Errno, status: Option<u16>, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -41,17 +45,26 @@ impl Error {
             Error::Sys { op, .. }
             | Error::Invalid { op, .. }
             | Error::Closed { op, .. }
-            | Error::Unsupported { op, .. } => op,
+            | Error::Unsupported { op, .. }
+            | Error::Remote { op, .. } => op,
         }
     }
 
     /// The errno the error stands for: the kernel's, or the one the kernel would have given.
     pub fn errno(&self) -> Errno {
         match self {
-            Error::Sys { errno, .. } => *errno,
+            Error::Sys { errno, .. } | Error::Remote { errno, .. } => *errno,
             Error::Invalid { .. } => Errno::EINVAL,
             Error::Closed { .. } => Errno::EBADF,
             Error::Unsupported { .. } => Errno::EOPNOTSUPP,
+        }
+    }
+
+    /// The HTTP status of a remote store's answer, if that is what failed.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Remote { status, .. } => *status,
+            _ => None,
         }
     }
 
@@ -72,7 +85,7 @@ pub fn errno_name(errno: Errno) -> &'static str {
     names!(
         EPERM, ENOENT, ESRCH, EINTR, EIO, ENXIO, E2BIG, EBADF, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY, EEXIST, ENODEV,
         EINVAL, ENFILE, EMFILE, ENOSPC, ESPIPE, ERANGE, ENOSYS, EOPNOTSUPP, ENOTTY, EHWPOISON, EFBIG, EOVERFLOW,
-        ETIMEDOUT, EPROTO, EISDIR
+        ETIMEDOUT, EPROTO, EISDIR, ECONNREFUSED, ECONNRESET, ESTALE, EHOSTUNREACH
     )
 }
 

@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 pub mod fault;
 mod fault_loop;
+pub mod object_source;
 pub mod handshake;
 pub mod ioctl;
 pub mod prefetch;

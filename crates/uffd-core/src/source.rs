@@ -24,6 +24,10 @@ pub enum Source {
     File { file: Arc<File>, offset: u64, path: Arc<str> },
     /// For minor faults: what the page cache holds (CONTINUE).
     PageCache,
+    /// An object in a store (S3, HTTP), read in chunks on the object-store runtime: its faults
+    /// wait in the fault table instead of blocking the loop (object_source/pending.rs). Past its
+    /// end: zeros.
+    Object(Arc<crate::object_source::ObjectSource>),
 }
 
 impl Source {
@@ -54,6 +58,7 @@ impl Source {
             Source::Bytes(bytes) => format!("the bytes source ({} bytes)", bytes.len()),
             Source::File { path, .. } => format!("the source file {path:?}"),
             Source::PageCache => "the page-cache source".into(),
+            Source::Object(object) => format!("the object {}", object.url()),
         }
     }
 
@@ -67,6 +72,7 @@ impl Source {
                 let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
                 Some(len.saturating_sub(base + offset as u64).try_into().unwrap_or(usize::MAX))
             }
+            Source::Object(object) => Some(object.size().saturating_sub(offset as u64).try_into().unwrap_or(usize::MAX)),
         }
     }
 
@@ -290,6 +296,8 @@ fn fill(source: &Source, offset: usize, out: &mut [u8]) -> Result<()> {
             }
             out[done..].fill(0);
         }
+        // Blocks this thread (a prefetch, a handler's fromSource): faults take the pending path.
+        Source::Object(object) => object.read_blocking(offset as u64, out)?,
     }
     Ok(())
 }
