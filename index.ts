@@ -17,7 +17,14 @@ export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
 export type { HugetlbOptions, MemoryKind, SharedRegion, ShmemOptions } from './lib/region'
 export { Region } from './lib/region'
 export { type Adoption, type AdoptOptions, adoptFd, HandshakeListener, listen, type Peer, type RemoteRange, receive } from './lib/remote'
-export { type FileSourceOptions, Source } from './lib/source'
+export {
+  type FileSourceOptions,
+  type ObjectSourceStats,
+  type ObjectStoreCredentials,
+  type ObjectStoreRetryOptions,
+  type ObjectStoreSourceOptions,
+  Source,
+} from './lib/source'
 export type {
   ByteRange,
   DirtyOptions,

@@ -46,6 +46,8 @@ export interface UffdErrorOptions {
   fault?: FaultInfo | undefined
   /** The underlying error, kept as the error's `cause`. */
   cause?: unknown
+  /** The HTTP status a remote store answered with (an object-store source), if that is what failed. */
+  status?: number | undefined
 }
 
 /**
@@ -72,6 +74,8 @@ export class UffdError extends Error {
   readonly syscall: string | undefined
   /** The fault the error is about, if any. */
   readonly fault: FaultInfo | undefined
+  /** The HTTP status a remote store answered with (404, 403, 503...), if that is what failed. */
+  readonly status: number | undefined
 
   constructor(message: string, options: UffdErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
@@ -79,6 +83,7 @@ export class UffdError extends Error {
     this.errno = options.errno
     this.syscall = options.syscall
     this.fault = options.fault
+    this.status = options.status
   }
 
   /** A plain object that survives postMessage; `fromJSON` makes the error again. */
@@ -89,6 +94,7 @@ export class UffdError extends Error {
       code: this.code,
       errno: this.errno,
       syscall: this.syscall,
+      status: this.status,
       stack: this.stack,
       fault: fault && { ...fault, address: String(fault.address) },
       cause: this.cause instanceof Error ? { name: this.cause.name, message: this.cause.message, stack: this.cause.stack } : this.cause,
@@ -102,6 +108,7 @@ export class UffdError extends Error {
       code: json.code as UffdErrorCode,
       errno: json.errno as number | undefined,
       syscall: json.syscall as string | undefined,
+      status: json.status as number | undefined,
       fault: fault && { ...fault, address: BigInt(fault.address) },
       cause: errorOf(json.cause),
     })
@@ -125,13 +132,19 @@ interface NativeError extends Error {
   code?: string
   errno?: number
   syscall?: string
+  status?: number
 }
 
 /** Turns an error thrown by the binding into a UffdError; anything else passes through. */
 export function fromNative(error: unknown): unknown {
   const e = error as NativeError
   if (e instanceof Error && e.uffd) {
-    const converted = new UffdError(e.message, { code: e.code as UffdErrorCode, errno: e.errno, syscall: e.syscall })
+    const converted = new UffdError(e.message, {
+      code: e.code as UffdErrorCode,
+      errno: e.errno,
+      syscall: e.syscall,
+      status: e.status,
+    })
     converted.stack = `UffdError: ${e.message}\n${(e.stack ?? '').split('\n').slice(1).join('\n')}`
     return converted
   }
@@ -144,6 +157,7 @@ export function fromFailure(failure: NativeFailure): UffdError {
     code: failure.code as UffdErrorCode,
     errno: failure.errno,
     syscall: failure.syscall,
+    status: failure.status ?? undefined,
   })
 }
 
@@ -178,6 +192,7 @@ export function fromNotice(notice: JsNotice): UffdError {
           code: notice.causeCode as UffdErrorCode,
           errno: notice.causeErrno,
           syscall: notice.causeSyscall,
+          status: notice.causeStatus,
         })
   const { fault } = notice
   return new UffdError(notice.message, {

@@ -160,6 +160,8 @@ pub struct NativeFailure {
     pub errno: i32,
     pub syscall: &'static str,
     pub message: String,
+    /// The HTTP status of a remote store's answer, if that is what failed.
+    pub status: Option<u32>,
 }
 
 impl NativeFailure {
@@ -169,6 +171,7 @@ impl NativeFailure {
             errno: -(error.errno() as i32),
             syscall: error.op(),
             message: error.to_string(),
+            status: error.status().map(u32::from),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::args::to_opt_usize;
 use crate::errors::OrThrow;
-use napi::bindgen_prelude::Uint8Array;
+use napi::bindgen_prelude::{AsyncTask, Uint8Array};
 use napi::Env;
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
@@ -46,10 +46,26 @@ impl NativeSource {
             Source::Bytes(_) => "bytes",
             Source::File { .. } => "file",
             Source::PageCache => "pageCache",
+            Source::Object(_) => "objectStore",
         }
     }
 
-    fn of(source: Source) -> Self {
+    /// An object source's counters (`undefined` for other sources).
+    #[napi(getter)]
+    pub fn object_stats(&self) -> Option<crate::object_source::NativeObjectStats> {
+        self.source.object().map(|object| crate::object_source::stats_of(object))
+    }
+
+    /// Reads the whole object straight from the store, without the caches (the bench's baseline).
+    #[napi(ts_return_type = "Promise<NativeRawRead>")]
+    pub fn read_all_raw(&self, env: Env) -> napi::Result<AsyncTask<crate::object_source::ReadRaw>> {
+        match self.source.object() {
+            Some(object) => Ok(AsyncTask::new(crate::object_source::ReadRaw(object.clone()))),
+            None => Err(crate::errors::invalid(&env, "readAllRaw", "this is not an object source".into())),
+        }
+    }
+
+    pub(crate) fn of(source: Source) -> Self {
         NativeSource { source, for_faults: OnceLock::new() }
     }
 
