@@ -79,8 +79,11 @@ export declare class NativeSource {
   get kind(): string
   /** An object source's counters (`undefined` for other sources). */
   get objectStats(): NativeObjectStats | null
-  /** Reads the whole object straight from the store, without the caches (the bench's baseline). */
-  readAllRaw(): Promise<NativeRawRead>
+  /**
+   * Reads the first `chunks` chunks (all by default) straight from the store, without the
+   * caches (the bench's baseline).
+   */
+  readRaw(chunks?: number | undefined | null): Promise<NativeRawRead>
 }
 
 export declare class NativeUffd {

@@ -159,12 +159,13 @@ export class Source {
   }
 
   /**
-   * Reads the whole object straight from the store with the source's concurrency and chunk size,
-   * without userfaultfd or caches: the raw bandwidth the bench compares the source with.
+   * Reads the object's first `chunks` chunks (all by default) straight from the store with the
+   * source's concurrency and chunk size, without userfaultfd or caches: the raw bandwidth (or one
+   * request) the bench compares the source with.
    * @internal
    */
-  async readAllRaw(): Promise<{ bytes: number; ms: number }> {
-    const read = await call(() => this.#native.readAllRaw())
+  async readRaw(chunks?: number): Promise<{ bytes: number; ms: number }> {
+    const read = await call(() => this.#native.readRaw(chunks))
     if (read.error) throw fromFailure(read.error)
     return { bytes: read.bytes, ms: read.ms }
   }

@@ -1,7 +1,7 @@
 // A process of its own for the object-store tests' network parts, so that they keep answering
 // while the test's main thread sleeps in a fault: `http FILE` serves FILE at /data.bin with Range,
 // HEAD, ETag and If-Match like a static file server; `proxy HOST:PORT` forwards TCP to a store,
-// delaying every answer or resetting connections. It prints `{"port":N}`, then takes one JSON
+// delaying every request (so every answer) or resetting connections. It prints `{"port":N}`, then takes one JSON
 // command per stdin line and answers each with one JSON line.
 import { readFileSync } from 'node:fs'
 import { createServer as createHttpServer } from 'node:http'
@@ -81,18 +81,10 @@ if (mode === 'http') {
   const server = createServer((client: Socket) => {
     counts.connections++
     const upstream = connect(Number(port), host as string)
-    // Every answer is held `delay` ms, in order: added latency, not less bandwidth.
+    // Every request is held `delay` ms, in order, so every answer comes `delay` ms later: added
+    // round trip, and the answers themselves flow at full speed.
+    upstream.pipe(client)
     let last = 0
-    upstream.on('data', (chunk) => {
-      if (delay === 0) return client.write(chunk)
-      const at = Math.max(Date.now() + delay, last)
-      last = at
-      upstream.pause()
-      setTimeout(() => {
-        client.write(chunk)
-        upstream.resume()
-      }, at - Date.now())
-    })
     client.on('data', (chunk) => {
       chunksIn++
       if (resetEvery > 0 && chunksIn % resetEvery === 0) {
@@ -101,7 +93,10 @@ if (mode === 'http') {
         upstream.destroy()
         return
       }
-      upstream.write(chunk)
+      if (delay === 0) return upstream.write(chunk)
+      const at = Math.max(Date.now() + delay, last)
+      last = at
+      setTimeout(() => upstream.write(chunk), at - Date.now())
     })
     const end = () => {
       client.destroy()

@@ -135,14 +135,14 @@ pub struct NativeRawRead {
     pub error: Option<NativeFailure>,
 }
 
-pub struct ReadRaw(pub(crate) Arc<ObjectSource>);
+pub struct ReadRaw(pub(crate) Arc<ObjectSource>, pub(crate) Option<u64>);
 
 impl Task for ReadRaw {
     type Output = uffd_core::Result<(u64, Duration)>;
     type JsValue = NativeRawRead;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.0.read_all_raw())
+        Ok(self.0.read_raw(self.1))
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {

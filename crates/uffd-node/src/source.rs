@@ -56,12 +56,14 @@ impl NativeSource {
         self.source.object().map(|object| crate::object_source::stats_of(object))
     }
 
-    /// Reads the whole object straight from the store, without the caches (the bench's baseline).
+    /// Reads the first `chunks` chunks (all by default) straight from the store, without the
+    /// caches (the bench's baseline).
     #[napi(ts_return_type = "Promise<NativeRawRead>")]
-    pub fn read_all_raw(&self, env: Env) -> napi::Result<AsyncTask<crate::object_source::ReadRaw>> {
+    pub fn read_raw(&self, env: Env, chunks: Option<f64>) -> napi::Result<AsyncTask<crate::object_source::ReadRaw>> {
+        let chunks = crate::args::to_opt_usize(&env, "chunks", chunks)?.map(|n| n as u64);
         match self.source.object() {
-            Some(object) => Ok(AsyncTask::new(crate::object_source::ReadRaw(object.clone()))),
-            None => Err(crate::errors::invalid(&env, "readAllRaw", "this is not an object source".into())),
+            Some(object) => Ok(AsyncTask::new(crate::object_source::ReadRaw(object.clone(), chunks))),
+            None => Err(crate::errors::invalid(&env, "readRaw", "this is not an object source".into())),
         }
     }
 

@@ -119,6 +119,9 @@ pub struct ObjectSource {
 
 /// The adaptive request size: it doubles while faults follow each other and halves on a jump.
 struct Window {
+    /// The bytes the last plan mapped: a fault inside them (another thread's, or one that came
+    /// while they were being mapped) neither grows nor shrinks the window.
+    start: u64,
     /// The object offset a sequential fault would come at next.
     next: Option<u64>,
     bytes: u64,
@@ -133,6 +136,9 @@ pub(crate) struct Plan {
     /// Read the whole chunk (through the caches), and this many chunks after it in the background.
     pub(crate) whole: bool,
     pub(crate) ahead: u64,
+    /// The chunk was not in memory when the fault came: the fault waits for the network, and its
+    /// page is mapped (and its thread woken) before the rest of the chunk.
+    pub(crate) waits: bool,
 }
 
 impl ObjectSource {
@@ -171,7 +177,7 @@ impl ObjectSource {
             cache: ChunkCache::new(options.memory_cache),
             disk,
             loading: Mutex::new(HashMap::new()),
-            window: Mutex::new(Window { next: None, bytes: options.chunk_size as u64 }),
+            window: Mutex::new(Window { start: 0, next: None, bytes: options.chunk_size as u64 }),
             counters,
         }))
     }
@@ -225,17 +231,22 @@ impl ObjectSource {
             // The first fault reads one chunk: a first byte costs one request.
             None => chunk,
             Some(next) if offset == next => (window.bytes * 2).min(most),
+            Some(next) if (window.start..next).contains(&offset) => window.bytes,
             Some(_) => (window.bytes / 2).max(page),
         };
         window.bytes = bytes;
         let index = offset / chunk;
         let chunk_end = self.chunk_range(index).end.next_multiple_of(page);
         let plan = if bytes >= chunk {
-            Plan { index, start: offset, end: chunk_end, whole: true, ahead: bytes / chunk - 1 }
+            Plan { index, start: offset, end: chunk_end, whole: true, ahead: bytes / chunk - 1, waits: false }
         } else {
-            Plan { index, start: offset, end: (offset + bytes).min(chunk_end), whole: false, ahead: 0 }
+            Plan { index, start: offset, end: (offset + bytes).min(chunk_end), whole: false, ahead: 0, waits: false }
         };
-        window.next = Some(plan.end);
+        let plan = Plan { waits: !self.cache.contains(index), ..plan };
+        if !(window.start..window.next.unwrap_or(0)).contains(&offset) {
+            window.start = plan.start;
+            window.next = Some(plan.end);
+        }
         plan
     }
 
@@ -374,7 +385,7 @@ impl ObjectSource {
         while at < end {
             let index = at / self.chunk_size as u64;
             let base = self.chunk_range(index).start;
-            self.read_ahead(&Plan { index, start: at, end, whole: true, ahead: self.readahead_chunks as u64 });
+            self.read_ahead(&Plan { index, start: at, end, whole: true, ahead: self.readahead_chunks as u64, waits: true });
             let chunk = runtime::block_on(self.clone().chunk(index))??;
             let from = (at - base) as usize;
             let take = ((end - at) as usize).min(chunk.len().saturating_sub(from));
@@ -390,15 +401,16 @@ impl ObjectSource {
         Ok(())
     }
 
-    /// Reads the whole object with `concurrency` range requests of a chunk each, straight from the
-    /// store and without the caches: the raw bandwidth a source is measured against. Returns the
-    /// bytes read and how long it took.
-    pub fn read_all_raw(self: &Arc<Self>) -> Result<(u64, Duration)> {
+    /// Reads the object's first `chunks` chunks (all with `None`) with `concurrency` range
+    /// requests of a chunk each, straight from the store and without the caches: the raw bandwidth
+    /// (or, with one chunk, the one request) a source is measured against. Returns the bytes read
+    /// and how long it took.
+    pub fn read_raw(self: &Arc<Self>, chunks: Option<u64>) -> Result<(u64, Duration)> {
         let source = self.clone();
         runtime::block_on(async move {
             let started = Instant::now();
             let mut tasks = tokio::task::JoinSet::new();
-            for index in 0..source.chunks() {
+            for index in 0..chunks.unwrap_or(u64::MAX).min(source.chunks()) {
                 let source = source.clone();
                 tasks.spawn(async move { source.fetcher.get(source.chunk_range(index)).await.map(|b| b.len() as u64) });
             }

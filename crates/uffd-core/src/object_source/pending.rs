@@ -93,8 +93,19 @@ impl Userfaultfd {
         };
         // Counted before the ioctl wakes the faulting thread, which may read the counters at once.
         bump(&self.counters.native);
-        match self.copy(region, fault.offset, bytes, Wake(true), Protect(false)) {
-            Ok(_) => self.settle(fault.id, true),
+        // A fault that waited for the network gets its own page first: its thread runs on while
+        // the rest of the chunk is mapped (a first byte costs one request, not one request and a
+        // 4 MiB copy).
+        let page = region.page_size();
+        let first = if plan.waits && bytes.len() > page { page } else { bytes.len() };
+        match self.copy(region, fault.offset, &bytes[..first], Wake(true), Protect(false)) {
+            Ok(_) => {
+                self.settle(fault.id, true);
+                if first < bytes.len() {
+                    // Stops at a page already there (EEXIST): what it did not map faults again.
+                    let _ = self.copy(region, fault.offset + first, &bytes[first..], Wake(true), Protect(false));
+                }
+            }
             Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
                 bump(&self.counters.eexist);
                 let _ = self.wake(region, fault.offset, region.page_size());
