@@ -17,7 +17,8 @@ import { Seaweed, weedBinary } from './helpers/seaweed'
 
 // Nothing here may look for credentials or ask an instance-metadata service.
 process.env.AWS_EC2_METADATA_DISABLED = 'true'
-for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_ENDPOINT_URL', 'AWS_PROFILE']) delete process.env[name]
+for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_ENDPOINT_URL', 'AWS_PROFILE'])
+  delete process.env[name]
 
 const MiB = 1024 * 1024
 const BUCKET = 'uffd-test'
@@ -126,7 +127,7 @@ run('faults of one chunk from four threads at once make one request, and each is
     'four readers',
   )
   const expected = objectBytes(SIZE, 1)
-  reads.forEach((read, i) => t.is(read.bytes[0], expected[(pages[i] as number) * PAGE]))
+  for (const [i, read] of reads.entries()) t.is(read.bytes[0], expected[(pages[i] as number) * PAGE])
   t.is(source.objectStats?.requests, 1)
   t.is(source.objectStats?.faults, 4)
   await proxy.send({ delay: 0 })
@@ -154,7 +155,12 @@ run('credentials from options or AWS_* variables sign the requests; a bad secret
     const { region } = serve(good, 2 * MiB)
     t.is(census(region, 2 * MiB, [3]).bySeed[3], (2 * MiB) / PAGE)
     const fromEnv = await Source.objectStore(url, {
-      env: { AWS_ENDPOINT_URL: secured.s3, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: identity.accessKey, AWS_SECRET_ACCESS_KEY: identity.secretKey },
+      env: {
+        AWS_ENDPOINT_URL: secured.s3,
+        AWS_REGION: 'us-east-1',
+        AWS_ACCESS_KEY_ID: identity.accessKey,
+        AWS_SECRET_ACCESS_KEY: identity.secretKey,
+      },
     })
     t.is(fromEnv.objectStats?.size, 2 * MiB)
     const refused = await t.throwsAsync(
@@ -409,7 +415,12 @@ run('a SeaweedFS cluster (a master, two volume servers, a filer with S3, separat
     await cluster.bucket(BUCKET)
     const size = 24 * MiB + 5
     await cluster.put(BUCKET, 'cluster.bin', objectBytes(size, 12))
-    const source = await Source.objectStore(`s3://${BUCKET}/cluster.bin`, { endpoint: cluster.s3, anonymous: true, chunkSize: CHUNK, env: {} })
+    const source = await Source.objectStore(`s3://${BUCKET}/cluster.bin`, {
+      endpoint: cluster.s3,
+      anonymous: true,
+      chunkSize: CHUNK,
+      env: {},
+    })
     const { region } = serve(source, size)
     const seen = census(region, size, [12])
     t.deepEqual([seen.bySeed[12], seen.wrong], [pagesOf(size), 0])

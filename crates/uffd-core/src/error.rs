@@ -82,10 +82,18 @@ pub fn errno_name(errno: Errno) -> &'static str {
             match errno { $(Errno::$e => stringify!($e),)* _ => "EUNKNOWN" }
         };
     }
+    // The network's errnos (object_source/): one line each keeps the list below compact.
+    match errno {
+        Errno::ECONNREFUSED => return "ECONNREFUSED",
+        Errno::ECONNRESET => return "ECONNRESET",
+        Errno::ESTALE => return "ESTALE",
+        Errno::EHOSTUNREACH => return "EHOSTUNREACH",
+        _ => {}
+    }
     names!(
         EPERM, ENOENT, ESRCH, EINTR, EIO, ENXIO, E2BIG, EBADF, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY, EEXIST, ENODEV,
         EINVAL, ENFILE, EMFILE, ENOSPC, ESPIPE, ERANGE, ENOSYS, EOPNOTSUPP, ENOTTY, EHWPOISON, EFBIG, EOVERFLOW,
-        ETIMEDOUT, EPROTO, EISDIR, ECONNREFUSED, ECONNRESET, ESTALE, EHOSTUNREACH
+        ETIMEDOUT, EPROTO, EISDIR
     )
 }
 

@@ -72,7 +72,9 @@ impl Source {
                 let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
                 Some(len.saturating_sub(base + offset as u64).try_into().unwrap_or(usize::MAX))
             }
-            Source::Object(object) => Some(object.size().saturating_sub(offset as u64).try_into().unwrap_or(usize::MAX)),
+            Source::Object(object) => {
+                Some(object.size().saturating_sub(offset as u64).try_into().unwrap_or(usize::MAX))
+            }
         }
     }
 

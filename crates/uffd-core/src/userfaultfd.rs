@@ -1363,7 +1363,13 @@ impl Userfaultfd {
         let fault = Fault { id, region: region.clone(), offset, address, kind, write, thread_id: thread_id as u32 };
         dispatcher.by_page.insert(page, id);
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let entry = InFlight { fault: fault.clone(), state: FaultState::Waiting, deadline, duplicate: false, delivered_to: None };
+        let entry = InFlight {
+            fault: fault.clone(),
+            state: FaultState::Waiting,
+            deadline,
+            duplicate: false,
+            delivered_to: None,
+        };
         dispatcher.in_flight.insert(id, entry);
         Some(fault)
     }

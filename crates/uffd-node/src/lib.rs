@@ -5,7 +5,8 @@
 mod args;
 mod errors;
 mod handshake;
-mod object_source;
+// Public so that its napi functions count as used (they are reached only through the napi registry).
+pub mod object_source;
 // Public so that its napi functions count as used (they are reached only through the napi registry).
 pub mod hot;
 mod prefetch;

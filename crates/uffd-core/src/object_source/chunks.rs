@@ -50,7 +50,8 @@ impl ChunkCache {
         lru.bytes += len;
         // A handful of chunks at most: a scan for the oldest is cheaper than keeping an order.
         while lru.bytes > self.capacity && lru.chunks.len() > 1 {
-            let oldest = lru.chunks.iter().filter(|(i, _)| **i != index).min_by_key(|(_, (_, used))| *used).map(|(i, _)| *i);
+            let oldest =
+                lru.chunks.iter().filter(|(i, _)| **i != index).min_by_key(|(_, (_, used))| *used).map(|(i, _)| *i);
             let Some(oldest) = oldest else { break };
             if let Some((gone, _)) = lru.chunks.remove(&oldest) {
                 lru.bytes -= gone.len();

@@ -78,7 +78,11 @@ impl DiskCache {
         let temporary = self.dir.join(format!(".{}-{index}.{}.{nanos}", self.prefix, std::process::id()));
         let fail = |e: std::io::Error, op: &'static str| {
             let _ = std::fs::remove_file(&temporary);
-            Error::sys(op, Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), format!("writing cache file {temporary:?}"))
+            Error::sys(
+                op,
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                format!("writing cache file {temporary:?}"),
+            )
         };
         let mut file = File::create(&temporary).map_err(|e| fail(e, "open"))?;
         file.write_all(bytes).map_err(|e| fail(e, "write"))?;

@@ -136,7 +136,10 @@ impl Fetcher {
             op: OP,
             errno: Errno::ESTALE,
             status: Some(412),
-            detail: format!("{} changed after the source was made ({how}): its pages are not mixed with the new contents", self.url),
+            detail: format!(
+                "{} changed after the source was made ({how}): its pages are not mixed with the new contents",
+                self.url
+            ),
         }
     }
 

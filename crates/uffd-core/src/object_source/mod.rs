@@ -147,7 +147,10 @@ impl ObjectSource {
     /// which must not be a thread of the object-store runtime.
     pub fn open(url: &str, options: ObjectOptions) -> Result<Arc<ObjectSource>> {
         if options.chunk_size == 0 || options.chunk_size % crate::region::base_page_size() != 0 {
-            return Err(Error::invalid(OP, format!("chunkSize {} is not a multiple of the page size", options.chunk_size)));
+            return Err(Error::invalid(
+                OP,
+                format!("chunkSize {} is not a multiple of the page size", options.chunk_size),
+            ));
         }
         if options.concurrency == 0 {
             return Err(Error::invalid(OP, "concurrency must be at least 1"));
@@ -269,7 +272,9 @@ impl ObjectSource {
         }
         if let Some(disk) = &self.disk {
             let whole = self.chunk_range(plan.index);
-            if let Some(bytes) = disk.read_range(plan.index, (whole.end - whole.start) as usize, plan.start - base, end - plan.start) {
+            if let Some(bytes) =
+                disk.read_range(plan.index, (whole.end - whole.start) as usize, plan.start - base, end - plan.start)
+            {
                 self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(bytes);
             }
@@ -385,7 +390,14 @@ impl ObjectSource {
         while at < end {
             let index = at / self.chunk_size as u64;
             let base = self.chunk_range(index).start;
-            self.read_ahead(&Plan { index, start: at, end, whole: true, ahead: self.readahead_chunks as u64, waits: true });
+            self.read_ahead(&Plan {
+                index,
+                start: at,
+                end,
+                whole: true,
+                ahead: self.readahead_chunks as u64,
+                waits: true,
+            });
             let chunk = runtime::block_on(self.clone().chunk(index))??;
             let from = (at - base) as usize;
             let take = ((end - at) as usize).min(chunk.len().saturating_sub(from));

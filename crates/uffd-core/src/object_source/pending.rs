@@ -42,9 +42,10 @@ impl Userfaultfd {
         if kind != FaultKind::Missing || offset as u64 >= object.size() {
             return false;
         }
-        // The completion runs on the runtime and needs the userfaultfd to outlive this turn.
+        // The completion runs on the runtime and needs the userfaultfd to outlive this turn. One
+        // that is closing wakes every waiter itself: nothing to do (and no request on this thread).
         let Some(uffd) = Userfaultfd::lookup(self.id()) else {
-            return false;
+            return true;
         };
         let Some(fault) = self.hold_fault(region, offset, address, kind, write, thread_id) else {
             // Its page is in flight already: this fault is woken with the first one.
@@ -79,7 +80,8 @@ impl Userfaultfd {
             return;
         }
         let region = &fault.region;
-        let len = ((plan.end - plan.start) as usize).min(end.saturating_sub(fault.offset)).min(region.size() - fault.offset);
+        let len =
+            ((plan.end - plan.start) as usize).min(end.saturating_sub(fault.offset)).min(region.size() - fault.offset);
         let len = len.max(region.page_size());
         let padded;
         let bytes = if bytes.len() >= len {
@@ -102,6 +104,8 @@ impl Userfaultfd {
             Ok(_) => {
                 self.settle(fault.id, true);
                 if first < bytes.len() {
+                    // The woken thread is often queued on this CPU: let it run before the long copy.
+                    std::thread::yield_now();
                     // Stops at a page already there (EEXIST): what it did not map faults again.
                     let _ = self.copy(region, fault.offset + first, &bytes[first..], Wake(true), Protect(false));
                 }

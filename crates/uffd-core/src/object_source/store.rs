@@ -30,7 +30,8 @@ pub enum Location {
 impl Location {
     pub fn parse(url: &str) -> Result<Location> {
         let bad = |why: &str| Error::invalid(OP, format!("{url:?} {why}"));
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("is not a URL (s3://bucket/key, https://host/path)"))?;
+        let (scheme, rest) =
+            url.split_once("://").ok_or_else(|| bad("is not a URL (s3://bucket/key, https://host/path)"))?;
         match scheme {
             "s3" | "s3a" => {
                 let (bucket, key) = rest.split_once('/').ok_or_else(|| bad("names no key: s3://bucket/key"))?;
@@ -165,9 +166,8 @@ pub(crate) fn connect(location: &Location, options: &StoreOptions) -> Result<(Ar
 
 /// `http://host:port` with the bucket as the first label of the host: `http://bucket.host:port`.
 fn with_bucket_host(endpoint: &str, bucket: &str) -> Result<String> {
-    let (scheme, host) = endpoint
-        .split_once("://")
-        .ok_or_else(|| Error::invalid(OP, format!("endpoint {endpoint:?} is not a URL")))?;
+    let (scheme, host) =
+        endpoint.split_once("://").ok_or_else(|| Error::invalid(OP, format!("endpoint {endpoint:?} is not a URL")))?;
     if host.starts_with(&format!("{bucket}.")) {
         return Ok(endpoint.to_string());
     }
@@ -189,7 +189,11 @@ impl Connector {
             .and_then(|e| e.split_once("://"))
             .map(|(_, rest)| rest.split(['/', ':']).next().unwrap_or_default().to_string())
             .filter(|host| host.ends_with(".localhost"));
-        Connector { connect_timeout: options.connect_timeout, request_timeout: options.request_timeout, localhost: host }
+        Connector {
+            connect_timeout: options.connect_timeout,
+            request_timeout: options.request_timeout,
+            localhost: host,
+        }
     }
 }
 
@@ -203,9 +207,8 @@ impl HttpConnector for Connector {
         if let Some(host) = &self.localhost {
             builder = builder.resolve(host, SocketAddr::from(([127, 0, 0, 1], 0)));
         }
-        let client = builder
-            .build()
-            .map_err(|e| object_store::Error::Generic { store: "uffd-object", source: Box::new(e) })?;
+        let client =
+            builder.build().map_err(|e| object_store::Error::Generic { store: "uffd-object", source: Box::new(e) })?;
         Ok(HttpClient::new(client))
     }
 }
@@ -320,7 +323,7 @@ mod tests {
     #[test]
     fn no_credentials_is_an_error_before_any_request() {
         let location = Location::parse("s3://b/k").unwrap();
-        let err = connect(&location, &StoreOptions::default()).err().expect("refused");
+        let Err(err) = connect(&location, &StoreOptions::default()) else { panic!("no credentials must be refused") };
         assert!(err.to_string().contains("no credentials"), "{err}");
         assert!(err.to_string().contains("anonymous"), "{err}");
     }
