@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 import { type ObjectStoreSourceOptions, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
-import { nextError, Reader, within } from './helpers/harness'
+import { freeHugePages, nextError, Reader, within } from './helpers/harness'
 import { NetChild } from './helpers/net'
 import { type Census, census, objectBytes, PAGE } from './helpers/object-data'
 import { Seaweed, weedBinary } from './helpers/seaweed'
@@ -212,6 +212,25 @@ run('an object shorter than the region: zeros past its end, or with fallthrough 
   const object = objectBytes(3 * PAGE + 100, 4)
   t.deepEqual(read.bytes, [object[0], object[3 * PAGE], 0xab, 0xab])
   t.deepEqual(handled.sort(), [4, 7])
+})
+
+run('hugetlb: 2 MiB pages from 4 MiB chunks, and 1 MiB chunks through the synchronous path', async (t) => {
+  if (freeHugePages() < 8) {
+    t.log('skipped: fewer than 8 free huge pages (sysctl -w vm.nr_hugepages=64)')
+    return t.pass()
+  }
+  for (const chunkSize of [4 * MiB, MiB]) {
+    const source = await s3('ten.bin', { chunkSize })
+    const uffd = new Userfaultfd()
+    const region = Region.hugetlb(8 * MiB)
+    closers.push(() => {
+      uffd.close()
+      region.close()
+    })
+    uffd.register(region, { source })
+    const seen = census(region, SIZE, [1])
+    t.deepEqual([seen.bySeed[1], seen.wrong], [(8 * MiB) / PAGE, 0], `chunks of ${chunkSize} bytes`)
+  }
 })
 
 run('fault.fromSource(objectSource) in a handler, and prefetch() from the registered object source', async (t) => {

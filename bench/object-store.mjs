@@ -189,20 +189,24 @@ const fleetFetched = four.reduce((sum, r) => sum + r.bytesFetched, 0) / SIZE
 
 const spread = (values) => `${Math.min(...values).toFixed(1)}-${Math.max(...values).toFixed(1)}`
 const m = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, median(v)]))
+// Ratios pair the figures of the same repetition (the store's own speed drifts on a shared machine),
+// then take the median over repetitions.
+const paired = (a, b) => median(results[a].map((x, i) => x / results[b][i]))
+const ratios = {
+  scan: paired('scan', 'raw'),
+  proxy0: paired('proxy0', 'scan'),
+  proxy10: paired('proxy10', 'scan'),
+  proxy50: paired('proxy50', 'scan'),
+  firstByteOver: median(results.firstByte.map((x, i) => x - results.oneRequest[i])),
+}
 const rows = [
   ['raw range GETs, 16 x 4 MiB in flight (MiB/s)', m.raw, spread(results.raw), '', ''],
-  ['sequential scan through the source (MiB/s)', m.scan, spread(results.scan), m.scan / m.raw, '>= 0.8x raw'],
-  ['scan through the proxy, +0 ms (MiB/s)', m.proxy0, spread(results.proxy0), m.proxy0 / m.scan, '(proxy cost)'],
-  ['scan through the proxy, +10 ms (MiB/s)', m.proxy10, spread(results.proxy10), m.proxy10 / m.scan, '>= 0.5x no-delay scan'],
-  ['scan through the proxy, +50 ms (MiB/s)', m.proxy50, spread(results.proxy50), m.proxy50 / m.scan, '>= 0.5x no-delay scan'],
+  ['sequential scan through the source (MiB/s)', m.scan, spread(results.scan), ratios.scan, '>= 0.8x raw'],
+  ['scan through the proxy, +0 ms (MiB/s)', m.proxy0, spread(results.proxy0), ratios.proxy0, '(the proxy itself)'],
+  ['scan through the proxy, +10 ms (MiB/s)', m.proxy10, spread(results.proxy10), ratios.proxy10, '>= 0.5x no-delay scan'],
+  ['scan through the proxy, +50 ms (MiB/s)', m.proxy50, spread(results.proxy50), ratios.proxy50, '>= 0.5x no-delay scan'],
   ['one raw range request of 4 MiB (ms)', m.oneRequest, spread(results.oneRequest), '', ''],
-  [
-    'time to first byte through the source (ms)',
-    m.firstByte,
-    spread(results.firstByte),
-    m.firstByte - m.oneRequest,
-    '<= one request + 2 ms',
-  ],
+  ['time to first byte through the source (ms)', m.firstByte, spread(results.firstByte), ratios.firstByteOver, '<= one request + 2 ms'],
   [
     'random 1% of pages: bytes fetched / object',
     m.randomFetched,
@@ -214,18 +218,18 @@ const rows = [
 ]
 const verdict = [
   null,
-  m.scan / m.raw >= 0.8,
+  ratios.scan >= 0.8,
   null,
-  m.proxy10 / m.scan >= 0.5,
-  m.proxy50 / m.scan >= 0.5,
+  ratios.proxy10 >= 0.5,
+  ratios.proxy50 >= 0.5,
   null,
-  m.firstByte <= m.oneRequest + 2,
+  ratios.firstByteOver <= 2,
   m.randomFetched <= 0.03,
   fleetFetched <= 1.1,
 ]
 const command = ['node', 'bench/object-store.mjs', ...process.argv.slice(2)].join(' ')
 console.log(`\nObject-store source vs SeaweedFS on loopback, ${SIZE / MiB} MiB object, ${reps} repetitions (medians, range): ${command}\n`)
-console.log('| what | median | range | ratio / figure | goal | met |')
+console.log('| what | median | range | ratio (paired by repetition) / figure | goal | met |')
 console.log('| --- | --- | --- | --- | --- | --- |')
 rows.forEach(([what, value, range, ratio, goal], i) => {
   const met = verdict[i] === null ? '' : verdict[i] ? 'yes' : 'NO'

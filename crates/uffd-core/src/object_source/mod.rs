@@ -136,8 +136,8 @@ pub(crate) struct Plan {
     /// Read the whole chunk (through the caches), and this many chunks after it in the background.
     pub(crate) whole: bool,
     pub(crate) ahead: u64,
-    /// The chunk was not in memory when the fault came: the fault waits for the network, and its
-    /// page is mapped (and its thread woken) before the rest of the chunk.
+    /// The chunk was not in memory when the fault came, and the fault is not in a sequential run:
+    /// its page is mapped (and its thread woken) before the rest of the chunk.
     pub(crate) waits: bool,
 }
 
@@ -235,7 +235,7 @@ impl ObjectSource {
             None => chunk,
             Some(next) if offset == next => (window.bytes * 2).min(most),
             Some(next) if (window.start..next).contains(&offset) => window.bytes,
-            Some(_) => (window.bytes / 2).max(page),
+            Some(_) => (window.bytes / 2 / page * page).max(page),
         };
         window.bytes = bytes;
         let index = offset / chunk;
@@ -245,7 +245,9 @@ impl ObjectSource {
         } else {
             Plan { index, start: offset, end: (offset + bytes).min(chunk_end), whole: false, ahead: 0, waits: false }
         };
-        let plan = Plan { waits: !self.cache.contains(index), ..plan };
+        // In a sequential run the faulting thread needs the whole chunk next: one copy. Elsewhere
+        // it needs its own page first.
+        let plan = Plan { waits: plan.ahead == 0 && !self.cache.contains(index), ..plan };
         if !(window.start..window.next.unwrap_or(0)).contains(&offset) {
             window.start = plan.start;
             window.next = Some(plan.end);

@@ -39,7 +39,10 @@ impl Userfaultfd {
         let Source::Object(object) = served.source() else {
             return false;
         };
-        if kind != FaultKind::Missing || offset as u64 >= object.size() {
+        // Chunks that are not whole pages of this region (a 1 MiB chunk under 2 MiB huge pages)
+        // take the synchronous path, which reads any range.
+        if kind != FaultKind::Missing || offset as u64 >= object.size() || object.chunk_size() % region.page_size() != 0
+        {
             return false;
         }
         // The completion runs on the runtime and needs the userfaultfd to outlive this turn. One
