@@ -54,7 +54,13 @@ export type {
 export type { MemoryKind, SharedRegion } from './lib/region'
 export { Region } from './lib/region'
 export { adoptFd, HandshakeListener, listen, receive } from './lib/remote'
-export { Source } from './lib/source'
+export {
+  type ObjectSourceStats,
+  type ObjectStoreCredentials,
+  type ObjectStoreRetryOptions,
+  type ObjectStoreSourceOptions,
+  Source,
+} from './lib/source'
 export type { LatencyReport, UffdStats } from './lib/stats'
 export {
   fingerprintOf,

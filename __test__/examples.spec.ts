@@ -14,6 +14,7 @@ for (const [name, args] of [
   ['demo', ['--mib', '32']],
   ['lazy-file', ['--small']],
   ['http-range', ['--small']],
+  ['object-store', ['--small']],
   ['snapshot', ['--small']],
   ['firecracker-handler', ['--small']],
 ] as const) {

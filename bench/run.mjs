@@ -41,7 +41,7 @@ const BASELINE_BIN = join(OUT, 'baseline')
 const RUST_CRATE = join(HERE, 'rust-baseline')
 const RUST_PACKAGE = 'uffd-rust-baseline'
 const MiB = 1024 * 1024
-const SCENARIOS = ['latency-copy', 'latency-zero', 'latency-continue', 'throughput', 'scan', 'resident', 'kernel-floor']
+const SCENARIOS = ['latency-copy', 'latency-zero', 'latency-continue', 'throughput', 'scan', 'resident', 'kernel-floor', 'object-store']
 
 // ---- arguments -------------------------------------------------------------------------------------
 
@@ -73,8 +73,12 @@ if (args.help) {
   process.stdout.write(`${USAGE}\n`)
   process.exit(0)
 }
-const scenarios = args.scenario ?? SCENARIOS
-for (const name of scenarios) {
+const requested = args.scenario ?? SCENARIOS
+// The object-store scenario is a script of its own with its own store (bench/object-store.mjs),
+// run after the others.
+const objectStore = requested.includes('object-store')
+const scenarios = requested.filter((name) => name !== 'object-store')
+for (const name of requested) {
   if (!SCENARIOS.includes(name)) {
     process.stderr.write(`unknown scenario ${name}: choose among ${SCENARIOS.join(', ')}\n`)
     process.exit(2)
@@ -1369,4 +1373,10 @@ for (const path of jsonPaths) {
 if (failures.length) {
   process.stderr.write(`${failures.length} measurement${failures.length > 1 ? 's' : ''} failed: see "Failures" above\n`)
   process.exitCode = 1
+}
+
+if (objectStore) {
+  const extra = [...(quick ? ['--quick'] : []), ...(args.reps === undefined ? [] : ['--reps', String(args.reps)])]
+  const run = spawnSync(process.execPath, [join(HERE, 'object-store.mjs'), ...extra], { stdio: 'inherit' })
+  if (run.status !== 0) process.exitCode = 1
 }

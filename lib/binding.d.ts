@@ -24,6 +24,12 @@ export declare class NativeListener {
   close(): void
 }
 
+/** What opening gave: the source, or why there is none. */
+export declare class NativeObjectOutcome {
+  takeSource(): NativeSource | null
+  takeError(): NativeFailure | null
+}
+
 /** A handshake's outcome: the adoption, or why there is none. */
 export declare class NativeOutcome {
   takeAdoption(): NativeAdoption | null
@@ -87,6 +93,13 @@ export declare class NativeSource {
   static layers(paths: Array<string>, offset: number): NativeSource
   static pageCache(): NativeSource
   get kind(): string
+  /** An object source's counters (`undefined` for other sources). */
+  get objectStats(): NativeObjectStats | null
+  /**
+   * Reads the first `chunks` chunks (all by default) straight from the store, without the
+   * caches (the bench's baseline).
+   */
+  readRaw(chunks?: number | undefined | null): Promise<NativeRawRead>
 }
 
 export declare class NativeUffd {
@@ -229,6 +242,8 @@ export interface JsNotice {
   causeMessage?: string
   /** The cause's errno, negative as in Node. */
   causeErrno?: number
+  /** The cause's HTTP status, when a remote store answered with one. */
+  causeStatus?: number
 }
 
 /** Why a handshake failed: Node's error fields. */
@@ -239,6 +254,8 @@ export interface NativeFailure {
   message: string
   /** For a refused handshake: the pid of the process that sent it (SO_PEERCRED). */
   peerPid?: number
+  /** The HTTP status of a remote store's answer, if that is what failed. */
+  status?: number
 }
 
 /** Where pages move from, for a fault's `move`. */
@@ -263,6 +280,44 @@ export interface NativeMove {
   length: number
   wake: boolean
   allowSourceHoles: boolean
+}
+
+/** Every option of an object source, defaults applied (lib/source.ts). */
+export interface NativeObjectOptions {
+  endpoint?: string
+  region?: string
+  accessKeyId?: string
+  secretAccessKey?: string
+  sessionToken?: string
+  anonymous: boolean
+  virtualHostedStyle: boolean
+  chunkSize: number
+  concurrency: number
+  readaheadChunks: number
+  adaptive: boolean
+  memoryCache: number
+  cacheDir?: string
+  retries: number
+  retryDelayMs: number
+  retryMaxDelayMs: number
+  retryTimeoutMs: number
+  connectTimeoutMs: number
+  requestTimeoutMs: number
+}
+
+/** An object source's counters. */
+export interface NativeObjectStats {
+  requests: number
+  bytesFetched: number
+  retries: number
+  failures: number
+  memoryHits: number
+  diskHits: number
+  diskWrites: number
+  faults: number
+  cachedBytes: number
+  size: number
+  etag?: string
 }
 
 export interface NativeOptions {
@@ -292,6 +347,13 @@ export interface NativeProbe {
 export interface NativeRange {
   offset: number
   length: number
+}
+
+/** The whole object read straight from the store (the bench's baseline), and how long it took. */
+export interface NativeRawRead {
+  bytes: number
+  ms: number
+  error?: NativeFailure
 }
 
 /** What to register: the fault modes and the range in the region. */
@@ -352,6 +414,8 @@ export interface NativeStats {
   queued: number
   holes: number
 }
+
+export declare function openObjectSource(url: string, options: NativeObjectOptions): Promise<NativeObjectOutcome>
 
 /**
  * One turn of the fault loop on this thread for the reader of `generation`, written into `out`:

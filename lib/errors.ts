@@ -49,6 +49,8 @@ export interface UffdErrorOptions {
   peer?: { readonly pid: number } | undefined
   /** The underlying error, kept as the error's `cause`. */
   cause?: unknown
+  /** The HTTP status a remote store answered with (an object-store source), if that is what failed. */
+  status?: number | undefined
 }
 
 /**
@@ -80,6 +82,8 @@ export class UffdError extends Error {
    * handler: one that cannot serve it should stop it (`process.kill(error.peer.pid, 'SIGKILL')`).
    */
   readonly peer: { readonly pid: number } | undefined
+  /** The HTTP status a remote store answered with (404, 403, 503...), if that is what failed. */
+  readonly status: number | undefined
 
   constructor(message: string, options: UffdErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
@@ -88,6 +92,7 @@ export class UffdError extends Error {
     this.syscall = options.syscall
     this.fault = options.fault
     this.peer = options.peer
+    this.status = options.status
   }
 
   /** A plain object that survives postMessage; `fromJSON` makes the error again. */
@@ -98,6 +103,7 @@ export class UffdError extends Error {
       code: this.code,
       errno: this.errno,
       syscall: this.syscall,
+      status: this.status,
       stack: this.stack,
       fault: fault && { ...fault, address: String(fault.address) },
       cause: this.cause instanceof Error ? { name: this.cause.name, message: this.cause.message, stack: this.cause.stack } : this.cause,
@@ -111,6 +117,7 @@ export class UffdError extends Error {
       code: json.code as UffdErrorCode,
       errno: json.errno as number | undefined,
       syscall: json.syscall as string | undefined,
+      status: json.status as number | undefined,
       fault: fault && { ...fault, address: BigInt(fault.address) },
       cause: errorOf(json.cause),
     })
@@ -134,13 +141,19 @@ interface NativeError extends Error {
   code?: string
   errno?: number
   syscall?: string
+  status?: number
 }
 
 /** Turns an error thrown by the binding into a UffdError; anything else passes through. */
 export function fromNative(error: unknown): unknown {
   const e = error as NativeError
   if (e instanceof Error && e.uffd) {
-    const converted = new UffdError(e.message, { code: e.code as UffdErrorCode, errno: e.errno, syscall: e.syscall })
+    const converted = new UffdError(e.message, {
+      code: e.code as UffdErrorCode,
+      errno: e.errno,
+      syscall: e.syscall,
+      status: e.status,
+    })
     converted.stack = `UffdError: ${e.message}\n${(e.stack ?? '').split('\n').slice(1).join('\n')}`
     return converted
   }
@@ -154,6 +167,7 @@ export function fromFailure(failure: NativeFailure): UffdError {
     errno: failure.errno,
     syscall: failure.syscall,
     peer: failure.peerPid == null ? undefined : { pid: failure.peerPid },
+    status: failure.status ?? undefined,
   })
 }
 
@@ -189,6 +203,7 @@ export function fromNotice(notice: JsNotice): UffdError {
           code: notice.causeCode as UffdErrorCode,
           errno: notice.causeErrno,
           syscall: notice.causeSyscall,
+          status: notice.causeStatus,
         })
   const { fault } = notice
   return new UffdError(notice.message, {

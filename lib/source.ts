@@ -1,13 +1,85 @@
 // Source: where a registered range's bytes come from when no JavaScript should run per fault.
-import type { NativeSource } from './binding'
-import { argumentError, call } from './errors'
+import type { NativeObjectOptions, NativeSource } from './binding'
+import { argumentError, call, fromFailure } from './errors'
 import { native } from './loader'
-import { bytesOf, integer, options as optionsOf } from './validate'
+import { bytesOf, integer, optionalBoolean, options as optionsOf } from './validate'
 
 /** Options of {@link Source.file}. */
 export interface FileSourceOptions {
   /** Where offset 0 of the region is in the file. Default 0. */
   offset?: number
+}
+
+/** S3 credentials given explicitly (else `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). */
+export interface ObjectStoreCredentials {
+  accessKeyId: string
+  secretAccessKey: string
+  sessionToken?: string
+}
+
+/** How transient failures (connection refused or reset, 5xx, a timeout) are retried. */
+export interface ObjectStoreRetryOptions {
+  /** Tries after the first. Default 8. */
+  retries?: number
+  /** The first pause; each next one doubles up to `maxDelayMs`. Default 50. */
+  delayMs?: number
+  /** Default 2000. */
+  maxDelayMs?: number
+  /** No retry starts this long after the first try. Default 10000. */
+  timeoutMs?: number
+}
+
+/** Options of {@link Source.objectStore}. */
+export interface ObjectStoreSourceOptions {
+  /** The S3 endpoint, e.g. `http://127.0.0.1:8333`. Default: `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, else AWS's own. */
+  endpoint?: string
+  /** Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `'us-east-1'`. */
+  region?: string
+  /** Default: from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`). */
+  credentials?: ObjectStoreCredentials
+  /** Unsigned requests, for a public bucket. Without credentials, this must be said. Default false. */
+  anonymous?: boolean
+  /** `bucket.host` requests instead of path style (`host/bucket`, the default). */
+  virtualHostedStyle?: boolean
+  /** Bytes per range request; a multiple of 4096. Default 4 MiB. */
+  chunkSize?: number
+  /** Range requests in flight at once. Default 16. */
+  concurrency?: number
+  /** Chunks read ahead of sequential faults, at most. Default: `concurrency`. */
+  readaheadChunks?: number
+  /** Random faults shrink the request to a page; false: whole chunks always. Default true. */
+  adaptive?: boolean
+  /** Bytes of chunks kept in memory. Default `2 * concurrency * chunkSize`. */
+  memoryCache?: number
+  /** A directory the processes of this machine share: each chunk is fetched once per machine. */
+  cacheDir?: string
+  retry?: ObjectStoreRetryOptions
+  /** Default 5000. */
+  connectTimeoutMs?: number
+  /** One request, body included. Default 30000. */
+  requestTimeoutMs?: number
+  /** Where the `AWS_*` variables are read. Default `process.env`. */
+  env?: Record<string, string | undefined>
+}
+
+/** What an object-store source has done: {@link Source.objectStats}. */
+export interface ObjectSourceStats {
+  /** Range requests that succeeded, and the bytes they brought. */
+  requests: number
+  bytesFetched: number
+  /** Tries again after a transient failure; requests that failed for good. */
+  retries: number
+  failures: number
+  /** Chunks found in memory; chunks read from the disk cache (fetched by another process). */
+  memoryHits: number
+  diskHits: number
+  diskWrites: number
+  /** Faults that waited for the network. */
+  faults: number
+  cachedBytes: number
+  /** The object's size and ETag when the source was made. */
+  size: number
+  etag?: string
 }
 
 /**
@@ -62,18 +134,105 @@ export class Source {
     return new Source(call(() => native.NativeSource.layers([...paths], offset)))
   }
 
+  /**
+   * An object in a store: `s3://bucket/key` (any S3-compatible store) or `http(s)://host/path`
+   * (plain Range GETs). Reads the object's size and ETag first, so a missing object (`ENOENT`,
+   * status 404), a refusal (`EACCES`, 403) or a store that cannot be reached (`ECONNREFUSED`)
+   * rejects here. Faults wait for their chunk on native threads (no JavaScript, no blocked loop);
+   * the object is read in chunks, many at once, with readahead on sequential faults.
+   *
+   * @example
+   * ```ts
+   * const source = await Source.objectStore('s3://snapshots/vm.mem', { endpoint: 'http://127.0.0.1:8333', anonymous: true })
+   * uffd.register(region, { source })
+   * ```
+   */
+  static async objectStore(url: string, options?: ObjectStoreSourceOptions): Promise<Source> {
+    if (typeof url !== 'string') throw argumentError('url', 'a string', url)
+    const outcome = await native.openObjectSource(url, objectOptions(url, optionsOf('options', options)))
+    const error = outcome.takeError()
+    if (error) throw fromFailure(error)
+    const handle = outcome.takeSource()
+    if (!handle) throw new Error('openObjectSource gave neither a source nor an error')
+    return new Source(handle)
+  }
+
   /** For minor faults: map what the page cache holds (CONTINUE). */
   static pageCache(): Source {
     return new Source(native.NativeSource.pageCache())
   }
 
-  /** 'zero', 'bytes', 'file', 'layers' or 'pageCache'. */
+  /** 'zero', 'bytes', 'file', 'layers', 'pageCache' or 'objectStore'. */
   get kind(): string {
     return this.#native.kind
+  }
+
+  /** An object-store source's counters (requests, bytes fetched, retries, cache hits); else undefined. */
+  get objectStats(): ObjectSourceStats | undefined {
+    return this.#native.objectStats ?? undefined
+  }
+
+  /**
+   * Reads the object's first `chunks` chunks (all by default) straight from the store with the
+   * source's concurrency and chunk size, without userfaultfd or caches: the raw bandwidth (or one
+   * request) the bench compares the source with.
+   * @internal
+   */
+  async readRaw(chunks?: number): Promise<{ bytes: number; ms: number }> {
+    const read = await call(() => this.#native.readRaw(chunks))
+    if (read.error) throw fromFailure(read.error)
+    return { bytes: read.bytes, ms: read.ms }
   }
 
   /** @internal */
   get native(): NativeSource {
     return this.#native
+  }
+}
+
+const MiB = 1024 * 1024
+
+/** Every option of an object source, defaults applied and the environment read (as the AWS SDKs do). */
+function objectOptions(url: string, options: ObjectStoreSourceOptions): NativeObjectOptions {
+  const env = options.env ?? process.env
+  const s3 = url.startsWith('s3://') || url.startsWith('s3a://')
+  const text = (name: string, value: unknown): string | undefined => {
+    if (value === undefined) return undefined
+    if (typeof value !== 'string') throw argumentError(name, 'a string', value)
+    return value
+  }
+  const given = options.credentials === undefined ? undefined : optionsOf('options.credentials', options.credentials)
+  const accessKeyId = s3
+    ? (text('options.credentials.accessKeyId', given?.accessKeyId) ?? (given ? undefined : env.AWS_ACCESS_KEY_ID))
+    : undefined
+  const secretAccessKey = s3
+    ? (text('options.credentials.secretAccessKey', given?.secretAccessKey) ?? (given ? undefined : env.AWS_SECRET_ACCESS_KEY))
+    : undefined
+  const sessionToken = s3
+    ? (text('options.credentials.sessionToken', given?.sessionToken) ?? (given ? undefined : env.AWS_SESSION_TOKEN))
+    : undefined
+  const concurrency = integer('options.concurrency', options.concurrency ?? 16)
+  const chunkSize = integer('options.chunkSize', options.chunkSize ?? 4 * MiB)
+  const retry = optionsOf('options.retry', options.retry)
+  return {
+    endpoint: s3 ? (text('options.endpoint', options.endpoint) ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL) : undefined,
+    region: s3 ? (text('options.region', options.region) ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION) : undefined,
+    accessKeyId: accessKeyId || undefined,
+    secretAccessKey: secretAccessKey || undefined,
+    sessionToken: sessionToken || undefined,
+    anonymous: optionalBoolean('options.anonymous', options.anonymous, false),
+    virtualHostedStyle: optionalBoolean('options.virtualHostedStyle', options.virtualHostedStyle, false),
+    chunkSize,
+    concurrency,
+    readaheadChunks: integer('options.readaheadChunks', options.readaheadChunks ?? concurrency),
+    adaptive: optionalBoolean('options.adaptive', options.adaptive, true),
+    memoryCache: integer('options.memoryCache', options.memoryCache ?? 2 * concurrency * chunkSize),
+    cacheDir: text('options.cacheDir', options.cacheDir),
+    retries: integer('options.retry.retries', retry.retries ?? 8),
+    retryDelayMs: integer('options.retry.delayMs', retry.delayMs ?? 50),
+    retryMaxDelayMs: integer('options.retry.maxDelayMs', retry.maxDelayMs ?? 2000),
+    retryTimeoutMs: integer('options.retry.timeoutMs', retry.timeoutMs ?? 10_000),
+    connectTimeoutMs: integer('options.connectTimeoutMs', options.connectTimeoutMs ?? 5000),
+    requestTimeoutMs: integer('options.requestTimeoutMs', options.requestTimeoutMs ?? 30_000),
   }
 }

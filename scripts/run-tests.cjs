@@ -35,6 +35,18 @@ const suites = [
     }),
   },
   {
+    // Alone, after the others: it runs SeaweedFS and moves gigabytes, which would slow the timing
+    // tests of the files ava runs beside it.
+    name: 'ava (Node.js, object store against SeaweedFS)',
+    command: bin('ava'),
+    args: ['--tap', 'build/test/__test__/object-store.spec.js'],
+    count: (out) => ({
+      passed: sum(out, /^# pass (\d+)/gm),
+      failed: sum(out, /^# fail (\d+)/gm),
+      skipped: sum(out, /^# skip (\d+)/gm) + sum(out, /^# todo (\d+)/gm),
+    }),
+  },
+  {
     name: 'bun test (Bun)',
     command: bin('bun'),
     args: ['test', '__test__/bun'],

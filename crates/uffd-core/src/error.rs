@@ -4,7 +4,7 @@
 use nix::errno::Errno;
 
 /// Everything that can go wrong in the core.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A system call or ioctl failed. `advice`, when the caller knows better than the table of
     /// hints what to do about this errno here, replaces the hint.
@@ -25,6 +25,10 @@ pub enum Error {
          read the region in parts with region.bytes(offset, length)"
     )]
     TooLarge { op: &'static str, len: usize, limit: usize },
+    /// A remote store (object_source/) refused or failed a request: its HTTP status where it
+    /// answered, and the errno that stands for the failure.
+    #[error("{op} failed with {errno}: {detail}")]
+    Remote { op: &'static str, errno: Errno, status: Option<u16>, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -59,17 +63,26 @@ impl Error {
             | Error::Closed { op, .. }
             | Error::Unsupported { op, .. }
             | Error::TooLarge { op, .. } => op,
+            Error::Remote { op, .. } => op,
         }
     }
 
     /// The errno the error stands for: the kernel's, or the one the kernel would have given.
     pub fn errno(&self) -> Errno {
         match self {
-            Error::Sys { errno, .. } => *errno,
+            Error::Sys { errno, .. } | Error::Remote { errno, .. } => *errno,
             Error::Invalid { .. } => Errno::EINVAL,
             Error::Closed { .. } => Errno::EBADF,
             Error::Unsupported { .. } => Errno::EOPNOTSUPP,
             Error::TooLarge { .. } => Errno::ERANGE,
+        }
+    }
+
+    /// The HTTP status of a remote store's answer, if that is what failed.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Remote { status, .. } => *status,
+            _ => None,
         }
     }
 
@@ -86,6 +99,14 @@ pub fn errno_name(errno: Errno) -> &'static str {
         ($($e:ident),*) => {
             match errno { $(Errno::$e => stringify!($e),)* _ => "EUNKNOWN" }
         };
+    }
+    // The network's errnos (object_source/): one line each keeps the list below compact.
+    match errno {
+        Errno::ECONNREFUSED => return "ECONNREFUSED",
+        Errno::ECONNRESET => return "ECONNRESET",
+        Errno::ESTALE => return "ESTALE",
+        Errno::EHOSTUNREACH => return "EHOSTUNREACH",
+        _ => {}
     }
     names!(
         EPERM, ENOENT, ESRCH, EINTR, EIO, ENXIO, E2BIG, EBADF, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY, EEXIST, ENODEV,

@@ -12,6 +12,7 @@ mod fault_loop;
 mod fault_table;
 pub mod handshake;
 pub mod ioctl;
+pub mod object_source;
 pub mod prefetch;
 mod pump;
 pub mod region;

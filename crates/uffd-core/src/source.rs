@@ -30,6 +30,10 @@ pub enum Source {
     Layers(Arc<[FileLayer]>),
     /// For minor faults: what the page cache holds (CONTINUE).
     PageCache,
+    /// An object in a store (S3, HTTP), read in chunks on the object-store runtime: its faults
+    /// wait in the fault table instead of blocking the loop (object_source/pending.rs). Past its
+    /// end: zeros.
+    Object(Arc<crate::object_source::ObjectSource>),
 }
 
 impl Source {
@@ -70,6 +74,7 @@ impl Source {
                 format!("the layered source {paths:?}")
             }
             Source::PageCache => "the page-cache source".into(),
+            Source::Object(object) => format!("the object {}", object.url()),
         }
     }
 
@@ -90,6 +95,9 @@ impl Source {
             // A file can grow: it is asked each time (fstat is far cheaper than the COPY).
             Source::File(layer) => Some(layer.available(offset)),
             Source::Layers(layers) => layers.iter().map(|layer| layer.available(offset)).max(),
+            Source::Object(object) => {
+                Some(object.size().saturating_sub(offset as u64).try_into().unwrap_or(usize::MAX))
+            }
         }
     }
 
@@ -515,6 +523,12 @@ impl Userfaultfd {
             }
             Source::File(layer) => self.map_from_files(std::slice::from_ref(layer), region, offset, len, scratch),
             Source::Layers(layers) => self.map_from_files(layers, region, offset, len, scratch),
+            // Blocks this thread (a prefetch, a handler's fromSource): faults take the pending path.
+            Source::Object(object) => {
+                let out = scratch.aligned(len);
+                object.read_blocking(offset as u64, out)?;
+                self.copy(region, offset, out, Wake(true), Protect(false))
+            }
             Source::Bytes(bytes) => {
                 let out = scratch.aligned(len);
                 let available = bytes.len().saturating_sub(offset).min(len);

@@ -1082,6 +1082,10 @@ impl Userfaultfd {
         if let Some((region, end, Some(served))) = &registration {
             let started = Instant::now();
             let offset = (address - region.address()) & !(region.page_size() - 1);
+            // Issue 13: a source that answers later (object store) holds the fault in the table.
+            if self.serve_later(served, region, offset, end - region.address(), address, kind, write, thread_id) {
+                return;
+            }
             match self.serve_natively(served, region, offset, end - region.address(), kind) {
                 Some(Ok(_)) => return self.counters.latency.record(started.elapsed()),
                 Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => {
@@ -1302,6 +1306,56 @@ impl Userfaultfd {
         UFFDS.remove(self.id);
     }
 }
+
+// ---- Faults a source answers later (object_source/pending.rs, issue 13) ----
+impl Userfaultfd {
+    /// Puts a fault that a source answers later in the fault table, with its deadline, so that
+    /// `timeoutMs` bounds it as it bounds a handler. `None` if its page is in flight already: the
+    /// fault joins that one (counted as a duplicate, woken with it).
+    pub(crate) fn hold_fault(
+        &self,
+        region: &Arc<Region>,
+        offset: usize,
+        address: usize,
+        kind: FaultKind,
+        write: bool,
+        thread_id: i32,
+    ) -> Option<Fault> {
+        let page = region.address() + offset;
+        let mut dispatcher = lock(&self.dispatcher);
+        if dispatcher.faults.mark_duplicate(page) {
+            bump(&self.counters.duplicates);
+            return None;
+        }
+        let id = self.next_fault_id.fetch_add(1, Ordering::Relaxed);
+        let fault = Fault { id, region: region.clone(), offset, address, kind, write, thread_id: thread_id as u32 };
+        dispatcher.faults.insert(fault.clone(), page, self.timeout.map(|t| Instant::now() + t));
+        Some(fault)
+    }
+
+    /// A held fault whose source failed: the fallback resolves it and a `SourceFailed` notice says
+    /// why (`what` names the source). Nothing if the fault was settled meanwhile.
+    pub(crate) fn fail_held(&self, id: u64, what: &str, err: Error) {
+        let Some(entry) = lock(&self.dispatcher).faults.take(id) else {
+            return;
+        };
+        bump(&self.counters.errors);
+        let fault = entry.fault;
+        let notice = self.fall_back(&fault).unwrap_or_else(|| Notice {
+            kind: NoticeKind::SourceFailed,
+            message: format!(
+                "{what} could not serve a {} fault at offset {} of region {} ({err}): it was resolved by the fallback",
+                fault.kind.name(),
+                fault.offset,
+                fault.region.id()
+            ),
+            fault: Some(fault.clone()),
+            cause: Some(err),
+        });
+        self.hand_over(vec![Dispatch::Notice(notice)]);
+    }
+}
+// ---- end of faults a source answers later ----
 
 impl Drop for Userfaultfd {
     fn drop(&mut self) {

@@ -13,6 +13,9 @@ pub fn throw(env: &Env, error: &Error) -> napi::Error {
         object.set("errno", -(error.errno() as i32))?;
         object.set("syscall", error.op())?;
         object.set("uffd", true)?;
+        if let Some(status) = error.status() {
+            object.set("status", status as u32)?;
+        }
         env.throw(object)
     })();
     match thrown {

@@ -168,6 +168,8 @@ pub struct NativeFailure {
     pub message: String,
     /// For a refused handshake: the pid of the process that sent it (SO_PEERCRED).
     pub peer_pid: Option<i32>,
+    /// The HTTP status of a remote store's answer, if that is what failed.
+    pub status: Option<u32>,
 }
 
 impl NativeFailure {
@@ -178,6 +180,7 @@ impl NativeFailure {
             syscall: error.op(),
             message: error.to_string(),
             peer_pid: None,
+            status: error.status().map(u32::from),
         }
     }
 }

@@ -6,6 +6,8 @@ mod args;
 mod errors;
 mod handshake;
 // Public so that its napi functions count as used (they are reached only through the napi registry).
+pub mod object_source;
+// Public so that its napi functions count as used (they are reached only through the napi registry).
 pub mod hot;
 mod prefetch;
 mod region;

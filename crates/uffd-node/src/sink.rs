@@ -31,6 +31,8 @@ pub struct JsNotice {
     pub cause_message: Option<String>,
     /// The cause's errno, negative as in Node.
     pub cause_errno: Option<i32>,
+    /// The cause's HTTP status, when a remote store answered with one.
+    pub cause_status: Option<u32>,
 }
 
 /// A non-cooperative event as JavaScript receives it.
@@ -79,6 +81,7 @@ fn js_notice(notice: Notice) -> JsNotice {
         cause_code: notice.cause.as_ref().map(|e| e.code()),
         cause_syscall: notice.cause.as_ref().map(|e| e.op()),
         cause_errno: notice.cause.as_ref().map(|e| -(e.errno() as i32)),
+        cause_status: notice.cause.as_ref().and_then(|e| e.status()).map(u32::from),
         cause_message: notice.cause.map(|e| e.to_string()),
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::args::to_opt_usize;
 use crate::errors::OrThrow;
-use napi::bindgen_prelude::Uint8Array;
+use napi::bindgen_prelude::{AsyncTask, Uint8Array};
 use napi::Env;
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
@@ -55,10 +55,28 @@ impl NativeSource {
             Source::File(_) => "file",
             Source::Layers(_) => "layers",
             Source::PageCache => "pageCache",
+            Source::Object(_) => "objectStore",
         }
     }
 
-    fn of(source: Source) -> Self {
+    /// An object source's counters (`undefined` for other sources).
+    #[napi(getter)]
+    pub fn object_stats(&self) -> Option<crate::object_source::NativeObjectStats> {
+        self.source.object().map(|object| crate::object_source::stats_of(object))
+    }
+
+    /// Reads the first `chunks` chunks (all by default) straight from the store, without the
+    /// caches (the bench's baseline).
+    #[napi(ts_return_type = "Promise<NativeRawRead>")]
+    pub fn read_raw(&self, env: Env, chunks: Option<f64>) -> napi::Result<AsyncTask<crate::object_source::ReadRaw>> {
+        let chunks = crate::args::to_opt_usize(&env, "chunks", chunks)?.map(|n| n as u64);
+        match self.source.object() {
+            Some(object) => Ok(AsyncTask::new(crate::object_source::ReadRaw(object.clone(), chunks))),
+            None => Err(crate::errors::invalid(&env, "readRaw", "this is not an object source".into())),
+        }
+    }
+
+    pub(crate) fn of(source: Source) -> Self {
         NativeSource { source, for_faults: OnceLock::new() }
     }
 

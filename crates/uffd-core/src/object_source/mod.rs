@@ -1,0 +1,466 @@
+//! A native source backed by object storage (S3 and S3-compatible stores, plain HTTP Range
+//! requests), for memory whose pages live in a bucket: VM snapshots, model files, data sets.
+//!
+//! The object is read in chunks (4 MiB by default) by range requests on a small runtime of the
+//! core's own (`runtime.rs`), many in flight at once (`fetch.rs`); a chunk is requested once
+//! however many faults wait on it, kept in a bounded memory cache (`chunks.rs`) and, if asked, in
+//! a directory the processes of the machine share (`disk.rs`). A fault never blocks the loop thread:
+//! it waits in the fault table, with its deadline, until its chunk arrives, and the runtime maps the
+//! chunk's pages and wakes it (`pending.rs`). Sequential faults read ahead by whole chunks; random
+//! ones shrink the request down to the faulting page, as the file source's adaptive readahead does.
+
+mod chunks;
+mod disk;
+mod fetch;
+mod pending;
+mod runtime;
+mod store;
+
+pub use fetch::RetryPolicy;
+pub use store::{Credentials, Location, StoreOptions};
+
+use crate::error::{Error, Result};
+use bytes::Bytes;
+use chunks::ChunkCache;
+use disk::DiskCache;
+use fetch::Fetcher;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, Semaphore};
+
+const OP: &str = "objectStore";
+
+/// How an object source reads and caches.
+#[derive(Debug, Clone)]
+pub struct ObjectOptions {
+    pub store: StoreOptions,
+    /// Bytes per range request of a chunk; a multiple of 4096.
+    pub chunk_size: usize,
+    /// Range requests in flight at once.
+    pub concurrency: usize,
+    /// Chunks read ahead of a sequential fault, at most.
+    pub readahead_chunks: usize,
+    /// Random faults shrink the request down to a page; false: always whole chunks.
+    pub adaptive: bool,
+    /// Bytes of chunks kept in memory.
+    pub memory_cache: usize,
+    /// A directory shared by the processes of the machine; `None`: no disk cache.
+    pub cache_dir: Option<PathBuf>,
+    pub retry: RetryPolicy,
+}
+
+impl Default for ObjectOptions {
+    fn default() -> Self {
+        let chunk_size = 4 << 20;
+        let concurrency = 16;
+        ObjectOptions {
+            store: StoreOptions::default(),
+            chunk_size,
+            concurrency,
+            readahead_chunks: concurrency,
+            adaptive: true,
+            memory_cache: 2 * concurrency * chunk_size,
+            cache_dir: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Counters of a source, shared by its requests.
+#[derive(Default)]
+pub(crate) struct ObjectCounters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) bytes_fetched: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) memory_hits: AtomicU64,
+    pub(crate) disk_hits: AtomicU64,
+    pub(crate) disk_writes: AtomicU64,
+    pub(crate) faults: AtomicU64,
+}
+
+/// What a source has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjectStats {
+    /// Range requests that succeeded, and the bytes they brought.
+    pub requests: u64,
+    pub bytes_fetched: u64,
+    /// Tries again after a transient failure, and requests that failed for good.
+    pub retries: u64,
+    pub failures: u64,
+    /// Chunks found in memory, and read from the disk cache (fetched by another process).
+    pub memory_hits: u64,
+    pub disk_hits: u64,
+    pub disk_writes: u64,
+    /// Faults that waited for the network.
+    pub faults: u64,
+    /// Bytes of chunks held in memory now.
+    pub cached_bytes: u64,
+}
+
+/// An object in a store, read in chunks. Made by [`ObjectSource::open`], which reads its size and
+/// ETag; shared by every registration and fault that uses it.
+pub struct ObjectSource {
+    fetcher: Fetcher,
+    chunk_size: usize,
+    readahead_chunks: usize,
+    adaptive: bool,
+    cache: ChunkCache,
+    disk: Option<DiskCache>,
+    /// Chunks being read, with whoever waits for them.
+    loading: Mutex<HashMap<u64, Vec<oneshot::Sender<Result<Bytes>>>>>,
+    window: Mutex<Window>,
+    counters: Arc<ObjectCounters>,
+}
+
+/// The adaptive request size: it doubles while faults follow each other and halves on a jump.
+struct Window {
+    /// The bytes the last plan mapped: a fault inside them (another thread's, or one that came
+    /// while they were being mapped) neither grows nor shrinks the window.
+    start: u64,
+    /// The object offset a sequential fault would come at next.
+    next: Option<u64>,
+    bytes: u64,
+}
+
+/// What one fault asks of the source: the bytes `start..end` of the object, from one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) index: u64,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// Read the whole chunk (through the caches), and this many chunks after it in the background.
+    pub(crate) whole: bool,
+    pub(crate) ahead: u64,
+    /// The chunk was not in memory when the fault came, and the fault is not in a sequential run:
+    /// its page is mapped (and its thread woken) before the rest of the chunk.
+    pub(crate) waits: bool,
+}
+
+impl ObjectSource {
+    /// Opens `url`, reading the object's size and ETag (a HEAD request): a missing object (404),
+    /// a refusal (403), or a store that cannot be reached fails here. Blocks the calling thread,
+    /// which must not be a thread of the object-store runtime.
+    pub fn open(url: &str, options: ObjectOptions) -> Result<Arc<ObjectSource>> {
+        if options.chunk_size == 0 || options.chunk_size % crate::region::base_page_size() != 0 {
+            return Err(Error::invalid(
+                OP,
+                format!("chunkSize {} is not a multiple of the page size", options.chunk_size),
+            ));
+        }
+        if options.concurrency == 0 {
+            return Err(Error::invalid(OP, "concurrency must be at least 1"));
+        }
+        let location = Location::parse(url)?;
+        let (store, path) = store::connect(&location, &options.store)?;
+        let meta = runtime::block_on(head(store.as_ref(), &path, url, options.retry))??;
+        let counters = Arc::new(ObjectCounters::default());
+        let disk = options
+            .cache_dir
+            .map(|dir| DiskCache::open(dir, url, meta.e_tag.as_deref(), meta.size, options.chunk_size))
+            .transpose()?;
+        Ok(Arc::new(ObjectSource {
+            fetcher: Fetcher {
+                store,
+                path,
+                url: url.into(),
+                size: meta.size,
+                etag: meta.e_tag,
+                retry: options.retry,
+                permits: Semaphore::new(options.concurrency),
+                counters: counters.clone(),
+            },
+            chunk_size: options.chunk_size,
+            readahead_chunks: options.readahead_chunks,
+            adaptive: options.adaptive,
+            cache: ChunkCache::new(options.memory_cache),
+            disk,
+            loading: Mutex::new(HashMap::new()),
+            window: Mutex::new(Window { start: 0, next: None, bytes: options.chunk_size as u64 }),
+            counters,
+        }))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.fetcher.url
+    }
+    /// The object's size in bytes, when the source was made.
+    pub fn size(&self) -> u64 {
+        self.fetcher.size
+    }
+    pub fn etag(&self) -> Option<&str> {
+        self.fetcher.etag.as_deref()
+    }
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    pub fn stats(&self) -> ObjectStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.counters;
+        ObjectStats {
+            requests: get(&c.requests),
+            bytes_fetched: get(&c.bytes_fetched),
+            retries: get(&c.retries),
+            failures: get(&c.failures),
+            memory_hits: get(&c.memory_hits),
+            disk_hits: get(&c.disk_hits),
+            disk_writes: get(&c.disk_writes),
+            faults: get(&c.faults),
+            cached_bytes: self.cache.bytes() as u64,
+        }
+    }
+
+    fn chunk_range(&self, index: u64) -> Range<u64> {
+        let start = index * self.chunk_size as u64;
+        start..(start + self.chunk_size as u64).min(self.size())
+    }
+
+    fn chunks(&self) -> u64 {
+        self.size().div_ceil(self.chunk_size as u64)
+    }
+
+    /// What a fault at object offset `offset` reads, and moves the adaptive window.
+    pub(crate) fn plan(&self, offset: u64, page: u64) -> Plan {
+        let chunk = self.chunk_size as u64;
+        let most = chunk * (1 + self.readahead_chunks as u64);
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = match window.next {
+            _ if !self.adaptive => most,
+            // The first fault reads one chunk: a first byte costs one request.
+            None => chunk,
+            Some(next) if offset == next => (window.bytes * 2).min(most),
+            Some(next) if (window.start..next).contains(&offset) => window.bytes,
+            Some(_) => (window.bytes / 2 / page * page).max(page),
+        };
+        window.bytes = bytes;
+        let index = offset / chunk;
+        let chunk_end = self.chunk_range(index).end.next_multiple_of(page);
+        let plan = if bytes >= chunk {
+            Plan { index, start: offset, end: chunk_end, whole: true, ahead: bytes / chunk - 1, waits: false }
+        } else {
+            Plan { index, start: offset, end: (offset + bytes).min(chunk_end), whole: false, ahead: 0, waits: false }
+        };
+        // In a sequential run the faulting thread needs the whole chunk next: one copy. Elsewhere
+        // it needs its own page first.
+        let plan = Plan { waits: plan.ahead == 0 && !self.cache.contains(index), ..plan };
+        if !(window.start..window.next.unwrap_or(0)).contains(&offset) {
+            window.start = plan.start;
+            window.next = Some(plan.end);
+        }
+        plan
+    }
+
+    /// Starts the chunks a plan reads ahead.
+    pub(crate) fn read_ahead(self: &Arc<Self>, plan: &Plan) {
+        for index in plan.index + 1..=(plan.index + plan.ahead).min(self.chunks().saturating_sub(1)) {
+            self.start_loading(index);
+        }
+    }
+
+    /// The object's bytes `plan.start..plan.end` (fewer at the object's end): from a chunk when
+    /// the plan reads whole chunks or the chunk is cached or on its way, else one small request.
+    pub(crate) async fn read(self: Arc<Self>, plan: Plan) -> Result<Bytes> {
+        let base = self.chunk_range(plan.index).start;
+        let end = plan.end.min(self.size());
+        if plan.whole || self.cache.contains(plan.index) || self.is_loading(plan.index) {
+            let chunk = self.chunk(plan.index).await?;
+            let from = ((plan.start - base) as usize).min(chunk.len());
+            return Ok(chunk.slice(from..((end - base) as usize).min(chunk.len())));
+        }
+        if let Some(disk) = &self.disk {
+            let whole = self.chunk_range(plan.index);
+            if let Some(bytes) =
+                disk.read_range(plan.index, (whole.end - whole.start) as usize, plan.start - base, end - plan.start)
+            {
+                self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(bytes);
+            }
+        }
+        self.fetcher.get(plan.start..end).await
+    }
+
+    fn is_loading(&self, index: u64) -> bool {
+        self.loading.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&index)
+    }
+
+    /// Chunk `index`: from memory, or joining the request already under way, or a new one.
+    pub(crate) async fn chunk(self: Arc<Self>, index: u64) -> Result<Bytes> {
+        if let Some(bytes) = self.cache.get(index) {
+            self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(bytes);
+        }
+        let receiver = {
+            let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+            // Checked again under the lock: a load puts its chunk in the cache before it leaves.
+            if let Some(bytes) = self.cache.get(index) {
+                return Ok(bytes);
+            }
+            let (sender, receiver) = oneshot::channel();
+            match loading.get_mut(&index) {
+                Some(waiters) => waiters.push(sender),
+                None => {
+                    loading.insert(index, vec![sender]);
+                    self.spawn_load(index)?;
+                }
+            }
+            receiver
+        };
+        receiver.await.unwrap_or_else(|_| Err(Error::Closed { op: OP, what: "object source" }))
+    }
+
+    /// Starts reading chunk `index` into the cache unless it is there or on its way.
+    fn start_loading(self: &Arc<Self>, index: u64) {
+        if self.cache.contains(index) {
+            return;
+        }
+        let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if loading.contains_key(&index) {
+            return;
+        }
+        loading.insert(index, Vec::new());
+        if self.spawn_load(index).is_err() {
+            loading.remove(&index);
+        }
+    }
+
+    fn spawn_load(self: &Arc<Self>, index: u64) -> Result<()> {
+        let source = self.clone();
+        runtime::runtime()?.spawn(async move {
+            let result = source.load(index).await;
+            if let Ok(bytes) = &result {
+                source.cache.insert(index, bytes.clone());
+            }
+            let waiters = source.loading.lock().unwrap_or_else(|p| p.into_inner()).remove(&index).unwrap_or_default();
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
+        });
+        Ok(())
+    }
+
+    /// Reads a chunk from the disk cache, or fetches it (once per machine when the cache is shared).
+    async fn load(&self, index: u64) -> Result<Bytes> {
+        let range = self.chunk_range(index);
+        let len = (range.end - range.start) as usize;
+        let Some(disk) = &self.disk else {
+            return self.fetcher.get(range).await;
+        };
+        let hit = || {
+            self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
+        };
+        if let Some(bytes) = disk.read(index, len) {
+            hit();
+            return Ok(bytes);
+        }
+        // Another process holding the claim longer than a request's whole retry budget is stuck:
+        // then this one fetches too.
+        let give_up = Instant::now() + self.fetcher.retry.timeout + Duration::from_secs(30);
+        loop {
+            if let Some(claim) = disk.claim(index) {
+                if let Some(bytes) = disk.read(index, len) {
+                    hit();
+                    return Ok(bytes);
+                }
+                let bytes = self.fetcher.get(range).await?;
+                if disk.write(index, &bytes).is_ok() {
+                    self.counters.disk_writes.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(claim);
+                return Ok(bytes);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if let Some(bytes) = disk.read(index, len) {
+                hit();
+                return Ok(bytes);
+            }
+            if Instant::now() > give_up {
+                return self.fetcher.get(range).await;
+            }
+        }
+    }
+
+    /// Fills `out` with the object's bytes at `offset`, zeros past its end, blocking this thread
+    /// (a prefetch on a pool thread, a handler's `fromSource`). The chunks after it are read ahead.
+    pub fn read_blocking(self: &Arc<Self>, offset: u64, out: &mut [u8]) -> Result<()> {
+        let end = (offset + out.len() as u64).min(self.size());
+        let mut at = offset;
+        while at < end {
+            let index = at / self.chunk_size as u64;
+            let base = self.chunk_range(index).start;
+            self.read_ahead(&Plan {
+                index,
+                start: at,
+                end,
+                whole: true,
+                ahead: self.readahead_chunks as u64,
+                waits: true,
+            });
+            let chunk = runtime::block_on(self.clone().chunk(index))??;
+            let from = (at - base) as usize;
+            let take = ((end - at) as usize).min(chunk.len().saturating_sub(from));
+            if take == 0 {
+                break;
+            }
+            let into = (at - offset) as usize;
+            out[into..into + take].copy_from_slice(&chunk[from..from + take]);
+            at += take as u64;
+        }
+        let filled = (end.saturating_sub(offset) as usize).min(out.len());
+        out[filled..].fill(0);
+        Ok(())
+    }
+
+    /// Reads the object's first `chunks` chunks (all with `None`) with `concurrency` range
+    /// requests of a chunk each, straight from the store and without the caches: the raw bandwidth
+    /// (or, with one chunk, the one request) a source is measured against. Returns the bytes read
+    /// and how long it took.
+    pub fn read_raw(self: &Arc<Self>, chunks: Option<u64>) -> Result<(u64, Duration)> {
+        let source = self.clone();
+        runtime::block_on(async move {
+            let started = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for index in 0..chunks.unwrap_or(u64::MAX).min(source.chunks()) {
+                let source = source.clone();
+                tasks.spawn(async move { source.fetcher.get(source.chunk_range(index)).await.map(|b| b.len() as u64) });
+            }
+            let mut total = 0;
+            while let Some(done) = tasks.join_next().await {
+                total += done.map_err(|e| Error::invalid(OP, format!("a read task failed: {e}")))??;
+            }
+            Ok((total, started.elapsed()))
+        })?
+    }
+}
+
+/// The object's size and ETag. A transient answer (5xx) is tried again within the policy; a store
+/// that cannot be reached, or says no, fails at once.
+async fn head(
+    store: &dyn object_store::ObjectStore,
+    path: &object_store::path::Path,
+    url: &str,
+    retry: RetryPolicy,
+) -> Result<object_store::ObjectMeta> {
+    let mut delay = retry.initial_delay;
+    let started = Instant::now();
+    let mut tries = 0;
+    loop {
+        match object_store::ObjectStoreExt::head(store, path).await {
+            Ok(meta) => return Ok(meta),
+            Err(err) => {
+                let err = store::remote_error("HEAD", url, &err);
+                let retry_it = err.status().is_some_and(|s| s >= 500 || s == 429 || s == 408);
+                if !retry_it || tries >= retry.retries || started.elapsed() > retry.timeout {
+                    return Err(err);
+                }
+                tries += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(retry.max_delay);
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Where an object lives and how to reach it: the URL (`s3://bucket/key`, `http(s)://host/path`),
+//! the endpoint, region and credentials, built into an `object_store` client that asks no one else
+//! for anything. Nothing here reads the environment: the caller passes every value (the TypeScript
+//! layer reads `AWS_*` the way the AWS SDKs do). No request ever goes to an instance-metadata
+//! endpoint, a container-credentials endpoint, STS or a proxy from the environment: credentials are
+//! static or absent (anonymous, unsigned), and the HTTP client is built here with no proxy.
+
+use crate::error::{Error, Result};
+use nix::errno::Errno;
+use object_store::aws::{AmazonS3Builder, AwsCredential};
+use object_store::client::{HttpClient, HttpConnector, HttpError, HttpErrorKind};
+use object_store::http::HttpBuilder;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const OP: &str = "objectStore";
+
+/// What an object URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `s3://bucket/key`
+    S3 { bucket: String, key: String },
+    /// `http://host:port/path` or `https://...`: plain Range GETs.
+    Http { base: String, path: String },
+}
+
+impl Location {
+    pub fn parse(url: &str) -> Result<Location> {
+        let bad = |why: &str| Error::invalid(OP, format!("{url:?} {why}"));
+        let (scheme, rest) =
+            url.split_once("://").ok_or_else(|| bad("is not a URL (s3://bucket/key, https://host/path)"))?;
+        match scheme {
+            "s3" | "s3a" => {
+                let (bucket, key) = rest.split_once('/').ok_or_else(|| bad("names no key: s3://bucket/key"))?;
+                if bucket.is_empty() || key.is_empty() {
+                    return Err(bad("names no bucket or no key: s3://bucket/key"));
+                }
+                Ok(Location::S3 { bucket: bucket.into(), key: key.into() })
+            }
+            "http" | "https" => {
+                let (host, path) = rest.split_once('/').ok_or_else(|| bad("names no path"))?;
+                if host.is_empty() || path.is_empty() {
+                    return Err(bad("names no host or no path"));
+                }
+                Ok(Location::Http { base: format!("{scheme}://{host}"), path: path.into() })
+            }
+            "gs" | "az" | "abfs" | "azure" => Err(Error::unsupported(
+                OP,
+                format!("{url:?}: {scheme}:// is not supported yet; use s3:// (any S3-compatible store) or https://"),
+            )),
+            _ => Err(bad("has a scheme this source does not read (s3, http, https)")),
+        }
+    }
+}
+
+/// Static S3 credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials {{ access_key_id: {:?}, .. }}", self.access_key_id)
+    }
+}
+
+/// How to reach the store. Every value is explicit.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The S3 endpoint (`http://127.0.0.1:8333`); `None`: AWS's own for the region.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub credentials: Option<Credentials>,
+    /// Unsigned requests, for a public bucket. Without credentials this must be said.
+    pub anonymous: bool,
+    /// `bucket.host` requests instead of `host/bucket` (path style, the default).
+    pub virtual_hosted_style: bool,
+    pub connect_timeout: Duration,
+    /// The bound of one request, body included.
+    pub request_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            endpoint: None,
+            region: None,
+            credentials: None,
+            anonymous: false,
+            virtual_hosted_style: false,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The store client and the object's path in it.
+pub(crate) fn connect(location: &Location, options: &StoreOptions) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    // Retries are the source's own (fetch.rs): counted, bounded, and reported with their cause.
+    let retry = RetryConfig { max_retries: 0, ..Default::default() };
+    let client_options = ClientOptions::new().with_allow_http(true);
+    match location {
+        Location::S3 { bucket, key } => {
+            let region = options.region.clone().unwrap_or_else(|| "us-east-1".into());
+            let credential = match (&options.credentials, options.anonymous) {
+                (Some(c), _) => AwsCredential {
+                    key_id: c.access_key_id.clone(),
+                    secret_key: c.secret_access_key.clone(),
+                    token: c.session_token.clone(),
+                },
+                // Never signed: the placeholder only keeps the builder from choosing a provider.
+                (None, true) => AwsCredential { key_id: String::new(), secret_key: String::new(), token: None },
+                (None, false) => {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "no credentials for s3://{bucket}/{key}: pass options.credentials \
+                             ({{ accessKeyId, secretAccessKey }}), set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                             or pass anonymous: true for a public bucket (instance metadata is never asked)"
+                        ),
+                    ))
+                }
+            };
+            let endpoint = options.endpoint.as_deref().map(|e| e.trim_end_matches('/').to_string());
+            let endpoint = match (&endpoint, options.virtual_hosted_style) {
+                (Some(e), true) => Some(with_bucket_host(e, bucket)?),
+                _ => endpoint,
+            };
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(&region)
+                .with_credentials(Arc::new(StaticCredentialProvider::new(credential)))
+                .with_skip_signature(options.anonymous && options.credentials.is_none())
+                .with_virtual_hosted_style_request(options.virtual_hosted_style)
+                // Belt and braces: the provider above is static, but should anything ever ask the
+                // instance metadata service, it would ask a closed loopback port.
+                .with_metadata_endpoint("http://127.0.0.1:1")
+                .with_retry(retry)
+                .with_client_options(client_options)
+                .with_http_connector(Connector::new(options, endpoint.as_deref()));
+            if let Some(endpoint) = endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            let store = builder.build().map_err(|e| remote_error(OP, &format!("s3://{bucket}/{key}"), &e))?;
+            Ok((Arc::new(store), Path::from(key.as_str())))
+        }
+        Location::Http { base, path } => {
+            let store = HttpBuilder::new()
+                .with_url(base)
+                .with_retry(retry)
+                .with_client_options(client_options)
+                .with_http_connector(Connector::new(options, Some(base)))
+                .build()
+                .map_err(|e| remote_error(OP, &format!("{base}/{path}"), &e))?;
+            let path = Path::from_url_path(path).map_err(|e| Error::invalid(OP, format!("{base}/{path}: {e}")))?;
+            Ok((Arc::new(store), path))
+        }
+    }
+}
+
+/// `http://host:port` with the bucket as the first label of the host: `http://bucket.host:port`.
+fn with_bucket_host(endpoint: &str, bucket: &str) -> Result<String> {
+    let (scheme, host) =
+        endpoint.split_once("://").ok_or_else(|| Error::invalid(OP, format!("endpoint {endpoint:?} is not a URL")))?;
+    if host.starts_with(&format!("{bucket}.")) {
+        return Ok(endpoint.to_string());
+    }
+    Ok(format!("{scheme}://{bucket}.{host}"))
+}
+
+/// Builds the HTTP client: no proxy from the environment, the source's timeouts, and `localhost`
+/// names (`bucket.localhost`, RFC 6761) resolved to the loopback address without asking DNS.
+#[derive(Debug)]
+struct Connector {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    localhost: Option<String>,
+}
+
+impl Connector {
+    fn new(options: &StoreOptions, endpoint: Option<&str>) -> Self {
+        let host = endpoint
+            .and_then(|e| e.split_once("://"))
+            .map(|(_, rest)| rest.split(['/', ':']).next().unwrap_or_default().to_string())
+            .filter(|host| host.ends_with(".localhost"));
+        Connector {
+            connect_timeout: options.connect_timeout,
+            request_timeout: options.request_timeout,
+            localhost: host,
+        }
+    }
+}
+
+impl HttpConnector for Connector {
+    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.request_timeout)
+            .pool_max_idle_per_host(64);
+        if let Some(host) = &self.localhost {
+            builder = builder.resolve(host, SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
+        let client =
+            builder.build().map_err(|e| object_store::Error::Generic { store: "uffd-object", source: Box::new(e) })?;
+        Ok(HttpClient::new(client))
+    }
+}
+
+/// An `object_store` error as the core's: the HTTP status where there was one, the errno that
+/// stands for it (404 ENOENT, 401/403 EACCES, 412 ESTALE, 5xx EIO, a refused connection
+/// ECONNREFUSED, a timeout ETIMEDOUT, a reset ECONNRESET), and the whole chain of causes.
+pub(crate) fn remote_error(op: &'static str, what: &str, err: &object_store::Error) -> Error {
+    let status = status_of(err);
+    let errno = match status {
+        Some(404) => Errno::ENOENT,
+        Some(401 | 403) => Errno::EACCES,
+        Some(412) => Errno::ESTALE,
+        Some(_) => Errno::EIO,
+        None => transport_errno(err).unwrap_or(Errno::EIO),
+    };
+    let status_text = status.map(|s| format!("HTTP {s}: ")).unwrap_or_default();
+    Error::Remote { op, errno, status, detail: format!("{what}: {status_text}{}", chain(err)) }
+}
+
+/// Whether a failed request may succeed if tried again: a 5xx, 408 or 429, or a transport error
+/// (refused, reset, timed out). A 4xx or a changed object is final.
+pub(crate) fn transient(err: &Error) -> bool {
+    match err {
+        Error::Remote { status: Some(status), .. } => *status >= 500 || *status == 408 || *status == 429,
+        Error::Remote { errno, status: None, .. } => *errno != Errno::ESTALE,
+        _ => false,
+    }
+}
+
+fn status_of(err: &object_store::Error) -> Option<u16> {
+    use object_store::Error as E;
+    match err {
+        E::NotFound { .. } => Some(404),
+        E::PermissionDenied { .. } => Some(403),
+        E::Unauthenticated { .. } => Some(401),
+        E::Precondition { .. } => Some(412),
+        E::NotModified { .. } => Some(304),
+        _ => {
+            // The retry layer's error says "Server returned non-2xx status code: 503 ...".
+            let text = chain(err);
+            let at = text.find("status code: ")? + "status code: ".len();
+            text[at..].get(..3)?.parse().ok()
+        }
+    }
+}
+
+/// The errno of a transport failure, from the first `io::Error` or `HttpError` in the chain.
+fn transport_errno(err: &object_store::Error) -> Option<Errno> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut kind = None;
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(raw) = io.raw_os_error() {
+                return Some(Errno::from_raw(raw));
+            }
+        }
+        if let Some(http) = e.downcast_ref::<HttpError>() {
+            kind.get_or_insert(http.kind());
+        }
+        source = e.source();
+    }
+    let text = chain(err).to_lowercase();
+    if text.contains("connection refused") {
+        return Some(Errno::ECONNREFUSED);
+    }
+    if text.contains("reset") || text.contains("connection closed") || text.contains("broken pipe") {
+        return Some(Errno::ECONNRESET);
+    }
+    match kind? {
+        HttpErrorKind::Timeout => Some(Errno::ETIMEDOUT),
+        HttpErrorKind::Connect => Some(Errno::ECONNREFUSED),
+        HttpErrorKind::Request | HttpErrorKind::Interrupted => Some(Errno::ECONNRESET),
+        _ => Some(Errno::EIO),
+    }
+}
+
+/// An error and its causes, in one line.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_bucket_and_key_or_a_host_and_path() {
+        assert_eq!(
+            Location::parse("s3://snap/vm/mem.bin").unwrap(),
+            Location::S3 { bucket: "snap".into(), key: "vm/mem.bin".into() }
+        );
+        assert_eq!(
+            Location::parse("http://127.0.0.1:8080/a/b").unwrap(),
+            Location::Http { base: "http://127.0.0.1:8080".into(), path: "a/b".into() }
+        );
+        assert_eq!(Location::parse("s3://bucket").unwrap_err().code(), "EINVAL");
+        assert_eq!(Location::parse("gs://b/k").unwrap_err().code(), "EOPNOTSUPP");
+        assert_eq!(Location::parse("/tmp/x").unwrap_err().code(), "EINVAL");
+    }
+
+    #[test]
+    fn no_credentials_is_an_error_before_any_request() {
+        let location = Location::parse("s3://b/k").unwrap();
+        let Err(err) = connect(&location, &StoreOptions::default()) else { panic!("no credentials must be refused") };
+        assert!(err.to_string().contains("no credentials"), "{err}");
+        assert!(err.to_string().contains("anonymous"), "{err}");
+    }
+
+    #[test]
+    fn virtual_hosted_endpoints_carry_the_bucket() {
+        assert_eq!(with_bucket_host("http://localhost:9000", "b").unwrap(), "http://b.localhost:9000");
+        assert_eq!(with_bucket_host("http://b.localhost:9000", "b").unwrap(), "http://b.localhost:9000");
+    }
+}
