@@ -1191,18 +1191,7 @@ impl Userfaultfd {
         };
         bump(&self.counters.errors);
         let failed = self.fall_back(&fault);
-        Dispatch::Notice(failed.unwrap_or_else(|| Notice {
-            kind: NoticeKind::SourceFailed,
-            message: format!(
-                "{} could not serve a {} fault at offset {} of region {} ({err}): it was resolved by the fallback",
-                served.source().describe(),
-                kind.name(),
-                offset,
-                region.id()
-            ),
-            fault: Some(fault),
-            cause: Some(err),
-        }))
+        Dispatch::Notice(failed.unwrap_or_else(|| source_failed_notice(fault, &served.source().describe(), err)))
     }
 
     /// The earliest deadline of a fault in flight.
@@ -1341,17 +1330,7 @@ impl Userfaultfd {
         };
         bump(&self.counters.errors);
         let fault = entry.fault;
-        let notice = self.fall_back(&fault).unwrap_or_else(|| Notice {
-            kind: NoticeKind::SourceFailed,
-            message: format!(
-                "{what} could not serve a {} fault at offset {} of region {} ({err}): it was resolved by the fallback",
-                fault.kind.name(),
-                fault.offset,
-                fault.region.id()
-            ),
-            fault: Some(fault.clone()),
-            cause: Some(err),
-        });
+        let notice = self.fall_back(&fault).unwrap_or_else(|| source_failed_notice(fault, what, err));
         self.hand_over(vec![Dispatch::Notice(notice)]);
     }
 }
@@ -1367,6 +1346,21 @@ impl Drop for Userfaultfd {
 pub(crate) fn release_region_everywhere(region: &Arc<Region>) {
     for uffd in UFFDS.all() {
         uffd.release_region(region);
+    }
+}
+
+/// The notice of a fault whose source (`what`) failed with `err`, resolved by the fallback.
+fn source_failed_notice(fault: Fault, what: &str, err: Error) -> Notice {
+    Notice {
+        kind: NoticeKind::SourceFailed,
+        message: format!(
+            "{what} could not serve a {} fault at offset {} of region {} ({err}): it was resolved by the fallback",
+            fault.kind.name(),
+            fault.offset,
+            fault.region.id()
+        ),
+        fault: Some(fault),
+        cause: Some(err),
     }
 }
 
