@@ -206,8 +206,20 @@ const rows = [
   ['raw range GETs, 16 x 4 MiB in flight (MiB/s)', m.raw, spread(results.raw), '', ''],
   ['sequential scan through the source (MiB/s)', m.scan, spread(results.scan), ratios.scan, '>= 0.8x raw'],
   ['scan through the proxy, +0 ms (MiB/s)', m.proxy0, spread(results.proxy0), ratios.proxy0, '(the proxy itself)'],
-  ['scan through the proxy, +10 ms (MiB/s)', m.proxy10, spread(results.proxy10), `${ratios.proxy10.toFixed(2)} (${ratios.proxy10ofProxy0.toFixed(2)} of +0 ms)`, '>= 0.5x no-delay scan'],
-  ['scan through the proxy, +50 ms (MiB/s)', m.proxy50, spread(results.proxy50), `${ratios.proxy50.toFixed(2)} (${ratios.proxy50ofProxy0.toFixed(2)} of +0 ms)`, '>= 0.5x no-delay scan'],
+  [
+    'scan through the proxy, +10 ms (MiB/s)',
+    m.proxy10,
+    spread(results.proxy10),
+    `${ratios.proxy10.toFixed(2)} (${ratios.proxy10ofProxy0.toFixed(2)} of +0 ms)`,
+    '>= 0.5x no-delay scan',
+  ],
+  [
+    'scan through the proxy, +50 ms (MiB/s)',
+    m.proxy50,
+    spread(results.proxy50),
+    `${ratios.proxy50.toFixed(2)} (${ratios.proxy50ofProxy0.toFixed(2)} of +0 ms)`,
+    '>= 0.5x no-delay scan',
+  ],
   ['one raw range request of 4 MiB (ms)', m.oneRequest, spread(results.oneRequest), '', ''],
   ['time to first byte through the source (ms)', m.firstByte, spread(results.firstByte), ratios.firstByteOver, '<= one request + 2 ms'],
   [
