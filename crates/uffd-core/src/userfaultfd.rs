@@ -1210,7 +1210,8 @@ impl Userfaultfd {
             batch.push(self.abandon(entry, |fault| Notice {
                 kind: NoticeKind::Timeout,
                 message: format!(
-                    "the handler did not resolve a {} fault at offset {} of region {} within {} ms: it was resolved by the fallback",
+                    "{} did not resolve a {} fault at offset {} of region {} within {} ms: it was resolved by the fallback",
+                    self.resolver_of(fault),
                     fault.kind.name(),
                     fault.offset,
                     fault.region.id(),
@@ -1332,6 +1333,14 @@ impl Userfaultfd {
         let fault = entry.fault;
         let notice = self.fall_back(&fault).unwrap_or_else(|| source_failed_notice(fault, what, err));
         self.hand_over(vec![Dispatch::Notice(notice)]);
+    }
+
+    /// Who had to resolve a fault, for a timeout's message: a held fault is its object source's.
+    fn resolver_of(&self, fault: &Fault) -> String {
+        match self.registration_at(fault.region.address() + fault.offset) {
+            Some((_, _, Some(served))) if served.source().object().is_some() => served.source().describe(),
+            _ => "the handler".into(),
+        }
     }
 }
 // ---- end of faults a source answers later ----
