@@ -305,6 +305,24 @@ test('the README’s snippet for another process’s memory, run as written (no 
   t.regex(served.out, new RegExp(`"copies":${PEER_PAGES}`))
 })
 
+test('another process’s memory served by a handler worker: the peer’s hang-up closes the owner, and the process ends', async (t) => {
+  const socket = join(peerDir, 'worker.sock')
+  const server = spawnCollecting(
+    process.execPath,
+    [join(__dirname, 'helpers', 'field-child.js'), 'serve-peer-in-worker', `${socket},${snapshot}`],
+    'the serving process',
+    30_000,
+  )
+  await until(() => server.output().includes('listening'), 'the listener')
+  const peer = startPeer(socket)
+  const { code, out: peerOut } = await peer.exit
+  t.is(code, 0, peerOut)
+  const served = await server.exit
+  t.is(served.code, 0, served.out)
+  t.regex(served.out, /"closed":true/)
+  t.regex(served.out, /ERR_UFFD_PEER_GONE/)
+})
+
 test('listen() takes the options a userfaultfd takes, spinMicros included (checked, not dropped)', (t) => {
   t.throws(() => listen(join(peerDir, 'spin.sock'), { spinMicros: -1 }), { code: 'ERR_INVALID_ARG_TYPE', message: /spinMicros/ })
   const listener = listen(join(peerDir, 'spin.sock'), { spinMicros: 50 })

@@ -147,6 +147,20 @@ async function main(scenario: string, arg: string | undefined): Promise<void> {
       uffd.on('close', () => print({ closed: true, copies: uffd.stats.resolutions.copy }))
       return
     }
+    case 'serve-peer-in-worker': {
+      // The same, served by a handler worker: the peer's hang-up must reach this thread, which
+      // closes, so that the process ends.
+      const [socket, snapshot] = String(arg).split(',') as [string, string]
+      const listener = listen(socket)
+      print({ listening: true })
+      const { uffd, regions, offsets } = await listener.accept()
+      listener.close()
+      uffd.on('error', (error) => print({ error: error.code }))
+      uffd.on('close', () => print({ closed: true, copies: uffd.stats.resolutions.copy }))
+      const workerData = { snapshot, offsets: regions.map((region, i) => [region.id, offsets[i] ?? 0]) }
+      await uffd.handleInWorker(join(__dirname, 'snapshot-pager.js'), { workerData })
+      return
+    }
     default:
       throw new Error(`unknown scenario ${scenario}`)
   }

@@ -191,7 +191,6 @@ impl Userfaultfd {
                 UFFD => fault_loop::drain(self, &mut puller.buffer, &mut batch),
                 PEER => {
                     fault_loop::drain(self, &mut puller.buffer, &mut batch);
-                    batch.push(fault_loop::peer_gone());
                     hung_up = true;
                 }
                 _ => {}
@@ -201,6 +200,9 @@ impl Userfaultfd {
         self.mark_delivered(puller.generation, &batch);
         drop(state);
         if hung_up {
+            // Said through hand_over, which tells the owner (a reading worker's owner must close
+            // too, or what keeps its process alive for the peer never lets go).
+            self.hand_over(vec![fault_loop::peer_gone()]);
             self.close();
         }
         Ok(batch)

@@ -822,19 +822,25 @@ impl Userfaultfd {
         }
     }
 
-    /// Hands a batch to the current handler, or holds it for the next one. Timeouts go to the owner
-    /// (who set the limit): the handler is the one not answering, and may be stuck.
+    /// Hands a batch to the current handler, or holds it for the next one. Timeouts and a peer's
+    /// hang-up of a handler on another thread go to the owner: the owner set the limit, and the
+    /// handler may be the one stuck; the owner is who closes (a handler in a worker cannot, and
+    /// the owner keeps its process up). A handler on the owner's thread hears the hang-up in its
+    /// batch, after the events before it.
     pub(crate) fn hand_over(&self, mut batch: Vec<Dispatch>) {
         let dispatcher = lock(&self.dispatcher);
         let Some((generation, sink)) = dispatcher.sink.clone() else {
             return self.hold_for_handler(dispatcher, batch);
         };
-        let owner = dispatcher.owner.as_ref().map(|(owner, _)| owner.clone());
+        let owner = dispatcher.owner.clone();
         drop(dispatcher);
-        if let Some(owner) = owner {
-            let timeouts = take_notices(&mut batch, |kind| kind == NoticeKind::Timeout);
-            if !timeouts.is_empty() {
-                if let Err(returned) = owner.deliver(timeouts) {
+        if let Some((owner, owner_thread)) = owner {
+            let elsewhere = owner_thread != self.handler_thread.load(Ordering::Acquire);
+            let theirs = take_notices(&mut batch, |kind| {
+                kind == NoticeKind::Timeout || (elsewhere && kind == NoticeKind::PeerGone)
+            });
+            if !theirs.is_empty() {
+                if let Err(returned) = owner.deliver(theirs) {
                     batch.extend(returned);
                 }
             }
