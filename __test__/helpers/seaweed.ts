@@ -9,6 +9,13 @@ import { join } from 'node:path'
 
 const root = join(__dirname, '..', '..', '..', '..')
 
+// Every weed process this process started, killed when it exits however it ends (a test that
+// timed out included): no store outlives its test run.
+const running = new Set<ChildProcess>()
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL')
+})
+
 /** The weed binary, or undefined with why not. */
 export function weedBinary(): { path?: string; why?: string } {
   const candidates = [process.env.WEED, join(root, '.tools', 'venv', 'bin', 'weed')].filter((p): p is string => !!p)
@@ -142,6 +149,8 @@ export class Seaweed {
       child.stdout?.on('data', keep)
       child.stderr?.on('data', keep)
       this.#processes.push(child)
+      running.add(child)
+      child.once('exit', () => running.delete(child))
     }
     await this.ready()
   }

@@ -48,6 +48,17 @@ function wordOf(k) {
 }
 
 const stops = []
+// The store is a child process: it must not outlive the example, however the example ends.
+const stopAll = () => {
+  for (const stop of stops.splice(0)) stop()
+}
+process.on('exit', stopAll)
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    stopAll()
+    process.exit(1)
+  })
+}
 let url = positionals[0]
 let options = { endpoint: flags.endpoint, anonymous: flags.anonymous || undefined }
 let expected
@@ -183,6 +194,6 @@ console.log(
 
 uffd.close()
 region.close()
-for (const stop of stops) stop()
+stopAll()
 await new Promise((resolve) => setImmediate(resolve))
 if (mismatches > 0 || errors.length > 0) process.exitCode = 1

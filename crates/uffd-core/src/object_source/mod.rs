@@ -136,7 +136,7 @@ pub(crate) struct Plan {
     /// Read the whole chunk (through the caches), and this many chunks after it in the background.
     pub(crate) whole: bool,
     pub(crate) ahead: u64,
-    /// The chunk was not in memory when the fault came, and the fault is not in a sequential run:
+    /// A whole chunk, not in memory when the fault came, for a fault outside a sequential run:
     /// its page is mapped (and its thread woken) before the rest of the chunk.
     pub(crate) waits: bool,
 }
@@ -245,9 +245,11 @@ impl ObjectSource {
         } else {
             Plan { index, start: offset, end: (offset + bytes).min(chunk_end), whole: false, ahead: 0, waits: false }
         };
-        // In a sequential run the faulting thread needs the whole chunk next: one copy. Elsewhere
-        // it needs its own page first.
-        let plan = Plan { waits: plan.ahead == 0 && !self.cache.contains(index), ..plan };
+        // A whole chunk fetched for a fault outside a sequential run (the first fault, a random
+        // one): its page first. In a run the thread needs the whole chunk next, and a small range
+        // is mapped whole: one copy, so the thread's next fault does not race the rest (and, for
+        // a range, fetch it again).
+        let plan = Plan { waits: plan.whole && plan.ahead == 0 && !self.cache.contains(index), ..plan };
         if !(window.start..window.next.unwrap_or(0)).contains(&offset) {
             window.start = plan.start;
             window.next = Some(plan.end);
