@@ -287,37 +287,26 @@ function startPeer(socket: string) {
   return spawnCollecting(peerBinary, [socket, 'serve', String(PEER_PAGES)], 'the peer process', 30_000)
 }
 
-test('the README’s snippet for another process’s memory, run as written (no keepAlive), serves the peer to its end, then exits', async (t) => {
-  const socket = join(peerDir, 'readme.sock')
-  const server = spawnCollecting(
-    process.execPath,
-    [join(__dirname, 'helpers', 'field-child.js'), 'serve-peer', `${socket},${snapshot}`],
-    'the serving process',
-    30_000,
-  )
+/** Runs a field-child scenario that serves the C peer from the snapshot; both run to their end. */
+async function servePeer(scenario: string, socket: string) {
+  const args = [join(__dirname, 'helpers', 'field-child.js'), scenario, `${socket},${snapshot}`]
+  const server = spawnCollecting(process.execPath, args, 'the serving process', 30_000)
   await until(() => server.output().includes('listening'), 'the listener')
-  const peer = startPeer(socket)
-  const { code, out: peerOut } = await peer.exit
-  t.is(code, 0, peerOut)
-  const served = await server.exit
+  const peer = await startPeer(socket).exit
+  return { peer, served: await server.exit }
+}
+
+test('the README’s snippet for another process’s memory, run as written (no keepAlive), serves the peer to its end, then exits', async (t) => {
+  const { peer, served } = await servePeer('serve-peer', join(peerDir, 'readme.sock'))
+  t.is(peer.code, 0, peer.out)
   t.is(served.code, 0, served.out)
   t.regex(served.out, /"closed":true/)
   t.regex(served.out, new RegExp(`"copies":${PEER_PAGES}`))
 })
 
 test('another process’s memory served by a handler worker: the peer’s hang-up closes the owner, and the process ends', async (t) => {
-  const socket = join(peerDir, 'worker.sock')
-  const server = spawnCollecting(
-    process.execPath,
-    [join(__dirname, 'helpers', 'field-child.js'), 'serve-peer-in-worker', `${socket},${snapshot}`],
-    'the serving process',
-    30_000,
-  )
-  await until(() => server.output().includes('listening'), 'the listener')
-  const peer = startPeer(socket)
-  const { code, out: peerOut } = await peer.exit
-  t.is(code, 0, peerOut)
-  const served = await server.exit
+  const { peer, served } = await servePeer('serve-peer-in-worker', join(peerDir, 'worker.sock'))
+  t.is(peer.code, 0, peer.out)
   t.is(served.code, 0, served.out)
   t.regex(served.out, /"closed":true/)
   t.regex(served.out, /ERR_UFFD_PEER_GONE/)

@@ -12,13 +12,13 @@
 // with their spread and the ratio to the goal are printed; JSON in bench/out/object-store.json.
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
+import { startSeaweed } from '../scripts/seaweed.mjs'
 import { median } from './common.mjs'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
@@ -44,18 +44,6 @@ const stopAll = () => {
 }
 process.on('exit', stopAll)
 
-async function freePort() {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 20000)
-    const free = (p) =>
-      new Promise((done) => {
-        const s = createServer().once('error', () => done(false))
-        s.listen(p, '127.0.0.1', () => s.close(() => done(true)))
-      })
-    if ((await free(port)) && (await free(port + 10000))) return port
-  }
-}
-
 async function child(argv, options = {}) {
   const proc = spawn(process.execPath, argv, { stdio: ['pipe', 'pipe', 'inherit'], ...options })
   const lines = createInterface({ input: proc.stdout })
@@ -63,36 +51,11 @@ async function child(argv, options = {}) {
   return { proc, next, send: (line) => proc.stdin.write(`${line}\n`) }
 }
 
-// SeaweedFS: `weed server -s3` on free loopback ports, ready once a bucket can be made.
 const dir = mkdtempSync(join(tmpdir(), 'uffd-bench-object-'))
 stops.push(() => rmSync(dir, { recursive: true, force: true }))
-const [master, volume, filer, s3] = [await freePort(), await freePort(), await freePort(), await freePort()]
-const store = spawn(
-  weed,
-  [
-    'server',
-    `-dir=${dir}`,
-    '-ip=127.0.0.1',
-    '-ip.bind=127.0.0.1',
-    `-master.port=${master}`,
-    `-volume.port=${volume}`,
-    `-filer.port=${filer}`,
-    '-s3',
-    `-s3.port=${s3}`,
-    '-s3.port.iceberg=0',
-    '-s3.port.lance=0',
-    '-master.volumeSizeLimitMB=4096',
-  ],
-  { stdio: 'ignore' },
-)
-stops.unshift(() => store.kill('SIGKILL'))
-const endpoint = `http://127.0.0.1:${s3}`
-for (const started = Date.now(); ; ) {
-  const made = await fetch(`${endpoint}/bench`, { method: 'PUT' }).catch(() => undefined)
-  if (made?.ok) break
-  if (Date.now() - started > 60_000) throw new Error('SeaweedFS did not start within 60 s')
-  await new Promise((done) => setTimeout(done, 200))
-}
+// SeaweedFS: `weed server -s3` on free loopback ports, ready once a bucket can be made.
+const { endpoint, stop: stopStore } = await startSeaweed(weed, 'bench', ['-master.volumeSizeLimitMB=4096'])
+stops.unshift(stopStore)
 const data = new Uint8Array(SIZE)
 for (let i = 0; i < SIZE; i += 4096) data[i] = (i / 4096) & 0xff
 const put = await fetch(`${endpoint}/bench/object.bin`, { method: 'PUT', body: data })
@@ -100,7 +63,7 @@ if (!put.ok) throw new Error(`upload: HTTP ${put.status}`)
 log(`SeaweedFS ${endpoint}: uploaded s3://bench/object.bin, ${SIZE / MiB} MiB`)
 const url = 's3://bench/object.bin'
 
-const proxy = await child([join(HERE, 'object-proxy.mjs'), `127.0.0.1:${s3}`])
+const proxy = await child([join(HERE, 'object-proxy.mjs'), new URL(endpoint).host])
 stops.unshift(() => proxy.proc.kill('SIGKILL'))
 const proxyUrl = `http://127.0.0.1:${JSON.parse(await proxy.next()).port}`
 async function setDelay(ms) {

@@ -13,7 +13,6 @@
 //   --mib N     size of the generated model in MiB (default 256; --small: 32)
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -21,6 +20,7 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
+import { startSeaweed } from '../../scripts/seaweed.mjs'
 import { integerFlag } from '../flags.mjs'
 
 const MiB = 1024 * 1024
@@ -70,48 +70,10 @@ if (url === undefined) {
   ;({ url, options } = flags.store === 'seaweed' ? await seaweed(expected) : await httpServer(expected))
 }
 
-async function freePort() {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 20000)
-    const free = (p) =>
-      new Promise((resolve) => {
-        const s = createServer().once('error', () => resolve(false))
-        s.listen(p, '127.0.0.1', () => s.close(() => resolve(true)))
-      })
-    if ((await free(port)) && (await free(port + 10000))) return port
-  }
-}
-
 async function seaweed(bytes) {
-  const dir = mkdtempSync(join(tmpdir(), 'uffd-example-seaweed-'))
-  const [master, volume, filer, s3] = [await freePort(), await freePort(), await freePort(), await freePort()]
-  const args = [
-    'server',
-    `-dir=${dir}`,
-    '-ip=127.0.0.1',
-    '-ip.bind=127.0.0.1',
-    `-master.port=${master}`,
-    `-volume.port=${volume}`,
-    `-filer.port=${filer}`,
-    '-s3',
-    `-s3.port=${s3}`,
-    '-s3.port.iceberg=0',
-    '-s3.port.lance=0',
-  ]
-  const child = spawn(weed, args, { stdio: 'ignore' })
-  stops.push(() => {
-    child.kill('SIGKILL')
-    rmSync(dir, { recursive: true, force: true })
-  })
-  const endpoint = `http://127.0.0.1:${s3}`
   const t0 = performance.now()
-  // The S3 port answers before the filer behind it is ready: wait until a bucket can be made.
-  for (;;) {
-    const made = await fetch(`${endpoint}/models`, { method: 'PUT' }).catch(() => undefined)
-    if (made?.ok) break
-    if (performance.now() - t0 > 60_000) throw new Error('SeaweedFS did not start in 60 s')
-    await new Promise((resolve) => setTimeout(resolve, 200))
-  }
+  const { endpoint, stop } = await startSeaweed(weed, 'models')
+  stops.push(stop)
   const put = await fetch(`${endpoint}/models/model.bin`, { method: 'PUT', body: bytes })
   if (!put.ok) throw new Error(`upload failed: HTTP ${put.status}`)
   console.log(
