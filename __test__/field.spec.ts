@@ -310,6 +310,8 @@ test('another process’s memory served by a handler worker: the peer’s hang-u
   t.is(served.code, 0, served.out)
   t.regex(served.out, /"closed":true/)
   t.regex(served.out, /ERR_UFFD_PEER_GONE/)
+  // Faults that came before the worker was ready waited for it: no false no-handler word.
+  t.notRegex(served.out, /ERR_UFFD_NO_HANDLER/)
 })
 
 test('listen() takes the options a userfaultfd takes, spinMicros included (checked, not dropped)', (t) => {

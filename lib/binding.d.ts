@@ -161,7 +161,7 @@ export declare class NativeUffd {
   takeNotices(): Array<JsDispatch>
   /** Whether fault `id` still waits for its resolution. */
   faultWaiting(id: number): boolean
-  /** Whether a handler is installed, on any thread. */
+  /** Whether a handler is installed, on any thread, or being started. */
   get hasHandler(): boolean
   /**
    * A handler is being started elsewhere (a worker): faults wait for it without a notice until

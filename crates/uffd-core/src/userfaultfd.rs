@@ -802,9 +802,10 @@ impl Userfaultfd {
         }
     }
 
-    /// Whether a handler is installed (on any thread).
+    /// Whether a handler is installed (on any thread), or being started (`expect_handler`).
     pub fn has_handler(&self) -> bool {
-        lock(&self.dispatcher).sink.is_some()
+        let dispatcher = lock(&self.dispatcher);
+        dispatcher.sink.is_some() || !dispatcher.expected.is_empty()
     }
 
     pub(crate) fn is_current_handler(&self, generation: u64) -> bool {

@@ -551,7 +551,7 @@ impl NativeUffd {
         self.inner.is_waiting(id as u64)
     }
 
-    /// Whether a handler is installed, on any thread.
+    /// Whether a handler is installed, on any thread, or being started.
     #[napi(getter)]
     pub fn has_handler(&self) -> bool {
         self.inner.has_handler()
