@@ -326,6 +326,7 @@ export interface NativeOptions {
   fallback?: string
   timeoutMs?: number
   spinMicros?: number
+  readers?: number
 }
 
 /** What a prefetch did, or why it failed. */
@@ -413,6 +414,8 @@ export interface NativeStats {
   inFlight: number
   queued: number
   holes: number
+  /** Threads that read the fd. */
+  readers: number
 }
 
 export declare function openObjectSource(url: string, options: NativeObjectOptions): Promise<NativeObjectOutcome>

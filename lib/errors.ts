@@ -226,6 +226,15 @@ export function argumentError(name: string, expected: string, value: unknown): T
   return error
 }
 
+/** A number outside its range, as Node.js reports one (`ERR_OUT_OF_RANGE`). */
+export function rangeError(name: string, range: string, value: number): RangeError {
+  const error = new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${value}`) as RangeError & {
+    code: string
+  }
+  error.code = 'ERR_OUT_OF_RANGE'
+  return error
+}
+
 function describe(value: unknown): string {
   if (value === null) return 'null'
   if (typeof value === 'bigint') return `type bigint (${value}n)`

@@ -3,7 +3,7 @@
 // TypeScript can decide (the shape of rolldown's bindingify-input-options.ts).
 import type { ResourceLimits } from 'node:worker_threads'
 import type { NativeOptions, NativeRange, NativeRegion, NativeRegistration, NativeRemoteRange, NativeServe } from './binding'
-import { argumentError } from './errors'
+import { argumentError, rangeError } from './errors'
 import type { FeatureName } from './features'
 import { nativeRegionOf, type Region } from './region'
 import { Source } from './source'
@@ -20,6 +20,8 @@ export const DEFAULTS = Object.freeze({
   timeoutMs: 30_000,
   /** Microseconds a reader polls before it sleeps. */
   spinMicros: 0,
+  /** Loop threads that read the fd and serve native sources. */
+  readers: 1,
   /** A resolve wakes the faulting thread; `false` is `*_MODE_DONTWAKE`. */
   wake: true,
   /** A resolve maps the pages writable. */
@@ -72,6 +74,12 @@ export interface UserfaultfdOptions {
    * tens of microseconds on a virtual CPU; spinning trades a core's time for latency. Default 0.
    */
   spinMicros?: number
+  /**
+   * Threads that read the fd and serve native sources, 1 to 64 (default 1). With several, faults
+   * of many threads are served on as many cores at once; events are still applied before any
+   * fault read after them, and each page is served once. With `EVENT_FORK` one thread reads.
+   */
+  readers?: number
 }
 
 /**
@@ -295,7 +303,9 @@ export type { FileSourceOptions } from './source'
 
 /** The binding's options of a userfaultfd you open (`'open'`) or adopt (`'adopt'`). */
 export function nativeOptionsOf(options: UserfaultfdOptions | undefined, how: 'open' | 'adopt'): NativeOptions {
-  const { features, userModeOnly, fallback, timeoutMs, spinMicros } = optionsOf('options', options)
+  const { features, userModeOnly, fallback, timeoutMs, spinMicros, readers } = optionsOf('options', options)
+  const readerCount = optionalInteger('options.readers', readers) ?? DEFAULTS.readers
+  if (readerCount < 1 || readerCount > 64) throw rangeError('options.readers', 'from 1 to 64', readerCount)
   if (features !== undefined && !Array.isArray(features)) throw argumentError('options.features', 'an array of feature names', features)
   const timeout = optionalInteger('options.timeoutMs', timeoutMs) ?? DEFAULTS.timeoutMs
   return {
@@ -306,6 +316,7 @@ export function nativeOptionsOf(options: UserfaultfdOptions | undefined, how: 'o
     // The binding says "no limit" by an absent timeout.
     timeoutMs: timeout === 0 ? undefined : timeout,
     spinMicros: optionalInteger('options.spinMicros', spinMicros) ?? DEFAULTS.spinMicros,
+    readers: readerCount,
   }
 }
 

@@ -63,6 +63,8 @@ export interface UffdStats {
   readonly inFlight: number
   /** Faults waiting for a handler to be installed (a gauge, not a counter). */
   readonly queued: number
+  /** Threads that read the fd (`readers`; 1 with `EVENT_FORK`). */
+  readonly readers: number
 }
 
 /** Native sources' fault latency, and when the first fault came. */
@@ -105,5 +107,6 @@ export function statsOf(s: NativeStats): UffdStats {
     holes: s.holes,
     inFlight: s.inFlight,
     queued: s.queued,
+    readers: s.readers,
   }
 }

@@ -4,11 +4,10 @@
 //! call; where it is missing, /proc/self/pagemap's uffd-wp bit says the same page by page.
 
 use crate::error::{Error, Result};
-use crate::ioctl;
 use crate::region::Region;
-use crate::resolve::Wake;
-use crate::uapi::{self, PageRegion, PmScanArg};
-use crate::userfaultfd::Userfaultfd;
+use crate::resolve::{Park, Resolver, Wake};
+use crate::sys::ioctl;
+use crate::sys::uapi::{self, PageRegion, PmScanArg};
 use nix::errno::Errno;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -34,54 +33,52 @@ impl DirtyMethod {
     }
 }
 
-impl Userfaultfd {
-    /// Offsets of the region's pages written since they were last protected; with `clear`, they
-    /// are protected again, so the next call reports only later writes.
-    pub fn dirty_pages(&self, region: &Region, clear: bool, method: DirtyMethod) -> Result<Vec<usize>> {
-        let op = method.op();
-        // A closed userfaultfd is EBADF whatever it negotiated, as for every other call.
-        if self.is_closed() {
-            return Err(Error::Closed { op, what: "userfaultfd" });
-        }
-        self.require_feature(op, uapi::FEATURE_WP_ASYNC, "dirty tracking")?;
-        let start = self.check_registered(op, region, 0, region.size())?;
-        let pagemap = File::open(PAGEMAP).map_err(|e| Error::sys("open", errno_of(&e), PAGEMAP))?;
-        match method {
-            DirtyMethod::Pagemap => self.dirty_by_pagemap(region, &pagemap, clear),
-            DirtyMethod::Scan => scan(&pagemap, region, start, clear),
-            DirtyMethod::Auto => match scan(&pagemap, region, start, clear) {
-                Err(Error::Sys { errno: Errno::ENOTTY | Errno::EINVAL, .. }) => {
-                    self.dirty_by_pagemap(region, &pagemap, clear)
-                }
-                other => other,
-            },
-        }
+/// Offsets of the region's pages written since they were last protected; with `clear`, they are
+/// protected again, so the next call reports only later writes.
+pub fn dirty_pages(resolver: &Resolver, region: &Region, clear: bool, method: DirtyMethod) -> Result<Vec<usize>> {
+    let op = method.op();
+    // A closed userfaultfd is EBADF whatever it negotiated, as for every other call.
+    if resolver.fd.is_closed() {
+        return Err(Error::Closed { op, what: "userfaultfd" });
     }
+    resolver.fd.require_feature(op, uapi::FEATURE_WP_ASYNC, "dirty tracking")?;
+    let start = resolver.check_registered(op, region, 0, region.size())?;
+    let pagemap = File::open(PAGEMAP).map_err(|e| Error::sys("open", errno_of(&e), PAGEMAP))?;
+    match method {
+        DirtyMethod::Pagemap => dirty_by_pagemap(resolver, region, &pagemap, clear),
+        DirtyMethod::Scan => scan(&pagemap, region, start, clear),
+        DirtyMethod::Auto => match scan(&pagemap, region, start, clear) {
+            Err(Error::Sys { errno: Errno::ENOTTY | Errno::EINVAL, .. }) => {
+                dirty_by_pagemap(resolver, region, &pagemap, clear)
+            }
+            other => other,
+        },
+    }
+}
 
-    fn dirty_by_pagemap(&self, region: &Region, pagemap: &File, clear: bool) -> Result<Vec<usize>> {
-        let page = region.page_size();
-        let base_page = crate::region::base_page_size();
-        let pages = region.size() / base_page;
-        let mut entries = vec![0u8; pages * 8];
-        pagemap
-            .read_exact_at(&mut entries, (region.address() / base_page * 8) as u64)
-            .map_err(|e| Error::sys("pread", errno_of(&e), PAGEMAP))?;
-        let mut dirty = Vec::new();
-        for (index, entry) in entries.chunks_exact(8).enumerate() {
-            let entry = u64::from_ne_bytes(entry.try_into().expect("chunks of 8"));
-            let offset = index * base_page;
-            // A page no longer write-protected was written since it was protected.
-            if entry & uapi::PAGEMAP_UFFD_WP == 0 && offset % page == 0 {
-                dirty.push(offset);
-            }
+fn dirty_by_pagemap(resolver: &Resolver, region: &Region, pagemap: &File, clear: bool) -> Result<Vec<usize>> {
+    let page = region.page_size();
+    let base_page = crate::region::base_page_size();
+    let pages = region.size() / base_page;
+    let mut entries = vec![0u8; pages * 8];
+    pagemap
+        .read_exact_at(&mut entries, (region.address() / base_page * 8) as u64)
+        .map_err(|e| Error::sys("pread", errno_of(&e), PAGEMAP))?;
+    let mut dirty = Vec::new();
+    for (index, entry) in entries.chunks_exact(8).enumerate() {
+        let entry = u64::from_ne_bytes(entry.try_into().expect("chunks of 8"));
+        let offset = index * base_page;
+        // A page no longer write-protected was written since it was protected.
+        if entry & uapi::PAGEMAP_UFFD_WP == 0 && offset % page == 0 {
+            dirty.push(offset);
         }
-        if clear {
-            for &offset in &dirty {
-                self.write_protect(region, offset, page, true, Wake(true))?;
-            }
-        }
-        Ok(dirty)
     }
+    if clear {
+        for &offset in &dirty {
+            resolver.write_protect(region, offset, page, true, Wake(true), Park::UntilRead)?;
+        }
+    }
+    Ok(dirty)
 }
 
 fn scan(pagemap: &File, region: &Region, start: usize, clear: bool) -> Result<Vec<usize>> {

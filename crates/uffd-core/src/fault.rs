@@ -1,29 +1,12 @@
-//! What the fault loop hands to a handler: faults to resolve and notices of what went wrong.
+//! What a reader hands to a handler, the batch: faults to resolve, non-cooperative events, and
+//! notices of what went wrong.
 
 use crate::error::Error;
 use crate::region::Region;
+use std::any::Any;
 use std::sync::Arc;
 
-/// Why the kernel stopped the thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultKind {
-    /// No page is mapped (MISSING registration).
-    Missing,
-    /// The page is in the page cache but not mapped here (MINOR registration).
-    Minor,
-    /// A write to a write-protected page (WP registration).
-    WriteProtect,
-}
-
-impl FaultKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultKind::Missing => "missing",
-            FaultKind::Minor => "minor",
-            FaultKind::WriteProtect => "wp",
-        }
-    }
-}
+pub use crate::sys::msg::FaultKind;
 
 /// A page fault waiting for its resolution.
 #[derive(Clone)]
@@ -98,7 +81,29 @@ pub struct Notice {
 pub enum Dispatch {
     Fault(Fault),
     Notice(Notice),
-    Event(crate::events::UffdEvent),
+    Event(UffdEvent),
+}
+
+/// A non-cooperative event, as the handler receives it.
+pub enum UffdEvent {
+    /// `madvise(MADV_DONTNEED/MADV_REMOVE)`: the pages are gone; later touches are missing faults again.
+    Remove { region: Option<Arc<Region>>, start: usize, end: usize },
+    /// `munmap` (or a mapping replaced): the range is no longer registered.
+    Unmap { region: Option<Arc<Region>>, start: usize, end: usize },
+    /// `mremap`: the range moved, and stays registered at its new place: `moved` is a remote
+    /// region there whose faults reach the handler (offset 0 is the old range's `from`).
+    Remap { region: Option<Arc<Region>>, from: usize, to: usize, len: usize, moved: Option<Arc<Region>> },
+    /// `fork`: the child has a userfaultfd of its own over the same ranges (remote regions at the
+    /// parent's addresses), or `None` if adopting it failed (its fd is closed: the child's faults
+    /// there are then the kernel's own).
+    Fork { child: Option<Child> },
+}
+
+/// The userfaultfd adopted for a forked child, and the child's regions. What serves it is opaque
+/// here: `Userfaultfd::of_child` gives it back.
+pub struct Child {
+    pub regions: Vec<Arc<Region>>,
+    pub uffd: Arc<dyn Any + Send + Sync>,
 }
 
 /// The receiving end of the fault loop: a JavaScript thread in the binding, a test's channel here.

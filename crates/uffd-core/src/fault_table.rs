@@ -7,7 +7,7 @@ use std::time::Instant;
 
 /// Where a fault in flight stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FaultState {
+pub enum FaultState {
     /// Nobody has resolved it yet.
     Waiting,
     /// Resolved with DONTWAKE: the page is there, the thread still sleeps until a wake.
@@ -15,7 +15,7 @@ pub(crate) enum FaultState {
 }
 
 /// A fault in flight.
-pub(crate) struct InFlight {
+pub struct InFlight {
     pub fault: Fault,
     pub state: FaultState,
     pub deadline: Option<Instant>,
@@ -27,7 +27,7 @@ pub(crate) struct InFlight {
 
 /// Faults in flight by id, and the one in flight for each page.
 #[derive(Default)]
-pub(crate) struct FaultTable {
+pub struct FaultTable {
     by_id: HashMap<u64, InFlight>,
     by_page: HashMap<usize, u64>,
 }
@@ -92,6 +92,22 @@ impl FaultTable {
     pub fn take_where(&mut self, which: impl Fn(&InFlight) -> bool) -> Vec<InFlight> {
         let ids: Vec<u64> = self.by_id.iter().filter(|(_, entry)| which(entry)).map(|(id, _)| *id).collect();
         ids.into_iter().filter_map(|id| self.take(id)).collect()
+    }
+
+    /// Settles fault `id` resolved: woken, it leaves the table (returned if a second thread queued
+    /// behind its message, which the caller must wake too); not woken (DONTWAKE), it stays asleep.
+    pub fn settle(&mut self, id: u64, woken: bool) -> Option<InFlight> {
+        if !woken {
+            self.set_asleep(id);
+            return None;
+        }
+        self.take(id).filter(|entry| entry.duplicate)
+    }
+
+    /// Forgets the faults `which` picks (their range was woken or released); returns those a second
+    /// thread queued behind, which the caller must wake (nothing else would).
+    pub fn forget(&mut self, which: impl Fn(&Fault) -> bool) -> Vec<InFlight> {
+        self.take_where(|entry| which(&entry.fault)).into_iter().filter(|entry| entry.duplicate).collect()
     }
 
     /// Takes out every fault whose deadline is `now` or earlier.

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::region::base_page_size;
-use crate::userfaultfd::RemoteRange;
+use crate::region::RemoteRange;
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials};
 use serde::Deserialize;

@@ -1,35 +1,50 @@
 //! The engine of the `userfaultfd` npm package, usable from plain Rust: opening and negotiating a
-//! userfaultfd, memory regions, registration, the fault loop thread, and the resolving ioctls.
+//! userfaultfd, memory regions, registration, the reader threads, and the resolving ioctls.
 //! It knows nothing of JavaScript: a handler is anything that implements [`FaultSink`].
+//!
+//! Layers, each using only those below it (`scripts/check-cycles.mjs` checks there is no circle):
+//! 1. the kernel: `sys` (uapi, ioctl, msg, poller); `error`, `stats`, `registry`;
+//! 2. `region`, `fault`;
+//! 3. plain data: `fd`, `registrations`, `fault_table`, `source`;
+//! 4. `resolve`, `native`, `fallback`, `options`;
+//! 5. `events`, `handlers`, `pulling`, `engine`, `reader` (the one turn), `pending`;
+//! 6. `pump`, `fault_loop`, `direct`, `prefetch`, `dirty`, `handshake`, `object_source`;
+//! 7. `userfaultfd`: the façade.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod direct;
 pub mod dirty;
+mod engine;
 pub mod error;
 mod events;
+mod fallback;
 pub mod fault;
 mod fault_loop;
 mod fault_table;
+mod fd;
+mod handlers;
 pub mod handshake;
-pub mod ioctl;
+mod native;
 pub mod object_source;
+mod options;
+mod pending;
 pub mod prefetch;
+mod pulling;
 mod pump;
+mod reader;
 pub mod region;
 mod registrations;
 mod registry;
 mod resolve;
 pub mod source;
 pub mod stats;
-pub mod uapi;
+pub mod sys;
 pub mod userfaultfd;
 
 pub use error::{Error, Result};
-pub use events::UffdEvent;
-pub use fault::{Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind};
-pub use region::{MemoryKind, Region};
+pub use fault::{Child, Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind, UffdEvent};
+pub use region::{MemoryKind, Region, RemoteRange};
 pub use resolve::{Protect, Wake};
 pub use stats::Snapshot;
-pub use userfaultfd::{
-    current_thread_id, Fallback, Finish, Modes, Options, Probe, RemoteRange, Resolution, Userfaultfd,
-};
+pub use sys::uapi;
+pub use userfaultfd::{current_thread_id, Fallback, Finish, Modes, Options, Probe, Resolution, Userfaultfd};

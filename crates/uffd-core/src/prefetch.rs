@@ -4,12 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::fault::FaultKind;
+use crate::native::map_from;
 use crate::region::Region;
+use crate::resolve::{Park, Resolver};
 use crate::source::{Scratch, Served, Source};
-use crate::userfaultfd::Userfaultfd;
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,100 +41,87 @@ pub struct Prefetch {
 /// A step aside lasts at most this long before the prefetch goes on anyway.
 const YIELD_AT_MOST: Duration = Duration::from_millis(20);
 
-impl Userfaultfd {
-    /// Maps every page of the ranges that is not there yet; see [`Prefetch`].
-    pub fn prefetch(&self, region: &Arc<Region>, job: &Prefetch) -> Result<PrefetchReport> {
-        const OP: &str = "prefetch";
-        let page = region.page_size();
-        for &(offset, len) in &job.ranges {
-            self.check_registered(OP, region, offset, len)?;
-        }
-        let chunk = job.chunk_pages.max(1) * page;
-        let mut scratch = Scratch::default();
-        let mut report = PrefetchReport::default();
-        for &(offset, len) in &job.ranges {
-            let end = offset + len;
-            let mut at = offset;
-            while at < end {
-                if job.cancel.load(Ordering::Acquire) {
+/// Maps every page of the ranges that is not there yet; see [`Prefetch`].
+pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Result<PrefetchReport> {
+    const OP: &str = "prefetch";
+    let page = region.page_size();
+    for &(offset, len) in &job.ranges {
+        resolver.check_registered(OP, region, offset, len)?;
+    }
+    let chunk = job.chunk_pages.max(1) * page;
+    let mut scratch = Scratch::default();
+    let mut report = PrefetchReport::default();
+    for &(offset, len) in &job.ranges {
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            if job.cancel.load(Ordering::Acquire) {
+                report.stopped = true;
+                return Ok(report);
+            }
+            report.yields += step_aside_for_faults(resolver);
+            let (source, source_end) = match &job.source {
+                Some(source) => (source.clone(), None),
+                None => {
+                    let (served, source_end) = registered_source(resolver, region, at)?;
+                    // A removed range is left to its next fault, which maps zeros.
+                    match served.removed_at(at) {
+                        Ok(run_end) => {
+                            at = run_end.min(end);
+                            continue;
+                        }
+                        Err(next) => (served.source().clone(), [source_end, next].into_iter().flatten().min()),
+                    }
+                }
+            };
+            if !source.serves(FaultKind::Missing) && !source.serves(FaultKind::Minor) {
+                return Err(Error::invalid(OP, "this source maps no pages"));
+            }
+            // Pages past a fallthrough source's end are the handler's: leave them.
+            let end = source_end.map_or(end, |limit| end.min(limit));
+            if at >= end {
+                break;
+            }
+            let len = chunk.min(end - at);
+            match map_from(resolver, &source, region, at, len, &mut scratch, Park::UntilRead) {
+                Ok(0) | Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
+                    // The page at `at` is there already: skip it and go on from the next.
+                    report.present += page;
+                    at += page;
+                }
+                Ok(mapped) => {
+                    report.mapped += mapped;
+                    at += mapped;
+                }
+                // Closed, or the process that owns the memory exited: nothing is left to fill.
+                Err(Error::Closed { .. }) | Err(Error::Sys { errno: Errno::ESRCH, .. }) => {
                     report.stopped = true;
                     return Ok(report);
                 }
-                report.yields += self.step_aside_for_faults();
-                let (source, source_end) = match &job.source {
-                    Some(source) => (source.clone(), None),
-                    None => {
-                        let (served, source_end) = self.registered_source(region, at)?;
-                        // A removed range is left to its next fault, which maps zeros.
-                        match served.removed_at(at) {
-                            Ok(run_end) => {
-                                at = run_end.min(end);
-                                continue;
-                            }
-                            Err(next) => (served.source().clone(), [source_end, next].into_iter().flatten().min()),
-                        }
-                    }
-                };
-                if !source.serves(FaultKind::Missing) && !source.serves(FaultKind::Minor) {
-                    return Err(Error::invalid(OP, "this source maps no pages"));
-                }
-                // Pages past a fallthrough source's end are the handler's: leave them.
-                let end = source_end.map_or(end, |limit| end.min(limit));
-                if at >= end {
-                    break;
-                }
-                let len = chunk.min(end - at);
-                match self.map_from(&source, region, at, len, &mut scratch) {
-                    Ok(0) | Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
-                        // The page at `at` is there already: skip it and go on from the next.
-                        report.present += page;
-                        at += page;
-                    }
-                    Ok(mapped) => {
-                        report.mapped += mapped;
-                        at += mapped;
-                    }
-                    // Closed, or the process that owns the memory exited: nothing is left to fill.
-                    Err(Error::Closed { .. }) | Err(Error::Sys { errno: Errno::ESRCH, .. }) => {
-                        report.stopped = true;
-                        return Ok(report);
-                    }
-                    Err(err) => return Err(err),
-                }
+                Err(err) => return Err(err),
             }
         }
-        Ok(report)
     }
+    Ok(report)
+}
 
-    /// The source of the registration at `offset`, and where its bytes end if it falls through.
-    fn registered_source(&self, region: &Region, offset: usize) -> Result<(Arc<Served>, Option<usize>)> {
-        let served = self.registration_at(region.address() + offset).and_then(|(_, _, served)| served);
-        let served = served.ok_or_else(|| {
-            Error::invalid("prefetch", format!("offset {offset} is registered without a source: pass one"))
-        })?;
-        let end = served.end_for(offset, region.page_size());
-        Ok((served, end))
-    }
+/// The source of the registration at `offset`, and where its bytes end if it falls through.
+fn registered_source(resolver: &Resolver, region: &Region, offset: usize) -> Result<(Arc<Served>, Option<usize>)> {
+    let served = resolver.registration_at(region.address() + offset).and_then(|reg| reg.served);
+    let served = served.ok_or_else(|| {
+        Error::invalid("prefetch", format!("offset {offset} is registered without a source: pass one"))
+    })?;
+    let end = served.end_for(offset, region.page_size());
+    Ok((served, end))
+}
 
-    /// Waits (briefly) while fault messages are waiting to be read; returns 1 if it waited.
-    fn step_aside_for_faults(&self) -> u64 {
-        let started = Instant::now();
-        let mut waited = 0;
-        while self.messages_waiting() && started.elapsed() < YIELD_AT_MOST {
-            waited = 1;
-            std::thread::sleep(Duration::from_micros(50));
-        }
-        waited
+/// Waits (briefly) while fault messages are waiting to be read; returns 1 if it waited.
+fn step_aside_for_faults(resolver: &Resolver) -> u64 {
+    let started = Instant::now();
+    let mut waited = 0;
+    while resolver.fd.messages_waiting() && started.elapsed() < YIELD_AT_MOST {
+        waited = 1;
+        std::thread::sleep(Duration::from_micros(50));
     }
-
-    pub(crate) fn messages_waiting(&self) -> bool {
-        self.with_fd("poll", |uffd| {
-            // SAFETY: the fd stays open while the read lock that `with_fd` holds is held.
-            let fd = unsafe { BorrowedFd::borrow_raw(uffd.as_raw_fd()) };
-            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            Ok(poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
-                && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
-        })
-        .unwrap_or(false)
-    }
+    waited
 }

@@ -14,6 +14,23 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// What hears that a region closes (every userfaultfd then drops its registrations there).
+type CloseObserver = fn(&Arc<Region>);
+static CLOSE_OBSERVERS: Mutex<Vec<CloseObserver>> = Mutex::new(Vec::new());
+
+/// Makes `observer` hear of every region's close, from now on. Call it once per observer.
+pub fn on_close(observer: CloseObserver) {
+    CLOSE_OBSERVERS.lock().unwrap_or_else(|p| p.into_inner()).push(observer);
+}
+
+/// A registered range of another process's memory, as that process describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteRange {
+    pub address: usize,
+    pub length: usize,
+    pub page_size: usize,
+}
+
 /// The kind of memory behind a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryKind {
@@ -313,7 +330,10 @@ impl Region {
             return;
         }
         REGIONS.remove(self.id);
-        crate::userfaultfd::release_region_everywhere(self);
+        let observers = CLOSE_OBSERVERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for observer in observers {
+            observer(self);
+        }
         self.release_memory();
     }
 

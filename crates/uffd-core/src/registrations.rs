@@ -1,24 +1,33 @@
-//! The registered ranges of a userfaultfd, by start address: which region, and which native source,
-//! cover an address. Plain data: the UFFDIO_(UN)REGISTER calls are the caller's.
+//! The registered ranges of a userfaultfd, by start address: which region, and which native source
+//! (`S`), cover an address. Plain data: the UFFDIO_(UN)REGISTER calls are the caller's.
 
 use crate::region::Region;
-use crate::source::Served;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A registered range `[start, end)` of a region, and the source that serves its faults, if any.
-#[derive(Clone)]
-pub(crate) struct Registration {
+pub struct Registration<S> {
     pub region: Arc<Region>,
     pub end: usize,
-    pub served: Option<Arc<Served>>,
+    pub served: Option<Arc<S>>,
+}
+
+impl<S> Clone for Registration<S> {
+    fn clone(&self) -> Self {
+        Registration { region: self.region.clone(), end: self.end, served: self.served.clone() }
+    }
 }
 
 /// Disjoint registered ranges, keyed by their start address.
-#[derive(Default)]
-pub(crate) struct Registrations(BTreeMap<usize, Registration>);
+pub struct Registrations<S>(BTreeMap<usize, Registration<S>>);
 
-impl Registrations {
+impl<S> Default for Registrations<S> {
+    fn default() -> Self {
+        Registrations(BTreeMap::new())
+    }
+}
+
+impl<S> Registrations<S> {
     /// Whole regions, registered already (another process's, as it describes them).
     pub fn of_regions(regions: Vec<Arc<Region>>) -> Self {
         let mut map = Registrations::default();
@@ -29,13 +38,13 @@ impl Registrations {
     }
 
     /// Records `[start, end)` of `region`, replacing whatever covered any of it.
-    pub fn insert_range(&mut self, region: &Arc<Region>, start: usize, end: usize, served: Option<Arc<Served>>) {
+    pub fn insert_range(&mut self, region: &Arc<Region>, start: usize, end: usize, served: Option<Arc<S>>) {
         self.carve(start, end);
         self.0.insert(start, Registration { region: region.clone(), end, served });
     }
 
     /// Records a whole region.
-    pub fn insert(&mut self, region: Arc<Region>, served: Option<Arc<Served>>) {
+    pub fn insert(&mut self, region: Arc<Region>, served: Option<Arc<S>>) {
         let (start, end) = (region.address(), region.address() + region.size());
         self.insert_range(&region, start, end, served);
     }
@@ -55,7 +64,7 @@ impl Registrations {
     }
 
     /// The registration covering `address`, and where it starts.
-    pub fn at(&self, address: usize) -> Option<(usize, &Registration)> {
+    pub fn at(&self, address: usize) -> Option<(usize, &Registration<S>)> {
         self.0.range(..=address).next_back().filter(|(_, reg)| address < reg.end).map(|(start, reg)| (*start, reg))
     }
 
@@ -78,7 +87,7 @@ impl Registrations {
     }
 
     /// The registrations that overlap `[start, end)`, with their starts.
-    pub fn overlapping(&self, start: usize, end: usize) -> impl Iterator<Item = (usize, &Registration)> {
+    pub fn overlapping(&self, start: usize, end: usize) -> impl Iterator<Item = (usize, &Registration<S>)> {
         self.0.range(..end).filter(move |(_, reg)| reg.end > start).map(|(s, reg)| (*s, reg))
     }
 
@@ -112,7 +121,7 @@ mod tests {
     #[test]
     fn a_range_carved_out_of_the_middle_leaves_both_sides_registered() {
         let whole = region(0x10_0000, 16);
-        let mut map = Registrations::default();
+        let mut map = Registrations::<()>::default();
         map.insert(whole.clone(), None);
         map.carve(0x10_0000 + 4 * PAGE, 0x10_0000 + 8 * PAGE);
         assert_eq!(
@@ -129,7 +138,7 @@ mod tests {
     fn coverage_needs_every_byte_and_adjacent_ranges_join() {
         let a = region(0x20_0000, 4);
         let b = region(0x20_0000 + 4 * PAGE, 4);
-        let mut map = Registrations::of_regions(vec![a.clone(), b]);
+        let mut map = Registrations::<()>::of_regions(vec![a.clone(), b]);
         assert!(map.covers(0x20_0000 + PAGE, 0x20_0000 + 7 * PAGE), "across the seam of two regions");
         assert!(!map.covers(0x20_0000, 0x20_0000 + 9 * PAGE), "past the end");
         map.carve(0x20_0000 + 2 * PAGE, 0x20_0000 + 3 * PAGE);
@@ -146,7 +155,7 @@ mod tests {
     fn a_new_range_replaces_what_it_overlaps() {
         let old = region(0x30_0000, 8);
         let new = region(0x30_0000, 8);
-        let mut map = Registrations::of_regions(vec![old]);
+        let mut map = Registrations::<()>::of_regions(vec![old]);
         map.insert_range(&new, 0x30_0000 + 2 * PAGE, 0x30_0000 + 4 * PAGE, None);
         assert_eq!(map.ranges().len(), 3);
         assert!(Arc::ptr_eq(&map.at(0x30_0000 + 3 * PAGE).unwrap().1.region, &new));

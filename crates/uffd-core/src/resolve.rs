@@ -1,16 +1,18 @@
-//! The range operations of a userfaultfd: COPY, ZEROPAGE, CONTINUE, POISON, WAKE, WRITEPROTECT and
-//! MOVE on a region's pages. Each checks the region, bounds, alignment and registration before its
-//! ioctl. A resolve that gets EAGAIN because a non-cooperative event is unread (the kernel's
-//! `mmap_changing`) is parked until the fault loop has read the events, then retried.
+//! The resolver: COPY, ZEROPAGE, CONTINUE, POISON, WAKE, WRITEPROTECT and MOVE on a region's
+//! pages, over the fd, its registrations and its counters. Each checks the region, bounds,
+//! alignment and registration before its ioctl. A resolve that gets EAGAIN because a
+//! non-cooperative event is unread (the kernel's `mmap_changing`) parks as its caller says.
 
 use crate::error::{Error, Result};
-use crate::ioctl;
+use crate::fd::Fd;
 use crate::region::{MemoryKind, Region};
-use crate::stats::bump;
-use crate::uapi;
-use crate::userfaultfd::Userfaultfd;
+use crate::registrations::{Registration, Registrations};
+use crate::source::Served;
+use crate::stats::{bump, Counters};
+use crate::sys::{ioctl, uapi};
 use nix::errno::Errno;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// Whether a resolve wakes the threads waiting on its range (false is `*_MODE_DONTWAKE`).
@@ -21,41 +23,127 @@ pub struct Wake(pub bool);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Protect(pub bool);
 
+/// What a resolve does when the kernel refuses it (EAGAIN) because an event is unread.
+#[derive(Clone, Copy)]
+pub enum Park<'a> {
+    /// Return the EAGAIN: the caller is a reader in its turn, which reads the events the kernel
+    /// waits for, and retries after (it must not wait for itself).
+    Never,
+    /// Wait until a reader has read events (the epoch moves), then try again, for up to 5 s.
+    UntilRead,
+    /// The caller reads the fd itself between its turns (a reading handler): `read` reads what is
+    /// pending (returns whether it read anything), then the resolve tries again.
+    ReadFirst(&'a dyn Fn() -> bool),
+}
+
 /// How long a resolve may stay parked behind unread events before it gives up with EAGAIN.
 const PARKED_AT_MOST: Duration = Duration::from_secs(5);
 /// How long one wait for the loop to read events lasts before the resolve is tried again anyway.
 const PARK_SLICE: Duration = Duration::from_millis(50);
+/// The same for a reader that reads the fd itself and found nothing more to read.
+const READ_FIRST_SLICE: Duration = Duration::from_micros(100);
 
-impl Userfaultfd {
-    /// Runs a resolving ioctl, parking it while the kernel refuses it for unread events.
-    fn parked<T>(&self, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
-        if crate::direct::in_turn() {
-            // This thread is reading the events the kernel waits for: it must not wait for itself.
-            // The caller defers what EAGAIN refused until the turn has read them.
+/// Counts batches of events read, so that a parked resolve knows when to try again.
+#[derive(Default)]
+pub struct EventEpoch {
+    seen: Mutex<u64>,
+    changed: Condvar,
+    /// The kernel id of the thread that reads the fd alone (a reading handler's; 0: none).
+    reader_thread: AtomicI32,
+}
+
+impl EventEpoch {
+    pub fn seen(&self) -> u64 {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until readers have read more events than `seen`, or `slice` has passed.
+    pub fn wait(&self, seen: u64, slice: Duration) {
+        let guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.changed.wait_timeout_while(guard, slice, |now| *now == seen);
+    }
+
+    /// Called after a turn that read events: parked resolves may go again.
+    pub fn advance(&self) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    pub fn set_reader_thread(&self, tid: i32) {
+        self.reader_thread.store(tid, Ordering::Release);
+    }
+
+    pub fn reader_thread(&self) -> i32 {
+        self.reader_thread.load(Ordering::Acquire)
+    }
+}
+
+pub struct Resolver {
+    pub fd: Fd,
+    pub registrations: RwLock<Registrations<Served>>,
+    pub counters: Counters,
+    pub epoch: EventEpoch,
+}
+
+impl Resolver {
+    pub fn new(fd: Fd, registrations: Registrations<Served>) -> Resolver {
+        Resolver {
+            fd,
+            registrations: RwLock::new(registrations),
+            counters: Counters::default(),
+            epoch: EventEpoch::default(),
+        }
+    }
+
+    pub fn registrations(&self) -> RwLockReadGuard<'_, Registrations<Served>> {
+        self.registrations.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn registrations_mut(&self) -> RwLockWriteGuard<'_, Registrations<Served>> {
+        self.registrations.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registration covering `address`.
+    pub fn registration_at(&self, address: usize) -> Option<Registration<Served>> {
+        self.registrations().at(address).map(|(_, reg)| reg.clone())
+    }
+
+    /// Checks that a range lies in registered memory of this fd and returns its address.
+    pub fn check_registered(&self, op: &'static str, region: &Region, offset: usize, len: usize) -> Result<usize> {
+        self.fd.check_open(op)?;
+        let start = region.check_range(op, offset, len)?;
+        if self.registrations().covers(start, start + len) {
+            return Ok(start);
+        }
+        Err(Error::invalid(
+            op,
+            format!("range {offset}+{len} of region {} is not registered with this userfaultfd", region.id()),
+        ))
+    }
+
+    /// Wakes whatever waits on a page (errors ignored: the fd may be closing, which wakes every
+    /// waiter anyway).
+    pub fn wake_page(&self, region: &Region, offset: usize) {
+        let _ = self.fd.with_fd("UFFDIO_WAKE", |u| ioctl::wake(u, region.address() + offset, region.page_size()));
+    }
+
+    /// Runs a resolving ioctl, parking it as `park` says while the kernel refuses it for unread events.
+    pub(crate) fn parked<T>(&self, park: Park<'_>, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+        if let Park::Never = park {
             return attempt();
         }
         let deadline = Instant::now() + PARKED_AT_MOST;
-        if self.on_loop_thread() && self.pulled() {
-            // A handler that reads the fd itself, between its turns: it reads the events the kernel
-            // waits for (the faults among them wait for its next turn), and tries again.
-            loop {
-                match attempt() {
-                    Err(Error::Sys { errno: Errno::EAGAIN, .. }) if Instant::now() < deadline => {
-                        bump(&self.counters.parked);
-                        if !self.read_pending_for_puller() {
-                            std::thread::sleep(Duration::from_micros(100));
-                        }
-                    }
-                    other => return other,
-                }
-            }
-        }
         loop {
-            let seen = self.events_seen();
+            let seen = self.epoch.seen();
             match attempt() {
                 Err(Error::Sys { errno: Errno::EAGAIN, .. }) if Instant::now() < deadline => {
                     bump(&self.counters.parked);
-                    self.wait_for_events(seen, PARK_SLICE);
+                    match park {
+                        // The event was read but the kernel has not let go yet: a moment, not a slice.
+                        Park::ReadFirst(read) if !read() => self.epoch.wait(seen, READ_FIRST_SLICE),
+                        Park::ReadFirst(_) | Park::Never => {}
+                        Park::UntilRead => self.epoch.wait(seen, PARK_SLICE),
+                    }
                 }
                 other => return other,
             }
@@ -80,7 +168,15 @@ impl Userfaultfd {
     }
 
     /// UFFDIO_COPY of `bytes` (whole pages) to `offset` of a region; returns the bytes mapped.
-    pub fn copy(&self, region: &Region, offset: usize, bytes: &[u8], wake: Wake, protect: Protect) -> Result<usize> {
+    pub fn copy(
+        &self,
+        region: &Region,
+        offset: usize,
+        bytes: &[u8],
+        wake: Wake,
+        protect: Protect,
+        park: Park<'_>,
+    ) -> Result<usize> {
         const OP: &str = "UFFDIO_COPY";
         if bytes.is_empty() || bytes.len() % region.page_size() != 0 {
             return Err(Error::invalid(
@@ -94,19 +190,19 @@ impl Userfaultfd {
         let dst = self.check_registered(OP, region, offset, bytes.len())?;
         let mode = if wake.0 { 0 } else { uapi::COPY_MODE_DONTWAKE } | if protect.0 { uapi::COPY_MODE_WP } else { 0 };
         self.counted(&self.counters.copies, bytes.len(), || {
-            self.parked(|| self.with_fd(OP, |uffd| ioctl::copy(uffd, dst, bytes, mode)))
+            self.parked(park, || self.fd.with_fd(OP, |uffd| ioctl::copy(uffd, dst, bytes, mode)))
         })
     }
 
     /// UFFDIO_ZEROPAGE over a range (not on hugetlbfs, which has no zero page).
-    pub fn zero(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
+    pub fn zero(&self, region: &Region, offset: usize, len: usize, wake: Wake, park: Park<'_>) -> Result<usize> {
         const OP: &str = "UFFDIO_ZEROPAGE";
         if region.kind() == MemoryKind::Hugetlb {
             return Err(Error::unsupported(OP, "hugetlbfs has no zero page: resolve with copy() of zeroed bytes"));
         }
         let start = self.check_registered(OP, region, offset, len)?;
         self.counted(&self.counters.zeropages, len, || {
-            self.parked(|| self.with_fd(OP, |uffd| ioctl::zeropage(uffd, start, len, wake.0)))
+            self.parked(park, || self.fd.with_fd(OP, |uffd| ioctl::zeropage(uffd, start, len, wake.0)))
         })
     }
 
@@ -118,6 +214,7 @@ impl Userfaultfd {
         len: usize,
         wake: Wake,
         protect: Protect,
+        park: Park<'_>,
     ) -> Result<usize> {
         const OP: &str = "UFFDIO_CONTINUE";
         if region.kind() == MemoryKind::Anonymous {
@@ -130,46 +227,46 @@ impl Userfaultfd {
         let mode =
             if wake.0 { 0 } else { uapi::CONTINUE_MODE_DONTWAKE } | if protect.0 { uapi::CONTINUE_MODE_WP } else { 0 };
         self.counted(&self.counters.continues, len, || {
-            self.parked(|| self.with_fd(OP, |uffd| ioctl::r#continue(uffd, start, len, mode)))
+            self.parked(park, || self.fd.with_fd(OP, |uffd| ioctl::r#continue(uffd, start, len, mode)))
         })
     }
 
     /// UFFDIO_POISON over a range: later accesses raise SIGBUS.
-    pub fn poison(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
+    pub fn poison(&self, region: &Region, offset: usize, len: usize, wake: Wake, park: Park<'_>) -> Result<usize> {
         const OP: &str = "UFFDIO_POISON";
-        self.require_feature(OP, uapi::FEATURE_POISON, "poisoning")?;
+        self.fd.require_feature(OP, uapi::FEATURE_POISON, "poisoning")?;
         let start = self.check_registered(OP, region, offset, len)?;
         let mode = if wake.0 { 0 } else { uapi::POISON_MODE_DONTWAKE };
-        let poisoned = self.parked(|| self.with_fd(OP, |uffd| ioctl::poison(uffd, start, len, mode)))?;
+        let poisoned = self.parked(park, || self.fd.with_fd(OP, |uffd| ioctl::poison(uffd, start, len, mode)))?;
         bump(&self.counters.poisons);
         Ok(poisoned)
     }
 
-    /// UFFDIO_WAKE over a range; faults in flight there count as woken.
+    /// UFFDIO_WAKE over a range.
     pub fn wake(&self, region: &Region, offset: usize, len: usize) -> Result<()> {
         const OP: &str = "UFFDIO_WAKE";
         let start = self.check_registered(OP, region, offset, len)?;
-        self.with_fd(OP, |uffd| ioctl::wake(uffd, start, len))?;
+        self.fd.with_fd(OP, |uffd| ioctl::wake(uffd, start, len))?;
         bump(&self.counters.wakes);
-        self.forget_faults(|fault| {
-            std::ptr::eq(&*fault.region, region) && (offset..offset + len).contains(&fault.offset)
-        });
         Ok(())
     }
 
     /// UFFDIO_WRITEPROTECT: protects a range registered for wp faults, or lifts the protection
     /// (waking the writers waiting there unless `wake` is false).
-    pub fn write_protect(&self, region: &Region, offset: usize, len: usize, protect: bool, wake: Wake) -> Result<()> {
+    pub fn write_protect(
+        &self,
+        region: &Region,
+        offset: usize,
+        len: usize,
+        protect: bool,
+        wake: Wake,
+        park: Park<'_>,
+    ) -> Result<()> {
         const OP: &str = "UFFDIO_WRITEPROTECT";
         self.require_wp(OP, region)?;
         let start = self.check_registered(OP, region, offset, len)?;
-        self.parked(|| self.with_fd(OP, |uffd| ioctl::write_protect(uffd, start, len, protect, wake.0)))?;
+        self.parked(park, || self.fd.with_fd(OP, |uffd| ioctl::write_protect(uffd, start, len, protect, wake.0)))?;
         bump(&self.counters.write_protects);
-        if !protect && wake.0 {
-            self.forget_faults(|fault| {
-                std::ptr::eq(&*fault.region, region) && (offset..offset + len).contains(&fault.offset)
-            });
-        }
         Ok(())
     }
 
@@ -186,9 +283,10 @@ impl Userfaultfd {
         len: usize,
         wake: Wake,
         allow_holes: bool,
+        park: Park<'_>,
     ) -> Result<usize> {
         const OP: &str = "UFFDIO_MOVE";
-        self.require_feature(OP, uapi::FEATURE_MOVE, "moving pages")?;
+        self.fd.require_feature(OP, uapi::FEATURE_MOVE, "moving pages")?;
         if region.kind() != MemoryKind::Anonymous || from.kind() != MemoryKind::Anonymous {
             return Err(Error::invalid(OP, "pages move only between anonymous regions"));
         }
@@ -197,7 +295,7 @@ impl Userfaultfd {
         let mode = if wake.0 { 0 } else { uapi::MOVE_MODE_DONTWAKE }
             | if allow_holes { uapi::MOVE_MODE_ALLOW_SRC_HOLES } else { 0 };
         self.counted(&self.counters.moves, len, || {
-            self.parked(|| self.with_fd(OP, |uffd| ioctl::r#move(uffd, dst, src, len, mode)))
+            self.parked(park, || self.fd.with_fd(OP, |uffd| ioctl::r#move(uffd, dst, src, len, mode)))
         })
     }
 
@@ -206,9 +304,11 @@ impl Userfaultfd {
         match region.kind() {
             // Another process's memory may be of any kind: the kernel checks what the VMA needs.
             MemoryKind::Anonymous | MemoryKind::Remote => {
-                self.require_feature(op, uapi::FEATURE_PAGEFAULT_FLAG_WP, "write-protection")
+                self.fd.require_feature(op, uapi::FEATURE_PAGEFAULT_FLAG_WP, "write-protection")
             }
-            _ => self.require_feature(op, uapi::FEATURE_WP_HUGETLBFS_SHMEM, "write-protection of shmem or hugetlbfs"),
+            _ => {
+                self.fd.require_feature(op, uapi::FEATURE_WP_HUGETLBFS_SHMEM, "write-protection of shmem or hugetlbfs")
+            }
         }
     }
 }

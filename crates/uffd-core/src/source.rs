@@ -1,17 +1,16 @@
-//! Native page sources: faults that need no JavaScript, resolved on the fault loop's thread.
-//! A registration may carry a source (zeros, bytes in memory, a file, or the page cache for minor
-//! faults) and a readahead window: one COPY answers a fault with several pages, growing while the
-//! faults are sequential (like the kernel's own readahead) and falling back on random access.
+//! Native page sources, what they are and how they read: zeros, bytes in memory, a file, layered
+//! files, the page cache for minor faults, an object in a store. A registration carries a source
+//! and a readahead window: one COPY answers a fault with several pages, growing while the faults
+//! are sequential (like the kernel's own readahead) and falling back on random access. Mapping
+//! their bytes is `native.rs`'s.
 
 use crate::error::{Error, Result};
 use crate::fault::FaultKind;
-use crate::region::{MemoryKind, Region};
-use crate::resolve::{Protect, Wake};
-use crate::userfaultfd::Userfaultfd;
 use nix::errno::Errno;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Where the bytes of a registered range come from. Cloning shares the bytes or the open file.
@@ -88,7 +87,7 @@ impl Source {
     }
 
     /// How many bytes the source has from `offset` (of the region) on; `None`: no end.
-    fn available(&self, offset: usize) -> Option<usize> {
+    pub(crate) fn available(&self, offset: usize) -> Option<usize> {
         match self {
             Source::Zero | Source::PageCache => None,
             Source::Bytes(bytes) => Some(bytes.len().saturating_sub(offset)),
@@ -204,7 +203,7 @@ impl FileLayer {
 /// Fills `out` with what the layers (base first) hold at region offset `at`: each byte from the
 /// topmost layer with data there, zeros where none has. Returns false when nothing was read (all
 /// holes): the range can be mapped with zero pages instead.
-fn fill_layers(layers: &[FileLayer], at: usize, out: &mut [u8]) -> Result<bool> {
+pub(crate) fn fill_layers(layers: &[FileLayer], at: usize, out: &mut [u8]) -> Result<bool> {
     let end = at + out.len();
     let mut pos = at;
     let mut read_any = false;
@@ -268,14 +267,14 @@ pub struct ServeOptions {
 
 /// A source with its readahead state, shared by the parts of a registration.
 pub struct Served {
-    source: Source,
-    readahead: Readahead,
-    fallthrough: bool,
-    zero_removed: bool,
-    recorder: Option<Arc<Recorder>>,
+    pub(crate) source: Source,
+    pub(crate) readahead: Readahead,
+    pub(crate) fallthrough: bool,
+    pub(crate) zero_removed: bool,
+    pub(crate) recorder: Option<Arc<Recorder>>,
     /// Removed ranges (region offsets, sorted, disjoint) while `zero_removed`.
     removed: Mutex<Vec<(usize, usize)>>,
-    state: Mutex<Window>,
+    pub(crate) window: Window,
 }
 
 /// The order in which pages were first touched, by their offset in the source's file: what a
@@ -297,7 +296,7 @@ impl Recorder {
     }
 
     /// Notes the pages of `[at, at + len)` (file offsets) not seen before, in order.
-    fn touch(&self, at: u64, len: u64, page: u64) {
+    pub(crate) fn touch(&self, at: u64, len: u64, page: u64) {
         let mut recorded = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut page_at = at;
         while page_at < at + len {
@@ -314,21 +313,43 @@ impl Recorder {
     }
 }
 
-struct Window {
-    /// Where the next sequential fault would be (region offset).
-    next: usize,
-    pages: usize,
-    /// Reused for file reads and zeroed copies: the loop thread allocates it once.
-    scratch: Scratch,
+/// The readahead window. Several readers may serve one registration at once: each reads and
+/// updates it without a lock (a race only makes one fault's window less exact).
+pub(crate) struct Window {
+    /// Where the next sequential fault would be (region offset; `usize::MAX`: none yet).
+    next: AtomicUsize,
+    pages: AtomicUsize,
 }
 
-/// A reusable page-aligned buffer: pread into a buffer 16 bytes past a page boundary (where a large
-/// Vec lands) is about 3x slower here (bench/RESULTS.md).
+impl Window {
+    /// The pages to map for a fault at `offset`, by `readahead`, noted as the window's size.
+    pub(crate) fn pages_for(&self, offset: usize, readahead: &Readahead) -> usize {
+        let next = self.next.load(Ordering::Relaxed);
+        let pages = if !readahead.adaptive || next == usize::MAX {
+            readahead.pages
+        } else if offset == next {
+            (self.pages.load(Ordering::Relaxed) * 2).min(readahead.max_pages)
+        } else {
+            // A jump: random access maps fewer pages each time, down to the faulting page alone.
+            (self.pages.load(Ordering::Relaxed) / 2).max(1)
+        };
+        self.pages.store(pages, Ordering::Relaxed);
+        pages
+    }
+
+    /// Where the next sequential fault would be.
+    pub(crate) fn advance_to(&self, next: usize) {
+        self.next.store(next, Ordering::Relaxed);
+    }
+}
+
+/// A reusable page-aligned buffer, one per reader: pread into a buffer 16 bytes past a page
+/// boundary (where a large Vec lands) is about 3x slower here (bench/RESULTS.md).
 #[derive(Default)]
-pub(crate) struct Scratch(Vec<u8>);
+pub struct Scratch(Vec<u8>);
 
 impl Scratch {
-    pub(crate) fn aligned(&mut self, len: usize) -> &mut [u8] {
+    pub fn aligned(&mut self, len: usize) -> &mut [u8] {
         const ALIGN: usize = 4096;
         if self.0.len() < len + ALIGN {
             self.0 = vec![0; len + ALIGN];
@@ -359,7 +380,7 @@ impl Served {
             zero_removed,
             recorder,
             removed: Mutex::new(Vec::new()),
-            state: Mutex::new(Window { next: usize::MAX, pages, scratch: Scratch::default() }),
+            window: Window { next: AtomicUsize::new(usize::MAX), pages: AtomicUsize::new(pages) },
         })
     }
 
@@ -404,166 +425,6 @@ impl Served {
             return None;
         }
         self.source.available(offset).map(|bytes| offset.saturating_add(bytes.next_multiple_of(page)))
-    }
-}
-
-impl Userfaultfd {
-    /// Resolves fault `id` (handed to a handler) from a native source: the handler decides, the
-    /// source maps. Returns the bytes mapped (0 if the fault was already settled or another
-    /// resolver won).
-    pub fn resolve_from_source(&self, id: u64, served: &Served) -> Result<usize> {
-        const OP: &str = "fromSource";
-        let Some(fault) = self.fault_in_flight(id) else {
-            return Ok(0);
-        };
-        let region = &fault.region;
-        let end = self.registration_at(region.address() + fault.offset).map_or(region.size(), |(_, end, _)| end);
-        let end = end.saturating_sub(region.address()).max(fault.offset + region.page_size());
-        match self.serve_natively(served, region, fault.offset, end, fault.kind) {
-            Some(Ok(mapped)) => {
-                self.settle(id, true);
-                Ok(mapped)
-            }
-            Some(Err(err)) => Err(err),
-            // `served` here never falls through: only a kind the source does not serve gives None.
-            None => Err(Error::invalid(OP, format!("this source does not serve {} faults", fault.kind.name()))),
-        }
-    }
-
-    /// Resolves a fault from a native source, if the source serves this kind of fault. Returns the
-    /// bytes mapped, `Ok(0)` if another resolver won; `None` if the source does not apply.
-    pub(crate) fn serve_natively(
-        &self,
-        served: &Served,
-        region: &Region,
-        offset: usize,
-        end: usize,
-        kind: FaultKind,
-    ) -> Option<Result<usize>> {
-        if !served.source.serves(kind) {
-            return None;
-        }
-        let page = region.page_size();
-        let mut end = end;
-        if served.fallthrough {
-            match served.source.available(offset) {
-                Some(0) => return None,
-                // A page the source has part of is mapped (zeros after the end); whole pages past
-                // the end go to the handler.
-                Some(bytes) => end = end.min(offset + bytes.next_multiple_of(page)),
-                None => {}
-            }
-        }
-        let mut window = served.state.lock().unwrap_or_else(|p| p.into_inner());
-        if served.zero_removed {
-            match served.removed_at(offset) {
-                Ok(run_end) => {
-                    // Removed since it was mapped: zeros, as its owner's kernel would give it.
-                    crate::stats::bump(&self.counters.native);
-                    let len = run_end.min(end).saturating_sub(offset).max(page).min(end - offset);
-                    return Some(self.map_zeros(region, offset, len, &mut window.scratch));
-                }
-                Err(Some(next_removed)) => end = end.min(next_removed),
-                Err(None) => {}
-            }
-        }
-        let pages = if !served.readahead.adaptive || window.next == usize::MAX {
-            served.readahead.pages
-        } else if offset == window.next {
-            (window.pages * 2).min(served.readahead.max_pages)
-        } else {
-            // A jump: random access maps fewer pages each time, down to the faulting page alone.
-            (window.pages / 2).max(1)
-        };
-        window.pages = pages;
-        let len = (pages * page).min(end - offset);
-        // Counted before the ioctl wakes the faulting thread, which may read the counters at once.
-        crate::stats::bump(&self.counters.native);
-        let result = self.map_from(&served.source, region, offset, len, &mut window.scratch);
-        let result = match result {
-            Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
-                crate::stats::bump(&self.counters.eexist);
-                self.wake(region, offset, page).map(|()| 0)
-            }
-            other => other,
-        };
-        match result {
-            Ok(mapped) => {
-                window.next = offset + mapped.max(page);
-                if let Some(recorder) = &served.recorder {
-                    let base = served.source.file_offset() + offset as u64;
-                    recorder.touch(base, mapped.max(page) as u64, page as u64);
-                }
-            }
-            Err(_) => {
-                self.counters.native.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        Some(result)
-    }
-}
-
-impl Userfaultfd {
-    /// Maps `len` bytes at `offset` of a region from a source, waking any thread waiting there.
-    /// Returns the bytes mapped, fewer if a page of the range was already there.
-    pub(crate) fn map_from(
-        &self,
-        source: &Source,
-        region: &Region,
-        offset: usize,
-        len: usize,
-        scratch: &mut Scratch,
-    ) -> Result<usize> {
-        match source {
-            Source::PageCache => self.r#continue(region, offset, len, Wake(true), Protect(false)),
-            Source::Zero => self.map_zeros(region, offset, len, scratch),
-            // Whole pages of the bytes: COPY straight from them.
-            Source::Bytes(bytes) if offset + len <= bytes.len() => {
-                self.copy(region, offset, &bytes[offset..offset + len], Wake(true), Protect(false))
-            }
-            Source::File(layer) => self.map_from_files(std::slice::from_ref(layer), region, offset, len, scratch),
-            Source::Layers(layers) => self.map_from_files(layers, region, offset, len, scratch),
-            // Blocks this thread (a prefetch, a handler's fromSource): faults take the pending path.
-            Source::Object(object) => {
-                let out = scratch.aligned(len);
-                object.read_blocking(offset as u64, out)?;
-                self.copy(region, offset, out, Wake(true), Protect(false))
-            }
-            Source::Bytes(bytes) => {
-                let out = scratch.aligned(len);
-                let available = bytes.len().saturating_sub(offset).min(len);
-                out[..available].copy_from_slice(&bytes[offset.min(bytes.len())..][..available]);
-                out[available..].fill(0);
-                self.copy(region, offset, out, Wake(true), Protect(false))
-            }
-        }
-    }
-
-    /// Maps file bytes; a range that is all holes is mapped with zero pages, without a read.
-    fn map_from_files(
-        &self,
-        layers: &[FileLayer],
-        region: &Region,
-        offset: usize,
-        len: usize,
-        scratch: &mut Scratch,
-    ) -> Result<usize> {
-        let out = scratch.aligned(len);
-        if fill_layers(layers, offset, out)? {
-            return self.copy(region, offset, out, Wake(true), Protect(false));
-        }
-        crate::stats::bump(&self.counters.holes);
-        self.map_zeros(region, offset, len, scratch)
-    }
-
-    /// Maps zero pages: ZEROPAGE, or a zeroed COPY where there is no zero page (huge pages).
-    pub(crate) fn map_zeros(&self, region: &Region, offset: usize, len: usize, scratch: &mut Scratch) -> Result<usize> {
-        if region.kind() == MemoryKind::Hugetlb || region.page_size() > crate::region::base_page_size() {
-            let zeros = scratch.aligned(len);
-            zeros.fill(0);
-            return self.copy(region, offset, zeros, Wake(true), Protect(false));
-        }
-        self.zero(region, offset, len, Wake(true))
     }
 }
 

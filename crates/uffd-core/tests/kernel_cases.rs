@@ -136,7 +136,7 @@ impl FaultSink for Recorder {
             match item {
                 Dispatch::Event(UffdEvent::Fork { child }) => {
                     if let Some(child) = child {
-                        self.children.lock().unwrap().push(child);
+                        self.children.lock().unwrap().push(Userfaultfd::of_child(child).expect("a child userfaultfd"));
                     }
                     self.forks.fetch_add(1, Ordering::SeqCst);
                 }

@@ -117,7 +117,9 @@ fn js_event(event: UffdEvent) -> JsEvent {
             end: None,
             to: None,
             moved_id: None,
-            child: child.map(|(uffd, regions)| NativeAdoption::new(uffd, regions, None)),
+            child: child
+                .and_then(uffd_core::Userfaultfd::of_child)
+                .map(|(uffd, regions)| NativeAdoption::new(uffd, regions, None)),
         },
     }
 }

@@ -25,6 +25,7 @@ pub struct NativeOptions {
     pub fallback: Option<String>,
     pub timeout_ms: Option<f64>,
     pub spin_micros: Option<f64>,
+    pub readers: Option<f64>,
 }
 
 /// Where pages move from, for `move`.
@@ -121,6 +122,8 @@ pub struct NativeStats {
     pub in_flight: f64,
     pub queued: f64,
     pub holes: f64,
+    /// Threads that read the fd.
+    pub readers: f64,
 }
 
 /// The core's options from JavaScript's.
@@ -144,6 +147,7 @@ pub(crate) fn core_options(env: &Env, options: NativeOptions) -> napi::Result<Op
         fallback,
         timeout,
         spin: Duration::from_micros(spin as u64),
+        readers: to_opt_usize(env, "readers", options.readers)?.unwrap_or(0),
     })
 }
 
@@ -578,6 +582,7 @@ impl NativeUffd {
     pub fn stats(&self) -> NativeStats {
         let s = self.inner.stats();
         NativeStats {
+            readers: self.inner.readers() as f64,
             faults_missing: s.faults_missing as f64,
             faults_minor: s.faults_minor as f64,
             faults_wp: s.faults_wp as f64,

@@ -12,8 +12,8 @@
 mod chunks;
 mod disk;
 mod fetch;
-mod pending;
-mod runtime;
+
+pub(crate) mod runtime;
 mod store;
 
 pub use fetch::RetryPolicy;
@@ -114,7 +114,7 @@ pub struct ObjectSource {
     /// Chunks being read, with whoever waits for them.
     loading: Mutex<HashMap<u64, Vec<oneshot::Sender<Result<Bytes>>>>>,
     window: Mutex<Window>,
-    counters: Arc<ObjectCounters>,
+    pub(crate) counters: Arc<ObjectCounters>,
 }
 
 /// The adaptive request size: it doubles while faults follow each other and halves on a jump.

@@ -9,7 +9,7 @@
 //! See ioctl_userfaultfd(2) and `Documentation/admin-guide/mm/userfaultfd.rst`.
 
 use crate::error::{Error, Result};
-use crate::uapi::{
+use crate::sys::uapi::{
     self, PmScanArg, UffdioApi, UffdioContinue, UffdioCopy, UffdioMove, UffdioPoison, UffdioRange, UffdioZeropage,
 };
 use nix::errno::Errno;
@@ -17,7 +17,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use userfaultfd::{RegisterMode, Uffd};
 
 mod raw {
-    use crate::uapi::{PmScanArg, UffdioApi, UffdioContinue, UffdioCopy, UffdioMove, UffdioPoison, UffdioZeropage};
+    use crate::sys::uapi::{
+        PmScanArg, UffdioApi, UffdioContinue, UffdioCopy, UffdioMove, UffdioPoison, UffdioZeropage,
+    };
     nix::ioctl_readwrite!(api, 0xAA, 0x3F, UffdioApi);
     nix::ioctl_readwrite!(copy, 0xAA, 0x03, UffdioCopy);
     nix::ioctl_readwrite!(zeropage, 0xAA, 0x04, UffdioZeropage);

@@ -1,0 +1,241 @@
+//! The parts of one userfaultfd, each owning its state: the resolver (fd, registrations,
+//! counters, event epoch), the faults in flight, the handlers, who reads, and the wakers of its
+//! readers. What crosses parts (settling a fault, handing a batch over, removing a handler) is
+//! here; reading is `reader.rs`'s; the public API is the façade's (`userfaultfd.rs`).
+
+use crate::error::Result;
+use crate::fallback::{abandon, fall_back, handler_gone_notice, Fell};
+use crate::fault::{Child, Dispatch, Fault, FaultKind, Notice};
+use crate::fault_table::{FaultTable, InFlight};
+use crate::handlers::{Faults, Handlers};
+use crate::options::Options;
+use crate::pulling::Pulling;
+use crate::region::{Region, RemoteRange};
+use crate::resolve::{Park, Resolver};
+use crate::sys::poller::Waker;
+use crate::sys::{ioctl, uapi};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use std::time::Instant;
+
+/// Adopts the userfaultfd of a forked child (the façade's `adopt`, given to the engine so that
+/// readers need not know the façade).
+pub type AdoptChild = fn(OwnedFd, &[RemoteRange], &Options) -> Result<Child>;
+
+pub struct Engine {
+    pub id: u64,
+    pub resolver: Resolver,
+    pub table: Mutex<FaultTable>,
+    next_fault_id: AtomicU64,
+    pub handlers: Handlers,
+    pub pulling: Pulling,
+    pub options: Options,
+    /// Written by `close()`: every reader stops.
+    pub stop: Waker,
+    /// Tells the loop threads to look at who reads the fd.
+    pub poke: Waker,
+    /// The socket of the process whose memory this serves, watched for its hang-up.
+    peer: Mutex<Option<OwnedFd>>,
+    /// Set first by `close()`, which may let the readers read on for a moment (see
+    /// `settle_pending_forks`) before the fd counts as closed.
+    closing: AtomicBool,
+    /// The loop threads (and the pump).
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub adopt_child: AdoptChild,
+    /// Held while a reader reads and takes messages: events are applied and faults admitted in
+    /// the kernel's order, whichever reader read them.
+    read: Mutex<()>,
+    /// Itself, for work that outlives a call (an object source's request).
+    pub this: Weak<Engine>,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        resolver: Resolver,
+        options: Options,
+        peer: Option<OwnedFd>,
+        adopt_child: AdoptChild,
+    ) -> Result<Arc<Engine>> {
+        let (stop, poke) = (Waker::new()?, Waker::new()?);
+        Ok(Arc::new_cyclic(|this| Engine {
+            id,
+            resolver,
+            table: Mutex::new(FaultTable::default()),
+            next_fault_id: AtomicU64::new(1),
+            handlers: Handlers::default(),
+            pulling: Pulling::default(),
+            options,
+            stop,
+            poke,
+            peer: Mutex::new(peer),
+            closing: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            adopt_child,
+            read: Mutex::new(()),
+            this: this.clone(),
+        }))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.resolver.fd.is_closed()
+    }
+
+    pub fn peer(&self) -> MutexGuard<'_, Option<OwnedFd>> {
+        self.peer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a reader thread, joined by `close()`.
+    pub fn add_thread(&self, thread: JoinHandle<()>) {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(thread);
+    }
+
+    fn on_reader_thread(&self) -> bool {
+        let current = std::thread::current().id();
+        self.threads.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|t| t.thread().id() == current)
+    }
+
+    /// Stops every reader, closes the fd (the kernel wakes every waiting thread and drops every
+    /// registration) and forgets all faults. Idempotent; callable from a reader thread.
+    pub fn close(&self) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.settle_pending_forks();
+        self.resolver.fd.mark_closed();
+        self.stop.wake();
+        self.pulling.wake_parked();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let current = std::thread::current().id();
+        for thread in threads {
+            if thread.thread().id() != current {
+                let _ = thread.join();
+            }
+        }
+        self.stop.close();
+        self.poke.close();
+        drop(self.peer().take());
+        self.resolver.fd.release();
+        self.resolver.registrations_mut().clear();
+        self.table().clear();
+        self.handlers.close();
+    }
+
+    /// With EVENT_FORK, a fork of this process sleeps until its event is read, holding glibc's
+    /// malloc locks: if the readers stopped reading then, both would wait forever. So before they
+    /// stop, every range is unregistered (no fork can start an event for this fd after that) and
+    /// they read on until the kernel has no event in progress (`mmap_changing`), or 2 s pass.
+    fn settle_pending_forks(&self) {
+        if self.resolver.fd.features() & uapi::FEATURE_EVENT_FORK == 0 || self.on_reader_thread() {
+            return;
+        }
+        let fd = &self.resolver.fd;
+        let ranges = self.resolver.registrations().ranges();
+        for (start, end, _) in ranges {
+            let _ = fd.with_fd("UFFDIO_UNREGISTER", |uffd| ioctl::unregister(uffd, start, end - start));
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && fd.with_fd("UFFDIO_ZEROPAGE", ioctl::event_in_progress).unwrap_or(false) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub fn read_lock(&self) -> MutexGuard<'_, ()> {
+        self.read.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn table(&self) -> MutexGuard<'_, FaultTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn faults(&self) -> Faults<'_> {
+        Faults { table: &self.table, resolver: &self.resolver, fallback: self.options.fallback }
+    }
+
+    /// A fault at `offset` of a region, with a fresh id.
+    pub fn new_fault(
+        &self,
+        region: Arc<Region>,
+        offset: usize,
+        address: usize,
+        kind: FaultKind,
+        write: bool,
+        thread_id: i32,
+    ) -> Fault {
+        let id = self.next_fault_id.fetch_add(1, Ordering::Relaxed);
+        Fault { id, region, offset, address, kind, write, thread_id: thread_id as u32 }
+    }
+
+    /// When a fault admitted now must be resolved by.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.options.timeout.map(|t| Instant::now() + t)
+    }
+
+    /// The fault `id`, while it waits for its resolution.
+    pub fn in_flight(&self, id: u64) -> Option<Fault> {
+        self.table().get(id).map(|entry| entry.fault.clone())
+    }
+
+    /// Marks a resolved fault: woken ones leave the table; DONTWAKE ones wait for their wake.
+    pub fn settle(&self, id: u64, woken: bool) {
+        let duplicated = self.table().settle(id, woken);
+        if let Some(entry) = duplicated {
+            // A second thread may have queued behind the first one's message: wake it too.
+            self.resolver.wake_page(&entry.fault.region, entry.fault.offset);
+        }
+    }
+
+    /// Drops faults in flight that no longer need an answer (their range was woken or released).
+    pub fn forget_faults(&self, which: impl Fn(&Fault) -> bool) {
+        let duplicated = self.table().forget(which);
+        for entry in duplicated {
+            self.resolver.wake_page(&entry.fault.region, entry.fault.offset);
+        }
+    }
+
+    /// Hands a batch to the handler (see `Handlers::hand_over`); a handler found gone is removed.
+    pub fn hand_over(&self, batch: Vec<Dispatch>) {
+        if let Some(gone) = self.handlers.hand_over(&self.faults(), batch) {
+            self.remove_handler(gone);
+        }
+    }
+
+    /// Says one notice.
+    pub fn say(&self, notice: Notice) {
+        self.hand_over(vec![Dispatch::Notice(notice)]);
+    }
+
+    /// Removes handler `generation` if it is still the current one. Faults it was handed and did
+    /// not finish are resolved by the fallback, with a notice each.
+    pub fn remove_handler(&self, generation: u64) {
+        self.pulling.stop(generation, &self.resolver.epoch);
+        self.handlers.remove(generation);
+        let orphans = self.table().take_where(|e| e.delivered_to == Some(generation));
+        let notices: Vec<Dispatch> = orphans
+            .into_iter()
+            .map(|entry| Dispatch::Notice(self.abandon(entry, Park::UntilRead, handler_gone_notice).0))
+            .collect();
+        if !notices.is_empty() {
+            self.hand_over(notices);
+        }
+    }
+
+    /// See `fallback::abandon`.
+    pub fn abandon(
+        &self,
+        entry: InFlight,
+        park: Park<'_>,
+        say: impl FnOnce(&Fault) -> Notice,
+    ) -> (Notice, Option<Fault>) {
+        abandon(&self.resolver, self.options.fallback, entry, park, say)
+    }
+
+    /// See `fallback::fall_back`.
+    pub fn fall_back(&self, fault: &Fault, park: Park<'_>) -> Fell {
+        fall_back(&self.resolver, self.options.fallback, fault, park)
+    }
+}

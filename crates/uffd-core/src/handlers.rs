@@ -1,0 +1,261 @@
+//! Who hears a batch: the handler (the sink, its generation, the faults delivered to it), the
+//! owner (who hears what no handler would), handlers being started, and what waits for a handler.
+
+use crate::fallback::{fall_back, no_handler_notice, Fallback, Fell};
+use crate::fault::{Dispatch, FaultSink, NoticeKind};
+use crate::fault_table::FaultTable;
+use crate::resolve::{Park, Resolver};
+use crate::stats::bump;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What hand-overs need besides the handlers: the faults in flight and how to fall back.
+pub struct Faults<'a> {
+    pub table: &'a Mutex<FaultTable>,
+    pub resolver: &'a Resolver,
+    pub fallback: Fallback,
+}
+
+impl Faults<'_> {
+    pub fn lock(&self) -> MutexGuard<'_, FaultTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the faults of a batch as handed to handler `generation` (`None`: handed back).
+    pub fn mark_delivered(&self, generation: Option<u64>, batch: &[Dispatch]) {
+        let mut table = self.lock();
+        for item in batch {
+            if let Dispatch::Fault(fault) = item {
+                table.set_delivered(fault.id, generation);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    sink: Option<(u64, Arc<dyn FaultSink>)>,
+    generation: u64,
+    /// Who hears notices that no handler would (the owner's JavaScript thread), and its thread id.
+    owner: Option<(Arc<dyn FaultSink>, i32)>,
+    /// Handlers being started (`expect`): faults wait for them without a notice.
+    expected: BTreeSet<u64>,
+    next_expectation: u64,
+    /// Faults, events and notices waiting for a handler.
+    queued: Vec<Dispatch>,
+}
+
+#[derive(Default)]
+pub struct Handlers {
+    state: Mutex<State>,
+    /// The thread the current handler runs on (0: none): a fault of that thread is a self-fault.
+    thread: AtomicI32,
+}
+
+/// What installing a handler found.
+pub enum Installed {
+    /// Installed as `generation`, replacing `previous`; `queued` waited for it.
+    Current { generation: u64, previous: Option<u64>, queued: Vec<Dispatch> },
+    /// The fd is closed: what waited was delivered to the sink, once (true if there was any).
+    Closed(bool),
+}
+
+impl Handlers {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kernel id of the current handler's thread (0: none).
+    pub fn thread(&self) -> i32 {
+        self.thread.load(Ordering::Acquire)
+    }
+
+    pub fn install(&self, sink: Arc<dyn FaultSink>, thread_id: i32, closed: bool) -> Installed {
+        let mut state = self.lock();
+        if closed {
+            // Closed before any handler came (its peer hung up, say): what it had to say is still
+            // handed over, once; no fault can follow.
+            let said = std::mem::take(&mut state.queued);
+            drop(state);
+            let any = !said.is_empty();
+            if any {
+                let _ = sink.deliver(said);
+            }
+            return Installed::Closed(any);
+        }
+        state.generation += 1;
+        let generation = state.generation;
+        let previous = state.sink.replace((generation, sink)).map(|(g, _)| g);
+        self.thread.store(thread_id, Ordering::Release);
+        Installed::Current { generation, previous, queued: std::mem::take(&mut state.queued) }
+    }
+
+    /// Removes handler `generation` if it is still the current one.
+    pub fn remove(&self, generation: u64) {
+        let mut state = self.lock();
+        if state.sink.as_ref().is_some_and(|(g, _)| *g == generation) {
+            state.sink = None;
+            self.thread.store(0, Ordering::Release);
+        }
+    }
+
+    pub fn is_current(&self, generation: u64) -> bool {
+        self.lock().sink.as_ref().is_some_and(|(g, _)| *g == generation)
+    }
+
+    /// Whether a handler is installed (on any thread), or being started.
+    pub fn any(&self) -> bool {
+        let state = self.lock();
+        state.sink.is_some() || !state.expected.is_empty()
+    }
+
+    /// Faults waiting for a handler.
+    pub fn queued_faults(&self) -> usize {
+        self.lock().queued.iter().filter(|d| matches!(d, Dispatch::Fault(_))).count()
+    }
+
+    /// Takes the waiting items `which` picks.
+    pub fn take_queued(&self, which: impl Fn(&Dispatch) -> bool) -> Vec<Dispatch> {
+        let mut state = self.lock();
+        let (taken, kept) = std::mem::take(&mut state.queued).into_iter().partition(|item| which(item));
+        state.queued = kept;
+        taken
+    }
+
+    /// On close: faults are gone with the fd; events and notices wait for a handler to hear them.
+    /// The sinks are dropped outside the lock.
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.queued.retain(|item| !matches!(item, Dispatch::Fault(_)));
+        let sinks = (state.sink.take(), state.owner.take());
+        drop(state);
+        drop(sinks);
+    }
+
+    /// Hands a batch to the current handler, or holds it for the next one. Timeouts and a peer's
+    /// hang-up of a handler on another thread go to the owner: the owner set the limit, and the
+    /// handler may be the one stuck; the owner is who closes (a handler in a worker cannot, and
+    /// the owner keeps its process up). A handler on the owner's thread hears the hang-up in its
+    /// batch, after the events before it. Returns the generation of a handler found gone: the
+    /// caller removes it.
+    #[must_use]
+    pub fn hand_over(&self, faults: &Faults<'_>, mut batch: Vec<Dispatch>) -> Option<u64> {
+        let state = self.lock();
+        let Some((generation, sink)) = state.sink.clone() else {
+            self.hold_for_handler(state, faults, batch);
+            return None;
+        };
+        let owner = state.owner.clone();
+        drop(state);
+        if let Some((owner, owner_thread)) = owner {
+            let elsewhere = owner_thread != self.thread();
+            let theirs = take_notices(&mut batch, |kind| {
+                kind == NoticeKind::Timeout || (elsewhere && kind == NoticeKind::PeerGone)
+            });
+            if !theirs.is_empty() {
+                if let Err(returned) = owner.deliver(theirs) {
+                    batch.extend(returned);
+                }
+            }
+            if batch.is_empty() {
+                return None;
+            }
+        }
+        faults.mark_delivered(Some(generation), &batch);
+        bump(&faults.resolver.counters.batches);
+        let Err(returned) = sink.deliver(batch) else {
+            return None;
+        };
+        faults.mark_delivered(None, &returned);
+        self.lock().queued.extend(returned);
+        Some(generation)
+    }
+
+    /// With no handler, faults and events wait for one; notices go to the owner at once. A fault
+    /// for which no handler is being started is said at once (`NoHandler`), and if its thread is
+    /// the owner's, which alone could install one and sleeps in this fault, it gets the fallback now.
+    fn hold_for_handler(&self, mut state: MutexGuard<'_, State>, faults: &Faults<'_>, batch: Vec<Dispatch>) {
+        let Some((owner, owner_thread)) = state.owner.clone() else {
+            state.queued.extend(batch);
+            return;
+        };
+        let waiting_for_none = state.expected.is_empty();
+        let mut said = Vec::new();
+        let mut stranded = Vec::new();
+        for item in batch {
+            match item {
+                Dispatch::Notice(_) => said.push(item),
+                Dispatch::Fault(fault) if waiting_for_none && fault.thread_id as i32 == owner_thread => {
+                    if let Some(entry) = faults.lock().take(fault.id) {
+                        stranded.push(entry);
+                    }
+                }
+                Dispatch::Fault(ref fault) if waiting_for_none => {
+                    said.push(Dispatch::Notice(no_handler_notice(fault, false)));
+                    state.queued.push(item);
+                }
+                other => state.queued.push(other),
+            }
+        }
+        drop(state);
+        for entry in stranded {
+            // Said before the fallback wakes the thread: when it runs again, the word is there
+            // already (a script that reads, then closes and ends, still hears it).
+            let notice = Dispatch::Notice(no_handler_notice(&entry.fault, true));
+            if let Err(returned) = owner.deliver(vec![notice]) {
+                said.extend(returned);
+            }
+            bump(&faults.resolver.counters.errors);
+            if let Fell::Failed(failed) = fall_back(faults.resolver, faults.fallback, &entry.fault, Park::UntilRead) {
+                said.push(Dispatch::Notice(failed));
+            }
+        }
+        if said.is_empty() {
+            return;
+        }
+        if let Err(returned) = owner.deliver(said) {
+            self.lock().queued.extend(returned);
+        }
+    }
+
+    /// Makes `sink`, on thread `thread_id`, hear the notices no handler hears, and makes faults
+    /// that no handler will serve known at once (see `hold_for_handler`).
+    pub fn set_owner(&self, sink: Arc<dyn FaultSink>, thread_id: i32, faults: &Faults<'_>) {
+        let mut state = self.lock();
+        state.owner = Some((sink, thread_id));
+        if state.sink.is_none() {
+            let held = std::mem::take(&mut state.queued);
+            self.hold_for_handler(state, faults, held);
+        }
+    }
+
+    /// A handler is being started: until `unexpect`, faults wait for it without a notice.
+    /// Returns the token to end the expectation with.
+    pub fn expect(&self) -> u64 {
+        let mut state = self.lock();
+        state.next_expectation += 1;
+        let token = state.next_expectation;
+        state.expected.insert(token);
+        token
+    }
+
+    /// The handler of `token` came, or will not: faults still without a handler are dealt with
+    /// as `hold_for_handler` says.
+    pub fn unexpect(&self, token: u64, faults: &Faults<'_>) {
+        let mut state = self.lock();
+        if !state.expected.remove(&token) || state.sink.is_some() || !state.expected.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut state.queued);
+        self.hold_for_handler(state, faults, held);
+    }
+}
+
+/// Moves the notices whose kind `which` picks out of a batch.
+fn take_notices(batch: &mut Vec<Dispatch>, which: impl Fn(NoticeKind) -> bool) -> Vec<Dispatch> {
+    let (taken, kept): (Vec<Dispatch>, Vec<Dispatch>) =
+        std::mem::take(batch).into_iter().partition(|item| matches!(item, Dispatch::Notice(n) if which(n.kind)));
+    *batch = kept;
+    taken
+}

@@ -1,0 +1,150 @@
+//! Serving a fault from a native source, with no handler: the readahead window decides how many
+//! pages, the source gives the bytes, the resolver maps them. Runs on the reader that read the
+//! fault (with the reader's scratch buffer), or on a handler's thread for `fromSource`.
+
+use crate::error::{Error, Result};
+use crate::fault::FaultKind;
+use crate::region::{base_page_size, MemoryKind, Region};
+use crate::resolve::{Park, Protect, Resolver, Wake};
+use crate::source::{fill_layers, FileLayer, Scratch, Served, Source};
+use crate::stats::bump;
+use nix::errno::Errno;
+use std::sync::atomic::Ordering;
+
+/// Resolves a fault at `offset` of a region (registered up to region offset `end`) from a source,
+/// if the source serves this kind of fault. Returns the bytes mapped, `Ok(0)` if another resolver
+/// won; `None` if the source does not apply (the handler, or the fallback, decides).
+#[allow(clippy::too_many_arguments)]
+pub fn serve(
+    resolver: &Resolver,
+    served: &Served,
+    region: &Region,
+    offset: usize,
+    end: usize,
+    kind: FaultKind,
+    scratch: &mut Scratch,
+    park: Park<'_>,
+) -> Option<Result<usize>> {
+    if !served.source.serves(kind) {
+        return None;
+    }
+    let page = region.page_size();
+    let mut end = end;
+    if served.fallthrough {
+        match served.source.available(offset) {
+            Some(0) => return None,
+            // A page the source has part of is mapped (zeros after the end); whole pages past the
+            // end go to the handler.
+            Some(bytes) => end = end.min(offset + bytes.next_multiple_of(page)),
+            None => {}
+        }
+    }
+    if served.zero_removed {
+        match served.removed_at(offset) {
+            Ok(run_end) => {
+                // Removed since it was mapped: zeros, as its owner's kernel would give it.
+                bump(&resolver.counters.native);
+                let len = run_end.min(end).saturating_sub(offset).max(page).min(end - offset);
+                return Some(map_zeros(resolver, region, offset, len, scratch, park));
+            }
+            Err(Some(next_removed)) => end = end.min(next_removed),
+            Err(None) => {}
+        }
+    }
+    let pages = served.window.pages_for(offset, &served.readahead);
+    let len = (pages * page).min(end - offset);
+    // Counted before the ioctl wakes the faulting thread, which may read the counters at once.
+    bump(&resolver.counters.native);
+    let result = match map_from(resolver, &served.source, region, offset, len, scratch, park) {
+        Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
+            bump(&resolver.counters.eexist);
+            resolver.wake(region, offset, page).map(|()| 0)
+        }
+        other => other,
+    };
+    match result {
+        Ok(mapped) => {
+            served.window.advance_to(offset + mapped.max(page));
+            if let Some(recorder) = &served.recorder {
+                let base = served.source.file_offset() + offset as u64;
+                recorder.touch(base, mapped.max(page) as u64, page as u64);
+            }
+        }
+        Err(_) => {
+            resolver.counters.native.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    Some(result)
+}
+
+/// Maps `len` bytes at `offset` of a region from a source, waking any thread waiting there.
+/// Returns the bytes mapped, fewer if a page of the range was already there.
+pub fn map_from(
+    resolver: &Resolver,
+    source: &Source,
+    region: &Region,
+    offset: usize,
+    len: usize,
+    scratch: &mut Scratch,
+    park: Park<'_>,
+) -> Result<usize> {
+    let copy = |bytes: &[u8]| resolver.copy(region, offset, bytes, Wake(true), Protect(false), park);
+    match source {
+        Source::PageCache => resolver.r#continue(region, offset, len, Wake(true), Protect(false), park),
+        Source::Zero => map_zeros(resolver, region, offset, len, scratch, park),
+        // Whole pages of the bytes: COPY straight from them.
+        Source::Bytes(bytes) if offset + len <= bytes.len() => copy(&bytes[offset..offset + len]),
+        Source::File(layer) => {
+            map_from_files(resolver, std::slice::from_ref(layer), region, offset, len, scratch, park)
+        }
+        Source::Layers(layers) => map_from_files(resolver, layers, region, offset, len, scratch, park),
+        // Blocks this thread (a prefetch, a handler's fromSource): faults take the pending path.
+        Source::Object(object) => {
+            let out = scratch.aligned(len);
+            object.read_blocking(offset as u64, out)?;
+            copy(out)
+        }
+        Source::Bytes(bytes) => {
+            let out = scratch.aligned(len);
+            let available = bytes.len().saturating_sub(offset).min(len);
+            out[..available].copy_from_slice(&bytes[offset.min(bytes.len())..][..available]);
+            out[available..].fill(0);
+            copy(out)
+        }
+    }
+}
+
+/// Maps file bytes; a range that is all holes is mapped with zero pages, without a read.
+fn map_from_files(
+    resolver: &Resolver,
+    layers: &[FileLayer],
+    region: &Region,
+    offset: usize,
+    len: usize,
+    scratch: &mut Scratch,
+    park: Park<'_>,
+) -> Result<usize> {
+    let out = scratch.aligned(len);
+    if fill_layers(layers, offset, out)? {
+        return resolver.copy(region, offset, out, Wake(true), Protect(false), park);
+    }
+    bump(&resolver.counters.holes);
+    map_zeros(resolver, region, offset, len, scratch, park)
+}
+
+/// Maps zero pages: ZEROPAGE, or a zeroed COPY where there is no zero page (huge pages).
+pub fn map_zeros(
+    resolver: &Resolver,
+    region: &Region,
+    offset: usize,
+    len: usize,
+    scratch: &mut Scratch,
+    park: Park<'_>,
+) -> Result<usize> {
+    if region.kind() == MemoryKind::Hugetlb || region.page_size() > base_page_size() {
+        let zeros = scratch.aligned(len);
+        zeros.fill(0);
+        return resolver.copy(region, offset, zeros, Wake(true), Protect(false), park);
+    }
+    resolver.zero(region, offset, len, Wake(true), park)
+}

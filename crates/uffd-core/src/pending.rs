@@ -1,0 +1,179 @@
+//! Faults that wait for the network. A missing fault in a range served by an object source is put
+//! in the fault table (so `timeoutMs` bounds it and a second fault of the page joins it), its bytes
+//! are read on the object-store runtime, and the runtime's completion maps them (UFFDIO_COPY of the
+//! fault's page and the rest of its chunk) and wakes it. A read that fails after its retries
+//! resolves the fault by the fallback, with an `ERR_UFFD_SOURCE` notice whose cause carries the
+//! HTTP status or errno. The reader only plans and hands over: it never waits for a request.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::fallback::source_failed_notice;
+use crate::fault::{Fault, FaultKind};
+use crate::object_source::runtime::runtime;
+use crate::object_source::{ObjectSource, Plan};
+use crate::region::Region;
+use crate::resolve::{Park, Protect, Wake};
+use crate::source::{Served, Source};
+use crate::stats::bump;
+use bytes::Bytes;
+use nix::errno::Errno;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Takes a missing fault of a range served by an object source, at a page within the object: it
+/// waits in the fault table while its bytes come. Returns false for anything else (another source,
+/// another kind of fault, a page past the object's end), which the synchronous path serves. `end`
+/// is where the registration ends (region offset).
+#[allow(clippy::too_many_arguments)]
+pub fn serve_later(
+    engine: &Engine,
+    served: &Served,
+    region: &Arc<Region>,
+    offset: usize,
+    end: usize,
+    address: usize,
+    kind: FaultKind,
+    write: bool,
+    thread_id: i32,
+) -> bool {
+    let Source::Object(object) = served.source() else {
+        return false;
+    };
+    // Chunks that are not whole pages of this region (a 1 MiB chunk under 2 MiB huge pages) take
+    // the synchronous path, which reads any range.
+    if kind != FaultKind::Missing || offset as u64 >= object.size() || object.chunk_size() % region.page_size() != 0 {
+        return false;
+    }
+    // The completion runs on the runtime and needs the engine to outlive this turn. One that is
+    // closing wakes every waiter itself: nothing to do (and no request on this thread).
+    let Some(engine) = engine.this.upgrade().filter(|engine| !engine.is_closed()) else {
+        return true;
+    };
+    let Some(fault) = hold(&engine, region, offset, address, kind, write, thread_id) else {
+        // Its page is in flight already: this fault is woken with the first one.
+        return true;
+    };
+    object.counters.faults.fetch_add(1, Ordering::Relaxed);
+    let plan = object.plan(offset as u64, region.page_size() as u64);
+    object.read_ahead(&plan);
+    let what = served.source().describe();
+    let object: Arc<ObjectSource> = object.clone();
+    match runtime() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                let read = object.read(plan).await;
+                complete(&engine, &fault, plan, end, read, &what);
+            });
+        }
+        Err(err) => fail(&engine, fault.id, &what, err),
+    }
+    true
+}
+
+/// Puts a fault that a source answers later in the fault table, with its deadline. `None` if its
+/// page is in flight already: the fault joins that one (counted as a duplicate, woken with it).
+fn hold(
+    engine: &Engine,
+    region: &Arc<Region>,
+    offset: usize,
+    address: usize,
+    kind: FaultKind,
+    write: bool,
+    thread_id: i32,
+) -> Option<Fault> {
+    let page = region.address() + offset;
+    let mut table = engine.table();
+    if table.mark_duplicate(page) {
+        bump(&engine.resolver.counters.duplicates);
+        return None;
+    }
+    let fault = engine.new_fault(region.clone(), offset, address, kind, write, thread_id);
+    table.insert(fault.clone(), page, engine.deadline());
+    Some(fault)
+}
+
+/// A held fault whose source failed: the fallback resolves it and a `SourceFailed` notice says
+/// why (`what` names the source). Nothing if the fault was settled meanwhile.
+fn fail(engine: &Engine, id: u64, what: &str, err: Error) {
+    let Some(entry) = engine.table().take(id) else {
+        return;
+    };
+    bump(&engine.resolver.counters.errors);
+    let fault = entry.fault;
+    let notice = engine.fall_back(&fault, Park::UntilRead).or_say(|| source_failed_notice(fault, what, err));
+    engine.say(notice);
+}
+
+/// Who had to resolve a fault, for a timeout's message: a held fault is its object source's.
+pub fn resolver_of(engine: &Engine, fault: &Fault) -> String {
+    match engine.resolver.registration_at(fault.region.address() + fault.offset).and_then(|reg| reg.served) {
+        Some(served) if served.source().object().is_some() => served.source().describe(),
+        _ => "the handler".into(),
+    }
+}
+
+/// Maps what was read for a held fault from its page on (clipped to its registration and region,
+/// zeros after the object's end) and wakes it; or, if the read failed, falls back.
+fn complete(engine: &Engine, fault: &Fault, plan: Plan, end: usize, read: Result<Bytes>, what: &str) {
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(err) => return fail(engine, fault.id, what, err),
+    };
+    if engine.in_flight(fault.id).is_none() {
+        // Settled meanwhile (its deadline passed, its region or the fd closed): the bytes stay cached.
+        return;
+    }
+    let resolver = &engine.resolver;
+    let region = &fault.region;
+    let len =
+        ((plan.end - plan.start) as usize).min(end.saturating_sub(fault.offset)).min(region.size() - fault.offset);
+    let len = len.max(region.page_size());
+    let padded;
+    let bytes = if bytes.len() >= len {
+        &bytes[..len]
+    } else {
+        // The object's last page: zeros after its end.
+        let mut tail = vec![0; len];
+        tail[..bytes.len()].copy_from_slice(&bytes);
+        padded = tail;
+        &padded[..]
+    };
+    // Counted before the ioctl wakes the faulting thread, which may read the counters at once.
+    bump(&resolver.counters.native);
+    // A fault that waited for the network gets its own page first: its thread runs on while the
+    // rest of the chunk is mapped (a first byte costs one request, not one request and a 4 MiB copy).
+    let page = region.page_size();
+    let first = if plan.waits && bytes.len() > page { page } else { bytes.len() };
+    let copy = |at: usize, bytes: &[u8]| resolver.copy(region, at, bytes, Wake(true), Protect(false), Park::UntilRead);
+    match copy(fault.offset, &bytes[..first]) {
+        Ok(_) => {
+            engine.settle(fault.id, true);
+            if first < bytes.len() {
+                // The woken thread is often queued on this CPU: let it run before the long copy.
+                std::thread::yield_now();
+                // Stops at a page already there (EEXIST): what it did not map faults again.
+                let _ = copy(fault.offset + first, &bytes[first..]);
+            }
+        }
+        Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
+            bump(&resolver.counters.eexist);
+            let _ = resolver.wake(region, fault.offset, region.page_size());
+            engine.forget_faults(|f| f.id == fault.id);
+            engine.settle(fault.id, true);
+        }
+        Err(err) => {
+            resolver.counters.native.fetch_sub(1, Ordering::Relaxed);
+            fail(engine, fault.id, what, err);
+        }
+    }
+}
+
+impl Source {
+    /// The object source, if this is one.
+    pub fn object(&self) -> Option<&Arc<ObjectSource>> {
+        match self {
+            Source::Object(object) => Some(object),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! The reader's turn: how a message read from the fd becomes a resolved page or a batch item.
+//!
+//! Glossary (the same words in the binding and the TypeScript):
+//! - **message**: one `struct uffd_msg` read from the fd (`sys/msg.rs`).
+//! - **reader**: a thread that reads the fd and takes turns: a loop thread (`fault_loop.rs`, one
+//!   per `readers`), a handler that reads the fd itself (a *puller*, `direct.rs`), or a parked loop
+//!   thread that takes a turn for a stuck puller (a *rescue*).
+//! - **turn**: wait, drain, parse, admit, serve natively or fall back, events before faults, end of
+//!   turn. [`turn`] below, the same for every reader.
+//! - **admit**: a fault enters the fault table once per page; a second message for the page is a
+//!   *duplicate*, a fault of the handler's own thread a *self-fault* (`fault_table.rs`).
+//! - **batch**: what a turn hands on: faults for the handler, events, notices (`fault.rs`
+//!   `Dispatch`); the binding packs its faults into a Float64Array (`batch.rs`).
+//! - **sink**: who a batch is handed to: the handler, or the owner for what no handler hears
+//!   (`handlers.rs`).
+//! - **retry**: what the kernel refused for an unread event during a turn (EAGAIN): a reader never
+//!   waits for itself, it retries at the end of its turn, once the events are read.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::fallback::{self_fault_notice, source_failed_notice, Fell};
+use crate::fault::{Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
+use crate::fault_table::FaultState;
+use crate::native;
+use crate::pending;
+use crate::registrations::Registration;
+use crate::resolve::Park;
+use crate::source::{Scratch, Served};
+use crate::stats::bump;
+use crate::sys::msg::{Buffer, Message};
+use crate::sys::poller::{Poller, Ready, Token, Watch};
+use crate::sys::uapi;
+use nix::errno::Errno;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a reader takes its messages from: the fd, or the pump's ring (`pump.rs`).
+pub enum Messages {
+    Fd(Buffer),
+    Ring(Arc<crate::pump::Ring>),
+}
+
+/// What was refused for an unread event, retried at the end of the turn.
+enum Retry {
+    /// A fault message a native source could not resolve yet: taken again from the top.
+    Message { address: usize, kind: FaultKind, write: bool, thread_id: i32 },
+    /// A fault whose fallback resolution was refused.
+    Fallback(Fault),
+}
+
+/// One reader's own means: its poller, its messages, its scratch buffer, its retries.
+pub struct Reader {
+    poller: Poller,
+    messages: Messages,
+    scratch: Scratch,
+    retries: Vec<Retry>,
+    /// Native faults read in this turn, served after the read (outside the read lock).
+    natives: Vec<Native>,
+    /// What the last wait found ready.
+    ready: Vec<Ready>,
+}
+
+struct Native {
+    registration: Registration<Served>,
+    address: usize,
+    kind: FaultKind,
+    write: bool,
+    thread_id: i32,
+}
+
+/// What a turn saw besides its batch.
+#[derive(Default)]
+pub struct Seen {
+    /// The loop threads were told to look at who reads.
+    pub poked: bool,
+    /// The peer hung up.
+    pub hung_up: bool,
+    /// The fd reported POLLERR.
+    pub failed: bool,
+}
+
+impl Reader {
+    /// A reader of `engine`'s fd (or of `ring`), watching its stop and peer, and, for a loop
+    /// thread, its poke. Several loop threads watch the fd exclusively: one is woken per message.
+    pub fn new(engine: &Engine, ring: Option<Arc<crate::pump::Ring>>, loop_thread: bool) -> Result<Reader> {
+        let poller = Poller::new()?;
+        let messages = match ring {
+            Some(ring) => {
+                ring.ready.watched_by(&poller, Token::Uffd)?;
+                Messages::Ring(ring)
+            }
+            None => {
+                let how = if engine.options.readers() > 1 { Watch::ReadableExclusive } else { Watch::Readable };
+                engine.resolver.fd.with_borrowed("epoll_ctl", |fd| poller.watch(fd, Token::Uffd, how))?;
+                Messages::Fd(Buffer::default())
+            }
+        };
+        engine.stop.watched_by(&poller, Token::Stop)?;
+        if let Some(peer) = engine.peer().as_ref() {
+            poller.watch(peer.as_fd(), Token::Peer, Watch::HangUp)?;
+        }
+        if loop_thread {
+            engine.poke.watched_by(&poller, Token::Poke)?;
+        }
+        Ok(Reader {
+            poller,
+            messages,
+            scratch: Scratch::default(),
+            retries: Vec::new(),
+            natives: Vec::new(),
+            ready: Vec::new(),
+        })
+    }
+
+    /// Waits up to `wait` (`None`: no limit), less if a fault's deadline or a retry comes first,
+    /// for what `take` then takes.
+    pub fn wait(&mut self, engine: &Engine, wait: Option<Duration>) -> Result<()> {
+        let deadline = engine.table().next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let retry = (!self.retries.is_empty()).then_some(Duration::from_millis(1));
+        let wait = [wait, deadline, retry].into_iter().flatten().min();
+        self.ready.clear();
+        self.ready.extend(self.poller.wait(wait, engine.options.spin)?);
+        Ok(())
+    }
+
+    /// Takes the fd as ready without waiting (a rescue of a stuck puller).
+    pub fn assume_readable(&mut self) {
+        self.ready.clear();
+        self.ready.push(Ready { token: Token::Uffd, failed: false });
+    }
+}
+
+/// One turn: waits up to `wait`, then takes what is ready into `batch`.
+pub fn turn(engine: &Engine, reader: &mut Reader, wait: Option<Duration>, batch: &mut Vec<Dispatch>) -> Result<Seen> {
+    reader.wait(engine, wait)?;
+    Ok(take(engine, reader, batch))
+}
+
+/// The rest of a turn, for what `Reader::wait` found ready.
+pub fn take(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) -> Seen {
+    let mut seen = Seen::default();
+    if engine.is_closed() {
+        return seen;
+    }
+    for index in 0..reader.ready.len() {
+        let ready = reader.ready[index];
+        match ready.token {
+            Token::Poke => {
+                engine.poke.clear();
+                seen.poked = true;
+            }
+            Token::Uffd if ready.failed => seen.failed = true,
+            Token::Uffd => drain(engine, reader, batch),
+            Token::Peer => {
+                drain(engine, reader, batch);
+                seen.hung_up = true;
+            }
+            // The stop eventfd is written only by close(), which the check above sees.
+            Token::Stop | Token::Space => {}
+        }
+    }
+    end_turn(engine, reader, batch);
+    seen
+}
+
+/// Reads every pending message: under the read lock, events are applied and faults admitted in
+/// the kernel's order (so no reader serves a fault read after an event before that event is
+/// applied); then the native faults are served, outside the lock, by this reader.
+pub fn drain(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
+    {
+        let _read = engine.read_lock();
+        match &mut reader.messages {
+            Messages::Ring(ring) => {
+                for message in ring.take() {
+                    take_message(engine, message, &mut reader.natives, batch);
+                }
+            }
+            Messages::Fd(buffer) => loop {
+                match engine.resolver.fd.read(buffer) {
+                    Ok(count) => {
+                        for message in buffer.parse(count) {
+                            take_message(engine, message, &mut reader.natives, batch);
+                        }
+                        if count < crate::sys::msg::MESSAGES_PER_READ {
+                            break;
+                        }
+                    }
+                    Err(Error::Closed { .. }) => break,
+                    Err(err) => {
+                        batch.push(loop_failed(format!("reading the userfaultfd failed: {err}"), Some(err)));
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    let natives = std::mem::take(&mut reader.natives);
+    for native in &natives {
+        serve_native(engine, reader, native, batch);
+    }
+    reader.natives = natives;
+    reader.natives.clear();
+}
+
+/// Reads what is pending outside a turn (a puller's resolve refused for unread events): events
+/// are applied and the epoch moves; what was refused meanwhile is retried once they are read.
+pub fn drain_pending(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
+    drain(engine, reader, batch);
+    if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
+        engine.resolver.epoch.advance();
+    }
+    retry(engine, reader, batch);
+}
+
+/// What ends every turn, whoever reads: parked resolves learn that events were read, refused work
+/// is retried, and faults past their time get the fallback.
+fn end_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
+    if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
+        engine.resolver.epoch.advance();
+    }
+    retry(engine, reader, batch);
+    if engine.options.timeout.is_some() {
+        expire(engine, reader, batch);
+    }
+}
+
+/// Retries what the kernel refused for unread events (refused again, it waits for the next turn).
+fn retry(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
+    for retry in std::mem::take(&mut reader.retries) {
+        match retry {
+            Retry::Message { address, kind, write, thread_id } => {
+                take_fault(engine, address, kind, write, thread_id, &mut reader.natives, batch);
+                let natives = std::mem::take(&mut reader.natives);
+                for native in &natives {
+                    serve_native(engine, reader, native, batch);
+                }
+            }
+            Retry::Fallback(fault) => match engine.fall_back(&fault, Park::Never) {
+                Fell::Refused => reader.retries.push(Retry::Fallback(fault)),
+                Fell::Failed(notice) => batch.push(Dispatch::Notice(notice)),
+                Fell::Resolved => {}
+            },
+        }
+    }
+}
+
+fn take_message(engine: &Engine, message: Message, natives: &mut Vec<Native>, batch: &mut Vec<Dispatch>) {
+    let counters = &engine.resolver.counters;
+    bump(&counters.messages);
+    let event = match message {
+        Message::Fault { address, kind, write, thread_id } => {
+            bump(match kind {
+                FaultKind::Missing => &counters.faults_missing,
+                FaultKind::Minor => &counters.faults_minor,
+                FaultKind::WriteProtect => &counters.faults_wp,
+            });
+            counters.latency.fault_seen();
+            return take_fault(engine, address, kind, write, thread_id, natives, batch);
+        }
+        Message::Remove { start, end } => UffdEvent::Remove { region: region_at(engine, start), start, end },
+        Message::Unmap { start, end } => UffdEvent::Unmap { region: region_at(engine, start), start, end },
+        Message::Remap { from, to, len } => {
+            UffdEvent::Remap { region: region_at(engine, from), from, to, len, moved: None }
+        }
+        Message::Fork { fd } => UffdEvent::Fork { child: adopt_child(engine, fd, batch) },
+        Message::Unknown(code) => {
+            bump(&counters.errors);
+            return batch.push(loop_failed(
+                format!("a userfaultfd message could not be read: unrecognized event in uffd_msg: {code}"),
+                None,
+            ));
+        }
+    };
+    let mut event = event;
+    crate::events::apply(&engine.resolver, &engine.table, &mut event);
+    batch.push(Dispatch::Event(event));
+}
+
+fn region_at(engine: &Engine, address: usize) -> Option<Arc<crate::region::Region>> {
+    engine.resolver.registration_at(address).map(|reg| reg.region)
+}
+
+/// Adopts the userfaultfd of a forked child over this fd's registered ranges, with its options.
+fn adopt_child(engine: &Engine, fd: std::os::fd::OwnedFd, batch: &mut Vec<Dispatch>) -> Option<crate::fault::Child> {
+    let ranges: Vec<crate::region::RemoteRange> = engine
+        .resolver
+        .registrations()
+        .ranges()
+        .into_iter()
+        .map(|(start, end, page_size)| crate::region::RemoteRange { address: start, length: end - start, page_size })
+        .collect();
+    let features =
+        uapi::names_of(engine.resolver.fd.features(), uapi::FEATURES).iter().map(|s| s.to_string()).collect();
+    let options = crate::options::Options { features, user_mode_only: None, ..engine.options.clone() };
+    match (engine.adopt_child)(fd, &ranges, &options) {
+        Ok(child) => Some(child),
+        Err(err) => {
+            bump(&engine.resolver.counters.errors);
+            batch
+                .push(loop_failed(format!("the userfaultfd of a forked child could not be adopted: {err}"), Some(err)));
+            None
+        }
+    }
+}
+
+/// Takes a fault: a range with a native source is served by this reader (after the read), or
+/// waits for its object source's request; any other fault is admitted for the handler.
+fn take_fault(
+    engine: &Engine,
+    address: usize,
+    kind: FaultKind,
+    write: bool,
+    thread_id: i32,
+    natives: &mut Vec<Native>,
+    batch: &mut Vec<Dispatch>,
+) {
+    let registration = engine.resolver.registration_at(address);
+    if let Some(registration @ Registration { served: Some(served), .. }) = &registration {
+        let region = &registration.region;
+        let offset = (address - region.address()) & !(region.page_size() - 1);
+        let end = registration.end - region.address();
+        if pending::serve_later(engine, served, region, offset, end, address, kind, write, thread_id) {
+            return;
+        }
+        if served.source().serves(kind) {
+            return natives.push(Native { registration: registration.clone(), address, kind, write, thread_id });
+        }
+    }
+    admit(engine, registration.map(|reg| reg.region), address, kind, write, thread_id, batch);
+}
+
+/// Serves a native fault read in this turn (see `native::serve`); what the source does not serve
+/// goes to the handler.
+fn serve_native(engine: &Engine, reader: &mut Reader, native: &Native, batch: &mut Vec<Dispatch>) {
+    let Native { registration, address, kind, write, thread_id } = native;
+    let (region, served) = (&registration.region, registration.served.as_ref().expect("natives are served"));
+    let started = Instant::now();
+    let offset = (address - region.address()) & !(region.page_size() - 1);
+    let end = registration.end - region.address();
+    let resolver = &engine.resolver;
+    match native::serve(resolver, served, region, offset, end, *kind, &mut reader.scratch, Park::Never) {
+        Some(Ok(_)) => resolver.counters.latency.record(started.elapsed()),
+        // An event is unread: this turn reads it; retry after.
+        Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => {
+            reader.retries.push(Retry::Message { address: *address, kind: *kind, write: *write, thread_id: *thread_id })
+        }
+        // The process that owns the memory exited (its hang-up is said on its own), or the fd
+        // closed: nobody waits for this fault any more.
+        Some(Err(Error::Sys { errno: Errno::ESRCH, .. }) | Err(Error::Closed { .. })) => {}
+        // The source could not give its bytes: never a silent zero, never the handler's ordinary
+        // fault. The fallback resolves it now and the owner hears why.
+        Some(Err(err)) => {
+            let fault = engine.new_fault(region.clone(), offset, *address, *kind, *write, *thread_id);
+            bump(&resolver.counters.errors);
+            let notice = match engine.fall_back(&fault, Park::Never) {
+                Fell::Failed(notice) => notice,
+                Fell::Refused => {
+                    reader.retries.push(Retry::Fallback(fault.clone()));
+                    source_failed_notice(fault, &served.source().describe(), err)
+                }
+                Fell::Resolved => source_failed_notice(fault, &served.source().describe(), err),
+            };
+            batch.push(Dispatch::Notice(notice));
+        }
+        // Past a fallthrough source's end: the handler's.
+        None => admit(engine, Some(region.clone()), *address, *kind, *write, *thread_id, batch),
+    }
+}
+
+/// Admits a fault for the handler: once per page in flight; a fault of the handler's own thread
+/// is resolved by the fallback at once (its handler can never run).
+fn admit(
+    engine: &Engine,
+    region: Option<Arc<crate::region::Region>>,
+    address: usize,
+    kind: FaultKind,
+    write: bool,
+    thread_id: i32,
+    batch: &mut Vec<Dispatch>,
+) {
+    let counters = &engine.resolver.counters;
+    let Some(region) = region else {
+        let page = crate::region::base_page_size();
+        let _ = engine.resolver.fd.with_fd("UFFDIO_WAKE", |u| crate::sys::ioctl::wake(u, address & !(page - 1), page));
+        bump(&counters.errors);
+        return batch.push(Dispatch::Notice(Notice {
+            kind: NoticeKind::UnknownAddress,
+            message: format!(
+                "a {} fault at {address:#x} lies in no registered region: the thread was woken",
+                kind.name()
+            ),
+            fault: None,
+            cause: None,
+        }));
+    };
+    let offset = (address - region.address()) & !(region.page_size() - 1);
+    let page = region.address() + offset;
+    let fault = engine.new_fault(region, offset, address, kind, write, thread_id);
+    let self_fault = thread_id != 0 && thread_id == engine.handlers.thread();
+    {
+        let mut table = engine.table();
+        if table.mark_duplicate(page) {
+            bump(&counters.duplicates);
+            if !self_fault {
+                return;
+            }
+        }
+        if !self_fault {
+            table.insert(fault.clone(), page, engine.deadline());
+        }
+    }
+    if !self_fault {
+        return batch.push(Dispatch::Fault(fault));
+    }
+    // The handler's thread is asleep in this fault: its handler can never run. Resolve it here.
+    bump(&counters.self_faults);
+    bump(&counters.errors);
+    let notice = match engine.fall_back(&fault, Park::Never) {
+        Fell::Failed(notice) => notice,
+        _ => self_fault_notice(fault),
+    };
+    batch.push(Dispatch::Notice(notice));
+}
+
+/// Resolves every fault past its deadline by the fallback, with a notice each.
+fn expire(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
+    let expired = engine.table().take_expired(Instant::now());
+    let limit = engine.options.timeout.unwrap_or_default();
+    for entry in expired {
+        if matches!(entry.state, FaultState::Waiting) {
+            bump(&engine.resolver.counters.timeouts);
+        }
+        let (notice, refused) = engine.abandon(entry, Park::Never, |fault| Notice {
+            kind: NoticeKind::Timeout,
+            message: format!(
+                "{} did not resolve a {} fault at offset {} of region {} within {} ms: it was resolved by the fallback",
+                pending::resolver_of(engine, fault),
+                fault.kind.name(),
+                fault.offset,
+                fault.region.id(),
+                limit.as_millis()
+            ),
+            fault: Some(fault.clone()),
+            cause: None,
+        });
+        if let Some(fault) = refused {
+            reader.retries.push(Retry::Fallback(fault));
+        }
+        batch.push(Dispatch::Notice(notice));
+    }
+}
+
+/// The notice that reading stopped on an error.
+pub fn loop_failed(message: String, cause: Option<Error>) -> Dispatch {
+    Dispatch::Notice(Notice { kind: NoticeKind::LoopFailed, message, fault: None, cause })
+}
+
+/// The notice that the process whose memory this serves hung up.
+pub fn peer_gone() -> Dispatch {
+    Dispatch::Notice(Notice {
+        kind: NoticeKind::PeerGone,
+        message: "the process whose memory this userfaultfd serves hung up: the userfaultfd was closed".into(),
+        fault: None,
+        cause: None,
+    })
+}
