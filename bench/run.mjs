@@ -1153,7 +1153,7 @@ function latencyTable(summaries, scenario, pin) {
 
 function throughputTable(summaries) {
   const rows = []
-  const kinds = ['c', 'rust', 'native', 'js']
+  const kinds = ['c', 'rust', 'native', 'js', 'worker']
   const order = (s) => rowDef('throughput', s.contender).threads * 10 + kinds.indexOf(s.contender.split('@')[0])
   const list = summaries.filter((x) => x.scenario === 'throughput').sort((a, b) => order(a) - order(b))
   for (const s of list) {
