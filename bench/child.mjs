@@ -2,14 +2,16 @@
 //
 //   node bench/child.mjs '<JSON array of measurement specs>'
 //
-// Runs the specs in order and prints one JSON line per spec on stdout: `{ id, ok: true, ... }` or
-// `{ id, ok: false, error }`. The runner spawns it under `taskset -c 0` for the pinned figures.
+// Runs the specs in order and prints one JSON line per spec on stdout: `{ id, ok: true, ... }`,
+// `{ id, ok: false, error }`, or `{ id, ok: false, unsupported }` when this build of the package
+// lacks what the spec asks for (several readers or handler workers: the scaling scenario). The
+// runner spawns it under `taskset -c 0` for the pinned figures.
 // Every userfaultfd, region and worker it opens is closed before the next spec starts.
 import { once } from 'node:events'
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
-import { FILL, scanByte, touchTimed } from './common.mjs'
+import { FILL, scanByte, TALLY_STRIDE, touchTimed } from './common.mjs'
 
 const TOUCHER = new URL('./toucher.mjs', import.meta.url)
 const HANDLER = new URL('./handler.mjs', import.meta.url)
@@ -24,8 +26,8 @@ function warmMemory(mib) {
 }
 
 /** Opens a userfaultfd whose 'error' events are collected (a benchmark must not hide them). */
-function openUffd(spinMicros) {
-  const uffd = new Userfaultfd(spinMicros ? { spinMicros } : undefined)
+function openUffd(spinMicros, more) {
+  const uffd = new Userfaultfd({ ...(spinMicros ? { spinMicros } : {}), ...more })
   const errors = []
   uffd.on('error', (error) => errors.push(`${error.code}: ${error.message}`))
   return { uffd, errors }
@@ -48,6 +50,23 @@ async function statsOf(uffd) {
     selfFaults: s.selfFaults,
     errors: s.errors,
   }
+}
+
+/** This build of the package cannot do what a spec asks: the row is "not supported", not failed. */
+class Unsupported extends Error {}
+
+/**
+ * Whether `error`, thrown by a call given `option`, refuses an argument (a build without the
+ * option, or with a limit below the value), or names `options.<option>`. Any other error is a
+ * failure of a build that has the option, and must not pass for "not supported".
+ */
+function refuses(error, option) {
+  const argumentCodes = ['ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE', 'ERR_OUT_OF_RANGE']
+  return argumentCodes.includes(error?.code) || String(error?.message).includes(`options.${option}`)
+}
+
+function unsupported(call, error) {
+  return new Unsupported(`${call} refused the option: ${error.code ?? error.name}: ${error.message}`)
 }
 
 /** Throws if anything went wrong that the figures would hide. */
@@ -148,27 +167,84 @@ async function latency({ contender, op, pages, warmup, spinMicros, warmMiB }) {
 
 // ---- throughput: N worker threads fault at once -------------------------------------------------
 
-async function throughput({ contender, threads, pages, warmup, spinMicros, warmMiB }) {
+/** Opens the userfaultfd of a throughput measurement, with `readers` reader threads if given. */
+function openReaders(spinMicros, readers) {
+  if (readers === undefined) return openUffd(spinMicros)
+  try {
+    return openUffd(spinMicros, { readers })
+  } catch (error) {
+    if (readers > 1 && refuses(error, 'readers')) throw unsupported(`new Userfaultfd({ readers: ${readers} })`, error)
+    throw error
+  }
+}
+
+/**
+ * Resolves with how many handler workers loaded bench/handler.mjs (the tally's element 0) once
+ * `workers` did, or after a second: a build may report a worker ready before all are.
+ */
+async function handlerWorkersLoaded(tally, workers) {
+  const counts = new Int32Array(tally)
+  for (let waited = 0; Atomics.load(counts, 0) < workers && waited < 1000; waited += 10) await new Promise((r) => setTimeout(r, 10))
+  return Atomics.load(counts, 0)
+}
+
+/** Faults each handler worker copied, from the tally (in the order the workers loaded). */
+function handlerWorkerFaults(tally, loaded) {
+  const counts = new Int32Array(tally)
+  const out = []
+  for (let k = 1; k <= loaded && (k + 1) * TALLY_STRIDE <= counts.length; k++) out.push(Atomics.load(counts, k * TALLY_STRIDE))
+  return out
+}
+
+/**
+ * `threads` worker threads fault at once, each on its own pages. `readers` (native) and `workers`
+ * (worker) are the scaling scenario's: the throughput scenario leaves them out and asks the
+ * package for neither.
+ */
+async function throughput({ contender, threads, pages, warmup, spinMicros, warmMiB, readers, workers }) {
   warmMemory(warmMiB)
   const per = Math.floor(pages / threads)
   const slice = warmup + per
-  const { uffd, errors } = openUffd(spinMicros)
+  const { uffd, errors } = openReaders(spinMicros, contender === 'native' ? readers : undefined)
   const region = Region.anonymous(slice * threads * 4096)
   const pageSize = region.pageSize
   const peers = []
   let elapsedNs
   let bad = 0
   let stats
+  let readersReported
+  let tally
+  let loaded
   try {
     if (contender === 'native') {
       uffd.register(region, { source: Source.bytes(new Uint8Array(region.size).fill(FILL)) })
+      // A build with the option counts its reader threads here (one with the defaults); a build
+      // without it has no such counter, or ignored the option.
+      readersReported = uffd.stats.readers
+      if (readers > 1 && readersReported !== readers) {
+        const said = readersReported === undefined ? 'there is no uffd.stats.readers' : `uffd.stats.readers is ${readersReported}`
+        throw new Unsupported(`new Userfaultfd({ readers: ${readers} }): ${said} once a native source is registered`)
+      }
     } else if (contender === 'js') {
       uffd.register(region)
       const page = new Uint8Array(pageSize).fill(FILL)
       uffd.handle((fault) => void fault.copy(page))
-    } else if (contender === 'worker') {
+    } else if (contender === 'worker' && workers === undefined) {
       uffd.register(region)
       await uffd.handleInWorker(HANDLER, { workerData: { op: 'copy', fill: FILL } })
+    } else if (contender === 'worker') {
+      uffd.register(region)
+      const call = `handleInWorker(module, { workers: ${workers} })`
+      tally = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT * TALLY_STRIDE * (workers + 1))
+      try {
+        await uffd.handleInWorker(HANDLER, { workerData: { op: 'copy', fill: FILL, tally }, workers })
+      } catch (error) {
+        if (workers > 1 && refuses(error, 'workers')) throw unsupported(call, error)
+        throw error
+      }
+      loaded = await handlerWorkersLoaded(tally, workers)
+      if (workers > 1 && loaded < workers) throw new Unsupported(`${call} loaded the handler in ${loaded} worker${loaded === 1 ? '' : 's'}`)
+      if (loaded !== workers) throw new Error(`${call} loaded the handler in ${loaded} workers`)
     } else {
       throw new Error(`unknown throughput contender ${contender}`)
     }
@@ -204,7 +280,10 @@ async function throughput({ contender, threads, pages, warmup, spinMicros, warmM
   if (contender === 'native' && stats.native !== slice * threads) {
     throw new Error(`native source resolved ${stats.native} of ${slice * threads} faults natively: ${JSON.stringify(stats)}`)
   }
-  return { faults, elapsedNs, faultsPerSec: faults / (elapsedNs / 1e9), stats }
+  const result = { faults, elapsedNs, faultsPerSec: faults / (elapsedNs / 1e9), stats }
+  if (readers !== undefined && contender === 'native') result.readersReported = readersReported ?? null
+  if (tally) result.workerFaults = handlerWorkerFaults(tally, loaded)
+  return result
 }
 
 // ---- scan: one byte per page of a file, by the main thread ---------------------------------------
@@ -384,7 +463,10 @@ async function main() {
       if (!run) throw new Error(`unknown measurement kind ${spec.kind}`)
       line = { id: spec.id, ok: true, ...(await run(spec)) }
     } catch (error) {
-      line = { id: spec.id, ok: false, error: error?.stack ?? String(error) }
+      line =
+        error instanceof Unsupported
+          ? { id: spec.id, ok: false, unsupported: error.message }
+          : { id: spec.id, ok: false, error: error?.stack ?? String(error) }
     }
     process.stdout.write(`${JSON.stringify(line)}\n`)
   }

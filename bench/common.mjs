@@ -9,6 +9,14 @@ export function scanByte(i) {
 export const FILL = 0x5a
 
 /**
+ * The layout of the tally the scaling scenario gives its handler workers (bench/handler.mjs): an
+ * Int32Array whose element 0 counts the workers that loaded the handler, and whose element
+ * `k * TALLY_STRIDE` counts the faults worker k (1, 2, ...) copied. One 64-byte cache line per
+ * worker, so that counting shares none.
+ */
+export const TALLY_STRIDE = 16
+
+/**
  * Reads byte 0 of pages `first .. first + warmup + count` of `u8`, the first `warmup` untimed, then
  * each of the next `count` timed with performance.now(). Returns nanoseconds per touch and the
  * number of bytes that were not `expect`.
