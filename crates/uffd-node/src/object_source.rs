@@ -46,7 +46,10 @@ impl Task for Open {
     type JsValue = NativeObjectOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(ObjectSource::open(&self.url, self.options.take().unwrap_or_default()))
+        Ok(match self.options.take() {
+            Some(options) => ObjectSource::open(&self.url, options),
+            None => Err(uffd_core::Error::invalid("objectStore", "this object source was already opened")),
+        })
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {

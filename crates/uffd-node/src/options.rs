@@ -1,6 +1,8 @@
-//! Options from JavaScript made into the core's.
+//! Options from JavaScript made into the core's. The TypeScript in front applies every default
+//! (lib/options.ts) and sends complete values; an absent value here means "none" only where the
+//! core has a meaning for none (no timeout, find the permitted mode), and is refused elsewhere.
 
-use crate::args::{to_opt_usize, to_usize};
+use crate::args::{given, to_opt_usize, to_usize};
 use crate::errors::invalid;
 use napi::{Env, Result};
 use napi_derive::napi;
@@ -23,16 +25,16 @@ pub struct NativeOptions {
 /// The core's options of a userfaultfd opened or adopted. An absent `userModeOnly` asks the core
 /// to find what is permitted; an absent `timeoutMs` is no limit.
 pub(crate) fn core_options(env: &Env, options: NativeOptions) -> Result<Options> {
-    let features = options.features.unwrap_or_default();
-    let fallback = match options.fallback.as_deref() {
-        None | Some("zero") => Fallback::Zero,
-        Some("sigbus") => Fallback::Sigbus,
-        Some(other) => {
+    let features = given(env, "options.features", options.features)?;
+    let fallback = match given(env, "options.fallback", options.fallback)?.as_str() {
+        "zero" => Fallback::Zero,
+        "sigbus" => Fallback::Sigbus,
+        other => {
             return Err(invalid(env, "Userfaultfd", format!("fallback must be 'zero' or 'sigbus', got {other:?}")));
         }
     };
     let timeout = to_opt_usize(env, "timeoutMs", options.timeout_ms)?.map(|ms| Duration::from_millis(ms as u64));
-    let spin = to_opt_usize(env, "spinMicros", options.spin_micros)?.unwrap_or(0);
+    let spin = to_usize(env, "spinMicros", given(env, "options.spinMicros", options.spin_micros)?)?;
     Ok(Options {
         features,
         user_mode_only: options.user_mode_only,
@@ -106,9 +108,10 @@ pub(crate) fn serving(env: &Env, how: NativeServe, recorder: Option<Arc<Recorder
 }
 
 fn readahead(env: &Env, pages: Option<f64>, max_pages: Option<f64>, adaptive: Option<bool>) -> Result<Readahead> {
-    let pages = to_opt_usize(env, "readahead.pages", pages)?.unwrap_or(1);
-    let max_pages = to_opt_usize(env, "readahead.maxPages", max_pages)?.unwrap_or(pages.max(1) * 64);
-    Ok(Readahead { pages, adaptive: adaptive.unwrap_or(false), max_pages })
+    let pages = to_usize(env, "readahead.pages", given(env, "readahead.pages", pages)?)?;
+    let max_pages = to_usize(env, "readahead.maxPages", given(env, "readahead.maxPages", max_pages)?)?;
+    let adaptive = given(env, "readahead.adaptive", adaptive)?;
+    Ok(Readahead { pages, adaptive, max_pages })
 }
 
 /// Where pages move from, for `move`.
@@ -141,23 +144,22 @@ pub(crate) fn prefetch(
     env: &Env,
     ranges: &[NativeRange],
     chunk_pages: Option<f64>,
-    page_size: usize,
 ) -> Result<(Vec<(usize, usize)>, usize)> {
     let ranges = ranges
         .iter()
         .map(|r| Ok((to_usize(env, "offset", r.offset)?, to_usize(env, "length", r.length)?)))
         .collect::<Result<Vec<_>>>()?;
-    let default_chunk = if page_size > 4096 { 1 } else { 64 };
-    let chunk_pages = to_opt_usize(env, "chunkPages", chunk_pages)?.unwrap_or(default_chunk);
+    let chunk_pages = to_usize(env, "chunkPages", given(env, "chunkPages", chunk_pages)?)?;
     Ok((ranges, chunk_pages))
 }
 
 /// How `dirtyPages` finds the pages written.
-pub(crate) fn dirty_method(method: &str) -> DirtyMethod {
+pub(crate) fn dirty_method(env: &Env, method: &str) -> Result<DirtyMethod> {
     match method {
-        "scan" => DirtyMethod::Scan,
-        "pagemap" => DirtyMethod::Pagemap,
-        _ => DirtyMethod::Auto,
+        "auto" => Ok(DirtyMethod::Auto),
+        "scan" => Ok(DirtyMethod::Scan),
+        "pagemap" => Ok(DirtyMethod::Pagemap),
+        other => Err(invalid(env, "argument", format!("method must be 'auto', 'scan' or 'pagemap', got {other:?}"))),
     }
 }
 

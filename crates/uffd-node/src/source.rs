@@ -9,6 +9,9 @@ use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
 use uffd_core::source::{Readahead, Recorder, ServeOptions, Served, Source};
 
+/// What `fault.fromSource(source)` maps: the fault's page, never more.
+const ONE_PAGE: Readahead = Readahead { pages: 1, adaptive: false, max_pages: 1 };
+
 #[napi]
 pub struct NativeSource {
     source: Source,
@@ -93,7 +96,7 @@ impl NativeSource {
 
     /// The source as a handler's `fault.fromSource(source)` uses it: a page per fault.
     pub(crate) fn for_faults(&self) -> &Served {
-        self.for_faults.get_or_init(|| Served::new(self.source.clone(), Readahead::default()))
+        self.for_faults.get_or_init(|| Served::new(self.source.clone(), ONE_PAGE))
     }
 }
 

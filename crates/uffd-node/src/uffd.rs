@@ -128,7 +128,7 @@ impl NativeUffd {
         chunk_pages: Option<f64>,
     ) -> napi::Result<NativePrefetch> {
         let region = region.region(&env, "prefetch")?;
-        let (ranges, chunk_pages) = options::prefetch(&env, &ranges, chunk_pages, region.page_size())?;
+        let (ranges, chunk_pages) = options::prefetch(&env, &ranges, chunk_pages)?;
         let prefetch =
             Prefetch { ranges, source: source.map(NativeSource::source), chunk_pages, cancel: Default::default() };
         Ok(NativePrefetch::new(self.inner.clone(), region, prefetch))
@@ -217,7 +217,7 @@ impl NativeUffd {
     /// Offsets of the pages written since they were last protected (WP_ASYNC).
     #[napi]
     pub fn dirty_pages(&self, env: Env, region: &NativeRegion, clear: bool, method: String) -> napi::Result<Vec<f64>> {
-        let method = options::dirty_method(&method);
+        let method = options::dirty_method(&env, &method)?;
         let region = region.region(&env, method.op())?;
         let dirty = self.inner.dirty_pages(&region, clear, method).or_throw(&env)?;
         Ok(dirty.into_iter().map(|offset| offset as f64).collect())
