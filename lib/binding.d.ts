@@ -246,7 +246,10 @@ export interface JsNotice {
   causeStatus?: number
 }
 
-/** Why a handshake failed: Node's error fields. */
+/**
+ * Why an operation that resolves a Promise failed (a handshake, a prefetch, opening an object
+ * source): Node's error fields, for the TypeScript to make its error from.
+ */
 export interface NativeFailure {
   code: string
   errno: number

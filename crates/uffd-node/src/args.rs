@@ -19,3 +19,9 @@ pub fn to_opt_usize(env: &napi::Env, what: &str, value: Option<f64>) -> Result<O
 pub fn to_id(env: &napi::Env, value: f64) -> Result<u64> {
     to_usize(env, "id", value).map(|v| v as u64)
 }
+
+/// A value the TypeScript in front always sends (it applies the defaults): the binding decides
+/// none, so a missing one is a bug there, said as such.
+pub fn given<T>(env: &napi::Env, what: &str, value: Option<T>) -> Result<T> {
+    value.ok_or_else(|| invalid(env, "argument", format!("{what} must be given: the binding takes complete options")))
+}

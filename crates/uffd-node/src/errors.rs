@@ -1,7 +1,9 @@
-//! Core errors become JavaScript errors with Node's fields (`code`, `errno`, `syscall`) once, here.
-//! The TypeScript layer turns them into `UffdError` instances.
+//! Core errors become JavaScript errors with Node's fields (`code`, `errno`, `syscall`) once, here:
+//! thrown, or as a `NativeFailure` value where a Promise resolves with the outcome. The TypeScript
+//! layer turns them into `UffdError` instances.
 
 use napi::{Env, Status};
+use napi_derive::napi;
 use uffd_core::Error;
 
 /// Throws `error` as a JavaScript Error carrying code, errno and syscall, and returns the marker
@@ -36,5 +38,32 @@ pub trait OrThrow<T> {
 impl<T> OrThrow<T> for uffd_core::Result<T> {
     fn or_throw(self, env: &Env) -> napi::Result<T> {
         self.map_err(|error| throw(env, &error))
+    }
+}
+
+/// Why an operation that resolves a Promise failed (a handshake, a prefetch, opening an object
+/// source): Node's error fields, for the TypeScript to make its error from.
+#[napi(object, object_from_js = false)]
+pub struct NativeFailure {
+    pub code: &'static str,
+    pub errno: i32,
+    pub syscall: &'static str,
+    pub message: String,
+    /// For a refused handshake: the pid of the process that sent it (SO_PEERCRED).
+    pub peer_pid: Option<i32>,
+    /// The HTTP status of a remote store's answer, if that is what failed.
+    pub status: Option<u32>,
+}
+
+impl NativeFailure {
+    pub(crate) fn of(error: &Error) -> Self {
+        NativeFailure {
+            code: error.code(),
+            errno: -(error.errno() as i32),
+            syscall: error.op(),
+            message: error.to_string(),
+            peer_pid: None,
+            status: error.status().map(u32::from),
+        }
     }
 }

@@ -1,22 +1,38 @@
 //! The napi-rs binding of uffd-core: it converts values across the boundary, checks their types
-//! and forwards. Policy lives in uffd-core; the API's shape lives in the TypeScript in front.
+//! and forwards. Policy lives in uffd-core; the API's shape and every default live in the
+//! TypeScript in front.
+//!
+//! The modules, from the bottom up (each uses only those above it in this list):
+//! `errors`, `args` (errors and numbers across the boundary), `options` (the core's options from
+//! complete JavaScript values), `teardown`, `region`, `object_store`, `source`, `sink` (a
+//! handler's thread hears of batches), `handle` (what a `NativeUffd` holds), `adoption`, `batch`
+//! (the packed batch and the objects of events and notices), `fault` (every per-fault call),
+//! `stats`, `prefetch`, then the classes and calls: `uffd`, `handshake`, `object_source`.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod adoption;
 mod args;
+mod batch;
 mod errors;
+// Public so that its napi functions count as used (they are reached only through the napi registry).
+pub mod fault;
+mod handle;
 mod handshake;
 // Public so that its napi functions count as used (they are reached only through the napi registry).
 pub mod object_source;
-// Public so that its napi functions count as used (they are reached only through the napi registry).
-pub mod hot;
+mod object_store;
+mod options;
 mod prefetch;
 mod region;
 mod sink;
 mod source;
+mod stats;
 mod teardown;
 mod uffd;
 
-pub use handshake::{adopt_fd, receive_fd, NativeAdoption, NativeListener, NativeOutcome, NativeRemoteRange};
+pub use adoption::{adopt_fd, NativeAdoption, NativeRemoteRange};
+pub use handle::NativeUffd;
+pub use handshake::{receive_fd, NativeListener, NativeOutcome};
 pub use region::{detach_buffer, NativeRegion};
 pub use source::{NativeRecorder, NativeSource};
-pub use uffd::{close_all_userfaultfds, NativeUffd};
+pub use uffd::close_all_userfaultfds;

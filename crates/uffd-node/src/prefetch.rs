@@ -1,6 +1,6 @@
 //! `NativePrefetch`: a prefetch run on a pool thread, cancellable from JavaScript.
 
-use crate::handshake::NativeFailure;
+use crate::errors::NativeFailure;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;

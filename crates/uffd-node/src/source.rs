@@ -1,12 +1,16 @@
 //! `NativeSource`: a native page source; each registration gets its own readahead window over it.
 
-use crate::args::to_opt_usize;
-use crate::errors::OrThrow;
+use crate::args::{to_opt_usize, to_usize};
+use crate::errors::{invalid, OrThrow};
+use crate::object_store::{stats_of, NativeObjectStats, ReadRaw};
 use napi::bindgen_prelude::{AsyncTask, Uint8Array};
 use napi::Env;
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
 use uffd_core::source::{Readahead, Recorder, ServeOptions, Served, Source};
+
+/// What `fault.fromSource(source)` maps: the fault's page, never more.
+const ONE_PAGE: Readahead = Readahead { pages: 1, adaptive: false, max_pages: 1 };
 
 #[napi]
 pub struct NativeSource {
@@ -30,14 +34,14 @@ impl NativeSource {
 
     #[napi(factory)]
     pub fn file(env: Env, path: String, offset: f64) -> napi::Result<Self> {
-        let offset = crate::args::to_usize(&env, "offset", offset)? as u64;
+        let offset = to_usize(&env, "offset", offset)? as u64;
         Ok(Self::of(Source::file(&path, offset).or_throw(&env)?))
     }
 
     /// Files stacked base first: each page from the topmost file with data there.
     #[napi(factory)]
     pub fn layers(env: Env, paths: Vec<String>, offset: f64) -> napi::Result<Self> {
-        let offset = crate::args::to_usize(&env, "offset", offset)? as u64;
+        let offset = to_usize(&env, "offset", offset)? as u64;
         let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
         Ok(Self::of(Source::layers(&paths, offset).or_throw(&env)?))
     }
@@ -61,18 +65,18 @@ impl NativeSource {
 
     /// An object source's counters (`undefined` for other sources).
     #[napi(getter)]
-    pub fn object_stats(&self) -> Option<crate::object_source::NativeObjectStats> {
-        self.source.object().map(|object| crate::object_source::stats_of(object))
+    pub fn object_stats(&self) -> Option<NativeObjectStats> {
+        self.source.object().map(|object| stats_of(object))
     }
 
     /// Reads the first `chunks` chunks (all by default) straight from the store, without the
     /// caches (the bench's baseline).
     #[napi(ts_return_type = "Promise<NativeRawRead>")]
-    pub fn read_raw(&self, env: Env, chunks: Option<f64>) -> napi::Result<AsyncTask<crate::object_source::ReadRaw>> {
-        let chunks = crate::args::to_opt_usize(&env, "chunks", chunks)?.map(|n| n as u64);
+    pub fn read_raw(&self, env: Env, chunks: Option<f64>) -> napi::Result<AsyncTask<ReadRaw>> {
+        let chunks = to_opt_usize(&env, "chunks", chunks)?.map(|n| n as u64);
         match self.source.object() {
-            Some(object) => Ok(AsyncTask::new(crate::object_source::ReadRaw(object.clone(), chunks))),
-            None => Err(crate::errors::invalid(&env, "readRaw", "this is not an object source".into())),
+            Some(object) => Ok(AsyncTask::new(ReadRaw(object.clone(), chunks))),
+            None => Err(invalid(&env, "readRaw", "this is not an object source".into())),
         }
     }
 
@@ -81,22 +85,9 @@ impl NativeSource {
     }
 
     /// The source with its own readahead window, for one registration (or a served range of
-    /// another process's memory, which may add what a removed range gets and a recorder).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn served(
-        &self,
-        env: &Env,
-        pages: Option<f64>,
-        max_pages: Option<f64>,
-        adaptive: Option<bool>,
-        fallthrough: bool,
-        zero_removed: bool,
-        recorder: Option<Arc<Recorder>>,
-    ) -> napi::Result<Arc<Served>> {
-        let pages = to_opt_usize(env, "readahead.pages", pages)?.unwrap_or(1);
-        let max_pages = to_opt_usize(env, "readahead.maxPages", max_pages)?.unwrap_or(pages.max(1) * 64);
-        let readahead = Readahead { pages, adaptive: adaptive.unwrap_or(false), max_pages };
-        Ok(Served::with(self.source.clone(), ServeOptions { readahead, fallthrough, zero_removed, recorder }))
+    /// another process's memory).
+    pub(crate) fn served(&self, options: ServeOptions) -> Arc<Served> {
+        Served::with(self.source.clone(), options)
     }
 
     pub(crate) fn source(&self) -> Source {
@@ -105,7 +96,7 @@ impl NativeSource {
 
     /// The source as a handler's `fault.fromSource(source)` uses it: a page per fault.
     pub(crate) fn for_faults(&self) -> &Served {
-        self.for_faults.get_or_init(|| Served::new(self.source.clone(), Readahead::default()))
+        self.for_faults.get_or_init(|| Served::new(self.source.clone(), ONE_PAGE))
     }
 }
 

@@ -1,92 +1,26 @@
-//! `NativeUffd`: a userfaultfd's handle in one JavaScript thread. The owner opened it; a handle
-//! from `attach` (in a worker) names a live one by id.
+//! `NativeUffd`'s methods (the type is in `handle.rs`): opening, registering and serving ranges,
+//! the resolving ioctls over ranges, installing this thread's handler, and closing.
 
 use crate::args::{to_id, to_opt_usize, to_usize};
-use crate::errors::{throw, OrThrow};
-use crate::hot;
+use crate::batch::{js_batch, JsDispatch};
+use crate::errors::{invalid, throw, OrThrow};
+use crate::fault;
+use crate::handle::NativeUffd;
+use crate::options::{
+    self, core_options, NativeFaultMove, NativeMove, NativeOptions, NativeRange, NativeRegistration, NativeServe,
+};
 use crate::prefetch::NativePrefetch;
 use crate::region::NativeRegion;
-use crate::sink::{js_batch, JsDispatch, JsSink};
-use crate::source::NativeSource;
+use crate::sink::{lock, JsSink};
+use crate::source::{NativeRecorder, NativeSource};
+use crate::stats::{latency_of, stats_of, NativeLatency, NativeStats};
 use crate::teardown::TeardownHook;
 use napi::bindgen_prelude::{Function, Uint8ArraySlice};
 use napi::Env;
 use napi_derive::napi;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use uffd_core::dirty::DirtyMethod;
+use std::sync::Arc;
 use uffd_core::prefetch::Prefetch;
-use uffd_core::{uapi, Error, Fallback, Finish, Modes, Options, Protect, Region, Resolution, Userfaultfd, Wake};
-
-#[napi(object)]
-pub struct NativeOptions {
-    pub features: Option<Vec<String>>,
-    pub user_mode_only: Option<bool>,
-    pub fallback: Option<String>,
-    pub timeout_ms: Option<f64>,
-    pub spin_micros: Option<f64>,
-    pub readers: Option<f64>,
-}
-
-/// Where pages move from, for `move`.
-#[napi(object, object_to_js = false)]
-pub struct NativeMove {
-    pub from_offset: f64,
-    pub length: f64,
-    pub wake: bool,
-    pub allow_source_holes: bool,
-}
-
-/// Where pages move from, for a fault's `move`.
-#[napi(object, object_to_js = false)]
-pub struct NativeFaultMove {
-    pub from_offset: f64,
-    pub length: Option<f64>,
-    pub wake: bool,
-    pub allow_source_holes: bool,
-}
-
-/// What to register: the fault modes and the range in the region.
-#[napi(object, object_to_js = false)]
-pub struct NativeRegistration {
-    pub missing: bool,
-    pub minor: bool,
-    pub wp: bool,
-    pub offset: f64,
-    pub length: Option<f64>,
-    pub readahead_pages: Option<f64>,
-    pub readahead_max_pages: Option<f64>,
-    pub adaptive: Option<bool>,
-    pub fallthrough: bool,
-}
-
-/// How an already-registered range is served from a source (`serve`).
-#[napi(object, object_to_js = false)]
-pub struct NativeServe {
-    pub offset: f64,
-    pub length: Option<f64>,
-    pub readahead_pages: Option<f64>,
-    pub readahead_max_pages: Option<f64>,
-    pub adaptive: Option<bool>,
-    pub fallthrough: bool,
-    pub zero_removed: bool,
-}
-
-/// Native faults' latency and when the first fault came.
-#[napi(object, object_from_js = false)]
-pub struct NativeLatency {
-    pub count: f64,
-    pub p50_micros: f64,
-    pub p99_micros: f64,
-    pub first_fault_ms: Option<f64>,
-}
-
-/// A range of a region: offset and length in bytes.
-#[napi(object)]
-pub struct NativeRange {
-    pub offset: f64,
-    pub length: f64,
-}
+use uffd_core::{uapi, Error, Finish, Protect, Region, Resolution, Userfaultfd, Wake};
 
 #[napi(object, object_from_js = false)]
 pub struct NativeProbe {
@@ -95,82 +29,12 @@ pub struct NativeProbe {
     pub ioctls: Vec<&'static str>,
 }
 
-#[napi(object, object_from_js = false)]
-pub struct NativeStats {
-    pub faults_missing: f64,
-    pub faults_minor: f64,
-    pub faults_wp: f64,
-    pub duplicates: f64,
-    pub copies: f64,
-    pub zeropages: f64,
-    pub continues: f64,
-    pub poisons: f64,
-    pub wakes: f64,
-    pub native: f64,
-    pub write_protects: f64,
-    pub moves: f64,
-    pub parked: f64,
-    pub events: f64,
-    pub bytes_mapped: f64,
-    pub eexist: f64,
-    pub batches: f64,
-    pub messages: f64,
-    pub fallbacks: f64,
-    pub self_faults: f64,
-    pub timeouts: f64,
-    pub errors: f64,
-    pub in_flight: f64,
-    pub queued: f64,
-    pub holes: f64,
-    /// Threads that read the fd.
-    pub readers: f64,
-}
-
-/// The core's options from JavaScript's.
-pub(crate) fn core_options(env: &Env, options: NativeOptions) -> napi::Result<Options> {
-    let fallback = match options.fallback.as_deref() {
-        None | Some("zero") => Fallback::Zero,
-        Some("sigbus") => Fallback::Sigbus,
-        Some(other) => {
-            return Err(crate::errors::invalid(
-                env,
-                "Userfaultfd",
-                format!("fallback must be 'zero' or 'sigbus', got {other:?}"),
-            ))
-        }
-    };
-    let timeout = to_opt_usize(env, "timeoutMs", options.timeout_ms)?.map(|ms| Duration::from_millis(ms as u64));
-    let spin = to_opt_usize(env, "spinMicros", options.spin_micros)?.unwrap_or(0);
-    Ok(Options {
-        features: options.features.unwrap_or_default(),
-        user_mode_only: options.user_mode_only,
-        fallback,
-        timeout,
-        spin: Duration::from_micros(spin as u64),
-        readers: to_opt_usize(env, "readers", options.readers)?.unwrap_or(0),
-    })
-}
-
-#[napi]
-pub struct NativeUffd {
-    inner: Arc<Userfaultfd>,
-    owner: bool,
-    /// What the owner's thread hears when no handler does (`observe`, `takeNotices`).
-    notices: Mutex<Option<crate::sink::SharedMailbox>>,
-    /// The generation of this thread's handler, and the hook that removes it at thread teardown.
-    handler: Mutex<Option<(u64, TeardownHook)>>,
-}
-
 #[napi]
 impl NativeUffd {
     #[napi(constructor)]
     pub fn new(env: Env, options: NativeOptions) -> napi::Result<Self> {
         let inner = Userfaultfd::open(core_options(&env, options)?).or_throw(&env)?;
         Ok(Self::owned(inner))
-    }
-
-    pub(crate) fn owned(inner: Arc<Userfaultfd>) -> Self {
-        NativeUffd { inner, owner: true, notices: Mutex::new(None), handler: Mutex::new(None) }
     }
 
     /// A handle on the live userfaultfd with this id, for a worker thread.
@@ -186,7 +50,7 @@ impl NativeUffd {
                 ),
             )
         })?;
-        Ok(NativeUffd { inner, owner: false, notices: Mutex::new(None), handler: Mutex::new(None) })
+        Ok(Self::attached(inner))
     }
 
     #[napi]
@@ -224,24 +88,11 @@ impl NativeUffd {
         range: NativeRegistration,
         source: Option<&NativeSource>,
     ) -> napi::Result<Vec<&'static str>> {
-        let offset = to_usize(&env, "offset", range.offset)?;
-        let length = to_opt_usize(&env, "length", range.length)?;
-        let modes = Modes { missing: range.missing, minor: range.minor, wp: range.wp };
-        let served = source
-            .map(|s| {
-                s.served(
-                    &env,
-                    range.readahead_pages,
-                    range.readahead_max_pages,
-                    range.adaptive,
-                    range.fallthrough,
-                    false,
-                    None,
-                )
-            })
-            .transpose()?;
+        let range = options::registration(&env, range, source.is_some())?;
+        let served = source.zip(range.serve).map(|(source, how)| source.served(how));
         let region = region.region(&env, "UFFDIO_REGISTER")?;
-        let ioctls = self.inner.register_served(&region, modes, offset, length, served).or_throw(&env)?;
+        let ioctls =
+            self.inner.register_served(&region, range.modes, range.offset, range.length, served).or_throw(&env)?;
         Ok(uapi::ioctl_names(ioctls))
     }
 
@@ -253,32 +104,17 @@ impl NativeUffd {
         region: &NativeRegion,
         how: NativeServe,
         source: &NativeSource,
-        recorder: Option<&crate::source::NativeRecorder>,
+        recorder: Option<&NativeRecorder>,
     ) -> napi::Result<()> {
-        let offset = to_usize(&env, "offset", how.offset)?;
-        let length = to_opt_usize(&env, "length", how.length)?;
-        let served = source.served(
-            &env,
-            how.readahead_pages,
-            how.readahead_max_pages,
-            how.adaptive,
-            how.fallthrough,
-            how.zero_removed,
-            recorder.map(|r| r.recorder.clone()),
-        )?;
+        let how = options::serving(&env, how, recorder.map(|r| r.recorder.clone()))?;
+        let served = source.served(how.serve);
         let region = region.region(&env, "serve")?;
-        self.inner.serve(&region, offset, length, served).or_throw(&env)
+        self.inner.serve(&region, how.offset, how.length, served).or_throw(&env)
     }
 
     #[napi]
     pub fn latency(&self) -> NativeLatency {
-        let report = self.inner.latency();
-        NativeLatency {
-            count: report.count as f64,
-            p50_micros: report.p50.as_secs_f64() * 1e6,
-            p99_micros: report.p99.as_secs_f64() * 1e6,
-            first_fault_ms: report.first_fault_after.map(|d| d.as_secs_f64() * 1e3),
-        }
+        latency_of(&self.inner)
     }
 
     /// A prefetch of `ranges` (offset, length pairs) of a region, ready to start.
@@ -292,12 +128,7 @@ impl NativeUffd {
         chunk_pages: Option<f64>,
     ) -> napi::Result<NativePrefetch> {
         let region = region.region(&env, "prefetch")?;
-        let ranges = ranges
-            .iter()
-            .map(|r| Ok((to_usize(&env, "offset", r.offset)?, to_usize(&env, "length", r.length)?)))
-            .collect::<napi::Result<Vec<_>>>()?;
-        let default_chunk = if region.page_size() > 4096 { 1 } else { 64 };
-        let chunk_pages = to_opt_usize(&env, "chunkPages", chunk_pages)?.unwrap_or(default_chunk);
+        let (ranges, chunk_pages) = options::prefetch(&env, &ranges, chunk_pages)?;
         let prefetch =
             Prefetch { ranges, source: source.map(NativeSource::source), chunk_pages, cancel: Default::default() };
         Ok(NativePrefetch::new(self.inner.clone(), region, prefetch))
@@ -386,11 +217,7 @@ impl NativeUffd {
     /// Offsets of the pages written since they were last protected (WP_ASYNC).
     #[napi]
     pub fn dirty_pages(&self, env: Env, region: &NativeRegion, clear: bool, method: String) -> napi::Result<Vec<f64>> {
-        let method = match method.as_str() {
-            "scan" => DirtyMethod::Scan,
-            "pagemap" => DirtyMethod::Pagemap,
-            _ => DirtyMethod::Auto,
-        };
+        let method = options::dirty_method(&env, &method)?;
         let region = region.region(&env, method.op())?;
         let dirty = self.inner.dirty_pages(&region, clear, method).or_throw(&env)?;
         Ok(dirty.into_iter().map(|offset| offset as f64).collect())
@@ -433,7 +260,7 @@ impl NativeUffd {
         // A reader of the handler being replaced stops: its loop in JavaScript ends at its next pull.
         self.stop_direct(None);
         let sink = Arc::new(JsSink::new(callback, keep_alive)?);
-        hot::set_mailbox(&self.inner, sink.mailbox());
+        fault::set_mailbox(&self.inner, sink.mailbox());
         let generation = self.inner.set_handler(sink, uffd_core::current_thread_id()).or_throw(&env)?;
         let hook = TeardownHook::install(&env, &self.inner, generation)?;
         let previous = self.lock_handler().replace((generation, hook));
@@ -450,11 +277,11 @@ impl NativeUffd {
     #[napi]
     pub fn start_direct(&self, env: Env) -> napi::Result<f64> {
         let Some(generation) = self.lock_handler().as_ref().map(|(g, _)| *g) else {
-            return Err(crate::errors::invalid(&env, "handle", "install a handler before reading directly".into()));
+            return Err(invalid(&env, "handle", "install a handler before reading directly".into()));
         };
         match self.inner.start_pulling(generation) {
             Ok(puller) => {
-                hot::set_puller(&self.inner, puller);
+                fault::set_puller(&self.inner, puller);
                 Ok(generation as f64)
             }
             Err(Error::Unsupported { .. }) => Ok(0.0),
@@ -466,7 +293,7 @@ impl NativeUffd {
     /// `generation` if given (a reader's loop that ended must not stop its successor).
     #[napi]
     pub fn stop_direct(&self, generation: Option<f64>) {
-        if let Some(generation) = hot::take_puller(self.inner.id(), generation.map(|g| g as u64)) {
+        if let Some(generation) = fault::take_puller(self.inner.id(), generation.map(|g| g as u64)) {
             self.inner.stop_pulling(generation);
         }
     }
@@ -479,12 +306,8 @@ impl NativeUffd {
         if let Some((generation, hook)) = installed {
             hook.remove();
             self.inner.remove_handler(generation);
-            hot::forget(self.inner.id());
+            fault::forget(self.inner.id());
         }
-    }
-
-    fn lock_handler(&self) -> std::sync::MutexGuard<'_, Option<(u64, TeardownHook)>> {
-        self.handler.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Resolves a fault from a native source.
@@ -546,7 +369,7 @@ impl NativeUffd {
     #[napi]
     pub fn take_notices(&self) -> Vec<JsDispatch> {
         let mailbox = self.notices.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        mailbox.map(|m| js_batch(crate::sink::lock(&m).take_all())).unwrap_or_default()
+        mailbox.map(|m| js_batch(lock(&m).take_all())).unwrap_or_default()
     }
 
     /// Whether fault `id` still waits for its resolution.
@@ -580,35 +403,7 @@ impl NativeUffd {
 
     #[napi]
     pub fn stats(&self) -> NativeStats {
-        let s = self.inner.stats();
-        NativeStats {
-            readers: self.inner.readers() as f64,
-            faults_missing: s.faults_missing as f64,
-            faults_minor: s.faults_minor as f64,
-            faults_wp: s.faults_wp as f64,
-            duplicates: s.duplicates as f64,
-            copies: s.copies as f64,
-            zeropages: s.zeropages as f64,
-            continues: s.continues as f64,
-            poisons: s.poisons as f64,
-            wakes: s.wakes as f64,
-            native: s.native as f64,
-            holes: s.holes as f64,
-            write_protects: s.write_protects as f64,
-            moves: s.moves as f64,
-            parked: s.parked as f64,
-            events: s.events as f64,
-            bytes_mapped: s.bytes_mapped as f64,
-            eexist: s.eexist as f64,
-            batches: s.batches as f64,
-            messages: s.messages as f64,
-            fallbacks: s.fallbacks as f64,
-            self_faults: s.self_faults as f64,
-            timeouts: s.timeouts as f64,
-            errors: s.errors as f64,
-            in_flight: s.in_flight as f64,
-            queued: s.queued as f64,
-        }
+        stats_of(&self.inner)
     }
 
     /// Closes the userfaultfd if this handle owns it; an attached handle only stops its handler.

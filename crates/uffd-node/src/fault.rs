@@ -3,8 +3,10 @@
 //! the borrow), and a fault made two or three of them. What they need per thread (the direct
 //! reader, the handler's mailbox) lives in a thread-local table, filled by `NativeUffd`.
 
-use crate::errors::{throw, OrThrow};
-use crate::sink::{js_batch, pack_into, JsDispatch, SharedMailbox};
+use crate::args::{to_id, to_opt_usize};
+use crate::batch::{js_batch, pack_into, JsDispatch, FAULT_FIELDS};
+use crate::errors::{invalid, throw, OrThrow};
+use crate::sink::{lock, SharedMailbox};
 use napi::bindgen_prelude::{Float64ArraySlice, Uint8ArraySlice};
 use napi::Env;
 use napi_derive::napi;
@@ -85,12 +87,8 @@ fn counts(out: &mut [f64], faults: usize, others: usize) {
 
 /// A batch array must hold the two counts and at least one fault: a panic here would abort.
 fn check_room(env: &Env, out: &[f64]) -> napi::Result<()> {
-    if out.len() < 2 + crate::sink::FAULT_FIELDS as usize {
-        return Err(crate::errors::invalid(
-            env,
-            "read",
-            format!("a batch array of {} numbers is too small", out.len()),
-        ));
+    if out.len() < 2 + FAULT_FIELDS as usize {
+        return Err(invalid(env, "read", format!("a batch array of {} numbers is too small", out.len())));
     }
     Ok(())
 }
@@ -156,7 +154,10 @@ pub fn take_faults(env: Env, uffd_id: f64, mut out: Float64ArraySlice<'_>) -> na
         let mut here = here.borrow_mut();
         let (faults, others) = match here.get_mut(&(uffd_id as u64)) {
             Some(Here { mailbox: Some(mailbox), others, .. }) => {
-                let faults = crate::sink::lock(mailbox).take_into(out, others);
+                let mut mailbox = lock(mailbox);
+                // Faults that do not fit stay for the next take.
+                let (faults, rest) = pack_into(mailbox.take_all(), out, others);
+                mailbox.put_back(rest);
                 (faults, others.len())
             }
             Some(Here { others, .. }) => (0, others.len()),
@@ -179,7 +180,7 @@ pub fn take_others(uffd_id: f64) -> Vec<JsDispatch> {
 }
 
 fn resolve(env: &Env, uffd_id: f64, fault_id: f64, resolution: Resolution<'_>) -> napi::Result<f64> {
-    let fault_id = crate::args::to_id(env, fault_id)?;
+    let fault_id = to_id(env, fault_id)?;
     // A closed userfaultfd has no fault in flight: nothing to map, as for a fault resolved already.
     let Some(uffd) = uffd_of(uffd_id) else {
         return Ok(0.0);
@@ -203,7 +204,7 @@ pub fn resolve_copy(
 /// UFFDIO_ZEROPAGE at a fault's page.
 #[napi]
 pub fn resolve_zero(env: Env, uffd_id: f64, fault_id: f64, length: Option<f64>, wake: bool) -> napi::Result<f64> {
-    let len = crate::args::to_opt_usize(&env, "length", length)?;
+    let len = to_opt_usize(&env, "length", length)?;
     resolve(&env, uffd_id, fault_id, Resolution::Zero { len, wake })
 }
 
@@ -217,6 +218,6 @@ pub fn resolve_continue(
     wake: bool,
     write_protect: bool,
 ) -> napi::Result<f64> {
-    let len = crate::args::to_opt_usize(&env, "length", length)?;
+    let len = to_opt_usize(&env, "length", length)?;
     resolve(&env, uffd_id, fault_id, Resolution::Continue { len, wake, protect: write_protect })
 }

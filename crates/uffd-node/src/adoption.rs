@@ -1,0 +1,116 @@
+//! Adopting a userfaultfd from another process, as an fd this process already holds (`adoptFd`)
+//! or from a handshake (`handshake.rs`), and a fork's child: the handle, a remote region per
+//! range, and who sent it.
+
+use crate::args::to_usize;
+use crate::errors::OrThrow;
+use crate::handle::NativeUffd;
+use crate::options::{core_options, NativeOptions};
+use crate::region::NativeRegion;
+use napi::Env;
+use napi_derive::napi;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use uffd_core::handshake;
+use uffd_core::{Options, Region, RemoteRange, Userfaultfd};
+
+/// A range of the other process's memory.
+#[napi(object)]
+pub struct NativeRemoteRange {
+    pub address: f64,
+    pub length: f64,
+    pub page_size: f64,
+}
+
+/// The process that sent a userfaultfd: pid, uid, gid.
+pub(crate) type Sender = (i32, u32, u32);
+
+/// An adopted userfaultfd: the handle, a remote region per range, and who sent it. Each part can
+/// be taken once.
+#[napi]
+pub struct NativeAdoption {
+    uffd: Mutex<Option<NativeUffd>>,
+    regions: Mutex<Vec<NativeRegion>>,
+    offsets: Vec<f64>,
+    peer: Option<Sender>,
+}
+
+impl NativeAdoption {
+    pub(crate) fn new(uffd: Arc<Userfaultfd>, regions: Vec<Arc<Region>>, peer: Option<Sender>) -> Self {
+        let offsets = vec![0.0; regions.len()];
+        NativeAdoption {
+            uffd: Mutex::new(Some(NativeUffd::owned(uffd))),
+            regions: Mutex::new(regions.into_iter().map(|r| NativeRegion::new(r, true)).collect()),
+            offsets,
+            peer,
+        }
+    }
+}
+
+#[napi]
+impl NativeAdoption {
+    #[napi]
+    pub fn take_uffd(&self) -> Option<NativeUffd> {
+        self.uffd.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+    #[napi]
+    pub fn take_regions(&self) -> Vec<NativeRegion> {
+        std::mem::take(&mut *self.regions.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    /// Where each range's bytes start in the peer's snapshot file (0 where it did not say).
+    #[napi(getter)]
+    pub fn offsets(&self) -> Vec<f64> {
+        self.offsets.clone()
+    }
+    #[napi(getter)]
+    pub fn peer_pid(&self) -> Option<i32> {
+        self.peer.map(|p| p.0)
+    }
+    #[napi(getter)]
+    pub fn peer_uid(&self) -> Option<u32> {
+        self.peer.map(|p| p.1)
+    }
+    #[napi(getter)]
+    pub fn peer_gid(&self) -> Option<u32> {
+        self.peer.map(|p| p.2)
+    }
+}
+
+/// Adopts `fd`, registered by another process over `ranges`; `peer` is the connection it came
+/// over (kept open: its hang-up says the peer is gone) and who is at its other end.
+pub(crate) fn adopt(
+    fd: OwnedFd,
+    ranges: &[RemoteRange],
+    offsets: Vec<f64>,
+    options: &Options,
+    peer: Option<(OwnedFd, Sender)>,
+) -> uffd_core::Result<NativeAdoption> {
+    let (stream, who) = peer.map_or((None, None), |(stream, who)| (Some(stream), Some(who)));
+    let (uffd, regions) = Userfaultfd::adopt(fd, ranges, options, stream)?;
+    Ok(NativeAdoption { offsets, ..NativeAdoption::new(uffd, regions, who) })
+}
+
+/// Serves a userfaultfd this process already holds as `fd` (it is duplicated: the caller keeps
+/// its own), created and registered by another process over `ranges`.
+#[napi]
+pub fn adopt_fd(
+    env: Env,
+    fd: i32,
+    ranges: Vec<NativeRemoteRange>,
+    options: NativeOptions,
+) -> napi::Result<NativeAdoption> {
+    let options = core_options(&env, options)?;
+    let ranges = ranges
+        .iter()
+        .map(|r| {
+            Ok(RemoteRange {
+                address: to_usize(&env, "address", r.address)?,
+                length: to_usize(&env, "length", r.length)?,
+                page_size: to_usize(&env, "pageSize", r.page_size)?,
+            })
+        })
+        .collect::<napi::Result<Vec<_>>>()?;
+    let owned = handshake::duplicate(fd).or_throw(&env)?;
+    let offsets = vec![0.0; ranges.len()];
+    adopt(owned, &ranges, offsets, &options, None).or_throw(&env)
+}

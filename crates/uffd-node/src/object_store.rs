@@ -1,0 +1,70 @@
+//! What the object store behind an object source tells JavaScript, apart from serving faults: its
+//! counters (`objectStats`) and the whole object read straight from the store (`readRaw`, the
+//! bench's baseline).
+
+use crate::errors::NativeFailure;
+use napi::{Env, Task};
+use napi_derive::napi;
+use std::sync::Arc;
+use std::time::Duration;
+use uffd_core::object_source::ObjectSource;
+
+/// An object source's counters.
+#[napi(object, object_from_js = false)]
+pub struct NativeObjectStats {
+    pub requests: f64,
+    pub bytes_fetched: f64,
+    pub retries: f64,
+    pub failures: f64,
+    pub memory_hits: f64,
+    pub disk_hits: f64,
+    pub disk_writes: f64,
+    pub faults: f64,
+    pub cached_bytes: f64,
+    pub size: f64,
+    pub etag: Option<String>,
+}
+
+pub(crate) fn stats_of(object: &ObjectSource) -> NativeObjectStats {
+    let s = object.stats();
+    NativeObjectStats {
+        requests: s.requests as f64,
+        bytes_fetched: s.bytes_fetched as f64,
+        retries: s.retries as f64,
+        failures: s.failures as f64,
+        memory_hits: s.memory_hits as f64,
+        disk_hits: s.disk_hits as f64,
+        disk_writes: s.disk_writes as f64,
+        faults: s.faults as f64,
+        cached_bytes: s.cached_bytes as f64,
+        size: object.size() as f64,
+        etag: object.etag().map(Into::into),
+    }
+}
+
+/// The whole object read straight from the store (the bench's baseline), and how long it took.
+#[napi(object, object_from_js = false)]
+pub struct NativeRawRead {
+    pub bytes: f64,
+    pub ms: f64,
+    pub error: Option<NativeFailure>,
+}
+
+/// Reads the first `chunks` chunks (all if none) of the object on a pool thread, without caches.
+pub struct ReadRaw(pub(crate) Arc<ObjectSource>, pub(crate) Option<u64>);
+
+impl Task for ReadRaw {
+    type Output = uffd_core::Result<(u64, Duration)>;
+    type JsValue = NativeRawRead;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.0.read_raw(self.1))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(match output {
+            Ok((bytes, took)) => NativeRawRead { bytes: bytes as f64, ms: took.as_secs_f64() * 1e3, error: None },
+            Err(error) => NativeRawRead { bytes: 0.0, ms: 0.0, error: Some(NativeFailure::of(&error)) },
+        })
+    }
+}

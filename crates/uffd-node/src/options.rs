@@ -1,0 +1,225 @@
+//! Options from JavaScript made into the core's. The TypeScript in front applies every default
+//! (lib/options.ts) and sends complete values; an absent value here means "none" only where the
+//! core has a meaning for none (no timeout, find the permitted mode), and is refused elsewhere.
+
+use crate::args::{given, to_opt_usize, to_usize};
+use crate::errors::invalid;
+use napi::{Env, Result};
+use napi_derive::napi;
+use std::sync::Arc;
+use std::time::Duration;
+use uffd_core::dirty::DirtyMethod;
+use uffd_core::object_source::{Credentials, ObjectOptions, RetryPolicy, StoreOptions};
+use uffd_core::source::{Readahead, Recorder, ServeOptions};
+use uffd_core::{Fallback, Modes, Options};
+
+#[napi(object)]
+pub struct NativeOptions {
+    pub features: Option<Vec<String>>,
+    pub user_mode_only: Option<bool>,
+    pub fallback: Option<String>,
+    pub timeout_ms: Option<f64>,
+    pub spin_micros: Option<f64>,
+    pub readers: Option<f64>,
+}
+
+/// The core's options of a userfaultfd opened or adopted. An absent `userModeOnly` asks the core
+/// to find what is permitted; an absent `timeoutMs` is no limit.
+pub(crate) fn core_options(env: &Env, options: NativeOptions) -> Result<Options> {
+    let features = given(env, "options.features", options.features)?;
+    let fallback = match given(env, "options.fallback", options.fallback)?.as_str() {
+        "zero" => Fallback::Zero,
+        "sigbus" => Fallback::Sigbus,
+        other => {
+            return Err(invalid(env, "Userfaultfd", format!("fallback must be 'zero' or 'sigbus', got {other:?}")));
+        }
+    };
+    let timeout = to_opt_usize(env, "timeoutMs", options.timeout_ms)?.map(|ms| Duration::from_millis(ms as u64));
+    let spin = to_usize(env, "spinMicros", given(env, "options.spinMicros", options.spin_micros)?)?;
+    Ok(Options {
+        features,
+        user_mode_only: options.user_mode_only,
+        fallback,
+        timeout,
+        spin: Duration::from_micros(spin as u64),
+        readers: to_usize(env, "readers", given(env, "options.readers", options.readers)?)?,
+    })
+}
+
+/// What to register: the fault modes and the range in the region.
+#[napi(object, object_to_js = false)]
+pub struct NativeRegistration {
+    pub missing: bool,
+    pub minor: bool,
+    pub wp: bool,
+    pub offset: f64,
+    pub length: Option<f64>,
+    pub readahead_pages: Option<f64>,
+    pub readahead_max_pages: Option<f64>,
+    pub adaptive: Option<bool>,
+    pub fallthrough: bool,
+}
+
+/// A registration: its modes, its range, and how a source serves it (read only when there is a
+/// source: the rest needs none).
+pub(crate) struct Registration {
+    pub modes: Modes,
+    pub offset: usize,
+    pub length: Option<usize>,
+    pub serve: Option<ServeOptions>,
+}
+
+pub(crate) fn registration(env: &Env, range: NativeRegistration, with_source: bool) -> Result<Registration> {
+    let offset = to_usize(env, "offset", range.offset)?;
+    let length = to_opt_usize(env, "length", range.length)?;
+    let modes = Modes { missing: range.missing, minor: range.minor, wp: range.wp };
+    let serve = if with_source {
+        let readahead = readahead(env, range.readahead_pages, range.readahead_max_pages, range.adaptive)?;
+        Some(ServeOptions { readahead, fallthrough: range.fallthrough, zero_removed: false, recorder: None })
+    } else {
+        None
+    };
+    Ok(Registration { modes, offset, length, serve })
+}
+
+/// How an already-registered range is served from a source (`serve`).
+#[napi(object, object_to_js = false)]
+pub struct NativeServe {
+    pub offset: f64,
+    pub length: Option<f64>,
+    pub readahead_pages: Option<f64>,
+    pub readahead_max_pages: Option<f64>,
+    pub adaptive: Option<bool>,
+    pub fallthrough: bool,
+    pub zero_removed: bool,
+}
+
+/// A served range of another process's memory: where, and how its source serves it.
+pub(crate) struct Serving {
+    pub offset: usize,
+    pub length: Option<usize>,
+    pub serve: ServeOptions,
+}
+
+pub(crate) fn serving(env: &Env, how: NativeServe, recorder: Option<Arc<Recorder>>) -> Result<Serving> {
+    let offset = to_usize(env, "offset", how.offset)?;
+    let length = to_opt_usize(env, "length", how.length)?;
+    let readahead = readahead(env, how.readahead_pages, how.readahead_max_pages, how.adaptive)?;
+    let serve = ServeOptions { readahead, fallthrough: how.fallthrough, zero_removed: how.zero_removed, recorder };
+    Ok(Serving { offset, length, serve })
+}
+
+fn readahead(env: &Env, pages: Option<f64>, max_pages: Option<f64>, adaptive: Option<bool>) -> Result<Readahead> {
+    let pages = to_usize(env, "readahead.pages", given(env, "readahead.pages", pages)?)?;
+    let max_pages = to_usize(env, "readahead.maxPages", given(env, "readahead.maxPages", max_pages)?)?;
+    let adaptive = given(env, "readahead.adaptive", adaptive)?;
+    Ok(Readahead { pages, adaptive, max_pages })
+}
+
+/// Where pages move from, for `move`.
+#[napi(object, object_to_js = false)]
+pub struct NativeMove {
+    pub from_offset: f64,
+    pub length: f64,
+    pub wake: bool,
+    pub allow_source_holes: bool,
+}
+
+/// Where pages move from, for a fault's `move`.
+#[napi(object, object_to_js = false)]
+pub struct NativeFaultMove {
+    pub from_offset: f64,
+    pub length: Option<f64>,
+    pub wake: bool,
+    pub allow_source_holes: bool,
+}
+
+/// A range of a region: offset and length in bytes.
+#[napi(object)]
+pub struct NativeRange {
+    pub offset: f64,
+    pub length: f64,
+}
+
+/// A prefetch's ranges as (offset, length) pairs, and its pages per ioctl.
+pub(crate) fn prefetch(
+    env: &Env,
+    ranges: &[NativeRange],
+    chunk_pages: Option<f64>,
+) -> Result<(Vec<(usize, usize)>, usize)> {
+    let ranges = ranges
+        .iter()
+        .map(|r| Ok((to_usize(env, "offset", r.offset)?, to_usize(env, "length", r.length)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let chunk_pages = to_usize(env, "chunkPages", given(env, "chunkPages", chunk_pages)?)?;
+    Ok((ranges, chunk_pages))
+}
+
+/// How `dirtyPages` finds the pages written.
+pub(crate) fn dirty_method(env: &Env, method: &str) -> Result<DirtyMethod> {
+    match method {
+        "auto" => Ok(DirtyMethod::Auto),
+        "scan" => Ok(DirtyMethod::Scan),
+        "pagemap" => Ok(DirtyMethod::Pagemap),
+        other => Err(invalid(env, "argument", format!("method must be 'auto', 'scan' or 'pagemap', got {other:?}"))),
+    }
+}
+
+/// Every option of an object source, defaults applied (lib/source.ts).
+#[napi(object)]
+pub struct NativeObjectOptions {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub anonymous: bool,
+    pub virtual_hosted_style: bool,
+    pub chunk_size: f64,
+    pub concurrency: f64,
+    pub readahead_chunks: f64,
+    pub adaptive: bool,
+    pub memory_cache: f64,
+    pub cache_dir: Option<String>,
+    pub retries: f64,
+    pub retry_delay_ms: f64,
+    pub retry_max_delay_ms: f64,
+    pub retry_timeout_ms: f64,
+    pub connect_timeout_ms: f64,
+    pub request_timeout_ms: f64,
+}
+
+/// The core's options of an object source. An absent endpoint, region or cache directory is none
+/// (the URL says where, no disk cache); credentials are used only when both keys are given.
+pub(crate) fn object_options(env: &Env, options: NativeObjectOptions) -> Result<ObjectOptions> {
+    let ms = |what: &str, value: f64| to_usize(env, what, value).map(|v| Duration::from_millis(v as u64));
+    let credentials = match (options.access_key_id, options.secret_access_key) {
+        (Some(access_key_id), Some(secret_access_key)) => {
+            Some(Credentials { access_key_id, secret_access_key, session_token: options.session_token })
+        }
+        _ => None,
+    };
+    Ok(ObjectOptions {
+        store: StoreOptions {
+            endpoint: options.endpoint,
+            region: options.region,
+            credentials,
+            anonymous: options.anonymous,
+            virtual_hosted_style: options.virtual_hosted_style,
+            connect_timeout: ms("connectTimeoutMs", options.connect_timeout_ms)?,
+            request_timeout: ms("requestTimeoutMs", options.request_timeout_ms)?,
+        },
+        chunk_size: to_usize(env, "chunkSize", options.chunk_size)?,
+        concurrency: to_usize(env, "concurrency", options.concurrency)?,
+        readahead_chunks: to_usize(env, "readaheadChunks", options.readahead_chunks)?,
+        adaptive: options.adaptive,
+        memory_cache: to_usize(env, "memoryCache", options.memory_cache)?,
+        cache_dir: options.cache_dir.map(Into::into),
+        retry: RetryPolicy {
+            retries: to_usize(env, "retry.retries", options.retries)? as u32,
+            initial_delay: ms("retry.delayMs", options.retry_delay_ms)?,
+            max_delay: ms("retry.maxDelayMs", options.retry_max_delay_ms)?,
+            timeout: ms("retry.timeoutMs", options.retry_timeout_ms)?,
+        },
+    })
+}
