@@ -2,8 +2,8 @@
 //! read when the source was made (`If-Match`, and the answer's ETag and size checked), retried with
 //! exponential backoff while the failure is transient and the bound allows, and counted.
 
+use super::counters::ObjectCounters;
 use super::store::{remote_error, transient};
-use super::ObjectCounters;
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use nix::errno::Errno;

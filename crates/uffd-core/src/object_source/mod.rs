@@ -10,6 +10,7 @@
 //! ones shrink the request down to the faulting page, as the file source's adaptive readahead does.
 
 mod chunks;
+mod counters;
 mod disk;
 mod fetch;
 
@@ -22,6 +23,7 @@ pub use store::{Credentials, Location, StoreOptions};
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use chunks::ChunkCache;
+use counters::ObjectCounters;
 use disk::DiskCache;
 use fetch::Fetcher;
 use std::collections::HashMap;
@@ -68,19 +70,6 @@ impl Default for ObjectOptions {
             retry: RetryPolicy::default(),
         }
     }
-}
-
-/// Counters of a source, shared by its requests.
-#[derive(Default)]
-pub(crate) struct ObjectCounters {
-    pub(crate) requests: AtomicU64,
-    pub(crate) bytes_fetched: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) failures: AtomicU64,
-    pub(crate) memory_hits: AtomicU64,
-    pub(crate) disk_hits: AtomicU64,
-    pub(crate) disk_writes: AtomicU64,
-    pub(crate) faults: AtomicU64,
 }
 
 /// What a source has done so far.
