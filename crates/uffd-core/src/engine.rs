@@ -224,6 +224,17 @@ impl Engine {
         }
     }
 
+    /// Drops the registrations of a closing region; the kernel wakes their waiters.
+    pub fn release_region(&self, region: &Arc<Region>) {
+        let resolver = &self.resolver;
+        let mut registrations = resolver.registrations_mut();
+        for (start, end) in registrations.remove_region(region) {
+            let _ = resolver.fd.with_fd("UFFDIO_UNREGISTER", |uffd| ioctl::unregister(uffd, start, end - start));
+        }
+        drop(registrations);
+        self.forget_faults(|fault| Arc::ptr_eq(&fault.region, region));
+    }
+
     /// See `fallback::abandon`.
     pub fn abandon(
         &self,

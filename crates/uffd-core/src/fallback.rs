@@ -4,22 +4,13 @@
 use crate::error::Error;
 use crate::fault::{Fault, FaultKind, Notice, NoticeKind};
 use crate::fault_table::{FaultState, InFlight};
+use crate::options::Fallback;
 use crate::region::{base_page_size, MemoryKind};
 use crate::resolve::{Park, Resolver};
 use crate::stats::bump;
 use crate::sys::ioctl;
 use nix::errno::Errno;
 use std::sync::atomic::Ordering;
-
-/// How a fault is resolved when its handler cannot: throws, never answers, or is the faulting thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Fallback {
-    /// ZEROPAGE (a zeroed COPY on hugetlbfs) for missing faults, CONTINUE for minor ones.
-    #[default]
-    Zero,
-    /// UFFDIO_POISON: the faulting thread gets SIGBUS.
-    Sigbus,
-}
 
 /// What the fallback did.
 pub enum Fell {

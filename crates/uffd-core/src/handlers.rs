@@ -1,9 +1,10 @@
 //! Who hears a batch: the handler (the sink, its generation, the faults delivered to it), the
 //! owner (who hears what no handler would), handlers being started, and what waits for a handler.
 
-use crate::fallback::{fall_back, no_handler_notice, Fallback, Fell};
+use crate::fallback::{fall_back, no_handler_notice, Fell};
 use crate::fault::{Dispatch, FaultSink, NoticeKind};
 use crate::fault_table::FaultTable;
+use crate::options::Fallback;
 use crate::resolve::{Park, Resolver};
 use crate::stats::bump;
 use std::collections::BTreeSet;

@@ -12,6 +12,7 @@
 //! 7. `userfaultfd`: the façade.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod adopt;
 pub mod direct;
 pub mod dirty;
 mod engine;
@@ -35,6 +36,7 @@ mod reader;
 pub mod region;
 mod registrations;
 mod registry;
+mod resolution;
 mod resolve;
 pub mod source;
 pub mod stats;

@@ -1,8 +1,17 @@
 //! How a userfaultfd is opened and serves: what the caller asks for. Every value is the caller's
 //! (the TypeScript front holds the defaults); `Default` here is for Rust callers and tests.
 
-pub use crate::fallback::Fallback;
 use std::time::Duration;
+
+/// How a fault is resolved when its handler cannot: throws, never answers, or is the faulting thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fallback {
+    /// ZEROPAGE (a zeroed COPY on hugetlbfs) for missing faults, CONTINUE for minor ones.
+    #[default]
+    Zero,
+    /// UFFDIO_POISON: the faulting thread gets SIGBUS.
+    Sigbus,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::fd::Fd;
+use crate::options::Modes;
 use crate::region::{MemoryKind, Region};
 use crate::registrations::{Registration, Registrations};
 use crate::source::Served;
@@ -12,8 +13,9 @@ use crate::stats::{bump, Counters};
 use crate::sys::{ioctl, uapi};
 use nix::errno::Errno;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
+use userfaultfd::RegisterMode;
 
 /// Whether a resolve wakes the threads waiting on its range (false is `*_MODE_DONTWAKE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +121,64 @@ impl Resolver {
             op,
             format!("range {offset}+{len} of region {} is not registered with this userfaultfd", region.id()),
         ))
+    }
+
+    /// Registers `[offset, offset + len)` of a region (all of it by default), its faults served by
+    /// `served` if given; returns the mask of ioctls the kernel allows there.
+    pub fn register(
+        &self,
+        region: &Arc<Region>,
+        modes: Modes,
+        offset: usize,
+        len: Option<usize>,
+        served: Option<Arc<Served>>,
+    ) -> Result<u64> {
+        const OP: &str = "UFFDIO_REGISTER";
+        self.fd.check_open(OP)?;
+        let len = len.unwrap_or(region.size().saturating_sub(offset));
+        let start = region.check_range(OP, offset, len)?;
+        if !(modes.missing || modes.minor || modes.wp) {
+            return Err(Error::invalid(OP, "no mode: ask for missing, minor or wp faults"));
+        }
+        let fd = &self.fd;
+        let kind = region.kind();
+        if modes.minor && kind == MemoryKind::Anonymous {
+            return Err(Error::invalid(OP, "minor faults need shmem or hugetlbfs memory, not anonymous memory"));
+        }
+        match kind {
+            MemoryKind::Shmem if modes.missing => {
+                fd.require_feature(OP, uapi::FEATURE_MISSING_SHMEM, "missing faults on shmem")?
+            }
+            MemoryKind::Hugetlb if modes.missing => {
+                fd.require_feature(OP, uapi::FEATURE_MISSING_HUGETLBFS, "missing faults on hugetlbfs")?
+            }
+            _ => {}
+        }
+        match kind {
+            MemoryKind::Shmem if modes.minor => {
+                fd.require_feature(OP, uapi::FEATURE_MINOR_SHMEM, "minor faults on shmem")?
+            }
+            MemoryKind::Hugetlb if modes.minor => {
+                fd.require_feature(OP, uapi::FEATURE_MINOR_HUGETLBFS, "minor faults on hugetlbfs")?
+            }
+            _ => {}
+        }
+        if modes.wp {
+            match kind {
+                MemoryKind::Anonymous => fd.require_feature(OP, uapi::FEATURE_PAGEFAULT_FLAG_WP, "write-protection")?,
+                _ => {
+                    fd.require_feature(OP, uapi::FEATURE_WP_HUGETLBFS_SHMEM, "write-protection of shmem or hugetlbfs")?
+                }
+            }
+        }
+        let mut mode = RegisterMode::empty();
+        mode.set(RegisterMode::MISSING, modes.missing);
+        mode.set(RegisterMode::MINOR, modes.minor);
+        mode.set(RegisterMode::WRITE_PROTECT, modes.wp);
+        let mut registrations = self.registrations_mut();
+        let ioctls = fd.with_fd(OP, |uffd| ioctl::register(uffd, start, len, mode))?;
+        registrations.insert_range(region, start, start + len, served);
+        Ok(ioctls)
     }
 
     /// Wakes whatever waits on a page (errors ignored: the fd may be closing, which wakes every

@@ -6,71 +6,27 @@ use crate::direct::{self, Puller};
 use crate::dirty::{self, DirtyMethod};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::fallback::Fell;
 use crate::fault::{Child, Dispatch, FaultSink};
 use crate::fd::{self, Fd, Negotiated};
 use crate::handlers::Installed;
 use crate::prefetch::{self, Prefetch, PrefetchReport};
-use crate::region::{MemoryKind, Region, RemoteRange};
+use crate::region::{Region, RemoteRange};
 use crate::registrations::Registrations;
 use crate::registry::Registry;
 use crate::resolve::{Park, Protect, Resolver, Wake};
-use crate::source::{Scratch, Served};
+use crate::source::Served;
 use crate::stats::Snapshot;
 use crate::sys::uapi;
-use crate::{fault_loop, native};
+use crate::{adopt, fault_loop, resolution};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Once};
 use std::time::Duration;
-use userfaultfd::RegisterMode;
 
 pub use crate::fd::Probe;
 pub use crate::options::{Fallback, Modes, Options};
+pub use crate::resolution::{Finish, Resolution};
 
 static UFFDS: Registry<Userfaultfd> = Registry::new();
-
-/// What `finish` found when the handler was done with a fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    /// Resolved and woken already (or settled by a timeout or close).
-    Done,
-    /// Never resolved: the fallback resolved it.
-    FellBack,
-    /// Resolved with DONTWAKE: its thread sleeps until a wake, or until its deadline.
-    Asleep,
-}
-
-/// A resolution a handler asks for at its fault's page.
-pub enum Resolution<'a> {
-    Copy {
-        bytes: &'a [u8],
-        wake: bool,
-        protect: bool,
-    },
-    Zero {
-        len: Option<usize>,
-        wake: bool,
-    },
-    Continue {
-        len: Option<usize>,
-        wake: bool,
-        protect: bool,
-    },
-    Poison,
-    Wake,
-    /// Lift the write-protection of the fault's page (a wp fault).
-    Unprotect {
-        wake: bool,
-    },
-    /// Move pages from another anonymous region to the fault's page.
-    Move {
-        from: &'a Region,
-        from_offset: usize,
-        len: Option<usize>,
-        wake: bool,
-        allow_holes: bool,
-    },
-}
 
 pub struct Userfaultfd {
     engine: Arc<Engine>,
@@ -83,21 +39,6 @@ pub fn current_thread_id() -> i32 {
         static TID: i32 = nix::unistd::gettid().as_raw();
     }
     TID.with(|tid| *tid)
-}
-
-/// Refuses ranges that overlap each other.
-fn check_disjoint(ranges: &[RemoteRange]) -> Result<()> {
-    let mut sorted: Vec<&RemoteRange> = ranges.iter().collect();
-    sorted.sort_by_key(|r| r.address);
-    for pair in sorted.windows(2) {
-        if pair[0].address.saturating_add(pair[0].length) > pair[1].address {
-            return Err(Error::invalid(
-                "adopt",
-                format!("ranges at {:#x} and {:#x} overlap", pair[0].address, pair[1].address),
-            ));
-        }
-    }
-    Ok(())
 }
 
 impl Userfaultfd {
@@ -127,12 +68,7 @@ impl Userfaultfd {
         peer: Option<OwnedFd>,
     ) -> Result<(Arc<Userfaultfd>, Vec<Arc<Region>>)> {
         let features = fd::feature_bits("adopt", &options.features)?;
-        check_disjoint(ranges)?;
-        fd::set_nonblocking(&fd)?;
-        let regions = ranges
-            .iter()
-            .map(|range| Region::remote(range.address, range.length, range.page_size))
-            .collect::<Result<Vec<_>>>()?;
+        let regions = adopt::prepare(&fd, ranges)?;
         let negotiated = Negotiated { features, ioctls: 0, user_mode_only: false };
         let uffd = Self::start(fd, negotiated, options.clone(), regions.clone(), peer)?;
         Ok((uffd, regions))
@@ -210,7 +146,7 @@ impl Userfaultfd {
         self.register_served(region, modes, offset, len, None)
     }
 
-    /// Registers a range whose faults `served` resolves on the loop thread, with no handler.
+    /// Registers a range whose faults `served` resolves on the reader threads, with no handler.
     pub fn register_served(
         &self,
         region: &Arc<Region>,
@@ -219,96 +155,14 @@ impl Userfaultfd {
         len: Option<usize>,
         served: Option<Arc<Served>>,
     ) -> Result<u64> {
-        const OP: &str = "UFFDIO_REGISTER";
-        self.engine.resolver.fd.check_open(OP)?;
-        let len = len.unwrap_or(region.size().saturating_sub(offset));
-        let start = region.check_range(OP, offset, len)?;
-        if !(modes.missing || modes.minor || modes.wp) {
-            return Err(Error::invalid(OP, "no mode: ask for missing, minor or wp faults"));
-        }
-        let fd = &self.engine.resolver.fd;
-        let kind = region.kind();
-        if modes.minor && kind == MemoryKind::Anonymous {
-            return Err(Error::invalid(OP, "minor faults need shmem or hugetlbfs memory, not anonymous memory"));
-        }
-        match kind {
-            MemoryKind::Shmem if modes.missing => {
-                fd.require_feature(OP, uapi::FEATURE_MISSING_SHMEM, "missing faults on shmem")?
-            }
-            MemoryKind::Hugetlb if modes.missing => {
-                fd.require_feature(OP, uapi::FEATURE_MISSING_HUGETLBFS, "missing faults on hugetlbfs")?
-            }
-            _ => {}
-        }
-        match kind {
-            MemoryKind::Shmem if modes.minor => {
-                fd.require_feature(OP, uapi::FEATURE_MINOR_SHMEM, "minor faults on shmem")?
-            }
-            MemoryKind::Hugetlb if modes.minor => {
-                fd.require_feature(OP, uapi::FEATURE_MINOR_HUGETLBFS, "minor faults on hugetlbfs")?
-            }
-            _ => {}
-        }
-        if modes.wp {
-            match kind {
-                MemoryKind::Anonymous => fd.require_feature(OP, uapi::FEATURE_PAGEFAULT_FLAG_WP, "write-protection")?,
-                _ => {
-                    fd.require_feature(OP, uapi::FEATURE_WP_HUGETLBFS_SHMEM, "write-protection of shmem or hugetlbfs")?
-                }
-            }
-        }
-        let mut mode = RegisterMode::empty();
-        mode.set(RegisterMode::MISSING, modes.missing);
-        mode.set(RegisterMode::MINOR, modes.minor);
-        mode.set(RegisterMode::WRITE_PROTECT, modes.wp);
-        let mut registrations = self.engine.resolver.registrations_mut();
-        let ioctls = fd.with_fd(OP, |uffd| crate::sys::ioctl::register(uffd, start, len, mode))?;
-        registrations.insert_range(region, start, start + len, served);
-        Ok(ioctls)
+        self.engine.resolver.register(region, modes, offset, len, served)
     }
 
     /// Serves `[offset, offset + len)` of a region that is registered already (another process's
     /// memory, registered by that process) from a native source: no ioctl. Faults that came before
-    /// the source (the peer runs as soon as it has sent its handshake) and wait for a handler are
-    /// served now.
+    /// the source and wait for a handler are served now.
     pub fn serve(&self, region: &Arc<Region>, offset: usize, len: Option<usize>, served: Arc<Served>) -> Result<()> {
-        const OP: &str = "serve";
-        let engine = &self.engine;
-        let len = len.unwrap_or(region.size().saturating_sub(offset));
-        let start = engine.resolver.check_registered(OP, region, offset, len)?;
-        engine.resolver.registrations_mut().insert_range(region, start, start + len, Some(served.clone()));
-        let held = engine.handlers.take_queued(|item| {
-            matches!(item, Dispatch::Fault(f) if Arc::ptr_eq(&f.region, region) && (offset..offset + len).contains(&f.offset))
-        });
-        let mut scratch = Scratch::default();
-        let end = start + len - region.address();
-        for item in held {
-            let Dispatch::Fault(fault) = item else { continue };
-            if engine.table().take(fault.id).is_none() {
-                continue;
-            }
-            match native::serve(
-                &engine.resolver,
-                &served,
-                region,
-                fault.offset,
-                end,
-                fault.kind,
-                &mut scratch,
-                Park::UntilRead,
-            ) {
-                Some(Ok(_)) => {}
-                Some(Err(err)) => {
-                    engine.say(crate::fallback::source_failed_notice(fault.clone(), &served.source().describe(), err))
-                }
-                None => {
-                    if let Fell::Failed(notice) = engine.fall_back(&fault, Park::UntilRead) {
-                        engine.say(notice);
-                    }
-                }
-            }
-        }
-        Ok(())
+        resolution::serve(&self.engine, region, offset, len, served)
     }
 
     /// Whether fault `id` still waits for its resolution.
@@ -349,104 +203,19 @@ impl Userfaultfd {
         }
     }
 
-    /// Resolves fault `id` at its page. A fault already settled (by a timeout, by close, by its
-    /// region's close) resolves to 0 bytes without an ioctl. EEXIST means another resolver won:
-    /// it is counted, the page is woken, and the call succeeds with 0 bytes.
+    /// Resolves fault `id` at its page (see `resolution::resolve`).
     pub fn resolve(&self, id: u64, resolution: Resolution<'_>) -> Result<usize> {
-        let engine = &self.engine;
-        let Some(fault) = engine.in_flight(id) else {
-            return Ok(0);
-        };
-        let resolver = &engine.resolver;
-        let region = &fault.region;
-        let page = region.page_size();
-        let room = region.size() - fault.offset;
-        let at = fault.offset;
-        let (result, wake) = self.with_park(|park| match resolution {
-            Resolution::Copy { bytes, wake, protect } => {
-                let len = bytes.len().min(room);
-                (resolver.copy(region, at, &bytes[..len], Wake(wake), Protect(protect), park), wake)
-            }
-            Resolution::Zero { len, wake } => {
-                (resolver.zero(region, at, len.unwrap_or(page).min(room), Wake(wake), park), wake)
-            }
-            Resolution::Continue { len, wake, protect } => (
-                resolver.r#continue(region, at, len.unwrap_or(page).min(room), Wake(wake), Protect(protect), park),
-                wake,
-            ),
-            Resolution::Poison => (self.poison(region, at, page, Wake(true)), true),
-            Resolution::Wake => (self.wake(region, at, page).map(|()| 0), true),
-            Resolution::Unprotect { wake } => {
-                (self.write_protect(region, at, page, false, Wake(wake)).map(|()| page), wake)
-            }
-            Resolution::Move { from, from_offset, len, wake, allow_holes } => {
-                let len = len.unwrap_or(page).min(room);
-                (resolver.r#move(region, at, from, from_offset, len, Wake(wake), allow_holes, park), wake)
-            }
-        });
-        let mapped = match result {
-            Ok(mapped) => mapped,
-            Err(Error::Sys { errno: nix::errno::Errno::EEXIST, .. }) => {
-                crate::stats::bump(&resolver.counters.eexist);
-                if wake {
-                    resolver.fd.with_fd("UFFDIO_WAKE", |u| crate::sys::ioctl::wake(u, region.address() + at, page))?;
-                }
-                0
-            }
-            // The process that owns the memory exited, or the fd closed under the call: nobody waits
-            // for this fault any more, as for a fault settled before the call.
-            Err(Error::Sys { errno: nix::errno::Errno::ESRCH, .. }) | Err(Error::Closed { .. }) => 0,
-            Err(err) => return Err(err),
-        };
-        engine.settle(id, wake);
-        Ok(mapped)
+        self.with_park(|park| resolution::resolve(&self.engine, id, resolution, park))
     }
 
-    /// Resolves fault `id` (handed to a handler) from a native source: the handler decides, the
-    /// source maps. Returns the bytes mapped (0 if the fault was already settled or another
-    /// resolver won).
+    /// Resolves fault `id` (handed to a handler) from a native source.
     pub fn resolve_from_source(&self, id: u64, served: &Served) -> Result<usize> {
-        let engine = &self.engine;
-        let Some(fault) = engine.in_flight(id) else {
-            return Ok(0);
-        };
-        let region = &fault.region;
-        let end = engine.resolver.registration_at(region.address() + fault.offset).map_or(region.size(), |reg| reg.end);
-        let end = end.saturating_sub(region.address()).max(fault.offset + region.page_size());
-        let mut scratch = Scratch::default();
-        let served_now = self.with_park(|park| {
-            native::serve(&engine.resolver, served, region, fault.offset, end, fault.kind, &mut scratch, park)
-        });
-        match served_now {
-            Some(Ok(mapped)) => {
-                engine.settle(id, true);
-                Ok(mapped)
-            }
-            Some(Err(err)) => Err(err),
-            // `served` here never falls through: only a kind the source does not serve gives None.
-            None => {
-                Err(Error::invalid("fromSource", format!("this source does not serve {} faults", fault.kind.name())))
-            }
-        }
+        self.with_park(|park| resolution::resolve_from_source(&self.engine, id, served, park))
     }
 
-    /// The handler is done with fault `id`: resolve it by the fallback if it was not. One resolved
-    /// with DONTWAKE stays asleep, as the kernel's DONTWAKE means, until `wake` or its deadline.
+    /// The handler is done with fault `id`: resolve it by the fallback if it was not.
     pub fn finish(&self, id: u64) -> Finish {
-        let engine = &self.engine;
-        let mut table = engine.table();
-        match table.get(id).map(|entry| entry.state) {
-            None => return Finish::Done,
-            Some(crate::fault_table::FaultState::Asleep) => return Finish::Asleep,
-            Some(crate::fault_table::FaultState::Waiting) => {}
-        }
-        let entry = table.take(id).expect("looked up above");
-        drop(table);
-        crate::stats::bump(&engine.resolver.counters.errors);
-        if let Fell::Failed(notice) = engine.fall_back(&entry.fault, Park::UntilRead) {
-            engine.say(notice);
-        }
-        Finish::FellBack
+        resolution::finish(&self.engine, id)
     }
 
     /// UFFDIO_COPY of `bytes` (whole pages) to `offset` of a region; returns the bytes mapped.
@@ -610,15 +379,7 @@ impl Userfaultfd {
 
     /// Drops this fd's registrations of a closing region; the kernel wakes their waiters.
     fn release_region(&self, region: &Arc<Region>) {
-        let resolver = &self.engine.resolver;
-        let mut registrations = resolver.registrations_mut();
-        for (start, end) in registrations.remove_region(region) {
-            let _ = resolver
-                .fd
-                .with_fd("UFFDIO_UNREGISTER", |uffd| crate::sys::ioctl::unregister(uffd, start, end - start));
-        }
-        drop(registrations);
-        self.engine.forget_faults(|fault| Arc::ptr_eq(&fault.region, region));
+        self.engine.release_region(region)
     }
 }
 
