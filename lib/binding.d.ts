@@ -129,8 +129,11 @@ export declare class NativeUffd {
   dirtyPages(region: NativeRegion, clear: boolean, method: string): Array<number>
   poison(region: NativeRegion, offset: number, length: number, wake: boolean): number
   wake(region: NativeRegion, offset: number, length: number): void
-  /** Sends this userfaultfd's faults to `callback` on this thread, one call per batch. */
-  handle(callback: () => void, keepAlive: boolean): void
+  /**
+   * Sends this userfaultfd's faults to `callback` on this thread, one call per batch. With `join`, it
+   * serves beside the installed handlers (another handler worker) instead of replacing them.
+   */
+  handle(callback: () => void, keepAlive: boolean, join?: boolean | undefined | null): void
   /**
    * Makes this thread's handler read the fd itself (then call `pullFaults` in a loop with the
    * returned generation). 0 where it cannot (with EVENT_FORK): faults keep coming through the

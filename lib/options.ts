@@ -40,6 +40,8 @@ export const DEFAULTS = Object.freeze({
   direct: false,
   /** `handleInWorker()`: the worker reads the fd itself. */
   workerDirect: true,
+  /** Handler workers `handleInWorker` starts. */
+  workers: 1,
   /** How long a direct reader waits in the kernel before its event loop gets a turn. */
   directWaitMs: 50,
   /** A direct reader yields to its event loop at least every this many turns. */
@@ -287,6 +289,12 @@ export interface WorkerHandlerOptions {
   /** The worker reads the userfaultfd itself ({@link HandleOptions.direct}). Default true. */
   direct?: boolean
   /**
+   * Handler workers to start, 1 to 64 (default 1): each loads the module and serves faults beside
+   * the others (with `direct`, each reads the userfaultfd itself), so faults of many threads are
+   * handled on as many cores. Resolves once all of them are ready; `off()` terminates them all.
+   */
+  workers?: number
+  /**
    * Aborting before the worker is ready terminates it and rejects with an `AbortError`
    * (`code: 'ABORT_ERR'`); the handler it would replace serves on.
    */
@@ -437,17 +445,28 @@ export function holesOf(options: MoveOptions | undefined): boolean {
 }
 
 /** {@link HandleOptions}, complete. */
-export function handleOptionsOf(options: HandleOptions | undefined): { keepAlive: boolean; direct: boolean } {
+/**
+ * A handler worker after the first of `workers: N` serves beside the others instead of replacing
+ * them: `handle(fn, { [JOIN]: true })`, in worker-host.ts only.
+ * @internal
+ */
+export const JOIN: unique symbol = Symbol('userfaultfd.join')
+
+export function handleOptionsOf(options: HandleOptions | undefined): { keepAlive: boolean; direct: boolean; join: boolean } {
   const { keepAlive, direct } = optionsOf('options', options)
   return {
     keepAlive: optionalBoolean('options.keepAlive', keepAlive, DEFAULTS.keepAlive),
     direct: optionalBoolean('options.direct', direct, DEFAULTS.direct),
+    join: (options as { [JOIN]?: boolean } | undefined)?.[JOIN] === true,
   }
 }
 
 /** {@link WorkerHandlerOptions}, complete (the worker's own options pass as they are). */
-export function workerOptionsOf(options: WorkerHandlerOptions | undefined): WorkerHandlerOptions & { direct: boolean } {
+export function workerOptionsOf(options: WorkerHandlerOptions | undefined): WorkerHandlerOptions & { direct: boolean; workers: number } {
   const given = optionsOf('options', options)
   optionalSignal('options.signal', given.signal)
-  return { ...given, direct: optionalBoolean('options.direct', given.direct, DEFAULTS.workerDirect) }
+  const direct = optionalBoolean('options.direct', given.direct, DEFAULTS.workerDirect)
+  const workers = optionalInteger('options.workers', given.workers) ?? DEFAULTS.workers
+  if (workers < 1 || workers > 64) throw rangeError('options.workers', 'from 1 to 64', workers)
+  return { ...given, direct, workers }
 }

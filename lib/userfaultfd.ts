@@ -449,9 +449,9 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    */
   handle(handler: FaultHandler, options?: HandleOptions): InstalledHandler {
     if (typeof handler !== 'function') throw argumentError('handler', 'a function', handler)
-    const { keepAlive, direct } = handleOptionsOf(options)
+    const { keepAlive, direct, join } = handleOptionsOf(options)
     const dispatcher = this.#dispatcher
-    call(() => this.#native.handle(() => dispatcher.takeBatch(handler), keepAlive))
+    call(() => this.#native.handle(() => dispatcher.takeBatch(handler), keepAlive, join))
     const turn = ++this.#handled
     const generation = direct ? call(() => this.#native.startDirect()) : 0
     if (generation !== 0) void dispatcher.runReader(handler, generation, keepAlive)

@@ -7,6 +7,7 @@ import type { FaultHandler } from './dispatch'
 import { UffdError } from './errors'
 import { forwardedOf } from './events'
 import { native } from './loader'
+import { type HandleOptions, JOIN } from './options'
 import { Userfaultfd } from './userfaultfd'
 import { argsOf, type WorkerArgs, type WorkerMessage } from './worker'
 
@@ -51,7 +52,7 @@ function failure(spec: string, error: unknown): Record<string, unknown> {
   }).toJSON()
 }
 
-async function main(port: NonNullable<typeof parentPort>, { id, spec, direct }: WorkerArgs): Promise<void> {
+async function main(port: NonNullable<typeof parentPort>, { id, spec, direct, join }: WorkerArgs): Promise<void> {
   const post = (message: WorkerMessage) => port.postMessage(message)
   const uffd = Userfaultfd.attach({ type: 'userfaultfd.uffd', id })
   const handler = handlerOf((await import(spec)) as Record<string, unknown>)
@@ -60,7 +61,7 @@ async function main(port: NonNullable<typeof parentPort>, { id, spec, direct }: 
   for (const name of ['remove', 'unmap'] as const) uffd.on(name, (event) => post({ type: 'event', name, event: forwardedOf(event) }))
   uffd.on('remap', (event) => post({ type: 'event', name: 'remap', event: forwardedOf(event) }))
   uffd.on('fork', () => post({ type: 'event', name: 'fork', event: {} }))
-  uffd.handle(handler as FaultHandler, { keepAlive: true, direct })
+  uffd.handle(handler as FaultHandler, { keepAlive: true, direct, [JOIN]: join } as HandleOptions)
   post({ type: 'ready' })
 }
 

@@ -32,17 +32,19 @@ export interface WorkerArgs {
   direct: boolean
   /** The token of `expectHandler`, which the worker ends itself if it fails. */
   expectation: number
+  /** The worker serves beside the others of its group (`workers: N`) instead of replacing them. */
+  join: boolean
 }
 
 /** The worker's `argv` for `args`. */
 export function argvOf(args: WorkerArgs): string[] {
-  return [String(args.id), args.spec, args.direct ? 'direct' : 'callback', String(args.expectation)]
+  return [String(args.id), args.spec, args.direct ? 'direct' : 'callback', String(args.expectation), args.join ? 'join' : 'replace']
 }
 
 /** The {@link WorkerArgs} in a worker's `process.argv`. */
 export function argsOf(argv: readonly string[]): WorkerArgs {
-  const [id, spec, reading, expectation] = argv.slice(-4)
-  return { id: Number(id), spec: String(spec), direct: reading === 'direct', expectation: Number(expectation) }
+  const [id, spec, reading, expectation, joining] = argv.slice(-5)
+  return { id: Number(id), spec: String(spec), direct: reading === 'direct', expectation: Number(expectation), join: joining === 'join' }
 }
 
 /** What the workers tell the façade. */
@@ -66,13 +68,13 @@ export function moduleSpecifier(module: string | URL): string {
   return module
 }
 
-/** The handler workers of one userfaultfd: the serving one, and those starting. */
+/** The handler workers of one userfaultfd: the serving ones, and those starting. */
 export class HandlerWorkers {
   readonly #native: NativeUffd
   readonly #id: number
   readonly #hooks: WorkerHooks
-  /** The worker whose handler serves. */
-  #serving: Worker | undefined
+  /** The workers whose handlers serve (one, or a group started with `workers: N`). */
+  #serving: Worker[] = []
   /** Workers being started (the serving one stays until one is ready). */
   readonly #starting = new Set<Worker>()
 
@@ -83,23 +85,36 @@ export class HandlerWorkers {
   }
 
   /**
-   * Starts a worker serving faults with the default export of `spec`; resolves once its handler
-   * is installed (then it serves, and the one it replaces is terminated).
+   * Starts `options.workers` workers serving faults with the default export of `spec`; resolves
+   * once their handlers are installed. The first replaces the serving ones when it is ready (they
+   * are terminated then), the others join it; if one of them fails, the whole group goes.
    */
-  start(spec: string, options: WorkerHandlerOptions & { direct: boolean }): Promise<InstalledHandler> {
+  async start(spec: string, options: WorkerHandlerOptions & { direct: boolean; workers: number }): Promise<InstalledHandler> {
+    const group = [await this.#startOne(spec, options, false)]
+    try {
+      group.push(...(await Promise.all(Array.from({ length: options.workers - 1 }, () => this.#startOne(spec, options, true)))))
+    } catch (error) {
+      this.#retire(group)
+      throw error
+    }
+    return installed(() => this.#retire(group))
+  }
+
+  /** Starts one worker; resolves with it once its handler is installed. */
+  #startOne(spec: string, options: WorkerHandlerOptions & { direct: boolean }, join: boolean): Promise<Worker> {
     const { workerData, resourceLimits, execArgv, direct, signal } = options
     if (signal?.aborted) return Promise.reject(new AbortError(signal))
     // Faults wait for this handler without a notice until it is ready or has failed (the worker
     // ends the expectation itself if it fails while this thread sleeps in a fault).
     const expectation = this.#native.expectHandler()
     const worker = new Worker(workerHost, {
-      argv: argvOf({ id: this.#id, spec, direct, expectation }),
+      argv: argvOf({ id: this.#id, spec, direct, expectation, join }),
       workerData,
       ...(resourceLimits ? { resourceLimits } : {}),
       ...(execArgv ? { execArgv } : {}),
     })
     this.#starting.add(worker)
-    return new Promise<InstalledHandler>((resolve, reject) => {
+    return new Promise<Worker>((resolve, reject) => {
       let ready = false
       let settled = false
       const settle = () => {
@@ -127,12 +142,15 @@ export class HandlerWorkers {
           settle()
           // Serving faults never keeps the process alive on its own (awaiting the start did).
           worker.unref()
-          // The new handler serves already: the one it replaces goes only now.
-          const replaced = this.#serving
-          this.#serving = worker
-          void replaced?.terminate()
+          // The new handler serves already: those it replaces go only now.
+          if (join) {
+            this.#serving.push(worker)
+          } else {
+            for (const replaced of this.#serving) void replaced.terminate()
+            this.#serving = [worker]
+          }
           if (this.#hooks.closed()) void worker.terminate()
-          resolve(installed(() => this.#retire(worker)))
+          resolve(worker)
         } else if (message.type === 'error' && message.error) {
           this.#hooks.report(UffdError.fromJSON(message.error))
         } else if (message.type === 'failed' && message.error) {
@@ -151,8 +169,8 @@ export class HandlerWorkers {
         }
         // A worker that was replaced, removed or closed went on purpose; only the serving one's
         // exit is news, and only if no handler serves now (a replacement may have installed its own already).
-        if (this.#serving !== worker) return
-        this.#serving = undefined
+        if (!this.#serving.includes(worker)) return
+        this.#serving = this.#serving.filter((serving) => serving !== worker)
         if (!this.#hooks.closed() && !this.#native.hasHandler) {
           this.#hooks.report(
             new UffdError(`the handler worker for ${spec} exited with code ${code}: faults now wait for a new handler`, {
@@ -166,16 +184,18 @@ export class HandlerWorkers {
 
   /** Terminates every worker, serving or starting. */
   close(): void {
-    void this.#serving?.terminate()
-    this.#serving = undefined
+    for (const worker of this.#serving) void worker.terminate()
+    this.#serving = []
     for (const worker of this.#starting) void worker.terminate()
     this.#starting.clear()
   }
 
-  /** `off()` of a worker's handler: terminates it if it still serves. */
-  #retire(worker: Worker): void {
-    if (this.#serving !== worker) return
-    this.#serving = undefined
-    void worker.terminate()
+  /** `off()` of a group's handlers: terminates those that still serve. */
+  #retire(group: Worker[]): void {
+    for (const worker of group) {
+      if (!this.#serving.includes(worker)) continue
+      this.#serving = this.#serving.filter((serving) => serving !== worker)
+      void worker.terminate()
+    }
   }
 }

@@ -6,10 +6,16 @@ import { patternPage } from './harness'
 interface Settings {
   mode: 'copy' | 'zero' | 'continue' | 'throw' | 'none' | 'never' | 'spin'
   seed?: number
+  /** Shared counts: [0] workers that loaded this module, [1 + n] faults worker n handled. */
+  tally?: Int32Array
 }
+
+const tally = (workerData as Settings | undefined)?.tally
+const slot = tally ? Atomics.add(tally, 0, 1) : 0
 
 export default function pager(fault: Fault): void | Promise<void> {
   const { mode, seed = 0 } = workerData as Settings
+  if (tally) Atomics.add(tally, 1 + slot, 1)
   switch (mode) {
     case 'copy':
       fault.copy(patternPage(fault.offset, fault.region.pageSize, 1, seed))

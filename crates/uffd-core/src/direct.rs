@@ -29,8 +29,8 @@ impl Puller {
     }
 }
 
-/// Makes the handler of `generation` (installed on this thread) the reader of the fd: the loop
-/// threads step aside until `stop`, or until the handler is removed.
+/// Makes the handler of `generation` (installed on this thread) a reader of the fd, beside the
+/// other handlers that read: the loop threads step aside until the last stops, or is removed.
 pub fn start(engine: &Engine, generation: u64, thread_id: i32) -> Result<Puller> {
     const OP: &str = "handle";
     if engine.resolver.fd.features() & uapi::FEATURE_EVENT_FORK != 0 {
@@ -43,22 +43,17 @@ pub fn start(engine: &Engine, generation: u64, thread_id: i32) -> Result<Puller>
     let reader = Reader::new(engine, None, false)?;
     let pulling = &engine.pulling;
     let mut state = pulling.lock();
-    if state.puller.is_some_and(|g| g != generation) {
-        return Err(Error::invalid(OP, "another handler reads this fd"));
-    }
-    pulling.set(&mut state, Some(generation));
+    pulling.add(&mut state, generation, thread_id);
     engine.poke.wake();
     let deadline = Instant::now() + HANDOVER_AT_MOST;
     while state.parked < engine.options.readers() && !engine.is_closed() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            pulling.set(&mut state, None);
+            pulling.remove(&mut state, generation);
             return Err(Error::sys(OP, Errno::ETIMEDOUT, "the fault loop did not step aside"));
         }
         state = pulling.wait(state, left);
     }
-    drop(state);
-    engine.resolver.epoch.set_reader_thread(thread_id);
     Ok(Puller { generation, reader })
 }
 
@@ -75,7 +70,7 @@ pub fn pull(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec<
 fn pull_turn(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec<Dispatch>> {
     const OP: &str = "read";
     let pulling = &engine.pulling;
-    if engine.is_closed() || !pulling.is_puller(puller.generation) {
+    if engine.is_closed() || !pulling.lock().reads(puller.generation) {
         return Err(Error::Closed { op: OP, what: "userfaultfd" });
     }
     let wait = if pulling.backlog().is_empty() { wait } else { Duration::ZERO };
@@ -83,7 +78,7 @@ fn pull_turn(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec
     // Read only while still the reader: a loop thread takes over (or rescues) only with this lock,
     // so the two never read at once, and no fault is marked for a handler already removed.
     let state = pulling.lock();
-    if state.puller != Some(puller.generation) || engine.is_closed() {
+    if !state.reads(puller.generation) || engine.is_closed() {
         return Err(Error::Closed { op: OP, what: "userfaultfd" });
     }
     let mut batch = pulling.take_backlog();
@@ -123,12 +118,12 @@ pub fn read_pending(engine: &Engine) -> bool {
 pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) {
     let pulling = &engine.pulling;
     let mut state = pulling.lock();
-    if state.puller.is_none() {
+    if state.pullers.is_empty() {
         return;
     }
     state.parked += 1;
     pulling.changed.notify_all();
-    while state.puller.is_some() && !engine.is_closed() {
+    while !state.pullers.is_empty() && !engine.is_closed() {
         // Wake for the next deadline too: a puller stuck in its handler does not expire the fault
         // it holds, so a loop thread does.
         let wait = match engine.table().next_deadline() {
@@ -138,7 +133,7 @@ pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) {
             None => STUCK_CHECK,
         };
         state = pulling.wait(state, wait);
-        if state.puller.is_none() || engine.is_closed() || !pulling.stuck() {
+        if state.pullers.is_empty() || engine.is_closed() || !pulling.stuck() {
             continue;
         }
         let overdue = engine.table().next_deadline().is_some_and(|deadline| deadline <= Instant::now());

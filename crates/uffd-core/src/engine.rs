@@ -212,7 +212,7 @@ impl Engine {
     /// Removes handler `generation` if it is still the current one. Faults it was handed and did
     /// not finish are resolved by the fallback, with a notice each.
     pub fn remove_handler(&self, generation: u64) {
-        self.pulling.stop(generation, &self.resolver.epoch);
+        self.pulling.stop(generation);
         self.handlers.remove(generation);
         let orphans = self.table().take_where(|e| e.delivered_to == Some(generation));
         let notices: Vec<Dispatch> = orphans

@@ -9,7 +9,7 @@ use crate::resolve::{Park, Resolver};
 use crate::stats::bump;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// What hand-overs need besides the handlers: the faults in flight and how to fall back.
 pub struct Faults<'a> {
@@ -34,9 +34,18 @@ impl Faults<'_> {
     }
 }
 
+/// An installed handler: its generation, its sink, and the thread it runs on.
+struct Member {
+    generation: u64,
+    sink: Arc<dyn FaultSink>,
+    thread: i32,
+}
+
 #[derive(Default)]
 struct State {
-    sink: Option<(u64, Arc<dyn FaultSink>)>,
+    /// The installed handlers: one, or several that joined it (handler workers that each read the
+    /// fd); batches read by the loop threads go to the latest.
+    members: Vec<Member>,
     generation: u64,
     /// Who hears notices that no handler would (the owner's JavaScript thread), and its thread id.
     owner: Option<(Arc<dyn FaultSink>, i32)>,
@@ -50,14 +59,16 @@ struct State {
 #[derive(Default)]
 pub struct Handlers {
     state: Mutex<State>,
-    /// The thread the current handler runs on (0: none): a fault of that thread is a self-fault.
+    /// The threads the handlers run on: a fault of one of them is a self-fault. Read on every
+    /// fault; one handler's thread is also kept apart, read without a lock.
+    threads: RwLock<Vec<i32>>,
     thread: AtomicI32,
 }
 
 /// What installing a handler found.
 pub enum Installed {
-    /// Installed as `generation`, replacing `previous`; `queued` waited for it.
-    Current { generation: u64, previous: Option<u64>, queued: Vec<Dispatch> },
+    /// Installed as `generation`, replacing the handlers of `replaced`; `queued` waited for it.
+    Current { generation: u64, replaced: Vec<u64>, queued: Vec<Dispatch> },
     /// The fd is closed: what waited was delivered to the sink, once (true if there was any).
     Closed(bool),
 }
@@ -67,12 +78,32 @@ impl Handlers {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The kernel id of the current handler's thread (0: none).
-    pub fn thread(&self) -> i32 {
-        self.thread.load(Ordering::Acquire)
+    /// Whether `thread_id` runs a handler (its fault is a self-fault).
+    pub fn is_handler_thread(&self, thread_id: i32) -> bool {
+        let single = self.thread.load(Ordering::Acquire);
+        if single != -1 {
+            return single != 0 && single == thread_id;
+        }
+        self.threads.read().unwrap_or_else(|p| p.into_inner()).contains(&thread_id)
     }
 
-    pub fn install(&self, sink: Arc<dyn FaultSink>, thread_id: i32, closed: bool) -> Installed {
+    /// Notes the members' threads for `is_handler_thread` (the caller holds the state lock).
+    fn note_threads(&self, state: &State) {
+        let threads: Vec<i32> = state.members.iter().map(|m| m.thread).collect();
+        self.thread.store(
+            match threads.as_slice() {
+                [] => 0,
+                [one] => *one,
+                _ => -1,
+            },
+            Ordering::Release,
+        );
+        *self.threads.write().unwrap_or_else(|p| p.into_inner()) = threads;
+    }
+
+    /// Installs a handler on thread `thread_id`: it replaces the installed ones, or, with `join`,
+    /// serves beside them.
+    pub fn install(&self, sink: Arc<dyn FaultSink>, thread_id: i32, closed: bool, join: bool) -> Installed {
         let mut state = self.lock();
         if closed {
             // Closed before any handler came (its peer hung up, say): what it had to say is still
@@ -87,28 +118,32 @@ impl Handlers {
         }
         state.generation += 1;
         let generation = state.generation;
-        let previous = state.sink.replace((generation, sink)).map(|(g, _)| g);
-        self.thread.store(thread_id, Ordering::Release);
-        Installed::Current { generation, previous, queued: std::mem::take(&mut state.queued) }
+        let replaced = if join { Vec::new() } else { state.members.drain(..).map(|m| m.generation).collect() };
+        state.members.push(Member { generation, sink, thread: thread_id });
+        self.note_threads(&state);
+        Installed::Current { generation, replaced, queued: std::mem::take(&mut state.queued) }
     }
 
-    /// Removes handler `generation` if it is still the current one.
+    /// Removes handler `generation` if it is still installed.
     pub fn remove(&self, generation: u64) {
         let mut state = self.lock();
-        if state.sink.as_ref().is_some_and(|(g, _)| *g == generation) {
-            state.sink = None;
-            self.thread.store(0, Ordering::Release);
-        }
+        state.members.retain(|m| m.generation != generation);
+        self.note_threads(&state);
     }
 
     pub fn is_current(&self, generation: u64) -> bool {
-        self.lock().sink.as_ref().is_some_and(|(g, _)| *g == generation)
+        self.lock().members.iter().any(|m| m.generation == generation)
     }
 
     /// Whether a handler is installed (on any thread), or being started.
     pub fn any(&self) -> bool {
         let state = self.lock();
-        state.sink.is_some() || !state.expected.is_empty()
+        !state.members.is_empty() || !state.expected.is_empty()
+    }
+
+    /// The latest handler, which hears what loop threads read.
+    fn latest(state: &State) -> Option<(u64, Arc<dyn FaultSink>, i32)> {
+        state.members.last().map(|m| (m.generation, m.sink.clone(), m.thread))
     }
 
     /// Faults waiting for a handler.
@@ -129,7 +164,8 @@ impl Handlers {
     pub fn close(&self) {
         let mut state = self.lock();
         state.queued.retain(|item| !matches!(item, Dispatch::Fault(_)));
-        let sinks = (state.sink.take(), state.owner.take());
+        let sinks = (std::mem::take(&mut state.members), state.owner.take());
+        self.note_threads(&state);
         drop(state);
         drop(sinks);
     }
@@ -143,14 +179,14 @@ impl Handlers {
     #[must_use]
     pub fn hand_over(&self, faults: &Faults<'_>, mut batch: Vec<Dispatch>) -> Option<u64> {
         let state = self.lock();
-        let Some((generation, sink)) = state.sink.clone() else {
+        let Some((generation, sink, thread)) = Self::latest(&state) else {
             self.hold_for_handler(state, faults, batch);
             return None;
         };
         let owner = state.owner.clone();
         drop(state);
         if let Some((owner, owner_thread)) = owner {
-            let elsewhere = owner_thread != self.thread();
+            let elsewhere = owner_thread != thread;
             let theirs = take_notices(&mut batch, |kind| {
                 kind == NoticeKind::Timeout || (elsewhere && kind == NoticeKind::PeerGone)
             });
@@ -225,7 +261,7 @@ impl Handlers {
     pub fn set_owner(&self, sink: Arc<dyn FaultSink>, thread_id: i32, faults: &Faults<'_>) {
         let mut state = self.lock();
         state.owner = Some((sink, thread_id));
-        if state.sink.is_none() {
+        if state.members.is_empty() {
             let held = std::mem::take(&mut state.queued);
             self.hold_for_handler(state, faults, held);
         }
@@ -245,7 +281,7 @@ impl Handlers {
     /// as `hold_for_handler` says.
     pub fn unexpect(&self, token: u64, faults: &Faults<'_>) {
         let mut state = self.lock();
-        if !state.expected.remove(&token) || state.sink.is_some() || !state.expected.is_empty() {
+        if !state.expected.remove(&token) || !state.members.is_empty() || !state.expected.is_empty() {
             return;
         }
         let held = std::mem::take(&mut state.queued);

@@ -1,31 +1,38 @@
-//! Who reads the fd: the loop threads, or a handler that reads it itself (its generation), and
-//! what that handler read but could not take yet. A handler that reads saves a thread hand-off per
-//! fault; the loop threads park meanwhile (see `direct.rs`).
+//! Who reads the fd: the loop threads, or handlers that read it themselves (pullers, by their
+//! generation), and what a puller read but could not take yet. A handler that reads saves a thread
+//! hand-off per fault; the loop threads park meanwhile (see `direct.rs`).
 
 use crate::fault::Dispatch;
-use crate::resolve::EventEpoch;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
 pub struct State {
-    /// The generation of the handler that reads (None: the loop threads read).
-    pub puller: Option<u64>,
-    /// Loop threads parked while a handler reads.
+    /// The generations of the handlers that read, and their threads (none: the loop threads read).
+    pub pullers: Vec<(u64, i32)>,
+    /// Loop threads parked while handlers read.
     pub parked: usize,
+}
+
+impl State {
+    pub fn reads(&self, generation: u64) -> bool {
+        self.pullers.iter().any(|(g, _)| *g == generation)
+    }
 }
 
 #[derive(Default)]
 pub struct Pulling {
     state: Mutex<State>,
     pub changed: Condvar,
-    /// `state.puller` (0: none), read without the lock.
-    puller: AtomicU64,
-    /// Whether the puller is inside `pull`, and when (ms since `ORIGIN`) it last left it: a puller
-    /// out of `pull` for long while messages wait is stuck (in a fault of its own, or in a handler
-    /// that blocks), and a parked loop thread then takes a turn for it.
-    in_pull: AtomicBool,
+    /// How many pullers there are, read without the lock.
+    count: AtomicUsize,
+    /// The pullers' threads, read by a resolve that may have to read pending events itself.
+    threads: RwLock<Vec<i32>>,
+    /// Pullers inside `pull`, and when (ms since `ORIGIN`) one last left it: pullers out of `pull`
+    /// for long while messages wait are stuck (in a fault of their own, or in a handler that
+    /// blocks), and a parked loop thread then takes a turn for them.
+    in_pull: AtomicUsize,
     left_pull_ms: AtomicU64,
     /// Items a puller read but could not hold: its next `pull` returns them first.
     backlog: Mutex<Vec<Dispatch>>,
@@ -50,47 +57,58 @@ impl Pulling {
         self.changed.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0
     }
 
-    /// Makes `generation` the puller (the caller holds the lock).
-    pub fn set(&self, state: &mut State, generation: Option<u64>) {
-        state.puller = generation;
-        self.puller.store(generation.unwrap_or(0), Ordering::Release);
-        if generation.is_some() {
-            self.left_pull_ms.store(now_ms(), Ordering::Release);
-        }
+    /// Notes the pullers (the caller holds the lock).
+    fn noted(&self, state: &State) {
+        self.count.store(state.pullers.len(), Ordering::Release);
+        *self.threads.write().unwrap_or_else(|p| p.into_inner()) = state.pullers.iter().map(|(_, t)| *t).collect();
     }
 
-    /// Hands reading back to the loop threads if `generation` reads.
-    pub fn stop(&self, generation: u64, epoch: &EventEpoch) {
+    /// Makes `generation`, on thread `thread_id`, a puller (the caller holds the lock).
+    pub fn add(&self, state: &mut State, generation: u64, thread_id: i32) {
+        if !state.reads(generation) {
+            state.pullers.push((generation, thread_id));
+        }
+        self.left_pull_ms.store(now_ms(), Ordering::Release);
+        self.noted(state);
+    }
+
+    /// Ends the reading of `generation` (the caller holds the lock).
+    pub fn remove(&self, state: &mut State, generation: u64) {
+        state.pullers.retain(|(g, _)| *g != generation);
+        self.noted(state);
+    }
+
+    /// Hands reading back to the loop threads (once no other handler reads) if `generation` reads.
+    pub fn stop(&self, generation: u64) {
         let mut state = self.lock();
-        if state.puller == Some(generation) {
-            self.set(&mut state, None);
-            // No thread reads alone any more.
-            epoch.set_reader_thread(0);
+        if state.reads(generation) {
+            self.remove(&mut state, generation);
             self.changed.notify_all();
         }
     }
 
-    pub fn is_puller(&self, generation: u64) -> bool {
-        self.puller.load(Ordering::Acquire) == generation
-    }
-
     /// Whether some handler reads the fd instead of the loop threads.
     pub fn pulled(&self) -> bool {
-        self.puller.load(Ordering::Acquire) != 0
+        self.count.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether `thread_id` runs a puller.
+    pub fn is_puller_thread(&self, thread_id: i32) -> bool {
+        self.pulled() && self.threads.read().unwrap_or_else(|p| p.into_inner()).contains(&thread_id)
     }
 
     pub fn enter_pull(&self) {
-        self.in_pull.store(true, Ordering::Release);
+        self.in_pull.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn leave_pull(&self) {
         self.left_pull_ms.store(now_ms(), Ordering::Release);
-        self.in_pull.store(false, Ordering::Release);
+        self.in_pull.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Whether the puller has been out of `pull` for long.
+    /// Whether every puller has been out of `pull` for long.
     pub fn stuck(&self) -> bool {
-        !self.in_pull.load(Ordering::Acquire)
+        self.in_pull.load(Ordering::Acquire) == 0
             && now_ms().saturating_sub(self.left_pull_ms.load(Ordering::Acquire)) >= STUCK_AFTER_MS
     }
 

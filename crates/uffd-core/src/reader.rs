@@ -91,7 +91,9 @@ impl Reader {
                 Messages::Ring(ring)
             }
             None => {
-                let how = if engine.options.readers() > 1 { Watch::ReadableExclusive } else { Watch::Readable };
+                // Pullers may be several, as loop threads may: each message wakes one of them.
+                let several = !loop_thread || engine.options.readers() > 1;
+                let how = if several { Watch::ReadableExclusive } else { Watch::Readable };
                 engine.resolver.fd.with_borrowed("epoll_ctl", |fd| poller.watch(fd, Token::Uffd, how))?;
                 Messages::Fd(Buffer::default())
             }
@@ -397,7 +399,7 @@ fn admit(
     let offset = (address - region.address()) & !(region.page_size() - 1);
     let page = region.address() + offset;
     let fault = engine.new_fault(region, offset, address, kind, write, thread_id);
-    let self_fault = thread_id != 0 && thread_id == engine.handlers.thread();
+    let self_fault = thread_id != 0 && engine.handlers.is_handler_thread(thread_id);
     {
         let mut table = engine.table();
         if table.mark_duplicate(page) {

@@ -12,7 +12,7 @@ use crate::source::Served;
 use crate::stats::{bump, Counters};
 use crate::sys::{ioctl, uapi};
 use nix::errno::Errno;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use userfaultfd::RegisterMode;
@@ -50,8 +50,6 @@ const READ_FIRST_SLICE: Duration = Duration::from_micros(100);
 pub struct EventEpoch {
     seen: Mutex<u64>,
     changed: Condvar,
-    /// The kernel id of the thread that reads the fd alone (a reading handler's; 0: none).
-    reader_thread: AtomicI32,
 }
 
 impl EventEpoch {
@@ -69,14 +67,6 @@ impl EventEpoch {
     pub fn advance(&self) {
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         self.changed.notify_all();
-    }
-
-    pub fn set_reader_thread(&self, tid: i32) {
-        self.reader_thread.store(tid, Ordering::Release);
-    }
-
-    pub fn reader_thread(&self) -> i32 {
-        self.reader_thread.load(Ordering::Acquire)
     }
 }
 

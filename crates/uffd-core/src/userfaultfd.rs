@@ -196,7 +196,7 @@ impl Userfaultfd {
     fn with_park<T>(&self, f: impl FnOnce(Park<'_>) -> T) -> T {
         let read = || direct::read_pending(&self.engine);
         let engine = &self.engine;
-        if engine.pulling.pulled() && engine.resolver.epoch.reader_thread() == current_thread_id() {
+        if engine.pulling.is_puller_thread(current_thread_id()) {
             f(Park::ReadFirst(&read))
         } else {
             f(Park::UntilRead)
@@ -294,14 +294,24 @@ impl Userfaultfd {
     /// Installs the handler that faults go to, running on thread `thread_id`; faults queued while
     /// there was none are handed to it now. Returns its generation, for `remove_handler`.
     pub fn set_handler(&self, sink: Arc<dyn FaultSink>, thread_id: i32) -> Result<u64> {
+        self.install_handler(sink, thread_id, false)
+    }
+
+    /// Installs a handler that serves beside the installed ones (a second handler worker, each
+    /// reading the fd): nothing is replaced. Returns its generation.
+    pub fn join_handler(&self, sink: Arc<dyn FaultSink>, thread_id: i32) -> Result<u64> {
+        self.install_handler(sink, thread_id, true)
+    }
+
+    fn install_handler(&self, sink: Arc<dyn FaultSink>, thread_id: i32, join: bool) -> Result<u64> {
         let engine = &self.engine;
-        match engine.handlers.install(sink, thread_id, engine.is_closed()) {
+        match engine.handlers.install(sink, thread_id, engine.is_closed(), join) {
             Installed::Closed(true) => Ok(0),
             Installed::Closed(false) => Err(Error::Closed { op: "handle", what: "userfaultfd" }),
-            Installed::Current { generation, previous, queued } => {
-                if let Some(previous) = previous {
+            Installed::Current { generation, replaced, queued } => {
+                for previous in replaced {
                     // A handler that read the fd itself is replaced: the loop threads read again.
-                    engine.pulling.stop(previous, &engine.resolver.epoch);
+                    engine.pulling.stop(previous);
                 }
                 if !queued.is_empty() {
                     engine.hand_over(queued);
@@ -346,7 +356,7 @@ impl Userfaultfd {
 
     /// Hands reading back to the loop threads (a no-op unless `generation` reads).
     pub fn stop_pulling(&self, generation: u64) {
-        self.engine.pulling.stop(generation, &self.engine.resolver.epoch)
+        self.engine.pulling.stop(generation)
     }
 
     /// One turn on the handler's thread: see `direct::pull`.

@@ -254,14 +254,27 @@ impl NativeUffd {
         run(&self.inner, &region, offset, length).map(|n| n as f64).or_throw(env)
     }
 
-    /// Sends this userfaultfd's faults to `callback` on this thread, one call per batch.
+    /// Sends this userfaultfd's faults to `callback` on this thread, one call per batch. With `join`, it
+    /// serves beside the installed handlers (another handler worker) instead of replacing them.
     #[napi]
-    pub fn handle(&self, env: Env, callback: Function<(), ()>, keep_alive: bool) -> napi::Result<()> {
+    pub fn handle(
+        &self,
+        env: Env,
+        callback: Function<(), ()>,
+        keep_alive: bool,
+        join: Option<bool>,
+    ) -> napi::Result<()> {
         // A reader of the handler being replaced stops: its loop in JavaScript ends at its next pull.
         self.stop_direct(None);
         let sink = Arc::new(JsSink::new(callback, keep_alive)?);
         fault::set_mailbox(&self.inner, sink.mailbox());
-        let generation = self.inner.set_handler(sink, uffd_core::current_thread_id()).or_throw(&env)?;
+        let thread = uffd_core::current_thread_id();
+        let installed = if join == Some(true) {
+            self.inner.join_handler(sink, thread)
+        } else {
+            self.inner.set_handler(sink, thread)
+        };
+        let generation = installed.or_throw(&env)?;
         let hook = TeardownHook::install(&env, &self.inner, generation)?;
         let previous = self.lock_handler().replace((generation, hook));
         if let Some((previous, hook)) = previous {
