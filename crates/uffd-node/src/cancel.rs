@@ -37,16 +37,6 @@ struct State {
     reading: Option<UnixStream>,
 }
 
-/// Whether the open file behind `fd` is non-blocking (O_NONBLOCK).
-fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    // SAFETY: fcntl(F_GETFL) reads the flags of a borrowed, open fd and touches no memory of ours.
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(flags & libc::O_NONBLOCK != 0)
-}
-
 impl Cancel {
     pub(crate) fn new() -> io::Result<Arc<Cancel>> {
         // SAFETY: eventfd(2) reads and writes no memory of ours; it returns a new fd or -1.
@@ -88,7 +78,7 @@ impl Cancel {
             if let Some(why) = self.stopped() {
                 return Err(Waited::Stopped(why));
             }
-            if poll_readable(socket, self.wake.as_fd()).map_err(Waited::Failed)? {
+            if poll_readable(socket, self.wake.as_fd()).map_err(|e| Waited::Failed("poll", e))? {
                 return Ok(());
             }
         }
@@ -98,14 +88,14 @@ impl Cancel {
     /// the socket blocks (the core reads until the body is complete and takes EAGAIN for a
     /// failure, while a socket from Node is non-blocking); the guard gives its mode back.
     pub(crate) fn reading(&self, socket: &OwnedFd) -> Result<Reading<'_>, Waited> {
-        let duplicate = UnixStream::from(socket.try_clone().map_err(Waited::Failed)?);
-        let nonblocking = is_nonblocking(duplicate.as_fd()).map_err(Waited::Failed)?;
+        let duplicate = UnixStream::from(socket.try_clone().map_err(|e| Waited::Failed("dup", e))?);
+        let nonblocking = is_nonblocking(duplicate.as_fd()).map_err(|e| Waited::Failed("fcntl", e))?;
         let mut state = self.lock();
         if let Some(why) = state.stopped {
             return Err(Waited::Stopped(why));
         }
         if nonblocking {
-            duplicate.set_nonblocking(false).map_err(Waited::Failed)?;
+            duplicate.set_nonblocking(false).map_err(|e| Waited::Failed("fcntl", e))?;
         }
         state.reading = Some(duplicate);
         Ok(Reading { cancel: self, nonblocking })
@@ -116,7 +106,8 @@ impl Cancel {
 #[derive(Debug)]
 pub(crate) enum Waited {
     Stopped(Stop),
-    Failed(io::Error),
+    /// The system call that failed, and how.
+    Failed(&'static str, io::Error),
 }
 
 /// While it lives, the socket it was made for blocks and is shut down by `Cancel::stop`.
@@ -147,6 +138,16 @@ fn poll_readable(socket: BorrowedFd<'_>, wake: BorrowedFd<'_>) -> io::Result<boo
         return if error.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(error) };
     }
     Ok(fds[0].revents != 0)
+}
+
+/// Whether the open file behind `fd` is non-blocking (O_NONBLOCK).
+fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: fcntl(F_GETFL) reads the flags of a borrowed, open fd and touches no memory of ours.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(flags & libc::O_NONBLOCK != 0)
 }
 
 /// Handshakes stopped together: every accept of a listener, or every call given one

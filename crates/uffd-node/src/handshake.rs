@@ -10,7 +10,7 @@ use crate::options::{core_options, NativeOptions};
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
-use std::io::ErrorKind;
+use std::io::ErrorKind::{ConnectionAborted, Interrupted, WouldBlock};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ impl From<Waited> for Ended {
     fn from(waited: Waited) -> Self {
         match waited {
             Waited::Stopped(why) => Ended::Stopped(why),
-            Waited::Failed(error) => sys_error("poll", error, "the handshake socket").into(),
+            Waited::Failed(op, error) => sys_error(op, error, "the handshake socket").into(),
         }
     }
 }
@@ -96,11 +96,7 @@ fn accept(listener: &UnixListener, cancel: &Cancel) -> Result<OwnedFd, Ended> {
         match listener.accept() {
             Ok((stream, _)) => return Ok(stream.into()),
             // Another accept took the connection, or its peer left before it was taken.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                ) => {}
+            Err(e) if matches!(e.kind(), WouldBlock | Interrupted | ConnectionAborted) => {}
             // What accept(2) says once `close` has shut the listener down.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(LISTENER_CLOSED.into()),
             Err(e) => return Err(sys_error("accept", e, "the handshake socket").into()),
