@@ -212,3 +212,71 @@ impl NativeCancel {
         self.group.stop(Stop::Aborted);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_stopped_handshake_does_not_wait() {
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        let cancel = Cancel::new().unwrap();
+        cancel.stop(Stop::Aborted);
+        cancel.stop(Stop::Closed);
+        assert!(matches!(cancel.wait_readable(ours.as_fd()), Err(Waited::Stopped(Stop::Aborted))), "the first reason");
+    }
+
+    #[test]
+    fn a_socket_with_something_to_read_ends_the_wait() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        std::io::Write::write_all(&mut peer, b"[").unwrap();
+        assert!(Cancel::new().unwrap().wait_readable(ours.as_fd()).is_ok());
+    }
+
+    #[test]
+    fn stopping_wakes_a_thread_waiting_on_a_silent_socket() {
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        let cancel = Cancel::new().unwrap();
+        let (done, ended) = mpsc::channel();
+        let waiter = cancel.clone();
+        std::thread::spawn(move || done.send(matches!(waiter.wait_readable(ours.as_fd()), Err(Waited::Stopped(_)))));
+        std::thread::sleep(Duration::from_millis(50));
+        cancel.stop(Stop::Closed);
+        assert!(ended.recv_timeout(LIMIT).unwrap());
+    }
+
+    #[test]
+    fn stopping_a_read_shuts_the_socket_down_and_its_mode_comes_back() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let socket = OwnedFd::from(ours);
+        let cancel = Cancel::new().unwrap();
+        let reading = cancel.reading(&socket).unwrap();
+        assert!(!is_nonblocking(socket.as_fd()).unwrap(), "blocking while read");
+        let (done, ended) = mpsc::channel();
+        let mut blocked = UnixStream::from(socket.try_clone().unwrap());
+        std::thread::spawn(move || done.send(blocked.read(&mut [0; 8]).unwrap()));
+        std::thread::sleep(Duration::from_millis(50));
+        cancel.stop(Stop::Aborted);
+        assert_eq!(ended.recv_timeout(LIMIT).unwrap(), 0, "the blocked read ends");
+        assert_eq!(peer.read(&mut [0; 8]).unwrap(), 0, "the peer is told");
+        drop(reading);
+        assert!(is_nonblocking(socket.as_fd()).unwrap(), "the mode it had");
+    }
+
+    #[test]
+    fn a_group_stops_its_members_and_those_that_join_later() {
+        let group = Group::default();
+        let (early, late) = (Cancel::new().unwrap(), Cancel::new().unwrap());
+        group.join(&early);
+        group.stop(Stop::Closed);
+        group.join(&late);
+        assert_eq!(early.stopped(), Some(Stop::Closed));
+        assert_eq!(late.stopped(), Some(Stop::Closed));
+    }
+}
