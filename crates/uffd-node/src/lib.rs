@@ -2,7 +2,8 @@
 //! and forwards. Policy lives in uffd-core; the API's shape and every default live in the
 //! TypeScript in front.
 //!
-//! The modules, from the bottom up (each uses only those above it in this list):
+//! The modules, from the bottom up (each uses only some of those named before it; `npm run lint`
+//! checks that no two import each other in a circle):
 //! `errors`, `args` (errors and numbers across the boundary), `options` (the core's options from
 //! complete JavaScript values), `teardown`, `region`, `object_store`, `source`, `sink` (a
 //! handler's thread hears of batches), `handle` (what a `NativeUffd` holds), `adoption`, `batch`
