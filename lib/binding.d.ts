@@ -15,12 +15,25 @@ export declare class NativeAdoption {
   get peerGid(): number | null
 }
 
+/**
+ * What JavaScript holds to stop the handshakes it started with it (`accept(cancel)`,
+ * `receiveFd(fd, options, cancel)`) when their signal aborts.
+ */
+export declare class NativeCancel {
+  constructor()
+  /**
+   * Stops the handshakes started with this: their promises resolve with an ABORT_ERR failure
+   * and whatever they had (a socket, a connection) is closed.
+   */
+  cancel(): void
+}
+
 /** A listening Unix socket for handshakes. */
 export declare class NativeListener {
   static listen(path: string, options: NativeOptions): NativeListener
-  /** Accepts the next connection and receives its handshake. */
-  accept(): Promise<NativeOutcome>
-  /** Stops listening; a pending accept fails. */
+  /** Accepts the next connection and receives its handshake; `cancel` stops it. */
+  accept(cancel?: NativeCancel | undefined | null): Promise<NativeOutcome>
+  /** Stops listening; a pending accept fails, even one whose peer connected and says nothing. */
   close(): void
 }
 
@@ -434,8 +447,11 @@ export declare function openObjectSource(url: string, options: NativeObjectOptio
  */
 export declare function pullFaults(uffdId: number, generation: number, waitMs: number, out: Float64Array): boolean
 
-/** Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated). */
-export declare function receiveFd(fd: number, options: NativeOptions): Promise<NativeOutcome>
+/**
+ * Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated);
+ * `cancel` stops it. Nothing is read from the socket before the peer has sent something.
+ */
+export declare function receiveFd(fd: number, options: NativeOptions, cancel?: NativeCancel | undefined | null): Promise<NativeOutcome>
 
 /** UFFDIO_CONTINUE at a fault's page. */
 export declare function resolveContinue(uffdId: number, faultId: number, length: number | undefined | null, wake: boolean, writeProtect: boolean): number

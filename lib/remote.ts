@@ -1,7 +1,7 @@
 // Serving another process's memory: adopt a userfaultfd it created and registered, from an fd
 // this process holds or over a Unix socket in Firecracker's handshake. Built on the façade, which
 // makes the adopted Userfaultfd; nothing below imports this module.
-import type { NativeOutcome } from './binding'
+import type { NativeCancel, NativeOutcome } from './binding'
 import { AbortError, argumentError, call, fromFailure, UffdError } from './errors'
 import { native } from './loader'
 import { type AcceptOptions, type AdoptFdOptions, type AdoptOptions, nativeOptionsOf, type ReceiveOptions } from './options'
@@ -29,7 +29,7 @@ function discard(outcome: NativeOutcome): void {
 
 /**
  * The adoption of a pending handshake, or an AbortError as soon as `signal` aborts: `onAbort`
- * then stops what it can, and a handshake that completes anyway is closed.
+ * then stops the handshake, and one that completed meanwhile is closed.
  */
 function adoptionOf(task: Promise<NativeOutcome>, signal: AbortSignal | undefined, onAbort: () => void): Promise<Adoption> {
   if (!signal) return task.then(settle)
@@ -98,8 +98,8 @@ export class HandshakeListener {
   /**
    * Accepts the next connection and receives its handshake. The userfaultfd closes itself when
    * the peer hangs up (an `'error'` event `ERR_UFFD_PEER_GONE` says so). Aborting
-   * `options.signal` rejects with an `AbortError` and closes the listener: the binding cannot
-   * stop one accept alone, and a pending accept holds a thread of libuv's pool.
+   * `options.signal` rejects with an `AbortError` at once, stops the accept (a connection being
+   * read is closed) and closes the listener, as `server.listen({ signal })` does.
    *
    * @example
    * ```ts
@@ -112,10 +112,18 @@ export class HandshakeListener {
       this.close()
       throw new AbortError(signal)
     }
-    return adoptionOf(this.#native.accept(), signal, () => this.close())
+    const cancel = cancelFor(signal)
+    return adoptionOf(
+      call(() => this.#native.accept(cancel)),
+      signal,
+      () => {
+        cancel?.cancel()
+        this.close()
+      },
+    )
   }
 
-  /** Stops listening; a pending `accept()` rejects. */
+  /** Stops listening; a pending `accept()` rejects, also one whose peer connected and says nothing. */
   close(): void {
     this.#native.close()
   }
@@ -133,17 +141,24 @@ export function listen(path: string, options?: AdoptOptions): HandshakeListener 
 
 /**
  * Receives one handshake on a connected Unix socket this process holds as `fd` (duplicated).
- * Aborting `options.signal` rejects with an `AbortError` at once; the read itself goes on until
- * the peer sends or hangs up (the binding cannot stop it), and what it brings then is closed.
+ * Nothing is read before the peer sends. Aborting `options.signal` rejects with an `AbortError`
+ * at once and stops the receive: if nothing was read yet, `fd` is as it was; a handshake being
+ * read is cut short and the socket shut down.
  */
 export async function receive(fd: number, options?: ReceiveOptions): Promise<Adoption> {
   const signal = optionalSignal('options.signal', optionsOf('options', options).signal)
   const at = integer('fd', fd)
   const nativeOptions = nativeOptionsOf(options, 'adopt')
   if (signal?.aborted) throw new AbortError(signal)
+  const cancel = cancelFor(signal)
   return adoptionOf(
-    call(() => native.receiveFd(at, nativeOptions)),
+    call(() => native.receiveFd(at, nativeOptions, cancel)),
     signal,
-    () => {},
+    () => cancel?.cancel(),
   )
+}
+
+/** What stops a native handshake when `signal` aborts (nothing to stop without a signal). */
+function cancelFor(signal: AbortSignal | undefined): NativeCancel | undefined {
+  return signal ? new native.NativeCancel() : undefined
 }

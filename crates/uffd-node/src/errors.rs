@@ -26,6 +26,14 @@ pub fn throw(env: &Env, error: &Error) -> napi::Error {
     }
 }
 
+/// A core error from an I/O error of a system call the binding makes itself.
+pub fn sys_error(op: &'static str, error: std::io::Error, what: &str) -> Error {
+    match error.try_into() {
+        Ok(errno) => Error::sys(op, errno, what.to_string()),
+        Err(error) => Error::invalid(op, format!("{what}: {error}")),
+    }
+}
+
 pub fn invalid(env: &Env, op: &'static str, detail: String) -> napi::Error {
     throw(env, &Error::invalid(op, detail))
 }
@@ -56,6 +64,19 @@ pub struct NativeFailure {
 }
 
 impl NativeFailure {
+    /// What an operation stopped by its caller's signal resolves with (the caller has rejected
+    /// with its own AbortError already, which carries the signal's reason).
+    pub(crate) fn aborted(op: &'static str) -> Self {
+        NativeFailure {
+            code: "ABORT_ERR",
+            errno: -libc::ECANCELED,
+            syscall: op,
+            message: "The operation was aborted".into(),
+            peer_pid: None,
+            status: None,
+        }
+    }
+
     pub(crate) fn of(error: &Error) -> Self {
         NativeFailure {
             code: error.code(),

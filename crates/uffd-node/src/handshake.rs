@@ -1,22 +1,29 @@
 //! Receiving a userfaultfd from another process over a Unix socket, in Firecracker's handshake:
 //! on a listening socket (`NativeListener`) or a connected one (`receiveFd`). Accepting and
-//! receiving block, so they run on libuv's thread pool and resolve a Promise.
+//! receiving wait for the peer, so they run on libuv's thread pool and resolve a Promise; they
+//! wait in poll(2), so that a `NativeCancel` or the listener's `close` stops them (`cancel.rs`).
 
 use crate::adoption::{adopt, NativeAdoption};
-use crate::errors::{NativeFailure, OrThrow};
+use crate::cancel::{Cancel, Group, NativeCancel, Stop, Waited};
+use crate::errors::{sys_error, throw, NativeFailure, OrThrow};
 use crate::options::{core_options, NativeOptions};
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
-use std::os::fd::OwnedFd;
+use std::io::ErrorKind::{ConnectionAborted, Interrupted, WouldBlock};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
-use uffd_core::handshake::{self, Handshake};
+use uffd_core::handshake::{self, Handshake, Refusal};
 use uffd_core::{Error, Options, RemoteRange};
+
+/// The error of an accept on a closed listener, as accept(2) gives it once shut down.
+const LISTENER_CLOSED: Error = Error::Closed { op: "accept", what: "listener" };
 
 pub struct Receive {
     source: Source,
     options: Options,
+    cancel: Arc<Cancel>,
 }
 
 enum Source {
@@ -24,15 +31,38 @@ enum Source {
     Stream(Option<OwnedFd>),
 }
 
+/// How a handshake ended without an adoption.
+pub enum Ended {
+    Refused(Refusal),
+    Stopped(Stop),
+}
+
+impl From<Error> for Ended {
+    fn from(error: Error) -> Self {
+        Ended::Refused(error.into())
+    }
+}
+
+impl From<Waited> for Ended {
+    fn from(waited: Waited) -> Self {
+        match waited {
+            Waited::Stopped(why) => Ended::Stopped(why),
+            Waited::Failed(op, error) => sys_error(op, error, "the handshake socket").into(),
+        }
+    }
+}
+
 impl Task for Receive {
-    type Output = std::result::Result<Handshake, handshake::Refusal>;
+    type Output = Result<Handshake, Ended>;
     type JsValue = NativeOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         Ok(match &mut self.source {
-            Source::Listener(listener) => handshake::accept(listener),
+            Source::Listener(listener) => {
+                accept(listener, &self.cancel).and_then(|stream| receive(stream, &self.cancel))
+            }
             Source::Stream(stream) => match stream.take() {
-                Some(stream) => handshake::receive(stream),
+                Some(stream) => receive(stream, &self.cancel),
                 None => Err(Error::invalid("handshake", "this handshake was already received").into()),
             },
         })
@@ -45,17 +75,56 @@ impl Task for Receive {
             let offsets = shake.ranges.iter().map(|r| r.offset as f64).collect();
             let peer = (shake.stream, (who.pid, who.uid, who.gid));
             adopt(shake.uffd, &ranges, offsets, &self.options, Some(peer))
-                .map_err(|error| handshake::Refusal { error, peer: Some(who) })
+                .map_err(|error| Ended::Refused(Refusal { error, peer: Some(who) }))
         });
-        Ok(match outcome {
-            Ok(adoption) => NativeOutcome { adoption: Some(adoption), error: None },
-            Err(refusal) => {
-                let mut failure = NativeFailure::of(&refusal.error);
-                failure.peer_pid = refusal.peer.map(|p| p.pid);
-                NativeOutcome { adoption: None, error: Some(failure) }
+        let failure = match outcome {
+            Ok(adoption) => return Ok(NativeOutcome { adoption: Some(adoption), error: None }),
+            Err(Ended::Refused(refusal)) => {
+                NativeFailure { peer_pid: refusal.peer.map(|p| p.pid), ..NativeFailure::of(&refusal.error) }
             }
-        })
+            Err(Ended::Stopped(Stop::Aborted)) => NativeFailure::aborted("handshake"),
+            Err(Ended::Stopped(Stop::Closed)) => NativeFailure::of(&LISTENER_CLOSED),
+        };
+        Ok(NativeOutcome { adoption: None, error: Some(failure) })
     }
+}
+
+/// Accepts one connection on the (non-blocking) listener, waiting as long as `cancel` allows.
+fn accept(listener: &UnixListener, cancel: &Cancel) -> Result<OwnedFd, Ended> {
+    loop {
+        cancel.wait_readable(listener.as_fd())?;
+        match listener.accept() {
+            Ok((stream, _)) => return Ok(stream.into()),
+            // Another accept took the connection, or its peer left before it was taken.
+            Err(e) if matches!(e.kind(), WouldBlock | Interrupted | ConnectionAborted) => {}
+            // What accept(2) says once `close` has shut the listener down.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(LISTENER_CLOSED.into()),
+            Err(e) => return Err(sys_error("accept", e, "the handshake socket").into()),
+        }
+    }
+}
+
+/// Receives the handshake on a connected socket once the peer has sent something, or ends when
+/// `cancel` stops it (shutting the socket down if the handshake is being read: its peer is told).
+fn receive(stream: OwnedFd, cancel: &Cancel) -> Result<Handshake, Ended> {
+    cancel.wait_readable(stream.as_fd())?;
+    let reading = cancel.reading(&stream)?;
+    let received = handshake::receive(stream);
+    drop(reading);
+    // Stopped while reading: what came is dropped (its fds closed); nobody waits for it.
+    if let Some(why) = cancel.stopped() {
+        return Err(Ended::Stopped(why));
+    }
+    received.map_err(Ended::Refused)
+}
+
+/// A cancel for a handshake about to start, in the groups that may stop it.
+fn cancel_in(env: &Env, groups: &[Option<&Group>]) -> napi::Result<Arc<Cancel>> {
+    let cancel = Cancel::new().map_err(|error| throw(env, &sys_error("eventfd", error, "a handshake's cancel")))?;
+    for group in groups.iter().flatten() {
+        group.join(&cancel);
+    }
+    Ok(cancel)
 }
 
 /// A handshake's outcome: the adoption, or why there is none.
@@ -82,6 +151,8 @@ impl NativeOutcome {
 pub struct NativeListener {
     listener: Arc<UnixListener>,
     options: Options,
+    /// The accepts under way, which `close` stops.
+    accepts: Group,
 }
 
 #[napi]
@@ -90,26 +161,38 @@ impl NativeListener {
     pub fn listen(env: Env, path: String, options: NativeOptions) -> napi::Result<Self> {
         let options = core_options(&env, options)?;
         let listener = handshake::listen(&path).or_throw(&env)?;
-        Ok(NativeListener { listener: Arc::new(listener), options })
+        // Accepts wait in poll(2); one that finds the connection taken by another waits again.
+        listener.set_nonblocking(true).map_err(|error| throw(&env, &sys_error("fcntl", error, &path)))?;
+        Ok(NativeListener { listener: Arc::new(listener), options, accepts: Group::default() })
     }
 
-    /// Accepts the next connection and receives its handshake.
+    /// Accepts the next connection and receives its handshake; `cancel` stops it.
     #[napi(ts_return_type = "Promise<NativeOutcome>")]
-    pub fn accept(&self) -> AsyncTask<Receive> {
-        AsyncTask::new(Receive { source: Source::Listener(self.listener.clone()), options: self.options.clone() })
+    pub fn accept(&self, env: Env, cancel: Option<&NativeCancel>) -> napi::Result<AsyncTask<Receive>> {
+        let cancel = cancel_in(&env, &[Some(&self.accepts), cancel.map(|c| &c.group)])?;
+        let source = Source::Listener(self.listener.clone());
+        Ok(AsyncTask::new(Receive { source, options: self.options.clone(), cancel }))
     }
 
-    /// Stops listening; a pending accept fails.
+    /// Stops listening; a pending accept fails, even one whose peer connected and says nothing.
     #[napi]
     pub fn close(&self) {
         handshake::stop_listening(&self.listener);
+        self.accepts.stop(Stop::Closed);
     }
 }
 
-/// Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated).
+/// Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated);
+/// `cancel` stops it. Nothing is read from the socket before the peer has sent something.
 #[napi(ts_return_type = "Promise<NativeOutcome>")]
-pub fn receive_fd(env: Env, fd: i32, options: NativeOptions) -> napi::Result<AsyncTask<Receive>> {
+pub fn receive_fd(
+    env: Env,
+    fd: i32,
+    options: NativeOptions,
+    cancel: Option<&NativeCancel>,
+) -> napi::Result<AsyncTask<Receive>> {
     let options = core_options(&env, options)?;
     let stream = handshake::duplicate(fd).or_throw(&env)?;
-    Ok(AsyncTask::new(Receive { source: Source::Stream(Some(stream)), options }))
+    let cancel = cancel_in(&env, &[cancel.map(|c| &c.group)])?;
+    Ok(AsyncTask::new(Receive { source: Source::Stream(Some(stream)), options, cancel }))
 }

@@ -2,17 +2,20 @@
 //! and forwards. Policy lives in uffd-core; the API's shape and every default live in the
 //! TypeScript in front.
 //!
-//! The modules, from the bottom up (each uses only those above it in this list):
+//! The modules, from the bottom up (each uses only some of those named before it; `npm run lint`
+//! checks that no two import each other in a circle):
 //! `errors`, `args` (errors and numbers across the boundary), `options` (the core's options from
 //! complete JavaScript values), `teardown`, `region`, `object_store`, `source`, `sink` (a
 //! handler's thread hears of batches), `handle` (what a `NativeUffd` holds), `adoption`, `batch`
 //! (the packed batch and the objects of events and notices), `fault` (every per-fault call),
-//! `stats`, `prefetch`, then the classes and calls: `uffd`, `handshake`, `object_source`.
+//! `stats`, `prefetch`, `cancel` (stopping a handshake that waits), then the classes and calls:
+//! `uffd`, `handshake`, `object_source`.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod adoption;
 mod args;
 mod batch;
+mod cancel;
 mod errors;
 // Public so that its napi functions count as used (they are reached only through the napi registry).
 pub mod fault;
@@ -31,6 +34,7 @@ mod teardown;
 mod uffd;
 
 pub use adoption::{adopt_fd, NativeAdoption, NativeRemoteRange};
+pub use cancel::NativeCancel;
 pub use handle::NativeUffd;
 pub use handshake::{receive_fd, NativeListener, NativeOutcome};
 pub use region::{detach_buffer, NativeRegion};
