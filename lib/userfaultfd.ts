@@ -2,11 +2,11 @@
 // options.ts makes the binding's arguments, dispatch.ts serves the faults, worker.ts the handler
 // workers, events.ts and stats.ts say what happened.
 import { EventEmitter } from 'node:events'
-import { isMainThread } from 'node:worker_threads'
 import type { JsEvent, JsNotice, NativeAdoption, NativeUffd } from './binding'
 import { Dispatcher, type FaultHandler, type InstalledHandler, installed } from './dispatch'
 import { argumentError, call, fromFailure, fromNotice, UffdError } from './errors'
 import { emitRangeEvent, eventOfForwarded, type RangeEvent, type RemapEvent, report } from './events'
+import { closeAllOnExit, forgetOwner, type Owner, rememberOwner, sayAtExit } from './exit'
 import type { FeatureName, IoctlName, ProbeResult } from './features'
 import { native } from './loader'
 import {
@@ -125,11 +125,7 @@ const OVER = Symbol('userfaultfd.over')
 /** A native handle made elsewhere, and whether this thread owns it (an adoption) or only attached to it. */
 type Over = { [OVER]: { handle: NativeUffd; owner: boolean } }
 
-let closesOnExit = false
 let warnedUserModeOnly = false
-
-/** The method the exit calls on each live owner (a symbol: not part of the public API). */
-const sayAtExit = Symbol('sayAtExit')
 
 /**
  * A userfaultfd: register regions with it, install a handler, and resolve the faults the handler
@@ -160,7 +156,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   /** Counts this thread's `handle()` calls: an `off()` removes only the handler it was given for. */
   #handled = 0
   /** This owner's entry in the exit's list. */
-  #self: WeakRef<Userfaultfd> | undefined
+  #self: WeakRef<Owner> | undefined
   /** Keeps this thread's event loop alive while the userfaultfd is open (`ref()`). */
   #keeper: ReturnType<typeof setInterval> | undefined
 
@@ -529,7 +525,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     // handler, say) is heard before the end.
     this.#onNotices()
     this.#closed = true
-    if (this.#self) owners.delete(this.#self)
+    if (this.#self) forgetOwner(this.#self)
     for (const child of this.#children) child.close()
     this.#children.clear()
     this.unref()
@@ -542,34 +538,6 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   [Symbol.dispose](): void {
     this.close()
   }
-}
-
-/**
- * On the main thread's way out (the end of the script, `process.exit()`), every userfaultfd of
- * the process is closed: closing wakes every thread asleep in a fault, so no worker being stopped
- * waits for a handler that will not come.
- */
-function closeAllOnExit(): void {
-  if (closesOnExit || !isMainThread) return
-  closesOnExit = true
-  process.once('exit', () => {
-    for (const owner of owners) owner.deref()?.[sayAtExit]()
-    native.closeAllUserfaultfds()
-  })
-}
-
-/** The userfaultfds this thread owns, whose last words the exit must not lose. */
-const owners = new Set<WeakRef<Userfaultfd>>()
-let sweepOwnersAt = 64
-
-function rememberOwner(uffd: Userfaultfd): WeakRef<Userfaultfd> {
-  const ref = new WeakRef(uffd)
-  owners.add(ref)
-  if (owners.size >= sweepOwnersAt) {
-    for (const known of owners) if (known.deref() === undefined) owners.delete(known)
-    sweepOwnersAt = Math.max(64, 2 * owners.size)
-  }
-  return ref
 }
 
 /** The warning for a userfaultfd that fell back to user-mode faults without being asked to. */

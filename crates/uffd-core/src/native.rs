@@ -88,7 +88,9 @@ pub fn map_from(
     scratch: &mut Scratch,
     park: Park<'_>,
 ) -> Result<usize> {
-    let copy = |bytes: &[u8]| resolver.copy(region, offset, bytes, Wake(true), Protect(false), park);
+    // The range lies in the registration the caller found: mapped without a second lookup.
+    let at = region.address() + offset;
+    let copy = |bytes: &[u8]| resolver.copy_at(at, bytes, 0, park);
     match source {
         Source::PageCache => resolver.r#continue(region, offset, len, Wake(true), Protect(false), park),
         Source::Zero => map_zeros(resolver, region, offset, len, scratch, park),
@@ -126,7 +128,7 @@ fn map_from_files(
 ) -> Result<usize> {
     let out = scratch.aligned(len);
     if fill_layers(layers, offset, out)? {
-        return resolver.copy(region, offset, out, Wake(true), Protect(false), park);
+        return resolver.copy_at(region.address() + offset, out, 0, park);
     }
     bump(&resolver.counters.holes);
     map_zeros(resolver, region, offset, len, scratch, park)
@@ -144,7 +146,7 @@ pub fn map_zeros(
     if region.kind() == MemoryKind::Hugetlb || region.page_size() > base_page_size() {
         let zeros = scratch.aligned(len);
         zeros.fill(0);
-        return resolver.copy(region, offset, zeros, Wake(true), Protect(false), park);
+        return resolver.copy_at(region.address() + offset, zeros, 0, park);
     }
-    resolver.zero(region, offset, len, Wake(true), park)
+    resolver.zero_at(region.address() + offset, len, Wake(true), park)
 }

@@ -239,8 +239,14 @@ impl Resolver {
         }
         let dst = self.check_registered(OP, region, offset, bytes.len())?;
         let mode = if wake.0 { 0 } else { uapi::COPY_MODE_DONTWAKE } | if protect.0 { uapi::COPY_MODE_WP } else { 0 };
+        self.copy_at(dst, bytes, mode, park)
+    }
+
+    /// UFFDIO_COPY to `dst`, which the caller took from the registrations (a native source's
+    /// fault): no second lookup; the kernel checks the range again.
+    pub fn copy_at(&self, dst: usize, bytes: &[u8], mode: u64, park: Park<'_>) -> Result<usize> {
         self.counted(&self.counters.copies, bytes.len(), || {
-            self.parked(park, || self.fd.with_fd(OP, |uffd| ioctl::copy(uffd, dst, bytes, mode)))
+            self.parked(park, || self.fd.with_fd("UFFDIO_COPY", |uffd| ioctl::copy(uffd, dst, bytes, mode)))
         })
     }
 
@@ -251,8 +257,13 @@ impl Resolver {
             return Err(Error::unsupported(OP, "hugetlbfs has no zero page: resolve with copy() of zeroed bytes"));
         }
         let start = self.check_registered(OP, region, offset, len)?;
+        self.zero_at(start, len, wake, park)
+    }
+
+    /// UFFDIO_ZEROPAGE at `start`, which the caller took from the registrations (see `copy_at`).
+    pub fn zero_at(&self, start: usize, len: usize, wake: Wake, park: Park<'_>) -> Result<usize> {
         self.counted(&self.counters.zeropages, len, || {
-            self.parked(park, || self.fd.with_fd(OP, |uffd| ioctl::zeropage(uffd, start, len, wake.0)))
+            self.parked(park, || self.fd.with_fd("UFFDIO_ZEROPAGE", |uffd| ioctl::zeropage(uffd, start, len, wake.0)))
         })
     }
 
