@@ -3,6 +3,7 @@
 // Firecracker snapshot restores (see serveFirecracker), printing a JSON line per event.
 import { parseArgs } from 'node:util'
 import { serveFirecracker } from './firecracker'
+import { DEFAULTS } from './options'
 
 const USAGE = `usage: userfaultfd firecracker --socket PATH --mem FILE [--mem DIFF ...] [options]
 
@@ -12,7 +13,7 @@ mem_backend.backend_path), each VM from its memory file (repeat --mem for layers
   --record FILE            write each restore's working-set trace to FILE when its VM exits
   --replay FILE            map the trace's pages first, in order, as soon as a VM connects
   --connect-timeout-ms N   give up if no VM connects within N ms (default 60000; 0: wait)
-  --timeout-ms N           a fault not served within N ms is SIGBUS in the guest (default 30000)
+  --timeout-ms N           a fault not served within N ms is SIGBUS in the guest (default ${DEFAULTS.timeoutMs})
   --no-prefetch            do not map the rest of the memory in the background
   --once                   exit after the first VM's restore ends
 
@@ -33,7 +34,7 @@ function main(argv: string[]): void {
       record: { type: 'string' },
       replay: { type: 'string' },
       'connect-timeout-ms': { type: 'string', default: '60000' },
-      'timeout-ms': { type: 'string', default: '30000' },
+      'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs) },
       'no-prefetch': { type: 'boolean', default: false },
       once: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },

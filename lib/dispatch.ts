@@ -2,13 +2,15 @@
 // the handler, finishes each fault, and reports what went wrong. It knows the façade only through
 // the hooks it is given.
 //
-// Glossary, one name per idea (what the Rust side calls it today, in brackets):
-// - reader: the thread that reads the userfaultfd: the package's loop thread, or a direct reader,
-//   the handler's own thread running `runReader` (`handle(fn, { direct: true })`) [puller].
+// Glossary, one name per idea, the same in the Rust core (`crates/uffd-core/src/reader.rs` has
+// the core's side; its names in brackets):
+// - reader: a thread that reads the userfaultfd and takes turns: one of the package's loop threads
+//   (`readers: N`), or a direct reader, the handler's own thread running `runReader`
+//   (`handle(fn, { direct: true })`, each worker of `handleInWorker`) [a puller].
 // - batch: what a reader hands to JavaScript at once: up to `DEFAULTS.faultsPerBatch` faults packed
 //   in a reused Float64Array (`[faults, others, then FAULT_FIELDS numbers per fault]`), then the
 //   others, events and notices, from `takeOthers`. `takeFaults` and `pullFaults` fill it
-//   [a `Vec<Dispatch>`; `hand_over`, `deliver`, kept in a `Mailbox` until taken].
+//   [a `Vec<Dispatch>` a turn hands over (`Engine::hand_over`), kept in a `Mailbox` until taken].
 // - sink: where a reader hands batches: a thread's handler. The binding calls the sink's callback
 //   (`takeBatch`) when batches wait; the owner's thread has a sink of its own for the notices no
 //   handler hears [`FaultSink`, the binding's `JsSink`].

@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events'
 import { statSync } from 'node:fs'
 import { argumentError, UffdError } from './errors'
-import type { ReadaheadOptions } from './options'
+import { DEFAULTS, type ReadaheadOptions } from './options'
 import type { Region } from './region'
 import { type Adoption, listen, type Peer } from './remote'
 import { Source } from './source'
@@ -122,7 +122,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     for (const file of this.#files) statSync(file) // a missing memory file fails here, before any VM waits on it
     // A recording restore runs on demand: what the background prefetch maps is not the working set.
     const prefetch = options.prefetch ?? options.record === undefined
-    this.#options = { connectTimeoutMs: 60_000, readahead: DEFAULT_READAHEAD, timeoutMs: 30_000, ...options, prefetch }
+    this.#options = { connectTimeoutMs: 60_000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options, prefetch }
     this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
     // Listening comes first: Firecracker connects as soon as its load request arrives.
     this.#listener = listen(socket, { fallback: 'sigbus', timeoutMs: this.#options.timeoutMs, features: ['EVENT_REMOVE'] })
