@@ -15,10 +15,6 @@ export declare class NativeAdoption {
   get peerGid(): number | null
 }
 
-/**
- * What JavaScript holds to stop the handshakes it started with it (`accept(cancel)`,
- * `receiveFd(fd, options, cancel)`) when their signal aborts.
- */
 export declare class NativeCancel {
   constructor()
   /**

@@ -4,6 +4,7 @@
 //! `page_size_kib`, both or neither) and whose SCM_RIGHTS control data carries the uffd. The
 //! peer's credentials come from SO_PEERCRED.
 
+use crate::cancel::{Cancel, Stop, Waited};
 use crate::error::{Error, Result};
 use crate::region::base_page_size;
 use crate::region::RemoteRange;
@@ -11,7 +12,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials};
 use serde::Deserialize;
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 
 const OP: &str = "handshake";
@@ -137,6 +138,60 @@ fn read_handshake(stream: UnixStream, peer: Peer) -> Result<Handshake> {
     let ranges = parse_ranges(&body)?;
     let uffd = uffd.ok_or_else(|| Error::invalid(OP, "the handshake carried no file descriptor (SCM_RIGHTS)"))?;
     Ok(Handshake { uffd, ranges, peer, stream: stream.into() })
+}
+
+/// The error of an accept on a closed listener, as accept(2) gives it once shut down.
+pub const LISTENER_CLOSED: Error = Error::Closed { op: "accept", what: "listener" };
+
+/// How a handshake that could be stopped ended without a userfaultfd.
+pub enum Ended {
+    Refused(Refusal),
+    Stopped(Stop),
+}
+
+impl From<Error> for Ended {
+    fn from(error: Error) -> Self {
+        Ended::Refused(error.into())
+    }
+}
+
+impl From<Waited> for Ended {
+    fn from(waited: Waited) -> Self {
+        match waited {
+            Waited::Stopped(why) => Ended::Stopped(why),
+            Waited::Failed(op, error) => Ended::Refused(io_error(op, error, "the handshake socket").into()),
+        }
+    }
+}
+
+/// Accepts one connection on the (non-blocking) listener, waiting as long as `cancel` allows.
+pub fn accept_until(listener: &UnixListener, cancel: &Cancel) -> std::result::Result<OwnedFd, Ended> {
+    use std::io::ErrorKind::{ConnectionAborted, Interrupted, WouldBlock};
+    loop {
+        cancel.wait_readable(listener.as_fd())?;
+        match listener.accept() {
+            Ok((stream, _)) => return Ok(stream.into()),
+            // Another accept took the connection, or its peer left before it was taken.
+            Err(e) if matches!(e.kind(), WouldBlock | Interrupted | ConnectionAborted) => {}
+            // What accept(2) says once the listener was shut down.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(LISTENER_CLOSED.into()),
+            Err(e) => return Err(io_error("accept", e, "the handshake socket").into()),
+        }
+    }
+}
+
+/// Receives the handshake on a connected socket once the peer has sent something, or ends when
+/// `cancel` stops it (shutting the socket down if the handshake is being read: its peer is told).
+pub fn receive_until(stream: OwnedFd, cancel: &Cancel) -> std::result::Result<Handshake, Ended> {
+    cancel.wait_readable(stream.as_fd())?;
+    let reading = cancel.reading(&stream)?;
+    let received = receive(stream);
+    drop(reading);
+    // Stopped while reading: what came is dropped (its fds closed); nobody waits for it.
+    if let Some(why) = cancel.stopped() {
+        return Err(Ended::Stopped(why));
+    }
+    received.map_err(Ended::Refused)
 }
 
 /// Parses and checks the JSON body of a handshake.

@@ -13,6 +13,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod adopt;
+pub mod cancel;
 pub mod direct;
 pub mod dirty;
 mod engine;

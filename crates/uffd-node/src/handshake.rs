@@ -4,21 +4,18 @@
 //! wait in poll(2), so that a `NativeCancel` or the listener's `close` stops them (`cancel.rs`).
 
 use crate::adoption::{adopt, NativeAdoption};
-use crate::cancel::{Cancel, Group, NativeCancel, Stop, Waited};
+use crate::cancel::NativeCancel;
 use crate::errors::{sys_error, throw, NativeFailure, OrThrow};
 use crate::options::{core_options, NativeOptions};
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
-use std::io::ErrorKind::{ConnectionAborted, Interrupted, WouldBlock};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
-use uffd_core::handshake::{self, Handshake, Refusal};
+use uffd_core::cancel::{Cancel, Group, Stop};
+use uffd_core::handshake::{self, Ended, Handshake, Refusal, LISTENER_CLOSED};
 use uffd_core::{Error, Options, RemoteRange};
-
-/// The error of an accept on a closed listener, as accept(2) gives it once shut down.
-const LISTENER_CLOSED: Error = Error::Closed { op: "accept", what: "listener" };
 
 pub struct Receive {
     source: Source,
@@ -31,38 +28,16 @@ enum Source {
     Stream(Option<OwnedFd>),
 }
 
-/// How a handshake ended without an adoption.
-pub enum Ended {
-    Refused(Refusal),
-    Stopped(Stop),
-}
-
-impl From<Error> for Ended {
-    fn from(error: Error) -> Self {
-        Ended::Refused(error.into())
-    }
-}
-
-impl From<Waited> for Ended {
-    fn from(waited: Waited) -> Self {
-        match waited {
-            Waited::Stopped(why) => Ended::Stopped(why),
-            Waited::Failed(op, error) => sys_error(op, error, "the handshake socket").into(),
-        }
-    }
-}
-
 impl Task for Receive {
     type Output = Result<Handshake, Ended>;
     type JsValue = NativeOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         Ok(match &mut self.source {
-            Source::Listener(listener) => {
-                accept(listener, &self.cancel).and_then(|stream| receive(stream, &self.cancel))
-            }
+            Source::Listener(listener) => handshake::accept_until(listener, &self.cancel)
+                .and_then(|stream| handshake::receive_until(stream, &self.cancel)),
             Source::Stream(stream) => match stream.take() {
-                Some(stream) => receive(stream, &self.cancel),
+                Some(stream) => handshake::receive_until(stream, &self.cancel),
                 None => Err(Error::invalid("handshake", "this handshake was already received").into()),
             },
         })
@@ -87,35 +62,6 @@ impl Task for Receive {
         };
         Ok(NativeOutcome { adoption: None, error: Some(failure) })
     }
-}
-
-/// Accepts one connection on the (non-blocking) listener, waiting as long as `cancel` allows.
-fn accept(listener: &UnixListener, cancel: &Cancel) -> Result<OwnedFd, Ended> {
-    loop {
-        cancel.wait_readable(listener.as_fd())?;
-        match listener.accept() {
-            Ok((stream, _)) => return Ok(stream.into()),
-            // Another accept took the connection, or its peer left before it was taken.
-            Err(e) if matches!(e.kind(), WouldBlock | Interrupted | ConnectionAborted) => {}
-            // What accept(2) says once `close` has shut the listener down.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(LISTENER_CLOSED.into()),
-            Err(e) => return Err(sys_error("accept", e, "the handshake socket").into()),
-        }
-    }
-}
-
-/// Receives the handshake on a connected socket once the peer has sent something, or ends when
-/// `cancel` stops it (shutting the socket down if the handshake is being read: its peer is told).
-fn receive(stream: OwnedFd, cancel: &Cancel) -> Result<Handshake, Ended> {
-    cancel.wait_readable(stream.as_fd())?;
-    let reading = cancel.reading(&stream)?;
-    let received = handshake::receive(stream);
-    drop(reading);
-    // Stopped while reading: what came is dropped (its fds closed); nobody waits for it.
-    if let Some(why) = cancel.stopped() {
-        return Err(Ended::Stopped(why));
-    }
-    received.map_err(Ended::Refused)
 }
 
 /// A cancel for a handshake about to start, in the groups that may stop it.
