@@ -121,7 +121,7 @@ export interface ReceiveOptions extends AdoptOptions {
 export interface AcceptOptions {
   /**
    * Aborting rejects the call with an `AbortError` (`code: 'ABORT_ERR'`) and closes the listener,
-   * as `server.listen({ signal })` does: one accept cannot be stopped alone.
+   * as `server.listen({ signal })` does; no thread is left waiting for a peer.
    */
   signal?: AbortSignal
 }
