@@ -120,3 +120,63 @@ test('handleInWorker({ workers }) must be an integer from 1 to 64', async (t) =>
   await t.throwsAsync(async () => uffd.handleInWorker(pager, { workers: 65 }), { code: 'ERR_OUT_OF_RANGE' })
   uffd.close()
 })
+
+test('readers: 3 with handlers that read the fd themselves: handleInWorker({ workers: 2 }) serves', async (t) => {
+  const uffd = new Userfaultfd({ readers: 3 })
+  const region = Region.anonymous(64 * PAGE)
+  uffd.register(region)
+  const reader = new Reader()
+  try {
+    // Every loop thread steps aside for the workers, which read the fd; before, only one did and
+    // the start failed after 5 s with ETIMEDOUT.
+    const served = await within(uffd.handleInWorker(pager, { workers: 2, workerData: { mode: 'copy', seed: 9 } }), 'two workers')
+    const offsets = Array.from({ length: 32 }, (_, page) => page * PAGE + 5)
+    t.deepEqual(
+      (await reader.read(region, { offsets })).bytes,
+      offsets.map((offset) => patternByte(offset - 5, PAGE, 5, 9)),
+    )
+    served.off()
+  } finally {
+    uffd.close()
+    await reader.terminate()
+    region.close()
+  }
+})
+
+test('a workers: 2 group that fails to start leaves the serving handler serving', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(16 * PAGE)
+  uffd.register(region)
+  const errors: string[] = []
+  uffd.on('error', (error) => errors.push(String(error.code)))
+  const reader = new Reader()
+  try {
+    await within(uffd.handleInWorker(pager, { workerData: { mode: 'copy', seed: 1 } }), 'the serving worker')
+    t.deepEqual((await reader.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5, 1)])
+    // A group whose modules cannot load: the call rejects, and nothing of the group replaced the old one.
+    const broken = `data:text/javascript,${encodeURIComponent('throw new Error("no pager here")')}`
+    await t.throwsAsync(within(uffd.handleInWorker(broken, { workers: 2 }), 'the broken group'), { code: 'ERR_UFFD_WORKER' })
+    t.deepEqual((await reader.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5, 1)], 'the old handler serves on')
+    t.deepEqual(errors, [])
+  } finally {
+    uffd.close()
+    await reader.terminate()
+    region.close()
+  }
+})
+
+test('a self-fault is said before its thread runs again: a close() right after the read still hears ERR_UFFD_SELF_FAULT', (t) => {
+  for (const readers of [1, 2]) {
+    const uffd = new Userfaultfd({ readers })
+    const region = Region.anonymous(4 * PAGE)
+    uffd.register(region)
+    const codes: string[] = []
+    uffd.on('error', (error) => codes.push(String(error.code)))
+    uffd.handle((fault) => fault.zero())
+    // This thread is the handler's: its own fault gets the fallback, and the word is on the owner.
+    t.is(new Uint8Array(region.buffer)[PAGE], 0)
+    uffd.close()
+    region.close()
+    t.deepEqual(codes, ['ERR_UFFD_SELF_FAULT'], `readers: ${readers}`)
+  }
+})

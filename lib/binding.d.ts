@@ -154,6 +154,10 @@ export declare class NativeUffd {
    * `generation` if given (a reader's loop that ended must not stop its successor).
    */
   stopDirect(generation?: number | undefined | null): void
+  /** The generation of this thread's handler (0: none). */
+  get handlerGeneration(): number
+  /** Keeps only the handlers of `generations` (a group of handler workers now ready). */
+  keepHandlers(generations: Array<number>): void
   /** Stops sending faults to this thread's handler. */
   unhandle(): void
   /** Resolves a fault from a native source. */

@@ -456,6 +456,11 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     })
   }
 
+  /** @internal The generation of this thread's handler (0: none), as the core names it. */
+  get handlerGeneration(): number {
+    return this.#native.handlerGeneration
+  }
+
   /**
    * Serves faults with the default export of `module`, run in a worker thread that the package
    * starts and owns, so that this thread may read the registered memory. Resolves once the

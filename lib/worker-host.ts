@@ -62,7 +62,7 @@ async function main(port: NonNullable<typeof parentPort>, { id, spec, direct, jo
   uffd.on('remap', (event) => post({ type: 'event', name: 'remap', event: forwardedOf(event) }))
   uffd.on('fork', () => post({ type: 'event', name: 'fork', event: {} }))
   uffd.handle(handler as FaultHandler, { keepAlive: true, direct, [JOIN]: join } as HandleOptions)
-  post({ type: 'ready' })
+  post({ type: 'ready', generation: uffd.handlerGeneration })
 }
 
 if (parentPort) {

@@ -13,8 +13,8 @@ import type { WorkerHandlerOptions } from './options'
 
 /** What a handler worker posts to the thread that started it. */
 export type WorkerMessage =
-  /** The handler is installed and serves. */
-  | { type: 'ready' }
+  /** The handler is installed and serves, as `generation` (what `keepHandlers` names it by). */
+  | { type: 'ready'; generation: number }
   /** An 'error' event of the worker's handle, as `UffdError.toJSON()` made it. */
   | { type: 'error'; error: Record<string, unknown> }
   /** The worker could not start (its module failed to load, or has no default function). */
@@ -86,35 +86,43 @@ export class HandlerWorkers {
 
   /**
    * Starts `options.workers` workers serving faults with the default export of `spec`; resolves
-   * once their handlers are installed. The first replaces the serving ones when it is ready (they
-   * are terminated then), the others join it; if one of them fails, the whole group goes.
+   * once all their handlers are installed. They serve beside the serving ones while they start;
+   * once all are ready they replace them (those are terminated then). If one fails or the signal
+   * aborts, the whole new group goes and the serving ones serve on.
    */
   async start(spec: string, options: WorkerHandlerOptions & { direct: boolean; workers: number }): Promise<InstalledHandler> {
-    const group = [await this.#startOne(spec, options, false)]
-    try {
-      group.push(...(await Promise.all(Array.from({ length: options.workers - 1 }, () => this.#startOne(spec, options, true)))))
-    } catch (error) {
-      this.#retire(group)
-      throw error
+    const starting = Array.from({ length: options.workers }, () => this.#startOne(spec, options))
+    const settled = await Promise.allSettled(starting)
+    const ready = settled.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value] : []))
+    const failed = settled.find((outcome) => outcome.status === 'rejected')
+    if (failed) {
+      for (const { worker } of ready) void worker.terminate()
+      throw failed.reason
     }
+    // The new group serves already: the handlers it replaces go only now.
+    this.#native.keepHandlers(ready.map(({ generation }) => generation))
+    const group = ready.map(({ worker }) => worker)
+    for (const replaced of this.#serving) void replaced.terminate()
+    this.#serving = group
+    if (this.#hooks.closed()) for (const worker of group) void worker.terminate()
     return installed(() => this.#retire(group))
   }
 
-  /** Starts one worker; resolves with it once its handler is installed. */
-  #startOne(spec: string, options: WorkerHandlerOptions & { direct: boolean }, join: boolean): Promise<Worker> {
+  /** Starts one worker, beside the handlers that serve; resolves once its handler is installed. */
+  #startOne(spec: string, options: WorkerHandlerOptions & { direct: boolean }): Promise<{ worker: Worker; generation: number }> {
     const { workerData, resourceLimits, execArgv, direct, signal } = options
     if (signal?.aborted) return Promise.reject(new AbortError(signal))
     // Faults wait for this handler without a notice until it is ready or has failed (the worker
     // ends the expectation itself if it fails while this thread sleeps in a fault).
     const expectation = this.#native.expectHandler()
     const worker = new Worker(workerHost, {
-      argv: argvOf({ id: this.#id, spec, direct, expectation, join }),
+      argv: argvOf({ id: this.#id, spec, direct, expectation, join: true }),
       workerData,
       ...(resourceLimits ? { resourceLimits } : {}),
       ...(execArgv ? { execArgv } : {}),
     })
     this.#starting.add(worker)
-    return new Promise<Worker>((resolve, reject) => {
+    return new Promise<{ worker: Worker; generation: number }>((resolve, reject) => {
       let ready = false
       let settled = false
       const settle = () => {
@@ -129,8 +137,8 @@ export class HandlerWorkers {
         void worker.terminate()
         reject(error)
       }
-      // An abort that crosses the worker's 'ready' on its way has let it replace the serving
-      // handler already: faults then wait for a new one, with ERR_UFFD_NO_HANDLER.
+      // An abort after this worker's 'ready' fails the group's other workers still starting; a
+      // group that is all ready has replaced the serving one already.
       const onAbort = () => fail(new AbortError(signal as AbortSignal))
       signal?.addEventListener('abort', onAbort, { once: true })
       worker.on('message', (message: WorkerMessage) => {
@@ -142,15 +150,7 @@ export class HandlerWorkers {
           settle()
           // Serving faults never keeps the process alive on its own (awaiting the start did).
           worker.unref()
-          // The new handler serves already: those it replaces go only now.
-          if (join) {
-            this.#serving.push(worker)
-          } else {
-            for (const replaced of this.#serving) void replaced.terminate()
-            this.#serving = [worker]
-          }
-          if (this.#hooks.closed()) void worker.terminate()
-          resolve(worker)
+          resolve({ worker, generation: message.generation })
         } else if (message.type === 'error' && message.error) {
           this.#hooks.report(UffdError.fromJSON(message.error))
         } else if (message.type === 'failed' && message.error) {

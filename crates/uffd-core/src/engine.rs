@@ -4,8 +4,8 @@
 //! here; reading is `reader.rs`'s; the public API is the façade's (`userfaultfd.rs`).
 
 use crate::error::Result;
-use crate::fallback::{abandon, fall_back, handler_gone_notice, Fell};
-use crate::fault::{Child, Dispatch, Fault, FaultKind, Notice};
+use crate::fallback::{abandon, abandoned_notice, fall_back, handler_gone_notice, Fell};
+use crate::fault::{Child, Dispatch, Fault, FaultKind, Notice, NoticeKind};
 use crate::fault_table::{FaultTable, InFlight};
 use crate::handlers::{Faults, Handlers};
 use crate::options::Options;
@@ -215,12 +215,20 @@ impl Engine {
         self.pulling.stop(generation);
         self.handlers.remove(generation);
         let orphans = self.table().take_where(|e| e.delivered_to == Some(generation));
-        let notices: Vec<Dispatch> = orphans
+        if orphans.is_empty() {
+            return;
+        }
+        // Said before the fallback wakes their threads: when one runs again (and, say, closes at
+        // once), the word is there already.
+        self.hand_over(orphans.iter().map(|entry| Dispatch::Notice(abandoned_notice(entry))).collect());
+        let failed: Vec<Dispatch> = orphans
             .into_iter()
-            .map(|entry| Dispatch::Notice(self.abandon(entry, Park::UntilRead, handler_gone_notice).0))
+            .map(|entry| self.abandon(entry, Park::UntilRead, handler_gone_notice).0)
+            .filter(|notice| notice.kind == NoticeKind::FallbackFailed)
+            .map(Dispatch::Notice)
             .collect();
-        if !notices.is_empty() {
-            self.hand_over(notices);
+        if !failed.is_empty() {
+            self.hand_over(failed);
         }
     }
 

@@ -103,23 +103,35 @@ pub fn abandon(
         FaultState::Asleep => {
             resolver.wake_page(&fault.region, fault.offset);
             bump(&resolver.counters.wakes);
-            let notice = Notice {
-                kind: NoticeKind::NotWoken,
-                message: format!(
-                    "a {} fault at offset {} of region {} was resolved with {{ wake: false }} and never woken: it was woken",
-                    fault.kind.name(),
-                    fault.offset,
-                    fault.region.id()
-                ),
-                fault: Some(entry.fault),
-                cause: None,
-            };
-            (notice, None)
+            (not_woken_notice(fault), None)
         }
         FaultState::Waiting => match fall_back(resolver, policy, fault, park) {
             Fell::Refused => (say(fault), Some(entry.fault)),
             fell => (fell.or_say(|| say(fault)), None),
         },
+    }
+}
+
+/// The notice of a fault resolved with DONTWAKE and never woken, which was woken.
+fn not_woken_notice(fault: &Fault) -> Notice {
+    Notice {
+        kind: NoticeKind::NotWoken,
+        message: format!(
+            "a {} fault at offset {} of region {} was resolved with {{ wake: false }} and never woken: it was woken",
+            fault.kind.name(),
+            fault.offset,
+            fault.region.id()
+        ),
+        fault: Some(fault.clone()),
+        cause: None,
+    }
+}
+
+/// What `abandon` will say of a fault its handler left when it went away (said before it acts).
+pub fn abandoned_notice(entry: &InFlight) -> Notice {
+    match entry.state {
+        FaultState::Asleep => not_woken_notice(&entry.fault),
+        FaultState::Waiting => handler_gone_notice(&entry.fault),
     }
 }
 

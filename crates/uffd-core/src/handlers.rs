@@ -2,7 +2,7 @@
 //! owner (who hears what no handler would), handlers being started, and what waits for a handler.
 
 use crate::fallback::{fall_back, no_handler_notice, Fell};
-use crate::fault::{Dispatch, FaultSink, NoticeKind};
+use crate::fault::{Dispatch, FaultSink, Notice, NoticeKind};
 use crate::fault_table::FaultTable;
 use crate::options::Fallback;
 use crate::resolve::{Park, Resolver};
@@ -124,6 +124,17 @@ impl Handlers {
         Installed::Current { generation, replaced, queued: std::mem::take(&mut state.queued) }
     }
 
+    /// Removes every installed handler but those of `generations` (a group of handler workers
+    /// that joined while the old ones served on); returns the generations removed.
+    pub fn keep_only(&self, generations: &[u64]) -> Vec<u64> {
+        let mut state = self.lock();
+        let (kept, removed): (Vec<Member>, Vec<Member>) =
+            std::mem::take(&mut state.members).into_iter().partition(|m| generations.contains(&m.generation));
+        state.members = kept;
+        self.note_threads(&state);
+        removed.into_iter().map(|m| m.generation).collect()
+    }
+
     /// Removes handler `generation` if it is still installed.
     pub fn remove(&self, generation: u64) {
         let mut state = self.lock();
@@ -187,8 +198,13 @@ impl Handlers {
         drop(state);
         if let Some((owner, owner_thread)) = owner {
             let elsewhere = owner_thread != thread;
-            let theirs = take_notices(&mut batch, |kind| {
-                kind == NoticeKind::Timeout || (elsewhere && kind == NoticeKind::PeerGone)
+            // A handler that went away cannot hear it; the owner's own thread taking a self-fault
+            // hears it on the owner (where `close()` hears what is left).
+            let theirs = take_notices(&mut batch, |notice| match notice.kind {
+                NoticeKind::Timeout | NoticeKind::HandlerGone => true,
+                NoticeKind::PeerGone => elsewhere,
+                NoticeKind::SelfFault => notice.fault.as_ref().is_some_and(|f| f.thread_id as i32 == owner_thread),
+                _ => false,
             });
             if !theirs.is_empty() {
                 if let Err(returned) = owner.deliver(theirs) {
@@ -289,10 +305,10 @@ impl Handlers {
     }
 }
 
-/// Moves the notices whose kind `which` picks out of a batch.
-fn take_notices(batch: &mut Vec<Dispatch>, which: impl Fn(NoticeKind) -> bool) -> Vec<Dispatch> {
+/// Moves the notices that `which` picks out of a batch.
+fn take_notices(batch: &mut Vec<Dispatch>, which: impl Fn(&Notice) -> bool) -> Vec<Dispatch> {
     let (taken, kept): (Vec<Dispatch>, Vec<Dispatch>) =
-        std::mem::take(batch).into_iter().partition(|item| matches!(item, Dispatch::Notice(n) if which(n.kind)));
+        std::mem::take(batch).into_iter().partition(|item| matches!(item, Dispatch::Notice(n) if which(n)));
     *batch = kept;
     taken
 }

@@ -44,9 +44,18 @@ pub enum Messages {
 /// What was refused for an unread event, retried at the end of the turn.
 enum Retry {
     /// A fault message a native source could not resolve yet: taken again from the top.
-    Message { address: usize, kind: FaultKind, write: bool, thread_id: i32 },
+    Message(Faulted),
     /// A fault whose fallback resolution was refused.
     Fallback(Fault),
+}
+
+/// What a fault message says: where, what kind, written or read, by which thread.
+#[derive(Clone, Copy)]
+struct Faulted {
+    address: usize,
+    kind: FaultKind,
+    write: bool,
+    thread_id: i32,
 }
 
 /// One reader's own means: its poller, its messages, its scratch buffer, its retries.
@@ -63,10 +72,7 @@ pub struct Reader {
 
 struct Native {
     registration: Registration<Served>,
-    address: usize,
-    kind: FaultKind,
-    write: bool,
-    thread_id: i32,
+    faulted: Faulted,
 }
 
 /// What a turn saw besides its batch.
@@ -149,7 +155,11 @@ pub fn take(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) -> 
         let ready = reader.ready[index];
         match ready.token {
             Token::Poke => {
-                engine.poke.clear();
+                // Left readable while a handler reads: every loop thread must see it and park (a
+                // cleared eventfd would wake only the first of several).
+                if !engine.pulling.pulled() {
+                    engine.poke.clear();
+                }
                 seen.poked = true;
             }
             Token::Uffd if ready.failed => seen.failed = true,
@@ -175,14 +185,14 @@ pub fn drain(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
         match &mut reader.messages {
             Messages::Ring(ring) => {
                 for message in ring.take() {
-                    take_message(engine, message, &mut reader.natives, batch);
+                    take_message(engine, message, &mut reader.natives, &mut reader.retries, batch);
                 }
             }
             Messages::Fd(buffer) => loop {
                 match engine.resolver.fd.read(buffer) {
                     Ok(count) => {
                         for message in buffer.parse(count) {
-                            take_message(engine, message, &mut reader.natives, batch);
+                            take_message(engine, message, &mut reader.natives, &mut reader.retries, batch);
                         }
                         if count < crate::sys::msg::MESSAGES_PER_READ {
                             break;
@@ -231,8 +241,8 @@ fn end_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
 fn retry(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     for retry in std::mem::take(&mut reader.retries) {
         match retry {
-            Retry::Message { address, kind, write, thread_id } => {
-                take_fault(engine, address, kind, write, thread_id, &mut reader.natives, batch);
+            Retry::Message(faulted) => {
+                take_fault(engine, faulted, &mut reader.natives, &mut reader.retries, batch);
                 let natives = std::mem::take(&mut reader.natives);
                 for native in &natives {
                     serve_native(engine, reader, native, batch);
@@ -247,7 +257,13 @@ fn retry(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     }
 }
 
-fn take_message(engine: &Engine, message: Message, natives: &mut Vec<Native>, batch: &mut Vec<Dispatch>) {
+fn take_message(
+    engine: &Engine,
+    message: Message,
+    natives: &mut Vec<Native>,
+    retries: &mut Vec<Retry>,
+    batch: &mut Vec<Dispatch>,
+) {
     let counters = &engine.resolver.counters;
     bump(&counters.messages);
     let event = match message {
@@ -258,7 +274,7 @@ fn take_message(engine: &Engine, message: Message, natives: &mut Vec<Native>, ba
                 FaultKind::WriteProtect => &counters.faults_wp,
             });
             counters.latency.fault_seen();
-            return take_fault(engine, address, kind, write, thread_id, natives, batch);
+            return take_fault(engine, Faulted { address, kind, write, thread_id }, natives, retries, batch);
         }
         Message::Remove { start, end } => UffdEvent::Remove { region: region_at(engine, start), start, end },
         Message::Unmap { start, end } => UffdEvent::Unmap { region: region_at(engine, start), start, end },
@@ -310,13 +326,12 @@ fn adopt_child(engine: &Engine, fd: std::os::fd::OwnedFd, batch: &mut Vec<Dispat
 /// waits for its object source's request; any other fault is admitted for the handler.
 fn take_fault(
     engine: &Engine,
-    address: usize,
-    kind: FaultKind,
-    write: bool,
-    thread_id: i32,
+    faulted: Faulted,
     natives: &mut Vec<Native>,
+    retries: &mut Vec<Retry>,
     batch: &mut Vec<Dispatch>,
 ) {
+    let Faulted { address, kind, write, thread_id } = faulted;
     let registration = engine.resolver.registration_at(address);
     if let Some(registration @ Registration { served: Some(served), .. }) = &registration {
         let region = &registration.region;
@@ -326,16 +341,17 @@ fn take_fault(
             return;
         }
         if served.source().serves(kind) {
-            return natives.push(Native { registration: registration.clone(), address, kind, write, thread_id });
+            return natives.push(Native { registration: registration.clone(), faulted });
         }
     }
-    admit(engine, registration.map(|reg| reg.region), address, kind, write, thread_id, batch);
+    admit(engine, registration.map(|reg| reg.region), faulted, retries, batch);
 }
 
 /// Serves a native fault read in this turn (see `native::serve`); what the source does not serve
 /// goes to the handler.
 fn serve_native(engine: &Engine, reader: &mut Reader, native: &Native, batch: &mut Vec<Dispatch>) {
-    let Native { registration, address, kind, write, thread_id } = native;
+    let Native { registration, faulted } = native;
+    let Faulted { address, kind, write, thread_id } = faulted;
     let (region, served) = (&registration.region, registration.served.as_ref().expect("natives are served"));
     let started = Instant::now();
     let offset = (address - region.address()) & !(region.page_size() - 1);
@@ -344,9 +360,7 @@ fn serve_native(engine: &Engine, reader: &mut Reader, native: &Native, batch: &m
     match native::serve(resolver, served, region, offset, end, *kind, &mut reader.scratch, Park::Never) {
         Some(Ok(_)) => resolver.counters.latency.record(started.elapsed()),
         // An event is unread: this turn reads it; retry after.
-        Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => {
-            reader.retries.push(Retry::Message { address: *address, kind: *kind, write: *write, thread_id: *thread_id })
-        }
+        Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => reader.retries.push(Retry::Message(*faulted)),
         // The process that owns the memory exited (its hang-up is said on its own), or the fd
         // closed: nobody waits for this fault any more.
         Some(Err(Error::Sys { errno: Errno::ESRCH, .. }) | Err(Error::Closed { .. })) => {}
@@ -366,7 +380,7 @@ fn serve_native(engine: &Engine, reader: &mut Reader, native: &Native, batch: &m
             batch.push(Dispatch::Notice(notice));
         }
         // Past a fallthrough source's end: the handler's.
-        None => admit(engine, Some(region.clone()), *address, *kind, *write, *thread_id, batch),
+        None => admit(engine, Some(region.clone()), *faulted, &mut reader.retries, batch),
     }
 }
 
@@ -375,12 +389,11 @@ fn serve_native(engine: &Engine, reader: &mut Reader, native: &Native, batch: &m
 fn admit(
     engine: &Engine,
     region: Option<Arc<crate::region::Region>>,
-    address: usize,
-    kind: FaultKind,
-    write: bool,
-    thread_id: i32,
+    faulted: Faulted,
+    retries: &mut Vec<Retry>,
     batch: &mut Vec<Dispatch>,
 ) {
+    let Faulted { address, kind, write, thread_id } = faulted;
     let counters = &engine.resolver.counters;
     let Some(region) = region else {
         let page = crate::region::base_page_size();
@@ -415,14 +428,16 @@ fn admit(
     if !self_fault {
         return batch.push(Dispatch::Fault(fault));
     }
-    // The handler's thread is asleep in this fault: its handler can never run. Resolve it here.
+    // The handler's thread is asleep in this fault: its handler can never run. Resolve it here,
+    // said first: when the thread runs again (and, say, closes at once), the word is there.
     bump(&counters.self_faults);
     bump(&counters.errors);
-    let notice = match engine.fall_back(&fault, Park::Never) {
-        Fell::Failed(notice) => notice,
-        _ => self_fault_notice(fault),
-    };
-    batch.push(Dispatch::Notice(notice));
+    engine.hand_over(vec![Dispatch::Notice(self_fault_notice(fault.clone()))]);
+    match engine.fall_back(&fault, Park::Never) {
+        Fell::Failed(notice) => batch.push(Dispatch::Notice(notice)),
+        Fell::Refused => retries.push(Retry::Fallback(fault)),
+        Fell::Resolved => {}
+    }
 }
 
 /// Resolves every fault past its deadline by the fallback, with a notice each.

@@ -321,6 +321,14 @@ impl Userfaultfd {
         }
     }
 
+    /// Keeps only the handlers of `generations` (a group that joined the old handlers and is ready
+    /// now): the others are replaced, as `set_handler` replaces them, their readers stop.
+    pub fn keep_handlers(&self, generations: &[u64]) {
+        for replaced in self.engine.handlers.keep_only(generations) {
+            self.engine.pulling.stop(replaced);
+        }
+    }
+
     /// Removes handler `generation` if it is still the current one. Faults it was handed and did
     /// not finish are resolved by the fallback, with a notice each.
     pub fn remove_handler(&self, generation: u64) {

@@ -311,6 +311,19 @@ impl NativeUffd {
         }
     }
 
+    /// The generation of this thread's handler (0: none).
+    #[napi(getter)]
+    pub fn handler_generation(&self) -> f64 {
+        self.lock_handler().as_ref().map_or(0.0, |(generation, _)| *generation as f64)
+    }
+
+    /// Keeps only the handlers of `generations` (a group of handler workers now ready).
+    #[napi]
+    pub fn keep_handlers(&self, generations: Vec<f64>) {
+        let generations: Vec<u64> = generations.into_iter().map(|g| g as u64).collect();
+        self.inner.keep_handlers(&generations);
+    }
+
     /// Stops sending faults to this thread's handler.
     #[napi]
     pub fn unhandle(&self) {
