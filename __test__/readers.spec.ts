@@ -172,7 +172,9 @@ test('a self-fault is said before its thread runs again: a close() right after t
     uffd.register(region)
     const codes: string[] = []
     uffd.on('error', (error) => codes.push(String(error.code)))
-    uffd.handle((fault) => fault.zero())
+    uffd.handle((fault) => {
+      fault.zero()
+    })
     // This thread is the handler's: its own fault gets the fallback, and the word is on the owner.
     t.is(new Uint8Array(region.buffer)[PAGE], 0)
     uffd.close()
