@@ -66,6 +66,20 @@ describe('userfaultfd under Bun', () => {
     region.close()
   })
 
+  test('readers: 2 and handleInWorker({ workers: 2 }): the main thread reads, two workers that read the fd serve', async () => {
+    const uffd = new Userfaultfd({ readers: 2 })
+    const region = Region.anonymous(64 * PAGE)
+    uffd.register(region)
+    expect(uffd.stats.readers).toBe(2)
+    const served = await uffd.handleInWorker(new URL('./pager.ts', import.meta.url), { workers: 2 })
+    const view = new Uint8Array(region.buffer)
+    const pages = Array.from({ length: 64 }, (_, page) => view[page * PAGE + 7])
+    expect(pages).toEqual(Array.from({ length: 64 }, (_, page) => page + 1))
+    served.off()
+    uffd.close()
+    region.close()
+  })
+
   test.skipIf(freeHugePages() < 2)('hugetlb missing+copy (needs 2 free huge pages)', async () => {
     const uffd = new Userfaultfd()
     const region = Region.hugetlb(2 * 2 * 1024 * 1024)
