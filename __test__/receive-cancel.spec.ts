@@ -188,3 +188,20 @@ test('accept: aborting rejects with the reason and leaves no thread blocked, eve
   uffd.close()
   t.is((await peer.exit).code, 0)
 })
+
+test('close() removes the socket file listen() made, and leaves one that replaced it', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'uffd-listen-'))
+  try {
+    const path = join(dir, 'uffd.sock')
+    listen(path).close()
+    t.deepEqual(readdirSync(dir), [], 'the socket file is gone')
+    const first = listen(path)
+    const second = listen(path)
+    first.close()
+    t.deepEqual(readdirSync(dir), ['uffd.sock'], "the second listener's socket stays")
+    second.close()
+    t.deepEqual(readdirSync(dir), [])
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})

@@ -1,6 +1,7 @@
 // Serving another process's memory: adopt a userfaultfd it created and registered, from an fd
 // this process holds or over a Unix socket in Firecracker's handshake. Built on the façade, which
 // makes the adopted Userfaultfd; nothing below imports this module.
+import { statSync, unlinkSync } from 'node:fs'
 import type { NativeCancel, NativeOutcome } from './binding'
 import { AbortError, argumentError, call, fromFailure, UffdError } from './errors'
 import { native } from './loader'
@@ -83,11 +84,16 @@ export function adoptFd(fd: number, options: AdoptFdOptions): Adoption {
  */
 export class HandshakeListener {
   readonly #native: ReturnType<typeof native.NativeListener.listen>
+  readonly #path: string
+  /** The socket file this listener made (its inode), removed by `close()` if it is still there. */
+  #socket: bigint | undefined
 
   // Made by listen(). (Not tagged internal: a stripped constructor would leave a public one in the .d.ts.)
   private constructor(path: string, options?: AdoptOptions) {
     if (typeof path !== 'string') throw argumentError('path', 'a string', path)
     this.#native = call(() => native.NativeListener.listen(path, nativeOptionsOf(options, 'adopt')))
+    this.#path = path
+    this.#socket = statSync(path, { bigint: true, throwIfNoEntry: false })?.ino
   }
 
   /** @internal Use {@link listen}. */
@@ -123,9 +129,19 @@ export class HandshakeListener {
     )
   }
 
-  /** Stops listening; a pending `accept()` rejects, also one whose peer connected and says nothing. */
+  /**
+   * Stops listening; a pending `accept()` rejects, also one whose peer connected and says nothing.
+   * The socket file goes too (as a Node server's does), unless another one has replaced it.
+   */
   close(): void {
     this.#native.close()
+    const made = this.#socket
+    this.#socket = undefined
+    if (made !== undefined && statSync(this.#path, { bigint: true, throwIfNoEntry: false })?.ino === made) {
+      try {
+        unlinkSync(this.#path)
+      } catch {}
+    }
   }
 
   /** Calls `close()`, for `using`. */
