@@ -484,7 +484,6 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   #onNotices(): void {
     for (const item of this.#native.takeNotices()) {
       if (!item.notice) continue
-      // Said when the fault came; a handler installed since (right after accept(), say) has it now.
       // Said when the fault came; a handler installed since (right after accept(), say), or a
       // source that served it since (serve()), has it now.
       const { kind, fault } = item.notice
