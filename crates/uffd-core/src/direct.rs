@@ -89,10 +89,13 @@ fn pull_turn(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec
     }
     engine.faults().mark_delivered(Some(puller.generation), &batch);
     drop(state);
+    reader::settle_self_faults(engine, &mut puller.reader);
     if seen.hung_up {
         // Said through hand_over, which tells the owner (a reading worker's owner must close too,
         // or what keeps its process alive for the peer never lets go).
-        engine.hand_over(vec![peer_gone()]);
+        if engine.first_to_see_hang_up() {
+            engine.hand_over(vec![peer_gone()]);
+        }
         engine.close();
     }
     Ok(batch)
@@ -106,6 +109,7 @@ pub fn read_pending(engine: &Engine) -> bool {
     };
     let mut batch = Vec::new();
     reader::drain_pending(engine, &mut reader, &mut batch);
+    reader::settle_self_faults(engine, &mut reader);
     let read = !batch.is_empty();
     engine.pulling.backlog().extend(batch);
     read
@@ -137,13 +141,14 @@ pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) {
             continue;
         }
         let overdue = engine.table().next_deadline().is_some_and(|deadline| deadline <= Instant::now());
-        if !overdue && !engine.resolver.fd.messages_waiting() {
+        if !overdue && !engine.has_retries() && !engine.resolver.fd.messages_waiting() {
             continue;
         }
         let mut batch = pulling.take_backlog();
         reader.assume_readable();
         reader::take(engine, reader, &mut batch);
         drop(state);
+        reader::settle_self_faults(engine, reader);
         if !batch.is_empty() {
             engine.hand_over(batch);
         }

@@ -21,6 +21,24 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use std::time::Instant;
 
+/// What a fault message says: where, what kind, written or read, by which thread.
+#[derive(Clone, Copy)]
+pub struct Faulted {
+    pub address: usize,
+    pub kind: FaultKind,
+    pub write: bool,
+    pub thread_id: i32,
+}
+
+/// What the kernel refused for an unread event during a turn, retried at the end of a turn
+/// (whichever reader's: a reader that stops hands its retries on).
+pub enum Retry {
+    /// A fault message a native source could not resolve yet: taken again from the top.
+    Message(Faulted),
+    /// A fault whose fallback resolution was refused.
+    Fallback(Fault),
+}
+
 /// Adopts the userfaultfd of a forked child (the façade's `adopt`, given to the engine so that
 /// readers need not know the façade).
 pub type AdoptChild = fn(OwnedFd, &[RemoteRange], &Options) -> Result<Child>;
@@ -48,6 +66,10 @@ pub struct Engine {
     /// Held while a reader reads and takes messages: events are applied and faults admitted in
     /// the kernel's order, whichever reader read them.
     read: Mutex<()>,
+    /// What any reader retries at the end of its next turn.
+    retries: Mutex<Vec<Retry>>,
+    /// Whether a reader has said that the peer hung up (each reader sees the hang-up).
+    peer_gone_said: AtomicBool,
     /// Itself, for work that outlives a call (an object source's request).
     pub this: Weak<Engine>,
 }
@@ -77,6 +99,8 @@ impl Engine {
             threads: Mutex::new(Vec::new()),
             adopt_child,
             read: Mutex::new(()),
+            retries: Mutex::new(Vec::new()),
+            peer_gone_said: AtomicBool::new(false),
             this: this.clone(),
         }))
     }
@@ -146,6 +170,31 @@ impl Engine {
 
     pub fn read_lock(&self) -> MutexGuard<'_, ()> {
         self.read.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True for the first reader that saw the peer hang up: it alone says so.
+    pub fn first_to_see_hang_up(&self) -> bool {
+        !self.peer_gone_said.swap(true, Ordering::AcqRel)
+    }
+
+    fn retries(&self) -> MutexGuard<'_, Vec<Retry>> {
+        self.retries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes what waits to be retried.
+    pub fn take_retries(&self) -> Vec<Retry> {
+        std::mem::take(&mut *self.retries())
+    }
+
+    /// Leaves refused work for the next turn of any reader.
+    pub fn defer_retries(&self, retries: &mut Vec<Retry>) {
+        if !retries.is_empty() {
+            self.retries().append(retries);
+        }
+    }
+
+    pub fn has_retries(&self) -> bool {
+        !self.retries().is_empty()
     }
 
     pub fn table(&self) -> MutexGuard<'_, FaultTable> {

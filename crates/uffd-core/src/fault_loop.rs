@@ -47,6 +47,7 @@ fn run(engine: &Engine, reader: &mut Reader) {
         if engine.is_closed() {
             return;
         }
+        reader::settle_self_faults(engine, reader);
         if seen.failed {
             batch.push(loop_failed(
                 "the userfaultfd reported POLLERR (is it blocking, or was it released?)".into(),
@@ -56,7 +57,9 @@ fn run(engine: &Engine, reader: &mut Reader) {
         }
         if seen.hung_up {
             // The peer hung up (it exited, or closed its socket): nothing is left to serve.
-            batch.push(peer_gone());
+            if engine.first_to_see_hang_up() {
+                batch.push(peer_gone());
+            }
             engine.hand_over(batch);
             return engine.close();
         }

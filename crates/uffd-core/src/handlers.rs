@@ -90,15 +90,14 @@ impl Handlers {
     /// Notes the members' threads for `is_handler_thread` (the caller holds the state lock).
     fn note_threads(&self, state: &State) {
         let threads: Vec<i32> = state.members.iter().map(|m| m.thread).collect();
-        self.thread.store(
-            match threads.as_slice() {
-                [] => 0,
-                [one] => *one,
-                _ => -1,
-            },
-            Ordering::Release,
-        );
+        let single = match threads.as_slice() {
+            [] => 0,
+            [one] => *one,
+            _ => -1,
+        };
+        // The list first: a reader that sees -1 must find every thread in it.
         *self.threads.write().unwrap_or_else(|p| p.into_inner()) = threads;
+        self.thread.store(single, Ordering::Release);
     }
 
     /// Installs a handler on thread `thread_id`: it replaces the installed ones, or, with `join`,

@@ -49,6 +49,11 @@ pub fn serve_later(
     let Some(engine) = engine.this.upgrade().filter(|engine| !engine.is_closed()) else {
         return true;
     };
+    // No runtime: the synchronous path reads it, and says why if it cannot (nothing is handed
+    // over here: the caller holds the read lock).
+    let Ok(runtime) = runtime() else {
+        return false;
+    };
     let Some(fault) = hold(&engine, region, offset, address, kind, write, thread_id) else {
         // Its page is in flight already: this fault is woken with the first one.
         return true;
@@ -58,15 +63,10 @@ pub fn serve_later(
     object.read_ahead(&plan);
     let what = served.source().describe();
     let object: Arc<ObjectSource> = object.clone();
-    match runtime() {
-        Ok(runtime) => {
-            runtime.spawn(async move {
-                let read = object.read(plan).await;
-                complete(&engine, &fault, plan, end, read, &what);
-            });
-        }
-        Err(err) => fail(&engine, fault.id, &what, err),
-    }
+    runtime.spawn(async move {
+        let read = object.read(plan).await;
+        complete(&engine, &fault, plan, end, read, &what);
+    });
     true
 }
 

@@ -16,7 +16,7 @@
 //! - **retry**: what the kernel refused for an unread event during a turn (EAGAIN): a reader never
 //!   waits for itself, it retries at the end of its turn, once the events are read.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Faulted, Retry};
 use crate::error::{Error, Result};
 use crate::fallback::{self_fault_notice, source_failed_notice, Fell};
 use crate::fault::{Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
@@ -41,33 +41,23 @@ pub enum Messages {
     Ring(Arc<crate::pump::Ring>),
 }
 
-/// What was refused for an unread event, retried at the end of the turn.
-enum Retry {
-    /// A fault message a native source could not resolve yet: taken again from the top.
-    Message(Faulted),
-    /// A fault whose fallback resolution was refused.
-    Fallback(Fault),
-}
-
-/// What a fault message says: where, what kind, written or read, by which thread.
-#[derive(Clone, Copy)]
-struct Faulted {
-    address: usize,
-    kind: FaultKind,
-    write: bool,
-    thread_id: i32,
-}
-
-/// One reader's own means: its poller, its messages, its scratch buffer, its retries.
+/// One reader's own means: its poller, its messages, its scratch buffer, what its turn left to do.
 pub struct Reader {
     poller: Poller,
     messages: Messages,
     scratch: Scratch,
-    retries: Vec<Retry>,
-    /// Native faults read in this turn, served after the read (outside the read lock).
-    natives: Vec<Native>,
+    pending: Pending,
     /// What the last wait found ready.
     ready: Vec<Ready>,
+}
+
+/// What a turn read and does after the read lock: native faults to serve, refused work to retry,
+/// self-faults to say and resolve once no lock is held.
+#[derive(Default)]
+struct Pending {
+    natives: Vec<Native>,
+    retries: Vec<Retry>,
+    self_faults: Vec<Fault>,
 }
 
 struct Native {
@@ -111,21 +101,14 @@ impl Reader {
         if loop_thread {
             engine.poke.watched_by(&poller, Token::Poke)?;
         }
-        Ok(Reader {
-            poller,
-            messages,
-            scratch: Scratch::default(),
-            retries: Vec::new(),
-            natives: Vec::new(),
-            ready: Vec::new(),
-        })
+        Ok(Reader { poller, messages, scratch: Scratch::default(), pending: Pending::default(), ready: Vec::new() })
     }
 
     /// Waits up to `wait` (`None`: no limit), less if a fault's deadline or a retry comes first,
     /// for what `take` then takes.
     pub fn wait(&mut self, engine: &Engine, wait: Option<Duration>) -> Result<()> {
         let deadline = engine.table().next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
-        let retry = (!self.retries.is_empty()).then_some(Duration::from_millis(1));
+        let retry = engine.has_retries().then_some(Duration::from_millis(1));
         let wait = [wait, deadline, retry].into_iter().flatten().min();
         self.ready.clear();
         self.ready.extend(self.poller.wait(wait, engine.options.spin)?);
@@ -156,9 +139,13 @@ pub fn take(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) -> 
         match ready.token {
             Token::Poke => {
                 // Left readable while a handler reads: every loop thread must see it and park (a
-                // cleared eventfd would wake only the first of several).
+                // cleared eventfd would wake only the first of several). Cleared, then looked at
+                // again: a handler that started meanwhile has its poke back.
                 if !engine.pulling.pulled() {
                     engine.poke.clear();
+                    if engine.pulling.pulled() {
+                        engine.poke.wake();
+                    }
                 }
                 seen.poked = true;
             }
@@ -185,14 +172,14 @@ pub fn drain(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
         match &mut reader.messages {
             Messages::Ring(ring) => {
                 for message in ring.take() {
-                    take_message(engine, message, &mut reader.natives, &mut reader.retries, batch);
+                    take_message(engine, message, &mut reader.pending, batch);
                 }
             }
             Messages::Fd(buffer) => loop {
                 match engine.resolver.fd.read(buffer) {
                     Ok(count) => {
                         for message in buffer.parse(count) {
-                            take_message(engine, message, &mut reader.natives, &mut reader.retries, batch);
+                            take_message(engine, message, &mut reader.pending, batch);
                         }
                         if count < crate::sys::msg::MESSAGES_PER_READ {
                             break;
@@ -207,12 +194,12 @@ pub fn drain(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
             },
         }
     }
-    let natives = std::mem::take(&mut reader.natives);
+    let mut natives = std::mem::take(&mut reader.pending.natives);
     for native in &natives {
         serve_native(engine, reader, native, batch);
     }
-    reader.natives = natives;
-    reader.natives.clear();
+    natives.clear();
+    reader.pending.natives = natives;
 }
 
 /// Reads what is pending outside a turn (a puller's resolve refused for unread events): events
@@ -234,36 +221,50 @@ fn end_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     retry(engine, reader, batch);
     if engine.options.timeout.is_some() {
         expire(engine, reader, batch);
+        engine.defer_retries(&mut reader.pending.retries);
     }
 }
 
-/// Retries what the kernel refused for unread events (refused again, it waits for the next turn).
+/// Retries what the kernel refused for unread events, this reader's and any other's; refused
+/// again, it waits for the next turn of any reader.
 fn retry(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
-    for retry in std::mem::take(&mut reader.retries) {
+    let mut retries = engine.take_retries();
+    retries.append(&mut reader.pending.retries);
+    for retry in retries {
         match retry {
             Retry::Message(faulted) => {
-                take_fault(engine, faulted, &mut reader.natives, &mut reader.retries, batch);
-                let natives = std::mem::take(&mut reader.natives);
+                take_fault(engine, faulted, &mut reader.pending, batch);
+                let natives = std::mem::take(&mut reader.pending.natives);
                 for native in &natives {
                     serve_native(engine, reader, native, batch);
                 }
             }
             Retry::Fallback(fault) => match engine.fall_back(&fault, Park::Never) {
-                Fell::Refused => reader.retries.push(Retry::Fallback(fault)),
+                Fell::Refused => reader.pending.retries.push(Retry::Fallback(fault)),
                 Fell::Failed(notice) => batch.push(Dispatch::Notice(notice)),
                 Fell::Resolved => {}
             },
         }
     }
+    engine.defer_retries(&mut reader.pending.retries);
 }
 
-fn take_message(
-    engine: &Engine,
-    message: Message,
-    natives: &mut Vec<Native>,
-    retries: &mut Vec<Retry>,
-    batch: &mut Vec<Dispatch>,
-) {
+/// Says and resolves the self-faults of the last turn. Called by every reader once it holds no
+/// lock (saying may remove a handler, which takes the readers' locks).
+pub fn settle_self_faults(engine: &Engine, reader: &mut Reader) {
+    for fault in std::mem::take(&mut reader.pending.self_faults) {
+        // Said first: when the thread runs again (and, say, closes at once), the word is there.
+        engine.hand_over(vec![Dispatch::Notice(self_fault_notice(fault.clone()))]);
+        match engine.fall_back(&fault, Park::Never) {
+            Fell::Failed(notice) => engine.hand_over(vec![Dispatch::Notice(notice)]),
+            Fell::Refused => reader.pending.retries.push(Retry::Fallback(fault)),
+            Fell::Resolved => {}
+        }
+    }
+    engine.defer_retries(&mut reader.pending.retries);
+}
+
+fn take_message(engine: &Engine, message: Message, pending: &mut Pending, batch: &mut Vec<Dispatch>) {
     let counters = &engine.resolver.counters;
     bump(&counters.messages);
     let event = match message {
@@ -274,7 +275,7 @@ fn take_message(
                 FaultKind::WriteProtect => &counters.faults_wp,
             });
             counters.latency.fault_seen();
-            return take_fault(engine, Faulted { address, kind, write, thread_id }, natives, retries, batch);
+            return take_fault(engine, Faulted { address, kind, write, thread_id }, pending, batch);
         }
         Message::Remove { start, end } => UffdEvent::Remove { region: region_at(engine, start), start, end },
         Message::Unmap { start, end } => UffdEvent::Unmap { region: region_at(engine, start), start, end },
@@ -324,13 +325,7 @@ fn adopt_child(engine: &Engine, fd: std::os::fd::OwnedFd, batch: &mut Vec<Dispat
 
 /// Takes a fault: a range with a native source is served by this reader (after the read), or
 /// waits for its object source's request; any other fault is admitted for the handler.
-fn take_fault(
-    engine: &Engine,
-    faulted: Faulted,
-    natives: &mut Vec<Native>,
-    retries: &mut Vec<Retry>,
-    batch: &mut Vec<Dispatch>,
-) {
+fn take_fault(engine: &Engine, faulted: Faulted, pending: &mut Pending, batch: &mut Vec<Dispatch>) {
     let Faulted { address, kind, write, thread_id } = faulted;
     let registration = engine.resolver.registration_at(address);
     if let Some(registration @ Registration { served: Some(served), .. }) = &registration {
@@ -341,10 +336,10 @@ fn take_fault(
             return;
         }
         if served.source().serves(kind) {
-            return natives.push(Native { registration: registration.clone(), faulted });
+            return pending.natives.push(Native { registration: registration.clone(), faulted });
         }
     }
-    admit(engine, registration.map(|reg| reg.region), faulted, retries, batch);
+    admit(engine, registration.map(|reg| reg.region), faulted, pending, batch);
 }
 
 /// Serves a native fault read in this turn (see `native::serve`); what the source does not serve
@@ -360,7 +355,7 @@ fn serve_native(engine: &Engine, reader: &mut Reader, native: &Native, batch: &m
     match native::serve(resolver, served, region, offset, end, *kind, &mut reader.scratch, Park::Never) {
         Some(Ok(_)) => resolver.counters.latency.record(started.elapsed()),
         // An event is unread: this turn reads it; retry after.
-        Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => reader.retries.push(Retry::Message(*faulted)),
+        Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => reader.pending.retries.push(Retry::Message(*faulted)),
         // The process that owns the memory exited (its hang-up is said on its own), or the fd
         // closed: nobody waits for this fault any more.
         Some(Err(Error::Sys { errno: Errno::ESRCH, .. }) | Err(Error::Closed { .. })) => {}
@@ -372,7 +367,7 @@ fn serve_native(engine: &Engine, reader: &mut Reader, native: &Native, batch: &m
             let notice = match engine.fall_back(&fault, Park::Never) {
                 Fell::Failed(notice) => notice,
                 Fell::Refused => {
-                    reader.retries.push(Retry::Fallback(fault.clone()));
+                    reader.pending.retries.push(Retry::Fallback(fault.clone()));
                     source_failed_notice(fault, &served.source().describe(), err)
                 }
                 Fell::Resolved => source_failed_notice(fault, &served.source().describe(), err),
@@ -380,7 +375,7 @@ fn serve_native(engine: &Engine, reader: &mut Reader, native: &Native, batch: &m
             batch.push(Dispatch::Notice(notice));
         }
         // Past a fallthrough source's end: the handler's.
-        None => admit(engine, Some(region.clone()), *faulted, &mut reader.retries, batch),
+        None => admit(engine, Some(region.clone()), *faulted, &mut reader.pending, batch),
     }
 }
 
@@ -390,7 +385,7 @@ fn admit(
     engine: &Engine,
     region: Option<Arc<crate::region::Region>>,
     faulted: Faulted,
-    retries: &mut Vec<Retry>,
+    pending: &mut Pending,
     batch: &mut Vec<Dispatch>,
 ) {
     let Faulted { address, kind, write, thread_id } = faulted;
@@ -428,16 +423,11 @@ fn admit(
     if !self_fault {
         return batch.push(Dispatch::Fault(fault));
     }
-    // The handler's thread is asleep in this fault: its handler can never run. Resolve it here,
-    // said first: when the thread runs again (and, say, closes at once), the word is there.
+    // The handler's thread is asleep in this fault: its handler can never run. It is said and
+    // resolved by the fallback once the reader holds no lock (`settle_self_faults`).
     bump(&counters.self_faults);
     bump(&counters.errors);
-    engine.hand_over(vec![Dispatch::Notice(self_fault_notice(fault.clone()))]);
-    match engine.fall_back(&fault, Park::Never) {
-        Fell::Failed(notice) => batch.push(Dispatch::Notice(notice)),
-        Fell::Refused => retries.push(Retry::Fallback(fault)),
-        Fell::Resolved => {}
-    }
+    pending.self_faults.push(fault);
 }
 
 /// Resolves every fault past its deadline by the fallback, with a notice each.
@@ -462,7 +452,7 @@ fn expire(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
             cause: None,
         });
         if let Some(fault) = refused {
-            reader.retries.push(Retry::Fallback(fault));
+            reader.pending.retries.push(Retry::Fallback(fault));
         }
         batch.push(Dispatch::Notice(notice));
     }

@@ -187,11 +187,22 @@ pub fn serve(
             Park::UntilRead,
         ) {
             Some(Ok(_)) => {}
-            Some(Err(err)) => engine.say(source_failed_notice(fault.clone(), &served.source().describe(), err)),
+            // The memory's owner exited, or the fd closed: nobody waits for this fault any more.
+            Some(Err(Error::Sys { errno: Errno::ESRCH, .. }) | Err(Error::Closed { .. })) => {}
+            // As for a fault the source takes from a reader: the fallback, and the owner hears why.
+            Some(Err(err)) => {
+                bump(&engine.resolver.counters.errors);
+                let what = served.source().describe();
+                let notice = engine
+                    .fall_back(&fault, Park::UntilRead)
+                    .or_say(|| source_failed_notice(fault.clone(), &what, err));
+                engine.say(notice);
+            }
+            // Past a fallthrough source's end: the handler's, as it was before the source came.
             None => {
-                if let Fell::Failed(notice) = engine.fall_back(&fault, Park::UntilRead) {
-                    engine.say(notice);
-                }
+                let page = region.address() + fault.offset;
+                engine.table().insert(fault.clone(), page, engine.deadline());
+                engine.hand_over(vec![Dispatch::Fault(fault)]);
             }
         }
     }
