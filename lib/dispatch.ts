@@ -77,6 +77,8 @@ export class Dispatcher {
   readonly #batch = new Float64Array(2 + DEFAULTS.faultsPerBatch * FAULT_FIELDS)
   /** Promises of async handlers not settled yet (a direct reader then yields to the event loop often). */
   #pending = 0
+  /** Whether a batch is being taken (the reused `#batch` is in use). */
+  #taking = false
 
   constructor(handle: NativeUffd, id: number, hooks: DispatchHooks) {
     this.#native = handle
@@ -86,10 +88,23 @@ export class Dispatcher {
 
   /** The sink's callback: takes the batches waiting for this thread's handler, until none is left. */
   takeBatch(handler: FaultHandler): void {
-    for (;;) {
-      native.takeFaults(this.#id, this.#batch)
-      if (!this.#onBatch(handler)) return
+    this.#taking = true
+    try {
+      for (;;) {
+        native.takeFaults(this.#id, this.#batch)
+        if (!this.#onBatch(handler)) return
+      }
+    } finally {
+      this.#taking = false
     }
+  }
+
+  /**
+   * Takes what waits for `handler` now, unless a batch is being taken already (a handler that
+   * closes): `close()` calls it, since the handler's mailbox goes with the handle.
+   */
+  flush(handler: FaultHandler): void {
+    if (!this.#taking) this.takeBatch(handler)
   }
 
   /**

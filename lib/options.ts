@@ -79,7 +79,8 @@ export interface UserfaultfdOptions {
   /**
    * Threads that read the fd and serve native sources, 1 to 64 (default 1). With several, faults
    * of many threads are served on as many cores at once; events are still applied before any
-   * fault read after them, and each page is served once. With `EVENT_FORK` one thread reads.
+   * fault read after them, and each page is served once. A JavaScript handler may then hear an
+   * event after a fault another reader read after it. With `EVENT_FORK` one thread reads.
    */
   readers?: number
 }

@@ -155,6 +155,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   #closed = false
   /** Counts this thread's `handle()` calls: an `off()` removes only the handler it was given for. */
   #handled = 0
+  /** This thread's handler, if any. */
+  #handler: FaultHandler | undefined
   /** This owner's entry in the exit's list. */
   #self: WeakRef<Owner> | undefined
   /** Keeps this thread's event loop alive while the userfaultfd is open (`ref()`). */
@@ -449,10 +451,13 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     const dispatcher = this.#dispatcher
     call(() => this.#native.handle(() => dispatcher.takeBatch(handler), keepAlive, join))
     const turn = ++this.#handled
+    this.#handler = handler
     const generation = direct ? call(() => this.#native.startDirect()) : 0
     if (generation !== 0) void dispatcher.runReader(handler, generation, keepAlive)
     return installed(() => {
-      if (turn === this.#handled && !this.#closed) this.#native.unhandle()
+      if (turn !== this.#handled || this.#closed) return
+      this.#handler = undefined
+      this.#native.unhandle()
     })
   }
 
@@ -482,6 +487,9 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** Notices the owner's thread hears: faults with no handler, timeouts, a peer that hung up. */
   #onNotices(): void {
+    // What this thread's handler was handed before is heard first (events that came before the
+    // peer hung up, say); and before close(), since the handler's mailbox goes with the handle.
+    if (this.#handler) this.#dispatcher.flush(this.#handler)
     for (const item of this.#native.takeNotices()) {
       if (!item.notice) continue
       // Said when the fault came; a handler installed since (right after accept(), say), or a
