@@ -66,8 +66,10 @@ pub struct Engine {
     /// Held while a reader reads and takes messages: events are applied and faults admitted in
     /// the kernel's order, whichever reader read them.
     read: Mutex<()>,
-    /// What any reader retries at the end of its next turn.
+    /// What any reader retries at the end of its next turn, and whether there is any (asked by
+    /// every turn without taking the lock).
     retries: Mutex<Vec<Retry>>,
+    retries_waiting: AtomicBool,
     /// Whether a reader has said that the peer hung up (each reader sees the hang-up).
     peer_gone_said: AtomicBool,
     /// Itself, for work that outlives a call (an object source's request).
@@ -100,6 +102,7 @@ impl Engine {
             adopt_child,
             read: Mutex::new(()),
             retries: Mutex::new(Vec::new()),
+            retries_waiting: AtomicBool::new(false),
             peer_gone_said: AtomicBool::new(false),
             this: this.clone(),
         }))
@@ -183,18 +186,24 @@ impl Engine {
 
     /// Takes what waits to be retried.
     pub fn take_retries(&self) -> Vec<Retry> {
-        std::mem::take(&mut *self.retries())
+        if !self.has_retries() {
+            return Vec::new();
+        }
+        let mut retries = self.retries();
+        self.retries_waiting.store(false, Ordering::Release);
+        std::mem::take(&mut *retries)
     }
 
     /// Leaves refused work for the next turn of any reader.
     pub fn defer_retries(&self, retries: &mut Vec<Retry>) {
         if !retries.is_empty() {
             self.retries().append(retries);
+            self.retries_waiting.store(true, Ordering::Release);
         }
     }
 
     pub fn has_retries(&self) -> bool {
-        !self.retries().is_empty()
+        self.retries_waiting.load(Ordering::Acquire)
     }
 
     pub fn table(&self) -> MutexGuard<'_, FaultTable> {

@@ -7,9 +7,9 @@ use crate::fault_table::FaultTable;
 use crate::options::Fallback;
 use crate::resolve::{Park, Resolver};
 use crate::stats::bump;
+use crate::thread_set::ThreadSet;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What hand-overs need besides the handlers: the faults in flight and how to fall back.
 pub struct Faults<'a> {
@@ -59,10 +59,8 @@ struct State {
 #[derive(Default)]
 pub struct Handlers {
     state: Mutex<State>,
-    /// The threads the handlers run on: a fault of one of them is a self-fault. Read on every
-    /// fault; one handler's thread is also kept apart, read without a lock.
-    threads: RwLock<Vec<i32>>,
-    thread: AtomicI32,
+    /// The threads the handlers run on: a fault of one of them is a self-fault.
+    threads: ThreadSet,
 }
 
 /// What installing a handler found.
@@ -80,24 +78,12 @@ impl Handlers {
 
     /// Whether `thread_id` runs a handler (its fault is a self-fault).
     pub fn is_handler_thread(&self, thread_id: i32) -> bool {
-        let single = self.thread.load(Ordering::Acquire);
-        if single != -1 {
-            return single != 0 && single == thread_id;
-        }
-        self.threads.read().unwrap_or_else(|p| p.into_inner()).contains(&thread_id)
+        self.threads.contains(thread_id)
     }
 
     /// Notes the members' threads for `is_handler_thread` (the caller holds the state lock).
     fn note_threads(&self, state: &State) {
-        let threads: Vec<i32> = state.members.iter().map(|m| m.thread).collect();
-        let single = match threads.as_slice() {
-            [] => 0,
-            [one] => *one,
-            _ => -1,
-        };
-        // The list first: a reader that sees -1 must find every thread in it.
-        *self.threads.write().unwrap_or_else(|p| p.into_inner()) = threads;
-        self.thread.store(single, Ordering::Release);
+        self.threads.set(state.members.iter().map(|m| m.thread).collect());
     }
 
     /// Installs a handler on thread `thread_id`: it replaces the installed ones, or, with `join`,

@@ -3,7 +3,7 @@
 //! It knows nothing of JavaScript: a handler is anything that implements [`FaultSink`].
 //!
 //! Layers, each using only those below it (`scripts/check-cycles.mjs` checks there is no circle):
-//! 1. the kernel: `sys` (uapi, ioctl, msg, poller); `error`, `stats`, `registry`;
+//! 1. the kernel: `sys` (uapi, ioctl, msg, poller); `error`, `stats`, `registry`, `thread_set`;
 //! 2. `region`, `fault`;
 //! 3. plain data: `fd`, `registrations`, `fault_table`, `source`;
 //! 4. `resolve`, `native`, `fallback`, `options`;
@@ -42,6 +42,7 @@ mod resolve;
 pub mod source;
 pub mod stats;
 pub mod sys;
+mod thread_set;
 pub mod userfaultfd;
 
 pub use error::{Error, Result};

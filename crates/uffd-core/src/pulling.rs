@@ -3,8 +3,9 @@
 //! hand-off per fault; the loop threads park meanwhile (see `direct.rs`).
 
 use crate::fault::Dispatch;
+use crate::thread_set::ThreadSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -27,8 +28,8 @@ pub struct Pulling {
     pub changed: Condvar,
     /// How many pullers there are, read without the lock.
     count: AtomicUsize,
-    /// The pullers' threads, read by a resolve that may have to read pending events itself.
-    threads: RwLock<Vec<i32>>,
+    /// The pullers' threads, asked by every resolve (one that may have to read pending events itself).
+    threads: ThreadSet,
     /// Pullers inside `pull`, and when (ms since `ORIGIN`) one last left it: pullers out of `pull`
     /// for long while messages wait are stuck (in a fault of their own, or in a handler that
     /// blocks), and a parked loop thread then takes a turn for them.
@@ -60,7 +61,7 @@ impl Pulling {
     /// Notes the pullers (the caller holds the lock).
     fn noted(&self, state: &State) {
         self.count.store(state.pullers.len(), Ordering::Release);
-        *self.threads.write().unwrap_or_else(|p| p.into_inner()) = state.pullers.iter().map(|(_, t)| *t).collect();
+        self.threads.set(state.pullers.iter().map(|(_, t)| *t).collect());
     }
 
     /// Makes `generation`, on thread `thread_id`, a puller (the caller holds the lock).
@@ -94,7 +95,7 @@ impl Pulling {
 
     /// Whether `thread_id` runs a puller.
     pub fn is_puller_thread(&self, thread_id: i32) -> bool {
-        self.pulled() && self.threads.read().unwrap_or_else(|p| p.into_inner()).contains(&thread_id)
+        self.threads.contains(thread_id)
     }
 
     pub fn enter_pull(&self) {

@@ -206,18 +206,21 @@ pub fn drain(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
 /// are applied and the epoch moves; what was refused meanwhile is retried once they are read.
 pub fn drain_pending(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     drain(engine, reader, batch);
+    note_events_read(engine, batch);
+    retry(engine, reader, batch);
+}
+
+/// Parked resolves learn that events were read (the kernel lets them go once they are).
+fn note_events_read(engine: &Engine, batch: &[Dispatch]) {
     if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
         engine.resolver.epoch.advance();
     }
-    retry(engine, reader, batch);
 }
 
 /// What ends every turn, whoever reads: parked resolves learn that events were read, refused work
 /// is retried, and faults past their time get the fallback.
 fn end_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
-    if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
-        engine.resolver.epoch.advance();
-    }
+    note_events_read(engine, batch);
     retry(engine, reader, batch);
     if engine.options.timeout.is_some() {
         expire(engine, reader, batch);
