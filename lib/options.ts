@@ -447,8 +447,8 @@ export function holesOf(options: MoveOptions | undefined): boolean {
 
 /** {@link HandleOptions}, complete. */
 /**
- * A handler worker after the first of `workers: N` serves beside the others instead of replacing
- * them: `handle(fn, { [JOIN]: true })`, in worker-host.ts only.
+ * A handler worker serves beside the serving handlers instead of replacing them (its parent
+ * replaces them once the whole group is ready): `handle(fn, { [JOIN]: true })`, in worker-host.ts only.
  * @internal
  */
 export const JOIN: unique symbol = Symbol('userfaultfd.join')

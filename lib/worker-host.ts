@@ -52,7 +52,7 @@ function failure(spec: string, error: unknown): Record<string, unknown> {
   }).toJSON()
 }
 
-async function main(port: NonNullable<typeof parentPort>, { id, spec, direct, join }: WorkerArgs): Promise<void> {
+async function main(port: NonNullable<typeof parentPort>, { id, spec, direct }: WorkerArgs): Promise<void> {
   const post = (message: WorkerMessage) => port.postMessage(message)
   const uffd = Userfaultfd.attach({ type: 'userfaultfd.uffd', id })
   const handler = handlerOf((await import(spec)) as Record<string, unknown>)
@@ -61,7 +61,8 @@ async function main(port: NonNullable<typeof parentPort>, { id, spec, direct, jo
   for (const name of ['remove', 'unmap'] as const) uffd.on(name, (event) => post({ type: 'event', name, event: forwardedOf(event) }))
   uffd.on('remap', (event) => post({ type: 'event', name: 'remap', event: forwardedOf(event) }))
   uffd.on('fork', () => post({ type: 'event', name: 'fork', event: {} }))
-  uffd.handle(handler as FaultHandler, { keepAlive: true, direct, [JOIN]: join } as HandleOptions)
+  // Beside the serving handlers: the parent replaces them (keepHandlers) once its group is ready.
+  uffd.handle(handler as FaultHandler, { keepAlive: true, direct, [JOIN]: true } as HandleOptions)
   post({ type: 'ready', generation: uffd.handlerGeneration })
 }
 

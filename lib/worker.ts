@@ -32,19 +32,17 @@ export interface WorkerArgs {
   direct: boolean
   /** The token of `expectHandler`, which the worker ends itself if it fails. */
   expectation: number
-  /** The worker serves beside the others of its group (`workers: N`) instead of replacing them. */
-  join: boolean
 }
 
 /** The worker's `argv` for `args`. */
 export function argvOf(args: WorkerArgs): string[] {
-  return [String(args.id), args.spec, args.direct ? 'direct' : 'callback', String(args.expectation), args.join ? 'join' : 'replace']
+  return [String(args.id), args.spec, args.direct ? 'direct' : 'callback', String(args.expectation)]
 }
 
 /** The {@link WorkerArgs} in a worker's `process.argv`. */
 export function argsOf(argv: readonly string[]): WorkerArgs {
-  const [id, spec, reading, expectation, joining] = argv.slice(-5)
-  return { id: Number(id), spec: String(spec), direct: reading === 'direct', expectation: Number(expectation), join: joining === 'join' }
+  const [id, spec, reading, expectation] = argv.slice(-4)
+  return { id: Number(id), spec: String(spec), direct: reading === 'direct', expectation: Number(expectation) }
 }
 
 /** What the workers tell the façade. */
@@ -116,7 +114,7 @@ export class HandlerWorkers {
     // ends the expectation itself if it fails while this thread sleeps in a fault).
     const expectation = this.#native.expectHandler()
     const worker = new Worker(workerHost, {
-      argv: argvOf({ id: this.#id, spec, direct, expectation, join: true }),
+      argv: argvOf({ id: this.#id, spec, direct, expectation }),
       workerData,
       ...(resourceLimits ? { resourceLimits } : {}),
       ...(execArgv ? { execArgv } : {}),
