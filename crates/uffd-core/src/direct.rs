@@ -104,7 +104,7 @@ fn pull_turn(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec
 /// For a resolve on the puller's thread that the kernel refused for unread events: reads what is
 /// pending (the faults among it wait for the next `pull`). Returns whether it read anything.
 pub fn read_pending(engine: &Engine) -> bool {
-    let Ok(mut reader) = Reader::new(engine, None, false) else {
+    let Ok(mut reader) = Reader::draining() else {
         return false;
     };
     let mut batch = Vec::new();

@@ -104,6 +104,18 @@ impl Reader {
         Ok(Reader { poller, messages, scratch: Scratch::default(), pending: Pending::default(), ready: Vec::new() })
     }
 
+    /// A reader that only drains (a puller's resolve refused for unread events): it never waits,
+    /// so its poller watches nothing.
+    pub fn draining() -> Result<Reader> {
+        Ok(Reader {
+            poller: Poller::new()?,
+            messages: Messages::Fd(Buffer::default()),
+            scratch: Scratch::default(),
+            pending: Pending::default(),
+            ready: Vec::new(),
+        })
+    }
+
     /// Waits up to `wait` (`None`: no limit), less if a fault's deadline or a retry comes first,
     /// for what `take` then takes.
     pub fn wait(&mut self, engine: &Engine, wait: Option<Duration>) -> Result<()> {
