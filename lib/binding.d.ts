@@ -158,6 +158,8 @@ export declare class NativeUffd {
   get handlerGeneration(): number
   /** Keeps only the handlers of `generations` (a group of handler workers now ready). */
   keepHandlers(generations: Array<number>): void
+  /** Stops handing faults to the handlers of `generations` (a group of handler workers going). */
+  retireHandlers(generations: Array<number>): void
   /** Stops sending faults to this thread's handler. */
   unhandle(): void
   /** Resolves a fault from a native source. */

@@ -196,8 +196,13 @@ export class Dispatcher {
     const where = `a ${fault.kind} fault at offset ${fault.offset} of region ${fault.region.id}`
     if (error !== undefined) {
       const what = outcome === 'fell-back' ? 'it was resolved by the fallback' : 'the fault had been resolved'
+      const thrown = error instanceof Error ? `${error.name}: ${error.message}` : String(error)
       this.#hooks.report(
-        new UffdError(`the handler threw while serving ${where}: ${what}`, { code: 'ERR_UFFD_HANDLER_THREW', fault: info, cause: error }),
+        new UffdError(`the handler threw (${thrown}) while serving ${where}: ${what}`, {
+          code: 'ERR_UFFD_HANDLER_THREW',
+          fault: info,
+          cause: error,
+        }),
       )
     } else if (outcome === 'fell-back') {
       this.#hooks.report(

@@ -80,6 +80,7 @@ function withCauseInMessage(error: UffdError): UffdError {
   const cause = error.cause
   if (cause === undefined) return error
   const text = cause instanceof Error ? cause.message : String((cause as { message?: unknown })?.message ?? cause)
+  if (error.message.includes(text)) return error
   const copy = new UffdError(`${error.message} (cause: ${text})`, {
     code: error.code,
     errno: error.errno,

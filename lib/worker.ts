@@ -103,7 +103,7 @@ export class HandlerWorkers {
     for (const replaced of this.#serving) void replaced.terminate()
     this.#serving = group
     if (this.#hooks.closed()) for (const worker of group) void worker.terminate()
-    return installed(() => this.#retire(group))
+    return installed(() => this.#retire(ready))
   }
 
   /** Starts one worker, beside the handlers that serve; resolves once its handler is installed. */
@@ -188,11 +188,15 @@ export class HandlerWorkers {
     this.#starting.clear()
   }
 
-  /** `off()` of a group's handlers: terminates those that still serve. */
-  #retire(group: Worker[]): void {
-    for (const worker of group) {
-      if (!this.#serving.includes(worker)) continue
-      this.#serving = this.#serving.filter((serving) => serving !== worker)
+  /**
+   * `off()` of a group's handlers: no fault is handed to them from now on (a worker ends
+   * asynchronously), and those that still serve are terminated.
+   */
+  #retire(group: { worker: Worker; generation: number }[]): void {
+    const serving = group.filter(({ worker }) => this.#serving.includes(worker))
+    this.#native.retireHandlers(serving.map(({ generation }) => generation))
+    for (const { worker } of serving) {
+      this.#serving = this.#serving.filter((other) => other !== worker)
       void worker.terminate()
     }
   }

@@ -329,6 +329,15 @@ impl Userfaultfd {
         }
     }
 
+    /// Stops handing faults to the handlers of `generations` (handler workers being removed): new
+    /// faults wait for another handler at once; those already handed stay theirs until they end.
+    pub fn retire_handlers(&self, generations: &[u64]) {
+        for &generation in generations {
+            self.engine.handlers.remove(generation);
+            self.engine.pulling.stop(generation);
+        }
+    }
+
     /// Removes handler `generation` if it is still the current one. Faults it was handed and did
     /// not finish are resolved by the fallback, with a notice each.
     pub fn remove_handler(&self, generation: u64) {

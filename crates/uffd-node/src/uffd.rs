@@ -324,6 +324,13 @@ impl NativeUffd {
         self.inner.keep_handlers(&generations);
     }
 
+    /// Stops handing faults to the handlers of `generations` (a group of handler workers going).
+    #[napi]
+    pub fn retire_handlers(&self, generations: Vec<f64>) {
+        let generations: Vec<u64> = generations.into_iter().map(|g| g as u64).collect();
+        self.inner.retire_handlers(&generations);
+    }
+
     /// Stops sending faults to this thread's handler.
     #[napi]
     pub fn unhandle(&self) {
