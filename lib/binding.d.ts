@@ -63,8 +63,13 @@ export declare class NativeRegion {
   static anonymous(size: number): NativeRegion
   static shmem(size: number, name: string, isPrivate: boolean): NativeRegion
   static hugetlb(size: number, pageSize: number, name: string, isPrivate: boolean): NativeRegion
-  /** A view of the live region with this id; fails if there is none. */
+  /** A user's view of the live region with this id; fails if there is none or its owner closed it. */
   static attach(id: number): NativeRegion
+  /**
+   * A handle that names the live region with this id for a fault's handler, without keeping
+   * it in use; fails if there is none.
+   */
+  static named(id: number): NativeRegion
   alias(): NativeRegion
   get id(): number
   get size(): number
@@ -89,7 +94,10 @@ export declare class NativeRegion {
   share(): number
   /** Drops the pages of a range: touching them again faults. */
   discard(offset: number, length: number): void
-  /** Closes the region if this handle owns it; either way this handle lets go of it. */
+  /**
+   * Closes the region if this handle owns it, or the view if it is one; either way this handle
+   * lets go of it.
+   */
   close(): void
 }
 

@@ -59,9 +59,23 @@ function remember(id: number, region: Region): void {
 
 // The ArrayBuffers a region hands out are the mapping itself: transferring one to a worker would
 // copy the whole region (faulting in every page) where the runtime ignores the mark (Node.js 20),
-// and throws a DataCloneError where it honours it (Node.js 21+, Bun). Share regions instead.
+// and throws a DataCloneError where it honours it. Node.js 24 and later keep the mark as a detach
+// key that napi_detach_arraybuffer cannot pass (detaching a marked buffer aborts the process), so
+// there the buffers are left unmarked and close() still detaches them: those runtimes refuse to
+// transfer an external ArrayBuffer anyway (DataCloneError). Share regions instead.
+const markKeepsDetach: boolean = (() => {
+  const probe = new ArrayBuffer(1) as ArrayBuffer & { transfer?: () => ArrayBuffer }
+  markAsUntransferable(probe)
+  try {
+    probe.transfer?.()
+    return true
+  } catch {
+    return false
+  }
+})()
+
 function untransferable(buffer: ArrayBuffer): ArrayBuffer {
-  markAsUntransferable(buffer)
+  if (markKeepsDetach) markAsUntransferable(buffer)
   return buffer
 }
 
@@ -131,7 +145,10 @@ export class Region {
 
   /**
    * A view of a region shared with `region.share()`, in any thread (the owner's too): it does not
-   * own the mapping (`owner` is false), and its `close()` only lets go of the view's buffers.
+   * own the mapping (`owner` is false), and its `close()` lets go of the view's buffers. An open
+   * view keeps the region in use: if the owner closes the region first, the region stays mapped
+   * and registered until the view closes (or is collected, or its thread ends). Throws EINVAL once
+   * the owner has closed the region.
    */
   static attach(shared: SharedRegion): Region {
     if (typeof shared !== 'object' || shared === null || shared.type !== 'userfaultfd.region') {
@@ -160,7 +177,7 @@ export class Region {
     // when it closed; a call on a closed region throws EBADF anyway.
     const known = byId.get(id)?.deref()
     if (known) return known
-    return new Region(call(() => native.NativeRegion.attach(id)))
+    return new Region(call(() => native.NativeRegion.named(id)))
   }
 
   /** @internal */
@@ -219,6 +236,12 @@ export class Region {
     return this.#buffer
   }
 
+  // The whole buffer for bytes(): made by the same call, so that its errors name bytes().
+  #wholeForBytes(): ArrayBuffer {
+    this.#buffer ??= untransferable(call(() => this.#native.bytes(0, this.#size, MAX_BUFFER_BYTES)))
+    return this.#buffer
+  }
+
   /**
    * A Uint8Array over `length` bytes of the mapping from `offset` on (any alignment), without
    * copying. It works at any offset of any region, even one larger than one ArrayBuffer holds:
@@ -239,7 +262,7 @@ export class Region {
     integer('offset', offset)
     const size = this.#size
     const want = optionalInteger('length', length) ?? Math.max(0, Math.min(size - offset, MAX_BUFFER_BYTES))
-    if (size <= MAX_BUFFER_BYTES && offset + want <= size) return new Uint8Array(this.buffer, offset, want)
+    if (size <= MAX_BUFFER_BYTES && offset + want <= size) return new Uint8Array(this.#wholeForBytes(), offset, want)
     // A part of a region too large for one buffer, or a range the core refuses (EINVAL).
     const part = untransferable(call(() => this.#native.bytes(offset, want, MAX_BUFFER_BYTES)))
     this.#keepPart(part)
@@ -273,7 +296,9 @@ export class Region {
   /**
    * Ends the region: detaches every ArrayBuffer it handed out in this thread (`buffer` and the
    * parts from `bytes()`), unregisters it from every userfaultfd (waking any thread waiting in it)
-   * and refuses further use. A view only lets go of its buffers.
+   * and refuses further use. While views opened with `Region.attach` are open (in other threads),
+   * the unregistering waits for the last of them to close; this object is closed at once. A view
+   * lets go of its buffers and of the region.
    */
   close(): void {
     if (this.#buffer) {

@@ -1,7 +1,9 @@
 //! Memory that userfaultfd can serve: private anonymous mappings, memfd shmem, and memfd hugetlbfs.
 //! A `Region` owns its mapping and unmaps it when the last `Arc` goes (a JavaScript ArrayBuffer over
-//! it holds one); `close()` ends its use at once: it leaves the registry, every userfaultfd drops
-//! its registration (waking any waiter), and every further operation on it fails.
+//! it holds one); `close()` ends its use: it leaves the registry, every userfaultfd drops its
+//! registration (waking any waiter), and every further operation on it fails. Views that users
+//! opened with `attach` (in other threads) keep it in use: the owner's `close()` then takes effect
+//! when the last of them closes, so that no view reads zeros because its owner closed first.
 
 use crate::error::{Error, Result};
 use crate::registry::Registry;
@@ -64,6 +66,14 @@ pub struct Region {
     /// A MAP_PRIVATE mapping of the file: writes and COPYs make private pages, the file is untouched.
     private: bool,
     closed: AtomicBool,
+    views: Mutex<Views>,
+}
+
+/// The views users opened on a region, and whether its owner has closed it meanwhile.
+#[derive(Default)]
+struct Views {
+    open: usize,
+    owner_closed: bool,
 }
 
 // SAFETY: the mapping is process-wide memory; the struct only hands out its address, and its
@@ -196,6 +206,7 @@ impl Region {
             alias_of,
             private,
             closed: AtomicBool::new(false),
+            views: Mutex::new(Views::default()),
         });
         REGIONS.insert(id, &region);
         region
@@ -225,9 +236,45 @@ impl Region {
         Ok(Self::publish(MemoryKind::Remote, base, size, page_size, None, None, false))
     }
 
-    /// The live, open region with this id (what a worker attaches to by token).
+    /// The live, open region with this id (what a fault's handler names it by).
     pub fn lookup(id: u64) -> Option<Arc<Region>> {
         REGIONS.get(id).filter(|r| !r.is_closed())
+    }
+
+    /// Opens a user's view of the live region with this id (what a worker attaches to by token):
+    /// the region stays in use until the view is let go with [`Region::close_view`], even if its
+    /// owner closes it first. Refused once the owner has closed it.
+    pub fn attach(id: u64) -> Result<Arc<Region>> {
+        let refused = |why: &str| Error::invalid("attach", format!("no open region has id {id}: {why}"));
+        let region = Self::lookup(id).ok_or_else(|| refused("it was closed, or the token is not a region's"))?;
+        let mut views = region.views();
+        if views.owner_closed {
+            return Err(refused("its owner closed it"));
+        }
+        views.open += 1;
+        drop(views);
+        Ok(region)
+    }
+
+    /// Lets go of a view opened by [`Region::attach`]; the last one to go ends a region whose
+    /// owner has closed it.
+    pub fn close_view(self: &Arc<Self>) {
+        let mut views = self.views();
+        views.open = views.open.saturating_sub(1);
+        let last = views.open == 0 && views.owner_closed;
+        drop(views);
+        if last {
+            self.end();
+        }
+    }
+
+    /// How many views users have open on the region.
+    pub fn open_views(&self) -> usize {
+        self.views().open
+    }
+
+    fn views(&self) -> std::sync::MutexGuard<'_, Views> {
+        self.views.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn id(&self) -> u64 {
@@ -323,9 +370,20 @@ impl Region {
         address.checked_sub(self.address()).filter(|off| *off < self.size)
     }
 
-    /// Ends the region's use: it leaves the registry and every userfaultfd releases its range.
-    /// The mapping itself goes when the last holder (an ArrayBuffer, a view) lets go.
+    /// The owner ends the region's use: it leaves the registry and every userfaultfd releases its
+    /// range, now or, while users have views open, when the last of them closes. The mapping
+    /// itself goes when the last holder (an ArrayBuffer, a view) lets go.
     pub fn close(self: &Arc<Self>) {
+        let mut views = self.views();
+        views.owner_closed = true;
+        let open = views.open;
+        drop(views);
+        if open == 0 {
+            self.end();
+        }
+    }
+
+    fn end(self: &Arc<Self>) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -451,6 +509,23 @@ mod tests {
         region.close();
         assert!(Region::lookup(region.id()).is_none());
         assert_eq!(region.check_range("t", 0, 4096).unwrap_err().code(), "EBADF");
+    }
+
+    #[test]
+    fn the_owners_close_waits_for_the_views_users_opened() {
+        let region = Region::anonymous(4096).unwrap();
+        let first = Region::attach(region.id()).unwrap();
+        let second = Region::attach(region.id()).unwrap();
+        assert_eq!(region.open_views(), 2);
+        region.close();
+        assert!(!region.is_closed(), "two views are open");
+        assert_eq!(Region::attach(region.id()).unwrap_err().code(), "EINVAL", "no new view once the owner closed");
+        assert!(Region::lookup(region.id()).is_some(), "a fault can still name it");
+        first.close_view();
+        assert!(!region.is_closed(), "one view is open");
+        second.close_view();
+        assert!(region.is_closed());
+        assert!(Region::lookup(region.id()).is_none());
     }
 
     #[test]

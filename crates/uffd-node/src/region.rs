@@ -1,6 +1,8 @@
 //! `NativeRegion`: a region's handle in one JavaScript thread. The owner made the mapping; a view
-//! (from `attach`) names a live region by id and never owns it. A closed handle lets go of the
-//! region at once, so that the mapping goes as soon as no ArrayBuffer in any thread needs it.
+//! (from `attach`) names a live region by id and never owns it, but keeps it in use until the view
+//! is closed or collected; a handle the package makes to name a fault's region (`named`) does not.
+//! A closed handle lets go of the region at once, so that the mapping goes as soon as no
+//! ArrayBuffer in any thread needs it.
 
 use crate::args::{to_id, to_usize};
 use crate::errors::OrThrow;
@@ -21,6 +23,8 @@ pub struct NativeRegion {
     alias_of: Option<u64>,
     private: bool,
     owner: bool,
+    /// A view a user opened with `attach`: the region stays in use until it is let go.
+    view: bool,
 }
 
 #[napi]
@@ -50,22 +54,30 @@ impl NativeRegion {
         Ok(Self::new(region.or_throw(&env)?, true))
     }
 
-    /// A view of the live region with this id; fails if there is none.
+    /// A user's view of the live region with this id; fails if there is none or its owner closed it.
     #[napi(factory)]
     pub fn attach(env: Env, id: f64) -> napi::Result<Self> {
         let id = to_id(&env, id)?;
+        let region = Region::attach(id).or_throw(&env)?;
+        Ok(Self::handle(region, false, true))
+    }
+
+    /// A handle that names the live region with this id for a fault's handler, without keeping
+    /// it in use; fails if there is none.
+    #[napi(factory)]
+    pub fn named(env: Env, id: f64) -> napi::Result<Self> {
+        let id = to_id(&env, id)?;
         let region = Region::lookup(id)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "attach",
-                    format!("no open region has id {id}: it was closed, or the token is not a region's"),
-                )
-            })
+            .ok_or_else(|| Error::invalid("attach", format!("no open region has id {id}: it was closed")))
             .or_throw(&env)?;
         Ok(Self::new(region, false))
     }
 
     pub(crate) fn new(region: Arc<Region>, owner: bool) -> Self {
+        Self::handle(region, owner, false)
+    }
+
+    fn handle(region: Arc<Region>, owner: bool, view: bool) -> Self {
         NativeRegion {
             id: region.id(),
             size: region.size(),
@@ -76,6 +88,7 @@ impl NativeRegion {
             private: region.is_private(),
             region: RwLock::new(Some(region)),
             owner,
+            view,
         }
     }
 
@@ -182,12 +195,30 @@ impl NativeRegion {
         self.region(&env, "madvise")?.discard(offset, length).or_throw(&env)
     }
 
-    /// Closes the region if this handle owns it; either way this handle lets go of it.
+    /// Closes the region if this handle owns it, or the view if it is one; either way this handle
+    /// lets go of it.
     #[napi]
     pub fn close(&self) {
         let region = self.region.write().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(region) = region.filter(|_| self.owner) {
-            region.close();
+        self.let_go(region);
+    }
+
+    fn let_go(&self, region: Option<Arc<Region>>) {
+        match region {
+            Some(region) if self.owner => region.close(),
+            Some(region) if self.view => region.close_view(),
+            _ => {}
+        }
+    }
+}
+
+impl Drop for NativeRegion {
+    /// A view collected unclosed (or whose thread ended) lets go of the region; an owner's handle
+    /// collected unclosed leaves the region to its last `Arc`, as before.
+    fn drop(&mut self) {
+        if self.view {
+            let region = self.region.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+            self.let_go(region);
         }
     }
 }
