@@ -251,7 +251,7 @@ test('close() with faults pending wakes every waiting thread', async (t) => {
   }
 })
 
-test('region.close() with a fault in flight in a worker\'s view: the owner\'s buffer is detached at once, the fault is still served, never zeros', async (t) => {
+test("region.close() with a fault in flight in a worker's view: the owner's buffer is detached at once, the fault is still served, never zeros", async (t) => {
   const { uffd, region } = anonymous(4, { timeoutMs: 0 })
   const held = gate()
   uffd.handle(async (fault) => {
@@ -268,10 +268,10 @@ test('region.close() with a fault in flight in a worker\'s view: the owner\'s bu
       'a fault in flight',
     )
     region.close()
-    t.is(buffer.byteLength, 0, 'the owner\'s buffer is detached')
+    t.is(buffer.byteLength, 0, "the owner's buffer is detached")
     t.throws(() => region.buffer, { code: 'EBADF' })
     held.open()
-    t.deepEqual((await read).bytes, [patternByte(PAGE, PAGE, 5)], 'the reader\'s view still in use: its fault was served')
+    t.deepEqual((await read).bytes, [patternByte(PAGE, PAGE, 5)], "the reader's view still in use: its fault was served")
   })
 })
 

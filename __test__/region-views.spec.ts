@@ -58,11 +58,7 @@ async function ownerClosesWhileAWorkerReads(close: boolean) {
   const worker = new Worker(reader, { eval: true, workerData: { shared: token, close } })
   const messages: Array<{ half?: boolean; seen?: number[]; closed?: boolean }> = []
   const next = () =>
-    within(
-      new Promise<(typeof messages)[number]>((resolve) => worker.once('message', resolve)),
-      'the reading worker',
-      15_000,
-    )
+    within(new Promise<(typeof messages)[number]>((resolve) => worker.once('message', resolve)), 'the reading worker', 15_000)
   messages.push(await next())
   region.close()
   const afterOwnerClose = { closed: region.closed, registered: registered(region), attach: '' }
