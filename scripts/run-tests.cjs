@@ -1,8 +1,10 @@
-// `npm test`: builds, then runs every suite (cargo's tests of the Rust core, the ava suite, the
-// Bun suite), streams their output, and ends with one line that sums them all:
-// `N passed, N failed, N skipped`.
+// `npm test`: builds, then runs every suite (cargo's tests of the Rust core, the ava suite on the
+// `node` that runs it and again on every other Node.js line installed under .tools/ (see
+// scripts/node-lines.cjs), the object-store suite, the Bun suite), streams their output, and ends
+// with one line that sums them all: `N passed, N failed, N skipped`.
 const { spawn, spawnSync } = require('node:child_process')
 const { join } = require('node:path')
+const lines = require('./node-lines.cjs')
 
 const root = join(__dirname, '..')
 const bin = (name) => join(root, 'node_modules', '.bin', name)
@@ -13,50 +15,59 @@ function sum(text, pattern) {
   return total
 }
 
-const suites = [
-  {
-    name: 'cargo test (uffd-core, uffd-node)',
-    command: 'cargo',
-    args: ['test', '--workspace', '--release', '--color', 'never'],
-    count: (out) => ({
-      passed: sum(out, /test result: \w+\. (\d+) passed/g),
-      failed: sum(out, /test result: \w+\. \d+ passed; (\d+) failed/g),
-      skipped: sum(out, /test result: \w+\. \d+ passed; \d+ failed; (\d+) ignored/g),
-    }),
-  },
-  {
-    name: 'ava (Node.js)',
-    command: bin('ava'),
-    args: ['--tap'],
-    count: (out) => ({
-      passed: sum(out, /^# pass (\d+)/gm),
-      failed: sum(out, /^# fail (\d+)/gm),
-      skipped: sum(out, /^# skip (\d+)/gm) + sum(out, /^# todo (\d+)/gm),
-    }),
-  },
-  {
-    // Alone, after the others: it runs SeaweedFS and moves gigabytes, which would slow the timing
-    // tests of the files ava runs beside it.
-    name: 'ava (Node.js, object store against SeaweedFS)',
-    command: bin('ava'),
-    args: ['--tap', 'build/test/__test__/object-store.spec.js'],
-    count: (out) => ({
-      passed: sum(out, /^# pass (\d+)/gm),
-      failed: sum(out, /^# fail (\d+)/gm),
-      skipped: sum(out, /^# skip (\d+)/gm) + sum(out, /^# todo (\d+)/gm),
-    }),
-  },
-  {
-    name: 'bun test (Bun)',
-    command: bin('bun'),
-    args: ['test', '__test__/bun'],
-    count: (out) => ({
-      passed: sum(out, /^\s*(\d+) pass$/gm),
-      failed: sum(out, /^\s*(\d+) fail$/gm),
-      skipped: sum(out, /^\s*(\d+) skip$/gm) + sum(out, /^\s*(\d+) todo$/gm),
-    }),
-  },
-]
+const countTap = (out) => ({
+  passed: sum(out, /^# pass (\d+)/gm),
+  failed: sum(out, /^# fail (\d+)/gm),
+  skipped: sum(out, /^# skip (\d+)/gm) + sum(out, /^# todo (\d+)/gm),
+})
+
+/** ava on one Node.js binary: its workers run on the binary that runs ava. */
+const ava = (node, version, files = []) => ({
+  name: `ava (Node.js ${version}${files.length ? ', object store against SeaweedFS' : ''})`,
+  command: node,
+  args: [join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs'), '--tap', ...files],
+  count: countTap,
+})
+
+function suites() {
+  const others = lines.installed().filter(({ node }) => version(node) !== process.version)
+  const newest = others.at(-1) ?? { node: process.execPath }
+  const missing = lines.LINES.filter((line) => !others.some((other) => other.line === line) && !process.version.startsWith(`v${line}.`))
+  if (missing.length > 0) {
+    console.log(`Node.js ${missing.join(', ')}: not installed, not tested here (node scripts/node-lines.cjs install)`)
+  }
+  return [
+    {
+      name: 'cargo test (uffd-core, uffd-node)',
+      command: 'cargo',
+      args: ['test', '--workspace', '--release', '--color', 'never'],
+      count: (out) => ({
+        passed: sum(out, /test result: \w+\. (\d+) passed/g),
+        failed: sum(out, /test result: \w+\. \d+ passed; (\d+) failed/g),
+        skipped: sum(out, /test result: \w+\. \d+ passed; \d+ failed; (\d+) ignored/g),
+      }),
+    },
+    ava(process.execPath, process.version),
+    ...others.map(({ node }) => ava(node, version(node))),
+    // Alone, after the others, on the newest line: it runs SeaweedFS and moves gigabytes, which
+    // would slow the timing tests of the files ava runs beside it.
+    ava(newest.node, version(newest.node), ['build/test/__test__/object-store.spec.js']),
+    {
+      name: 'bun test (Bun)',
+      command: bin('bun'),
+      args: ['test', '__test__/bun'],
+      count: (out) => ({
+        passed: sum(out, /^\s*(\d+) pass$/gm),
+        failed: sum(out, /^\s*(\d+) fail$/gm),
+        skipped: sum(out, /^\s*(\d+) skip$/gm) + sum(out, /^\s*(\d+) todo$/gm),
+      }),
+    },
+  ]
+}
+
+function version(node) {
+  return node === process.execPath ? process.version : spawnSync(node, ['--version'], { encoding: 'utf8' }).stdout.trim()
+}
 
 function run(suite) {
   return new Promise((resolve) => {
@@ -98,7 +109,7 @@ async function main() {
   }
   const total = { passed: 0, failed: 0, skipped: 0 }
   const lines = []
-  for (const suite of suites) {
+  for (const suite of suites()) {
     const result = await run(suite)
     lines.push(`${suite.name}: ${result.passed} passed, ${result.failed} failed, ${result.skipped} skipped`)
     for (const key of Object.keys(total)) total[key] += result[key]

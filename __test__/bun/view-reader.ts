@@ -1,0 +1,27 @@
+// Bun worker: attaches a shared region, reads the first byte of each page of its first half, says
+// so, then (told to go on) reads the rest, closes its view and posts what it read.
+import { Region, type SharedRegion } from 'userfaultfd'
+
+declare const self: Worker
+
+let view: Region | undefined
+const seen: number[] = []
+
+function read(from: number, to: number): void {
+  if (!view) return
+  const bytes = new Uint8Array(view.buffer)
+  for (let page = from; page < to; page++) seen.push(bytes[page * view.pageSize] as number)
+}
+
+self.onmessage = (event: MessageEvent<{ shared?: SharedRegion; pages: number }>) => {
+  const { shared, pages } = event.data
+  if (shared) {
+    view = Region.attach(shared)
+    read(0, pages / 2)
+    self.postMessage({ half: true })
+    return
+  }
+  read(pages / 2, pages)
+  view?.close()
+  self.postMessage({ seen, closed: view?.closed })
+}
