@@ -4,7 +4,7 @@
 //!
 //! The modules, from the bottom up (each uses only some of those named before it; `npm run lint`
 //! checks that no two import each other in a circle):
-//! `errors`, `args` (errors and numbers across the boundary), `options` (the core's options from
+//! `errors`, `args` (errors and numbers across the boundary), `panic` (no panic crosses into Node), `options` (the core's options from
 //! complete JavaScript values), `teardown`, `region`, `object_store`, `source`, `sink` (a
 //! handler's thread hears of batches), `handle` (what a `NativeUffd` holds), `adoption`, `batch`
 //! (the packed batch and the objects of events and notices), `fault` (every per-fault call),
@@ -25,6 +25,7 @@ mod handshake;
 pub mod object_source;
 mod object_store;
 mod options;
+mod panic;
 mod prefetch;
 mod region;
 mod sink;

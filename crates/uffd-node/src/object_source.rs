@@ -3,6 +3,7 @@
 
 use crate::errors::NativeFailure;
 use crate::options::{object_options, NativeObjectOptions};
+use crate::panic::guard;
 use crate::source::NativeSource;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
@@ -46,7 +47,7 @@ impl Task for Open {
     type JsValue = NativeObjectOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(match self.options.take() {
+        guard("objectStore", || match self.options.take() {
             Some(options) => ObjectSource::open(&self.url, options),
             None => Err(uffd_core::Error::invalid("objectStore", "this object source was already opened")),
         })

@@ -3,6 +3,7 @@
 //! bench's baseline).
 
 use crate::errors::NativeFailure;
+use crate::panic::guard;
 use napi::{Env, Task};
 use napi_derive::napi;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ impl Task for ReadRaw {
     type JsValue = NativeRawRead;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.0.read_raw(self.1))
+        guard("readRaw", || self.0.read_raw(self.1))
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {

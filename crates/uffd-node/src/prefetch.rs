@@ -1,6 +1,7 @@
 //! `NativePrefetch`: a prefetch run on a pool thread, cancellable from JavaScript.
 
 use crate::errors::NativeFailure;
+use crate::panic::guard;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
@@ -62,7 +63,7 @@ impl Task for PrefetchTask {
     type JsValue = NativePrefetchOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(match self.run.take() {
+        guard("prefetch", || match self.run.take() {
             Some(run) => run.uffd.prefetch(&run.region, &run.prefetch),
             None => Err(uffd_core::Error::invalid("prefetch", "this prefetch already ran")),
         })

@@ -127,7 +127,7 @@ pub(crate) fn connect(location: &Location, options: &StoreOptions) -> Result<(Ar
                     ))
                 }
             };
-            let endpoint = options.endpoint.as_deref().map(|e| e.trim_end_matches('/').to_string());
+            let endpoint = options.endpoint.as_deref().map(checked_endpoint).transpose()?;
             let endpoint = match (&endpoint, options.virtual_hosted_style) {
                 (Some(e), true) => Some(with_bucket_host(e, bucket)?),
                 _ => endpoint,
@@ -162,6 +162,25 @@ pub(crate) fn connect(location: &Location, options: &StoreOptions) -> Result<(Ar
             Ok((Arc::new(store), path))
         }
     }
+}
+
+/// The endpoint without a trailing `/`, or EINVAL naming it unless it is an `http://` or
+/// `https://` URL with a host (the store's client would panic on one without a scheme).
+fn checked_endpoint(endpoint: &str) -> Result<String> {
+    let refused = |why: &str| {
+        Error::invalid(
+            OP,
+            format!("endpoint {endpoint:?} {why}: give a URL such as http://127.0.0.1:8333 (options.endpoint, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)"),
+        )
+    };
+    let url = url::Url::parse(endpoint).map_err(|e| refused(&format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(refused("is not http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(refused("names no host"));
+    }
+    Ok(endpoint.trim_end_matches('/').to_string())
 }
 
 /// `http://host:port` with the bucket as the first label of the host: `http://bucket.host:port`.
@@ -326,6 +345,17 @@ mod tests {
         let Err(err) = connect(&location, &StoreOptions::default()) else { panic!("no credentials must be refused") };
         assert!(err.to_string().contains("no credentials"), "{err}");
         assert!(err.to_string().contains("anonymous"), "{err}");
+    }
+
+    #[test]
+    fn an_endpoint_without_a_scheme_or_a_host_is_refused_by_name() {
+        for bad in ["127.0.0.1:8333", "localhost:8333", "", "http://", "ftp://127.0.0.1"] {
+            let error = checked_endpoint(bad).unwrap_err();
+            assert_eq!(error.code(), "EINVAL", "{bad:?}");
+            assert!(error.to_string().contains(&format!("endpoint {bad:?}")), "{error}");
+        }
+        assert_eq!(checked_endpoint("http://127.0.0.1:8333/").unwrap(), "http://127.0.0.1:8333");
+        assert_eq!(checked_endpoint("https://s3.example.com").unwrap(), "https://s3.example.com");
     }
 
     #[test]
