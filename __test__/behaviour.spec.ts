@@ -141,18 +141,35 @@ test('eexist: a fault resolved by someone else counts EEXIST, maps 0 bytes and d
 test('a page two threads fault on while its fault is in flight is dispatched once', async (t) => {
   const { uffd, region } = anonymous(4)
   let dispatched = 0
+  const held = gate()
   uffd.handle(async (fault) => {
     dispatched++
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    await held.promise
     fault.copy(patternPage(fault.offset, PAGE))
   })
   const readers = [new Reader(), new Reader()]
+  const until = (what: string, done: () => boolean) =>
+    within(
+      (async () => {
+        while (!done()) await new Promise((resolve) => setTimeout(resolve, 10))
+      })(),
+      what,
+    )
   try {
-    const reads = readers.map((reader) => reader.read(region, { offsets: [PAGE + 5] }))
-    for (const { bytes } of await Promise.all(reads)) t.deepEqual(bytes, [patternByte(PAGE, PAGE, 5)])
+    // The second thread faults only once the first one's fault is in flight, however slow the
+    // machine is to start a worker; the handler holds it until the second fault was read.
+    const first = readers[0]?.read(region, { offsets: [PAGE + 5] })
+    await until('the first fault in flight', () => uffd.stats.inFlight >= 1)
+    const second = readers[1]?.read(region, { offsets: [PAGE + 5] })
+    await until('the second fault read as a duplicate', () => uffd.stats.duplicates >= 1)
+    held.open()
+    for (const { bytes } of (await Promise.all([first, second])) as Array<{ bytes: number[] }>) {
+      t.deepEqual(bytes, [patternByte(PAGE, PAGE, 5)])
+    }
     t.is(dispatched, 1)
     t.is(uffd.stats.duplicates, 1)
   } finally {
+    held.open()
     await Promise.all(readers.map((reader) => reader.terminate()))
     uffd.close()
     region.close()
