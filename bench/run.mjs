@@ -221,7 +221,13 @@ if (scenarios.length === 0) {
 
 // The temporary folder: the C baseline's binary and the scan file. Removed when the run ends,
 // however it ends (the signal handlers below exit through process.exit).
-const WORK = mkdtempSync(join(tmpdir(), 'userfaultfd-bench-'))
+let WORK
+try {
+  WORK = mkdtempSync(join(tmpdir(), 'userfaultfd-bench-'))
+} catch (error) {
+  process.stderr.write(`could not make a temporary folder in ${tmpdir()} (${error.message}): set TMPDIR to a writable folder\n`)
+  process.exit(1)
+}
 process.on('exit', () => rmSync(WORK, { recursive: true, force: true }))
 
 // ---- is the machine idle? Other processes' CPU time skews every figure (wake-ups above all) ----------
@@ -289,6 +295,11 @@ function buildError(name, result) {
   return `${name} exited with ${result.status ?? result.signal}: ${stderr}`
 }
 
+/** The line of a build's output that says what went wrong, for a one-line `skipped:`. */
+function errorLine(error) {
+  return (error.split('\n').find((line) => /error/i.test(line)) ?? firstLine(error)).trim()
+}
+
 /** The C baseline, built into the temporary folder; undefined (skipped, said why) without a compiler that builds it. */
 function buildC() {
   const cc = process.env.CC || 'cc'
@@ -301,8 +312,7 @@ function buildC() {
   }
   const error = buildError(cc, build)
   if (error) {
-    const why = error.split('\n').find((line) => /error/i.test(line)) ?? firstLine(error)
-    skip('the C baseline', `${cc} could not build bench/baseline.c (${why.trim()}); ${leftOut}`)
+    skip('the C baseline', `${cc} could not build bench/baseline.c (${errorLine(error)}); ${leftOut}`)
     warnings.push(`the C baseline did not build: ${error}`)
     return undefined
   }
@@ -324,7 +334,7 @@ function buildRust() {
   }
   const error = buildError('cargo build', build)
   if (error) {
-    leftOut(`cargo build failed (${firstLine(error)}); the whole error is under Warnings`)
+    leftOut(`cargo build failed (${errorLine(error)}); the whole error is under Warnings`)
     warnings.push(`the Rust baseline did not build: ${error}`)
     return undefined
   }
