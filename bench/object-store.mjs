@@ -69,6 +69,13 @@ const stopAll = () => {
   for (const stop of stops.splice(0)) stop()
 }
 process.on('exit', stopAll)
+// Interrupted, it still stops the store and removes its folders (process.exit runs the 'exit' handler).
+for (const [signal, status] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+]) {
+  process.on(signal, () => process.exit(status))
+}
 
 async function child(argv, options = {}) {
   const proc = spawn(process.execPath, argv, { stdio: ['pipe', 'pipe', 'inherit'], ...options })
