@@ -139,7 +139,12 @@ export interface RegisterOptions {
   offset?: number
   /** Length of the range (a multiple of the page size). Default: to the region's end. */
   length?: number
-  /** Resolve the range's faults natively on the loop thread (no JavaScript per fault). */
+  /**
+   * Resolve the range's faults natively on the loop thread (no JavaScript per fault). Registering
+   * a range again without a source keeps the source of each part that had one (the modes must
+   * still include the faults it serves: `missing`, or `minor` for the page cache, else `EINVAL`);
+   * another source than the one a part has is refused with `EEXIST` (unregister first).
+   */
   source?: Source
   /** With a source: pages mapped per fault (clipped to the range), growing on sequential faults if `adaptive`. */
   readahead?: ReadaheadOptions

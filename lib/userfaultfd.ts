@@ -301,7 +301,17 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     return { type: 'userfaultfd.uffd', id: this.#id }
   }
 
-  /** Registers a region (or a page-aligned part of it) for missing, minor and/or wp faults. */
+  /**
+   * Registers a region (or a page-aligned part of it) for missing, minor and/or wp faults. A range
+   * registered again gets the modes of the new registration (as `UFFDIO_REGISTER` does) and keeps
+   * its source unless the new one names the same one: see {@link RegisterOptions.source}.
+   *
+   * @example
+   * ```ts
+   * uffd.register(region, { source: Source.file('snapshot.bin') })
+   * uffd.register(region, { missing: true, wp: true }) // adds write-protection; the file serves on
+   * ```
+   */
   register(region: Region, options?: RegisterOptions): Registration {
     const { handle, range, source } = registrationOf(region, options)
     const ioctls = call(() => this.#native.register(handle, range, source?.native))

@@ -100,6 +100,28 @@ impl Source {
         }
     }
 
+    /// Whether `other` is this very source (the same bytes, open file(s) or object), not only one
+    /// of the same kind.
+    pub fn same_as(&self, other: &Source) -> bool {
+        match (self, other) {
+            (Source::Zero, Source::Zero) | (Source::PageCache, Source::PageCache) => true,
+            (Source::Bytes(a), Source::Bytes(b)) => Arc::ptr_eq(a, b),
+            (Source::File(a), Source::File(b)) => Arc::ptr_eq(&a.file, &b.file) && a.offset == b.offset,
+            (Source::Layers(a), Source::Layers(b)) => Arc::ptr_eq(a, b),
+            (Source::Object(a), Source::Object(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The mode a range needs for this source to get its faults: `"minor"` for the page cache,
+    /// else `"missing"`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Source::PageCache => "minor",
+            _ => "missing",
+        }
+    }
+
     pub(crate) fn serves(&self, kind: FaultKind) -> bool {
         match self {
             Source::PageCache => kind == FaultKind::Minor,
