@@ -67,3 +67,19 @@ test('registering a served range again with another source is refused (EEXIST); 
   uffd.close()
   region.close()
 })
+
+test('an offset past the end of a region is reported as such, naming the offset and the region size', (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(PAGE)
+  const past = /offset 8192 is past the end of the region \(4096 bytes\)/
+  t.throws(() => uffd.register(region, { offset: 2 * PAGE }), { message: past }, 'register')
+  t.throws(() => uffd.unregister(region, { offset: 2 * PAGE }), { message: past }, 'unregister')
+  uffd.register(region)
+  t.throws(() => uffd.zero(region, 2 * PAGE, PAGE), { message: past }, 'zero')
+  t.throws(() => uffd.copy(region, 2 * PAGE, new Uint8Array(PAGE)), { message: past }, 'copy')
+  t.throws(() => region.discard(2 * PAGE, PAGE), { message: past }, 'discard')
+  t.throws(() => region.bytes(2 * PAGE), { message: past }, 'bytes')
+  t.throws(() => uffd.zero(region, 0, 2 * PAGE), { message: /length 8192 from offset 0 runs past the end of the region \(4096 bytes\): at most 4096/ })
+  uffd.close()
+  region.close()
+})

@@ -281,18 +281,25 @@ impl Region {
     pub fn check_range(&self, op: &'static str, offset: usize, len: usize) -> Result<usize> {
         self.check_open(op)?;
         let page = self.page_size;
+        let size = self.size;
         if offset % page != 0 {
             return Err(Error::invalid(op, format!("offset {offset} is not a multiple of the page size {page}")));
         }
-        if len == 0 || len % page != 0 {
-            return Err(Error::invalid(op, format!("length {len} is not a positive multiple of the page size {page}")));
+        if offset >= size {
+            return Err(Error::invalid(op, past_the_end(offset, size)));
+        }
+        if len == 0 {
+            return Err(Error::invalid(
+                op,
+                format!("length 0 is not positive: a range is at least one page ({page} bytes)"),
+            ));
+        }
+        if len % page != 0 {
+            return Err(Error::invalid(op, format!("length {len} is not a multiple of the page size {page}")));
         }
         match offset.checked_add(len) {
-            Some(end) if end <= self.size => Ok(self.address() + offset),
-            _ => Err(Error::invalid(
-                op,
-                format!("range {offset}+{len} runs past the end of the region ({} bytes)", self.size),
-            )),
+            Some(end) if end <= size => Ok(self.address() + offset),
+            _ => Err(Error::invalid(op, runs_past(offset, len, size))),
         }
     }
 
@@ -302,14 +309,12 @@ impl Region {
     pub fn check_view(&self, op: &'static str, offset: usize, len: usize, limit: usize) -> Result<NonNull<u8>> {
         self.check_open(op)?;
         self.check_local(op)?;
+        if offset > self.size {
+            return Err(Error::invalid(op, past_the_end(offset, self.size)));
+        }
         match offset.checked_add(len) {
             Some(end) if end <= self.size => {}
-            _ => {
-                return Err(Error::invalid(
-                    op,
-                    format!("range {offset}+{len} runs past the end of the region ({} bytes)", self.size),
-                ))
-            }
+            _ => return Err(Error::invalid(op, runs_past(offset, len, self.size))),
         }
         if len > limit {
             return Err(Error::TooLarge { op, len, limit });
@@ -416,6 +421,19 @@ fn map_file(file: &impl AsFd, len: NonZeroUsize, kind: MemoryKind, private: bool
 pub fn free_huge_pages(page_size: usize) -> Option<u64> {
     let path = format!("/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages", page_size / 1024);
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// What an offset at or past a region's end is told: the argument and the bound.
+fn past_the_end(offset: usize, size: usize) -> String {
+    format!("offset {offset} is past the end of the region ({size} bytes)")
+}
+
+/// What a length that runs past a region's end is told: how much is left from its offset.
+fn runs_past(offset: usize, len: usize, size: usize) -> String {
+    format!(
+        "length {len} from offset {offset} runs past the end of the region ({size} bytes): at most {} bytes are left there",
+        size - offset
+    )
 }
 
 #[cfg(test)]
