@@ -2,7 +2,7 @@
 // README, must say what went wrong in terms of the call, and never lose what was asked before.
 import test from 'ava'
 import { Region, Source, UffdError, Userfaultfd } from 'userfaultfd'
-import { patternByte, patternPage } from './helpers/harness'
+import { patternByte, patternPage, withReader } from './helpers/harness'
 
 const PAGE = 4096
 
@@ -79,7 +79,77 @@ test('an offset past the end of a region is reported as such, naming the offset 
   t.throws(() => uffd.copy(region, 2 * PAGE, new Uint8Array(PAGE)), { message: past }, 'copy')
   t.throws(() => region.discard(2 * PAGE, PAGE), { message: past }, 'discard')
   t.throws(() => region.bytes(2 * PAGE), { message: past }, 'bytes')
-  t.throws(() => uffd.zero(region, 0, 2 * PAGE), { message: /length 8192 from offset 0 runs past the end of the region \(4096 bytes\): at most 4096/ })
+  t.throws(() => uffd.zero(region, 0, 2 * PAGE), {
+    message: /length 8192 from offset 0 runs past the end of the region \(4096 bytes\): at most 4096/,
+  })
   uffd.close()
   region.close()
+})
+
+// As Node: a value of the wrong type is a TypeError ERR_INVALID_ARG_TYPE; a number out of its
+// bounds (negative, not an integer, zero where a size must be positive, past the end) is a
+// RangeError ERR_OUT_OF_RANGE, whose message names the argument and the bound.
+const wrongType = { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' }
+const outOfRange = (bound: RegExp) => ({ instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: bound })
+
+test('a region size that is negative, zero or too large is one kind of error, naming the size and its bound', (t) => {
+  const makers = [(size: number) => Region.anonymous(size), (size: number) => Region.shmem(size), (size: number) => Region.hugetlb(size)]
+  for (const make of makers) {
+    for (const size of [-1, 0, 0.5, 2 ** 52, 2 ** 53]) {
+      t.throws(() => make(size), outOfRange(/"size" .*>= 1 && <= \d+/), `${make} of ${size}`)
+    }
+    t.throws(() => make('4096' as unknown as number), wrongType)
+  }
+})
+
+test('register and unregister: a negative, zero or too-large offset or length is one kind of error', (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(PAGE)
+  for (const call of [(o: object) => uffd.register(region, o), (o: object) => uffd.unregister(region, o)]) {
+    t.throws(() => call({ length: -1 }), outOfRange(/"options.length"/))
+    t.throws(() => call({ length: 0 }), outOfRange(/length 0 is not positive: a range is at least one page \(4096 bytes\)/))
+    t.throws(() => call({ length: 2 * PAGE }), outOfRange(/length 8192 from offset 0 runs past the end of the region \(4096 bytes\)/))
+    t.throws(() => call({ length: 2 ** 53 }), outOfRange(/"options.length"/))
+    t.throws(() => call({ offset: -PAGE }), outOfRange(/"options.offset"/))
+    t.throws(() => call({ offset: 2 * PAGE }), outOfRange(/offset 8192 is past the end/))
+    t.throws(() => call({ length: '4096' }), wrongType)
+  }
+  uffd.register(region)
+  const page = new Uint8Array(PAGE)
+  t.throws(() => uffd.copy(region, 0, new Uint8Array(0)), outOfRange(/bytes is empty: a copy maps at least one page/))
+  t.throws(() => uffd.copy(region, -PAGE, page), outOfRange(/"offset"/))
+  t.throws(() => uffd.zero(region, 0, 0), outOfRange(/length 0/))
+  t.throws(() => uffd.zero(region, 0, -PAGE), outOfRange(/"length"/))
+  t.throws(() => uffd.zero(region, 0, 2 * PAGE), outOfRange(/runs past the end/))
+  t.throws(() => region.discard(0, 0), outOfRange(/length 0/))
+  t.throws(
+    () => uffd.zero(region, 100, PAGE),
+    { instanceOf: UffdError, code: 'EINVAL', message: /offset 100 is not a multiple of the page size 4096/ },
+    'misaligned is its own kind: EINVAL, as the kernel says',
+  )
+  uffd.close()
+  region.close()
+})
+
+test("a handler's fault.copy and fault.zero with an empty or negative length throw the same RangeError (a long one is clipped to the region)", async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(2 * PAGE)
+  uffd.register(region)
+  const thrown: unknown[] = []
+  uffd.handle((fault) => {
+    for (const bad of [() => fault.copy(new Uint8Array(0)), () => fault.zero({ length: 0 }), () => fault.zero({ length: -PAGE })]) {
+      try {
+        bad()
+      } catch (error) {
+        thrown.push(error)
+      }
+    }
+    fault.copy(patternPage(fault.offset, PAGE))
+  })
+  await withReader([uffd, region], async (reader) => {
+    const { bytes } = await reader.read(region, { offsets: [5] })
+    t.deepEqual(bytes, [patternByte(0, PAGE, 5)])
+  })
+  t.is(thrown.length, 3)
+  for (const error of thrown) t.like(error, { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' })
 })

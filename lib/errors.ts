@@ -160,8 +160,12 @@ export function fromNative(error: unknown): unknown {
   return error
 }
 
-/** The UffdError of a failure that the binding reports as a value (from a pool thread's work). */
-export function fromFailure(failure: NativeFailure): UffdError {
+/**
+ * The UffdError of a failure that the binding reports as a value (from a pool thread's work); a
+ * number out of its bounds is a RangeError, as when the binding throws it.
+ */
+export function fromFailure(failure: NativeFailure): UffdError | RangeError {
+  if (failure.code === 'ERR_OUT_OF_RANGE') return Object.assign(new RangeError(failure.message), { code: failure.code })
   return new UffdError(failure.message, {
     code: failure.code as UffdErrorCode,
     errno: failure.errno,

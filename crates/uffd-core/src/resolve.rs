@@ -232,10 +232,17 @@ impl Resolver {
         park: Park<'_>,
     ) -> Result<usize> {
         const OP: &str = "UFFDIO_COPY";
-        if bytes.is_empty() || bytes.len() % region.page_size() != 0 {
+        let page = region.page_size();
+        if bytes.is_empty() {
+            return Err(Error::out_of_range(
+                OP,
+                format!("bytes is empty: a copy maps at least one page ({page} bytes)"),
+            ));
+        }
+        if bytes.len() % page != 0 {
             return Err(Error::invalid(
                 OP,
-                format!("{} bytes is not a positive multiple of the page size {}", bytes.len(), region.page_size()),
+                format!("bytes ({} bytes) is not a multiple of the page size {page}", bytes.len()),
             ));
         }
         if protect.0 {
