@@ -56,6 +56,7 @@ export { Region } from './lib/region'
 export { adoptFd, HandshakeListener, listen, receive } from './lib/remote'
 export {
   type ObjectSourceStats,
+  type ObjectStoreSource,
   type ObjectStoreCredentials,
   type ObjectStoreRetryOptions,
   type ObjectStoreSourceOptions,

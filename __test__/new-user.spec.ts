@@ -1,5 +1,10 @@
 // What a new user meets first (issue 17): the calls a first program makes, tried as written in the
 // README, must say what went wrong in terms of the call, and never lose what was asked before.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import test from 'ava'
 import { Region, Source, UffdError, Userfaultfd } from 'userfaultfd'
 import { patternByte, patternPage, withReader } from './helpers/harness'
@@ -152,4 +157,69 @@ test("a handler's fault.copy and fault.zero with an empty or negative length thr
   })
   t.is(thrown.length, 3)
   for (const error of thrown) t.like(error, { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' })
+})
+
+/** An object behind plain HTTP Range GETs on loopback, as a store serves it. */
+async function serveObject(body: Uint8Array): Promise<{ url: string; close(): Promise<void> }> {
+  const server = createServer((request, response) => {
+    const headers = {
+      'content-type': 'application/octet-stream',
+      etag: '"v1"',
+      'last-modified': new Date(0).toUTCString(),
+      'accept-ranges': 'bytes',
+    }
+    const range = /bytes=(\d+)-(\d*)/.exec(request.headers.range ?? '')
+    if (!range) {
+      response.writeHead(200, { ...headers, 'content-length': body.length })
+      response.end(request.method === 'HEAD' ? undefined : body)
+      return
+    }
+    const start = Number(range[1])
+    const end = Math.min(range[2] ? Number(range[2]) : body.length - 1, body.length - 1)
+    response.writeHead(206, { ...headers, 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${body.length}` })
+    response.end(request.method === 'HEAD' ? undefined : body.subarray(start, end + 1))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return { url: `http://127.0.0.1:${port}/snapshots/vm.mem`, close: () => new Promise((resolve) => server.close(() => resolve())) }
+}
+
+test('Source.objectStore says how big the object is (size, and objectStats.size), like every source with an end', async (t) => {
+  const body = patternPage(0, PAGE, 3)
+  const object = new Uint8Array(3 * PAGE + 100)
+  object.set(body)
+  const store = await serveObject(object)
+  try {
+    const source = await Source.objectStore(store.url, { chunkSize: PAGE, concurrency: 2 })
+    t.is(source.kind, 'objectStore')
+    const size: number = source.size // typed as a number: no `?? 0`, no `!`
+    t.is(size, 3 * PAGE + 100)
+    t.is(source.objectStats.size, 3 * PAGE + 100)
+    const uffd = new Userfaultfd()
+    const region = Region.anonymous(4 * PAGE)
+    uffd.register(region, { source })
+    // Read from another thread: this one serves the object over HTTP.
+    await withReader([uffd, region], async (reader) => {
+      const { bytes } = await reader.read(region, { offsets: [5, PAGE + 5, 2 * PAGE + 5] })
+      t.deepEqual(bytes, expected(3), 'the object serves the region')
+    })
+  } finally {
+    await store.close()
+  }
+})
+
+test('every source says its size: bytes, a file past its offset, layers; zeros and the page cache have none', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'uffd-new-user-'))
+  try {
+    const file = join(dir, 'data')
+    writeFileSync(file, new Uint8Array(5 * PAGE))
+    t.is(Source.bytes(new Uint8Array(3 * PAGE + 1)).size, 3 * PAGE + 1)
+    t.is(Source.file(file).size, 5 * PAGE)
+    t.is(Source.file(file, { offset: 2 * PAGE }).size, 3 * PAGE)
+    t.is(Source.layers([file]).size, 5 * PAGE)
+    t.is(Source.zero().size, undefined)
+    t.is(Source.pageCache().size, undefined)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 })

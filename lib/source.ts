@@ -83,6 +83,19 @@ export interface ObjectSourceStats {
 }
 
 /**
+ * What {@link Source.objectStore} gives: a source that knows its object's size and counts its
+ * requests, so neither is possibly undefined.
+ */
+export interface ObjectStoreSource extends Source {
+  /** Always `'objectStore'`. */
+  readonly kind: 'objectStore'
+  /** The object's size in bytes, read when the source was made (the same as `objectStats.size`). */
+  readonly size: number
+  /** The source's counters (requests, bytes fetched, retries, cache hits). */
+  readonly objectStats: ObjectSourceStats
+}
+
+/**
  * A native page source: `uffd.register(region, { source })` resolves the range's faults on the
  * fault loop's thread, with no hop into JavaScript, so even the thread that installed no handler
  * (the main thread) can read the memory. Past the end of bytes or a file, pages are zeros.
@@ -147,14 +160,14 @@ export class Source {
    * uffd.register(region, { source })
    * ```
    */
-  static async objectStore(url: string, options?: ObjectStoreSourceOptions): Promise<Source> {
+  static async objectStore(url: string, options?: ObjectStoreSourceOptions): Promise<ObjectStoreSource> {
     if (typeof url !== 'string') throw argumentError('url', 'a string', url)
     const outcome = await native.openObjectSource(url, objectOptions(url, optionsOf('options', options)))
     const error = outcome.takeError()
     if (error) throw fromFailure(error)
     const handle = outcome.takeSource()
     if (!handle) throw new Error('openObjectSource gave neither a source nor an error')
-    return new Source(handle)
+    return new Source(handle) as ObjectStoreSource
   }
 
   /** For minor faults: map what the page cache holds (CONTINUE). */
@@ -165,6 +178,17 @@ export class Source {
   /** 'zero', 'bytes', 'file', 'layers', 'pageCache' or 'objectStore'. */
   get kind(): string {
     return this.#native.kind
+  }
+
+  /**
+   * How many bytes the source has for a region, from the region's offset 0 on: the length of the
+   * bytes, a file's bytes past its `offset` (asked each time: a file can grow), the largest
+   * layer's, an object's size (read when the source was made). Undefined for `zero()` and
+   * `pageCache()`, which have no end. Past it, pages are zeros (or go to the handler with
+   * `fallthrough`).
+   */
+  get size(): number | undefined {
+    return this.#native.size ?? undefined
   }
 
   /** An object-store source's counters (requests, bytes fetched, retries, cache hits); else undefined. */

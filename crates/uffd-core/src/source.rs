@@ -86,6 +86,13 @@ impl Source {
         }
     }
 
+    /// How many bytes the source has for a region, from its offset 0 on: the bytes' length, a
+    /// file's bytes past its offset (asked now: a file can grow), the largest layer's, the
+    /// object's size; `None` for zeros and the page cache, which have no end.
+    pub fn size(&self) -> Option<u64> {
+        self.available(0).map(|bytes| bytes as u64)
+    }
+
     /// How many bytes the source has from `offset` (of the region) on; `None`: no end.
     pub(crate) fn available(&self, offset: usize) -> Option<usize> {
         match self {
