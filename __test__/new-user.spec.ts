@@ -181,7 +181,15 @@ async function serveObject(body: Uint8Array): Promise<{ url: string; close(): Pr
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address() as AddressInfo
-  return { url: `http://127.0.0.1:${port}/snapshots/vm.mem`, close: () => new Promise((resolve) => server.close(() => resolve())) }
+  return {
+    url: `http://127.0.0.1:${port}/snapshots/vm.mem`,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve())
+        // The source keeps its connections alive (a pool), and a readahead may have just begun.
+        server.closeAllConnections()
+      }),
+  }
 }
 
 test('Source.objectStore says how big the object is (size, and objectStats.size), like every source with an end', async (t) => {
@@ -222,4 +230,50 @@ test('every source says its size: bytes, a file past its offset, layers; zeros a
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+})
+
+test('feature and ioctl lists are one type across the API, a read-only set that JSON prints as an array', (t) => {
+  const probe = Userfaultfd.probe()
+  const uffd = new Userfaultfd({ features: ['EVENT_REMOVE'] })
+  const region = Region.anonymous(PAGE)
+  const { ioctls } = uffd.register(region)
+  const lists = [probe.features, probe.ioctls, uffd.features, ioctls]
+  for (const list of lists) {
+    t.is(Object.getPrototypeOf(list), Object.getPrototypeOf(probe.features), 'the same class everywhere')
+    t.true(list instanceof Set)
+    t.deepEqual(JSON.parse(JSON.stringify(list)), [...list], 'JSON prints the names, not {}')
+    t.throws(() => (list as unknown as Set<string>).add('X'), { instanceOf: TypeError })
+    t.throws(() => (list as unknown as Set<string>).delete([...list][0] as string), { instanceOf: TypeError })
+  }
+  t.true(probe.features.has('THREAD_ID'))
+  t.true(probe.features.includes('THREAD_ID'), 'what code written for arrays asked still works')
+  t.true(uffd.features.has('EVENT_REMOVE'))
+  t.true(ioctls.has('COPY'))
+  t.deepEqual(JSON.parse(JSON.stringify(uffd.register(region))), { ioctls: [...ioctls] })
+  const printed = JSON.parse(JSON.stringify(probe))
+  t.deepEqual(printed, { api: 0xaa, features: [...probe.features], ioctls: [...probe.ioctls] })
+  t.true(printed.features.length > 5)
+  // A set the API gave is accepted where the API takes a list.
+  const again = new Userfaultfd({ features: uffd.features })
+  t.true(again.features.has('EVENT_REMOVE'))
+  again.close()
+  uffd.close()
+  region.close()
+})
+
+test('what the API returns prints in JSON: stats, latency, a prefetch, a source, an error', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(4 * PAGE)
+  const source = Source.bytes(patternPage(0, PAGE, 4))
+  uffd.register(region, { source })
+  const prefetched = await uffd.prefetch(region)
+  t.deepEqual(JSON.parse(JSON.stringify(prefetched)), prefetched)
+  const stats = uffd.stats
+  t.deepEqual(JSON.parse(JSON.stringify(stats)), stats)
+  t.is(JSON.parse(JSON.stringify(uffd.latency())).count, 0)
+  t.deepEqual(JSON.parse(JSON.stringify(source)), { kind: 'bytes', size: 4 * PAGE })
+  const error = t.throws(() => uffd.copy(region, 100, new Uint8Array(PAGE))) as UffdError
+  t.like(JSON.parse(JSON.stringify(error)), { code: 'EINVAL', syscall: 'UFFDIO_COPY' })
+  uffd.close()
+  region.close()
 })

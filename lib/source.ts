@@ -191,6 +191,11 @@ export class Source {
     return this.#native.size ?? undefined
   }
 
+  /** What `JSON.stringify` prints of a source: its kind and size. */
+  toJSON(): { kind: string; size: number | undefined } {
+    return { kind: this.kind, size: this.size }
+  }
+
   /** An object-store source's counters (requests, bytes fetched, retries, cache hits); else undefined. */
   get objectStats(): ObjectSourceStats | undefined {
     return this.#native.objectStats ?? undefined

@@ -7,7 +7,7 @@ import { Dispatcher, type FaultHandler, type InstalledHandler, installed } from 
 import { argumentError, call, fromFailure, fromNotice, UffdError } from './errors'
 import { emitRangeEvent, eventOfForwarded, type RangeEvent, type RemapEvent, report } from './events'
 import { closeAllOnExit, forgetOwner, type Owner, rememberOwner, sayAtExit } from './exit'
-import type { FeatureName, IoctlName, ProbeResult } from './features'
+import { type FeatureName, type FeatureSet, type IoctlName, type IoctlSet, nameSet, type ProbeResult } from './features'
 import { native } from './loader'
 import {
   type AdoptFdOptions,
@@ -43,7 +43,7 @@ import { HandlerWorkers, moduleSpecifier } from './worker'
 /** What the kernel allows on a registered range. */
 export interface Registration {
   /** The ioctls the kernel allows on the range (UFFDIO_REGISTER's `ioctls`), e.g. COPY, ZEROPAGE, WAKE. */
-  readonly ioctls: ReadonlySet<IoctlName>
+  readonly ioctls: IoctlSet
 }
 
 /** What {@link Userfaultfd.prefetch} did. */
@@ -146,7 +146,7 @@ let warnedUserModeOnly = false
  */
 export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   readonly #native: NativeUffd
-  readonly #features: ReadonlySet<FeatureName>
+  readonly #features: FeatureSet
   /** The id of the fd in this process, which the per-fault calls name it by. */
   readonly #id: number
   readonly #dispatcher: Dispatcher
@@ -173,7 +173,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       this.#native = call(() => new native.NativeUffd(nativeOptions))
       if (nativeOptions.userModeOnly === undefined && this.#native.userModeOnly) warnUserModeOnly()
     }
-    this.#features = new Set(this.#native.features as FeatureName[])
+    this.#features = nameSet<FeatureName>(this.#native.features)
     this.#id = this.#native.id
     this.#dispatcher = new Dispatcher(this.#native, this.#id, {
       report: (error) => report(this, error),
@@ -213,7 +213,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** What the kernel offers (features and ioctls), asked on a throwaway fd. */
   static probe(): ProbeResult {
-    return call(() => native.NativeUffd.probe()) as ProbeResult
+    const { api, features, ioctls } = call(() => native.NativeUffd.probe())
+    return { api, features: nameSet<FeatureName>(features), ioctls: nameSet<IoctlName>(ioctls) }
   }
 
   /** A handle, in this thread, on a userfaultfd shared with `uffd.share()`. It does not own the fd. */
@@ -280,7 +281,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
 
   /** The features negotiated with the kernel. */
-  get features(): ReadonlySet<FeatureName> {
+  get features(): FeatureSet {
     return this.#features
   }
   /** Whether only user-mode faults are handled (kernel-mode accesses get EFAULT instead). */
@@ -315,7 +316,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   register(region: Region, options?: RegisterOptions): Registration {
     const { handle, range, source } = registrationOf(region, options)
     const ioctls = call(() => this.#native.register(handle, range, source?.native))
-    return { ioctls: new Set(ioctls as IoctlName[]) }
+    return { ioctls: nameSet<IoctlName>(ioctls) }
   }
 
   /**
