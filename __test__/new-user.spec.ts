@@ -1,6 +1,7 @@
 // What a new user meets first (issue 17): the calls a first program makes, tried as written in the
 // README, must say what went wrong in terms of the call, and never lose what was asked before.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -276,4 +277,31 @@ test('what the API returns prints in JSON: stats, latency, a prefetch, a source,
   t.like(JSON.parse(JSON.stringify(error)), { code: 'EINVAL', syscall: 'UFFDIO_COPY' })
   uffd.close()
   region.close()
+})
+
+test('the API reference builds without a warning (treatWarningsAsErrors), and no @internal member is in it or in the published types', (t) => {
+  const root = join(__dirname, '..', '..', '..')
+  const out = mkdtempSync(join(tmpdir(), 'uffd-docs-'))
+  try {
+    const run = spawnSync(process.execPath, [join(root, 'node_modules', 'typedoc', 'bin', 'typedoc'), '--out', out], {
+      cwd: root,
+      encoding: 'utf8',
+      timeout: 110_000,
+    })
+    const said = `${run.stdout}${run.stderr}`
+    t.is(run.status, 0, said)
+    t.notRegex(said, /warning/i)
+    const pages = readdirSync(out, { recursive: true, encoding: 'utf8' }).filter((name) => name.endsWith('.html'))
+    t.true(pages.some((name) => name.endsWith('Userfaultfd.html')))
+    const html = pages.map((name) => readFileSync(join(out, name), 'utf8')).join('\n')
+    for (const internal of ['sayAtExit', 'fromAdoption', 'handlerGeneration', 'readRaw']) {
+      t.false(html.includes(internal), `${internal} is in the API reference`)
+    }
+    const published = readFileSync(join(root, 'dist', 'lib', 'userfaultfd.d.ts'), 'utf8')
+    for (const internal of ['sayAtExit', 'fromAdoption', 'handlerGeneration']) {
+      t.false(published.includes(internal), `${internal} is in the published userfaultfd.d.ts`)
+    }
+  } finally {
+    rmSync(out, { recursive: true, force: true })
+  }
 })

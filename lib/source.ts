@@ -12,8 +12,11 @@ export interface FileSourceOptions {
 
 /** S3 credentials given explicitly (else `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). */
 export interface ObjectStoreCredentials {
+  /** The access key id (`AWS_ACCESS_KEY_ID`). */
   accessKeyId: string
+  /** The secret access key (`AWS_SECRET_ACCESS_KEY`). */
   secretAccessKey: string
+  /** A session token, for temporary credentials (`AWS_SESSION_TOKEN`). */
   sessionToken?: string
 }
 
@@ -53,6 +56,7 @@ export interface ObjectStoreSourceOptions {
   memoryCache?: number
   /** A directory the processes of this machine share: each chunk is fetched once per machine. */
   cacheDir?: string
+  /** How transient failures are retried. */
   retry?: ObjectStoreRetryOptions
   /** Default 5000. */
   connectTimeoutMs?: number
@@ -64,21 +68,27 @@ export interface ObjectStoreSourceOptions {
 
 /** What an object-store source has done: {@link Source.objectStats}. */
 export interface ObjectSourceStats {
-  /** Range requests that succeeded, and the bytes they brought. */
+  /** Range requests that succeeded. */
   requests: number
+  /** The bytes those requests brought. */
   bytesFetched: number
-  /** Tries again after a transient failure; requests that failed for good. */
+  /** Tries again after a transient failure. */
   retries: number
+  /** Requests that failed for good. */
   failures: number
-  /** Chunks found in memory; chunks read from the disk cache (fetched by another process). */
+  /** Chunks found in memory. */
   memoryHits: number
+  /** Chunks read from the disk cache (`cacheDir`: fetched by another process). */
   diskHits: number
+  /** Chunks this source wrote to the disk cache. */
   diskWrites: number
   /** Faults that waited for the network. */
   faults: number
+  /** Bytes of chunks held in memory now. */
   cachedBytes: number
-  /** The object's size and ETag when the source was made. */
+  /** The object's size when the source was made. */
   size: number
+  /** The object's ETag when the source was made, if the store gave one. */
   etag?: string
 }
 
@@ -192,7 +202,12 @@ export class Source {
   }
 
   /** What `JSON.stringify` prints of a source: its kind and size. */
-  toJSON(): { kind: string; size: number | undefined } {
+  toJSON(): {
+    /** {@link Source.kind}. */
+    kind: string
+    /** {@link Source.size}. */
+    size: number | undefined
+  } {
     return { kind: this.kind, size: this.size }
   }
 

@@ -201,6 +201,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   /**
    * At the process's exit: what the owner has not heard yet is said now, synchronously (an event
    * loop that will not turn again delivers nothing, and a process warning waits for a tick).
+   * @internal
    */
   [sayAtExit](): void {
     for (const item of this.#native.takeNotices()) {
