@@ -56,9 +56,9 @@ export { Region } from './lib/region'
 export { adoptFd, HandshakeListener, listen, receive } from './lib/remote'
 export {
   type ObjectSourceStats,
-  type ObjectStoreSource,
   type ObjectStoreCredentials,
   type ObjectStoreRetryOptions,
+  type ObjectStoreSource,
   type ObjectStoreSourceOptions,
   Source,
 } from './lib/source'
