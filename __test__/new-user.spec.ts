@@ -305,3 +305,60 @@ test('the API reference builds without a warning (treatWarningsAsErrors), and no
     rmSync(out, { recursive: true, force: true })
   }
 })
+
+// The handler modules handleInWorker takes, as the README shows them: each serves page i filled
+// with a byte of its own, so the test sees which export served.
+const handlerModules: Array<[string, string, number]> = [
+  ['default.mjs', 'export default function (fault) { FILL(11) }', 11],
+  ['named.mjs', 'export function handler(fault) { FILL(12) }', 12],
+  ['default.cjs', 'module.exports = function (fault) { FILL(13) }', 13],
+  ['named.cjs', 'exports.handler = function (fault) { FILL(14) }', 14],
+  ['object.cjs', 'module.exports = { handler(fault) { FILL(15) } }', 15],
+  // An object built at run time: Node's static scan of CommonJS names no export `handler` here.
+  ['built.cjs', 'const api = {}; api.handler = function (fault) { FILL(17) }; module.exports = api', 17],
+  ['transpiled.cjs', 'Object.defineProperty(exports, "__esModule", { value: true }); exports.default = function (fault) { FILL(16) }', 16],
+]
+const fill = (seed: number) => `fault.copy(new Uint8Array(fault.region.pageSize).fill(fault.offset / fault.region.pageSize + ${seed}))`
+
+for (const [name, source, seed] of handlerModules) {
+  test(`handleInWorker serves with a handler module like ${name}: ${source.slice(0, 40)}...`, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'uffd-handler-'))
+    const path = join(dir, name)
+    writeFileSync(
+      path,
+      source.replace(/FILL\((\d+)\)/, (_, n) => fill(Number(n))),
+    )
+    const uffd = new Userfaultfd()
+    const region = Region.anonymous(3 * PAGE)
+    uffd.register(region)
+    try {
+      const served = await uffd.handleInWorker(path)
+      const bytes = new Uint8Array(region.buffer)
+      t.deepEqual(
+        [bytes[0], bytes[PAGE + 9], bytes[2 * PAGE + 4095]],
+        [seed, seed + 1, seed + 2],
+        'this thread read what the module served',
+      )
+      served.off()
+    } finally {
+      uffd.close()
+      region.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+}
+
+test('a handler module with neither a default export nor `handler` is refused, saying which exports it needs', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'uffd-handler-'))
+  const path = join(dir, 'neither.cjs')
+  writeFileSync(path, 'module.exports = { serve(fault) {} }')
+  const uffd = new Userfaultfd()
+  try {
+    const error = await t.throwsAsync(uffd.handleInWorker(path), { instanceOf: UffdError })
+    t.is(error?.code, 'ERR_UFFD_WORKER')
+    t.regex(error?.message ?? '', /as its default export or as `handler`/)
+  } finally {
+    uffd.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+})

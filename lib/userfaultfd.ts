@@ -479,15 +479,24 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
 
   /**
-   * Serves faults with the default export of `module`, run in a worker thread that the package
-   * starts and owns, so that this thread may read the registered memory. Resolves once the
+   * Serves faults with the handler of `module`, run in a worker thread that the package starts
+   * and owns, so that this thread may read the registered memory. `module` is a URL, an absolute
+   * path, or a path relative to the current directory; an ES module (`.mjs`, `.js` in a
+   * `"type": "module"` package) or a CommonJS one (`.cjs`, `.js` otherwise), in TypeScript where
+   * the runtime runs it (Bun). Its handler, a `(fault) => void | Promise<void>` like
+   * {@link Userfaultfd.handle}'s, is its default export (`export default`, `module.exports = fn`,
+   * or a transpiled module's `exports.default`), else the export named `handler`
+   * (`export function handler`, `exports.handler`, `module.exports = { handler }`); a module
+   * without one rejects with `ERR_UFFD_WORKER`. Resolves once the
    * handler is installed, with what terminates the worker again (`off()`, or `using`); faults
    * taken before then wait for it. Aborting `options.signal` before then terminates the worker
    * and rejects with an `AbortError` (`code: 'ABORT_ERR'`); the handler it would replace serves on.
    *
    * @example
    * ```ts
-   * using served = await uffd.handleInWorker('./pager.js', { signal: AbortSignal.timeout(5_000) })
+   * // pager.mjs: export function handler(fault) { fault.copy(pageFor(fault.offset)) }
+   * // or pager.cjs: module.exports = (fault) => fault.copy(pageFor(fault.offset))
+   * using served = await uffd.handleInWorker('./pager.mjs', { signal: AbortSignal.timeout(5_000) })
    * ```
    */
   handleInWorker(module: string | URL, options?: WorkerHandlerOptions): Promise<InstalledHandler> {
