@@ -54,6 +54,7 @@ const modules: Array<[string, string, number]> = [
   ['default.cjs', `module.exports = function (fault) { ${fill(22)} }`, 22],
   ['named.cjs', `exports.handler = function (fault) { ${fill(23)} }`, 23],
   ['object.cjs', `module.exports = { handler(fault) { ${fill(24)} } }`, 24],
+  ['built.cjs', `const api = {}; api.handler = function (fault) { ${fill(26)} }; module.exports = api`, 26],
   [
     'named.ts',
     `export function handler(fault: { copy(b: Uint8Array): number; offset: number; region: { pageSize: number } }): void { ${fill(25)} }`,
