@@ -362,3 +362,19 @@ test('a handler module with neither a default export nor `handler` is refused, s
     rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('an object source with no concurrency or an empty chunk is refused as a number out of range, before any request', async (t) => {
+  for (const options of [{ concurrency: 0 }, { chunkSize: 0 }, { concurrency: -1 }]) {
+    const [name] = Object.keys(options)
+    await t.throwsAsync(Source.objectStore('http://127.0.0.1:1/object', options), {
+      instanceOf: RangeError,
+      code: 'ERR_OUT_OF_RANGE',
+      message: new RegExp(`"options.${name}" .*>= 1`),
+    })
+  }
+  await t.throwsAsync(
+    Source.objectStore('http://127.0.0.1:1/object', { chunkSize: 100 }),
+    { instanceOf: UffdError, code: 'EINVAL' },
+    'not a multiple of the page: EINVAL',
+  )
+})

@@ -255,8 +255,8 @@ function objectOptions(url: string, options: ObjectStoreSourceOptions): NativeOb
   const sessionToken = s3
     ? (text('options.credentials.sessionToken', given?.sessionToken) ?? (given ? undefined : env.AWS_SESSION_TOKEN))
     : undefined
-  const concurrency = integer('options.concurrency', options.concurrency ?? 16)
-  const chunkSize = integer('options.chunkSize', options.chunkSize ?? 4 * MiB)
+  const concurrency = integer('options.concurrency', options.concurrency ?? 16, 1)
+  const chunkSize = integer('options.chunkSize', options.chunkSize ?? 4 * MiB, 1)
   const retry = optionsOf('options.retry', options.retry)
   return {
     endpoint: s3 ? (text('options.endpoint', options.endpoint) ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL) : undefined,

@@ -5,11 +5,11 @@
 // and a UffdError EINVAL for what is not a multiple of the page size.
 import { argumentError, rangeError } from './errors'
 
-/** A count, size, offset or id: an integer from 0 to 2^53 - 1. */
-export function integer(name: string, value: unknown): number {
+/** A count, size, offset or id: an integer from `min` (default 0) to 2^53 - 1. */
+export function integer(name: string, value: unknown, min = 0): number {
   if (typeof value !== 'number') throw argumentError(name, 'of type number', value)
-  if (!Number.isInteger(value) || value < 0 || value > Number.MAX_SAFE_INTEGER) {
-    throw rangeError(name, `an integer >= 0 && <= ${Number.MAX_SAFE_INTEGER}`, value)
+  if (!Number.isInteger(value) || value < min || value > Number.MAX_SAFE_INTEGER) {
+    throw rangeError(name, `an integer >= ${min} && <= ${Number.MAX_SAFE_INTEGER}`, value)
   }
   return value
 }
