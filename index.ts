@@ -15,7 +15,7 @@ export { UffdError } from './lib/errors'
 export type { RangeEvent, RemapEvent } from './lib/events'
 export type { FaultKind } from './lib/fault'
 export { Fault } from './lib/fault'
-export type { FeatureName, IoctlName, ProbeResult } from './lib/features'
+export type { FeatureName, FeatureSet, IoctlName, IoctlSet, NameSet, ProbeResult } from './lib/features'
 export {
   type FirecrackerOptions,
   FirecrackerServer,
@@ -58,6 +58,7 @@ export {
   type ObjectSourceStats,
   type ObjectStoreCredentials,
   type ObjectStoreRetryOptions,
+  type ObjectStoreSource,
   type ObjectStoreSourceOptions,
   Source,
 } from './lib/source'

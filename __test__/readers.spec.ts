@@ -61,7 +61,7 @@ test('readers: 2 with EVENT_REMOVE: a page discarded and touched again comes bac
 test('readers must be an integer from 1 to 64', (t) => {
   t.throws(() => new Userfaultfd({ readers: 0 }), { code: 'ERR_OUT_OF_RANGE' })
   t.throws(() => new Userfaultfd({ readers: 65 }), { code: 'ERR_OUT_OF_RANGE' })
-  t.throws(() => new Userfaultfd({ readers: 1.5 }), { instanceOf: TypeError })
+  t.throws(() => new Userfaultfd({ readers: 1.5 }), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE' })
   const uffd = new Userfaultfd()
   t.is(uffd.stats.readers, 1)
   uffd.close()

@@ -125,7 +125,10 @@ test('bad sources are refused', (t) => {
   const uffd = new Userfaultfd()
   const region = Region.anonymous(PAGE)
   t.throws(() => uffd.register(region, { source: {} as Source }), { instanceOf: TypeError })
-  t.throws(() => uffd.register(region, { source: Source.zero(), readahead: { pages: -1 } }), { instanceOf: TypeError })
+  t.throws(() => uffd.register(region, { source: Source.zero(), readahead: { pages: -1 } }), {
+    instanceOf: RangeError,
+    code: 'ERR_OUT_OF_RANGE',
+  })
   uffd.close()
   region.close()
 })
@@ -215,7 +218,7 @@ test('prefetch from a given source, aborted, and refused where nothing says wher
   uffd.register(region)
   await t.throwsAsync(uffd.prefetch(region), { code: 'EINVAL', message: /without a source/ })
   await t.throwsAsync(uffd.prefetch(region, [{ offset: 1, length: PAGE }], { source: Source.zero() }), { code: 'EINVAL' })
-  t.throws(() => uffd.prefetch(region, [{ offset: -1, length: PAGE }]), { instanceOf: TypeError })
+  t.throws(() => uffd.prefetch(region, [{ offset: -1, length: PAGE }]), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE' })
   const controller = new AbortController()
   controller.abort()
   const aborted = await uffd.prefetch(region, undefined, { source: Source.file(file), signal: controller.signal })

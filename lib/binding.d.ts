@@ -110,6 +110,8 @@ export declare class NativeSource {
   static layers(paths: Array<string>, offset: number): NativeSource
   static pageCache(): NativeSource
   get kind(): string
+  /** How many bytes the source has for a region from its offset 0 on (`undefined`: no end). */
+  get size(): number | null
   /** An object source's counters (`undefined` for other sources). */
   get objectStats(): NativeObjectStats | null
   /**

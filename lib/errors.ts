@@ -46,7 +46,12 @@ export interface UffdErrorOptions {
   /** The fault the error is about, if any. */
   fault?: FaultInfo | undefined
   /** For a refused handshake: the process that sent it (SO_PEERCRED), to stop it. */
-  peer?: { readonly pid: number } | undefined
+  peer?:
+    | {
+        /** The process id of the peer. */
+        readonly pid: number
+      }
+    | undefined
   /** The underlying error, kept as the error's `cause`. */
   cause?: unknown
   /** The HTTP status a remote store answered with (an object-store source), if that is what failed. */
@@ -81,7 +86,12 @@ export class UffdError extends Error {
    * For a refused handshake: the process that sent it (SO_PEERCRED). A VM monitor waits for its
    * handler: one that cannot serve it should stop it (`process.kill(error.peer.pid, 'SIGKILL')`).
    */
-  readonly peer: { readonly pid: number } | undefined
+  readonly peer:
+    | {
+        /** The process id of the peer. */
+        readonly pid: number
+      }
+    | undefined
   /** The HTTP status a remote store answered with (404, 403, 503...), if that is what failed. */
   readonly status: number | undefined
 
@@ -160,8 +170,12 @@ export function fromNative(error: unknown): unknown {
   return error
 }
 
-/** The UffdError of a failure that the binding reports as a value (from a pool thread's work). */
-export function fromFailure(failure: NativeFailure): UffdError {
+/**
+ * The UffdError of a failure that the binding reports as a value (from a pool thread's work); a
+ * number out of its bounds is a RangeError, as when the binding throws it.
+ */
+export function fromFailure(failure: NativeFailure): UffdError | RangeError {
+  if (failure.code === 'ERR_OUT_OF_RANGE') return Object.assign(new RangeError(failure.message), { code: failure.code })
   return new UffdError(failure.message, {
     code: failure.code as UffdErrorCode,
     errno: failure.errno,

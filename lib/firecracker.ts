@@ -46,6 +46,7 @@ export interface VmSummary {
   readonly faults: number
   /** Pages and bytes mapped (faults, readahead, replay and prefetch together). */
   readonly pagesMapped: number
+  /** Bytes mapped, as `pagesMapped` counts pages. */
   readonly bytesMapped: number
   /** Ranges of the memory file that were holes, mapped as zeros without a read. */
   readonly holes: number
@@ -53,9 +54,11 @@ export interface VmSummary {
   readonly firstFaultMs: number | undefined
   /** The handler's fault latency (message read to resolve), in microseconds. */
   readonly faultP50Micros: number
+  /** The 99th percentile of the same latency, in microseconds. */
   readonly faultP99Micros: number
   /** Pages the trace replay mapped, and the pages the background prefetch mapped. */
   readonly replayedPages: number
+  /** Pages the background prefetch mapped. */
   readonly prefetchedPages: number
   /** Milliseconds from the handshake to now, or to the VM's exit. */
   readonly durationMs: number

@@ -57,7 +57,7 @@ export interface UserfaultfdOptions {
    * else the kernel offers and changes nothing by being on (THREAD_ID, MISSING_SHMEM, MINOR_*,
    * EXACT_ADDRESS, WP_*, POISON, MOVE) is enabled anyway; events, SIGBUS and WP_ASYNC only on request.
    */
-  features?: FeatureName[]
+  features?: readonly FeatureName[] | ReadonlySet<FeatureName>
   /**
    * `true`: handle faults from user mode only (needs no privilege). `false`: kernel-mode faults
    * too, or throw. Default: kernel-mode faults where permitted, else user mode only.
@@ -139,7 +139,12 @@ export interface RegisterOptions {
   offset?: number
   /** Length of the range (a multiple of the page size). Default: to the region's end. */
   length?: number
-  /** Resolve the range's faults natively on the loop thread (no JavaScript per fault). */
+  /**
+   * Resolve the range's faults natively on the loop thread (no JavaScript per fault). Registering
+   * a range again without a source keeps the source of each part that had one (the modes must
+   * still include the faults it serves: `missing`, or `minor` for the page cache, else `EINVAL`);
+   * another source than the one a part has is refused with `EEXIST` (unregister first).
+   */
   source?: Source
   /** With a source: pages mapped per fault (clipped to the range), growing on sequential faults if `adaptive`. */
   readahead?: ReadaheadOptions
@@ -315,10 +320,12 @@ export function nativeOptionsOf(options: UserfaultfdOptions | undefined, how: 'o
   const { features, userModeOnly, fallback, timeoutMs, spinMicros, readers } = optionsOf('options', options)
   const readerCount = optionalInteger('options.readers', readers) ?? DEFAULTS.readers
   if (readerCount < 1 || readerCount > 64) throw rangeError('options.readers', 'from 1 to 64', readerCount)
-  if (features !== undefined && !Array.isArray(features)) throw argumentError('options.features', 'an array of feature names', features)
+  if (features !== undefined && !Array.isArray(features) && !(features instanceof Set)) {
+    throw argumentError('options.features', 'an array or a Set of feature names', features)
+  }
   const timeout = optionalInteger('options.timeoutMs', timeoutMs) ?? DEFAULTS.timeoutMs
   return {
-    features: features?.map(String) ?? [],
+    features: features === undefined ? [] : Array.from(features, String),
     // Undefined asks the binding to find what is permitted: no default can say that.
     userModeOnly: how === 'open' && userModeOnly !== undefined ? optionalBoolean('options.userModeOnly', userModeOnly, false) : undefined,
     fallback: fallback ?? (how === 'open' ? DEFAULTS.fallback : DEFAULTS.adoptionFallback),

@@ -5,7 +5,7 @@ import { markAsUntransferable } from 'node:worker_threads'
 import type { NativeRegion } from './binding'
 import { argumentError, call } from './errors'
 import { native } from './loader'
-import { integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
+import { integer, optionalBoolean, optionalInteger, options as optionsOf, regionSize } from './validate'
 
 /** The kind of memory behind a region. */
 export type MemoryKind = 'anonymous' | 'shmem' | 'hugetlb' | 'remote'
@@ -119,13 +119,13 @@ export class Region {
 
   /** A private anonymous mapping of `size` bytes (rounded up to pages); nothing is resident. */
   static anonymous(size: number): Region {
-    integer('size', size)
+    regionSize('size', size)
     return new Region(call(() => native.NativeRegion.anonymous(size)))
   }
 
   /** A memfd of `size` bytes, mapped shared. {@link Region.alias} maps the same file again. */
   static shmem(size: number, options?: ShmemOptions): Region {
-    integer('size', size)
+    regionSize('size', size)
     const { name = 'userfaultfd', private: isPrivate } = optionsOf('options', options)
     const priv = optionalBoolean('options.private', isPrivate, false)
     return new Region(call(() => native.NativeRegion.shmem(size, String(name), priv)))
@@ -136,7 +136,7 @@ export class Region {
    * with the command to run when not enough huge pages are reserved (`sysctl vm.nr_hugepages`).
    */
   static hugetlb(size: number, options?: HugetlbOptions): Region {
-    integer('size', size)
+    regionSize('size', size)
     const { name = 'userfaultfd', pageSize = TWO_MIB, private: isPrivate } = optionsOf('options', options)
     integer('options.pageSize', pageSize)
     const priv = optionalBoolean('options.private', isPrivate, false)
@@ -254,9 +254,9 @@ export class Region {
    * region.bytes(6 * 2 ** 30, 4096)[0] = 1              // a page at 6 GiB
    * ```
    *
-   * @throws TypeError `ERR_INVALID_ARG_TYPE` if `offset` or `length` is not a non-negative safe
-   * integer; UffdError `EINVAL` if the range runs past the end, `ERANGE` if `length` is more than
-   * one ArrayBuffer holds, `EBADF` if the region is closed.
+   * @throws TypeError `ERR_INVALID_ARG_TYPE` if `offset` or `length` is not a number; RangeError
+   * `ERR_OUT_OF_RANGE` if it is not an integer from 0 to 2^53 - 1 or the range runs past the end;
+   * UffdError `ERANGE` if `length` is more than one ArrayBuffer holds, `EBADF` if the region is closed.
    */
   bytes(offset = 0, length?: number): Uint8Array {
     integer('offset', offset)

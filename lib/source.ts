@@ -12,8 +12,11 @@ export interface FileSourceOptions {
 
 /** S3 credentials given explicitly (else `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). */
 export interface ObjectStoreCredentials {
+  /** The access key id (`AWS_ACCESS_KEY_ID`). */
   accessKeyId: string
+  /** The secret access key (`AWS_SECRET_ACCESS_KEY`). */
   secretAccessKey: string
+  /** A session token, for temporary credentials (`AWS_SESSION_TOKEN`). */
   sessionToken?: string
 }
 
@@ -53,6 +56,7 @@ export interface ObjectStoreSourceOptions {
   memoryCache?: number
   /** A directory the processes of this machine share: each chunk is fetched once per machine. */
   cacheDir?: string
+  /** How transient failures are retried. */
   retry?: ObjectStoreRetryOptions
   /** Default 5000. */
   connectTimeoutMs?: number
@@ -64,22 +68,41 @@ export interface ObjectStoreSourceOptions {
 
 /** What an object-store source has done: {@link Source.objectStats}. */
 export interface ObjectSourceStats {
-  /** Range requests that succeeded, and the bytes they brought. */
+  /** Range requests that succeeded. */
   requests: number
+  /** The bytes those requests brought. */
   bytesFetched: number
-  /** Tries again after a transient failure; requests that failed for good. */
+  /** Tries again after a transient failure. */
   retries: number
+  /** Requests that failed for good. */
   failures: number
-  /** Chunks found in memory; chunks read from the disk cache (fetched by another process). */
+  /** Chunks found in memory. */
   memoryHits: number
+  /** Chunks read from the disk cache (`cacheDir`: fetched by another process). */
   diskHits: number
+  /** Chunks this source wrote to the disk cache. */
   diskWrites: number
   /** Faults that waited for the network. */
   faults: number
+  /** Bytes of chunks held in memory now. */
   cachedBytes: number
-  /** The object's size and ETag when the source was made. */
+  /** The object's size when the source was made. */
   size: number
+  /** The object's ETag when the source was made, if the store gave one. */
   etag?: string
+}
+
+/**
+ * What {@link Source.objectStore} gives: a source that knows its object's size and counts its
+ * requests, so neither is possibly undefined.
+ */
+export interface ObjectStoreSource extends Source {
+  /** Always `'objectStore'`. */
+  readonly kind: 'objectStore'
+  /** The object's size in bytes, read when the source was made (the same as `objectStats.size`). */
+  readonly size: number
+  /** The source's counters (requests, bytes fetched, retries, cache hits). */
+  readonly objectStats: ObjectSourceStats
 }
 
 /**
@@ -147,14 +170,14 @@ export class Source {
    * uffd.register(region, { source })
    * ```
    */
-  static async objectStore(url: string, options?: ObjectStoreSourceOptions): Promise<Source> {
+  static async objectStore(url: string, options?: ObjectStoreSourceOptions): Promise<ObjectStoreSource> {
     if (typeof url !== 'string') throw argumentError('url', 'a string', url)
     const outcome = await native.openObjectSource(url, objectOptions(url, optionsOf('options', options)))
     const error = outcome.takeError()
     if (error) throw fromFailure(error)
     const handle = outcome.takeSource()
     if (!handle) throw new Error('openObjectSource gave neither a source nor an error')
-    return new Source(handle)
+    return new Source(handle) as ObjectStoreSource
   }
 
   /** For minor faults: map what the page cache holds (CONTINUE). */
@@ -165,6 +188,27 @@ export class Source {
   /** 'zero', 'bytes', 'file', 'layers', 'pageCache' or 'objectStore'. */
   get kind(): string {
     return this.#native.kind
+  }
+
+  /**
+   * How many bytes the source has for a region, from the region's offset 0 on: the length of the
+   * bytes, a file's bytes past its `offset` (asked each time: a file can grow), the largest
+   * layer's, an object's size (read when the source was made). Undefined for `zero()` and
+   * `pageCache()`, which have no end. Past it, pages are zeros (or go to the handler with
+   * `fallthrough`).
+   */
+  get size(): number | undefined {
+    return this.#native.size ?? undefined
+  }
+
+  /** What `JSON.stringify` prints of a source: its kind and size. */
+  toJSON(): {
+    /** {@link Source.kind}. */
+    kind: string
+    /** {@link Source.size}. */
+    size: number | undefined
+  } {
+    return { kind: this.kind, size: this.size }
   }
 
   /** An object-store source's counters (requests, bytes fetched, retries, cache hits); else undefined. */
@@ -211,8 +255,8 @@ function objectOptions(url: string, options: ObjectStoreSourceOptions): NativeOb
   const sessionToken = s3
     ? (text('options.credentials.sessionToken', given?.sessionToken) ?? (given ? undefined : env.AWS_SESSION_TOKEN))
     : undefined
-  const concurrency = integer('options.concurrency', options.concurrency ?? 16)
-  const chunkSize = integer('options.chunkSize', options.chunkSize ?? 4 * MiB)
+  const concurrency = integer('options.concurrency', options.concurrency ?? 16, 1)
+  const chunkSize = integer('options.chunkSize', options.chunkSize ?? 4 * MiB, 1)
   const retry = optionsOf('options.retry', options.retry)
   return {
     endpoint: s3 ? (text('options.endpoint', options.endpoint) ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL) : undefined,

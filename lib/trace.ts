@@ -8,6 +8,7 @@ import { native } from './loader'
 
 /** The format's name and version, the first fields of every trace file. */
 export const TRACE_FORMAT = 'userfaultfd-working-set'
+/** The version of the trace format this package writes and reads. */
 export const TRACE_VERSION = 1
 
 /** What names a memory file in a trace: its size and a fingerprint of its content. */
@@ -26,10 +27,15 @@ export interface MemoryFingerprint {
  * touched.
  */
 export interface WorkingSetTrace {
+  /** Always {@link TRACE_FORMAT}. */
   readonly format: typeof TRACE_FORMAT
+  /** {@link TRACE_VERSION} of the package that wrote it. */
   readonly version: number
+  /** The memory files the trace was recorded over, each by its size and fingerprint. */
   readonly memory: readonly MemoryFingerprint[]
+  /** The page size of the recorded memory. */
   readonly pageSize: number
+  /** The file offsets of the pages, in the order they were first touched. */
   readonly pages: readonly number[]
 }
 

@@ -7,7 +7,7 @@ import { Dispatcher, type FaultHandler, type InstalledHandler, installed } from 
 import { argumentError, call, fromFailure, fromNotice, UffdError } from './errors'
 import { emitRangeEvent, eventOfForwarded, type RangeEvent, type RemapEvent, report } from './events'
 import { closeAllOnExit, forgetOwner, type Owner, rememberOwner, sayAtExit } from './exit'
-import type { FeatureName, IoctlName, ProbeResult } from './features'
+import { type FeatureName, type FeatureSet, type IoctlName, type IoctlSet, nameSet, type ProbeResult } from './features'
 import { native } from './loader'
 import {
   type AdoptFdOptions,
@@ -43,7 +43,7 @@ import { HandlerWorkers, moduleSpecifier } from './worker'
 /** What the kernel allows on a registered range. */
 export interface Registration {
   /** The ioctls the kernel allows on the range (UFFDIO_REGISTER's `ioctls`), e.g. COPY, ZEROPAGE, WAKE. */
-  readonly ioctls: ReadonlySet<IoctlName>
+  readonly ioctls: IoctlSet
 }
 
 /** What {@link Userfaultfd.prefetch} did. */
@@ -146,7 +146,7 @@ let warnedUserModeOnly = false
  */
 export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   readonly #native: NativeUffd
-  readonly #features: ReadonlySet<FeatureName>
+  readonly #features: FeatureSet
   /** The id of the fd in this process, which the per-fault calls name it by. */
   readonly #id: number
   readonly #dispatcher: Dispatcher
@@ -173,7 +173,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       this.#native = call(() => new native.NativeUffd(nativeOptions))
       if (nativeOptions.userModeOnly === undefined && this.#native.userModeOnly) warnUserModeOnly()
     }
-    this.#features = new Set(this.#native.features as FeatureName[])
+    this.#features = nameSet<FeatureName>(this.#native.features)
     this.#id = this.#native.id
     this.#dispatcher = new Dispatcher(this.#native, this.#id, {
       report: (error) => report(this, error),
@@ -201,6 +201,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   /**
    * At the process's exit: what the owner has not heard yet is said now, synchronously (an event
    * loop that will not turn again delivers nothing, and a process warning waits for a tick).
+   * @internal
    */
   [sayAtExit](): void {
     for (const item of this.#native.takeNotices()) {
@@ -213,7 +214,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** What the kernel offers (features and ioctls), asked on a throwaway fd. */
   static probe(): ProbeResult {
-    return call(() => native.NativeUffd.probe()) as ProbeResult
+    const { api, features, ioctls } = call(() => native.NativeUffd.probe())
+    return { api, features: nameSet<FeatureName>(features), ioctls: nameSet<IoctlName>(ioctls) }
   }
 
   /** A handle, in this thread, on a userfaultfd shared with `uffd.share()`. It does not own the fd. */
@@ -280,7 +282,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
 
   /** The features negotiated with the kernel. */
-  get features(): ReadonlySet<FeatureName> {
+  get features(): FeatureSet {
     return this.#features
   }
   /** Whether only user-mode faults are handled (kernel-mode accesses get EFAULT instead). */
@@ -301,11 +303,21 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     return { type: 'userfaultfd.uffd', id: this.#id }
   }
 
-  /** Registers a region (or a page-aligned part of it) for missing, minor and/or wp faults. */
+  /**
+   * Registers a region (or a page-aligned part of it) for missing, minor and/or wp faults. A range
+   * registered again gets the modes of the new registration (as `UFFDIO_REGISTER` does) and keeps
+   * its source unless the new one names the same one: see {@link RegisterOptions.source}.
+   *
+   * @example
+   * ```ts
+   * uffd.register(region, { source: Source.file('snapshot.bin') })
+   * uffd.register(region, { missing: true, wp: true }) // adds write-protection; the file serves on
+   * ```
+   */
   register(region: Region, options?: RegisterOptions): Registration {
     const { handle, range, source } = registrationOf(region, options)
     const ioctls = call(() => this.#native.register(handle, range, source?.native))
-    return { ioctls: new Set(ioctls as IoctlName[]) }
+    return { ioctls: nameSet<IoctlName>(ioctls) }
   }
 
   /**
@@ -467,15 +479,24 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
 
   /**
-   * Serves faults with the default export of `module`, run in a worker thread that the package
-   * starts and owns, so that this thread may read the registered memory. Resolves once the
+   * Serves faults with the handler of `module`, run in a worker thread that the package starts
+   * and owns, so that this thread may read the registered memory. `module` is a URL, an absolute
+   * path, or a path relative to the current directory; an ES module (`.mjs`, `.js` in a
+   * `"type": "module"` package) or a CommonJS one (`.cjs`, `.js` otherwise), in TypeScript where
+   * the runtime runs it (Bun). Its handler, a `(fault) => void | Promise<void>` like
+   * {@link Userfaultfd.handle}'s, is its default export (`export default`, `module.exports = fn`,
+   * or a transpiled module's `exports.default`), else the export named `handler`
+   * (`export function handler`, `exports.handler`, `module.exports = { handler }`); a module
+   * without one rejects with `ERR_UFFD_WORKER`. Resolves once the
    * handler is installed, with what terminates the worker again (`off()`, or `using`); faults
    * taken before then wait for it. Aborting `options.signal` before then terminates the worker
    * and rejects with an `AbortError` (`code: 'ABORT_ERR'`); the handler it would replace serves on.
    *
    * @example
    * ```ts
-   * using served = await uffd.handleInWorker('./pager.js', { signal: AbortSignal.timeout(5_000) })
+   * // pager.mjs: export function handler(fault) { fault.copy(pageFor(fault.offset)) }
+   * // or pager.cjs: module.exports = (fault) => fault.copy(pageFor(fault.offset))
+   * using served = await uffd.handleInWorker('./pager.mjs', { signal: AbortSignal.timeout(5_000) })
    * ```
    */
   handleInWorker(module: string | URL, options?: WorkerHandlerOptions): Promise<InstalledHandler> {

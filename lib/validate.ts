@@ -1,10 +1,31 @@
-// Type checks of public arguments. Ranges and alignment are checked in the core, which knows the
-// page size; here only the JavaScript types are, so a wrong type is a TypeError, as in Node.
-import { argumentError } from './errors'
+// Checks of public arguments, the way Node checks its own: a value of the wrong type is a
+// TypeError (ERR_INVALID_ARG_TYPE); a number that is no integer, negative, or past its bound is a
+// RangeError (ERR_OUT_OF_RANGE). The bounds that depend on a region (its size, its page size) are
+// checked in the core, which throws the same RangeError for a size of 0 or an offset past the end,
+// and a UffdError EINVAL for what is not a multiple of the page size.
+import { argumentError, rangeError } from './errors'
 
-export function integer(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw argumentError(name, 'a non-negative safe integer', value)
+/** A count, size, offset or id: an integer from `min` (default 0) to 2^53 - 1. */
+export function integer(name: string, value: unknown, min = 0): number {
+  if (typeof value !== 'number') throw argumentError(name, 'of type number', value)
+  if (!Number.isInteger(value) || value < min || value > Number.MAX_SAFE_INTEGER) {
+    throw rangeError(name, `an integer >= ${min} && <= ${Number.MAX_SAFE_INTEGER}`, value)
+  }
+  return value
+}
+
+/**
+ * The most bytes a region can span: a process's address space with the kernel's default layout
+ * (47 bits on x64, 48 on arm64), as `MAX_MAPPING_BYTES` of uffd-core's region.rs says. A size
+ * within it that the machine cannot map is a UffdError ENOMEM, not an argument out of range.
+ */
+export const MAX_REGION_BYTES: number = process.arch === 'x64' ? 2 ** 47 : process.arch === 'arm64' ? 2 ** 48 : Number.MAX_SAFE_INTEGER
+
+/** The size of a new region: an integer from 1 to {@link MAX_REGION_BYTES}. */
+export function regionSize(name: string, value: unknown): number {
+  if (typeof value !== 'number') throw argumentError(name, 'of type number', value)
+  if (!Number.isInteger(value) || value < 1 || value > MAX_REGION_BYTES) {
+    throw rangeError(name, `an integer >= 1 && <= ${MAX_REGION_BYTES} (a process's address space)`, value)
   }
   return value
 }

@@ -1,5 +1,5 @@
 // The worker that handleInWorker() starts: it attaches to the userfaultfd, imports the handler
-// module, serves faults with its default export, and forwards 'error' events to the parent.
+// module, serves faults with its handler (see handlerOf), and forwards 'error' events to the parent.
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parentPort } from 'node:worker_threads'
@@ -13,8 +13,15 @@ import { argsOf, type WorkerArgs, type WorkerMessage } from './worker'
 
 type Handler = (fault: unknown) => unknown
 
+/**
+ * The handler of a module, as `handleInWorker` documents it: the default export (ESM
+ * `export default`, CommonJS `module.exports = fn`, or a transpiled module's `exports.default`),
+ * else the export named `handler` (ESM `export function handler`, CommonJS `exports.handler` or
+ * `module.exports = { handler }`).
+ */
 function handlerOf(module: Record<string, unknown>): Handler | undefined {
-  const candidates = [module.default, (module.default as Record<string, unknown> | undefined)?.default, module.handler]
+  const exported = module.default as Record<string, unknown> | undefined
+  const candidates = [module.default, exported?.default, module.handler, exported?.handler]
   return candidates.find((c): c is Handler => typeof c === 'function')
 }
 
@@ -56,7 +63,9 @@ async function main(port: NonNullable<typeof parentPort>, { id, spec, direct }: 
   const post = (message: WorkerMessage) => port.postMessage(message)
   const uffd = Userfaultfd.attach({ type: 'userfaultfd.uffd', id })
   const handler = handlerOf((await import(spec)) as Record<string, unknown>)
-  if (!handler) throw new TypeError(`${spec} must export a default function (fault) => void | Promise<void>`)
+  if (!handler) {
+    throw new TypeError(`${spec} must export a function (fault) => void | Promise<void>, as its default export or as \`handler\``)
+  }
   uffd.on('error', (error) => post({ type: 'error', error: toJSON(error) }))
   for (const name of ['remove', 'unmap'] as const) uffd.on(name, (event) => post({ type: 'event', name, event: forwardedOf(event) }))
   uffd.on('remap', (event) => post({ type: 'event', name: 'remap', event: forwardedOf(event) }))

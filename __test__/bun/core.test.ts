@@ -144,7 +144,7 @@ describe('userfaultfd under Bun', () => {
     expect(() => uffd.copy(region, 1, new Uint8Array(PAGE))).toThrow(UffdError)
     expect(() => uffd.copy(region, 0, new Uint8Array(10))).toThrow(/page size/)
     expect(() => uffd.register(region, { minor: true })).toThrow(/anonymous/)
-    expect(() => Region.anonymous(-1)).toThrow(TypeError)
+    expect(() => Region.anonymous(-1)).toThrow(RangeError)
     expect(uffd.copy(region, 0, new Uint8Array(PAGE).fill(3))).toBe(PAGE)
     expect(new Uint8Array(region.buffer)[100]).toBe(3)
     uffd.close()

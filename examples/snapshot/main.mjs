@@ -40,8 +40,8 @@ const mib = integerFlag('mib', flags.mib ?? (flags.small ? '4' : '16'), 1)
 const rounds = integerFlag('rounds', flags.rounds, 1)
 
 const { features } = Userfaultfd.probe()
-if (!features.includes('WP_ASYNC')) {
-  console.log(`skipped: this kernel lacks WP_ASYNC (Linux 6.7); it offers ${features.join(' ')}`)
+if (!features.has('WP_ASYNC')) {
+  console.log(`skipped: this kernel lacks WP_ASYNC (Linux 6.7); it offers ${[...features].join(' ')}`)
   process.exit(0)
 }
 

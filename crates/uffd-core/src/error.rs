@@ -10,9 +10,13 @@ pub enum Error {
     /// hints what to do about this errno here, replaces the hint.
     #[error("{op} failed with {errno}{}", explain(op, *errno, detail, advice.as_deref()))]
     Sys { op: &'static str, errno: Errno, detail: String, advice: Option<String> },
-    /// An argument is out of range, misaligned or inconsistent; nothing was done.
+    /// An argument is misaligned or inconsistent; nothing was done.
     #[error("{op}: {detail}")]
     Invalid { op: &'static str, detail: String },
+    /// A number is outside the bounds it must lie in (a size of 0, an offset past the end of a
+    /// region): Node's `ERR_OUT_OF_RANGE`, which the binding throws as a `RangeError`.
+    #[error("{op}: {detail}")]
+    OutOfRange { op: &'static str, detail: String },
     /// The userfaultfd or the region was closed before the call.
     #[error("{op}: the {what} is closed")]
     Closed { op: &'static str, what: &'static str },
@@ -51,6 +55,10 @@ impl Error {
         Error::Invalid { op, detail: detail.into() }
     }
 
+    pub fn out_of_range(op: &'static str, detail: impl Into<String>) -> Self {
+        Error::OutOfRange { op, detail: detail.into() }
+    }
+
     pub fn unsupported(op: &'static str, detail: impl Into<String>) -> Self {
         Error::Unsupported { op, detail: detail.into() }
     }
@@ -60,6 +68,7 @@ impl Error {
         match self {
             Error::Sys { op, .. }
             | Error::Invalid { op, .. }
+            | Error::OutOfRange { op, .. }
             | Error::Closed { op, .. }
             | Error::Unsupported { op, .. }
             | Error::TooLarge { op, .. } => op,
@@ -71,7 +80,7 @@ impl Error {
     pub fn errno(&self) -> Errno {
         match self {
             Error::Sys { errno, .. } | Error::Remote { errno, .. } => *errno,
-            Error::Invalid { .. } => Errno::EINVAL,
+            Error::Invalid { .. } | Error::OutOfRange { .. } => Errno::EINVAL,
             Error::Closed { .. } => Errno::EBADF,
             Error::Unsupported { .. } => Errno::EOPNOTSUPP,
             Error::TooLarge { .. } => Errno::ERANGE,
@@ -86,9 +95,13 @@ impl Error {
         }
     }
 
-    /// The errno's name (`"EEXIST"`), as Node's `err.code`.
+    /// The errno's name (`"EEXIST"`), as Node's `err.code`; `ERR_OUT_OF_RANGE` for a number out of
+    /// its bounds, as Node says it.
     pub fn code(&self) -> &'static str {
-        errno_name(self.errno())
+        match self {
+            Error::OutOfRange { .. } => "ERR_OUT_OF_RANGE",
+            _ => errno_name(self.errno()),
+        }
     }
 }
 

@@ -95,11 +95,35 @@ pub fn base_page_size() -> usize {
     }
 }
 
+/// The most bytes one mapping can span: a process's address space (47 bits on x86-64, 48 on
+/// arm64, with the kernel's default address space). A size past it is out of range, not a
+/// machine short of memory.
+pub const MAX_MAPPING_BYTES: usize = if cfg!(target_arch = "x86_64") {
+    1 << 47
+} else if cfg!(target_arch = "aarch64") {
+    1 << 48
+} else {
+    isize::MAX as usize
+};
+
 fn round_up(size: usize, page: usize, op: &'static str) -> Result<NonZeroUsize> {
+    if size == 0 {
+        return Err(Error::out_of_range(
+            op,
+            format!("size 0 is not positive: a region is at least one page ({page} bytes)"),
+        ));
+    }
     size.checked_next_multiple_of(page)
         .and_then(NonZeroUsize::new)
-        .filter(|s| s.get() <= isize::MAX as usize)
-        .ok_or_else(|| Error::invalid(op, format!("size {size} must be between 1 and {}", isize::MAX)))
+        .filter(|s| s.get() <= MAX_MAPPING_BYTES)
+        .ok_or_else(|| {
+            Error::out_of_range(
+                op,
+                format!(
+                    "size {size} is more than a process's address space holds: it must be at most {MAX_MAPPING_BYTES} bytes"
+                ),
+            )
+        })
 }
 
 impl Region {
@@ -328,18 +352,25 @@ impl Region {
     pub fn check_range(&self, op: &'static str, offset: usize, len: usize) -> Result<usize> {
         self.check_open(op)?;
         let page = self.page_size;
+        let size = self.size;
         if offset % page != 0 {
             return Err(Error::invalid(op, format!("offset {offset} is not a multiple of the page size {page}")));
         }
-        if len == 0 || len % page != 0 {
-            return Err(Error::invalid(op, format!("length {len} is not a positive multiple of the page size {page}")));
+        if offset >= size {
+            return Err(Error::out_of_range(op, past_the_end(offset, size)));
+        }
+        if len == 0 {
+            return Err(Error::out_of_range(
+                op,
+                format!("length 0 is not positive: a range is at least one page ({page} bytes)"),
+            ));
+        }
+        if len % page != 0 {
+            return Err(Error::invalid(op, format!("length {len} is not a multiple of the page size {page}")));
         }
         match offset.checked_add(len) {
-            Some(end) if end <= self.size => Ok(self.address() + offset),
-            _ => Err(Error::invalid(
-                op,
-                format!("range {offset}+{len} runs past the end of the region ({} bytes)", self.size),
-            )),
+            Some(end) if end <= size => Ok(self.address() + offset),
+            _ => Err(Error::out_of_range(op, runs_past(offset, len, size))),
         }
     }
 
@@ -349,14 +380,12 @@ impl Region {
     pub fn check_view(&self, op: &'static str, offset: usize, len: usize, limit: usize) -> Result<NonNull<u8>> {
         self.check_open(op)?;
         self.check_local(op)?;
+        if offset > self.size {
+            return Err(Error::out_of_range(op, past_the_end(offset, self.size)));
+        }
         match offset.checked_add(len) {
             Some(end) if end <= self.size => {}
-            _ => {
-                return Err(Error::invalid(
-                    op,
-                    format!("range {offset}+{len} runs past the end of the region ({} bytes)", self.size),
-                ))
-            }
+            _ => return Err(Error::out_of_range(op, runs_past(offset, len, self.size))),
         }
         if len > limit {
             return Err(Error::TooLarge { op, len, limit });
@@ -476,6 +505,19 @@ pub fn free_huge_pages(page_size: usize) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// What an offset at or past a region's end is told: the argument and the bound.
+fn past_the_end(offset: usize, size: usize) -> String {
+    format!("offset {offset} is past the end of the region ({size} bytes)")
+}
+
+/// What a length that runs past a region's end is told: how much is left from its offset.
+fn runs_past(offset: usize, len: usize, size: usize) -> String {
+    format!(
+        "length {len} from offset {offset} runs past the end of the region ({size} bytes): at most {} bytes are left there",
+        size - offset
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,10 +529,18 @@ mod tests {
         assert_eq!(region.size(), 10_000usize.next_multiple_of(page));
         assert!(region.check_range("t", 0, page).is_ok());
         assert_eq!(region.check_range("t", 1, page).unwrap_err().code(), "EINVAL");
-        assert_eq!(region.check_range("t", 0, 0).unwrap_err().code(), "EINVAL");
+        assert_eq!(region.check_range("t", 0, 0).unwrap_err().code(), "ERR_OUT_OF_RANGE");
+        assert_eq!(
+            region.check_range("t", 0, 100).unwrap_err().code(),
+            "EINVAL",
+            "a length not a multiple of the page"
+        );
         assert!(region.check_range("t", page, usize::MAX - 10).is_err());
         assert!(region.check_range("t", region.size(), page).is_err());
-        assert!(Region::anonymous(0).is_err());
+        assert_eq!(Region::anonymous(0).err().map(|e| e.code()), Some("ERR_OUT_OF_RANGE"));
+        let huge = Region::anonymous(MAX_MAPPING_BYTES + 1).err().expect("past the address space");
+        assert_eq!(huge.code(), "ERR_OUT_OF_RANGE");
+        assert!(huge.to_string().contains(&format!("at most {MAX_MAPPING_BYTES} bytes")), "{huge}");
     }
 
     #[test]
@@ -538,9 +588,9 @@ mod tests {
         let size = region.size();
         assert_eq!(region.check_view("t", 5, 100, size).unwrap().as_ptr() as usize, region.address() + 5);
         assert!(region.check_view("t", size, 0, size).is_ok(), "an empty view at the end");
-        assert_eq!(region.check_view("t", size, 1, size).unwrap_err().code(), "EINVAL");
-        assert_eq!(region.check_view("t", 1, size, size).unwrap_err().code(), "EINVAL");
-        assert_eq!(region.check_view("t", usize::MAX, 2, size).unwrap_err().code(), "EINVAL");
+        assert_eq!(region.check_view("t", size, 1, size).unwrap_err().code(), "ERR_OUT_OF_RANGE");
+        assert_eq!(region.check_view("t", 1, size, size).unwrap_err().code(), "ERR_OUT_OF_RANGE");
+        assert_eq!(region.check_view("t", usize::MAX, 2, size).unwrap_err().code(), "ERR_OUT_OF_RANGE");
         let too_large = region.check_view("t", 0, size, 4096).unwrap_err();
         assert_eq!(too_large.code(), "ERANGE");
         assert!(too_large.to_string().contains("region.bytes(offset, length)"), "{too_large}");

@@ -43,6 +43,33 @@ impl<S> Registrations<S> {
         self.0.insert(start, Registration { region: region.clone(), end, served });
     }
 
+    /// Records `[start, end)` of `region` with no source of its own, keeping the sources of the
+    /// parts of it that `region` had registered with one: a registration that names no source
+    /// (one that adds write-protection, say) never drops the source that serves the range.
+    pub fn insert_keeping_served(&mut self, region: &Arc<Region>, start: usize, end: usize) {
+        let kept: Vec<(usize, usize, Arc<S>)> = self
+            .overlapping(start, end)
+            .filter(|(_, reg)| Arc::ptr_eq(&reg.region, region))
+            .filter_map(|(s, reg)| reg.served.clone().map(|served| (s.max(start), reg.end.min(end), served)))
+            .collect();
+        self.insert_range(region, start, end, None);
+        for (s, e, served) in kept {
+            self.insert_range(region, s, e, Some(served));
+        }
+    }
+
+    /// The sources that serve parts of `[start, end)` of `region`: each part's start and end, and its source.
+    pub fn served_in<'a>(
+        &'a self,
+        region: &'a Arc<Region>,
+        start: usize,
+        end: usize,
+    ) -> impl Iterator<Item = (usize, usize, &'a Arc<S>)> + 'a {
+        self.overlapping(start, end)
+            .filter(move |(_, reg)| Arc::ptr_eq(&reg.region, region))
+            .filter_map(move |(s, reg)| reg.served.as_ref().map(|served| (s.max(start), reg.end.min(end), served)))
+    }
+
     /// Records a whole region.
     pub fn insert(&mut self, region: Arc<Region>, served: Option<Arc<S>>) {
         let (start, end) = (region.address(), region.address() + region.size());
@@ -149,6 +176,19 @@ mod tests {
             [(0x20_0000, 0x20_0000 + 2 * PAGE), (0x20_0000 + 3 * PAGE, 0x20_0000 + 4 * PAGE)]
         );
         assert_eq!(map.ranges().len(), 1);
+    }
+
+    #[test]
+    fn a_range_registered_again_without_a_source_keeps_the_sources_of_its_parts() {
+        let whole = region(0x40_0000, 8);
+        let mut map = Registrations::<u8>::default();
+        map.insert_range(&whole, 0x40_0000 + 2 * PAGE, 0x40_0000 + 4 * PAGE, Some(Arc::new(7)));
+        map.insert_keeping_served(&whole, 0x40_0000, 0x40_0000 + 8 * PAGE);
+        assert!(map.covers(0x40_0000, 0x40_0000 + 8 * PAGE));
+        let served: Vec<_> =
+            map.served_in(&whole, 0x40_0000, 0x40_0000 + 8 * PAGE).map(|(s, e, v)| (s, e, **v)).collect();
+        assert_eq!(served, [(0x40_0000 + 2 * PAGE, 0x40_0000 + 4 * PAGE, 7)]);
+        assert!(map.at(0x40_0000 + PAGE).unwrap().1.served.is_none());
     }
 
     #[test]

@@ -166,8 +166,12 @@ impl Resolver {
         mode.set(RegisterMode::MINOR, modes.minor);
         mode.set(RegisterMode::WRITE_PROTECT, modes.wp);
         let mut registrations = self.registrations_mut();
+        check_served_again(&registrations, region, start, len, modes, served.as_deref())?;
         let ioctls = fd.with_fd(OP, |uffd| ioctl::register(uffd, start, len, mode))?;
-        registrations.insert_range(region, start, start + len, served);
+        match served {
+            Some(served) => registrations.insert_range(region, start, start + len, Some(served)),
+            None => registrations.insert_keeping_served(region, start, start + len),
+        }
         Ok(ioctls)
     }
 
@@ -228,10 +232,17 @@ impl Resolver {
         park: Park<'_>,
     ) -> Result<usize> {
         const OP: &str = "UFFDIO_COPY";
-        if bytes.is_empty() || bytes.len() % region.page_size() != 0 {
+        let page = region.page_size();
+        if bytes.is_empty() {
+            return Err(Error::out_of_range(
+                OP,
+                format!("bytes is empty: a copy maps at least one page ({page} bytes)"),
+            ));
+        }
+        if bytes.len() % page != 0 {
             return Err(Error::invalid(
                 OP,
-                format!("{} bytes is not a positive multiple of the page size {}", bytes.len(), region.page_size()),
+                format!("bytes ({} bytes) is not a multiple of the page size {page}", bytes.len()),
             ));
         }
         if protect.0 {
@@ -372,4 +383,60 @@ impl Resolver {
             }
         }
     }
+}
+/// A range registered again keeps what serves it: a registration without a source keeps the
+/// source of each part that had one, so its modes must still let that source get its faults; one
+/// with a source may name the source the range has already (new readahead), never another one.
+fn check_served_again(
+    registrations: &Registrations<Served>,
+    region: &Arc<Region>,
+    start: usize,
+    len: usize,
+    modes: Modes,
+    served: Option<&Served>,
+) -> Result<()> {
+    const OP: &str = "UFFDIO_REGISTER";
+    let base = region.address();
+    for (s, e, old) in registrations.served_in(region, start, start + len) {
+        let (at, part) = (s - base, e - s);
+        match served {
+            Some(new) if !new.source().same_as(old.source()) => {
+                return Err(Error::sys(
+                    OP,
+                    Errno::EEXIST,
+                    format!(
+                        "range {at}+{part} of region {} is served by {} already",
+                        region.id(),
+                        old.source().describe()
+                    ),
+                )
+                .with_advice(
+                    "register it again with the same Source object, or with none to keep it; \
+                     to serve it from another source, unregister the range first",
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let mode = old.source().mode();
+                let kept = match mode {
+                    "minor" => modes.minor,
+                    _ => modes.missing,
+                };
+                if !kept {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "range {at}+{part} of region {} is served by {}, which serves {mode} faults: a registration \
+                             without {mode}: true would leave it none; register with {{ {mode}: true, ... }} to keep \
+                             the source (a registration sets the range's modes, as UFFDIO_REGISTER does), or \
+                             unregister the range first",
+                            region.id(),
+                            old.source().describe()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }

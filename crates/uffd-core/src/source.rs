@@ -86,6 +86,13 @@ impl Source {
         }
     }
 
+    /// How many bytes the source has for a region, from its offset 0 on: the bytes' length, a
+    /// file's bytes past its offset (asked now: a file can grow), the largest layer's, the
+    /// object's size; `None` for zeros and the page cache, which have no end.
+    pub fn size(&self) -> Option<u64> {
+        self.available(0).map(|bytes| bytes as u64)
+    }
+
     /// How many bytes the source has from `offset` (of the region) on; `None`: no end.
     pub(crate) fn available(&self, offset: usize) -> Option<usize> {
         match self {
@@ -97,6 +104,28 @@ impl Source {
             Source::Object(object) => {
                 Some(object.size().saturating_sub(offset as u64).try_into().unwrap_or(usize::MAX))
             }
+        }
+    }
+
+    /// Whether `other` is this very source (the same bytes, open file(s) or object), not only one
+    /// of the same kind.
+    pub fn same_as(&self, other: &Source) -> bool {
+        match (self, other) {
+            (Source::Zero, Source::Zero) | (Source::PageCache, Source::PageCache) => true,
+            (Source::Bytes(a), Source::Bytes(b)) => Arc::ptr_eq(a, b),
+            (Source::File(a), Source::File(b)) => Arc::ptr_eq(&a.file, &b.file) && a.offset == b.offset,
+            (Source::Layers(a), Source::Layers(b)) => Arc::ptr_eq(a, b),
+            (Source::Object(a), Source::Object(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The mode a range needs for this source to get its faults: `"minor"` for the page cache,
+    /// else `"missing"`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Source::PageCache => "minor",
+            _ => "missing",
         }
     }
 

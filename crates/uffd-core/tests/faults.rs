@@ -202,7 +202,12 @@ fn bad_ranges_are_refused_before_any_ioctl() {
     uffd.register(&region, MISSING, 0, None).unwrap();
     assert_eq!(uffd.copy(&region, 1, &[0; 4096], Wake(true), Protect(false)).unwrap_err().code(), "EINVAL");
     assert_eq!(uffd.copy(&region, 0, &[0; 100], Wake(true), Protect(false)).unwrap_err().code(), "EINVAL");
-    assert_eq!(uffd.copy(&region, 4 * 4096, &[0; 4096], Wake(true), Protect(false)).unwrap_err().code(), "EINVAL");
+    assert_eq!(
+        uffd.copy(&region, 4 * 4096, &[0; 4096], Wake(true), Protect(false)).unwrap_err().code(),
+        "ERR_OUT_OF_RANGE",
+        "past the end"
+    );
+    assert_eq!(uffd.copy(&region, 0, &[], Wake(true), Protect(false)).unwrap_err().code(), "ERR_OUT_OF_RANGE");
     assert_eq!(
         uffd.copy(&shm, 0, &[0; 4096], Wake(true), Protect(false)).unwrap_err().code(),
         "EINVAL",

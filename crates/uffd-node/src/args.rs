@@ -1,14 +1,18 @@
 //! Numbers from JavaScript are doubles: these turn them into sizes and ids or refuse them.
 
-use crate::errors::invalid;
+use crate::errors::{invalid, throw};
 use napi::Result;
+use uffd_core::Error;
 
 /// A non-negative integer that a double holds exactly.
 pub fn to_usize(env: &napi::Env, what: &str, value: f64) -> Result<usize> {
     if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= 9_007_199_254_740_991.0 {
         Ok(value as usize)
     } else {
-        Err(invalid(env, "argument", format!("{what} must be a non-negative safe integer, got {value}")))
+        Err(throw(
+            env,
+            &Error::out_of_range("argument", format!("{what} must be an integer >= 0 && <= 2^53 - 1, got {value}")),
+        ))
     }
 }
 

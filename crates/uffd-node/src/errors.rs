@@ -9,6 +9,14 @@ use uffd_core::Error;
 /// Throws `error` as a JavaScript Error carrying code, errno and syscall, and returns the marker
 /// that tells napi-rs the exception is already pending.
 pub fn throw(env: &Env, error: &Error) -> napi::Error {
+    // A number out of its bounds is Node's RangeError ERR_OUT_OF_RANGE, as the TypeScript in
+    // front throws it for the bounds it checks itself.
+    if let Error::OutOfRange { .. } = error {
+        return match env.throw_range_error(&error.to_string(), Some(error.code())) {
+            Ok(()) => napi::Error::new(Status::PendingException, String::new()),
+            Err(fallback) => fallback,
+        };
+    }
     let thrown = (|| -> napi::Result<()> {
         let mut object = env.create_error(napi::Error::new(Status::GenericFailure, error.to_string()))?;
         object.set("code", error.code())?;

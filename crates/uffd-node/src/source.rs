@@ -63,6 +63,12 @@ impl NativeSource {
         }
     }
 
+    /// How many bytes the source has for a region from its offset 0 on (`undefined`: no end).
+    #[napi(getter)]
+    pub fn size(&self) -> Option<f64> {
+        self.source.size().map(|bytes| bytes as f64)
+    }
+
     /// An object source's counters (`undefined` for other sources).
     #[napi(getter)]
     pub fn object_stats(&self) -> Option<NativeObjectStats> {
