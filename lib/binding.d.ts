@@ -26,11 +26,19 @@ export declare class NativeCancel {
 
 /** A listening Unix socket for handshakes. */
 export declare class NativeListener {
-  static listen(path: string, options: NativeOptions): NativeListener
-  /** Accepts the next connection and receives its handshake; `cancel` stops it. */
+  static listen(path: string, options: NativeOptions, handshakeTimeoutMs: number): NativeListener
+  /**
+   * The next complete handshake among the connections accepted, each read as it comes within
+   * the time limit; a connection dropped ends it with its refusal. `cancel` stops it.
+   */
   accept(cancel?: NativeCancel | undefined | null): Promise<NativeOutcome>
   /** Stops listening; a pending accept fails, even one whose peer connected and says nothing. */
   close(): void
+  /**
+   * Stops taking connections; those already taken are still read (each within its time
+   * limit), then accepts fail as after `close`.
+   */
+  stopAccepting(): void
 }
 
 /** What opening gave: the source, or why there is none. */

@@ -12,7 +12,8 @@ mem_backend.backend_path), each VM from its memory file (repeat --mem for layers
 
   --record FILE            write each restore's working-set trace to FILE when its VM exits
   --replay FILE            map the trace's pages first, in order, as soon as a VM connects
-  --connect-timeout-ms N   give up if no VM connects within N ms (default 60000; 0: wait)
+  --handshake-timeout-ms N drop a connection that has not sent its handshake within N ms
+                           (default 5000); the server keeps listening whether or not a VM comes
   --timeout-ms N           a fault not served within N ms is SIGBUS in the guest (default ${DEFAULTS.timeoutMs})
   --no-prefetch            do not map the rest of the memory in the background
   --once                   exit after the first VM's restore ends
@@ -33,7 +34,7 @@ function main(argv: string[]): void {
       mem: { type: 'string', multiple: true },
       record: { type: 'string' },
       replay: { type: 'string' },
-      'connect-timeout-ms': { type: 'string', default: '60000' },
+      'handshake-timeout-ms': { type: 'string', default: '5000' },
       'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs) },
       'no-prefetch': { type: 'boolean', default: false },
       once: { type: 'boolean', default: false },
@@ -62,7 +63,7 @@ function main(argv: string[]): void {
     server = serveFirecracker({
       socket: values.socket,
       memoryFile: values.mem,
-      connectTimeoutMs: number('connect-timeout-ms', values['connect-timeout-ms']),
+      handshakeTimeoutMs: number('handshake-timeout-ms', values['handshake-timeout-ms']),
       timeoutMs: number('timeout-ms', values['timeout-ms']),
       prefetch: !values['no-prefetch'],
       ...(values.record ? { record: values.record } : {}),

@@ -16,8 +16,14 @@ export interface FirecrackerOptions {
   socket: string
   /** The snapshot's memory file (`mem_file_path` of the snapshot), or its layers base first (a full snapshot, then diff snapshots). */
   memoryFile: string | readonly string[]
-  /** Give up (and close) if no VM connects within this many milliseconds of the start. Default 60000; 0 waits forever. */
-  connectTimeoutMs?: number
+  /**
+   * How long a connection may take, from its accept, to send its handshake. Every connection is
+   * read as its bytes come, so a silent, half-sent or closed one holds up no VM: it is dropped
+   * with an `'error'` event when its time runs out (a connection that sent part of a handshake is
+   * a VM that cannot be served: it is killed). The server keeps listening whether or not a VM
+   * comes. Default 5000.
+   */
+  handshakeTimeoutMs?: number
   /** Write each restore's working-set trace (the order its pages were first touched) to this file when its VM exits. */
   record?: string
   /** Map the pages of this trace first, in order, as soon as a VM connects (then the rest in the background). */
@@ -28,7 +34,7 @@ export interface FirecrackerOptions {
   readahead?: ReadaheadOptions
   /** How long a fault may take before its VM gets SIGBUS for it. Default 30000. */
   timeoutMs?: number
-  /** Closes the server (VMs being served are served to their end). */
+  /** Closes the server, as `close()` does. */
   signal?: AbortSignal
 }
 
@@ -67,9 +73,9 @@ export interface FirecrackerServerEvents {
   connect: [Peer | undefined]
   /** A VM's restore ended (it exited, or was killed). */
   summary: [VmSummary]
-  /** Trouble: a refused handshake, no VM in time, a VM that could not be served. */
+  /** Trouble: a refused or dropped handshake, a VM that could not be served. */
   error: [UffdError]
-  /** The server stopped listening and every VM it served has ended. */
+  /** The server stopped listening, every connection it took was served or dropped, and every VM it served has ended. */
   close: []
 }
 
@@ -101,13 +107,15 @@ interface Restore {
  * ```
  */
 export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
-  readonly #options: Required<Pick<FirecrackerOptions, 'connectTimeoutMs' | 'prefetch' | 'readahead' | 'timeoutMs'>> & FirecrackerOptions
+  readonly #options: Required<Pick<FirecrackerOptions, 'handshakeTimeoutMs' | 'prefetch' | 'readahead' | 'timeoutMs'>> & FirecrackerOptions
   readonly #files: readonly string[]
   readonly #listener: ReturnType<typeof listen>
   readonly #restores = new Set<Restore>()
   readonly #trace: WorkingSetTrace | undefined
+  /** Taking new connections (until `close()`). */
   #listening = true
-  #connectTimer: ReturnType<typeof setTimeout> | undefined
+  /** Reading the handshakes of connections taken (until the last one taken is served or dropped). */
+  #accepting = true
 
   /** Starts listening on `options.socket` (what {@link serveFirecracker} does). */
   constructor(options: FirecrackerOptions) {
@@ -122,17 +130,11 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     for (const file of this.#files) statSync(file) // a missing memory file fails here, before any VM waits on it
     // A recording restore runs on demand: what the background prefetch maps is not the working set.
     const prefetch = options.prefetch ?? options.record === undefined
-    this.#options = { connectTimeoutMs: 60_000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options, prefetch }
+    this.#options = { handshakeTimeoutMs: 5000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options, prefetch }
     this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
     // Listening comes first: Firecracker connects as soon as its load request arrives.
-    this.#listener = listen(socket, { fallback: 'sigbus', timeoutMs: this.#options.timeoutMs, features: ['EVENT_REMOVE'] })
-    const { connectTimeoutMs, signal } = this.#options
-    if (connectTimeoutMs > 0) {
-      this.#connectTimer = setTimeout(() => {
-        this.#report(new UffdError(`no VM connected to ${socket} within ${connectTimeoutMs} ms`, { code: 'ETIMEDOUT' }))
-        this.close()
-      }, connectTimeoutMs)
-    }
+    const { handshakeTimeoutMs, timeoutMs, signal } = this.#options
+    this.#listener = listen(socket, { fallback: 'sigbus', timeoutMs, features: ['EVENT_REMOVE'], handshakeTimeoutMs })
     signal?.addEventListener('abort', () => this.close(), { once: true })
     void this.#acceptAll()
   }
@@ -147,23 +149,25 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     return [...this.#restores].map((restore) => this.#summary(restore))
   }
 
-  /** Stops listening; VMs being served are served to their end. */
+  /**
+   * Stops listening (the socket goes). No VM it took is left waiting: a connection whose
+   * handshake is being read is still served if it completes in time, or dropped (killed if it
+   * sent part of one); VMs being served are served to their end; then `'close'`.
+   */
   close(): void {
     if (!this.#listening) return
     this.#listening = false
-    clearTimeout(this.#connectTimer)
-    this.#listener.close()
-    this.#closeIfDone()
+    this.#listener.stopAccepting()
   }
 
   async #acceptAll(): Promise<void> {
-    while (this.#listening) {
+    for (;;) {
       let adoption: Adoption
       try {
         adoption = await this.#listener.accept()
       } catch (error) {
-        if (!this.#listening) return
         const refused = error instanceof UffdError ? error : new UffdError(String(error), { code: 'EPROTO', cause: error })
+        if (refused.code === 'EBADF' && refused.syscall === 'accept') break // closed, and every connection taken is done
         // A VM whose handshake is refused waits for its handler forever: stop it.
         if (refused.peer) {
           try {
@@ -173,9 +177,11 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
         this.#report(refused)
         continue
       }
-      clearTimeout(this.#connectTimer)
       this.#serve(adoption)
     }
+    this.#accepting = false
+    this.#listener.close()
+    this.#closeIfDone()
   }
 
   #serve(adoption: Adoption): void {
@@ -308,7 +314,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   }
 
   #closeIfDone(): void {
-    if (!this.#listening && this.#restores.size === 0) this.emit('close')
+    if (!this.#accepting && this.#restores.size === 0) this.emit('close')
   }
 
   #report(error: UffdError): void {

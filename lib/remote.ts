@@ -3,13 +3,26 @@
 // makes the adopted Userfaultfd; nothing below imports this module.
 import { statSync, unlinkSync } from 'node:fs'
 import type { NativeCancel, NativeOutcome } from './binding'
-import { AbortError, argumentError, call, fromFailure, UffdError } from './errors'
+import { AbortError, argumentError, call, fromFailure, rangeError, UffdError } from './errors'
 import { native } from './loader'
 import { type AcceptOptions, type AdoptFdOptions, type AdoptOptions, nativeOptionsOf, type ReceiveOptions } from './options'
 import { type Adoption, Userfaultfd } from './userfaultfd'
 import { integer, optionalSignal, options as optionsOf } from './validate'
 
 export type { AdoptOptions, RemoteRange } from './options'
+
+/** Options of {@link listen}: those of the adopted userfaultfds, and how long a connection may take to send its handshake. */
+export interface ListenOptions extends AdoptOptions {
+  /**
+   * How long a connection may take, from its accept, to send its whole handshake before it is
+   * dropped (`accept()` rejects with ETIMEDOUT, and the next `accept()` goes on with the others).
+   * Every connection is read as its bytes come, so a silent one holds up no other. Default 10000.
+   */
+  handshakeTimeoutMs?: number
+}
+
+/** How long a connection may take to send its handshake unless `handshakeTimeoutMs` says. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000
 export type { Adoption, Peer } from './userfaultfd'
 
 function settle(outcome: NativeOutcome): Adoption {
@@ -89,20 +102,27 @@ export class HandshakeListener {
   #socket: bigint | undefined
 
   // Made by listen(). (Not tagged internal: a stripped constructor would leave a public one in the .d.ts.)
-  private constructor(path: string, options?: AdoptOptions) {
+  private constructor(path: string, options?: ListenOptions) {
     if (typeof path !== 'string') throw argumentError('path', 'a string', path)
-    this.#native = call(() => native.NativeListener.listen(path, nativeOptionsOf(options, 'adopt')))
+    const { handshakeTimeoutMs, ...adopt } = optionsOf('options', options)
+    const limit = integer('options.handshakeTimeoutMs', handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS)
+    if (limit < 1 || limit > 2 ** 31 - 1) throw rangeError('options.handshakeTimeoutMs', 'from 1 to 2147483647', limit)
+    this.#native = call(() => native.NativeListener.listen(path, nativeOptionsOf(adopt, 'adopt'), limit))
     this.#path = path
     this.#socket = statSync(path, { bigint: true, throwIfNoEntry: false })?.ino
   }
 
   /** @internal Use {@link listen}. */
-  static open(path: string, options?: AdoptOptions): HandshakeListener {
+  static open(path: string, options?: ListenOptions): HandshakeListener {
     return new HandshakeListener(path, options)
   }
 
   /**
-   * Accepts the next connection and receives its handshake. The userfaultfd closes itself when
+   * The next complete handshake: every connection is read as its bytes come, each within
+   * `handshakeTimeoutMs` of its accept, so a silent or half-sent one holds up no other. A
+   * connection dropped (its time ran out, it closed before sending, its handshake is malformed)
+   * rejects this call with why (`error.peer` is set when it sent something: a VM monitor that
+   * waits for its handler); the next call goes on with the others. The userfaultfd closes itself when
    * the peer hangs up (an `'error'` event `ERR_UFFD_PEER_GONE` says so). Aborting
    * `options.signal` rejects with an `AbortError` at once, stops the accept (a connection being
    * read is closed) and closes the listener, as `server.listen({ signal })` does.
@@ -135,6 +155,19 @@ export class HandshakeListener {
    */
   close(): void {
     this.#native.close()
+    this.#removeSocket()
+  }
+
+  /**
+   * @internal Stops taking connections (the socket file goes); those taken are still read, each
+   * within its time limit, and `accept()` gives them; then it rejects as after `close()`.
+   */
+  stopAccepting(): void {
+    this.#native.stopAccepting()
+    this.#removeSocket()
+  }
+
+  #removeSocket(): void {
     const made = this.#socket
     this.#socket = undefined
     if (made !== undefined && statSync(this.#path, { bigint: true, throwIfNoEntry: false })?.ino === made) {
@@ -151,7 +184,7 @@ export class HandshakeListener {
 }
 
 /** Listens for handshakes on a Unix socket at `path` (a stale socket file there is replaced). */
-export function listen(path: string, options?: AdoptOptions): HandshakeListener {
+export function listen(path: string, options?: ListenOptions): HandshakeListener {
   return HandshakeListener.open(path, options)
 }
 

@@ -16,6 +16,8 @@
  *   --hang-after N   read N pages, then wait to be killed
  *   --order FILE     touch pages in the order listed in FILE (page numbers of region 0), then the rest
  *   --bad-body       send a body that is not JSON, then wait, as Firecracker waits for its handler
+ *   --half-body      send the first half of the body (with the fd), then wait
+ *   --send-delay-ms N connect, print {"connected":true}, wait N ms, then send the handshake
  * Prints one JSON line: {"pages":..,"wrong":..,"balloon_wrong":..}; exits 0 if nothing was wrong.
  */
 #define _GNU_SOURCE
@@ -57,7 +59,8 @@ int main(int argc, char **argv) {
   long delay_ms = 0, hang_after = -1;
   size_t balloon_at = 0, balloon_pages = 0;
   const char *order = NULL;
-  int bad_body = 0;
+  int bad_body = 0, half_body = 0;
+  long send_delay_ms = 0;
   for (int i = 4; i < argc; i++) {
     if (strcmp(argv[i], "--regions") == 0 && i + 1 < argc) regions = atoi(argv[++i]);
     else if (strcmp(argv[i], "--huge") == 0) huge = 1;
@@ -65,6 +68,8 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--hang-after") == 0 && i + 1 < argc) hang_after = atol(argv[++i]);
     else if (strcmp(argv[i], "--order") == 0 && i + 1 < argc) order = argv[++i];
     else if (strcmp(argv[i], "--bad-body") == 0) bad_body = 1;
+    else if (strcmp(argv[i], "--half-body") == 0) half_body = 1;
+    else if (strcmp(argv[i], "--send-delay-ms") == 0 && i + 1 < argc) send_delay_ms = atol(argv[++i]);
     else if (strcmp(argv[i], "--balloon") == 0 && i + 1 < argc) {
       if (sscanf(argv[++i], "%zu:%zu", &balloon_at, &balloon_pages) != 2) die("--balloon P:N");
     } else {
@@ -98,9 +103,16 @@ int main(int argc, char **argv) {
   }
   snprintf(body + at, sizeof body - at, "]");
   if (bad_body) snprintf(body, sizeof body, "[{\"base_host_virt_addr\": oops");
+  if (half_body) body[strlen(body) / 2] = 0;
   int sock = connect_to(argv[1]);
+  if (send_delay_ms > 0) {
+    printf("{\"connected\":true}\n");
+    fflush(stdout);
+    struct timespec wait = {.tv_sec = send_delay_ms / 1000, .tv_nsec = (send_delay_ms % 1000) * 1000000L};
+    nanosleep(&wait, NULL);
+  }
   send_handshake_fd(sock, body, uffd);
-  if (bad_body)
+  if (bad_body || half_body)
     for (;;) pause();
   if (delay_ms > 0) {
     struct timespec pause = {.tv_sec = delay_ms / 1000, .tv_nsec = (delay_ms % 1000) * 1000000L};

@@ -17,7 +17,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 const OP: &str = "handshake";
 /// The most JSON a handshake may carry: a VM with thousands of memory slots stays far below it.
-const MAX_BODY: usize = 1 << 20;
+pub(crate) const MAX_BODY: usize = 1 << 20;
 
 /// A guest memory range as Firecracker describes it. Its releases give the page size in three
 /// ways, always in bytes: 1.12 and later send `page_size` and the deprecated `page_size_kib`
@@ -84,16 +84,6 @@ impl From<Error> for Refusal {
     }
 }
 
-/// Accepts one connection and receives its handshake.
-pub fn accept(listener: &UnixListener) -> std::result::Result<Handshake, Refusal> {
-    let (stream, _) = listener.accept().map_err(|e| match e.raw_os_error() {
-        // What accept(2) says once stop_listening() has shut the socket down.
-        Some(libc::EINVAL) => Error::Closed { op: "accept", what: "listener" },
-        _ => io_error("accept", e, "the handshake socket"),
-    })?;
-    receive(stream.into())
-}
-
 /// Receives a handshake on a connected Unix stream socket (blocking until it is complete).
 pub fn receive(stream: OwnedFd) -> std::result::Result<Handshake, Refusal> {
     let stream = UnixStream::from(stream);
@@ -127,8 +117,7 @@ fn read_handshake(stream: UnixStream, peer: Peer) -> Result<Handshake> {
         }
         body.extend_from_slice(&chunk[..read]);
         // Read on only while the JSON is incomplete: a complete or broken body is all there is.
-        let incomplete = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err_and(|e| e.is_eof());
-        if read == 0 || !incomplete {
+        if read == 0 || complete(&body) {
             break;
         }
         if body.len() > MAX_BODY {
@@ -138,6 +127,11 @@ fn read_handshake(stream: UnixStream, peer: Peer) -> Result<Handshake> {
     let ranges = parse_ranges(&body)?;
     let uffd = uffd.ok_or_else(|| Error::invalid(OP, "the handshake carried no file descriptor (SCM_RIGHTS)"))?;
     Ok(Handshake { uffd, ranges, peer, stream: stream.into() })
+}
+
+/// Whether `body` is all of a handshake: the JSON is complete, or broken (all there is to read).
+pub(crate) fn complete(body: &[u8]) -> bool {
+    !serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err_and(|e| e.is_eof())
 }
 
 /// The error of an accept on a closed listener, as accept(2) gives it once shut down.
@@ -160,22 +154,6 @@ impl From<Waited> for Ended {
         match waited {
             Waited::Stopped(why) => Ended::Stopped(why),
             Waited::Failed(op, error) => Ended::Refused(io_error(op, error, "the handshake socket").into()),
-        }
-    }
-}
-
-/// Accepts one connection on the (non-blocking) listener, waiting as long as `cancel` allows.
-pub fn accept_until(listener: &UnixListener, cancel: &Cancel) -> std::result::Result<OwnedFd, Ended> {
-    use std::io::ErrorKind::{ConnectionAborted, Interrupted, WouldBlock};
-    loop {
-        cancel.wait_readable(listener.as_fd())?;
-        match listener.accept() {
-            Ok((stream, _)) => return Ok(stream.into()),
-            // Another accept took the connection, or its peer left before it was taken.
-            Err(e) if matches!(e.kind(), WouldBlock | Interrupted | ConnectionAborted) => {}
-            // What accept(2) says once the listener was shut down.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(LISTENER_CLOSED.into()),
-            Err(e) => return Err(io_error("accept", e, "the handshake socket").into()),
         }
     }
 }

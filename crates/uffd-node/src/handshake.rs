@@ -13,8 +13,10 @@ use napi_derive::napi;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
+use std::time::Duration;
 use uffd_core::cancel::{Cancel, Group, Stop};
 use uffd_core::handshake::{self, Ended, Handshake, Refusal, LISTENER_CLOSED};
+use uffd_core::lobby::{self, Lobby};
 use uffd_core::{Error, Options, RemoteRange};
 
 pub struct Receive {
@@ -24,7 +26,8 @@ pub struct Receive {
 }
 
 enum Source {
-    Listener(Arc<UnixListener>),
+    /// A listener, the connections accepted on it that wait for their handshake, and how long each may.
+    Listener(Arc<UnixListener>, Arc<Lobby>, Duration),
     Stream(Option<OwnedFd>),
 }
 
@@ -34,8 +37,7 @@ impl Task for Receive {
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         Ok(match &mut self.source {
-            Source::Listener(listener) => handshake::accept_until(listener, &self.cancel)
-                .and_then(|stream| handshake::receive_until(stream, &self.cancel)),
+            Source::Listener(listener, lobby, limit) => lobby::accept_within(listener, lobby, *limit, &self.cancel),
             Source::Stream(stream) => match stream.take() {
                 Some(stream) => handshake::receive_until(stream, &self.cancel),
                 None => Err(Error::invalid("handshake", "this handshake was already received").into()),
@@ -99,24 +101,36 @@ pub struct NativeListener {
     options: Options,
     /// The accepts under way, which `close` stops.
     accepts: Group,
+    /// Connections accepted whose handshakes are not complete yet.
+    lobby: Arc<Lobby>,
+    /// How long each connection may take to send its handshake.
+    limit: Duration,
 }
 
 #[napi]
 impl NativeListener {
     #[napi(factory)]
-    pub fn listen(env: Env, path: String, options: NativeOptions) -> napi::Result<Self> {
+    pub fn listen(env: Env, path: String, options: NativeOptions, handshake_timeout_ms: u32) -> napi::Result<Self> {
         let options = core_options(&env, options)?;
         let listener = handshake::listen(&path).or_throw(&env)?;
         // Accepts wait in poll(2); one that finds the connection taken by another waits again.
         listener.set_nonblocking(true).map_err(|error| throw(&env, &sys_error("fcntl", error, &path)))?;
-        Ok(NativeListener { listener: Arc::new(listener), options, accepts: Group::default() })
+        let limit = Duration::from_millis(u64::from(handshake_timeout_ms));
+        Ok(NativeListener {
+            listener: Arc::new(listener),
+            options,
+            accepts: Group::default(),
+            lobby: Arc::default(),
+            limit,
+        })
     }
 
-    /// Accepts the next connection and receives its handshake; `cancel` stops it.
+    /// The next complete handshake among the connections accepted, each read as it comes within
+    /// the time limit; a connection dropped ends it with its refusal. `cancel` stops it.
     #[napi(ts_return_type = "Promise<NativeOutcome>")]
     pub fn accept(&self, env: Env, cancel: Option<&NativeCancel>) -> napi::Result<AsyncTask<Receive>> {
         let cancel = cancel_in(&env, &[Some(&self.accepts), cancel.map(|c| &c.group)])?;
-        let source = Source::Listener(self.listener.clone());
+        let source = Source::Listener(self.listener.clone(), self.lobby.clone(), self.limit);
         Ok(AsyncTask::new(Receive { source, options: self.options.clone(), cancel }))
     }
 
@@ -125,6 +139,14 @@ impl NativeListener {
     pub fn close(&self) {
         handshake::stop_listening(&self.listener);
         self.accepts.stop(Stop::Closed);
+        self.lobby.close();
+    }
+
+    /// Stops taking connections; those already taken are still read (each within its time
+    /// limit), then accepts fail as after `close`.
+    #[napi]
+    pub fn stop_accepting(&self) {
+        handshake::stop_listening(&self.listener);
     }
 }
 

@@ -1,0 +1,84 @@
+// The restore server as a long-lived service: no connection holds up a VM, none it took is left
+// waiting, bad input is refused at once. The stand-in VMs keep their userfaultfd after sending it,
+// as Firecracker does: one the server abandons would wait for good.
+import test from 'ava'
+import { serveFirecracker } from 'userfaultfd'
+import { until, within } from './helpers/harness'
+import { closed, connection, errorsOf, nextSummary, vmKit } from './helpers/vm'
+
+const PAGES = 64
+const kit = vmKit('uffd-fc-service-')
+test.after.always(() => kit.remove())
+
+test('a VM behind a silent connection is served at once; the silent one is dropped after handshakeTimeoutMs, not killed; the server keeps listening', async (t) => {
+  const mem = kit.memoryFile('silent.mem', PAGES)
+  const socket = kit.socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem, handshakeTimeoutMs: 3000 })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const silent = connection(socket, 'silent', 8000)
+  await until(() => silent.output().includes('connected'), 'the silent connection')
+  const first = nextSummary(server, 30_000)
+  const { code, out } = await kit.startPeer(socket, mem, PAGES).exit
+  t.is(code, 0, out)
+  t.is((await first).outcome, 'served')
+  t.deepEqual(errors, [], 'the VM was served before the silent connection was dropped')
+  await until(() => errors.length > 0, 'the silent connection dropped')
+  t.is(errors[0]?.code, 'ETIMEDOUT')
+  t.regex(errors[0]?.message ?? '', /sent no handshake within 3000 ms/)
+  t.is(errors[0]?.peer, undefined, 'nothing to kill: it sent nothing')
+  // The server listens on: a VM that comes after is served.
+  const second = nextSummary(server, 30_000)
+  t.is((await kit.startPeer(socket, mem, PAGES).exit).code, 0)
+  t.is((await second).outcome, 'served')
+  const held = await silent.exit
+  t.deepEqual([held.code, held.signal], [0, null], 'the silent connection was not killed')
+  t.is(errors.length, 1, errors.map((e) => e.message).join('\n'))
+})
+
+test('a liveness probe (connect, close) is dropped with one error and not killed; a half-sent handshake is killed at its limit; VMs between are served', async (t) => {
+  const mem = kit.memoryFile('probe.mem', PAGES)
+  const socket = kit.socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem, handshakeTimeoutMs: 2000 })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const half = kit.startPeer(socket, mem, PAGES, ['--half-body'])
+  const probe = connection(socket, 'probe', 3000)
+  await until(() => probe.output().includes('connected'), 'the probe')
+  const served = nextSummary(server, 30_000)
+  const { code, out } = await kit.startPeer(socket, mem, PAGES).exit
+  t.is(code, 0, out)
+  t.is((await served).outcome, 'served')
+  const probed = await probe.exit
+  t.deepEqual([probed.code, probed.signal], [0, null], 'the probe was not killed')
+  t.is((await half.exit).signal, 'SIGKILL', 'a VM that sent half a handshake cannot be served: it is killed')
+  const probeError = errors.find((e) => /closed before sending/.test(e.message))
+  t.truthy(probeError, errors.map((e) => e.message).join('\n'))
+  t.is(probeError?.peer, undefined)
+  const halfError = errors.find((e) => e.code === 'ETIMEDOUT')
+  t.is(halfError?.peer?.pid, half.child.pid)
+  t.regex(halfError?.message ?? '', /bytes of a handshake but not the rest within 2000 ms/)
+  t.is(errors.length, 2, errors.map((e) => e.message).join('\n'))
+})
+
+test('close() while a VM’s handshake is on its way: the VM is served, then close; a connection after close() is refused', async (t) => {
+  const mem = kit.memoryFile('closing.mem', PAGES)
+  const socket = kit.socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem, handshakeTimeoutMs: 10_000 })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const order: string[] = []
+  server.on('summary', (vm) => order.push(`summary ${vm.outcome}`))
+  const done = closed(server, 30_000).then(() => order.push('close'))
+  const vm = kit.startPeer(socket, mem, PAGES, ['--send-delay-ms', '1000'])
+  await until(() => vm.output().includes('connected'), 'the VM to connect')
+  await new Promise((resolve) => setTimeout(resolve, 200)) // taken by the server
+  server.close()
+  const late = connection(socket, 'silent', 500)
+  t.regex((await late.exit).out, /ENOENT|ECONNREFUSED/, 'nothing listens after close()')
+  const { code, out } = await vm.exit
+  t.is(code, 0, out)
+  await within(done, 'the close')
+  t.deepEqual(order, ['summary served', 'close'])
+  t.deepEqual(errors, [])
+})
