@@ -1,10 +1,12 @@
 // The restore server as a long-lived service: no connection holds up a VM, none it took is left
 // waiting, bad input is refused at once. The stand-in VMs keep their userfaultfd after sending it,
 // as Firecracker does: one the server abandons would wait for good.
+import { chmodSync, existsSync, truncateSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import test from 'ava'
 import { serveFirecracker } from 'userfaultfd'
 import { until, within } from './helpers/harness'
-import { closed, connection, errorsOf, nextSummary, vmKit } from './helpers/vm'
+import { closed, connection, errorsOf, nextSummary, PAGE, vmKit } from './helpers/vm'
 
 const PAGES = 64
 const kit = vmKit('uffd-fc-service-')
@@ -81,4 +83,48 @@ test('close() while a VM’s handshake is on its way: the VM is served, then clo
   await within(done, 'the close')
   t.deepEqual(order, ['summary served', 'close'])
   t.deepEqual(errors, [])
+})
+
+// Without prefetch, so that the cut comes before the pages are mapped (a prefetch maps these 4 MiB
+// at once); a prefetch reads through the same native path (source.rs's unit test covers it).
+test('a memory file cut while a VM is served: the VM gets no zero page it did not have; it is stopped and the summary says why', async (t) => {
+  const pages = 1024
+  const mem = kit.memoryFile('cut.mem', pages)
+  const expected = kit.memoryFile('cut.expected', pages) // the same bytes, never cut
+  const socket = kit.socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem, prefetch: false, readahead: { pages: 1 } })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const summary = nextSummary(server, 30_000)
+  const vm = kit.startPeer(socket, expected, pages, ['--send-delay-ms', '1', '--delay-ms', '1000'])
+  await until(() => vm.output().includes('connected'), 'the VM to connect')
+  await new Promise((resolve) => setTimeout(resolve, 200)) // the handshake is in; its memory not touched yet
+  truncateSync(mem, (pages / 2) * PAGE)
+  const { code, signal, out } = await vm.exit
+  t.not(code, 1, `the VM read wrong bytes: ${out}`)
+  t.true(signal === 'SIGBUS' || signal === 'SIGKILL', `the VM is stopped: ${code} ${signal} ${out}`)
+  const vmSummary = await summary
+  t.is(vmSummary.outcome, 'killed')
+  t.regex(vmSummary.error ?? '', new RegExp(`${mem}.*was cut while served`))
+  t.true(errors.some((e) => e.code === 'ERR_UFFD_PEER_KILLED'))
+})
+
+test('a memory file that cannot serve is refused at the start, named: a folder, an empty file, an unreadable one, a missing one', (t) => {
+  const empty = join(kit.dir, 'empty.mem')
+  writeFileSync(empty, '')
+  const unreadable = kit.memoryFile('unreadable.mem', 1)
+  chmodSync(unreadable, 0o200)
+  const cases: Array<[string, string, RegExp]> = [
+    [kit.dir, 'EISDIR', /is a directory/],
+    [empty, 'EINVAL', /is empty/],
+    [join(kit.dir, 'missing.mem'), 'ENOENT', /cannot be opened/],
+  ]
+  // root reads a file whatever its mode: only an unprivileged run sees EACCES.
+  if (process.getuid?.() !== 0) cases.push([unreadable, 'EACCES', /cannot be opened/])
+  for (const [file, code, message] of cases) {
+    const socket = kit.socketPath()
+    const error = t.throws(() => serveFirecracker({ socket, memoryFile: [kit.memoryFile('fine.mem', 1), file] }), { code, message })
+    t.true(error?.message.includes(file), error?.message)
+    t.false(existsSync(socket), 'nothing listens')
+  }
 })

@@ -1,7 +1,7 @@
 // A ready page-fault handler for Firecracker snapshot restores: one process serves any number of
 // microVMs, each from its memory file (or layers of them), natively, with working-set replay.
 import { EventEmitter } from 'node:events'
-import { statSync } from 'node:fs'
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
 import { argumentError, UffdError } from './errors'
 import { DEFAULTS, type ReadaheadOptions } from './options'
 import type { Region } from './region'
@@ -109,6 +109,8 @@ interface Restore {
 export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   readonly #options: Required<Pick<FirecrackerOptions, 'handshakeTimeoutMs' | 'prefetch' | 'readahead' | 'timeoutMs'>> & FirecrackerOptions
   readonly #files: readonly string[]
+  /** The memory files, opened and checked once at the start and held open while it runs. */
+  readonly #held: readonly HeldFile[]
   readonly #listener: ReturnType<typeof listen>
   readonly #restores = new Set<Restore>()
   readonly #trace: WorkingSetTrace | undefined
@@ -127,14 +129,28 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       throw argumentError('options.memoryFile', 'a path or a non-empty array of paths', memoryFile)
     }
     this.#files = [...files]
-    for (const file of this.#files) statSync(file) // a missing memory file fails here, before any VM waits on it
+    // A missing, unreadable, empty memory file, or a folder, fails here, before any VM waits on it.
+    const held: HeldFile[] = []
+    try {
+      for (const file of this.#files) held.push(holdMemoryFile(file))
+    } catch (error) {
+      for (const file of held) closeSync(file.fd)
+      throw error
+    }
+    this.#held = held
     // A recording restore runs on demand: what the background prefetch maps is not the working set.
     const prefetch = options.prefetch ?? options.record === undefined
     this.#options = { handshakeTimeoutMs: 5000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options, prefetch }
-    this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
-    // Listening comes first: Firecracker connects as soon as its load request arrives.
-    const { handshakeTimeoutMs, timeoutMs, signal } = this.#options
-    this.#listener = listen(socket, { fallback: 'sigbus', timeoutMs, features: ['EVENT_REMOVE'], handshakeTimeoutMs })
+    try {
+      this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
+      // Listening comes first: Firecracker connects as soon as its load request arrives.
+      const { handshakeTimeoutMs, timeoutMs } = this.#options
+      this.#listener = listen(socket, { fallback: 'sigbus', timeoutMs, features: ['EVENT_REMOVE'], handshakeTimeoutMs })
+    } catch (error) {
+      this.#release()
+      throw error
+    }
+    const { signal } = this.#options
     signal?.addEventListener('abort', () => this.close(), { once: true })
     void this.#acceptAll()
   }
@@ -219,10 +235,10 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     void this.#fill(restore, uffd, regions, offsets)
   }
 
-  /** The memory must cover every region the VM registered. */
+  /** The memory must cover every region the VM registered (as the files are now). */
   #check(regions: readonly Region[], offsets: readonly number[]): void {
     const base = this.#files[0] as string
-    const size = Math.max(...this.#files.map((file) => statSync(file).size))
+    const size = Math.max(...this.#held.map((file) => fstatSync(file.fd).size))
     regions.forEach((region, i) => {
       const end = (offsets[i] ?? 0) + region.size
       if (end > size) {
@@ -231,9 +247,28 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     })
   }
 
+  /** The held files, read through /proc/self/fd: what was checked at the start, whatever became of its path. */
   #source(offset: number): Source {
-    const files = this.#files
-    return files.length === 1 ? Source.file(files[0] as string, { offset }) : Source.layers(files, { offset })
+    const held = this.#held
+    return held.length === 1
+      ? Source.file((held[0] as HeldFile).fd, { offset })
+      : Source.layers(
+          held.map((file) => file.proc),
+          { offset },
+        )
+  }
+
+  /** `message` with the held files named by their paths. */
+  #named(message: string): string {
+    return this.#held.reduce((text, file) => text.replaceAll(file.proc, file.path), message)
+  }
+
+  #release(): void {
+    for (const file of this.#held) {
+      try {
+        closeSync(file.fd)
+      } catch {}
+    }
   }
 
   /** Replays the trace's pages first, in order, then maps the rest in the background. */
@@ -254,8 +289,9 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     }
   }
 
-  #kill(restore: Restore, why: string): void {
+  #kill(restore: Restore, reason: string): void {
     if (restore.outcome !== 'running') return
+    const why = this.#named(reason)
     restore.outcome = 'killed'
     restore.error = why
     const { peer, uffd } = restore.adoption
@@ -279,7 +315,8 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     const summary = this.#summary(restore)
     if (restore.recorder && this.#options.record) {
       try {
-        writeTrace(this.#options.record, this.#files, pageSizeOf(restore.adoption.regions), restore.recorder.offsets())
+        const memory = this.#held.map((file) => file.proc) // the files served, whatever became of their paths
+        writeTrace(this.#options.record, memory, pageSizeOf(restore.adoption.regions), restore.recorder.offsets())
       } catch (error) {
         this.#report(
           new UffdError(`writing the trace ${this.#options.record} failed: ${(error as Error).message}`, { code: 'EIO', cause: error }),
@@ -314,13 +351,50 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   }
 
   #closeIfDone(): void {
-    if (!this.#accepting && this.#restores.size === 0) this.emit('close')
+    if (!this.#accepting && this.#restores.size === 0) {
+      this.#release()
+      this.emit('close')
+    }
   }
 
   #report(error: UffdError): void {
     if (this.listenerCount('error') > 0) this.emit('error', error)
     else process.emitWarning(error)
   }
+}
+
+/** A memory file opened once: its path, the fd held, and the path that reads that fd. */
+interface HeldFile {
+  readonly path: string
+  readonly fd: number
+  readonly proc: string
+}
+
+/** Opens a memory file and checks that it can serve: a readable, non-empty regular file. */
+function holdMemoryFile(path: string): HeldFile {
+  let fd: number
+  try {
+    fd = openSync(path, 'r')
+  } catch (cause) {
+    const { code, message } = cause as NodeJS.ErrnoException
+    throw new UffdError(`the memory file ${path} cannot be opened: ${message}`, { code: (code ?? 'EIO') as 'EIO', cause })
+  }
+  try {
+    const stat = fstatSync(fd)
+    if (stat.isDirectory()) throw new UffdError(`the memory file ${path} is a directory, not a file`, { code: 'EISDIR' })
+    if (!stat.isFile()) throw new UffdError(`the memory file ${path} is not a regular file`, { code: 'EINVAL' })
+    if (stat.size === 0) throw new UffdError(`the memory file ${path} is empty: it is not a snapshot's memory`, { code: 'EINVAL' })
+    try {
+      readSync(fd, Buffer.alloc(1), 0, 1, 0)
+    } catch (cause) {
+      const { code, message } = cause as NodeJS.ErrnoException
+      throw new UffdError(`the memory file ${path} cannot be read: ${message}`, { code: (code ?? 'EIO') as 'EIO', cause })
+    }
+  } catch (error) {
+    closeSync(fd)
+    throw error
+  }
+  return { path, fd, proc: `/proc/self/fd/${fd}` }
 }
 
 /** The VMs' page size (every region of a VM has the same). */
