@@ -4,7 +4,7 @@
 import { chmodSync, existsSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
-import { serveFirecracker } from 'userfaultfd'
+import { fingerprintOf, serveFirecracker } from 'userfaultfd'
 import { until, within } from './helpers/harness'
 import { closed, connection, errorsOf, nextSummary, PAGE, vmKit } from './helpers/vm'
 
@@ -125,6 +125,42 @@ test('a memory file that cannot serve is refused at the start, named: a folder, 
     const socket = kit.socketPath()
     const error = t.throws(() => serveFirecracker({ socket, memoryFile: [kit.memoryFile('fine.mem', 1), file] }), { code, message })
     t.true(error?.message.includes(file), error?.message)
+    t.false(existsSync(socket), 'nothing listens')
+  }
+})
+
+test('a trace that is not valid is refused at the start, named: a fractional or negative page, a page past the memory, pageSize 0', (t) => {
+  const mem = kit.memoryFile('traced.mem', 16)
+  const memory = [fingerprintOf(mem)]
+  const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+    ['fraction', { pageSize: PAGE, pages: [1, 2.5] }, /2\.5 at pages\[1\]/],
+    ['negative', { pageSize: PAGE, pages: [-1] }, /-1 at pages\[0\]/],
+    ['past', { pageSize: PAGE, pages: [3, 16] }, /16 at pages\[1\].*0 to 15/],
+    ['string', { pageSize: PAGE, pages: ['4'] }, /"4" at pages\[0\]/],
+    ['zero', { pageSize: 0, pages: [1] }, /pageSize 0/],
+    ['odd', { pageSize: 3000, pages: [1] }, /pageSize 3000/],
+  ]
+  for (const [name, fields, message] of cases) {
+    const trace = join(kit.dir, `${name}.trace`)
+    writeFileSync(trace, JSON.stringify({ format: 'userfaultfd-working-set', version: 1, memory, ...fields }))
+    const socket = kit.socketPath()
+    const error = t.throws(() => serveFirecracker({ socket, memoryFile: mem, replay: trace }), { code: 'EINVAL', message })
+    t.true(error?.message.includes(trace), error?.message)
+    t.false(existsSync(socket), 'nothing listens')
+  }
+})
+
+test('--record into a missing folder, or where a folder is, is refused at the start, named', (t) => {
+  const mem = kit.memoryFile('recorded.mem', 16)
+  const cases: Array<[string, string, RegExp]> = [
+    [join(kit.dir, 'no-such-folder', 'vm.trace'), 'ENOENT', /does not exist/],
+    [join(mem, 'vm.trace'), 'ENOTDIR', /is not a folder/],
+    [kit.dir, 'EISDIR', /it is a folder/],
+  ]
+  for (const [record, code, message] of cases) {
+    const socket = kit.socketPath()
+    const error = t.throws(() => serveFirecracker({ socket, memoryFile: mem, record }), { code, message })
+    t.true(error?.message.includes(record), error?.message)
     t.false(existsSync(socket), 'nothing listens')
   }
 })

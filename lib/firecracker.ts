@@ -1,7 +1,8 @@
 // A ready page-fault handler for Firecracker snapshot restores: one process serves any number of
 // microVMs, each from its memory file (or layers of them), natively, with working-set replay.
 import { EventEmitter } from 'node:events'
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
+import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { argumentError, UffdError } from './errors'
 import { DEFAULTS, type ReadaheadOptions } from './options'
 import type { Region } from './region'
@@ -142,6 +143,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     const prefetch = options.prefetch ?? options.record === undefined
     this.#options = { handshakeTimeoutMs: 5000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options, prefetch }
     try {
+      if (options.record !== undefined) checkRecordable(options.record)
       this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
       // Listening comes first: Firecracker connects as soon as its load request arrives.
       const { handshakeTimeoutMs, timeoutMs } = this.#options
@@ -395,6 +397,23 @@ function holdMemoryFile(path: string): HeldFile {
     throw error
   }
   return { path, fd, proc: `/proc/self/fd/${fd}` }
+}
+
+/** A trace can be written at `path` when a VM exits: its folder is there and writable, and it is not a folder. */
+function checkRecordable(path: string): void {
+  if (typeof path !== 'string') throw argumentError('options.record', 'a path', path)
+  const folder = dirname(path)
+  const refuse = (why: string, code: 'ENOENT' | 'ENOTDIR' | 'EACCES' | 'EISDIR') =>
+    new UffdError(`cannot record the trace to ${path}: ${why}`, { code })
+  const stat = statSync(folder, { throwIfNoEntry: false })
+  if (!stat) throw refuse(`its folder ${folder} does not exist`, 'ENOENT')
+  if (!stat.isDirectory()) throw refuse(`${folder} is not a folder`, 'ENOTDIR')
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw refuse('it is a folder', 'EISDIR')
+  try {
+    accessSync(folder, constants.W_OK)
+  } catch {
+    throw refuse(`its folder ${folder} is not writable`, 'EACCES')
+  }
 }
 
 /** The VMs' page size (every region of a VM has the same). */
