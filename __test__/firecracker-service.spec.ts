@@ -1,10 +1,10 @@
 // The restore server as a long-lived service: no connection holds up a VM, none it took is left
 // waiting, bad input is refused at once. The stand-in VMs keep their userfaultfd after sending it,
 // as Firecracker does: one the server abandons would wait for good.
-import { chmodSync, existsSync, truncateSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, openSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
-import { fingerprintOf, serveFirecracker } from 'userfaultfd'
+import { adoptFd, fingerprintOf, serveFirecracker } from 'userfaultfd'
 import { until, within } from './helpers/harness'
 import { closed, connection, errorsOf, nextSummary, PAGE, vmKit } from './helpers/vm'
 
@@ -163,4 +163,31 @@ test('--record into a missing folder, or where a folder is, is refused at the st
     t.true(error?.message.includes(record), error?.message)
     t.false(existsSync(socket), 'nothing listens')
   }
+})
+
+test('an fd that is not a userfaultfd (a pipe) is refused at the handshake and its VM killed, not served', async (t) => {
+  const mem = kit.memoryFile('pipe.mem', PAGES)
+  const socket = kit.socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem, prefetch: false })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const summaries: string[] = []
+  server.on('summary', (vm) => summaries.push(vm.outcome))
+  const vm = kit.startPeer(socket, mem, PAGES, ['--send-pipe'])
+  const { signal, out } = await within(vm.exit, 'the VM to be killed', 20_000)
+  t.is(signal, 'SIGKILL', out)
+  t.is(errors[0]?.code, 'EINVAL')
+  t.regex(errors[0]?.message ?? '', /not a userfaultfd: it is pipe:/)
+  t.is(errors[0]?.peer?.pid, vm.child.pid)
+  t.deepEqual(summaries, [], 'never served')
+})
+
+test('adoptFd refuses an fd that is not a userfaultfd, saying what it is', (t) => {
+  const mem = kit.memoryFile('adopt.mem', 1)
+  const fd = openSync(mem, 'r')
+  t.teardown(() => closeSync(fd))
+  t.throws(() => adoptFd(fd, { ranges: [{ address: 1 << 30, length: PAGE, pageSize: PAGE }] }), {
+    code: 'EINVAL',
+    message: new RegExp(`not a userfaultfd: it is ${mem}`),
+  })
 })

@@ -17,6 +17,7 @@
  *   --order FILE     touch pages in the order listed in FILE (page numbers of region 0), then the rest
  *   --bad-body       send a body that is not JSON, then wait, as Firecracker waits for its handler
  *   --half-body      send the first half of the body (with the fd), then wait
+ *   --send-pipe      send a pipe in place of the userfaultfd (which it keeps), then touch memory
  *   --send-delay-ms N connect, print {"connected":true}, wait N ms, then send the handshake
  * Prints one JSON line: {"pages":..,"wrong":..,"balloon_wrong":..}; exits 0 if nothing was wrong.
  */
@@ -59,7 +60,7 @@ int main(int argc, char **argv) {
   long delay_ms = 0, hang_after = -1;
   size_t balloon_at = 0, balloon_pages = 0;
   const char *order = NULL;
-  int bad_body = 0, half_body = 0;
+  int bad_body = 0, half_body = 0, send_pipe = 0;
   long send_delay_ms = 0;
   for (int i = 4; i < argc; i++) {
     if (strcmp(argv[i], "--regions") == 0 && i + 1 < argc) regions = atoi(argv[++i]);
@@ -69,6 +70,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--order") == 0 && i + 1 < argc) order = argv[++i];
     else if (strcmp(argv[i], "--bad-body") == 0) bad_body = 1;
     else if (strcmp(argv[i], "--half-body") == 0) half_body = 1;
+    else if (strcmp(argv[i], "--send-pipe") == 0) send_pipe = 1;
     else if (strcmp(argv[i], "--send-delay-ms") == 0 && i + 1 < argc) send_delay_ms = atol(argv[++i]);
     else if (strcmp(argv[i], "--balloon") == 0 && i + 1 < argc) {
       if (sscanf(argv[++i], "%zu:%zu", &balloon_at, &balloon_pages) != 2) die("--balloon P:N");
@@ -111,7 +113,13 @@ int main(int argc, char **argv) {
     struct timespec wait = {.tv_sec = send_delay_ms / 1000, .tv_nsec = (send_delay_ms % 1000) * 1000000L};
     nanosleep(&wait, NULL);
   }
-  send_handshake_fd(sock, body, uffd);
+  int sent = uffd;
+  if (send_pipe) {
+    int ends[2];
+    if (pipe(ends) < 0) die("pipe");
+    sent = ends[0];
+  }
+  send_handshake_fd(sock, body, sent);
   if (bad_body || half_body)
     for (;;) pause();
   if (delay_ms > 0) {

@@ -126,7 +126,22 @@ fn read_handshake(stream: UnixStream, peer: Peer) -> Result<Handshake> {
     }
     let ranges = parse_ranges(&body)?;
     let uffd = uffd.ok_or_else(|| Error::invalid(OP, "the handshake carried no file descriptor (SCM_RIGHTS)"))?;
+    ensure_userfaultfd(&uffd)?;
     Ok(Handshake { uffd, ranges, peer, stream: stream.into() })
+}
+
+/// Refuses an fd that is not a userfaultfd (a pipe, a file, a socket sent by mistake or by a
+/// confused peer): serving it would leave the peer's faults waiting for good. Its kind comes from
+/// /proc/self/fd (`anon_inode:[userfaultfd]`); without /proc it is not checked.
+pub fn ensure_userfaultfd(fd: &OwnedFd) -> Result<()> {
+    let Ok(link) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+        return Ok(());
+    };
+    let kind = link.to_string_lossy();
+    if kind == "anon_inode:[userfaultfd]" {
+        return Ok(());
+    }
+    Err(Error::invalid(OP, format!("the file descriptor sent is not a userfaultfd: it is {kind}")))
 }
 
 /// Whether `body` is all of a handshake: the JSON is complete, or broken (all there is to read).

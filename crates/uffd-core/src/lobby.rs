@@ -5,7 +5,9 @@
 
 use crate::cancel::Cancel;
 use crate::error::Error;
-use crate::handshake::{complete, parse_ranges, Ended, Handshake, Peer, Refusal, LISTENER_CLOSED, MAX_BODY};
+use crate::handshake::{
+    complete, ensure_userfaultfd, parse_ranges, Ended, Handshake, Peer, Refusal, LISTENER_CLOSED, MAX_BODY,
+};
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags};
 use std::io::{ErrorKind, IoSliceMut};
@@ -142,6 +144,7 @@ impl Waiting {
         let Some(uffd) = self.uffd else {
             return Err(refuse(Error::invalid(OP, "the handshake carried no file descriptor (SCM_RIGHTS)")));
         };
+        ensure_userfaultfd(&uffd).map_err(refuse)?;
         // The connection is kept to learn of the peer's hang-up; it blocks, as an accepted one does.
         let _ = self.stream.set_nonblocking(false);
         let peer = self.peer.unwrap_or(Peer { pid: 0, uid: u32::MAX, gid: u32::MAX });

@@ -111,6 +111,7 @@ pub fn adopt_fd(
         })
         .collect::<napi::Result<Vec<_>>>()?;
     let owned = handshake::duplicate(fd).or_throw(&env)?;
+    handshake::ensure_userfaultfd(&owned).or_throw(&env)?;
     let offsets = vec![0.0; ranges.len()];
     adopt(owned, &ranges, offsets, &options, None).or_throw(&env)
 }
