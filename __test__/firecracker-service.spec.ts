@@ -1,11 +1,11 @@
 // The restore server as a long-lived service: no connection holds up a VM, none it took is left
 // waiting, bad input is refused at once. The stand-in VMs keep their userfaultfd after sending it,
 // as Firecracker does: one the server abandons would wait for good.
-import { chmodSync, closeSync, existsSync, openSync, truncateSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, openSync, readFileSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
-import { adoptFd, fingerprintOf, serveFirecracker } from 'userfaultfd'
-import { until, within } from './helpers/harness'
+import { adoptFd, fingerprintOf, listen, serveFirecracker } from 'userfaultfd'
+import { spawnCollecting, until, within } from './helpers/harness'
 import { closed, connection, errorsOf, nextSummary, PAGE, vmKit } from './helpers/vm'
 
 const PAGES = 64
@@ -190,4 +190,47 @@ test('adoptFd refuses an fd that is not a userfaultfd, saying what it is', (t) =
     code: 'EINVAL',
     message: new RegExp(`not a userfaultfd: it is ${mem}`),
   })
+})
+
+test('a second server on a socket a live server listens on is refused (EADDRINUSE), and the first keeps serving and keeps its socket', async (t) => {
+  const mem = kit.memoryFile('twice.mem', PAGES)
+  const socket = kit.socketPath()
+  const first = serveFirecracker({ socket, memoryFile: mem })
+  t.teardown(() => first.close())
+  t.throws(() => serveFirecracker({ socket, memoryFile: mem }), { code: 'EADDRINUSE', message: /another server is listening/ })
+  t.throws(() => listen(socket), { code: 'EADDRINUSE' })
+  t.true(existsSync(socket), 'the first server’s socket is still there')
+  const summary = nextSummary(first, 30_000)
+  const { code, out } = await kit.startPeer(socket, mem, PAGES).exit
+  t.is(code, 0, out)
+  t.is((await summary).outcome, 'served')
+})
+
+test('a stale socket file (its server was killed) is replaced, and the new server serves', async (t) => {
+  const mem = kit.memoryFile('stale.mem', PAGES)
+  const socket = kit.socketPath()
+  const dead = spawnCollecting(
+    process.execPath,
+    ['-e', "require('node:net').createServer().listen(process.argv[1], () => process.kill(process.pid, 'SIGKILL'))", socket],
+    'a server that dies',
+  )
+  t.is((await dead.exit).signal, 'SIGKILL')
+  t.true(existsSync(socket), 'it left its socket file')
+  const server = serveFirecracker({ socket, memoryFile: mem })
+  t.teardown(() => server.close())
+  const { code, out } = await kit.startPeer(socket, mem, PAGES).exit
+  t.is(code, 0, out)
+})
+
+test('what is at the socket path and is not a socket, or a missing folder, is refused with a message that says so, and left as it is', (t) => {
+  const mem = kit.memoryFile('notsock.mem', 1)
+  const file = join(kit.dir, 'a-file.sock')
+  writeFileSync(file, 'keep me')
+  const cases: Array<[string, string, RegExp]> = [
+    [file, 'EEXIST', /is a file that is not a socket: it was left as it is/],
+    [kit.dir, 'EEXIST', /is a folder/],
+    [join(kit.dir, 'no-such-folder', 'uffd.sock'), 'ENOENT', /the folder .*no-such-folder does not exist/],
+  ]
+  for (const [socket, code, message] of cases) t.throws(() => serveFirecracker({ socket, memoryFile: mem }), { code, message })
+  t.is(readFileSync(file, 'utf8'), 'keep me')
 })

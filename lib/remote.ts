@@ -183,7 +183,11 @@ export class HandshakeListener {
   }
 }
 
-/** Listens for handshakes on a Unix socket at `path` (a stale socket file there is replaced). */
+/**
+ * Listens for handshakes on a Unix socket at `path`. A socket file there that nobody listens on
+ * (left by a server that died) is replaced; one a live server listens on is refused
+ * (`EADDRINUSE`), as is anything there that is not a socket (`EEXIST`), and left as it is.
+ */
 export function listen(path: string, options?: ListenOptions): HandshakeListener {
   return HandshakeListener.open(path, options)
 }

@@ -59,13 +59,43 @@ pub struct Handshake {
     pub stream: OwnedFd,
 }
 
-/// Binds a listening Unix socket at `path` (replacing a stale socket file).
+/// Binds a listening Unix socket at `path`. A socket file there that nobody listens on (a server
+/// that died left it) is replaced; one a live server listens on, or anything that is not a
+/// socket, is refused and left as it is.
 pub fn listen(path: &str) -> Result<UnixListener> {
-    if std::fs::symlink_metadata(path).is_ok_and(|m| {
-        use std::os::unix::fs::FileTypeExt;
-        m.file_type().is_socket()
-    }) {
-        let _ = std::fs::remove_file(path);
+    use std::os::unix::fs::FileTypeExt;
+    let folder = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(folder) = folder {
+        match std::fs::metadata(folder) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::sys("bind", Errno::ENOTDIR, path.to_string())
+                    .with_advice(format!("{} is not a folder", folder.display())))
+            }
+            Err(_) => {
+                return Err(Error::sys("bind", Errno::ENOENT, path.to_string())
+                    .with_advice(format!("the folder {} does not exist: make it first", folder.display())))
+            }
+        }
+    }
+    if let Ok(existing) = std::fs::symlink_metadata(path) {
+        if !existing.file_type().is_socket() {
+            let kind = if existing.is_dir() { "a folder" } else { "a file that is not a socket" };
+            return Err(Error::sys("bind", Errno::EEXIST, path.to_string())
+                .with_advice(format!("{path} is {kind}: it was left as it is; remove it or choose another path")));
+        }
+        match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(Error::sys("bind", Errno::EADDRINUSE, path.to_string()).with_advice(
+                    "another server is listening on this socket: it was left as it is; stop it first or choose another path",
+                ))
+            }
+            // Nobody listens: a stale socket file, replaced.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(e) => return Err(io_error("connect", e, &format!("the socket {path} found there"))),
+        }
     }
     UnixListener::bind(path).map_err(|e| io_error("bind", e, path))
 }
