@@ -1,7 +1,7 @@
 // The restore server as a long-lived service: no connection holds up a VM, none it took is left
 // waiting, bad input is refused at once. The stand-in VMs keep their userfaultfd after sending it,
 // as Firecracker does: one the server abandons would wait for good.
-import { chmodSync, closeSync, existsSync, openSync, readFileSync, truncateSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, openSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
 import { adoptFd, fingerprintOf, listen, serveFirecracker } from 'userfaultfd'
@@ -233,4 +233,28 @@ test('what is at the socket path and is not a socket, or a missing folder, is re
   ]
   for (const [socket, code, message] of cases) t.throws(() => serveFirecracker({ socket, memoryFile: mem }), { code, message })
   t.is(readFileSync(file, 'utf8'), 'keep me')
+})
+
+test('socketMode and socketOwner give the socket file its mode and owner (names or ids), in the library and the command', async (t) => {
+  const mem = kit.memoryFile('owned.mem', PAGES)
+  const socket = kit.socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem, socketMode: 0o660, socketOwner: { uid: 65534, gid: 65534 } })
+  t.teardown(() => server.close())
+  const stat = statSync(socket)
+  t.is(stat.mode & 0o777, 0o660)
+  if (process.getuid?.() === 0) t.deepEqual([stat.uid, stat.gid], [65534, 65534])
+  const viaCli = kit.socketPath()
+  const command = [join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js'), 'firecracker', '--socket', viaCli, '--mem', mem]
+  const owner = process.getuid?.() === 0 ? ['--socket-owner', 'nobody:nogroup'] : []
+  const cli = spawnCollecting(process.execPath, [...command, '--once', '--socket-mode', '604', ...owner], 'the command', 60_000)
+  await until(() => cli.output().includes('listening'), 'listening')
+  const cliStat = statSync(viaCli)
+  t.is(cliStat.mode & 0o777, 0o604)
+  if (owner.length > 0) t.deepEqual([cliStat.uid, cliStat.gid], [65534, 65534])
+  t.is((await kit.startPeer(viaCli, mem, PAGES).exit).code, 0)
+  t.is((await cli.exit).code, 0)
+  t.throws(() => serveFirecracker({ socket: kit.socketPath(), memoryFile: mem, socketOwner: 'no-such-user-here' }), {
+    code: 'EINVAL',
+    message: /no user named no-such-user-here/,
+  })
 })

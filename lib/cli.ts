@@ -10,6 +10,8 @@ const USAGE = `usage: userfaultfd firecracker --socket PATH --mem FILE [--mem DI
 Serves Firecracker snapshot restores on the Unix socket PATH (the load request's
 mem_backend.backend_path), each VM from its memory file (repeat --mem for layers, base first).
 
+  --socket-mode MODE       the socket file's mode, octal (660 lets its group connect)
+  --socket-owner USER[:GROUP]  the socket file's owner (a jailed Firecracker's user)
   --record FILE            write each restore's working-set trace to FILE when its VM exits
   --replay FILE            map the trace's pages first, in order, as soon as a VM connects
   --handshake-timeout-ms N drop a connection that has not sent its handshake within N ms
@@ -31,6 +33,8 @@ function main(argv: string[]): void {
     args: rest,
     options: {
       socket: { type: 'string' },
+      'socket-mode': { type: 'string' },
+      'socket-owner': { type: 'string' },
       mem: { type: 'string', multiple: true },
       record: { type: 'string' },
       replay: { type: 'string' },
@@ -66,6 +70,8 @@ function main(argv: string[]): void {
       handshakeTimeoutMs: number('handshake-timeout-ms', values['handshake-timeout-ms']),
       timeoutMs: number('timeout-ms', values['timeout-ms']),
       prefetch: !values['no-prefetch'],
+      ...(values['socket-mode'] ? { socketMode: values['socket-mode'] } : {}),
+      ...(values['socket-owner'] ? { socketOwner: values['socket-owner'] } : {}),
       ...(values.record ? { record: values.record } : {}),
       ...(values.replay ? { replay: values.replay } : {}),
     })

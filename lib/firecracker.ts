@@ -1,7 +1,7 @@
 // A ready page-fault handler for Firecracker snapshot restores: one process serves any number of
 // microVMs, each from its memory file (or layers of them), natively, with working-set replay.
 import { EventEmitter } from 'node:events'
-import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync } from 'node:fs'
+import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { argumentError, UffdError } from './errors'
 import { DEFAULTS, type ReadaheadOptions } from './options'
@@ -15,6 +15,13 @@ import type { Userfaultfd } from './userfaultfd'
 export interface FirecrackerOptions {
   /** The Unix socket Firecracker's load request names as `mem_backend.backend_path`. */
   socket: string
+  /** The socket file's mode: a number (`0o660`) or octal text (`'660'`). Default: as the umask leaves it. */
+  socketMode?: number | string
+  /**
+   * The socket file's owner, so that a Firecracker jailed as another user can connect: `'user'`,
+   * `'user:group'`, `':group'` (names or numeric ids), or `{ uid, gid }`. Default: this process's.
+   */
+  socketOwner?: string | { uid?: number; gid?: number }
   /** The snapshot's memory file (`mem_file_path` of the snapshot), or its layers base first (a full snapshot, then diff snapshots). */
   memoryFile: string | readonly string[]
   /**
@@ -147,7 +154,13 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
       // Listening comes first: Firecracker connects as soon as its load request arrives.
       const { handshakeTimeoutMs, timeoutMs } = this.#options
-      this.#listener = listen(socket, { fallback: 'sigbus', timeoutMs, features: ['EVENT_REMOVE'], handshakeTimeoutMs })
+      this.#listener = listen(socket, {
+        fallback: 'sigbus',
+        timeoutMs,
+        features: ['EVENT_REMOVE'],
+        handshakeTimeoutMs,
+        ...socketFileOptions(options.socketMode, options.socketOwner),
+      })
     } catch (error) {
       this.#release()
       throw error
@@ -397,6 +410,45 @@ function holdMemoryFile(path: string): HeldFile {
     throw error
   }
   return { path, fd, proc: `/proc/self/fd/${fd}` }
+}
+
+/** The mode and owner of the socket file, from the options. */
+function socketFileOptions(
+  mode: FirecrackerOptions['socketMode'],
+  owner: FirecrackerOptions['socketOwner'],
+): { mode?: number; owner?: { uid?: number; gid?: number } } {
+  const result: { mode?: number; owner?: { uid?: number; gid?: number } } = {}
+  if (typeof mode === 'string') {
+    if (!/^[0-7]{1,4}$/.test(mode)) throw argumentError('options.socketMode', 'an octal mode such as 660', mode)
+    result.mode = Number.parseInt(mode, 8)
+  } else if (mode !== undefined) {
+    result.mode = mode
+  }
+  if (typeof owner === 'string') {
+    const [user, group] = owner.split(':')
+    result.owner = {
+      ...(user ? { uid: idOf(user, '/etc/passwd', 'user') } : {}),
+      ...(group ? { gid: idOf(group, '/etc/group', 'group') } : {}),
+    }
+  } else if (owner !== undefined) {
+    result.owner = owner
+  }
+  return result
+}
+
+/** A user's or group's id: a number, or a name looked up in `table` (/etc/passwd, /etc/group). */
+function idOf(name: string, table: string, what: string): number {
+  if (/^\d+$/.test(name)) return Number(name)
+  let lines: string[] = []
+  try {
+    lines = readFileSync(table, 'utf8').split('\n')
+  } catch {}
+  const entry = lines.map((line) => line.split(':')).find((fields) => fields[0] === name)
+  const id = Number(entry?.[2])
+  if (!entry || !Number.isSafeInteger(id)) {
+    throw new UffdError(`no ${what} named ${name} in ${table} (give a numeric id where names come from elsewhere)`, { code: 'EINVAL' })
+  }
+  return id
 }
 
 /** A trace can be written at `path` when a VM exits: its folder is there and writable, and it is not a folder. */

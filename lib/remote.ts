@@ -1,13 +1,13 @@
 // Serving another process's memory: adopt a userfaultfd it created and registered, from an fd
 // this process holds or over a Unix socket in Firecracker's handshake. Built on the façade, which
 // makes the adopted Userfaultfd; nothing below imports this module.
-import { statSync, unlinkSync } from 'node:fs'
+import { chmodSync, chownSync, statSync, unlinkSync } from 'node:fs'
 import type { NativeCancel, NativeOutcome } from './binding'
 import { AbortError, argumentError, call, fromFailure, rangeError, UffdError } from './errors'
 import { native } from './loader'
 import { type AcceptOptions, type AdoptFdOptions, type AdoptOptions, nativeOptionsOf, type ReceiveOptions } from './options'
 import { type Adoption, Userfaultfd } from './userfaultfd'
-import { integer, optionalSignal, options as optionsOf } from './validate'
+import { integer, optionalInteger, optionalSignal, options as optionsOf } from './validate'
 
 export type { AdoptOptions, RemoteRange } from './options'
 
@@ -19,6 +19,10 @@ export interface ListenOptions extends AdoptOptions {
    * Every connection is read as its bytes come, so a silent one holds up no other. Default 10000.
    */
   handshakeTimeoutMs?: number
+  /** The socket file's mode (`0o660` lets a group connect), set as it is made. Default: as the umask leaves it. */
+  mode?: number
+  /** The socket file's owner and group (a VM monitor jailed as another user connects as that user). Default: this process's. */
+  owner?: { uid?: number; gid?: number }
 }
 
 /** How long a connection may take to send its handshake unless `handshakeTimeoutMs` says. */
@@ -104,12 +108,24 @@ export class HandshakeListener {
   // Made by listen(). (Not tagged internal: a stripped constructor would leave a public one in the .d.ts.)
   private constructor(path: string, options?: ListenOptions) {
     if (typeof path !== 'string') throw argumentError('path', 'a string', path)
-    const { handshakeTimeoutMs, ...adopt } = optionsOf('options', options)
+    const { handshakeTimeoutMs, mode, owner, ...adopt } = optionsOf('options', options)
     const limit = integer('options.handshakeTimeoutMs', handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS)
     if (limit < 1 || limit > 2 ** 31 - 1) throw rangeError('options.handshakeTimeoutMs', 'from 1 to 2147483647', limit)
     this.#native = call(() => native.NativeListener.listen(path, nativeOptionsOf(adopt, 'adopt'), limit))
     this.#path = path
     this.#socket = statSync(path, { bigint: true, throwIfNoEntry: false })?.ino
+    try {
+      if (mode !== undefined) chmodSync(path, integer('options.mode', mode))
+      if (owner !== undefined) {
+        const { uid, gid } = optionsOf('options.owner', owner)
+        chownSync(path, optionalInteger('options.owner.uid', uid) ?? -1, optionalInteger('options.owner.gid', gid) ?? -1)
+      }
+    } catch (cause) {
+      this.close()
+      if (!(cause instanceof Error) || !('syscall' in cause)) throw cause
+      const { code, message } = cause as NodeJS.ErrnoException
+      throw new UffdError(`the socket ${path} cannot be given its mode or owner: ${message}`, { code: (code ?? 'EIO') as 'EIO', cause })
+    }
   }
 
   /** @internal Use {@link listen}. */
