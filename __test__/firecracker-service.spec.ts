@@ -258,3 +258,25 @@ test('socketMode and socketOwner give the socket file its mode and owner (names 
     message: /no user named no-such-user-here/,
   })
 })
+
+test('every JSON line of the command has its time and level; a probe it dropped is a warning and not a failure', async (t) => {
+  const mem = kit.memoryFile('lines.mem', PAGES)
+  const socket = kit.socketPath()
+  const command = [join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js'), 'firecracker', '--socket', socket, '--mem', mem]
+  const cli = spawnCollecting(process.execPath, [...command, '--once'], 'the command', 60_000)
+  await until(() => cli.output().includes('listening'), 'listening')
+  t.deepEqual((await connection(socket, 'probe', 10).exit).code, 0)
+  await until(() => cli.output().includes('closed before sending'), 'the probe dropped')
+  t.is((await kit.startPeer(socket, mem, PAGES).exit).code, 0)
+  const { code, out } = await cli.exit
+  t.is(code, 0, out)
+  const lines = out
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { time: string; level: string; event: string })
+  t.deepEqual(
+    lines.map((line) => `${line.event} ${line.level}`),
+    ['listening info', 'error warn', 'connect info', 'summary info'],
+  )
+  for (const line of lines) t.true(Math.abs(Date.parse(line.time) - Date.now()) < 600_000, line.time)
+})

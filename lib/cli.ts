@@ -20,8 +20,9 @@ mem_backend.backend_path), each VM from its memory file (repeat --mem for layers
   --no-prefetch            do not map the rest of the memory in the background
   --once                   exit after the first VM's restore ends
 
-Prints one JSON line per event: listening, connect, summary (per VM), error. SIGUSR1 prints the
-summaries of the VMs being served; SIGINT or SIGTERM stops listening.`
+Prints one JSON line per event, each with its time and level: listening, connect, summary (per
+VM), error. SIGUSR1 prints the summaries of the VMs being served; SIGINT or SIGTERM stops
+listening.`
 
 function main(argv: string[]): void {
   const [command, ...rest] = argv
@@ -61,7 +62,9 @@ function main(argv: string[]): void {
     console.error(`--socket and --mem are required\n\n${USAGE}`)
     process.exit(2)
   }
-  const print = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(line)}\n`)
+  // Every line says when (ISO 8601) and how grave: info, warn (a connection dropped that sent nothing), error.
+  const print = (line: Record<string, unknown>, level = line.event === 'error' || line.outcome === 'killed' ? 'error' : 'info') =>
+    process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level, ...line })}\n`)
   let server: ReturnType<typeof serveFirecracker>
   try {
     server = serveFirecracker({
@@ -85,8 +88,9 @@ function main(argv: string[]): void {
   print({ event: 'listening', socket: values.socket })
   server.on('connect', (peer) => print({ event: 'connect', pid: peer?.pid }))
   server.on('error', (error) => {
-    failed = true
-    print({ event: 'error', code: error.code, message: error.message })
+    const dropped = error.syscall === 'handshake' && error.peer === undefined
+    if (!dropped) failed = true
+    print({ event: 'error', code: error.code, message: error.message }, dropped ? 'warn' : 'error')
   })
   server.on('summary', (summary) => {
     if (summary.outcome === 'killed') failed = true
