@@ -104,7 +104,8 @@ test('a memory file cut while a VM is served: the VM gets no zero page it did no
   t.not(code, 1, `the VM read wrong bytes: ${out}`)
   t.true(signal === 'SIGBUS' || signal === 'SIGKILL', `the VM is stopped: ${code} ${signal} ${out}`)
   const vmSummary = await summary
-  t.is(vmSummary.outcome, 'killed')
+  // Killed, or dead of its SIGBUS before the kill came.
+  t.true(vmSummary.outcome === 'killed' || vmSummary.outcome === 'exited', vmSummary.outcome)
   t.regex(vmSummary.error ?? '', new RegExp(`${mem}.*was cut while served`))
   t.true(errors.some((e) => e.code === 'ERR_UFFD_PEER_KILLED'))
 })
@@ -279,4 +280,39 @@ test('every JSON line of the command has its time and level; a probe it dropped 
     ['listening info', 'error warn', 'connect info', 'summary info'],
   )
   for (const line of lines) t.true(Math.abs(Date.parse(line.time) - Date.now()) < 600_000, line.time)
+})
+
+test('kills go by the pidfd taken as the VM connected: one whose connecting process has exited is reported exited, not killed', async (t) => {
+  const mem = kit.memoryFile('exited.mem', 16) // shorter than the VM's memory: it cannot be served
+  const socket = kit.socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const summary = nextSummary(server, 30_000)
+  // A child connects and exits (reaped: its pid is free for anyone); the VM sends on its socket.
+  const vm = kit.startPeer(socket, mem, PAGES, ['--connect-from-child', '--hang-after', '0'])
+  t.teardown(() => vm.child.kill('SIGKILL'))
+  const vmSummary = await summary
+  t.is(vmSummary.outcome, 'exited')
+  t.regex(vmSummary.error ?? '', /ends at/)
+  t.regex(errors[0]?.message ?? '', /had exited already/)
+  await until(() => vm.output().includes('"child"'), 'the VM to say which child connected')
+  const child = Number(/"child":(\d+)/.exec(vm.output())?.[1])
+  t.is(vmSummary.pid, child, 'the pid is the connecting process’s (SO_PEERCRED)')
+  // The VM itself was not the peer: it was neither served nor signalled.
+  t.is(vm.child.exitCode, null)
+  t.is(vm.child.signalCode, null)
+})
+
+test('a VM the handler cannot serve is killed through its pidfd, and reported killed', async (t) => {
+  const mem = kit.memoryFile('pidfd-kill.mem', 16)
+  const socket = kit.socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const summary = nextSummary(server, 30_000)
+  const { signal } = await kit.startPeer(socket, mem, PAGES).exit
+  t.is(signal, 'SIGKILL')
+  t.is((await summary).outcome, 'killed')
+  t.regex(errors[0]?.message ?? '', /it was killed/)
 })

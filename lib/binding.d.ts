@@ -51,6 +51,24 @@ export declare class NativeObjectOutcome {
 export declare class NativeOutcome {
   takeAdoption(): NativeAdoption | null
   takeError(): NativeFailure | null
+  takePeerProcess(): NativePeerProcess | null
+}
+
+/**
+ * The process at the other end of a handshake, held by a pidfd taken as it connected: a signal
+ * reaches it or nothing, never a process that was given its pid since.
+ */
+export declare class NativePeerProcess {
+  get pid(): number
+  /**
+   * Sends `signal` (a number): true if it was sent, false if the process had exited (or this
+   * was closed).
+   */
+  signal(signal: number): boolean
+  /** Whether the process has exited. */
+  exited(): boolean
+  /** Lets go of the pidfd. */
+  close(): void
 }
 
 export declare class NativePrefetch {

@@ -63,8 +63,10 @@ function main(argv: string[]): void {
     process.exit(2)
   }
   // Every line says when (ISO 8601) and how grave: info, warn (a connection dropped that sent nothing), error.
-  const print = (line: Record<string, unknown>, level = line.event === 'error' || line.outcome === 'killed' ? 'error' : 'info') =>
-    process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level, ...line })}\n`)
+  const print = (
+    line: Record<string, unknown>,
+    level = line.event === 'error' || line.outcome === 'killed' || line.outcome === 'exited' ? 'error' : 'info',
+  ) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level, ...line })}\n`)
   let server: ReturnType<typeof serveFirecracker>
   try {
     server = serveFirecracker({
@@ -93,7 +95,7 @@ function main(argv: string[]): void {
     print({ event: 'error', code: error.code, message: error.message }, dropped ? 'warn' : 'error')
   })
   server.on('summary', (summary) => {
-    if (summary.outcome === 'killed') failed = true
+    if (summary.outcome === 'killed' || summary.outcome === 'exited') failed = true
     print({ event: 'summary', ...summary })
     if (values.once) server.close()
   })

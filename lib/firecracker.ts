@@ -6,7 +6,7 @@ import { dirname } from 'node:path'
 import { argumentError, UffdError } from './errors'
 import { DEFAULTS, type ReadaheadOptions } from './options'
 import type { Region } from './region'
-import { type Adoption, listen, type Peer } from './remote'
+import { type Adoption, listen, type Peer, type PeerProcess, peerProcessOf } from './remote'
 import { Source } from './source'
 import { readTrace, TraceRecorder, type WorkingSetTrace, writeTrace } from './trace'
 import type { Userfaultfd } from './userfaultfd'
@@ -50,8 +50,13 @@ export interface FirecrackerOptions {
 export interface VmSummary {
   /** The Firecracker process (SO_PEERCRED). */
   readonly pid: number | undefined
-  /** `'served'`: the VM ran until it exited; `'killed'`: the handler could not serve it and killed it; `'running'`: asked for while serving. */
-  readonly outcome: 'served' | 'killed' | 'running'
+  /**
+   * `'served'`: the VM ran until it exited; `'killed'`: the handler could not serve it and killed
+   * it; `'exited'`: the handler could not serve it, and it had ended before it could be killed (a
+   * guest given SIGBUS for a page that could not be served dies of it);
+   * `'running'`: asked for while serving.
+   */
+  readonly outcome: 'served' | 'killed' | 'exited' | 'running'
   /** Why the VM was killed. */
   readonly error?: string
   /** Memory regions the VM registered. */
@@ -94,6 +99,8 @@ interface Restore {
   readonly adoption: Adoption
   readonly started: number
   readonly recorder: TraceRecorder | undefined
+  /** The VM's process, held by a pidfd since it connected. */
+  readonly process: PeerProcess | undefined
   replayed: number
   prefetched: number
   outcome: VmSummary['outcome']
@@ -199,11 +206,15 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       } catch (error) {
         const refused = error instanceof UffdError ? error : new UffdError(String(error), { code: 'EPROTO', cause: error })
         if (refused.code === 'EBADF' && refused.syscall === 'accept') break // closed, and every connection taken is done
-        // A VM whose handshake is refused waits for its handler forever: stop it.
-        if (refused.peer) {
+        // A VM whose handshake is refused waits for its handler forever: stop it (by its pidfd,
+        // never by a pid that another process may have been given since).
+        const peerProcess = peerProcessOf(refused)
+        if (peerProcess) {
           try {
-            process.kill(refused.peer.pid, 'SIGKILL')
-          } catch {}
+            peerProcess.signal('SIGKILL')
+          } finally {
+            peerProcess.close()
+          }
         }
         this.#report(refused)
         continue
@@ -224,6 +235,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       replayed: 0,
       prefetched: 0,
       outcome: 'running',
+      process: peerProcessOf(adoption),
     }
     this.#restores.add(restore)
     this.emit('connect', peer)
@@ -307,25 +319,19 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   #kill(restore: Restore, reason: string): void {
     if (restore.outcome !== 'running') return
     const why = this.#named(reason)
-    restore.outcome = 'killed'
     restore.error = why
     const { peer, uffd } = restore.adoption
-    if (peer) {
-      try {
-        process.kill(peer.pid, 'SIGKILL')
-      } catch {}
-    }
-    this.#report(
-      new UffdError(
-        `cannot serve the VM${peer ? ` (pid ${peer.pid})` : ''}: ${why}; ${peer ? 'it was killed' : 'its pid is unknown: stop it yourself'}`,
-        { code: 'ERR_UFFD_PEER_KILLED' },
-      ),
-    )
+    // By its pidfd: a kill reaches this VM or nothing, never a process given its pid since.
+    const sent = restore.process?.signal('SIGKILL') === 'sent'
+    restore.outcome = sent ? 'killed' : 'exited'
+    const what = sent ? 'it was killed' : peer ? 'it had exited already' : 'its process is unknown: stop it yourself'
+    this.#report(new UffdError(`cannot serve the VM${peer ? ` (pid ${peer.pid})` : ''}: ${why}; ${what}`, { code: 'ERR_UFFD_PEER_KILLED' }))
     uffd.close()
   }
 
   #ended(restore: Restore): void {
     if (!this.#restores.delete(restore)) return
+    restore.process?.close()
     if (restore.outcome === 'running') restore.outcome = 'served'
     const summary = this.#summary(restore)
     if (restore.recorder && this.#options.record) {

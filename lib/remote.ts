@@ -2,7 +2,8 @@
 // this process holds or over a Unix socket in Firecracker's handshake. Built on the façade, which
 // makes the adopted Userfaultfd; nothing below imports this module.
 import { chmodSync, chownSync, statSync, unlinkSync } from 'node:fs'
-import type { NativeCancel, NativeOutcome } from './binding'
+import { constants } from 'node:os'
+import type { NativeCancel, NativeOutcome, NativePeerProcess } from './binding'
 import { AbortError, argumentError, call, fromFailure, rangeError, UffdError } from './errors'
 import { native } from './loader'
 import { type AcceptOptions, type AdoptFdOptions, type AdoptOptions, nativeOptionsOf, type ReceiveOptions } from './options'
@@ -29,16 +30,59 @@ export interface ListenOptions extends AdoptOptions {
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000
 export type { Adoption, Peer } from './userfaultfd'
 
+/**
+ * @internal The process at the other end of a handshake, held by a pidfd taken as it connected
+ * (SO_PEERPIDFD, else pidfd_open of its SO_PEERCRED pid): a signal reaches it or nothing, never a
+ * process that was given its pid since.
+ */
+export interface PeerProcess {
+  readonly pid: number
+  /** Sends `signal`: `'sent'`, or `'exited'` if the process had exited (nothing was sent). */
+  signal(signal: NodeJS.Signals): 'sent' | 'exited'
+  /** Whether the process has exited. */
+  exited(): boolean
+  /** Lets go of the pidfd. */
+  close(): void
+}
+
+/** The peer processes of adoptions and of refused handshakes (their UffdErrors). */
+const peerProcesses = new WeakMap<object, PeerProcess>()
+
+/** @internal The peer process of an adoption from `accept()`, or of a handshake it refused (the error), if it was alive when it connected. */
+export function peerProcessOf(adoptionOrError: object): PeerProcess | undefined {
+  return peerProcesses.get(adoptionOrError)
+}
+
+function peerProcess(handle: NativePeerProcess): PeerProcess {
+  return {
+    pid: handle.pid,
+    signal: (signal) => (call(() => handle.signal(constants.signals[signal])) ? 'sent' : 'exited'),
+    exited: () => handle.exited(),
+    close: () => handle.close(),
+  }
+}
+
 function settle(outcome: NativeOutcome): Adoption {
   const adoption = outcome.takeAdoption()
-  if (adoption) return Userfaultfd.fromAdoption(adoption)
+  const handle = outcome.takePeerProcess()
+  const process = handle ? peerProcess(handle) : undefined
+  if (adoption) {
+    const adopted = Userfaultfd.fromAdoption(adoption)
+    if (process) peerProcesses.set(adopted, process)
+    return adopted
+  }
   const failure = outcome.takeError()
-  if (failure) throw fromFailure(failure)
+  if (failure) {
+    const error = fromFailure(failure)
+    if (process) peerProcesses.set(error, process)
+    throw error
+  }
   throw new UffdError('the handshake failed', { code: 'EPROTO' })
 }
 
 /** Closes what a handshake brought that nobody waits for any longer (it came after an abort). */
 function discard(outcome: NativeOutcome): void {
+  outcome.takePeerProcess()?.close()
   const adoption = outcome.takeAdoption()
   if (!adoption) return
   adoption.takeUffd()?.close()

@@ -50,11 +50,81 @@ pub struct Peer {
     pub gid: u32,
 }
 
+/// The process at the other end of a connection, held by a pidfd taken as it connected: a signal
+/// sent through it reaches that process or none, never another that was given its pid since.
+#[derive(Debug)]
+pub struct PeerProcess {
+    pidfd: OwnedFd,
+}
+
+/// SO_PEERPIDFD (Linux 6.5): a pidfd of the process that connected, taken at its connect(2).
+const SO_PEERPIDFD: libc::c_int = 77;
+
+impl PeerProcess {
+    /// The pidfd of the peer of `stream`: SO_PEERPIDFD where the kernel has it, else
+    /// pidfd_open(2) of the pid SO_PEERCRED gave (`pid`), which is that process unless it exited
+    /// in between. None if it has exited already (or pidfds are not there).
+    pub fn of(stream: &UnixStream, pid: i32) -> Option<PeerProcess> {
+        let mut fd: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `fd`, an int that lives through the
+        // call; the socket is borrowed and open.
+        let got = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERPIDFD,
+                (&mut fd as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if got == 0 && fd >= 0 {
+            // SAFETY: SO_PEERPIDFD gave this process a new pidfd that nothing else owns.
+            return Some(PeerProcess { pidfd: unsafe { OwnedFd::from_raw_fd(fd) } });
+        }
+        if got == 0 || Errno::last() == Errno::ESRCH || pid <= 0 {
+            return None;
+        }
+        // SAFETY: pidfd_open(2) reads no memory of ours; it returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        // SAFETY: a non-negative result is a new pidfd that nothing else owns.
+        (fd >= 0).then(|| PeerProcess { pidfd: unsafe { OwnedFd::from_raw_fd(fd as i32) } })
+    }
+
+    /// Whether the process has exited (its pidfd polls readable then).
+    pub fn exited(&self) -> bool {
+        let mut fds = [libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        // SAFETY: one pollfd that lives through the call; poll(2) writes only its `revents`.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+        ready > 0 && fds[0].revents != 0
+    }
+
+    /// Sends `signal` to the process: true if it was sent, false if the process had exited.
+    pub fn signal(&self, signal: i32) -> Result<bool> {
+        if self.exited() {
+            return Ok(false);
+        }
+        // SAFETY: pidfd_send_signal(2) with no siginfo reads no memory of ours; the pidfd is open.
+        let sent = unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), signal, std::ptr::null::<u8>(), 0)
+        };
+        if sent == 0 {
+            return Ok(true);
+        }
+        match Errno::last() {
+            Errno::ESRCH => Ok(false),
+            errno => Err(Error::sys("pidfd_send_signal", errno, format!("signal {signal} to the peer"))),
+        }
+    }
+}
+
 /// What a handshake delivers.
 pub struct Handshake {
     pub uffd: OwnedFd,
     pub ranges: Vec<HandshakeRange>,
     pub peer: Peer,
+    /// The peer's process, to stop it by (None if it had exited when it was accepted).
+    pub process: Option<PeerProcess>,
     /// The connection, kept open: its hang-up says the peer is gone.
     pub stream: OwnedFd,
 }
@@ -106,11 +176,13 @@ pub fn listen(path: &str) -> Result<UnixListener> {
 pub struct Refusal {
     pub error: Error,
     pub peer: Option<Peer>,
+    /// The peer's process where `peer` is named, to stop it by.
+    pub process: Option<PeerProcess>,
 }
 
 impl From<Error> for Refusal {
     fn from(error: Error) -> Self {
-        Refusal { error, peer: None }
+        Refusal { error, peer: None, process: None }
     }
 }
 
@@ -120,7 +192,11 @@ pub fn receive(stream: OwnedFd) -> std::result::Result<Handshake, Refusal> {
     let creds: UnixCredentials = socket::getsockopt(&stream, sockopt::PeerCredentials)
         .map_err(|errno| Error::sys("getsockopt", errno, "SO_PEERCRED"))?;
     let peer = Peer { pid: creds.pid(), uid: creds.uid(), gid: creds.gid() };
-    read_handshake(stream, peer).map_err(|error| Refusal { error, peer: Some(peer) })
+    let process = PeerProcess::of(&stream, peer.pid);
+    match read_handshake(stream, peer) {
+        Ok(shake) => Ok(Handshake { process, ..shake }),
+        Err(error) => Err(Refusal { error, peer: Some(peer), process }),
+    }
 }
 
 fn read_handshake(stream: UnixStream, peer: Peer) -> Result<Handshake> {
@@ -157,7 +233,7 @@ fn read_handshake(stream: UnixStream, peer: Peer) -> Result<Handshake> {
     let ranges = parse_ranges(&body)?;
     let uffd = uffd.ok_or_else(|| Error::invalid(OP, "the handshake carried no file descriptor (SCM_RIGHTS)"))?;
     ensure_userfaultfd(&uffd)?;
-    Ok(Handshake { uffd, ranges, peer, stream: stream.into() })
+    Ok(Handshake { uffd, ranges, peer, process: None, stream: stream.into() })
 }
 
 /// Refuses an fd that is not a userfaultfd (a pipe, a file, a socket sent by mistake or by a

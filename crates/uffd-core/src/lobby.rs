@@ -6,7 +6,8 @@
 use crate::cancel::Cancel;
 use crate::error::Error;
 use crate::handshake::{
-    complete, ensure_userfaultfd, parse_ranges, Ended, Handshake, Peer, Refusal, LISTENER_CLOSED, MAX_BODY,
+    complete, ensure_userfaultfd, parse_ranges, Ended, Handshake, HandshakeRange, Peer, PeerProcess, Refusal,
+    LISTENER_CLOSED, MAX_BODY,
 };
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags};
@@ -61,6 +62,7 @@ impl Lobby {
 struct Waiting {
     stream: UnixStream,
     peer: Option<Peer>,
+    process: Option<PeerProcess>,
     body: Vec<u8>,
     uffd: Option<OwnedFd>,
     deadline: Instant,
@@ -76,7 +78,8 @@ impl Waiting {
             uid: c.uid(),
             gid: c.gid(),
         });
-        Waiting { stream, peer, body: Vec::new(), uffd: None, deadline, done: false, failed: None }
+        let process = peer.and_then(|p| PeerProcess::of(&stream, p.pid));
+        Waiting { stream, peer, process, body: Vec::new(), uffd: None, deadline, done: false, failed: None }
     }
 
     /// Who is at the other end, for a message.
@@ -128,41 +131,50 @@ impl Waiting {
 
     /// The handshake, or why there is none. A peer that sent nothing is not named for a kill: a
     /// liveness probe, or anything else that connects and says nothing, is only dropped.
-    fn finish(self) -> std::result::Result<Handshake, Refusal> {
+    fn finish(mut self) -> std::result::Result<Handshake, Refusal> {
         let sent = !self.body.is_empty();
-        let refuse = |error: Error| Refusal { error, peer: if sent { self.peer } else { None } };
-        if let Some(error) = self.failed.clone() {
-            return Err(refuse(error));
-        }
-        if !sent {
-            return Err(refuse(Error::invalid(
-                OP,
-                format!("{} closed before sending a handshake: dropped", self.who()),
-            )));
-        }
-        let ranges = parse_ranges(&self.body).map_err(refuse)?;
-        let Some(uffd) = self.uffd else {
-            return Err(refuse(Error::invalid(OP, "the handshake carried no file descriptor (SCM_RIGHTS)")));
+        let (peer, process) = if sent { (self.peer, self.process.take()) } else { (None, None) };
+        let checked = match self.failed.take() {
+            Some(error) => Err(error),
+            None if !sent => {
+                Err(Error::invalid(OP, format!("{} closed before sending a handshake: dropped", self.who())))
+            }
+            None => self.checked(),
         };
-        ensure_userfaultfd(&uffd).map_err(refuse)?;
+        let (ranges, uffd) = match checked {
+            Ok(parts) => parts,
+            Err(error) => return Err(Refusal { error, peer, process }),
+        };
         // The connection is kept to learn of the peer's hang-up; it blocks, as an accepted one does.
         let _ = self.stream.set_nonblocking(false);
         let peer = self.peer.unwrap_or(Peer { pid: 0, uid: u32::MAX, gid: u32::MAX });
-        Ok(Handshake { uffd, ranges, peer, stream: self.stream.into() })
+        Ok(Handshake { uffd, ranges, peer, process, stream: self.stream.into() })
+    }
+
+    /// The ranges of a complete body, and its fd if that is a userfaultfd.
+    fn checked(&mut self) -> Result<(Vec<HandshakeRange>, OwnedFd), Error> {
+        let ranges = parse_ranges(&self.body)?;
+        let uffd = self
+            .uffd
+            .take()
+            .ok_or_else(|| Error::invalid(OP, "the handshake carried no file descriptor (SCM_RIGHTS)"))?;
+        ensure_userfaultfd(&uffd)?;
+        Ok((ranges, uffd))
     }
 
     /// Why a connection whose time ran out is dropped.
-    fn late(self, limit: Duration) -> Refusal {
+    fn late(mut self, limit: Duration) -> Refusal {
         let ms = limit.as_millis();
         let who = self.who();
-        let (detail, peer) = if self.body.is_empty() {
-            (format!("{who} sent no handshake within {ms} ms: dropped"), None)
+        let (detail, peer, process) = if self.body.is_empty() {
+            (format!("{who} sent no handshake within {ms} ms: dropped"), None, None)
         } else {
             let bytes = self.body.len();
-            (format!("{who} sent {bytes} bytes of a handshake but not the rest within {ms} ms"), self.peer)
+            let detail = format!("{who} sent {bytes} bytes of a handshake but not the rest within {ms} ms");
+            (detail, self.peer, self.process.take())
         };
         let advice = "a VM sends its handshake as it connects; raise the handshake time limit if its host is that slow";
-        Refusal { error: Error::sys(OP, Errno::ETIMEDOUT, detail).with_advice(advice), peer }
+        Refusal { error: Error::sys(OP, Errno::ETIMEDOUT, detail).with_advice(advice), peer, process }
     }
 }
 

@@ -3,7 +3,7 @@
 //! receiving wait for the peer, so they run on libuv's thread pool and resolve a Promise; they
 //! wait in poll(2), so that a `NativeCancel` or the listener's `close` stops them (`cancel.rs`).
 
-use crate::adoption::{adopt, NativeAdoption};
+use crate::adoption::{adopt, NativeAdoption, NativePeerProcess};
 use crate::cancel::NativeCancel;
 use crate::errors::{sys_error, throw, NativeFailure, OrThrow};
 use crate::options::{core_options, NativeOptions};
@@ -46,23 +46,30 @@ impl Task for Receive {
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
-        let outcome = output.and_then(|shake| {
+        let outcome = output.and_then(|mut shake| {
             let who = shake.peer;
+            let process = shake.process.take();
             let ranges: Vec<RemoteRange> = shake.ranges.iter().map(|r| r.range).collect();
             let offsets = shake.ranges.iter().map(|r| r.offset as f64).collect();
             let peer = (shake.stream, (who.pid, who.uid, who.gid));
-            adopt(shake.uffd, &ranges, offsets, &self.options, Some(peer))
-                .map_err(|error| Ended::Refused(Refusal { error, peer: Some(who) }))
-        });
-        let failure = match outcome {
-            Ok(adoption) => return Ok(NativeOutcome { adoption: Some(adoption), error: None }),
-            Err(Ended::Refused(refusal)) => {
-                NativeFailure { peer_pid: refusal.peer.map(|p| p.pid), ..NativeFailure::of(&refusal.error) }
+            match adopt(shake.uffd, &ranges, offsets, &self.options, Some(peer)) {
+                Ok(adoption) => Ok((adoption, process.map(|p| NativePeerProcess::new(p, who.pid)))),
+                Err(error) => Err(Ended::Refused(Refusal { error, peer: Some(who), process })),
             }
-            Err(Ended::Stopped(Stop::Aborted)) => NativeFailure::aborted("handshake"),
-            Err(Ended::Stopped(Stop::Closed)) => NativeFailure::of(&LISTENER_CLOSED),
+        });
+        let (failure, process) = match outcome {
+            Ok((adoption, process)) => {
+                return Ok(NativeOutcome { adoption: Some(adoption), error: None, process });
+            }
+            Err(Ended::Refused(refusal)) => {
+                let pid = refusal.peer.map(|p| p.pid);
+                let process = refusal.process.zip(pid).map(|(process, pid)| NativePeerProcess::new(process, pid));
+                (NativeFailure { peer_pid: pid, ..NativeFailure::of(&refusal.error) }, process)
+            }
+            Err(Ended::Stopped(Stop::Aborted)) => (NativeFailure::aborted("handshake"), None),
+            Err(Ended::Stopped(Stop::Closed)) => (NativeFailure::of(&LISTENER_CLOSED), None),
         };
-        Ok(NativeOutcome { adoption: None, error: Some(failure) })
+        Ok(NativeOutcome { adoption: None, error: Some(failure), process })
     }
 }
 
@@ -80,6 +87,8 @@ fn cancel_in(env: &Env, groups: &[Option<&Group>]) -> napi::Result<Arc<Cancel>> 
 pub struct NativeOutcome {
     adoption: Option<NativeAdoption>,
     error: Option<NativeFailure>,
+    /// The peer's process, held by a pidfd (an adoption's peer, or a refused one's).
+    process: Option<NativePeerProcess>,
 }
 
 #[napi]
@@ -91,6 +100,10 @@ impl NativeOutcome {
     #[napi]
     pub fn take_error(&mut self) -> Option<NativeFailure> {
         self.error.take()
+    }
+    #[napi]
+    pub fn take_peer_process(&mut self) -> Option<NativePeerProcess> {
+        self.process.take()
     }
 }
 
