@@ -112,7 +112,7 @@ test('record then replay: the trace maps the working set in order before the VM 
   const recording = serveFirecracker({ socket: socketPath(), memoryFile: mem, prefetch: false, readahead: { pages: 1 }, record: trace })
   t.teardown(() => recording.close())
   const recorded = nextSummary(recording)
-  t.is((await startPeer(recording.socket, mem, PAGES, args).exit).code, 0)
+  t.is((await startPeer(recording.socket as string, mem, PAGES, args).exit).code, 0)
   const first = await recorded
   recording.close()
   const written = readTrace(trace, [mem])
@@ -121,7 +121,7 @@ test('record then replay: the trace maps the working set in order before the VM 
   const replaying = serveFirecracker({ socket: socketPath(), memoryFile: mem, prefetch: false, readahead: { pages: 1 }, replay: trace })
   t.teardown(() => replaying.close())
   const replayed = nextSummary(replaying)
-  const { code, out } = await startPeer(replaying.socket, mem, PAGES, args).exit
+  const { code, out } = await startPeer(replaying.socket as string, mem, PAGES, args).exit
   t.is(code, 0, out)
   const second = await replayed
   t.is(second.replayedPages, PAGES)

@@ -316,3 +316,45 @@ test('a VM the handler cannot serve is killed through its pidfd, and reported ki
   t.is((await summary).outcome, 'killed')
   t.regex(errors[0]?.message ?? '', /it was killed/)
 })
+
+/** Starts the command as systemd would for a socket unit: the listening socket as fd 3, LISTEN_FDS=1, LISTEN_PID its pid. */
+function activated(socket: string, args: string[]) {
+  const cli = join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js')
+  const script = `import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1]); s.listen(16)
+if s.fileno() != 3: os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])`
+  return spawnCollecting('python3', ['-c', script, socket, process.execPath, cli, 'firecracker', ...args], 'the activated command', 60_000)
+}
+
+test('systemd socket activation: the command serves on the socket it was given (LISTEN_FDS), and leaves it to its maker', async (t) => {
+  const mem = kit.memoryFile('activated.mem', PAGES)
+  const socket = kit.socketPath()
+  const cli = activated(socket, ['--mem', mem, '--once'])
+  await until(() => cli.output().includes('listening'), 'listening')
+  t.is((await kit.startPeer(socket, mem, PAGES).exit).code, 0)
+  const { code, out } = await cli.exit
+  t.is(code, 0, out)
+  const events = out
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { event: string; socket?: unknown; outcome?: string })
+  t.deepEqual(
+    events.map((line) => line.event),
+    ['listening', 'connect', 'summary'],
+  )
+  t.is(events[0]?.socket, 3)
+  t.is(events[2]?.outcome, 'served')
+  t.true(existsSync(socket), 'the socket file is its maker’s: left in place')
+})
+
+test('listen(fd) refuses an fd that is not a listening Unix socket, saying so', (t) => {
+  const mem = kit.memoryFile('not-a-socket.mem', 1)
+  const fd = openSync(mem, 'r')
+  t.teardown(() => closeSync(fd))
+  t.throws(() => listen(fd), { code: 'ENOTSOCK' })
+  t.throws(() => listen(fd, { mode: 0o600 }), { message: /unset for a socket given as an fd/ })
+})

@@ -28,6 +28,11 @@ export declare class NativeCancel {
 export declare class NativeListener {
   static listen(path: string, options: NativeOptions, handshakeTimeoutMs: number): NativeListener
   /**
+   * Listens on a socket this process was given as `fd` (systemd's socket activation); the fd
+   * is duplicated (it stays the caller's).
+   */
+  static fromFd(fd: number, options: NativeOptions, handshakeTimeoutMs: number): NativeListener
+  /**
    * The next complete handshake among the connections accepted, each read as it comes within
    * the time limit; a connection dropped ends it with its refusal. `cancel` stops it.
    */

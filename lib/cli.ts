@@ -4,11 +4,13 @@
 import { parseArgs } from 'node:util'
 import { serveFirecracker } from './firecracker'
 import { DEFAULTS } from './options'
+import { activatedSocket } from './remote'
 
 const USAGE = `usage: userfaultfd firecracker --socket PATH --mem FILE [--mem DIFF ...] [options]
 
 Serves Firecracker snapshot restores on the Unix socket PATH (the load request's
 mem_backend.backend_path), each VM from its memory file (repeat --mem for layers, base first).
+Started by systemd with a socket (ListenStream=), --socket may be left out.
 
   --socket-mode MODE       the socket file's mode, octal (660 lets its group connect)
   --socket-owner USER[:GROUP]  the socket file's owner (a jailed Firecracker's user)
@@ -58,8 +60,10 @@ function main(argv: string[]): void {
     }
     return value
   }
-  if (!values.socket || !values.mem?.length) {
-    console.error(`--socket and --mem are required\n\n${USAGE}`)
+  // Without --socket, the socket systemd passed (socket activation), if it did.
+  const socket = values.socket ?? activatedSocket()
+  if (socket === undefined || !values.mem?.length) {
+    console.error(`--socket (or systemd's socket activation) and --mem are required\n\n${USAGE}`)
     process.exit(2)
   }
   // Every line says when (ISO 8601) and how grave: info, warn (a connection dropped that sent nothing), error.
@@ -70,7 +74,7 @@ function main(argv: string[]): void {
   let server: ReturnType<typeof serveFirecracker>
   try {
     server = serveFirecracker({
-      socket: values.socket,
+      socket,
       memoryFile: values.mem,
       handshakeTimeoutMs: number('handshake-timeout-ms', values['handshake-timeout-ms']),
       timeoutMs: number('timeout-ms', values['timeout-ms']),
@@ -87,7 +91,7 @@ function main(argv: string[]): void {
     process.exit(1)
   }
   let failed = false
-  print({ event: 'listening', socket: values.socket })
+  print({ event: 'listening', socket })
   server.on('connect', (peer) => print({ event: 'connect', pid: peer?.pid }))
   server.on('error', (error) => {
     const dropped = error.syscall === 'handshake' && error.peer === undefined

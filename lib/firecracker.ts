@@ -13,8 +13,11 @@ import type { Userfaultfd } from './userfaultfd'
 
 /** Options of {@link serveFirecracker}. */
 export interface FirecrackerOptions {
-  /** The Unix socket Firecracker's load request names as `mem_backend.backend_path`. */
-  socket: string
+  /**
+   * The Unix socket Firecracker's load request names as `mem_backend.backend_path`; or the fd of
+   * a listening socket this process was given (systemd's socket activation: {@link activatedSocket}).
+   */
+  socket: string | number
   /** The socket file's mode: a number (`0o660`) or octal text (`'660'`). Default: as the umask leaves it. */
   socketMode?: number | string
   /**
@@ -138,7 +141,9 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   constructor(options: FirecrackerOptions) {
     super()
     const { socket, memoryFile } = options
-    if (typeof socket !== 'string') throw argumentError('options.socket', 'a path', socket)
+    if (typeof socket !== 'string' && typeof socket !== 'number') {
+      throw argumentError('options.socket', 'a path, or the fd of a listening socket', socket)
+    }
     const files = typeof memoryFile === 'string' ? [memoryFile] : memoryFile
     if (!Array.isArray(files) || files.length === 0 || files.some((f) => typeof f !== 'string')) {
       throw argumentError('options.memoryFile', 'a path or a non-empty array of paths', memoryFile)
@@ -177,8 +182,8 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     void this.#acceptAll()
   }
 
-  /** The socket it listens on. */
-  get socket(): string {
+  /** The socket it listens on (a path, or the fd it was given). */
+  get socket(): string | number {
     return this.#options.socket
   }
 

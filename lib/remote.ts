@@ -150,11 +150,24 @@ export class HandshakeListener {
   #socket: bigint | undefined
 
   // Made by listen(). (Not tagged internal: a stripped constructor would leave a public one in the .d.ts.)
-  private constructor(path: string, options?: ListenOptions) {
-    if (typeof path !== 'string') throw argumentError('path', 'a string', path)
+  private constructor(pathOrFd: string | number, options?: ListenOptions) {
+    if (typeof pathOrFd !== 'string' && typeof pathOrFd !== 'number') {
+      throw argumentError('path', 'a path, or the fd of a listening socket', pathOrFd)
+    }
     const { handshakeTimeoutMs, mode, owner, ...adopt } = optionsOf('options', options)
     const limit = integer('options.handshakeTimeoutMs', handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS)
     if (limit < 1 || limit > 2 ** 31 - 1) throw rangeError('options.handshakeTimeoutMs', 'from 1 to 2147483647', limit)
+    if (typeof pathOrFd === 'number') {
+      // A socket another process made and keeps (systemd): its file, mode and owner are that process's.
+      if (mode !== undefined || owner !== undefined) {
+        throw argumentError('options.mode', 'unset for a socket given as an fd (its maker sets them)', mode ?? owner)
+      }
+      const fd = integer('fd', pathOrFd)
+      this.#native = call(() => native.NativeListener.fromFd(fd, nativeOptionsOf(adopt, 'adopt'), limit))
+      this.#path = `fd ${fd}`
+      return
+    }
+    const path = pathOrFd
     this.#native = call(() => native.NativeListener.listen(path, nativeOptionsOf(adopt, 'adopt'), limit))
     this.#path = path
     this.#socket = statSync(path, { bigint: true, throwIfNoEntry: false })?.ino
@@ -173,8 +186,8 @@ export class HandshakeListener {
   }
 
   /** @internal Use {@link listen}. */
-  static open(path: string, options?: ListenOptions): HandshakeListener {
-    return new HandshakeListener(path, options)
+  static open(pathOrFd: string | number, options?: ListenOptions): HandshakeListener {
+    return new HandshakeListener(pathOrFd, options)
   }
 
   /**
@@ -247,9 +260,33 @@ export class HandshakeListener {
  * Listens for handshakes on a Unix socket at `path`. A socket file there that nobody listens on
  * (left by a server that died) is replaced; one a live server listens on is refused
  * (`EADDRINUSE`), as is anything there that is not a socket (`EEXIST`), and left as it is.
+ * A number is the fd of a listening Unix socket this process was given (systemd's socket
+ * activation: see {@link activatedSocket}); it is not closed or removed for good by `close()`.
  */
-export function listen(path: string, options?: ListenOptions): HandshakeListener {
-  return HandshakeListener.open(path, options)
+export function listen(pathOrFd: string | number, options?: ListenOptions): HandshakeListener {
+  return HandshakeListener.open(pathOrFd, options)
+}
+
+/** The first fd of systemd's socket activation (SD_LISTEN_FDS_START). */
+const LISTEN_FDS_START = 3
+
+/**
+ * The listening socket systemd passed to this process (socket activation: `LISTEN_PID` is this
+ * process and `LISTEN_FDS` is 1; the socket is fd 3), or undefined if there is none. The variables
+ * are removed, so that children do not take the socket as theirs. More than one socket is refused.
+ */
+export function activatedSocket(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const { LISTEN_PID: pid, LISTEN_FDS: fds } = env
+  if (pid === undefined || fds === undefined || Number(pid) !== process.pid) return undefined
+  delete env.LISTEN_PID
+  delete env.LISTEN_FDS
+  delete env.LISTEN_FDNAMES
+  if (fds !== '1') {
+    throw new UffdError(`systemd passed ${fds} sockets (LISTEN_FDS); one is served: give the service one ListenStream=`, {
+      code: 'EINVAL',
+    })
+  }
+  return LISTEN_FDS_START
 }
 
 /**

@@ -109,6 +109,7 @@ pub fn errno_name(errno: Errno) -> &'static str {
         // A socket path in use, or under something that is not a folder (handshake::listen).
         Errno::EADDRINUSE => return "EADDRINUSE",
         Errno::ENOTDIR => return "ENOTDIR",
+        Errno::ENOTSOCK => return "ENOTSOCK",
         _ => {}
     }
     names!(

@@ -170,6 +170,24 @@ pub fn listen(path: &str) -> Result<UnixListener> {
     UnixListener::bind(path).map_err(|e| io_error("bind", e, path))
 }
 
+/// A listening socket this process was given as `fd` (systemd's socket activation, `LISTEN_FDS`):
+/// refused unless it is a Unix stream socket that listens.
+pub fn listener_of(fd: OwnedFd) -> Result<UnixListener> {
+    let what = format!("fd {}", fd.as_raw_fd());
+    let domain =
+        socket::getsockopt(&fd, sockopt::SockType).map_err(|errno| Error::sys("getsockopt", errno, what.clone()))?;
+    let listening =
+        socket::getsockopt(&fd, sockopt::AcceptConn).map_err(|errno| Error::sys("getsockopt", errno, what.clone()))?;
+    let local = socket::getsockname::<socket::UnixAddr>(fd.as_raw_fd()).ok();
+    if domain != socket::SockType::Stream || local.is_none() || !listening {
+        return Err(Error::invalid(
+            "listen",
+            format!("{what} is not a listening Unix stream socket (give systemd a ListenStream= of a path)"),
+        ));
+    }
+    Ok(UnixListener::from(fd))
+}
+
 /// A handshake that failed, and who sent it where that is known: a handler that cannot serve a
 /// peer stops it (a VM monitor waits for its handler otherwise).
 #[derive(Debug)]

@@ -11,7 +11,8 @@ use crate::handshake::{
 };
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags};
-use std::io::{ErrorKind, IoSliceMut};
+use std::fs::File;
+use std::io::{ErrorKind, IoSliceMut, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Mutex, MutexGuard};
@@ -21,9 +22,11 @@ const OP: &str = "handshake";
 
 /// The connections of a listener whose handshakes are not complete yet. Accepts take them, wait
 /// on them beside the listener, and give back those still incomplete.
-#[derive(Default)]
 pub struct Lobby {
     state: Mutex<LobbyState>,
+    /// An eventfd, readable once `stop_accepting` was called: what accepts poll beside the
+    /// listener (a socket that systemd holds too cannot be shut down to wake them).
+    draining: File,
 }
 
 #[derive(Default)]
@@ -34,6 +37,23 @@ struct LobbyState {
 }
 
 impl Lobby {
+    pub fn new() -> std::io::Result<Lobby> {
+        // SAFETY: eventfd(2) reads and writes no memory of ours; it returns a new fd or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let draining = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(Lobby { state: Mutex::default(), draining })
+    }
+
+    /// Takes no more connections: accepts read those taken (each within its limit), then end
+    /// with `LISTENER_CLOSED`.
+    pub fn stop_accepting(&self) {
+        let _ = (&self.draining).write(&1u64.to_ne_bytes());
+    }
+
     fn lock(&self) -> MutexGuard<'_, LobbyState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -202,8 +222,9 @@ fn pollfd(fd: Option<BorrowedFd<'_>>) -> libc::pollfd {
 /// The next complete handshake among the connections of `listener` (non-blocking) and those
 /// waiting in `lobby`, each connection given `limit` from its accept. A connection dropped (its
 /// time ran out, it hung up, its handshake is malformed) ends the call with its refusal; the
-/// others wait on in the lobby. Once the listener is shut down (`stop_listening`), the
-/// connections already accepted are still read; then it ends with `LISTENER_CLOSED`.
+/// others wait on in the lobby. Once the lobby stops accepting (`Lobby::stop_accepting`) or the
+/// listener is shut down (`stop_listening`), the connections already accepted are still read;
+/// then it ends with `LISTENER_CLOSED`.
 pub fn accept_within(
     listener: &UnixListener,
     lobby: &Lobby,
@@ -227,11 +248,13 @@ pub fn accept_within(
         let timeout = held.waiting.iter().map(|w| w.deadline - now).min();
         // Round up: a poll that wakes just before a deadline would only poll again.
         let timeout_ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis() + 1).unwrap_or(i32::MAX));
-        let mut fds: Vec<libc::pollfd> = [Some(cancel.wake_fd()), accepting.then(|| listener.as_fd())]
-            .into_iter()
-            .chain(held.waiting.iter().map(|w| Some(w.stream.as_fd())))
-            .map(pollfd)
-            .collect();
+        // [the cancel, the lobby's draining (while accepting), the listener (while accepting), connections...]
+        let mut fds: Vec<libc::pollfd> =
+            [Some(cancel.wake_fd()), accepting.then(|| lobby.draining.as_fd()), accepting.then(|| listener.as_fd())]
+                .into_iter()
+                .chain(held.waiting.iter().map(|w| Some(w.stream.as_fd())))
+                .map(pollfd)
+                .collect();
         // SAFETY: `fds` is a vector of pollfd that lives through the call; poll(2) writes only
         // their `revents`. Every fd in it is borrowed from something that outlives the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
@@ -244,7 +267,7 @@ pub fn accept_within(
         }
         // Connections first: a VM that has sent its handshake goes before new connections.
         for i in (0..held.waiting.len()).rev() {
-            if fds[i + 2].revents == 0 {
+            if fds[i + 3].revents == 0 {
                 continue;
             }
             held.waiting[i].read();
@@ -253,9 +276,14 @@ pub fn accept_within(
             }
         }
         if accepting && fds[1].revents != 0 {
+            // Stopped accepting: what the listener has queued is still taken, once.
+            accepting = false;
+            fds[2].revents = libc::POLLIN;
+        }
+        if fds[2].revents != 0 {
             // A listener shut down (`stop_listening`) polls as hung up, and its accept(2) says
             // EAGAIN (non-blocking) or EINVAL: what it had queued is taken, then no more.
-            if fds[1].revents & libc::POLLHUP != 0 {
+            if fds[2].revents & libc::POLLHUP != 0 {
                 accepting = false;
             }
             loop {
@@ -325,7 +353,7 @@ mod tests {
     #[test]
     fn a_silent_connection_is_dropped_after_its_limit_and_names_no_peer_to_kill() {
         let (listener, path, _dir) = listener();
-        let lobby = Lobby::default();
+        let lobby = Lobby::new().unwrap();
         let _silent = UnixStream::connect(&path).unwrap();
         let started = Instant::now();
         let Err(Ended::Refused(refusal)) = accept_next(&listener, &lobby, Duration::from_millis(200)) else {
@@ -340,7 +368,7 @@ mod tests {
     #[test]
     fn a_listener_shut_down_ends_the_accept_once_the_connections_taken_are_done() {
         let (listener, path, _dir) = listener();
-        let lobby = Lobby::default();
+        let lobby = Lobby::new().unwrap();
         let probe = UnixStream::connect(&path).unwrap();
         let (done, ended) = std::sync::mpsc::channel();
         std::thread::scope(|scope| {
@@ -364,7 +392,7 @@ mod tests {
     #[test]
     fn a_half_sent_handshake_names_its_peer() {
         let (listener, path, _dir) = listener();
-        let lobby = Lobby::default();
+        let lobby = Lobby::new().unwrap();
         let mut half = UnixStream::connect(&path).unwrap();
         half.write_all(b"[{\"base_host_virt_addr\":").unwrap();
         let Err(Ended::Refused(refusal)) = accept_next(&listener, &lobby, Duration::from_millis(100)) else {
@@ -377,7 +405,7 @@ mod tests {
     #[test]
     fn a_connection_that_closes_unsent_is_dropped_and_the_others_wait_on() {
         let (listener, path, _dir) = listener();
-        let lobby = Lobby::default();
+        let lobby = Lobby::new().unwrap();
         let silent = UnixStream::connect(&path).unwrap();
         drop(UnixStream::connect(&path).unwrap());
         let Err(Ended::Refused(refusal)) = accept_next(&listener, &lobby, Duration::from_secs(10)) else {

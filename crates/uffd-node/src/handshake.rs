@@ -118,6 +118,13 @@ pub struct NativeListener {
     lobby: Arc<Lobby>,
     /// How long each connection may take to send its handshake.
     limit: Duration,
+    /// Given by another process that keeps it (systemd's socket activation): never shut down.
+    shared: bool,
+}
+
+/// The lobby of a new listener.
+fn new_lobby(env: &Env) -> napi::Result<Lobby> {
+    Lobby::new().map_err(|error| throw(env, &sys_error("eventfd", error, "a listener's lobby")))
 }
 
 #[napi]
@@ -133,8 +140,27 @@ impl NativeListener {
             listener: Arc::new(listener),
             options,
             accepts: Group::default(),
-            lobby: Arc::default(),
+            lobby: Arc::new(new_lobby(&env)?),
             limit,
+            shared: false,
+        })
+    }
+
+    /// Listens on a socket this process was given as `fd` (systemd's socket activation); the fd
+    /// is duplicated (it stays the caller's).
+    #[napi(factory)]
+    pub fn from_fd(env: Env, fd: i32, options: NativeOptions, handshake_timeout_ms: u32) -> napi::Result<Self> {
+        let options = core_options(&env, options)?;
+        let listener = handshake::listener_of(handshake::duplicate(fd).or_throw(&env)?).or_throw(&env)?;
+        listener.set_nonblocking(true).map_err(|error| throw(&env, &sys_error("fcntl", error, &format!("fd {fd}"))))?;
+        let limit = Duration::from_millis(u64::from(handshake_timeout_ms));
+        Ok(NativeListener {
+            listener: Arc::new(listener),
+            options,
+            accepts: Group::default(),
+            lobby: Arc::new(new_lobby(&env)?),
+            limit,
+            shared: true,
         })
     }
 
@@ -150,7 +176,9 @@ impl NativeListener {
     /// Stops listening; a pending accept fails, even one whose peer connected and says nothing.
     #[napi]
     pub fn close(&self) {
-        handshake::stop_listening(&self.listener);
+        if !self.shared {
+            handshake::stop_listening(&self.listener);
+        }
         self.accepts.stop(Stop::Closed);
         self.lobby.close();
     }
@@ -159,7 +187,7 @@ impl NativeListener {
     /// limit), then accepts fail as after `close`.
     #[napi]
     pub fn stop_accepting(&self) {
-        handshake::stop_listening(&self.listener);
+        self.lobby.stop_accepting();
     }
 }
 
