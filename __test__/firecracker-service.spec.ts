@@ -358,3 +358,43 @@ test('listen(fd) refuses an fd that is not a listening Unix socket, saying so', 
   t.throws(() => listen(fd), { code: 'ENOTSOCK' })
   t.throws(() => listen(fd, { mode: 0o600 }), { message: /unset for a socket given as an fd/ })
 })
+
+test('out of file descriptors: the server says so once per episode (not in a tight loop), drops the silent connections in time, and serves the VM after', async (t) => {
+  const mem = kit.memoryFile('fds.mem', PAGES)
+  const socket = kit.socketPath()
+  const cli = join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js')
+  const args = [
+    '--nofile=128:128',
+    process.execPath,
+    cli,
+    'firecracker',
+    '--socket',
+    socket,
+    '--mem',
+    mem,
+    '--handshake-timeout-ms',
+    '2000',
+  ]
+  const server = spawnCollecting('prlimit', args, 'the command', 60_000)
+  t.teardown(() => server.child.kill('SIGKILL'))
+  await until(() => server.output().includes('listening'), 'listening')
+  // 200 connections that say nothing for 3 s: more than the server has fds for.
+  const script = `const net = require('node:net')
+let open = 0
+for (let i = 0; i < 200; i++) net.connect(process.argv[1]).on('connect', () => { if (++open === 200) console.log('connected') }).on('error', () => {})
+setTimeout(() => process.exit(0), 3000)`
+  const silent = spawnCollecting(process.execPath, ['-e', script, socket], 'the silent connections', 60_000)
+  t.is((await silent.exit).code, 0)
+  const { code, out } = await kit.startPeer(socket, mem, PAGES).exit
+  t.is(code, 0, out)
+  await until(() => server.output().includes('"summary"'), 'the summary')
+  const lines = server
+    .output()
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { event: string; code?: string; outcome?: string; level: string })
+  const exhausted = lines.filter((line) => line.code === 'EMFILE')
+  t.true(exhausted.length >= 1, 'it said it ran out')
+  t.true(exhausted.length <= 5, `${exhausted.length} lines of EMFILE`)
+  t.is(lines.find((line) => line.event === 'summary')?.outcome, 'served')
+})

@@ -136,6 +136,8 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   #listening = true
   /** Reading the handshakes of connections taken (until the last one taken is served or dropped). */
   #accepting = true
+  /** Accepts failed for want of fds, and that was said. */
+  #exhausted = false
 
   /** Starts listening on `options.socket` (what {@link serveFirecracker} does). */
   constructor(options: FirecrackerOptions) {
@@ -211,6 +213,26 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       } catch (error) {
         const refused = error instanceof UffdError ? error : new UffdError(String(error), { code: 'EPROTO', cause: error })
         if (refused.code === 'EBADF' && refused.syscall === 'accept') break // closed, and every connection taken is done
+        if ((refused.code === 'EMFILE' || refused.code === 'ENFILE') && refused.syscall === 'accept') {
+          // Out of fds: said once until an accept succeeds again; new connections wait in the
+          // backlog meanwhile, and the ones taken are dropped in their time, which frees fds.
+          if (!this.#exhausted) {
+            this.#exhausted = true
+            const limit = refused.code === 'EMFILE' ? "this process's limit (ulimit -n, systemd's LimitNOFILE=)" : "the system's limit"
+            this.#report(
+              new UffdError(
+                `out of file descriptors to accept connections (${refused.code}): raise ${limit}; accepting again as fds free up`,
+                {
+                  code: refused.code,
+                  syscall: 'accept',
+                  cause: refused,
+                },
+              ),
+            )
+          }
+          await new Promise((resolve) => setTimeout(resolve, 100))
+          continue
+        }
         // A VM whose handshake is refused waits for its handler forever: stop it (by its pidfd,
         // never by a pid that another process may have been given since).
         const peerProcess = peerProcessOf(refused)
@@ -224,6 +246,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
         this.#report(refused)
         continue
       }
+      this.#exhausted = false
       this.#serve(adoption)
     }
     this.#accepting = false
