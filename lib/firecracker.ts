@@ -270,7 +270,10 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     uffd.on('error', (error) => {
       if (error.code === 'ERR_UFFD_PEER_GONE') return
       // A fault this handler could not serve got SIGBUS in the guest: the VM is lost; end it.
-      this.#kill(restore, error.message)
+      // Said with the VM's own region index and offset (a region's id is the process's).
+      const index = error.fault ? regions.findIndex((region) => region.id === error.fault?.regionId) : -1
+      const where = index < 0 || !error.fault ? '' : ` (the VM's region ${index}, offset ${error.fault.offset})`
+      this.#kill(restore, `${error.message}${where}`)
     })
     uffd.on('close', () => this.#ended(restore))
     try {
