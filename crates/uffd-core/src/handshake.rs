@@ -440,6 +440,34 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_process_is_signalled_through_its_pidfd_until_it_has_exited() {
+        let path = std::env::temp_dir().join(format!("uffd-peer-process-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        // A child connects and lives until told: its pidfd comes with the connection.
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); sys.stdin.read()",
+            ])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let creds = socket::getsockopt(&stream, sockopt::PeerCredentials).unwrap();
+        assert_eq!(creds.pid() as u32, child.id());
+        let process = PeerProcess::of(&stream, creds.pid()).expect("a pidfd of a live peer");
+        assert!(!process.exited());
+        assert!(process.signal(0).unwrap(), "a signal reaches it while it lives");
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert!(process.exited());
+        assert!(!process.signal(libc::SIGKILL).unwrap(), "once it has exited (and been reaped), nothing is sent");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn page_size_wins_when_the_two_fields_differ() {
         let body =
             br#"[{"base_host_virt_addr":2097152,"size":2097152,"offset":0,"page_size":2097152,"page_size_kib":2048}]"#;
