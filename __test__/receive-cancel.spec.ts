@@ -2,7 +2,7 @@
 // receive() at once, leaves no thread of libuv's pool blocked (its pool has 4 threads: a fifth
 // handshake would wait for ever behind 4 stuck ones), and closes what the handshake held. Real
 // sockets, the C peer (helpers/peer.c) for the handshakes that complete.
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, unlinkSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -196,6 +196,8 @@ test('close() removes the socket file listen() made, and leaves one that replace
     listen(path).close()
     t.deepEqual(readdirSync(dir), [], 'the socket file is gone')
     const first = listen(path)
+    t.throws(() => listen(path), { code: 'EADDRINUSE' }, 'a socket a live listener has is not replaced')
+    unlinkSync(path) // someone removed it, and another listener made a new one
     const second = listen(path)
     first.close()
     t.deepEqual(readdirSync(dir), ['uffd.sock'], "the second listener's socket stays")

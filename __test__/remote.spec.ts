@@ -136,7 +136,7 @@ test('close() stops a listener with a pending accept', async (t) => {
 
 test('adoptFd refuses bad ranges and fds before anything', (t) => {
   const ranges = [{ address: 0x10000, length: PAGE, pageSize: PAGE }]
-  t.throws(() => listen(42 as unknown as string), { instanceOf: TypeError })
+  t.throws(() => listen({} as unknown as string), { instanceOf: TypeError }) // (a number is an inherited socket's fd)
   t.throws(() => require('userfaultfd').adoptFd(-1, { ranges }), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE' })
   t.throws(() => require('userfaultfd').adoptFd(987, { ranges }), { code: 'EBADF' })
   t.throws(() => require('userfaultfd').adoptFd(0, { ranges: 'x' }), { instanceOf: TypeError })

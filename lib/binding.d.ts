@@ -26,11 +26,24 @@ export declare class NativeCancel {
 
 /** A listening Unix socket for handshakes. */
 export declare class NativeListener {
-  static listen(path: string, options: NativeOptions): NativeListener
-  /** Accepts the next connection and receives its handshake; `cancel` stops it. */
+  static listen(path: string, options: NativeOptions, handshakeTimeoutMs: number): NativeListener
+  /**
+   * Listens on a socket this process was given as `fd` (systemd's socket activation); the fd
+   * is duplicated (it stays the caller's).
+   */
+  static fromFd(fd: number, options: NativeOptions, handshakeTimeoutMs: number): NativeListener
+  /**
+   * The next complete handshake among the connections accepted, each read as it comes within
+   * the time limit; a connection dropped ends it with its refusal. `cancel` stops it.
+   */
   accept(cancel?: NativeCancel | undefined | null): Promise<NativeOutcome>
   /** Stops listening; a pending accept fails, even one whose peer connected and says nothing. */
   close(): void
+  /**
+   * Stops taking connections; those already taken are still read (each within its time
+   * limit), then accepts fail as after `close`.
+   */
+  stopAccepting(): void
 }
 
 /** What opening gave: the source, or why there is none. */
@@ -43,6 +56,24 @@ export declare class NativeObjectOutcome {
 export declare class NativeOutcome {
   takeAdoption(): NativeAdoption | null
   takeError(): NativeFailure | null
+  takePeerProcess(): NativePeerProcess | null
+}
+
+/**
+ * The process at the other end of a handshake, held by a pidfd taken as it connected: a signal
+ * reaches it or nothing, never a process that was given its pid since.
+ */
+export declare class NativePeerProcess {
+  get pid(): number
+  /**
+   * Sends `signal` (a number): true if it was sent, false if the process had exited (or this
+   * was closed).
+   */
+  signal(signal: number): boolean
+  /** Whether the process has exited. */
+  exited(): boolean
+  /** Lets go of the pidfd. */
+  close(): void
 }
 
 export declare class NativePrefetch {

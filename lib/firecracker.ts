@@ -1,23 +1,40 @@
 // A ready page-fault handler for Firecracker snapshot restores: one process serves any number of
 // microVMs, each from its memory file (or layers of them), natively, with working-set replay.
 import { EventEmitter } from 'node:events'
-import { statSync } from 'node:fs'
+import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { argumentError, UffdError } from './errors'
 import { DEFAULTS, type ReadaheadOptions } from './options'
 import type { Region } from './region'
-import { type Adoption, listen, type Peer } from './remote'
+import { type Adoption, listen, type Peer, type PeerProcess, peerProcessOf } from './remote'
 import { Source } from './source'
 import { readTrace, TraceRecorder, type WorkingSetTrace, writeTrace } from './trace'
 import type { Userfaultfd } from './userfaultfd'
 
 /** Options of {@link serveFirecracker}. */
 export interface FirecrackerOptions {
-  /** The Unix socket Firecracker's load request names as `mem_backend.backend_path`. */
-  socket: string
+  /**
+   * The Unix socket Firecracker's load request names as `mem_backend.backend_path`; or the fd of
+   * a listening socket this process was given (systemd's socket activation: {@link activatedSocket}).
+   */
+  socket: string | number
+  /** The socket file's mode: a number (`0o660`) or octal text (`'660'`). Default: as the umask leaves it. */
+  socketMode?: number | string
+  /**
+   * The socket file's owner, so that a Firecracker jailed as another user can connect: `'user'`,
+   * `'user:group'`, `':group'` (names or numeric ids), or `{ uid, gid }`. Default: this process's.
+   */
+  socketOwner?: string | { uid?: number; gid?: number }
   /** The snapshot's memory file (`mem_file_path` of the snapshot), or its layers base first (a full snapshot, then diff snapshots). */
   memoryFile: string | readonly string[]
-  /** Give up (and close) if no VM connects within this many milliseconds of the start. Default 60000; 0 waits forever. */
-  connectTimeoutMs?: number
+  /**
+   * How long a connection may take, from its accept, to send its handshake. Every connection is
+   * read as its bytes come, so a silent, half-sent or closed one holds up no VM: it is dropped
+   * with an `'error'` event when its time runs out (a connection that sent part of a handshake is
+   * a VM that cannot be served: it is killed). The server keeps listening whether or not a VM
+   * comes. Default 5000.
+   */
+  handshakeTimeoutMs?: number
   /** Write each restore's working-set trace (the order its pages were first touched) to this file when its VM exits. */
   record?: string
   /** Map the pages of this trace first, in order, as soon as a VM connects (then the rest in the background). */
@@ -28,7 +45,7 @@ export interface FirecrackerOptions {
   readahead?: ReadaheadOptions
   /** How long a fault may take before its VM gets SIGBUS for it. Default 30000. */
   timeoutMs?: number
-  /** Closes the server (VMs being served are served to their end). */
+  /** Closes the server, as `close()` does. */
   signal?: AbortSignal
 }
 
@@ -36,8 +53,13 @@ export interface FirecrackerOptions {
 export interface VmSummary {
   /** The Firecracker process (SO_PEERCRED). */
   readonly pid: number | undefined
-  /** `'served'`: the VM ran until it exited; `'killed'`: the handler could not serve it and killed it; `'running'`: asked for while serving. */
-  readonly outcome: 'served' | 'killed' | 'running'
+  /**
+   * `'served'`: the VM ran until it exited; `'killed'`: the handler could not serve it and killed
+   * it; `'exited'`: the handler could not serve it, and it had ended before it could be killed (a
+   * guest given SIGBUS for a page that could not be served dies of it);
+   * `'running'`: asked for while serving.
+   */
+  readonly outcome: 'served' | 'killed' | 'exited' | 'running'
   /** Why the VM was killed. */
   readonly error?: string
   /** Memory regions the VM registered. */
@@ -70,9 +92,9 @@ export interface FirecrackerServerEvents {
   connect: [Peer | undefined]
   /** A VM's restore ended (it exited, or was killed). */
   summary: [VmSummary]
-  /** Trouble: a refused handshake, no VM in time, a VM that could not be served. */
+  /** Trouble: a refused or dropped handshake, a VM that could not be served. */
   error: [UffdError]
-  /** The server stopped listening and every VM it served has ended. */
+  /** The server stopped listening, every connection it took was served or dropped, and every VM it served has ended. */
   close: []
 }
 
@@ -83,6 +105,8 @@ interface Restore {
   readonly adoption: Adoption
   readonly started: number
   readonly recorder: TraceRecorder | undefined
+  /** The VM's process, held by a pidfd since it connected. */
+  readonly process: PeerProcess | undefined
   replayed: number
   prefetched: number
   outcome: VmSummary['outcome']
@@ -104,44 +128,67 @@ interface Restore {
  * ```
  */
 export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
-  readonly #options: Required<Pick<FirecrackerOptions, 'connectTimeoutMs' | 'prefetch' | 'readahead' | 'timeoutMs'>> & FirecrackerOptions
+  readonly #options: Required<Pick<FirecrackerOptions, 'handshakeTimeoutMs' | 'prefetch' | 'readahead' | 'timeoutMs'>> & FirecrackerOptions
   readonly #files: readonly string[]
+  /** The memory files, opened and checked once at the start and held open while it runs. */
+  readonly #held: readonly HeldFile[]
   readonly #listener: ReturnType<typeof listen>
   readonly #restores = new Set<Restore>()
   readonly #trace: WorkingSetTrace | undefined
+  /** Taking new connections (until `close()`). */
   #listening = true
-  #connectTimer: ReturnType<typeof setTimeout> | undefined
+  /** Reading the handshakes of connections taken (until the last one taken is served or dropped). */
+  #accepting = true
+  /** Accepts failed for want of fds, and that was said. */
+  #exhausted = false
 
   /** Starts listening on `options.socket` (what {@link serveFirecracker} does). */
   constructor(options: FirecrackerOptions) {
     super()
     const { socket, memoryFile } = options
-    if (typeof socket !== 'string') throw argumentError('options.socket', 'a path', socket)
+    if (typeof socket !== 'string' && typeof socket !== 'number') {
+      throw argumentError('options.socket', 'a path, or the fd of a listening socket', socket)
+    }
     const files = typeof memoryFile === 'string' ? [memoryFile] : memoryFile
     if (!Array.isArray(files) || files.length === 0 || files.some((f) => typeof f !== 'string')) {
       throw argumentError('options.memoryFile', 'a path or a non-empty array of paths', memoryFile)
     }
     this.#files = [...files]
-    for (const file of this.#files) statSync(file) // a missing memory file fails here, before any VM waits on it
+    // A missing, unreadable, empty memory file, or a folder, fails here, before any VM waits on it.
+    const held: HeldFile[] = []
+    try {
+      for (const file of this.#files) held.push(holdMemoryFile(file))
+    } catch (error) {
+      for (const file of held) closeSync(file.fd)
+      throw error
+    }
+    this.#held = held
     // A recording restore runs on demand: what the background prefetch maps is not the working set.
     const prefetch = options.prefetch ?? options.record === undefined
-    this.#options = { connectTimeoutMs: 60_000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options, prefetch }
-    this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
-    // Listening comes first: Firecracker connects as soon as its load request arrives.
-    this.#listener = listen(socket, { fallback: 'sigbus', timeoutMs: this.#options.timeoutMs, features: ['EVENT_REMOVE'] })
-    const { connectTimeoutMs, signal } = this.#options
-    if (connectTimeoutMs > 0) {
-      this.#connectTimer = setTimeout(() => {
-        this.#report(new UffdError(`no VM connected to ${socket} within ${connectTimeoutMs} ms`, { code: 'ETIMEDOUT' }))
-        this.close()
-      }, connectTimeoutMs)
+    this.#options = { handshakeTimeoutMs: 5000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options, prefetch }
+    try {
+      if (options.record !== undefined) checkRecordable(options.record)
+      this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
+      // Listening comes first: Firecracker connects as soon as its load request arrives.
+      const { handshakeTimeoutMs, timeoutMs } = this.#options
+      this.#listener = listen(socket, {
+        fallback: 'sigbus',
+        timeoutMs,
+        features: ['EVENT_REMOVE'],
+        handshakeTimeoutMs,
+        ...socketFileOptions(options.socketMode, options.socketOwner),
+      })
+    } catch (error) {
+      this.#release()
+      throw error
     }
+    const { signal } = this.#options
     signal?.addEventListener('abort', () => this.close(), { once: true })
     void this.#acceptAll()
   }
 
-  /** The socket it listens on. */
-  get socket(): string {
+  /** The socket it listens on (a path, or the fd it was given). */
+  get socket(): string | number {
     return this.#options.socket
   }
 
@@ -150,35 +197,64 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     return [...this.#restores].map((restore) => this.#summary(restore))
   }
 
-  /** Stops listening; VMs being served are served to their end. */
+  /**
+   * Stops listening (the socket goes). No VM it took is left waiting: a connection whose
+   * handshake is being read is still served if it completes in time, or dropped (killed if it
+   * sent part of one); VMs being served are served to their end; then `'close'`.
+   */
   close(): void {
     if (!this.#listening) return
     this.#listening = false
-    clearTimeout(this.#connectTimer)
-    this.#listener.close()
-    this.#closeIfDone()
+    this.#listener.stopAccepting()
   }
 
   async #acceptAll(): Promise<void> {
-    while (this.#listening) {
+    for (;;) {
       let adoption: Adoption
       try {
         adoption = await this.#listener.accept()
       } catch (error) {
-        if (!this.#listening) return
         const refused = error instanceof UffdError ? error : new UffdError(String(error), { code: 'EPROTO', cause: error })
-        // A VM whose handshake is refused waits for its handler forever: stop it.
-        if (refused.peer) {
+        if (refused.code === 'EBADF' && refused.syscall === 'accept') break // closed, and every connection taken is done
+        if ((refused.code === 'EMFILE' || refused.code === 'ENFILE') && refused.syscall === 'accept') {
+          // Out of fds: said once until an accept succeeds again; new connections wait in the
+          // backlog meanwhile, and the ones taken are dropped in their time, which frees fds.
+          if (!this.#exhausted) {
+            this.#exhausted = true
+            const limit = refused.code === 'EMFILE' ? "this process's limit (ulimit -n, systemd's LimitNOFILE=)" : "the system's limit"
+            this.#report(
+              new UffdError(
+                `out of file descriptors to accept connections (${refused.code}): raise ${limit}; accepting again as fds free up`,
+                {
+                  code: refused.code,
+                  syscall: 'accept',
+                  cause: refused,
+                },
+              ),
+            )
+          }
+          await new Promise((resolve) => setTimeout(resolve, 100))
+          continue
+        }
+        // A VM whose handshake is refused waits for its handler forever: stop it (by its pidfd,
+        // never by a pid that another process may have been given since).
+        const peerProcess = peerProcessOf(refused)
+        if (peerProcess) {
           try {
-            process.kill(refused.peer.pid, 'SIGKILL')
-          } catch {}
+            peerProcess.signal('SIGKILL')
+          } finally {
+            peerProcess.close()
+          }
         }
         this.#report(refused)
         continue
       }
-      clearTimeout(this.#connectTimer)
+      this.#exhausted = false
       this.#serve(adoption)
     }
+    this.#accepting = false
+    this.#listener.close()
+    this.#closeIfDone()
   }
 
   #serve(adoption: Adoption): void {
@@ -190,13 +266,17 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       replayed: 0,
       prefetched: 0,
       outcome: 'running',
+      process: peerProcessOf(adoption),
     }
     this.#restores.add(restore)
     this.emit('connect', peer)
     uffd.on('error', (error) => {
       if (error.code === 'ERR_UFFD_PEER_GONE') return
       // A fault this handler could not serve got SIGBUS in the guest: the VM is lost; end it.
-      this.#kill(restore, error.message)
+      // Said with the VM's own region index and offset (a region's id is the process's).
+      const index = error.fault ? regions.findIndex((region) => region.id === error.fault?.regionId) : -1
+      const where = index < 0 || !error.fault ? '' : ` (the VM's region ${index}, offset ${error.fault.offset})`
+      this.#kill(restore, `${error.message}${where}`)
     })
     uffd.on('close', () => this.#ended(restore))
     try {
@@ -216,10 +296,10 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     void this.#fill(restore, uffd, regions, offsets)
   }
 
-  /** The memory must cover every region the VM registered. */
+  /** The memory must cover every region the VM registered (as the files are now). */
   #check(regions: readonly Region[], offsets: readonly number[]): void {
     const base = this.#files[0] as string
-    const size = Math.max(...this.#files.map((file) => statSync(file).size))
+    const size = Math.max(...this.#held.map((file) => fstatSync(file.fd).size))
     regions.forEach((region, i) => {
       const end = (offsets[i] ?? 0) + region.size
       if (end > size) {
@@ -228,9 +308,28 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     })
   }
 
+  /** The held files, read through /proc/self/fd: what was checked at the start, whatever became of its path. */
   #source(offset: number): Source {
-    const files = this.#files
-    return files.length === 1 ? Source.file(files[0] as string, { offset }) : Source.layers(files, { offset })
+    const held = this.#held
+    return held.length === 1
+      ? Source.file((held[0] as HeldFile).fd, { offset })
+      : Source.layers(
+          held.map((file) => file.proc),
+          { offset },
+        )
+  }
+
+  /** `message` with the held files named by their paths. */
+  #named(message: string): string {
+    return this.#held.reduce((text, file) => text.replaceAll(file.proc, file.path), message)
+  }
+
+  #release(): void {
+    for (const file of this.#held) {
+      try {
+        closeSync(file.fd)
+      } catch {}
+    }
   }
 
   /** Replays the trace's pages first, in order, then maps the rest in the background. */
@@ -251,32 +350,28 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     }
   }
 
-  #kill(restore: Restore, why: string): void {
+  #kill(restore: Restore, reason: string): void {
     if (restore.outcome !== 'running') return
-    restore.outcome = 'killed'
+    const why = this.#named(reason)
     restore.error = why
     const { peer, uffd } = restore.adoption
-    if (peer) {
-      try {
-        process.kill(peer.pid, 'SIGKILL')
-      } catch {}
-    }
-    this.#report(
-      new UffdError(
-        `cannot serve the VM${peer ? ` (pid ${peer.pid})` : ''}: ${why}; ${peer ? 'it was killed' : 'its pid is unknown: stop it yourself'}`,
-        { code: 'ERR_UFFD_PEER_KILLED' },
-      ),
-    )
+    // By its pidfd: a kill reaches this VM or nothing, never a process given its pid since.
+    const sent = restore.process?.signal('SIGKILL') === 'sent'
+    restore.outcome = sent ? 'killed' : 'exited'
+    const what = sent ? 'it was killed' : peer ? 'it had exited already' : 'its process is unknown: stop it yourself'
+    this.#report(new UffdError(`cannot serve the VM${peer ? ` (pid ${peer.pid})` : ''}: ${why}; ${what}`, { code: 'ERR_UFFD_PEER_KILLED' }))
     uffd.close()
   }
 
   #ended(restore: Restore): void {
     if (!this.#restores.delete(restore)) return
+    restore.process?.close()
     if (restore.outcome === 'running') restore.outcome = 'served'
     const summary = this.#summary(restore)
     if (restore.recorder && this.#options.record) {
       try {
-        writeTrace(this.#options.record, this.#files, pageSizeOf(restore.adoption.regions), restore.recorder.offsets())
+        const memory = this.#held.map((file) => file.proc) // the files served, whatever became of their paths
+        writeTrace(this.#options.record, memory, pageSizeOf(restore.adoption.regions), restore.recorder.offsets())
       } catch (error) {
         this.#report(
           new UffdError(`writing the trace ${this.#options.record} failed: ${(error as Error).message}`, { code: 'EIO', cause: error }),
@@ -311,12 +406,105 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   }
 
   #closeIfDone(): void {
-    if (!this.#listening && this.#restores.size === 0) this.emit('close')
+    if (!this.#accepting && this.#restores.size === 0) {
+      this.#release()
+      this.emit('close')
+    }
   }
 
   #report(error: UffdError): void {
     if (this.listenerCount('error') > 0) this.emit('error', error)
     else process.emitWarning(error)
+  }
+}
+
+/** A memory file opened once: its path, the fd held, and the path that reads that fd. */
+interface HeldFile {
+  readonly path: string
+  readonly fd: number
+  readonly proc: string
+}
+
+/** Opens a memory file and checks that it can serve: a readable, non-empty regular file. */
+function holdMemoryFile(path: string): HeldFile {
+  let fd: number
+  try {
+    fd = openSync(path, 'r')
+  } catch (cause) {
+    const { code, message } = cause as NodeJS.ErrnoException
+    throw new UffdError(`the memory file ${path} cannot be opened: ${message}`, { code: (code ?? 'EIO') as 'EIO', cause })
+  }
+  try {
+    const stat = fstatSync(fd)
+    if (stat.isDirectory()) throw new UffdError(`the memory file ${path} is a directory, not a file`, { code: 'EISDIR' })
+    if (!stat.isFile()) throw new UffdError(`the memory file ${path} is not a regular file`, { code: 'EINVAL' })
+    if (stat.size === 0) throw new UffdError(`the memory file ${path} is empty: it is not a snapshot's memory`, { code: 'EINVAL' })
+    try {
+      readSync(fd, Buffer.alloc(1), 0, 1, 0)
+    } catch (cause) {
+      const { code, message } = cause as NodeJS.ErrnoException
+      throw new UffdError(`the memory file ${path} cannot be read: ${message}`, { code: (code ?? 'EIO') as 'EIO', cause })
+    }
+  } catch (error) {
+    closeSync(fd)
+    throw error
+  }
+  return { path, fd, proc: `/proc/self/fd/${fd}` }
+}
+
+/** The mode and owner of the socket file, from the options. */
+function socketFileOptions(
+  mode: FirecrackerOptions['socketMode'],
+  owner: FirecrackerOptions['socketOwner'],
+): { mode?: number; owner?: { uid?: number; gid?: number } } {
+  const result: { mode?: number; owner?: { uid?: number; gid?: number } } = {}
+  if (typeof mode === 'string') {
+    if (!/^[0-7]{1,4}$/.test(mode)) throw argumentError('options.socketMode', 'an octal mode such as 660', mode)
+    result.mode = Number.parseInt(mode, 8)
+  } else if (mode !== undefined) {
+    result.mode = mode
+  }
+  if (typeof owner === 'string') {
+    const [user, group] = owner.split(':')
+    result.owner = {
+      ...(user ? { uid: idOf(user, '/etc/passwd', 'user') } : {}),
+      ...(group ? { gid: idOf(group, '/etc/group', 'group') } : {}),
+    }
+  } else if (owner !== undefined) {
+    result.owner = owner
+  }
+  return result
+}
+
+/** A user's or group's id: a number, or a name looked up in `table` (/etc/passwd, /etc/group). */
+function idOf(name: string, table: string, what: string): number {
+  if (/^\d+$/.test(name)) return Number(name)
+  let lines: string[] = []
+  try {
+    lines = readFileSync(table, 'utf8').split('\n')
+  } catch {}
+  const entry = lines.map((line) => line.split(':')).find((fields) => fields[0] === name)
+  const id = Number(entry?.[2])
+  if (!entry || !Number.isSafeInteger(id)) {
+    throw new UffdError(`no ${what} named ${name} in ${table} (give a numeric id where names come from elsewhere)`, { code: 'EINVAL' })
+  }
+  return id
+}
+
+/** A trace can be written at `path` when a VM exits: its folder is there and writable, and it is not a folder. */
+function checkRecordable(path: string): void {
+  if (typeof path !== 'string') throw argumentError('options.record', 'a path', path)
+  const folder = dirname(path)
+  const refuse = (why: string, code: 'ENOENT' | 'ENOTDIR' | 'EACCES' | 'EISDIR') =>
+    new UffdError(`cannot record the trace to ${path}: ${why}`, { code })
+  const stat = statSync(folder, { throwIfNoEntry: false })
+  if (!stat) throw refuse(`its folder ${folder} does not exist`, 'ENOENT')
+  if (!stat.isDirectory()) throw refuse(`${folder} is not a folder`, 'ENOTDIR')
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw refuse('it is a folder', 'EISDIR')
+  try {
+    accessSync(folder, constants.W_OK)
+  } catch {
+    throw refuse(`its folder ${folder} is not writable`, 'EACCES')
   }
 }
 

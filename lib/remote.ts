@@ -1,27 +1,88 @@
 // Serving another process's memory: adopt a userfaultfd it created and registered, from an fd
 // this process holds or over a Unix socket in Firecracker's handshake. Built on the façade, which
 // makes the adopted Userfaultfd; nothing below imports this module.
-import { statSync, unlinkSync } from 'node:fs'
-import type { NativeCancel, NativeOutcome } from './binding'
-import { AbortError, argumentError, call, fromFailure, UffdError } from './errors'
+import { chmodSync, chownSync, statSync, unlinkSync } from 'node:fs'
+import { constants } from 'node:os'
+import type { NativeCancel, NativeOutcome, NativePeerProcess } from './binding'
+import { AbortError, argumentError, call, fromFailure, rangeError, UffdError } from './errors'
 import { native } from './loader'
 import { type AcceptOptions, type AdoptFdOptions, type AdoptOptions, nativeOptionsOf, type ReceiveOptions } from './options'
 import { type Adoption, Userfaultfd } from './userfaultfd'
-import { integer, optionalSignal, options as optionsOf } from './validate'
+import { integer, optionalInteger, optionalSignal, options as optionsOf } from './validate'
 
 export type { AdoptOptions, RemoteRange } from './options'
+
+/** Options of {@link listen}: those of the adopted userfaultfds, and how long a connection may take to send its handshake. */
+export interface ListenOptions extends AdoptOptions {
+  /**
+   * How long a connection may take, from its accept, to send its whole handshake before it is
+   * dropped (`accept()` rejects with ETIMEDOUT, and the next `accept()` goes on with the others).
+   * Every connection is read as its bytes come, so a silent one holds up no other. Default 10000.
+   */
+  handshakeTimeoutMs?: number
+  /** The socket file's mode (`0o660` lets a group connect), set as it is made. Default: as the umask leaves it. */
+  mode?: number
+  /** The socket file's owner and group (a VM monitor jailed as another user connects as that user). Default: this process's. */
+  owner?: { uid?: number; gid?: number }
+}
+
+/** How long a connection may take to send its handshake unless `handshakeTimeoutMs` says. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000
 export type { Adoption, Peer } from './userfaultfd'
+
+/**
+ * @internal The process at the other end of a handshake, held by a pidfd taken as it connected
+ * (SO_PEERPIDFD, else pidfd_open of its SO_PEERCRED pid): a signal reaches it or nothing, never a
+ * process that was given its pid since.
+ */
+export interface PeerProcess {
+  readonly pid: number
+  /** Sends `signal`: `'sent'`, or `'exited'` if the process had exited (nothing was sent). */
+  signal(signal: NodeJS.Signals): 'sent' | 'exited'
+  /** Whether the process has exited. */
+  exited(): boolean
+  /** Lets go of the pidfd. */
+  close(): void
+}
+
+/** The peer processes of adoptions and of refused handshakes (their UffdErrors). */
+const peerProcesses = new WeakMap<object, PeerProcess>()
+
+/** @internal The peer process of an adoption from `accept()`, or of a handshake it refused (the error), if it was alive when it connected. */
+export function peerProcessOf(adoptionOrError: object): PeerProcess | undefined {
+  return peerProcesses.get(adoptionOrError)
+}
+
+function peerProcess(handle: NativePeerProcess): PeerProcess {
+  return {
+    pid: handle.pid,
+    signal: (signal) => (call(() => handle.signal(constants.signals[signal])) ? 'sent' : 'exited'),
+    exited: () => handle.exited(),
+    close: () => handle.close(),
+  }
+}
 
 function settle(outcome: NativeOutcome): Adoption {
   const adoption = outcome.takeAdoption()
-  if (adoption) return Userfaultfd.fromAdoption(adoption)
+  const handle = outcome.takePeerProcess()
+  const process = handle ? peerProcess(handle) : undefined
+  if (adoption) {
+    const adopted = Userfaultfd.fromAdoption(adoption)
+    if (process) peerProcesses.set(adopted, process)
+    return adopted
+  }
   const failure = outcome.takeError()
-  if (failure) throw fromFailure(failure)
+  if (failure) {
+    const error = fromFailure(failure)
+    if (process) peerProcesses.set(error, process)
+    throw error
+  }
   throw new UffdError('the handshake failed', { code: 'EPROTO' })
 }
 
 /** Closes what a handshake brought that nobody waits for any longer (it came after an abort). */
 function discard(outcome: NativeOutcome): void {
+  outcome.takePeerProcess()?.close()
   const adoption = outcome.takeAdoption()
   if (!adoption) return
   adoption.takeUffd()?.close()
@@ -89,20 +150,52 @@ export class HandshakeListener {
   #socket: bigint | undefined
 
   // Made by listen(). (Not tagged internal: a stripped constructor would leave a public one in the .d.ts.)
-  private constructor(path: string, options?: AdoptOptions) {
-    if (typeof path !== 'string') throw argumentError('path', 'a string', path)
-    this.#native = call(() => native.NativeListener.listen(path, nativeOptionsOf(options, 'adopt')))
+  private constructor(pathOrFd: string | number, options?: ListenOptions) {
+    if (typeof pathOrFd !== 'string' && typeof pathOrFd !== 'number') {
+      throw argumentError('path', 'a path, or the fd of a listening socket', pathOrFd)
+    }
+    const { handshakeTimeoutMs, mode, owner, ...adopt } = optionsOf('options', options)
+    const limit = integer('options.handshakeTimeoutMs', handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS)
+    if (limit < 1 || limit > 2 ** 31 - 1) throw rangeError('options.handshakeTimeoutMs', 'from 1 to 2147483647', limit)
+    if (typeof pathOrFd === 'number') {
+      // A socket another process made and keeps (systemd): its file, mode and owner are that process's.
+      if (mode !== undefined || owner !== undefined) {
+        throw argumentError('options.mode', 'unset for a socket given as an fd (its maker sets them)', mode ?? owner)
+      }
+      const fd = integer('fd', pathOrFd)
+      this.#native = call(() => native.NativeListener.fromFd(fd, nativeOptionsOf(adopt, 'adopt'), limit))
+      this.#path = `fd ${fd}`
+      return
+    }
+    const path = pathOrFd
+    this.#native = call(() => native.NativeListener.listen(path, nativeOptionsOf(adopt, 'adopt'), limit))
     this.#path = path
     this.#socket = statSync(path, { bigint: true, throwIfNoEntry: false })?.ino
+    try {
+      if (mode !== undefined) chmodSync(path, integer('options.mode', mode))
+      if (owner !== undefined) {
+        const { uid, gid } = optionsOf('options.owner', owner)
+        chownSync(path, optionalInteger('options.owner.uid', uid) ?? -1, optionalInteger('options.owner.gid', gid) ?? -1)
+      }
+    } catch (cause) {
+      this.close()
+      if (!(cause instanceof Error) || !('syscall' in cause)) throw cause
+      const { code, message } = cause as NodeJS.ErrnoException
+      throw new UffdError(`the socket ${path} cannot be given its mode or owner: ${message}`, { code: (code ?? 'EIO') as 'EIO', cause })
+    }
   }
 
   /** @internal Use {@link listen}. */
-  static open(path: string, options?: AdoptOptions): HandshakeListener {
-    return new HandshakeListener(path, options)
+  static open(pathOrFd: string | number, options?: ListenOptions): HandshakeListener {
+    return new HandshakeListener(pathOrFd, options)
   }
 
   /**
-   * Accepts the next connection and receives its handshake. The userfaultfd closes itself when
+   * The next complete handshake: every connection is read as its bytes come, each within
+   * `handshakeTimeoutMs` of its accept, so a silent or half-sent one holds up no other. A
+   * connection dropped (its time ran out, it closed before sending, its handshake is malformed)
+   * rejects this call with why (`error.peer` is set when it sent something: a VM monitor that
+   * waits for its handler); the next call goes on with the others. The userfaultfd closes itself when
    * the peer hangs up (an `'error'` event `ERR_UFFD_PEER_GONE` says so). Aborting
    * `options.signal` rejects with an `AbortError` at once, stops the accept (a connection being
    * read is closed) and closes the listener, as `server.listen({ signal })` does.
@@ -135,6 +228,19 @@ export class HandshakeListener {
    */
   close(): void {
     this.#native.close()
+    this.#removeSocket()
+  }
+
+  /**
+   * @internal Stops taking connections (the socket file goes); those taken are still read, each
+   * within its time limit, and `accept()` gives them; then it rejects as after `close()`.
+   */
+  stopAccepting(): void {
+    this.#native.stopAccepting()
+    this.#removeSocket()
+  }
+
+  #removeSocket(): void {
     const made = this.#socket
     this.#socket = undefined
     if (made !== undefined && statSync(this.#path, { bigint: true, throwIfNoEntry: false })?.ino === made) {
@@ -150,9 +256,37 @@ export class HandshakeListener {
   }
 }
 
-/** Listens for handshakes on a Unix socket at `path` (a stale socket file there is replaced). */
-export function listen(path: string, options?: AdoptOptions): HandshakeListener {
-  return HandshakeListener.open(path, options)
+/**
+ * Listens for handshakes on a Unix socket at `path`. A socket file there that nobody listens on
+ * (left by a server that died) is replaced; one a live server listens on is refused
+ * (`EADDRINUSE`), as is anything there that is not a socket (`EEXIST`), and left as it is.
+ * A number is the fd of a listening Unix socket this process was given (systemd's socket
+ * activation: see {@link activatedSocket}); it is not closed or removed for good by `close()`.
+ */
+export function listen(pathOrFd: string | number, options?: ListenOptions): HandshakeListener {
+  return HandshakeListener.open(pathOrFd, options)
+}
+
+/** The first fd of systemd's socket activation (SD_LISTEN_FDS_START). */
+const LISTEN_FDS_START = 3
+
+/**
+ * The listening socket systemd passed to this process (socket activation: `LISTEN_PID` is this
+ * process and `LISTEN_FDS` is 1; the socket is fd 3), or undefined if there is none. The variables
+ * are removed, so that children do not take the socket as theirs. More than one socket is refused.
+ */
+export function activatedSocket(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const { LISTEN_PID: pid, LISTEN_FDS: fds } = env
+  if (pid === undefined || fds === undefined || Number(pid) !== process.pid) return undefined
+  delete env.LISTEN_PID
+  delete env.LISTEN_FDS
+  delete env.LISTEN_FDNAMES
+  if (fds !== '1') {
+    throw new UffdError(`systemd passed ${fds} sockets (LISTEN_FDS); one is served: give the service one ListenStream=`, {
+      code: 'EINVAL',
+    })
+  }
+  return LISTEN_FDS_START
 }
 
 /**

@@ -111,16 +111,24 @@ export function readTrace(path: string, memory: readonly string[]): WorkingSetTr
   if (trace?.format !== TRACE_FORMAT || trace.version !== TRACE_VERSION) {
     throw new UffdError(`${path} is not a ${TRACE_FORMAT} trace of version ${TRACE_VERSION}`, { code: 'EINVAL' })
   }
-  if (!Array.isArray(trace.pages) || !Number.isInteger(trace.pageSize) || !Array.isArray(trace.memory)) {
-    throw new UffdError(`${path} is a malformed trace`, { code: 'EINVAL' })
+  if (!Array.isArray(trace.pages) || !Array.isArray(trace.memory)) {
+    throw new UffdError(`${path} is a malformed trace: it has no "pages" or no "memory" array`, { code: 'EINVAL' })
+  }
+  const { pageSize } = trace
+  if (!Number.isSafeInteger(pageSize) || pageSize < 4096 || pageSize > 2 ** 30 || (pageSize & (pageSize - 1)) !== 0) {
+    throw new UffdError(`the trace ${path} has pageSize ${JSON.stringify(pageSize)}: not a power of two from 4096 to 1 GiB`, {
+      code: 'EINVAL',
+    })
   }
   if (trace.memory.length !== memory.length) {
     throw new UffdError(`the trace ${path} was recorded for ${trace.memory.length} memory file(s), not ${memory.length}`, {
       code: 'EINVAL',
     })
   }
+  let size = 0
   memory.forEach((file, i) => {
     const now = fingerprintOf(file)
+    size = Math.max(size, now.size)
     const then = trace.memory[i]
     if (now.size !== then?.size || now.fingerprint !== then.fingerprint) {
       throw new UffdError(
@@ -129,5 +137,14 @@ export function readTrace(path: string, memory: readonly string[]): WorkingSetTr
       )
     }
   })
+  // Every page a whole page of the memory: a bad one is refused now, not when a VM would replay it.
+  const pages = size / pageSize
+  const bad = trace.pages.findIndex((page) => !Number.isSafeInteger(page) || page < 0 || page >= pages)
+  if (bad >= 0) {
+    throw new UffdError(
+      `the trace ${path} has ${JSON.stringify(trace.pages[bad])} at pages[${bad}]: not a page number of its memory (0 to ${Math.ceil(pages) - 1})`,
+      { code: 'EINVAL' },
+    )
+  }
   return trace
 }

@@ -16,6 +16,12 @@
  *   --hang-after N   read N pages, then wait to be killed
  *   --order FILE     touch pages in the order listed in FILE (page numbers of region 0), then the rest
  *   --bad-body       send a body that is not JSON, then wait, as Firecracker waits for its handler
+ *   --half-body      send the first half of the body (with the fd), then wait
+ *   --send-pipe      send a pipe in place of the userfaultfd (which it keeps), then touch memory
+ *   --connect-from-child  a child process connects (the socket's SO_PEERCRED and pidfd are the
+ *                    child's) and exits; once it is reaped, this process sends the handshake on
+ *                    that socket and goes on
+ *   --send-delay-ms N connect, print {"connected":true}, wait N ms, then send the handshake
  * Prints one JSON line: {"pages":..,"wrong":..,"balloon_wrong":..}; exits 0 if nothing was wrong.
  */
 #define _GNU_SOURCE
@@ -30,6 +36,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,7 +64,8 @@ int main(int argc, char **argv) {
   long delay_ms = 0, hang_after = -1;
   size_t balloon_at = 0, balloon_pages = 0;
   const char *order = NULL;
-  int bad_body = 0;
+  int bad_body = 0, half_body = 0, send_pipe = 0, connect_from_child = 0;
+  long send_delay_ms = 0;
   for (int i = 4; i < argc; i++) {
     if (strcmp(argv[i], "--regions") == 0 && i + 1 < argc) regions = atoi(argv[++i]);
     else if (strcmp(argv[i], "--huge") == 0) huge = 1;
@@ -65,6 +73,10 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--hang-after") == 0 && i + 1 < argc) hang_after = atol(argv[++i]);
     else if (strcmp(argv[i], "--order") == 0 && i + 1 < argc) order = argv[++i];
     else if (strcmp(argv[i], "--bad-body") == 0) bad_body = 1;
+    else if (strcmp(argv[i], "--half-body") == 0) half_body = 1;
+    else if (strcmp(argv[i], "--send-pipe") == 0) send_pipe = 1;
+    else if (strcmp(argv[i], "--connect-from-child") == 0) connect_from_child = 1;
+    else if (strcmp(argv[i], "--send-delay-ms") == 0 && i + 1 < argc) send_delay_ms = atol(argv[++i]);
     else if (strcmp(argv[i], "--balloon") == 0 && i + 1 < argc) {
       if (sscanf(argv[++i], "%zu:%zu", &balloon_at, &balloon_pages) != 2) die("--balloon P:N");
     } else {
@@ -98,9 +110,39 @@ int main(int argc, char **argv) {
   }
   snprintf(body + at, sizeof body - at, "]");
   if (bad_body) snprintf(body, sizeof body, "[{\"base_host_virt_addr\": oops");
-  int sock = connect_to(argv[1]);
-  send_handshake_fd(sock, body, uffd);
-  if (bad_body)
+  if (half_body) body[strlen(body) / 2] = 0;
+  int sent = uffd;
+  if (send_pipe) {
+    int ends[2];
+    if (pipe(ends) < 0) die("pipe");
+    sent = ends[0];
+  }
+  int sock = -1;
+  if (connect_from_child) {
+    sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) die("socket");
+    pid_t child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+      struct sockaddr_un addr = {.sun_family = AF_UNIX};
+      strncpy(addr.sun_path, argv[1], sizeof addr.sun_path - 1);
+      if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
+      _exit(0);
+    }
+    if (waitpid(child, NULL, 0) < 0) die("waitpid");
+    printf("{\"child\":%d}\n", (int)child);
+    fflush(stdout);
+  } else {
+    sock = connect_to(argv[1]);
+  }
+  if (send_delay_ms > 0) {
+    printf("{\"connected\":true}\n");
+    fflush(stdout);
+    struct timespec wait = {.tv_sec = send_delay_ms / 1000, .tv_nsec = (send_delay_ms % 1000) * 1000000L};
+    nanosleep(&wait, NULL);
+  }
+  send_handshake_fd(sock, body, sent);
+  if (bad_body || half_body)
     for (;;) pause();
   if (delay_ms > 0) {
     struct timespec pause = {.tv_sec = delay_ms / 1000, .tv_nsec = (delay_ms % 1000) * 1000000L};

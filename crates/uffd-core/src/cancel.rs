@@ -1,4 +1,4 @@
-//! Stopping a handshake that waits for its peer (`handshake::accept_until`, `receive_until`), so
+//! Stopping a handshake that waits for its peer (`lobby::accept_within`, `handshake::receive_until`), so
 //! that an aborted signal or a closed listener leaves no thread blocked. The thread waits in poll(2) on
 //! its socket and on an eventfd that `stop` makes readable; once the peer has sent something, the
 //! core reads the handshake (blocking, until the body is complete) and `stop` shuts the socket
@@ -64,6 +64,11 @@ impl Cancel {
         }
         // The counter cannot overflow: it is written once.
         let _ = (&self.wake).write(&1u64.to_ne_bytes());
+    }
+
+    /// The eventfd that is readable once this is stopped: what a thread polls beside its sockets.
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
     }
 
     pub fn stopped(&self) -> Option<Stop> {

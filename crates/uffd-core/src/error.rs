@@ -119,6 +119,10 @@ pub fn errno_name(errno: Errno) -> &'static str {
         Errno::ECONNRESET => return "ECONNRESET",
         Errno::ESTALE => return "ESTALE",
         Errno::EHOSTUNREACH => return "EHOSTUNREACH",
+        // A socket path in use, or under something that is not a folder (handshake::listen).
+        Errno::EADDRINUSE => return "EADDRINUSE",
+        Errno::ENOTDIR => return "ENOTDIR",
+        Errno::ENOTSOCK => return "ENOTSOCK",
         _ => {}
     }
     names!(

@@ -17,7 +17,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 const OP: &str = "handshake";
 /// The most JSON a handshake may carry: a VM with thousands of memory slots stays far below it.
-const MAX_BODY: usize = 1 << 20;
+pub(crate) const MAX_BODY: usize = 1 << 20;
 
 /// A guest memory range as Firecracker describes it. Its releases give the page size in three
 /// ways, always in bytes: 1.12 and later send `page_size` and the deprecated `page_size_kib`
@@ -50,24 +50,142 @@ pub struct Peer {
     pub gid: u32,
 }
 
+/// The process at the other end of a connection, held by a pidfd taken as it connected: a signal
+/// sent through it reaches that process or none, never another that was given its pid since.
+#[derive(Debug)]
+pub struct PeerProcess {
+    pidfd: OwnedFd,
+}
+
+/// SO_PEERPIDFD (Linux 6.5): a pidfd of the process that connected, taken at its connect(2).
+const SO_PEERPIDFD: libc::c_int = 77;
+
+impl PeerProcess {
+    /// The pidfd of the peer of `stream`: SO_PEERPIDFD where the kernel has it, else
+    /// pidfd_open(2) of the pid SO_PEERCRED gave (`pid`), which is that process unless it exited
+    /// in between. None if it has exited already (or pidfds are not there).
+    pub fn of(stream: &UnixStream, pid: i32) -> Option<PeerProcess> {
+        let mut fd: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `fd`, an int that lives through the
+        // call; the socket is borrowed and open.
+        let got = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERPIDFD,
+                (&mut fd as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if got == 0 && fd >= 0 {
+            // SAFETY: SO_PEERPIDFD gave this process a new pidfd that nothing else owns.
+            return Some(PeerProcess { pidfd: unsafe { OwnedFd::from_raw_fd(fd) } });
+        }
+        if got == 0 || Errno::last() == Errno::ESRCH || pid <= 0 {
+            return None;
+        }
+        // SAFETY: pidfd_open(2) reads no memory of ours; it returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        // SAFETY: a non-negative result is a new pidfd that nothing else owns.
+        (fd >= 0).then(|| PeerProcess { pidfd: unsafe { OwnedFd::from_raw_fd(fd as i32) } })
+    }
+
+    /// Whether the process has exited (its pidfd polls readable then).
+    pub fn exited(&self) -> bool {
+        let mut fds = [libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        // SAFETY: one pollfd that lives through the call; poll(2) writes only its `revents`.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+        ready > 0 && fds[0].revents != 0
+    }
+
+    /// Sends `signal` to the process: true if it was sent, false if the process had exited.
+    pub fn signal(&self, signal: i32) -> Result<bool> {
+        if self.exited() {
+            return Ok(false);
+        }
+        // SAFETY: pidfd_send_signal(2) with no siginfo reads no memory of ours; the pidfd is open.
+        let sent = unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), signal, std::ptr::null::<u8>(), 0)
+        };
+        if sent == 0 {
+            return Ok(true);
+        }
+        match Errno::last() {
+            Errno::ESRCH => Ok(false),
+            errno => Err(Error::sys("pidfd_send_signal", errno, format!("signal {signal} to the peer"))),
+        }
+    }
+}
+
 /// What a handshake delivers.
 pub struct Handshake {
     pub uffd: OwnedFd,
     pub ranges: Vec<HandshakeRange>,
     pub peer: Peer,
+    /// The peer's process, to stop it by (None if it had exited when it was accepted).
+    pub process: Option<PeerProcess>,
     /// The connection, kept open: its hang-up says the peer is gone.
     pub stream: OwnedFd,
 }
 
-/// Binds a listening Unix socket at `path` (replacing a stale socket file).
+/// Binds a listening Unix socket at `path`. A socket file there that nobody listens on (a server
+/// that died left it) is replaced; one a live server listens on, or anything that is not a
+/// socket, is refused and left as it is.
 pub fn listen(path: &str) -> Result<UnixListener> {
-    if std::fs::symlink_metadata(path).is_ok_and(|m| {
-        use std::os::unix::fs::FileTypeExt;
-        m.file_type().is_socket()
-    }) {
-        let _ = std::fs::remove_file(path);
+    use std::os::unix::fs::FileTypeExt;
+    let folder = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(folder) = folder {
+        match std::fs::metadata(folder) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::sys("bind", Errno::ENOTDIR, path.to_string())
+                    .with_advice(format!("{} is not a folder", folder.display())))
+            }
+            Err(_) => {
+                return Err(Error::sys("bind", Errno::ENOENT, path.to_string())
+                    .with_advice(format!("the folder {} does not exist: make it first", folder.display())))
+            }
+        }
+    }
+    if let Ok(existing) = std::fs::symlink_metadata(path) {
+        if !existing.file_type().is_socket() {
+            let kind = if existing.is_dir() { "a folder" } else { "a file that is not a socket" };
+            return Err(Error::sys("bind", Errno::EEXIST, path.to_string())
+                .with_advice(format!("{path} is {kind}: it was left as it is; remove it or choose another path")));
+        }
+        match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(Error::sys("bind", Errno::EADDRINUSE, path.to_string()).with_advice(
+                    "another server is listening on this socket: it was left as it is; stop it first or choose another path",
+                ))
+            }
+            // Nobody listens: a stale socket file, replaced.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(e) => return Err(io_error("connect", e, &format!("the socket {path} found there"))),
+        }
     }
     UnixListener::bind(path).map_err(|e| io_error("bind", e, path))
+}
+
+/// A listening socket this process was given as `fd` (systemd's socket activation, `LISTEN_FDS`):
+/// refused unless it is a Unix stream socket that listens.
+pub fn listener_of(fd: OwnedFd) -> Result<UnixListener> {
+    let what = format!("fd {}", fd.as_raw_fd());
+    let domain =
+        socket::getsockopt(&fd, sockopt::SockType).map_err(|errno| Error::sys("getsockopt", errno, what.clone()))?;
+    let listening =
+        socket::getsockopt(&fd, sockopt::AcceptConn).map_err(|errno| Error::sys("getsockopt", errno, what.clone()))?;
+    let local = socket::getsockname::<socket::UnixAddr>(fd.as_raw_fd()).ok();
+    if domain != socket::SockType::Stream || local.is_none() || !listening {
+        return Err(Error::invalid(
+            "listen",
+            format!("{what} is not a listening Unix stream socket (give systemd a ListenStream= of a path)"),
+        ));
+    }
+    Ok(UnixListener::from(fd))
 }
 
 /// A handshake that failed, and who sent it where that is known: a handler that cannot serve a
@@ -76,22 +194,14 @@ pub fn listen(path: &str) -> Result<UnixListener> {
 pub struct Refusal {
     pub error: Error,
     pub peer: Option<Peer>,
+    /// The peer's process where `peer` is named, to stop it by.
+    pub process: Option<PeerProcess>,
 }
 
 impl From<Error> for Refusal {
     fn from(error: Error) -> Self {
-        Refusal { error, peer: None }
+        Refusal { error, peer: None, process: None }
     }
-}
-
-/// Accepts one connection and receives its handshake.
-pub fn accept(listener: &UnixListener) -> std::result::Result<Handshake, Refusal> {
-    let (stream, _) = listener.accept().map_err(|e| match e.raw_os_error() {
-        // What accept(2) says once stop_listening() has shut the socket down.
-        Some(libc::EINVAL) => Error::Closed { op: "accept", what: "listener" },
-        _ => io_error("accept", e, "the handshake socket"),
-    })?;
-    receive(stream.into())
 }
 
 /// Receives a handshake on a connected Unix stream socket (blocking until it is complete).
@@ -100,7 +210,11 @@ pub fn receive(stream: OwnedFd) -> std::result::Result<Handshake, Refusal> {
     let creds: UnixCredentials = socket::getsockopt(&stream, sockopt::PeerCredentials)
         .map_err(|errno| Error::sys("getsockopt", errno, "SO_PEERCRED"))?;
     let peer = Peer { pid: creds.pid(), uid: creds.uid(), gid: creds.gid() };
-    read_handshake(stream, peer).map_err(|error| Refusal { error, peer: Some(peer) })
+    let process = PeerProcess::of(&stream, peer.pid);
+    match read_handshake(stream, peer) {
+        Ok(shake) => Ok(Handshake { process, ..shake }),
+        Err(error) => Err(Refusal { error, peer: Some(peer), process }),
+    }
 }
 
 fn read_handshake(stream: UnixStream, peer: Peer) -> Result<Handshake> {
@@ -127,8 +241,7 @@ fn read_handshake(stream: UnixStream, peer: Peer) -> Result<Handshake> {
         }
         body.extend_from_slice(&chunk[..read]);
         // Read on only while the JSON is incomplete: a complete or broken body is all there is.
-        let incomplete = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err_and(|e| e.is_eof());
-        if read == 0 || !incomplete {
+        if read == 0 || complete(&body) {
             break;
         }
         if body.len() > MAX_BODY {
@@ -137,7 +250,27 @@ fn read_handshake(stream: UnixStream, peer: Peer) -> Result<Handshake> {
     }
     let ranges = parse_ranges(&body)?;
     let uffd = uffd.ok_or_else(|| Error::invalid(OP, "the handshake carried no file descriptor (SCM_RIGHTS)"))?;
-    Ok(Handshake { uffd, ranges, peer, stream: stream.into() })
+    ensure_userfaultfd(&uffd)?;
+    Ok(Handshake { uffd, ranges, peer, process: None, stream: stream.into() })
+}
+
+/// Refuses an fd that is not a userfaultfd (a pipe, a file, a socket sent by mistake or by a
+/// confused peer): serving it would leave the peer's faults waiting for good. Its kind comes from
+/// /proc/self/fd (`anon_inode:[userfaultfd]`); without /proc it is not checked.
+pub fn ensure_userfaultfd(fd: &OwnedFd) -> Result<()> {
+    let Ok(link) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+        return Ok(());
+    };
+    let kind = link.to_string_lossy();
+    if kind == "anon_inode:[userfaultfd]" {
+        return Ok(());
+    }
+    Err(Error::invalid(OP, format!("the file descriptor sent is not a userfaultfd: it is {kind}")))
+}
+
+/// Whether `body` is all of a handshake: the JSON is complete, or broken (all there is to read).
+pub(crate) fn complete(body: &[u8]) -> bool {
+    !serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err_and(|e| e.is_eof())
 }
 
 /// The error of an accept on a closed listener, as accept(2) gives it once shut down.
@@ -160,22 +293,6 @@ impl From<Waited> for Ended {
         match waited {
             Waited::Stopped(why) => Ended::Stopped(why),
             Waited::Failed(op, error) => Ended::Refused(io_error(op, error, "the handshake socket").into()),
-        }
-    }
-}
-
-/// Accepts one connection on the (non-blocking) listener, waiting as long as `cancel` allows.
-pub fn accept_until(listener: &UnixListener, cancel: &Cancel) -> std::result::Result<OwnedFd, Ended> {
-    use std::io::ErrorKind::{ConnectionAborted, Interrupted, WouldBlock};
-    loop {
-        cancel.wait_readable(listener.as_fd())?;
-        match listener.accept() {
-            Ok((stream, _)) => return Ok(stream.into()),
-            // Another accept took the connection, or its peer left before it was taken.
-            Err(e) if matches!(e.kind(), WouldBlock | Interrupted | ConnectionAborted) => {}
-            // What accept(2) says once the listener was shut down.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(LISTENER_CLOSED.into()),
-            Err(e) => return Err(io_error("accept", e, "the handshake socket").into()),
         }
     }
 }
@@ -320,6 +437,34 @@ mod tests {
             let parsed = parse_ranges(&firecracker_body(release));
             assert_eq!(parsed.as_ref().ok(), Some(ranges), "{release}: {parsed:?}");
         }
+    }
+
+    #[test]
+    fn a_peer_process_is_signalled_through_its_pidfd_until_it_has_exited() {
+        let path = std::env::temp_dir().join(format!("uffd-peer-process-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        // A child connects and lives until told: its pidfd comes with the connection.
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); sys.stdin.read()",
+            ])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let creds = socket::getsockopt(&stream, sockopt::PeerCredentials).unwrap();
+        assert_eq!(creds.pid() as u32, child.id());
+        let process = PeerProcess::of(&stream, creds.pid()).expect("a pidfd of a live peer");
+        assert!(!process.exited());
+        assert!(process.signal(0).unwrap(), "a signal reaches it while it lives");
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert!(process.exited());
+        assert!(!process.signal(libc::SIGKILL).unwrap(), "once it has exited (and been reaped), nothing is sent");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

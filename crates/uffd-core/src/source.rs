@@ -21,7 +21,8 @@ pub enum Source {
     /// Bytes in memory; offset 0 of the region is byte 0. Past their end: zeros.
     Bytes(Arc<[u8]>),
     /// A file read with pread from its offset on. Past its end, and in its holes: zeros (a hole,
-    /// found with SEEK_DATA, is mapped without a read).
+    /// found with SEEK_DATA, is mapped without a read). Cut shorter while served, what it no
+    /// longer has is an error, not zeros.
     File(FileLayer),
     /// Files stacked base first (a full snapshot, then diffs that hold only the pages that changed
     /// and are sparse elsewhere): each byte comes from the topmost layer with data there; what no
@@ -143,6 +144,9 @@ pub struct FileLayer {
     file: Arc<File>,
     offset: u64,
     path: Arc<str>,
+    /// Its size when opened: a read before it that finds the end of the file (or no data) means
+    /// the file was cut while served, an error, never zeros it did not have.
+    size: u64,
 }
 
 /// What a file has at a region offset.
@@ -166,9 +170,12 @@ impl FileLayer {
             }
         })?;
         let what = format!("source file {path:?} cannot be read");
-        if file.metadata().map_err(|e| Error::sys("fstat", errno(e), what.clone()))?.is_dir() {
+        let metadata = file.metadata().map_err(|e| Error::sys("fstat", errno(e), what.clone()))?;
+        if metadata.is_dir() {
             return Err(Error::sys("open", Errno::EISDIR, format!("source file {path:?} is a directory")));
         }
+        // Only a regular file's size says where its bytes end (procfs and devices say 0).
+        let size = if metadata.is_file() { metadata.len() } else { 0 };
         let mut probe = [0u8; 1];
         loop {
             match file.read_at(&mut probe, offset) {
@@ -177,12 +184,33 @@ impl FileLayer {
                 Err(e) => return Err(Error::sys("pread", errno(e), format!("{what} at offset {offset}"))),
             }
         }
-        Ok(FileLayer { file: Arc::new(file), offset, path: path.into() })
+        Ok(FileLayer { file: Arc::new(file), offset, path: path.into(), size })
     }
 
     fn available(&self, offset: usize) -> usize {
         let len = self.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
         len.saturating_sub(self.offset + offset as u64).try_into().unwrap_or(usize::MAX)
+    }
+
+    /// An error if the file ends at or before `at` (a file offset) although it was longer when
+    /// opened: it was cut (truncated) while served, and what it had there is gone.
+    fn check_not_cut(&self, at: u64) -> Result<()> {
+        if at >= self.size {
+            return Ok(());
+        }
+        let now = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if now > at {
+            return Ok(());
+        }
+        Err(Error::sys(
+            "pread",
+            Errno::EIO,
+            format!(
+                "source file {:?} was cut while served: it had {} bytes when opened and has {now}, so offset {at} is gone",
+                self.path, self.size
+            ),
+        )
+        .with_advice("the file changed under the memory it serves: that memory cannot be served right any longer"))
     }
 
     /// What the file holds at region offset `at` (SEEK_DATA, then SEEK_HOLE).
@@ -192,8 +220,12 @@ impl FileLayer {
         let here = (self.offset + at as u64) as i64;
         let region_offset = |file_offset: i64| (file_offset as u64).saturating_sub(self.offset) as usize;
         match lseek(fd, here, Whence::SeekData) {
-            // No data at or after `here` (a hole to the end, or past the end of the file).
-            Err(Errno::ENXIO) => Ok(Extent::Hole { next_data: None }),
+            // No data at or after `here`: a hole to the end, past the end of the file, or the
+            // file was cut since it was opened.
+            Err(Errno::ENXIO) => {
+                self.check_not_cut(here as u64)?;
+                Ok(Extent::Hole { next_data: None })
+            }
             // A file that cannot tell its holes (procfs, some network file systems): all data.
             Err(Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ESPIPE) => Ok(Extent::Data { until: usize::MAX }),
             Err(errno) => Err(Error::sys("lseek", errno, format!("SEEK_DATA in source file {:?}", self.path))),
@@ -206,13 +238,17 @@ impl FileLayer {
         }
     }
 
-    /// Reads `out.len()` bytes at region offset `at`; zeros past the end of the file.
+    /// Reads `out.len()` bytes at region offset `at`; zeros past the end the file had when opened
+    /// (an error before it: the file was cut).
     fn read(&self, at: usize, out: &mut [u8]) -> Result<()> {
         let base = self.offset + at as u64;
         let mut done = 0;
         while done < out.len() {
             match self.file.read_at(&mut out[done..], base + done as u64) {
-                Ok(0) => break,
+                Ok(0) => {
+                    self.check_not_cut(base + done as u64)?;
+                    break;
+                }
                 Ok(read) => done += read,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -509,6 +545,30 @@ mod tests {
         assert_eq!(err.errno(), Errno::EISDIR);
         let path = sparse(&dir, "named", 1, |_| Some(3));
         assert!(Source::file(&path, 0).unwrap().describe().contains("named"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_cut_while_served_is_an_error_where_it_had_bytes_never_zeros() {
+        let dir = temp_dir("cut");
+        let path = sparse(&dir, "cut", 8, |p| (p != 5).then_some(7));
+        let Source::File(layer) = Source::file(&path, 0).unwrap() else { panic!("a file") };
+        let mut out = vec![0u8; 2 * PAGE];
+        File::options().write(true).open(&path).unwrap().set_len(4 * PAGE as u64).unwrap();
+        // Read past the new end (the page cache path) and found a hole past it (the SEEK_DATA path).
+        let read = fill_layers(std::slice::from_ref(&layer), 3 * PAGE, &mut out).unwrap_err();
+        assert!(read.to_string().contains("was cut while served"), "{read}");
+        let hole = fill_layers(std::slice::from_ref(&layer), 6 * PAGE, &mut out[..PAGE]).unwrap_err();
+        assert!(hole.to_string().contains("had 32768 bytes when opened and has 16384"), "{hole}");
+        // What it still has reads right.
+        assert!(fill_layers(std::slice::from_ref(&layer), 0, &mut out).unwrap());
+        assert!(out.iter().all(|&b| b == 7));
+        // A file that grows back is served again (and past the size it had, zeros as before).
+        File::options().write(true).open(&path).unwrap().set_len(8 * PAGE as u64).unwrap();
+        assert!(!fill_layers(std::slice::from_ref(&layer), 6 * PAGE, &mut out[..PAGE]).unwrap());
+        let mut past = vec![1u8; PAGE];
+        layer.read(9 * PAGE, &mut past).unwrap();
+        assert!(past.iter().all(|&b| b == 0));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

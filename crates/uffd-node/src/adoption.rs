@@ -11,7 +11,7 @@ use napi::Env;
 use napi_derive::napi;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
-use uffd_core::handshake;
+use uffd_core::handshake::{self, PeerProcess};
 use uffd_core::{Options, Region, RemoteRange, Userfaultfd};
 
 /// A range of the other process's memory.
@@ -76,6 +76,50 @@ impl NativeAdoption {
     }
 }
 
+/// The process at the other end of a handshake, held by a pidfd taken as it connected: a signal
+/// reaches it or nothing, never a process that was given its pid since.
+#[napi]
+pub struct NativePeerProcess {
+    process: Option<PeerProcess>,
+    pid: i32,
+}
+
+impl NativePeerProcess {
+    pub(crate) fn new(process: PeerProcess, pid: i32) -> Self {
+        NativePeerProcess { process: Some(process), pid }
+    }
+}
+
+#[napi]
+impl NativePeerProcess {
+    #[napi(getter)]
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `signal` (a number): true if it was sent, false if the process had exited (or this
+    /// was closed).
+    #[napi]
+    pub fn signal(&self, env: Env, signal: i32) -> napi::Result<bool> {
+        match &self.process {
+            Some(process) => process.signal(signal).or_throw(&env),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether the process has exited.
+    #[napi]
+    pub fn exited(&self) -> bool {
+        self.process.as_ref().is_none_or(PeerProcess::exited)
+    }
+
+    /// Lets go of the pidfd.
+    #[napi]
+    pub fn close(&mut self) {
+        self.process = None;
+    }
+}
+
 /// Adopts `fd`, registered by another process over `ranges`; `peer` is the connection it came
 /// over (kept open: its hang-up says the peer is gone) and who is at its other end.
 pub(crate) fn adopt(
@@ -111,6 +155,7 @@ pub fn adopt_fd(
         })
         .collect::<napi::Result<Vec<_>>>()?;
     let owned = handshake::duplicate(fd).or_throw(&env)?;
+    handshake::ensure_userfaultfd(&owned).or_throw(&env)?;
     let offsets = vec![0.0; ranges.len()];
     adopt(owned, &ranges, offsets, &options, None).or_throw(&env)
 }
