@@ -207,7 +207,7 @@ test.serial('@arethetypeswrong/cli and publint find nothing wrong with the tarba
 test.serial('npm install userfaultfd from the registry: faults from ESM and CommonJS, the command, a bench scenario', (t) => {
   t.throws(() => execFileSync('cargo', ['--version'], { env: cleanEnv(), stdio: 'ignore' }), undefined, 'no cargo on the PATH')
   const dir = freshProject('npm')
-  run('npm', ['install', '--no-audit', '--no-fund', 'userfaultfd'], dir)
+  t.log(run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=http', 'userfaultfd'], dir).trim())
   t.deepEqual(installedPlatforms(dir), ['linux-x64-gnu'], 'the platform package of this machine, and only it')
   t.false(existsSync(join(dir, 'node_modules', 'userfaultfd', 'crates')))
   writeChecks(dir)
@@ -218,16 +218,24 @@ test.serial('npm install userfaultfd from the registry: faults from ESM and Comm
     run('npx', ['--no-install', 'userfaultfd', 'firecracker', '--help'], dir),
     /^usage: userfaultfd firecracker --socket PATH --mem FILE/,
   )
+  const help = spawnSync('npx', ['--no-install', 'userfaultfd', '--help'], { cwd: dir, env: cleanEnv(), encoding: 'utf8' })
+  t.is(help.status, 0)
+  t.regex(help.stdout, /^usage: userfaultfd <command>/)
+  const none = spawnSync('npx', ['--no-install', 'userfaultfd'], { cwd: dir, env: cleanEnv(), encoding: 'utf8' })
+  t.is(none.status, 2, 'no command is a usage error')
+  t.regex(none.stderr, /usage: userfaultfd <command>/)
   const unknown = spawnSync('npx', ['--no-install', 'userfaultfd', 'fircracker'], { cwd: dir, env: cleanEnv(), encoding: 'utf8' })
   t.is(unknown.status, 2)
   t.regex(unknown.stderr, /unknown command 'fircracker' \(did you mean 'firecracker'\?\)/)
   const bench = run('npx', ['--no-install', 'userfaultfd-bench', '--quick', '--scenario', 'latency-zero', '--reps', '1'], dir)
+  t.log(bench.trim())
   t.regex(bench, /latency-zero/, bench)
 })
 
 test.serial('pnpm add userfaultfd from the registry: no build script to approve, faults served', (t) => {
   const dir = freshProject('pnpm')
   const out = run(tools.pnpm, ['add', 'userfaultfd', '--store-dir', join(work, 'pnpm-store')], dir)
+  t.log(out.trim())
   t.notRegex(out, /Ignored build scripts|approve-builds/, out)
   t.deepEqual(installedPlatforms(dir), ['linux-x64-gnu'])
   writeChecks(dir)
@@ -238,6 +246,7 @@ test.serial('pnpm add userfaultfd from the registry: no build script to approve,
 test.serial('bun add userfaultfd from the registry: faults served under Bun', (t) => {
   const dir = freshProject('bun')
   const out = run(bun, ['add', 'userfaultfd'], dir)
+  t.log(out.trim())
   t.notRegex(out, /Blocked \d+ postinstall/, out)
   t.deepEqual(installedPlatforms(dir), ['linux-x64-gnu'])
   writeChecks(dir)
