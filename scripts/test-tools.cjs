@@ -20,7 +20,7 @@ function install(name, { spec, bin }) {
   const stamp = join(dir, 'installed')
   if (existsSync(command) && existsSync(stamp) && readFileSync(stamp, 'utf8') === spec) return command
   mkdirSync(dir, { recursive: true })
-  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: `tools-${name}`, private: true }))
+  writeFileSync(join(dir, 'package.json'), `${JSON.stringify({ name: `tools-${name}`, private: true }, null, 2)}\n`)
   execFileSync('npm', ['install', '--no-audit', '--no-fund', '--no-save', '--loglevel=error', spec], {
     cwd: dir,
     stdio: ['ignore', 'inherit', 'inherit'],
