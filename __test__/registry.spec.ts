@@ -254,3 +254,34 @@ test.serial('bun add userfaultfd from the registry: faults served under Bun', (t
   t.deepEqual(JSON.parse(run(bun, ['cjs.cjs'], dir)), served)
   t.true(statSync(join(dir, 'node_modules', 'userfaultfd', 'package.json')).isFile())
 })
+
+/** A stand-in for a platform package that cannot be built here: its manifest, and a binary that is not one. */
+function stubPlatformPackage(platform: string): string {
+  const stage = join(work, 'stubs', platform)
+  mkdirSync(stage, { recursive: true })
+  writeFileSync(join(stage, 'package.json'), readFileSync(join(root, 'npm', platform, 'package.json')))
+  writeFileSync(join(stage, `userfaultfd.${platform}.node`), `not a binary: a stand-in for ${platform}\n`)
+  const listing = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', join(work, 'stubs')], stage)) as Array<{
+    filename: string
+  }>
+  return join(work, 'stubs', listing[0]?.filename ?? '')
+}
+
+// A real user's registry has all four platform packages: each client must pick the one of this
+// machine by os, cpu and libc and leave the others out.
+test.serial('every platform package published: npm, pnpm and Bun install only the one for linux-x64-gnu', (t) => {
+  const publisher = join(work, 'publisher')
+  for (const platform of packed.missing) run('npm', ['publish', stubPlatformPackage(platform), '--tag', 'latest'], publisher)
+  const installs: Array<[string, string[], string]> = [
+    ['npm', ['install', '--no-audit', '--no-fund', 'userfaultfd'], process.execPath],
+    [tools.pnpm, ['add', 'userfaultfd', '--store-dir', join(work, 'pnpm-store-all')], process.execPath],
+    [bun, ['add', 'userfaultfd'], bun],
+  ]
+  for (const [client, args, runtime] of installs) {
+    const dir = freshProject(`all-${client.split('/').pop()}`)
+    run(client, args, dir)
+    t.deepEqual(installedPlatforms(dir), ['linux-x64-gnu'], client)
+    writeChecks(dir)
+    t.deepEqual(JSON.parse(run(runtime, ['esm.mjs'], dir)), served, client)
+  }
+})
