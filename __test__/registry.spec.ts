@@ -1,9 +1,10 @@
 // What a user installs, installed as a user would: `npm run pack:all`'s tarballs (the main package and
 // the platform package built here) published to a real npm registry, Verdaccio, started on loopback,
 // then `userfaultfd` installed by name into fresh projects with npm, pnpm and Bun, on a PATH with no
-// Rust toolchain. The three platform packages that cannot be built here are not on that registry: each
-// client must install the package without them, as a user's install on linux-x64-gnu does (it skips
-// optional dependencies of other platforms). Then each project takes real faults (bytes checked) from
+// Rust toolchain. The three platform packages that cannot be built here are first not on that registry
+// (npm, pnpm and Bun skip an optional dependency the registry does not have, without an error), then
+// published as stand-ins (a real user's registry has all four: each client must take only the one of
+// this machine, by os, cpu and libc). Each project takes real faults (bytes checked) from
 // ESM, CommonJS and Bun, runs the `userfaultfd` command and a bench scenario; the tarball passes
 // @arethetypeswrong/cli and publint.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
