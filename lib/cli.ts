@@ -1,12 +1,25 @@
 #!/usr/bin/env node
 // The `userfaultfd` command. `userfaultfd firecracker --socket PATH --mem FILE [options]` serves
 // Firecracker snapshot restores (see serveFirecracker), printing a JSON line per event.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { serveFirecracker } from './firecracker'
 import { DEFAULTS } from './options'
 import { activatedSocket } from './remote'
 
-const USAGE = `usage: userfaultfd firecracker --socket PATH --mem FILE [--mem DIFF ...] [options]
+const COMMANDS = ['firecracker'] as const
+
+const USAGE = `usage: userfaultfd <command> [options]
+
+Commands:
+  firecracker   serve Firecracker snapshot restores (userfaultfd firecracker --help)
+
+Options:
+  -h, --help     this text
+  -v, --version  the package's version`
+
+const FIRECRACKER_USAGE = `usage: userfaultfd firecracker --socket PATH --mem FILE [--mem DIFF ...] [options]
 
 Serves Firecracker snapshot restores on the Unix socket PATH (the load request's
 mem_backend.backend_path), each VM from its memory file (repeat --mem for layers, base first).
@@ -26,11 +39,47 @@ Prints one JSON line per event, each with its time and level: listening, connect
 VM), error. SIGUSR1 prints the summaries of the VMs being served; SIGINT or SIGTERM stops
 listening.`
 
+/** The version in the package's package.json (dist/lib/cli.js is two folders below it). */
+function version(): string {
+  return (JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version
+}
+
+/** Edit distance, to suggest the command a misspelling meant. */
+function distance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++)
+      row[j] = Math.min(
+        (previous[j] as number) + 1,
+        (row[j - 1] as number) + 1,
+        (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1),
+      )
+    previous = row
+  }
+  return previous[b.length] as number
+}
+
+/** Says what is wrong on stderr, with the usage, and exits 2 (a usage error). */
+function usageError(problem: string, usage: string): never {
+  console.error(`userfaultfd: ${problem}\n\n${usage}`)
+  process.exit(2)
+}
+
 function main(argv: string[]): void {
   const [command, ...rest] = argv
+  if (command === '--help' || command === '-h' || command === 'help') {
+    console.log(USAGE)
+    return
+  }
+  if (command === '--version' || command === '-v') {
+    console.log(version())
+    return
+  }
+  if (command === undefined) usageError('no command given', USAGE)
   if (command !== 'firecracker') {
-    console.error(USAGE)
-    process.exit(command === undefined || command === '--help' || command === '-h' ? 0 : 2)
+    const near = COMMANDS.find((name) => distance(command, name) <= 3)
+    usageError(`unknown command '${command}'${near ? ` (did you mean '${near}'?)` : ''}`, USAGE)
   }
   const { values } = parseArgs({
     args: rest,
@@ -49,22 +98,20 @@ function main(argv: string[]): void {
     },
   })
   if (values.help) {
-    console.log(USAGE)
+    console.log(FIRECRACKER_USAGE)
     return
   }
   const number = (name: string, text: string | undefined): number => {
     const value = Number(text)
     if (!Number.isSafeInteger(value) || value < 0) {
-      console.error(`--${name} must be a whole number of milliseconds, not ${JSON.stringify(text)}\n\n${USAGE}`)
-      process.exit(2)
+      usageError(`--${name} must be a whole number of milliseconds, not ${JSON.stringify(text)}`, FIRECRACKER_USAGE)
     }
     return value
   }
   // Without --socket, the socket systemd passed (socket activation), if it did.
   const socket = values.socket ?? activatedSocket()
   if (socket === undefined || !values.mem?.length) {
-    console.error(`--socket (or systemd's socket activation) and --mem are required\n\n${USAGE}`)
-    process.exit(2)
+    usageError("--socket (or systemd's socket activation) and --mem are required", FIRECRACKER_USAGE)
   }
   // Every line says when (ISO 8601) and how grave: info, warn (a connection dropped that sent nothing), error.
   const print = (
@@ -113,6 +160,9 @@ function main(argv: string[]): void {
 try {
   main(process.argv.slice(2))
 } catch (error) {
-  console.error(`userfaultfd: ${(error as Error).message}`)
+  // An option parseArgs does not know, or a missing value, is a usage error like an unknown command.
+  const { code, message } = error as { code?: string; message: string }
+  if (code?.startsWith('ERR_PARSE_ARGS_')) usageError(message, FIRECRACKER_USAGE)
+  console.error(`userfaultfd: ${message}`)
   process.exit(1)
 }

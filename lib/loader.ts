@@ -37,6 +37,14 @@ export function isSourceCheckout(root: string): boolean {
   return existsSync(join(root, 'crates', 'uffd-node', 'Cargo.toml'))
 }
 
+/** The prebuilt platform package that is installed but whose binary did not load. */
+export interface InstalledButUnloadable {
+  /** The `.node` file the platform package holds. */
+  path: string
+  /** The error of loading it (the dynamic loader's message, e.g. a missing `GLIBC_2.34`). */
+  error: Error
+}
+
 /** Where the binding was looked for and what the user can do about it. */
 export interface LoadFailure {
   /** The napi-rs platform name, e.g. `linux-x64-gnu`. */
@@ -45,33 +53,61 @@ export interface LoadFailure {
   sourceCheckout: boolean
   /** Why each candidate did not load. */
   failures: readonly Error[]
+  /** Set when the platform package is installed but its binary does not load on this system. */
+  installed?: InstalledButUnloadable | undefined
+  /** The glibc of this process (e.g. `2.31`), when it has one: said next to a glibc the binary needs. */
+  glibc?: string | undefined
+}
+
+/** The newest glibc symbol version a dynamic loader's error says is missing, e.g. `2.34`. */
+function missingGlibc(message: string): string | undefined {
+  const versions = [...message.matchAll(/GLIBC_(\d+\.\d+(?:\.\d+)?)' not found/g)].map((m) => m[1] as string)
+  return versions.sort((a, b) => a.localeCompare(b, 'en', { numeric: true })).pop()
 }
 
 /**
- * The message of the error thrown when no binding loads. Installed from npm, it names the platform
- * package to install, or says that none is published for the platform (an installed package has no
- * Rust sources and no `build:native` script); only in a checkout of the repository does it say to
- * run `npm run build:native`.
+ * The message of the error thrown when no binding loads: which platform package was looked for, why
+ * each candidate did not load, and what to do. Installed from npm, it tells apart a platform package
+ * that is not installed (install it) from one that is installed but whose binary this system cannot
+ * load (installing it again will not help: the dynamic loader's error says why, e.g. a glibc older
+ * than the binary needs); only in a checkout of the repository does it say to run
+ * `npm run build:native`.
  */
-export function loadFailureMessage({ platform, sourceCheckout, failures }: LoadFailure): string {
+export function loadFailureMessage({ platform, sourceCheckout, failures, installed, glibc }: LoadFailure): string {
   const pkg = `userfaultfd-${platform}`
   const pointAtFile = `or point ${NATIVE_PATH_VARIABLE} at a userfaultfd.${platform}.node you built`
+  const fromSource = `build the binding from a clone of the repository (its README says how; it needs Rust and libclang), ${pointAtFile}`
   let advice: string
   if (sourceCheckout) {
     advice =
       'This is a checkout of the repository: build the binding with `npm run build:native` ' +
       `(needs Rust and libclang: apt-get install -y libclang-dev), ${pointAtFile}.`
+  } else if (installed) {
+    const needs = missingGlibc(installed.error.message)
+    const why = needs
+      ? `it needs glibc ${needs} or later${glibc ? `, and this system has glibc ${glibc}` : ''}`
+      : 'the dynamic loader refused it (its error is below)'
+    advice =
+      `The package ${pkg} is installed (${installed.path}) but its binary does not load on this system: ${why}. ` +
+      `Installing it again will not help: run on a system it supports, or ${fromSource}.`
   } else if (PREBUILT_PLATFORMS.includes(platform)) {
     advice =
-      `Install the package ${pkg}, its prebuilt binary (\`npm install ${pkg}\`): npm installs it on its own as an optional ` +
+      `The package ${pkg}, its prebuilt binary, is not installed. Install it (\`npm install ${pkg}\`): npm installs it on its own as an optional ` +
       'dependency, unless optional dependencies were left out (--omit=optional, --no-optional, or a lockfile ' +
-      `made on another platform). Else build the binding from a clone of the repository (its README says how), ${pointAtFile}.`
+      `made on another platform). Else ${fromSource}.`
   } else {
-    advice =
-      `No prebuilt binary is published for ${platform} (only for ${PREBUILT_PLATFORMS.join(', ')}): build the ` +
-      `binding from a clone of the repository (its README says how; it needs Rust and libclang), ${pointAtFile}.`
+    advice = `No prebuilt binary is published for ${platform} (only for ${PREBUILT_PLATFORMS.join(', ')}): ${fromSource}.`
   }
   return `userfaultfd: no native binding loads on ${platform}. ${advice} Tried:\n  ${failures.map((f) => f.message).join('\n  ')}`
+}
+
+function glibcVersion(): string | undefined {
+  try {
+    const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined
+    return report?.header?.glibcVersionRuntime
+  } catch {
+    return undefined
+  }
 }
 
 export function loadBinding(): NativeBinding {
@@ -82,19 +118,47 @@ export function loadBinding(): NativeBinding {
     )
   }
   const platform = platformName()
-  const candidates: string[] = []
-  const override = process.env[NATIVE_PATH_VARIABLE]
-  if (override) candidates.push(override)
-  candidates.push(join(packageRoot, `userfaultfd.${platform}.node`), `userfaultfd-${platform}`)
   const failures: Error[] = []
-  for (const candidate of candidates) {
+  const attempt = (label: string, file: string): NativeBinding | Error => {
     try {
-      return require(candidate) as NativeBinding
+      return require(file) as NativeBinding
     } catch (error) {
-      failures.push(new Error(`${candidate}: ${(error as Error).message}`, { cause: error }))
+      const failure = new Error(`${label}: ${(error as Error).message}`, { cause: error })
+      failures.push(failure)
+      return failure
     }
   }
-  throw new Error(loadFailureMessage({ platform, sourceCheckout: isSourceCheckout(packageRoot), failures }), { cause: failures })
+  const override = process.env[NATIVE_PATH_VARIABLE]
+  if (override) {
+    const loaded = attempt(`${NATIVE_PATH_VARIABLE}=${override}`, override)
+    if (!(loaded instanceof Error)) return loaded
+  }
+  // A binding built in this package: a checkout's `npm run build:native` writes it here.
+  const local = join(packageRoot, `userfaultfd.${platform}.node`)
+  if (existsSync(local)) {
+    const loaded = attempt(local, local)
+    if (!(loaded instanceof Error)) return loaded
+  } else {
+    failures.push(new Error(`${local}: not built here`))
+  }
+  // The prebuilt platform package: not installed, or installed but unloadable, are told apart.
+  const pkg = `userfaultfd-${platform}`
+  let installed: InstalledButUnloadable | undefined
+  let resolved: string | undefined
+  try {
+    resolved = require.resolve(pkg)
+  } catch (error) {
+    failures.push(new Error(`${pkg}: not installed (${(error as Error).message.split('\n')[0]})`, { cause: error }))
+  }
+  if (resolved) {
+    const loaded = attempt(`${pkg} (${resolved})`, resolved)
+    if (!(loaded instanceof Error)) return loaded
+    installed = { path: resolved, error: loaded }
+  }
+  throw new Error(
+    loadFailureMessage({ platform, sourceCheckout: isSourceCheckout(packageRoot), failures, installed, glibc: glibcVersion() }),
+    { cause: failures },
+  )
 }
 
 export const native: NativeBinding = loadBinding()
