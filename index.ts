@@ -53,7 +53,7 @@ export type {
 } from './lib/options'
 export type { MemoryKind, SharedRegion } from './lib/region'
 export { Region } from './lib/region'
-export { activatedSocket, adoptFd, HandshakeListener, type ListenOptions, listen, receive } from './lib/remote'
+export { activatedSocket, adoptFd, HandshakeListener, type ListenOptions, listen, receive, type SocketOwner } from './lib/remote'
 export {
   type ObjectSourceStats,
   type ObjectStoreCredentials,

@@ -6,7 +6,7 @@ import { dirname } from 'node:path'
 import { argumentError, UffdError } from './errors'
 import { DEFAULTS, type ReadaheadOptions } from './options'
 import type { Region } from './region'
-import { type Adoption, listen, type Peer, type PeerProcess, peerProcessOf } from './remote'
+import { type Adoption, listen, type Peer, type PeerProcess, peerProcessOf, type SocketOwner } from './remote'
 import { Source } from './source'
 import { readTrace, TraceRecorder, type WorkingSetTrace, writeTrace } from './trace'
 import type { Userfaultfd } from './userfaultfd'
@@ -24,7 +24,7 @@ export interface FirecrackerOptions {
    * The socket file's owner, so that a Firecracker jailed as another user can connect: `'user'`,
    * `'user:group'`, `':group'` (names or numeric ids), or `{ uid, gid }`. Default: this process's.
    */
-  socketOwner?: string | { uid?: number; gid?: number }
+  socketOwner?: string | SocketOwner
   /** The snapshot's memory file (`mem_file_path` of the snapshot), or its layers base first (a full snapshot, then diff snapshots). */
   memoryFile: string | readonly string[]
   /**
@@ -456,8 +456,8 @@ function holdMemoryFile(path: string): HeldFile {
 function socketFileOptions(
   mode: FirecrackerOptions['socketMode'],
   owner: FirecrackerOptions['socketOwner'],
-): { mode?: number; owner?: { uid?: number; gid?: number } } {
-  const result: { mode?: number; owner?: { uid?: number; gid?: number } } = {}
+): { mode?: number; owner?: SocketOwner } {
+  const result: { mode?: number; owner?: SocketOwner } = {}
   if (typeof mode === 'string') {
     if (!/^[0-7]{1,4}$/.test(mode)) throw argumentError('options.socketMode', 'an octal mode such as 660', mode)
     result.mode = Number.parseInt(mode, 8)

@@ -12,6 +12,14 @@ import { integer, optionalInteger, optionalSignal, options as optionsOf } from '
 
 export type { AdoptOptions, RemoteRange } from './options'
 
+/** The owner and group to give a socket file, by numeric id; either may be left out. */
+export interface SocketOwner {
+  /** The user id that owns the socket file. */
+  uid?: number
+  /** The group id of the socket file. */
+  gid?: number
+}
+
 /** Options of {@link listen}: those of the adopted userfaultfds, and how long a connection may take to send its handshake. */
 export interface ListenOptions extends AdoptOptions {
   /**
@@ -23,7 +31,7 @@ export interface ListenOptions extends AdoptOptions {
   /** The socket file's mode (`0o660` lets a group connect), set as it is made. Default: as the umask leaves it. */
   mode?: number
   /** The socket file's owner and group (a VM monitor jailed as another user connects as that user). Default: this process's. */
-  owner?: { uid?: number; gid?: number }
+  owner?: SocketOwner
 }
 
 /** How long a connection may take to send its handshake unless `handshakeTimeoutMs` says. */
