@@ -108,7 +108,7 @@ test('record then replay: the trace maps the working set in order before the VM 
   // The VM touches a scattered working set first: a page in 8, backwards.
   const order = join(dir, 'order.txt')
   writeFileSync(order, Array.from({ length: PAGES / 8 }, (_, i) => PAGES - 1 - 8 * i).join('\n'))
-  const args = ['--order', order, '--delay-ms', '300']
+  const args = ['--order', order, '--delay-ms', '1000']
   const recording = serveFirecracker({ socket: socketPath(), memoryFile: mem, prefetch: false, readahead: { pages: 1 }, record: trace })
   t.teardown(() => recording.close())
   const recorded = nextSummary(recording)

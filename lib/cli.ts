@@ -132,8 +132,12 @@ function main(argv: string[]): void {
       ...(values.replay ? { replay: values.replay } : {}),
     })
   } catch (error) {
-    // A missing memory file, a trace of another file: said as the other events are.
     const { code, message } = error as { code?: string; message: string }
+    // A bad option value (--socket-mode 999) is a usage error, as an unknown option is.
+    if (code === 'ERR_INVALID_ARG_TYPE' || code === 'ERR_OUT_OF_RANGE' || code === 'ERR_INVALID_ARG_VALUE') {
+      usageError(message, FIRECRACKER_USAGE)
+    }
+    // A missing memory file, a trace of another file: said as the other events are.
     print({ event: 'error', code: code ?? 'EINVAL', message })
     process.exit(1)
   }

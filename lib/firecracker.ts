@@ -239,14 +239,26 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
         // A VM whose handshake is refused waits for its handler forever: stop it (by its pidfd,
         // never by a pid that another process may have been given since).
         const peerProcess = peerProcessOf(refused)
-        if (peerProcess) {
-          try {
-            peerProcess.signal('SIGKILL')
-          } finally {
-            peerProcess.close()
-          }
+        if (!peerProcess) {
+          this.#report(refused)
+          continue
         }
-        this.#report(refused)
+        let outcome: 'sent' | 'exited'
+        try {
+          outcome = peerProcess.signal('SIGKILL')
+        } finally {
+          peerProcess.close()
+        }
+        const what = outcome === 'sent' ? 'it was killed' : 'it had exited'
+        this.#report(
+          new UffdError(`${refused.message}: cannot serve the VM (pid ${peerProcess.pid}); ${what}`, {
+            code: refused.code,
+            errno: refused.errno,
+            syscall: refused.syscall,
+            peer: refused.peer,
+            cause: refused,
+          }),
+        )
         continue
       }
       this.#exhausted = false

@@ -2,6 +2,7 @@
 // one only once it is ready; one that fails leaves the serving one be. A worker serving faults
 // never keeps the process alive. What the worker and this thread say to each other is typed here,
 // and lib/worker-host.ts (the worker's side) imports it.
+import { existsSync } from 'node:fs'
 import { isAbsolute, join, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
@@ -57,12 +58,15 @@ export interface WorkerHooks {
 
 const workerHost = join(__dirname, 'worker-host.js')
 
-/** The module specifier a worker imports: a URL or a bare name; a path is resolved here. */
+/** The module specifier a worker imports: a URL, a path (resolved here), or a package's name. */
 export function moduleSpecifier(module: string | URL): string {
   if (module instanceof URL) return module.href
   if (typeof module !== 'string') throw argumentError('module', 'a string or a URL', module)
   if (module.startsWith('file:') || module.startsWith('data:')) return module
   if (isAbsolute(module) || module.startsWith('.')) return pathToFileURL(resolvePath(module)).href
+  // A bare name is a path relative to the current directory when such a file is there (as the
+  // docs say), else a package's name.
+  if (existsSync(resolvePath(module))) return pathToFileURL(resolvePath(module)).href
   return module
 }
 

@@ -300,8 +300,18 @@ impl From<Waited> for Ended {
 /// Receives the handshake on a connected socket once the peer has sent something, or ends when
 /// `cancel` stops it (shutting the socket down if the handshake is being read: its peer is told).
 pub fn receive_until(stream: OwnedFd, cancel: &Cancel) -> std::result::Result<Handshake, Ended> {
-    cancel.wait_readable(stream.as_fd())?;
-    let reading = cancel.reading(&stream)?;
+    let reading = match cancel.wait_readable(stream.as_fd()).and_then(|()| cancel.reading(&stream)) {
+        Ok(reading) => reading,
+        Err(Waited::Stopped(why)) => {
+            // Stopped before the read began (the pool thread came late): a peer that had started
+            // to send is told, as one whose read is cut short is; a silent one is left as it was.
+            if has_bytes(&stream) {
+                let _ = socket::shutdown(stream.as_raw_fd(), socket::Shutdown::Both);
+            }
+            return Err(Ended::Stopped(why));
+        }
+        Err(failed) => return Err(failed.into()),
+    };
     let received = receive(stream);
     drop(reading);
     // Stopped while reading: what came is dropped (its fds closed); nobody waits for it.
@@ -309,6 +319,12 @@ pub fn receive_until(stream: OwnedFd, cancel: &Cancel) -> std::result::Result<Ha
         return Err(Ended::Stopped(why));
     }
     received.map_err(Ended::Refused)
+}
+
+/// Whether the peer has sent bytes not read yet (peeked, not taken).
+fn has_bytes(stream: &OwnedFd) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(socket::recv(stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(n) if n > 0)
 }
 
 /// Parses and checks the JSON body of a handshake.
