@@ -365,6 +365,7 @@ export interface NativeObjectOptions {
   retryTimeoutMs: number
   connectTimeoutMs: number
   requestTimeoutMs: number
+  refetchAfterOutage: boolean
 }
 
 /** An object source's counters. */
@@ -378,6 +379,10 @@ export interface NativeObjectStats {
   diskWrites: number
   faults: number
   cachedBytes: number
+  outages: number
+  recoveries: number
+  fallbackPages: number
+  refetchedPages: number
   size: number
   etag?: string
 }

@@ -9,6 +9,7 @@
 //! chunk's pages and wakes it (`pending.rs`). Sequential faults read ahead by whole chunks; random
 //! ones shrink the request down to the faulting page, as the file source's adaptive readahead does.
 
+mod breaker;
 mod chunks;
 mod counters;
 mod disk;
@@ -21,6 +22,8 @@ pub use fetch::RetryPolicy;
 pub use store::{Credentials, Location, StoreOptions};
 
 use crate::error::{Error, Result};
+use crate::region::Region;
+use breaker::Breaker;
 use bytes::Bytes;
 use chunks::ChunkCache;
 use counters::ObjectCounters;
@@ -30,7 +33,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -53,6 +56,9 @@ pub struct ObjectOptions {
     /// A directory shared by the processes of the machine; `None`: no disk cache.
     pub cache_dir: Option<PathBuf>,
     pub retry: RetryPolicy,
+    /// Pages that got the fallback while the store was down are discarded when it answers again,
+    /// so they fault again and are read from the store (what was written to them since is lost).
+    pub refetch_after_outage: bool,
 }
 
 impl Default for ObjectOptions {
@@ -68,6 +74,7 @@ impl Default for ObjectOptions {
             memory_cache: 2 * concurrency * chunk_size,
             cache_dir: None,
             retry: RetryPolicy::default(),
+            refetch_after_outage: false,
         }
     }
 }
@@ -89,6 +96,14 @@ pub struct ObjectStats {
     pub faults: u64,
     /// Bytes of chunks held in memory now.
     pub cached_bytes: u64,
+    /// Times the store was found down (a request failed past its retry bound), and times a probe
+    /// found it answering again after that.
+    pub outages: u64,
+    pub recoveries: u64,
+    /// Pages whose fault got the fallback because the store failed, and of those, pages discarded
+    /// when it answered again (`refetch_after_outage`).
+    pub fallback_pages: u64,
+    pub refetched_pages: u64,
 }
 
 /// An object in a store, read in chunks. Made by [`ObjectSource::open`], which reads its size and
@@ -104,6 +119,10 @@ pub struct ObjectSource {
     loading: Mutex<HashMap<u64, Vec<oneshot::Sender<Result<Bytes>>>>>,
     window: Mutex<Window>,
     pub(crate) counters: Arc<ObjectCounters>,
+    breaker: Breaker,
+    refetch_after_outage: bool,
+    /// Pages that got the fallback in this outage, to discard when it ends (with `refetch_after_outage`).
+    fell_back: Mutex<Vec<(Weak<Region>, usize, usize)>>,
 }
 
 /// The adaptive request size: it doubles while faults follow each other and halves on a jump.
@@ -171,6 +190,9 @@ impl ObjectSource {
             loading: Mutex::new(HashMap::new()),
             window: Mutex::new(Window { start: 0, next: None, bytes: options.chunk_size as u64 }),
             counters,
+            breaker: Breaker::new(),
+            refetch_after_outage: options.refetch_after_outage,
+            fell_back: Mutex::new(Vec::new()),
         }))
     }
 
@@ -201,6 +223,10 @@ impl ObjectSource {
             disk_writes: get(&c.disk_writes),
             faults: get(&c.faults),
             cached_bytes: self.cache.bytes() as u64,
+            outages: get(&c.outages),
+            recoveries: get(&c.recoveries),
+            fallback_pages: get(&c.fallback_pages),
+            refetched_pages: get(&c.refetched_pages),
         }
     }
 
@@ -272,7 +298,73 @@ impl ObjectSource {
                 return Ok(bytes);
             }
         }
-        self.fetcher.get(plan.start..end).await
+        self.fetch(plan.start..end).await
+    }
+
+    /// A range request through the breaker: fails at once while the store is down; a transient
+    /// failure past the retry bound takes it as down, and a probe then looks for it to answer.
+    async fn fetch(self: &Arc<Self>, range: Range<u64>) -> Result<Bytes> {
+        let result = self.fetcher.get(range, &self.breaker).await;
+        if let Err(err) = &result {
+            if store::transient(err) && self.breaker.trip(err) {
+                self.counters.outages.fetch_add(1, Ordering::Relaxed);
+                self.spawn_probe();
+            }
+        }
+        result
+    }
+
+    /// Tries the store in the background, with the retry policy's backoff, until it answers;
+    /// then service resumes (and, if asked, the pages that got the fallback are discarded).
+    fn spawn_probe(self: &Arc<Self>) {
+        let source = Arc::downgrade(self);
+        let retry = self.fetcher.retry;
+        let Ok(runtime) = runtime::runtime() else {
+            // No runtime, no requests either: nothing would ever trip the breaker. Never stuck down.
+            self.breaker.close();
+            return;
+        };
+        runtime.spawn(async move {
+            let mut delay = retry.initial_delay.max(Duration::from_millis(1));
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(retry.max_delay.max(Duration::from_millis(1)));
+                // A source dropped meanwhile: nobody to serve.
+                let Some(source) = source.upgrade() else { return };
+                match source.fetcher.probe().await {
+                    Err(err) if store::transient(&err) => continue,
+                    // An answer, even a refusal: the store is up; its faults say the rest.
+                    _ => return source.recover(),
+                }
+            }
+        });
+    }
+
+    /// The store answered again: requests go to it, and the pages that got the fallback in the
+    /// outage are discarded (with `refetch_after_outage`) so that they fault and are read again.
+    fn recover(&self) {
+        let pages = std::mem::take(&mut *self.fell_back.lock().unwrap_or_else(|p| p.into_inner()));
+        if self.breaker.close() {
+            self.counters.recoveries.fetch_add(1, Ordering::Relaxed);
+        }
+        for (region, offset, len) in pages {
+            if let Some(region) = region.upgrade().filter(|r| !r.is_closed()) {
+                if region.discard(offset, len).is_ok() {
+                    self.counters.refetched_pages.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// A fault at `offset` of `region` got the fallback because the source failed: counted (and
+    /// kept for discarding, with `refetch_after_outage`, if the store is down). Returns whether
+    /// to say so: always for a failure that is not an outage, once per outage.
+    pub(crate) fn fell_back(&self, region: &Arc<Region>, offset: usize, len: usize) -> bool {
+        self.counters.fallback_pages.fetch_add(1, Ordering::Relaxed);
+        if self.refetch_after_outage && self.breaker.is_down() {
+            self.fell_back.lock().unwrap_or_else(|p| p.into_inner()).push((Arc::downgrade(region), offset, len));
+        }
+        self.breaker.should_say()
     }
 
     fn is_loading(&self, index: u64) -> bool {
@@ -335,11 +427,11 @@ impl ObjectSource {
     }
 
     /// Reads a chunk from the disk cache, or fetches it (once per machine when the cache is shared).
-    async fn load(&self, index: u64) -> Result<Bytes> {
+    async fn load(self: &Arc<Self>, index: u64) -> Result<Bytes> {
         let range = self.chunk_range(index);
         let len = (range.end - range.start) as usize;
         let Some(disk) = &self.disk else {
-            return self.fetcher.get(range).await;
+            return self.fetch(range).await;
         };
         let hit = || {
             self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
@@ -357,7 +449,7 @@ impl ObjectSource {
                     hit();
                     return Ok(bytes);
                 }
-                let bytes = self.fetcher.get(range).await?;
+                let bytes = self.fetch(range).await?;
                 if disk.write(index, &bytes).is_ok() {
                     self.counters.disk_writes.fetch_add(1, Ordering::Relaxed);
                 }
@@ -370,7 +462,7 @@ impl ObjectSource {
                 return Ok(bytes);
             }
             if Instant::now() > give_up {
-                return self.fetcher.get(range).await;
+                return self.fetch(range).await;
             }
         }
     }
@@ -417,7 +509,7 @@ impl ObjectSource {
             let mut tasks = tokio::task::JoinSet::new();
             for index in 0..chunks.unwrap_or(u64::MAX).min(source.chunks()) {
                 let source = source.clone();
-                tasks.spawn(async move { source.fetcher.get(source.chunk_range(index)).await.map(|b| b.len() as u64) });
+                tasks.spawn(async move { source.fetch(source.chunk_range(index)).await.map(|b| b.len() as u64) });
             }
             let mut total = 0;
             while let Some(done) = tasks.join_next().await {
