@@ -369,6 +369,27 @@ run('without refetchAfterOutage the pages that got the fallback keep it; a secon
   t.is(seen.bySeed[8], 1, 'a page not touched in the outage is read from the store')
 })
 
+run("with fallback 'sigbus', a process whose store is down is stopped and stderr says why", async (t) => {
+  const file = join(dir, 'sigbus.bin')
+  writeFileSync(file, objectBytes(MiB, 9))
+  const http = await start('http', file)
+  const child = spawn(process.execPath, [join(__dirname, 'helpers', 'outage-child.js'), `${http.url}/data.bin`], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  closers.push(() => child.kill('SIGKILL'))
+  let stderr = ''
+  child.stderr.on('data', (data: Buffer) => {
+    stderr += data.toString()
+  })
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)))
+  await within(new Promise((resolve) => child.stdout.once('data', resolve)), 'the child opens its source')
+  await http.send({ fail: 1e9, status: 503 })
+  child.stdin.write('go\n')
+  t.is(await within(exited, 'the child ends'), 'SIGBUS')
+  t.regex(stderr, new RegExp(`userfaultfd: the object ${http.url}/data.bin could not serve .*503`))
+  await http.send({ fail: 0 })
+})
+
 run('plain HTTP Range requests from a node:http server: every byte, and a 404 when the source is made', async (t) => {
   const file = join(dir, 'plain.bin')
   const size = 5 * MiB + 77

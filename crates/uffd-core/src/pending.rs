@@ -11,7 +11,8 @@ use crate::fallback::{source_failed_notice, Fell};
 use crate::fault::{Fault, FaultKind};
 use crate::object_source::runtime::runtime;
 use crate::object_source::{ObjectSource, Plan};
-use crate::region::Region;
+use crate::options::Fallback;
+use crate::region::{MemoryKind, Region};
 use crate::resolve::{Park, Protect, Wake};
 use crate::source::{Served, Source};
 use crate::stats::bump;
@@ -103,9 +104,15 @@ fn fail(engine: &Engine, object: &ObjectSource, id: u64, what: &str, err: Error)
     bump(&engine.resolver.counters.errors);
     let fault = entry.fault;
     if object.fell_back(&fault.region, fault.offset, fault.region.page_size()) {
+        let notice = source_failed_notice(fault.clone(), what, err);
+        if engine.options.fallback == Fallback::Sigbus && fault.region.kind() != MemoryKind::Remote {
+            // A thread of this process gets SIGBUS, which ends the process before any event is
+            // read: the reason is written where it is seen first.
+            eprintln!("userfaultfd: {} (with fallback 'sigbus': the thread gets SIGBUS)", notice.message);
+        }
         // Said before the fallback wakes the thread: when it runs again (a SIGBUS, a zero page
         // it acts on), the word is on its way already.
-        engine.say(source_failed_notice(fault.clone(), what, err));
+        engine.say(notice);
     }
     if let Fell::Failed(notice) = engine.fall_back(&fault, Park::UntilRead) {
         engine.say(notice);
