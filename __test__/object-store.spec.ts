@@ -349,6 +349,37 @@ run('a dead store fails fast: the faults of its chunk share one failure, one err
   t.is(errors.length, 1)
 })
 
+run('faults of one chunk from four threads while the store fails share one request and its failure: one error for all', async (t) => {
+  const file = join(dir, 'outage4.bin')
+  writeFileSync(file, objectBytes(2 * MiB, 10))
+  const http = await start('http', file)
+  // A retry bound of 2 x 150 ms: the four faults arrive while the first request is still retried.
+  const source = await Source.objectStore(`${http.url}/data.bin`, { chunkSize: CHUNK, retry: { retries: 2, delayMs: 150 } })
+  await http.send({ fail: 1e9, status: 503 })
+  const { region, errors } = serve(source, 2 * MiB)
+  const readers = [new Reader(), new Reader(), new Reader(), new Reader()]
+  closers.push(() => {
+    for (const reader of readers) void reader.terminate()
+  })
+  const reads = await within(
+    Promise.all(readers.map((reader, i) => reader.read(region, { offsets: [(10 + 40 * i) * PAGE + 5] }))),
+    'four readers',
+  )
+  t.deepEqual(
+    reads.map((read) => read.bytes[0]),
+    [0, 0, 0, 0],
+    'the fallback for each',
+  )
+  await until(() => errors.length > 0, 'the failure is said')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.is(errors.length, 1, 'one error for the four faults')
+  const stats = source.objectStats
+  t.is(stats?.failures, 1, 'one request failed, for all four')
+  t.is(stats?.retries, 2)
+  t.is(stats?.fallbackPages, 4)
+  await http.send({ fail: 0 })
+})
+
 run('without refetchAfterOutage the pages that got the fallback keep it; a second outage is said again', async (t) => {
   const file = join(dir, 'outage2.bin')
   writeFileSync(file, objectBytes(2 * MiB, 8))
