@@ -336,6 +336,11 @@ run('a dead store fails fast: the faults of its chunk share one failure, one err
   t.is(stats?.outages, 1)
   t.is(stats?.recoveries, 0)
   t.is(stats?.fallbackPages, 64)
+  t.deepEqual(
+    source.fallbackPages(),
+    pages.map((page) => ({ region: region.id, offset: page * PAGE })),
+    'the pages that got the fallback are listed',
+  )
   // The store comes back: a probe finds it, service resumes, the pages that got zeros are
   // discarded and fault again, and read the object's bytes.
   await http.send({ fail: 0 })
@@ -343,6 +348,7 @@ run('a dead store fails fast: the faults of its chunk share one failure, one err
   await until(() => source.objectStats?.recoveries === 1, 'service resumes')
   t.log(`resumed ${(performance.now() - back).toFixed(0)} ms after the store came back`)
   t.is(source.objectStats?.refetchedPages, 64)
+  t.deepEqual(source.fallbackPages(), [], 'discarded: no longer listed')
   const again = census(region, 4 * MiB, [7], [...pages, 700])
   t.is(again.wrong + again.zero, 0, `first wrong page ${again.firstWrong}`)
   t.is(again.bySeed[7], 65)
@@ -397,6 +403,10 @@ run('without refetchAfterOutage the pages that got the fallback keep it; a secon
   t.is(source.objectStats?.refetchedPages, 0)
   const seen = census(region, 2 * MiB, [8], [8, 300])
   t.is(seen.zero, 1, 'the page that got the fallback keeps it')
+  t.deepEqual(
+    source.fallbackPages().map((page) => page.offset / PAGE),
+    [8, 9, 16, 17],
+  )
   t.is(seen.bySeed[8], 1, 'a page not touched in the outage is read from the store')
 })
 

@@ -146,6 +146,11 @@ export declare class NativeSource {
   /** An object source's counters (`undefined` for other sources). */
   get objectStats(): NativeObjectStats | null
   /**
+   * An object source's pages that got the fallback because the store failed (`undefined` for
+   * other sources).
+   */
+  fallbackPages(): Array<NativeFallbackPage> | null
+  /**
    * Reads the first `chunks` chunks (all by default) straight from the store, without the
    * caches (the bench's baseline).
    */
@@ -318,6 +323,12 @@ export interface NativeFailure {
   peerPid?: number
   /** The HTTP status of a remote store's answer, if that is what failed. */
   status?: number
+}
+
+/** A page whose fault got the fallback because the store failed. */
+export interface NativeFallbackPage {
+  region: number
+  offset: number
 }
 
 /** Where pages move from, for a fault's `move`. */

@@ -109,6 +109,14 @@ export interface ObjectSourceStats {
   etag?: string
 }
 
+/** A page whose fault got the fallback because the store failed: {@link Source.fallbackPages}. */
+export interface ObjectFallbackPage {
+  /** The region's id (`region.id`). */
+  region: number
+  /** The page's offset in the region. */
+  offset: number
+}
+
 /**
  * What {@link Source.objectStore} gives: a source that knows its object's size and counts its
  * requests, so neither is possibly undefined.
@@ -120,6 +128,8 @@ export interface ObjectStoreSource extends Source {
   readonly size: number
   /** The source's counters (requests, bytes fetched, retries, cache hits). */
   readonly objectStats: ObjectSourceStats
+  /** See {@link Source.fallbackPages}. */
+  fallbackPages(): ObjectFallbackPage[]
 }
 
 /**
@@ -231,6 +241,16 @@ export class Source {
   /** An object-store source's counters (requests, bytes fetched, retries, cache hits); else undefined. */
   get objectStats(): ObjectSourceStats | undefined {
     return this.#native.objectStats ?? undefined
+  }
+
+  /**
+   * An object-store source's pages (of regions still open) whose fault got the fallback because
+   * the store failed, oldest first, the latest 65536: they hold the fallback's zeros, unless
+   * `refetchAfterOutage` discarded them when the store answered again (they are then no longer
+   * listed). Undefined for other sources.
+   */
+  fallbackPages(): ObjectFallbackPage[] | undefined {
+    return this.#native.fallbackPages() ?? undefined
   }
 
   /**

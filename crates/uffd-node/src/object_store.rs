@@ -51,6 +51,21 @@ pub(crate) fn stats_of(object: &ObjectSource) -> NativeObjectStats {
     }
 }
 
+/// A page whose fault got the fallback because the store failed.
+#[napi(object, object_from_js = false)]
+pub struct NativeFallbackPage {
+    pub region: f64,
+    pub offset: f64,
+}
+
+pub(crate) fn fallback_pages_of(object: &ObjectSource) -> Vec<NativeFallbackPage> {
+    object
+        .fallback_pages()
+        .into_iter()
+        .map(|(region, offset)| NativeFallbackPage { region: region as f64, offset: offset as f64 })
+        .collect()
+}
+
 /// The whole object read straight from the store (the bench's baseline), and how long it took.
 #[napi(object, object_from_js = false)]
 pub struct NativeRawRead {

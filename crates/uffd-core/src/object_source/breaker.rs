@@ -69,10 +69,6 @@ impl Breaker {
             Some(outage) => !std::mem::replace(&mut outage.said, true),
         }
     }
-
-    pub(crate) fn is_down(&self) -> bool {
-        self.lock().is_some()
-    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ use tokio::sync::{oneshot, Semaphore};
 
 const OP: &str = "objectStore";
 
+/// Pages listed as having got the fallback, at most: the oldest go first.
+const FELL_BACK_LISTED: usize = 65536;
+
 /// How an object source reads and caches.
 #[derive(Debug, Clone)]
 pub struct ObjectOptions {
@@ -121,7 +124,8 @@ pub struct ObjectSource {
     pub(crate) counters: Arc<ObjectCounters>,
     breaker: Breaker,
     refetch_after_outage: bool,
-    /// Pages that got the fallback in this outage, to discard when it ends (with `refetch_after_outage`).
+    /// Pages whose fault got the fallback because the store failed (the latest `FELL_BACK_LISTED`),
+    /// to list, and to discard when the store answers again (with `refetch_after_outage`).
     fell_back: Mutex<Vec<(Weak<Region>, usize, usize)>>,
 }
 
@@ -343,7 +347,10 @@ impl ObjectSource {
     /// The store answered again: requests go to it, and the pages that got the fallback in the
     /// outage are discarded (with `refetch_after_outage`) so that they fault and are read again.
     fn recover(&self) {
-        let pages = std::mem::take(&mut *self.fell_back.lock().unwrap_or_else(|p| p.into_inner()));
+        let pages = match self.refetch_after_outage {
+            true => std::mem::take(&mut *self.fell_back.lock().unwrap_or_else(|p| p.into_inner())),
+            false => Vec::new(),
+        };
         if self.breaker.close() {
             self.counters.recoveries.fetch_add(1, Ordering::Relaxed);
         }
@@ -356,15 +363,28 @@ impl ObjectSource {
         }
     }
 
-    /// A fault at `offset` of `region` got the fallback because the source failed: counted (and
-    /// kept for discarding, with `refetch_after_outage`, if the store is down). Returns whether
-    /// to say so: always for a failure that is not an outage, once per outage.
+    /// A fault at `offset` of `region` got the fallback because the source failed: counted and
+    /// listed (and discarded when the store answers again, with `refetch_after_outage`). Returns
+    /// whether to say so: always for a failure that is not an outage, once per outage.
     pub(crate) fn fell_back(&self, region: &Arc<Region>, offset: usize, len: usize) -> bool {
         self.counters.fallback_pages.fetch_add(1, Ordering::Relaxed);
-        if self.refetch_after_outage && self.breaker.is_down() {
-            self.fell_back.lock().unwrap_or_else(|p| p.into_inner()).push((Arc::downgrade(region), offset, len));
+        let mut listed = self.fell_back.lock().unwrap_or_else(|p| p.into_inner());
+        if listed.len() >= FELL_BACK_LISTED {
+            listed.remove(0);
         }
+        listed.push((Arc::downgrade(region), offset, len));
+        drop(listed);
         self.breaker.should_say()
+    }
+
+    /// The pages (region id, offset) of regions still open whose fault got the fallback because
+    /// the store failed, oldest first (the latest 65536), less those discarded to be read again.
+    pub fn fallback_pages(&self) -> Vec<(u64, usize)> {
+        let listed = self.fell_back.lock().unwrap_or_else(|p| p.into_inner());
+        listed
+            .iter()
+            .filter_map(|(region, offset, _)| region.upgrade().filter(|r| !r.is_closed()).map(|r| (r.id(), *offset)))
+            .collect()
     }
 
     fn is_loading(&self, index: u64) -> bool {
