@@ -61,6 +61,10 @@ impl Breaker {
         self.lock().take().is_some()
     }
 
+    pub(crate) fn is_down(&self) -> bool {
+        self.lock().is_some()
+    }
+
     /// Whether a fault that failed now should say so: always while the store is up (a failure
     /// that is not an outage), once per outage while it is down.
     pub(crate) fn should_say(&self) -> bool {

@@ -29,7 +29,7 @@ use chunks::ChunkCache;
 use counters::ObjectCounters;
 use disk::DiskCache;
 use fetch::Fetcher;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,7 +126,16 @@ pub struct ObjectSource {
     refetch_after_outage: bool,
     /// Pages whose fault got the fallback because the store failed (the latest `FELL_BACK_LISTED`),
     /// to list, and to discard when the store answers again (with `refetch_after_outage`).
-    fell_back: Mutex<Vec<(Weak<Region>, usize, usize)>>,
+    fell_back: Mutex<VecDeque<FellBack>>,
+}
+
+/// A page whose fault got the fallback because the store failed.
+struct FellBack {
+    region: Weak<Region>,
+    offset: usize,
+    len: usize,
+    /// While the store was down (not, say, an object replaced under the source).
+    in_outage: bool,
 }
 
 /// The adaptive request size: it doubles while faults follow each other and halves on a jump.
@@ -196,7 +205,7 @@ impl ObjectSource {
             counters,
             breaker: Breaker::new(),
             refetch_after_outage: options.refetch_after_outage,
-            fell_back: Mutex::new(Vec::new()),
+            fell_back: Mutex::new(VecDeque::new()),
         }))
     }
 
@@ -347,16 +356,19 @@ impl ObjectSource {
     /// The store answered again: requests go to it, and the pages that got the fallback in the
     /// outage are discarded (with `refetch_after_outage`) so that they fault and are read again.
     fn recover(&self) {
-        let pages = match self.refetch_after_outage {
-            true => std::mem::take(&mut *self.fell_back.lock().unwrap_or_else(|p| p.into_inner())),
-            false => Vec::new(),
-        };
+        let mut pages = Vec::new();
+        if self.refetch_after_outage {
+            let mut listed = self.fell_back.lock().unwrap_or_else(|p| p.into_inner());
+            let (outage, other): (VecDeque<_>, VecDeque<_>) = listed.drain(..).partition(|page| page.in_outage);
+            *listed = other;
+            pages.extend(outage);
+        }
         if self.breaker.close() {
             self.counters.recoveries.fetch_add(1, Ordering::Relaxed);
         }
-        for (region, offset, len) in pages {
-            if let Some(region) = region.upgrade().filter(|r| !r.is_closed()) {
-                if region.discard(offset, len).is_ok() {
+        for page in pages {
+            if let Some(region) = page.region.upgrade().filter(|r| !r.is_closed()) {
+                if region.discard(page.offset, page.len).is_ok() {
                     self.counters.refetched_pages.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -368,11 +380,12 @@ impl ObjectSource {
     /// whether to say so: always for a failure that is not an outage, once per outage.
     pub(crate) fn fell_back(&self, region: &Arc<Region>, offset: usize, len: usize) -> bool {
         self.counters.fallback_pages.fetch_add(1, Ordering::Relaxed);
+        let page = FellBack { region: Arc::downgrade(region), offset, len, in_outage: self.breaker.is_down() };
         let mut listed = self.fell_back.lock().unwrap_or_else(|p| p.into_inner());
         if listed.len() >= FELL_BACK_LISTED {
-            listed.remove(0);
+            listed.pop_front();
         }
-        listed.push((Arc::downgrade(region), offset, len));
+        listed.push_back(page);
         drop(listed);
         self.breaker.should_say()
     }
@@ -383,7 +396,7 @@ impl ObjectSource {
         let listed = self.fell_back.lock().unwrap_or_else(|p| p.into_inner());
         listed
             .iter()
-            .filter_map(|(region, offset, _)| region.upgrade().filter(|r| !r.is_closed()).map(|r| (r.id(), *offset)))
+            .filter_map(|page| page.region.upgrade().filter(|r| !r.is_closed()).map(|r| (r.id(), page.offset)))
             .collect()
     }
 
