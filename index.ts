@@ -55,6 +55,7 @@ export type { MemoryKind, SharedRegion } from './lib/region'
 export { Region } from './lib/region'
 export { activatedSocket, adoptFd, HandshakeListener, type ListenOptions, listen, receive, type SocketOwner } from './lib/remote'
 export {
+  type ObjectFallbackPage,
   type ObjectSourceStats,
   type ObjectStoreCredentials,
   type ObjectStoreRetryOptions,

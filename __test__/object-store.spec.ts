@@ -300,6 +300,137 @@ run('5xx answers are retried with backoff; past the bound the fault gets the fal
   await http.send({ fail: 0 })
 })
 
+/** Resolves when `done()` holds, polling; rejects after `ms`. */
+async function until(done: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const limit = Date.now() + ms
+  while (!done()) {
+    if (Date.now() > limit) throw new Error(`${what}: not within ${ms} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+run('a dead store fails fast: the faults of its chunk share one failure, one error per outage, then it resumes by itself', async (t) => {
+  const file = join(dir, 'outage.bin')
+  writeFileSync(file, objectBytes(4 * MiB, 7))
+  const http = await start('http', file)
+  const retry = { retries: 3, delayMs: 10, maxDelayMs: 40 }
+  const source = await Source.objectStore(`${http.url}/data.bin`, { chunkSize: CHUNK, retry, refetchAfterOutage: true })
+  await http.send({ fail: 1e9, status: 503 })
+  const { region, errors } = serve(source, 4 * MiB)
+  // 64 pages of one chunk, one after another on this thread: each used to spend the whole retry
+  // bound of its own (64 errors, 192 retries); now the first failure is every one's.
+  const pages = Array.from({ length: 64 }, (_, i) => 128 + i)
+  const started = performance.now()
+  const down = census(region, 4 * MiB, [7], pages)
+  const ms = performance.now() - started
+  t.log(`64 faults on one chunk, the store down: ${ms.toFixed(0)} ms`)
+  t.is(down.zero, 64, 'the fallback: zero pages')
+  await until(() => errors.length > 0, 'the outage is said')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.is(errors.length, 1, 'one error per outage, not one per page')
+  const error = errors[0] as UffdError
+  t.is(error.code, 'ERR_UFFD_SOURCE')
+  t.is((error.cause as UffdError).status, 503)
+  const stats = source.objectStats
+  t.is(stats?.retries, 3, 'one request used the retry bound; the others failed at once')
+  t.is(stats?.outages, 1)
+  t.is(stats?.recoveries, 0)
+  t.is(stats?.fallbackPages, 64)
+  t.deepEqual(
+    source.fallbackPages(),
+    pages.map((page) => ({ region: region.id, offset: page * PAGE })),
+    'the pages that got the fallback are listed',
+  )
+  // The store comes back: a probe finds it, service resumes, the pages that got zeros are
+  // discarded and fault again, and read the object's bytes.
+  await http.send({ fail: 0 })
+  const back = performance.now()
+  await until(() => source.objectStats?.recoveries === 1, 'service resumes')
+  t.log(`resumed ${(performance.now() - back).toFixed(0)} ms after the store came back`)
+  t.is(source.objectStats?.refetchedPages, 64)
+  t.deepEqual(source.fallbackPages(), [], 'discarded: no longer listed')
+  const again = census(region, 4 * MiB, [7], [...pages, 700])
+  t.is(again.wrong + again.zero, 0, `first wrong page ${again.firstWrong}`)
+  t.is(again.bySeed[7], 65)
+  t.is(errors.length, 1)
+})
+
+run('faults of one chunk from four threads while the store fails share one request and its failure: one error for all', async (t) => {
+  const file = join(dir, 'outage4.bin')
+  writeFileSync(file, objectBytes(2 * MiB, 10))
+  const http = await start('http', file)
+  // A retry bound of 2 x 150 ms: the four faults arrive while the first request is still retried.
+  const source = await Source.objectStore(`${http.url}/data.bin`, { chunkSize: CHUNK, retry: { retries: 2, delayMs: 150 } })
+  await http.send({ fail: 1e9, status: 503 })
+  const { region, errors } = serve(source, 2 * MiB)
+  const readers = [new Reader(), new Reader(), new Reader(), new Reader()]
+  closers.push(() => {
+    for (const reader of readers) void reader.terminate()
+  })
+  const reads = await within(
+    Promise.all(readers.map((reader, i) => reader.read(region, { offsets: [(10 + 40 * i) * PAGE + 5] }))),
+    'four readers',
+  )
+  t.deepEqual(
+    reads.map((read) => read.bytes[0]),
+    [0, 0, 0, 0],
+    'the fallback for each',
+  )
+  await until(() => errors.length > 0, 'the failure is said')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.is(errors.length, 1, 'one error for the four faults')
+  const stats = source.objectStats
+  t.is(stats?.failures, 1, 'one request failed, for all four')
+  t.is(stats?.retries, 2)
+  t.is(stats?.fallbackPages, 4)
+  await http.send({ fail: 0 })
+})
+
+run('without refetchAfterOutage the pages that got the fallback keep it; a second outage is said again', async (t) => {
+  const file = join(dir, 'outage2.bin')
+  writeFileSync(file, objectBytes(2 * MiB, 8))
+  const http = await start('http', file)
+  const source = await Source.objectStore(`${http.url}/data.bin`, { chunkSize: CHUNK, retry: { retries: 1, delayMs: 10, maxDelayMs: 20 } })
+  const { region, errors } = serve(source, 2 * MiB)
+  for (const outage of [1, 2]) {
+    await http.send({ fail: 1e9, status: 503 })
+    t.is(census(region, 2 * MiB, [8], [outage * 8, outage * 8 + 1]).zero, 2)
+    await until(() => errors.length === outage, `outage ${outage} is said`)
+    await http.send({ fail: 0 })
+    await until(() => source.objectStats?.recoveries === outage, `service resumes after outage ${outage}`)
+  }
+  t.is(source.objectStats?.outages, 2)
+  t.is(source.objectStats?.refetchedPages, 0)
+  const seen = census(region, 2 * MiB, [8], [8, 300])
+  t.is(seen.zero, 1, 'the page that got the fallback keeps it')
+  t.deepEqual(
+    source.fallbackPages().map((page) => page.offset / PAGE),
+    [8, 9, 16, 17],
+  )
+  t.is(seen.bySeed[8], 1, 'a page not touched in the outage is read from the store')
+})
+
+run("with fallback 'sigbus', a process whose store is down is stopped and stderr says why", async (t) => {
+  const file = join(dir, 'sigbus.bin')
+  writeFileSync(file, objectBytes(MiB, 9))
+  const http = await start('http', file)
+  const child = spawn(process.execPath, [join(__dirname, 'helpers', 'outage-child.js'), `${http.url}/data.bin`], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  closers.push(() => child.kill('SIGKILL'))
+  let stderr = ''
+  child.stderr.on('data', (data: Buffer) => {
+    stderr += data.toString()
+  })
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)))
+  await within(new Promise((resolve) => child.stdout.once('data', resolve)), 'the child opens its source')
+  await http.send({ fail: 1e9, status: 503 })
+  child.stdin.write('go\n')
+  t.is(await within(exited, 'the child ends'), 'SIGBUS')
+  t.regex(stderr, new RegExp(`userfaultfd: the object ${http.url}/data.bin could not serve .*503`))
+  await http.send({ fail: 0 })
+})
+
 run('plain HTTP Range requests from a node:http server: every byte, and a 404 when the source is made', async (t) => {
   const file = join(dir, 'plain.bin')
   const size = 5 * MiB + 77

@@ -146,6 +146,11 @@ export declare class NativeSource {
   /** An object source's counters (`undefined` for other sources). */
   get objectStats(): NativeObjectStats | null
   /**
+   * An object source's pages that got the fallback because the store failed (`undefined` for
+   * other sources).
+   */
+  fallbackPages(): Array<NativeFallbackPage> | null
+  /**
    * Reads the first `chunks` chunks (all by default) straight from the store, without the
    * caches (the bench's baseline).
    */
@@ -320,6 +325,12 @@ export interface NativeFailure {
   status?: number
 }
 
+/** A page whose fault got the fallback because the store failed. */
+export interface NativeFallbackPage {
+  region: number
+  offset: number
+}
+
 /** Where pages move from, for a fault's `move`. */
 export interface NativeFaultMove {
   fromOffset: number
@@ -365,6 +376,7 @@ export interface NativeObjectOptions {
   retryTimeoutMs: number
   connectTimeoutMs: number
   requestTimeoutMs: number
+  refetchAfterOutage: boolean
 }
 
 /** An object source's counters. */
@@ -378,6 +390,10 @@ export interface NativeObjectStats {
   diskWrites: number
   faults: number
   cachedBytes: number
+  outages: number
+  recoveries: number
+  fallbackPages: number
+  refetchedPages: number
   size: number
   etag?: string
 }

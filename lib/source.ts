@@ -62,6 +62,15 @@ export interface ObjectStoreSourceOptions {
   connectTimeoutMs?: number
   /** One request, body included. Default 30000. */
   requestTimeoutMs?: number
+  /**
+   * A request that fails past the retry bound with a transient failure takes the store as down:
+   * until a probe in the background (with the retry backoff) gets an answer, every fault on the
+   * source gets the fallback at once, and one `'error'` says so per outage (the others are counted
+   * in `objectStats.fallbackPages`). With this option, the pages that got the fallback during the
+   * outage are discarded when the store answers again, so they fault and are read from it; what
+   * was written to them meanwhile is lost. Default false: they keep the fallback's zeros.
+   */
+  refetchAfterOutage?: boolean
   /** Where the `AWS_*` variables are read. Default `process.env`. */
   env?: Record<string, string | undefined>
 }
@@ -86,10 +95,26 @@ export interface ObjectSourceStats {
   faults: number
   /** Bytes of chunks held in memory now. */
   cachedBytes: number
+  /** Times the store was found down (a request failed past the retry bound). */
+  outages: number
+  /** Times a probe found it answering again after an outage: down while `outages > recoveries`. */
+  recoveries: number
+  /** Pages whose fault got the fallback because the store failed (said once per outage). */
+  fallbackPages: number
+  /** Of those, pages discarded when the store answered again (`refetchAfterOutage`), to be read again. */
+  refetchedPages: number
   /** The object's size when the source was made. */
   size: number
   /** The object's ETag when the source was made, if the store gave one. */
   etag?: string
+}
+
+/** A page whose fault got the fallback because the store failed: {@link Source.fallbackPages}. */
+export interface ObjectFallbackPage {
+  /** The region's id (`region.id`). */
+  region: number
+  /** The page's offset in the region. */
+  offset: number
 }
 
 /**
@@ -103,6 +128,8 @@ export interface ObjectStoreSource extends Source {
   readonly size: number
   /** The source's counters (requests, bytes fetched, retries, cache hits). */
   readonly objectStats: ObjectSourceStats
+  /** See {@link Source.fallbackPages}. */
+  fallbackPages(): ObjectFallbackPage[]
 }
 
 /**
@@ -217,6 +244,16 @@ export class Source {
   }
 
   /**
+   * An object-store source's pages (of regions still open) whose fault got the fallback because
+   * the store failed, oldest first, the latest 65536: they hold the fallback's zeros, unless
+   * `refetchAfterOutage` discarded them when the store answered again (they are then no longer
+   * listed). Undefined for other sources.
+   */
+  fallbackPages(): ObjectFallbackPage[] | undefined {
+    return this.#native.fallbackPages() ?? undefined
+  }
+
+  /**
    * Reads the object's first `chunks` chunks (all by default) straight from the store with the
    * source's concurrency and chunk size, without userfaultfd or caches: the raw bandwidth (or one
    * request) the bench compares the source with.
@@ -278,5 +315,6 @@ function objectOptions(url: string, options: ObjectStoreSourceOptions): NativeOb
     retryTimeoutMs: integer('options.retry.timeoutMs', retry.timeoutMs ?? 10_000),
     connectTimeoutMs: integer('options.connectTimeoutMs', options.connectTimeoutMs ?? 5000),
     requestTimeoutMs: integer('options.requestTimeoutMs', options.requestTimeoutMs ?? 30_000),
+    refetchAfterOutage: optionalBoolean('options.refetchAfterOutage', options.refetchAfterOutage, false),
   }
 }

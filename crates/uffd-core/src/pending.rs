@@ -7,11 +7,12 @@
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::fallback::source_failed_notice;
+use crate::fallback::{source_failed_notice, Fell};
 use crate::fault::{Fault, FaultKind};
 use crate::object_source::runtime::runtime;
 use crate::object_source::{ObjectSource, Plan};
-use crate::region::Region;
+use crate::options::Fallback;
+use crate::region::{MemoryKind, Region};
 use crate::resolve::{Park, Protect, Wake};
 use crate::source::{Served, Source};
 use crate::stats::bump;
@@ -64,8 +65,8 @@ pub fn serve_later(
     let what = served.source().describe();
     let object: Arc<ObjectSource> = object.clone();
     runtime.spawn(async move {
-        let read = object.read(plan).await;
-        complete(&engine, &fault, plan, end, read, &what);
+        let read = object.clone().read(plan).await;
+        complete(&engine, &object, &fault, plan, end, read, &what);
     });
     true
 }
@@ -93,15 +94,29 @@ fn hold(
 }
 
 /// A held fault whose source failed: the fallback resolves it and a `SourceFailed` notice says
-/// why (`what` names the source). Nothing if the fault was settled meanwhile.
-fn fail(engine: &Engine, id: u64, what: &str, err: Error) {
+/// why (`what` names the source), before the fallback wakes its thread. While the store is down
+/// one fault says so per outage; the others are counted (`fallback_pages`). Nothing if the fault
+/// was settled meanwhile.
+fn fail(engine: &Engine, object: &ObjectSource, id: u64, what: &str, err: Error) {
     let Some(entry) = engine.table().take(id) else {
         return;
     };
     bump(&engine.resolver.counters.errors);
     let fault = entry.fault;
-    let notice = engine.fall_back(&fault, Park::UntilRead).or_say(|| source_failed_notice(fault, what, err));
-    engine.say(notice);
+    if object.fell_back(&fault.region, fault.offset, fault.region.page_size()) {
+        let notice = source_failed_notice(fault.clone(), what, err);
+        if engine.options.fallback == Fallback::Sigbus && fault.region.kind() != MemoryKind::Remote {
+            // A thread of this process gets SIGBUS, which ends the process before any event is
+            // read: the reason is written where it is seen first.
+            eprintln!("userfaultfd: {} (with fallback 'sigbus': the thread gets SIGBUS)", notice.message);
+        }
+        // Said before the fallback wakes the thread: when it runs again (a SIGBUS, a zero page
+        // it acts on), the word is on its way already.
+        engine.say(notice);
+    }
+    if let Fell::Failed(notice) = engine.fall_back(&fault, Park::UntilRead) {
+        engine.say(notice);
+    }
 }
 
 /// Who had to resolve a fault, for a timeout's message: a held fault is its object source's.
@@ -114,10 +129,18 @@ pub fn resolver_of(engine: &Engine, fault: &Fault) -> String {
 
 /// Maps what was read for a held fault from its page on (clipped to its registration and region,
 /// zeros after the object's end) and wakes it; or, if the read failed, falls back.
-fn complete(engine: &Engine, fault: &Fault, plan: Plan, end: usize, read: Result<Bytes>, what: &str) {
+fn complete(
+    engine: &Engine,
+    object: &ObjectSource,
+    fault: &Fault,
+    plan: Plan,
+    end: usize,
+    read: Result<Bytes>,
+    what: &str,
+) {
     let bytes = match read {
         Ok(bytes) => bytes,
-        Err(err) => return fail(engine, fault.id, what, err),
+        Err(err) => return fail(engine, object, fault.id, what, err),
     };
     if engine.in_flight(fault.id).is_none() {
         // Settled meanwhile (its deadline passed, its region or the fd closed): the bytes stay cached.
@@ -163,7 +186,7 @@ fn complete(engine: &Engine, fault: &Fault, plan: Plan, end: usize, read: Result
         }
         Err(err) => {
             resolver.counters.native.fetch_sub(1, Ordering::Relaxed);
-            fail(engine, fault.id, what, err);
+            fail(engine, object, fault.id, what, err);
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct NativeObjectStats {
     pub disk_writes: f64,
     pub faults: f64,
     pub cached_bytes: f64,
+    pub outages: f64,
+    pub recoveries: f64,
+    pub fallback_pages: f64,
+    pub refetched_pages: f64,
     pub size: f64,
     pub etag: Option<String>,
 }
@@ -38,9 +42,28 @@ pub(crate) fn stats_of(object: &ObjectSource) -> NativeObjectStats {
         disk_writes: s.disk_writes as f64,
         faults: s.faults as f64,
         cached_bytes: s.cached_bytes as f64,
+        outages: s.outages as f64,
+        recoveries: s.recoveries as f64,
+        fallback_pages: s.fallback_pages as f64,
+        refetched_pages: s.refetched_pages as f64,
         size: object.size() as f64,
         etag: object.etag().map(Into::into),
     }
+}
+
+/// A page whose fault got the fallback because the store failed.
+#[napi(object, object_from_js = false)]
+pub struct NativeFallbackPage {
+    pub region: f64,
+    pub offset: f64,
+}
+
+pub(crate) fn fallback_pages_of(object: &ObjectSource) -> Vec<NativeFallbackPage> {
+    object
+        .fallback_pages()
+        .into_iter()
+        .map(|(region, offset)| NativeFallbackPage { region: region as f64, offset: offset as f64 })
+        .collect()
 }
 
 /// The whole object read straight from the store (the bench's baseline), and how long it took.

@@ -187,6 +187,7 @@ pub struct NativeObjectOptions {
     pub retry_timeout_ms: f64,
     pub connect_timeout_ms: f64,
     pub request_timeout_ms: f64,
+    pub refetch_after_outage: bool,
 }
 
 /// The core's options of an object source. An absent endpoint, region or cache directory is none
@@ -221,5 +222,6 @@ pub(crate) fn object_options(env: &Env, options: NativeObjectOptions) -> Result<
             max_delay: ms("retry.maxDelayMs", options.retry_max_delay_ms)?,
             timeout: ms("retry.timeoutMs", options.retry_timeout_ms)?,
         },
+        refetch_after_outage: options.refetch_after_outage,
     })
 }

@@ -2,7 +2,7 @@
 
 use crate::args::{to_opt_usize, to_usize};
 use crate::errors::{invalid, OrThrow};
-use crate::object_store::{stats_of, NativeObjectStats, ReadRaw};
+use crate::object_store::{fallback_pages_of, stats_of, NativeFallbackPage, NativeObjectStats, ReadRaw};
 use napi::bindgen_prelude::{AsyncTask, Uint8Array};
 use napi::Env;
 use napi_derive::napi;
@@ -73,6 +73,13 @@ impl NativeSource {
     #[napi(getter)]
     pub fn object_stats(&self) -> Option<NativeObjectStats> {
         self.source.object().map(|object| stats_of(object))
+    }
+
+    /// An object source's pages that got the fallback because the store failed (`undefined` for
+    /// other sources).
+    #[napi]
+    pub fn fallback_pages(&self) -> Option<Vec<NativeFallbackPage>> {
+        self.source.object().map(|object| fallback_pages_of(object))
     }
 
     /// Reads the first `chunks` chunks (all by default) straight from the store, without the

@@ -12,4 +12,8 @@ pub(crate) struct ObjectCounters {
     pub(crate) disk_hits: AtomicU64,
     pub(crate) disk_writes: AtomicU64,
     pub(crate) faults: AtomicU64,
+    pub(crate) outages: AtomicU64,
+    pub(crate) recoveries: AtomicU64,
+    pub(crate) fallback_pages: AtomicU64,
+    pub(crate) refetched_pages: AtomicU64,
 }

@@ -2,6 +2,7 @@
 //! read when the source was made (`If-Match`, and the answer's ETag and size checked), retried with
 //! exponential backoff while the failure is transient and the bound allows, and counted.
 
+use super::breaker::Breaker;
 use super::counters::ObjectCounters;
 use super::store::{remote_error, transient};
 use crate::error::{Error, Result};
@@ -54,13 +55,16 @@ pub(crate) struct Fetcher {
 
 impl Fetcher {
     /// The bytes of `range` (within the object), fetched once however many times it is retried.
-    pub(crate) async fn get(&self, range: Range<u64>) -> Result<Bytes> {
+    /// While `breaker` says the store is down, no try starts: the outage's cause is the answer.
+    pub(crate) async fn get(&self, range: Range<u64>, breaker: &Breaker) -> Result<Bytes> {
         let started = Instant::now();
         let mut delay = self.retry.initial_delay;
         let mut tries = 0;
         loop {
+            breaker.check(&self.url)?;
             let result = {
                 let _permit = self.permits.acquire().await.map_err(|_| self.closed())?;
+                breaker.check(&self.url)?;
                 self.get_once(range.clone()).await
             };
             match result {
@@ -89,6 +93,15 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// One try at the object's first byte, uncounted and without a permit: whether the store
+    /// answers again after an outage.
+    pub(crate) async fn probe(&self) -> Result<()> {
+        if self.size == 0 {
+            return Ok(());
+        }
+        self.get_once(0..1).await.map(|_| ())
     }
 
     async fn get_once(&self, range: Range<u64>) -> Result<Bytes> {

@@ -9,6 +9,7 @@
 //! chunk's pages and wakes it (`pending.rs`). Sequential faults read ahead by whole chunks; random
 //! ones shrink the request down to the faulting page, as the file source's adaptive readahead does.
 
+mod breaker;
 mod chunks;
 mod counters;
 mod disk;
@@ -21,20 +22,25 @@ pub use fetch::RetryPolicy;
 pub use store::{Credentials, Location, StoreOptions};
 
 use crate::error::{Error, Result};
+use crate::region::Region;
+use breaker::Breaker;
 use bytes::Bytes;
 use chunks::ChunkCache;
 use counters::ObjectCounters;
 use disk::DiskCache;
 use fetch::Fetcher;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Semaphore};
 
 const OP: &str = "objectStore";
+
+/// Pages listed as having got the fallback, at most: the oldest go first.
+const FELL_BACK_LISTED: usize = 65536;
 
 /// How an object source reads and caches.
 #[derive(Debug, Clone)]
@@ -53,6 +59,9 @@ pub struct ObjectOptions {
     /// A directory shared by the processes of the machine; `None`: no disk cache.
     pub cache_dir: Option<PathBuf>,
     pub retry: RetryPolicy,
+    /// Pages that got the fallback while the store was down are discarded when it answers again,
+    /// so they fault again and are read from the store (what was written to them since is lost).
+    pub refetch_after_outage: bool,
 }
 
 impl Default for ObjectOptions {
@@ -68,6 +77,7 @@ impl Default for ObjectOptions {
             memory_cache: 2 * concurrency * chunk_size,
             cache_dir: None,
             retry: RetryPolicy::default(),
+            refetch_after_outage: false,
         }
     }
 }
@@ -89,6 +99,14 @@ pub struct ObjectStats {
     pub faults: u64,
     /// Bytes of chunks held in memory now.
     pub cached_bytes: u64,
+    /// Times the store was found down (a request failed past its retry bound), and times a probe
+    /// found it answering again after that.
+    pub outages: u64,
+    pub recoveries: u64,
+    /// Pages whose fault got the fallback because the store failed, and of those, pages discarded
+    /// when it answered again (`refetch_after_outage`).
+    pub fallback_pages: u64,
+    pub refetched_pages: u64,
 }
 
 /// An object in a store, read in chunks. Made by [`ObjectSource::open`], which reads its size and
@@ -104,6 +122,20 @@ pub struct ObjectSource {
     loading: Mutex<HashMap<u64, Vec<oneshot::Sender<Result<Bytes>>>>>,
     window: Mutex<Window>,
     pub(crate) counters: Arc<ObjectCounters>,
+    breaker: Breaker,
+    refetch_after_outage: bool,
+    /// Pages whose fault got the fallback because the store failed (the latest `FELL_BACK_LISTED`),
+    /// to list, and to discard when the store answers again (with `refetch_after_outage`).
+    fell_back: Mutex<VecDeque<FellBack>>,
+}
+
+/// A page whose fault got the fallback because the store failed.
+struct FellBack {
+    region: Weak<Region>,
+    offset: usize,
+    len: usize,
+    /// While the store was down (not, say, an object replaced under the source).
+    in_outage: bool,
 }
 
 /// The adaptive request size: it doubles while faults follow each other and halves on a jump.
@@ -171,6 +203,9 @@ impl ObjectSource {
             loading: Mutex::new(HashMap::new()),
             window: Mutex::new(Window { start: 0, next: None, bytes: options.chunk_size as u64 }),
             counters,
+            breaker: Breaker::new(),
+            refetch_after_outage: options.refetch_after_outage,
+            fell_back: Mutex::new(VecDeque::new()),
         }))
     }
 
@@ -201,6 +236,10 @@ impl ObjectSource {
             disk_writes: get(&c.disk_writes),
             faults: get(&c.faults),
             cached_bytes: self.cache.bytes() as u64,
+            outages: get(&c.outages),
+            recoveries: get(&c.recoveries),
+            fallback_pages: get(&c.fallback_pages),
+            refetched_pages: get(&c.refetched_pages),
         }
     }
 
@@ -272,7 +311,93 @@ impl ObjectSource {
                 return Ok(bytes);
             }
         }
-        self.fetcher.get(plan.start..end).await
+        self.fetch(plan.start..end).await
+    }
+
+    /// A range request through the breaker: fails at once while the store is down; a transient
+    /// failure past the retry bound takes it as down, and a probe then looks for it to answer.
+    async fn fetch(self: &Arc<Self>, range: Range<u64>) -> Result<Bytes> {
+        let result = self.fetcher.get(range, &self.breaker).await;
+        if let Err(err) = &result {
+            if store::transient(err) && self.breaker.trip(err) {
+                self.counters.outages.fetch_add(1, Ordering::Relaxed);
+                self.spawn_probe();
+            }
+        }
+        result
+    }
+
+    /// Tries the store in the background, with the retry policy's backoff, until it answers;
+    /// then service resumes (and, if asked, the pages that got the fallback are discarded).
+    fn spawn_probe(self: &Arc<Self>) {
+        let source = Arc::downgrade(self);
+        let retry = self.fetcher.retry;
+        let Ok(runtime) = runtime::runtime() else {
+            // No runtime, no requests either: nothing would ever trip the breaker. Never stuck down.
+            self.breaker.close();
+            return;
+        };
+        runtime.spawn(async move {
+            let mut delay = retry.initial_delay.max(Duration::from_millis(1));
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(retry.max_delay.max(Duration::from_millis(1)));
+                // A source dropped meanwhile: nobody to serve.
+                let Some(source) = source.upgrade() else { return };
+                match source.fetcher.probe().await {
+                    Err(err) if store::transient(&err) => continue,
+                    // An answer, even a refusal: the store is up; its faults say the rest.
+                    _ => return source.recover(),
+                }
+            }
+        });
+    }
+
+    /// The store answered again: requests go to it, and the pages that got the fallback in the
+    /// outage are discarded (with `refetch_after_outage`) so that they fault and are read again.
+    fn recover(&self) {
+        let mut pages = Vec::new();
+        if self.refetch_after_outage {
+            let mut listed = self.fell_back.lock().unwrap_or_else(|p| p.into_inner());
+            let (outage, other): (VecDeque<_>, VecDeque<_>) = listed.drain(..).partition(|page| page.in_outage);
+            *listed = other;
+            pages.extend(outage);
+        }
+        if self.breaker.close() {
+            self.counters.recoveries.fetch_add(1, Ordering::Relaxed);
+        }
+        for page in pages {
+            if let Some(region) = page.region.upgrade().filter(|r| !r.is_closed()) {
+                if region.discard(page.offset, page.len).is_ok() {
+                    self.counters.refetched_pages.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// A fault at `offset` of `region` got the fallback because the source failed: counted and
+    /// listed (and discarded when the store answers again, with `refetch_after_outage`). Returns
+    /// whether to say so: always for a failure that is not an outage, once per outage.
+    pub(crate) fn fell_back(&self, region: &Arc<Region>, offset: usize, len: usize) -> bool {
+        self.counters.fallback_pages.fetch_add(1, Ordering::Relaxed);
+        let page = FellBack { region: Arc::downgrade(region), offset, len, in_outage: self.breaker.is_down() };
+        let mut listed = self.fell_back.lock().unwrap_or_else(|p| p.into_inner());
+        if listed.len() >= FELL_BACK_LISTED {
+            listed.pop_front();
+        }
+        listed.push_back(page);
+        drop(listed);
+        self.breaker.should_say()
+    }
+
+    /// The pages (region id, offset) of regions still open whose fault got the fallback because
+    /// the store failed, oldest first (the latest 65536), less those discarded to be read again.
+    pub fn fallback_pages(&self) -> Vec<(u64, usize)> {
+        let listed = self.fell_back.lock().unwrap_or_else(|p| p.into_inner());
+        listed
+            .iter()
+            .filter_map(|page| page.region.upgrade().filter(|r| !r.is_closed()).map(|r| (r.id(), page.offset)))
+            .collect()
     }
 
     fn is_loading(&self, index: u64) -> bool {
@@ -335,11 +460,11 @@ impl ObjectSource {
     }
 
     /// Reads a chunk from the disk cache, or fetches it (once per machine when the cache is shared).
-    async fn load(&self, index: u64) -> Result<Bytes> {
+    async fn load(self: &Arc<Self>, index: u64) -> Result<Bytes> {
         let range = self.chunk_range(index);
         let len = (range.end - range.start) as usize;
         let Some(disk) = &self.disk else {
-            return self.fetcher.get(range).await;
+            return self.fetch(range).await;
         };
         let hit = || {
             self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
@@ -357,7 +482,7 @@ impl ObjectSource {
                     hit();
                     return Ok(bytes);
                 }
-                let bytes = self.fetcher.get(range).await?;
+                let bytes = self.fetch(range).await?;
                 if disk.write(index, &bytes).is_ok() {
                     self.counters.disk_writes.fetch_add(1, Ordering::Relaxed);
                 }
@@ -370,7 +495,7 @@ impl ObjectSource {
                 return Ok(bytes);
             }
             if Instant::now() > give_up {
-                return self.fetcher.get(range).await;
+                return self.fetch(range).await;
             }
         }
     }
@@ -417,7 +542,7 @@ impl ObjectSource {
             let mut tasks = tokio::task::JoinSet::new();
             for index in 0..chunks.unwrap_or(u64::MAX).min(source.chunks()) {
                 let source = source.clone();
-                tasks.spawn(async move { source.fetcher.get(source.chunk_range(index)).await.map(|b| b.len() as u64) });
+                tasks.spawn(async move { source.fetch(source.chunk_range(index)).await.map(|b| b.len() as u64) });
             }
             let mut total = 0;
             while let Some(done) = tasks.join_next().await {
