@@ -2,6 +2,7 @@
 // crosses into a range the VM unmapped, the counters of a VM that exits while its prefetch runs.
 // The stand-in VM keeps its userfaultfd and asks for no EVENT_UNMAP, as Firecracker does: the
 // server is not told of an unmap.
+import { readdirSync } from 'node:fs'
 import test from 'ava'
 import { serveFirecracker } from 'userfaultfd'
 import { errorsOf, nextSummary, vmKit } from './helpers/vm'
@@ -54,4 +55,29 @@ test('a VM that exits while its prefetch runs: the summary counts the pages the 
   t.is(summary.faults, 0)
   t.true(summary.pagesMapped >= 512 && summary.pagesMapped < regions * pages, `exited while the prefetch ran: ${JSON.stringify(summary)}`)
   t.is(summary.prefetchedPages, summary.pagesMapped, `every page mapped was the prefetch’s: ${JSON.stringify(summary)}`)
+})
+
+test('a VM of many regions leaves no descriptor open after it ends: its regions share the memory file’s', async (t) => {
+  const regions = 2000
+  const mem = kit.memoryFile('regions.mem', regions)
+  const socket = kit.socketPath()
+  const server = serveFirecracker({ socket, memoryFile: mem, prefetch: false })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const open = () => readdirSync('/proc/self/fd').length
+  const before = open()
+  const served = nextSummary(server, 60_000)
+  // It waits before touching memory: a fault before its region is set up is another finding of issue 18.
+  const vm = kit.startPeer(socket, mem, 1, ['--regions', String(regions), '--delay-ms', '1500'])
+  const { code, signal, out } = await vm.exit
+  const summary = await served
+  t.deepEqual([code, signal], [0, null], `${out} ${JSON.stringify(summary)}`)
+  t.regex(out, /"pages":2000,"wrong":0/)
+  t.is(summary.outcome, 'served')
+  t.deepEqual(
+    errors.map((e) => e.message),
+    [],
+  )
+  // A descriptor a region held until the garbage collector came would be 2,000 here.
+  t.true(open() - before < 50, `${open() - before} descriptors more than before the VM`)
 })

@@ -44,7 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_REGIONS 8
+#define MAX_REGIONS 16384
 
 #include "send-fd.h"
 
@@ -103,21 +103,23 @@ int main(int argc, char **argv) {
   struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE};
   if (ioctl(uffd, UFFDIO_API, &api) < 0) die("UFFDIO_API");
 
-  unsigned char *mem[MAX_REGIONS];
-  char body[4096];
-  int at = snprintf(body, sizeof body, "[");
+  unsigned char **mem = calloc((size_t)regions, sizeof *mem);
+  size_t body_size = 4096 + (size_t)regions * 160;
+  char *body = malloc(body_size);
+  if (!mem || !body) die("malloc");
+  int at = snprintf(body, body_size, "[");
   for (int r = 0; r < regions; r++) {
     int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (huge ? MAP_HUGETLB : 0);
     mem[r] = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (mem[r] == MAP_FAILED) die("mmap");
     struct uffdio_register reg = {.range = {.start = (uintptr_t)mem[r], .len = size}, .mode = UFFDIO_REGISTER_MODE_MISSING};
     if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) die("UFFDIO_REGISTER");
-    at += snprintf(body + at, sizeof body - at,
+    at += snprintf(body + at, body_size - at,
                    "%s{\"base_host_virt_addr\":%lu,\"size\":%zu,\"offset\":%zu,\"page_size\":%zu,\"page_size_kib\":%zu}",
                    r ? "," : "", (unsigned long)(uintptr_t)mem[r], size, (size_t)r * size, page, page);
   }
-  snprintf(body + at, sizeof body - at, "]");
-  if (bad_body) snprintf(body, sizeof body, "[{\"base_host_virt_addr\": oops");
+  snprintf(body + at, body_size - at, "]");
+  if (bad_body) snprintf(body, body_size, "[{\"base_host_virt_addr\": oops");
   if (half_body) body[strlen(body) / 2] = 0;
   int sent = uffd;
   if (send_pipe) {
