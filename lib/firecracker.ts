@@ -109,6 +109,10 @@ interface Restore {
   readonly process: PeerProcess | undefined
   replayed: number
   prefetched: number
+  /** Settles when the trace replay and the prefetch have ended (a VM that exits ends them). */
+  filled: Promise<void>
+  /** When its userfaultfd closed (the VM exited, or was killed). */
+  endedAt?: number
   outcome: VmSummary['outcome']
   error?: string
 }
@@ -277,6 +281,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       recorder: this.#options.record === undefined ? undefined : new TraceRecorder(),
       replayed: 0,
       prefetched: 0,
+      filled: Promise.resolve(),
       outcome: 'running',
       process: peerProcessOf(adoption),
     }
@@ -305,7 +310,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       this.#kill(restore, (error as Error).message)
       return
     }
-    void this.#fill(restore, uffd, regions, offsets)
+    restore.filled = this.#fill(restore, uffd, regions, offsets)
   }
 
   /** The memory must cover every region the VM registered (as the files are now). */
@@ -349,12 +354,21 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     try {
       if (this.#trace) {
         const plan = replayPlan(this.#trace, regions, offsets)
-        const replays = plan.map(({ region, ranges }) => uffd.prefetch(region, ranges, { chunkPages: 64 }))
-        for (const result of await Promise.all(replays)) restore.replayed += result.mapped
+        // Each region's pages are counted as its replay ends, whatever becomes of the others.
+        const replays = plan.map(({ region, ranges }) =>
+          uffd.prefetch(region, ranges, { chunkPages: 64 }).then((result) => {
+            restore.replayed += result.mapped
+          }),
+        )
+        await settledAll(replays)
       }
-      if (this.#options.prefetch) {
-        const rest = await Promise.all(regions.map((region) => uffd.prefetch(region, undefined, { chunkPages: 512 })))
-        for (const result of rest) restore.prefetched += result.mapped
+      if (this.#options.prefetch && !uffd.closed) {
+        const rest = regions.map((region) =>
+          uffd.prefetch(region, undefined, { chunkPages: 512 }).then((result) => {
+            restore.prefetched += result.mapped
+          }),
+        )
+        await settledAll(rest)
       }
     } catch (error) {
       // The VM exiting midway closes the userfaultfd: that is not a failure to serve it.
@@ -376,9 +390,17 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   }
 
   #ended(restore: Restore): void {
-    if (!this.#restores.delete(restore)) return
+    if (restore.endedAt !== undefined) return
+    restore.endedAt = Date.now()
     restore.process?.close()
     if (restore.outcome === 'running') restore.outcome = 'served'
+    // The summary counts what the replay and the prefetch mapped: they end soon after the
+    // userfaultfd closes (a VM that exits while they run), and their counts come in as they do.
+    void restore.filled.then(() => this.#finish(restore))
+  }
+
+  #finish(restore: Restore): void {
+    if (!this.#restores.delete(restore)) return
     const summary = this.#summary(restore)
     if (restore.recorder && this.#options.record) {
       try {
@@ -413,7 +435,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       faultP99Micros: latency.p99Micros,
       replayedPages: Math.round(restore.replayed / page),
       prefetchedPages: Math.round(restore.prefetched / page),
-      durationMs: Date.now() - restore.started,
+      durationMs: (restore.endedAt ?? Date.now()) - restore.started,
     }
   }
 
@@ -548,4 +570,10 @@ export function replayPlan(
 /** Starts serving Firecracker restores on `options.socket`; see {@link FirecrackerServer}. */
 export function serveFirecracker(options: FirecrackerOptions): FirecrackerServer {
   return new FirecrackerServer(options)
+}
+
+/** Waits for every promise to settle; the first rejection, if any, is thrown once all have. */
+async function settledAll(promises: Promise<void>[]): Promise<void> {
+  const failed = (await Promise.allSettled(promises)).find((result) => result.status === 'rejected')
+  if (failed) throw failed.reason
 }

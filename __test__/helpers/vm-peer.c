@@ -22,6 +22,10 @@
  *                    child's) and exits; once it is reaped, this process sends the handshake on
  *                    that socket and goes on
  *   --send-delay-ms N connect, print {"connected":true}, wait N ms, then send the handshake
+ *   --unmap P:N      after the handshake, unmap N pages from page P of region 0 (part of a registered
+ *                    range gone; no EVENT_UNMAP tells the server, as with Firecracker), and skip them
+ *   --exit-when-present P  touch nothing: wait until page P of region 0 is present (mapped by the
+ *                    server's prefetch; mincore), then print {"exiting":true} and exit 0 at once
  * Prints one JSON line: {"pages":..,"wrong":..,"balloon_wrong":..}; exits 0 if nothing was wrong.
  */
 #define _GNU_SOURCE
@@ -40,7 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_REGIONS 8
+#define MAX_REGIONS 16384
 
 #include "send-fd.h"
 
@@ -62,7 +66,8 @@ int main(int argc, char **argv) {
   size_t pages = strtoul(argv[3], NULL, 10);
   int regions = 1, huge = 0;
   long delay_ms = 0, hang_after = -1;
-  size_t balloon_at = 0, balloon_pages = 0;
+  size_t balloon_at = 0, balloon_pages = 0, unmap_at = 0, unmap_pages = 0;
+  long exit_when_present = -1;
   const char *order = NULL;
   int bad_body = 0, half_body = 0, send_pipe = 0, connect_from_child = 0;
   long send_delay_ms = 0;
@@ -77,7 +82,10 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--send-pipe") == 0) send_pipe = 1;
     else if (strcmp(argv[i], "--connect-from-child") == 0) connect_from_child = 1;
     else if (strcmp(argv[i], "--send-delay-ms") == 0 && i + 1 < argc) send_delay_ms = atol(argv[++i]);
-    else if (strcmp(argv[i], "--balloon") == 0 && i + 1 < argc) {
+    else if (strcmp(argv[i], "--exit-when-present") == 0 && i + 1 < argc) exit_when_present = atol(argv[++i]);
+    else if (strcmp(argv[i], "--unmap") == 0 && i + 1 < argc) {
+      if (sscanf(argv[++i], "%zu:%zu", &unmap_at, &unmap_pages) != 2) die("--unmap P:N");
+    } else if (strcmp(argv[i], "--balloon") == 0 && i + 1 < argc) {
       if (sscanf(argv[++i], "%zu:%zu", &balloon_at, &balloon_pages) != 2) die("--balloon P:N");
     } else {
       fprintf(stderr, "vm-peer: unknown option %s\n", argv[i]);
@@ -95,21 +103,23 @@ int main(int argc, char **argv) {
   struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE};
   if (ioctl(uffd, UFFDIO_API, &api) < 0) die("UFFDIO_API");
 
-  unsigned char *mem[MAX_REGIONS];
-  char body[4096];
-  int at = snprintf(body, sizeof body, "[");
+  unsigned char **mem = calloc((size_t)regions, sizeof *mem);
+  size_t body_size = 4096 + (size_t)regions * 160;
+  char *body = malloc(body_size);
+  if (!mem || !body) die("malloc");
+  int at = snprintf(body, body_size, "[");
   for (int r = 0; r < regions; r++) {
     int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (huge ? MAP_HUGETLB : 0);
     mem[r] = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (mem[r] == MAP_FAILED) die("mmap");
     struct uffdio_register reg = {.range = {.start = (uintptr_t)mem[r], .len = size}, .mode = UFFDIO_REGISTER_MODE_MISSING};
     if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) die("UFFDIO_REGISTER");
-    at += snprintf(body + at, sizeof body - at,
+    at += snprintf(body + at, body_size - at,
                    "%s{\"base_host_virt_addr\":%lu,\"size\":%zu,\"offset\":%zu,\"page_size\":%zu,\"page_size_kib\":%zu}",
                    r ? "," : "", (unsigned long)(uintptr_t)mem[r], size, (size_t)r * size, page, page);
   }
-  snprintf(body + at, sizeof body - at, "]");
-  if (bad_body) snprintf(body, sizeof body, "[{\"base_host_virt_addr\": oops");
+  snprintf(body + at, body_size - at, "]");
+  if (bad_body) snprintf(body, body_size, "[{\"base_host_virt_addr\": oops");
   if (half_body) body[strlen(body) / 2] = 0;
   int sent = uffd;
   if (send_pipe) {
@@ -149,10 +159,29 @@ int main(int argc, char **argv) {
     nanosleep(&pause, NULL);
   }
 
+  if (exit_when_present >= 0) {
+    if ((size_t)exit_when_present >= pages) die("--exit-when-present past the region");
+    unsigned char present = 0;
+    struct timespec poll = {.tv_sec = 0, .tv_nsec = 50000};
+    for (;;) {
+      if (mincore(mem[0] + (size_t)exit_when_present * page, page, &present) < 0) die("mincore");
+      if (present & 1) break;
+      nanosleep(&poll, NULL);
+    }
+    printf("{\"exiting\":true}\n");
+    fflush(stdout);
+    _exit(0);
+  }
+
   /* Touch pages in the order given (region 0), then every page, checking each byte. */
   unsigned char *scratch = malloc(page);
   unsigned char *touched = calloc((size_t)regions * pages, 1);
   if (!scratch || !touched) die("malloc");
+  if (unmap_pages > 0) {
+    if (unmap_at + unmap_pages > pages) die("--unmap past the region");
+    if (munmap(mem[0] + unmap_at * page, unmap_pages * page) < 0) die("munmap");
+    memset(touched + unmap_at, 1, unmap_pages);
+  }
   size_t wrong = 0, read = 0;
   if (order) {
     FILE *list = fopen(order, "r");

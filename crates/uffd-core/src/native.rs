@@ -45,7 +45,12 @@ pub fn serve(
                 // Removed since it was mapped: zeros, as its owner's kernel would give it.
                 bump(&resolver.counters.native);
                 let len = run_end.min(end).saturating_sub(offset).max(page).min(end - offset);
-                return Some(map_zeros(resolver, region, offset, len, scratch, park));
+                return Some(match map_zeros(resolver, region, offset, len, scratch, park) {
+                    Err(err) if len > page && gone_under(&err) => {
+                        map_zeros(resolver, region, offset, page, scratch, park)
+                    }
+                    other => other,
+                });
             }
             Err(Some(next_removed)) => end = end.min(next_removed),
             Err(None) => {}
@@ -56,6 +61,15 @@ pub fn serve(
     // Counted before the ioctl wakes the faulting thread, which may read the counters at once.
     bump(&resolver.counters.native);
     let result = match map_from(resolver, &served.source, region, offset, len, scratch, park) {
+        // The window reaches into a range the peer unmapped (or moved) without an event that told
+        // us (Firecracker asks for no EVENT_UNMAP): the kernel refuses the whole copy. The faulting
+        // page is still mapped, or it could not have faulted: map it alone.
+        Err(err) if len > page && gone_under(&err) => {
+            map_from(resolver, &served.source, region, offset, page, scratch, park)
+        }
+        other => other,
+    };
+    let result = match result {
         Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
             bump(&resolver.counters.eexist);
             resolver.wake(region, offset, page).map(|()| 0)
@@ -75,6 +89,13 @@ pub fn serve(
         }
     }
     Some(result)
+}
+
+/// Whether a mapping failed because part of its range is no longer there in the memory's process:
+/// unmapped or moved (ENOENT: no registered mapping covers the whole range; EFAULT: an address of
+/// it is not mapped). A range of one page that faulted cannot be gone, unless it went since.
+pub(crate) fn gone_under(err: &Error) -> bool {
+    matches!(err, Error::Sys { errno: Errno::ENOENT | Errno::EFAULT, .. })
 }
 
 /// Maps `len` bytes at `offset` of a region from a source, waking any thread waiting there.

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::fault::FaultKind;
-use crate::native::map_from;
+use crate::native::{gone_under, map_from};
 use crate::region::Region;
 use crate::resolve::{Park, Resolver};
 use crate::source::{Scratch, Served, Source};
@@ -63,7 +63,15 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
             let (source, source_end) = match &job.source {
                 Some(source) => (source.clone(), None),
                 None => {
-                    let (served, source_end) = registered_source(resolver, region, at)?;
+                    let (served, source_end) = match registered_source(resolver, region, at) {
+                        Ok(found) => found,
+                        // Closed while it ran (the VM exited): its registrations went with it.
+                        Err(Error::Closed { .. }) => {
+                            report.stopped = true;
+                            return Ok(report);
+                        }
+                        Err(err) => return Err(err),
+                    };
                     // A removed range is left to its next fault, which maps zeros.
                     match served.removed_at(at) {
                         Ok(run_end) => {
@@ -83,7 +91,20 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
                 break;
             }
             let len = chunk.min(end - at);
-            match map_from(resolver, &source, region, at, len, &mut scratch, Park::UntilRead) {
+            let mut result = map_from(resolver, &source, region, at, len, &mut scratch, Park::UntilRead);
+            if matches!(&result, Err(err) if len > page && gone_under(err)) {
+                // Part of the chunk was unmapped (or moved) by the memory's process, with no event
+                // that told us: the kernel refuses the whole chunk. Its pages one by one, leaving
+                // those that are gone.
+                match page_by_page(resolver, &source, region, at, len, &mut scratch, &mut report) {
+                    Ok(()) => {
+                        at += len;
+                        continue;
+                    }
+                    Err(err) => result = Err(err),
+                }
+            }
+            match result {
                 Ok(0) | Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
                     // The page at `at` is there already: skip it and go on from the next.
                     report.present += page;
@@ -105,12 +126,37 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
     Ok(report)
 }
 
+/// Maps `[at, at + len)` a page at a time, leaving the pages no longer mapped in the memory's
+/// process; counts the pages mapped and those already there in `report`.
+fn page_by_page(
+    resolver: &Resolver,
+    source: &Source,
+    region: &Region,
+    at: usize,
+    len: usize,
+    scratch: &mut Scratch,
+    report: &mut PrefetchReport,
+) -> Result<()> {
+    let page = region.page_size();
+    for offset in (at..at + len).step_by(page) {
+        match map_from(resolver, source, region, offset, page, scratch, Park::UntilRead) {
+            Ok(0) | Err(Error::Sys { errno: Errno::EEXIST, .. }) => report.present += page,
+            Ok(bytes) => report.mapped += bytes,
+            Err(err) if gone_under(&err) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 /// The source of the registration at `offset`, and where its bytes end if it falls through.
 fn registered_source(resolver: &Resolver, region: &Region, offset: usize) -> Result<(Arc<Served>, Option<usize>)> {
     let served = resolver.registration_at(region.address() + offset).and_then(|reg| reg.served);
-    let served = served.ok_or_else(|| {
-        Error::invalid("prefetch", format!("offset {offset} is registered without a source: pass one"))
-    })?;
+    let Some(served) = served else {
+        // Closing the userfaultfd drops its registrations: that is no missing source.
+        resolver.fd.check_open("prefetch")?;
+        return Err(Error::invalid("prefetch", format!("offset {offset} is registered without a source: pass one")));
+    };
     let end = served.end_for(offset, region.page_size());
     Ok((served, end))
 }

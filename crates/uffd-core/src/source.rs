@@ -149,6 +149,32 @@ pub struct FileLayer {
     size: u64,
 }
 
+/// The open files of live sources, by device and inode: a file opened again while a source holds
+/// it shares that source's descriptor. A VM restored from one memory file opens it once a region
+/// (thousands of regions), each JavaScript source freed only when collected: one descriptor each
+/// would stay open long after the VM ended (8,000 for an 8,000-region VM) and exhaust the limit.
+/// Reads are positionless (pread, and lseek that returns what it finds), so sharing is safe.
+fn shared(file: File, metadata: &std::fs::Metadata) -> Arc<File> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{OnceLock, Weak};
+    /// Device and inode.
+    type Key = (u64, u64);
+    static OPEN: OnceLock<Mutex<HashMap<Key, Weak<File>>>> = OnceLock::new();
+    if !metadata.is_file() {
+        return Arc::new(file);
+    }
+    let key = (metadata.dev(), metadata.ino());
+    let mut open = OPEN.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(held) = open.get(&key).and_then(Weak::upgrade) {
+        return held; // `file` is closed here: the held descriptor serves
+    }
+    open.retain(|_, held| held.strong_count() > 0);
+    let file = Arc::new(file);
+    open.insert(key, Arc::downgrade(&file));
+    file
+}
+
 /// What a file has at a region offset.
 enum Extent {
     /// Data, up to this region offset (where its next hole, or its end, begins).
@@ -184,7 +210,7 @@ impl FileLayer {
                 Err(e) => return Err(Error::sys("pread", errno(e), format!("{what} at offset {offset}"))),
             }
         }
-        Ok(FileLayer { file: Arc::new(file), offset, path: path.into(), size })
+        Ok(FileLayer { file: shared(file, &metadata), offset, path: path.into(), size })
     }
 
     fn available(&self, offset: usize) -> usize {
@@ -569,6 +595,24 @@ mod tests {
         let mut past = vec![1u8; PAGE];
         layer.read(9 * PAGE, &mut past).unwrap();
         assert!(past.iter().all(|&b| b == 0));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_opened_again_while_a_source_holds_it_shares_its_descriptor() {
+        let dir = temp_dir("shared");
+        let path = sparse(&dir, "shared", 2, |_| Some(5));
+        let (Source::File(a), Source::File(b)) = (Source::file(&path, 0).unwrap(), Source::file(&path, 4096).unwrap())
+        else {
+            panic!("files")
+        };
+        assert!(Arc::ptr_eq(&a.file, &b.file));
+        let mut out = vec![0u8; PAGE];
+        b.read(0, &mut out).unwrap();
+        assert!(out.iter().all(|&byte| byte == 5));
+        let other = sparse(&dir, "other", 1, |_| Some(6));
+        let Source::File(c) = Source::file(&other, 0).unwrap() else { panic!("a file") };
+        assert!(!Arc::ptr_eq(&a.file, &c.file), "another file has its own");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
