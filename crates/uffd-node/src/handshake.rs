@@ -133,17 +133,7 @@ impl NativeListener {
     pub fn listen(env: Env, path: String, options: NativeOptions, handshake_timeout_ms: u32) -> napi::Result<Self> {
         let options = core_options(&env, options)?;
         let listener = handshake::listen(&path).or_throw(&env)?;
-        // Accepts wait in poll(2); one that finds the connection taken by another waits again.
-        listener.set_nonblocking(true).map_err(|error| throw(&env, &sys_error("fcntl", error, &path)))?;
-        let limit = Duration::from_millis(u64::from(handshake_timeout_ms));
-        Ok(NativeListener {
-            listener: Arc::new(listener),
-            options,
-            accepts: Group::default(),
-            lobby: Arc::new(new_lobby(&env)?),
-            limit,
-            shared: false,
-        })
+        Self::serving(&env, listener, &path, options, handshake_timeout_ms, false)
     }
 
     /// Listens on a socket this process was given as `fd` (systemd's socket activation); the fd
@@ -152,15 +142,28 @@ impl NativeListener {
     pub fn from_fd(env: Env, fd: i32, options: NativeOptions, handshake_timeout_ms: u32) -> napi::Result<Self> {
         let options = core_options(&env, options)?;
         let listener = handshake::listener_of(handshake::duplicate(fd).or_throw(&env)?).or_throw(&env)?;
-        listener.set_nonblocking(true).map_err(|error| throw(&env, &sys_error("fcntl", error, &format!("fd {fd}"))))?;
-        let limit = Duration::from_millis(u64::from(handshake_timeout_ms));
+        Self::serving(&env, listener, &format!("fd {fd}"), options, handshake_timeout_ms, true)
+    }
+
+    /// A listener over `listener` (`what` names it in errors); `shared`: another process made the
+    /// socket and keeps it (systemd), so it is never shut down or removed here.
+    fn serving(
+        env: &Env,
+        listener: UnixListener,
+        what: &str,
+        options: Options,
+        handshake_timeout_ms: u32,
+        shared: bool,
+    ) -> napi::Result<Self> {
+        // Accepts wait in poll(2); one that finds the connection taken by another waits again.
+        listener.set_nonblocking(true).map_err(|error| throw(env, &sys_error("fcntl", error, what)))?;
         Ok(NativeListener {
             listener: Arc::new(listener),
             options,
             accepts: Group::default(),
-            lobby: Arc::new(new_lobby(&env)?),
-            limit,
-            shared: true,
+            lobby: Arc::new(new_lobby(env)?),
+            limit: Duration::from_millis(u64::from(handshake_timeout_ms)),
+            shared,
         })
     }
 
