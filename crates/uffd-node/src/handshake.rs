@@ -7,6 +7,7 @@ use crate::adoption::{adopt, NativeAdoption, NativePeerProcess};
 use crate::cancel::NativeCancel;
 use crate::errors::{sys_error, throw, NativeFailure, OrThrow};
 use crate::options::{core_options, NativeOptions};
+use crate::panic::guard;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
@@ -36,7 +37,7 @@ impl Task for Receive {
     type JsValue = NativeOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(match &mut self.source {
+        guard("handshake", || match &mut self.source {
             Source::Listener(listener, lobby, limit) => lobby::accept_within(listener, lobby, *limit, &self.cancel),
             Source::Stream(stream) => match stream.take() {
                 Some(stream) => handshake::receive_until(stream, &self.cancel),
