@@ -1,54 +1,16 @@
 // Snapshot restore: serveFirecracker against a C peer that does what Firecracker does (several
 // regions, the 1.12+ handshake body, EVENT_REMOVE for its balloon, hugetlb memory) and checks
 // every byte of every page it reads against the memory it should see.
-import { execFileSync } from 'node:child_process'
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
-import { type FirecrackerServer, readTrace, serveFirecracker, type UffdError, type VmSummary } from 'userfaultfd'
-import { freeHugePages, spawnCollecting, until, within } from './helpers/harness'
+import { readTrace, serveFirecracker, type VmSummary } from 'userfaultfd'
+import { freeHugePages, spawnCollecting, until } from './helpers/harness'
+import { errorsOf, nextSummary, PAGE, pageOf, vmKit } from './helpers/vm'
 
-const PAGE = 4096
 const PAGES = 256
-const dir = mkdtempSync(join(tmpdir(), 'uffd-fc-'))
-const peerBinary = join(dir, 'vm-peer')
-execFileSync('cc', ['-O2', '-Wall', '-o', peerBinary, join(__dirname, '..', '..', '..', '__test__', 'helpers', 'vm-peer.c')])
-test.after.always(() => rmSync(dir, { recursive: true, force: true }))
-
-let sockets = 0
-const socketPath = () => join(dir, `fc-${sockets++}.sock`)
-
-/** Page `p` of a memory image: bytes that differ from page to page, and from `seed` to seed. */
-function pageOf(p: number, size: number, seed = 0): Buffer {
-  const bytes = Buffer.alloc(size)
-  for (let i = 0; i < size; i += 8) bytes.writeUInt32LE((p * 2654435761 + i * 40503 + seed * 97 + 1) >>> 0, i)
-  return bytes
-}
-
-/** A memory file of `pages` pages; only the pages `has(p)` are written (the rest are holes). */
-function memoryFile(name: string, pages: number, size = PAGE, seed = 0, has: (p: number) => boolean = () => true): string {
-  const path = join(dir, name)
-  const fd = openSync(path, 'w')
-  for (let p = 0; p < pages; p++) if (has(p)) writeSync(fd, pageOf(p, size, seed), 0, size, p * size)
-  closeSync(fd)
-  execFileSync('truncate', ['-s', String(pages * size), path])
-  return path
-}
-
-function startPeer(socket: string, expected: string, pages: number, args: string[] = []) {
-  return spawnCollecting(peerBinary, [socket, expected, String(pages), ...args], 'the VM peer', 60_000)
-}
-
-function nextSummary(server: FirecrackerServer): Promise<VmSummary> {
-  return within(new Promise((resolve) => server.once('summary', resolve)), 'a summary', 60_000)
-}
-
-function errorsOf(server: FirecrackerServer): UffdError[] {
-  const errors: UffdError[] = []
-  server.on('error', (error) => errors.push(error))
-  return errors
-}
+const { dir, remove, socketPath, memoryFile, startPeer } = vmKit('uffd-fc-')
+test.after.always(remove)
 
 test('serveFirecracker serves every page of a two-region VM from its memory file; the VM checks every byte', async (t) => {
   const mem = memoryFile('two-regions.mem', 2 * PAGES)
