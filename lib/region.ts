@@ -85,9 +85,10 @@ function untransferable(buffer: ArrayBuffer): ArrayBuffer {
  * `buffer` is an ArrayBuffer over the mapping itself: reading it where a page is missing takes a
  * page fault. A region larger than one ArrayBuffer holds ({@link Region.maxBufferBytes}) is read in
  * parts with `bytes(offset, length)`. `close()` detaches every ArrayBuffer the region handed out in
- * this thread and ends the region; the mapping goes when the last view of it (in any thread) is
- * gone. To use a region in a worker, post `region.share()` and `Region.attach()` it there: its
- * ArrayBuffers cannot be transferred.
+ * this thread and ends the region; while views of it opened with `Region.attach` (in other threads)
+ * are open, the region stays mapped and registered until the last of them closes, so that no view
+ * reads zeros because its owner closed first. To use a region in a worker, post `region.share()`
+ * and `Region.attach()` it there: its ArrayBuffers cannot be transferred.
  *
  * @example
  * ```ts
