@@ -116,7 +116,9 @@ function main(argv: string[]): void {
   // Every line says when (ISO 8601) and how grave: info, warn (a connection dropped that sent nothing), error.
   const print = (
     line: Record<string, unknown>,
-    level = line.event === 'error' || line.outcome === 'killed' || line.outcome === 'exited' ? 'error' : 'info',
+    level = line.event === 'error' || line.outcome === 'killed' || line.outcome === 'exited' || line.outcome === 'abandoned'
+      ? 'error'
+      : 'info',
   ) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level, ...line })}\n`)
   let server: ReturnType<typeof serveFirecracker>
   try {
@@ -150,7 +152,7 @@ function main(argv: string[]): void {
     print({ event: 'error', code: error.code, message: error.message }, dropped ? 'warn' : 'error')
   })
   server.on('summary', (summary) => {
-    if (summary.outcome === 'killed' || summary.outcome === 'exited') failed = true
+    if (summary.outcome !== 'served') failed = true
     print({ event: 'summary', ...summary })
     if (values.once) server.close()
   })

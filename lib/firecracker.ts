@@ -56,10 +56,11 @@ export interface VmSummary {
   /**
    * `'served'`: the VM ran until it exited; `'killed'`: the handler could not serve it and killed
    * it; `'exited'`: the handler could not serve it, and it had ended before it could be killed (a
-   * guest given SIGBUS for a page that could not be served dies of it);
-   * `'running'`: asked for while serving.
+   * guest given SIGBUS for a page that could not be served dies of it); `'abandoned'`: the handler
+   * could not serve it and could not stop it (its process was not held, or the kill was refused):
+   * stop it yourself; `'running'`: asked for while serving.
    */
-  readonly outcome: 'served' | 'killed' | 'exited' | 'running'
+  readonly outcome: 'served' | 'killed' | 'exited' | 'abandoned' | 'running'
   /** Why the VM was killed. */
   readonly error?: string
   /** Memory regions the VM registered. */
@@ -187,7 +188,8 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       throw error
     }
     const { signal } = this.#options
-    signal?.addEventListener('abort', () => this.close(), { once: true })
+    if (signal?.aborted) queueMicrotask(() => this.close())
+    else signal?.addEventListener('abort', () => this.close(), { once: true })
     void this.#acceptAll()
   }
 
@@ -242,20 +244,17 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
         }
         // A VM whose handshake is refused waits for its handler forever: stop it (by its pidfd,
         // never by a pid that another process may have been given since).
-        const peerProcess = peerProcessOf(refused)
-        if (!peerProcess) {
+        if (!refused.peer) {
+          // A failure of the accept itself (no VM behind it): said, and tried again a little later.
           this.#report(refused)
+          await new Promise((resolve) => setTimeout(resolve, 100))
           continue
         }
-        let outcome: 'sent' | 'exited'
-        try {
-          outcome = peerProcess.signal('SIGKILL')
-        } finally {
-          peerProcess.close()
-        }
-        const what = outcome === 'sent' ? 'it was killed' : 'it had exited'
+        const peerProcess = peerProcessOf(refused)
+        const { what } = stop(peerProcess)
+        peerProcess?.close()
         this.#report(
-          new UffdError(`${refused.message}: cannot serve the VM (pid ${peerProcess.pid}); ${what}`, {
+          new UffdError(`${refused.message}: cannot serve the VM (pid ${refused.peer.pid}); ${what}`, {
             code: refused.code,
             errno: refused.errno,
             syscall: refused.syscall,
@@ -338,7 +337,9 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
 
   /** `message` with the held files named by their paths. */
   #named(message: string): string {
-    return this.#held.reduce((text, file) => text.replaceAll(file.proc, file.path), message)
+    // Longest first: /proc/self/fd/3 must not rewrite the start of /proc/self/fd/30.
+    const held = [...this.#held].sort((a, b) => b.proc.length - a.proc.length)
+    return held.reduce((text, file) => text.replaceAll(file.proc, file.path), message)
   }
 
   #release(): void {
@@ -381,10 +382,8 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     const why = this.#named(reason)
     restore.error = why
     const { peer, uffd } = restore.adoption
-    // By its pidfd: a kill reaches this VM or nothing, never a process given its pid since.
-    const sent = restore.process?.signal('SIGKILL') === 'sent'
-    restore.outcome = sent ? 'killed' : 'exited'
-    const what = sent ? 'it was killed' : peer ? 'it had exited already' : 'its process is unknown: stop it yourself'
+    const { outcome, what } = stop(restore.process)
+    restore.outcome = outcome
     this.#report(new UffdError(`cannot serve the VM${peer ? ` (pid ${peer.pid})` : ''}: ${why}; ${what}`, { code: 'ERR_UFFD_PEER_KILLED' }))
     uffd.close()
   }
@@ -484,6 +483,22 @@ function holdMemoryFile(path: string): HeldFile {
     throw error
   }
   return { path, fd, proc: `/proc/self/fd/${fd}` }
+}
+
+/**
+ * Stops a VM that cannot be served, by its pidfd: a kill reaches this VM or nothing, never a
+ * process given its pid since. Never throws: a kill refused (EPERM, a VM jailed as another user)
+ * or a process not held is said, for the VM's owner to stop it.
+ */
+function stop(process: PeerProcess | undefined): { outcome: VmSummary['outcome']; what: string } {
+  if (!process) return { outcome: 'abandoned', what: 'its process could not be held (no pidfd): stop it yourself' }
+  try {
+    return process.signal('SIGKILL') === 'sent'
+      ? { outcome: 'killed', what: 'it was killed' }
+      : { outcome: 'exited', what: 'it had exited already' }
+  } catch (error) {
+    return { outcome: 'abandoned', what: `it could not be killed (${(error as Error).message}): stop it yourself` }
+  }
 }
 
 /** The mode and owner of the socket file, from the options. */

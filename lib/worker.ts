@@ -2,7 +2,7 @@
 // one only once it is ready; one that fails leaves the serving one be. A worker serving faults
 // never keeps the process alive. What the worker and this thread say to each other is typed here,
 // and lib/worker-host.ts (the worker's side) imports it.
-import { existsSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import { isAbsolute, join, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
@@ -66,7 +66,7 @@ export function moduleSpecifier(module: string | URL): string {
   if (isAbsolute(module) || module.startsWith('.')) return pathToFileURL(resolvePath(module)).href
   // A bare name is a path relative to the current directory when such a file is there (as the
   // docs say), else a package's name.
-  if (existsSync(resolvePath(module))) return pathToFileURL(resolvePath(module)).href
+  if (statSync(resolvePath(module), { throwIfNoEntry: false })?.isFile()) return pathToFileURL(resolvePath(module)).href
   return module
 }
 

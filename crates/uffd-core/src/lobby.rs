@@ -34,6 +34,9 @@ struct LobbyState {
     waiting: Vec<Waiting>,
     /// Once closed, what is given back is dropped (its connections closed).
     closed: bool,
+    /// An accept has taken what the listener had queued after `stop_accepting`: later accepts
+    /// take no more connections (a shared listener, systemd's, is never shut down).
+    drained: bool,
 }
 
 impl Lobby {
@@ -69,10 +72,12 @@ impl Lobby {
     }
 
     /// How many connections wait for their handshake outside a running accept.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().waiting.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -231,9 +236,12 @@ pub fn accept_within(
     limit: Duration,
     cancel: &Cancel,
 ) -> std::result::Result<Handshake, Ended> {
-    let taken = std::mem::take(&mut lobby.lock().waiting);
+    let (taken, drained) = {
+        let mut state = lobby.lock();
+        (std::mem::take(&mut state.waiting), state.drained)
+    };
     let mut held = Held { lobby, waiting: taken };
-    let mut accepting = true;
+    let mut accepting = !drained;
     loop {
         if let Some(why) = cancel.stopped() {
             return Err(Ended::Stopped(why));
@@ -278,6 +286,7 @@ pub fn accept_within(
         if accepting && fds[1].revents != 0 {
             // Stopped accepting: what the listener has queued is still taken, once.
             accepting = false;
+            lobby.lock().drained = true;
             fds[2].revents = libc::POLLIN;
         }
         if fds[2].revents != 0 {
@@ -387,6 +396,20 @@ mod tests {
             panic!("closed")
         };
         assert!(matches!(refusal.error, Error::Closed { .. }), "{}", refusal.error);
+    }
+
+    #[test]
+    fn once_stopped_a_lobby_takes_no_connection_that_comes_later() {
+        // A shared listener (systemd's) is never shut down: the stop must outlive the first accept.
+        let (listener, path, _dir) = listener();
+        let lobby = Lobby::new().unwrap();
+        lobby.stop_accepting();
+        let closed = |ended| matches!(ended, Err(Ended::Refused(r)) if matches!(r.error, Error::Closed { .. }));
+        assert!(closed(accept_next(&listener, &lobby, Duration::from_secs(10))));
+        let _late = UnixStream::connect(&path).unwrap();
+        let started = Instant::now();
+        assert!(closed(accept_next(&listener, &lobby, Duration::from_secs(10))), "the late connection was not taken");
+        assert!(started.elapsed() < Duration::from_secs(5), "and the accept did not wait for it");
     }
 
     #[test]

@@ -168,7 +168,12 @@ fn complete(
     let page = region.page_size();
     let first = if plan.waits && bytes.len() > page { page } else { bytes.len() };
     let copy = |at: usize, bytes: &[u8]| resolver.copy(region, at, bytes, Wake(true), Protect(false), Park::UntilRead);
-    match copy(fault.offset, &bytes[..first]) {
+    // A window reaching into memory the peer unmapped since is refused whole: map the page alone.
+    let copied = match copy(fault.offset, &bytes[..first]) {
+        Err(err) if first > page && crate::native::gone_under(&err) => copy(fault.offset, &bytes[..page]),
+        other => other,
+    };
+    match copied {
         Ok(_) => {
             engine.settle(fault.id, true);
             if first < bytes.len() {
