@@ -399,3 +399,14 @@ setTimeout(() => process.exit(0), 3000)`
   t.true(exhausted.length <= 5, `${exhausted.length} lines of EMFILE`)
   t.is(lines.find((line) => line.event === 'summary')?.outcome, 'served')
 })
+
+test('process.exit() while an accept() waits ends the process at once (it waited for the pool thread of the handshake)', async (t) => {
+  const socket = kit.socketPath()
+  const script = `const { listen } = require('userfaultfd')
+listen(process.argv[1]).accept().catch(() => {})
+setTimeout(() => { console.log('exiting'); process.exit(0) }, 200)`
+  const child = spawnCollecting(process.execPath, ['-e', script, socket], 'a process exiting while it accepts', 60_000)
+  const { code, out } = await within(child.exit, 'the exit', 20_000)
+  t.is(code, 0, out)
+  t.regex(out, /exiting/)
+})

@@ -24,6 +24,16 @@ export declare class NativeCancel {
   cancel(): void
 }
 
+/** A server's link to its keeper, and the VMs taken back from it as it linked. */
+export declare class NativeKeeper {
+  /** Links to the keeper listening at `path`, taking back every VM it holds. */
+  static connect(path: string): NativeKeeper
+  /** Unlinks from the keeper (a server that stopped): one with no VM left ends. */
+  close(): void
+  /** The VMs taken back, adopted with `options` (once: later calls give none). */
+  takeHeld(options: NativeOptions): Array<NativeOutcome>
+}
+
 /** A listening Unix socket for handshakes. */
 export declare class NativeListener {
   static listen(path: string, options: NativeOptions, handshakeTimeoutMs: number): NativeListener
@@ -37,6 +47,8 @@ export declare class NativeListener {
    * the time limit; a connection dropped ends it with its refusal. `cancel` stops it.
    */
   accept(cancel?: NativeCancel | undefined | null): Promise<NativeOutcome>
+  /** Hands every VM accepted from now on to `keeper` before it is served. */
+  keepWith(keeper: NativeKeeper): void
   /** Stops listening; a pending accept fails, even one whose peer connected and says nothing. */
   close(): void
   /**
@@ -57,6 +69,7 @@ export declare class NativeOutcome {
   takeAdoption(): NativeAdoption | null
   takeError(): NativeFailure | null
   takePeerProcess(): NativePeerProcess | null
+  takeKeeperError(): NativeFailure | null
 }
 
 /**
@@ -520,6 +533,12 @@ export declare function resolveCopy(uffdId: number, faultId: number, bytes: Uint
 
 /** UFFDIO_ZEROPAGE at a fault's page. */
 export declare function resolveZero(uffdId: number, faultId: number, length: number | undefined | null, wake: boolean): number
+
+/**
+ * Runs a keeper at `path` in this thread until it has no VM and no server, or has had no
+ * server for `graceMs` (then it kills its VMs). For a process of its own: it blocks.
+ */
+export declare function runKeeper(path: string, graceMs: number): void
 
 /**
  * Takes what the fault loop handed to this thread's handler into `out`, as `pullFaults` writes it.

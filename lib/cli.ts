@@ -5,15 +5,17 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { serveFirecracker } from './firecracker'
+import { DEFAULT_KEEPER_GRACE_MS, runKeeper } from './keeper'
 import { DEFAULTS } from './options'
 import { activatedSocket } from './remote'
 
-const COMMANDS = ['firecracker'] as const
+const COMMANDS = ['firecracker', 'keeper'] as const
 
 const USAGE = `usage: userfaultfd <command> [options]
 
 Commands:
   firecracker   serve Firecracker snapshot restores (userfaultfd firecracker --help)
+  keeper        hold the VMs of a server across its restarts (userfaultfd keeper --help)
 
 Options:
   -h, --help     this text
@@ -34,10 +36,26 @@ Started by systemd with a socket (ListenStream=), --socket may be left out.
   --timeout-ms N           a fault not served within N ms is SIGBUS in the guest (default ${DEFAULTS.timeoutMs})
   --no-prefetch            do not map the rest of the memory in the background
   --once                   exit after the first VM's restore ends
+  --keeper PATH            hand each VM to a keeper at the Unix socket PATH (started if none
+                           listens there), so that the VMs survive this server: started again
+                           with the same --keeper, a server takes back every VM held and wakes
+                           its faults. With a keeper, SIGTERM hands over: the server exits at
+                           once and the keeper holds the VMs for the next one.
+  --keeper-grace-ms N      a keeper this server starts kills its VMs after N ms with no server
+                           (default ${DEFAULT_KEEPER_GRACE_MS})
 
 Prints one JSON line per event, each with its time and level: listening, connect, summary (per
-VM), error. SIGUSR1 prints the summaries of the VMs being served; SIGINT or SIGTERM stops
-listening.`
+VM), keeper (linked, with the VMs it held), resume (each VM taken back), error. SIGUSR1 prints the summaries of the VMs
+being served; SIGINT or SIGTERM stops listening and serves the VMs to their end (SIGTERM with a
+keeper hands over instead).`
+
+const KEEPER_USAGE = `usage: userfaultfd keeper --socket PATH [--grace-ms N]
+
+Holds the VMs a Firecracker server hands it (userfaultfd firecracker --keeper PATH), so that
+they survive the server: a server started again takes them back. A server starts a keeper
+itself; run one yourself to keep it out of the server's service (systemd stops a service's
+every process). Ends when it has neither VM nor server, or has had no server for N ms
+(default ${DEFAULT_KEEPER_GRACE_MS}): then it kills the VMs it holds rather than leave them frozen.`
 
 /** The version in the package's package.json (dist/lib/cli.js is two folders below it). */
 function version(): string {
@@ -77,6 +95,10 @@ function main(argv: string[]): void {
     return
   }
   if (command === undefined) usageError('no command given', USAGE)
+  if (command === 'keeper') {
+    keeperMain(rest)
+    return
+  }
   if (command !== 'firecracker') {
     const near = COMMANDS.find((name) => distance(command, name) <= 3)
     usageError(`unknown command '${command}'${near ? ` (did you mean '${near}'?)` : ''}`, USAGE)
@@ -94,6 +116,8 @@ function main(argv: string[]): void {
       'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs) },
       'no-prefetch': { type: 'boolean', default: false },
       once: { type: 'boolean', default: false },
+      keeper: { type: 'string' },
+      'keeper-grace-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   })
@@ -132,6 +156,8 @@ function main(argv: string[]): void {
       ...(values['socket-owner'] ? { socketOwner: values['socket-owner'] } : {}),
       ...(values.record ? { record: values.record } : {}),
       ...(values.replay ? { replay: values.replay } : {}),
+      ...(values.keeper ? { keeper: values.keeper } : {}),
+      ...(values['keeper-grace-ms'] ? { keeperGraceMs: number('keeper-grace-ms', values['keeper-grace-ms']) } : {}),
     })
   } catch (error) {
     const { code, message } = error as { code?: string; message: string }
@@ -146,6 +172,8 @@ function main(argv: string[]): void {
   let failed = false
   print({ event: 'listening', socket })
   server.on('connect', (peer) => print({ event: 'connect', pid: peer?.pid }))
+  server.on('resume', (peer) => print({ event: 'resume', pid: peer?.pid }))
+  server.on('keeper', ({ path, vms }) => print({ event: 'keeper', keeper: path, vms }))
   server.on('error', (error) => {
     const dropped = error.syscall === 'handshake' && error.peer === undefined
     if (!dropped) failed = true
@@ -160,7 +188,34 @@ function main(argv: string[]): void {
   process.on('SIGUSR1', () => {
     for (const summary of server.running()) print({ event: 'summary', ...summary })
   })
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => server.close())
+  process.on('SIGINT', () => server.close())
+  process.on('SIGTERM', () => {
+    if (!values.keeper) return server.close()
+    // The keeper holds every VM this server took: the next server started takes them back.
+    print({ event: 'handover', keeper: values.keeper, vms: server.running().length })
+    process.exit(0)
+  })
+}
+
+function keeperMain(args: string[]): void {
+  const { values } = parseArgs({
+    args,
+    options: {
+      socket: { type: 'string' },
+      'grace-ms': { type: 'string', default: String(DEFAULT_KEEPER_GRACE_MS) },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  })
+  if (values.help) {
+    console.log(KEEPER_USAGE)
+    return
+  }
+  const grace = Number(values['grace-ms'])
+  if (!Number.isSafeInteger(grace) || grace < 1 || grace > 2 ** 31 - 1) {
+    usageError(`--grace-ms must be a whole number of milliseconds, not ${JSON.stringify(values['grace-ms'])}`, KEEPER_USAGE)
+  }
+  if (!values.socket) usageError('--socket is required', KEEPER_USAGE)
+  runKeeper(values.socket, grace)
 }
 
 try {

@@ -34,7 +34,8 @@ export function forgetOwner(ref: WeakRef<Owner>): void {
 /**
  * On the main thread's way out (the end of the script, `process.exit()`), every userfaultfd of
  * the process is closed: closing wakes every thread asleep in a fault, so no worker being stopped
- * waits for a handler that will not come.
+ * waits for a handler that will not come. Every handshake under way is stopped too: the exit
+ * waits for the pool threads they wait on.
  */
 export function closeAllOnExit(): void {
   if (closesOnExit || !isMainThread) return

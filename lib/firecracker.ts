@@ -3,10 +3,21 @@
 import { EventEmitter } from 'node:events'
 import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { argumentError, UffdError } from './errors'
+import { argumentError, rangeError, UffdError } from './errors'
+import { DEFAULT_KEEPER_GRACE_MS, linkKeeper } from './keeper'
 import { DEFAULTS, type ReadaheadOptions } from './options'
 import type { Region } from './region'
-import { type Adoption, listen, type Peer, type PeerProcess, peerProcessOf, type SocketOwner } from './remote'
+import {
+  type Adoption,
+  type AdoptOptions,
+  adoptHeld,
+  keeperErrorOf,
+  listen,
+  type Peer,
+  type PeerProcess,
+  peerProcessOf,
+  type SocketOwner,
+} from './remote'
 import { Source } from './source'
 import { readTrace, TraceRecorder, type WorkingSetTrace, writeTrace } from './trace'
 import type { Userfaultfd } from './userfaultfd'
@@ -45,6 +56,20 @@ export interface FirecrackerOptions {
   readahead?: ReadaheadOptions
   /** How long a fault may take before its VM gets SIGBUS for it. Default 30000. */
   timeoutMs?: number
+  /**
+   * A Unix socket path for a keeper: a small process of its own, started here if none listens
+   * at the path, that holds a copy of each VM's userfaultfd, connection and pidfd, so that the VMs
+   * survive this server. A server killed (or ended by `process.exit()`, for an upgrade) and
+   * started again with the same `keeper` takes back every VM it held and wakes their faults: they
+   * go on with every byte right, stalled only while no server ran. Default: none (the VMs this
+   * server serves freeze for good if it dies).
+   */
+  keeper?: string
+  /**
+   * How long a keeper left with no server keeps its VMs before it kills them (a frozen VM is
+   * worse than a dead one). Default 10000. Only a keeper this server starts is given it.
+   */
+  keeperGraceMs?: number
   /** Closes the server, as `close()` does. */
   signal?: AbortSignal
 }
@@ -85,12 +110,29 @@ export interface VmSummary {
   readonly prefetchedPages: number
   /** Milliseconds from the handshake to now, or to the VM's exit. */
   readonly durationMs: number
+  /**
+   * True for a VM this server took back from the keeper as it started (another server, now
+   * gone, adopted it): its counts and `durationMs` start at this server's start.
+   */
+  readonly resumed?: true
+}
+
+/** What the `'keeper'` event of a {@link FirecrackerServer} says. */
+export interface KeeperLinked {
+  /** The keeper's socket path. */
+  readonly path: string
+  /** VMs it held, taken back by this server. */
+  readonly vms: number
 }
 
 /** Events of a {@link FirecrackerServer}. */
 export interface FirecrackerServerEvents {
   /** A VM connected. */
   connect: [Peer | undefined]
+  /** A VM held by the keeper was taken back as this server started (see `keeper`). */
+  resume: [Peer | undefined]
+  /** Linked to the keeper, which held the VMs it says (each then has its `'resume'`). */
+  keeper: [KeeperLinked]
   /** A VM's restore ended (it exited, or was killed). */
   summary: [VmSummary]
   /** Trouble: a refused or dropped handshake, a VM that could not be served. */
@@ -108,6 +150,8 @@ interface Restore {
   readonly recorder: TraceRecorder | undefined
   /** The VM's process, held by a pidfd since it connected. */
   readonly process: PeerProcess | undefined
+  /** Taken back from the keeper. */
+  readonly resumed: boolean
   replayed: number
   prefetched: number
   /** Settles when the trace replay and the prefetch have ended (a VM that exits ends them). */
@@ -138,6 +182,10 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   /** The memory files, opened and checked once at the start and held open while it runs. */
   readonly #held: readonly HeldFile[]
   readonly #listener: ReturnType<typeof listen>
+  /** The link to the keeper, once made. */
+  #keeper: Awaited<ReturnType<typeof linkKeeper>> | undefined
+  /** What each VM's userfaultfd is adopted with (at a handshake, or taken back from the keeper). */
+  readonly #adopt: AdoptOptions
   readonly #restores = new Set<Restore>()
   readonly #trace: WorkingSetTrace | undefined
   /** Taking new connections (until `close()`). */
@@ -176,10 +224,10 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
       // Listening comes first: Firecracker connects as soon as its load request arrives.
       const { handshakeTimeoutMs, timeoutMs } = this.#options
+      checkKeeper(options.keeper, options.keeperGraceMs)
+      this.#adopt = { fallback: 'sigbus', timeoutMs, features: ['EVENT_REMOVE'] }
       this.#listener = listen(socket, {
-        fallback: 'sigbus',
-        timeoutMs,
-        features: ['EVENT_REMOVE'],
+        ...this.#adopt,
         handshakeTimeoutMs,
         ...socketFileOptions(options.socketMode, options.socketOwner),
       })
@@ -215,6 +263,10 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   }
 
   async #acceptAll(): Promise<void> {
+    // New connections wait in the backlog while the keeper's VMs are taken back: those froze first.
+    if (this.#options.keeper !== undefined && !(await this.#linkKeeper(this.#options.keeper))) {
+      this.close()
+    }
     for (;;) {
       let adoption: Adoption
       try {
@@ -272,8 +324,48 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     this.#closeIfDone()
   }
 
-  #serve(adoption: Adoption): void {
+  /** Links to the keeper and takes back the VMs it holds; false (said) if it cannot. */
+  async #linkKeeper(path: string): Promise<boolean> {
+    let keeper: Awaited<ReturnType<typeof linkKeeper>>
+    try {
+      keeper = await linkKeeper(path, this.#options.keeperGraceMs ?? DEFAULT_KEEPER_GRACE_MS)
+    } catch (error) {
+      const cause = error instanceof UffdError ? error : new UffdError(String(error), { code: 'EIO', cause: error })
+      this.#report(
+        new UffdError(`cannot link to the keeper at ${path}: ${cause.message}; no VM is served`, {
+          code: cause.code,
+          errno: cause.errno,
+          syscall: cause.syscall,
+          cause,
+        }),
+      )
+      return false
+    }
+    this.#listener.keepWith(keeper)
+    this.#keeper = keeper
+    const held = adoptHeld(keeper, this.#adopt)
+    this.emit('keeper', { path, vms: held.length })
+    for (const vm of held) {
+      if (vm instanceof UffdError) {
+        const { what } = stop(peerProcessOf(vm))
+        this.#report(new UffdError(`${vm.message}: cannot serve the VM taken back from the keeper; ${what}`, { code: vm.code, cause: vm }))
+        continue
+      }
+      this.#serve(vm, true)
+    }
+    return true
+  }
+
+  #serve(adoption: Adoption, resumed = false): void {
     const { uffd, regions, offsets, peer } = adoption
+    const kept = keeperErrorOf(adoption)
+    if (kept)
+      this.#report(
+        new UffdError(
+          `the VM${peer ? ` (pid ${peer.pid})` : ''} is served but not kept, so it would not survive a restart of this server: ${kept.message}`,
+          { code: kept.code, errno: kept.errno, syscall: kept.syscall, cause: kept },
+        ),
+      )
     const restore: Restore = {
       adoption,
       started: Date.now(),
@@ -283,9 +375,10 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       filled: Promise.resolve(),
       outcome: 'running',
       process: peerProcessOf(adoption),
+      resumed,
     }
     this.#restores.add(restore)
-    this.emit('connect', peer)
+    this.emit(resumed ? 'resume' : 'connect', peer)
     uffd.on('error', (error) => {
       if (error.code === 'ERR_UFFD_PEER_GONE') return
       // A fault this handler could not serve got SIGBUS in the guest: the VM is lost; end it.
@@ -305,6 +398,9 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
           ...(restore.recorder ? { trace: restore.recorder } : {}),
         })
       })
+      // Faults the server before this one read and never served sleep until woken: woken now,
+      // each faults again and is delivered to this server.
+      if (resumed) for (const region of regions) uffd.wake(region, 0, region.size)
     } catch (error) {
       this.#kill(restore, (error as Error).message)
       return
@@ -435,11 +531,13 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       replayedPages: Math.round(restore.replayed / page),
       prefetchedPages: Math.round(restore.prefetched / page),
       durationMs: (restore.endedAt ?? Date.now()) - restore.started,
+      ...(restore.resumed ? { resumed: true as const } : {}),
     }
   }
 
   #closeIfDone(): void {
     if (!this.#accepting && this.#restores.size === 0) {
+      this.#keeper?.close()
       this.#release()
       this.emit('close')
     }
@@ -499,6 +597,15 @@ function stop(process: PeerProcess | undefined): { outcome: VmSummary['outcome']
   } catch (error) {
     return { outcome: 'abandoned', what: `it could not be killed (${(error as Error).message}): stop it yourself` }
   }
+}
+
+/** The keeper's options are a path and a whole number of milliseconds. */
+function checkKeeper(path: unknown, graceMs: unknown): void {
+  if (path !== undefined && (typeof path !== 'string' || path === '')) throw argumentError('options.keeper', 'a socket path', path)
+  if (graceMs === undefined) return
+  if (typeof graceMs !== 'number' || !Number.isSafeInteger(graceMs))
+    throw argumentError('options.keeperGraceMs', 'a whole number of milliseconds', graceMs)
+  if (graceMs < 1 || graceMs > 2 ** 31 - 1) throw rangeError('options.keeperGraceMs', 'from 1 to 2147483647', graceMs)
 }
 
 /** The mode and owner of the socket file, from the options. */

@@ -3,8 +3,9 @@
 // makes the adopted Userfaultfd; nothing below imports this module.
 import { chmodSync, chownSync, statSync, unlinkSync } from 'node:fs'
 import { constants } from 'node:os'
-import type { NativeCancel, NativeOutcome, NativePeerProcess } from './binding'
+import type { NativeCancel, NativeKeeper, NativeOutcome, NativePeerProcess } from './binding'
 import { AbortError, argumentError, call, fromFailure, rangeError, UffdError } from './errors'
+import { closeAllOnExit } from './exit'
 import { native } from './loader'
 import { type AcceptOptions, type AdoptFdOptions, type AdoptOptions, nativeOptionsOf, type ReceiveOptions } from './options'
 import { type Adoption, Userfaultfd } from './userfaultfd'
@@ -55,6 +56,27 @@ export interface PeerProcess {
 
 /** The peer processes of adoptions and of refused handshakes (their UffdErrors). */
 const peerProcesses = new WeakMap<object, PeerProcess>()
+/** Why an adoption could not be handed to its listener's keeper. */
+const keeperErrors = new WeakMap<object, UffdError>()
+
+/** @internal Why the VM of an adoption from `accept()` could not be handed to the keeper, if it could not. */
+export function keeperErrorOf(adoption: object): UffdError | undefined {
+  return keeperErrors.get(adoption)
+}
+
+/**
+ * @internal The VMs a keeper held, adopted with `options`: each an adoption, or the error that
+ * refused it (its peer process then kept with it, to stop it by).
+ */
+export function adoptHeld(keeper: NativeKeeper, options: AdoptOptions): Array<Adoption | UffdError> {
+  return call(() => keeper.takeHeld(nativeOptionsOf(options, 'adopt'))).map((outcome) => {
+    try {
+      return settle(outcome)
+    } catch (error) {
+      return error instanceof UffdError ? error : new UffdError(String(error), { code: 'EPROTO', cause: error })
+    }
+  })
+}
 
 /** @internal The peer process of an adoption from `accept()`, or of a handshake it refused (the error), if it was alive when it connected. */
 export function peerProcessOf(adoptionOrError: object): PeerProcess | undefined {
@@ -77,6 +99,8 @@ function settle(outcome: NativeOutcome): Adoption {
   if (adoption) {
     const adopted = Userfaultfd.fromAdoption(adoption)
     if (process) peerProcesses.set(adopted, process)
+    const kept = outcome.takeKeeperError()
+    if (kept) keeperErrors.set(adopted, fromFailure(kept) as UffdError)
     return adopted
   }
   const failure = outcome.takeError()
@@ -214,6 +238,7 @@ export class HandshakeListener {
    * ```
    */
   async accept(options?: AcceptOptions): Promise<Adoption> {
+    closeAllOnExit() // a pending accept must not hold up process.exit()
     const signal = optionalSignal('options.signal', optionsOf('options', options).signal)
     if (signal?.aborted) {
       this.close()
@@ -246,6 +271,11 @@ export class HandshakeListener {
   stopAccepting(): void {
     this.#native.stopAccepting()
     this.#removeSocket()
+  }
+
+  /** @internal Hands every VM accepted from now on to `keeper` before it is served. */
+  keepWith(keeper: NativeKeeper): void {
+    this.#native.keepWith(keeper)
   }
 
   #removeSocket(): void {
@@ -304,6 +334,7 @@ export function activatedSocket(env: NodeJS.ProcessEnv = process.env): number | 
  * read is cut short and the socket shut down.
  */
 export async function receive(fd: number, options?: ReceiveOptions): Promise<Adoption> {
+  closeAllOnExit() // a pending receive must not hold up process.exit()
   const signal = optionalSignal('options.signal', optionsOf('options', options).signal)
   const at = integer('fd', fd)
   const nativeOptions = nativeOptionsOf(options, 'adopt')

@@ -24,6 +24,8 @@
  *   --send-delay-ms N connect, print {"connected":true}, wait N ms, then send the handshake
  *   --unmap P:N      after the handshake, unmap N pages from page P of region 0 (part of a registered
  *                    range gone; no EVENT_UNMAP tells the server, as with Firecracker), and skip them
+ *   --pace-ms N      sleep N ms after each page it reads (a VM that runs on while its handler is
+ *                    restarted); the output's max_gap_ms is the longest wait for one page
  *   --exit-when-present P  touch nothing: wait until page P of region 0 is present (mapped by the
  *                    server's prefetch; mincore), then print {"exiting":true} and exit 0 at once
  * Prints one JSON line: {"pages":..,"wrong":..,"balloon_wrong":..}; exits 0 if nothing was wrong.
@@ -48,6 +50,12 @@
 
 #include "send-fd.h"
 
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
 /* Compares one page of guest memory with what EXPECTED holds there; returns wrong bytes. */
 static size_t check_page(int expected, const unsigned char *page, size_t size, off_t at, unsigned char *scratch) {
   ssize_t got = pread(expected, scratch, size, at);
@@ -70,7 +78,7 @@ int main(int argc, char **argv) {
   long exit_when_present = -1;
   const char *order = NULL;
   int bad_body = 0, half_body = 0, send_pipe = 0, connect_from_child = 0;
-  long send_delay_ms = 0;
+  long send_delay_ms = 0, pace_ms = 0;
   for (int i = 4; i < argc; i++) {
     if (strcmp(argv[i], "--regions") == 0 && i + 1 < argc) regions = atoi(argv[++i]);
     else if (strcmp(argv[i], "--huge") == 0) huge = 1;
@@ -83,6 +91,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--connect-from-child") == 0) connect_from_child = 1;
     else if (strcmp(argv[i], "--send-delay-ms") == 0 && i + 1 < argc) send_delay_ms = atol(argv[++i]);
     else if (strcmp(argv[i], "--exit-when-present") == 0 && i + 1 < argc) exit_when_present = atol(argv[++i]);
+    else if (strcmp(argv[i], "--pace-ms") == 0 && i + 1 < argc) pace_ms = atol(argv[++i]);
     else if (strcmp(argv[i], "--unmap") == 0 && i + 1 < argc) {
       if (sscanf(argv[++i], "%zu:%zu", &unmap_at, &unmap_pages) != 2) die("--unmap P:N");
     } else if (strcmp(argv[i], "--balloon") == 0 && i + 1 < argc) {
@@ -183,6 +192,7 @@ int main(int argc, char **argv) {
     memset(touched + unmap_at, 1, unmap_pages);
   }
   size_t wrong = 0, read = 0;
+  double max_gap_ms = 0;
   if (order) {
     FILE *list = fopen(order, "r");
     if (!list) die("open ORDER");
@@ -203,8 +213,19 @@ int main(int argc, char **argv) {
         fflush(stdout);
         for (;;) pause();
       }
+      double before = now_ms();
       wrong += check_page(expected, mem[r] + p * page, page, (off_t)((size_t)r * size + p * page), scratch);
+      double gap = now_ms() - before;
+      if (gap > max_gap_ms) max_gap_ms = gap;
       read++;
+      if (pace_ms > 0) {
+        if (read == 1) {
+          printf("{\"running\":true}\n");
+          fflush(stdout);
+        }
+        struct timespec pause_for = {pace_ms / 1000, (pace_ms % 1000) * 1000000L};
+        nanosleep(&pause_for, NULL);
+      }
     }
   }
   size_t balloon_wrong = 0;
@@ -214,6 +235,6 @@ int main(int argc, char **argv) {
     for (size_t p = balloon_at; p < balloon_at + balloon_pages; p++)
       for (size_t i = 0; i < page; i++) balloon_wrong += mem[0][p * page + i] != 0;
   }
-  printf("{\"pages\":%zu,\"wrong\":%zu,\"balloon_wrong\":%zu}\n", read, wrong, balloon_wrong);
+  printf("{\"pages\":%zu,\"wrong\":%zu,\"balloon_wrong\":%zu,\"max_gap_ms\":%.3f}\n", read, wrong, balloon_wrong, max_gap_ms);
   return wrong == 0 && balloon_wrong == 0 ? 0 : 1;
 }

@@ -91,6 +91,16 @@ impl PeerProcess {
         (fd >= 0).then(|| PeerProcess { pidfd: unsafe { OwnedFd::from_raw_fd(fd as i32) } })
     }
 
+    /// The process a pidfd this process was given refers to (a keeper hands them back).
+    pub fn from_pidfd(pidfd: OwnedFd) -> PeerProcess {
+        PeerProcess { pidfd }
+    }
+
+    /// The pidfd, to hand to a keeper.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// Whether the process has exited (its pidfd polls readable then).
     pub fn exited(&self) -> bool {
         let mut fds = [libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];

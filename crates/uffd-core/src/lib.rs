@@ -9,6 +9,7 @@
 //! 4. `resolve`, `native`, `fallback`, `options`;
 //! 5. `events`, `handlers`, `pulling`, `engine`, `reader` (the one turn), `pending`;
 //! 6. `pump`, `fault_loop`, `direct`, `prefetch`, `dirty`, `handshake`, `object_source`;
+//!    `keeper` (over `handshake`);
 //! 7. `userfaultfd`: the façade.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -26,6 +27,7 @@ mod fault_table;
 mod fd;
 mod handlers;
 pub mod handshake;
+pub mod keeper;
 pub mod lobby;
 mod native;
 pub mod object_source;
@@ -43,6 +45,8 @@ mod resolve;
 pub mod source;
 pub mod stats;
 pub mod sys;
+#[cfg(test)]
+mod test_dir;
 mod thread_set;
 pub mod userfaultfd;
 

@@ -331,32 +331,12 @@ mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
-    fn listener() -> (UnixListener, std::path::PathBuf, tempdir::Dir) {
-        let dir = tempdir::Dir::new();
+    fn listener() -> (UnixListener, std::path::PathBuf, crate::test_dir::Dir) {
+        let dir = crate::test_dir::Dir::new("uffd-lobby");
         let path = dir.0.join("lobby.sock");
         let listener = UnixListener::bind(&path).unwrap();
         listener.set_nonblocking(true).unwrap();
         (listener, path, dir)
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Self {
-                let path = std::env::temp_dir().join(format!(
-                    "uffd-lobby-{}-{}",
-                    std::process::id(),
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-                ));
-                std::fs::create_dir(&path).unwrap();
-                Dir(path)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
     }
 
     #[test]

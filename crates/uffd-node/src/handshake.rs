@@ -3,27 +3,31 @@
 //! receiving wait for the peer, so they run on libuv's thread pool and resolve a Promise; they
 //! wait in poll(2), so that a `NativeCancel` or the listener's `close` stops them (`cancel.rs`).
 
-use crate::adoption::{adopt, NativeAdoption, NativePeerProcess};
 use crate::cancel::NativeCancel;
 use crate::errors::{sys_error, throw, NativeFailure, OrThrow};
+use crate::keeper::NativeKeeper;
 use crate::options::{core_options, NativeOptions};
+use crate::outcome::{outcome_of, NativeOutcome};
 use crate::panic::guard;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use uffd_core::cancel::{Cancel, Group, Stop};
-use uffd_core::handshake::{self, Ended, Handshake, Refusal, LISTENER_CLOSED};
+use uffd_core::handshake::{self, Ended, Handshake};
+use uffd_core::keeper::Link;
 use uffd_core::lobby::{self, Lobby};
-use uffd_core::{Error, Options, RemoteRange};
+use uffd_core::{Error, Options};
 
 pub struct Receive {
     source: Source,
     options: Options,
     cancel: Arc<Cancel>,
+    /// The keeper each VM received is handed to, if the server has one.
+    keeper: Option<Arc<Link>>,
 }
 
 enum Source {
@@ -32,80 +36,58 @@ enum Source {
     Stream(Option<OwnedFd>),
 }
 
+/// A handshake received, and whether its VM could be handed to the keeper.
+pub struct Received {
+    handshake: Result<Handshake, Ended>,
+    keeper_error: Option<Error>,
+}
+
 impl Task for Receive {
-    type Output = Result<Handshake, Ended>;
+    type Output = Received;
     type JsValue = NativeOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        guard("handshake", || match &mut self.source {
-            Source::Listener(listener, lobby, limit) => lobby::accept_within(listener, lobby, *limit, &self.cancel),
-            Source::Stream(stream) => match stream.take() {
-                Some(stream) => handshake::receive_until(stream, &self.cancel),
-                None => Err(Error::invalid("handshake", "this handshake was already received").into()),
-            },
+        guard("handshake", || {
+            let handshake = match &mut self.source {
+                Source::Listener(listener, lobby, limit) => lobby::accept_within(listener, lobby, *limit, &self.cancel),
+                Source::Stream(stream) => match stream.take() {
+                    Some(stream) => handshake::receive_until(stream, &self.cancel),
+                    None => Err(Error::invalid("handshake", "this handshake was already received").into()),
+                },
+            };
+            // Handed to the keeper before it is served: a server that dies from here on leaves it kept.
+            let keeper_error = match (&handshake, &self.keeper) {
+                (Ok(shake), Some(link)) => link.keep(shake).err(),
+                _ => None,
+            };
+            Received { handshake, keeper_error }
         })
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
-        let outcome = output.and_then(|mut shake| {
-            let who = shake.peer;
-            let process = shake.process.take();
-            let ranges: Vec<RemoteRange> = shake.ranges.iter().map(|r| r.range).collect();
-            let offsets = shake.ranges.iter().map(|r| r.offset as f64).collect();
-            let peer = (shake.stream, (who.pid, who.uid, who.gid));
-            match adopt(shake.uffd, &ranges, offsets, &self.options, Some(peer)) {
-                Ok(adoption) => Ok((adoption, process.map(|p| NativePeerProcess::new(p, who.pid)))),
-                Err(error) => Err(Ended::Refused(Refusal { error, peer: Some(who), process })),
-            }
-        });
-        let (failure, process) = match outcome {
-            Ok((adoption, process)) => {
-                return Ok(NativeOutcome { adoption: Some(adoption), error: None, process });
-            }
-            Err(Ended::Refused(refusal)) => {
-                let pid = refusal.peer.map(|p| p.pid);
-                let process = refusal.process.zip(pid).map(|(process, pid)| NativePeerProcess::new(process, pid));
-                (NativeFailure { peer_pid: pid, ..NativeFailure::of(&refusal.error) }, process)
-            }
-            Err(Ended::Stopped(Stop::Aborted)) => (NativeFailure::aborted("handshake"), None),
-            Err(Ended::Stopped(Stop::Closed)) => (NativeFailure::of(&LISTENER_CLOSED), None),
-        };
-        Ok(NativeOutcome { adoption: None, error: Some(failure), process })
+        let mut outcome = outcome_of(output.handshake, &self.options);
+        outcome.keeper_error = output.keeper_error.as_ref().map(NativeFailure::of);
+        Ok(outcome)
     }
+}
+
+/// Every handshake under way in the process: the process's exit stops them all, since it waits
+/// for the pool threads they wait on (a pending `accept()` would hold up `process.exit()`).
+static EVERY_HANDSHAKE: LazyLock<Group> = LazyLock::new(Group::default);
+
+/// Stops every handshake under way, for good (the process is on its way out).
+pub(crate) fn stop_every_handshake() {
+    EVERY_HANDSHAKE.stop(Stop::Closed);
 }
 
 /// A cancel for a handshake about to start, in the groups that may stop it.
 fn cancel_in(env: &Env, groups: &[Option<&Group>]) -> napi::Result<Arc<Cancel>> {
     let cancel = Cancel::new().map_err(|error| throw(env, &sys_error("eventfd", error, "a handshake's cancel")))?;
+    EVERY_HANDSHAKE.join(&cancel);
     for group in groups.iter().flatten() {
         group.join(&cancel);
     }
     Ok(cancel)
-}
-
-/// A handshake's outcome: the adoption, or why there is none.
-#[napi]
-pub struct NativeOutcome {
-    adoption: Option<NativeAdoption>,
-    error: Option<NativeFailure>,
-    /// The peer's process, held by a pidfd (an adoption's peer, or a refused one's).
-    process: Option<NativePeerProcess>,
-}
-
-#[napi]
-impl NativeOutcome {
-    #[napi]
-    pub fn take_adoption(&mut self) -> Option<NativeAdoption> {
-        self.adoption.take()
-    }
-    #[napi]
-    pub fn take_error(&mut self) -> Option<NativeFailure> {
-        self.error.take()
-    }
-    #[napi]
-    pub fn take_peer_process(&mut self) -> Option<NativePeerProcess> {
-        self.process.take()
-    }
 }
 
 /// A listening Unix socket for handshakes.
@@ -121,6 +103,8 @@ pub struct NativeListener {
     limit: Duration,
     /// Given by another process that keeps it (systemd's socket activation): never shut down.
     shared: bool,
+    /// The keeper each VM accepted is handed to (`keepWith`).
+    keeper: Mutex<Option<Arc<Link>>>,
 }
 
 /// The lobby of a new listener.
@@ -165,6 +149,7 @@ impl NativeListener {
             lobby: Arc::new(new_lobby(env)?),
             limit: Duration::from_millis(u64::from(handshake_timeout_ms)),
             shared,
+            keeper: Mutex::new(None),
         })
     }
 
@@ -174,7 +159,14 @@ impl NativeListener {
     pub fn accept(&self, env: Env, cancel: Option<&NativeCancel>) -> napi::Result<AsyncTask<Receive>> {
         let cancel = cancel_in(&env, &[Some(&self.accepts), cancel.map(|c| &c.group)])?;
         let source = Source::Listener(self.listener.clone(), self.lobby.clone(), self.limit);
-        Ok(AsyncTask::new(Receive { source, options: self.options.clone(), cancel }))
+        let keeper = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(AsyncTask::new(Receive { source, options: self.options.clone(), cancel, keeper }))
+    }
+
+    /// Hands every VM accepted from now on to `keeper` before it is served.
+    #[napi]
+    pub fn keep_with(&self, keeper: &NativeKeeper) {
+        *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper.link());
     }
 
     /// Stops listening; a pending accept fails, even one whose peer connected and says nothing.
@@ -207,5 +199,5 @@ pub fn receive_fd(
     let options = core_options(&env, options)?;
     let stream = handshake::duplicate(fd).or_throw(&env)?;
     let cancel = cancel_in(&env, &[cancel.map(|c| &c.group)])?;
-    Ok(AsyncTask::new(Receive { source: Source::Stream(Some(stream)), options, cancel }))
+    Ok(AsyncTask::new(Receive { source: Source::Stream(Some(stream)), options, cancel, keeper: None }))
 }

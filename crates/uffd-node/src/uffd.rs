@@ -463,5 +463,6 @@ impl Drop for NativeUffd {
 /// process does on its way out, so that no thread (a worker being stopped) waits for a handler.
 #[napi]
 pub fn close_all_userfaultfds() {
+    crate::handshake::stop_every_handshake();
     Userfaultfd::close_all();
 }
