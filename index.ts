@@ -20,6 +20,7 @@ export {
   type FirecrackerOptions,
   FirecrackerServer,
   type FirecrackerServerEvents,
+  type KeeperLinked,
   serveFirecracker,
   type VmSummary,
 } from './lib/firecracker'
