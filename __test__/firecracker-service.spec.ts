@@ -1,10 +1,21 @@
 // The restore server as a long-lived service: no connection holds up a VM, none it took is left
 // waiting, bad input is refused at once. The stand-in VMs keep their userfaultfd after sending it,
 // as Firecracker does: one the server abandons would wait for good.
-import { chmodSync, closeSync, existsSync, openSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
-import { adoptFd, fingerprintOf, listen, serveFirecracker } from 'userfaultfd'
+import { adoptFd, fingerprintOf, listen, Source, serveFirecracker } from 'userfaultfd'
 import { spawnCollecting, until, within } from './helpers/harness'
 import { closed, connection, errorsOf, nextSummary, PAGE, vmKit } from './helpers/vm'
 
@@ -410,3 +421,64 @@ setTimeout(() => { console.log('exiting'); process.exit(0) }, 200)`
   t.is(code, 0, out)
   t.regex(out, /exiting/)
 })
+
+test('a live server whose backlog is full is refused at once (EADDRINUSE), not waited for', async (t) => {
+  const socket = kit.socketPath()
+  const mem = kit.memoryFile('backlog.mem', 4)
+  // A server that hangs: it listens and never accepts, and its backlog is full.
+  const hung = spawnCollecting(
+    'python3',
+    [
+      '-c',
+      `import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(0)
+held = []
+while True:
+    c = socket.socket(socket.AF_UNIX); c.setblocking(False)
+    try: c.connect(sys.argv[1]); held.append(c)
+    except BlockingIOError: break
+print('full', flush=True); time.sleep(60)`,
+      socket,
+    ],
+    'a hung server',
+    90_000,
+  )
+  t.teardown(() => hung.child.kill('SIGKILL'))
+  await until(() => hung.output().includes('full'), 'the backlog full')
+  const script = `try { require('userfaultfd').serveFirecracker({ socket: process.argv[1], memoryFile: process.argv[2] }) }
+catch (error) { console.log(error.code); process.exit(0) }`
+  const { code, out } = await within(
+    spawnCollecting(process.execPath, ['-e', script, socket, mem], 'a second server', 60_000).exit,
+    'the refusal',
+    20_000,
+  )
+  t.is(code, 0, out)
+  t.is(out.trim(), 'EADDRINUSE')
+})
+
+test('an adoption from accept() lets go of its pidfd as its userfaultfd closes, not at a garbage collection', async (t) => {
+  const PAGES = 16
+  const mem = kit.memoryFile('pidfd.mem', PAGES)
+  const socket = kit.socketPath()
+  const listener = listen(socket)
+  t.teardown(() => listener.close())
+  const pidfds = () => readdirSync('/proc/self/fd').filter((fd) => readlinkOrEmpty(`/proc/self/fd/${fd}`) === 'anon_inode:[pidfd]').length
+  const before = pidfds()
+  const vm = kit.startPeer(socket, mem, PAGES)
+  const { uffd, regions } = await within(listener.accept(), 'the handshake')
+  uffd.on('error', () => {}) // the VM's exit (ERR_UFFD_PEER_GONE)
+  t.is(pidfds(), before + 1)
+  for (const region of regions) uffd.serve(region, { source: Source.file(mem) })
+  t.is((await vm.exit).code, 0)
+  await until(() => uffd.closed, 'the userfaultfd closed as its VM exited')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.is(pidfds(), before)
+})
+
+function readlinkOrEmpty(path: string): string {
+  try {
+    return readlinkSync(path)
+  } catch {
+    return ''
+  }
+}

@@ -98,7 +98,12 @@ function settle(outcome: NativeOutcome): Adoption {
   const process = handle ? peerProcess(handle) : undefined
   if (adoption) {
     const adopted = Userfaultfd.fromAdoption(adoption)
-    if (process) peerProcesses.set(adopted, process)
+    if (process) {
+      peerProcesses.set(adopted, process)
+      // The pidfd goes with the userfaultfd, not at a garbage collection: a server that adopts
+      // many would run out of fds first.
+      adopted.uffd.once('close', () => process.close())
+    }
     const kept = outcome.takeKeeperError()
     if (kept) keeperErrors.set(adopted, fromFailure(kept) as UffdError)
     return adopted

@@ -164,20 +164,34 @@ pub fn listen(path: &str) -> Result<UnixListener> {
             return Err(Error::sys("bind", Errno::EEXIST, path.to_string())
                 .with_advice(format!("{path} is {kind}: it was left as it is; remove it or choose another path")));
         }
-        match UnixStream::connect(path) {
-            Ok(_) => {
+        match probe_listener(path) {
+            // Someone listens (EAGAIN: its backlog is full, it is there all the same).
+            Ok(()) | Err(Errno::EAGAIN) => {
                 return Err(Error::sys("bind", Errno::EADDRINUSE, path.to_string()).with_advice(
                     "another server is listening on this socket: it was left as it is; stop it first or choose another path",
                 ))
             }
             // Nobody listens: a stale socket file, replaced.
-            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            Err(Errno::ECONNREFUSED) => {
                 let _ = std::fs::remove_file(path);
             }
-            Err(e) => return Err(io_error("connect", e, &format!("the socket {path} found there"))),
+            Err(errno) => return Err(Error::sys("connect", errno, format!("the socket {path} found there"))),
         }
     }
     UnixListener::bind(path).map_err(|e| io_error("bind", e, path))
+}
+
+/// Connects to the socket at `path` without waiting: a Unix socket's connect(2) blocks while the
+/// listener's backlog is full, and a hung server's may be.
+fn probe_listener(path: &str) -> std::result::Result<(), Errno> {
+    let probe = socket::socket(
+        socket::AddressFamily::Unix,
+        socket::SockType::Stream,
+        socket::SockFlag::SOCK_NONBLOCK | socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let address = socket::UnixAddr::new(path)?;
+    socket::connect(probe.as_raw_fd(), &address)
 }
 
 /// A listening socket this process was given as `fd` (systemd's socket activation, `LISTEN_FDS`):
