@@ -21,6 +21,7 @@ export {
   FirecrackerServer,
   type FirecrackerServerEvents,
   type KeeperLinked,
+  type TraceWritten,
   serveFirecracker,
   type VmSummary,
 } from './lib/firecracker'

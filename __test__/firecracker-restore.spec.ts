@@ -91,6 +91,46 @@ test('record then replay: the trace maps the working set in order before the VM 
   replaying.close()
 })
 
+test('workingSet: the first restore records the trace, the first VM served writes it, the restores after replay it; a stale one is said and replaced', async (t) => {
+  const mem = memoryFile('auto.mem', PAGES)
+  const trace = join(dir, 'auto.trace')
+  const order = join(dir, 'auto-order.txt')
+  writeFileSync(order, Array.from({ length: PAGES / 8 }, (_, i) => PAGES - 1 - 8 * i).join('\n'))
+  const args = ['--order', order, '--delay-ms', '1000']
+  const server = serveFirecracker({ socket: socketPath(), memoryFile: mem, readahead: { pages: 1 }, workingSet: trace })
+  t.teardown(() => server.close())
+  const errors = errorsOf(server)
+  const written = new Promise<{ path: string; pages: number }>((resolve) => server.once('trace', resolve))
+  // The first restore: no trace yet, it records (on demand: no prefetch would hide pages from it).
+  const first = nextSummary(server)
+  t.is((await startPeer(server.socket as string, mem, PAGES, args).exit).code, 0)
+  t.is((await first).prefetchedPages, 0)
+  t.deepEqual(await written, { path: trace, pages: PAGES })
+  t.deepEqual(readTrace(trace, [mem]).pages.slice(0, 3), [PAGES - 1, PAGES - 9, PAGES - 17])
+  // The next replays it, on the same server.
+  const second = nextSummary(server)
+  t.is((await startPeer(server.socket as string, mem, PAGES, args).exit).code, 0)
+  t.is((await second).replayedPages, PAGES)
+  server.close()
+  t.deepEqual(errors, [])
+
+  // The snapshot changed: the trace is stale; it is said, and the next restore records a new one.
+  const changed = memoryFile('auto.mem', PAGES, PAGE, 5)
+  const again = serveFirecracker({ socket: socketPath(), memoryFile: changed, readahead: { pages: 1 }, workingSet: trace })
+  t.teardown(() => again.close())
+  const stale = errorsOf(again)
+  const rewritten = new Promise((resolve) => again.once('trace', resolve))
+  t.is((await startPeer(again.socket as string, changed, PAGES, args).exit).code, 0)
+  await rewritten
+  t.is(stale.length, 1)
+  t.regex(stale[0]?.message ?? '', /another memory file.*a new one is recorded/)
+  t.notThrows(() => readTrace(trace, [changed]))
+  again.close()
+  t.throws(() => serveFirecracker({ socket: socketPath(), memoryFile: mem, workingSet: trace, replay: trace }), {
+    code: 'ERR_INVALID_ARG_TYPE',
+  })
+})
+
 test('a trace recorded for another memory file is refused', (t) => {
   const mem = memoryFile('one.mem', 16)
   const other = memoryFile('other.mem', 16, PAGE, 9)
@@ -231,4 +271,39 @@ test('the userfaultfd command serves a VM and prints a JSON line per event', asy
     ['listening', 'connect', 'summary'],
   )
   t.is(lines[2]?.outcome, 'served')
+})
+
+test('the command with --record or --working-set records on demand (no prefetch unless asked) and says when a trace is written', async (t) => {
+  const mem = memoryFile('cli-ws.mem', PAGES)
+  const socket = socketPath()
+  const trace = join(dir, 'cli-ws.trace')
+  const cli = join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js')
+  const command = [cli, 'firecracker', '--socket', socket, '--mem', mem, '--once', '--working-set', trace]
+  const server = spawnCollecting(process.execPath, command, 'the command', 60_000)
+  await until(() => server.output().includes('listening'), 'listening')
+  t.is((await startPeer(socket, mem, PAGES, ['--delay-ms', '500']).exit).code, 0)
+  const { code, out } = await server.exit
+  t.is(code, 0, out)
+  const lines = out
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { event: string; prefetchedPages?: number; pages?: number })
+  t.deepEqual(
+    lines.map((line) => line.event),
+    ['listening', 'connect', 'trace', 'summary'],
+  )
+  t.is(lines[2]?.pages, PAGES)
+  t.is(lines[3]?.prefetchedPages, 0)
+  const record = join(dir, 'cli-record.trace')
+  const recording = spawnCollecting(
+    process.execPath,
+    [cli, 'firecracker', '--socket', socket, '--mem', mem, '--once', '--record', record],
+    'the command',
+    60_000,
+  )
+  await until(() => recording.output().includes('listening'), 'listening')
+  t.is((await startPeer(socket, mem, PAGES, ['--delay-ms', '500']).exit).code, 0)
+  const recorded = await recording.exit
+  t.regex(recorded.out, /"prefetchedPages":0/)
+  t.is(readTrace(record, [mem]).pages.length, PAGES)
 })

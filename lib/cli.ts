@@ -31,6 +31,9 @@ Started by systemd with a socket (ListenStream=), --socket may be left out.
   --socket-owner USER[:GROUP]  the socket file's owner (a jailed Firecracker's user)
   --record FILE            write each restore's working-set trace to FILE when its VM exits
   --replay FILE            map the trace's pages first, in order, as soon as a VM connects
+  --working-set FILE       replay FILE while it is a trace of this memory; while it is not (the
+                           first restore, or the snapshot changed), record it: the first VM to
+                           exit served writes it for the restores after (not with --record, --replay)
   --handshake-timeout-ms N drop a connection that has not sent its handshake within N ms
                            (default 5000); the server keeps listening whether or not a VM comes
   --timeout-ms N           a fault not served within N ms is SIGBUS in the guest (default ${DEFAULTS.timeoutMs})
@@ -45,7 +48,8 @@ Started by systemd with a socket (ListenStream=), --socket may be left out.
                            (default ${DEFAULT_KEEPER_GRACE_MS})
 
 Prints one JSON line per event, each with its time and level: listening, connect, summary (per
-VM), keeper (linked, with the VMs it held), resume (each VM taken back), error. SIGUSR1 prints the summaries of the VMs
+VM), keeper (linked, with the VMs it held), resume (each VM taken back), trace (a working set
+written), error. SIGUSR1 prints the summaries of the VMs
 being served; SIGINT or SIGTERM stops listening and serves the VMs to their end (SIGTERM with a
 keeper hands over instead).`
 
@@ -112,6 +116,7 @@ function main(argv: string[]): void {
       mem: { type: 'string', multiple: true },
       record: { type: 'string' },
       replay: { type: 'string' },
+      'working-set': { type: 'string' },
       'handshake-timeout-ms': { type: 'string', default: '5000' },
       'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs) },
       'no-prefetch': { type: 'boolean', default: false },
@@ -151,11 +156,13 @@ function main(argv: string[]): void {
       memoryFile: values.mem,
       handshakeTimeoutMs: number('handshake-timeout-ms', values['handshake-timeout-ms']),
       timeoutMs: number('timeout-ms', values['timeout-ms']),
-      prefetch: !values['no-prefetch'],
+      // Left unsaid, a recording restore runs without the prefetch (its trace would miss pages).
+      ...(values['no-prefetch'] ? { prefetch: false } : {}),
       ...(values['socket-mode'] ? { socketMode: values['socket-mode'] } : {}),
       ...(values['socket-owner'] ? { socketOwner: values['socket-owner'] } : {}),
       ...(values.record ? { record: values.record } : {}),
       ...(values.replay ? { replay: values.replay } : {}),
+      ...(values['working-set'] ? { workingSet: values['working-set'] } : {}),
       ...(values.keeper ? { keeper: values.keeper } : {}),
       ...(values['keeper-grace-ms'] ? { keeperGraceMs: number('keeper-grace-ms', values['keeper-grace-ms']) } : {}),
     })
@@ -173,6 +180,7 @@ function main(argv: string[]): void {
   print({ event: 'listening', socket })
   server.on('connect', (peer) => print({ event: 'connect', pid: peer?.pid }))
   server.on('resume', (peer) => print({ event: 'resume', pid: peer?.pid }))
+  server.on('trace', ({ path, pages }) => print({ event: 'trace', path, pages }))
   server.on('keeper', ({ path, vms }) => print({ event: 'keeper', keeper: path, vms }))
   server.on('error', (error) => {
     const dropped = error.syscall === 'handshake' && error.peer === undefined

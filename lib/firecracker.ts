@@ -1,7 +1,19 @@
 // A ready page-fault handler for Firecracker snapshot restores: one process serves any number of
 // microVMs, each from its memory file (or layers of them), natively, with working-set replay.
 import { EventEmitter } from 'node:events'
-import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs'
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs'
 import { dirname } from 'node:path'
 import { argumentError, rangeError, UffdError } from './errors'
 import { DEFAULT_KEEPER_GRACE_MS, linkKeeper } from './keeper'
@@ -50,6 +62,13 @@ export interface FirecrackerOptions {
   record?: string
   /** Map the pages of this trace first, in order, as soon as a VM connects (then the rest in the background). */
   replay?: string
+  /**
+   * A working-set trace kept without a recording run: replayed (as `replay`) while it is there
+   * and belongs to the memory files; while it is not (the first restore of a snapshot, or the
+   * snapshot changed), each restore records (as `record`) and the first VM to exit served writes
+   * it, for the restores that follow. Not with `record` or `replay`.
+   */
+  workingSet?: string
   /** Map the rest of the memory in the background, stepping aside for faults. Default true, false when recording. */
   prefetch?: boolean
   /** Pages per fault. Default `{ pages: 16, adaptive: true, maxPages: 256 }`. */
@@ -125,6 +144,14 @@ export interface KeeperLinked {
   readonly vms: number
 }
 
+/** What the `'trace'` event of a {@link FirecrackerServer} says. */
+export interface TraceWritten {
+  /** Where the trace was written (`workingSet`). */
+  readonly path: string
+  /** The pages it lists, in the order the VM first touched them. */
+  readonly pages: number
+}
+
 /** Events of a {@link FirecrackerServer}. */
 export interface FirecrackerServerEvents {
   /** A VM connected. */
@@ -133,6 +160,8 @@ export interface FirecrackerServerEvents {
   resume: [Peer | undefined]
   /** Linked to the keeper, which held the VMs it says (each then has its `'resume'`). */
   keeper: [KeeperLinked]
+  /** A working-set trace was written (`workingSet`). */
+  trace: [TraceWritten]
   /** A VM's restore ended (it exited, or was killed). */
   summary: [VmSummary]
   /** Trouble: a refused or dropped handshake, a VM that could not be served. */
@@ -177,7 +206,7 @@ interface Restore {
  * ```
  */
 export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
-  readonly #options: Required<Pick<FirecrackerOptions, 'handshakeTimeoutMs' | 'prefetch' | 'readahead' | 'timeoutMs'>> & FirecrackerOptions
+  readonly #options: Required<Pick<FirecrackerOptions, 'handshakeTimeoutMs' | 'readahead' | 'timeoutMs'>> & FirecrackerOptions
   readonly #files: readonly string[]
   /** The memory files, opened and checked once at the start and held open while it runs. */
   readonly #held: readonly HeldFile[]
@@ -187,7 +216,8 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   /** What each VM's userfaultfd is adopted with (at a handshake, or taken back from the keeper). */
   readonly #adopt: AdoptOptions
   readonly #restores = new Set<Restore>()
-  readonly #trace: WorkingSetTrace | undefined
+  /** The trace replayed: `replay`'s, or `workingSet`'s once there is a valid one. */
+  #trace: WorkingSetTrace | undefined
   /** Taking new connections (until `close()`). */
   #listening = true
   /** Reading the handshakes of connections taken (until the last one taken is served or dropped). */
@@ -216,12 +246,11 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       throw error
     }
     this.#held = held
-    // A recording restore runs on demand: what the background prefetch maps is not the working set.
-    const prefetch = options.prefetch ?? options.record === undefined
-    this.#options = { handshakeTimeoutMs: 5000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options, prefetch }
+    this.#options = { handshakeTimeoutMs: 5000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options }
     try {
-      if (options.record !== undefined) checkRecordable(options.record)
+      if (options.record !== undefined) checkRecordable(options.record, 'options.record')
       this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
+      if (options.workingSet !== undefined) this.#trace = this.#openWorkingSet(options.workingSet)
       // Listening comes first: Firecracker connects as soon as its load request arrives.
       const { handshakeTimeoutMs, timeoutMs } = this.#options
       checkKeeper(options.keeper, options.keeperGraceMs)
@@ -369,7 +398,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     const restore: Restore = {
       adoption,
       started: Date.now(),
-      recorder: this.#options.record === undefined ? undefined : new TraceRecorder(),
+      recorder: this.#records(resumed) ? new TraceRecorder() : undefined,
       replayed: 0,
       prefetched: 0,
       filled: Promise.resolve(),
@@ -459,7 +488,10 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
         )
         await settledAll(replays)
       }
-      if (this.#options.prefetch && !uffd.closed) {
+      // A recording restore runs on demand (unless told): what the background prefetch maps first
+      // would be missing from its working set.
+      const prefetch = this.#options.prefetch ?? restore.recorder === undefined
+      if (prefetch && !uffd.closed) {
         const rest = regions.map((region) =>
           uffd.prefetch(region, undefined, { chunkPages: 512 }).then((result) => {
             restore.prefetched += result.mapped
@@ -494,9 +526,51 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     void restore.filled.then(() => this.#finish(restore))
   }
 
+  /**
+   * The working-set trace at `path` if it is there and belongs to the memory files; else none
+   * (this server records it): a stale or broken one is said, and replaced by the next.
+   */
+  #openWorkingSet(path: string): WorkingSetTrace | undefined {
+    if (this.#options.record !== undefined || this.#options.replay !== undefined) {
+      throw argumentError('options.workingSet', 'unset with record or replay (it does both)', path)
+    }
+    checkRecordable(path, 'options.workingSet')
+    if (!existsSync(path)) return undefined
+    try {
+      return readTrace(path, this.#files)
+    } catch (error) {
+      const stale = new UffdError(`${(error as Error).message}; a new one is recorded`, { code: 'EINVAL', cause: error })
+      queueMicrotask(() => this.#report(stale))
+      return undefined
+    }
+  }
+
+  /** Whether a restore records its working set. A resumed one does not: it saw only the end. */
+  #records(resumed: boolean): boolean {
+    if (resumed) return false
+    return this.#options.record !== undefined || (this.#options.workingSet !== undefined && this.#trace === undefined)
+  }
+
+  /** The first restore served to its end writes the working set that is not there yet. */
+  #writeWorkingSet(restore: Restore, path: string): void {
+    if (this.#trace || !restore.recorder || restore.outcome !== 'served') return
+    const memory = this.#held.map((file) => file.proc)
+    const temporary = `${path}.${process.pid}.tmp`
+    try {
+      const trace = writeTrace(temporary, memory, pageSizeOf(restore.adoption.regions), restore.recorder.offsets())
+      renameSync(temporary, path)
+      this.#trace = trace
+      this.emit('trace', { path, pages: trace.pages.length })
+    } catch (error) {
+      rmSync(temporary, { force: true })
+      this.#report(new UffdError(`writing the trace ${path} failed: ${(error as Error).message}`, { code: 'EIO', cause: error }))
+    }
+  }
+
   #finish(restore: Restore): void {
     if (!this.#restores.delete(restore)) return
     const summary = this.#summary(restore)
+    if (this.#options.workingSet !== undefined) this.#writeWorkingSet(restore, this.#options.workingSet)
     if (restore.recorder && this.#options.record) {
       try {
         const memory = this.#held.map((file) => file.proc) // the files served, whatever became of their paths
@@ -648,8 +722,8 @@ function idOf(name: string, table: string, what: string): number {
 }
 
 /** A trace can be written at `path` when a VM exits: its folder is there and writable, and it is not a folder. */
-function checkRecordable(path: string): void {
-  if (typeof path !== 'string') throw argumentError('options.record', 'a path', path)
+function checkRecordable(path: string, name: string): void {
+  if (typeof path !== 'string') throw argumentError(name, 'a path', path)
   const folder = dirname(path)
   const refuse = (why: string, code: 'ENOENT' | 'ENOTDIR' | 'EACCES' | 'EISDIR') =>
     new UffdError(`cannot record the trace to ${path}: ${why}`, { code })
