@@ -21,8 +21,8 @@ export {
   FirecrackerServer,
   type FirecrackerServerEvents,
   type KeeperLinked,
-  type TraceWritten,
   serveFirecracker,
+  type TraceWritten,
   type VmSummary,
 } from './lib/firecracker'
 export type {
