@@ -50,15 +50,25 @@ function resultOf(out: string): PeerResult {
   return JSON.parse(line ?? '{}') as PeerResult
 }
 
+/**
+ * A server with a keeper, and a VM of `pages` pages it serves that reads on, a page a millisecond:
+ * its memory file, socket and keeper path are named after `name`.
+ */
+async function servedVm(name: string, pages: number, args: string[] = []) {
+  const mem = kit.memoryFile(`${name}.mem`, pages)
+  const socket = kit.socketPath()
+  const keeper = join(kit.dir, `${name}.keeper`)
+  const first = server(socket, mem, keeper, args)
+  await until(() => first.output().includes('listening'), 'listening')
+  const vm = kit.startPeer(socket, mem, pages, ['--pace-ms', '1'])
+  await until(() => vm.output().includes('running'), 'the VM running')
+  return { mem, socket, keeper, first, vm }
+}
+
 test('a server killed (SIGKILL) three times under a running VM is started again and takes it back: every byte right, the VM never killed', async (t) => {
   const PAGES = 3000
-  const mem = kit.memoryFile('killed.mem', PAGES)
-  const socket = kit.socketPath()
-  const keeper = join(kit.dir, 'killed.keeper')
-  let current = server(socket, mem, keeper)
-  await until(() => current.output().includes('listening'), 'listening')
-  const vm = kit.startPeer(socket, mem, PAGES, ['--pace-ms', '1'])
-  await until(() => vm.output().includes('running'), 'the VM running')
+  const { mem, socket, keeper, first, vm } = await servedVm('killed', PAGES)
+  let current = first
   for (let restart = 0; restart < 3; restart++) {
     current.child.kill('SIGKILL')
     await current.exit
@@ -87,14 +97,7 @@ test('a server killed (SIGKILL) three times under a running VM is started again 
 })
 
 test('SIGTERM with a keeper hands over: the server exits at once, the VM waits, and the next server serves it to its end', async (t) => {
-  const PAGES = 2000
-  const mem = kit.memoryFile('handover.mem', PAGES)
-  const socket = kit.socketPath()
-  const keeper = join(kit.dir, 'handover.keeper')
-  const first = server(socket, mem, keeper)
-  await until(() => first.output().includes('listening'), 'listening')
-  const vm = kit.startPeer(socket, mem, PAGES, ['--pace-ms', '1'])
-  await until(() => vm.output().includes('running'), 'the VM running')
+  const { mem, socket, keeper, first, vm } = await servedVm('handover', 2000)
   first.child.kill('SIGTERM')
   const { code, out } = await within(first.exit, 'the handover', 10_000)
   t.is(code, 0, out)
@@ -112,14 +115,7 @@ test('SIGTERM with a keeper hands over: the server exits at once, the VM waits, 
 })
 
 test('a keeper left with no server for its grace kills its VMs (never leaves them frozen), then ends', async (t) => {
-  const PAGES = 2000
-  const mem = kit.memoryFile('grace.mem', PAGES)
-  const socket = kit.socketPath()
-  const keeper = join(kit.dir, 'grace.keeper')
-  const only = server(socket, mem, keeper, ['--keeper-grace-ms', '500'])
-  await until(() => only.output().includes('listening'), 'listening')
-  const vm = kit.startPeer(socket, mem, PAGES, ['--pace-ms', '1'])
-  await until(() => vm.output().includes('running'), 'the VM running')
+  const { keeper, first: only, vm } = await servedVm('grace', 2000, ['--keeper-grace-ms', '500'])
   only.child.kill('SIGKILL')
   const { signal } = await within(vm.exit, 'the VM killed by the keeper', 30_000)
   t.is(signal, 'SIGKILL')

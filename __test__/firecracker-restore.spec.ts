@@ -64,13 +64,18 @@ test('layered memory files: each page comes from the topmost layer with data the
   server.close()
 })
 
+/** The VM's arguments to touch a scattered working set first (a page in 8, backwards), listed in `name`, a second after its handshake. */
+function scatteredOrder(name: string): string[] {
+  const order = join(dir, name)
+  writeFileSync(order, Array.from({ length: PAGES / 8 }, (_, i) => PAGES - 1 - 8 * i).join('\n'))
+  return ['--order', order, '--delay-ms', '1000']
+}
+
 test('record then replay: the trace maps the working set in order before the VM touches it, so the VM takes almost no faults', async (t) => {
   const mem = memoryFile('replay.mem', PAGES)
   const trace = join(dir, 'replay.trace')
   // The VM touches a scattered working set first: a page in 8, backwards.
-  const order = join(dir, 'order.txt')
-  writeFileSync(order, Array.from({ length: PAGES / 8 }, (_, i) => PAGES - 1 - 8 * i).join('\n'))
-  const args = ['--order', order, '--delay-ms', '1000']
+  const args = scatteredOrder('order.txt')
   const recording = serveFirecracker({ socket: socketPath(), memoryFile: mem, prefetch: false, readahead: { pages: 1 }, record: trace })
   t.teardown(() => recording.close())
   const recorded = nextSummary(recording)
@@ -94,9 +99,7 @@ test('record then replay: the trace maps the working set in order before the VM 
 test('workingSet: the first restore records the trace, the first VM served writes it, the restores after replay it; a stale one is said and replaced', async (t) => {
   const mem = memoryFile('auto.mem', PAGES)
   const trace = join(dir, 'auto.trace')
-  const order = join(dir, 'auto-order.txt')
-  writeFileSync(order, Array.from({ length: PAGES / 8 }, (_, i) => PAGES - 1 - 8 * i).join('\n'))
-  const args = ['--order', order, '--delay-ms', '1000']
+  const args = scatteredOrder('auto-order.txt')
   const server = serveFirecracker({ socket: socketPath(), memoryFile: mem, readahead: { pages: 1 }, workingSet: trace })
   t.teardown(() => server.close())
   const errors = errorsOf(server)

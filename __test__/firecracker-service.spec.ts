@@ -456,7 +456,7 @@ catch (error) { console.log(error.code); process.exit(0) }`
   t.is(out.trim(), 'EADDRINUSE')
 })
 
-test('an adoption from accept() lets go of its pidfd as its userfaultfd closes, not at a garbage collection', async (t) => {
+test.serial('an adoption from accept() lets go of its pidfd as its userfaultfd closes, not at a garbage collection', async (t) => {
   const PAGES = 16
   const mem = kit.memoryFile('pidfd.mem', PAGES)
   const socket = kit.socketPath()
