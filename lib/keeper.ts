@@ -11,12 +11,20 @@ import { native } from './loader'
 /** How long a keeper with no server keeps its VMs before it kills them, unless told. */
 export const DEFAULT_KEEPER_GRACE_MS = 10_000
 
+/** How long a keeper linked to another server is asked again (that server may be ending). */
+const BUSY_MS = 3000
+
 /** How long a keeper just started may take to listen. */
 const START_MS = 10_000
 
 /** @internal Links to the keeper at `path`, starting one (with `graceMs`) if none listens there. */
 export async function linkKeeper(path: string, graceMs: number): Promise<NativeKeeper> {
-  const first = tryLink(path)
+  let first = tryLink(path)
+  // The server this one replaces may be on its way out (a hand-over): its link goes with it.
+  for (const deadline = Date.now() + BUSY_MS; first instanceof UffdError && first.code === 'EBUSY' && Date.now() < deadline; ) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    first = tryLink(path)
+  }
   if (!(first instanceof UffdError)) return first
   if (!absent(first)) throw first
   const started = startKeeper(path, graceMs)
