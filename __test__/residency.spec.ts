@@ -100,7 +100,7 @@ test('a limit is checked: too small for the readahead window, without a source, 
   })
   t.throws(() => uffd.register(region, { source: Source.zero(), maxResident: 8 * PAGE }), {
     instanceOf: RangeError,
-    message: /at least 262144 \(the readahead window of 64 pages/,
+    message: /at least 376832 \(a readahead window of 64 pages below the low water mark, 0.7\)/,
   })
   t.throws(() => uffd.register(region, { source: Source.zero(), maxResident: { bytes: MIB, high: 0.5, low: 0.6 } }), {
     instanceOf: RangeError,

@@ -163,8 +163,8 @@ export interface RegisterOptions {
    * mapped write-protected: a page the program writes is pinned (kept resident for good, counted
    * against the limit) before the write lands, so nothing written is dropped. Private anonymous
    * memory, missing faults only, a file, layers, bytes or zero source; not with `prefetch()`, nor
-   * on a userfaultfd with `EVENT_REMOVE` or `WP_ASYNC`. At least the readahead window
-   * (`readahead.maxPages` pages) and 16 pages. See {@link UffdStats.residency}.
+   * on a userfaultfd with `EVENT_REMOVE` or `WP_ASYNC`. Its low water mark must hold a readahead
+   * window (`readahead.maxPages` pages, at least 16). See {@link UffdStats.residency}.
    *
    * @example
    * ```ts
@@ -419,16 +419,25 @@ function residencyOf(
   const { bytes, high, low } =
     typeof limit === 'number' ? { bytes: limit, high: undefined, low: undefined } : optionsOf('options.maxResident', limit)
   const name = typeof limit === 'number' ? 'options.maxResident' : 'options.maxResident.bytes'
-  const least = Math.max(windowPages, 16) * pageSize
-  const most = integer(name, bytes)
-  if (most < least) throw rangeError(name, `at least ${least} (the readahead window of ${windowPages} pages, and 16 pages)`, most)
   const highMark = high ?? 0.9
   const lowMark = low ?? 0.7
   if (typeof highMark !== 'number' || !(highMark > 0 && highMark <= 1)) {
     throw rangeError('options.maxResident.high', 'a fraction above 0, at most 1', Number(highMark))
   }
-  if (typeof lowMark !== 'number' || !(lowMark >= 0 && lowMark < highMark)) {
-    throw rangeError('options.maxResident.low', `a fraction from 0 to below high (${highMark})`, Number(lowMark))
+  if (typeof lowMark !== 'number' || !(lowMark > 0 && lowMark < highMark)) {
+    throw rangeError('options.maxResident.low', `a fraction above 0 and below high (${highMark})`, Number(lowMark))
+  }
+  // What is left after an eviction holds a whole readahead window: pages mapped ahead of a
+  // sequential reader are not dropped before it reads them.
+  const window = Math.max(windowPages, 16) * pageSize
+  const least = Math.ceil(window / lowMark / pageSize) * pageSize
+  const most = integer(name, bytes)
+  if (most < least) {
+    throw rangeError(
+      name,
+      `at least ${least} (a readahead window of ${window / pageSize} pages below the low water mark, ${lowMark})`,
+      most,
+    )
   }
   return { maxResident: most, residentHigh: highMark, residentLow: lowMark }
 }
