@@ -46,6 +46,7 @@ export type {
   ReceiveOptions,
   RegisterOptions,
   RemoteRange,
+  ResidencyLimit,
   ServeOptions,
   ShmemOptions,
   UserfaultfdOptions,
@@ -65,7 +66,7 @@ export {
   type ObjectStoreSourceOptions,
   Source,
 } from './lib/source'
-export type { LatencyReport, UffdStats } from './lib/stats'
+export type { LatencyReport, ResidencyStats, UffdStats } from './lib/stats'
 export {
   fingerprintOf,
   type MemoryFingerprint,

@@ -459,6 +459,10 @@ export interface NativeRegistration {
   readaheadMaxPages?: number
   adaptive?: boolean
   fallthrough: boolean
+  /** Bytes of the range resident at most, and the water marks (fractions of it). */
+  maxResident?: number
+  residentHigh?: number
+  residentLow?: number
 }
 
 /** A range of the other process's memory. */
@@ -505,6 +509,12 @@ export interface NativeStats {
   inFlight: number
   queued: number
   holes: number
+  /** Residency limits: pages resident now, of them pinned (written), dropped, mapped again. */
+  residentPages: number
+  pinnedPages: number
+  evictions: number
+  evictionBatches: number
+  refaults: number
   /** Threads that read the fd. */
   readers: number
 }

@@ -155,6 +155,33 @@ export interface RegisterOptions {
    * Default false.
    */
   fallthrough?: boolean
+  /**
+   * With a source: at most this many bytes of the range stay resident. Pages are noted as faults
+   * map them; above the high water mark a thread of the range's own drops the oldest
+   * (`MADV_DONTNEED`, in batches, off the fault path) down to the low one, and a dropped page
+   * faults again on its next touch and is served from the source again, byte for byte. Pages are
+   * mapped write-protected: a page the program writes is pinned (kept resident for good, counted
+   * against the limit) before the write lands, so nothing written is dropped. Private anonymous
+   * memory, missing faults only, a file, layers, bytes or zero source; not with `prefetch()`, nor
+   * on a userfaultfd with `EVENT_REMOVE` or `WP_ASYNC`. Its low water mark must hold a readahead
+   * window (`readahead.maxPages` pages, at least 16). See {@link UffdStats.residency}.
+   *
+   * @example
+   * ```ts
+   * uffd.register(region, { source: Source.file('model.bin'), maxResident: 256 * 2 ** 20 })
+   * ```
+   */
+  maxResident?: number | ResidencyLimit
+}
+
+/** A residency limit with its water marks ({@link RegisterOptions.maxResident}). */
+export interface ResidencyLimit {
+  /** Bytes resident at most. */
+  bytes: number
+  /** Eviction starts above this fraction of `bytes`. Default 0.9. */
+  high?: number
+  /** ... and drops pages down to this fraction. Default 0.7. */
+  low?: number
 }
 
 /** Options of {@link Userfaultfd.serve}: the source, how it reads ahead, and the range. */
@@ -355,7 +382,7 @@ export function registrationOf(
   region: Region,
   options: RegisterOptions | undefined,
 ): { handle: NativeRegion; range: NativeRegistration; source: Source | undefined } {
-  const { missing, minor, wp, offset, length, source, readahead, fallthrough } = optionsOf('options', options)
+  const { missing, minor, wp, offset, length, source, readahead, fallthrough, maxResident } = optionsOf('options', options)
   // A page-cache source serves minor faults: it implies `minor` unless told otherwise.
   const wantsMinor = optionalBoolean('options.minor', minor, source instanceof Source && source.kind === 'pageCache')
   const wantsWp = optionalBoolean('options.wp', wp, false)
@@ -375,8 +402,44 @@ export function registrationOf(
     readaheadMaxPages: maxPages,
     adaptive: optionalBoolean('options.readahead.adaptive', ahead.adaptive, false),
     fallthrough: optionalBoolean('options.fallthrough', fallthrough, false),
+    ...residencyOf(maxResident, source, maxPages, region.pageSize),
   }
   return { handle, range, source }
+}
+
+/** The residency limit asked for, checked: whole bytes, room for the readahead window, marks in order. */
+function residencyOf(
+  limit: RegisterOptions['maxResident'],
+  source: Source | undefined,
+  windowPages: number,
+  pageSize: number,
+): { maxResident?: number; residentHigh?: number; residentLow?: number } {
+  if (limit === undefined) return {}
+  if (source === undefined) throw argumentError('options.maxResident', 'given with a source (it serves the pages it drops)', limit)
+  const { bytes, high, low } =
+    typeof limit === 'number' ? { bytes: limit, high: undefined, low: undefined } : optionsOf('options.maxResident', limit)
+  const name = typeof limit === 'number' ? 'options.maxResident' : 'options.maxResident.bytes'
+  const highMark = high ?? 0.9
+  const lowMark = low ?? 0.7
+  if (typeof highMark !== 'number' || !(highMark > 0 && highMark <= 1)) {
+    throw rangeError('options.maxResident.high', 'a fraction above 0, at most 1', Number(highMark))
+  }
+  if (typeof lowMark !== 'number' || !(lowMark > 0 && lowMark < highMark)) {
+    throw rangeError('options.maxResident.low', `a fraction above 0 and below high (${highMark})`, Number(lowMark))
+  }
+  // What is left after an eviction holds a whole readahead window: pages mapped ahead of a
+  // sequential reader are not dropped before it reads them.
+  const window = Math.max(windowPages, 16) * pageSize
+  const least = Math.ceil(window / lowMark / pageSize) * pageSize
+  const most = integer(name, bytes)
+  if (most < least) {
+    throw rangeError(
+      name,
+      `at least ${least} (a readahead window of ${window / pageSize} pages below the low water mark, ${lowMark})`,
+      most,
+    )
+  }
+  return { maxResident: most, residentHigh: highMark, residentLow: lowMark }
 }
 
 /** What `serve` sends: the range with its readahead and what a removed range gets, the source, the recorder. */

@@ -65,6 +65,22 @@ export interface UffdStats {
   readonly queued: number
   /** Threads that read the fd (`readers`; 1 with `EVENT_FORK`). */
   readonly readers: number
+  /** What the residency limits (`maxResident`) of its registrations did. */
+  readonly residency: ResidencyStats
+}
+
+/** What the residency limits of a userfaultfd's registrations did ({@link RegisterOptions.maxResident}). */
+export interface ResidencyStats {
+  /** Bytes of limited ranges mapped now (a gauge). */
+  readonly residentBytes: number
+  /** Of those, bytes the program wrote: pinned, never dropped (a gauge). */
+  readonly pinnedBytes: number
+  /** Pages dropped to keep to the limits. */
+  readonly evictions: number
+  /** The batches they were dropped in (one `madvise` per run of adjacent pages in a batch). */
+  readonly evictionBatches: number
+  /** Pages faulted in again after they were dropped. */
+  readonly refaults: number
 }
 
 /** Native sources' fault latency, and when the first fault came. */
@@ -108,5 +124,15 @@ export function statsOf(s: NativeStats): UffdStats {
     inFlight: s.inFlight,
     queued: s.queued,
     readers: s.readers,
+    residency: {
+      // Limits are on private anonymous memory: base pages.
+      residentBytes: s.residentPages * BASE_PAGE,
+      pinnedBytes: s.pinnedPages * BASE_PAGE,
+      evictions: s.evictions,
+      evictionBatches: s.evictionBatches,
+      refaults: s.refaults,
+    },
   }
 }
+
+const BASE_PAGE = 4096

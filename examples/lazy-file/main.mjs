@@ -13,6 +13,8 @@
 //   --mib N  size of the generated file in MiB (default 64; --small: 16)
 //   --small  a smaller generated file, for the test suite
 //   --random-reads N  random reads before the sequential pass (default: one per 64 pages)
+//   --max-resident-mib N  keep at most N MiB of the mapping resident (a residency limit): the
+//            oldest pages are dropped as the read goes on and read from the file again if touched
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -29,11 +31,12 @@ const { values: flags, positionals } = parseArgs({
     mib: { type: 'string' },
     small: { type: 'boolean', default: false },
     'random-reads': { type: 'string' },
+    'max-resident-mib': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 })
 if (flags.help) {
-  console.log('usage: node examples/lazy-file/main.mjs [FILE] [--mib N] [--small]')
+  console.log('usage: node examples/lazy-file/main.mjs [FILE] [--mib N] [--small] [--max-resident-mib N]')
   process.exit(0)
 }
 const mib = integerFlag('mib', flags.mib ?? (flags.small ? '16' : '64'), 1)
@@ -88,10 +91,15 @@ const { pageSize } = region
 const totalPages = region.size / pageSize
 // By default one random read per 64 pages: enough to show that only what is touched is read.
 const randomReads = integerFlag('random-reads', flags['random-reads'] ?? String(Math.ceil(totalPages / 64)), 0)
-uffd.register(region, { source: Source.file(path), readahead: { pages: 16, adaptive: true } })
-console.log(`mapped ${path} (${fileSize} bytes, ${totalPages} pages) lazily: readahead 16 pages, adaptive`)
+const limitMiB = flags['max-resident-mib'] === undefined ? undefined : integerFlag('max-resident-mib', flags['max-resident-mib'], 1)
+const maxResident = limitMiB === undefined ? undefined : limitMiB * MiB
+uffd.register(region, { source: Source.file(path), readahead: { pages: 16, adaptive: true }, ...(maxResident ? { maxResident } : {}) })
+console.log(
+  `mapped ${path} (${fileSize} bytes, ${totalPages} pages) lazily: readahead 16 pages, adaptive${maxResident ? `, at most ${limitMiB} MiB resident` : ''}`,
+)
 
-const resident = () => uffd.stats.bytesMapped / pageSize
+// With a limit, what is resident now; without, every page mapped stays.
+const resident = () => (maxResident ? uffd.stats.residency.residentBytes : uffd.stats.bytesMapped) / pageSize
 // The loop thread bumps the counters just after the ioctl that wakes the reader, so the last
 // fault's pages may show a moment later: wait until every fault read is counted as resolved.
 async function settle() {
@@ -167,10 +175,16 @@ console.log(
   `faults:         ${stats.faults.missing} (${stats.native} resolved natively), ${(stats.bytesMapped / pageSize / Math.max(1, stats.faults.missing)).toFixed(1)} pages per fault on average`,
 )
 console.log(`resident:       ${resident()} / ${totalPages} pages`)
+if (maxResident) {
+  const { evictions, evictionBatches, refaults } = stats.residency
+  console.log(`evicted:        ${evictions} pages in ${evictionBatches} batches, ${refaults} faulted in again`)
+}
 console.log(`verified:       ${randomReads * 64 + region.size} bytes against the file, ${mismatches} mismatches`)
 if (firstBad >= 0) console.error(`first mismatch at byte ${firstBad}`)
-const allResident = resident() === totalPages
-if (!allResident) console.error(`expected every page resident after the full read, got ${resident()}`)
+// Without a limit every page is resident after the full read; with one, no more than the limit.
+const allResident = maxResident ? resident() * pageSize <= maxResident : resident() === totalPages
+if (!allResident)
+  console.error(`expected ${maxResident ? `at most ${limitMiB} MiB` : 'every page'} resident after the full read, got ${resident()} pages`)
 
 closeSync(file)
 uffd.close()

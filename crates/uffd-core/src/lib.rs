@@ -5,7 +5,7 @@
 //! Layers, each using only those below it (`scripts/check-cycles.mjs` checks there is no circle):
 //! 1. the kernel: `sys` (uapi, ioctl, msg, poller); `error`, `stats`, `registry`, `thread_set`;
 //! 2. `region`, `fault`;
-//! 3. plain data: `fd`, `registrations`, `fault_table`, `source`;
+//! 3. plain data: `fd`, `registrations`, `fault_table`, `residency` (with its evictor thread), `source`;
 //! 4. `resolve`, `native`, `fallback`, `options`;
 //! 5. `events`, `handlers`, `pulling`, `engine`, `reader` (the one turn), `pending`;
 //! 6. `pump`, `fault_loop`, `direct`, `prefetch`, `dirty`, `handshake`, `object_source`;
@@ -40,6 +40,7 @@ mod reader;
 pub mod region;
 mod registrations;
 mod registry;
+pub mod residency;
 mod resolution;
 mod resolve;
 pub mod source;

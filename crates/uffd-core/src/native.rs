@@ -8,6 +8,7 @@ use crate::region::{base_page_size, MemoryKind, Region};
 use crate::resolve::{Park, Protect, Resolver, Wake};
 use crate::source::{fill_layers, FileLayer, Scratch, Served, Source};
 use crate::stats::bump;
+use crate::sys::uapi;
 use nix::errno::Errno;
 use std::sync::atomic::Ordering;
 
@@ -25,10 +26,22 @@ pub fn serve(
     scratch: &mut Scratch,
     park: Park<'_>,
 ) -> Option<Result<usize>> {
+    let page = region.page_size();
+    let residency = served.residency();
+    if kind == FaultKind::WriteProtect {
+        // A write to a page of a range with a residency limit: the page is pinned (never dropped)
+        // and written. One being dropped is not: its writer faults again until it is gone, then
+        // faults it in anew.
+        let residency = residency?;
+        if residency.pin(offset) {
+            return Some(resolver.write_protect_at(region.address() + offset, page, false).map(|()| page));
+        }
+        return Some(resolver.wake(region, offset, page).map(|()| 0));
+    }
     if !served.source.serves(kind) {
         return None;
     }
-    let page = region.page_size();
+    let protect = residency.is_some();
     let mut end = end;
     if served.fallthrough {
         match served.source.available(offset) {
@@ -45,9 +58,9 @@ pub fn serve(
                 // Removed since it was mapped: zeros, as its owner's kernel would give it.
                 bump(&resolver.counters.native);
                 let len = run_end.min(end).saturating_sub(offset).max(page).min(end - offset);
-                return Some(match map_zeros(resolver, region, offset, len, scratch, park) {
+                return Some(match map_zeros(resolver, region, offset, len, protect, scratch, park) {
                     Err(err) if len > page && gone_under(&err) => {
-                        map_zeros(resolver, region, offset, page, scratch, park)
+                        map_zeros(resolver, region, offset, page, protect, scratch, park)
                     }
                     other => other,
                 });
@@ -60,12 +73,12 @@ pub fn serve(
     let len = (pages * page).min(end - offset);
     // Counted before the ioctl wakes the faulting thread, which may read the counters at once.
     bump(&resolver.counters.native);
-    let result = match map_from(resolver, &served.source, region, offset, len, scratch, park) {
+    let result = match map_from(resolver, &served.source, region, offset, len, protect, scratch, park) {
         // The window reaches into a range the peer unmapped (or moved) without an event that told
         // us (Firecracker asks for no EVENT_UNMAP): the kernel refuses the whole copy. The faulting
         // page is still mapped, or it could not have faulted: map it alone.
         Err(err) if len > page && gone_under(&err) => {
-            map_from(resolver, &served.source, region, offset, page, scratch, park)
+            map_from(resolver, &served.source, region, offset, page, protect, scratch, park)
         }
         other => other,
     };
@@ -78,6 +91,9 @@ pub fn serve(
     };
     match result {
         Ok(mapped) => {
+            if let (Some(residency), true) = (residency, mapped > 0) {
+                residency.mapped(offset, mapped);
+            }
             served.window.advance_to(offset + mapped.max(page));
             if let Some(recorder) = &served.recorder {
                 let base = served.source.file_offset() + offset as u64;
@@ -98,29 +114,33 @@ pub(crate) fn gone_under(err: &Error) -> bool {
     matches!(err, Error::Sys { errno: Errno::ENOENT | Errno::EFAULT, .. })
 }
 
-/// Maps `len` bytes at `offset` of a region from a source, waking any thread waiting there.
-/// Returns the bytes mapped, fewer if a page of the range was already there.
+/// Maps `len` bytes at `offset` of a region from a source, waking any thread waiting there;
+/// write-protected if `protect`. Returns the bytes mapped, fewer if a page of the range was
+/// already there.
+#[allow(clippy::too_many_arguments)]
 pub fn map_from(
     resolver: &Resolver,
     source: &Source,
     region: &Region,
     offset: usize,
     len: usize,
+    protect: bool,
     scratch: &mut Scratch,
     park: Park<'_>,
 ) -> Result<usize> {
     // The range lies in the registration the caller found: mapped without a second lookup.
     let at = region.address() + offset;
-    let copy = |bytes: &[u8]| resolver.copy_at(at, bytes, 0, park);
+    let mode = copy_mode(protect);
+    let copy = |bytes: &[u8]| resolver.copy_at(at, bytes, mode, park);
     match source {
-        Source::PageCache => resolver.r#continue(region, offset, len, Wake(true), Protect(false), park),
-        Source::Zero => map_zeros(resolver, region, offset, len, scratch, park),
+        Source::PageCache => resolver.r#continue(region, offset, len, Wake(true), Protect(protect), park),
+        Source::Zero => map_zeros(resolver, region, offset, len, protect, scratch, park),
         // Whole pages of the bytes: COPY straight from them.
         Source::Bytes(bytes) if offset + len <= bytes.len() => copy(&bytes[offset..offset + len]),
         Source::File(layer) => {
-            map_from_files(resolver, std::slice::from_ref(layer), region, offset, len, scratch, park)
+            map_from_files(resolver, std::slice::from_ref(layer), region, offset, len, protect, scratch, park)
         }
-        Source::Layers(layers) => map_from_files(resolver, layers, region, offset, len, scratch, park),
+        Source::Layers(layers) => map_from_files(resolver, layers, region, offset, len, protect, scratch, park),
         // Blocks this thread (a prefetch, a handler's fromSource): faults take the pending path.
         Source::Object(object) => {
             let out = scratch.aligned(len);
@@ -138,36 +158,49 @@ pub fn map_from(
 }
 
 /// Maps file bytes; a range that is all holes is mapped with zero pages, without a read.
+#[allow(clippy::too_many_arguments)]
 fn map_from_files(
     resolver: &Resolver,
     layers: &[FileLayer],
     region: &Region,
     offset: usize,
     len: usize,
+    protect: bool,
     scratch: &mut Scratch,
     park: Park<'_>,
 ) -> Result<usize> {
     let out = scratch.aligned(len);
     if fill_layers(layers, offset, out)? {
-        return resolver.copy_at(region.address() + offset, out, 0, park);
+        return resolver.copy_at(region.address() + offset, out, copy_mode(protect), park);
     }
     bump(&resolver.counters.holes);
-    map_zeros(resolver, region, offset, len, scratch, park)
+    map_zeros(resolver, region, offset, len, protect, scratch, park)
 }
 
-/// Maps zero pages: ZEROPAGE, or a zeroed COPY where there is no zero page (huge pages).
+/// UFFDIO_COPY's mode: write-protected or not, waking the faulting thread.
+fn copy_mode(protect: bool) -> u64 {
+    if protect {
+        uapi::COPY_MODE_WP
+    } else {
+        0
+    }
+}
+
+/// Maps zero pages: ZEROPAGE, or a zeroed COPY where there is no zero page (huge pages) or the
+/// pages must come write-protected (ZEROPAGE has no such mode).
 pub fn map_zeros(
     resolver: &Resolver,
     region: &Region,
     offset: usize,
     len: usize,
+    protect: bool,
     scratch: &mut Scratch,
     park: Park<'_>,
 ) -> Result<usize> {
-    if region.kind() == MemoryKind::Hugetlb || region.page_size() > base_page_size() {
+    if protect || region.kind() == MemoryKind::Hugetlb || region.page_size() > base_page_size() {
         let zeros = scratch.aligned(len);
         zeros.fill(0);
-        return resolver.copy_at(region.address() + offset, zeros, 0, park);
+        return resolver.copy_at(region.address() + offset, zeros, copy_mode(protect), park);
     }
     resolver.zero_at(region.address() + offset, len, Wake(true), park)
 }

@@ -72,6 +72,12 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
                         }
                         Err(err) => return Err(err),
                     };
+                    if served.residency().is_some() {
+                        return Err(Error::invalid(
+                            OP,
+                            "a range with a residency limit is not prefetched: it would map past its limit",
+                        ));
+                    }
                     // A removed range is left to its next fault, which maps zeros.
                     match served.removed_at(at) {
                         Ok(run_end) => {
@@ -91,7 +97,7 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
                 break;
             }
             let len = chunk.min(end - at);
-            let mut result = map_from(resolver, &source, region, at, len, &mut scratch, Park::UntilRead);
+            let mut result = map_from(resolver, &source, region, at, len, false, &mut scratch, Park::UntilRead);
             if matches!(&result, Err(err) if len > page && gone_under(err)) {
                 // Part of the chunk was unmapped (or moved) by the memory's process, with no event
                 // that told us: the kernel refuses the whole chunk. Its pages one by one, leaving
@@ -139,7 +145,7 @@ fn page_by_page(
 ) -> Result<()> {
     let page = region.page_size();
     for offset in (at..at + len).step_by(page) {
-        match map_from(resolver, source, region, offset, page, scratch, Park::UntilRead) {
+        match map_from(resolver, source, region, offset, page, false, scratch, Park::UntilRead) {
             Ok(0) | Err(Error::Sys { errno: Errno::EEXIST, .. }) => report.present += page,
             Ok(bytes) => report.mapped += bytes,
             Err(err) if gone_under(&err) => {}

@@ -350,7 +350,9 @@ fn take_fault(engine: &Engine, faulted: Faulted, pending: &mut Pending, batch: &
         if pending::serve_later(engine, served, region, offset, end, address, kind, write, thread_id) {
             return;
         }
-        if served.source().serves(kind) {
+        // A write to a range with a residency limit pins its page: served natively too.
+        let pins = kind == FaultKind::WriteProtect && served.residency().is_some();
+        if served.source().serves(kind) || pins {
             return pending.natives.push(Native { registration: registration.clone(), faulted });
         }
     }

@@ -8,7 +8,8 @@ use crate::fd::Fd;
 use crate::options::Modes;
 use crate::region::{MemoryKind, Region};
 use crate::registrations::{Registration, Registrations};
-use crate::source::Served;
+use crate::residency::Residency;
+use crate::source::{Served, Source};
 use crate::stats::{bump, Counters};
 use crate::sys::{ioctl, uapi};
 use nix::errno::Errno;
@@ -73,7 +74,7 @@ impl EventEpoch {
 pub struct Resolver {
     pub fd: Fd,
     pub registrations: RwLock<Registrations<Served>>,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     pub epoch: EventEpoch,
 }
 
@@ -82,7 +83,7 @@ impl Resolver {
         Resolver {
             fd,
             registrations: RwLock::new(registrations),
-            counters: Counters::default(),
+            counters: Arc::new(Counters::default()),
             epoch: EventEpoch::default(),
         }
     }
@@ -161,13 +162,48 @@ impl Resolver {
                 }
             }
         }
+        // A residency limit maps its pages write-protected, to pin the ones the program writes.
+        let limited = served.as_ref().and_then(|served| served.limit());
+        let residency = match limited {
+            Some(limit) => {
+                if modes.wp || modes.minor {
+                    return Err(Error::unsupported(
+                        "maxResident",
+                        "a residency limit takes missing faults only: its own write-protection pins written pages",
+                    ));
+                }
+                if let Some(Source::Object(_)) = served.as_ref().map(|served| served.source()) {
+                    return Err(Error::unsupported(
+                        "maxResident",
+                        "a residency limit on an object-store source: not yet",
+                    ));
+                }
+                if fd.features() & (uapi::FEATURE_EVENT_REMOVE | uapi::FEATURE_WP_ASYNC) != 0 {
+                    return Err(Error::unsupported(
+                        "maxResident",
+                        "a residency limit on a userfaultfd with EVENT_REMOVE (its evictions would be remove events) \
+                         or WP_ASYNC (writes would not be seen, and could be dropped): open one without them",
+                    ));
+                }
+                fd.require_feature(
+                    OP,
+                    uapi::FEATURE_PAGEFAULT_FLAG_WP,
+                    "a residency limit (written pages are pinned)",
+                )?;
+                Some(Residency::new(region, offset, len, limit, self.counters.clone())?)
+            }
+            None => None,
+        };
         let mut mode = RegisterMode::empty();
         mode.set(RegisterMode::MISSING, modes.missing);
         mode.set(RegisterMode::MINOR, modes.minor);
-        mode.set(RegisterMode::WRITE_PROTECT, modes.wp);
+        mode.set(RegisterMode::WRITE_PROTECT, modes.wp || residency.is_some());
         let mut registrations = self.registrations_mut();
         check_served_again(&registrations, region, start, len, modes, served.as_deref())?;
         let ioctls = fd.with_fd(OP, |uffd| ioctl::register(uffd, start, len, mode))?;
+        if let (Some(served), Some(residency)) = (&served, residency) {
+            served.limit_residency(residency);
+        }
         match served {
             Some(served) => registrations.insert_range(region, start, start + len, Some(served)),
             None => registrations.insert_keeping_served(region, start, start + len),
@@ -338,6 +374,14 @@ impl Resolver {
         self.require_wp(OP, region)?;
         let start = self.check_registered(OP, region, offset, len)?;
         self.parked(park, || self.fd.with_fd(OP, |uffd| ioctl::write_protect(uffd, start, len, protect, wake.0)))?;
+        bump(&self.counters.write_protects);
+        Ok(())
+    }
+
+    /// UFFDIO_WRITEPROTECT at `start`, which the caller took from the registrations: lifts (or
+    /// sets) the protection of a range, waking its writers.
+    pub fn write_protect_at(&self, start: usize, len: usize, protect: bool) -> Result<()> {
+        self.fd.with_fd("UFFDIO_WRITEPROTECT", |uffd| ioctl::write_protect(uffd, start, len, protect, true))?;
         bump(&self.counters.write_protects);
         Ok(())
     }

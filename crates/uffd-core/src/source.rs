@@ -6,12 +6,13 @@
 
 use crate::error::{Error, Result};
 use crate::fault::FaultKind;
+use crate::residency::{Limit, Residency};
 use nix::errno::Errno;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Where the bytes of a registered range come from. Cloning shares the bytes or the open file.
 #[derive(Clone)]
@@ -354,6 +355,8 @@ pub struct ServeOptions {
     pub zero_removed: bool,
     /// Records the pages faults mapped, in the order they were first touched.
     pub recorder: Option<Arc<Recorder>>,
+    /// At most this much of the registration resident (`residency.rs`).
+    pub residency: Option<Limit>,
 }
 
 /// A source with its readahead state, shared by the parts of a registration.
@@ -363,6 +366,9 @@ pub struct Served {
     pub(crate) fallthrough: bool,
     pub(crate) zero_removed: bool,
     pub(crate) recorder: Option<Arc<Recorder>>,
+    limit: Option<Limit>,
+    /// The residency limit, once the range is registered.
+    residency: OnceLock<Residency>,
     /// Removed ranges (region offsets, sorted, disjoint) while `zero_removed`.
     removed: Mutex<Vec<(usize, usize)>>,
     pub(crate) window: Window,
@@ -461,7 +467,7 @@ impl Served {
     }
 
     pub fn with(source: Source, options: ServeOptions) -> Arc<Served> {
-        let ServeOptions { readahead, fallthrough, zero_removed, recorder } = options;
+        let ServeOptions { readahead, fallthrough, zero_removed, recorder, residency } = options;
         let pages = readahead.pages.max(1);
         let readahead = Readahead { pages, max_pages: readahead.max_pages.max(pages), ..readahead };
         Arc::new(Served {
@@ -470,9 +476,25 @@ impl Served {
             fallthrough,
             zero_removed,
             recorder,
+            limit: residency,
+            residency: OnceLock::new(),
             removed: Mutex::new(Vec::new()),
             window: Window { next: AtomicUsize::new(usize::MAX), pages: AtomicUsize::new(pages) },
         })
+    }
+
+    /// The residency limit asked for, if any.
+    pub fn limit(&self) -> Option<Limit> {
+        self.limit
+    }
+
+    /// The residency limit of the registered range (the first registration's, if there were more).
+    pub(crate) fn limit_residency(&self, residency: Residency) {
+        let _ = self.residency.set(residency);
+    }
+
+    pub(crate) fn residency(&self) -> Option<&Residency> {
+        self.residency.get()
     }
 
     /// Notes that `[start, end)` (region offsets) was removed: with `zero_removed`, its next

@@ -56,6 +56,15 @@ counters! {
     self_faults,
     timeouts,
     errors,
+    /// Pages mapped now in ranges with a residency limit (a gauge).
+    resident_pages,
+    /// Of those, pages the program wrote: pinned, never evicted (a gauge).
+    pinned_pages,
+    /// Pages a residency limit dropped, and the batches it dropped them in.
+    evictions,
+    eviction_batches,
+    /// Pages mapped again after an eviction.
+    refaults,
 }
 
 /// When the first fault came, and how long native sources took per fault (from the message read to

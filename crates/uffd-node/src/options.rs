@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uffd_core::dirty::DirtyMethod;
 use uffd_core::object_source::{Credentials, ObjectOptions, RetryPolicy, StoreOptions};
+use uffd_core::residency::Limit;
 use uffd_core::source::{Readahead, Recorder, ServeOptions};
 use uffd_core::{Fallback, Modes, Options};
 
@@ -58,6 +59,10 @@ pub struct NativeRegistration {
     pub readahead_max_pages: Option<f64>,
     pub adaptive: Option<bool>,
     pub fallthrough: bool,
+    /// Bytes of the range resident at most, and the water marks (fractions of it).
+    pub max_resident: Option<f64>,
+    pub resident_high: Option<f64>,
+    pub resident_low: Option<f64>,
 }
 
 /// A registration: its modes, its range, and how a source serves it (read only when there is a
@@ -75,7 +80,15 @@ pub(crate) fn registration(env: &Env, range: NativeRegistration, with_source: bo
     let modes = Modes { missing: range.missing, minor: range.minor, wp: range.wp };
     let serve = if with_source {
         let readahead = readahead(env, range.readahead_pages, range.readahead_max_pages, range.adaptive)?;
-        Some(ServeOptions { readahead, fallthrough: range.fallthrough, zero_removed: false, recorder: None })
+        let residency = match range.max_resident {
+            Some(bytes) => Some(Limit {
+                bytes: to_usize(env, "maxResident", bytes)?,
+                high: given(env, "maxResident.high", range.resident_high)?,
+                low: given(env, "maxResident.low", range.resident_low)?,
+            }),
+            None => None,
+        };
+        Some(ServeOptions { readahead, fallthrough: range.fallthrough, zero_removed: false, recorder: None, residency })
     } else {
         None
     };
@@ -105,7 +118,13 @@ pub(crate) fn serving(env: &Env, how: NativeServe, recorder: Option<Arc<Recorder
     let offset = to_usize(env, "offset", how.offset)?;
     let length = to_opt_usize(env, "length", how.length)?;
     let readahead = readahead(env, how.readahead_pages, how.readahead_max_pages, how.adaptive)?;
-    let serve = ServeOptions { readahead, fallthrough: how.fallthrough, zero_removed: how.zero_removed, recorder };
+    let serve = ServeOptions {
+        readahead,
+        fallthrough: how.fallthrough,
+        zero_removed: how.zero_removed,
+        recorder,
+        residency: None,
+    };
     Ok(Serving { offset, length, serve })
 }
 

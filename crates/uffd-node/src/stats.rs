@@ -30,6 +30,12 @@ pub struct NativeStats {
     pub in_flight: f64,
     pub queued: f64,
     pub holes: f64,
+    /// Residency limits: pages resident now, of them pinned (written), dropped, mapped again.
+    pub resident_pages: f64,
+    pub pinned_pages: f64,
+    pub evictions: f64,
+    pub eviction_batches: f64,
+    pub refaults: f64,
     /// Threads that read the fd.
     pub readers: f64,
 }
@@ -63,6 +69,11 @@ pub(crate) fn stats_of(uffd: &Userfaultfd) -> NativeStats {
         errors: s.errors as f64,
         in_flight: s.in_flight as f64,
         queued: s.queued as f64,
+        resident_pages: s.resident_pages as f64,
+        pinned_pages: s.pinned_pages as f64,
+        evictions: s.evictions as f64,
+        eviction_batches: s.eviction_batches as f64,
+        refaults: s.refaults as f64,
     }
 }
 

@@ -31,6 +31,7 @@ pub const FEATURES: &[(&str, u64)] = &[
 
 pub const FEATURE_PAGEFAULT_FLAG_WP: u64 = 1 << 0;
 pub const FEATURE_EVENT_FORK: u64 = 1 << 1;
+pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
 pub const FEATURE_EVENTS: u64 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6);
 pub const FEATURE_MISSING_HUGETLBFS: u64 = 1 << 4;
 pub const FEATURE_MISSING_SHMEM: u64 = 1 << 5;

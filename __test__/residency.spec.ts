@@ -1,0 +1,113 @@
+// A residency limit (maxResident) against the real kernel: a region far larger than its limit is
+// read through with every byte right while about the limit stays mapped (the region's RSS in
+// /proc/self/smaps); pages dropped fault again and read right; pages the program wrote are kept.
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import test from 'ava'
+import { Region, Source, Userfaultfd } from 'userfaultfd'
+
+const MIB = 2 ** 20
+const PAGE = 4096
+const dir = mkdtempSync(join(tmpdir(), 'uffd-residency-'))
+test.after.always(() => rmSync(dir, { recursive: true, force: true }))
+
+/** A file of `size` bytes, each page its own pattern. */
+function dataFile(name: string, size: number): string {
+  const path = join(dir, name)
+  const fd = openSync(path, 'w')
+  const chunk = Buffer.alloc(MIB)
+  for (let at = 0; at < size; at += MIB) {
+    for (let i = 0; i < MIB; i += 4) chunk.writeUInt32LE(((at + i) * 2654435761) >>> 0, i)
+    writeSync(fd, chunk, 0, MIB, at)
+  }
+  closeSync(fd)
+  return path
+}
+
+/** The resident bytes of the mapping that starts at `address` (its Rss line in /proc/self/smaps). */
+function rssOf(address: bigint): number {
+  const lines = readFileSync('/proc/self/smaps', 'utf8').split('\n')
+  const start = lines.findIndex((line) => line.startsWith(`${address.toString(16)}-`))
+  const rss = lines.slice(start + 1).find((line) => line.startsWith('Rss:'))
+  return Number(/(\d+)/.exec(rss ?? '')?.[1]) * 1024
+}
+
+async function settled(uffd: Userfaultfd, bytes: number): Promise<number> {
+  const deadline = Date.now() + 10_000
+  while (uffd.stats.residency.residentBytes > bytes && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+  return uffd.stats.residency.residentBytes
+}
+
+test('a 64 MiB region read through with an 8 MiB limit: every byte right, about 8 MiB resident, pages dropped and read again right', async (t) => {
+  const size = 64 * MIB
+  const limit = 8 * MIB
+  const file = dataFile('big.bin', size)
+  const expected = readFileSync(file)
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(size)
+  t.teardown(() => {
+    uffd.close()
+    region.close()
+  })
+  uffd.register(region, { source: Source.file(file), maxResident: limit })
+  const memory = new Uint8Array(region.buffer)
+  let wrong = 0
+  for (let round = 0; round < 2; round++) {
+    for (let at = 0; at < size; at += PAGE) {
+      if (memory[at] !== expected[at] || memory[at + PAGE - 1] !== expected[at + PAGE - 1]) wrong++
+    }
+  }
+  t.is(wrong, 0)
+  t.true((await settled(uffd, limit)) <= limit)
+  t.true(rssOf(region.address) <= limit + MIB, `${rssOf(region.address)} bytes resident`)
+  const { evictions, refaults, evictionBatches } = uffd.stats.residency
+  t.true(evictions >= (2 * size - limit) / PAGE - 4096, `${evictions} evictions`)
+  t.true(refaults >= (size - limit) / PAGE - 4096, `${refaults} refaults`)
+  t.true(evictionBatches > 0 && evictionBatches < evictions / 16, `${evictionBatches} batches`)
+})
+
+test('pages the program writes are kept (pinned) through evictions; the rest is read right after', async (t) => {
+  const size = 16 * MIB
+  const file = dataFile('written.bin', size)
+  const expected = readFileSync(file)
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(size)
+  t.teardown(() => {
+    uffd.close()
+    region.close()
+  })
+  uffd.register(region, { source: Source.file(file), maxResident: { bytes: 2 * MIB, high: 0.8, low: 0.5 } })
+  const memory = new Uint8Array(region.buffer)
+  const written = [0, 7, 100, 1000, 4095].map((page) => page * PAGE + 11)
+  for (const at of written) memory[at] = 0xab
+  for (let round = 0; round < 3; round++) {
+    for (let at = 0; at < size; at += PAGE) if (!written.includes(at + 11)) t.is(memory[at + 11], expected[at + 11])
+  }
+  for (const at of written) t.is(memory[at], 0xab, `the write at ${at}`)
+  t.is(uffd.stats.residency.pinnedBytes, written.length * PAGE)
+  t.true(uffd.stats.residency.evictions > 0)
+})
+
+test('a limit is checked: too small for the readahead window, without a source, on shared memory', (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(MIB)
+  const shared = Region.shmem(MIB)
+  t.teardown(() => {
+    uffd.close()
+    region.close()
+    shared.close()
+  })
+  t.throws(() => uffd.register(region, { source: Source.zero(), maxResident: 8 * PAGE }), {
+    instanceOf: RangeError,
+    message: /at least 376832 \(a readahead window of 64 pages below the low water mark, 0.7\)/,
+  })
+  t.throws(() => uffd.register(region, { source: Source.zero(), maxResident: { bytes: MIB, high: 0.5, low: 0.6 } }), {
+    instanceOf: RangeError,
+  })
+  t.throws(() => uffd.register(region, { maxResident: MIB }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => uffd.register(shared, { source: Source.zero(), maxResident: MIB }), {
+    code: 'EOPNOTSUPP',
+    message: /private anonymous/,
+  })
+})

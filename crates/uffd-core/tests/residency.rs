@@ -1,0 +1,154 @@
+//! A residency limit on a served range, against the real kernel: at most about the limit stays
+//! mapped while a thread reads far more than it; every byte read is the source's, also after an
+//! eviction; a page the program wrote is never dropped, even with writers and the evictor at work.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uffd_core::residency::Limit;
+use uffd_core::source::{Readahead, ServeOptions, Served, Source};
+use uffd_core::{Modes, Options, Region, Userfaultfd};
+
+const PAGE: usize = 4096;
+
+/// The byte at `offset` of the source.
+fn expected(offset: usize) -> u8 {
+    ((offset / PAGE) * 31 + offset % 251) as u8
+}
+
+fn limited(pages: usize, limit_pages: usize) -> (Arc<Userfaultfd>, Arc<Region>) {
+    let uffd = Userfaultfd::open(Options::default()).unwrap();
+    let region = Region::anonymous(pages * PAGE).unwrap();
+    let bytes: Vec<u8> = (0..pages * PAGE).map(expected).collect();
+    let limit = Limit { bytes: limit_pages * PAGE, high: Limit::HIGH, low: Limit::LOW };
+    let options = ServeOptions {
+        readahead: Readahead { pages: 4, adaptive: false, max_pages: 4 },
+        fallthrough: false,
+        zero_removed: false,
+        recorder: None,
+        residency: Some(limit),
+    };
+    let served = Served::with(Source::Bytes(bytes.into()), options);
+    uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
+    (uffd, region)
+}
+
+/// Reads every page of the region (the first, the middle and the last byte), checking them.
+fn read_all(region: &Region, pages: usize) {
+    let base = region.as_ptr();
+    for page in 0..pages {
+        for at in [page * PAGE, page * PAGE + PAGE / 2, page * PAGE + PAGE - 1] {
+            // SAFETY: `at` lies inside the region's live mapping.
+            let byte = unsafe { base.add(at).read_volatile() };
+            assert_eq!(byte, expected(at), "byte {at}");
+        }
+    }
+}
+
+/// Waits until the evictor has brought the resident pages to at most `pages`.
+fn settles_at_most(uffd: &Userfaultfd, pages: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resident = uffd.stats().resident_pages;
+        if resident <= pages || Instant::now() > deadline {
+            return resident;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn reading_ten_times_the_limit_keeps_about_the_limit_resident_and_every_byte_right() {
+    let (pages, limit) = (1024, 100);
+    let (uffd, region) = limited(pages, limit);
+    read_all(&region, pages);
+    let resident = settles_at_most(&uffd, limit as u64);
+    assert!(resident <= limit as u64, "{resident} pages resident, the limit is {limit}");
+    let stats = uffd.stats();
+    assert!(stats.evictions >= (pages - limit) as u64, "{} evictions", stats.evictions);
+    assert!(
+        stats.eviction_batches < stats.evictions / 8,
+        "{} batches for {} pages",
+        stats.eviction_batches,
+        stats.evictions
+    );
+    // Again: the pages dropped fault again and are served anew, byte for byte.
+    read_all(&region, pages);
+    assert!(uffd.stats().refaults >= (pages - 2 * limit) as u64, "{} refaults", uffd.stats().refaults);
+    uffd.close();
+    region.close();
+}
+
+#[test]
+fn pages_written_are_pinned_while_writers_and_the_evictor_run_and_no_write_is_lost() {
+    let (pages, limit) = (512, 64);
+    let (uffd, region) = limited(pages, limit);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let region = region.clone();
+            std::thread::spawn(move || {
+                // Each writer writes its counter into its own pages (one in 16, shifted by w), many times.
+                for round in 1..=20u8 {
+                    for page in (w * 4..pages).step_by(16) {
+                        // SAFETY: inside the region's live mapping; each writer has its own pages.
+                        unsafe { region.as_ptr().add(page * PAGE + 7).write_volatile(round) };
+                    }
+                }
+            })
+        })
+        .collect();
+    // Meanwhile the rest is read over and over, which keeps the evictor at work.
+    for _ in 0..3 {
+        let base = region.as_ptr();
+        for page in (0..pages).filter(|p| p % 4 != 0) {
+            // SAFETY: inside the region's live mapping.
+            let byte = unsafe { base.add(page * PAGE + 1).read_volatile() };
+            assert_eq!(byte, expected(page * PAGE + 1));
+        }
+    }
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    read_all_but_written(&region, pages);
+    for page in (0..pages).filter(|p| p % 16 < 16 && p % 4 == 0 && (p % 16) / 4 < 4) {
+        // SAFETY: inside the region's live mapping.
+        let byte = unsafe { region.as_ptr().add(page * PAGE + 7).read_volatile() };
+        assert_eq!(byte, 20, "the last write to page {page}");
+    }
+    let stats = uffd.stats();
+    assert_eq!(stats.pinned_pages, (pages / 4) as u64, "every written page pinned");
+    assert!(stats.evictions > 0);
+    uffd.close();
+    region.close();
+}
+
+/// Reads every page no writer wrote, checking them.
+fn read_all_but_written(region: &Region, pages: usize) {
+    for page in (0..pages).filter(|p| p % 4 != 0) {
+        // SAFETY: inside the region's live mapping.
+        let byte = unsafe { region.as_ptr().add(page * PAGE + PAGE - 1).read_volatile() };
+        assert_eq!(byte, expected(page * PAGE + PAGE - 1));
+    }
+}
+
+#[test]
+fn a_limit_is_refused_on_shared_memory_and_with_its_own_write_protection() {
+    let uffd = Userfaultfd::open(Options::default()).unwrap();
+    let shared = Region::shmem(16 * PAGE, "residency").unwrap();
+    let limit = Limit { bytes: 8 * PAGE, high: Limit::HIGH, low: Limit::LOW };
+    let options = || ServeOptions {
+        readahead: Readahead::default(),
+        fallthrough: false,
+        zero_removed: false,
+        recorder: None,
+        residency: Some(limit),
+    };
+    let served = Served::with(Source::Zero, options());
+    let error = uffd.register_served(&shared, Modes { missing: true, ..Modes::default() }, 0, None, Some(served));
+    assert!(error.unwrap_err().to_string().contains("private anonymous"));
+    let private = Region::anonymous(16 * PAGE).unwrap();
+    let served = Served::with(Source::Zero, options());
+    let error =
+        uffd.register_served(&private, Modes { missing: true, wp: true, ..Modes::default() }, 0, None, Some(served));
+    assert!(error.unwrap_err().to_string().contains("missing faults only"));
+    uffd.close();
+}
