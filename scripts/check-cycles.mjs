@@ -1,5 +1,6 @@
 // Fails if the modules of a layer import each other in a circle: the TypeScript of lib/ (with
-// index.ts), and each Rust crate's modules. Type-only imports count too: a layer below the façade
+// index.ts), and each Rust crate's modules; and if the core's modules do not keep to the layers
+// its lib.rs lists (each imports only its own layer and those below). Type-only imports count too: a layer below the façade
 // must not even name it. Run by `npm run lint`; `--list` also prints every module's imports.
 //
 // TypeScript: a module is a file; `import`/`export ... from` and `import()` are its imports.
@@ -279,6 +280,52 @@ function report(layer, edges) {
   return circles.length === 0
 }
 
+// ---- The core's layer list ------------------------------------------------------------------------
+
+/**
+ * The layers `lib.rs`'s doc lists, by module: its lines `//! N. ...` (and the indented lines that
+ * go on with one) name the modules of layer N in backticks; `sys` names `sys` and `sys::*`.
+ */
+function listedLayers(file) {
+  const layerOf = new Map()
+  let current
+  for (const line of readFileSync(join(root, file), 'utf8').split('\n')) {
+    const numbered = line.match(/^\/\/!\s*(\d+)\.\s/)
+    if (numbered) current = Number(numbered[1])
+    else if (!(current !== undefined && /^\/\/!\s{3,}\S/.test(line))) {
+      if (current !== undefined) break
+      continue
+    }
+    for (const [, name] of line.matchAll(/`(\w+)`/g)) if (!layerOf.has(name)) layerOf.set(name, current)
+  }
+  return layerOf
+}
+
+/** Every import of the core goes to a module of its own layer or one below, and every module is on a layer. */
+function checkLayers(dir, edges) {
+  const layerOf = listedLayers(join(dir, 'lib.rs'))
+  const top = (module) => module.split('::')[0]
+  const problems = []
+  for (const module of edges.keys()) {
+    if (module !== 'lib' && !layerOf.has(top(module))) problems.push(`${top(module)} is on no layer`)
+  }
+  for (const [module, targets] of edges) {
+    if (module === 'lib') continue
+    for (const target of targets) {
+      const [from, to] = [layerOf.get(top(module)), layerOf.get(top(target))]
+      if (top(module) !== top(target) && from !== undefined && to !== undefined && to > from) {
+        problems.push(`${module} (layer ${from}) imports ${target} (layer ${to}), a layer above it`)
+      }
+    }
+  }
+  const unique = [...new Set(problems)]
+  if (unique.length === 0) console.log(`check-cycles: ${dir}: every import goes down the layers lib.rs lists`)
+  else console.log(`check-cycles: ${dir}: the layers lib.rs lists are not what the code does:\n  ${unique.join('\n  ')}`)
+  return unique.length === 0
+}
+
 const layers = [['lib/', typescriptGraph()], ...crates.filter((dir) => existsSync(join(root, dir))).map((dir) => [dir, rustGraph(dir)])]
 const clean = layers.map(([layer, edges]) => report(layer, edges)).every(Boolean)
-if (!clean) process.exit(1)
+const core = layers.find(([layer]) => layer === crates[0])
+const layered = core ? checkLayers(core[0], core[1]) : true
+if (!clean || !layered) process.exit(1)

@@ -2,14 +2,16 @@
 //! userfaultfd, memory regions, registration, the reader threads, and the resolving ioctls.
 //! It knows nothing of JavaScript: a handler is anything that implements [`FaultSink`].
 //!
-//! Layers, each using only those below it (`scripts/check-cycles.mjs` checks there is no circle):
-//! 1. the kernel: `sys` (uapi, ioctl, msg, poller); `error`, `stats`, `registry`, `thread_set`;
-//! 2. `region`, `fault`;
-//! 3. plain data: `fd`, `registrations`, `fault_table`, `residency` (with its evictor thread), `source`;
+//! Layers, each using only its own and those below it (`scripts/check-cycles.mjs` checks that, and
+//! that there is no circle):
+//! 1. the kernel: `sys` (uapi, ioctl, msg, poller); `error`, `stats`, `registry`, `thread_set`,
+//!    `cancel`;
+//! 2. `region`, `fault`, `pump` (the reader that never allocates, for EVENT_FORK);
+//! 3. plain data: `fd`, `registrations`, `fault_table`, `residency` (with its evictor thread),
+//!    `object_source` (on its own runtime), `source`, `adopt`;
 //! 4. `resolve`, `native`, `fallback`, `options`;
 //! 5. `events`, `handlers`, `pulling`, `engine`, `reader` (the one turn), `pending`;
-//! 6. `pump`, `fault_loop`, `direct`, `prefetch`, `dirty`, `handshake`, `object_source`;
-//!    `keeper` (over `handshake`);
+//! 6. `resolution`, `fault_loop`, `direct`, `prefetch`, `dirty`, `handshake`, `lobby`, `keeper`;
 //! 7. `userfaultfd`: the façade.
 #![deny(unsafe_op_in_unsafe_fn)]
 
