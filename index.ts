@@ -34,6 +34,7 @@ export type {
   DirtyOptions,
   FaultRangeOptions,
   FileSourceOptions,
+  FlushOptions,
   HandleOptions,
   HugetlbOptions,
   MapOption,

@@ -5,7 +5,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } fro
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
-import { Region, Source, Userfaultfd } from 'userfaultfd'
+import { Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
 
 const MIB = 2 ** 20
 const PAGE = 4096
@@ -85,7 +85,7 @@ test('pages the program writes are kept (pinned) through evictions; the rest is 
     for (let at = 0; at < size; at += PAGE) if (!written.includes(at + 11)) t.is(memory[at + 11], expected[at + 11])
   }
   for (const at of written) t.is(memory[at], 0xab, `the write at ${at}`)
-  t.is(uffd.stats.residency.pinnedBytes, written.length * PAGE)
+  t.is(uffd.stats.residency.dirtyBytes, written.length * PAGE)
   t.true(uffd.stats.residency.evictions > 0)
 })
 
@@ -110,4 +110,54 @@ test('a limit is checked: too small for the readahead window, without a source, 
     code: 'EOPNOTSUPP',
     message: /private anonymous/,
   })
+})
+
+test('a writable file source: what the program writes reaches the file on flush(), also through evictions; untouched bytes stay', async (t) => {
+  const size = 16 * MIB
+  const file = dataFile('writable.bin', size)
+  const before = readFileSync(file)
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(size)
+  t.teardown(() => {
+    uffd.close()
+    region.close()
+  })
+  uffd.register(region, { source: Source.file(file, { writable: true }), maxResident: 2 * MIB })
+  const memory = new Uint8Array(region.buffer)
+  // Every page written once (far more than the limit: most are written back as they are dropped).
+  for (let at = 0; at < size; at += PAGE) memory[at + 5] = (at / PAGE) & 0xff
+  await uffd.flush({ sync: true })
+  const after = readFileSync(file)
+  let wrong = 0
+  for (let at = 0; at < size; at++) {
+    const want = at % PAGE === 5 ? ((at - 5) / PAGE) & 0xff : before[at]
+    if (after[at] !== want) wrong++
+  }
+  t.is(wrong, 0)
+  const { writeBacks, evictions, dirtyBytes, writeBackErrors } = uffd.stats.residency
+  t.is(writeBacks, size / PAGE)
+  t.true(evictions > 0)
+  t.is(dirtyBytes, 0)
+  t.is(writeBackErrors, 0)
+  // Read back through the mapping too: pages dropped come from the file, which has the writes.
+  for (let at = 0; at < size; at += PAGE) if (memory[at + 5] !== ((at / PAGE) & 0xff)) wrong++
+  t.is(wrong, 0)
+})
+
+test('a write-back that fails rejects flush() with the file, the offset and the errno; the write stays in memory and is tried again', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(MIB)
+  t.teardown(() => {
+    uffd.close()
+    region.close()
+  })
+  // /dev/full reads as zeros and refuses every write with ENOSPC.
+  uffd.register(region, { source: Source.file('/dev/full', { writable: true }) })
+  const memory = new Uint8Array(region.buffer)
+  memory[3 * PAGE] = 0x42
+  const error = await t.throwsAsync<UffdError>(uffd.flush(), { code: 'ENOSPC', message: /\/dev\/full.*offset 12288/ })
+  t.is(error?.syscall, 'pwrite')
+  t.is(memory[3 * PAGE], 0x42)
+  t.is(uffd.stats.residency.writeBackErrors, 1)
+  await t.throwsAsync(uffd.flush(), { code: 'ENOSPC' })
 })

@@ -149,7 +149,7 @@ export declare class NativeSource {
   static zero(): NativeSource
   /** Copies the bytes once, into memory the loop thread reads. */
   static bytes(bytes: Uint8Array): NativeSource
-  static file(path: string, offset: number): NativeSource
+  static file(path: string, offset: number, writable?: boolean | undefined | null): NativeSource
   /** Files stacked base first: each page from the topmost file with data there. */
   static layers(paths: Array<string>, offset: number): NativeSource
   static pageCache(): NativeSource
@@ -247,6 +247,11 @@ export declare class NativeUffd {
   expectHandler(): number
   unexpectHandler(token: number): void
   stats(): NativeStats
+  /**
+   * Writes the pages written in ranges with write-back back to their files (`sync`: and to the
+   * disk), on a pool thread: resolves with the first failure, or nothing.
+   */
+  flush(sync: boolean): Promise<NativeFailure | null>
   /** Closes the userfaultfd if this handle owns it; an attached handle only stops its handler. */
   close(): void
 }
@@ -509,9 +514,14 @@ export interface NativeStats {
   inFlight: number
   queued: number
   holes: number
-  /** Residency limits: pages resident now, of them pinned (written), dropped, mapped again. */
+  /**
+   * Residency limits and write-back: pages resident now, of them written and not written back,
+   * dropped, mapped again, written back, and write-backs that failed.
+   */
   residentPages: number
-  pinnedPages: number
+  dirtyPages: number
+  writeBacks: number
+  writeBackErrors: number
   evictions: number
   evictionBatches: number
   refaults: number

@@ -174,6 +174,12 @@ export interface RegisterOptions {
   maxResident?: number | ResidencyLimit
 }
 
+/** Options of {@link Userfaultfd.flush}. */
+export interface FlushOptions {
+  /** Also flush the files to the disk (fsync). Default false. */
+  sync?: boolean
+}
+
 /** A residency limit with its water marks ({@link RegisterOptions.maxResident}). */
 export interface ResidencyLimit {
   /** Bytes resident at most. */

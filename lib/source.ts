@@ -8,6 +8,14 @@ import { bytesOf, integer, optionalBoolean, options as optionsOf } from './valid
 export interface FileSourceOptions {
   /** Where offset 0 of the region is in the file. Default 0. */
   offset?: number
+  /**
+   * Write what the program writes back to the file (it is opened for writing too): before a
+   * page is dropped by a residency limit, on {@link Userfaultfd.flush}, and as the range goes
+   * (unregistered, closed). Written pages are found by write-protection (a fault per page on its
+   * first write after it was mapped or written back). Private anonymous regions; not for
+   * `Source.layers`. Default false: what the program writes stays in memory only.
+   */
+  writable?: boolean
 }
 
 /** S3 credentials given explicitly (else `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). */
@@ -162,12 +170,14 @@ export class Source {
 
   /** A file read with pread: a path, or an open file descriptor (read through /proc/self/fd). */
   static file(pathOrFd: string | number, options?: FileSourceOptions): Source {
-    const offset = integer('options.offset', optionsOf('options', options).offset ?? 0)
+    const { offset: at, writable } = optionsOf('options', options)
+    const offset = integer('options.offset', at ?? 0)
+    const write = optionalBoolean('options.writable', writable, false)
     let path: string
     if (typeof pathOrFd === 'number') path = `/proc/self/fd/${integer('fd', pathOrFd)}`
     else if (typeof pathOrFd === 'string') path = pathOrFd
     else throw argumentError('pathOrFd', 'a path or a file descriptor', pathOrFd)
-    return new Source(call(() => native.NativeSource.file(path, offset)))
+    return new Source(call(() => native.NativeSource.file(path, offset, write)))
   }
 
   /**

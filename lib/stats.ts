@@ -69,12 +69,19 @@ export interface UffdStats {
   readonly residency: ResidencyStats
 }
 
-/** What the residency limits of a userfaultfd's registrations did ({@link RegisterOptions.maxResident}). */
+/** What the residency limits and write-back of a userfaultfd's registrations did ({@link RegisterOptions.maxResident}). */
 export interface ResidencyStats {
   /** Bytes of limited ranges mapped now (a gauge). */
   readonly residentBytes: number
-  /** Of those, bytes the program wrote: pinned, never dropped (a gauge). */
-  readonly pinnedBytes: number
+  /**
+   * Of those, bytes the program wrote and that were not written back (a gauge): kept resident
+   * until written back (a writable file source), or for good (any other source).
+   */
+  readonly dirtyBytes: number
+  /** Pages written back to their file. */
+  readonly writeBacks: number
+  /** Write-backs that failed (their pages stay written, and are tried again later). */
+  readonly writeBackErrors: number
   /** Pages dropped to keep to the limits. */
   readonly evictions: number
   /** The batches they were dropped in (one `madvise` per run of adjacent pages in a batch). */
@@ -127,7 +134,9 @@ export function statsOf(s: NativeStats): UffdStats {
     residency: {
       // Limits are on private anonymous memory: base pages.
       residentBytes: s.residentPages * BASE_PAGE,
-      pinnedBytes: s.pinnedPages * BASE_PAGE,
+      dirtyBytes: s.dirtyPages * BASE_PAGE,
+      writeBacks: s.writeBacks,
+      writeBackErrors: s.writeBackErrors,
       evictions: s.evictions,
       evictionBatches: s.evictionBatches,
       refaults: s.refaults,

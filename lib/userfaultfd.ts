@@ -13,6 +13,7 @@ import {
   type AdoptFdOptions,
   type ByteRange,
   type DirtyOptions,
+  type FlushOptions,
   type HandleOptions,
   handleOptionsOf,
   holesOf,
@@ -409,6 +410,26 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     const { clear, method = 'auto' } = optionsOf('options', options)
     if (!['auto', 'scan', 'pagemap'].includes(method)) throw argumentError('options.method', "'auto', 'scan' or 'pagemap'", method)
     return call(() => this.#native.dirtyPages(handle, optionalBoolean('options.clear', clear, false), method))
+  }
+
+  /**
+   * Writes the pages the program wrote in ranges served from a writable file source
+   * (`Source.file(path, { writable: true })`) back to their files; with `{ sync: true }` also to
+   * the disk (fsync). Resolves once everything written before the call is in the files; rejects
+   * with a UffdError that names the file, the offset and the errno of the first write-back that
+   * failed (those pages stay written, and the next flush tries them again).
+   *
+   * @example
+   * ```ts
+   * uffd.register(region, { source: Source.file('data.bin', { writable: true }), maxResident: 2 ** 28 })
+   * new Uint8Array(region.buffer)[42] = 1
+   * await uffd.flush({ sync: true })   // data.bin has it, on disk
+   * ```
+   */
+  async flush(options?: FlushOptions): Promise<void> {
+    const sync = optionalBoolean('options.sync', optionsOf('options', options).sync, false)
+    const failure = await call(() => this.#native.flush(sync))
+    if (failure) throw fromFailure(failure)
   }
 
   /**

@@ -1,7 +1,7 @@
 // Under Bun too, a residency limit keeps about its bytes resident while a region four times larger
 // is read through, byte for byte, and a page the program wrote is kept.
 import { afterAll, expect, test } from 'bun:test'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
@@ -32,7 +32,23 @@ test('a 32 MiB region read through an 8 MiB limit', async () => {
   while (uffd.stats.residency.residentBytes > 8 * MIB && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
   expect(uffd.stats.residency.residentBytes).toBeLessThanOrEqual(8 * MIB)
   expect(uffd.stats.residency.evictions).toBeGreaterThan(0)
-  expect(uffd.stats.residency.pinnedBytes).toBe(PAGE)
+  expect(uffd.stats.residency.dirtyBytes).toBe(PAGE)
+  uffd.close()
+  region.close()
+}, 60_000)
+
+test('a writable file source: a write reaches the file on flush()', async () => {
+  const file = join(dir, 'writable.bin')
+  writeFileSync(file, Buffer.alloc(MIB, 7))
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(MIB)
+  uffd.register(region, { source: Source.file(file, { writable: true }) })
+  const memory = new Uint8Array(region.buffer)
+  memory[3 * PAGE + 1] = 0x5a
+  await uffd.flush()
+  const bytes = readFileSync(file)
+  expect(bytes[3 * PAGE + 1]).toBe(0x5a)
+  expect(bytes[3 * PAGE + 2]).toBe(7)
   uffd.close()
   region.close()
 }, 60_000)

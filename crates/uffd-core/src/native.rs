@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::fault::FaultKind;
 use crate::region::{base_page_size, MemoryKind, Region};
+use crate::residency::Written;
 use crate::resolve::{Park, Protect, Resolver, Wake};
 use crate::source::{fill_layers, FileLayer, Scratch, Served, Source};
 use crate::stats::bump;
@@ -29,14 +30,13 @@ pub fn serve(
     let page = region.page_size();
     let residency = served.residency();
     if kind == FaultKind::WriteProtect {
-        // A write to a page of a range with a residency limit: the page is pinned (never dropped)
-        // and written. One being dropped is not: its writer faults again until it is gone, then
-        // faults it in anew.
-        let residency = residency?;
-        if residency.pin(offset) {
-            return Some(resolver.write_protect_at(region.address() + offset, page, false).map(|()| page));
-        }
-        return Some(resolver.wake(region, offset, page).map(|()| 0));
+        // A write to a page of a range with a residency limit or write-back: marked written, and
+        // let in. One being written back or dropped is not: its writer faults again until that is
+        // done (then it is clean, or gone and faulted in anew).
+        return Some(match residency?.written(offset) {
+            Written::Unprotect => resolver.write_protect_at(region.address() + offset, page, false).map(|()| page),
+            Written::Retry => resolver.wake(region, offset, page).map(|()| 0),
+        });
     }
     if !served.source.serves(kind) {
         return None;

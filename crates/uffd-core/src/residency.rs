@@ -1,20 +1,29 @@
-//! A residency limit on a range served from a native source: at most so many of its pages mapped
-//! at once. Pages are noted as they are mapped (in that order); when more than the high water
-//! mark are, an evictor thread of the range's own drops the oldest down to the low water mark,
-//! in batches of ranges (`MADV_DONTNEED`), off the fault path. A dropped page faults again on its
-//! next touch and is served from the source again, byte for byte.
+//! A residency limit, and write-back, on a range served from a native source. Pages are noted as
+//! they are mapped (in that order), write-protected: a page the program writes takes one
+//! write-protect fault first, which marks it written and lifts the protection.
 //!
-//! Pages are mapped write-protected: a page the program writes takes a write-protect fault first,
-//! which pins it (it stays resident, never dropped: nothing written is lost) and lifts the
-//! protection. The fault and the eviction take the same lock, so a page is either dropped before
-//! its write (which then faults it in again and writes there) or pinned before it could be.
+//! With a limit, when more than its high water mark are mapped an evictor thread of the range's
+//! own drops the oldest down to the low water mark, in batches of ranges (`MADV_DONTNEED`), off
+//! the fault path; a dropped page faults again on its next touch and is served from the source
+//! again. A written page is never dropped as it is: with write-back it is written to the file
+//! first, else it stays (pinned).
+//!
+//! With write-back (a writable file source), written pages go back to the file before they are
+//! dropped, on `flush`, and as the range goes. A page is protected again before its bytes are
+//! written back: a write meanwhile faults, finds it being written back, and faults again until it
+//! is done (then the page is clean and protected, or dropped), so no write lands in a page whose
+//! bytes were already taken, and none is lost.
 
 use crate::error::{Error, Result};
 use crate::region::{MemoryKind, Region};
+use crate::source::FileLayer;
 use crate::stats::Counters;
+use crate::sys::ioctl;
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use userfaultfd::Uffd;
 
 /// A residency limit as asked: bytes, and the water marks as fractions of it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,75 +41,124 @@ impl Limit {
 }
 
 /// What a page of the range is.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Page {
     Absent,
-    /// Mapped, write-protected, in the eviction order.
+    /// Mapped, write-protected, not written since it was mapped or written back.
     Clean,
-    /// Written: mapped for good.
-    Pinned,
-    /// Dropped by the evictor; its next mapping is a re-fault.
+    /// Written (not protected): written back before it is dropped, or kept if nothing writes it back.
+    Written,
+    /// Protected again, its bytes being written back: writes to it wait.
+    WritingBack,
+    /// Dropped: its next mapping is a re-fault.
     Evicted,
 }
 
-/// What the evictor and the fault path share, under one lock.
+/// What the evictor, `flush` and the fault path share, under one lock.
 struct State {
     pages: Vec<Page>,
-    /// Clean pages in the order they were mapped (stale entries are skipped).
+    /// Mapped pages in the order they were mapped (stale entries are skipped).
     order: VecDeque<usize>,
-    clean: usize,
+    /// Pages mapped now (clean, written, or being written back).
+    resident: usize,
+    /// Pages being written back now (`flush` waits for them).
+    writing_back: usize,
     stopped: bool,
+    /// The first write-back that failed since the last `flush` (that `flush` reports it).
+    failed: Option<Error>,
+}
+
+/// Where written pages go back to, and the userfaultfd that protects them again first.
+struct WriteBack {
+    file: FileLayer,
+    /// A copy of the userfaultfd's fd, for UFFDIO_WRITEPROTECT from the evictor and `flush`.
+    uffd: OwnedFd,
 }
 
 struct Shared {
     state: Mutex<State>,
-    over: Condvar,
+    /// The evictor waits here for work; `flush` for write-backs in progress.
+    changed: Condvar,
     counters: Arc<Counters>,
     region: Arc<Region>,
     /// Region offset of the range's first page.
     start: usize,
+    /// Clean and written pages kept at most: above `high` the evictor drops them down to `low`
+    /// (usize::MAX: no limit, write-back only).
     high: usize,
     low: usize,
+    write_back: Option<WriteBack>,
 }
 
-/// A range's residency limit, with its evictor thread (which ends when this drops).
+/// A range's residency limit and write-back, with the evictor thread of a limit (which ends when
+/// this drops).
 pub struct Residency {
     shared: Arc<Shared>,
 }
 
+/// What a write fault on a page of the range does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Lift the protection: the write goes in (the page is marked written).
+    Unprotect,
+    /// Wake the writer only: the page is being written back or dropped; it faults again.
+    Retry,
+}
+
 impl Residency {
-    /// A limit over `[start, start + len)` of `region` (private anonymous memory: dropping its
-    /// pages frees them). `counters` are the userfaultfd's, shared by its limits.
-    pub fn new(region: &Arc<Region>, start: usize, len: usize, limit: Limit, counters: Arc<Counters>) -> Result<Self> {
+    /// A limit (or none: write-back alone) over `[start, start + len)` of `region` (private
+    /// anonymous memory: dropping its pages frees them); `write_back`: the file written pages go
+    /// back to, with a copy of the userfaultfd's fd. `counters` are the userfaultfd's.
+    pub fn new(
+        region: &Arc<Region>,
+        start: usize,
+        len: usize,
+        limit: Option<Limit>,
+        write_back: Option<(FileLayer, OwnedFd)>,
+        counters: Arc<Counters>,
+    ) -> Result<Self> {
         const OP: &str = "maxResident";
         if region.kind() != MemoryKind::Anonymous || !region.is_private() {
             return Err(Error::unsupported(
                 OP,
-                format!("a residency limit needs private anonymous memory, not {} memory (yet)", region.kind().name()),
+                format!(
+                    "a residency limit or write-back needs private anonymous memory, not {} memory (yet)",
+                    region.kind().name()
+                ),
             ));
         }
         let page = region.page_size();
-        let pages = len / page;
-        let high = ((limit.bytes as f64 * limit.high) as usize / page).max(1);
-        let low = ((limit.bytes as f64 * limit.low) as usize / page).min(high.saturating_sub(1));
+        let (high, low) = match limit {
+            Some(limit) => {
+                let high = ((limit.bytes as f64 * limit.high) as usize / page).max(1);
+                (high, ((limit.bytes as f64 * limit.low) as usize / page).min(high.saturating_sub(1)))
+            }
+            None => (usize::MAX, usize::MAX),
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                pages: vec![Page::Absent; pages],
+                pages: vec![Page::Absent; len / page],
                 order: VecDeque::new(),
-                clean: 0,
+                resident: 0,
+                writing_back: 0,
                 stopped: false,
+                failed: None,
             }),
-            over: Condvar::new(),
+            changed: Condvar::new(),
             counters,
             region: region.clone(),
             start,
             high,
             low,
+            write_back: write_back.map(|(file, uffd)| WriteBack { file, uffd }),
         });
-        let evictor = shared.clone();
-        std::thread::Builder::new().name("uffd-evictor".into()).spawn(move || evictor.run()).map_err(|e| {
-            Error::sys(OP, nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)), "the evictor thread")
-        })?;
+        if limit.is_some() {
+            let evictor = shared.clone();
+            std::thread::Builder::new().name("uffd-evictor".into()).spawn(move || evictor.run()).map_err(|e| {
+                let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
+                Error::sys(OP, errno, "the evictor thread")
+            })?;
+        }
         Ok(Residency { shared })
     }
 
@@ -109,51 +167,83 @@ impl Residency {
         let shared = &self.shared;
         let mut state = shared.lock();
         let (first, last) = shared.pages_of(offset, len);
-        for index in first..last {
+        for index in first..last.min(state.pages.len()) {
             match state.pages[index] {
-                Page::Clean | Page::Pinned => continue,
-                Page::Evicted => bump(&shared.counters.refaults),
                 Page::Absent => {}
+                Page::Evicted => bump(&shared.counters.refaults),
+                _ => continue,
             }
             state.pages[index] = Page::Clean;
             state.order.push_back(index);
-            state.clean += 1;
+            state.resident += 1;
             bump(&shared.counters.resident_pages);
         }
-        if state.clean > shared.high {
-            shared.over.notify_one();
+        if state.resident > shared.high {
+            shared.changed.notify_all();
         }
     }
 
-    /// A write to the page at `offset` faulted: pinned if it is mapped (the caller then lifts the
-    /// protection). False if it is not mapped (dropped meanwhile): the write faults it in again.
-    pub fn pin(&self, offset: usize) -> bool {
+    /// A write to the page at `offset` faulted.
+    pub fn written(&self, offset: usize) -> Written {
         let shared = &self.shared;
         let mut state = shared.lock();
         let (index, _) = shared.pages_of(offset, 1);
         match state.pages.get(index) {
             Some(Page::Clean) => {
-                state.pages[index] = Page::Pinned;
-                state.clean -= 1;
-                bump(&shared.counters.pinned_pages);
-                true
+                state.pages[index] = Page::Written;
+                bump(&shared.counters.dirty_pages);
+                Written::Unprotect
             }
-            Some(Page::Pinned) => true,
-            _ => false,
+            Some(Page::Written) => Written::Unprotect,
+            _ => Written::Retry,
         }
+    }
+
+    /// Writes every page written so far back to the file (and, with `sync`, to the disk), and
+    /// waits for the write-backs the evictor has under way. The first failure since the last
+    /// flush is returned (its pages stay written, and are tried again by the next flush).
+    pub fn flush(&self, sync: bool) -> Result<()> {
+        let shared = &self.shared;
+        let Some(write_back) = &shared.write_back else { return Ok(()) };
+        let mut state = shared.lock();
+        let written: Vec<usize> = (0..state.pages.len()).filter(|&i| state.pages[i] == Page::Written).collect();
+        for &index in &written {
+            state.pages[index] = Page::WritingBack;
+        }
+        state.writing_back += written.len();
+        drop(state);
+        let failed = shared.write_back(&written, false);
+        let mut state = shared.lock();
+        while state.writing_back > 0 {
+            state = shared.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        let first = state.failed.take();
+        drop(state);
+        if let Some(error) = failed.or(first) {
+            return Err(error);
+        }
+        if sync {
+            write_back.file.sync()?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for Residency {
     fn drop(&mut self) {
         let shared = &self.shared;
+        // The range goes (unregistered, or its userfaultfd closed): what was written goes back.
+        if let Err(error) = self.flush(false) {
+            eprintln!("userfaultfd: written pages could not be written back as their range went: {error}");
+        }
         let mut state = shared.lock();
         state.stopped = true;
-        let resident = state.pages.iter().filter(|p| matches!(p, Page::Clean | Page::Pinned)).count() as u64;
-        let pinned = state.pages.iter().filter(|p| **p == Page::Pinned).count() as u64;
+        let resident = state.resident as u64;
+        let written = state.pages.iter().filter(|p| **p == Page::Written).count() as u64;
+        state.resident = 0;
         shared.counters.resident_pages.fetch_sub(resident, Ordering::Relaxed);
-        shared.counters.pinned_pages.fetch_sub(pinned, Ordering::Relaxed);
-        shared.over.notify_one();
+        shared.counters.dirty_pages.fetch_sub(written, Ordering::Relaxed);
+        shared.changed.notify_all();
     }
 }
 
@@ -170,37 +260,117 @@ impl Shared {
         (first, last)
     }
 
-    /// The evictor: waits until more than `high` clean pages are mapped, then drops the oldest
-    /// down to `low`, in one batch of ranges. A page is marked dropped under the lock before it is
-    /// dropped outside it: a write to it meanwhile finds it still protected and not to be pinned,
-    /// and faults again until it is gone, then faults it in anew.
+    /// The evictor: waits until more than `high` pages are mapped, then drops the oldest down to
+    /// `low`, in one batch of ranges; written ones are written back first, or, with nowhere to
+    /// write them, kept. A page is marked under the lock before it is written back or dropped
+    /// outside it: a write to it meanwhile finds it protected and faults again until it is done.
     fn run(&self) {
         let mut state = self.lock();
         loop {
-            while !state.stopped && state.clean <= self.high {
-                state = self.over.wait(state).unwrap_or_else(|p| p.into_inner());
+            while !state.stopped && state.resident <= self.high {
+                state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
             }
             if state.stopped || self.region.is_closed() {
                 return;
             }
-            let mut victims = Vec::new();
-            while state.clean > self.low {
+            let (mut clean, mut written) = (Vec::new(), Vec::new());
+            let mut kept = Vec::new();
+            while state.resident - clean.len() - written.len() > self.low {
                 let Some(index) = state.order.pop_front() else { break };
-                if state.pages[index] != Page::Clean {
-                    continue; // pinned or dropped since it was listed
+                match state.pages[index] {
+                    Page::Clean => {
+                        state.pages[index] = Page::Evicted;
+                        clean.push(index);
+                    }
+                    Page::Written if self.write_back.is_some() => {
+                        state.pages[index] = Page::WritingBack;
+                        written.push(index);
+                    }
+                    // Written with nowhere to go: kept, and listed again for a later pass.
+                    Page::Written => kept.push(index),
+                    _ => {} // dropped or being written back since it was listed
                 }
-                state.pages[index] = Page::Evicted;
-                state.clean -= 1;
-                victims.push(index);
             }
+            let stuck = clean.is_empty() && written.is_empty();
+            state.order.extend(kept);
+            state.writing_back += written.len();
             drop(state);
-            self.drop_pages(&mut victims);
+            if let Some(error) = self.write_back(&written, true) {
+                self.lock().failed.get_or_insert(error);
+            }
+            self.drop_pages(&mut clean);
             state = self.lock();
+            if stuck {
+                // Every page left is written and kept: nothing to drop until more come.
+                state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
         }
+    }
+
+    /// Writes the pages `indexes` (marked being written back) back to the file: each is protected
+    /// again first, then its bytes written; then it is clean (still protected), or, if `evict`,
+    /// dropped. A page whose write-back fails is written again (its protection lifted) and kept.
+    /// Returns the first failure.
+    fn write_back(&self, indexes: &[usize], evict: bool) -> Option<Error> {
+        let write_back = self.write_back.as_ref()?;
+        if indexes.is_empty() {
+            return None;
+        }
+        let page = self.region.page_size();
+        let uffd = write_back.uffd.as_raw_fd();
+        // SAFETY: a userfaultfd this residency holds a copy of; the Uffd only borrows it here and
+        // is forgotten below, never closing it.
+        let borrowed = std::mem::ManuallyDrop::new(unsafe { <Uffd as std::os::fd::FromRawFd>::from_raw_fd(uffd) });
+        let mut failed = None;
+        let (mut done, mut back) = (Vec::new(), Vec::new());
+        for &index in indexes {
+            let offset = self.start + index * page;
+            let at = self.region.address() + offset;
+            let protected = ioctl::write_protect(&borrowed, at, page, true, false);
+            // SAFETY: the page lies in the region's live mapping (the region is held), and is
+            // present and protected: nothing writes it while its bytes are read.
+            let bytes = unsafe { std::slice::from_raw_parts(at as *const u8, page) };
+            match protected.and_then(|()| write_back.file.write(offset, bytes)) {
+                Ok(()) => done.push(index),
+                Err(error) => {
+                    failed.get_or_insert(error);
+                    let _ = ioctl::write_protect(&borrowed, at, page, false, true);
+                    back.push(index);
+                }
+            }
+        }
+        let mut state = self.lock();
+        for &index in &done {
+            // A page flushed keeps its place in the order; one evicted left it.
+            state.pages[index] = if evict { Page::Evicted } else { Page::Clean };
+        }
+        for &index in &back {
+            state.pages[index] = Page::Written;
+            state.order.push_back(index);
+        }
+        let (written_back, pages) = (done.len() as u64, indexes.len() as u64);
+        self.counters.dirty_pages.fetch_sub(written_back, Ordering::Relaxed);
+        self.counters.write_backs.fetch_add(written_back, Ordering::Relaxed);
+        self.counters.write_back_errors.fetch_add(back.len() as u64, Ordering::Relaxed);
+        state.writing_back -= pages as usize;
+        drop(state);
+        if evict {
+            let mut dropped = done;
+            self.drop_pages(&mut dropped);
+        }
+        // Writers of these pages wait in a fault that retries: wake them to find the page done.
+        for &index in indexes {
+            let _ = ioctl::wake(&borrowed, self.region.address() + self.start + index * page, page);
+        }
+        self.changed.notify_all();
+        failed
     }
 
     /// Drops the pages `victims` (indexes), a range of adjacent ones at a time.
     fn drop_pages(&self, victims: &mut [usize]) {
+        if victims.is_empty() {
+            return;
+        }
         victims.sort_unstable();
         let page = self.region.page_size();
         let mut at = 0;
@@ -209,12 +379,13 @@ impl Shared {
             while end < victims.len() && victims[end] == victims[end - 1] + 1 {
                 end += 1;
             }
-            // The region's mapping lives as long as this evictor holds the region, so the range
+            // The region's mapping lives as long as this residency holds the region, so the range
             // is its own; dropping pages never unmaps them.
             let _ = self.region.discard(self.start + victims[at] * page, (end - at) * page);
             at = end;
         }
         let count = victims.len() as u64;
+        self.lock().resident -= victims.len();
         self.counters.resident_pages.fetch_sub(count, Ordering::Relaxed);
         self.counters.evictions.fetch_add(count, Ordering::Relaxed);
         bump(&self.counters.eviction_batches);

@@ -162,36 +162,10 @@ impl Resolver {
                 }
             }
         }
-        // A residency limit maps its pages write-protected, to pin the ones the program writes.
-        let limited = served.as_ref().and_then(|served| served.limit());
-        let residency = match limited {
-            Some(limit) => {
-                if modes.wp || modes.minor {
-                    return Err(Error::unsupported(
-                        "maxResident",
-                        "a residency limit takes missing faults only: its own write-protection pins written pages",
-                    ));
-                }
-                if let Some(Source::Object(_)) = served.as_ref().map(|served| served.source()) {
-                    return Err(Error::unsupported(
-                        "maxResident",
-                        "a residency limit on an object-store source: not yet",
-                    ));
-                }
-                if fd.features() & (uapi::FEATURE_EVENT_REMOVE | uapi::FEATURE_WP_ASYNC) != 0 {
-                    return Err(Error::unsupported(
-                        "maxResident",
-                        "a residency limit on a userfaultfd with EVENT_REMOVE (its evictions would be remove events) \
-                         or WP_ASYNC (writes would not be seen, and could be dropped): open one without them",
-                    ));
-                }
-                fd.require_feature(
-                    OP,
-                    uapi::FEATURE_PAGEFAULT_FLAG_WP,
-                    "a residency limit (written pages are pinned)",
-                )?;
-                Some(Residency::new(region, offset, len, limit, self.counters.clone())?)
-            }
+        // A residency limit, or write-back to a writable file, maps its pages write-protected, to
+        // see the ones the program writes.
+        let residency = match served.as_deref() {
+            Some(served) => residency_of(fd, region, modes, offset, len, served, &self.counters)?,
             None => None,
         };
         let mut mode = RegisterMode::empty();
@@ -483,4 +457,41 @@ fn check_served_again(
         }
     }
     Ok(())
+}
+
+/// The residency a registration served by `served` keeps: a limit, write-back to a writable file
+/// source, both, or none. Refused where it cannot keep its promise.
+fn residency_of(
+    fd: &Fd,
+    region: &Arc<Region>,
+    modes: Modes,
+    offset: usize,
+    len: usize,
+    served: &Served,
+    counters: &Arc<Counters>,
+) -> Result<Option<Residency>> {
+    const OP: &str = "maxResident";
+    let (limit, file) = (served.limit(), served.source().write_back());
+    if limit.is_none() && file.is_none() {
+        return Ok(None);
+    }
+    if modes.wp || modes.minor {
+        return Err(Error::unsupported(OP, "a residency limit or write-back takes missing faults only: its own write-protection finds the pages written"));
+    }
+    if let Source::Object(_) = served.source() {
+        return Err(Error::unsupported(OP, "a residency limit on an object-store source: not yet"));
+    }
+    if fd.features() & (uapi::FEATURE_EVENT_REMOVE | uapi::FEATURE_WP_ASYNC) != 0 {
+        return Err(Error::unsupported(
+            OP,
+            "a residency limit or write-back on a userfaultfd with EVENT_REMOVE (its evictions would be remove events) \
+             or WP_ASYNC (writes would not be seen, and could be lost): open one without them",
+        ));
+    }
+    fd.require_feature("UFFDIO_REGISTER", uapi::FEATURE_PAGEFAULT_FLAG_WP, "a residency limit or write-back")?;
+    let write_back = match file {
+        Some(file) => Some((file.clone(), fd.duplicate()?)),
+        None => None,
+    };
+    Residency::new(region, offset, len, limit, write_back, counters.clone()).map(Some)
 }

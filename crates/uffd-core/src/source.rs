@@ -41,7 +41,21 @@ impl Source {
     /// Opens a file source, refusing now what could only fail at fault time: a directory, or a
     /// file that cannot be read at `offset` (a read of one byte there is tried).
     pub fn file(path: &str, offset: u64) -> Result<Source> {
-        Ok(Source::File(FileLayer::open(path, offset)?))
+        Ok(Source::File(FileLayer::open(path, offset, false)?))
+    }
+
+    /// A file source that what the program writes is written back to (opened for writing too):
+    /// with a residency limit, or write-back alone (`residency.rs`).
+    pub fn writable_file(path: &str, offset: u64) -> Result<Source> {
+        Ok(Source::File(FileLayer::open(path, offset, true)?))
+    }
+
+    /// The file what the program writes goes back to, if the source is a writable file.
+    pub(crate) fn write_back(&self) -> Option<&FileLayer> {
+        match self {
+            Source::File(layer) if layer.writable() => Some(layer),
+            _ => None,
+        }
     }
 
     /// Files stacked base first, each read from `offset` on (see [`Source::Layers`]).
@@ -49,7 +63,7 @@ impl Source {
         if paths.is_empty() {
             return Err(Error::invalid("open", "a layered source needs at least one file"));
         }
-        let layers = paths.iter().map(|path| FileLayer::open(path, offset)).collect::<Result<Vec<_>>>()?;
+        let layers = paths.iter().map(|path| FileLayer::open(path, offset, false)).collect::<Result<Vec<_>>>()?;
         Ok(Source::Layers(layers.into()))
     }
 
@@ -143,6 +157,8 @@ impl Source {
 #[derive(Clone)]
 pub struct FileLayer {
     file: Arc<File>,
+    /// Opened for writing too: what the program writes is written back (`residency.rs`).
+    writable: bool,
     offset: u64,
     path: Arc<str>,
     /// Its size when opened: a read before it that finds the end of the file (or no data) means
@@ -155,17 +171,17 @@ pub struct FileLayer {
 /// (thousands of regions), each JavaScript source freed only when collected: one descriptor each
 /// would stay open long after the VM ended (8,000 for an 8,000-region VM) and exhaust the limit.
 /// Reads are positionless (pread, and lseek that returns what it finds), so sharing is safe.
-fn shared(file: File, metadata: &std::fs::Metadata) -> Arc<File> {
+fn shared(file: File, metadata: &std::fs::Metadata, writable: bool) -> Arc<File> {
     use std::collections::HashMap;
     use std::os::unix::fs::MetadataExt;
     use std::sync::{OnceLock, Weak};
-    /// Device and inode.
-    type Key = (u64, u64);
+    /// Device and inode, and whether it is open for writing.
+    type Key = (u64, u64, bool);
     static OPEN: OnceLock<Mutex<HashMap<Key, Weak<File>>>> = OnceLock::new();
     if !metadata.is_file() {
         return Arc::new(file);
     }
-    let key = (metadata.dev(), metadata.ino());
+    let key = (metadata.dev(), metadata.ino(), writable);
     let mut open = OPEN.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(held) = open.get(&key).and_then(Weak::upgrade) {
         return held; // `file` is closed here: the held descriptor serves
@@ -185,9 +201,9 @@ enum Extent {
 }
 
 impl FileLayer {
-    fn open(path: &str, offset: u64) -> Result<FileLayer> {
+    fn open(path: &str, offset: u64, writable: bool) -> Result<FileLayer> {
         let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-        let file = File::open(path).map_err(|e| {
+        let file = std::fs::OpenOptions::new().read(true).write(writable).open(path).map_err(|e| {
             let errno = errno(e);
             let error = Error::sys("open", errno, format!("source file {path:?}"));
             // Not the userfaultfd permission advice that "open" would otherwise get.
@@ -211,7 +227,42 @@ impl FileLayer {
                 Err(e) => return Err(Error::sys("pread", errno(e), format!("{what} at offset {offset}"))),
             }
         }
-        Ok(FileLayer { file: shared(file, &metadata), offset, path: path.into(), size })
+        Ok(FileLayer { file: shared(file, &metadata, writable), writable, offset, path: path.into(), size })
+    }
+
+    /// Whether what the program writes is written back here.
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Writes `bytes` at region offset `at` (a page written back).
+    pub(crate) fn write(&self, at: usize, bytes: &[u8]) -> Result<()> {
+        let base = self.offset + at as u64;
+        let mut done = 0;
+        while done < bytes.len() {
+            match self.file.write_at(&bytes[done..], base + done as u64) {
+                Ok(0) => return Err(Error::sys("pwrite", Errno::EIO, self.writing_at(base + done as u64))),
+                Ok(written) => done += written,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+                    return Err(Error::sys("pwrite", errno, self.writing_at(base + done as u64)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn writing_at(&self, at: u64) -> String {
+        format!("writing back to source file {:?} at offset {at}", self.path)
+    }
+
+    /// Flushes what was written back to the disk (fsync).
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file.sync_all().map_err(|e| {
+            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+            Error::sys("fsync", errno, format!("source file {:?}", self.path))
+        })
     }
 
     fn available(&self, offset: usize) -> usize {

@@ -58,8 +58,11 @@ counters! {
     errors,
     /// Pages mapped now in ranges with a residency limit (a gauge).
     resident_pages,
-    /// Of those, pages the program wrote: pinned, never evicted (a gauge).
-    pinned_pages,
+    /// Of those, pages the program wrote and that were not written back (a gauge).
+    dirty_pages,
+    /// Written pages written back to their file, and write-backs that failed.
+    write_backs,
+    write_back_errors,
     /// Pages a residency limit dropped, and the batches it dropped them in.
     evictions,
     eviction_batches,

@@ -115,7 +115,7 @@ fn pages_written_are_pinned_while_writers_and_the_evictor_run_and_no_write_is_lo
         assert_eq!(byte, 20, "the last write to page {page}");
     }
     let stats = uffd.stats();
-    assert_eq!(stats.pinned_pages, (pages / 4) as u64, "every written page pinned");
+    assert_eq!(stats.dirty_pages, (pages / 4) as u64, "every written page pinned");
     assert!(stats.evictions > 0);
     uffd.close();
     region.close();
@@ -151,4 +151,140 @@ fn a_limit_is_refused_on_shared_memory_and_with_its_own_write_protection() {
         uffd.register_served(&private, Modes { missing: true, wp: true, ..Modes::default() }, 0, None, Some(served));
     assert!(error.unwrap_err().to_string().contains("missing faults only"));
     uffd.close();
+}
+
+/// A file of `pages` pages of the source's bytes, in a folder of its own (removed with it).
+fn data_file(pages: usize) -> (tempdir::Dir, String) {
+    let dir = tempdir::Dir::new();
+    let path = dir.0.join("data.bin");
+    let bytes: Vec<u8> = (0..pages * PAGE).map(expected).collect();
+    std::fs::write(&path, bytes).unwrap();
+    (dir, path.to_string_lossy().into_owned())
+}
+
+fn writable(path: &str, pages: usize, limit_pages: Option<usize>) -> (Arc<Userfaultfd>, Arc<Region>) {
+    let uffd = Userfaultfd::open(Options::default()).unwrap();
+    let region = Region::anonymous(pages * PAGE).unwrap();
+    let options = ServeOptions {
+        readahead: Readahead { pages: 4, adaptive: false, max_pages: 4 },
+        fallthrough: false,
+        zero_removed: false,
+        recorder: None,
+        residency: limit_pages.map(|limit| Limit { bytes: limit * PAGE, high: Limit::HIGH, low: Limit::LOW }),
+    };
+    let served = Served::with(Source::writable_file(path, 0).unwrap(), options);
+    uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
+    (uffd, region)
+}
+
+#[test]
+fn written_pages_reach_the_file_on_flush_and_the_rest_is_left_as_it_was() {
+    let pages = 64;
+    let (_dir, path) = data_file(pages);
+    let (uffd, region) = writable(&path, pages, None);
+    for page in [0, 9, 63] {
+        // SAFETY: inside the region's live mapping.
+        unsafe { region.as_ptr().add(page * PAGE + 100).write_volatile(0xee) };
+    }
+    assert_eq!(uffd.stats().dirty_pages, 3);
+    uffd.flush(true).unwrap();
+    let file = std::fs::read(&path).unwrap();
+    for (at, byte) in file.iter().enumerate() {
+        let want = if [0, 9, 63].map(|p| p * PAGE + 100).contains(&at) { 0xee } else { expected(at) };
+        assert_eq!(*byte, want, "byte {at} of the file");
+    }
+    let stats = uffd.stats();
+    assert_eq!((stats.dirty_pages, stats.write_backs), (0, 3));
+    // Written again after the flush: the page is protected again, the write is seen and goes back.
+    // SAFETY: inside the region's live mapping.
+    unsafe { region.as_ptr().add(9 * PAGE + 101).write_volatile(0xdd) };
+    uffd.flush(false).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap()[9 * PAGE + 101], 0xdd);
+    uffd.close();
+    region.close();
+}
+
+#[test]
+fn with_a_limit_written_pages_go_back_before_they_are_dropped_and_no_write_is_lost_under_writers() {
+    let (pages, limit) = (512, 64);
+    let (_dir, path) = data_file(pages);
+    let (uffd, region) = writable(&path, pages, Some(limit));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let region = region.clone();
+            std::thread::spawn(move || {
+                for round in 1..=10u8 {
+                    for page in (w..pages).step_by(4) {
+                        // SAFETY: inside the region's live mapping; each writer has its own pages.
+                        unsafe { region.as_ptr().add(page * PAGE + 7 + w).write_volatile(round) };
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let stats = uffd.stats();
+    assert!(stats.evictions > 0 && stats.write_backs > 0, "{stats:?}");
+    assert!(settles_at_most(&uffd, limit as u64) <= limit as u64);
+    uffd.flush(false).unwrap();
+    let file = std::fs::read(&path).unwrap();
+    for page in 0..pages {
+        let w = page % 4;
+        assert_eq!(file[page * PAGE + 7 + w], 10, "the last write to page {page}, in the file");
+        // SAFETY: inside the region's live mapping.
+        let byte = unsafe { region.as_ptr().add(page * PAGE + 7 + w).read_volatile() };
+        assert_eq!(byte, 10, "the last write to page {page}, in memory");
+        assert_eq!(file[page * PAGE + 3000], expected(page * PAGE + 3000));
+    }
+    uffd.close();
+    region.close();
+}
+
+#[test]
+fn a_write_back_that_fails_is_said_by_flush_and_the_page_stays_written() {
+    let uffd = Userfaultfd::open(Options::default()).unwrap();
+    let region = Region::anonymous(16 * PAGE).unwrap();
+    let options = ServeOptions {
+        readahead: Readahead::default(),
+        fallthrough: false,
+        zero_removed: false,
+        recorder: None,
+        residency: None,
+    };
+    // /dev/full reads as zeros and refuses every write with ENOSPC.
+    let served = Served::with(Source::writable_file("/dev/full", 0).unwrap(), options);
+    uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
+    // SAFETY: inside the region's live mapping.
+    unsafe { region.as_ptr().add(3 * PAGE).write_volatile(0x42) };
+    let error = uffd.flush(false).unwrap_err().to_string();
+    assert!(error.contains("ENOSPC") && error.contains("/dev/full") && error.contains("offset 12288"), "{error}");
+    assert_eq!(uffd.stats().dirty_pages, 1);
+    assert_eq!(uffd.stats().write_back_errors, 1);
+    // SAFETY: inside the region's live mapping.
+    assert_eq!(unsafe { region.as_ptr().add(3 * PAGE).read_volatile() }, 0x42);
+    assert!(uffd.flush(false).is_err(), "tried again, and said again");
+    uffd.close();
+    region.close();
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "uffd-residency-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            ));
+            std::fs::create_dir(&path).unwrap();
+            Dir(path)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }

@@ -58,6 +58,25 @@ pub struct PrefetchTask {
     run: Option<Run>,
 }
 
+/// A flush of the written pages of a userfaultfd's ranges with write-back, on a pool thread.
+pub struct FlushTask {
+    pub(crate) uffd: Arc<Userfaultfd>,
+    pub(crate) sync: bool,
+}
+
+impl Task for FlushTask {
+    type Output = Option<NativeFailure>;
+    type JsValue = Option<NativeFailure>;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guard("flush", || self.uffd.flush(self.sync).err().map(|error| NativeFailure::of(&error)))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(output)
+    }
+}
+
 impl Task for PrefetchTask {
     type Output = uffd_core::Result<PrefetchReport>;
     type JsValue = NativePrefetchOutcome;

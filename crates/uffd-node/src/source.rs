@@ -33,9 +33,11 @@ impl NativeSource {
     }
 
     #[napi(factory)]
-    pub fn file(env: Env, path: String, offset: f64) -> napi::Result<Self> {
+    pub fn file(env: Env, path: String, offset: f64, writable: Option<bool>) -> napi::Result<Self> {
         let offset = to_usize(&env, "offset", offset)? as u64;
-        Ok(Self::of(Source::file(&path, offset).or_throw(&env)?))
+        let source =
+            if writable == Some(true) { Source::writable_file(&path, offset) } else { Source::file(&path, offset) };
+        Ok(Self::of(source.or_throw(&env)?))
     }
 
     /// Files stacked base first: each page from the topmost file with data there.

@@ -9,13 +9,13 @@ use crate::handle::NativeUffd;
 use crate::options::{
     self, core_options, NativeFaultMove, NativeMove, NativeOptions, NativeRange, NativeRegistration, NativeServe,
 };
-use crate::prefetch::NativePrefetch;
+use crate::prefetch::{FlushTask, NativePrefetch};
 use crate::region::NativeRegion;
 use crate::sink::{lock, JsSink};
 use crate::source::{NativeRecorder, NativeSource};
 use crate::stats::{latency_of, stats_of, NativeLatency, NativeStats};
 use crate::teardown::TeardownHook;
-use napi::bindgen_prelude::{Function, Uint8ArraySlice};
+use napi::bindgen_prelude::{AsyncTask, Function, Uint8ArraySlice};
 use napi::Env;
 use napi_derive::napi;
 use std::sync::Arc;
@@ -437,6 +437,13 @@ impl NativeUffd {
     #[napi]
     pub fn stats(&self) -> NativeStats {
         stats_of(&self.inner)
+    }
+
+    /// Writes the pages written in ranges with write-back back to their files (`sync`: and to the
+    /// disk), on a pool thread: resolves with the first failure, or nothing.
+    #[napi(ts_return_type = "Promise<NativeFailure | null>")]
+    pub fn flush(&self, sync: bool) -> AsyncTask<FlushTask> {
+        AsyncTask::new(FlushTask { uffd: self.inner.clone(), sync })
     }
 
     /// Closes the userfaultfd if this handle owns it; an attached handle only stops its handler.
