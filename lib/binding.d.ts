@@ -525,6 +525,7 @@ export interface NativeStats {
   evictions: number
   evictionBatches: number
   refaults: number
+  evictionStalls: number
   /** Threads that read the fd. */
   readers: number
 }

@@ -88,6 +88,11 @@ export interface ResidencyStats {
   readonly evictionBatches: number
   /** Pages faulted in again after they were dropped. */
   readonly refaults: number
+  /**
+   * Faults that found their range past its limit (the evictor thread had not had a CPU in time)
+   * and dropped the oldest pages themselves before mapping more: the limit holds under any load.
+   */
+  readonly evictionStalls: number
 }
 
 /** Native sources' fault latency, and when the first fault came. */
@@ -140,6 +145,7 @@ export function statsOf(s: NativeStats): UffdStats {
       evictions: s.evictions,
       evictionBatches: s.evictionBatches,
       refaults: s.refaults,
+      evictionStalls: s.evictionStalls,
     },
   }
 }

@@ -2,8 +2,8 @@
 //! they are mapped (in that order), write-protected: a page the program writes takes one
 //! write-protect fault first, which marks it written and lifts the protection.
 //!
-//! With a limit, when more than its high water mark are mapped an evictor thread of the range's
-//! own drops the oldest down to the low water mark, in batches of ranges (`MADV_DONTNEED`), off
+//! With a limit, when more than its high water mark are mapped the process's evictor thread
+//! drops the oldest down to the low water mark, in batches of ranges (`MADV_DONTNEED`), off
 //! the fault path; a dropped page faults again on its next touch and is served from the source
 //! again. A written page is never dropped as it is: with write-back it is written to the file
 //! first, else it stays (pinned).
@@ -22,7 +22,7 @@ use crate::sys::ioctl;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use userfaultfd::Uffd;
 
 /// A residency limit as asked: bytes, and the water marks as fractions of it.
@@ -63,6 +63,8 @@ struct State {
     resident: usize,
     /// Pages being written back now (`flush` waits for them).
     writing_back: usize,
+    /// In the evictor's queue.
+    queued: bool,
     stopped: bool,
     /// The first write-back that failed since the last `flush` (that `flush` reports it).
     failed: Option<Error>,
@@ -77,7 +79,7 @@ struct WriteBack {
 
 struct Shared {
     state: Mutex<State>,
-    /// The evictor waits here for work; `flush` for write-backs in progress.
+    /// `flush` waits here for write-backs in progress.
     changed: Condvar,
     counters: Arc<Counters>,
     region: Arc<Region>,
@@ -87,11 +89,12 @@ struct Shared {
     /// (usize::MAX: no limit, write-back only).
     high: usize,
     low: usize,
+    /// The limit itself, in pages: past it the fault path evicts before it maps more.
+    cap: usize,
     write_back: Option<WriteBack>,
 }
 
-/// A range's residency limit and write-back, with the evictor thread of a limit (which ends when
-/// this drops).
+/// A range's residency limit and write-back (the process's evictor thread serves every limit).
 pub struct Residency {
     shared: Arc<Shared>,
 }
@@ -128,12 +131,13 @@ impl Residency {
             ));
         }
         let page = region.page_size();
-        let (high, low) = match limit {
+        let (high, low, cap) = match limit {
             Some(limit) => {
                 let high = ((limit.bytes as f64 * limit.high) as usize / page).max(1);
-                (high, ((limit.bytes as f64 * limit.low) as usize / page).min(high.saturating_sub(1)))
+                let low = ((limit.bytes as f64 * limit.low) as usize / page).min(high.saturating_sub(1));
+                (high, low, (limit.bytes / page).max(high))
             }
-            None => (usize::MAX, usize::MAX),
+            None => (usize::MAX, usize::MAX, usize::MAX),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -141,6 +145,7 @@ impl Residency {
                 order: VecDeque::new(),
                 resident: 0,
                 writing_back: 0,
+                queued: false,
                 stopped: false,
                 failed: None,
             }),
@@ -150,11 +155,11 @@ impl Residency {
             start,
             high,
             low,
+            cap,
             write_back: write_back.map(|(file, uffd)| WriteBack { file, uffd }),
         });
         if limit.is_some() {
-            let evictor = shared.clone();
-            std::thread::Builder::new().name("uffd-evictor".into()).spawn(move || evictor.run()).map_err(|e| {
+            evictor().map_err(|e| {
                 let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
                 Error::sys(OP, errno, "the evictor thread")
             })?;
@@ -178,8 +183,15 @@ impl Residency {
             state.resident += 1;
             bump(&shared.counters.resident_pages);
         }
-        if state.resident > shared.high {
-            shared.changed.notify_all();
+        let resident = state.resident;
+        drop(state);
+        if resident > shared.cap {
+            // Past the limit itself (the evictor did not get a CPU in time): the fault path drops
+            // the oldest pages before it maps more, so the limit holds under any load.
+            bump(&shared.counters.eviction_stalls);
+            shared.evict();
+        } else if resident > shared.high {
+            shared.ask_eviction();
         }
     }
 
@@ -260,51 +272,61 @@ impl Shared {
         (first, last)
     }
 
-    /// The evictor: waits until more than `high` pages are mapped, then drops the oldest down to
-    /// `low`, in one batch of ranges; written ones are written back first, or, with nowhere to
-    /// write them, kept. A page is marked under the lock before it is written back or dropped
-    /// outside it: a write to it meanwhile finds it protected and faults again until it is done.
-    fn run(&self) {
+    /// Puts this range in the evictor's queue, unless it is there.
+    fn ask_eviction(self: &Arc<Self>) {
         let mut state = self.lock();
-        loop {
-            while !state.stopped && state.resident <= self.high {
-                state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-            }
-            if state.stopped || self.region.is_closed() {
-                return;
-            }
-            let (mut clean, mut written) = (Vec::new(), Vec::new());
-            let mut kept = Vec::new();
-            while state.resident - clean.len() - written.len() > self.low {
-                let Some(index) = state.order.pop_front() else { break };
-                match state.pages[index] {
-                    Page::Clean => {
-                        state.pages[index] = Page::Evicted;
-                        clean.push(index);
-                    }
-                    Page::Written if self.write_back.is_some() => {
-                        state.pages[index] = Page::WritingBack;
-                        written.push(index);
-                    }
-                    // Written with nowhere to go: kept, and listed again for a later pass.
-                    Page::Written => kept.push(index),
-                    _ => {} // dropped or being written back since it was listed
+        if state.queued || state.stopped {
+            return;
+        }
+        state.queued = true;
+        drop(state);
+        if let Ok(evictor) = evictor() {
+            evictor.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(Arc::downgrade(self));
+            evictor.ready.notify_one();
+        }
+    }
+
+    /// One pass of the evictor over this range: if more than `high` pages are mapped, drops the
+    /// oldest down to `low`, in one batch of ranges; written ones are written back first, or, with
+    /// nowhere to write them, kept. A page is marked under the lock before it is written back or
+    /// dropped outside it: a write to it meanwhile finds it protected and faults again until it is
+    /// done.
+    fn evict(self: &Arc<Self>) {
+        let mut state = self.lock();
+        state.queued = false;
+        if state.stopped || state.resident <= self.high || self.region.is_closed() {
+            return;
+        }
+        let (mut clean, mut written) = (Vec::new(), Vec::new());
+        let mut kept = Vec::new();
+        // The newest pages are never taken: a page just mapped for a thread that has not touched
+        // it yet, dropped at once, would fault again for good while written pages fill the limit.
+        let mut eligible = state.order.len().saturating_sub((self.high - self.low).max(RESERVE));
+        while state.resident - clean.len() - written.len() > self.low && eligible > 0 {
+            eligible -= 1;
+            let Some(index) = state.order.pop_front() else { break };
+            match state.pages[index] {
+                Page::Clean => {
+                    state.pages[index] = Page::Evicted;
+                    clean.push(index);
                 }
-            }
-            let stuck = clean.is_empty() && written.is_empty();
-            state.order.extend(kept);
-            state.writing_back += written.len();
-            drop(state);
-            if let Some(error) = self.write_back(&written, true) {
-                self.lock().failed.get_or_insert(error);
-            }
-            self.drop_pages(&mut clean);
-            state = self.lock();
-            if stuck {
-                // Every page left is written and kept: nothing to drop until more come.
-                state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+                Page::Written if self.write_back.is_some() => {
+                    state.pages[index] = Page::WritingBack;
+                    written.push(index);
+                }
+                // Written with nowhere to go: kept, and listed again for a later pass.
+                Page::Written => kept.push(index),
+                _ => {} // dropped or being written back since it was listed
             }
         }
+        state.order.extend(kept);
+        state.writing_back += written.len();
+        drop(state);
+        if let Some(error) = self.write_back(&written, true) {
+            self.lock().failed.get_or_insert(error);
+        }
+        self.drop_pages(&mut clean);
+        // Every page left may be written and kept: then the next mapping asks again.
     }
 
     /// Writes the pages `indexes` (marked being written back) back to the file: each is protected
@@ -390,6 +412,42 @@ impl Shared {
         self.counters.evictions.fetch_add(count, Ordering::Relaxed);
         bump(&self.counters.eviction_batches);
     }
+}
+
+/// The newest pages an eviction never takes, at the least.
+const RESERVE: usize = 16;
+
+/// The evictor thread of the process, which every range with a limit asks for a pass.
+struct Evictor {
+    queue: Mutex<VecDeque<Weak<Shared>>>,
+    ready: Condvar,
+}
+
+/// The evictor, started on first use: one thread for any number of ranges (thousands of
+/// registrations with limits are thousands of ranges, not of threads).
+fn evictor() -> std::io::Result<&'static Evictor> {
+    static EVICTOR: OnceLock<Evictor> = OnceLock::new();
+    static STARTED: Mutex<bool> = Mutex::new(false);
+    let evictor = EVICTOR.get_or_init(|| Evictor { queue: Mutex::new(VecDeque::new()), ready: Condvar::new() });
+    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+    if !*started {
+        std::thread::Builder::new().name("uffd-evictor".into()).spawn(move || loop {
+            let next = {
+                let mut queue = evictor.queue.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    match queue.pop_front() {
+                        Some(next) => break next,
+                        None => queue = evictor.ready.wait(queue).unwrap_or_else(|p| p.into_inner()),
+                    }
+                }
+            };
+            if let Some(range) = next.upgrade() {
+                range.evict();
+            }
+        })?;
+        *started = true;
+    }
+    Ok(evictor)
 }
 
 fn bump(counter: &AtomicU64) {

@@ -68,6 +68,8 @@ counters! {
     eviction_batches,
     /// Pages mapped again after an eviction.
     refaults,
+    /// Faults that found a range past its limit and evicted before mapping (the evictor was late).
+    eviction_stalls,
 }
 
 /// When the first fault came, and how long native sources took per fault (from the message read to

@@ -60,6 +60,16 @@ fn settles_at_most(uffd: &Userfaultfd, pages: u64) -> u64 {
 fn reading_ten_times_the_limit_keeps_about_the_limit_resident_and_every_byte_right() {
     let (pages, limit) = (1024, 100);
     let (uffd, region) = limited(pages, limit);
+    // Whatever the evictor thread gets of the CPU, no more than the limit and one readahead
+    // window (4 pages) is ever mapped: past the limit the fault path evicts first.
+    let mut most = 0;
+    for page in 0..pages {
+        // SAFETY: inside the region's live mapping.
+        let byte = unsafe { region.as_ptr().add(page * PAGE).read_volatile() };
+        assert_eq!(byte, expected(page * PAGE));
+        most = most.max(uffd.stats().resident_pages);
+    }
+    assert!(most <= (limit + 4) as u64, "{most} pages resident at most, the limit is {limit}");
     read_all(&region, pages);
     let resident = settles_at_most(&uffd, limit as u64);
     assert!(resident <= limit as u64, "{resident} pages resident, the limit is {limit}");
@@ -286,5 +296,39 @@ mod tempdir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+#[test]
+fn two_thousand_registrations_with_limits_work_on_one_evictor_thread() {
+    let uffd = Userfaultfd::open(Options::default()).unwrap();
+    let (count, pages, limit) = (2000, 32, 16);
+    let bytes: Arc<[u8]> = (0..pages * PAGE).map(expected).collect::<Vec<u8>>().into();
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let before = threads();
+    let regions: Vec<Arc<Region>> = (0..count)
+        .map(|_| {
+            let region = Region::anonymous(pages * PAGE).unwrap();
+            let options = ServeOptions {
+                readahead: Readahead { pages: 1, adaptive: false, max_pages: 1 },
+                fallthrough: false,
+                zero_removed: false,
+                recorder: None,
+                residency: Some(Limit { bytes: limit * PAGE, high: Limit::HIGH, low: Limit::LOW }),
+            };
+            let served = Served::with(Source::Bytes(bytes.clone()), options);
+            uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
+            region
+        })
+        .collect();
+    for region in &regions {
+        read_all(region, pages);
+    }
+    assert!(threads() <= before + 2, "{} threads, {before} before", threads());
+    assert!(settles_at_most(&uffd, (count * limit) as u64) <= (count * limit) as u64);
+    assert!(uffd.stats().evictions >= (count * (pages - limit)) as u64);
+    uffd.close();
+    for region in regions {
+        region.close();
     }
 }

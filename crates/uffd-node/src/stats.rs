@@ -39,6 +39,7 @@ pub struct NativeStats {
     pub evictions: f64,
     pub eviction_batches: f64,
     pub refaults: f64,
+    pub eviction_stalls: f64,
     /// Threads that read the fd.
     pub readers: f64,
 }
@@ -79,6 +80,7 @@ pub(crate) fn stats_of(uffd: &Userfaultfd) -> NativeStats {
         evictions: s.evictions as f64,
         eviction_batches: s.eviction_batches as f64,
         refaults: s.refaults as f64,
+        eviction_stalls: s.eviction_stalls as f64,
     }
 }
 
