@@ -26,6 +26,7 @@ mod fault_table;
 mod fd;
 mod handlers;
 pub mod handshake;
+mod heap;
 pub mod lobby;
 mod native;
 pub mod object_source;
