@@ -10,7 +10,7 @@ use crate::fault_table::{FaultTable, InFlight};
 use crate::handlers::{Faults, Handlers};
 use crate::options::Options;
 use crate::pulling::Pulling;
-use crate::region::{MemoryKind, Region, RemoteRange};
+use crate::region::{Region, RemoteRange};
 use crate::resolve::{Park, Resolver};
 use crate::sys::poller::Waker;
 use crate::sys::{ioctl, uapi};
@@ -42,9 +42,6 @@ pub enum Retry {
 /// Adopts the userfaultfd of a forked child (the façade's `adopt`, given to the engine so that
 /// readers need not know the façade).
 pub type AdoptChild = fn(OwnedFd, &[RemoteRange], &Options) -> Result<Child>;
-
-/// Ranges from which the end of another process's memory gives the freed heap back (`close`).
-const MANY_RANGES: usize = 64;
 
 pub struct Engine {
     pub id: u64,
@@ -150,15 +147,9 @@ impl Engine {
         self.poke.close();
         drop(self.peer().take());
         self.resolver.fd.release();
-        let ranges = std::mem::take(&mut *self.resolver.registrations_mut());
-        // Another process's memory of many ranges (a VM's): what serving it took is given back.
-        let large = ranges.len() >= MANY_RANGES && ranges.iter_regions().any(|r| r.kind() == MemoryKind::Remote);
-        drop(ranges);
+        self.resolver.registrations_mut().clear();
         self.table().clear();
         self.handlers.close();
-        if large {
-            crate::heap::give_back_free_memory();
-        }
     }
 
     /// With EVENT_FORK, a fork of this process sleeps until its event is read, holding glibc's

@@ -26,7 +26,6 @@ mod fault_table;
 mod fd;
 mod handlers;
 pub mod handshake;
-mod heap;
 pub mod lobby;
 mod native;
 pub mod object_source;

@@ -130,20 +130,6 @@ impl<S> Registrations<S> {
         starts.into_iter().filter_map(|start| self.0.remove(&start).map(|reg| (start, reg.end))).collect()
     }
 
-    /// How many ranges.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The region of each range.
-    pub fn iter_regions(&self) -> impl Iterator<Item = &Arc<Region>> {
-        self.0.values().map(|reg| &reg.region)
-    }
-
     pub fn clear(&mut self) {
         self.0.clear();
     }
