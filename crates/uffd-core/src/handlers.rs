@@ -5,6 +5,7 @@ use crate::fallback::{fall_back, no_handler_notice, Fell};
 use crate::fault::{Dispatch, FaultSink, Notice, NoticeKind};
 use crate::fault_table::FaultTable;
 use crate::options::Fallback;
+use crate::region::MemoryKind;
 use crate::resolve::{Park, Resolver};
 use crate::stats::bump;
 use crate::thread_set::ThreadSet;
@@ -213,7 +214,15 @@ impl Handlers {
     /// With no handler, faults and events wait for one; notices go to the owner at once. A fault
     /// for which no handler is being started is said at once (`NoHandler`), and if its thread is
     /// the owner's, which alone could install one and sleeps in this fault, it gets the fallback now.
+    /// A fault in another process's memory (an adopted userfaultfd) waits unsaid until its
+    /// deadline: that process runs as soon as it has sent its handshake, and its first faults may
+    /// come before `handle()` or `serve()`. A fault no longer in flight (a source attached since
+    /// took it from the reader's hands, see `resolution::serve`) is not held.
+    ///
+    /// Held under the state lock, so that `serve()`, which records its source before it takes
+    /// what is held here, either finds a fault held here or is seen by the reader that read it.
     fn hold_for_handler(&self, mut state: MutexGuard<'_, State>, faults: &Faults<'_>, batch: Vec<Dispatch>) {
+        let batch = without_settled(faults, batch);
         let Some((owner, owner_thread)) = state.owner.clone() else {
             state.queued.extend(batch);
             return;
@@ -224,6 +233,7 @@ impl Handlers {
         for item in batch {
             match item {
                 Dispatch::Notice(_) => said.push(item),
+                Dispatch::Fault(ref fault) if waits_unsaid(faults, fault) => state.queued.push(item),
                 Dispatch::Fault(fault) if waiting_for_none && fault.thread_id as i32 == owner_thread => {
                     if let Some(entry) = faults.lock().take(fault.id) {
                         stranded.push(entry);
@@ -288,6 +298,20 @@ impl Handlers {
         let held = std::mem::take(&mut state.queued);
         self.hold_for_handler(state, faults, held);
     }
+}
+
+/// The batch without the faults that are no longer in flight (settled, or taken by a source).
+fn without_settled(faults: &Faults<'_>, mut batch: Vec<Dispatch>) -> Vec<Dispatch> {
+    let table = faults.lock();
+    batch.retain(|item| !matches!(item, Dispatch::Fault(fault) if !table.contains(fault.id)));
+    batch
+}
+
+/// Whether a fault with no handler waits unsaid for one (or for a source) until its deadline: a
+/// fault in another process's memory, which has a deadline (nothing waits unsaid for good).
+fn waits_unsaid(faults: &Faults<'_>, fault: &crate::fault::Fault) -> bool {
+    fault.region.kind() == MemoryKind::Remote
+        && faults.lock().get(fault.id).is_some_and(|entry| entry.deadline.is_some())
 }
 
 /// Moves the notices that `which` picks out of a batch.

@@ -455,16 +455,29 @@ fn expire(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
         if matches!(entry.state, FaultState::Waiting) {
             bump(&engine.resolver.counters.timeouts);
         }
+        // A fault that waited for a handler, or a source, that never came (see `hold_for_handler`).
+        let unserved = entry.delivered_to.is_none() && !engine.handlers.any();
         let (notice, refused) = engine.abandon(entry, Park::Never, |fault| Notice {
             kind: NoticeKind::Timeout,
-            message: format!(
-                "{} did not resolve a {} fault at offset {} of region {} within {} ms: it was resolved by the fallback",
-                pending::resolver_of(engine, fault),
-                fault.kind.name(),
-                fault.offset,
-                fault.region.id(),
-                limit.as_millis()
-            ),
+            message: if unserved && pending::resolver_of(engine, fault) == "the handler" {
+                format!(
+                    "no handler was installed and no source served a {} fault at offset {} of region {} within {} ms: \
+                     it was resolved by the fallback. Call uffd.handle(fn) or uffd.serve(region, {{ source }}) sooner",
+                    fault.kind.name(),
+                    fault.offset,
+                    fault.region.id(),
+                    limit.as_millis()
+                )
+            } else {
+                format!(
+                    "{} did not resolve a {} fault at offset {} of region {} within {} ms: it was resolved by the fallback",
+                    pending::resolver_of(engine, fault),
+                    fault.kind.name(),
+                    fault.offset,
+                    fault.region.id(),
+                    limit.as_millis()
+                )
+            },
             fault: Some(fault.clone()),
             cause: None,
         });

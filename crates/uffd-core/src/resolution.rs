@@ -154,7 +154,9 @@ pub fn finish(engine: &Engine, id: u64) -> Finish {
 /// Serves `[offset, offset + len)` of a region that is registered already (another process's
 /// memory, registered by that process) from a native source: no ioctl. Faults that came before
 /// the source (the peer runs as soon as it has sent its handshake) and wait for a handler are
-/// served now.
+/// served now: those held for a handler, and those a reader has read and not handed over yet (it
+/// looked the range up before the source came; it drops them when it hands them over, see
+/// `Handlers::hold_for_handler`). Faults handed to a handler stay its own.
 pub fn serve(
     engine: &Engine,
     region: &Arc<Region>,
@@ -166,16 +168,18 @@ pub fn serve(
     let len = len.unwrap_or(region.size().saturating_sub(offset));
     let start = engine.resolver.check_registered(OP, region, offset, len)?;
     engine.resolver.registrations_mut().insert_range(region, start, start + len, Some(served.clone()));
-    let held = engine.handlers.take_queued(|item| {
-        matches!(item, Dispatch::Fault(f) if Arc::ptr_eq(&f.region, region) && (offset..offset + len).contains(&f.offset))
+    let covered =
+        |f: &crate::fault::Fault| Arc::ptr_eq(&f.region, region) && (offset..offset + len).contains(&f.offset);
+    // Taken from the table (what a reader hands over from now on is dropped, no longer in
+    // flight), then out of the handlers' queue.
+    let held = engine.table().take_where(|entry| {
+        entry.delivered_to.is_none() && entry.state == FaultState::Waiting && covered(&entry.fault)
     });
+    drop(engine.handlers.take_queued(|item| matches!(item, Dispatch::Fault(f) if covered(f))));
     let mut scratch = Scratch::default();
     let end = start + len - region.address();
-    for item in held {
-        let Dispatch::Fault(fault) = item else { continue };
-        if engine.table().take(fault.id).is_none() {
-            continue;
-        }
+    for entry in held {
+        let fault = entry.fault;
         match native::serve(
             &engine.resolver,
             &served,

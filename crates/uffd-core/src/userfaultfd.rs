@@ -443,3 +443,53 @@ fn release_region_everywhere(region: &Arc<Region>) {
         uffd.release_region(region);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Readahead, Source};
+    use std::time::Instant;
+
+    const PAGE: usize = 4096;
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// Waits until `done`, at most `LIMIT`.
+    fn until(what: &str, done: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < LIMIT, "{what} within {LIMIT:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A reader looks a fault's range up, finds no source, and hands the fault over a moment
+    /// later; `serve()` attaches the range's source in that moment. The fault is served (before,
+    /// it waited for a handler that never came, and a Firecracker VM of thousands of regions,
+    /// served region by region as its vCPUs ran, was killed for it 1 run in 8 to 25).
+    #[test]
+    fn a_fault_read_before_its_source_came_and_handed_over_after_is_served() {
+        let uffd = Userfaultfd::open(Options::default()).unwrap();
+        let region = Region::anonymous(4 * PAGE).unwrap();
+        let modes = Modes { missing: true, minor: false, wp: false };
+        uffd.register(&region, modes, 0, None).unwrap();
+        let engine = &uffd.engine;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let toucher = region.clone();
+        std::thread::spawn(move || {
+            // SAFETY: the offset is inside the live mapping, which the Arc keeps alive.
+            let _ = tx.send(unsafe { toucher.as_ptr().add(2 * PAGE + 5).read_volatile() });
+        });
+        // The fault is read with no source and no handler: held for a handler.
+        until("the fault held", || engine.handlers.queued_faults() == 1);
+        // As a reader holds it between its look-up and its hand-over.
+        let in_the_readers_hands = engine.handlers.take_queued(|_| true);
+        let bytes: Arc<[u8]> = (0..4 * PAGE).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+        uffd.serve(&region, 0, None, Served::new(Source::Bytes(bytes), Readahead::default())).unwrap();
+        engine.hand_over(in_the_readers_hands);
+        let read = rx.recv_timeout(LIMIT).expect("the thread served, not left waiting for a handler");
+        assert_eq!(read, ((2 * PAGE + 5) % 251) as u8);
+        assert_eq!(engine.handlers.queued_faults(), 0, "nothing held for a handler");
+        assert_eq!(uffd.stats().in_flight, 0);
+        uffd.close();
+    }
+}
