@@ -3,7 +3,7 @@
 // byte compared with the file pushed. Every client is given its endpoint explicitly and is
 // anonymous; no request leaves the loopback address.
 import { spawnSync } from 'node:child_process'
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
@@ -155,30 +155,45 @@ run('a second push of the same file uploads nothing; one that differs in one chu
 run('snapshots that share chunks share the disk cache, keyed by content', async (t) => {
   const cacheDir = join(dir, 'cache')
   const a = memoryFile('cache-a.mem', 6, 3)
-  const b = memoryFile('cache-b.mem', 6, 3, [4])
+  // b: a's chunks 0 and 1 swapped, and 3 and 4: the same chunks at other places.
+  const b = join(dir, 'cache-b.mem')
+  const bytesOfA = readFileSync(a)
+  const chunk = (i: number) => bytesOfA.subarray(i * CHUNK, (i + 1) * CHUNK)
+  writeFileSync(b, Buffer.concat([chunk(1), chunk(0), chunk(2), chunk(4), chunk(3), bytesOfA.subarray(5 * CHUNK)]))
   await push(a, 'cache/a.mem')
-  await push(b, 'cache/b.mem')
+  t.like(await push(b, 'cache/b.mem'), { uploaded: 0, deduped: 4 })
   const open = (key: string) => Source.objectStore(url(key), { endpoint: store().s3, anonymous: true, env: {}, cacheDir })
   const first = await open('cache/a.mem')
   t.is(firstDifference(serve(first, first.size).region, a), -1)
   t.is(first.objectStats.diskWrites, 4, 'chunks 0, 1, 3, 4 (2 is zeros, 5 and 6 a hole)')
   const second = await open('cache/b.mem')
   t.is(firstDifference(serve(second, second.size).region, b), -1)
-  t.is(second.objectStats.diskHits, 3, 'the chunks b shares with a come from the cache')
-  t.is(second.objectStats.requests, 2, "b's manifest and its one chunk of its own")
+  t.is(second.objectStats.diskHits, 4, "every chunk of b comes from the cache, though at other places in a's file")
+  t.is(second.objectStats.requests, 1, "b's manifest, and no chunk")
 })
 
 run('a corrupt or missing chunk is an error naming the chunk and gets the fallback, never wrong bytes', async (t) => {
   const file = memoryFile('bad.mem', 4, 4)
   const report = await push(file, 'bad/bad.mem')
   t.is(report.uploaded, 4)
-  const manifest = JSON.parse(Buffer.from(await (await fetch(`${store().s3}/${BUCKET}/bad/bad.mem`)).arrayBuffer()).toString()) as {
-    list: ({ hash: string; stored: number } | null)[]
-  }
-  const [zero, one] = [manifest.list[0], manifest.list[1]]
-  if (!zero || !one) throw new Error('chunks 0 and 1 hold data')
-  // Chunk 0: as long as the manifest says, but not a zstd frame. Chunk 1: gone.
+  const manifestUrl = `${store().s3}/${BUCKET}/bad/bad.mem`
+  const manifestText = Buffer.from(await (await fetch(manifestUrl)).arrayBuffer()).toString()
+  const manifest = JSON.parse(manifestText) as { list: ({ hash: string; stored: number } | null)[] }
+  const [zero, one, three] = [manifest.list[0], manifest.list[1], manifest.list[3]]
+  if (!zero || !one || !three) throw new Error('chunks 0, 1 and 3 hold data')
   const chunkUrl = (hash: string) => `${store().s3}/${BUCKET}/bad/chunks/${hash}.zst`
+  // Chunk 3: a sound zstd frame of the right length, but of chunk 0's bytes (the manifest's
+  // length for it changed to match): it decompresses, and its hash is not chunk 3's.
+  const zeroStored = new Uint8Array(await (await fetch(chunkUrl(zero.hash))).arrayBuffer())
+  t.true((await fetch(chunkUrl(three.hash), { method: 'PUT', body: zeroStored })).ok)
+  manifest.list[3] = { hash: three.hash, stored: zero.stored }
+  const rewritten = await fetch(manifestUrl, {
+    method: 'PUT',
+    body: JSON.stringify(manifest),
+    headers: { 'content-type': 'application/vnd.userfaultfd.snapshot+json' },
+  })
+  t.true(rewritten.ok)
+  // Chunk 0: as long as the manifest says, but not a zstd frame. Chunk 1: gone.
   t.true((await fetch(chunkUrl(zero.hash), { method: 'PUT', body: new Uint8Array(zero.stored).fill(7) })).ok)
   t.true((await fetch(chunkUrl(one.hash), { method: 'DELETE' })).ok)
 
@@ -189,6 +204,7 @@ run('a corrupt or missing chunk is an error naming the chunk and gets the fallba
   for (const [chunk, hash, why] of [
     [0, zero.hash, /is corrupt \(it does not decompress/],
     [1, one.hash, /HTTP 404|not found/i],
+    [3, three.hash, new RegExp(`is corrupt \\(its bytes hash to ${zero.hash}, not ${three.hash}\\)`)],
   ] as const) {
     const error = nextError(uffd)
     const at = chunk * CHUNK + 5 * PAGE + 17
@@ -198,13 +214,20 @@ run('a corrupt or missing chunk is an error naming the chunk and gets the fallba
     const cause = event.cause as UffdError
     t.regex(cause.message, new RegExp(`chunk ${chunk} of s3://${BUCKET}/bad/bad.mem \\(s3://${BUCKET}/bad/chunks/${hash}.zst\\)`))
     t.regex(cause.message, why)
-    if (chunk === 0) t.is(cause.code, 'EPROTO')
-    else t.is(cause.code, 'ENOENT')
+    t.is(cause.code, chunk === 1 ? 'ENOENT' : 'EPROTO')
   }
   t.is(source.objectStats.outages, 0, 'a bad chunk is not an outage')
-  // The intact chunks are served, right.
-  const third = 3 * CHUNK
-  t.deepEqual(Buffer.from(bytes.subarray(third, third + CHUNK)), expected.subarray(third, third + CHUNK))
+  // Every page is the file's or, in the three bad chunks, the fallback's zeros: never wrong bytes.
+  const got = Buffer.from(bytes.buffer, 0, expected.length)
+  for (let page = 0; page < expected.length / PAGE; page++) {
+    const at = page * PAGE
+    const want = expected.subarray(at, at + PAGE)
+    const have = got.subarray(at, at + PAGE)
+    const bad = [0, 1, 3].includes(Math.floor(at / CHUNK))
+    if (!have.equals(want) && !(bad && have.every((b) => b === 0))) t.fail(`page ${page} holds wrong bytes`)
+  }
+  // The intact chunk is served, right.
+  t.deepEqual(got.subarray(4 * CHUNK), expected.subarray(4 * CHUNK))
 })
 
 run('bad arguments are refused with what is wrong, before any request', async (t) => {
