@@ -105,7 +105,7 @@ function describe(report: PushSnapshotReport): string {
   )
 }
 
-/** Runs `userfaultfd snapshot ...` with the arguments after `snapshot`; resolves to the exit code. */
+/** Runs `userfaultfd snapshot ...` with the arguments after `snapshot`; resolves to the exit code, never rejects. */
 export async function snapshotMain(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>
   try {
@@ -116,7 +116,8 @@ export async function snapshotMain(argv: string[]): Promise<number> {
       console.error(`userfaultfd: ${message}\n\n${SNAPSHOT_USAGE}`)
       return 2
     }
-    throw error
+    console.error(`userfaultfd: ${message}`)
+    return 1
   }
   if (parsed === 'help') {
     console.log(SNAPSHOT_USAGE)
