@@ -228,6 +228,9 @@ run('a corrupt or missing chunk is an error naming the chunk and gets the fallba
   }
   // The intact chunk is served, right.
   t.deepEqual(got.subarray(4 * CHUNK), expected.subarray(4 * CHUNK))
+  // A chunk is named by its content: one found corrupt is not fetched again for its other pages.
+  // (The missing one is asked for again: a push may store it meanwhile.)
+  t.is(source.objectStats.requests, 4, 'the manifest, chunks 0 and 3 once each, chunk 4')
 })
 
 run('bad arguments are refused with what is wrong, before any request', async (t) => {

@@ -141,6 +141,9 @@ pub struct ObjectSource {
     /// Pages whose fault got the fallback because the store failed (the latest `FELL_BACK_LISTED`),
     /// to list, and to discard when the store answers again (with `refetch_after_outage`).
     fell_back: Mutex<VecDeque<FellBack>>,
+    /// A pushed snapshot's chunks found corrupt, with why: a chunk is named by its content, so
+    /// fetching it again brings the same bytes; its faults get the error at once.
+    corrupt: Mutex<HashMap<u64, Error>>,
 }
 
 /// A pushed snapshot being served.
@@ -262,6 +265,7 @@ impl ObjectSource {
             breaker,
             refetch_after_outage: options.refetch_after_outage,
             fell_back: Mutex::new(VecDeque::new()),
+            corrupt: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -407,16 +411,30 @@ impl ObjectSource {
         let Some(chunk) = &snapshot.manifest.list[index as usize] else {
             return Ok(snapshot.zeros.slice(..len));
         };
+        if let Some(err) = self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).get(&index) {
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(err.clone());
+        }
         let what = snapshot.describe(self.url(), index, &chunk.hash);
         let path = snapshot.location.path_of(&snapshot.manifest.chunk_key(&chunk.hash))?;
         let stored = self.fetcher.get_object(&path, chunk.stored, &what, &self.breaker).await;
-        let stored = self.watch(stored)?;
-        let hash = chunk.hash.clone();
-        let decoded = tokio::task::spawn_blocking(move || decode(&stored, len, &hash, &what))
-            .await
-            .map_err(|e| Error::invalid(OP, format!("a decompression task failed: {e}")))?;
-        if decoded.is_err() {
-            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        let decoded = match self.watch(stored) {
+            Ok(stored) => {
+                let hash = chunk.hash.clone();
+                let decoded = tokio::task::spawn_blocking(move || decode(&stored, len, &hash, &what))
+                    .await
+                    .map_err(|e| Error::invalid(OP, format!("a decompression task failed: {e}")))?;
+                if decoded.is_err() {
+                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                decoded
+            }
+            Err(err) => Err(err),
+        };
+        // Stored bytes of the wrong length, or that do not decompress to the chunk: the same
+        // next time. (A missing chunk is not remembered: a push may store it meanwhile.)
+        if let Err(err @ Error::Remote { errno: Errno::EPROTO, .. }) = &decoded {
+            self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).insert(index, err.clone());
         }
         decoded
     }
