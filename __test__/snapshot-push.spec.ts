@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import test from 'ava'
 import { type PushSnapshotOptions, pushSnapshot, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
 import { nextError } from './helpers/harness'
+import { NetChild } from './helpers/net'
 import { objectBytes, PAGE } from './helpers/object-data'
 import { Seaweed, weedBinary } from './helpers/seaweed'
 
@@ -150,6 +151,23 @@ run('a second push of the same file uploads nothing; one that differs in one chu
     const { region } = serve(source, source.size)
     t.is(firstDifference(region, path), -1, key)
   }
+})
+
+run('chunks go up several at a time: concurrency 4 opens 4 connections, concurrency 1 one', async (t) => {
+  const file = memoryFile('many.mem', 8, 7)
+  const connections: number[] = []
+  for (const concurrency of [4, 1]) {
+    const proxy = await NetChild.start('proxy', store().s3.slice('http://'.length))
+    closers.push(() => proxy.stop())
+    // Every request held 50 ms: requests in flight at once need connections of their own.
+    await proxy.send({ delay: 50 })
+    const report = await push(file, `many/c${concurrency}.mem`, { endpoint: proxy.url, concurrency, chunkPrefix: `many/c${concurrency}/` })
+    t.is(report.uploaded, 6)
+    connections.push((await proxy.send({ delay: 0 })).connections ?? 0)
+  }
+  t.log(`connections: ${connections.join(', ')}`)
+  t.is(connections[0], 4, 'four requests in flight')
+  t.is(connections[1], 1, 'one at a time')
 })
 
 run('snapshots that share chunks share the disk cache, keyed by content', async (t) => {
