@@ -4,12 +4,12 @@
 // anonymous; no request leaves the loopback address.
 import { spawnSync } from 'node:child_process'
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { type PushSnapshotOptions, pushSnapshot, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
 import { nextError } from './helpers/harness'
-import { NetChild } from './helpers/net'
 import { objectBytes, PAGE } from './helpers/object-data'
 import { Seaweed, weedBinary } from './helpers/seaweed'
 
@@ -153,17 +153,54 @@ run('a second push of the same file uploads nothing; one that differs in one chu
   }
 })
 
+/**
+ * A TCP proxy in this process that holds what a client sends `ms` before passing it on, in order,
+ * and counts connections: requests in flight at once need connections of their own. (The push runs
+ * on native threads, so this thread is free to proxy.)
+ */
+async function holdingProxy(target: string, ms: number) {
+  const { hostname, port } = new URL(target)
+  let connections = 0
+  const sockets = new Set<Socket>()
+  const server = createServer((client) => {
+    connections++
+    const upstream = connect(Number(port), hostname)
+    for (const socket of [client, upstream]) {
+      sockets.add(socket)
+      socket.on('error', () => {}).on('close', () => sockets.delete(socket))
+    }
+    upstream.pipe(client)
+    let chain = Promise.resolve()
+    client.on('data', (data) => {
+      const due = Date.now() + ms
+      chain = chain
+        .then(() => new Promise((resolve) => setTimeout(resolve, Math.max(0, due - Date.now()))))
+        .then(() => void upstream.write(data))
+    })
+    client.on('end', () => void chain.then(() => upstream.end()))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port: own } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${own}`,
+    connections: () => connections,
+    close() {
+      for (const socket of sockets) socket.destroy()
+      server.close()
+    },
+  }
+}
+
 run('chunks go up several at a time: concurrency 4 opens 4 connections, concurrency 1 one', async (t) => {
   const file = memoryFile('many.mem', 8, 7)
   const connections: number[] = []
   for (const concurrency of [4, 1]) {
-    const proxy = await NetChild.start('proxy', store().s3.slice('http://'.length))
-    closers.push(() => proxy.stop())
-    // Every request held 50 ms: requests in flight at once need connections of their own.
-    await proxy.send({ delay: 50 })
+    const proxy = await holdingProxy(store().s3, 50)
+    closers.push(() => proxy.close())
     const report = await push(file, `many/c${concurrency}.mem`, { endpoint: proxy.url, concurrency, chunkPrefix: `many/c${concurrency}/` })
     t.is(report.uploaded, 6)
-    connections.push((await proxy.send({ delay: 0 })).connections ?? 0)
+    connections.push(proxy.connections())
+    proxy.close()
   }
   t.log(`connections: ${connections.join(', ')}`)
   t.is(connections[0], 4, 'four requests in flight')
