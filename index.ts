@@ -58,6 +58,7 @@ export type {
 export type { MemoryKind, SharedRegion } from './lib/region'
 export { Region } from './lib/region'
 export { activatedSocket, adoptFd, HandshakeListener, type ListenOptions, listen, receive, type SocketOwner } from './lib/remote'
+export { type PushSnapshotOptions, type PushSnapshotReport, pushSnapshot } from './lib/snapshot'
 export {
   type ObjectFallbackPage,
   type ObjectSourceStats,

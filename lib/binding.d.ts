@@ -414,6 +414,7 @@ export interface NativeObjectStats {
   refetchedPages: number
   size: number
   etag?: string
+  snapshot: boolean
 }
 
 export interface NativeOptions {
@@ -438,6 +439,24 @@ export interface NativeProbe {
   api: number
   features: Array<string>
   ioctls: Array<string>
+}
+
+/** What `pushSnapshot` did (lib/snapshot.ts), or why it failed. */
+export interface NativePushReport {
+  url: string
+  chunkPrefix: string
+  chunks: number
+  uploaded: number
+  deduped: number
+  fromBase: number
+  holes: number
+  bytesIn: number
+  bytesData: number
+  bytesOut: number
+  bytesStored: number
+  requests: number
+  ms: number
+  error?: NativeFailure
 }
 
 /** A range of a region: offset and length in bytes. */
@@ -539,6 +558,13 @@ export declare function openObjectSource(url: string, options: NativeObjectOptio
  * call. False once the fd is closed or this reader no longer reads it.
  */
 export declare function pullFaults(uffdId: number, generation: number, waitMs: number, out: Float64Array): boolean
+
+/**
+ * Pushes a memory file as a snapshot on a pool thread. The store, chunk size, concurrency and
+ * retries come from the object-source options (lib/source.ts applies their defaults); the level,
+ * base and chunk prefix are the push's own.
+ */
+export declare function pushSnapshot(file: string, url: string, options: NativeObjectOptions, level: number, base?: string | undefined | null, chunkPrefix?: string | undefined | null): Promise<NativePushReport>
 
 /**
  * Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated);

@@ -115,6 +115,12 @@ export interface ObjectSourceStats {
   size: number
   /** The object's ETag when the source was made, if the store gave one. */
   etag?: string
+  /**
+   * Whether the object is a snapshot's manifest ({@link pushSnapshot}): its chunks are then read
+   * whole, decompressed and checked against their hash, its holes served as zeros without a
+   * request, and `size` is the memory's.
+   */
+  snapshot: boolean
 }
 
 /** A page whose fault got the fallback because the store failed: {@link Source.fallbackPages}. */
@@ -201,6 +207,13 @@ export class Source {
    * rejects here. Faults wait for their chunk on native threads (no JavaScript, no blocked loop);
    * the object is read in chunks, many at once, with readahead on sequential faults.
    *
+   * An object that is a snapshot's manifest (stored by {@link pushSnapshot}, known by its
+   * content type) is read too, and the source serves the memory it describes: its chunk size is
+   * the snapshot's (`chunkSize` is then ignored), each chunk is fetched whole, decompressed and
+   * checked against its hash (a chunk that does not match is an error, `EPROTO`, never served),
+   * holes are zeros without a request, and `cacheDir` keys chunks by content, so snapshots that
+   * share chunks share the cache.
+   *
    * @example
    * ```ts
    * const source = await Source.objectStore('s3://snapshots/vm.mem', { endpoint: 'http://127.0.0.1:8333', anonymous: true })
@@ -283,8 +296,11 @@ export class Source {
 
 const MiB = 1024 * 1024
 
-/** Every option of an object source, defaults applied and the environment read (as the AWS SDKs do). */
-function objectOptions(url: string, options: ObjectStoreSourceOptions): NativeObjectOptions {
+/**
+ * Every option of an object source, defaults applied and the environment read (as the AWS SDKs do).
+ * @internal
+ */
+export function objectOptions(url: string, options: ObjectStoreSourceOptions): NativeObjectOptions {
   const env = options.env ?? process.env
   const s3 = url.startsWith('s3://') || url.startsWith('s3a://')
   const text = (name: string, value: unknown): string | undefined => {

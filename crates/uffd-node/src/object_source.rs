@@ -1,5 +1,6 @@
-//! `openObjectSource`: an object-store source, opened (its HEAD request) on a pool thread. The
-//! TypeScript in front applies every default and reads the environment; this gets complete values.
+//! `openObjectSource`: an object-store source, opened (its HEAD request) on a pool thread; and
+//! `pushSnapshot`, which puts a memory file into a store as a snapshot that such a source reads.
+//! The TypeScript in front applies every default and reads the environment; this gets complete values.
 
 use crate::errors::NativeFailure;
 use crate::options::{object_options, NativeObjectOptions};
@@ -8,8 +9,9 @@ use crate::source::NativeSource;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
+use std::path::Path;
 use std::sync::Arc;
-use uffd_core::object_source::{ObjectOptions, ObjectSource};
+use uffd_core::object_source::{push, ObjectOptions, ObjectSource, PushOptions, PushReport};
 use uffd_core::source::Source;
 
 /// What opening gave: the source, or why there is none.
@@ -57,6 +59,92 @@ impl Task for Open {
         Ok(match output {
             Ok(object) => NativeObjectOutcome { source: Some(NativeSource::of(Source::Object(object))), error: None },
             Err(error) => NativeObjectOutcome { source: None, error: Some(NativeFailure::of(&error)) },
+        })
+    }
+}
+
+/// What `pushSnapshot` did (lib/snapshot.ts), or why it failed.
+#[napi(object, object_from_js = false)]
+pub struct NativePushReport {
+    pub url: String,
+    pub chunk_prefix: String,
+    pub chunks: f64,
+    pub uploaded: f64,
+    pub deduped: f64,
+    pub from_base: f64,
+    pub holes: f64,
+    pub bytes_in: f64,
+    pub bytes_data: f64,
+    pub bytes_out: f64,
+    pub bytes_stored: f64,
+    pub requests: f64,
+    pub ms: f64,
+    pub error: Option<NativeFailure>,
+}
+
+/// Pushes a memory file as a snapshot on a pool thread. The store, chunk size, concurrency and
+/// retries come from the object-source options (lib/source.ts applies their defaults); the level,
+/// base and chunk prefix are the push's own.
+#[napi(ts_return_type = "Promise<NativePushReport>")]
+pub fn push_snapshot(
+    env: Env,
+    file: String,
+    url: String,
+    options: NativeObjectOptions,
+    level: i32,
+    base: Option<String>,
+    chunk_prefix: Option<String>,
+) -> napi::Result<AsyncTask<Push>> {
+    let options = object_options(&env, options)?;
+    Ok(AsyncTask::new(Push {
+        file,
+        url,
+        options: PushOptions {
+            store: options.store,
+            chunk_size: options.chunk_size,
+            level,
+            concurrency: options.concurrency,
+            base,
+            chunk_prefix,
+            retry: options.retry,
+        },
+    }))
+}
+
+pub struct Push {
+    file: String,
+    url: String,
+    options: PushOptions,
+}
+
+impl Task for Push {
+    type Output = uffd_core::Result<PushReport>;
+    type JsValue = NativePushReport;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guard("push", || push(Path::new(&self.file), &self.url, self.options.clone()))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        let (report, error) = match output {
+            Ok(report) => (report, None),
+            Err(error) => (PushReport::default(), Some(NativeFailure::of(&error))),
+        };
+        Ok(NativePushReport {
+            url: report.url,
+            chunk_prefix: report.chunk_prefix,
+            chunks: report.chunks as f64,
+            uploaded: report.uploaded as f64,
+            deduped: report.deduped as f64,
+            from_base: report.from_base as f64,
+            holes: report.holes as f64,
+            bytes_in: report.bytes_in as f64,
+            bytes_data: report.bytes_data as f64,
+            bytes_out: report.bytes_out as f64,
+            bytes_stored: report.bytes_stored as f64,
+            requests: report.requests as f64,
+            ms: report.elapsed.as_secs_f64() * 1e3,
+            error,
         })
     }
 }

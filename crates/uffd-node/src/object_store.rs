@@ -28,6 +28,7 @@ pub struct NativeObjectStats {
     pub refetched_pages: f64,
     pub size: f64,
     pub etag: Option<String>,
+    pub snapshot: bool,
 }
 
 pub(crate) fn stats_of(object: &ObjectSource) -> NativeObjectStats {
@@ -48,6 +49,7 @@ pub(crate) fn stats_of(object: &ObjectSource) -> NativeObjectStats {
         refetched_pages: s.refetched_pages as f64,
         size: object.size() as f64,
         etag: object.etag().map(Into::into),
+        snapshot: object.is_snapshot(),
     }
 }
 

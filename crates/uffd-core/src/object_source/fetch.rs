@@ -57,6 +57,38 @@ impl Fetcher {
     /// The bytes of `range` (within the object), fetched once however many times it is retried.
     /// While `breaker` says the store is down, no try starts: the outage's cause is the answer.
     pub(crate) async fn get(&self, range: Range<u64>, breaker: &Breaker) -> Result<Bytes> {
+        self.retrying(breaker, || self.get_once(range.clone())).await
+    }
+
+    /// A whole object of the same store (a chunk of a pushed snapshot, at `path`), `len` bytes
+    /// long, retried and counted as a range request is. `what` names it in errors.
+    pub(crate) async fn get_object(&self, path: &Path, len: u64, what: &str, breaker: &Breaker) -> Result<Bytes> {
+        self.retrying(breaker, || async move {
+            let result =
+                self.store.get_opts(path, GetOptions::default()).await.map_err(|e| remote_error(OP, what, &e))?;
+            let bytes = result.bytes().await.map_err(|e| remote_error(OP, what, &e))?;
+            if bytes.len() as u64 != len {
+                return Err(Error::Remote {
+                    op: OP,
+                    errno: Errno::EPROTO,
+                    status: None,
+                    detail: format!(
+                        "{what}: {} bytes stored where the manifest says {len}: corrupt, not served",
+                        bytes.len()
+                    ),
+                });
+            }
+            Ok(bytes)
+        })
+        .await
+    }
+
+    /// Runs `once` until it succeeds, fails for good, or the retry bound is reached.
+    async fn retrying<F, Fut>(&self, breaker: &Breaker, mut once: F) -> Result<Bytes>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes>>,
+    {
         let started = Instant::now();
         let mut delay = self.retry.initial_delay;
         let mut tries = 0;
@@ -65,7 +97,7 @@ impl Fetcher {
             let result = {
                 let _permit = self.permits.acquire().await.map_err(|_| self.closed())?;
                 breaker.check(&self.url)?;
-                self.get_once(range.clone()).await
+                once().await
             };
             match result {
                 Ok(bytes) => {
@@ -104,7 +136,7 @@ impl Fetcher {
         self.get_once(0..1).await.map(|_| ())
     }
 
-    async fn get_once(&self, range: Range<u64>) -> Result<Bytes> {
+    pub(crate) async fn get_once(&self, range: Range<u64>) -> Result<Bytes> {
         let what = format!("{} bytes {}-{}", self.url, range.start, range.end - 1);
         let options = GetOptions {
             if_match: self.etag.clone(),

@@ -8,17 +8,25 @@
 //! it waits in the fault table, with its deadline, until its chunk arrives, and the runtime maps the
 //! chunk's pages and wakes it (`pending.rs`). Sequential faults read ahead by whole chunks; random
 //! ones shrink the request down to the faulting page, as the file source's adaptive readahead does.
+//!
+//! An object stored with the manifest's content type (`manifest.rs`, made by `push.rs`) is a pushed
+//! snapshot: the source reads the manifest when it is made and serves the memory it describes,
+//! each chunk a whole object of its own (compressed, named by its hash, checked against it when
+//! read), the holes as zeros without a request; the disk cache then keys chunks by content.
 
 mod breaker;
 mod chunks;
 mod counters;
 mod disk;
 mod fetch;
+pub mod manifest;
+mod push;
 
 pub(crate) mod runtime;
 mod store;
 
 pub use fetch::RetryPolicy;
+pub use push::{push, PushOptions, PushReport};
 pub use store::{Credentials, Location, StoreOptions};
 
 use crate::error::{Error, Result};
@@ -27,8 +35,10 @@ use breaker::Breaker;
 use bytes::Bytes;
 use chunks::ChunkCache;
 use counters::ObjectCounters;
-use disk::DiskCache;
+use disk::{DiskCache, Slot};
 use fetch::Fetcher;
+use manifest::Manifest;
+use nix::errno::Errno;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -113,6 +123,10 @@ pub struct ObjectStats {
 /// ETag; shared by every registration and fault that uses it.
 pub struct ObjectSource {
     fetcher: Fetcher,
+    /// The memory's size: the object's, or the one its manifest gives.
+    size: u64,
+    /// What a pushed snapshot's manifest says; `None` for a plain object.
+    snapshot: Option<Snapshot>,
     chunk_size: usize,
     readahead_chunks: usize,
     adaptive: bool,
@@ -127,6 +141,24 @@ pub struct ObjectSource {
     /// Pages whose fault got the fallback because the store failed (the latest `FELL_BACK_LISTED`),
     /// to list, and to discard when the store answers again (with `refetch_after_outage`).
     fell_back: Mutex<VecDeque<FellBack>>,
+    /// A pushed snapshot's chunks found corrupt, with why: a chunk is named by its content, so
+    /// fetching it again brings the same bytes; its faults get the error at once.
+    corrupt: Mutex<HashMap<u64, Error>>,
+}
+
+/// A pushed snapshot being served.
+struct Snapshot {
+    manifest: Manifest,
+    location: Location,
+    /// A chunk of zeros, sliced for the holes.
+    zeros: Bytes,
+}
+
+impl Snapshot {
+    /// The name of chunk `index` in errors: its index, the snapshot's URL, the chunk's own URL.
+    fn describe(&self, url: &str, index: u64, hash: &str) -> String {
+        format!("chunk {index} of {url} ({})", self.location.url_of(&self.manifest.chunk_key(hash)))
+    }
 }
 
 /// A page whose fault got the fallback because the store failed.
@@ -178,43 +210,75 @@ impl ObjectSource {
         }
         let location = Location::parse(url)?;
         let (store, path) = store::connect(&location, &options.store)?;
-        let meta = runtime::block_on(head(store.as_ref(), &path, url, options.retry))??;
+        let (meta, content_type) = runtime::block_on(head(store.as_ref(), &path, url, options.retry))??;
         let counters = Arc::new(ObjectCounters::default());
-        let disk = options
-            .cache_dir
-            .map(|dir| DiskCache::open(dir, url, meta.e_tag.as_deref(), meta.size, options.chunk_size))
-            .transpose()?;
+        let fetcher = Fetcher {
+            store,
+            path,
+            url: url.into(),
+            size: meta.size,
+            etag: meta.e_tag.clone(),
+            retry: options.retry,
+            permits: Semaphore::new(options.concurrency),
+            counters: counters.clone(),
+        };
+        let breaker = Breaker::new();
+        let snapshot = if content_type.as_deref() == Some(manifest::CONTENT_TYPE) {
+            if meta.size > manifest::MAX_SIZE {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "{url} says it is a snapshot manifest but holds {} bytes (at most {})",
+                        meta.size,
+                        manifest::MAX_SIZE
+                    ),
+                ));
+            }
+            let bytes = runtime::block_on(fetcher.get(0..meta.size, &breaker))??;
+            let manifest = Manifest::parse(url, &bytes)?;
+            let zeros = Bytes::from(vec![0; manifest.chunk_size as usize]);
+            Some(Snapshot { manifest, location, zeros })
+        } else {
+            None
+        };
+        let (size, chunk_size) = match &snapshot {
+            Some(snapshot) => (snapshot.manifest.size, snapshot.manifest.chunk_size as usize),
+            None => (meta.size, options.chunk_size),
+        };
+        let disk = match (options.cache_dir, &snapshot) {
+            (Some(dir), Some(_)) => Some(DiskCache::content(dir)?),
+            (Some(dir), None) => Some(DiskCache::open(dir, url, meta.e_tag.as_deref(), meta.size, chunk_size)?),
+            (None, _) => None,
+        };
         Ok(Arc::new(ObjectSource {
-            fetcher: Fetcher {
-                store,
-                path,
-                url: url.into(),
-                size: meta.size,
-                etag: meta.e_tag,
-                retry: options.retry,
-                permits: Semaphore::new(options.concurrency),
-                counters: counters.clone(),
-            },
-            chunk_size: options.chunk_size,
+            fetcher,
+            size,
+            snapshot,
+            chunk_size,
             readahead_chunks: options.readahead_chunks,
             adaptive: options.adaptive,
             cache: ChunkCache::new(options.memory_cache),
             disk,
             loading: Mutex::new(HashMap::new()),
-            window: Mutex::new(Window { start: 0, next: None, bytes: options.chunk_size as u64 }),
+            window: Mutex::new(Window { start: 0, next: None, bytes: chunk_size as u64 }),
             counters,
-            breaker: Breaker::new(),
+            breaker,
             refetch_after_outage: options.refetch_after_outage,
             fell_back: Mutex::new(VecDeque::new()),
+            corrupt: Mutex::new(HashMap::new()),
         }))
     }
 
     pub fn url(&self) -> &str {
         &self.fetcher.url
     }
-    /// The object's size in bytes, when the source was made.
+    /// The object's size in bytes, when the source was made (a pushed snapshot's: the memory's).
     pub fn size(&self) -> u64 {
-        self.fetcher.size
+        self.size
+    }
+    /// Whether the object is a pushed snapshot's manifest.
+    pub fn is_snapshot(&self) -> bool {
+        self.snapshot.is_some()
     }
     pub fn etag(&self) -> Option<&str> {
         self.fetcher.etag.as_deref()
@@ -265,6 +329,8 @@ impl ObjectSource {
             Some(next) if (window.start..next).contains(&offset) => window.bytes,
             Some(_) => (window.bytes / 2 / page * page).max(page),
         };
+        // A pushed snapshot's chunks are read whole: a compressed chunk has no ranges.
+        let bytes = if self.snapshot.is_some() { bytes.max(chunk) } else { bytes };
         window.bytes = bytes;
         let index = offset / chunk;
         let chunk_end = self.chunk_range(index).end.next_multiple_of(page);
@@ -304,9 +370,12 @@ impl ObjectSource {
         }
         if let Some(disk) = &self.disk {
             let whole = self.chunk_range(plan.index);
-            if let Some(bytes) =
-                disk.read_range(plan.index, (whole.end - whole.start) as usize, plan.start - base, end - plan.start)
-            {
+            if let Some(bytes) = disk.read_range(
+                &Slot::index(plan.index),
+                (whole.end - whole.start) as usize,
+                plan.start - base,
+                end - plan.start,
+            ) {
                 self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(bytes);
             }
@@ -318,6 +387,11 @@ impl ObjectSource {
     /// failure past the retry bound takes it as down, and a probe then looks for it to answer.
     async fn fetch(self: &Arc<Self>, range: Range<u64>) -> Result<Bytes> {
         let result = self.fetcher.get(range, &self.breaker).await;
+        self.watch(result)
+    }
+
+    /// Takes the store as down after a transient failure past the retry bound.
+    fn watch(self: &Arc<Self>, result: Result<Bytes>) -> Result<Bytes> {
         if let Err(err) = &result {
             if store::transient(err) && self.breaker.trip(err) {
                 self.counters.outages.fetch_add(1, Ordering::Relaxed);
@@ -325,6 +399,68 @@ impl ObjectSource {
             }
         }
         result
+    }
+
+    /// Chunk `index` from the store: a range of the object, or a pushed snapshot's chunk (a hole
+    /// without a request), decompressed and checked against its hash.
+    async fn get_chunk(self: &Arc<Self>, index: u64) -> Result<Bytes> {
+        let Some(snapshot) = &self.snapshot else {
+            return self.fetch(self.chunk_range(index)).await;
+        };
+        let len = snapshot.manifest.chunk_len(index) as usize;
+        let Some(chunk) = &snapshot.manifest.list[index as usize] else {
+            return Ok(snapshot.zeros.slice(..len));
+        };
+        if let Some(err) = self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).get(&index) {
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(err.clone());
+        }
+        let what = snapshot.describe(self.url(), index, &chunk.hash);
+        let path = snapshot.location.path_of(&snapshot.manifest.chunk_key(&chunk.hash))?;
+        let stored = self.fetcher.get_object(&path, chunk.stored, &what, &self.breaker).await;
+        let decoded = match self.watch(stored) {
+            Ok(stored) => {
+                let hash = chunk.hash.clone();
+                let decoded = tokio::task::spawn_blocking(move || decode(&stored, len, &hash, &what))
+                    .await
+                    .map_err(|e| Error::invalid(OP, format!("a decompression task failed: {e}")))?;
+                if decoded.is_err() {
+                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                decoded
+            }
+            Err(err) => Err(err),
+        };
+        // Stored bytes of the wrong length, or that do not decompress to the chunk: the same
+        // next time. (A missing chunk is not remembered: a push may store it meanwhile.)
+        if let Err(err @ Error::Remote { errno: Errno::EPROTO, .. }) = &decoded {
+            self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).insert(index, err.clone());
+        }
+        decoded
+    }
+
+    /// A pushed snapshot's hole: zeros, with no request.
+    fn hole(&self, index: u64) -> Option<Bytes> {
+        let snapshot = self.snapshot.as_ref()?;
+        match snapshot.manifest.list.get(index as usize)? {
+            None => Some(snapshot.zeros.slice(..snapshot.manifest.chunk_len(index) as usize)),
+            Some(_) => None,
+        }
+    }
+
+    /// Where chunk `index` lives in the disk cache, and whether `bytes` read there are it.
+    fn slot(&self, index: u64) -> Slot {
+        match self.snapshot.as_ref().and_then(|s| s.manifest.list[index as usize].as_ref()) {
+            Some(chunk) => Slot::content(&chunk.hash),
+            None => Slot::index(index),
+        }
+    }
+
+    fn intact(&self, index: u64, bytes: &Bytes) -> bool {
+        match self.snapshot.as_ref().and_then(|s| s.manifest.list[index as usize].as_ref()) {
+            Some(chunk) => manifest::hash_of(bytes) == chunk.hash,
+            None => true,
+        }
     }
 
     /// Tries the store in the background, with the retry policy's backoff, until it answers;
@@ -406,6 +542,9 @@ impl ObjectSource {
 
     /// Chunk `index`: from memory, or joining the request already under way, or a new one.
     pub(crate) async fn chunk(self: Arc<Self>, index: u64) -> Result<Bytes> {
+        if let Some(zeros) = self.hole(index) {
+            return Ok(zeros);
+        }
         if let Some(bytes) = self.cache.get(index) {
             self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(bytes);
@@ -431,7 +570,7 @@ impl ObjectSource {
 
     /// Starts reading chunk `index` into the cache unless it is there or on its way.
     fn start_loading(self: &Arc<Self>, index: u64) {
-        if self.cache.contains(index) {
+        if self.cache.contains(index) || self.hole(index).is_some() {
             return;
         }
         let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
@@ -464,12 +603,16 @@ impl ObjectSource {
         let range = self.chunk_range(index);
         let len = (range.end - range.start) as usize;
         let Some(disk) = &self.disk else {
-            return self.fetch(range).await;
+            return self.get_chunk(index).await;
         };
         let hit = || {
             self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
         };
-        if let Some(bytes) = disk.read(index, len) {
+        let slot = self.slot(index);
+        // A pushed snapshot's chunk read from the disk is checked against its hash as one from
+        // the store is: a damaged file is fetched again and replaced, never served.
+        let read = || disk.read(&slot, len).filter(|bytes| self.intact(index, bytes));
+        if let Some(bytes) = read() {
             hit();
             return Ok(bytes);
         }
@@ -477,25 +620,25 @@ impl ObjectSource {
         // then this one fetches too.
         let give_up = Instant::now() + self.fetcher.retry.timeout + Duration::from_secs(30);
         loop {
-            if let Some(claim) = disk.claim(index) {
-                if let Some(bytes) = disk.read(index, len) {
+            if let Some(claim) = disk.claim(&slot) {
+                if let Some(bytes) = read() {
                     hit();
                     return Ok(bytes);
                 }
-                let bytes = self.fetch(range).await?;
-                if disk.write(index, &bytes).is_ok() {
+                let bytes = self.get_chunk(index).await?;
+                if disk.write(&slot, &bytes).is_ok() {
                     self.counters.disk_writes.fetch_add(1, Ordering::Relaxed);
                 }
                 drop(claim);
                 return Ok(bytes);
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
-            if let Some(bytes) = disk.read(index, len) {
+            if let Some(bytes) = read() {
                 hit();
                 return Ok(bytes);
             }
             if Instant::now() > give_up {
-                return self.fetch(range).await;
+                return self.get_chunk(index).await;
             }
         }
     }
@@ -542,7 +685,7 @@ impl ObjectSource {
             let mut tasks = tokio::task::JoinSet::new();
             for index in 0..chunks.unwrap_or(u64::MAX).min(source.chunks()) {
                 let source = source.clone();
-                tasks.spawn(async move { source.fetch(source.chunk_range(index)).await.map(|b| b.len() as u64) });
+                tasks.spawn(async move { source.get_chunk(index).await.map(|b| b.len() as u64) });
             }
             let mut total = 0;
             while let Some(done) = tasks.join_next().await {
@@ -553,20 +696,25 @@ impl ObjectSource {
     }
 }
 
-/// The object's size and ETag. A transient answer (5xx) is tried again within the policy; a store
-/// that cannot be reached, or says no, fails at once.
+/// The object's size, ETag and content type. A transient answer (5xx) is tried again within the
+/// policy; a store that cannot be reached, or says no, fails at once.
 async fn head(
     store: &dyn object_store::ObjectStore,
     path: &object_store::path::Path,
     url: &str,
     retry: RetryPolicy,
-) -> Result<object_store::ObjectMeta> {
+) -> Result<(object_store::ObjectMeta, Option<String>)> {
     let mut delay = retry.initial_delay;
     let started = Instant::now();
     let mut tries = 0;
+    let options = object_store::GetOptions { head: true, ..Default::default() };
     loop {
-        match object_store::ObjectStoreExt::head(store, path).await {
-            Ok(meta) => return Ok(meta),
+        match store.get_opts(path, options.clone()).await {
+            Ok(result) => {
+                let content_type =
+                    result.attributes.get(&object_store::Attribute::ContentType).map(|value| value.to_string());
+                return Ok((result.meta, content_type));
+            }
             Err(err) => {
                 let err = store::remote_error("HEAD", url, &err);
                 let retry_it = err.status().is_some_and(|s| s >= 500 || s == 429 || s == 408);
@@ -578,5 +726,49 @@ async fn head(
                 delay = (delay * 2).min(retry.max_delay);
             }
         }
+    }
+}
+
+/// A pushed snapshot's chunk as stored: decompressed to `len` bytes whose hash is `hash`, or an
+/// error (EPROTO) that names it: a damaged chunk is never served.
+fn decode(stored: &[u8], len: usize, hash: &str, what: &str) -> Result<Bytes> {
+    let corrupt = |why: String| Error::Remote {
+        op: "GET",
+        errno: Errno::EPROTO,
+        status: None,
+        detail: format!("{what} is corrupt ({why}): not served"),
+    };
+    let bytes = zstd::bulk::decompress(stored, len).map_err(|e| corrupt(format!("it does not decompress: {e}")))?;
+    if bytes.len() != len {
+        return Err(corrupt(format!("it holds {} bytes, not {len}", bytes.len())));
+    }
+    let got = manifest::hash_of(&bytes);
+    if got != hash {
+        return Err(corrupt(format!("its bytes hash to {got}, not {hash}")));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_served_only_if_it_decompresses_to_its_hash() {
+        let bytes = vec![7u8; 8192];
+        let hash = manifest::hash_of(&bytes);
+        let stored = zstd::bulk::compress(&bytes, 3).unwrap();
+        assert_eq!(&decode(&stored, 8192, &hash, "chunk 0 of u").unwrap()[..], &bytes[..]);
+        let other = manifest::hash_of(b"other");
+        let err = decode(&stored, 8192, &other, "chunk 0 of u").unwrap_err();
+        assert_eq!(err.code(), "EPROTO");
+        assert!(
+            err.to_string().contains(&format!("chunk 0 of u is corrupt (its bytes hash to {hash}, not {other})")),
+            "{err}"
+        );
+        assert!(decode(&stored, 4096, &hash, "c").unwrap_err().to_string().contains("does not decompress"));
+        assert!(decode(&stored, 16384, &hash, "c").unwrap_err().to_string().contains("holds 8192 bytes, not 16384"));
+        assert!(decode(&[1, 2, 3], 8192, &hash, "c").unwrap_err().to_string().contains("does not decompress"));
+        assert!(!store::transient(&err), "a corrupt chunk is not tried again");
     }
 }

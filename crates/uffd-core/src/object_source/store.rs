@@ -54,6 +54,41 @@ impl Location {
             _ => Err(bad("has a scheme this source does not read (s3, http, https)")),
         }
     }
+
+    /// The object's key in its bucket (or path on its host).
+    pub fn key(&self) -> &str {
+        match self {
+            Location::S3 { key, .. } => key,
+            Location::Http { path, .. } => path,
+        }
+    }
+
+    /// The URL of another object of the same bucket (or host), by key.
+    pub fn url_of(&self, key: &str) -> String {
+        match self {
+            Location::S3 { bucket, .. } => format!("s3://{bucket}/{key}"),
+            Location::Http { base, .. } => format!("{base}/{key}"),
+        }
+    }
+
+    /// Whether `other` is in the same bucket (or on the same host): a client of one reaches both.
+    pub fn same_store(&self, other: &Location) -> bool {
+        match (self, other) {
+            (Location::S3 { bucket: a, .. }, Location::S3 { bucket: b, .. }) => a == b,
+            (Location::Http { base: a, .. }, Location::Http { base: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+
+    /// The `object_store` path of another object of the same bucket (or host), by key.
+    pub(crate) fn path_of(&self, key: &str) -> Result<Path> {
+        match self {
+            Location::S3 { .. } => Ok(Path::from(key)),
+            Location::Http { .. } => {
+                Path::from_url_path(key).map_err(|e| Error::invalid(OP, format!("{}: {e}", self.url_of(key))))
+            }
+        }
+    }
 }
 
 /// Static S3 credentials.
@@ -249,11 +284,11 @@ pub(crate) fn remote_error(op: &'static str, what: &str, err: &object_store::Err
 }
 
 /// Whether a failed request may succeed if tried again: a 5xx, 408 or 429, or a transport error
-/// (refused, reset, timed out). A 4xx or a changed object is final.
+/// (refused, reset, timed out). A 4xx, a changed object or a corrupt chunk is final.
 pub(crate) fn transient(err: &Error) -> bool {
     match err {
         Error::Remote { status: Some(status), .. } => *status >= 500 || *status == 408 || *status == 429,
-        Error::Remote { errno, status: None, .. } => *errno != Errno::ESTALE,
+        Error::Remote { errno, status: None, .. } => *errno != Errno::ESTALE && *errno != Errno::EPROTO,
         _ => false,
     }
 }

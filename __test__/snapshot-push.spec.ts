@@ -1,0 +1,372 @@
+// pushSnapshot and `userfaultfd snapshot push` against a real SeaweedFS (started here on loopback
+// ports, killed by pid at the end), read back through Source.objectStore by real faults: every
+// byte compared with the file pushed. Every client is given its endpoint explicitly and is
+// anonymous; no request leaves the loopback address.
+import { spawnSync } from 'node:child_process'
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import test from 'ava'
+import { type PushSnapshotOptions, pushSnapshot, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
+import { nextError } from './helpers/harness'
+import { objectBytes, PAGE } from './helpers/object-data'
+import { Seaweed, weedBinary } from './helpers/seaweed'
+
+// Nothing here may look for credentials or ask an instance-metadata service.
+process.env.AWS_EC2_METADATA_DISABLED = 'true'
+for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_ENDPOINT_URL', 'AWS_PROFILE'])
+  delete process.env[name]
+
+const MiB = 1024 * 1024
+const CHUNK = MiB
+const BUCKET = 'uffd-push'
+const dir = mkdtempSync(join(tmpdir(), 'uffd-push-'))
+const { path: weedPath, why: noWeed } = weedBinary()
+const run = weedPath ? test.serial : test.serial.skip
+if (!weedPath) {
+  if (process.env.CI) test('SeaweedFS is installed for the snapshot-push tests', (t) => t.fail(noWeed))
+  else console.warn(`snapshot-push tests skipped: ${noWeed}`)
+}
+
+let weed: Seaweed | undefined
+const closers: (() => void)[] = []
+
+test.before(async () => {
+  if (!weedPath) return
+  weed = await Seaweed.server()
+  await weed.bucket(BUCKET)
+  await weed.bucket(`${BUCKET}-other`)
+})
+
+test.after.always(async () => {
+  for (const close of closers) close()
+  await weed?.stop()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+function store(): Seaweed {
+  if (!weed) throw new Error('SeaweedFS is not running')
+  return weed
+}
+
+const url = (key: string) => `s3://${BUCKET}/${key}`
+const push = (file: string, key: string, options: PushSnapshotOptions = {}) =>
+  pushSnapshot(file, url(key), { endpoint: store().s3, anonymous: true, chunkSize: CHUNK, env: {}, ...options })
+
+/**
+ * A memory file of `chunks` chunks of 1 MiB and 1234 bytes more: data from `seed` except chunk 2
+ * written as zeros and chunks 5 and 6 left as a hole of the sparse file; `changed` chunks hold data
+ * of another seed.
+ */
+function memoryFile(name: string, chunks: number, seed: number, changed: number[] = []): string {
+  const path = join(dir, name)
+  const size = chunks * CHUNK + 1234
+  const fd = openSync(path, 'w')
+  ftruncateSync(fd, size)
+  const data = objectBytes(size, seed)
+  const other = objectBytes(size, seed + 100)
+  for (let chunk = 0; chunk <= chunks; chunk++) {
+    if (chunk === 5 || chunk === 6) continue
+    const start = chunk * CHUNK
+    const end = Math.min(size, start + CHUNK)
+    const bytes = chunk === 2 ? new Uint8Array(end - start) : (changed.includes(chunk) ? other : data).subarray(start, end)
+    writeSync(fd, bytes, 0, bytes.length, start)
+  }
+  closeSync(fd)
+  return path
+}
+
+/** A userfaultfd with a region of `size` (rounded up to pages) served by `source`, no handler. */
+function serve(source: Source, size: number) {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(Math.ceil(size / PAGE) * PAGE)
+  uffd.register(region, { source, fallthrough: false })
+  const errors: UffdError[] = []
+  uffd.on('error', (error) => errors.push(error))
+  closers.push(() => {
+    uffd.close()
+    region.close()
+  })
+  return { uffd, region, errors }
+}
+
+/** The first offset where the region differs from the file, or -1. */
+function firstDifference(region: Region, file: string): number {
+  const expected = readFileSync(file)
+  const got = Buffer.from(region.buffer, 0, expected.length)
+  if (got.equals(expected)) return -1
+  for (let i = 0; i < expected.length; i++) if (got[i] !== expected[i]) return i
+  return -1
+}
+
+run('a pushed snapshot is read back byte for byte through faults; holes are neither uploaded nor fetched', async (t) => {
+  const file = memoryFile('one.mem', 10, 1)
+  const report = await push(file, 'snaps/one.mem')
+  // 11 chunks: 0-10 (10 holds the 1234 bytes over); 2 is zeros, 5 and 6 a hole of the file.
+  t.like(report, { url: url('snaps/one.mem'), chunkPrefix: 'snaps/chunks/', chunks: 11, uploaded: 8, deduped: 0, holes: 3 })
+  t.is(report.bytesIn, 10 * CHUNK + 1234)
+  t.is(report.bytesData, 7 * CHUNK + 1234)
+  t.is(report.bytesOut, report.bytesStored)
+  t.true(report.bytesOut > 0)
+
+  const source = await Source.objectStore(url('snaps/one.mem'), { endpoint: store().s3, anonymous: true, env: {} })
+  t.is(source.size, 10 * CHUNK + 1234, "the memory's size, not the manifest's")
+  t.true(source.objectStats.snapshot)
+  const { uffd, region, errors } = serve(source, source.size + 3 * PAGE)
+  t.is(firstDifference(region, file), -1)
+  t.true(
+    new Uint8Array(region.buffer, source.size).every((b) => b === 0),
+    'zeros past the end',
+  )
+  const stats = source.objectStats
+  t.is(stats.requests, 1 + 8, 'the manifest and each chunk with data once; no request for a hole')
+  t.true(
+    stats.bytesFetched > report.bytesStored && stats.bytesFetched < report.bytesStored + 4096,
+    'the compressed chunks and the manifest',
+  )
+  t.true(uffd.stats.faults.missing > 0)
+  t.deepEqual(errors, [])
+})
+
+run('a second push of the same file uploads nothing; one that differs in one chunk uploads one', async (t) => {
+  const file = memoryFile('base.mem', 10, 2)
+  const first = await push(file, 'vm/base.mem')
+  t.is(first.uploaded, 8)
+  const again = await push(file, 'vm/again.mem')
+  t.like(again, { chunks: 11, uploaded: 0, deduped: 8, holes: 3, bytesOut: 0 })
+  const sibling = memoryFile('sibling.mem', 10, 2, [7])
+  const next = await push(sibling, 'vm/sibling.mem')
+  t.like(next, { uploaded: 1, deduped: 7, holes: 3, fromBase: 0 })
+  // With the base named, its chunks cost no request: one HEAD and one PUT for the new chunk,
+  // the base's GET, the manifest's PUT.
+  const fromBase = await push(sibling, 'vm/sibling2.mem', { base: url('vm/base.mem') })
+  t.like(fromBase, { uploaded: 0, deduped: 8, fromBase: 7, chunkPrefix: 'vm/chunks/' })
+  t.is(fromBase.requests, 3, 'the base GET, a HEAD for the one chunk the base lacks, the manifest PUT')
+  for (const [key, path] of [
+    ['vm/sibling.mem', sibling],
+    ['vm/sibling2.mem', sibling],
+  ] as const) {
+    const source = await Source.objectStore(url(key), { endpoint: store().s3, anonymous: true, env: {} })
+    const { region } = serve(source, source.size)
+    t.is(firstDifference(region, path), -1, key)
+  }
+})
+
+/**
+ * A TCP proxy in this process that holds what a client sends `ms` before passing it on, in order,
+ * and counts connections: requests in flight at once need connections of their own. (The push runs
+ * on native threads, so this thread is free to proxy.)
+ */
+async function holdingProxy(target: string, ms: number) {
+  const { hostname, port } = new URL(target)
+  let connections = 0
+  const sockets = new Set<Socket>()
+  const server = createServer((client) => {
+    connections++
+    const upstream = connect(Number(port), hostname)
+    for (const socket of [client, upstream]) {
+      sockets.add(socket)
+      socket.on('error', () => {}).on('close', () => sockets.delete(socket))
+    }
+    upstream.pipe(client)
+    let chain = Promise.resolve()
+    client.on('data', (data) => {
+      const due = Date.now() + ms
+      chain = chain
+        .then(() => new Promise((resolve) => setTimeout(resolve, Math.max(0, due - Date.now()))))
+        .then(() => void upstream.write(data))
+    })
+    client.on('end', () => void chain.then(() => upstream.end()))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port: own } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${own}`,
+    connections: () => connections,
+    close() {
+      for (const socket of sockets) socket.destroy()
+      server.close()
+    },
+  }
+}
+
+run('chunks go up several at a time: concurrency 4 opens 4 connections, concurrency 1 one', async (t) => {
+  const file = memoryFile('many.mem', 8, 7)
+  const connections: number[] = []
+  for (const concurrency of [4, 1]) {
+    const proxy = await holdingProxy(store().s3, 50)
+    closers.push(() => proxy.close())
+    const report = await push(file, `many/c${concurrency}.mem`, { endpoint: proxy.url, concurrency, chunkPrefix: `many/c${concurrency}/` })
+    t.is(report.uploaded, 6)
+    connections.push(proxy.connections())
+    proxy.close()
+  }
+  t.log(`connections: ${connections.join(', ')}`)
+  t.is(connections[0], 4, 'four requests in flight')
+  t.is(connections[1], 1, 'one at a time')
+})
+
+run('snapshots that share chunks share the disk cache, keyed by content', async (t) => {
+  const cacheDir = join(dir, 'cache')
+  const a = memoryFile('cache-a.mem', 6, 3)
+  // b: a's chunks 0 and 1 swapped, and 3 and 4: the same chunks at other places.
+  const b = join(dir, 'cache-b.mem')
+  const bytesOfA = readFileSync(a)
+  const chunk = (i: number) => bytesOfA.subarray(i * CHUNK, (i + 1) * CHUNK)
+  writeFileSync(b, Buffer.concat([chunk(1), chunk(0), chunk(2), chunk(4), chunk(3), bytesOfA.subarray(5 * CHUNK)]))
+  await push(a, 'cache/a.mem')
+  t.like(await push(b, 'cache/b.mem'), { uploaded: 0, deduped: 4 })
+  const open = (key: string) => Source.objectStore(url(key), { endpoint: store().s3, anonymous: true, env: {}, cacheDir })
+  const first = await open('cache/a.mem')
+  t.is(firstDifference(serve(first, first.size).region, a), -1)
+  t.is(first.objectStats.diskWrites, 4, 'chunks 0, 1, 3, 4 (2 is zeros, 5 and 6 a hole)')
+  const second = await open('cache/b.mem')
+  t.is(firstDifference(serve(second, second.size).region, b), -1)
+  t.is(second.objectStats.diskHits, 4, "every chunk of b comes from the cache, though at other places in a's file")
+  t.is(second.objectStats.requests, 1, "b's manifest, and no chunk")
+})
+
+run('a corrupt or missing chunk is an error naming the chunk and gets the fallback, never wrong bytes', async (t) => {
+  const file = memoryFile('bad.mem', 4, 4)
+  const report = await push(file, 'bad/bad.mem')
+  t.is(report.uploaded, 4)
+  const manifestUrl = `${store().s3}/${BUCKET}/bad/bad.mem`
+  const manifestText = Buffer.from(await (await fetch(manifestUrl)).arrayBuffer()).toString()
+  const manifest = JSON.parse(manifestText) as { list: ({ hash: string; stored: number } | null)[] }
+  const [zero, one, three] = [manifest.list[0], manifest.list[1], manifest.list[3]]
+  if (!zero || !one || !three) throw new Error('chunks 0, 1 and 3 hold data')
+  const chunkUrl = (hash: string) => `${store().s3}/${BUCKET}/bad/chunks/${hash}.zst`
+  // Chunk 3: a sound zstd frame of the right length, but of chunk 0's bytes (the manifest's
+  // length for it changed to match): it decompresses, and its hash is not chunk 3's.
+  const zeroStored = new Uint8Array(await (await fetch(chunkUrl(zero.hash))).arrayBuffer())
+  t.true((await fetch(chunkUrl(three.hash), { method: 'PUT', body: zeroStored })).ok)
+  manifest.list[3] = { hash: three.hash, stored: zero.stored }
+  const rewritten = await fetch(manifestUrl, {
+    method: 'PUT',
+    body: JSON.stringify(manifest),
+    headers: { 'content-type': 'application/vnd.userfaultfd.snapshot+json' },
+  })
+  t.true(rewritten.ok)
+  // Chunk 0: as long as the manifest says, but not a zstd frame. Chunk 1: gone.
+  t.true((await fetch(chunkUrl(zero.hash), { method: 'PUT', body: new Uint8Array(zero.stored).fill(7) })).ok)
+  t.true((await fetch(chunkUrl(one.hash), { method: 'DELETE' })).ok)
+
+  const source = await Source.objectStore(url('bad/bad.mem'), { endpoint: store().s3, anonymous: true, env: {} })
+  const { uffd, region } = serve(source, source.size)
+  const bytes = new Uint8Array(region.buffer)
+  const expected = readFileSync(file)
+  for (const [chunk, hash, why] of [
+    [0, zero.hash, /is corrupt \(it does not decompress/],
+    [1, one.hash, /HTTP 404|not found/i],
+    [3, three.hash, new RegExp(`is corrupt \\(its bytes hash to ${zero.hash}, not ${three.hash}\\)`)],
+  ] as const) {
+    const error = nextError(uffd)
+    const at = chunk * CHUNK + 5 * PAGE + 17
+    t.is(bytes[at], 0, `chunk ${chunk}: the fallback, a zero page`)
+    const event = await error
+    t.is(event.code, 'ERR_UFFD_SOURCE')
+    const cause = event.cause as UffdError
+    t.regex(cause.message, new RegExp(`chunk ${chunk} of s3://${BUCKET}/bad/bad.mem \\(s3://${BUCKET}/bad/chunks/${hash}.zst\\)`))
+    t.regex(cause.message, why)
+    t.is(cause.code, chunk === 1 ? 'ENOENT' : 'EPROTO')
+  }
+  t.is(source.objectStats.outages, 0, 'a bad chunk is not an outage')
+  // Every page is the file's or, in the three bad chunks, the fallback's zeros: never wrong bytes.
+  const got = Buffer.from(bytes.buffer, 0, expected.length)
+  for (let page = 0; page < expected.length / PAGE; page++) {
+    const at = page * PAGE
+    const want = expected.subarray(at, at + PAGE)
+    const have = got.subarray(at, at + PAGE)
+    const bad = [0, 1, 3].includes(Math.floor(at / CHUNK))
+    if (!have.equals(want) && !(bad && have.every((b) => b === 0))) t.fail(`page ${page} holds wrong bytes`)
+  }
+  // The intact chunk is served, right.
+  t.deepEqual(got.subarray(4 * CHUNK), expected.subarray(4 * CHUNK))
+  // A chunk is named by its content: one found corrupt is not fetched again for its other pages.
+  // (The missing one is asked for again: a push may store it meanwhile.)
+  t.is(source.objectStats.requests, 4, 'the manifest, chunks 0 and 3 once each, chunk 4')
+})
+
+run('bad arguments are refused with what is wrong, before any request', async (t) => {
+  const file = memoryFile('args.mem', 1, 5)
+  const e = { endpoint: store().s3, anonymous: true, env: {} }
+  await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, chunkSize: 1000 }), {
+    code: 'ERR_OUT_OF_RANGE',
+    message: /options.chunkSize/,
+  })
+  await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, level: 99 }), { code: 'ERR_OUT_OF_RANGE', message: /zstd level/ })
+  await t.throwsAsync(pushSnapshot(join(dir, 'missing.mem'), url('x'), e), { code: 'ENOENT', message: /missing\.mem/ })
+  await t.throwsAsync(pushSnapshot(dir, url('x'), e), { code: 'EINVAL', message: /not a regular file/ })
+  await t.throwsAsync(pushSnapshot(file, 'gs://b/k', e), { code: 'EOPNOTSUPP' })
+  await t.throwsAsync(pushSnapshot(file, 's3://bucket-only', e), { code: 'EINVAL' })
+  await t.throwsAsync(pushSnapshot(file, url('x'), { env: {} }), { code: 'EINVAL', message: /no credentials/ })
+  await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, endpoint: '127.0.0.1:8333' }), {
+    code: 'EINVAL',
+    message: /endpoint "127.0.0.1:8333"/,
+  })
+  await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, base: `s3://${BUCKET}-other/y` }), {
+    code: 'EINVAL',
+    message: /not in the bucket/,
+  })
+  await push(file, 'args/base.mem')
+  await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, base: url('args/base.mem'), chunkSize: 2 * CHUNK }), {
+    code: 'EINVAL',
+    message: /chunks of 1048576 bytes, this push 2097152/,
+  })
+  await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, base: url('args/no-such.mem') }), { code: 'ENOENT' })
+  await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, chunkPrefix: '../up/' }), { code: 'EINVAL', message: /plain key prefix/ })
+})
+
+/** Runs `userfaultfd snapshot ...` (the module lib/cli.ts hands it to). */
+function cli(args: string[]) {
+  const module = join(__dirname, '..', '..', '..', 'dist', 'lib', 'snapshot-cli.js')
+  const script = `require(${JSON.stringify(module)}).snapshotMain(process.argv.slice(1)).then((code) => process.exit(code))`
+  return spawnSync(process.execPath, ['-e', script, ...args], {
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH, AWS_EC2_METADATA_DISABLED: 'true' },
+    timeout: 60_000,
+  })
+}
+
+run('userfaultfd snapshot push: the report, and usage errors (exit 2) that say what is wrong', async (t) => {
+  const file = memoryFile('cli.mem', 3, 6)
+  const done = cli([
+    'push',
+    file,
+    url('cli/one.mem'),
+    '--endpoint',
+    store().s3,
+    '--anonymous',
+    '--chunk-size',
+    '1M',
+    '--level',
+    '1',
+    '--json',
+  ])
+  t.is(done.status, 0, done.stderr)
+  t.like(JSON.parse(done.stdout), { chunks: 4, uploaded: 3, holes: 1, chunkPrefix: 'cli/chunks/' })
+  const text = cli(['push', file, url('cli/two.mem'), '--endpoint', store().s3, '--anonymous', '--chunk-size', '1M'])
+  t.is(text.status, 0, text.stderr)
+  t.regex(text.stdout, /^pushed s3:\/\/uffd-push\/cli\/two.mem: 4 chunks, 0 uploaded, 3 already stored, 1 holes;/)
+  const source = await Source.objectStore(url('cli/one.mem'), { endpoint: store().s3, anonymous: true, env: {} })
+  t.is(firstDifference(serve(source, source.size).region, file), -1)
+
+  for (const [args, message] of [
+    [[], /no action given/],
+    [['pull'], /unknown action 'pull'/],
+    [['push', file], /push needs a FILE and a URL/],
+    [['push', file, '/tmp/x'], /is not an object URL/],
+    [['push', file, url('x'), '--chunk-size', '1000'], /--chunk-size must be a positive multiple of 4096/],
+    [['push', file, url('x'), '--level', 'high'], /--level must be an integer from -7 to 22/],
+    [['push', file, url('x'), '--bogus'], /Unknown option '--bogus'/],
+  ] as const) {
+    const refused = cli([...args])
+    t.is(refused.status, 2, `${args.join(' ')}: ${refused.stderr}`)
+    t.regex(refused.stderr, message)
+    t.regex(refused.stderr, /usage: userfaultfd snapshot push FILE URL/)
+  }
+  const failed = cli(['push', join(dir, 'nope.mem'), url('x'), '--endpoint', store().s3, '--anonymous'])
+  t.is(failed.status, 1)
+  t.regex(failed.stderr, /^userfaultfd: ENOENT: .*nope\.mem/)
+})

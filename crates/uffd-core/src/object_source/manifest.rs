@@ -1,0 +1,168 @@
+//! The manifest of a pushed snapshot: one JSON object in the store that says how a memory file was
+//! cut into chunks and where each chunk lives. A chunk is named by the BLAKE3 hash of its
+//! uncompressed bytes and stored zstd-compressed under `chunks` + hash + `.zst` in the same bucket
+//! (or on the same host), so snapshots that share pages share chunks; a chunk that is all zeros
+//! (or a hole of a sparse file) is recorded as `null` and stored nowhere.
+//!
+//! ```json
+//! { "format": "userfaultfd-snapshot", "version": 1, "size": 8589934592, "chunkSize": 4194304,
+//!   "hash": "blake3", "compression": "zstd", "chunks": "snapshots/chunks/",
+//!   "list": [{ "hash": "af13…", "stored": 81233 }, null, …] }
+//! ```
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// What a manifest says it is, first in the object: how a source tells one from a plain object.
+pub const FORMAT: &str = "userfaultfd-snapshot";
+pub const VERSION: u32 = 1;
+/// The `Content-Type` a manifest is stored with.
+pub const CONTENT_TYPE: &str = "application/vnd.userfaultfd.snapshot+json";
+/// The bytes every manifest begins with (`serde_json` writes the fields in declaration order).
+pub const MAGIC: &[u8] = b"{\"format\":\"userfaultfd-snapshot\"";
+/// A larger object is never taken for a manifest (about 150 000 chunks: 600 GiB of 4 MiB chunks).
+pub const MAX_SIZE: u64 = 16 << 20;
+
+/// One chunk that has data: its hash and the bytes it takes in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The BLAKE3 hash of the uncompressed chunk, 64 hex digits.
+    pub hash: String,
+    /// The compressed chunk's length.
+    pub stored: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    /// The memory file's length in bytes.
+    pub size: u64,
+    pub chunk_size: u64,
+    pub hash: String,
+    pub compression: String,
+    /// Where the chunks are, a key prefix in the manifest's bucket (or a path on its host).
+    pub chunks: String,
+    /// Chunk by chunk, from offset 0: `None` for a hole (zeros, stored nowhere).
+    pub list: Vec<Option<Chunk>>,
+}
+
+impl Manifest {
+    pub fn new(size: u64, chunk_size: u64, chunks: String, list: Vec<Option<Chunk>>) -> Self {
+        Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            size,
+            chunk_size,
+            hash: "blake3".into(),
+            compression: "zstd".into(),
+            chunks,
+            list,
+        }
+    }
+
+    /// Parses and checks a manifest read from `url`: every field, so a chunk read later can trust
+    /// its index, length and hash.
+    pub fn parse(url: &str, bytes: &[u8]) -> Result<Manifest> {
+        let bad = |why: String| Error::invalid("objectStore", format!("{url} is not a valid snapshot manifest: {why}"));
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if manifest.format != FORMAT {
+            return Err(bad(format!("its format is {:?}, not {FORMAT:?}", manifest.format)));
+        }
+        if manifest.version != VERSION {
+            return Err(bad(format!(
+                "version {} (this build reads version {VERSION}): push it again, or use the package that pushed it",
+                manifest.version
+            )));
+        }
+        if manifest.hash != "blake3" || manifest.compression != "zstd" {
+            return Err(bad(format!(
+                "hash {:?} and compression {:?} (blake3, zstd)",
+                manifest.hash, manifest.compression
+            )));
+        }
+        let page = crate::region::base_page_size() as u64;
+        if manifest.chunk_size == 0 || manifest.chunk_size % page != 0 {
+            return Err(bad(format!("chunk size {} is not a multiple of the page size", manifest.chunk_size)));
+        }
+        let expected = manifest.size.div_ceil(manifest.chunk_size);
+        if manifest.list.len() as u64 != expected {
+            return Err(bad(format!(
+                "{} chunks listed, {expected} for {} bytes in chunks of {}",
+                manifest.list.len(),
+                manifest.size,
+                manifest.chunk_size
+            )));
+        }
+        if manifest.chunks.split('/').any(|part| part == ".." || part == ".") || manifest.chunks.starts_with('/') {
+            return Err(bad(format!("chunk prefix {:?} is not a plain key prefix", manifest.chunks)));
+        }
+        for (index, chunk) in manifest.list.iter().enumerate() {
+            if let Some(chunk) = chunk {
+                if chunk.hash.len() != 64
+                    || !chunk.hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                {
+                    return Err(bad(format!("chunk {index}'s hash {:?} is not 64 lowercase hex digits", chunk.hash)));
+                }
+                if chunk.stored == 0 {
+                    return Err(bad(format!("chunk {index} is stored in 0 bytes")));
+                }
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// The manifest as stored.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The key of the chunk of `hash`.
+    pub fn chunk_key(&self, hash: &str) -> String {
+        chunk_key(&self.chunks, hash)
+    }
+
+    /// The bytes chunk `index` holds uncompressed.
+    pub fn chunk_len(&self, index: u64) -> u64 {
+        (self.size - index * self.chunk_size).min(self.chunk_size)
+    }
+}
+
+pub fn chunk_key(prefix: &str, hash: &str) -> String {
+    format!("{prefix}{hash}.zst")
+}
+
+/// The BLAKE3 hash of `bytes`, in hex.
+pub fn hash_of(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_round_trips_and_starts_with_its_magic() {
+        let list = vec![Some(Chunk { hash: hash_of(b"x"), stored: 9 }), None];
+        let manifest = Manifest::new(8192 + 10, 8192, "c/".into(), list);
+        let bytes = manifest.to_bytes();
+        assert!(bytes.starts_with(MAGIC), "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(Manifest::parse("u", &bytes).unwrap(), manifest);
+        assert_eq!(manifest.chunk_len(1), 10);
+        assert_eq!(manifest.chunk_key("ab"), "c/ab.zst");
+    }
+
+    #[test]
+    fn a_bad_manifest_is_refused_with_what_is_wrong() {
+        let good = Manifest::new(8192, 4096, "c/".into(), vec![None, None]);
+        let refused = |m: &Manifest| Manifest::parse("s3://b/k", &m.to_bytes()).unwrap_err().to_string();
+        assert!(refused(&Manifest { version: 2, ..good.clone() }).contains("version 2"));
+        assert!(refused(&Manifest { chunk_size: 100, ..good.clone() }).contains("chunk size 100"));
+        assert!(refused(&Manifest { list: vec![None], ..good.clone() }).contains("1 chunks listed, 2"));
+        assert!(refused(&Manifest { chunks: "../x/".into(), ..good.clone() }).contains("not a plain key prefix"));
+        let bad_hash = Manifest { list: vec![Some(Chunk { hash: "zz".into(), stored: 1 }), None], ..good.clone() };
+        assert!(refused(&bad_hash).contains("chunk 0's hash"));
+        assert!(Manifest::parse("u", b"{}").unwrap_err().to_string().contains("not a valid snapshot manifest"));
+    }
+}

@@ -1,0 +1,458 @@
+//! Pushes a memory file into a store as a snapshot: the file cut into chunks, each chunk that holds
+//! data hashed (BLAKE3 of its bytes), compressed (zstd) and uploaded under its hash unless the
+//! store has it already (a HEAD; or listed in the `base` snapshot's manifest, which costs no
+//! request), the chunks that are holes or all zeros recorded as holes and stored nowhere, then the
+//! manifest (`manifest.rs`) written last, so that a reader never finds a manifest whose chunks are
+//! not all there. Chunks go up `concurrency` at a time; each is read, hashed and compressed on the
+//! runtime's blocking threads.
+
+use super::fetch::RetryPolicy;
+use super::manifest::{self, Chunk, Manifest};
+use super::runtime;
+use super::store::{self, remote_error, transient, Location, StoreOptions};
+use crate::error::{Error, Result};
+use nix::errno::Errno;
+use nix::unistd::{lseek, Whence};
+use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+const OP: &str = "push";
+
+/// How a snapshot is pushed.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    pub store: StoreOptions,
+    /// Bytes per chunk; a multiple of the page size.
+    pub chunk_size: usize,
+    /// The zstd level (1 to 22; negative levels are faster still).
+    pub level: i32,
+    /// Chunks read, compressed or uploaded at once.
+    pub concurrency: usize,
+    /// The manifest of a snapshot pushed before to the same bucket: its chunks are known to be
+    /// there (no HEAD for them), and its chunk prefix is used.
+    pub base: Option<String>,
+    /// Where the chunks go, a key prefix in the bucket; default: the base's, else `chunks/` beside
+    /// the manifest.
+    pub chunk_prefix: Option<String>,
+    pub retry: RetryPolicy,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            store: StoreOptions::default(),
+            chunk_size: 4 << 20,
+            level: 3,
+            concurrency: 16,
+            base: None,
+            chunk_prefix: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// The manifest's URL, and the prefix its chunks are under.
+    pub url: String,
+    pub chunk_prefix: String,
+    /// Chunks in the file; of them, uploaded, found in the store already, and holes (zeros).
+    pub chunks: u64,
+    pub uploaded: u64,
+    pub deduped: u64,
+    pub holes: u64,
+    /// Of the deduplicated, those the base's manifest listed (no request).
+    pub from_base: u64,
+    /// The file's length; the bytes of chunks that hold data; the compressed bytes uploaded; the
+    /// compressed bytes of every chunk the manifest lists (uploaded or not).
+    pub bytes_in: u64,
+    pub bytes_data: u64,
+    pub bytes_out: u64,
+    pub bytes_stored: u64,
+    /// Requests made (HEAD, PUT, the base's GET), and how long the push took.
+    pub requests: u64,
+    pub elapsed: Duration,
+}
+
+/// What became of one chunk.
+enum Outcome {
+    Hole,
+    /// Its hash, stored length, and how it got there.
+    Data {
+        hash: String,
+        stored: Option<u64>,
+        how: How,
+        len: u64,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    Uploaded,
+    Found,
+    FromBase,
+    /// Another chunk of this push has the same content.
+    Twin,
+}
+
+struct Push {
+    file: File,
+    path: PathBuf,
+    url: String,
+    location: Location,
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    chunk_size: u64,
+    size: u64,
+    level: i32,
+    retry: RetryPolicy,
+    /// Hashes the base lists, with their stored lengths.
+    known: HashMap<String, u64>,
+    /// Hashes a chunk of this push has taken on.
+    claimed: Mutex<HashSet<String>>,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+/// Pushes `file` as a snapshot whose manifest is at `url`. Blocks the calling thread, which must
+/// not be a thread of the object-store runtime.
+pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> {
+    let started = Instant::now();
+    let page = crate::region::base_page_size();
+    if options.chunk_size == 0 || options.chunk_size % page != 0 {
+        return Err(Error::invalid(
+            OP,
+            format!("chunkSize {} is not a multiple of the page size ({page})", options.chunk_size),
+        ));
+    }
+    if !(-7..=22).contains(&options.level) {
+        return Err(Error::invalid(OP, format!("level {} is not a zstd level (-7 to 22)", options.level)));
+    }
+    if options.concurrency == 0 {
+        return Err(Error::invalid(OP, "concurrency must be at least 1"));
+    }
+    let location = Location::parse(url)?;
+    let opened = File::open(file).map_err(|e| io_error("open", file, &e))?;
+    let meta = opened.metadata().map_err(|e| io_error("fstat", file, &e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid(OP, format!("{} is not a regular file", file.display())));
+    }
+    let (store, _) = store::connect(&location, &options.store)?;
+    runtime::block_on(async move {
+        let mut requests = 0;
+        let (known, base_prefix) = match &options.base {
+            Some(base) => {
+                requests += 1;
+                read_base(base, &location, store.as_ref(), options.chunk_size as u64).await?
+            }
+            None => (HashMap::new(), None),
+        };
+        let prefix = match (options.chunk_prefix, base_prefix) {
+            (Some(prefix), _) => checked_prefix(prefix)?,
+            (None, Some(prefix)) => prefix,
+            (None, None) => {
+                let key = location.key();
+                format!("{}chunks/", &key[..key.rfind('/').map_or(0, |at| at + 1)])
+            }
+        };
+        let push = Arc::new(Push {
+            file: opened,
+            path: file.to_path_buf(),
+            url: url.into(),
+            location,
+            store,
+            prefix,
+            chunk_size: options.chunk_size as u64,
+            size: meta.len(),
+            level: options.level,
+            retry: options.retry,
+            known,
+            claimed: Mutex::new(HashSet::new()),
+            requests: requests.into(),
+        });
+        push.run(options.concurrency, started).await
+    })?
+}
+
+impl Push {
+    async fn run(self: Arc<Self>, concurrency: usize, started: Instant) -> Result<PushReport> {
+        let chunks = self.size.div_ceil(self.chunk_size);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut outcomes: Vec<Option<Outcome>> = (0..chunks).map(|_| None).collect();
+        let joined = |done: std::result::Result<(u64, Result<Outcome>), tokio::task::JoinError>| {
+            done.map_err(|e| Error::invalid(OP, format!("a push task failed: {e}")))
+        };
+        for index in 0..chunks {
+            let permit = permits.clone().acquire_owned().await.map_err(|_| Error::Closed { op: OP, what: "push" })?;
+            let push = self.clone();
+            tasks.spawn(async move {
+                let outcome = push.chunk(index).await;
+                drop(permit);
+                (index, outcome)
+            });
+            // The first failure ends the push (dropping the set aborts the rest).
+            while let Some(done) = tasks.try_join_next() {
+                let (index, outcome) = joined(done)?;
+                outcomes[index as usize] = Some(outcome?);
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            let (index, outcome) = joined(done)?;
+            outcomes[index as usize] = Some(outcome?);
+        }
+        let mut report = PushReport {
+            url: self.url.clone(),
+            chunk_prefix: self.prefix.clone(),
+            chunks,
+            bytes_in: self.size,
+            ..Default::default()
+        };
+        // A twin's stored length is its first's.
+        let mut stored_of: HashMap<String, u64> = HashMap::new();
+        for outcome in outcomes.iter().flatten() {
+            if let Outcome::Data { hash, stored: Some(stored), .. } = outcome {
+                stored_of.insert(hash.clone(), *stored);
+            }
+        }
+        let mut list = Vec::with_capacity(chunks as usize);
+        for outcome in outcomes.into_iter() {
+            match outcome {
+                None | Some(Outcome::Hole) => {
+                    report.holes += 1;
+                    list.push(None);
+                }
+                Some(Outcome::Data { hash, how, len, .. }) => {
+                    let stored = *stored_of.get(&hash).ok_or_else(|| {
+                        Error::invalid(OP, format!("chunk {hash} was neither uploaded nor found (a bug)"))
+                    })?;
+                    report.bytes_data += len;
+                    report.bytes_stored += stored;
+                    match how {
+                        How::Uploaded => {
+                            report.uploaded += 1;
+                            report.bytes_out += stored;
+                        }
+                        How::FromBase => {
+                            report.deduped += 1;
+                            report.from_base += 1;
+                        }
+                        How::Found | How::Twin => report.deduped += 1,
+                    }
+                    list.push(Some(Chunk { hash, stored }));
+                }
+            }
+        }
+        let manifest = Manifest::new(self.size, self.chunk_size, self.prefix.clone(), list);
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::ContentType, manifest::CONTENT_TYPE.into());
+        let body = manifest.to_bytes();
+        let path = self.location.path_of(self.location.key())?;
+        self.put(&path, &self.url, body, attributes).await?;
+        report.requests = self.requests.load(std::sync::atomic::Ordering::Relaxed);
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Reads, hashes and (if the store lacks it) compresses and uploads chunk `index`.
+    async fn chunk(self: &Arc<Self>, index: u64) -> Result<Outcome> {
+        let push = self.clone();
+        let read = tokio::task::spawn_blocking(move || push.read(index)).await.map_err(|e| self.task_failed(e))??;
+        let Some((bytes, hash)) = read else { return Ok(Outcome::Hole) };
+        let len = bytes.len() as u64;
+        if let Some(stored) = self.known.get(&hash) {
+            return Ok(Outcome::Data { hash, stored: Some(*stored), how: How::FromBase, len });
+        }
+        if !self.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(hash.clone()) {
+            return Ok(Outcome::Data { hash, stored: None, how: How::Twin, len });
+        }
+        let key = manifest::chunk_key(&self.prefix, &hash);
+        let path = self.location.path_of(&key)?;
+        let what = format!("chunk {index} of {} ({})", self.path.display(), self.location.url_of(&key));
+        if let Some(stored) = self.head(&path, &what).await? {
+            return Ok(Outcome::Data { hash, stored: Some(stored), how: How::Found, len });
+        }
+        let level = self.level;
+        let compressed = tokio::task::spawn_blocking(move || zstd::bulk::compress(&bytes, level))
+            .await
+            .map_err(|e| self.task_failed(e))?
+            .map_err(|e| Error::invalid(OP, format!("compressing {what}: {e}")))?;
+        let stored = compressed.len() as u64;
+        self.put(&path, &what, compressed, Attributes::new()).await?;
+        Ok(Outcome::Data { hash, stored: Some(stored), how: How::Uploaded, len })
+    }
+
+    /// Chunk `index`'s bytes and hash, or `None` for a hole (no data in the file there, found with
+    /// SEEK_DATA without a read, or all zeros).
+    fn read(&self, index: u64) -> Result<Option<(Vec<u8>, String)>> {
+        let start = index * self.chunk_size;
+        let len = (self.size - start).min(self.chunk_size);
+        match lseek(self.file.as_raw_fd(), start as i64, Whence::SeekData) {
+            Ok(data) if data as u64 >= start + len => return Ok(None),
+            // No data from here to the end of the file.
+            Err(Errno::ENXIO) => return Ok(None),
+            _ => {}
+        }
+        let mut bytes = vec![0; len as usize];
+        self.file.read_exact_at(&mut bytes, start).map_err(|e| io_error("pread", &self.path, &e))?;
+        if bytes.iter().all(|&b| b == 0) {
+            return Ok(None);
+        }
+        let hash = manifest::hash_of(&bytes);
+        Ok(Some((bytes, hash)))
+    }
+
+    /// The stored length of the object at `path`, or `None` if there is none.
+    async fn head(&self, path: &object_store::path::Path, what: &str) -> Result<Option<u64>> {
+        self.retrying(|| async {
+            match self.store.head(path).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(remote_error("HEAD", what, &e)),
+            }
+        })
+        .await
+    }
+
+    async fn put(
+        &self,
+        path: &object_store::path::Path,
+        what: &str,
+        body: Vec<u8>,
+        attributes: Attributes,
+    ) -> Result<()> {
+        let payload = PutPayload::from(bytes::Bytes::from(body));
+        self.retrying(|| async {
+            let options = PutOptions { attributes: attributes.clone(), ..Default::default() };
+            self.store
+                .put_opts(path, payload.clone(), options)
+                .await
+                .map(|_| ())
+                .map_err(|e| remote_error("PUT", what, &e))
+        })
+        .await
+    }
+
+    /// Runs `once` until it succeeds, fails for good, or the retry bound is reached.
+    async fn retrying<T, F, Fut>(&self, mut once: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let started = Instant::now();
+        let mut delay = self.retry.initial_delay;
+        let mut tries = 0;
+        loop {
+            self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match once().await {
+                Err(err) if transient(&err) && tries < self.retry.retries && started.elapsed() < self.retry.timeout => {
+                    tries += 1;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.retry.max_delay);
+                }
+                Err(Error::Remote { op, errno, status, detail }) if tries > 0 => {
+                    return Err(Error::Remote {
+                        op,
+                        errno,
+                        status,
+                        detail: format!("{detail} (after {tries} retries in {} ms)", started.elapsed().as_millis()),
+                    })
+                }
+                Err(err) => return Err(err),
+                Ok(value) => return Ok(value),
+            }
+        }
+    }
+
+    fn task_failed(&self, e: tokio::task::JoinError) -> Error {
+        Error::invalid(OP, format!("a push task for {} failed: {e}", self.path.display()))
+    }
+}
+
+/// The chunks a base snapshot lists (hash: stored length) and its chunk prefix.
+async fn read_base(
+    base: &str,
+    location: &Location,
+    store: &dyn ObjectStore,
+    chunk_size: u64,
+) -> Result<(HashMap<String, u64>, Option<String>)> {
+    let base_location = Location::parse(base)?;
+    if !base_location.same_store(location) {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the base {base} is not in the bucket (or on the host) of {}: chunks are shared within one",
+                location.url_of(location.key())
+            ),
+        ));
+    }
+    let path = base_location.path_of(base_location.key())?;
+    let got = store.get(&path).await.map_err(|e| remote_error("GET", &format!("the base {base}"), &e))?;
+    if got.meta.size > manifest::MAX_SIZE {
+        return Err(Error::invalid(
+            OP,
+            format!("the base {base} is not a snapshot manifest ({} bytes)", got.meta.size),
+        ));
+    }
+    let bytes = got.bytes().await.map_err(|e| remote_error("GET", &format!("the base {base}"), &e))?;
+    let manifest = Manifest::parse(base, &bytes)?;
+    if manifest.chunk_size != chunk_size {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the base {base} has chunks of {} bytes, this push {chunk_size}: no chunk could be shared (pass --chunk-size {})",
+                manifest.chunk_size, manifest.chunk_size
+            ),
+        ));
+    }
+    let known = manifest.list.iter().flatten().map(|chunk| (chunk.hash.clone(), chunk.stored)).collect();
+    Ok((known, Some(manifest.chunks)))
+}
+
+/// A chunk prefix given by the caller: a plain key prefix, ending in `/` (added if missing).
+fn checked_prefix(prefix: String) -> Result<String> {
+    if prefix.is_empty() || prefix.starts_with('/') || prefix.split('/').any(|part| part == ".." || part == ".") {
+        return Err(Error::invalid(
+            OP,
+            format!("chunk prefix {prefix:?} is not a plain key prefix such as snapshots/chunks/"),
+        ));
+    }
+    Ok(if prefix.ends_with('/') { prefix } else { format!("{prefix}/") })
+}
+
+fn io_error(op: &'static str, path: &Path, e: &std::io::Error) -> Error {
+    let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let error = Error::sys(op, errno, format!("memory file {:?}", path.display().to_string()));
+    // Not the userfaultfd permission advice that "open" would otherwise get.
+    match errno {
+        Errno::EACCES | Errno::EPERM => error.with_advice("the file cannot be read: check its permissions"),
+        _ => error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_arguments_are_refused_before_any_request() {
+        let refused = |options: PushOptions| push(Path::new("/dev/null"), "s3://b/k", options).unwrap_err().to_string();
+        assert!(refused(PushOptions { chunk_size: 1000, ..Default::default() }).contains("chunkSize 1000"));
+        assert!(refused(PushOptions { level: 30, ..Default::default() }).contains("level 30"));
+        assert!(refused(PushOptions { concurrency: 0, ..Default::default() }).contains("concurrency"));
+        let err = push(Path::new("/no/such/file"), "s3://b/k", PushOptions::default()).unwrap_err();
+        assert_eq!(err.code(), "ENOENT");
+        assert!(err.to_string().contains("/no/such/file"), "{err}");
+        assert_eq!(push(Path::new("/tmp"), "s3://b/k", PushOptions::default()).unwrap_err().code(), "EINVAL");
+        assert_eq!(push(Path::new("/dev/null"), "gs://b/k", PushOptions::default()).unwrap_err().code(), "EOPNOTSUPP");
+        assert!(checked_prefix("../x".into()).is_err());
+        assert_eq!(checked_prefix("a/b".into()).unwrap(), "a/b/");
+    }
+}

@@ -1,0 +1,102 @@
+// pushSnapshot: a memory file into an object store as a snapshot (compressed, content-addressed
+// chunks and a manifest) that Source.objectStore reads back.
+import { argumentError, fromFailure, rangeError } from './errors'
+import { native } from './loader'
+import { type ObjectStoreSourceOptions, objectOptions } from './source'
+import { integer, options as optionsOf } from './validate'
+
+/** Options of {@link pushSnapshot}: how to reach the store, as for {@link Source.objectStore}, and how to cut the file. */
+export interface PushSnapshotOptions
+  extends Pick<
+    ObjectStoreSourceOptions,
+    'endpoint' | 'region' | 'credentials' | 'anonymous' | 'virtualHostedStyle' | 'retry' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'env'
+  > {
+  /** Bytes per chunk, a multiple of 4096: what a fault fetches at least. Default 4 MiB. */
+  chunkSize?: number
+  /** The zstd level, -7 (fastest) to 22 (smallest). Default 3. */
+  level?: number
+  /** Chunks read, compressed and uploaded at once. Default 16. */
+  concurrency?: number
+  /**
+   * The manifest URL of a snapshot pushed before to the same bucket (the base this one was taken
+   * from): the chunks it lists are known to be in the store (no request for them), and this
+   * snapshot's chunks go under the same prefix.
+   */
+  base?: string
+  /** Where the chunks go, a key prefix in the bucket. Default: the base's, else `chunks/` beside the manifest. */
+  chunkPrefix?: string
+}
+
+/** What {@link pushSnapshot} did. */
+export interface PushSnapshotReport {
+  /** The manifest's URL. */
+  url: string
+  /** The key prefix the chunks are under. */
+  chunkPrefix: string
+  /** Chunks in the file. */
+  chunks: number
+  /** Chunks uploaded by this push. */
+  uploaded: number
+  /** Chunks the store had already (listed by the base, found by a HEAD, or twice in the file). */
+  deduped: number
+  /** Of those, the ones the base listed. */
+  fromBase: number
+  /** Chunks that are holes or all zeros: recorded in the manifest, stored nowhere. */
+  holes: number
+  /** The file's length. */
+  bytesIn: number
+  /** The bytes of the chunks that hold data. */
+  bytesData: number
+  /** Compressed bytes uploaded by this push. */
+  bytesOut: number
+  /** Compressed bytes of every chunk the manifest lists (uploaded now or before). */
+  bytesStored: number
+  /** Requests made (HEAD, PUT, the base's GET), retries included. */
+  requests: number
+  /** How long the push took. */
+  ms: number
+}
+
+const MiB = 1024 * 1024
+
+/**
+ * Stores a memory file (a VM snapshot's memory, say) at `url` (`s3://bucket/key`) as a snapshot:
+ * the file cut into chunks, each chunk that holds data compressed (zstd) and stored under the
+ * BLAKE3 hash of its bytes (unless the store has it already: a second push of the same or a
+ * sibling snapshot uploads only the chunks that changed), holes and all-zero chunks recorded
+ * without data, and a manifest at `url`, written last. `Source.objectStore(url)` then serves the
+ * memory byte for byte.
+ *
+ * @example
+ * ```ts
+ * const report = await pushSnapshot('/snapshots/vm.mem', 's3://snapshots/vm1.mem', { endpoint: 'http://127.0.0.1:8333' })
+ * console.log(`${report.uploaded} of ${report.chunks} chunks uploaded`)
+ * ```
+ */
+export async function pushSnapshot(file: string, url: string, options?: PushSnapshotOptions): Promise<PushSnapshotReport> {
+  if (typeof file !== 'string' || file === '') throw argumentError('file', 'a path', file)
+  if (typeof url !== 'string') throw argumentError('url', 'a string', url)
+  const given = optionsOf('options', options)
+  const chunkSize = integer('options.chunkSize', given.chunkSize ?? 4 * MiB, 4096)
+  if (chunkSize % 4096 !== 0) throw rangeError('options.chunkSize', 'a multiple of 4096', chunkSize)
+  const level = given.level ?? 3
+  if (typeof level !== 'number') throw argumentError('options.level', 'of type number', level)
+  if (!Number.isInteger(level) || level < -7 || level > 22)
+    throw rangeError('options.level', 'a zstd level, an integer from -7 to 22', level)
+  const text = (name: string, value: unknown): string | undefined => {
+    if (value === undefined) return undefined
+    if (typeof value !== 'string' || value === '') throw argumentError(name, 'a non-empty string', value)
+    return value
+  }
+  const base = text('options.base', given.base)
+  const chunkPrefix = text('options.chunkPrefix', given.chunkPrefix)
+  const store = objectOptions(url, {
+    ...given,
+    chunkSize,
+    concurrency: integer('options.concurrency', given.concurrency ?? 16, 1),
+  })
+  const report = await native.pushSnapshot(file, url, store, level, base, chunkPrefix)
+  if (report.error) throw fromFailure(report.error)
+  const { error: _, ...rest } = report
+  return rest
+}
