@@ -9,7 +9,8 @@
  *       {"firstFaultUs":..,"pages":..,"bytes":..,"wrong":..}; exits 0 if nothing was wrong.
  *   service-peer SOCKET EXPECTED PAGES --loop US  after the handshake, touch a fresh page every US
  *       microseconds, checking every byte, cycling through the pages (MADV_DONTNEED of all of them
- *       after each cycle, so that every touch is a fault the server serves). Commands on stdin,
+ *       after each cycle, so that every touch is a fault the server serves; so this VM has no
+ *       balloon: its userfaultfd is made without EVENT_REMOVE). Commands on stdin,
  *       one letter each, answered with one JSON line:
  *         m  the window since the last m: {"window":true,"maxGapUs":..,"touches":..,"wrong":..}
  *            (maxGapUs: the longest time between the ends of two consecutive touches)
@@ -77,7 +78,9 @@ int main(int argc, char **argv) {
 
   int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
   if (uffd < 0) die("userfaultfd");
-  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE};
+  /* In the loop, no EVENT_REMOVE: its MADV_DONTNEED must make the pages missing again, to be served
+   * from the file, where with EVENT_REMOVE the server serves removed pages as zeros (a balloon's). */
+  struct uffdio_api api = {.api = UFFD_API, .features = loop_us < 0 ? UFFD_FEATURE_EVENT_REMOVE : 0};
   if (ioctl(uffd, UFFDIO_API, &api) < 0) die("UFFDIO_API");
   unsigned char *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) die("mmap");

@@ -57,7 +57,7 @@ const { values } = parseArgs({
     restores: { type: 'string' },
     restarts: { type: 'string' },
     connections: { type: 'string', default: '200' },
-    'keeper-args': { type: 'string', default: '--keeper' },
+    'keeper-args': { type: 'string' },
   },
 })
 const QUICK = values.quick
@@ -257,6 +257,7 @@ async function silentConnections() {
   const quietSocket = quiet.socket
   const held = []
   let closedEarly = 0
+  let ending = false
   await Promise.all(
     Array.from(
       { length: CONNECTIONS },
@@ -265,7 +266,9 @@ async function silentConnections() {
           const socket = connect(busySocket)
           socket.on('connect', resolveConnect)
           socket.on('error', reject)
-          socket.on('close', () => closedEarly++)
+          socket.on('close', () => {
+            if (!ending) closedEarly++
+          })
           held.push(socket)
         }),
     ),
@@ -279,7 +282,6 @@ async function silentConnections() {
     // Alternate which goes first: the machine is shared and noisy.
     const order = run % 2 ? ['busy', 'quiet'] : ['quiet', 'busy']
     for (const which of order) {
-      if (which === 'busy' && held.some((socket) => socket.destroyed)) closedEarly = held.filter((s) => s.destroyed).length
       const res = await runPeer(which === 'busy' ? busySocket : quietSocket, mem, PAGES)
       if (res.code !== 0 || res.result?.wrong !== 0) failures.push({ which, run, ...res })
       else if (run >= WARMUP) {
@@ -291,6 +293,7 @@ async function silentConnections() {
   }
   log('')
   const openAtEnd = held.filter((socket) => !socket.destroyed).length
+  ending = true
   for (const socket of held) socket.destroy()
   const serverErrors = { quiet: errorLines(quiet), busy: errorLines(busy) }
   // The server's own view: its summary's firstFaultMs (from the handshake it read to the first fault served).
@@ -378,7 +381,7 @@ async function churn() {
   await server.stop()
   // Flat: from the first sample after warm-up (50 restores) to the last, threads and fds equal,
   // maps and RSS within 10% (and the least-squares slope per 1,000 restores, to see a slow leak).
-  const measured = samples.filter((s) => s.restores >= SAMPLE_EVERY)
+  const measured = samples.filter((s) => s.restores >= Math.min(SAMPLE_EVERY, RESTORES))
   const slope = (key) => {
     const n = measured.length
     if (n < 2) return Number.NaN
@@ -401,7 +404,7 @@ async function churn() {
   const verdicts = {}
   out.push(`## Service: churn of ${RESTORES} restores through one server (sequential stand-in VMs, sampled every ${SAMPLE_EVERY})`)
   out.push('')
-  out.push(`| what | at start | first (${SAMPLE_EVERY}) | last (${RESTORES}) | max | slope per 1,000 restores | flat |`)
+  out.push(`| what | at start | first (${measured[0]?.restores}) | last (${RESTORES}) | max | slope per 1,000 restores | flat |`)
   out.push('|---|---|---|---|---|---|---|')
   for (const [label, key, slack, show] of rows) {
     const first = measured[0]?.[key]
@@ -449,6 +452,29 @@ async function churn() {
 // the whole restart; after each restart it drops every page and reads them all again through the
 // new server (a sweep), checking every byte.
 
+/** Pids of processes whose command line names `path` (the keeper started for this run). */
+function processesNaming(path) {
+  const pids = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').includes(path)) pids.push(Number(entry))
+    } catch {}
+  }
+  return pids
+}
+
+async function keeperAfter(path) {
+  const deadline = performance.now() + 15_000
+  let pids = processesNaming(path)
+  while (pids.length && performance.now() < deadline) {
+    await sleep(100)
+    pids = processesNaming(path)
+  }
+  for (const pid of pids) process.kill(pid, 'SIGKILL')
+  return pids
+}
+
 function keeperInHelp() {
   const help = spawnSync(process.execPath, [CLI, 'firecracker', '--help'], { encoding: 'utf8' })
   return `${help.stdout}${help.stderr}`.includes('--keeper')
@@ -460,7 +486,8 @@ async function restartUnderRunningVm() {
     json.restart = { skipped: 'no --keeper in firecracker --help' }
     return
   }
-  const keeperArgs = values['keeper-args'].split(/\s+/).filter(Boolean)
+  const keeperSocket = join(dir, 'keeper.sock')
+  const keeperArgs = values['keeper-args']?.split(/\s+/).filter(Boolean) ?? ['--keeper', keeperSocket]
   const mem = memoryFile('restart.mem', LOOP_PAGES)
   const socket = socketPath()
   let server = await startServer(socket, mem, keeperArgs)
@@ -527,10 +554,16 @@ async function restartUnderRunningVm() {
     vm.stdin.write('q')
     totals = await vmLines.next((line) => line.done === true, 10_000).catch(() => undefined)
   }
-  vm.kill('SIGKILL')
-  const vmEnd = await vmExit
+  const vmEnd = await Promise.race([vmExit, sleep(2000).then(() => undefined)]).then((how) => {
+    if (how) return how
+    vm.kill('SIGKILL')
+    return vmExit
+  })
   const serverErrors = errorLines(server)
   await server.stop()
+  // The keeper the first server started (detached, not our child): with its VM gone and no server,
+  // it should end by itself. Say whether it did, and end it (by its pid) if not.
+  const keeperLeft = await keeperAfter(keeperSocket)
   const stall = stats(restarts.map((r) => r.stallMs))
   const restart = stats(restarts.map((r) => r.restartMs))
   const over = restarts.filter((r) => r.stallMs > r.restartMs + 50)
@@ -551,11 +584,13 @@ async function restartUnderRunningVm() {
     `Goal, each stall <= its restart + 50 ms: ${over.length === 0 && restarts.length === RESTARTS ? 'met' : 'NOT met'} (${over.length} over). ` +
       `After each restart the VM dropped and read again all ${LOOP_PAGES} pages through the new server: ${bytes} bytes checked in sweeps, ` +
       `${totals ? `${totals.bytes} in all` : 'totals not reported'}, ${failures.length ? `${failures.length} FAILED` : 'all right'}` +
-      `${frozen ? `; FROZEN at restart ${frozen.restart}` : ''}; the VM ${vmEnd.signal === 'SIGKILL' && totals ? 'finished' : `ended ${JSON.stringify(vmEnd)}`}` +
-      `${vmErr ? ` (stderr: ${vmErr.trim().slice(0, 200)})` : ''}; server error/warn lines after the last restart: ${serverErrors.length}.`,
+      `${frozen ? `; FROZEN at restart ${frozen.restart}` : ''}; the VM ${totals && vmEnd.code === 0 ? 'finished (exit 0)' : `ended ${JSON.stringify(vmEnd)}`}` +
+      `${vmErr ? ` (stderr: ${vmErr.trim().slice(0, 200)})` : ''}; server error/warn lines after the last restart: ${serverErrors.length}; ` +
+      `${keeperLeft.length ? `the keeper was STILL RUNNING 15 s after the last server stopped (killed: ${keeperLeft.join(', ')})` : 'the keeper ended by itself'}.`,
   )
   out.push('')
   json.restart = {
+    keeperLeft,
     restarts,
     stall,
     restart,
