@@ -7,10 +7,11 @@
  *   service-peer SOCKET EXPECTED PAGES           once: connect, send the handshake, touch page 0
  *       (the first fault), then every page, checking every byte against EXPECTED; prints
  *       {"firstFaultUs":..,"pages":..,"bytes":..,"wrong":..}; exits 0 if nothing was wrong.
- *   service-peer SOCKET EXPECTED PAGES --loop US  after the handshake, touch a fresh page every US
- *       microseconds, checking every byte, cycling through the pages (MADV_DONTNEED of all of them
- *       after each cycle, so that every touch is a fault the server serves; so this VM has no
- *       balloon: its userfaultfd is made without EVENT_REMOVE). Commands on stdin,
+ *   service-peer SOCKET EXPECTED PAGES --loop US  after the handshake, touch a page every US
+ *       microseconds, checking every byte, cycling through the pages; each page is dropped
+ *       (MADV_DONTNEED) just before its touch, so that every touch is a missing fault the server
+ *       serves from the file (so this VM has no balloon: its userfaultfd is made without
+ *       EVENT_REMOVE, which would make the server serve dropped pages as zeros). Commands on stdin,
  *       one letter each, answered with one JSON line:
  *         m  the window since the last m: {"window":true,"maxGapUs":..,"touches":..,"wrong":..}
  *            (maxGapUs: the longest time between the ends of two consecutive touches)
@@ -138,10 +139,10 @@ int main(int argc, char **argv) {
       last = now_ns();
       continue;
     }
-    if (next == pages) {
-      if (madvise(mem, size, MADV_DONTNEED) < 0) die("madvise");
-      next = 0;
-    }
+    if (next == pages) next = 0;
+    /* Dropped first, so that each touch is a missing fault the server must serve, whatever its
+     * readahead or prefetch mapped before. */
+    if (madvise(mem + next * PAGE, PAGE, MADV_DONTNEED) < 0) die("madvise");
     size_t w = touch_and_check(mem, next++);
     uint64_t t = now_ns();
     if (t - last > max_gap) max_gap = t - last;

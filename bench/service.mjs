@@ -448,8 +448,8 @@ async function churn() {
 //
 // Runs only when the server has its keeper (a process that holds the VMs' userfaultfds and
 // handshakes across the server's restarts: `--keeper`, issue 18). The VM touches a fresh page every
-// LOOP_PAUSE_US, checking every byte; its stall is its longest single touch in a window that holds
-// the whole restart; after each restart it drops every page and reads them all again through the
+// LOOP_PAUSE_US (each a missing fault: the page is dropped just before), checking every byte; its
+// stall is its longest single touch in a window that holds the whole restart; after each restart it drops every page and reads them all again through the
 // new server (a sweep), checking every byte.
 
 /** Pids of processes whose command line names `path` (the keeper started for this run). */
