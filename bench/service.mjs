@@ -87,9 +87,11 @@ process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
 const PEER = join(dir, 'service-peer')
 const missing = !existsSync(CLI)
   ? `no ${CLI} (npm run build)`
-  : !have('cc', ['--version'])
-    ? 'no C compiler (cc) to build the stand-in VM'
-    : undefined
+  : !existsSync(join(ROOT, 'bench', 'service-peer.c')) || !existsSync(join(ROOT, '__test__', 'helpers', 'send-fd.h'))
+    ? 'the stand-in VM (bench/service-peer.c, __test__/helpers/send-fd.h) is in a checkout only, not in the package'
+    : !have('cc', ['--version'])
+      ? 'no C compiler (cc) to build the stand-in VM'
+      : undefined
 if (missing) {
   skip('service', missing)
   process.exit(0)
