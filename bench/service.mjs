@@ -20,6 +20,8 @@
 //   node bench/service.mjs [--quick] [--out DIR] [--json FILE] [--only silent|churn|restart]...
 //                          [--runs N] [--restores N] [--restarts N] [--keeper-args "ARGS"]
 //
+// --keeper-args: the server's keeper options for part 3 (default `--keeper TMP/keeper.sock`, a
+// keeper socket in the run's own temporary folder).
 // --quick: about a minute (10 runs, 100 restores, 10 restarts). Tables on stdout, progress on stderr,
 // JSON in DIR/userfaultfd-bench-service.json (DIR: --out, else the current folder; FILE with --json).
 // What cannot run (no cc, no build, no keeper) is said in one `skipped: WHAT: WHY` line on stderr,
