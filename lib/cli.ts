@@ -8,14 +8,16 @@ import { serveFirecracker } from './firecracker'
 import { DEFAULT_KEEPER_GRACE_MS, runKeeper } from './keeper'
 import { DEFAULTS } from './options'
 import { activatedSocket } from './remote'
+import { snapshotMain } from './snapshot-cli'
 
-const COMMANDS = ['firecracker', 'keeper'] as const
+const COMMANDS = ['firecracker', 'keeper', 'snapshot'] as const
 
 const USAGE = `usage: userfaultfd <command> [options]
 
 Commands:
   firecracker   serve Firecracker snapshot restores (userfaultfd firecracker --help)
   keeper        hold the VMs of a server across its restarts (userfaultfd keeper --help)
+  snapshot      push a memory file to an object store (userfaultfd snapshot --help)
 
 Options:
   -h, --help     this text
@@ -101,6 +103,10 @@ function main(argv: string[]): void {
   if (command === undefined) usageError('no command given', USAGE)
   if (command === 'keeper') {
     keeperMain(rest)
+    return
+  }
+  if (command === 'snapshot') {
+    void snapshotMain(rest).then((code) => process.exit(code))
     return
   }
   if (command !== 'firecracker') {
