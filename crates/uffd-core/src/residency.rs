@@ -16,7 +16,6 @@
 
 use crate::error::{Error, Result};
 use crate::region::{MemoryKind, Region};
-use crate::source::FileLayer;
 use crate::stats::Counters;
 use crate::sys::ioctl;
 use std::collections::VecDeque;
@@ -70,9 +69,17 @@ struct State {
     failed: Option<Error>,
 }
 
+/// Where written pages go back to: a writable file source.
+pub trait WriteTarget: Send + Sync {
+    /// Writes `bytes` at region offset `at`; the error names the file and the offset.
+    fn write(&self, at: usize, bytes: &[u8]) -> Result<()>;
+    /// Flushes what was written to the disk.
+    fn sync(&self) -> Result<()>;
+}
+
 /// Where written pages go back to, and the userfaultfd that protects them again first.
 struct WriteBack {
-    file: FileLayer,
+    file: Box<dyn WriteTarget>,
     /// A copy of the userfaultfd's fd, for UFFDIO_WRITEPROTECT from the evictor and `flush`.
     uffd: OwnedFd,
 }
@@ -117,7 +124,7 @@ impl Residency {
         start: usize,
         len: usize,
         limit: Option<Limit>,
-        write_back: Option<(FileLayer, OwnedFd)>,
+        write_back: Option<(Box<dyn WriteTarget>, OwnedFd)>,
         counters: Arc<Counters>,
     ) -> Result<Self> {
         const OP: &str = "maxResident";

@@ -8,7 +8,7 @@ use crate::fd::Fd;
 use crate::options::Modes;
 use crate::region::{MemoryKind, Region};
 use crate::registrations::{Registration, Registrations};
-use crate::residency::Residency;
+use crate::residency::{Residency, WriteTarget};
 use crate::source::{Served, Source};
 use crate::stats::{bump, Counters};
 use crate::sys::{ioctl, uapi};
@@ -490,7 +490,7 @@ fn residency_of(
     }
     fd.require_feature("UFFDIO_REGISTER", uapi::FEATURE_PAGEFAULT_FLAG_WP, "a residency limit or write-back")?;
     let write_back = match file {
-        Some(file) => Some((file.clone(), fd.duplicate()?)),
+        Some(file) => Some((Box::new(file.clone()) as Box<dyn WriteTarget>, fd.duplicate()?)),
         None => None,
     };
     Residency::new(region, offset, len, limit, write_back, counters.clone()).map(Some)

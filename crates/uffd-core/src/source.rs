@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::fault::FaultKind;
-use crate::residency::{Limit, Residency};
+use crate::residency::{Limit, Residency, WriteTarget};
 use nix::errno::Errno;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -235,8 +235,14 @@ impl FileLayer {
         self.writable
     }
 
+    fn writing_at(&self, at: u64) -> String {
+        format!("writing back to source file {:?} at offset {at}", self.path)
+    }
+}
+
+impl WriteTarget for FileLayer {
     /// Writes `bytes` at region offset `at` (a page written back).
-    pub(crate) fn write(&self, at: usize, bytes: &[u8]) -> Result<()> {
+    fn write(&self, at: usize, bytes: &[u8]) -> Result<()> {
         let base = self.offset + at as u64;
         let mut done = 0;
         while done < bytes.len() {
@@ -253,18 +259,16 @@ impl FileLayer {
         Ok(())
     }
 
-    fn writing_at(&self, at: u64) -> String {
-        format!("writing back to source file {:?} at offset {at}", self.path)
-    }
-
     /// Flushes what was written back to the disk (fsync).
-    pub(crate) fn sync(&self) -> Result<()> {
+    fn sync(&self) -> Result<()> {
         self.file.sync_all().map_err(|e| {
             let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
             Error::sys("fsync", errno, format!("source file {:?}", self.path))
         })
     }
+}
 
+impl FileLayer {
     fn available(&self, offset: usize) -> usize {
         let len = self.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
         len.saturating_sub(self.offset + offset as u64).try_into().unwrap_or(usize::MAX)
