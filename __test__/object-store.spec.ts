@@ -13,7 +13,8 @@ import { type ObjectStoreSourceOptions, Region, Source, type UffdError, Userfaul
 import { freeHugePages, nextError, Reader, within } from './helpers/harness'
 import { NetChild } from './helpers/net'
 import { type Census, census, objectBytes, PAGE } from './helpers/object-data'
-import { Seaweed, weedBinary } from './helpers/seaweed'
+import { Seaweed } from './helpers/seaweed'
+import { seaweedTests } from './helpers/seaweed-tests'
 
 // Nothing here may look for credentials or ask an instance-metadata service.
 process.env.AWS_EC2_METADATA_DISABLED = 'true'
@@ -25,12 +26,7 @@ const BUCKET = 'uffd-test'
 const SIZE = 10 * MiB + 1234 // neither whole chunks nor whole pages
 const CHUNK = MiB
 const dir = mkdtempSync(join(tmpdir(), 'uffd-object-'))
-const { path: weedPath, why: noWeed } = weedBinary()
-const run = weedPath ? test.serial : test.serial.skip
-if (!weedPath) {
-  if (process.env.CI) test('SeaweedFS is installed for the object-store tests', (t) => t.fail(noWeed))
-  else console.warn(`object-store tests skipped: ${noWeed}`)
-}
+const { weedPath, run } = seaweedTests('object-store')
 
 let weed: Seaweed | undefined
 const children: NetChild[] = []

@@ -4,8 +4,8 @@
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import test from 'ava'
-import { Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
+import test, { type ExecutionContext } from 'ava'
+import { Region, type RegisterOptions, Source, type UffdError, Userfaultfd } from 'userfaultfd'
 
 const MIB = 2 ** 20
 const PAGE = 4096
@@ -33,6 +33,18 @@ function rssOf(address: bigint): number {
   return Number(/(\d+)/.exec(rss ?? '')?.[1]) * 1024
 }
 
+/** A userfaultfd and an anonymous region of `size` registered with `options`, both closed after the test. */
+function served(t: ExecutionContext, size: number, options: RegisterOptions): { uffd: Userfaultfd; region: Region } {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(size)
+  t.teardown(() => {
+    uffd.close()
+    region.close()
+  })
+  uffd.register(region, options)
+  return { uffd, region }
+}
+
 async function settled(uffd: Userfaultfd, bytes: number): Promise<number> {
   const deadline = Date.now() + 10_000
   while (uffd.stats.residency.residentBytes > bytes && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
@@ -44,13 +56,7 @@ test('a 64 MiB region read through with an 8 MiB limit: every byte right, about 
   const limit = 8 * MIB
   const file = dataFile('big.bin', size)
   const expected = readFileSync(file)
-  const uffd = new Userfaultfd()
-  const region = Region.anonymous(size)
-  t.teardown(() => {
-    uffd.close()
-    region.close()
-  })
-  uffd.register(region, { source: Source.file(file), maxResident: limit })
+  const { uffd, region } = served(t, size, { source: Source.file(file), maxResident: limit })
   const memory = new Uint8Array(region.buffer)
   let wrong = 0
   for (let round = 0; round < 2; round++) {
@@ -71,13 +77,7 @@ test('pages the program writes are kept (pinned) through evictions; the rest is 
   const size = 16 * MIB
   const file = dataFile('written.bin', size)
   const expected = readFileSync(file)
-  const uffd = new Userfaultfd()
-  const region = Region.anonymous(size)
-  t.teardown(() => {
-    uffd.close()
-    region.close()
-  })
-  uffd.register(region, { source: Source.file(file), maxResident: { bytes: 2 * MIB, high: 0.8, low: 0.5 } })
+  const { uffd, region } = served(t, size, { source: Source.file(file), maxResident: { bytes: 2 * MIB, high: 0.8, low: 0.5 } })
   const memory = new Uint8Array(region.buffer)
   const written = [0, 7, 100, 1000, 4095].map((page) => page * PAGE + 11)
   for (const at of written) memory[at] = 0xab
@@ -116,13 +116,7 @@ test('a writable file source: what the program writes reaches the file on flush(
   const size = 16 * MIB
   const file = dataFile('writable.bin', size)
   const before = readFileSync(file)
-  const uffd = new Userfaultfd()
-  const region = Region.anonymous(size)
-  t.teardown(() => {
-    uffd.close()
-    region.close()
-  })
-  uffd.register(region, { source: Source.file(file, { writable: true }), maxResident: 2 * MIB })
+  const { uffd, region } = served(t, size, { source: Source.file(file, { writable: true }), maxResident: 2 * MIB })
   const memory = new Uint8Array(region.buffer)
   // Every page written once (far more than the limit: most are written back as they are dropped).
   for (let at = 0; at < size; at += PAGE) memory[at + 5] = (at / PAGE) & 0xff

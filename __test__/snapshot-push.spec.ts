@@ -11,7 +11,8 @@ import test from 'ava'
 import { type PushSnapshotOptions, pushSnapshot, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
 import { nextError } from './helpers/harness'
 import { objectBytes, PAGE } from './helpers/object-data'
-import { Seaweed, weedBinary } from './helpers/seaweed'
+import { Seaweed } from './helpers/seaweed'
+import { seaweedTests } from './helpers/seaweed-tests'
 
 // Nothing here may look for credentials or ask an instance-metadata service.
 process.env.AWS_EC2_METADATA_DISABLED = 'true'
@@ -22,12 +23,7 @@ const MiB = 1024 * 1024
 const CHUNK = MiB
 const BUCKET = 'uffd-push'
 const dir = mkdtempSync(join(tmpdir(), 'uffd-push-'))
-const { path: weedPath, why: noWeed } = weedBinary()
-const run = weedPath ? test.serial : test.serial.skip
-if (!weedPath) {
-  if (process.env.CI) test('SeaweedFS is installed for the snapshot-push tests', (t) => t.fail(noWeed))
-  else console.warn(`snapshot-push tests skipped: ${noWeed}`)
-}
+const { weedPath, run } = seaweedTests('snapshot-push')
 
 let weed: Seaweed | undefined
 const closers: (() => void)[] = []

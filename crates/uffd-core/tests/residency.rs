@@ -2,6 +2,9 @@
 //! mapped while a thread reads far more than it; every byte read is the source's, also after an
 //! eviction; a page the program wrote is never dropped, even with writers and the evictor at work.
 
+#[path = "../src/test_dir.rs"]
+mod test_dir;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uffd_core::residency::Limit;
@@ -164,8 +167,8 @@ fn a_limit_is_refused_on_shared_memory_and_with_its_own_write_protection() {
 }
 
 /// A file of `pages` pages of the source's bytes, in a folder of its own (removed with it).
-fn data_file(pages: usize) -> (tempdir::Dir, String) {
-    let dir = tempdir::Dir::new();
+fn data_file(pages: usize) -> (test_dir::Dir, String) {
+    let dir = test_dir::Dir::new("uffd-residency");
     let path = dir.0.join("data.bin");
     let bytes: Vec<u8> = (0..pages * PAGE).map(expected).collect();
     std::fs::write(&path, bytes).unwrap();
@@ -277,26 +280,6 @@ fn a_write_back_that_fails_is_said_by_flush_and_the_page_stays_written() {
     assert!(uffd.flush(false).is_err(), "tried again, and said again");
     uffd.close();
     region.close();
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "uffd-residency-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-            ));
-            std::fs::create_dir(&path).unwrap();
-            Dir(path)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 #[test]
