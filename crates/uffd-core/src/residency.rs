@@ -98,6 +98,8 @@ struct Shared {
     low: usize,
     /// The limit itself, in pages: past it the fault path evicts before it maps more.
     cap: usize,
+    /// The most pages one fault maps (the readahead window): the newest this many are never evicted.
+    window: usize,
     write_back: Option<WriteBack>,
 }
 
@@ -117,13 +119,15 @@ pub enum Written {
 
 impl Residency {
     /// A limit (or none: write-back alone) over `[start, start + len)` of `region` (private
-    /// anonymous memory: dropping its pages frees them); `write_back`: the file written pages go
+    /// anonymous memory: dropping its pages frees them), whose faults map at most `window` pages
+    /// each; `write_back`: the file written pages go
     /// back to, with a copy of the userfaultfd's fd. `counters` are the userfaultfd's.
     pub fn new(
         region: &Arc<Region>,
         start: usize,
         len: usize,
         limit: Option<Limit>,
+        window: usize,
         write_back: Option<(Box<dyn WriteTarget>, OwnedFd)>,
         counters: Arc<Counters>,
     ) -> Result<Self> {
@@ -163,6 +167,7 @@ impl Residency {
             high,
             low,
             cap,
+            window: window.max(1),
             write_back: write_back.map(|(file, uffd)| WriteBack { file, uffd }),
         });
         if limit.is_some() {
@@ -306,9 +311,9 @@ impl Shared {
         }
         let (mut clean, mut written) = (Vec::new(), Vec::new());
         let mut kept = Vec::new();
-        // The newest pages are never taken: a page just mapped for a thread that has not touched
+        // The newest window is never taken: a page just mapped for a thread that has not touched
         // it yet, dropped at once, would fault again for good while written pages fill the limit.
-        let mut eligible = state.order.len().saturating_sub((self.high - self.low).max(RESERVE));
+        let mut eligible = state.order.len().saturating_sub(self.window);
         while state.resident - clean.len() - written.len() > self.low && eligible > 0 {
             eligible -= 1;
             let Some(index) = state.order.pop_front() else { break };
@@ -420,9 +425,6 @@ impl Shared {
         bump(&self.counters.eviction_batches);
     }
 }
-
-/// The newest pages an eviction never takes, at the least.
-const RESERVE: usize = 16;
 
 /// The evictor thread of the process, which every range with a limit asks for a pass.
 struct Evictor {

@@ -493,5 +493,6 @@ fn residency_of(
         Some(file) => Some((Box::new(file.clone()) as Box<dyn WriteTarget>, fd.duplicate()?)),
         None => None,
     };
-    Residency::new(region, offset, len, limit, write_back, counters.clone()).map(Some)
+    let window = served.readahead.max_pages.max(served.readahead.pages);
+    Residency::new(region, offset, len, limit, window, write_back, counters.clone()).map(Some)
 }
