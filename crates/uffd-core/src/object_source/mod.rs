@@ -499,15 +499,18 @@ impl ObjectSource {
             *listed = other;
             pages.extend(outage);
         }
-        if self.breaker.close() {
-            self.counters.recoveries.fetch_add(1, Ordering::Relaxed);
-        }
+        let closed = self.breaker.close();
         for page in pages {
             if let Some(region) = page.region.upgrade().filter(|r| !r.is_closed()) {
                 if region.discard(page.offset, page.len).is_ok() {
                     self.counters.refetched_pages.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        // Counted once the pages that got the fallback are gone: whoever sees the recovery finds
+        // none of them still holding the fallback's zeros.
+        if closed {
+            self.counters.recoveries.fetch_add(1, Ordering::Relaxed);
         }
     }
 
