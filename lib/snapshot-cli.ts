@@ -10,8 +10,8 @@ export const SNAPSHOT_USAGE = `usage: userfaultfd snapshot push FILE URL [--base
 Stores the memory file FILE at URL (s3://bucket/key) as a snapshot: the file cut into chunks,
 each compressed (zstd) and stored under the hash of its bytes, holes and all-zero chunks stored
 nowhere, and a manifest at URL, written last. Chunks the store has already (from an earlier push,
-or a snapshot of the same base) are not uploaded again. --mem URL and Source.objectStore(URL) read
-the snapshot as they read a plain object.
+or a snapshot of the same base) are not uploaded again. Source.objectStore(URL) reads the
+snapshot as it reads a plain object (the Firecracker server's --mem takes local files only, yet).
 
   --base URL          a snapshot pushed before to the same bucket: the chunks it lists are known
                       to be there (no request for them), and the chunks go under its prefix
