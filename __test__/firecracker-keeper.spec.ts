@@ -10,18 +10,30 @@ import { spawnCollecting, until, within } from './helpers/harness'
 import { closed, errorsOf, vmKit } from './helpers/vm'
 
 const kit = vmKit('uffd-fc-keeper-')
-test.after.always(() => kit.remove())
+/** Every process a test started, killed by pid after the tests however they ended (a failed one too). */
+const started = new Set<{ child: { kill(signal: NodeJS.Signals): boolean; exitCode: number | null } }>()
+test.after.always(() => {
+  for (const process of started) if (process.child.exitCode === null) process.child.kill('SIGKILL')
+  kit.remove()
+})
 
 const CLI = join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js')
 
 /** The command serving `mem` on `socket` with the keeper at `keeper` (no prefetch: the VM's pages come by its faults). */
 function server(socket: string, mem: string, keeper: string, args: string[] = []) {
-  return spawnCollecting(
-    process.execPath,
-    [CLI, 'firecracker', '--socket', socket, '--mem', mem, '--no-prefetch', '--keeper', keeper, ...args],
-    'the server',
-    120_000,
+  return kept(
+    spawnCollecting(
+      process.execPath,
+      [CLI, 'firecracker', '--socket', socket, '--mem', mem, '--no-prefetch', '--keeper', keeper, ...args],
+      'the server',
+      120_000,
+    ),
   )
+}
+
+function kept<T extends { child: { kill(signal: NodeJS.Signals): boolean; exitCode: number | null } }>(process: T): T {
+  started.add(process)
+  return process
 }
 
 /** The pids of the keeper processes serving at `keeper`. */
@@ -60,7 +72,7 @@ async function servedVm(name: string, pages: number, args: string[] = []) {
   const keeper = join(kit.dir, `${name}.keeper`)
   const first = server(socket, mem, keeper, args)
   await until(() => first.output().includes('listening'), 'listening')
-  const vm = kit.startPeer(socket, mem, pages, ['--pace-ms', '1'])
+  const vm = kept(kit.startPeer(socket, mem, pages, ['--pace-ms', '1']))
   await until(() => vm.output().includes('running'), 'the VM running')
   return { mem, socket, keeper, first, vm }
 }
