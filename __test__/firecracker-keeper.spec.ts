@@ -167,5 +167,9 @@ test('keeper options are checked: an empty path, a grace that is not a whole num
   t.throws(() => serveFirecracker({ socket, memoryFile: mem, keeper: join(kit.dir, 'k'), keeperGraceMs: 0 }), {
     instanceOf: RangeError,
   })
+  t.throws(() => serveFirecracker({ socket, memoryFile: mem, keeper: join(kit.dir, 'missing', 'k.sock') }), {
+    code: 'ENOENT',
+    message: /missing is not a folder that exists/,
+  })
   t.false(existsSync(socket), 'nothing was left listening')
 })

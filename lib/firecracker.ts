@@ -676,6 +676,15 @@ function stop(process: PeerProcess | undefined): { outcome: VmSummary['outcome']
 /** The keeper's options are a path and a whole number of milliseconds. */
 function checkKeeper(path: unknown, graceMs: unknown): void {
   if (path !== undefined && (typeof path !== 'string' || path === '')) throw argumentError('options.keeper', 'a socket path', path)
+  if (typeof path === 'string') {
+    // Said now, before the server listens: the keeper is linked to (or started) after.
+    const folder = statSync(dirname(path), { throwIfNoEntry: false })
+    if (!folder?.isDirectory()) {
+      throw new UffdError(`the keeper's socket ${path} cannot be made: ${dirname(path)} is not a folder that exists`, {
+        code: folder ? 'ENOTDIR' : 'ENOENT',
+      })
+    }
+  }
   if (graceMs === undefined) return
   if (typeof graceMs !== 'number' || !Number.isSafeInteger(graceMs))
     throw argumentError('options.keeperGraceMs', 'a whole number of milliseconds', graceMs)
