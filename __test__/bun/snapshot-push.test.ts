@@ -18,7 +18,7 @@ let store: { endpoint: string; stop(): void } | undefined
 
 beforeAll(async () => {
   if (have) store = await startSeaweed(weed, 'bun-push')
-})
+}, 90_000)
 afterAll(() => {
   store?.stop()
   rmSync(dir, { recursive: true, force: true })
@@ -47,4 +47,5 @@ test.skipIf(!have)('a pushed snapshot reads back byte for byte', async () => {
   )
   expect(missing?.code).toBe('ENOENT')
   expect(missing?.message).toContain(join(dir, 'none'))
-})
+  // A fresh SeaweedFS grows its first volumes on the first writes: seconds on a busy machine.
+}, 60_000)
