@@ -24,28 +24,32 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-test.skipIf(!have)('a pushed snapshot reads back byte for byte', async () => {
-  const file = join(dir, 'mem')
-  const bytes = new Uint8Array(3 * MiB + 100)
-  for (let i = 0; i < bytes.length; i += 7) bytes[i] = (i * 31) & 0xff
-  bytes.fill(0, MiB, 2 * MiB)
-  writeFileSync(file, bytes)
-  const options = { endpoint: store?.endpoint ?? '', anonymous: true, env: {}, chunkSize: MiB }
-  const report = await pushSnapshot(file, 's3://bun-push/mem', options)
-  expect([report.chunks, report.uploaded, report.holes]).toEqual([4, 3, 1])
-  const source = await Source.objectStore('s3://bun-push/mem', options)
-  expect(source.size).toBe(bytes.length)
-  const uffd = new Userfaultfd()
-  const region = Region.anonymous(4 * MiB)
-  uffd.register(region, { source })
-  expect(Buffer.from(region.buffer, 0, bytes.length).equals(Buffer.from(bytes))).toBe(true)
-  uffd.close()
-  region.close()
-  const missing = await pushSnapshot(join(dir, 'none'), 's3://bun-push/x', options).then(
-    () => undefined,
-    (e: { code?: string; message: string }) => e,
-  )
-  expect(missing?.code).toBe('ENOENT')
-  expect(missing?.message).toContain(join(dir, 'none'))
-  // A fresh SeaweedFS grows its first volumes on the first writes: seconds on a busy machine.
-}, 60_000)
+test.skipIf(!have)(
+  'a pushed snapshot reads back byte for byte',
+  async () => {
+    const file = join(dir, 'mem')
+    const bytes = new Uint8Array(3 * MiB + 100)
+    for (let i = 0; i < bytes.length; i += 7) bytes[i] = (i * 31) & 0xff
+    bytes.fill(0, MiB, 2 * MiB)
+    writeFileSync(file, bytes)
+    const options = { endpoint: store?.endpoint ?? '', anonymous: true, env: {}, chunkSize: MiB }
+    const report = await pushSnapshot(file, 's3://bun-push/mem', options)
+    expect([report.chunks, report.uploaded, report.holes]).toEqual([4, 3, 1])
+    const source = await Source.objectStore('s3://bun-push/mem', options)
+    expect(source.size).toBe(bytes.length)
+    const uffd = new Userfaultfd()
+    const region = Region.anonymous(4 * MiB)
+    uffd.register(region, { source })
+    expect(Buffer.from(region.buffer, 0, bytes.length).equals(Buffer.from(bytes))).toBe(true)
+    uffd.close()
+    region.close()
+    const missing = await pushSnapshot(join(dir, 'none'), 's3://bun-push/x', options).then(
+      () => undefined,
+      (e: { code?: string; message: string }) => e,
+    )
+    expect(missing?.code).toBe('ENOENT')
+    expect(missing?.message).toContain(join(dir, 'none'))
+    // A fresh SeaweedFS grows its first volumes on the first writes: seconds on a busy machine.
+  },
+  60_000,
+)

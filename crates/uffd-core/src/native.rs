@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use std::sync::atomic::Ordering;
 
 /// Resolves a fault at `offset` of a region (registered up to region offset `end`) from a source,
-/// if the source serves this kind of fault. Returns the bytes mapped, `Ok(0)` if another resolver
+/// if the source serves this kind of fault (`write`: the faulting access was a write). Returns the bytes mapped, `Ok(0)` if another resolver
 /// won; `None` if the source does not apply (the handler, or the fallback, decides).
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
@@ -24,6 +24,7 @@ pub fn serve(
     offset: usize,
     end: usize,
     kind: FaultKind,
+    write: bool,
     scratch: &mut Scratch,
     park: Park<'_>,
 ) -> Option<Result<usize>> {
@@ -33,9 +34,11 @@ pub fn serve(
         // A write to a page of a range with a residency limit or write-back: marked written, and
         // let in. One being written back or dropped is not: its writer faults again until that is
         // done (then it is clean, or gone and faulted in anew).
-        return Some(match residency?.written(offset) {
-            Written::Unprotect => resolver.write_protect_at(region.address() + offset, page, false).map(|()| page),
-            Written::Retry => resolver.wake(region, offset, page).map(|()| 0),
+        let unprotect = |at: usize, len: usize| resolver.write_protect_at(region.address() + at, len, false);
+        return Some(match residency?.written(offset, page, unprotect) {
+            Ok(Written::Unprotect) => Ok(page),
+            Ok(Written::Retry) => resolver.wake(region, offset, page).map(|()| 0),
+            Err(err) => Err(err),
         });
     }
     if !served.source.serves(kind) {
@@ -93,6 +96,19 @@ pub fn serve(
         Ok(mapped) => {
             if let (Some(residency), true) = (residency, mapped > 0) {
                 residency.mapped(offset, mapped);
+                // A write found the page missing: mapped protected, it would fault again at once
+                // on the protection. Let in now, one fault instead of two (a writer quicker than
+                // this finds the page written in its write-protect fault). A window that grew is
+                // a stream of writes whose next pages would each fault on the protection: all of
+                // it is taken as written (a page of it left unwritten is written back as the file
+                // has it).
+                if write {
+                    let stream = served.readahead.adaptive && pages > served.readahead.pages;
+                    let len = if stream { mapped } else { page };
+                    let unprotect =
+                        |at: usize, len: usize| resolver.write_protect_at(region.address() + at, len, false);
+                    let _ = residency.written(offset, len, unprotect);
+                }
             }
             served.window.advance_to(offset + mapped.max(page));
             if let Some(recorder) = &served.recorder {

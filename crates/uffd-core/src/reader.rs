@@ -369,7 +369,7 @@ fn serve_native(engine: &Engine, reader: &mut Reader, native: &Native, batch: &m
     let offset = (address - region.address()) & !(region.page_size() - 1);
     let end = registration.end - region.address();
     let resolver = &engine.resolver;
-    match native::serve(resolver, served, region, offset, end, *kind, &mut reader.scratch, Park::Never) {
+    match native::serve(resolver, served, region, offset, end, *kind, *write, &mut reader.scratch, Park::Never) {
         Some(Ok(_)) => resolver.counters.latency.record(started.elapsed()),
         // An event is unread: this turn reads it; retry after.
         Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => reader.pending.retries.push(Retry::Message(*faulted)),

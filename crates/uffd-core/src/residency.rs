@@ -1,11 +1,14 @@
 //! A residency limit, and write-back, on a range served from a native source. Pages are noted as
-//! they are mapped (in that order), write-protected: a page the program writes takes one
-//! write-protect fault first, which marks it written and lifts the protection.
+//! they are mapped, write-protected: the first write to a page marks it written and lifts the
+//! protection, in the fault that mapped it if that was the write's, else in a write-protect fault.
 //!
 //! With a limit, when more than its high water mark are mapped the process's evictor thread
-//! drops the oldest down to the low water mark, in batches of ranges (`MADV_DONTNEED`), off
-//! the fault path; a dropped page faults again on its next touch and is served from the source
-//! again. A written page is never dropped as it is: with write-back it is written to the file
+//! drops pages down to the low water mark, in batches of ranges (`MADV_DONTNEED`), off the fault
+//! path; a dropped page faults again on its next touch and is served from the source again. Which
+//! go (2Q, on the one hint the engine sees cheaply, the re-fault): pages mapped for the first time
+//! wait in a probation queue and go first, oldest first; a page that faults again after it was
+//! dropped has shown it is used, and joins the hot queue, which gives pages up, oldest first, only
+//! when probation has none left. So a hot set that fits stays while cold pages pass through. A written page is never dropped as it is: with write-back it is written to the file
 //! first, else it stays (pinned).
 //!
 //! With write-back (a writable file source), written pages go back to the file before they are
@@ -56,8 +59,10 @@ enum Page {
 /// What the evictor, `flush` and the fault path share, under one lock.
 struct State {
     pages: Vec<Page>,
-    /// Mapped pages in the order they were mapped (stale entries are skipped).
-    order: VecDeque<usize>,
+    /// Pages mapped for the first time, in the order they were mapped (stale entries are skipped).
+    probation: VecDeque<usize>,
+    /// Pages mapped again after they were dropped, in that order (stale entries are skipped).
+    hot: VecDeque<usize>,
     /// Pages mapped now (clean, written, or being written back).
     resident: usize,
     /// Pages being written back now (`flush` waits for them).
@@ -153,7 +158,8 @@ impl Residency {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 pages: vec![Page::Absent; len / page],
-                order: VecDeque::new(),
+                probation: VecDeque::new(),
+                hot: VecDeque::new(),
                 resident: 0,
                 writing_back: 0,
                 queued: false,
@@ -186,12 +192,14 @@ impl Residency {
         let (first, last) = shared.pages_of(offset, len);
         for index in first..last.min(state.pages.len()) {
             match state.pages[index] {
-                Page::Absent => {}
-                Page::Evicted => bump(&shared.counters.refaults),
+                Page::Absent => state.probation.push_back(index),
+                Page::Evicted => {
+                    bump(&shared.counters.refaults);
+                    state.hot.push_back(index);
+                }
                 _ => continue,
             }
             state.pages[index] = Page::Clean;
-            state.order.push_back(index);
             state.resident += 1;
             bump(&shared.counters.resident_pages);
         }
@@ -207,20 +215,43 @@ impl Residency {
         }
     }
 
-    /// A write to the page at `offset` faulted.
-    pub fn written(&self, offset: usize) -> Written {
+    /// A write faulted on the page at `offset`, mapped protected (and `len` bytes from it were
+    /// mapped with it by the same fault): the pages from the first on that are mapped, and not
+    /// being written back or dropped, are marked written and `unprotect`ed (region offset, bytes).
+    /// Both under the lock, so that no write-back takes a page between its mark and its
+    /// protection lifted (its bytes taken, then a write let in, then the page dropped).
+    pub fn written(
+        &self,
+        offset: usize,
+        len: usize,
+        unprotect: impl FnOnce(usize, usize) -> Result<()>,
+    ) -> Result<Written> {
         let shared = &self.shared;
         let mut state = shared.lock();
-        let (index, _) = shared.pages_of(offset, 1);
-        match state.pages.get(index) {
-            Some(Page::Clean) => {
-                state.pages[index] = Page::Written;
-                bump(&shared.counters.dirty_pages);
-                Written::Unprotect
-            }
-            Some(Page::Written) => Written::Unprotect,
-            _ => Written::Retry,
+        let (first, last) = shared.pages_of(offset, len);
+        let last = last.min(state.pages.len());
+        let mut end = first;
+        while end < last && matches!(state.pages[end], Page::Clean | Page::Written) {
+            end += 1;
         }
+        if end == first {
+            return Ok(Written::Retry);
+        }
+        // Counted before the protection is lifted: the writer, let in, may read the counters at once.
+        let marked: Vec<usize> = (first..end).filter(|&index| state.pages[index] == Page::Clean).collect();
+        for &index in &marked {
+            state.pages[index] = Page::Written;
+        }
+        shared.counters.dirty_pages.fetch_add(marked.len() as u64, Ordering::Relaxed);
+        let page = shared.region.page_size();
+        if let Err(error) = unprotect(shared.start + first * page, (end - first) * page) {
+            for &index in &marked {
+                state.pages[index] = Page::Clean;
+            }
+            shared.counters.dirty_pages.fetch_sub(marked.len() as u64, Ordering::Relaxed);
+            return Err(error);
+        }
+        Ok(Written::Unprotect)
     }
 
     /// Writes every page written so far back to the file (and, with `sync`, to the disk), and
@@ -310,13 +341,22 @@ impl Shared {
             return;
         }
         let (mut clean, mut written) = (Vec::new(), Vec::new());
-        let mut kept = Vec::new();
-        // The newest window is never taken: a page just mapped for a thread that has not touched
-        // it yet, dropped at once, would fault again for good while written pages fill the limit.
-        let mut eligible = state.order.len().saturating_sub(self.window);
-        while state.resident - clean.len() - written.len() > self.low && eligible > 0 {
-            eligible -= 1;
-            let Some(index) = state.order.pop_front() else { break };
+        let (mut kept_probation, mut kept_hot) = (Vec::new(), Vec::new());
+        // The newest window of each queue is never taken: a page just mapped for a thread that has
+        // not touched it yet, dropped at once, would fault again for good while written pages
+        // fill the limit.
+        let mut eligible_probation = state.probation.len().saturating_sub(self.window);
+        let mut eligible_hot = state.hot.len().saturating_sub(self.window);
+        while state.resident - clean.len() - written.len() > self.low && eligible_probation + eligible_hot > 0 {
+            let from_probation = eligible_probation > 0;
+            let next = if from_probation {
+                eligible_probation -= 1;
+                state.probation.pop_front()
+            } else {
+                eligible_hot -= 1;
+                state.hot.pop_front()
+            };
+            let Some(index) = next else { continue };
             match state.pages[index] {
                 Page::Clean => {
                     state.pages[index] = Page::Evicted;
@@ -327,11 +367,13 @@ impl Shared {
                     written.push(index);
                 }
                 // Written with nowhere to go: kept, and listed again for a later pass.
-                Page::Written => kept.push(index),
+                Page::Written if from_probation => kept_probation.push(index),
+                Page::Written => kept_hot.push(index),
                 _ => {} // dropped or being written back since it was listed
             }
         }
-        state.order.extend(kept);
+        state.probation.extend(kept_probation);
+        state.hot.extend(kept_hot);
         state.writing_back += written.len();
         drop(state);
         if let Some(error) = self.write_back(&written, true) {
@@ -357,30 +399,36 @@ impl Shared {
         let borrowed = std::mem::ManuallyDrop::new(unsafe { <Uffd as std::os::fd::FromRawFd>::from_raw_fd(uffd) });
         let mut failed = None;
         let (mut done, mut back) = (Vec::new(), Vec::new());
-        for &index in indexes {
-            let offset = self.start + index * page;
-            let at = self.region.address() + offset;
-            let protected = ioctl::write_protect(&borrowed, at, page, true, false);
-            // SAFETY: the page lies in the region's live mapping (the region is held), and is
-            // present and protected: nothing writes it while its bytes are read.
-            let bytes = unsafe { std::slice::from_raw_parts(at as *const u8, page) };
+        let mut sorted = indexes.to_vec();
+        sorted.sort_unstable();
+        // A run of adjacent pages is protected in one ioctl and written in one pwrite.
+        for run in runs(&sorted) {
+            let offset = self.start + run[0] * page;
+            let (at, len) = (self.region.address() + offset, run.len() * page);
+            let protected = ioctl::write_protect(&borrowed, at, len, true, false);
+            // SAFETY: the pages lie in the region's live mapping (the region is held), and are
+            // present and protected: nothing writes them while their bytes are read.
+            let bytes = unsafe { std::slice::from_raw_parts(at as *const u8, len) };
             match protected.and_then(|()| write_back.file.write(offset, bytes)) {
-                Ok(()) => done.push(index),
+                Ok(()) => done.extend_from_slice(run),
                 Err(error) => {
                     failed.get_or_insert(error);
-                    let _ = ioctl::write_protect(&borrowed, at, page, false, true);
-                    back.push(index);
+                    let _ = ioctl::write_protect(&borrowed, at, len, false, true);
+                    back.extend_from_slice(run);
                 }
             }
         }
         let mut state = self.lock();
         for &index in &done {
-            // A page flushed keeps its place in the order; one evicted left it.
+            // A page flushed keeps its place in its queue; one evicted left it.
             state.pages[index] = if evict { Page::Evicted } else { Page::Clean };
         }
         for &index in &back {
             state.pages[index] = Page::Written;
-            state.order.push_back(index);
+            // Taken off its queue to be evicted: listed again (one flushed never left it).
+            if evict {
+                state.probation.push_back(index);
+            }
         }
         let (written_back, pages) = (done.len() as u64, indexes.len() as u64);
         self.counters.dirty_pages.fetch_sub(written_back, Ordering::Relaxed);
@@ -393,8 +441,8 @@ impl Shared {
             self.drop_pages(&mut dropped);
         }
         // Writers of these pages wait in a fault that retries: wake them to find the page done.
-        for &index in indexes {
-            let _ = ioctl::wake(&borrowed, self.region.address() + self.start + index * page, page);
+        for run in runs(&sorted) {
+            let _ = ioctl::wake(&borrowed, self.region.address() + self.start + run[0] * page, run.len() * page);
         }
         self.changed.notify_all();
         failed
@@ -407,16 +455,10 @@ impl Shared {
         }
         victims.sort_unstable();
         let page = self.region.page_size();
-        let mut at = 0;
-        while at < victims.len() {
-            let mut end = at + 1;
-            while end < victims.len() && victims[end] == victims[end - 1] + 1 {
-                end += 1;
-            }
+        for run in runs(victims) {
             // The region's mapping lives as long as this residency holds the region, so the range
             // is its own; dropping pages never unmaps them.
-            let _ = self.region.discard(self.start + victims[at] * page, (end - at) * page);
-            at = end;
+            let _ = self.region.discard(self.start + run[0] * page, run.len() * page);
         }
         let count = victims.len() as u64;
         self.lock().resident -= victims.len();
@@ -457,6 +499,11 @@ fn evictor() -> std::io::Result<&'static Evictor> {
         *started = true;
     }
     Ok(evictor)
+}
+
+/// The runs of adjacent indexes in `sorted` (ascending).
+fn runs(sorted: &[usize]) -> impl Iterator<Item = &[usize]> {
+    sorted.chunk_by(|a, b| b == &(a + 1))
 }
 
 fn bump(counter: &AtomicU64) {

@@ -121,7 +121,8 @@ pub fn resolve_from_source(engine: &Engine, id: u64, served: &Served, park: Park
     let end = engine.resolver.registration_at(region.address() + fault.offset).map_or(region.size(), |reg| reg.end);
     let end = end.saturating_sub(region.address()).max(fault.offset + region.page_size());
     let mut scratch = Scratch::default();
-    let served_now = native::serve(&engine.resolver, served, region, fault.offset, end, fault.kind, &mut scratch, park);
+    let served_now =
+        native::serve(&engine.resolver, served, region, fault.offset, end, fault.kind, fault.write, &mut scratch, park);
     match served_now {
         Some(Ok(mapped)) => {
             engine.settle(id, true);
@@ -187,6 +188,7 @@ pub fn serve(
             fault.offset,
             end,
             fault.kind,
+            fault.write,
             &mut scratch,
             Park::UntilRead,
         ) {

@@ -19,12 +19,17 @@ fn expected(offset: usize) -> u8 {
 }
 
 fn limited(pages: usize, limit_pages: usize) -> (Arc<Userfaultfd>, Arc<Region>) {
+    limited_with(pages, limit_pages, 4)
+}
+
+/// As `limited`, with `window` pages mapped per fault.
+fn limited_with(pages: usize, limit_pages: usize, window: usize) -> (Arc<Userfaultfd>, Arc<Region>) {
     let uffd = Userfaultfd::open(Options::default()).unwrap();
     let region = Region::anonymous(pages * PAGE).unwrap();
     let bytes: Vec<u8> = (0..pages * PAGE).map(expected).collect();
     let limit = Limit { bytes: limit_pages * PAGE, high: Limit::HIGH, low: Limit::LOW };
     let options = ServeOptions {
-        readahead: Readahead { pages: 4, adaptive: false, max_pages: 4 },
+        readahead: Readahead { pages: window, adaptive: false, max_pages: window },
         fallthrough: false,
         zero_removed: false,
         recorder: None,
@@ -87,6 +92,40 @@ fn reading_ten_times_the_limit_keeps_about_the_limit_resident_and_every_byte_rig
     // Again: the pages dropped fault again and are served anew, byte for byte.
     read_all(&region, pages);
     assert!(uffd.stats().refaults >= (pages - 2 * limit) as u64, "{} refaults", uffd.stats().refaults);
+    uffd.close();
+    region.close();
+}
+
+#[test]
+fn a_hot_set_that_fits_stays_resident_while_cold_pages_pass_through() {
+    let (pages, limit) = (4096, 128);
+    let (uffd, region) = limited_with(pages, limit, 1);
+    let hot: Vec<usize> = (0..40).map(|i| i * 97).collect();
+    let mut cold = (0..pages).filter(|p| p % 97 != 0);
+    let read = |page: usize| {
+        // SAFETY: inside the region's live mapping.
+        let byte = unsafe { region.as_ptr().add(page * PAGE + 3).read_volatile() };
+        assert_eq!(byte, expected(page * PAGE + 3), "page {page}");
+    };
+    // Each round: 600 cold pages read once each (almost five times the limit), the hot set read
+    // after every 20 of them.
+    let mut round = || {
+        for (n, page) in cold.by_ref().take(600).enumerate() {
+            read(page);
+            if n % 20 == 0 {
+                hot.iter().for_each(|&page| read(page));
+            }
+        }
+    };
+    // Two rounds to learn: a hot page dropped once while still on probation faults again, which
+    // shows it is used.
+    round();
+    round();
+    let before = uffd.stats().refaults;
+    round();
+    let stats = uffd.stats();
+    assert!(stats.evictions > 1000, "{stats:?}");
+    assert_eq!(stats.refaults - before, 0, "hot pages faulted again in the third round: {stats:?}");
     uffd.close();
     region.close();
 }
@@ -213,6 +252,58 @@ fn written_pages_reach_the_file_on_flush_and_the_rest_is_left_as_it_was() {
     unsafe { region.as_ptr().add(9 * PAGE + 101).write_volatile(0xdd) };
     uffd.flush(false).unwrap();
     assert_eq!(std::fs::read(&path).unwrap()[9 * PAGE + 101], 0xdd);
+    uffd.close();
+    region.close();
+}
+
+#[test]
+fn a_write_to_a_missing_page_takes_one_fault_and_a_stream_of_writes_one_per_window() {
+    let pages = 256;
+    let (_dir, path) = data_file(pages);
+    // A fixed window: the written page alone is let in, the rest of its window stays clean.
+    let (uffd, region) = writable(&path, pages, None);
+    for page in (0..pages).step_by(8) {
+        // SAFETY: inside the region's live mapping.
+        unsafe { region.as_ptr().add(page * PAGE + 5).write_volatile(0xab) };
+    }
+    let stats = uffd.stats();
+    assert_eq!((stats.faults_missing, stats.faults_wp), ((pages / 8) as u64, 0), "{stats:?}");
+    assert_eq!(stats.dirty_pages, (pages / 8) as u64);
+    uffd.flush(false).unwrap();
+    assert_eq!(uffd.stats().write_backs, (pages / 8) as u64);
+    uffd.close();
+    region.close();
+    // A window grown by sequential faults: a stream of writes faults once per window, and all of
+    // it goes back to the file (the pages the stream did not write, as the file has them).
+    let uffd = Userfaultfd::open(Options::default()).unwrap();
+    let region = Region::anonymous(pages * PAGE).unwrap();
+    let options = ServeOptions {
+        readahead: Readahead { pages: 1, adaptive: true, max_pages: 32 },
+        fallthrough: false,
+        zero_removed: false,
+        recorder: None,
+        residency: Some(Limit { bytes: 64 * PAGE, high: Limit::HIGH, low: Limit::LOW }),
+    };
+    let served = Served::with(Source::writable_file(&path, 0).unwrap(), options);
+    uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
+    for page in 0..pages {
+        // SAFETY: inside the region's live mapping.
+        unsafe { region.as_ptr().add(page * PAGE + 9).write_volatile(0xcd) };
+    }
+    uffd.flush(false).unwrap();
+    let stats = uffd.stats();
+    assert!(stats.faults_missing + stats.faults_wp < (pages / 4) as u64, "{stats:?}");
+    let file = std::fs::read(&path).unwrap();
+    for (at, byte) in file.iter().enumerate() {
+        let want = if at % PAGE == 9 {
+            0xcd
+        } else if at % PAGE == 5 && (at / PAGE) % 8 == 0 {
+            0xab
+        } else {
+            expected(at)
+        };
+        assert_eq!(*byte, want, "byte {at} of the file");
+    }
     uffd.close();
     region.close();
 }
