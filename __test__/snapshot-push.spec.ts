@@ -149,6 +149,37 @@ run('a second push of the same file uploads nothing; one that differs in one chu
   }
 })
 
+run('a pushed snapshot four times its residency limit is read through it twice, byte for byte', async (t) => {
+  const file = memoryFile('limited.mem', 16, 3)
+  await push(file, 'limited/one.mem')
+  const source = await Source.objectStore(url('limited/one.mem'), { endpoint: store().s3, anonymous: true, env: {} })
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(Math.ceil(source.size / PAGE) * PAGE)
+  const small = Region.anonymous(16 * CHUNK)
+  closers.push(() => {
+    uffd.close()
+    region.close()
+    small.close()
+  })
+  const limit = 4 * CHUNK
+  uffd.register(region, { source, maxResident: limit })
+  const expected = readFileSync(file)
+  let most = 0
+  for (let pass = 0; pass < 2; pass++) {
+    for (let at = 0; at < expected.length; at += CHUNK) {
+      const end = Math.min(expected.length, at + CHUNK)
+      t.true(Buffer.from(region.buffer, at, end - at).equals(expected.subarray(at, end)), `pass ${pass}, bytes ${at}-${end}`)
+      most = Math.max(most, uffd.stats.residency.residentBytes)
+    }
+  }
+  const stats = uffd.stats.residency
+  t.true(most <= limit + CHUNK, `${most} bytes resident at most, the limit is ${limit} (and a chunk mapped at once)`)
+  t.true(stats.evictions > 0 && stats.refaults > 0, JSON.stringify(stats))
+  // A fault maps a whole chunk: a limit whose low water mark cannot hold one is refused, with the bound.
+  const error = t.throws(() => uffd.register(small, { source, maxResident: CHUNK }))
+  t.regex(error?.message ?? '', /chunk of 1048576 bytes/)
+})
+
 /**
  * A TCP proxy in this process that holds what a client sends `ms` before passing it on, in order,
  * and counts connections: requests in flight at once need connections of their own. (The push runs

@@ -157,16 +157,19 @@ export interface RegisterOptions {
   fallthrough?: boolean
   /**
    * With a source: at most this many bytes of the range stay resident. Pages are noted as faults
-   * map them; above the high water mark the process's evictor thread drops the oldest
-   * (`MADV_DONTNEED`, in batches, off the fault path) down to the low one, and a dropped page
-   * faults again on its next touch and is served from the source again, byte for byte. Pages are
+   * map them; above the high water mark the process's evictor thread drops pages
+   * (`MADV_DONTNEED`, in batches, off the fault path) down to the low one: pages mapped once
+   * first, oldest first, then pages that faulted again after they were dropped (2Q: a hot set
+   * that fits stays). A dropped page faults again on its next touch and is served from the source
+   * again, byte for byte. Pages are
    * mapped write-protected: a page the program writes is marked written before the write lands,
    * and is never dropped as it is: written back first with a writable file source
    * (`Source.file(path, { writable: true })`), else kept resident for good (counted against the
    * limit). Nothing written is dropped. Private anonymous
-   * memory, missing faults only, a file, layers, bytes or zero source; not with `prefetch()`, nor
-   * on a userfaultfd with `EVENT_REMOVE` or `WP_ASYNC`. Its low water mark must hold a readahead
-   * window (`readahead.maxPages` pages, at least 16). See {@link UffdStats.residency}.
+   * memory, missing faults only, a file, layers, bytes, zero or object-store source; not with
+   * `prefetch()`, nor on a userfaultfd with `EVENT_REMOVE` or `WP_ASYNC`. Its low water mark must
+   * hold a readahead window (`readahead.maxPages` pages, at least 16), and for an object store a
+   * chunk. See {@link UffdStats.residency}.
    *
    * @example
    * ```ts

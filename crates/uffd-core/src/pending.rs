@@ -28,7 +28,7 @@ use std::sync::Arc;
 #[allow(clippy::too_many_arguments)]
 pub fn serve_later(
     engine: &Engine,
-    served: &Served,
+    served: &Arc<Served>,
     region: &Arc<Region>,
     offset: usize,
     end: usize,
@@ -64,9 +64,10 @@ pub fn serve_later(
     object.read_ahead(&plan);
     let what = served.source().describe();
     let object: Arc<ObjectSource> = object.clone();
+    let served = served.clone();
     runtime.spawn(async move {
         let read = object.clone().read(plan).await;
-        complete(&engine, &object, &fault, plan, end, read, &what);
+        complete(&engine, &object, &served, &fault, plan, end, read, &what);
     });
     true
 }
@@ -128,10 +129,13 @@ pub fn resolver_of(engine: &Engine, fault: &Fault) -> String {
 }
 
 /// Maps what was read for a held fault from its page on (clipped to its registration and region,
-/// zeros after the object's end) and wakes it; or, if the read failed, falls back.
+/// zeros after the object's end) and wakes it; or, if the read failed, falls back. With a residency
+/// limit the pages are mapped write-protected and noted (a write's own page let in at once).
+#[allow(clippy::too_many_arguments)]
 fn complete(
     engine: &Engine,
     object: &ObjectSource,
+    served: &Served,
     fault: &Fault,
     plan: Plan,
     end: usize,
@@ -167,7 +171,15 @@ fn complete(
     // rest of the chunk is mapped (a first byte costs one request, not one request and a 4 MiB copy).
     let page = region.page_size();
     let first = if plan.waits && bytes.len() > page { page } else { bytes.len() };
-    let copy = |at: usize, bytes: &[u8]| resolver.copy(region, at, bytes, Wake(true), Protect(false), Park::UntilRead);
+    let residency = served.residency();
+    let protect = Protect(residency.is_some());
+    let copy = |at: usize, bytes: &[u8]| {
+        let mapped = resolver.copy(region, at, bytes, Wake(true), protect, Park::UntilRead)?;
+        if let (Some(residency), true) = (residency, mapped > 0) {
+            residency.mapped(at, mapped);
+        }
+        Ok(mapped)
+    };
     // A window reaching into memory the peer unmapped since is refused whole: map the page alone.
     let copied = match copy(fault.offset, &bytes[..first]) {
         Err(err) if first > page && crate::native::gone_under(&err) => copy(fault.offset, &bytes[..page]),
@@ -175,6 +187,11 @@ fn complete(
     };
     match copied {
         Ok(_) => {
+            if let (Some(residency), true) = (residency, fault.write) {
+                // The write that faulted would fault again at once on the protection: let in now.
+                let unprotect = |at: usize, len: usize| resolver.write_protect_at(region.address() + at, len, false);
+                let _ = residency.written(fault.offset, page, unprotect);
+            }
             engine.settle(fault.id, true);
             if first < bytes.len() {
                 // The woken thread is often queued on this CPU: let it run before the long copy.

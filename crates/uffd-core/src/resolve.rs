@@ -9,7 +9,7 @@ use crate::options::Modes;
 use crate::region::{MemoryKind, Region};
 use crate::registrations::{Registration, Registrations};
 use crate::residency::{Residency, WriteTarget};
-use crate::source::{Served, Source};
+use crate::source::Served;
 use crate::stats::{bump, Counters};
 use crate::sys::{ioctl, uapi};
 use nix::errno::Errno;
@@ -478,9 +478,6 @@ fn residency_of(
     if modes.wp || modes.minor {
         return Err(Error::unsupported(OP, "a residency limit or write-back takes missing faults only: its own write-protection finds the pages written"));
     }
-    if let Source::Object(_) = served.source() {
-        return Err(Error::unsupported(OP, "a residency limit on an object-store source: not yet"));
-    }
     if fd.features() & (uapi::FEATURE_EVENT_REMOVE | uapi::FEATURE_WP_ASYNC) != 0 {
         return Err(Error::unsupported(
             OP,
@@ -493,6 +490,22 @@ fn residency_of(
         Some(file) => Some((Box::new(file.clone()) as Box<dyn WriteTarget>, fd.duplicate()?)),
         None => None,
     };
-    let window = served.readahead.max_pages.max(served.readahead.pages);
+    let mut window = served.readahead.max_pages.max(served.readahead.pages);
+    if let (Some(object), Some(limit)) = (served.source().object(), limit) {
+        // A fault on an object maps its whole chunk: what is left after an eviction holds one.
+        let chunk = object.chunk_size();
+        window = window.max(chunk.div_ceil(region.page_size()));
+        let least = ((chunk as f64 / limit.low).ceil() as usize).next_multiple_of(region.page_size());
+        if limit.bytes < least {
+            return Err(Error::out_of_range(
+                OP,
+                format!(
+                    "{} bytes is below {least}: a fault on this object maps a chunk of {chunk} bytes, which must fit \
+                     below the low water mark ({}); give a larger limit or a smaller chunkSize",
+                    limit.bytes, limit.low
+                ),
+            ));
+        }
+    }
     Residency::new(region, offset, len, limit, window, write_back, counters.clone()).map(Some)
 }
