@@ -16,6 +16,7 @@ for (const [name, args] of [
   ['lazy-file', ['--small', '--max-resident-mib', '8']],
   ['http-range', ['--small']],
   ['object-store', ['--small']],
+  ['object-store', ['--small', '--max-resident-mib', '8']],
   ['snapshot', ['--small']],
   ['firecracker-handler', ['--small']],
 ] as const) {

@@ -8,9 +8,12 @@
 // "model", maps it, reads its header (the time to first byte), touches a few random "layers", then
 // reads it all with a progress line, and checks every byte.
 //
-// Usage: node examples/object-store/main.mjs [URL] [--endpoint URL] [--anonymous] [--mib N] [--small] [--store seaweed|http]
+// Usage: node examples/object-store/main.mjs [URL] [--endpoint URL] [--anonymous] [--mib N] [--small] [--store seaweed|http] [--max-resident-mib N]
 //   URL         s3://bucket/key or https://host/path to map instead (credentials from AWS_* or --anonymous)
 //   --mib N     size of the generated model in MiB (default 256; --small: 32)
+//   --max-resident-mib N  keep at most N MiB of the mapping resident (at least 6: a fault maps a 4 MiB
+//               chunk): an object larger than the memory given is read through it, pages dropped as
+//               the read goes on and fetched again (from the cache, else the store) if touched again
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -34,6 +37,7 @@ const { values: flags, positionals } = parseArgs({
     mib: { type: 'string' },
     small: { type: 'boolean', default: false },
     store: { type: 'string', default: existsSync(weed) ? 'seaweed' : 'http' },
+    'max-resident-mib': { type: 'string' },
   },
 })
 process.env.AWS_EC2_METADATA_DISABLED = 'true'
@@ -105,8 +109,12 @@ uffd.on('error', (error) => {
   console.error(`error event: ${error.code}: ${error.message}`)
 })
 const region = Region.anonymous(size)
-uffd.register(region, { source })
-console.log(`mapped ${url} (${size} bytes, ETag ${source.objectStats.etag}) lazily, in 4 MiB chunks, 16 requests in flight`)
+const limit = flags['max-resident-mib'] === undefined ? undefined : integerFlag('max-resident-mib', flags['max-resident-mib'], 6) * MiB
+uffd.register(region, { source, ...(limit ? { maxResident: limit } : {}) })
+console.log(
+  `mapped ${url} (${size} bytes, ETag ${source.objectStats.etag}) lazily, in 4 MiB chunks, 16 requests in flight${limit ? `, at most ${limit / MiB} MiB resident` : ''}`,
+)
+let peakResident = 0
 
 const memory = new Uint8Array(region.buffer)
 let mismatches = 0
@@ -117,7 +125,10 @@ function check(at, length) {
 const tty = process.stdout.isTTY === true
 function progress(label, done, final = false) {
   const s = source.objectStats
-  const line = `${label.padEnd(10)} ${(done / MiB).toFixed(0).padStart(5)} / ${(size / MiB).toFixed(0)} MiB read, ${(s.bytesFetched / MiB).toFixed(1)} MiB fetched in ${s.requests} requests, ${uffd.stats.faults.missing} faults`
+  const resident = uffd.stats.residency.residentBytes
+  peakResident = Math.max(peakResident, resident)
+  const held = limit ? `, ${(resident / MiB).toFixed(0)} MiB resident` : ''
+  const line = `${label.padEnd(10)} ${(done / MiB).toFixed(0).padStart(5)} / ${(size / MiB).toFixed(0)} MiB read, ${(s.bytesFetched / MiB).toFixed(1)} MiB fetched in ${s.requests} requests, ${uffd.stats.faults.missing} faults${held}`
   if (tty) process.stdout.write(`\r${line}${final ? '\n' : ''}`)
   else if (final || done % (64 * MiB) === 0) console.log(line)
 }
@@ -153,9 +164,17 @@ console.log(
 console.log(
   expected ? `verified:  ${size} bytes, ${mismatches} mismatches` : 'verified:  (no reference for a URL given; bytes not checked)',
 )
+// The limit holds (give or take the chunk a fault maps at once, before the evictor runs).
+const overLimit = limit !== undefined && peakResident > limit + 4 * MiB
+if (limit) {
+  const r = uffd.stats.residency
+  console.log(
+    `resident:  ${(peakResident / MiB).toFixed(1)} MiB at most (sampled) for a ${limit / MiB} MiB limit${overLimit ? ' (OVER IT)' : ''}; ${r.evictions} pages dropped in ${r.evictionBatches} batches, ${r.refaults} faulted again`,
+  )
+}
 
 uffd.close()
 region.close()
 stopAll()
 await new Promise((resolve) => setImmediate(resolve))
-if (mismatches > 0 || errors.length > 0) process.exitCode = 1
+if (mismatches > 0 || errors.length > 0 || overLimit) process.exitCode = 1
