@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 import { Region, type RegisterOptions, Source, type UffdError, Userfaultfd } from 'userfaultfd'
+import { patternPage, within } from './helpers/harness'
 
 const MIB = 2 ** 20
 const PAGE = 4096
@@ -89,7 +90,7 @@ test('pages the program writes are kept (pinned) through evictions; the rest is 
   t.true(uffd.stats.residency.evictions > 0)
 })
 
-test('a limit is checked: too small for the readahead window, without a source, on shared memory', (t) => {
+test('a limit is checked: too small for the readahead window, not a number, on shared memory', (t) => {
   const uffd = new Userfaultfd()
   const region = Region.anonymous(MIB)
   const shared = Region.shmem(MIB)
@@ -105,7 +106,7 @@ test('a limit is checked: too small for the readahead window, without a source, 
   t.throws(() => uffd.register(region, { source: Source.zero(), maxResident: { bytes: MIB, high: 0.5, low: 0.6 } }), {
     instanceOf: RangeError,
   })
-  t.throws(() => uffd.register(region, { maxResident: MIB }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => uffd.register(region, { maxResident: 'a lot' as unknown as number }), { code: 'ERR_INVALID_ARG_TYPE' })
   t.throws(() => uffd.register(shared, { source: Source.zero(), maxResident: MIB }), {
     code: 'EOPNOTSUPP',
     message: /private anonymous/,
@@ -154,4 +155,36 @@ test('a write-back that fails rejects flush() with the file, the offset and the 
   t.is(memory[3 * PAGE], 0x42)
   t.is(uffd.stats.residency.writeBackErrors, 1)
   await t.throwsAsync(uffd.flush(), { code: 'ENOSPC' })
+})
+
+test('a JavaScript handler with a limit: the main thread reads 16 MiB through 2 MiB, each dropped page is asked of the handler again; written pages are kept', async (t) => {
+  const size = 16 * MIB
+  const limit = 2 * MIB
+  const tally = new Int32Array(new SharedArrayBuffer(8 * 4))
+  const { uffd, region } = served(t, size, { maxResident: limit })
+  await within(uffd.handleInWorker(join(__dirname, 'helpers', 'pager.js'), { workerData: { mode: 'copy', seed: 9, tally } }), 'the worker')
+  const memory = new Uint8Array(region.buffer)
+  const pages = size / PAGE
+  let wrong = 0
+  let most = 0
+  for (let pass = 0; pass < 2; pass++) {
+    for (let page = 0; page < pages; page++) {
+      const want = patternPage(page * PAGE, PAGE, 1, 9)
+      for (const i of [0, 1, 5, 100, PAGE - 1]) if (memory[page * PAGE + i] !== want[i]) wrong++
+      most = Math.max(most, uffd.stats.residency.residentBytes)
+    }
+  }
+  t.is(wrong, 0)
+  // Written pages stay (there is nowhere to write them back), and keep what was written.
+  for (let page = 0; page < 8; page++) memory[page * 64 * PAGE + 7] = 0xa0 + page
+  for (let page = 0; page < pages; page++) if (memory[page * PAGE + 2] !== 0) wrong++
+  for (let page = 0; page < 8; page++) if (memory[page * 64 * PAGE + 7] !== 0xa0 + page) wrong++
+  t.is(wrong, 0)
+  const stats = uffd.stats.residency
+  const handled = tally[1] ?? 0
+  t.true(most <= limit + 64 * PAGE, `${most} bytes resident at most for a limit of ${limit}`)
+  t.true(stats.evictions > pages, JSON.stringify(stats))
+  t.true(stats.refaults > pages, JSON.stringify(stats))
+  t.true(handled > 2 * pages, `the handler was asked ${handled} times for ${pages} pages read 3 times`)
+  t.is(stats.dirtyBytes, 8 * PAGE)
 })

@@ -156,7 +156,8 @@ export interface RegisterOptions {
    */
   fallthrough?: boolean
   /**
-   * With a source: at most this many bytes of the range stay resident. Pages are noted as faults
+   * At most this many bytes of the range stay resident, whether a source or the handler serves
+   * it (a page dropped faults again, and the handler is asked again). Pages are noted as faults
    * map them; above the high water mark the process's evictor thread drops pages
    * (`MADV_DONTNEED`, in batches, off the fault path) down to the low one: pages mapped once
    * first, oldest first, then pages that faulted again after they were dropped (2Q: a hot set
@@ -165,7 +166,8 @@ export interface RegisterOptions {
    * mapped write-protected: a page the program writes is marked written before the write lands,
    * and is never dropped as it is: written back first with a writable file source
    * (`Source.file(path, { writable: true })`), else kept resident for good (counted against the
-   * limit). Nothing written is dropped. Private anonymous
+   * limit). Nothing written is dropped. What a handler maps (`copy`, `zero`) is mapped
+   * write-protected whatever it asks; `move` into the range is refused. Private anonymous
    * memory, missing faults only, a file, layers, bytes, zero or object-store source; not with
    * `prefetch()`, nor on a userfaultfd with `EVENT_REMOVE` or `WP_ASYNC`. Its low water mark must
    * hold a readahead window (`readahead.maxPages` pages, at least 16), and for an object store a
@@ -413,7 +415,7 @@ export function registrationOf(
     readaheadMaxPages: maxPages,
     adaptive: optionalBoolean('options.readahead.adaptive', ahead.adaptive, false),
     fallthrough: optionalBoolean('options.fallthrough', fallthrough, false),
-    ...residencyOf(maxResident, source, maxPages, region.pageSize),
+    ...residencyOf(maxResident, maxPages, region.pageSize),
   }
   return { handle, range, source }
 }
@@ -421,12 +423,10 @@ export function registrationOf(
 /** The residency limit asked for, checked: whole bytes, room for the readahead window, marks in order. */
 function residencyOf(
   limit: RegisterOptions['maxResident'],
-  source: Source | undefined,
   windowPages: number,
   pageSize: number,
 ): { maxResident?: number; residentHigh?: number; residentLow?: number } {
   if (limit === undefined) return {}
-  if (source === undefined) throw argumentError('options.maxResident', 'given with a source (it serves the pages it drops)', limit)
   const { bytes, high, low } =
     typeof limit === 'number' ? { bytes: limit, high: undefined, low: undefined } : optionsOf('options.maxResident', limit)
   const name = typeof limit === 'number' ? 'options.maxResident' : 'options.maxResident.bytes'

@@ -52,3 +52,23 @@ test('a writable file source: a write reaches the file on flush()', async () => 
   uffd.close()
   region.close()
 }, 60_000)
+
+test('a handler in a worker with a limit: each dropped page is asked of it again', async () => {
+  const size = 8 * MIB
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(size)
+  uffd.register(region, { maxResident: 2 * MIB })
+  await uffd.handleInWorker(new URL('./pager.ts', import.meta.url))
+  const view = new Uint8Array(region.buffer)
+  let wrong = 0
+  for (let round = 0; round < 2; round++) {
+    for (let page = 0; page < size / PAGE; page++) if (view[page * PAGE + 9] !== ((page + 1) & 0xff)) wrong++
+  }
+  expect(wrong).toBe(0)
+  const { evictions, refaults, residentBytes } = uffd.stats.residency
+  expect(evictions).toBeGreaterThan(size / PAGE)
+  expect(refaults).toBeGreaterThan(0)
+  expect(residentBytes).toBeLessThanOrEqual(2 * MIB + 64 * PAGE)
+  uffd.close()
+  region.close()
+}, 60_000)

@@ -163,6 +163,7 @@ pub fn map_from(
             object.read_blocking(offset as u64, out)?;
             copy(out)
         }
+        Source::Handler => Err(Error::invalid("map", "no native source serves this range: its handler maps its pages")),
         Source::Bytes(bytes) => {
             let out = scratch.aligned(len);
             let available = bytes.len().saturating_sub(offset).min(len);

@@ -71,10 +71,25 @@ pub fn resolve(engine: &Engine, id: u64, resolution: Resolution<'_>, park: Park<
     let page = region.page_size();
     let room = region.size() - fault.offset;
     let at = fault.offset;
+    // A range with a residency limit served by its handler: what the handler maps is mapped
+    // write-protected (the limit's own way of seeing writes) and noted, to be dropped in its turn.
+    let served = resolver.registration_at(region.address() + at).and_then(|reg| reg.served);
+    let residency = served.as_deref().and_then(Served::residency);
     let (result, wake) = match resolution {
         Resolution::Copy { bytes, wake, protect } => {
             let len = bytes.len().min(room);
-            (resolver.copy(region, at, &bytes[..len], Wake(wake), Protect(protect), park), wake)
+            let protect = Protect(protect || residency.is_some());
+            (resolver.copy(region, at, &bytes[..len], Wake(wake), protect, park), wake)
+        }
+        Resolution::Zero { len, wake } if residency.is_some() => {
+            // ZEROPAGE has no write-protected mode: zeros are copied, protected.
+            let len = len.unwrap_or(page).min(room);
+            (native::map_zeros(resolver, region, at, len, true, &mut Scratch::default(), park), wake)
+        }
+        Resolution::Move { .. } if residency.is_some() => {
+            let why = "pages moved into a range with a residency limit could not be dropped and served again \
+                       (UFFDIO_MOVE has no write-protected mode): copy them (fault.copy) instead";
+            return Err(Error::unsupported("UFFDIO_MOVE", why));
         }
         Resolution::Zero { len, wake } => {
             (resolver.zero(region, at, len.unwrap_or(page).min(room), Wake(wake), park), wake)
@@ -92,6 +107,14 @@ pub fn resolve(engine: &Engine, id: u64, resolution: Resolution<'_>, park: Park<
             (resolver.r#move(region, at, from, from_offset, len, Wake(wake), allow_holes, park), wake)
         }
     };
+    if let (Some(residency), Ok(mapped @ 1..)) = (residency, &result) {
+        residency.mapped(at, *mapped);
+        if fault.write && fault.kind == crate::fault::FaultKind::Missing {
+            // The write that faulted would fault again at once on the protection: let in now.
+            let unprotect = |at: usize, len: usize| resolver.write_protect_at(region.address() + at, len, false);
+            let _ = residency.written(at, page, unprotect);
+        }
+    }
     let mapped = match result {
         Ok(mapped) => mapped,
         Err(Error::Sys { errno: Errno::EEXIST, .. }) => {

@@ -35,6 +35,9 @@ pub enum Source {
     /// wait in the fault table instead of blocking the loop (object_source/pending.rs). Past its
     /// end: zeros.
     Object(Arc<crate::object_source::ObjectSource>),
+    /// No native source: the handler maps every page. What a range with a residency limit and
+    /// a handler is served by (the handler is asked again for a page dropped).
+    Handler,
 }
 
 impl Source {
@@ -90,6 +93,7 @@ impl Source {
             }
             Source::PageCache => "the page-cache source".into(),
             Source::Object(object) => format!("the object {}", object.url()),
+            Source::Handler => "the handler".into(),
         }
     }
 
@@ -112,7 +116,7 @@ impl Source {
     /// How many bytes the source has from `offset` (of the region) on; `None`: no end.
     pub(crate) fn available(&self, offset: usize) -> Option<usize> {
         match self {
-            Source::Zero | Source::PageCache => None,
+            Source::Zero | Source::PageCache | Source::Handler => None,
             Source::Bytes(bytes) => Some(bytes.len().saturating_sub(offset)),
             // A file can grow: it is asked each time (fstat is far cheaper than the COPY).
             Source::File(layer) => Some(layer.available(offset)),
@@ -148,6 +152,7 @@ impl Source {
     pub(crate) fn serves(&self, kind: FaultKind) -> bool {
         match self {
             Source::PageCache => kind == FaultKind::Minor,
+            Source::Handler => false,
             _ => kind == FaultKind::Missing,
         }
     }

@@ -66,7 +66,7 @@ pub struct NativeRegistration {
 }
 
 /// A registration: its modes, its range, and how a source serves it (read only when there is a
-/// source: the rest needs none).
+/// source or a residency limit: the rest needs none).
 pub(crate) struct Registration {
     pub modes: Modes,
     pub offset: usize,
@@ -78,7 +78,7 @@ pub(crate) fn registration(env: &Env, range: NativeRegistration, with_source: bo
     let offset = to_usize(env, "offset", range.offset)?;
     let length = to_opt_usize(env, "length", range.length)?;
     let modes = Modes { missing: range.missing, minor: range.minor, wp: range.wp };
-    let serve = if with_source {
+    let serve = if with_source || range.max_resident.is_some() {
         let readahead = readahead(env, range.readahead_pages, range.readahead_max_pages, range.adaptive)?;
         let residency = match range.max_resident {
             Some(bytes) => Some(Limit {

@@ -62,6 +62,7 @@ impl NativeSource {
             Source::Layers(_) => "layers",
             Source::PageCache => "pageCache",
             Source::Object(_) => "objectStore",
+            Source::Handler => "handler",
         }
     }
 

@@ -20,6 +20,7 @@ use napi::Env;
 use napi_derive::napi;
 use std::sync::Arc;
 use uffd_core::prefetch::Prefetch;
+use uffd_core::source::{Served, Source};
 use uffd_core::{uapi, Error, Finish, Protect, Region, Resolution, Userfaultfd, Wake};
 
 #[napi(object, object_from_js = false)]
@@ -89,7 +90,12 @@ impl NativeUffd {
         source: Option<&NativeSource>,
     ) -> napi::Result<Vec<&'static str>> {
         let range = options::registration(&env, range, source.is_some())?;
-        let served = source.zip(range.serve).map(|(source, how)| source.served(how));
+        let served = match (source, range.serve) {
+            (Some(source), Some(how)) => Some(source.served(how)),
+            // A residency limit with no source: the handler serves the range, and its pages again.
+            (None, Some(how)) => Some(Served::with(Source::Handler, how)),
+            _ => None,
+        };
         let region = region.region(&env, "UFFDIO_REGISTER")?;
         let ioctls =
             self.inner.register_served(&region, range.modes, range.offset, range.length, served).or_throw(&env)?;
