@@ -90,10 +90,10 @@ test('pages the program writes are kept (pinned) through evictions; the rest is 
   t.true(uffd.stats.residency.evictions > 0)
 })
 
-test('a limit is checked: too small for the readahead window, not a number, on shared memory', (t) => {
+test('a limit is checked: too small for the readahead window, not a number, on a private mapping of shmem', (t) => {
   const uffd = new Userfaultfd()
   const region = Region.anonymous(MIB)
-  const shared = Region.shmem(MIB)
+  const shared = Region.shmem(MIB, { private: true })
   t.teardown(() => {
     uffd.close()
     region.close()
@@ -109,8 +109,30 @@ test('a limit is checked: too small for the readahead window, not a number, on s
   t.throws(() => uffd.register(region, { maxResident: 'a lot' as unknown as number }), { code: 'ERR_INVALID_ARG_TYPE' })
   t.throws(() => uffd.register(shared, { source: Source.zero(), maxResident: MIB }), {
     code: 'EOPNOTSUPP',
-    message: /private anonymous/,
+    message: /private anonymous memory, or shared shmem or hugetlb memory, not private shmem memory/,
   })
+})
+
+test('shared shmem through a limit: pages dropped are holes punched in its file, read again right', async (t) => {
+  const size = 16 * MIB
+  const file = dataFile('shmem.bin', size)
+  const expected = readFileSync(file)
+  const uffd = new Userfaultfd()
+  const region = Region.shmem(size)
+  t.teardown(() => {
+    uffd.close()
+    region.close()
+  })
+  uffd.register(region, { source: Source.file(file), maxResident: 2 * MIB })
+  const memory = new Uint8Array(region.buffer)
+  let wrong = 0
+  for (let pass = 0; pass < 2; pass++) for (let at = 0; at < size; at += 1024) if (memory[at] !== expected[at]) wrong++
+  t.is(wrong, 0)
+  const stats = uffd.stats.residency
+  t.true(stats.refaults > 0 && stats.evictions > 0, JSON.stringify(stats))
+  t.true((await settled(uffd, 2 * MIB)) <= 2 * MIB)
+  // The memory really went: the region's shared memory counted by the kernel stays about the limit.
+  t.true(rssOf(region.address) <= 3 * MIB, `${rssOf(region.address)} bytes of the region resident`)
 })
 
 test('a writable file source: what the program writes reaches the file on flush(), also through evictions; untouched bytes stay', async (t) => {

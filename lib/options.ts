@@ -168,7 +168,8 @@ export interface RegisterOptions {
    * (`Source.file(path, { writable: true })`), else kept resident for good (counted against the
    * limit). Nothing written is dropped. What a handler maps (`copy`, `zero`) is mapped
    * write-protected whatever it asks; `move` into the range is refused. Private anonymous
-   * memory, missing faults only, a file, layers, bytes, zero or object-store source; not with
+   * memory, or shared shmem or hugetlb memory (a dropped page is a hole punched in its file),
+   * missing faults only, a file, layers, bytes, zero or object-store source; not with
    * `prefetch()`, nor on a userfaultfd with `EVENT_REMOVE` or `WP_ASYNC`. Its low water mark must
    * hold a readahead window (`readahead.maxPages` pages, at least 16), and for an object store a
    * chunk. See {@link UffdStats.residency}.

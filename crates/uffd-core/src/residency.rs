@@ -137,11 +137,21 @@ impl Residency {
         counters: Arc<Counters>,
     ) -> Result<Self> {
         const OP: &str = "maxResident";
-        if region.kind() != MemoryKind::Anonymous || !region.is_private() {
+        // Dropped pages: MADV_DONTNEED of private anonymous memory; a hole punched (MADV_REMOVE)
+        // in the file of shared shmem or hugetlbfs memory. A private mapping of a file would drop
+        // only its own copies and read the file's pages again, not the source's.
+        let droppable = match region.kind() {
+            MemoryKind::Anonymous => region.is_private(),
+            MemoryKind::Shmem | MemoryKind::Hugetlb => !region.is_private(),
+            MemoryKind::Remote => false,
+        };
+        if !droppable {
+            let private = if region.is_private() { "private " } else { "" };
             return Err(Error::unsupported(
                 OP,
                 format!(
-                    "a residency limit or write-back needs private anonymous memory, not {} memory (yet)",
+                    "a residency limit or write-back needs private anonymous memory, or shared shmem or hugetlb \
+                     memory, not {private}{} memory",
                     region.kind().name()
                 ),
             ));

@@ -486,6 +486,10 @@ fn residency_of(
         ));
     }
     fd.require_feature("UFFDIO_REGISTER", uapi::FEATURE_PAGEFAULT_FLAG_WP, "a residency limit or write-back")?;
+    if region.kind() != crate::region::MemoryKind::Anonymous {
+        let what = "a residency limit or write-back on shmem or hugetlb memory";
+        fd.require_feature("UFFDIO_REGISTER", uapi::FEATURE_WP_HUGETLBFS_SHMEM, what)?;
+    }
     let write_back = match file {
         Some(file) => Some((Box::new(file.clone()) as Box<dyn WriteTarget>, fd.duplicate()?)),
         None => None,
