@@ -210,3 +210,31 @@ test('a JavaScript handler with a limit: the main thread reads 16 MiB through 2 
   t.true(handled > 2 * pages, `the handler was asked ${handled} times for ${pages} pages read 3 times`)
   t.is(stats.dirtyBytes, 8 * PAGE)
 })
+
+test('a write-back of the evictor that fails is an error event (once, not per page) naming the file and the errno; every write stays in memory', async (t) => {
+  const size = 4 * MIB
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(size)
+  t.teardown(() => {
+    uffd.close()
+    region.close()
+  })
+  const errors: UffdError[] = []
+  uffd.on('error', (error) => errors.push(error))
+  // /dev/full reads as zeros and refuses every write with ENOSPC: nothing written can be dropped.
+  uffd.register(region, { source: Source.file('/dev/full', { writable: true }), maxResident: MIB })
+  const memory = new Uint8Array(region.buffer)
+  for (let at = 0; at < size; at += PAGE) memory[at + 3] = (at / PAGE) & 0xff
+  const deadline = Date.now() + 10_000
+  while (errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+  const [first] = errors
+  t.is(first?.code, 'ERR_UFFD_WRITE_BACK')
+  t.regex(first?.message ?? '', /\/dev\/full.*ENOSPC|ENOSPC.*\/dev\/full/)
+  t.is((first?.cause as UffdError | undefined)?.code, 'ENOSPC')
+  let wrong = 0
+  for (let at = 0; at < size; at += PAGE) if (memory[at + 3] !== ((at / PAGE) & 0xff)) wrong++
+  t.is(wrong, 0)
+  t.is(uffd.stats.residency.dirtyBytes, size)
+  t.true(errors.length <= 2, `${errors.length} error events for ${size / PAGE} pages`)
+  await t.throwsAsync(uffd.flush(), { code: 'ENOSPC' })
+})

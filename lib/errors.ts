@@ -16,6 +16,7 @@ export type UffdNoticeCode =
   | 'ERR_UFFD_PEER_GONE'
   | 'ERR_UFFD_NO_HANDLER'
   | 'ERR_UFFD_SOURCE'
+  | 'ERR_UFFD_WRITE_BACK'
   | 'ERR_UFFD_PEER_KILLED'
 
 /** An errno name (`'EEXIST'`) or one of the package's own codes. */
@@ -206,6 +207,7 @@ const noticeCodes: Record<string, UffdNoticeCode> = {
   'no-handler-fell-back': 'ERR_UFFD_NO_HANDLER',
   'source-failed': 'ERR_UFFD_SOURCE',
   'not-woken': 'ERR_UFFD_NOT_WOKEN',
+  'write-back-failed': 'ERR_UFFD_WRITE_BACK',
 }
 
 /** The error event for a notice from the fault loop. */

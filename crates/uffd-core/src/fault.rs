@@ -49,6 +49,9 @@ pub enum NoticeKind {
     SourceFailed,
     /// A fault resolved with DONTWAKE was still asleep at its deadline: it was woken.
     NotWoken,
+    /// A written page could not be written back before it was dropped: it stays written and
+    /// resident, and the next flush tries it again.
+    WriteBackFailed,
 }
 
 impl NoticeKind {
@@ -65,6 +68,7 @@ impl NoticeKind {
             NoticeKind::NoHandlerFellBack => "no-handler-fell-back",
             NoticeKind::SourceFailed => "source-failed",
             NoticeKind::NotWoken => "not-woken",
+            NoticeKind::WriteBackFailed => "write-back-failed",
         }
     }
 }

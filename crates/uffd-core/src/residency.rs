@@ -72,6 +72,8 @@ struct State {
     stopped: bool,
     /// The first write-back that failed since the last `flush` (that `flush` reports it).
     failed: Option<Error>,
+    /// A failure of the evictor's was said, and no write-back has succeeded since: said once.
+    failure_said: bool,
 }
 
 /// Where written pages go back to: a writable file source.
@@ -106,6 +108,8 @@ struct Shared {
     /// The most pages one fault maps (the readahead window): the newest this many are never evicted.
     window: usize,
     write_back: Option<WriteBack>,
+    /// Told of a write-back of the evictor's that failed (no caller waits for it to say so).
+    speaker: OnceLock<Box<dyn Fn(Error) + Send + Sync>>,
 }
 
 /// A range's residency limit and write-back (the process's evictor thread serves every limit).
@@ -175,6 +179,7 @@ impl Residency {
                 queued: false,
                 stopped: false,
                 failed: None,
+                failure_said: false,
             }),
             changed: Condvar::new(),
             counters,
@@ -185,6 +190,7 @@ impl Residency {
             cap,
             window: window.max(1),
             write_back: write_back.map(|(file, uffd)| WriteBack { file, uffd }),
+            speaker: OnceLock::new(),
         });
         if limit.is_some() {
             evictor().map_err(|e| {
@@ -193,6 +199,11 @@ impl Residency {
             })?;
         }
         Ok(Residency { shared })
+    }
+
+    /// Who is told when a write-back of the evictor's fails (`flush` returns its own failures).
+    pub fn tell(&self, speaker: Box<dyn Fn(Error) + Send + Sync>) {
+        let _ = self.shared.speaker.set(speaker);
     }
 
     /// `[offset, offset + len)` (region offsets) was just mapped, write-protected.
@@ -387,7 +398,14 @@ impl Shared {
         state.writing_back += written.len();
         drop(state);
         if let Some(error) = self.write_back(&written, true) {
-            self.lock().failed.get_or_insert(error);
+            let mut state = self.lock();
+            state.failed.get_or_insert(error.clone());
+            // Said once until a write-back succeeds again: every pass retries the pages that failed.
+            let first = !std::mem::replace(&mut state.failure_said, true);
+            drop(state);
+            if let (true, Some(speaker)) = (first, self.speaker.get()) {
+                speaker(error);
+            }
         }
         self.drop_pages(&mut clean);
         // Every page left may be written and kept: then the next mapping asks again.
@@ -429,6 +447,9 @@ impl Shared {
             }
         }
         let mut state = self.lock();
+        if !done.is_empty() {
+            state.failure_said = false;
+        }
         for &index in &done {
             // A page flushed keeps its place in its queue; one evicted left it.
             state.pages[index] = if evict { Page::Evicted } else { Page::Clean };

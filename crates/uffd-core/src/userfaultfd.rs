@@ -6,7 +6,7 @@ use crate::direct::{self, Puller};
 use crate::dirty::{self, DirtyMethod};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::fault::{Child, Dispatch, FaultSink};
+use crate::fault::{Child, Dispatch, FaultSink, Notice, NoticeKind};
 use crate::fd::{self, Fd, Negotiated};
 use crate::handlers::Installed;
 use crate::prefetch::{self, Prefetch, PrefetchReport};
@@ -155,7 +155,17 @@ impl Userfaultfd {
         len: Option<usize>,
         served: Option<Arc<Served>>,
     ) -> Result<u64> {
-        self.engine.resolver.register(region, modes, offset, len, served)
+        let ioctls = self.engine.resolver.register(region, modes, offset, len, served.clone())?;
+        if let Some(residency) = served.as_deref().and_then(Served::residency) {
+            // A write-back of the evictor's that fails is said as an error event.
+            let engine = Arc::downgrade(&self.engine);
+            residency.tell(Box::new(move |error| {
+                if let Some(engine) = engine.upgrade() {
+                    engine.say(write_back_failed_notice(error));
+                }
+            }));
+        }
+        Ok(ioctls)
     }
 
     /// Serves `[offset, offset + len)` of a region that is registered already (another process's
@@ -491,5 +501,18 @@ mod tests {
         assert_eq!(engine.handlers.queued_faults(), 0, "nothing held for a handler");
         assert_eq!(uffd.stats().in_flight, 0);
         uffd.close();
+    }
+}
+
+/// The notice of a write-back that failed before its page was dropped.
+fn write_back_failed_notice(error: Error) -> Notice {
+    Notice {
+        kind: NoticeKind::WriteBackFailed,
+        message: format!(
+            "a written page could not be written back before it was dropped ({error}): it stays written and \
+             resident, and the next flush tries it again"
+        ),
+        fault: None,
+        cause: Some(error),
     }
 }
