@@ -454,6 +454,19 @@ fn release_region_everywhere(region: &Arc<Region>) {
     }
 }
 
+/// The notice of a write-back that failed before its page was dropped.
+fn write_back_failed_notice(error: Error) -> Notice {
+    Notice {
+        kind: NoticeKind::WriteBackFailed,
+        message: format!(
+            "a written page could not be written back before it was dropped ({error}): it stays written and \
+             resident, and the next flush tries it again"
+        ),
+        fault: None,
+        cause: Some(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,18 +514,5 @@ mod tests {
         assert_eq!(engine.handlers.queued_faults(), 0, "nothing held for a handler");
         assert_eq!(uffd.stats().in_flight, 0);
         uffd.close();
-    }
-}
-
-/// The notice of a write-back that failed before its page was dropped.
-fn write_back_failed_notice(error: Error) -> Notice {
-    Notice {
-        kind: NoticeKind::WriteBackFailed,
-        message: format!(
-            "a written page could not be written back before it was dropped ({error}): it stays written and \
-             resident, and the next flush tries it again"
-        ),
-        fault: None,
-        cause: Some(error),
     }
 }
