@@ -238,3 +238,23 @@ test('a write-back of the evictor that fails is an error event (once, not per pa
   t.true(errors.length <= 2, `${errors.length} error events for ${size / PAGE} pages`)
   await t.throwsAsync(uffd.flush(), { code: 'ENOSPC' })
 })
+
+test('Source.layers(paths, { writable: true }): writes go back to the topmost file, the base is never written', async (t) => {
+  const size = 4 * MIB
+  const base = dataFile('layers-base.bin', size)
+  const diff = join(dir, 'layers-diff.bin')
+  closeSync(openSync(diff, 'w'))
+  const before = readFileSync(base)
+  const { uffd, region } = served(t, size, { source: Source.layers([base, diff], { writable: true }), maxResident: MIB })
+  const memory = new Uint8Array(region.buffer)
+  for (let at = 0; at < size; at += 2 * PAGE) memory[at + 9] = 0x77
+  await uffd.flush()
+  t.true(readFileSync(base).equals(before), 'the base is unchanged')
+  const written = readFileSync(diff)
+  let wrong = 0
+  for (let at = 0; at < size; at += 2 * PAGE) if (written[at + 9] !== 0x77) wrong++
+  // Read back through the limit: dropped pages come from the diff where it has them.
+  for (let at = 0; at < size; at += PAGE) if (memory[at + 9] !== ((at / PAGE) % 2 === 0 ? 0x77 : before[at + 9])) wrong++
+  t.is(wrong, 0)
+  t.true(uffd.stats.residency.refaults > 0)
+})

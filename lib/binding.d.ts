@@ -151,7 +151,7 @@ export declare class NativeSource {
   static bytes(bytes: Uint8Array): NativeSource
   static file(path: string, offset: number, writable?: boolean | undefined | null): NativeSource
   /** Files stacked base first: each page from the topmost file with data there. */
-  static layers(paths: Array<string>, offset: number): NativeSource
+  static layers(paths: Array<string>, offset: number, writable?: boolean | undefined | null): NativeSource
   static pageCache(): NativeSource
   get kind(): string
   /** How many bytes the source has for a region from its offset 0 on (`undefined`: no end). */

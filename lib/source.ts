@@ -12,8 +12,9 @@ export interface FileSourceOptions {
    * Write what the program writes back to the file (it is opened for writing too): before a
    * page is dropped by a residency limit, on {@link Userfaultfd.flush}, and as the range goes
    * (unregistered, closed). Written pages are found by write-protection (a fault per page on its
-   * first write after it was mapped or written back). Private anonymous regions; not for
-   * `Source.layers`. Default false: what the program writes stays in memory only.
+   * first write after it was mapped or written back). For `Source.layers`, the topmost file is
+   * the one written: a page written back there is what the next read of it finds first. Default
+   * false: what the program writes stays in memory only.
    */
   writable?: boolean
 }
@@ -190,14 +191,17 @@ export class Source {
    * Files stacked base first, each read from `offset` on: a full snapshot, then the diff snapshots
    * taken after it (which hold only the pages that changed and are sparse elsewhere). Each page
    * comes from the topmost file with data there (found with SEEK_DATA); what no file has is zeros,
-   * mapped without a read.
+   * mapped without a read. With `writable`, what the program writes goes back to the topmost file
+   * (a diff of its own: the files below are never written).
    */
   static layers(paths: readonly string[], options?: FileSourceOptions): Source {
     if (!Array.isArray(paths) || paths.length === 0 || paths.some((p) => typeof p !== 'string')) {
       throw argumentError('paths', 'a non-empty array of paths', paths)
     }
-    const offset = integer('options.offset', optionsOf('options', options).offset ?? 0)
-    return new Source(call(() => native.NativeSource.layers([...paths], offset)))
+    const { offset: at, writable } = optionsOf('options', options)
+    const offset = integer('options.offset', at ?? 0)
+    const write = optionalBoolean('options.writable', writable, false)
+    return new Source(call(() => native.NativeSource.layers([...paths], offset, write)))
   }
 
   /**

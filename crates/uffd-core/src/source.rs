@@ -57,16 +57,24 @@ impl Source {
     pub(crate) fn write_back(&self) -> Option<&FileLayer> {
         match self {
             Source::File(layer) if layer.writable() => Some(layer),
+            // The topmost layer: what is written back there is what the next read finds first.
+            Source::Layers(layers) => layers.last().filter(|layer| layer.writable()),
             _ => None,
         }
     }
 
-    /// Files stacked base first, each read from `offset` on (see [`Source::Layers`]).
-    pub fn layers(paths: &[&str], offset: u64) -> Result<Source> {
+    /// Files stacked base first, each read from `offset` on (see [`Source::Layers`]); with
+    /// `writable`, the topmost is opened for writing too and what the program writes goes there.
+    pub fn layers(paths: &[&str], offset: u64, writable: bool) -> Result<Source> {
         if paths.is_empty() {
             return Err(Error::invalid("open", "a layered source needs at least one file"));
         }
-        let layers = paths.iter().map(|path| FileLayer::open(path, offset, false)).collect::<Result<Vec<_>>>()?;
+        let top = paths.len() - 1;
+        let layers = paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| FileLayer::open(path, offset, writable && i == top))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Source::Layers(layers.into()))
     }
 
@@ -246,9 +254,31 @@ impl FileLayer {
 }
 
 impl WriteTarget for FileLayer {
-    /// Writes `bytes` at region offset `at` (a page written back).
+    /// Writes `bytes` at region offset `at` (a page written back). A file removed, or cut shorter
+    /// than it was when opened, is an error: the write would land in a file no one reads, or
+    /// leave zeros where the cut took the bytes.
     fn write(&self, at: usize, bytes: &[u8]) -> Result<()> {
         let base = self.offset + at as u64;
+        let metadata = self.file.metadata().map_err(|e| {
+            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+            Error::sys("fstat", errno, self.writing_at(base))
+        })?;
+        if metadata.is_file() {
+            use std::os::unix::fs::MetadataExt;
+            if metadata.nlink() == 0 {
+                let why = format!("{}: the file was removed since it was opened", self.writing_at(base));
+                return Err(Error::sys("pwrite", Errno::ENOENT, why));
+            }
+            if metadata.len() < self.size {
+                let why = format!(
+                    "{}: the file was cut to {} bytes since it was opened (it had {})",
+                    self.writing_at(base),
+                    metadata.len(),
+                    self.size
+                );
+                return Err(Error::sys("pwrite", Errno::ESTALE, why));
+            }
+        }
         let mut done = 0;
         while done < bytes.len() {
             match self.file.write_at(&bytes[done..], base + done as u64) {
@@ -633,7 +663,7 @@ mod tests {
         let dir = temp_dir("layers");
         let base = sparse(&dir, "base", 8, |p| (p < 6).then_some(1));
         let diff = sparse(&dir, "diff", 8, |p| [2, 3, 7].contains(&p).then_some(2));
-        let Source::Layers(layers) = Source::layers(&[&base, &diff], 0).unwrap() else { panic!("layers") };
+        let Source::Layers(layers) = Source::layers(&[&base, &diff], 0, false).unwrap() else { panic!("layers") };
         let mut out = vec![0xffu8; 8 * PAGE];
         assert!(fill_layers(&layers, 0, &mut out).unwrap());
         let first: Vec<u8> = (0..8).map(|p| out[p * PAGE]).collect();

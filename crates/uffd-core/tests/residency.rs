@@ -468,3 +468,72 @@ fn two_thousand_registrations_with_limits_work_on_one_evictor_thread() {
         region.close();
     }
 }
+
+#[test]
+fn with_writable_layers_writes_go_to_the_topmost_file_and_are_read_from_it_after_evictions() {
+    let pages = 64;
+    let (dir, base) = data_file(pages);
+    let diff = dir.0.join("diff.bin");
+    std::fs::File::create(&diff).unwrap().set_len((pages * PAGE) as u64).unwrap(); // a diff of holes only
+    let diff = diff.to_string_lossy().into_owned();
+    let uffd = Userfaultfd::open(Options::default()).unwrap();
+    let region = Region::anonymous(pages * PAGE).unwrap();
+    let options = ServeOptions {
+        readahead: Readahead::default(),
+        fallthrough: false,
+        zero_removed: false,
+        recorder: None,
+        residency: Some(Limit { bytes: 24 * PAGE, high: Limit::HIGH, low: Limit::LOW }),
+    };
+    let served = Served::with(Source::layers(&[&base, &diff], 0, true).unwrap(), options);
+    uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
+    for page in (0..pages).step_by(3) {
+        // SAFETY: inside the region's live mapping.
+        unsafe { region.as_ptr().add(page * PAGE + 11).write_volatile(0x5a) };
+    }
+    uffd.flush(false).unwrap();
+    // Read all twice: the pages dropped come back from the diff where it has them, else the base.
+    for _ in 0..2 {
+        for at in (0..pages * PAGE).step_by(PAGE / 2).chain((0..pages).map(|p| p * PAGE + 11)) {
+            // SAFETY: inside the region's live mapping.
+            let byte = unsafe { region.as_ptr().add(at).read_volatile() };
+            let want = if at % PAGE == 11 && (at / PAGE) % 3 == 0 { 0x5a } else { expected(at) };
+            assert_eq!(byte, want, "byte {at}");
+        }
+    }
+    assert!(uffd.stats().refaults > 0);
+    assert_eq!(
+        std::fs::read(&base).unwrap(),
+        (0..pages * PAGE).map(expected).collect::<Vec<u8>>(),
+        "the base is never written"
+    );
+    let written = std::fs::read(&diff).unwrap();
+    for page in (0..pages).step_by(3) {
+        assert_eq!(written[page * PAGE + 11], 0x5a, "page {page} in the diff");
+    }
+    uffd.close();
+    region.close();
+}
+
+#[test]
+fn a_write_back_to_a_file_removed_or_cut_shorter_since_it_was_opened_is_an_error() {
+    let pages = 16;
+    for cut in [false, true] {
+        let (_dir, path) = data_file(pages);
+        let (uffd, region) = writable(&path, pages, None);
+        // SAFETY: inside the region's live mapping.
+        unsafe { region.as_ptr().add(2 * PAGE).write_volatile(1) };
+        if cut {
+            std::fs::File::options().write(true).open(&path).unwrap().set_len(PAGE as u64).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+        let error = uffd.flush(false).unwrap_err();
+        let (code, words) = if cut { ("ESTALE", "cut to 4096 bytes") } else { ("ENOENT", "removed") };
+        assert_eq!(error.code(), code, "{error}");
+        assert!(error.to_string().contains(words) && error.to_string().contains(&path), "{error}");
+        assert_eq!(uffd.stats().dirty_pages, 1, "the page stays written");
+        uffd.close();
+        region.close();
+    }
+}

@@ -42,10 +42,10 @@ impl NativeSource {
 
     /// Files stacked base first: each page from the topmost file with data there.
     #[napi(factory)]
-    pub fn layers(env: Env, paths: Vec<String>, offset: f64) -> napi::Result<Self> {
+    pub fn layers(env: Env, paths: Vec<String>, offset: f64, writable: Option<bool>) -> napi::Result<Self> {
         let offset = to_usize(&env, "offset", offset)? as u64;
         let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
-        Ok(Self::of(Source::layers(&paths, offset).or_throw(&env)?))
+        Ok(Self::of(Source::layers(&paths, offset, writable == Some(true)).or_throw(&env)?))
     }
 
     #[napi(factory)]
