@@ -9,6 +9,7 @@
  * @packageDocumentation
  */
 
+export type { CredentialProvider, ObjectStoreCredentials, ProvidedCredentials } from './lib/credentials'
 export type { FaultHandler, InstalledHandler } from './lib/dispatch'
 export type { FaultInfo, UffdErrorCode, UffdErrorOptions, UffdNoticeCode } from './lib/errors'
 export { UffdError } from './lib/errors'
@@ -62,7 +63,6 @@ export { type PushSnapshotOptions, type PushSnapshotReport, pushSnapshot } from 
 export {
   type ObjectFallbackPage,
   type ObjectSourceStats,
-  type ObjectStoreCredentials,
   type ObjectStoreRetryOptions,
   type ObjectStoreSource,
   type ObjectStoreSourceOptions,

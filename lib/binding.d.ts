@@ -24,6 +24,12 @@ export declare class NativeCancel {
   cancel(): void
 }
 
+/** Credentials a provider function gives, set again before they expire. */
+export declare class NativeCredentials {
+  constructor()
+  set(accessKeyId: string, secretAccessKey: string, sessionToken?: string | undefined | null): void
+}
+
 /** A server's link to its keeper, and the VMs taken back from it as it linked. */
 export declare class NativeKeeper {
   /** Links to the keeper listening at `path`, taking back every VM it holds. */
@@ -380,6 +386,17 @@ export interface NativeObjectOptions {
   accessKeyId?: string
   secretAccessKey?: string
   sessionToken?: string
+  /** A web identity: the token's file and the role (with the session name and STS endpoint). */
+  webIdentityTokenFile?: string
+  roleArn?: string
+  roleSessionName?: string
+  stsEndpoint?: string
+  /** A container credentials endpoint, and its authorization token (or the file holding it). */
+  containerCredentialsUri?: string
+  containerAuthorizationToken?: string
+  containerAuthorizationTokenFile?: string
+  /** The instance metadata service, when asked for. */
+  instanceMetadataEndpoint?: string
   anonymous: boolean
   virtualHostedStyle: boolean
   chunkSize: number
@@ -549,7 +566,7 @@ export interface NativeStats {
   readers: number
 }
 
-export declare function openObjectSource(url: string, options: NativeObjectOptions): Promise<NativeObjectOutcome>
+export declare function openObjectSource(url: string, options: NativeObjectOptions, credentials?: NativeCredentials | undefined | null): Promise<NativeObjectOutcome>
 
 /**
  * One turn of the fault loop on this thread for the reader of `generation`, written into `out`:
@@ -564,7 +581,7 @@ export declare function pullFaults(uffdId: number, generation: number, waitMs: n
  * retries come from the object-source options (lib/source.ts applies their defaults); the level,
  * base and chunk prefix are the push's own.
  */
-export declare function pushSnapshot(file: string, url: string, options: NativeObjectOptions, level: number, base?: string | undefined | null, chunkPrefix?: string | undefined | null): Promise<NativePushReport>
+export declare function pushSnapshot(file: string, url: string, options: NativeObjectOptions, level: number, base?: string | undefined | null, chunkPrefix?: string | undefined | null, credentials?: NativeCredentials | undefined | null): Promise<NativePushReport>
 
 /**
  * Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated);

@@ -1,5 +1,7 @@
 // pushSnapshot: a memory file into an object store as a snapshot (compressed, content-addressed
 // chunks and a manifest) that Source.objectStore reads back.
+
+import { provided } from './credentials'
 import { argumentError, fromFailure, rangeError } from './errors'
 import { native } from './loader'
 import { type ObjectStoreSourceOptions, objectOptions } from './source'
@@ -9,7 +11,18 @@ import { integer, options as optionsOf } from './validate'
 export interface PushSnapshotOptions
   extends Pick<
     ObjectStoreSourceOptions,
-    'endpoint' | 'region' | 'credentials' | 'anonymous' | 'virtualHostedStyle' | 'retry' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'env'
+    | 'endpoint'
+    | 'region'
+    | 'credentials'
+    | 'credentialChain'
+    | 'profile'
+    | 'instanceMetadata'
+    | 'anonymous'
+    | 'virtualHostedStyle'
+    | 'retry'
+    | 'connectTimeoutMs'
+    | 'requestTimeoutMs'
+    | 'env'
   > {
   /** Bytes per chunk, a multiple of 4096: what a fault fetches at least. Default 4 MiB. */
   chunkSize?: number
@@ -90,12 +103,16 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   }
   const base = text('options.base', given.base)
   const chunkPrefix = text('options.chunkPrefix', given.chunkPrefix)
-  const store = objectOptions(url, {
+  const { options: store, provider } = objectOptions(url, {
     ...given,
     chunkSize,
     concurrency: integer('options.concurrency', given.concurrency ?? 16, 1),
   })
-  const report = await native.pushSnapshot(file, url, store, level, base, chunkPrefix)
+  const credentials = provider ? await provided(provider) : undefined
+  // Refreshed while the push runs.
+  const pushing = {}
+  credentials?.keep(pushing)
+  const report = await native.pushSnapshot(file, url, store, level, base, chunkPrefix, credentials?.native)
   if (report.error) throw fromFailure(report.error)
   const { error: _, ...rest } = report
   return rest

@@ -1,5 +1,6 @@
 // Source: where a registered range's bytes come from when no JavaScript should run per fault.
 import type { NativeObjectOptions, NativeSource } from './binding'
+import { type CredentialProvider, credentialsOf, type ObjectStoreCredentials, provided } from './credentials'
 import { argumentError, call, fromFailure } from './errors'
 import { native } from './loader'
 import { bytesOf, integer, optionalBoolean, options as optionsOf } from './validate'
@@ -17,16 +18,6 @@ export interface FileSourceOptions {
    * false: what the program writes stays in memory only.
    */
   writable?: boolean
-}
-
-/** S3 credentials given explicitly (else `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). */
-export interface ObjectStoreCredentials {
-  /** The access key id (`AWS_ACCESS_KEY_ID`). */
-  accessKeyId: string
-  /** The secret access key (`AWS_SECRET_ACCESS_KEY`). */
-  secretAccessKey: string
-  /** A session token, for temporary credentials (`AWS_SESSION_TOKEN`). */
-  sessionToken?: string
 }
 
 /** How transient failures (connection refused or reset, 5xx, a timeout) are retried. */
@@ -47,8 +38,26 @@ export interface ObjectStoreSourceOptions {
   endpoint?: string
   /** Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `'us-east-1'`. */
   region?: string
-  /** Default: from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`). */
-  credentials?: ObjectStoreCredentials
+  /**
+   * Keys, or a function that gives them (asked again before they expire: `fromNodeProviderChain()`
+   * of `@aws-sdk/credential-providers`, say). Default: `AWS_ACCESS_KEY_ID` and
+   * `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`); with `credentialChain`, the rest of the chain.
+   */
+  credentials?: ObjectStoreCredentials | CredentialProvider
+  /**
+   * Without keys, look for credentials as the AWS SDKs do: the profile (`profile`, `AWS_PROFILE`,
+   * else `default`) of `AWS_SHARED_CREDENTIALS_FILE` and `AWS_CONFIG_FILE` (keys, a web identity,
+   * a `credential_process`), a web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`, at
+   * `AWS_ENDPOINT_URL_STS` if set), a container endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI` or
+   * `_RELATIVE_URI`, with `AWS_CONTAINER_AUTHORIZATION_TOKEN` or `_FILE`), and the instance
+   * metadata service only with `instanceMetadata`. Temporary credentials are fetched again before
+   * they expire. Default false: no request for credentials is ever made.
+   */
+  credentialChain?: boolean
+  /** The profile the chain reads. Default `AWS_PROFILE`, else `default`. */
+  profile?: string
+  /** Let the chain ask the instance metadata service (`AWS_EC2_METADATA_SERVICE_ENDPOINT`), last. Default false. */
+  instanceMetadata?: boolean
   /** Unsigned requests, for a public bucket. Without credentials, this must be said. Default false. */
   anonymous?: boolean
   /** `bucket.host` requests instead of path style (`host/bucket`, the default). */
@@ -226,12 +235,16 @@ export class Source {
    */
   static async objectStore(url: string, options?: ObjectStoreSourceOptions): Promise<ObjectStoreSource> {
     if (typeof url !== 'string') throw argumentError('url', 'a string', url)
-    const outcome = await native.openObjectSource(url, objectOptions(url, optionsOf('options', options)))
+    const { options: native_, provider } = objectOptions(url, optionsOf('options', options))
+    const credentials = provider ? await provided(provider) : undefined
+    const outcome = await native.openObjectSource(url, native_, credentials?.native)
     const error = outcome.takeError()
     if (error) throw fromFailure(error)
     const handle = outcome.takeSource()
     if (!handle) throw new Error('openObjectSource gave neither a source nor an error')
-    return new Source(handle) as ObjectStoreSource
+    const source = new Source(handle) as ObjectStoreSource
+    credentials?.keep(source)
+    return source
   }
 
   /** For minor faults: map what the page cache holds (CONTINUE). */
@@ -304,7 +317,10 @@ const MiB = 1024 * 1024
  * Every option of an object source, defaults applied and the environment read (as the AWS SDKs do).
  * @internal
  */
-export function objectOptions(url: string, options: ObjectStoreSourceOptions): NativeObjectOptions {
+export function objectOptions(
+  url: string,
+  options: ObjectStoreSourceOptions,
+): { options: NativeObjectOptions; provider?: CredentialProvider } {
   const env = options.env ?? process.env
   const s3 = url.startsWith('s3://') || url.startsWith('s3a://')
   const text = (name: string, value: unknown): string | undefined => {
@@ -312,25 +328,20 @@ export function objectOptions(url: string, options: ObjectStoreSourceOptions): N
     if (typeof value !== 'string') throw argumentError(name, 'a string', value)
     return value
   }
-  const given = options.credentials === undefined ? undefined : optionsOf('options.credentials', options.credentials)
-  const accessKeyId = s3
-    ? (text('options.credentials.accessKeyId', given?.accessKeyId) ?? (given ? undefined : env.AWS_ACCESS_KEY_ID))
-    : undefined
-  const secretAccessKey = s3
-    ? (text('options.credentials.secretAccessKey', given?.secretAccessKey) ?? (given ? undefined : env.AWS_SECRET_ACCESS_KEY))
-    : undefined
-  const sessionToken = s3
-    ? (text('options.credentials.sessionToken', given?.sessionToken) ?? (given ? undefined : env.AWS_SESSION_TOKEN))
-    : undefined
+  const chainAsked = {
+    credentials: options.credentials,
+    credentialChain: optionalBoolean('options.credentialChain', options.credentialChain, false),
+    profile: text('options.profile', options.profile),
+    instanceMetadata: optionalBoolean('options.instanceMetadata', options.instanceMetadata, false),
+  }
+  const { fields, provider } = s3 ? credentialsOf(chainAsked, env) : { fields: {}, provider: undefined }
   const concurrency = integer('options.concurrency', options.concurrency ?? 16, 1)
   const chunkSize = integer('options.chunkSize', options.chunkSize ?? 4 * MiB, 1)
   const retry = optionsOf('options.retry', options.retry)
-  return {
+  const native_: NativeObjectOptions = {
     endpoint: s3 ? (text('options.endpoint', options.endpoint) ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL) : undefined,
     region: s3 ? (text('options.region', options.region) ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION) : undefined,
-    accessKeyId: accessKeyId || undefined,
-    secretAccessKey: secretAccessKey || undefined,
-    sessionToken: sessionToken || undefined,
+    ...fields,
     anonymous: optionalBoolean('options.anonymous', options.anonymous, false),
     virtualHostedStyle: optionalBoolean('options.virtualHostedStyle', options.virtualHostedStyle, false),
     chunkSize,
@@ -347,4 +358,5 @@ export function objectOptions(url: string, options: ObjectStoreSourceOptions): N
     requestTimeoutMs: integer('options.requestTimeoutMs', options.requestTimeoutMs ?? 30_000),
     refetchAfterOutage: optionalBoolean('options.refetchAfterOutage', options.refetchAfterOutage, false),
   }
+  return { options: native_, provider }
 }

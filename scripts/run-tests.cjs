@@ -51,7 +51,11 @@ function suites() {
     ...others.map(({ node }) => ava(node, version(node))),
     // Alone, after the others, on the newest line: it runs SeaweedFS and moves gigabytes, which
     // would slow the timing tests of the files ava runs beside it.
-    ava(newest.node, version(newest.node), ['build/test/__test__/object-store.spec.js', 'build/test/__test__/snapshot-push.spec.js']),
+    ava(newest.node, version(newest.node), [
+      'build/test/__test__/object-store.spec.js',
+      'build/test/__test__/snapshot-push.spec.js',
+      'build/test/__test__/credentials.spec.js',
+    ]),
     {
       name: 'bun test (Bun)',
       command: bin('bun'),

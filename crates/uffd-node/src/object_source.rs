@@ -11,7 +11,7 @@ use napi::{Env, Task};
 use napi_derive::napi;
 use std::path::Path;
 use std::sync::Arc;
-use uffd_core::object_source::{push, ObjectOptions, ObjectSource, PushOptions, PushReport};
+use uffd_core::object_source::{push, ObjectOptions, ObjectSource, Pushed, PushOptions, PushReport};
 use uffd_core::source::Source;
 
 /// What opening gave: the source, or why there is none.
@@ -33,9 +33,34 @@ impl NativeObjectOutcome {
     }
 }
 
+/// Credentials a provider function gives, set again before they expire.
+#[napi]
+#[derive(Default)]
+pub struct NativeCredentials {
+    pushed: Arc<Pushed>,
+}
+
+#[napi]
+impl NativeCredentials {
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[napi]
+    pub fn set(&self, access_key_id: String, secret_access_key: String, session_token: Option<String>) {
+        self.pushed.set(access_key_id, secret_access_key, session_token);
+    }
+}
+
 #[napi(ts_return_type = "Promise<NativeObjectOutcome>")]
-pub fn open_object_source(env: Env, url: String, options: NativeObjectOptions) -> napi::Result<AsyncTask<Open>> {
-    let options = object_options(&env, options)?;
+pub fn open_object_source(
+    env: Env,
+    url: String,
+    options: NativeObjectOptions,
+    credentials: Option<&NativeCredentials>,
+) -> napi::Result<AsyncTask<Open>> {
+    let options = object_options(&env, options, credentials.map(|c| c.pushed.clone()))?;
     Ok(AsyncTask::new(Open { url, options: Some(options) }))
 }
 
@@ -94,8 +119,9 @@ pub fn push_snapshot(
     level: i32,
     base: Option<String>,
     chunk_prefix: Option<String>,
+    credentials: Option<&NativeCredentials>,
 ) -> napi::Result<AsyncTask<Push>> {
-    let options = object_options(&env, options)?;
+    let options = object_options(&env, options, credentials.map(|c| c.pushed.clone()))?;
     Ok(AsyncTask::new(Push {
         file,
         url,

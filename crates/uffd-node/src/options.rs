@@ -9,7 +9,7 @@ use napi_derive::napi;
 use std::sync::Arc;
 use std::time::Duration;
 use uffd_core::dirty::DirtyMethod;
-use uffd_core::object_source::{Credentials, ObjectOptions, RetryPolicy, StoreOptions};
+use uffd_core::object_source::{CredentialSource, Credentials, ObjectOptions, Pushed, RetryPolicy, StoreOptions};
 use uffd_core::residency::Limit;
 use uffd_core::source::{Readahead, Recorder, ServeOptions};
 use uffd_core::{Fallback, Modes, Options};
@@ -192,6 +192,17 @@ pub struct NativeObjectOptions {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
+    /// A web identity: the token's file and the role (with the session name and STS endpoint).
+    pub web_identity_token_file: Option<String>,
+    pub role_arn: Option<String>,
+    pub role_session_name: Option<String>,
+    pub sts_endpoint: Option<String>,
+    /// A container credentials endpoint, and its authorization token (or the file holding it).
+    pub container_credentials_uri: Option<String>,
+    pub container_authorization_token: Option<String>,
+    pub container_authorization_token_file: Option<String>,
+    /// The instance metadata service, when asked for.
+    pub instance_metadata_endpoint: Option<String>,
     pub anonymous: bool,
     pub virtual_hosted_style: bool,
     pub chunk_size: f64,
@@ -210,8 +221,13 @@ pub struct NativeObjectOptions {
 }
 
 /// The core's options of an object source. An absent endpoint, region or cache directory is none
-/// (the URL says where, no disk cache); credentials are used only when both keys are given.
-pub(crate) fn object_options(env: &Env, options: NativeObjectOptions) -> Result<ObjectOptions> {
+/// (the URL says where, no disk cache); credentials are used only when both keys are given, else
+/// from the one source named (`pushed`: set by a provider function).
+pub(crate) fn object_options(
+    env: &Env,
+    options: NativeObjectOptions,
+    pushed: Option<Arc<Pushed>>,
+) -> Result<ObjectOptions> {
     let ms = |what: &str, value: f64| to_usize(env, what, value).map(|v| Duration::from_millis(v as u64));
     let credentials = match (options.access_key_id, options.secret_access_key) {
         (Some(access_key_id), Some(secret_access_key)) => {
@@ -219,11 +235,30 @@ pub(crate) fn object_options(env: &Env, options: NativeObjectOptions) -> Result<
         }
         _ => None,
     };
+    let credential_source = match (pushed, options.web_identity_token_file, options.role_arn) {
+        (Some(pushed), _, _) => Some(CredentialSource::Pushed(pushed)),
+        (None, Some(token_file), Some(role_arn)) => Some(CredentialSource::WebIdentity {
+            token_file,
+            role_arn,
+            session_name: options.role_session_name,
+            sts_endpoint: options.sts_endpoint,
+        }),
+        _ => match (options.container_credentials_uri, options.instance_metadata_endpoint) {
+            (Some(uri), _) => Some(CredentialSource::Container {
+                uri,
+                token: options.container_authorization_token,
+                token_file: options.container_authorization_token_file,
+            }),
+            (None, Some(endpoint)) => Some(CredentialSource::InstanceMetadata { endpoint }),
+            (None, None) => None,
+        },
+    };
     Ok(ObjectOptions {
         store: StoreOptions {
             endpoint: options.endpoint,
             region: options.region,
             credentials,
+            credential_source,
             anonymous: options.anonymous,
             virtual_hosted_style: options.virtual_hosted_style,
             connect_timeout: ms("connectTimeoutMs", options.connect_timeout_ms)?,

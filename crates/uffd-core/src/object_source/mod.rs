@@ -17,6 +17,7 @@
 mod breaker;
 mod chunks;
 mod counters;
+mod credentials;
 mod disk;
 mod fetch;
 pub mod manifest;
@@ -27,6 +28,7 @@ mod store;
 
 pub use fetch::RetryPolicy;
 pub use push::{push, PushOptions, PushReport};
+pub use credentials::{CredentialSource, Pushed};
 pub use store::{Credentials, Location, StoreOptions};
 
 use crate::error::{Error, Result};

@@ -1,9 +1,9 @@
 //! Where an object lives and how to reach it: the URL (`s3://bucket/key`, `http(s)://host/path`),
 //! the endpoint, region and credentials, built into an `object_store` client that asks no one else
 //! for anything. Nothing here reads the environment: the caller passes every value (the TypeScript
-//! layer reads `AWS_*` the way the AWS SDKs do). No request ever goes to an instance-metadata
-//! endpoint, a container-credentials endpoint, STS or a proxy from the environment: credentials are
-//! static or absent (anonymous, unsigned), and the HTTP client is built here with no proxy.
+//! layer reads `AWS_*` the way the AWS SDKs do). No request goes to an instance-metadata endpoint,
+//! a container-credentials endpoint or STS unless the caller names it (`credentials.rs`), and none
+//! to a proxy from the environment: the HTTP client is built here with no proxy.
 
 use crate::error::{Error, Result};
 use nix::errno::Errno;
@@ -11,7 +11,9 @@ use object_store::aws::{AmazonS3Builder, AwsCredential};
 use object_store::client::{HttpClient, HttpConnector, HttpError, HttpErrorKind};
 use object_store::http::HttpBuilder;
 use object_store::path::Path;
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::{ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider};
+use super::credentials::{Container, CredentialSource};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,6 +114,9 @@ pub struct StoreOptions {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub credentials: Option<Credentials>,
+    /// Where credentials come from when they are not keys (a web identity, a container endpoint,
+    /// instance metadata, the caller).
+    pub credential_source: Option<CredentialSource>,
     /// Unsigned requests, for a public bucket. Without credentials this must be said.
     pub anonymous: bool,
     /// `bucket.host` requests instead of `host/bucket` (path style, the default).
@@ -127,6 +132,7 @@ impl Default for StoreOptions {
             endpoint: None,
             region: None,
             credentials: None,
+            credential_source: None,
             anonymous: false,
             virtual_hosted_style: false,
             connect_timeout: Duration::from_secs(5),
@@ -143,42 +149,73 @@ pub(crate) fn connect(location: &Location, options: &StoreOptions) -> Result<(Ar
     match location {
         Location::S3 { bucket, key } => {
             let region = options.region.clone().unwrap_or_else(|| "us-east-1".into());
-            let credential = match (&options.credentials, options.anonymous) {
-                (Some(c), _) => AwsCredential {
-                    key_id: c.access_key_id.clone(),
-                    secret_key: c.secret_access_key.clone(),
-                    token: c.session_token.clone(),
-                },
-                // Never signed: the placeholder only keeps the builder from choosing a provider.
-                (None, true) => AwsCredential { key_id: String::new(), secret_key: String::new(), token: None },
-                (None, false) => {
-                    return Err(Error::invalid(
-                        OP,
-                        format!(
-                            "no credentials for s3://{bucket}/{key}: pass options.credentials \
-                             ({{ accessKeyId, secretAccessKey }}), set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-                             or pass anonymous: true for a public bucket (instance metadata is never asked)"
-                        ),
-                    ))
-                }
-            };
             let endpoint = options.endpoint.as_deref().map(checked_endpoint).transpose()?;
             let endpoint = match (&endpoint, options.virtual_hosted_style) {
                 (Some(e), true) => Some(with_bucket_host(e, bucket)?),
                 _ => endpoint,
             };
+            let connector = Connector::new(options, endpoint.as_deref());
             let mut builder = AmazonS3Builder::new()
                 .with_bucket_name(bucket)
                 .with_region(&region)
-                .with_credentials(Arc::new(StaticCredentialProvider::new(credential)))
-                .with_skip_signature(options.anonymous && options.credentials.is_none())
                 .with_virtual_hosted_style_request(options.virtual_hosted_style)
-                // Belt and braces: the provider above is static, but should anything ever ask the
-                // instance metadata service, it would ask a closed loopback port.
+                // Should anything ask the instance metadata service unasked, it asks a closed
+                // loopback port.
                 .with_metadata_endpoint("http://127.0.0.1:1")
                 .with_retry(retry)
-                .with_client_options(client_options)
-                .with_http_connector(Connector::new(options, endpoint.as_deref()));
+                .with_client_options(client_options);
+            let unsigned = AwsCredential { key_id: String::new(), secret_key: String::new(), token: None };
+            builder = match (&options.credentials, &options.credential_source, options.anonymous) {
+                (Some(c), _, _) => builder.with_credentials(Arc::new(StaticCredentialProvider::new(AwsCredential {
+                    key_id: c.access_key_id.clone(),
+                    secret_key: c.secret_access_key.clone(),
+                    token: c.session_token.clone(),
+                }))),
+                (None, Some(CredentialSource::Pushed(pushed)), _) => builder.with_credentials(pushed.clone()),
+                (None, Some(CredentialSource::Container { uri, token, token_file }), _) => {
+                    let client = connector.client().map_err(|e| remote_error(OP, uri, &e))?;
+                    builder.with_credentials(Arc::new(Container::new(
+                        uri.clone(),
+                        token.clone(),
+                        token_file.clone(),
+                        client,
+                    )))
+                }
+                // The store's own providers, chosen by its builder from these keys: they refresh
+                // before expiry.
+                (None, Some(CredentialSource::WebIdentity { token_file, role_arn, session_name, sts_endpoint }), _) => {
+                    let mut builder = builder
+                        .with_config(AmazonS3ConfigKey::WebIdentityTokenFile, token_file)
+                        .with_config(AmazonS3ConfigKey::RoleArn, role_arn);
+                    if let Some(name) = session_name {
+                        builder = builder.with_config(AmazonS3ConfigKey::RoleSessionName, name);
+                    }
+                    if let Some(sts) = sts_endpoint {
+                        builder = builder.with_config(AmazonS3ConfigKey::StsEndpoint, checked_endpoint(sts)?);
+                    }
+                    builder
+                }
+                (None, Some(CredentialSource::InstanceMetadata { endpoint }), _) => {
+                    builder.with_metadata_endpoint(checked_endpoint(endpoint)?)
+                }
+                // Never signed: the placeholder only keeps the builder from choosing a provider.
+                (None, None, true) => builder
+                    .with_credentials(Arc::new(StaticCredentialProvider::new(unsigned)))
+                    .with_skip_signature(true),
+                (None, None, false) => {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "no credentials for s3://{bucket}/{key}: pass options.credentials \
+                             ({{ accessKeyId, secretAccessKey }}, or a provider function), set AWS_ACCESS_KEY_ID and \
+                             AWS_SECRET_ACCESS_KEY, pass credentialChain: true to look for them as the AWS SDKs do, \
+                             or pass anonymous: true for a public bucket (instance metadata is never asked unless \
+                             instanceMetadata says so)"
+                        ),
+                    ))
+                }
+            };
+            builder = builder.with_http_connector(connector);
             if let Some(endpoint) = endpoint {
                 builder = builder.with_endpoint(endpoint);
             }
@@ -251,8 +288,9 @@ impl Connector {
     }
 }
 
-impl HttpConnector for Connector {
-    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+impl Connector {
+    /// The reqwest client of every request: the store's, and a credentials endpoint's.
+    fn client(&self) -> object_store::Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(self.connect_timeout)
@@ -261,9 +299,13 @@ impl HttpConnector for Connector {
         if let Some(host) = &self.localhost {
             builder = builder.resolve(host, SocketAddr::from(([127, 0, 0, 1], 0)));
         }
-        let client =
-            builder.build().map_err(|e| object_store::Error::Generic { store: "uffd-object", source: Box::new(e) })?;
-        Ok(HttpClient::new(client))
+        builder.build().map_err(|e| object_store::Error::Generic { store: "uffd-object", source: Box::new(e) })
+    }
+}
+
+impl HttpConnector for Connector {
+    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(self.client()?))
     }
 }
 
