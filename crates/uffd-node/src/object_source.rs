@@ -11,7 +11,7 @@ use napi::{Env, Task};
 use napi_derive::napi;
 use std::path::Path;
 use std::sync::Arc;
-use uffd_core::object_source::{push, ObjectOptions, ObjectSource, Pushed, PushOptions, PushReport};
+use uffd_core::object_source::{push, ObjectOptions, ObjectSource, PushOptions, PushReport, Pushed};
 use uffd_core::source::Source;
 
 /// What opening gave: the source, or why there is none.

@@ -88,7 +88,8 @@ impl Container {
         if !status.is_success() {
             return Err(failed(format!("HTTP {}: {}", status.as_u16(), body.chars().take(200).collect::<String>())));
         }
-        let answer: ContainerAnswer = serde_json::from_str(&body).map_err(|e| failed(format!("not credentials: {e}")))?;
+        let answer: ContainerAnswer =
+            serde_json::from_str(&body).map_err(|e| failed(format!("not credentials: {e}")))?;
         let expires = match answer.expiration.as_deref() {
             Some(text) => Some(
                 chrono::DateTime::parse_from_rfc3339(text)

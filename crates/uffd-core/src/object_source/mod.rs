@@ -26,9 +26,9 @@ mod push;
 pub(crate) mod runtime;
 mod store;
 
+pub use credentials::{CredentialSource, Pushed};
 pub use fetch::RetryPolicy;
 pub use push::{push, PushOptions, PushReport};
-pub use credentials::{CredentialSource, Pushed};
 pub use store::{Credentials, Location, StoreOptions};
 
 use crate::error::{Error, Result};

@@ -5,15 +5,15 @@
 //! a container-credentials endpoint or STS unless the caller names it (`credentials.rs`), and none
 //! to a proxy from the environment: the HTTP client is built here with no proxy.
 
+use super::credentials::{Container, CredentialSource};
 use crate::error::{Error, Result};
 use nix::errno::Errno;
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::aws::{AmazonS3Builder, AwsCredential};
 use object_store::client::{HttpClient, HttpConnector, HttpError, HttpErrorKind};
 use object_store::http::HttpBuilder;
 use object_store::path::Path;
-use object_store::aws::AmazonS3ConfigKey;
 use object_store::{ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider};
-use super::credentials::{Container, CredentialSource};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
