@@ -111,6 +111,7 @@ pub struct NativePushReport {
 /// retries come from the object-source options (lib/source.ts applies their defaults); the level,
 /// base and chunk prefix are the push's own.
 #[napi(ts_return_type = "Promise<NativePushReport>")]
+#[allow(clippy::too_many_arguments)] // the JavaScript call's arguments, as lib/snapshot.ts passes them
 pub fn push_snapshot(
     env: Env,
     file: String,
