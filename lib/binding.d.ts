@@ -191,6 +191,11 @@ export declare class NativeUffd {
   latency(): NativeLatency
   /** A prefetch of `ranges` (offset, length pairs) of a region, ready to start. */
   prefetch(region: NativeRegion, ranges: Array<NativeRange>, source?: NativeSource | undefined | null, chunkPages?: number | undefined | null): NativePrefetch
+  /**
+   * A prefetch of the whole of each region (by id), one after the other, from its
+   * registration's source: one task for the thousands of regions of a VM.
+   */
+  prefetchRegions(ids: Array<number>, chunkPages?: number | undefined | null): NativePrefetch
   unregister(region: NativeRegion, offset: number, length?: number | undefined | null): void
   copy(region: NativeRegion, offset: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
   zero(region: NativeRegion, offset: number, length: number, wake: boolean): number
@@ -522,6 +527,8 @@ export interface NativeServe {
   adaptive?: boolean
   fallthrough: boolean
   zeroRemoved: boolean
+  /** Where the range's first byte is in the source, past the source's own offset. */
+  sourceOffset?: number
 }
 
 export interface NativeStats {

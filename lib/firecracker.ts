@@ -210,6 +210,8 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   readonly #files: readonly string[]
   /** The memory files, opened and checked once at the start and held open while it runs. */
   readonly #held: readonly HeldFile[]
+  /** The one source every region is served from (made at the first VM). */
+  #memory: Source | undefined
   readonly #listener: ReturnType<typeof listen>
   /** The link to the keeper, once made. */
   #keeper: Awaited<ReturnType<typeof linkKeeper>> | undefined
@@ -419,9 +421,11 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     uffd.on('close', () => this.#ended(restore))
     try {
       this.#check(regions, offsets)
+      const source = this.#source()
       regions.forEach((region, i) => {
         uffd.serve(region, {
-          source: this.#source(offsets[i] ?? 0),
+          source,
+          sourceOffset: offsets[i] ?? 0,
           readahead: this.#options.readahead,
           afterRemove: 'zeros',
           ...(restore.recorder ? { trace: restore.recorder } : {}),
@@ -449,15 +453,14 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     })
   }
 
-  /** The held files, read through /proc/self/fd: what was checked at the start, whatever became of its path. */
-  #source(offset: number): Source {
+  /**
+   * The held files, read through /proc/self/fd: what was checked at the start, whatever became of
+   * its path. One source for every region of every VM, each region served from its own offset.
+   */
+  #source(): Source {
     const held = this.#held
-    return held.length === 1
-      ? Source.file((held[0] as HeldFile).fd, { offset })
-      : Source.layers(
-          held.map((file) => file.proc),
-          { offset },
-        )
+    this.#memory ??= held.length === 1 ? Source.file((held[0] as HeldFile).fd) : Source.layers(held.map((file) => file.proc))
+    return this.#memory
   }
 
   /** `message` with the held files named by their paths. */
@@ -492,12 +495,11 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       // would be missing from its working set.
       const prefetch = this.#options.prefetch ?? restore.recorder === undefined
       if (prefetch && !uffd.closed) {
-        const rest = regions.map((region) =>
-          uffd.prefetch(region, undefined, { chunkPages: 512 }).then((result) => {
-            restore.prefetched += result.mapped
-          }),
-        )
-        await settledAll(rest)
+        // One native task for every region (a VM may have thousands): what it mapped counts even
+        // if the VM exits midway.
+        const result = await uffd.prefetchRegions(regions, { chunkPages: 512 })
+        restore.prefetched += result.mapped
+        if (result.error) throw result.error
       }
     } catch (error) {
       // The VM exiting midway closes the userfaultfd: that is not a failure to serve it.

@@ -218,6 +218,12 @@ export interface ServeOptions {
   offset?: number
   /** Its length. Default: to the region's end. */
   length?: number
+  /**
+   * Where the region's first byte is in a file or layered source, past the source's own offset:
+   * one source serves the many regions of one memory file (a VM's), each from its own place.
+   * Default 0.
+   */
+  sourceOffset?: number
 }
 
 /** How many pages a native source maps per fault: the `readahead` of {@link RegisterOptions}. */
@@ -459,7 +465,7 @@ export function servingOf(
   region: Region,
   options: ServeOptions,
 ): { handle: NativeRegion; how: NativeServe; source: Source; trace: TraceRecorder | undefined } {
-  const { source, readahead, fallthrough, afterRemove, trace, offset, length } = optionsOf('options', options)
+  const { source, readahead, fallthrough, afterRemove, trace, offset, length, sourceOffset } = optionsOf('options', options)
   if (!(source instanceof Source)) throw argumentError('options.source', 'a Source', source)
   if (trace !== undefined && !(trace instanceof TraceRecorder)) throw argumentError('options.trace', 'a TraceRecorder', trace)
   const removed = afterRemove ?? (region.kind === 'remote' ? 'zeros' : 'source')
@@ -475,6 +481,7 @@ export function servingOf(
     adaptive: optionalBoolean('options.readahead.adaptive', ahead.adaptive, false),
     fallthrough: optionalBoolean('options.fallthrough', fallthrough, false),
     zeroRemoved: removed === 'zeros',
+    sourceOffset: optionalInteger('options.sourceOffset', sourceOffset),
   }
   return { handle, how, source, trace }
 }

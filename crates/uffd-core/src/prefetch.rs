@@ -27,6 +27,7 @@ pub struct PrefetchReport {
 }
 
 /// How a prefetch runs.
+#[derive(Clone)]
 pub struct Prefetch {
     /// The ranges, as (offset, length) in the region, page-aligned.
     pub ranges: Vec<(usize, usize)>,

@@ -65,6 +65,9 @@ struct State {
     hot: VecDeque<usize>,
     /// Pages mapped now (clean, written, or being written back).
     resident: usize,
+    /// Of those, pages an eviction pass has taken and not yet dropped: the next pass (the evictor's,
+    /// or a fault's past the cap, at the same time) counts them gone, or it would drop as many again.
+    leaving: usize,
     /// Pages being written back now (`flush` waits for them).
     writing_back: usize,
     /// In the evictor's queue.
@@ -175,6 +178,7 @@ impl Residency {
                 probation: VecDeque::new(),
                 hot: VecDeque::new(),
                 resident: 0,
+                leaving: 0,
                 writing_back: 0,
                 queued: false,
                 stopped: false,
@@ -224,14 +228,19 @@ impl Residency {
             state.resident += 1;
             bump(&shared.counters.resident_pages);
         }
-        let resident = state.resident;
+        let (resident, staying) = (state.resident, state.resident - state.leaving);
         drop(state);
         if resident > shared.cap {
             // Past the limit itself (the evictor did not get a CPU in time): the fault path drops
-            // the oldest pages before it maps more, so the limit holds under any load.
+            // pages before it maps more, and waits for those another pass is dropping, so the
+            // limit holds under any load.
             bump(&shared.counters.eviction_stalls);
             shared.evict();
-        } else if resident > shared.high {
+            let mut state = shared.lock();
+            while state.resident > shared.cap && state.leaving > 0 && !state.stopped {
+                state = shared.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+        } else if staying > shared.high {
             shared.ask_eviction();
         }
     }
@@ -358,7 +367,7 @@ impl Shared {
     fn evict(self: &Arc<Self>) {
         let mut state = self.lock();
         state.queued = false;
-        if state.stopped || state.resident <= self.high || self.region.is_closed() {
+        if state.stopped || state.resident - state.leaving <= self.high || self.region.is_closed() {
             return;
         }
         let (mut clean, mut written) = (Vec::new(), Vec::new());
@@ -368,7 +377,9 @@ impl Shared {
         // fill the limit.
         let mut eligible_probation = state.probation.len().saturating_sub(self.window);
         let mut eligible_hot = state.hot.len().saturating_sub(self.window);
-        while state.resident - clean.len() - written.len() > self.low && eligible_probation + eligible_hot > 0 {
+        while state.resident - state.leaving - clean.len() - written.len() > self.low
+            && eligible_probation + eligible_hot > 0
+        {
             let from_probation = eligible_probation > 0;
             let next = if from_probation {
                 eligible_probation -= 1;
@@ -395,6 +406,7 @@ impl Shared {
         }
         state.probation.extend(kept_probation);
         state.hot.extend(kept_hot);
+        state.leaving += clean.len() + written.len();
         state.writing_back += written.len();
         drop(state);
         if let Some(error) = self.write_back(&written, true) {
@@ -456,9 +468,10 @@ impl Shared {
         }
         for &index in &back {
             state.pages[index] = Page::Written;
-            // Taken off its queue to be evicted: listed again (one flushed never left it).
+            // Taken off its queue to be evicted: listed again, and staying (one flushed never left).
             if evict {
                 state.probation.push_back(index);
+                state.leaving -= 1;
             }
         }
         let (written_back, pages) = (done.len() as u64, indexes.len() as u64);
@@ -492,7 +505,12 @@ impl Shared {
             let _ = self.region.discard(self.start + run[0] * page, run.len() * page);
         }
         let count = victims.len() as u64;
-        self.lock().resident -= victims.len();
+        let mut state = self.lock();
+        state.resident -= victims.len();
+        state.leaving -= victims.len();
+        drop(state);
+        // A fault past the cap may wait for these pages to go.
+        self.changed.notify_all();
         self.counters.resident_pages.fetch_sub(count, Ordering::Relaxed);
         self.counters.evictions.fetch_add(count, Ordering::Relaxed);
         bump(&self.counters.eviction_batches);

@@ -78,14 +78,18 @@ impl Source {
         Ok(Source::Layers(layers.into()))
     }
 
-    /// The same files, read from `offset` on: what another region of the same memory file uses.
-    pub fn at_offset(&self, offset: u64) -> Source {
+    /// The same files (the same open descriptors), read `delta` bytes further on: what another
+    /// region of the same memory file is served from. Only file and layered sources have offsets.
+    pub fn shifted(&self, delta: u64) -> Result<Source> {
+        let shift = |layer: &FileLayer| FileLayer { offset: layer.offset + delta, ..layer.clone() };
         match self {
-            Source::File(layer) => Source::File(FileLayer { offset, ..layer.clone() }),
-            Source::Layers(layers) => {
-                Source::Layers(layers.iter().map(|layer| FileLayer { offset, ..layer.clone() }).collect())
-            }
-            other => other.clone(),
+            Source::File(layer) => Ok(Source::File(shift(layer))),
+            Source::Layers(layers) => Ok(Source::Layers(layers.iter().map(shift).collect())),
+            _ if delta == 0 => Ok(self.clone()),
+            other => Err(Error::invalid(
+                "serve",
+                format!("sourceOffset: {} has no offsets (a file or layered source has)", other.describe()),
+            )),
         }
     }
 

@@ -105,12 +105,15 @@ pub struct NativeServe {
     pub adaptive: Option<bool>,
     pub fallthrough: bool,
     pub zero_removed: bool,
+    /// Where the range's first byte is in the source, past the source's own offset.
+    pub source_offset: Option<f64>,
 }
 
 /// A served range of another process's memory: where, and how its source serves it.
 pub(crate) struct Serving {
     pub offset: usize,
     pub length: Option<usize>,
+    pub source_offset: u64,
     pub serve: ServeOptions,
 }
 
@@ -125,7 +128,8 @@ pub(crate) fn serving(env: &Env, how: NativeServe, recorder: Option<Arc<Recorder
         recorder,
         residency: None,
     };
-    Ok(Serving { offset, length, serve })
+    let source_offset = to_opt_usize(env, "sourceOffset", how.source_offset)?.unwrap_or(0) as u64;
+    Ok(Serving { offset, length, source_offset, serve })
 }
 
 fn readahead(env: &Env, pages: Option<f64>, max_pages: Option<f64>, adaptive: Option<bool>) -> Result<Readahead> {

@@ -28,14 +28,15 @@ pub struct NativePrefetch {
 
 struct Run {
     uffd: Arc<Userfaultfd>,
-    region: Arc<Region>,
+    /// One region, or many one after the other (each whole, or the same ranges of each).
+    regions: Vec<Arc<Region>>,
     prefetch: Prefetch,
 }
 
 impl NativePrefetch {
-    pub(crate) fn new(uffd: Arc<Userfaultfd>, region: Arc<Region>, prefetch: Prefetch) -> Self {
+    pub(crate) fn new(uffd: Arc<Userfaultfd>, regions: Vec<Arc<Region>>, prefetch: Prefetch) -> Self {
         let cancel = prefetch.cancel.clone();
-        NativePrefetch { job: Mutex::new(Some(Run { uffd, region, prefetch })), cancel }
+        NativePrefetch { job: Mutex::new(Some(Run { uffd, regions, prefetch })), cancel }
     }
 }
 
@@ -78,21 +79,44 @@ impl Task for FlushTask {
 }
 
 impl Task for PrefetchTask {
-    type Output = uffd_core::Result<PrefetchReport>;
+    /// What was mapped, and the error that ended it early (what the regions before it mapped counts).
+    type Output = (PrefetchReport, Option<uffd_core::Error>);
     type JsValue = NativePrefetchOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        guard("prefetch", || match self.run.take() {
-            Some(run) => run.uffd.prefetch(&run.region, &run.prefetch),
-            None => Err(uffd_core::Error::invalid("prefetch", "this prefetch already ran")),
-        })
+        let Some(run) = self.run.take() else {
+            let error = uffd_core::Error::invalid("prefetch", "this prefetch already ran");
+            return Ok((PrefetchReport::default(), Some(error)));
+        };
+        let mut total = PrefetchReport::default();
+        for region in &run.regions {
+            // A region whose ranges were not given is prefetched whole.
+            let whole;
+            let prefetch = if run.prefetch.ranges.is_empty() {
+                whole = Prefetch { ranges: vec![(0, region.size())], ..run.prefetch.clone() };
+                &whole
+            } else {
+                &run.prefetch
+            };
+            match guard("prefetch", || run.uffd.prefetch(region, prefetch))? {
+                Ok(report) => {
+                    total.mapped += report.mapped;
+                    total.present += report.present;
+                    total.yields += report.yields;
+                    if report.stopped {
+                        total.stopped = true;
+                        break;
+                    }
+                }
+                Err(error) => return Ok((total, Some(error))),
+            }
+        }
+        Ok((total, None))
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
-        let (report, error) = match output {
-            Ok(report) => (report, None),
-            Err(error) => (PrefetchReport::default(), Some(NativeFailure::of(&error))),
-        };
+        let (report, error) = output;
+        let error = error.map(|error| NativeFailure::of(&error));
         Ok(NativePrefetchOutcome {
             mapped: report.mapped as f64,
             present: report.present as f64,

@@ -113,7 +113,10 @@ impl NativeUffd {
         recorder: Option<&NativeRecorder>,
     ) -> napi::Result<()> {
         let how = options::serving(&env, how, recorder.map(|r| r.recorder.clone()))?;
-        let served = source.served(how.serve);
+        let served = match how.source_offset {
+            0 => source.served(how.serve),
+            delta => Served::with(source.source().shifted(delta).or_throw(&env)?, how.serve),
+        };
         let region = region.region(&env, "serve")?;
         self.inner.serve(&region, how.offset, how.length, served).or_throw(&env)
     }
@@ -137,7 +140,26 @@ impl NativeUffd {
         let (ranges, chunk_pages) = options::prefetch(&env, &ranges, chunk_pages)?;
         let prefetch =
             Prefetch { ranges, source: source.map(NativeSource::source), chunk_pages, cancel: Default::default() };
-        Ok(NativePrefetch::new(self.inner.clone(), region, prefetch))
+        Ok(NativePrefetch::new(self.inner.clone(), vec![region], prefetch))
+    }
+
+    /// A prefetch of the whole of each region (by id), one after the other, from its
+    /// registration's source: one task for the thousands of regions of a VM.
+    #[napi]
+    pub fn prefetch_regions(&self, env: Env, ids: Vec<f64>, chunk_pages: Option<f64>) -> napi::Result<NativePrefetch> {
+        let (_, chunk_pages) = options::prefetch(&env, &[], chunk_pages)?;
+        let regions = ids
+            .into_iter()
+            .map(|id| {
+                let id = to_id(&env, id)?;
+                Region::lookup(id)
+                    .filter(|region| !region.is_closed())
+                    .ok_or(Error::Closed { op: "prefetch", what: "region" })
+                    .or_throw(&env)
+            })
+            .collect::<napi::Result<Vec<_>>>()?;
+        let prefetch = Prefetch { ranges: Vec::new(), source: None, chunk_pages, cancel: Default::default() };
+        Ok(NativePrefetch::new(self.inner.clone(), regions, prefetch))
     }
 
     #[napi]
