@@ -70,3 +70,25 @@ test('a fault on a region that is never served gets the fallback at timeoutMs (S
   )
   t.regex(errors[0]?.message ?? '', /no handler was installed and no source served a missing fault at offset 0 .* within 500 ms/)
 })
+
+test('serve({ sourceOffset }): one source serves every region of a VM, each from its own place in the memory file; a source with no offsets refuses one', async (t) => {
+  const mem = kit.memoryFile('shared.mem', PAGES * REGIONS)
+  const socket = kit.socketPath()
+  const listener = listen(socket)
+  t.teardown(() => listener.close())
+  const vm = kit.startPeer(socket, mem, PAGES, ['--regions', String(REGIONS), '--delay-ms', '300'])
+  const { uffd, regions, offsets } = await within(listener.accept(), 'the handshake')
+  t.teardown(() => uffd.close())
+  const first = regions[0]
+  if (!first) throw new Error('no region')
+  t.throws(() => uffd.serve(first, { source: Source.zero(), sourceOffset: 4096 }), {
+    message: /sourceOffset: the zero source has no offsets/,
+  })
+  const source = Source.file(mem)
+  regions.forEach((region, i) => {
+    uffd.serve(region, { source, sourceOffset: offsets[i] ?? 0 })
+  })
+  const { code, out } = await vm.exit
+  t.is(code, 0, out)
+  t.regex(out, new RegExp(`"pages":${PAGES * REGIONS},"wrong":0`))
+})
