@@ -20,8 +20,8 @@
 //    served without a re-fault after warm-up is 1 - (re-faults after warm-up) / reads, from
 //    stats.residency.refaults (goal >= 95 %). Also with adaptive readahead, and with 10 % of the
 //    reads going to cold pages anywhere in the file (what FIFO eviction does to a hot set).
-// 3. random writes through a writable file source, then flush(): not built yet (a `skipped:` line).
-// 4. the object-store scan with a limit: not supported with maxResident yet (a `skipped:` line).
+// 3. random writes through a writable file source, then flush(): bench/write-back.mjs (a `skipped:` line here).
+// 4. the object-store scan with a limit: bench/residency-store.mjs (a `skipped:` line here).
 //
 // Every measurement runs in a child process of its own (this script with --child), one at a time,
 // contenders rotating from one repetition to the next; medians over repetitions with [min-max].
@@ -72,13 +72,14 @@ try {
       json: { type: 'string' },
       data: { type: 'string' },
       scenario: { type: 'string', multiple: true },
+      'reads-per-hot-page': { type: 'string' },
       child: { type: 'string' },
     },
     strict: true,
   }).values
 } catch (error) {
   log(
-    `${error.message}\nusage: node bench/residency.mjs [--quick] [--size 4G] [--limit 256M] [--reps N] [--out DIR] [--json FILE] [--data DIR] [--scenario scan|random]...`,
+    `${error.message}\nusage: node bench/residency.mjs [--quick] [--size 4G] [--limit 256M] [--reps N] [--out DIR] [--json FILE] [--data DIR] [--scenario scan|random]... [--reads-per-hot-page N]`,
   )
   process.exit(2)
 }
@@ -259,8 +260,12 @@ async function childRandom(spec) {
     } else target[k] = hot[Math.floor(rand() * hotCount)]
     offset[k] = Math.floor(rand() * PAGE)
   }
+  // In two halves: what the second half re-faults says what the policy holds once it has learnt.
+  const half = reads >> 1
   const t0 = performance.now()
-  for (let k = 0; k < reads; k++) if (read(target[k], offset[k]) !== pageByte(target[k])) bad++
+  for (let k = 0; k < half; k++) if (read(target[k], offset[k]) !== pageByte(target[k])) bad++
+  const mid = uffd.stats
+  for (let k = half; k < reads; k++) if (read(target[k], offset[k]) !== pageByte(target[k])) bad++
   const ms = performance.now() - t0
   const after = uffd.stats
   const regionRssEndKiB = regionRssKiB(address)
@@ -278,6 +283,8 @@ async function childRandom(spec) {
     ms,
     bad,
     refaults: after.residency.refaults - before.residency.refaults,
+    secondHalfReads: reads - half,
+    secondHalfRefaults: after.residency.refaults - mid.residency.refaults,
     missingFaults: after.faults.missing - before.faults.missing,
     evictions: settled.residency.evictions - before.residency.evictions,
     residentAfterReadsBytes: after.residency.residentBytes,
@@ -506,7 +513,8 @@ for (let rep = 0; WANT.includes('scan') && rep < REPS; rep++) {
 // ---- 2. random reads over a hot set -----------------------------------------------------------------------
 
 const HOT = Math.floor((LIMIT * HOT_SHARE) / PAGE) * PAGE
-const READS = (HOT / PAGE) * 8
+// Random reads after the warm-up: 8 per hot page by default (more, to see a policy after it has learnt).
+const READS = (HOT / PAGE) * Number(args['reads-per-hot-page'] ?? 8)
 const RANDOM = [
   { id: 'hot', label: 'hot set only, readahead 1 page (default), limit', spec: { limit: LIMIT, coldShare: 0 } },
   { id: 'hot-unbounded', label: 'hot set only, readahead 1 page, no limit', spec: { limit: null, coldShare: 0 } },
@@ -534,12 +542,10 @@ for (let rep = 0; WANT.includes('random') && rep < REPS; rep++) {
   }
 }
 
-// ---- 3 and 4: not built yet ---------------------------------------------------------------------------
+// ---- 3 and 4: benches of their own ----------------------------------------------------------------------
 
-skip(
-  'write-back: not built yet (random writes through Source.file(path, { writable: true }) with a limit of 1/16, then flush(), vs pwrite)',
-)
-skip('object-store scan with maxResident: not supported with maxResident yet (a limit takes a file, layers, bytes or zero source)')
+skip('write-back: measured by bench/write-back.mjs (random and in-order writes through a writable file source, vs pwrite)')
+skip('object-store scan with maxResident: measured by bench/residency-store.mjs (an object in SeaweedFS, with and without a limit)')
 
 // ---- summaries --------------------------------------------------------------------------------------------
 
@@ -629,6 +635,7 @@ const randomRows = RANDOM.map((c) => {
   const runs = ok(randomRuns[c.id])
   const share = runs.map((r) => 1 - r.refaults / r.reads)
   const hotShare = runs.map((r) => 1 - r.refaults / (r.reads - r.coldReads))
+  const secondHalf = runs.map((r) => 1 - r.secondHalfRefaults / r.secondHalfReads)
   const nsPerRead = runs.map((r) => (r.ms * 1e6) / r.reads)
   return {
     id: c.id,
@@ -641,6 +648,7 @@ const randomRows = RANDOM.map((c) => {
       2,
     ),
     hotShare: median(hotShare),
+    secondHalf: median(secondHalf),
     refaults: median(runs.map((r) => r.refaults)),
     faults: median(runs.map((r) => r.missingFaults)),
     warmupEvictions: median(runs.map((r) => r.warmupEvictions)),
@@ -664,6 +672,7 @@ if (WANT.includes('random')) {
         'served without a re-fault',
         'min - max %',
         'of hot reads',
+        'second half',
         're-faults',
         'faults after warm-up',
         'evictions: warm-up / after',
@@ -676,6 +685,7 @@ if (WANT.includes('random')) {
         `${fmt(row.share * 100, 2)} %`,
         row.shareRange,
         `${fmt(row.hotShare * 100, 2)} %`,
+        `${fmt(row.secondHalf * 100, 2)} %`,
         row.refaults,
         row.faults,
         `${row.warmupEvictions} / ${row.evictions}`,
@@ -746,7 +756,7 @@ out.push(
 )
 out.push('')
 for (const line of skipped) out.push(`skipped: ${line}`)
-const command = `node bench/residency.mjs${quick ? ' --quick' : ''}${args.size ? ` --size ${args.size}` : ''}${args.limit ? ` --limit ${args.limit}` : ''}${args.reps ? ` --reps ${args.reps}` : ''}${(args.scenario ?? []).map((name) => ` --scenario ${name}`).join('')}`
+const command = `node bench/residency.mjs${quick ? ' --quick' : ''}${args.size ? ` --size ${args.size}` : ''}${args.limit ? ` --limit ${args.limit}` : ''}${args.reps ? ` --reps ${args.reps}` : ''}${(args.scenario ?? []).map((name) => ` --scenario ${name}`).join('')}${args['reads-per-hot-page'] ? ` --reads-per-hot-page ${args['reads-per-hot-page']}` : ''}`
 out.push('')
 out.push(`Reproduce: ${command}`)
 console.log(out.join('\n'))
