@@ -7,6 +7,9 @@ snapshot made by the shared driver (../shared/firecracker/README.md: `drive.py s
         the middle of the guest's first read of its memory (started again at once), alternated with
         N restores with no kill; per kill: restart (kill -> the new server's `resume` line) and the
         stall (that read's time minus the median read with no kill); every checksum checked.
+  bench/firecracker-restart.py restart N --pause-ms M   the same, but the server is only stopped
+        (SIGSTOP) for M ms and let go on (SIGCONT), not killed: what a stall of that length costs
+        the guest without any restart, to compare with.
   bench/firecracker-restart.py grace     the server killed and not started again: the keeper kills
         the VM after --keeper-grace-ms (2000).
   bench/firecracker-restart.py handover  SIGTERM hands the VM to the keeper; a server started a
@@ -21,8 +24,9 @@ sys.path.insert(0, os.environ.get('SHARED_FIRECRACKER', os.path.join(PROJECT, '.
 import drive  # noqa: E402
 
 mode = sys.argv[1] if len(sys.argv) > 1 else 'restart'
+pause_ms = float(sys.argv[sys.argv.index('--pause-ms') + 1]) if '--pause-ms' in sys.argv else None
 meta = json.load(open(drive.META))
-work = f'{drive.RUNS}/restart-{mode}'
+work = f'{drive.RUNS}/restart-{mode}{"-pause" if pause_ms is not None else ""}'
 os.makedirs(work, exist_ok=True)
 sock, keeper = f'{work}/uffd.sock', f'{work}/keeper.sock'
 for p in (sock, keeper):
@@ -80,11 +84,17 @@ try:
                 if kill:
                     time.sleep(0.05 + 0.05 * (i // 2 % 4))  # somewhere in the middle of the read
                     tk = time.monotonic()
-                    srv.kill()
-                    srv.wait()
-                    srv, out = server()
-                    tr, _, _ = out.wait(r'"event":"resume"', after=tk, timeout=30)
-                    run['restart_s'] = tr - tk
+                    if pause_ms is not None:
+                        srv.send_signal(signal.SIGSTOP)
+                        time.sleep(pause_ms / 1000)
+                        srv.send_signal(signal.SIGCONT)
+                        run['restart_s'] = time.monotonic() - tk
+                    else:
+                        srv.kill()
+                        srv.wait()
+                        srv, out = server()
+                        tr, _, _ = out.wait(r'"event":"resume"', after=tk, timeout=30)
+                        run['restart_s'] = tr - tk
                 run['read_s'], run['csum_ok'] = read_end(serial, tb, n)
                 run['vm_alive'] = fc.poll() is None
             finally:
