@@ -434,6 +434,9 @@ function residencyOf(
   pageSize: number,
 ): { maxResident?: number; residentHigh?: number; residentLow?: number } {
   if (limit === undefined) return {}
+  if (typeof limit !== 'number' && (typeof limit !== 'object' || limit === null)) {
+    throw argumentError('options.maxResident', 'a number of bytes, or { bytes, high, low }', limit)
+  }
   const { bytes, high, low } =
     typeof limit === 'number' ? { bytes: limit, high: undefined, low: undefined } : optionsOf('options.maxResident', limit)
   const name = typeof limit === 'number' ? 'options.maxResident' : 'options.maxResident.bytes'

@@ -158,7 +158,8 @@ impl Residency {
                 OP,
                 format!(
                     "a residency limit or write-back needs private anonymous memory, or shared shmem or hugetlb \
-                     memory, not {private}{} memory",
+                     memory, not {private}{} memory: register a region made by Region.anonymous, or by \
+                     Region.shmem or Region.hugetlb without private",
                     region.kind().name()
                 ),
             ));
