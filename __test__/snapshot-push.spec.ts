@@ -9,10 +9,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { type PushSnapshotOptions, pushSnapshot, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
-import { nextError } from './helpers/harness'
+import { nextError, spawnCollecting, until } from './helpers/harness'
 import { objectBytes, PAGE } from './helpers/object-data'
 import { Seaweed } from './helpers/seaweed'
 import { seaweedTests } from './helpers/seaweed-tests'
+import { vmKit } from './helpers/vm'
 
 // Nothing here may look for credentials or ask an instance-metadata service.
 process.env.AWS_EC2_METADATA_DISABLED = 'true'
@@ -397,3 +398,46 @@ run('userfaultfd snapshot push: the report, and usage errors (exit 2) that say w
   t.is(failed.status, 1)
   t.regex(failed.stderr, /^userfaultfd: ENOENT: .*nope\.mem/)
 })
+
+run(
+  'userfaultfd firecracker --mem s3://: VMs of several regions restored from a pushed snapshot and from a plain object, every byte right',
+  async (t) => {
+    const kit = vmKit('uffd-store-restore-')
+    t.teardown(() => kit.remove())
+    const pages = 64
+    const regions = 4
+    const mem = kit.memoryFile('store.mem', pages * regions)
+    await push(mem, 'restore/pushed.mem')
+    await store().put(BUCKET, 'restore/plain.mem', readFileSync(mem))
+    const cli = join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js')
+    for (const key of ['restore/pushed.mem', 'restore/plain.mem']) {
+      const socket = kit.socketPath()
+      const args = [cli, 'firecracker', '--socket', socket, '--mem', url(key), '--endpoint', store().s3, '--anonymous', '--once']
+      const server = spawnCollecting(process.execPath, args, 'the server', 60_000)
+      await until(() => server.output().includes('listening'), 'listening')
+      const vm = kit.startPeer(socket, mem, pages, ['--regions', String(regions)])
+      const { code, out } = await vm.exit
+      t.is(code, 0, `${key}: ${out}`)
+      t.regex(out, new RegExp(`"pages":${pages * regions},"wrong":0`), key)
+      const done = await server.exit
+      t.is(done.code, 0, done.out)
+      t.regex(done.out, /"outcome":"served"/)
+    }
+    // A missing object is said before the server listens; layers of a store are refused.
+    const missing = spawnSync(
+      process.execPath,
+      [cli, 'firecracker', '--socket', kit.socketPath(), '--mem', url('restore/none.mem'), '--endpoint', store().s3, '--anonymous'],
+      { encoding: 'utf8', timeout: 60_000 },
+    )
+    t.is(missing.status, 1, missing.stdout + missing.stderr)
+    t.regex(missing.stdout, /"code":"ENOENT"/)
+    t.notRegex(missing.stdout, /listening/)
+    const layered = spawnSync(
+      process.execPath,
+      [cli, 'firecracker', '--socket', kit.socketPath(), '--mem', url('restore/plain.mem'), '--mem', mem],
+      { encoding: 'utf8', timeout: 60_000 },
+    )
+    t.is(layered.status, 2)
+    t.regex(layered.stderr, /takes no layers/)
+  },
+)

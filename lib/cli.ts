@@ -9,6 +9,7 @@ import { DEFAULT_KEEPER_GRACE_MS, runKeeper } from './keeper'
 import { DEFAULTS } from './options'
 import { activatedSocket } from './remote'
 import { snapshotMain } from './snapshot-cli'
+import { Source } from './source'
 
 const COMMANDS = ['firecracker', 'keeper', 'snapshot'] as const
 
@@ -24,10 +25,19 @@ Options:
   -v, --version  the package's version`
 
 const FIRECRACKER_USAGE = `usage: userfaultfd firecracker --socket PATH --mem FILE [--mem DIFF ...] [options]
+       userfaultfd firecracker --socket PATH --mem s3://BUCKET/KEY [options]
 
 Serves Firecracker snapshot restores on the Unix socket PATH (the load request's
-mem_backend.backend_path), each VM from its memory file (repeat --mem for layers, base first).
-Started by systemd with a socket (ListenStream=), --socket may be left out.
+mem_backend.backend_path), each VM from its memory file (repeat --mem for layers, base first),
+or from an object in a store (s3://, http(s)://: a plain object or a pushed snapshot; its
+credentials from AWS_*, or as the AWS SDKs find them with --credential-chain). Started by
+systemd with a socket (ListenStream=), --socket may be left out.
+
+  --endpoint URL           the store's endpoint (default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)
+  --anonymous              unsigned requests (a public bucket)
+  --credential-chain       look for credentials as the AWS SDKs do (profiles, web identity,
+                           container endpoints)
+  --cache-dir DIR          a chunk cache on disk, shared by the servers of this machine
 
   --socket-mode MODE       the socket file's mode, octal (660 lets its group connect)
   --socket-owner USER[:GROUP]  the socket file's owner (a jailed Firecracker's user)
@@ -113,7 +123,17 @@ function main(argv: string[]): void {
     const near = COMMANDS.find((name) => distance(command, name) <= 3)
     usageError(`unknown command '${command}'${near ? ` (did you mean '${near}'?)` : ''}`, USAGE)
   }
-  const { values } = parseArgs({
+  const values = firecrackerArgs(rest)
+  if (values.help) {
+    console.log(FIRECRACKER_USAGE)
+    return
+  }
+  void firecrackerMain(values)
+}
+
+/** The firecracker command's options (parseArgs throws on one it does not know). */
+function firecrackerArgs(rest: string[]) {
+  return parseArgs({
     args: rest,
     options: {
       socket: { type: 'string' },
@@ -129,13 +149,16 @@ function main(argv: string[]): void {
       once: { type: 'boolean', default: false },
       keeper: { type: 'string' },
       'keeper-grace-ms': { type: 'string' },
+      endpoint: { type: 'string' },
+      anonymous: { type: 'boolean', default: false },
+      'credential-chain': { type: 'boolean', default: false },
+      'cache-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
-  })
-  if (values.help) {
-    console.log(FIRECRACKER_USAGE)
-    return
-  }
+  }).values
+}
+
+async function firecrackerMain(values: ReturnType<typeof firecrackerArgs>): Promise<void> {
   const number = (name: string, text: string | undefined): number => {
     const value = Number(text)
     if (!Number.isSafeInteger(value) || value < 0) {
@@ -157,9 +180,10 @@ function main(argv: string[]): void {
   ) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level, ...line })}\n`)
   let server: ReturnType<typeof serveFirecracker>
   try {
+    const memory = await memoryOf(values)
     server = serveFirecracker({
       socket,
-      memoryFile: values.mem,
+      ...(memory ? { memory } : { memoryFile: values.mem }),
       handshakeTimeoutMs: number('handshake-timeout-ms', values['handshake-timeout-ms']),
       timeoutMs: number('timeout-ms', values['timeout-ms']),
       // Left unsaid, a recording restore runs without the prefetch (its trace would miss pages).
@@ -208,6 +232,28 @@ function main(argv: string[]): void {
     // The keeper holds every VM this server took: the next server started takes them back.
     print({ event: 'handover', keeper: values.keeper, vms: server.running().length })
     process.exit(0)
+  })
+}
+
+/**
+ * The memory when `--mem` names an object in a store (`s3://bucket/key`, `http(s)://...`): opened
+ * now (its HEAD), so that a missing object is said before the server listens.
+ */
+async function memoryOf(values: ReturnType<typeof firecrackerArgs>): Promise<Source | undefined> {
+  const mem = values.mem ?? []
+  const urls = mem.filter((m) => /^(s3a?|https?):\/\//.test(m))
+  if (urls.length === 0) {
+    for (const name of ['endpoint', 'cache-dir'] as const) {
+      if (values[name] !== undefined) usageError(`--${name} is for a --mem in a store (s3://, https://)`, FIRECRACKER_USAGE)
+    }
+    return undefined
+  }
+  if (mem.length > 1) usageError('a --mem in a store takes no layers (yet): give one --mem', FIRECRACKER_USAGE)
+  return Source.objectStore(urls[0] as string, {
+    ...(values.endpoint ? { endpoint: values.endpoint } : {}),
+    ...(values['cache-dir'] ? { cacheDir: values['cache-dir'] } : {}),
+    anonymous: values.anonymous,
+    credentialChain: values['credential-chain'],
   })
 }
 

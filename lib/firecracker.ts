@@ -48,8 +48,17 @@ export interface FirecrackerOptions {
    * `'user:group'`, `':group'` (names or numeric ids), or `{ uid, gid }`. Default: this process's.
    */
   socketOwner?: string | SocketOwner
-  /** The snapshot's memory file (`mem_file_path` of the snapshot), or its layers base first (a full snapshot, then diff snapshots). */
-  memoryFile: string | readonly string[]
+  /**
+   * The snapshot's memory file (`mem_file_path` of the snapshot), or its layers base first (a full
+   * snapshot, then diff snapshots). Or give `memory` instead.
+   */
+  memoryFile?: string | readonly string[]
+  /**
+   * The memory as a source made already: an object in a store, a plain object or a pushed
+   * snapshot (`await Source.objectStore('s3://snapshots/vm.mem', ...)`), each region read from its
+   * place in it. Instead of `memoryFile`; traces (`record`, `replay`, `workingSet`) need a file.
+   */
+  memory?: Source
   /**
    * How long a connection may take, from its accept, to send its handshake. Every connection is
    * read as its bytes come, so a silent, half-sent or closed one holds up no VM: it is dropped
@@ -210,7 +219,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   readonly #files: readonly string[]
   /** The memory files, opened and checked once at the start and held open while it runs. */
   readonly #held: readonly HeldFile[]
-  /** The one source every region is served from (made at the first VM). */
+  /** The one source every region is served from (`memory`, or made from the held files at the first VM). */
   #memory: Source | undefined
   readonly #listener: ReturnType<typeof listen>
   /** The link to the keeper, once made. */
@@ -230,15 +239,26 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   /** Starts listening on `options.socket` (what {@link serveFirecracker} does). */
   constructor(options: FirecrackerOptions) {
     super()
-    const { socket, memoryFile } = options
+    const { socket, memoryFile, memory } = options
     if (typeof socket !== 'string' && typeof socket !== 'number') {
       throw argumentError('options.socket', 'a path, or the fd of a listening socket', socket)
     }
-    const files = typeof memoryFile === 'string' ? [memoryFile] : memoryFile
-    if (!Array.isArray(files) || files.length === 0 || files.some((f) => typeof f !== 'string')) {
+    if (memory !== undefined) {
+      if (!(memory instanceof Source)) throw argumentError('options.memory', 'a Source', memory)
+      if (memoryFile !== undefined) throw argumentError('options.memoryFile', 'unset with memory (one or the other)', memoryFile)
+      for (const name of ['record', 'replay', 'workingSet'] as const) {
+        if (options[name] !== undefined) {
+          throw argumentError(`options.${name}`, 'unset with memory: a trace is of a memory file (not yet of a store)', options[name])
+        }
+      }
+      if (memory.size === undefined) throw argumentError('options.memory', 'a source with a size (a file or an object)', memory.kind)
+      this.#memory = memory
+    }
+    const files = memory !== undefined ? [] : typeof memoryFile === 'string' ? [memoryFile] : memoryFile
+    if (memory === undefined && (!Array.isArray(files) || files.length === 0 || files.some((f) => typeof f !== 'string'))) {
       throw argumentError('options.memoryFile', 'a path or a non-empty array of paths', memoryFile)
     }
-    this.#files = [...files]
+    this.#files = [...(files ?? [])]
     // A missing, unreadable, empty memory file, or a folder, fails here, before any VM waits on it.
     const held: HeldFile[] = []
     try {
@@ -443,12 +463,13 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
 
   /** The memory must cover every region the VM registered (as the files are now). */
   #check(regions: readonly Region[], offsets: readonly number[]): void {
-    const base = this.#files[0] as string
-    const size = Math.max(...this.#held.map((file) => fstatSync(file.fd).size))
+    const given = this.#options.memory
+    const what = given ? `the memory ${given.kind === 'objectStore' ? 'object' : 'source'}` : `the memory file ${this.#files[0]}`
+    const size = given ? (given.size ?? 0) : Math.max(...this.#held.map((file) => fstatSync(file.fd).size))
     regions.forEach((region, i) => {
       const end = (offsets[i] ?? 0) + region.size
       if (end > size) {
-        throw new UffdError(`the memory file ${base} has ${size} bytes, but the VM's region ${i} ends at ${end}`, { code: 'EINVAL' })
+        throw new UffdError(`${what} has ${size} bytes, but the VM's region ${i} ends at ${end}`, { code: 'EINVAL' })
       }
     })
   }

@@ -158,9 +158,9 @@ pub fn map_from(
         }
         Source::Layers(layers) => map_from_files(resolver, layers, region, offset, len, protect, scratch, park),
         // Blocks this thread (a prefetch, a handler's fromSource): faults take the pending path.
-        Source::Object(object) => {
+        Source::Object(object, base) => {
             let out = scratch.aligned(len);
-            object.read_blocking(offset as u64, out)?;
+            object.read_blocking(base + offset as u64, out)?;
             copy(out)
         }
         Source::Handler => Err(Error::invalid("map", "no native source serves this range: its handler maps its pages")),

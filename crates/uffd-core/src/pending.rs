@@ -37,12 +37,19 @@ pub fn serve_later(
     write: bool,
     thread_id: i32,
 ) -> bool {
-    let Source::Object(object) = served.source() else {
+    let Source::Object(object, base) = served.source() else {
         return false;
     };
+    // Where the faulting page is in the object (the region starts at `base` in it).
+    let at = base + offset as u64;
     // Chunks that are not whole pages of this region (a 1 MiB chunk under 2 MiB huge pages) take
     // the synchronous path, which reads any range.
-    if kind != FaultKind::Missing || offset as u64 >= object.size() || object.chunk_size() % region.page_size() != 0 {
+    if kind != FaultKind::Missing || at >= object.size() || object.chunk_size() % region.page_size() != 0 {
+        return false;
+    }
+    // A page removed since it was mapped (a balloon) gets zeros, as its owner's kernel would give
+    // it: the synchronous path maps them, with no request.
+    if served.zero_removed && served.removed_at(offset).is_ok() {
         return false;
     }
     // The completion runs on the runtime and needs the engine to outlive this turn. One that is
@@ -60,7 +67,7 @@ pub fn serve_later(
         return true;
     };
     object.counters.faults.fetch_add(1, Ordering::Relaxed);
-    let plan = object.plan(offset as u64, region.page_size() as u64);
+    let plan = object.plan(at, region.page_size() as u64);
     object.read_ahead(&plan);
     let what = served.source().describe();
     let object: Arc<ObjectSource> = object.clone();
@@ -217,7 +224,7 @@ impl Source {
     /// The object source, if this is one.
     pub fn object(&self) -> Option<&Arc<ObjectSource>> {
         match self {
-            Source::Object(object) => Some(object),
+            Source::Object(object, _) => Some(object),
             _ => None,
         }
     }

@@ -32,9 +32,10 @@ pub enum Source {
     /// For minor faults: what the page cache holds (CONTINUE).
     PageCache,
     /// An object in a store (S3, HTTP), read in chunks on the object-store runtime: its faults
-    /// wait in the fault table instead of blocking the loop (object_source/pending.rs). Past its
+    /// wait in the fault table instead of blocking the loop (object_source/pending.rs); region
+    /// offset 0 is the object's byte at the offset given (one region of a VM's memory). Past its
     /// end: zeros.
-    Object(Arc<crate::object_source::ObjectSource>),
+    Object(Arc<crate::object_source::ObjectSource>, u64),
     /// No native source: the handler maps every page. What a range with a residency limit and
     /// a handler is served by (the handler is asked again for a page dropped).
     Handler,
@@ -79,12 +80,13 @@ impl Source {
     }
 
     /// The same files (the same open descriptors), read `delta` bytes further on: what another
-    /// region of the same memory file is served from. Only file and layered sources have offsets.
+    /// region of the same memory file is served from. File, layered and object sources have offsets.
     pub fn shifted(&self, delta: u64) -> Result<Source> {
         let shift = |layer: &FileLayer| FileLayer { offset: layer.offset + delta, ..layer.clone() };
         match self {
             Source::File(layer) => Ok(Source::File(shift(layer))),
             Source::Layers(layers) => Ok(Source::Layers(layers.iter().map(shift).collect())),
+            Source::Object(object, base) => Ok(Source::Object(object.clone(), base + delta)),
             _ if delta == 0 => Ok(self.clone()),
             other => Err(Error::invalid(
                 "serve",
@@ -104,7 +106,8 @@ impl Source {
                 format!("the layered source {paths:?}")
             }
             Source::PageCache => "the page-cache source".into(),
-            Source::Object(object) => format!("the object {}", object.url()),
+            Source::Object(object, 0) => format!("the object {}", object.url()),
+            Source::Object(object, base) => format!("the object {} (from byte {base})", object.url()),
             Source::Handler => "the handler".into(),
         }
     }
@@ -133,8 +136,8 @@ impl Source {
             // A file can grow: it is asked each time (fstat is far cheaper than the COPY).
             Source::File(layer) => Some(layer.available(offset)),
             Source::Layers(layers) => layers.iter().map(|layer| layer.available(offset)).max(),
-            Source::Object(object) => {
-                Some(object.size().saturating_sub(offset as u64).try_into().unwrap_or(usize::MAX))
+            Source::Object(object, base) => {
+                Some(object.size().saturating_sub(base + offset as u64).try_into().unwrap_or(usize::MAX))
             }
         }
     }
@@ -147,7 +150,7 @@ impl Source {
             (Source::Bytes(a), Source::Bytes(b)) => Arc::ptr_eq(a, b),
             (Source::File(a), Source::File(b)) => Arc::ptr_eq(&a.file, &b.file) && a.offset == b.offset,
             (Source::Layers(a), Source::Layers(b)) => Arc::ptr_eq(a, b),
-            (Source::Object(a), Source::Object(b)) => Arc::ptr_eq(a, b),
+            (Source::Object(a, at), Source::Object(b, bt)) => Arc::ptr_eq(a, b) && at == bt,
             _ => false,
         }
     }

@@ -61,7 +61,7 @@ impl NativeSource {
             Source::File(_) => "file",
             Source::Layers(_) => "layers",
             Source::PageCache => "pageCache",
-            Source::Object(_) => "objectStore",
+            Source::Object(..) => "objectStore",
             Source::Handler => "handler",
         }
     }
