@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-// `node --expose-gc scripts/many-regions.mjs [--runs N] [--regions N] [--delay-ms N] [--no-prefetch]`
+// `node --expose-gc scripts/many-regions.mjs [--runs N] [--regions N] [--delay-ms N] [--no-prefetch] [--gc-at-end-only] [--cli]`
+//
+// --cli: the server is the command (`node dist/lib/cli.js firecracker`), a process of its own,
+// measured through /proc/PID (it collects garbage itself after a VM of many regions).
 //
 // Many-region restores through one Firecracker server (run `npm run build` first): N sequential
 // stand-in VMs (__test__/helpers/vm-peer.c, which keeps its userfaultfd as Firecracker does) of
@@ -23,6 +26,7 @@ const { values } = parseArgs({
     'no-prefetch': { type: 'boolean', default: false },
     // Collect garbage only at the start and the end (as a server that is never told to): needs --expose-gc.
     'gc-at-end-only': { type: 'boolean', default: false },
+    cli: { type: 'boolean', default: false },
   },
 })
 const runs = Number(values.runs)
@@ -42,15 +46,18 @@ for (let p = 0; p < regions; p++) {
 }
 closeSync(fd)
 
+/** The server's process: this one, or the command's (--cli). */
+let pid = 'self'
+
 function memory() {
-  const status = readFileSync('/proc/self/status', 'utf8')
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? Number.NaN)
   return {
     rssMiB: +(field('VmRSS') / 1024).toFixed(1),
-    heapMiB: +(process.memoryUsage().heapUsed / 2 ** 20).toFixed(1),
+    ...(pid === 'self' ? { heapMiB: +(process.memoryUsage().heapUsed / 2 ** 20).toFixed(1) } : {}),
     threads: field('Threads'),
-    fds: readdirSync('/proc/self/fd').length,
-    maps: readFileSync('/proc/self/maps', 'utf8').split('\n').length - 1,
+    fds: readdirSync(`/proc/${pid}/fd`).length,
+    maps: readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').length - 1,
   }
 }
 
@@ -58,7 +65,7 @@ function memory() {
 function residentByKind() {
   const byKind = {}
   let kind
-  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
     const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line)
     if (head) kind = head[1]?.startsWith('/') ? 'files' : head[1] || '[anon]'
     else if (kind && line.startsWith('Rss:')) byKind[kind] = (byKind[kind] ?? 0) + Number(line.split(/\s+/)[1])
@@ -73,9 +80,38 @@ const settle = async (collect = !values['gc-at-end-only']) => {
   }
 }
 
-const server = serveFirecracker({ socket: join(dir, 'fc.sock'), memoryFile: mem, prefetch: !values['no-prefetch'] })
+const server = values.cli
+  ? await command()
+  : serveFirecracker({ socket: join(dir, 'fc.sock'), memoryFile: mem, prefetch: !values['no-prefetch'] })
 const errors = []
 server.on('error', (error) => errors.push(error.message))
+
+/** The command as a server: its summaries and errors as events, its close. */
+async function command() {
+  const socket = join(dir, 'fc.sock')
+  const cli = new URL('../dist/lib/cli.js', import.meta.url).pathname
+  const args = [cli, 'firecracker', '--socket', socket, '--mem', mem, ...(values['no-prefetch'] ? ['--no-prefetch'] : [])]
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  pid = child.pid
+  const events = new (await import('node:events')).EventEmitter()
+  let rest = ''
+  child.stdout.on('data', (chunk) => {
+    rest += chunk
+    for (let at = rest.indexOf('\n'); at >= 0; at = rest.indexOf('\n')) {
+      const line = JSON.parse(rest.slice(0, at))
+      rest = rest.slice(at + 1)
+      if (line.event === 'listening') events.emit('listening')
+      if (line.event === 'summary') events.emit('summary', line)
+      if (line.event === 'error') events.emit('error', line)
+    }
+  })
+  await new Promise((resolve) => events.once('listening', resolve))
+  return Object.assign(events, {
+    socket,
+    close: () => child.kill('SIGINT'),
+    once: events.once.bind(events),
+  })
+}
 await settle(true)
 const start = { ...memory(), residentKiB: residentByKind() }
 console.log(JSON.stringify({ run: 0, ...start }))
@@ -94,10 +130,10 @@ for (let run = 1; run <= runs; run++) {
   await settle()
   console.log(JSON.stringify({ run, code, signal, outcome: vmSummary.outcome, error: vmSummary.error, ...memory() }))
 }
-server.close()
-await new Promise((resolve) => server.once('close', resolve))
 await settle(true)
 const end = { ...memory(), residentKiB: residentByKind() }
+server.close()
+if (!values.cli) await new Promise((resolve) => server.once('close', resolve))
 console.log(
   JSON.stringify({
     summary: true,
