@@ -107,14 +107,7 @@ function chain(options: CredentialOptions, env: Env): { fields: CredentialFields
     if (found) return found
   }
   if (env.AWS_WEB_IDENTITY_TOKEN_FILE && env.AWS_ROLE_ARN) {
-    return {
-      fields: {
-        webIdentityTokenFile: env.AWS_WEB_IDENTITY_TOKEN_FILE,
-        roleArn: env.AWS_ROLE_ARN,
-        roleSessionName: env.AWS_ROLE_SESSION_NAME,
-        stsEndpoint: env.AWS_ENDPOINT_URL_STS,
-      },
-    }
+    return webIdentity(env.AWS_WEB_IDENTITY_TOKEN_FILE, env.AWS_ROLE_ARN, env.AWS_ROLE_SESSION_NAME, env.AWS_ENDPOINT_URL_STS)
   }
   const containerUri =
     env.AWS_CONTAINER_CREDENTIALS_FULL_URI ??
@@ -132,6 +125,11 @@ function chain(options: CredentialOptions, env: Env): { fields: CredentialFields
     return { fields: { instanceMetadataEndpoint: env.AWS_EC2_METADATA_SERVICE_ENDPOINT ?? 'http://169.254.169.254' } }
   }
   return { fields: {} }
+}
+
+/** A web identity: the token's file exchanged at STS for the role's credentials. */
+function webIdentity(tokenFile: string, roleArn: string, sessionName: string | undefined, sts: string | undefined) {
+  return { fields: { webIdentityTokenFile: tokenFile, roleArn, roleSessionName: sessionName, stsEndpoint: sts } }
 }
 
 const credentialsFile = (env: Env) => env.AWS_SHARED_CREDENTIALS_FILE ?? join(homedir(), '.aws', 'credentials')
@@ -180,13 +178,7 @@ function fromProfile(
   const secret = profile.aws_secret_access_key
   if (keyId && secret) return { fields: { accessKeyId: keyId, secretAccessKey: secret, sessionToken: profile.aws_session_token } }
   if (profile.web_identity_token_file && profile.role_arn) {
-    return {
-      fields: {
-        webIdentityTokenFile: profile.web_identity_token_file,
-        roleArn: profile.role_arn,
-        roleSessionName: profile.role_session_name,
-      },
-    }
+    return webIdentity(profile.web_identity_token_file, profile.role_arn, profile.role_session_name, undefined)
   }
   if (profile.credential_process) return { fields: {}, provider: processProvider(name, profile.credential_process) }
   if (profile.role_arn || profile.sso_session || profile.sso_start_url) {

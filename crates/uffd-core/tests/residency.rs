@@ -27,17 +27,20 @@ fn limited_with(pages: usize, limit_pages: usize, window: usize) -> (Arc<Userfau
     let uffd = Userfaultfd::open(Options::default()).unwrap();
     let region = Region::anonymous(pages * PAGE).unwrap();
     let bytes: Vec<u8> = (0..pages * PAGE).map(expected).collect();
-    let limit = Limit { bytes: limit_pages * PAGE, high: Limit::HIGH, low: Limit::LOW };
-    let options = ServeOptions {
+    let served = Served::with(Source::Bytes(bytes.into()), serve_options(window, Some(limit_pages)));
+    uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
+    (uffd, region)
+}
+
+/// How a test's range is served: `window` pages a fault (fixed), and a limit of `limit_pages`.
+fn serve_options(window: usize, limit_pages: Option<usize>) -> ServeOptions {
+    ServeOptions {
         readahead: Readahead { pages: window, adaptive: false, max_pages: window },
         fallthrough: false,
         zero_removed: false,
         recorder: None,
-        residency: Some(limit),
-    };
-    let served = Served::with(Source::Bytes(bytes.into()), options);
-    uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
-    (uffd, region)
+        residency: limit_pages.map(|pages| Limit { bytes: pages * PAGE, high: Limit::HIGH, low: Limit::LOW }),
+    }
 }
 
 /// Reads every page of the region (the first, the middle and the last byte), checking them.
@@ -229,13 +232,8 @@ fn limited_on(region: &Arc<Region>, limit_pages: usize) -> Arc<Userfaultfd> {
     let uffd = Userfaultfd::open(Options::default()).unwrap();
     let page = region.page_size();
     let bytes: Vec<u8> = (0..region.size()).map(expected).collect();
-    let options = ServeOptions {
-        readahead: Readahead { pages: 1, adaptive: false, max_pages: 1 },
-        fallthrough: false,
-        zero_removed: false,
-        recorder: None,
-        residency: Some(Limit { bytes: limit_pages * page, high: Limit::HIGH, low: Limit::LOW }),
-    };
+    let mut options = serve_options(1, None);
+    options.residency = Some(Limit { bytes: limit_pages * page, high: Limit::HIGH, low: Limit::LOW });
     let served = Served::with(Source::Bytes(bytes.into()), options);
     uffd.register_served(region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
     uffd
@@ -279,14 +277,7 @@ fn data_file(pages: usize) -> (test_dir::Dir, String) {
 fn writable(path: &str, pages: usize, limit_pages: Option<usize>) -> (Arc<Userfaultfd>, Arc<Region>) {
     let uffd = Userfaultfd::open(Options::default()).unwrap();
     let region = Region::anonymous(pages * PAGE).unwrap();
-    let options = ServeOptions {
-        readahead: Readahead { pages: 4, adaptive: false, max_pages: 4 },
-        fallthrough: false,
-        zero_removed: false,
-        recorder: None,
-        residency: limit_pages.map(|limit| Limit { bytes: limit * PAGE, high: Limit::HIGH, low: Limit::LOW }),
-    };
-    let served = Served::with(Source::writable_file(path, 0).unwrap(), options);
+    let served = Served::with(Source::writable_file(path, 0).unwrap(), serve_options(4, limit_pages));
     uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
     (uffd, region)
 }
@@ -445,14 +436,7 @@ fn two_thousand_registrations_with_limits_work_on_one_evictor_thread() {
     let regions: Vec<Arc<Region>> = (0..count)
         .map(|_| {
             let region = Region::anonymous(pages * PAGE).unwrap();
-            let options = ServeOptions {
-                readahead: Readahead { pages: 1, adaptive: false, max_pages: 1 },
-                fallthrough: false,
-                zero_removed: false,
-                recorder: None,
-                residency: Some(Limit { bytes: limit * PAGE, high: Limit::HIGH, low: Limit::LOW }),
-            };
-            let served = Served::with(Source::Bytes(bytes.clone()), options);
+            let served = Served::with(Source::Bytes(bytes.clone()), serve_options(1, Some(limit)));
             uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
             region
         })
@@ -478,14 +462,7 @@ fn with_writable_layers_writes_go_to_the_topmost_file_and_are_read_from_it_after
     let diff = diff.to_string_lossy().into_owned();
     let uffd = Userfaultfd::open(Options::default()).unwrap();
     let region = Region::anonymous(pages * PAGE).unwrap();
-    let options = ServeOptions {
-        readahead: Readahead::default(),
-        fallthrough: false,
-        zero_removed: false,
-        recorder: None,
-        residency: Some(Limit { bytes: 24 * PAGE, high: Limit::HIGH, low: Limit::LOW }),
-    };
-    let served = Served::with(Source::layers(&[&base, &diff], 0, true).unwrap(), options);
+    let served = Served::with(Source::layers(&[&base, &diff], 0, true).unwrap(), serve_options(1, Some(24)));
     uffd.register_served(&region, Modes { missing: true, ..Modes::default() }, 0, None, Some(served)).unwrap();
     for page in (0..pages).step_by(3) {
         // SAFETY: inside the region's live mapping.
