@@ -441,3 +441,50 @@ run(
     t.regex(layered.stderr, /takes no layers/)
   },
 )
+
+run(
+  'userfaultfd firecracker --mem s3:// --working-set: the first VM records the trace of the object, the next replays it, every byte right',
+  async (t) => {
+    const kit = vmKit('uffd-store-trace-')
+    t.teardown(() => kit.remove())
+    const pages = 64
+    const mem = kit.memoryFile('traced.mem', pages * 2)
+    await push(mem, 'trace/pushed.mem')
+    const trace = join(dir, 'store.trace')
+    const cli = join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js')
+    const summaries: { replayedPages: number; outcome: string }[] = []
+    for (let run = 0; run < 2; run++) {
+      const socket = kit.socketPath()
+      const args = [
+        cli,
+        'firecracker',
+        '--socket',
+        socket,
+        '--mem',
+        url('trace/pushed.mem'),
+        '--endpoint',
+        store().s3,
+        '--anonymous',
+        '--working-set',
+        trace,
+        '--once',
+      ]
+      const server = spawnCollecting(process.execPath, args, 'the server', 60_000)
+      await until(() => server.output().includes('listening'), 'listening')
+      // The VM's vCPUs start a little after its handshake (as Firecracker's do): the replay comes first.
+      const vm = kit.startPeer(socket, mem, pages, ['--regions', '2', '--delay-ms', '300'])
+      const { code, out } = await vm.exit
+      t.is(code, 0, out)
+      t.regex(out, new RegExp(`"pages":${pages * 2},"wrong":0`))
+      const done = await server.exit
+      t.is(done.code, 0, done.out)
+      if (run === 0) t.regex(done.out, /"event":"trace"/, 'the first VM writes the trace')
+      const line = done.out.split('\n').find((l) => l.includes('"event":"summary"'))
+      summaries.push(JSON.parse(line ?? '{}'))
+    }
+    t.is(summaries[0]?.replayedPages, 0)
+    t.true((summaries[1]?.replayedPages ?? 0) > 0, JSON.stringify(summaries[1]))
+    const saved = JSON.parse(readFileSync(trace, 'utf8')) as { memory: { fingerprint: string }[] }
+    t.regex(saved.memory[0]?.fingerprint ?? '', /^etag /)
+  },
+)

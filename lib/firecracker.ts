@@ -31,7 +31,7 @@ import {
   type SocketOwner,
 } from './remote'
 import { Source } from './source'
-import { readTrace, TraceRecorder, type WorkingSetTrace, writeTrace } from './trace'
+import { readTrace, type TracedMemory, TraceRecorder, type WorkingSetTrace, writeTrace } from './trace'
 import type { Userfaultfd } from './userfaultfd'
 
 /** Options of {@link serveFirecracker}. */
@@ -246,12 +246,15 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     if (memory !== undefined) {
       if (!(memory instanceof Source)) throw argumentError('options.memory', 'a Source', memory)
       if (memoryFile !== undefined) throw argumentError('options.memoryFile', 'unset with memory (one or the other)', memoryFile)
-      for (const name of ['record', 'replay', 'workingSet'] as const) {
-        if (options[name] !== undefined) {
-          throw argumentError(`options.${name}`, 'unset with memory: a trace is of a memory file (not yet of a store)', options[name])
-        }
-      }
       if (memory.size === undefined) throw argumentError('options.memory', 'a source with a size (a file or an object)', memory.kind)
+      const tracing = (['record', 'replay', 'workingSet'] as const).find((name) => options[name] !== undefined)
+      if (tracing && !memory.objectStats?.etag) {
+        throw argumentError(
+          `options.${tracing}`,
+          'unset with a memory that has no ETag: a trace could not tell it changed',
+          options[tracing],
+        )
+      }
       this.#memory = memory
     }
     const files = memory !== undefined ? [] : typeof memoryFile === 'string' ? [memoryFile] : memoryFile
@@ -271,7 +274,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     this.#options = { handshakeTimeoutMs: 5000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options }
     try {
       if (options.record !== undefined) checkRecordable(options.record, 'options.record')
-      this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#files)
+      this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#traced())
       if (options.workingSet !== undefined) this.#trace = this.#openWorkingSet(options.workingSet)
       // Listening comes first: Firecracker connects as soon as its load request arrives.
       const { handshakeTimeoutMs, timeoutMs } = this.#options
@@ -484,6 +487,17 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     return this.#memory
   }
 
+  /**
+   * What a trace names as the memory: the files served (read through /proc/self/fd, whatever
+   * became of their paths), or the object by its size and ETag.
+   */
+  #traced(): TracedMemory[] {
+    const given = this.#options?.memory ?? this.#memory
+    const etag = given?.objectStats?.etag
+    if (given && etag) return [{ name: 'the memory object', size: given.size ?? 0, fingerprint: `etag ${etag}` }]
+    return this.#held.map((file) => file.proc)
+  }
+
   /** `message` with the held files named by their paths. */
   #named(message: string): string {
     // Longest first: /proc/self/fd/3 must not rewrite the start of /proc/self/fd/30.
@@ -560,7 +574,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     checkRecordable(path, 'options.workingSet')
     if (!existsSync(path)) return undefined
     try {
-      return readTrace(path, this.#files)
+      return readTrace(path, this.#traced())
     } catch (error) {
       const stale = new UffdError(`${(error as Error).message}; a new one is recorded`, { code: 'EINVAL', cause: error })
       queueMicrotask(() => this.#report(stale))
@@ -577,7 +591,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   /** The first restore served to its end writes the working set that is not there yet. */
   #writeWorkingSet(restore: Restore, path: string): void {
     if (this.#trace || !restore.recorder || restore.outcome !== 'served') return
-    const memory = this.#held.map((file) => file.proc)
+    const memory = this.#traced()
     const temporary = `${path}.${process.pid}.tmp`
     try {
       const trace = writeTrace(temporary, memory, pageSizeOf(restore.adoption.regions), restore.recorder.offsets())
@@ -596,7 +610,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     if (this.#options.workingSet !== undefined) this.#writeWorkingSet(restore, this.#options.workingSet)
     if (restore.recorder && this.#options.record) {
       try {
-        const memory = this.#held.map((file) => file.proc) // the files served, whatever became of their paths
+        const memory = this.#traced()
         writeTrace(this.#options.record, memory, pageSizeOf(restore.adoption.regions), restore.recorder.offsets())
       } catch (error) {
         this.#report(

@@ -83,12 +83,23 @@ export class TraceRecorder {
   }
 }
 
+/**
+ * A memory a trace is of: a file's path (its fingerprint is computed), or a memory that is not a
+ * file (an object in a store) by its size and a fingerprint of its own (the store's ETag), and a
+ * name for messages.
+ */
+export type TracedMemory = string | (MemoryFingerprint & { readonly name: string })
+
+const fingerprintOfMemory = (memory: TracedMemory): MemoryFingerprint =>
+  typeof memory === 'string' ? fingerprintOf(memory) : { size: memory.size, fingerprint: memory.fingerprint }
+const nameOf = (memory: TracedMemory): string => (typeof memory === 'string' ? memory : memory.name)
+
 /** Writes a trace of `offsets` (file offsets, in order) for the memory files `memory` (base first). */
-export function writeTrace(path: string, memory: readonly string[], pageSize: number, offsets: readonly number[]): WorkingSetTrace {
+export function writeTrace(path: string, memory: readonly TracedMemory[], pageSize: number, offsets: readonly number[]): WorkingSetTrace {
   const trace: WorkingSetTrace = {
     format: TRACE_FORMAT,
     version: TRACE_VERSION,
-    memory: memory.map(fingerprintOf),
+    memory: memory.map(fingerprintOfMemory),
     pageSize,
     pages: offsets.map((offset) => Math.floor(offset / pageSize)),
   }
@@ -101,7 +112,7 @@ export function writeTrace(path: string, memory: readonly string[], pageSize: nu
  * number of files, each of the same size and fingerprint. Throws a UffdError EINVAL that says
  * which differs otherwise, or if the file is not a trace of a version this package reads.
  */
-export function readTrace(path: string, memory: readonly string[]): WorkingSetTrace {
+export function readTrace(path: string, memory: readonly TracedMemory[]): WorkingSetTrace {
   let trace: WorkingSetTrace
   try {
     trace = JSON.parse(readFileSync(path, 'utf8')) as WorkingSetTrace
@@ -127,12 +138,12 @@ export function readTrace(path: string, memory: readonly string[]): WorkingSetTr
   }
   let size = 0
   memory.forEach((file, i) => {
-    const now = fingerprintOf(file)
+    const now = fingerprintOfMemory(file)
     size = Math.max(size, now.size)
     const then = trace.memory[i]
     if (now.size !== then?.size || now.fingerprint !== then.fingerprint) {
       throw new UffdError(
-        `the trace ${path} was recorded for another memory file than ${file} (size ${then?.size} vs ${now.size}, or its content differs): record it again`,
+        `the trace ${path} was recorded for another memory file than ${nameOf(file)} (size ${then?.size} vs ${now.size}, or its content differs): record it again`,
         { code: 'EINVAL' },
       )
     }

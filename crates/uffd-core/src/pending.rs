@@ -180,10 +180,18 @@ fn complete(
     let first = if plan.waits && bytes.len() > page { page } else { bytes.len() };
     let residency = served.residency();
     let protect = Protect(residency.is_some());
+    let base = match served.source() {
+        Source::Object(_, base) => *base,
+        _ => 0,
+    };
     let copy = |at: usize, bytes: &[u8]| {
         let mapped = resolver.copy(region, at, bytes, Wake(true), protect, Park::UntilRead)?;
         if let (Some(residency), true) = (residency, mapped > 0) {
             residency.mapped(at, mapped);
+        }
+        // A working-set trace records what faults mapped, by its place in the object.
+        if let (Some(recorder), true) = (&served.recorder, mapped > 0) {
+            recorder.touch(base + at as u64, mapped as u64, page as u64);
         }
         Ok(mapped)
     };
