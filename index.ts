@@ -75,6 +75,7 @@ export {
   readTrace,
   TRACE_FORMAT,
   TRACE_VERSION,
+  type TracedMemory,
   TraceRecorder,
   type WorkingSetTrace,
   writeTrace,
