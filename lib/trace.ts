@@ -88,7 +88,12 @@ export class TraceRecorder {
  * file (an object in a store) by its size and a fingerprint of its own (the store's ETag), and a
  * name for messages.
  */
-export type TracedMemory = string | (MemoryFingerprint & { readonly name: string })
+export type TracedMemory =
+  | string
+  | (MemoryFingerprint & {
+      /** What messages call it ("the memory object"). */
+      readonly name: string
+    })
 
 const fingerprintOfMemory = (memory: TracedMemory): MemoryFingerprint =>
   typeof memory === 'string' ? fingerprintOf(memory) : { size: memory.size, fingerprint: memory.fingerprint }
