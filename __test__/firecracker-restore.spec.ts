@@ -1,6 +1,7 @@
 // Snapshot restore: serveFirecracker against a C peer that does what Firecracker does (several
 // regions, the 1.12+ handshake body, EVENT_REMOVE for its balloon, hugetlb memory) and checks
 // every byte of every page it reads against the memory it should see.
+import { spawnSync } from 'node:child_process'
 import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
@@ -127,6 +128,7 @@ test('workingSet: the first restore records the trace, the first VM served write
   await rewritten
   t.is(stale.length, 1)
   t.regex(stale[0]?.message ?? '', /another memory file.*a new one is recorded/)
+  t.is(stale[0]?.code, 'ERR_UFFD_TRACE_STALE')
   t.notThrows(() => readTrace(trace, [changed]))
   again.close()
   t.throws(() => serveFirecracker({ socket: socketPath(), memoryFile: mem, workingSet: trace, replay: trace }), {
@@ -309,4 +311,31 @@ test('the command with --record or --working-set records on demand (no prefetch 
   const recorded = await recording.exit
   t.regex(recorded.out, /"prefetchedPages":0/)
   t.is(readTrace(record, [mem]).pages.length, PAGES)
+})
+
+test('the command with --working-set-beside keeps the trace as FILE.working-set.json next to the memory file', async (t) => {
+  const mem = memoryFile('cli-beside.mem', PAGES)
+  const cli = join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js')
+  for (let run = 0; run < 2; run++) {
+    const socket = socketPath()
+    const command = [cli, 'firecracker', '--socket', socket, '--mem', mem, '--working-set-beside', '--once']
+    const server = spawnCollecting(process.execPath, command, 'the command', 60_000)
+    await until(() => server.output().includes('listening'), 'listening')
+    t.is((await startPeer(socket, mem, PAGES, ['--delay-ms', '300']).exit).code, 0)
+    const { code, out } = await server.exit
+    t.is(code, 0, out)
+    if (run === 0) t.true(out.includes(`"event":"trace","path":${JSON.stringify(`${mem}.working-set.json`)}`), out)
+    else t.regex(out, /"replayedPages":[1-9]/)
+  }
+  t.is(readTrace(`${mem}.working-set.json`, [mem]).pages.length, PAGES)
+  const both = spawnSync(
+    process.execPath,
+    [cli, 'firecracker', '--socket', socketPath(), '--mem', mem, '--working-set-beside', '--working-set', join(dir, 'x')],
+    {
+      encoding: 'utf8',
+      timeout: 60_000,
+    },
+  )
+  t.is(both.status, 2)
+  t.regex(both.stderr, /two places for one trace/)
 })

@@ -13,7 +13,7 @@ import { nextError, spawnCollecting, until } from './helpers/harness'
 import { objectBytes, PAGE } from './helpers/object-data'
 import { Seaweed } from './helpers/seaweed'
 import { seaweedTests } from './helpers/seaweed-tests'
-import { vmKit } from './helpers/vm'
+import { pageOf as pageOfSeed, vmKit } from './helpers/vm'
 
 // Nothing here may look for credentials or ask an instance-metadata service.
 process.env.AWS_EC2_METADATA_DISABLED = 'true'
@@ -423,7 +423,7 @@ run(
       t.is(done.code, 0, done.out)
       t.regex(done.out, /"outcome":"served"/)
     }
-    // A missing object is said before the server listens; layers of a store are refused.
+    // A missing object is said before the server listens; a store above a local file is refused.
     const missing = spawnSync(
       process.execPath,
       [cli, 'firecracker', '--socket', kit.socketPath(), '--mem', url('restore/none.mem'), '--endpoint', store().s3, '--anonymous'],
@@ -434,11 +434,11 @@ run(
     t.notRegex(missing.stdout, /listening/)
     const layered = spawnSync(
       process.execPath,
-      [cli, 'firecracker', '--socket', kit.socketPath(), '--mem', url('restore/plain.mem'), '--mem', mem],
+      [cli, 'firecracker', '--socket', kit.socketPath(), '--mem', mem, '--mem', url('restore/plain.mem')],
       { encoding: 'utf8', timeout: 60_000 },
     )
     t.is(layered.status, 2)
-    t.regex(layered.stderr, /takes no layers/)
+    t.regex(layered.stderr, /only the first --mem \(the base\) may be in a store/)
   },
 )
 
@@ -486,5 +486,177 @@ run(
     t.true((summaries[1]?.replayedPages ?? 0) > 0, JSON.stringify(summaries[1]))
     const saved = JSON.parse(readFileSync(trace, 'utf8')) as { memory: { fingerprint: string }[] }
     t.regex(saved.memory[0]?.fingerprint ?? '', /^etag /)
+  },
+)
+
+run(
+  'userfaultfd firecracker --mem s3:// --working-set-beside: the trace is kept in the store next to the snapshot, replayed by the next server (another host), replaced when the snapshot changes',
+  async (t) => {
+    const kit = vmKit('uffd-store-beside-')
+    t.teardown(() => kit.remove())
+    const pages = 64
+    const mem = kit.memoryFile('beside.mem', pages * 2)
+    const changed = kit.memoryFile('beside-changed.mem', pages * 2, undefined, 7)
+    await push(mem, 'beside/vm.mem')
+    const cli = join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js')
+    const traceUrl = `${url('beside/vm.mem')}.working-set.json`
+    const restore = async (expected: string) => {
+      const socket = kit.socketPath()
+      // Each server a host of its own: nothing of the trace on its disk, its own chunk cache.
+      const args = [cli, 'firecracker', '--socket', socket, '--mem', url('beside/vm.mem'), '--endpoint', store().s3]
+      args.push('--anonymous', '--working-set-beside', '--cache-dir', mkdtempSync(join(dir, 'host-')), '--once')
+      const server = spawnCollecting(process.execPath, args, 'the server', 60_000)
+      await until(() => server.output().includes('listening'), 'listening')
+      const vm = kit.startPeer(socket, expected, pages, ['--regions', '2', '--delay-ms', '300'])
+      const { code, out } = await vm.exit
+      t.is(code, 0, out)
+      t.regex(out, new RegExp(`"pages":${pages * 2},"wrong":0`))
+      const done = await server.exit
+      t.is(done.code, 0, done.out)
+      const lines = done.out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+      return { lines, summary: lines.find((l) => l.event === 'summary') as { replayedPages: number } }
+    }
+
+    const first = await restore(mem)
+    t.is(first.summary.replayedPages, 0)
+    t.deepEqual(
+      first.lines.filter((l) => l.event === 'trace').map((l) => l.path),
+      [traceUrl],
+      'the first VM stores the trace beside the snapshot',
+    )
+    const stored = await Source.objectStore(traceUrl, { endpoint: store().s3, anonymous: true, env: {} })
+    t.true(stored.size > 0)
+
+    const second = await restore(mem)
+    t.true(second.summary.replayedPages > 0, JSON.stringify(second.summary))
+    t.false(
+      second.lines.some((l) => l.event === 'trace'),
+      'a trace there is not written again',
+    )
+
+    // A new snapshot under the same key: the old trace is said to be stale, and replaced.
+    await push(changed, 'beside/vm.mem')
+    const third = await restore(changed)
+    t.is(third.summary.replayedPages, 0)
+    t.true(
+      third.lines.some(
+        (l) =>
+          l.event === 'error' &&
+          l.level === 'warn' &&
+          l.code === 'ERR_UFFD_TRACE_STALE' &&
+          /recorded for another memory file than the memory object.*a new one is recorded/.test(String(l.message)),
+      ),
+      JSON.stringify(third.lines),
+    )
+    t.deepEqual(
+      third.lines.filter((l) => l.event === 'trace').map((l) => l.path),
+      [traceUrl],
+    )
+    const fourth = await restore(changed)
+    t.true(fourth.summary.replayedPages > 0, JSON.stringify(fourth.summary))
+  },
+)
+
+/** A sparse diff of `chunks` 1 MiB chunks: pages of another seed where `has` says, holes elsewhere. */
+function diffFile(name: string, size: number, has: (page: number) => boolean): { path: string; pages: number[] } {
+  const path = join(dir, name)
+  const fd = openSync(path, 'w')
+  ftruncateSync(fd, size)
+  const other = objectBytes(size, 77)
+  const pages: number[] = []
+  for (let p = 0; p * PAGE < size; p++) {
+    if (!has(p)) continue
+    writeSync(fd, other, p * PAGE, Math.min(PAGE, size - p * PAGE), p * PAGE)
+    pages.push(p)
+  }
+  closeSync(fd)
+  return { path, pages }
+}
+
+/** The memory `base` with `diff` above it: what a VM restored from both sees. */
+function merged(name: string, base: string, diff: { path: string; pages: number[] }): string {
+  const bytes = readFileSync(base)
+  const above = readFileSync(diff.path)
+  for (const p of diff.pages) above.copy(bytes, p * PAGE, p * PAGE, Math.min((p + 1) * PAGE, bytes.length))
+  const path = join(dir, name)
+  writeFileSync(path, bytes)
+  return path
+}
+
+run(
+  'an object in the store with a local diff above it: each page from the diff where it has data, else the object; both a pushed snapshot and a plain object, faults and a prefetch',
+  async (t) => {
+    const base = memoryFile('under.mem', 10, 3)
+    const size = 10 * CHUNK + 1234
+    // Pages here and there, a run, a page in the base's hole (chunks 5 and 6), the last page.
+    const diff = diffFile(
+      'above.mem',
+      size,
+      (p) => p % 97 === 5 || (p >= 300 && p < 303) || p === 5 * 256 + 1 || p === Math.floor(size / PAGE),
+    )
+    const expected = merged('merged.mem', base, diff)
+    await push(base, 'layers/pushed.mem')
+    await store().put(BUCKET, 'layers/plain.mem', readFileSync(base))
+    for (const key of ['layers/pushed.mem', 'layers/plain.mem']) {
+      const object = await Source.objectStore(url(key), { endpoint: store().s3, anonymous: true, env: {} })
+      const layered = Source.layers([object, diff.path])
+      t.is(layered.size, size)
+      // Faults first from the end backwards (so chunks are read around pages the diff has), then the rest.
+      const { region, errors } = serve(layered, size)
+      const view = new Uint8Array(region.buffer)
+      let sum = 0
+      for (let p = Math.floor(size / PAGE); p >= 0; p -= 13) sum += view[p * PAGE] ?? 0
+      t.true(sum >= 0)
+      t.is(firstDifference(region, expected), -1, key)
+      t.deepEqual(errors, [], key)
+
+      // The prefetch maps the same from both, with no fault.
+      const again = Source.layers([await Source.objectStore(url(key), { endpoint: store().s3, anonymous: true, env: {} }), diff.path])
+      const prefetched = serve(again, size)
+      await prefetched.uffd.prefetch(prefetched.region)
+      t.is(prefetched.uffd.stats.faults.missing, 0)
+      t.is(firstDifference(prefetched.region, expected), -1, `${key}, prefetched`)
+    }
+    const object = await Source.objectStore(url('layers/plain.mem'), { endpoint: store().s3, anonymous: true, env: {} })
+    t.throws(() => Source.layers([object, diff.path], { writable: true }), {
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /nothing is written back to a store/,
+    })
+    t.throws(() => Source.layers([diff.path, object] as string[]), { code: 'ERR_INVALID_ARG_TYPE' })
+    t.throws(() => Source.layers([Source.zero(), diff.path]), { message: /an object-store source/ })
+  },
+)
+
+run(
+  'userfaultfd firecracker --mem s3:// --mem DIFF: a VM restored from a snapshot in the store with a local diff above it, every byte right',
+  async (t) => {
+    const kit = vmKit('uffd-store-diff-')
+    t.teardown(() => kit.remove())
+    const pages = 256
+    const base = kit.memoryFile('base.mem', pages)
+    const changed = (p: number) => p % 11 === 4 || (p >= 40 && p < 48)
+    const diff = kit.memoryFile('diff.mem', pages, PAGE, 9, changed)
+    const expected = kit.memoryFile('expected.mem', pages)
+    const fd = openSync(expected, 'r+')
+    for (let p = 0; p < pages; p++) if (changed(p)) writeSync(fd, pageOfSeed(p, PAGE, 9), 0, PAGE, p * PAGE)
+    closeSync(fd)
+    await push(base, 'diff/base.mem')
+    const cli = join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js')
+    const socket = kit.socketPath()
+    const args = [cli, 'firecracker', '--socket', socket, '--mem', url('diff/base.mem'), '--mem', diff]
+    args.push('--endpoint', store().s3, '--anonymous', '--once')
+    const server = spawnCollecting(process.execPath, args, 'the server', 60_000)
+    await until(() => server.output().includes('listening'), 'listening')
+    // Two regions of half the memory each.
+    const vm = kit.startPeer(socket, expected, pages / 2, ['--regions', '2'])
+    const { code, out } = await vm.exit
+    t.is(code, 0, `${out}\n${server.output()}`)
+    t.regex(out, new RegExp(`"pages":${pages},"wrong":0`))
+    const done = await server.exit
+    t.is(done.code, 0, done.out)
+    t.regex(done.out, /"outcome":"served"/)
   },
 )

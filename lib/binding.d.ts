@@ -158,6 +158,8 @@ export declare class NativeSource {
   static file(path: string, offset: number, writable?: boolean | undefined | null): NativeSource
   /** Files stacked base first: each page from the topmost file with data there. */
   static layers(paths: Array<string>, offset: number, writable?: boolean | undefined | null): NativeSource
+  /** An object source's object with local files above it, base first, all read from `offset`. */
+  static layersOver(object: NativeSource, paths: Array<string>, offset: number): NativeSource
   static pageCache(): NativeSource
   get kind(): string
   /** How many bytes the source has for a region from its offset 0 on (`undefined`: no end). */
@@ -174,6 +176,10 @@ export declare class NativeSource {
    * caches (the bench's baseline).
    */
   readRaw(chunks?: number | undefined | null): Promise<NativeRawRead>
+  /** The object `KEY{suffix}` beside an object source's, read on a pool thread. */
+  readBeside(suffix: string): Promise<NativeBeside>
+  /** Stores `bytes` as the object `KEY{suffix}` beside an object source's, on a pool thread. */
+  writeBeside(suffix: string, bytes: Uint8Array): Promise<NativeBeside>
 }
 
 export declare class NativeUffd {
@@ -337,6 +343,16 @@ export interface JsNotice {
   causeErrno?: number
   /** The cause's HTTP status, when a remote store answered with one. */
   causeStatus?: number
+}
+
+/**
+ * The object beside an object source's: its URL, its bytes (`undefined` when there is none or
+ * it was written), or why it could not be read or written.
+ */
+export interface NativeBeside {
+  url: string
+  bytes?: Buffer
+  error?: NativeFailure
 }
 
 /**

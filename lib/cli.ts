@@ -27,12 +27,13 @@ Options:
   -v, --version  the package's version`
 
 const FIRECRACKER_USAGE = `usage: userfaultfd firecracker --socket PATH --mem FILE [--mem DIFF ...] [options]
-       userfaultfd firecracker --socket PATH --mem s3://BUCKET/KEY [options]
+       userfaultfd firecracker --socket PATH --mem s3://BUCKET/KEY [--mem DIFF...] [options]
 
 Serves Firecracker snapshot restores on the Unix socket PATH (the load request's
 mem_backend.backend_path), each VM from its memory file (repeat --mem for layers, base first),
 or from an object in a store (s3://, http(s)://: a plain object or a pushed snapshot; its
-credentials from AWS_*, or as the AWS SDKs find them with --credential-chain). Started by
+credentials from AWS_*, or as the AWS SDKs find them with --credential-chain), with local diff
+files above it if more --mem follow. Started by
 systemd with a socket (ListenStream=), --socket may be left out.
 
   --endpoint URL           the store's endpoint (default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)
@@ -48,6 +49,9 @@ systemd with a socket (ListenStream=), --socket may be left out.
   --working-set FILE       replay FILE while it is a trace of this memory; while it is not (the
                            first restore, or the snapshot changed), record it: the first VM to
                            exit served writes it for the restores after (not with --record, --replay)
+  --working-set-beside     the same, the trace kept beside the memory: with --mem s3://BUCKET/KEY
+                           as the object KEY.working-set.json in the store (any host restoring
+                           that snapshot replays it), else as FILE.working-set.json
   --handshake-timeout-ms N drop a connection that has not sent its handshake within N ms
                            (default 5000); the server keeps listening whether or not a VM comes
   --timeout-ms N           a fault not served within N ms is SIGBUS in the guest (default ${DEFAULTS.timeoutMs})
@@ -145,6 +149,7 @@ function firecrackerArgs(rest: string[]) {
       record: { type: 'string' },
       replay: { type: 'string' },
       'working-set': { type: 'string' },
+      'working-set-beside': { type: 'boolean', default: false },
       'handshake-timeout-ms': { type: 'string', default: '5000' },
       'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs) },
       'no-prefetch': { type: 'boolean', default: false },
@@ -173,6 +178,9 @@ async function firecrackerMain(values: ReturnType<typeof firecrackerArgs>): Prom
   if (socket === undefined || !values.mem?.length) {
     usageError("--socket (or systemd's socket activation) and --mem are required", FIRECRACKER_USAGE)
   }
+  if (values['working-set'] && values['working-set-beside']) {
+    usageError('--working-set FILE and --working-set-beside name two places for one trace: give one', FIRECRACKER_USAGE)
+  }
   // Every line says when (ISO 8601) and how grave: info, warn (a connection dropped that sent nothing), error.
   const print = (
     line: Record<string, unknown>,
@@ -195,6 +203,7 @@ async function firecrackerMain(values: ReturnType<typeof firecrackerArgs>): Prom
       ...(values.record ? { record: values.record } : {}),
       ...(values.replay ? { replay: values.replay } : {}),
       ...(values['working-set'] ? { workingSet: values['working-set'] } : {}),
+      ...(values['working-set-beside'] ? { workingSet: true as const } : {}),
       ...(values.keeper ? { keeper: values.keeper } : {}),
       ...(values['keeper-grace-ms'] ? { keeperGraceMs: number('keeper-grace-ms', values['keeper-grace-ms']) } : {}),
     })
@@ -215,9 +224,10 @@ async function firecrackerMain(values: ReturnType<typeof firecrackerArgs>): Prom
   server.on('trace', ({ path, pages }) => print({ event: 'trace', path, pages }))
   server.on('keeper', ({ path, vms }) => print({ event: 'keeper', keeper: path, vms }))
   server.on('error', (error) => {
-    const dropped = error.syscall === 'handshake' && error.peer === undefined
-    if (!dropped) failed = true
-    print({ event: 'error', code: error.code, message: error.message }, dropped ? 'warn' : 'error')
+    // A connection dropped that sent nothing, a stale trace replaced: said, not failures.
+    const warning = (error.syscall === 'handshake' && error.peer === undefined) || error.code === 'ERR_UFFD_TRACE_STALE'
+    if (!warning) failed = true
+    print({ event: 'error', code: error.code, message: error.message }, warning ? 'warn' : 'error')
   })
   const collect = garbageCollector()
   server.on('summary', (summary) => {
@@ -272,13 +282,16 @@ async function memoryOf(values: ReturnType<typeof firecrackerArgs>): Promise<Sou
     }
     return undefined
   }
-  if (mem.length > 1) usageError('a --mem in a store takes no layers (yet): give one --mem', FIRECRACKER_USAGE)
-  return Source.objectStore(urls[0] as string, {
+  if (urls.length > 1 || mem[0] !== urls[0]) {
+    usageError('only the first --mem (the base) may be in a store: the layers above it are local files', FIRECRACKER_USAGE)
+  }
+  const object = await Source.objectStore(urls[0] as string, {
     ...(values.endpoint ? { endpoint: values.endpoint } : {}),
     ...(values['cache-dir'] ? { cacheDir: values['cache-dir'] } : {}),
     anonymous: values.anonymous,
     credentialChain: values['credential-chain'],
   })
+  return mem.length > 1 ? Source.layers([object, ...mem.slice(1)]) : object
 }
 
 function keeperMain(args: string[]): void {

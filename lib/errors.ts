@@ -18,6 +18,7 @@ export type UffdNoticeCode =
   | 'ERR_UFFD_SOURCE'
   | 'ERR_UFFD_WRITE_BACK'
   | 'ERR_UFFD_PEER_KILLED'
+  | 'ERR_UFFD_TRACE_STALE'
 
 /** An errno name (`'EEXIST'`) or one of the package's own codes. */
 export type UffdErrorCode = UffdNoticeCode | `E${Uppercase<string>}`

@@ -1,19 +1,7 @@
 // A ready page-fault handler for Firecracker snapshot restores: one process serves any number of
 // microVMs, each from its memory file (or layers of them), natively, with working-set replay.
 import { EventEmitter } from 'node:events'
-import {
-  accessSync,
-  closeSync,
-  constants,
-  existsSync,
-  fstatSync,
-  openSync,
-  readFileSync,
-  readSync,
-  renameSync,
-  rmSync,
-  statSync,
-} from 'node:fs'
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { argumentError, rangeError, UffdError } from './errors'
 import { DEFAULT_KEEPER_GRACE_MS, linkKeeper } from './keeper'
@@ -33,6 +21,7 @@ import {
 import { Source } from './source'
 import { readTrace, type TracedMemory, TraceRecorder, type WorkingSetTrace, writeTrace } from './trace'
 import type { Userfaultfd } from './userfaultfd'
+import { checkRecordable, WorkingSet } from './working-set'
 
 /** Options of {@link serveFirecracker}. */
 export interface FirecrackerOptions {
@@ -56,7 +45,8 @@ export interface FirecrackerOptions {
   /**
    * The memory as a source made already: an object in a store, a plain object or a pushed
    * snapshot (`await Source.objectStore('s3://snapshots/vm.mem', ...)`), each region read from its
-   * place in it. Instead of `memoryFile`; traces (`record`, `replay`, `workingSet`) need a file.
+   * place in it. Instead of `memoryFile`. Traces (`record`, `replay`, `workingSet`) need an object
+   * with an ETag; `workingSet: true` keeps the trace in the store beside it.
    */
   memory?: Source
   /**
@@ -76,8 +66,13 @@ export interface FirecrackerOptions {
    * and belongs to the memory files; while it is not (the first restore of a snapshot, or the
    * snapshot changed), each restore records (as `record`) and the first VM to exit served writes
    * it, for the restores that follow. Not with `record` or `replay`.
+   *
+   * A path, or `true` to keep it beside the memory: with `memory` an object in a store, as the
+   * object `KEY.working-set.json` next to it in the same store (read before the first VM is
+   * served, written with the source's credentials), so the next restore of that snapshot on any
+   * host replays it; with `memoryFile`, as the file `FILE.working-set.json` next to the topmost.
    */
-  workingSet?: string
+  workingSet?: string | true
   /** Map the rest of the memory in the background, stepping aside for faults. Default true, false when recording. */
   prefetch?: boolean
   /** Pages per fault. Default `{ pages: 16, adaptive: true, maxPages: 256 }`. */
@@ -155,7 +150,7 @@ export interface KeeperLinked {
 
 /** What the `'trace'` event of a {@link FirecrackerServer} says. */
 export interface TraceWritten {
-  /** Where the trace was written (`workingSet`). */
+  /** Where the trace was written (`workingSet`): a path, or the URL of the object beside the memory. */
   readonly path: string
   /** The pages it lists, in the order the VM first touched them. */
   readonly pages: number
@@ -227,8 +222,12 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   /** What each VM's userfaultfd is adopted with (at a handshake, or taken back from the keeper). */
   readonly #adopt: AdoptOptions
   readonly #restores = new Set<Restore>()
-  /** The trace replayed: `replay`'s, or `workingSet`'s once there is a valid one. */
-  #trace: WorkingSetTrace | undefined
+  /** The trace `replay` names. */
+  readonly #trace: WorkingSetTrace | undefined
+  /** The trace kept without a recording run (`workingSet`). */
+  #workingSet: WorkingSet | undefined
+  /** `'close'` was emitted, or will be once a trace being stored is stored. */
+  #closed = false
   /** Taking new connections (until `close()`). */
   #listening = true
   /** Reading the handshakes of connections taken (until the last one taken is served or dropped). */
@@ -274,8 +273,14 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     this.#options = { handshakeTimeoutMs: 5000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options }
     try {
       if (options.record !== undefined) checkRecordable(options.record, 'options.record')
-      this.#trace = options.replay === undefined ? undefined : readTrace(options.replay, this.#traced())
-      if (options.workingSet !== undefined) this.#trace = this.#openWorkingSet(options.workingSet)
+      if (options.replay !== undefined) this.#trace = readTrace(options.replay, this.#traced())
+      if (options.workingSet !== undefined) {
+        if (options.record !== undefined || options.replay !== undefined) {
+          throw argumentError('options.workingSet', 'unset with record or replay (it does both)', options.workingSet)
+        }
+        const memory = { object: this.#memory, files: this.#files, traced: () => this.#traced() }
+        this.#workingSet = new WorkingSet(options.workingSet, memory, (error) => this.#report(error))
+      }
       // Listening comes first: Firecracker connects as soon as its load request arrives.
       const { handshakeTimeoutMs, timeoutMs } = this.#options
       checkKeeper(options.keeper, options.keeperGraceMs)
@@ -317,6 +322,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   }
 
   async #acceptAll(): Promise<void> {
+    await this.#workingSet?.load()
     // New connections wait in the backlog while the keeper's VMs are taken back: those froze first.
     if (this.#options.keeper !== undefined && !(await this.#linkKeeper(this.#options.keeper))) {
       this.close()
@@ -494,7 +500,11 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   #traced(): TracedMemory[] {
     const given = this.#options?.memory ?? this.#memory
     const etag = given?.objectStats?.etag
-    if (given && etag) return [{ name: 'the memory object', size: given.size ?? 0, fingerprint: `etag ${etag}` }]
+    if (given && etag) {
+      const object = { name: 'the memory object', size: given.objectStats?.size ?? 0, fingerprint: `etag ${etag}` }
+      // Local files above the object (diffs) are named too: another diff is another memory.
+      return [object, ...given.files]
+    }
     return this.#held.map((file) => file.proc)
   }
 
@@ -516,8 +526,9 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   /** Replays the trace's pages first, in order, then maps the rest in the background. */
   async #fill(restore: Restore, uffd: Userfaultfd, regions: readonly Region[], offsets: readonly number[]): Promise<void> {
     try {
-      if (this.#trace) {
-        const plan = replayPlan(this.#trace, regions, offsets)
+      const trace = this.#trace ?? this.#workingSet?.trace
+      if (trace) {
+        const plan = replayPlan(trace, regions, offsets)
         // Each region's pages are counted as its replay ends, whatever becomes of the others.
         const replays = plan.map(({ region, ranges }) =>
           uffd.prefetch(region, ranges, { chunkPages: 64 }).then((result) => {
@@ -563,51 +574,20 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
     void restore.filled.then(() => this.#finish(restore))
   }
 
-  /**
-   * The working-set trace at `path` if it is there and belongs to the memory files; else none
-   * (this server records it): a stale or broken one is said, and replaced by the next.
-   */
-  #openWorkingSet(path: string): WorkingSetTrace | undefined {
-    if (this.#options.record !== undefined || this.#options.replay !== undefined) {
-      throw argumentError('options.workingSet', 'unset with record or replay (it does both)', path)
-    }
-    checkRecordable(path, 'options.workingSet')
-    if (!existsSync(path)) return undefined
-    try {
-      return readTrace(path, this.#traced())
-    } catch (error) {
-      const stale = new UffdError(`${(error as Error).message}; a new one is recorded`, { code: 'EINVAL', cause: error })
-      queueMicrotask(() => this.#report(stale))
-      return undefined
-    }
-  }
-
   /** Whether a restore records its working set. A resumed one does not: it saw only the end. */
   #records(resumed: boolean): boolean {
     if (resumed) return false
-    return this.#options.record !== undefined || (this.#options.workingSet !== undefined && this.#trace === undefined)
-  }
-
-  /** The first restore served to its end writes the working set that is not there yet. */
-  #writeWorkingSet(restore: Restore, path: string): void {
-    if (this.#trace || !restore.recorder || restore.outcome !== 'served') return
-    const memory = this.#traced()
-    const temporary = `${path}.${process.pid}.tmp`
-    try {
-      const trace = writeTrace(temporary, memory, pageSizeOf(restore.adoption.regions), restore.recorder.offsets())
-      renameSync(temporary, path)
-      this.#trace = trace
-      this.emit('trace', { path, pages: trace.pages.length })
-    } catch (error) {
-      rmSync(temporary, { force: true })
-      this.#report(new UffdError(`writing the trace ${path} failed: ${(error as Error).message}`, { code: 'EIO', cause: error }))
-    }
+    return this.#options.record !== undefined || (this.#workingSet !== undefined && this.#workingSet.trace === undefined)
   }
 
   #finish(restore: Restore): void {
     if (!this.#restores.delete(restore)) return
     const summary = this.#summary(restore)
-    if (this.#options.workingSet !== undefined) this.#writeWorkingSet(restore, this.#options.workingSet)
+    if (this.#workingSet && restore.recorder && restore.outcome === 'served') {
+      this.#workingSet.save(pageSizeOf(restore.adoption.regions), restore.recorder.offsets(), (path, pages) =>
+        this.emit('trace', { path, pages }),
+      )
+    }
     if (restore.recorder && this.#options.record) {
       try {
         const memory = this.#traced()
@@ -647,11 +627,16 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   }
 
   #closeIfDone(): void {
-    if (!this.#accepting && this.#restores.size === 0) {
+    if (this.#accepting || this.#restores.size > 0 || this.#closed) return
+    this.#closed = true
+    const closed = () => {
       this.#keeper?.close()
       this.#release()
       this.emit('close')
     }
+    // A trace being stored beside the memory is stored before 'close' (a process may exit then).
+    if (this.#workingSet?.saving) void this.#workingSet.settled().then(closed)
+    else closed()
   }
 
   #report(error: UffdError): void {
@@ -768,21 +753,6 @@ function idOf(name: string, table: string, what: string): number {
 }
 
 /** A trace can be written at `path` when a VM exits: its folder is there and writable, and it is not a folder. */
-function checkRecordable(path: string, name: string): void {
-  if (typeof path !== 'string') throw argumentError(name, 'a path', path)
-  const folder = dirname(path)
-  const refuse = (why: string, code: 'ENOENT' | 'ENOTDIR' | 'EACCES' | 'EISDIR') =>
-    new UffdError(`cannot record the trace to ${path}: ${why}`, { code })
-  const stat = statSync(folder, { throwIfNoEntry: false })
-  if (!stat) throw refuse(`its folder ${folder} does not exist`, 'ENOENT')
-  if (!stat.isDirectory()) throw refuse(`${folder} is not a folder`, 'ENOTDIR')
-  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw refuse('it is a folder', 'EISDIR')
-  try {
-    accessSync(folder, constants.W_OK)
-  } catch {
-    throw refuse(`its folder ${folder} is not writable`, 'EACCES')
-  }
-}
 
 /** The VMs' page size (every region of a VM has the same). */
 function pageSizeOf(regions: readonly Region[]): number {

@@ -169,6 +169,8 @@ export interface ObjectStoreSource extends Source {
  */
 export class Source {
   readonly #native: NativeSource
+  /** The local files of a layered source, base first (above its object if it has one). */
+  #files: readonly string[] = []
 
   private constructor(handle: NativeSource) {
     this.#native = handle
@@ -202,15 +204,37 @@ export class Source {
    * comes from the topmost file with data there (found with SEEK_DATA); what no file has is zeros,
    * mapped without a read. With `writable`, what the program writes goes back to the topmost file
    * (a diff of its own: the files below are never written).
+   *
+   * The base may be an object in a store (a source from {@link Source.objectStore}) with local
+   * files above it: a page a file has comes from the file with no request, the others from the
+   * object (through its chunks, caches and readahead). Read only (`writable` is refused).
+   *
+   * @example
+   * ```ts
+   * const base = await Source.objectStore('s3://snapshots/base.mem', { endpoint })
+   * const memory = Source.layers([base, '/var/lib/vm/diff-1.mem', '/var/lib/vm/diff-2.mem'])
+   * ```
    */
-  static layers(paths: readonly string[], options?: FileSourceOptions): Source {
-    if (!Array.isArray(paths) || paths.length === 0 || paths.some((p) => typeof p !== 'string')) {
-      throw argumentError('paths', 'a non-empty array of paths', paths)
+  static layers(layers: readonly (string | Source)[], options?: FileSourceOptions): Source {
+    const [first, ...rest] = Array.isArray(layers) ? layers : []
+    const files = first instanceof Source ? rest : layers
+    if (!Array.isArray(layers) || layers.length === 0 || !Array.isArray(files) || files.some((p) => typeof p !== 'string')) {
+      throw argumentError('layers', 'a non-empty array of paths, the first of which may be an object source', layers)
     }
+    const paths = files as string[]
     const { offset: at, writable } = optionsOf('options', options)
     const offset = integer('options.offset', at ?? 0)
     const write = optionalBoolean('options.writable', writable, false)
-    return new Source(call(() => native.NativeSource.layers([...paths], offset, write)))
+    if (first instanceof Source) {
+      if (first.kind !== 'objectStore') throw argumentError('layers[0]', 'a path or an object-store source', first.kind)
+      if (write) throw argumentError('options.writable', 'unset over an object (nothing is written back to a store)', write)
+      const source = new Source(call(() => native.NativeSource.layersOver(first.#native, paths, offset)))
+      source.#files = paths
+      return source
+    }
+    const source = new Source(call(() => native.NativeSource.layers([...paths], offset, write)))
+    source.#files = paths
+    return source
   }
 
   /**
@@ -303,6 +327,35 @@ export class Source {
     const read = await call(() => this.#native.readRaw(chunks))
     if (read.error) throw fromFailure(read.error)
     return { bytes: read.bytes, ms: read.ms }
+  }
+
+  /**
+   * The object `KEY` + `suffix` beside an object-store source's object, read with its client and
+   * credentials: its URL, and its bytes (undefined when there is none).
+   * @internal
+   */
+  async readBeside(suffix: string): Promise<{ url: string; bytes: Buffer | undefined }> {
+    const read = await call(() => this.#native.readBeside(suffix))
+    if (read.error) throw fromFailure(read.error)
+    return { url: read.url, bytes: read.bytes ?? undefined }
+  }
+
+  /**
+   * Stores `bytes` as the object `KEY` + `suffix` beside an object-store source's object; gives its URL.
+   * @internal
+   */
+  async writeBeside(suffix: string, bytes: Uint8Array): Promise<string> {
+    const written = await call(() => this.#native.writeBeside(suffix, bytes))
+    if (written.error) throw fromFailure(written.error)
+    return written.url
+  }
+
+  /**
+   * The local files of a layered source, base first (above its object, if it has one).
+   * @internal
+   */
+  get files(): readonly string[] {
+    return this.#files
   }
 
   /** @internal */

@@ -99,16 +99,24 @@ const fingerprintOfMemory = (memory: TracedMemory): MemoryFingerprint =>
   typeof memory === 'string' ? fingerprintOf(memory) : { size: memory.size, fingerprint: memory.fingerprint }
 const nameOf = (memory: TracedMemory): string => (typeof memory === 'string' ? memory : memory.name)
 
-/** Writes a trace of `offsets` (file offsets, in order) for the memory files `memory` (base first). */
-export function writeTrace(path: string, memory: readonly TracedMemory[], pageSize: number, offsets: readonly number[]): WorkingSetTrace {
-  const trace: WorkingSetTrace = {
+/** The trace of `offsets` (file offsets, in order) for the memory files `memory` (base first). */
+export function traceOf(memory: readonly TracedMemory[], pageSize: number, offsets: readonly number[]): WorkingSetTrace {
+  return {
     format: TRACE_FORMAT,
     version: TRACE_VERSION,
     memory: memory.map(fingerprintOfMemory),
     pageSize,
     pages: offsets.map((offset) => Math.floor(offset / pageSize)),
   }
-  writeFileSync(path, `${JSON.stringify(trace)}\n`)
+}
+
+/** A trace as its file holds it: JSON and a newline. */
+export const traceText = (trace: WorkingSetTrace): string => `${JSON.stringify(trace)}\n`
+
+/** Writes a trace of `offsets` (file offsets, in order) for the memory files `memory` (base first). */
+export function writeTrace(path: string, memory: readonly TracedMemory[], pageSize: number, offsets: readonly number[]): WorkingSetTrace {
+  const trace = traceOf(memory, pageSize, offsets)
+  writeFileSync(path, traceText(trace))
   return trace
 }
 
@@ -118,9 +126,17 @@ export function writeTrace(path: string, memory: readonly TracedMemory[], pageSi
  * which differs otherwise, or if the file is not a trace of a version this package reads.
  */
 export function readTrace(path: string, memory: readonly TracedMemory[]): WorkingSetTrace {
+  return parseTrace(readFileSync(path, 'utf8'), path, memory)
+}
+
+/**
+ * A trace from its text (what {@link readTrace} reads from a file; `path` names it in messages),
+ * checked as `readTrace` checks it.
+ */
+export function parseTrace(text: string, path: string, memory: readonly TracedMemory[]): WorkingSetTrace {
   let trace: WorkingSetTrace
   try {
-    trace = JSON.parse(readFileSync(path, 'utf8')) as WorkingSetTrace
+    trace = JSON.parse(text) as WorkingSetTrace
   } catch (cause) {
     throw new UffdError(`${path} is not a working-set trace: ${(cause as Error).message}`, { code: 'EINVAL', cause })
   }

@@ -7,7 +7,7 @@ use crate::fault::FaultKind;
 use crate::region::{base_page_size, MemoryKind, Region};
 use crate::residency::Written;
 use crate::resolve::{Park, Protect, Resolver, Wake};
-use crate::source::{fill_layers, FileLayer, Scratch, Served, Source};
+use crate::source::{data_run, fill_layers, overlay_layers, FileLayer, Scratch, Served, Source};
 use crate::stats::bump;
 use crate::sys::uapi;
 use nix::errno::Errno;
@@ -158,9 +158,17 @@ pub fn map_from(
         }
         Source::Layers(layers) => map_from_files(resolver, layers, region, offset, len, protect, scratch, park),
         // Blocks this thread (a prefetch, a handler's fromSource): faults take the pending path.
-        Source::Object(object, base) => {
+        Source::Object(object, base, above) => {
+            // From a local file above the object where one has the first page: its run of data,
+            // with no request.
+            let page = region.page_size();
+            let run = if above.is_empty() { 0 } else { data_run(above, offset, len)? / page * page };
+            if run > 0 {
+                return map_from_files(resolver, above, region, offset, run, protect, scratch, park);
+            }
             let out = scratch.aligned(len);
             object.read_blocking(base + offset as u64, out)?;
+            overlay_layers(above, offset, out)?;
             copy(out)
         }
         Source::Handler => Err(Error::invalid("map", "no native source serves this range: its handler maps its pages")),

@@ -14,7 +14,7 @@ use crate::object_source::{ObjectSource, Plan};
 use crate::options::Fallback;
 use crate::region::{MemoryKind, Region};
 use crate::resolve::{Park, Protect, Wake};
-use crate::source::{Served, Source};
+use crate::source::{data_run, overlay_layers, Served, Source};
 use crate::stats::bump;
 use bytes::Bytes;
 use nix::errno::Errno;
@@ -37,7 +37,7 @@ pub fn serve_later(
     write: bool,
     thread_id: i32,
 ) -> bool {
-    let Source::Object(object, base) = served.source() else {
+    let Source::Object(object, base, above) = served.source() else {
         return false;
     };
     // Where the faulting page is in the object (the region starts at `base` in it).
@@ -50,6 +50,11 @@ pub fn serve_later(
     // A page removed since it was mapped (a balloon) gets zeros, as its owner's kernel would give
     // it: the synchronous path maps them, with no request.
     if served.zero_removed && served.removed_at(offset).is_ok() {
+        return false;
+    }
+    // A page a local file above the object has: the synchronous path reads it from there (and
+    // says why if it cannot), with no request.
+    if !above.is_empty() && data_run(above, offset, region.page_size()).map_or(true, |run| run > 0) {
         return false;
     }
     // The completion runs on the runtime and needs the engine to outlive this turn. One that is
@@ -149,7 +154,7 @@ fn complete(
     read: Result<Bytes>,
     what: &str,
 ) {
-    let bytes = match read {
+    let mut bytes = match read {
         Ok(bytes) => bytes,
         Err(err) => return fail(engine, object, fault.id, what, err),
     };
@@ -162,16 +167,32 @@ fn complete(
     let len =
         ((plan.end - plan.start) as usize).min(end.saturating_sub(fault.offset)).min(region.size() - fault.offset);
     let len = len.max(region.page_size());
-    let padded;
-    let bytes = if bytes.len() >= len {
-        &bytes[..len]
-    } else {
-        // The object's last page: zeros after its end.
-        let mut tail = vec![0; len];
-        tail[..bytes.len()].copy_from_slice(&bytes);
-        padded = tail;
-        &padded[..]
+    let Source::Object(_, base, above) = served.source() else {
+        return fail(
+            engine,
+            object,
+            fault.id,
+            what,
+            Error::invalid("map", "the range is no longer served by an object"),
+        );
     };
+    let base = *base;
+    // The object's last page: zeros after its end.
+    if bytes.len() < len {
+        let mut padded = vec![0; len];
+        padded[..bytes.len()].copy_from_slice(&bytes);
+        bytes = Bytes::from(padded);
+    }
+    bytes.truncate(len);
+    // Pages of the window that a local file above the object has come from that file.
+    if !above.is_empty() {
+        let mut layered = bytes.to_vec();
+        if let Err(err) = overlay_layers(above, fault.offset, &mut layered) {
+            return fail(engine, object, fault.id, what, err);
+        }
+        bytes = Bytes::from(layered);
+    }
+    let bytes = &bytes[..];
     // Counted before the ioctl wakes the faulting thread, which may read the counters at once.
     bump(&resolver.counters.native);
     // A fault that waited for the network gets its own page first: its thread runs on while the
@@ -180,10 +201,6 @@ fn complete(
     let first = if plan.waits && bytes.len() > page { page } else { bytes.len() };
     let residency = served.residency();
     let protect = Protect(residency.is_some());
-    let base = match served.source() {
-        Source::Object(_, base) => *base,
-        _ => 0,
-    };
     let copy = |at: usize, bytes: &[u8]| {
         let mapped = resolver.copy(region, at, bytes, Wake(true), protect, Park::UntilRead)?;
         if let (Some(residency), true) = (residency, mapped > 0) {
@@ -221,6 +238,12 @@ fn complete(
             engine.forget_faults(|f| f.id == fault.id);
             engine.settle(fault.id, true);
         }
+        // The process that owns the memory exited while the bytes came (its hang-up is said on
+        // its own), or the fd closed: nobody waits for this fault any more, and nothing failed.
+        Err(Error::Sys { errno: Errno::ESRCH, .. } | Error::Closed { .. }) => {
+            resolver.counters.native.fetch_sub(1, Ordering::Relaxed);
+            drop(engine.table().take(fault.id));
+        }
         Err(err) => {
             resolver.counters.native.fetch_sub(1, Ordering::Relaxed);
             fail(engine, object, fault.id, what, err);
@@ -232,7 +255,7 @@ impl Source {
     /// The object source, if this is one.
     pub fn object(&self) -> Option<&Arc<ObjectSource>> {
         match self {
-            Source::Object(object, _) => Some(object),
+            Source::Object(object, ..) => Some(object),
             _ => None,
         }
     }

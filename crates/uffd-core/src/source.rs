@@ -34,8 +34,10 @@ pub enum Source {
     /// An object in a store (S3, HTTP), read in chunks on the object-store runtime: its faults
     /// wait in the fault table instead of blocking the loop (object_source/pending.rs); region
     /// offset 0 is the object's byte at the offset given (one region of a VM's memory). Past its
-    /// end: zeros.
-    Object(Arc<crate::object_source::ObjectSource>, u64),
+    /// end: zeros. Local files may lie above it (diff snapshots taken after the one the object
+    /// holds, sparse where nothing changed), read from the same offset: a page one of them has
+    /// comes from the topmost that has it, with no request; the others from the object.
+    Object(Arc<crate::object_source::ObjectSource>, u64, Arc<[FileLayer]>),
     /// No native source: the handler maps every page. What a range with a residency limit and
     /// a handler is served by (the handler is asked again for a page dropped).
     Handler,
@@ -79,6 +81,13 @@ impl Source {
         Ok(Source::Layers(layers.into()))
     }
 
+    /// An object (from byte `offset`) with local files above it, base first, each read from
+    /// `offset` too (see [`Source::Object`]). Read only: nothing is written back to them.
+    pub fn over_object(object: Arc<crate::object_source::ObjectSource>, paths: &[&str], offset: u64) -> Result<Source> {
+        let above = paths.iter().map(|path| FileLayer::open(path, offset, false)).collect::<Result<Vec<_>>>()?;
+        Ok(Source::Object(object, offset, above.into()))
+    }
+
     /// The same files (the same open descriptors), read `delta` bytes further on: what another
     /// region of the same memory file is served from. File, layered and object sources have offsets.
     pub fn shifted(&self, delta: u64) -> Result<Source> {
@@ -86,7 +95,9 @@ impl Source {
         match self {
             Source::File(layer) => Ok(Source::File(shift(layer))),
             Source::Layers(layers) => Ok(Source::Layers(layers.iter().map(shift).collect())),
-            Source::Object(object, base) => Ok(Source::Object(object.clone(), base + delta)),
+            Source::Object(object, base, above) => {
+                Ok(Source::Object(object.clone(), base + delta, above.iter().map(shift).collect()))
+            }
             _ if delta == 0 => Ok(self.clone()),
             other => Err(Error::invalid(
                 "serve",
@@ -106,8 +117,12 @@ impl Source {
                 format!("the layered source {paths:?}")
             }
             Source::PageCache => "the page-cache source".into(),
-            Source::Object(object, 0) => format!("the object {}", object.url()),
-            Source::Object(object, base) => format!("the object {} (from byte {base})", object.url()),
+            Source::Object(object, base, above) => {
+                let from = if *base == 0 { String::new() } else { format!(" (from byte {base})") };
+                let paths: Vec<&str> = above.iter().map(|layer| &*layer.path).collect();
+                let files = if paths.is_empty() { String::new() } else { format!(" with the files {paths:?} above") };
+                format!("the object {}{from}{files}", object.url())
+            }
             Source::Handler => "the handler".into(),
         }
     }
@@ -117,6 +132,7 @@ impl Source {
         match self {
             Source::File(layer) => layer.offset,
             Source::Layers(layers) => layers.first().map_or(0, |layer| layer.offset),
+            Source::Object(_, base, _) => *base,
             _ => 0,
         }
     }
@@ -136,8 +152,9 @@ impl Source {
             // A file can grow: it is asked each time (fstat is far cheaper than the COPY).
             Source::File(layer) => Some(layer.available(offset)),
             Source::Layers(layers) => layers.iter().map(|layer| layer.available(offset)).max(),
-            Source::Object(object, base) => {
-                Some(object.size().saturating_sub(base + offset as u64).try_into().unwrap_or(usize::MAX))
+            Source::Object(object, base, above) => {
+                let own = object.size().saturating_sub(base + offset as u64).try_into().unwrap_or(usize::MAX);
+                Some(above.iter().map(|layer| layer.available(offset)).fold(own, usize::max))
             }
         }
     }
@@ -150,7 +167,10 @@ impl Source {
             (Source::Bytes(a), Source::Bytes(b)) => Arc::ptr_eq(a, b),
             (Source::File(a), Source::File(b)) => Arc::ptr_eq(&a.file, &b.file) && a.offset == b.offset,
             (Source::Layers(a), Source::Layers(b)) => Arc::ptr_eq(a, b),
-            (Source::Object(a, at), Source::Object(b, bt)) => Arc::ptr_eq(a, b) && at == bt,
+            (Source::Object(a, at, above_a), Source::Object(b, bt, above_b)) => {
+                let same_files = (above_a.is_empty() && above_b.is_empty()) || Arc::ptr_eq(above_a, above_b);
+                Arc::ptr_eq(a, b) && at == bt && same_files
+            }
             _ => false,
         }
     }
@@ -393,6 +413,36 @@ impl FileLayer {
 /// topmost layer with data there, zeros where none has. Returns false when nothing was read (all
 /// holes): the range can be mapped with zero pages instead.
 pub(crate) fn fill_layers(layers: &[FileLayer], at: usize, out: &mut [u8]) -> Result<bool> {
+    read_layers(layers, at, out, true)
+}
+
+/// Writes over `out` (what a layer below them holds at region offset `at`) the bytes the layers
+/// have data for, each from the topmost with data there; leaves the rest. Returns whether any was.
+pub(crate) fn overlay_layers(layers: &[FileLayer], at: usize, out: &mut [u8]) -> Result<bool> {
+    read_layers(layers, at, out, false)
+}
+
+/// How many of the `len` bytes from region offset `at` one layer or another has data for, in a
+/// row from `at` (0: none has data at `at`).
+pub(crate) fn data_run(layers: &[FileLayer], at: usize, len: usize) -> Result<usize> {
+    let end = at + len;
+    let mut pos = at;
+    while pos < end {
+        let mut until = None;
+        for layer in layers {
+            if let Extent::Data { until: data_end } = layer.extent(pos)? {
+                until = Some(until.unwrap_or(0).max(data_end.max(pos + 1)));
+            }
+        }
+        match until {
+            Some(until) => pos = until.min(end),
+            None => break,
+        }
+    }
+    Ok(pos - at)
+}
+
+fn read_layers(layers: &[FileLayer], at: usize, out: &mut [u8], zero_holes: bool) -> Result<bool> {
     let end = at + out.len();
     let mut pos = at;
     let mut read_any = false;
@@ -417,7 +467,8 @@ pub(crate) fn fill_layers(layers: &[FileLayer], at: usize, out: &mut [u8]) -> Re
                 layer.read(pos, part)?;
                 read_any = true;
             }
-            None => part.fill(0),
+            None if zero_holes => part.fill(0),
+            None => {}
         }
         pos = until;
     }
@@ -680,6 +731,25 @@ mod tests {
         let mut hole = vec![0xffu8; PAGE];
         assert!(!fill_layers(&layers, 6 * PAGE, &mut hole).unwrap());
         assert!(hole.iter().all(|&b| b == 0));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn files_above_an_object_overlay_only_their_data_and_say_how_far_it_runs() {
+        let dir = temp_dir("overlay");
+        let lower = sparse(&dir, "lower", 8, |p| [1, 2].contains(&p).then_some(3));
+        let upper = sparse(&dir, "upper", 8, |p| [2, 3, 6].contains(&p).then_some(4));
+        let Source::Layers(layers) = Source::layers(&[&lower, &upper], 0, false).unwrap() else { panic!("layers") };
+        // What the object below holds (9s): kept where no file has data.
+        let mut out = vec![9u8; 8 * PAGE];
+        assert!(overlay_layers(&layers, 0, &mut out).unwrap());
+        let first: Vec<u8> = (0..8).map(|p| out[p * PAGE]).collect();
+        assert_eq!(first, [9, 3, 4, 4, 9, 9, 4, 9]);
+        // Pages 1-3 have data in one file or the other, in a row; page 0 in none.
+        assert_eq!(data_run(&layers, 0, 8 * PAGE).unwrap(), 0);
+        assert_eq!(data_run(&layers, PAGE, 7 * PAGE).unwrap(), 3 * PAGE);
+        assert_eq!(data_run(&layers, 2 * PAGE, PAGE).unwrap(), PAGE);
+        assert_eq!(data_run(&layers, 6 * PAGE, 2 * PAGE).unwrap(), PAGE);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

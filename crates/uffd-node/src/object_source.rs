@@ -82,9 +82,10 @@ impl Task for Open {
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         Ok(match output {
-            Ok(object) => {
-                NativeObjectOutcome { source: Some(NativeSource::of(Source::Object(object, 0))), error: None }
-            }
+            Ok(object) => NativeObjectOutcome {
+                source: Some(NativeSource::of(Source::Object(object, 0, Arc::from([])))),
+                error: None,
+            },
             Err(error) => NativeObjectOutcome { source: None, error: Some(NativeFailure::of(&error)) },
         })
     }

@@ -1,9 +1,10 @@
 //! What the object store behind an object source tells JavaScript, apart from serving faults: its
-//! counters (`objectStats`) and the whole object read straight from the store (`readRaw`, the
-//! bench's baseline).
+//! counters (`objectStats`), the whole object read straight from the store (`readRaw`, the
+//! bench's baseline), and the small objects beside it (`readBeside`, `writeBeside`).
 
 use crate::errors::NativeFailure;
 use crate::panic::guard;
+use napi::bindgen_prelude::Buffer;
 use napi::{Env, Task};
 use napi_derive::napi;
 use std::sync::Arc;
@@ -91,6 +92,43 @@ impl Task for ReadRaw {
         Ok(match output {
             Ok((bytes, took)) => NativeRawRead { bytes: bytes as f64, ms: took.as_secs_f64() * 1e3, error: None },
             Err(error) => NativeRawRead { bytes: 0.0, ms: 0.0, error: Some(NativeFailure::of(&error)) },
+        })
+    }
+}
+
+/// The object beside an object source's: its URL, its bytes (`undefined` when there is none or
+/// it was written), or why it could not be read or written.
+#[napi(object, object_from_js = false)]
+pub struct NativeBeside {
+    pub url: String,
+    pub bytes: Option<Buffer>,
+    pub error: Option<NativeFailure>,
+}
+
+/// Reads (with no bytes to write) or writes the object beside an object source's (`KEY` +
+/// suffix), on a pool thread.
+pub struct Beside {
+    pub(crate) object: Arc<ObjectSource>,
+    pub(crate) suffix: String,
+    pub(crate) write: Option<Vec<u8>>,
+}
+
+impl Task for Beside {
+    type Output = uffd_core::Result<Option<Vec<u8>>>;
+    type JsValue = NativeBeside;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        match self.write.take() {
+            Some(bytes) => guard("writeBeside", || self.object.write_beside(&self.suffix, bytes).map(|()| None)),
+            None => guard("readBeside", || self.object.read_beside(&self.suffix)),
+        }
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        let url = self.object.url_beside(&self.suffix);
+        Ok(match output {
+            Ok(bytes) => NativeBeside { url, bytes: bytes.map(Buffer::from), error: None },
+            Err(error) => NativeBeside { url, bytes: None, error: Some(NativeFailure::of(&error)) },
         })
     }
 }

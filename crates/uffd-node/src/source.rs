@@ -2,11 +2,12 @@
 
 use crate::args::{to_opt_usize, to_usize};
 use crate::errors::{invalid, OrThrow};
-use crate::object_store::{fallback_pages_of, stats_of, NativeFallbackPage, NativeObjectStats, ReadRaw};
+use crate::object_store::{fallback_pages_of, stats_of, Beside, NativeFallbackPage, NativeObjectStats, ReadRaw};
 use napi::bindgen_prelude::{AsyncTask, Uint8Array};
 use napi::Env;
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
+use uffd_core::object_source::ObjectSource;
 use uffd_core::source::{Readahead, Recorder, ServeOptions, Served, Source};
 
 /// What `fault.fromSource(source)` maps: the fault's page, never more.
@@ -46,6 +47,15 @@ impl NativeSource {
         let offset = to_usize(&env, "offset", offset)? as u64;
         let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
         Ok(Self::of(Source::layers(&paths, offset, writable == Some(true)).or_throw(&env)?))
+    }
+
+    /// An object source's object with local files above it, base first, all read from `offset`.
+    #[napi(factory)]
+    pub fn layers_over(env: Env, object: &NativeSource, paths: Vec<String>, offset: f64) -> napi::Result<Self> {
+        let offset = to_usize(&env, "offset", offset)? as u64;
+        let object = object.object(&env, "layers")?;
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        Ok(Self::of(Source::over_object(object, &paths, offset).or_throw(&env)?))
     }
 
     #[napi(factory)]
@@ -90,9 +100,26 @@ impl NativeSource {
     #[napi(ts_return_type = "Promise<NativeRawRead>")]
     pub fn read_raw(&self, env: Env, chunks: Option<f64>) -> napi::Result<AsyncTask<ReadRaw>> {
         let chunks = to_opt_usize(&env, "chunks", chunks)?.map(|n| n as u64);
+        Ok(AsyncTask::new(ReadRaw(self.object(&env, "readRaw")?, chunks)))
+    }
+
+    /// The object `KEY{suffix}` beside an object source's, read on a pool thread.
+    #[napi(ts_return_type = "Promise<NativeBeside>")]
+    pub fn read_beside(&self, env: Env, suffix: String) -> napi::Result<AsyncTask<Beside>> {
+        Ok(AsyncTask::new(Beside { object: self.object(&env, "readBeside")?, suffix, write: None }))
+    }
+
+    /// Stores `bytes` as the object `KEY{suffix}` beside an object source's, on a pool thread.
+    #[napi(ts_return_type = "Promise<NativeBeside>")]
+    pub fn write_beside(&self, env: Env, suffix: String, bytes: Uint8Array) -> napi::Result<AsyncTask<Beside>> {
+        let object = self.object(&env, "writeBeside")?;
+        Ok(AsyncTask::new(Beside { object, suffix, write: Some(bytes.to_vec()) }))
+    }
+
+    fn object(&self, env: &Env, op: &'static str) -> napi::Result<Arc<ObjectSource>> {
         match self.source.object() {
-            Some(object) => Ok(AsyncTask::new(ReadRaw(object.clone(), chunks))),
-            None => Err(invalid(&env, "readRaw", "this is not an object source".into())),
+            Some(object) => Ok(object.clone()),
+            None => Err(invalid(env, op, "this is not an object source".into())),
         }
     }
 

@@ -41,6 +41,37 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Runs `once` until it succeeds, fails for good (not [`transient`]), or `policy`'s bound is
+/// reached; `on_try` is called before each try. A failure after retries says how many there were.
+pub(crate) async fn retried<T, F, Fut>(policy: RetryPolicy, on_try: impl Fn(), mut once: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    let mut delay = policy.initial_delay;
+    let mut tries = 0;
+    loop {
+        on_try();
+        match once().await {
+            Err(err) if transient(&err) && tries < policy.retries && started.elapsed() < policy.timeout => {
+                tries += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(policy.max_delay);
+            }
+            Err(Error::Remote { op, errno, status, detail }) if tries > 0 => {
+                return Err(Error::Remote {
+                    op,
+                    errno,
+                    status,
+                    detail: format!("{detail} (after {tries} retries in {} ms)", started.elapsed().as_millis()),
+                })
+            }
+            result => return result,
+        }
+    }
+}
+
 pub(crate) struct Fetcher {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) path: Path,

@@ -14,6 +14,7 @@
 //! each chunk a whole object of its own (compressed, named by its hash, checked against it when
 //! read), the holes as zeros without a request; the disk cache then keys chunks by content.
 
+mod beside;
 mod breaker;
 mod chunks;
 mod counters;

@@ -6,10 +6,10 @@
 //! not all there. Chunks go up `concurrency` at a time; each is read, hashed and compressed on the
 //! runtime's blocking threads.
 
-use super::fetch::RetryPolicy;
+use super::fetch::{retried, RetryPolicy};
 use super::manifest::{self, Chunk, Manifest};
 use super::runtime;
-use super::store::{self, remote_error, transient, Location, StoreOptions};
+use super::store::{self, remote_error, Location, StoreOptions};
 use crate::error::{Error, Result};
 use nix::errno::Errno;
 use nix::unistd::{lseek, Whence};
@@ -340,35 +340,16 @@ impl Push {
         .await
     }
 
-    /// Runs `once` until it succeeds, fails for good, or the retry bound is reached.
-    async fn retrying<T, F, Fut>(&self, mut once: F) -> Result<T>
+    /// Runs `once` within the retry bound, counting each try as a request.
+    async fn retrying<T, F, Fut>(&self, once: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let started = Instant::now();
-        let mut delay = self.retry.initial_delay;
-        let mut tries = 0;
-        loop {
+        let count = || {
             self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match once().await {
-                Err(err) if transient(&err) && tries < self.retry.retries && started.elapsed() < self.retry.timeout => {
-                    tries += 1;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.retry.max_delay);
-                }
-                Err(Error::Remote { op, errno, status, detail }) if tries > 0 => {
-                    return Err(Error::Remote {
-                        op,
-                        errno,
-                        status,
-                        detail: format!("{detail} (after {tries} retries in {} ms)", started.elapsed().as_millis()),
-                    })
-                }
-                Err(err) => return Err(err),
-                Ok(value) => return Ok(value),
-            }
-        }
+        };
+        retried(self.retry, count, once).await
     }
 
     fn task_failed(&self, e: tokio::task::JoinError) -> Error {
