@@ -420,6 +420,10 @@ export interface NativeObjectOptions {
   instanceMetadataEndpoint?: string
   anonymous: boolean
   virtualHostedStyle: boolean
+  /** For `az://`: the storage account, and its shared key or SAS token. */
+  account?: string
+  accountKey?: string
+  sasToken?: string
   chunkSize: number
   concurrency: number
   readaheadChunks: number

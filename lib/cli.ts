@@ -10,7 +10,7 @@ import { serveFirecracker } from './firecracker'
 import { DEFAULT_KEEPER_GRACE_MS, runKeeper } from './keeper'
 import { DEFAULTS } from './options'
 import { activatedSocket } from './remote'
-import { snapshotMain } from './snapshot-cli'
+import { OBJECT_URL, snapshotMain } from './snapshot-cli'
 import { Source } from './source'
 
 const COMMANDS = ['firecracker', 'keeper', 'snapshot'] as const
@@ -28,10 +28,11 @@ Options:
 
 const FIRECRACKER_USAGE = `usage: userfaultfd firecracker --socket PATH --mem FILE [--mem DIFF ...] [options]
        userfaultfd firecracker --socket PATH --mem s3://BUCKET/KEY [--mem DIFF...] [options]
+       userfaultfd firecracker --socket PATH --mem az://CONTAINER/BLOB --account NAME [options]
 
 Serves Firecracker snapshot restores on the Unix socket PATH (the load request's
 mem_backend.backend_path), each VM from its memory file (repeat --mem for layers, base first),
-or from an object in a store (s3://, http(s)://: a plain object or a pushed snapshot; its
+or from an object in a store (s3://, az://, http(s)://: a plain object or a pushed snapshot; its
 credentials from AWS_*, or as the AWS SDKs find them with --credential-chain), with local diff
 files above it if more --mem follow. Started by
 systemd with a socket (ListenStream=), --socket may be left out.
@@ -40,6 +41,8 @@ systemd with a socket (ListenStream=), --socket may be left out.
   --anonymous              unsigned requests (a public bucket)
   --credential-chain       look for credentials as the AWS SDKs do (profiles, web identity,
                            container endpoints)
+  --account NAME           for az://: the storage account (default AZURE_STORAGE_ACCOUNT_NAME; its
+                           key from AZURE_STORAGE_ACCOUNT_KEY, or AZURE_STORAGE_SAS_TOKEN)
   --cache-dir DIR          a chunk cache on disk, shared by the servers of this machine
 
   --socket-mode MODE       the socket file's mode, octal (660 lets its group connect)
@@ -159,6 +162,7 @@ function firecrackerArgs(rest: string[]) {
       endpoint: { type: 'string' },
       anonymous: { type: 'boolean', default: false },
       'credential-chain': { type: 'boolean', default: false },
+      account: { type: 'string' },
       'cache-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -275,10 +279,10 @@ function garbageCollector(): (() => void) | undefined {
  */
 async function memoryOf(values: ReturnType<typeof firecrackerArgs>): Promise<Source | undefined> {
   const mem = values.mem ?? []
-  const urls = mem.filter((m) => /^(s3a?|https?):\/\//.test(m))
+  const urls = mem.filter((m) => OBJECT_URL.test(m))
   if (urls.length === 0) {
-    for (const name of ['endpoint', 'cache-dir'] as const) {
-      if (values[name] !== undefined) usageError(`--${name} is for a --mem in a store (s3://, https://)`, FIRECRACKER_USAGE)
+    for (const name of ['endpoint', 'cache-dir', 'account'] as const) {
+      if (values[name] !== undefined) usageError(`--${name} is for a --mem in a store (s3://, az://, https://)`, FIRECRACKER_USAGE)
     }
     return undefined
   }
@@ -288,6 +292,7 @@ async function memoryOf(values: ReturnType<typeof firecrackerArgs>): Promise<Sou
   const object = await Source.objectStore(urls[0] as string, {
     ...(values.endpoint ? { endpoint: values.endpoint } : {}),
     ...(values['cache-dir'] ? { cacheDir: values['cache-dir'] } : {}),
+    ...(values.account ? { account: values.account } : {}),
     anonymous: values.anonymous,
     credentialChain: values['credential-chain'],
   })

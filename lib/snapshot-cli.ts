@@ -7,11 +7,11 @@ import { type PushSnapshotOptions, type PushSnapshotReport, pushSnapshot } from 
 
 export const SNAPSHOT_USAGE = `usage: userfaultfd snapshot push FILE URL [--base URL] [--chunk-size N] [--level N] [options]
 
-Stores the memory file FILE at URL (s3://bucket/key) as a snapshot: the file cut into chunks,
+Stores the memory file FILE at URL (s3://bucket/key, az://container/blob) as a snapshot: the file cut into chunks,
 each compressed (zstd) and stored under the hash of its bytes, holes and all-zero chunks stored
 nowhere, and a manifest at URL, written last. Chunks the store has already (from an earlier push,
-or a snapshot of the same base) are not uploaded again. Source.objectStore(URL) reads the
-snapshot as it reads a plain object (the Firecracker server's --mem takes local files only, yet).
+or a snapshot of the same base) are not uploaded again. Source.objectStore(URL) and
+userfaultfd firecracker --mem URL read the snapshot as they read a plain object.
 
   --base URL          a snapshot pushed before to the same bucket: the chunks it lists are known
                       to be there (no request for them), and the chunks go under its prefix
@@ -22,10 +22,15 @@ snapshot as it reads a plain object (the Firecracker server's --mem takes local 
                       beside the manifest)
   --endpoint URL      the S3 endpoint (default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS's)
   --region NAME       (default AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)
+  --account NAME      for az://: the storage account (default AZURE_STORAGE_ACCOUNT_NAME; its
+                      key from AZURE_STORAGE_ACCOUNT_KEY, or a SAS token from AZURE_STORAGE_SAS_TOKEN)
   --anonymous         unsigned requests (else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY sign them)
   --json              print the report as one JSON line
 
 Prints what was done: chunks, uploaded, deduplicated, holes, bytes in and out.`
+
+/** The URLs of objects in a store: S3, Azure, plain HTTP. */
+export const OBJECT_URL = /^(s3a?|az|azure|https?):\/\//
 
 /** A usage error: said with the usage, exit code 2. */
 class UsageError extends Error {}
@@ -61,6 +66,7 @@ function parse(argv: string[]): { file: string; url: string; options: PushSnapsh
       chunks: { type: 'string' },
       endpoint: { type: 'string' },
       region: { type: 'string' },
+      account: { type: 'string' },
       anonymous: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -72,11 +78,11 @@ function parse(argv: string[]): { file: string; url: string; options: PushSnapsh
   if (action !== 'push') throw new UsageError(`unknown action '${action}' (push)`)
   if (file === undefined || url === undefined) throw new UsageError('push needs a FILE and a URL')
   if (extra.length > 0) throw new UsageError(`unexpected argument '${extra[0]}'`)
-  if (!/^(s3a?|https?):\/\//.test(url)) {
-    throw new UsageError(`URL ${JSON.stringify(url)} is not an object URL (s3://bucket/key, https://host/path)`)
+  if (!OBJECT_URL.test(url)) {
+    throw new UsageError(`URL ${JSON.stringify(url)} is not an object URL (s3://bucket/key, az://container/blob, https://host/path)`)
   }
-  if (values.base !== undefined && !/^(s3a?|https?):\/\//.test(values.base)) {
-    throw new UsageError(`--base ${JSON.stringify(values.base)} is not an object URL (s3://bucket/key)`)
+  if (values.base !== undefined && !OBJECT_URL.test(values.base)) {
+    throw new UsageError(`--base ${JSON.stringify(values.base)} is not an object URL (s3://bucket/key, az://container/blob)`)
   }
   const options: PushSnapshotOptions = {
     ...(values.base === undefined ? {} : { base: values.base }),
@@ -86,6 +92,7 @@ function parse(argv: string[]): { file: string; url: string; options: PushSnapsh
     ...(values.chunks === undefined ? {} : { chunkPrefix: values.chunks }),
     ...(values.endpoint === undefined ? {} : { endpoint: values.endpoint }),
     ...(values.region === undefined ? {} : { region: values.region }),
+    ...(values.account === undefined ? {} : { account: values.account }),
     ...(values.anonymous ? { anonymous: true } : {}),
   }
   return { file, url, options, json: values.json }

@@ -34,7 +34,12 @@ export interface ObjectStoreRetryOptions {
 
 /** Options of {@link Source.objectStore}. */
 export interface ObjectStoreSourceOptions {
-  /** The S3 endpoint, e.g. `http://127.0.0.1:8333`. Default: `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, else AWS's own. */
+  /**
+   * The S3 endpoint, e.g. `http://127.0.0.1:8333`. Default: `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`,
+   * else AWS's own. For `az://`, the account's blob endpoint (Azurite's
+   * `http://127.0.0.1:10000/devstoreaccount1`, say). Default: `AZURE_STORAGE_ENDPOINT`, else
+   * `https://ACCOUNT.blob.core.windows.net`.
+   */
   endpoint?: string
   /** Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `'us-east-1'`. */
   region?: string
@@ -62,6 +67,12 @@ export interface ObjectStoreSourceOptions {
   anonymous?: boolean
   /** `bucket.host` requests instead of path style (`host/bucket`, the default). */
   virtualHostedStyle?: boolean
+  /** For `az://container/blob`: the storage account. Default: `AZURE_STORAGE_ACCOUNT_NAME`. */
+  account?: string
+  /** For `az://`: the account's shared key. Default: `AZURE_STORAGE_ACCOUNT_KEY`. */
+  accountKey?: string
+  /** For `az://`: a SAS token (`sv=...&sig=...`), instead of the key. Default: `AZURE_STORAGE_SAS_TOKEN`. */
+  sasToken?: string
   /** Bytes per range request; a multiple of 4096. Default 4 MiB. */
   chunkSize?: number
   /** Range requests in flight at once. Default 16. */
@@ -89,7 +100,7 @@ export interface ObjectStoreSourceOptions {
    * was written to them meanwhile is lost. Default false: they keep the fallback's zeros.
    */
   refetchAfterOutage?: boolean
-  /** Where the `AWS_*` variables are read. Default `process.env`. */
+  /** Where the `AWS_*` (and `AZURE_STORAGE_*`) variables are read. Default `process.env`. */
   env?: Record<string, string | undefined>
 }
 
@@ -238,7 +249,8 @@ export class Source {
   }
 
   /**
-   * An object in a store: `s3://bucket/key` (any S3-compatible store) or `http(s)://host/path`
+   * An object in a store: `s3://bucket/key` (any S3-compatible store), `az://container/blob` (an
+   * Azure storage account, named by `account`) or `http(s)://host/path`
    * (plain Range GETs). Reads the object's size and ETag first, so a missing object (`ENOENT`,
    * status 404), a refusal (`EACCES`, 403) or a store that cannot be reached (`ECONNREFUSED`)
    * rejects here. Faults wait for their chunk on native threads (no JavaScript, no blocked loop);
@@ -376,6 +388,7 @@ export function objectOptions(
 ): { options: NativeObjectOptions; provider?: CredentialProvider } {
   const env = options.env ?? process.env
   const s3 = url.startsWith('s3://') || url.startsWith('s3a://')
+  const az = url.startsWith('az://') || url.startsWith('azure://')
   const text = (name: string, value: unknown): string | undefined => {
     if (value === undefined) return undefined
     if (typeof value !== 'string') throw argumentError(name, 'a string', value)
@@ -392,7 +405,14 @@ export function objectOptions(
   const chunkSize = integer('options.chunkSize', options.chunkSize ?? 4 * MiB, 1)
   const retry = optionsOf('options.retry', options.retry)
   const native_: NativeObjectOptions = {
-    endpoint: s3 ? (text('options.endpoint', options.endpoint) ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL) : undefined,
+    endpoint: s3
+      ? (text('options.endpoint', options.endpoint) ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL)
+      : az
+        ? (text('options.endpoint', options.endpoint) ?? env.AZURE_STORAGE_ENDPOINT)
+        : undefined,
+    account: az ? (text('options.account', options.account) ?? env.AZURE_STORAGE_ACCOUNT_NAME) : undefined,
+    accountKey: az ? (text('options.accountKey', options.accountKey) ?? env.AZURE_STORAGE_ACCOUNT_KEY) : undefined,
+    sasToken: az ? (text('options.sasToken', options.sasToken) ?? env.AZURE_STORAGE_SAS_TOKEN) : undefined,
     region: s3 ? (text('options.region', options.region) ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION) : undefined,
     ...fields,
     anonymous: optionalBoolean('options.anonymous', options.anonymous, false),

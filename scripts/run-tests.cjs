@@ -49,12 +49,13 @@ function suites() {
     },
     ava(process.execPath, process.version),
     ...others.map(({ node }) => ava(node, version(node))),
-    // Alone, after the others, on the newest line: it runs SeaweedFS and moves gigabytes, which
+    // Alone, after the others, on the newest line: it runs SeaweedFS (and Azurite) and moves gigabytes, which
     // would slow the timing tests of the files ava runs beside it.
     ava(newest.node, version(newest.node), [
       'build/test/__test__/object-store.spec.js',
       'build/test/__test__/snapshot-push.spec.js',
       'build/test/__test__/credentials.spec.js',
+      'build/test/__test__/azure.spec.js',
     ]),
     {
       name: 'bun test (Bun)',

@@ -91,8 +91,9 @@ export function spawnCollecting(
   args: string[],
   what: string,
   ms = LIMIT_MS,
+  options: { env?: NodeJS.ProcessEnv } = {},
 ): { child: ChildProcess; exit: Promise<ChildExit>; output: () => string } {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options })
   let out = ''
   const take = (chunk: Buffer) => {
     out += chunk

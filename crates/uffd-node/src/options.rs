@@ -9,7 +9,9 @@ use napi_derive::napi;
 use std::sync::Arc;
 use std::time::Duration;
 use uffd_core::dirty::DirtyMethod;
-use uffd_core::object_source::{CredentialSource, Credentials, ObjectOptions, Pushed, RetryPolicy, StoreOptions};
+use uffd_core::object_source::{
+    AzureAccount, CredentialSource, Credentials, ObjectOptions, Pushed, RetryPolicy, StoreOptions,
+};
 use uffd_core::residency::Limit;
 use uffd_core::source::{Readahead, Recorder, ServeOptions};
 use uffd_core::{Fallback, Modes, Options};
@@ -209,6 +211,10 @@ pub struct NativeObjectOptions {
     pub instance_metadata_endpoint: Option<String>,
     pub anonymous: bool,
     pub virtual_hosted_style: bool,
+    /// For `az://`: the storage account, and its shared key or SAS token.
+    pub account: Option<String>,
+    pub account_key: Option<String>,
+    pub sas_token: Option<String>,
     pub chunk_size: f64,
     pub concurrency: f64,
     pub readahead_chunks: f64,
@@ -265,6 +271,7 @@ pub(crate) fn object_options(
             credential_source,
             anonymous: options.anonymous,
             virtual_hosted_style: options.virtual_hosted_style,
+            azure: options.account.map(|name| AzureAccount { name, key: options.account_key, sas: options.sas_token }),
             connect_timeout: ms("connectTimeoutMs", options.connect_timeout_ms)?,
             request_timeout: ms("requestTimeoutMs", options.request_timeout_ms)?,
         },

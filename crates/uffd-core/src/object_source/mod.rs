@@ -30,7 +30,7 @@ mod store;
 pub use credentials::{CredentialSource, Pushed};
 pub use fetch::RetryPolicy;
 pub use push::{push, PushOptions, PushReport};
-pub use store::{Credentials, Location, StoreOptions};
+pub use store::{AzureAccount, Credentials, Location, StoreOptions};
 
 use crate::error::{Error, Result};
 use crate::region::Region;
