@@ -148,43 +148,43 @@ function errorOf(cause: unknown): unknown {
   return error
 }
 
-interface NativeError extends Error {
-  uffd?: boolean
+/** What the binding says of a failure, however it says it (thrown, as a value, as a notice's cause). */
+interface NativeFields {
+  message: string
   code?: string
   errno?: number
   syscall?: string
-  status?: number
+  status?: number | null
+  peerPid?: number | null
+}
+
+/**
+ * The one converter of the binding's failures: a UffdError with Node's fields; a number out of
+ * its bounds is a RangeError `ERR_OUT_OF_RANGE`, as when the binding throws it.
+ */
+function converted(fields: NativeFields): UffdError | RangeError {
+  if (fields.code === 'ERR_OUT_OF_RANGE') return Object.assign(new RangeError(fields.message), { code: fields.code })
+  return new UffdError(fields.message, {
+    code: (fields.code ?? 'EIO') as UffdErrorCode,
+    errno: fields.errno,
+    syscall: fields.syscall,
+    peer: fields.peerPid == null ? undefined : { pid: fields.peerPid },
+    status: fields.status ?? undefined,
+  })
 }
 
 /** Turns an error thrown by the binding into a UffdError; anything else passes through. */
 export function fromNative(error: unknown): unknown {
-  const e = error as NativeError
-  if (e instanceof Error && e.uffd) {
-    const converted = new UffdError(e.message, {
-      code: e.code as UffdErrorCode,
-      errno: e.errno,
-      syscall: e.syscall,
-      status: e.status,
-    })
-    converted.stack = `UffdError: ${e.message}\n${(e.stack ?? '').split('\n').slice(1).join('\n')}`
-    return converted
-  }
-  return error
+  const e = error as Error & NativeFields & { uffd?: boolean }
+  if (!(e instanceof Error && e.uffd)) return error
+  const made = converted(e)
+  made.stack = `${made.name}: ${e.message}\n${(e.stack ?? '').split('\n').slice(1).join('\n')}`
+  return made
 }
 
-/**
- * The UffdError of a failure that the binding reports as a value (from a pool thread's work); a
- * number out of its bounds is a RangeError, as when the binding throws it.
- */
+/** The error of a failure that the binding reports as a value (from a pool thread's work). */
 export function fromFailure(failure: NativeFailure): UffdError | RangeError {
-  if (failure.code === 'ERR_OUT_OF_RANGE') return Object.assign(new RangeError(failure.message), { code: failure.code })
-  return new UffdError(failure.message, {
-    code: failure.code as UffdErrorCode,
-    errno: failure.errno,
-    syscall: failure.syscall,
-    peer: failure.peerPid == null ? undefined : { pid: failure.peerPid },
-    status: failure.status ?? undefined,
-  })
+  return converted(failure)
 }
 
 /** Calls into the binding, turning its errors into UffdErrors. */
@@ -216,8 +216,9 @@ export function fromNotice(notice: JsNotice): UffdError {
   const cause =
     notice.causeCode === undefined
       ? undefined
-      : new UffdError(notice.causeMessage ?? notice.causeCode, {
-          code: notice.causeCode as UffdErrorCode,
+      : converted({
+          message: notice.causeMessage ?? notice.causeCode,
+          code: notice.causeCode,
           errno: notice.causeErrno,
           syscall: notice.causeSyscall,
           status: notice.causeStatus,
