@@ -2,7 +2,7 @@
 // before any ioctl and leaves everything working.
 import test, { type ExecutionContext } from 'ava'
 import { Region, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
-import { freeHugePages, HUGE_PAGE } from './helpers/harness'
+import { freeHugePages, HUGE_PAGE, withHugePages } from './helpers/harness'
 
 const PAGE = 4096
 
@@ -160,11 +160,8 @@ test('resolves outside a fault prefill memory, and bad input throws before the i
   region.close()
 })
 
-test('zero on hugetlbfs is refused: it has no zero page', (t) => {
-  if (freeHugePages() < 1) {
-    t.fail(`needs one free 2 MiB huge page (sysctl -w vm.nr_hugepages=N), found ${freeHugePages()}`)
-    return
-  }
+const [hugeTest, hugeTitle] = withHugePages(1, test, 'zero on hugetlbfs is refused: it has no zero page')
+hugeTest(hugeTitle, (t) => {
   const uffd = new Userfaultfd()
   const region = Region.hugetlb(HUGE_PAGE)
   uffd.register(region)

@@ -6,7 +6,7 @@ import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
 import { readTrace, serveFirecracker, type VmSummary } from 'userfaultfd'
-import { freeHugePages, spawnCollecting, until } from './helpers/harness'
+import { spawnCollecting, until, withHugePages } from './helpers/harness'
 import { errorsOf, nextSummary, PAGE, pageOf, vmKit } from './helpers/vm'
 
 const PAGES = 256
@@ -237,13 +237,9 @@ test('a VM killed mid-restore ends its restore; the server serves the next VM', 
   server.close()
 })
 
-test('a guest in 2 MiB hugetlbfs pages is served in 2 MiB pages, bytes right', async (t) => {
+const [hugeTest, hugeTitle] = withHugePages(8, test, 'a guest in 2 MiB hugetlbfs pages is served in 2 MiB pages, bytes right')
+hugeTest(hugeTitle, async (t) => {
   const hugePages = 8
-  if (freeHugePages() < hugePages) {
-    t.log(`needs ${hugePages} free 2 MiB huge pages (sysctl vm.nr_hugepages): skipped`)
-    t.pass()
-    return
-  }
   const HUGE = 2 * 1024 * 1024
   const mem = memoryFile('huge.mem', hugePages, HUGE)
   const socket = socketPath()

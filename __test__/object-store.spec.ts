@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 import { type ObjectStoreSourceOptions, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
-import { freeHugePages, nextError, Reader, within } from './helpers/harness'
+import { nextError, Reader, withHugePages, within } from './helpers/harness'
 import { NetChild } from './helpers/net'
 import { type Census, census, objectBytes, PAGE } from './helpers/object-data'
 import { Seaweed } from './helpers/seaweed'
@@ -210,11 +210,13 @@ run('an object shorter than the region: zeros past its end, or with fallthrough 
   t.deepEqual(handled.sort(), [4, 7])
 })
 
-run('hugetlb: 2 MiB pages from 4 MiB chunks, and 1 MiB chunks through the synchronous path', async (t) => {
-  if (freeHugePages() < 8) {
-    t.log('skipped: fewer than 8 free huge pages (sysctl -w vm.nr_hugepages=64)')
-    return t.pass()
-  }
+const [hugeRun, hugeTitle] = withHugePages(
+  8,
+  test.serial,
+  'hugetlb: 2 MiB pages from 4 MiB chunks, and 1 MiB chunks through the synchronous path',
+)
+const hugeDefine = run === test.serial ? hugeRun : run
+hugeDefine(hugeTitle, async (t) => {
   for (const chunkSize of [4 * MiB, MiB]) {
     const source = await s3('ten.bin', { chunkSize })
     const uffd = new Userfaultfd()

@@ -25,6 +25,16 @@ export function patternPage(offset: number, pageSize: number, pages = 1, seed = 
 }
 
 /** Free huge pages of 2 MiB, from sysfs. */
+/**
+ * `define` (ava's `test` by default) when `pages` 2 MiB huge pages are free, else its `skip`; and
+ * the title with the reason when skipped: a test that cannot get huge pages says so and is not run.
+ */
+export function withHugePages<T extends { skip: unknown }>(pages: number, define: T, title: string): [T | T['skip'], string] {
+  const free = freeHugePages()
+  if (free >= pages) return [define, title]
+  return [define.skip, `${title} (skipped: needs ${pages} free 2 MiB huge pages, found ${free}: sysctl -w vm.nr_hugepages=N)`]
+}
+
 export function freeHugePages(): number {
   try {
     return Number(readFileSync('/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages', 'utf8').trim())
