@@ -424,19 +424,19 @@ export interface NativeObjectOptions {
   account?: string
   accountKey?: string
   sasToken?: string
-  chunkSize: number
-  concurrency: number
-  readaheadChunks: number
-  adaptive: boolean
-  memoryCache: number
+  chunkSize?: number
+  concurrency?: number
+  readaheadChunks?: number
+  adaptive?: boolean
+  memoryCache?: number
   cacheDir?: string
-  retries: number
-  retryDelayMs: number
-  retryMaxDelayMs: number
-  retryTimeoutMs: number
-  connectTimeoutMs: number
-  requestTimeoutMs: number
-  refetchAfterOutage: boolean
+  retries?: number
+  retryDelayMs?: number
+  retryMaxDelayMs?: number
+  retryTimeoutMs?: number
+  connectTimeoutMs?: number
+  requestTimeoutMs?: number
+  refetchAfterOutage?: boolean
 }
 
 /** An object source's counters. */
@@ -608,7 +608,7 @@ export declare function pullFaults(uffdId: number, generation: number, waitMs: n
  * retries come from the object-source options (lib/source.ts applies their defaults); the level,
  * base and chunk prefix are the push's own.
  */
-export declare function pushSnapshot(file: string, url: string, options: NativeObjectOptions, level: number, base?: string | undefined | null, chunkPrefix?: string | undefined | null, credentials?: NativeCredentials | undefined | null): Promise<NativePushReport>
+export declare function pushSnapshot(file: string, url: string, options: NativeObjectOptions, level?: number | undefined | null, base?: string | undefined | null, chunkPrefix?: string | undefined | null, credentials?: NativeCredentials | undefined | null): Promise<NativePushReport>
 
 /**
  * Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated);

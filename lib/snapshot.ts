@@ -73,8 +73,6 @@ export interface PushSnapshotReport {
   ms: number
 }
 
-const MiB = 1024 * 1024
-
 /**
  * Stores a memory file (a VM snapshot's memory, say) at `url` (`s3://bucket/key`) as a snapshot:
  * the file cut into chunks, each chunk that holds data compressed (zstd) and stored under the
@@ -93,11 +91,12 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   if (typeof file !== 'string' || file === '') throw argumentError('file', 'a path', file)
   if (typeof url !== 'string') throw argumentError('url', 'a string', url)
   const given = optionsOf('options', options)
-  const chunkSize = integer('options.chunkSize', given.chunkSize ?? 4 * MiB, 4096)
-  if (chunkSize % 4096 !== 0) throw rangeError('options.chunkSize', 'a multiple of 4096', chunkSize)
-  const level = given.level ?? 3
-  if (typeof level !== 'number') throw argumentError('options.level', 'of type number', level)
-  if (!Number.isInteger(level) || level < -7 || level > 22)
+  // Left out, the chunk size, the level and the concurrency are the core's defaults.
+  const chunkSize = given.chunkSize === undefined ? undefined : integer('options.chunkSize', given.chunkSize, 4096)
+  if (chunkSize !== undefined && chunkSize % 4096 !== 0) throw rangeError('options.chunkSize', 'a multiple of 4096', chunkSize)
+  const { level } = given
+  if (level !== undefined && typeof level !== 'number') throw argumentError('options.level', 'of type number', level)
+  if (level !== undefined && (!Number.isInteger(level) || level < -7 || level > 22))
     throw rangeError('options.level', 'a zstd level, an integer from -7 to 22', level)
   const text = (name: string, value: unknown): string | undefined => {
     if (value === undefined) return undefined
@@ -106,11 +105,8 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   }
   const base = text('options.base', given.base)
   const chunkPrefix = text('options.chunkPrefix', given.chunkPrefix)
-  const { options: store, provider } = objectOptions(url, {
-    ...given,
-    chunkSize,
-    concurrency: integer('options.concurrency', given.concurrency ?? 16, 1),
-  })
+  const concurrency = given.concurrency === undefined ? undefined : integer('options.concurrency', given.concurrency, 1)
+  const { options: store, provider } = objectOptions(url, { ...given, chunkSize, concurrency })
   const credentials = provider ? await provided(provider) : undefined
   // Refreshed while the push runs.
   const pushing = {}

@@ -376,10 +376,9 @@ export class Source {
   }
 }
 
-const MiB = 1024 * 1024
-
 /**
- * Every option of an object source, defaults applied and the environment read (as the AWS SDKs do).
+ * Every option of an object source, checked, with the environment read (as the AWS SDKs do); the
+ * numbers left out are the core's defaults.
  * @internal
  */
 export function objectOptions(
@@ -401,8 +400,9 @@ export function objectOptions(
     instanceMetadata: optionalBoolean('options.instanceMetadata', options.instanceMetadata, false),
   }
   const { fields, provider } = s3 ? credentialsOf(chainAsked, env) : { fields: {}, provider: undefined }
-  const concurrency = integer('options.concurrency', options.concurrency ?? 16, 1)
-  const chunkSize = integer('options.chunkSize', options.chunkSize ?? 4 * MiB, 1)
+  // Numbers left out are the core's defaults (what the option's comment says).
+  const at = (name: string, value: unknown, min = 0) => (value === undefined ? undefined : integer(name, value, min))
+  const flag = (name: string, value: unknown) => (value === undefined ? undefined : optionalBoolean(name, value, false))
   const retry = optionsOf('options.retry', options.retry)
   const native_: NativeObjectOptions = {
     endpoint: s3
@@ -417,19 +417,19 @@ export function objectOptions(
     ...fields,
     anonymous: optionalBoolean('options.anonymous', options.anonymous, false),
     virtualHostedStyle: optionalBoolean('options.virtualHostedStyle', options.virtualHostedStyle, false),
-    chunkSize,
-    concurrency,
-    readaheadChunks: integer('options.readaheadChunks', options.readaheadChunks ?? concurrency),
-    adaptive: optionalBoolean('options.adaptive', options.adaptive, true),
-    memoryCache: integer('options.memoryCache', options.memoryCache ?? 2 * concurrency * chunkSize),
+    chunkSize: at('options.chunkSize', options.chunkSize, 1),
+    concurrency: at('options.concurrency', options.concurrency, 1),
+    readaheadChunks: at('options.readaheadChunks', options.readaheadChunks),
+    adaptive: flag('options.adaptive', options.adaptive),
+    memoryCache: at('options.memoryCache', options.memoryCache),
     cacheDir: text('options.cacheDir', options.cacheDir),
-    retries: integer('options.retry.retries', retry.retries ?? 8),
-    retryDelayMs: integer('options.retry.delayMs', retry.delayMs ?? 50),
-    retryMaxDelayMs: integer('options.retry.maxDelayMs', retry.maxDelayMs ?? 2000),
-    retryTimeoutMs: integer('options.retry.timeoutMs', retry.timeoutMs ?? 10_000),
-    connectTimeoutMs: integer('options.connectTimeoutMs', options.connectTimeoutMs ?? 5000),
-    requestTimeoutMs: integer('options.requestTimeoutMs', options.requestTimeoutMs ?? 30_000),
-    refetchAfterOutage: optionalBoolean('options.refetchAfterOutage', options.refetchAfterOutage, false),
+    retries: at('options.retry.retries', retry.retries),
+    retryDelayMs: at('options.retry.delayMs', retry.delayMs),
+    retryMaxDelayMs: at('options.retry.maxDelayMs', retry.maxDelayMs),
+    retryTimeoutMs: at('options.retry.timeoutMs', retry.timeoutMs),
+    connectTimeoutMs: at('options.connectTimeoutMs', options.connectTimeoutMs),
+    requestTimeoutMs: at('options.requestTimeoutMs', options.requestTimeoutMs),
+    refetchAfterOutage: flag('options.refetchAfterOutage', options.refetchAfterOutage),
   }
   return { options: native_, provider }
 }

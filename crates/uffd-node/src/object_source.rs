@@ -120,7 +120,7 @@ pub fn push_snapshot(
     file: String,
     url: String,
     options: NativeObjectOptions,
-    level: i32,
+    level: Option<i32>,
     base: Option<String>,
     chunk_prefix: Option<String>,
     credentials: Option<&NativeCredentials>,
@@ -132,7 +132,7 @@ pub fn push_snapshot(
         options: PushOptions {
             store: options.store,
             chunk_size: options.chunk_size,
-            level,
+            level: level.unwrap_or(PushOptions::default().level),
             concurrency: options.concurrency,
             base,
             chunk_prefix,

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use uffd_core::dirty::DirtyMethod;
 use uffd_core::object_source::{
-    AzureAccount, CredentialSource, Credentials, ObjectOptions, Pushed, RetryPolicy, StoreOptions,
+    AzureAccount, CredentialSource, Credentials, ObjectOptions, Pushed, RetryPolicy, StoreOptions, DEFAULT_CHUNK_SIZE,
+    DEFAULT_CONCURRENCY,
 };
 use uffd_core::residency::Limit;
 use uffd_core::source::{Readahead, Recorder, ServeOptions};
@@ -215,30 +216,38 @@ pub struct NativeObjectOptions {
     pub account: Option<String>,
     pub account_key: Option<String>,
     pub sas_token: Option<String>,
-    pub chunk_size: f64,
-    pub concurrency: f64,
-    pub readahead_chunks: f64,
-    pub adaptive: bool,
-    pub memory_cache: f64,
+    pub chunk_size: Option<f64>,
+    pub concurrency: Option<f64>,
+    pub readahead_chunks: Option<f64>,
+    pub adaptive: Option<bool>,
+    pub memory_cache: Option<f64>,
     pub cache_dir: Option<String>,
-    pub retries: f64,
-    pub retry_delay_ms: f64,
-    pub retry_max_delay_ms: f64,
-    pub retry_timeout_ms: f64,
-    pub connect_timeout_ms: f64,
-    pub request_timeout_ms: f64,
-    pub refetch_after_outage: bool,
+    pub retries: Option<f64>,
+    pub retry_delay_ms: Option<f64>,
+    pub retry_max_delay_ms: Option<f64>,
+    pub retry_timeout_ms: Option<f64>,
+    pub connect_timeout_ms: Option<f64>,
+    pub request_timeout_ms: Option<f64>,
+    pub refetch_after_outage: Option<bool>,
 }
 
-/// The core's options of an object source. An absent endpoint, region or cache directory is none
-/// (the URL says where, no disk cache); credentials are used only when both keys are given, else
+/// The core's options of an object source. An absent number or flag is the core's default; an
+/// absent endpoint, region or cache directory is none (the URL says where, no disk cache); credentials are used only when both keys are given, else
 /// from the one source named (`pushed`: set by a provider function).
 pub(crate) fn object_options(
     env: &Env,
     options: NativeObjectOptions,
     pushed: Option<Arc<Pushed>>,
 ) -> Result<ObjectOptions> {
-    let ms = |what: &str, value: f64| to_usize(env, what, value).map(|v| Duration::from_millis(v as u64));
+    // What is not given is the core's default (ObjectOptions::sized, RetryPolicy, StoreOptions).
+    let or = |what: &str, value: Option<f64>, default: usize| value.map_or(Ok(default), |v| to_usize(env, what, v));
+    let ms = |what: &str, value: Option<f64>, default: Duration| {
+        value.map_or(Ok(default), |v| to_usize(env, what, v).map(|v| Duration::from_millis(v as u64)))
+    };
+    let chunk_size = or("chunkSize", options.chunk_size, DEFAULT_CHUNK_SIZE)?;
+    let concurrency = or("concurrency", options.concurrency, DEFAULT_CONCURRENCY)?;
+    let defaults = ObjectOptions::sized(chunk_size, concurrency);
+    let (retry, store) = (defaults.retry, defaults.store);
     let credentials = match (options.access_key_id, options.secret_access_key) {
         (Some(access_key_id), Some(secret_access_key)) => {
             Some(Credentials { access_key_id, secret_access_key, session_token: options.session_token })
@@ -272,21 +281,21 @@ pub(crate) fn object_options(
             anonymous: options.anonymous,
             virtual_hosted_style: options.virtual_hosted_style,
             azure: options.account.map(|name| AzureAccount { name, key: options.account_key, sas: options.sas_token }),
-            connect_timeout: ms("connectTimeoutMs", options.connect_timeout_ms)?,
-            request_timeout: ms("requestTimeoutMs", options.request_timeout_ms)?,
+            connect_timeout: ms("connectTimeoutMs", options.connect_timeout_ms, store.connect_timeout)?,
+            request_timeout: ms("requestTimeoutMs", options.request_timeout_ms, store.request_timeout)?,
         },
-        chunk_size: to_usize(env, "chunkSize", options.chunk_size)?,
-        concurrency: to_usize(env, "concurrency", options.concurrency)?,
-        readahead_chunks: to_usize(env, "readaheadChunks", options.readahead_chunks)?,
-        adaptive: options.adaptive,
-        memory_cache: to_usize(env, "memoryCache", options.memory_cache)?,
+        chunk_size,
+        concurrency,
+        readahead_chunks: or("readaheadChunks", options.readahead_chunks, defaults.readahead_chunks)?,
+        adaptive: options.adaptive.unwrap_or(defaults.adaptive),
+        memory_cache: or("memoryCache", options.memory_cache, defaults.memory_cache)?,
         cache_dir: options.cache_dir.map(Into::into),
         retry: RetryPolicy {
-            retries: to_usize(env, "retry.retries", options.retries)? as u32,
-            initial_delay: ms("retry.delayMs", options.retry_delay_ms)?,
-            max_delay: ms("retry.maxDelayMs", options.retry_max_delay_ms)?,
-            timeout: ms("retry.timeoutMs", options.retry_timeout_ms)?,
+            retries: or("retry.retries", options.retries, retry.retries as usize)? as u32,
+            initial_delay: ms("retry.delayMs", options.retry_delay_ms, retry.initial_delay)?,
+            max_delay: ms("retry.maxDelayMs", options.retry_max_delay_ms, retry.max_delay)?,
+            timeout: ms("retry.timeoutMs", options.retry_timeout_ms, retry.timeout)?,
         },
-        refetch_after_outage: options.refetch_after_outage,
+        refetch_after_outage: options.refetch_after_outage.unwrap_or(defaults.refetch_after_outage),
     })
 }

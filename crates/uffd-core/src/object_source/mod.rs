@@ -77,10 +77,15 @@ pub struct ObjectOptions {
     pub refetch_after_outage: bool,
 }
 
-impl Default for ObjectOptions {
-    fn default() -> Self {
-        let chunk_size = 4 << 20;
-        let concurrency = 16;
+/// Bytes per chunk (per range request of a plain object, per stored chunk of a pushed snapshot).
+pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
+/// Requests (or chunks of a push) in flight at once.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+impl ObjectOptions {
+    /// The defaults, with what follows from a chunk size and a concurrency: as many chunks read
+    /// ahead as run at once, twice that kept in memory.
+    pub fn sized(chunk_size: usize, concurrency: usize) -> ObjectOptions {
         ObjectOptions {
             store: StoreOptions::default(),
             chunk_size,
@@ -92,6 +97,12 @@ impl Default for ObjectOptions {
             retry: RetryPolicy::default(),
             refetch_after_outage: false,
         }
+    }
+}
+
+impl Default for ObjectOptions {
+    fn default() -> Self {
+        ObjectOptions::sized(DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY)
     }
 }
 

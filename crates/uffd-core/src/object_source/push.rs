@@ -48,9 +48,9 @@ impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
             store: StoreOptions::default(),
-            chunk_size: 4 << 20,
+            chunk_size: super::DEFAULT_CHUNK_SIZE,
             level: 3,
-            concurrency: 16,
+            concurrency: super::DEFAULT_CONCURRENCY,
             base: None,
             chunk_prefix: None,
             retry: RetryPolicy::default(),
