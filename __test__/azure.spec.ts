@@ -5,10 +5,10 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
-import { type ObjectStoreSourceOptions, pushSnapshot, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
+import { type ObjectStoreSourceOptions, pushSnapshot, Source, type UffdError } from 'userfaultfd'
 import { ACCOUNT, ACCOUNT_KEY, Azurite, azuriteBinary } from './helpers/azurite'
 import { spawnCollecting, until } from './helpers/harness'
-import { objectBytes, PAGE } from './helpers/object-data'
+import { objectBytes, PAGE, serveSource } from './helpers/object-data'
 import { vmKit } from './helpers/vm'
 
 const { path: azurite, why } = azuriteBinary()
@@ -45,18 +45,8 @@ const options = (extra: ObjectStoreSourceOptions = {}): ObjectStoreSourceOptions
   ...extra,
 })
 
-function serve(source: Source, size: number) {
-  const uffd = new Userfaultfd()
-  const region = Region.anonymous(Math.ceil(size / PAGE) * PAGE)
-  uffd.register(region, { source, fallthrough: false })
-  const errors: UffdError[] = []
-  uffd.on('error', (error) => errors.push(error))
-  closers.push(() => {
-    uffd.close()
-    region.close()
-  })
-  return { uffd, region, errors }
-}
+const serve = (source: Source, size: number, options: { timeoutMs?: number; fallthrough?: boolean } = {}) =>
+  serveSource(source, size, closers, options)
 
 run('a blob of an Azure container is read through faults by the main thread, every byte, a request per chunk', async (t) => {
   const size = 6 * MiB + 1234

@@ -12,7 +12,7 @@ import test from 'ava'
 import { type ObjectStoreSourceOptions, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
 import { nextError, Reader, withHugePages, within } from './helpers/harness'
 import { NetChild } from './helpers/net'
-import { type Census, census, objectBytes, PAGE } from './helpers/object-data'
+import { type Census, census, objectBytes, PAGE, serveSource } from './helpers/object-data'
 import { Seaweed } from './helpers/seaweed'
 import { seaweedTests } from './helpers/seaweed-tests'
 
@@ -57,18 +57,8 @@ function s3(key: string, options: ObjectStoreSourceOptions = {}): Promise<Source
 }
 
 /** A userfaultfd with a region of `size` (rounded up to pages) served by `source`. */
-function serve(source: Source, size: number, options: { timeoutMs?: number; fallthrough?: boolean } = {}) {
-  const uffd = new Userfaultfd(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs })
-  const region = Region.anonymous(Math.ceil(size / PAGE) * PAGE)
-  uffd.register(region, { source, fallthrough: options.fallthrough ?? false })
-  const errors: UffdError[] = []
-  uffd.on('error', (error) => errors.push(error))
-  closers.push(() => {
-    uffd.close()
-    region.close()
-  })
-  return { uffd, region, errors }
-}
+const serve = (source: Source, size: number, options: { timeoutMs?: number; fallthrough?: boolean } = {}) =>
+  serveSource(source, size, closers, options)
 
 /** A census taken by a worker thread, leaving this thread free (to kill a store, say). */
 function censusInWorker(region: Region, objectSize: number, seeds: number[]): Promise<Census> {

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import test from 'ava'
 import { type PushSnapshotOptions, pushSnapshot, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
 import { nextError, spawnCollecting, until } from './helpers/harness'
-import { objectBytes, PAGE } from './helpers/object-data'
+import { objectBytes, PAGE, serveSource } from './helpers/object-data'
 import { Seaweed } from './helpers/seaweed'
 import { seaweedTests } from './helpers/seaweed-tests'
 import { pageOf as pageOfSeed, vmKit } from './helpers/vm'
@@ -74,19 +74,8 @@ function memoryFile(name: string, chunks: number, seed: number, changed: number[
   return path
 }
 
-/** A userfaultfd with a region of `size` (rounded up to pages) served by `source`, no handler. */
-function serve(source: Source, size: number) {
-  const uffd = new Userfaultfd()
-  const region = Region.anonymous(Math.ceil(size / PAGE) * PAGE)
-  uffd.register(region, { source, fallthrough: false })
-  const errors: UffdError[] = []
-  uffd.on('error', (error) => errors.push(error))
-  closers.push(() => {
-    uffd.close()
-    region.close()
-  })
-  return { uffd, region, errors }
-}
+const serve = (source: Source, size: number, options: { timeoutMs?: number; fallthrough?: boolean } = {}) =>
+  serveSource(source, size, closers, options)
 
 /** The first offset where the region differs from the file, or -1. */
 function firstDifference(region: Region, file: string): number {

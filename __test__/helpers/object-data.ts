@@ -1,7 +1,7 @@
 // The objects the object-store tests serve, and the check of every byte read back: word k of an
 // object of seed s is a hash of (k, s), so a page from the wrong place or the wrong version fails.
 import { parentPort } from 'node:worker_threads'
-import { Region, type SharedRegion } from 'userfaultfd'
+import { Region, type SharedRegion, type Source, type UffdError, Userfaultfd } from 'userfaultfd'
 
 export const PAGE = 4096
 
@@ -92,3 +92,25 @@ parentPort?.on('message', (request: { shared: SharedRegion; objectSize: number; 
     parentPort?.postMessage({ error: String(error) })
   }
 })
+
+/**
+ * A userfaultfd with a region of `size` (rounded up to pages) served by `source`, no handler, its
+ * `'error'` events collected; both closed by the function pushed on `closers`.
+ */
+export function serveSource(
+  source: Source,
+  size: number,
+  closers: (() => void)[],
+  options: { timeoutMs?: number; fallthrough?: boolean } = {},
+): { uffd: Userfaultfd; region: Region; errors: UffdError[] } {
+  const uffd = new Userfaultfd(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs })
+  const region = Region.anonymous(Math.ceil(size / PAGE) * PAGE)
+  uffd.register(region, { source, fallthrough: options.fallthrough ?? false })
+  const errors: UffdError[] = []
+  uffd.on('error', (error) => errors.push(error))
+  closers.push(() => {
+    uffd.close()
+    region.close()
+  })
+  return { uffd, region, errors }
+}
