@@ -6,7 +6,7 @@
 //! however many faults wait on it, kept in a bounded memory cache (`chunks.rs`) and, if asked, in
 //! a directory the processes of the machine share (`disk.rs`). A fault never blocks the loop thread:
 //! it waits in the fault table, with its deadline, until its chunk arrives, and the runtime maps the
-//! chunk's pages and wakes it (`pending.rs`). Sequential faults read ahead by whole chunks; random
+//! chunk's pages and wakes it (`object_faults.rs`). Sequential faults read ahead by whole chunks; random
 //! ones shrink the request down to the faulting page, as the file source's adaptive readahead does.
 //!
 //! An object stored with the manifest's content type (`manifest.rs`, made by `push.rs`) is a pushed
@@ -19,6 +19,7 @@ mod breaker;
 mod chunks;
 mod counters;
 mod credentials;
+mod defaults;
 mod disk;
 mod fetch;
 pub mod manifest;
@@ -28,6 +29,7 @@ pub(crate) mod runtime;
 mod store;
 
 pub use credentials::{CredentialSource, Pushed};
+pub use defaults::{DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY};
 pub use fetch::RetryPolicy;
 pub use push::{push, PushOptions, PushReport};
 pub use store::{AzureAccount, Credentials, Location, StoreOptions};
@@ -76,11 +78,6 @@ pub struct ObjectOptions {
     /// so they fault again and are read from the store (what was written to them since is lost).
     pub refetch_after_outage: bool,
 }
-
-/// Bytes per chunk (per range request of a plain object, per stored chunk of a pushed snapshot).
-pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
-/// Requests (or chunks of a push) in flight at once.
-pub const DEFAULT_CONCURRENCY: usize = 16;
 
 impl ObjectOptions {
     /// The defaults, with what follows from a chunk size and a concurrency: as many chunks read

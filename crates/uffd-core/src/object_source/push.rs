@@ -6,6 +6,7 @@
 //! not all there. Chunks go up `concurrency` at a time; each is read, hashed and compressed on the
 //! runtime's blocking threads.
 
+use super::defaults::{DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY};
 use super::fetch::{retried, RetryPolicy};
 use super::manifest::{self, Chunk, Manifest};
 use super::runtime;
@@ -48,9 +49,9 @@ impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
             store: StoreOptions::default(),
-            chunk_size: super::DEFAULT_CHUNK_SIZE,
+            chunk_size: DEFAULT_CHUNK_SIZE,
             level: 3,
-            concurrency: super::DEFAULT_CONCURRENCY,
+            concurrency: DEFAULT_CONCURRENCY,
             base: None,
             chunk_prefix: None,
             retry: RetryPolicy::default(),
