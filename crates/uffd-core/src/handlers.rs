@@ -217,7 +217,7 @@ impl Handlers {
     /// A fault in another process's memory (an adopted userfaultfd) waits unsaid until its
     /// deadline: that process runs as soon as it has sent its handshake, and its first faults may
     /// come before `handle()` or `serve()`. A fault no longer in flight (a source attached since
-    /// took it from the reader's hands, see `resolution::serve`) is not held.
+    /// took it from the reader's hands, see `answer::serve`) is not held.
     ///
     /// Held under the state lock, so that `serve()`, which records its source before it takes
     /// what is held here, either finds a fault held here or is seen by the reader that read it.

@@ -10,12 +10,13 @@
 //! 3. plain data: `fd`, `registrations`, `fault_table`, `residency` (with its evictor thread),
 //!    `object_source` (on its own runtime), `source`, `adopt`;
 //! 4. `resolve`, `native`, `fallback`, `options`;
-//! 5. `events`, `handlers`, `pulling`, `engine`, `reader` (the one turn), `pending`;
-//! 6. `resolution`, `fault_loop`, `direct`, `prefetch`, `dirty`, `handshake`, `lobby`, `keeper`;
+//! 5. `events`, `handlers`, `pulling`, `engine`, `reader` (the one turn), `object_faults`;
+//! 6. `answer` (a fault's answer by its id), `fault_loop`, `direct`, `prefetch`, `dirty`, `handshake`, `lobby`, `keeper`;
 //! 7. `userfaultfd`: the façade.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod adopt;
+mod answer;
 pub mod cancel;
 pub mod direct;
 pub mod dirty;
@@ -32,9 +33,9 @@ pub mod handshake;
 pub mod keeper;
 pub mod lobby;
 mod native;
+mod object_faults;
 pub mod object_source;
 mod options;
-mod pending;
 pub mod prefetch;
 mod pulling;
 mod pump;
@@ -43,7 +44,6 @@ pub mod region;
 mod registrations;
 mod registry;
 pub mod residency;
-mod resolution;
 mod resolve;
 pub mod source;
 pub mod stats;

@@ -22,7 +22,7 @@ use crate::fallback::{self_fault_notice, source_failed_notice, Fell};
 use crate::fault::{Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
 use crate::fault_table::FaultState;
 use crate::native;
-use crate::pending;
+use crate::object_faults;
 use crate::registrations::Registration;
 use crate::resolve::Park;
 use crate::source::{Scratch, Served};
@@ -347,7 +347,7 @@ fn take_fault(engine: &Engine, faulted: Faulted, pending: &mut Pending, batch: &
         let region = &registration.region;
         let offset = (address - region.address()) & !(region.page_size() - 1);
         let end = registration.end - region.address();
-        if pending::serve_later(engine, served, region, offset, end, address, kind, write, thread_id) {
+        if object_faults::serve_later(engine, served, region, offset, end, address, kind, write, thread_id) {
             return;
         }
         // A write to a range with a residency limit pins its page: served natively too.
@@ -459,7 +459,7 @@ fn expire(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
         let unserved = entry.delivered_to.is_none() && !engine.handlers.any();
         let (notice, refused) = engine.abandon(entry, Park::Never, |fault| Notice {
             kind: NoticeKind::Timeout,
-            message: if unserved && pending::resolver_of(engine, fault) == "the handler" {
+            message: if unserved && object_faults::resolver_of(engine, fault) == "the handler" {
                 format!(
                     "no handler was installed and no source served a {} fault at offset {} of region {} within {} ms: \
                      it was resolved by the fallback. Call uffd.handle(fn) or uffd.serve(region, {{ source }}) sooner",
@@ -471,7 +471,7 @@ fn expire(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
             } else {
                 format!(
                     "{} did not resolve a {} fault at offset {} of region {} within {} ms: it was resolved by the fallback",
-                    pending::resolver_of(engine, fault),
+                    object_faults::resolver_of(engine, fault),
                     fault.kind.name(),
                     fault.offset,
                     fault.region.id(),

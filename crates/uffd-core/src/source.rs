@@ -32,7 +32,7 @@ pub enum Source {
     /// For minor faults: what the page cache holds (CONTINUE).
     PageCache,
     /// An object in a store (S3, HTTP), read in chunks on the object-store runtime: its faults
-    /// wait in the fault table instead of blocking the loop (object_source/pending.rs); region
+    /// wait in the fault table instead of blocking the loop (object_faults.rs); region
     /// offset 0 is the object's byte at the offset given (one region of a VM's memory). Past its
     /// end: zeros. Local files may lie above it (diff snapshots taken after the one the object
     /// holds, sparse where nothing changed), read from the same offset: a page one of them has

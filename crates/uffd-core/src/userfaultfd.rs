@@ -17,14 +17,14 @@ use crate::resolve::{Park, Protect, Resolver, Wake};
 use crate::source::Served;
 use crate::stats::Snapshot;
 use crate::sys::uapi;
-use crate::{adopt, fault_loop, resolution};
+use crate::{adopt, answer, fault_loop};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+pub use crate::answer::{Finish, Resolution};
 pub use crate::fd::Probe;
 pub use crate::options::{Fallback, Modes, Options};
-pub use crate::resolution::{Finish, Resolution};
 
 static UFFDS: Registry<Userfaultfd> = Registry::new();
 
@@ -172,7 +172,7 @@ impl Userfaultfd {
     /// memory, registered by that process) from a native source: no ioctl. Faults that came before
     /// the source and wait for a handler are served now.
     pub fn serve(&self, region: &Arc<Region>, offset: usize, len: Option<usize>, served: Arc<Served>) -> Result<()> {
-        resolution::serve(&self.engine, region, offset, len, served)
+        answer::serve(&self.engine, region, offset, len, served)
     }
 
     /// Writes the pages written so far in ranges with write-back (a writable file source) back to
@@ -234,19 +234,19 @@ impl Userfaultfd {
         }
     }
 
-    /// Resolves fault `id` at its page (see `resolution::resolve`).
+    /// Resolves fault `id` at its page (see `answer::resolve`).
     pub fn resolve(&self, id: u64, resolution: Resolution<'_>) -> Result<usize> {
-        self.with_park(|park| resolution::resolve(&self.engine, id, resolution, park))
+        self.with_park(|park| answer::resolve(&self.engine, id, resolution, park))
     }
 
     /// Resolves fault `id` (handed to a handler) from a native source.
     pub fn resolve_from_source(&self, id: u64, served: &Served) -> Result<usize> {
-        self.with_park(|park| resolution::resolve_from_source(&self.engine, id, served, park))
+        self.with_park(|park| answer::resolve_from_source(&self.engine, id, served, park))
     }
 
     /// The handler is done with fault `id`: resolve it by the fallback if it was not.
     pub fn finish(&self, id: u64) -> Finish {
-        resolution::finish(&self.engine, id)
+        answer::finish(&self.engine, id)
     }
 
     /// UFFDIO_COPY of `bytes` (whole pages) to `offset` of a region; returns the bytes mapped.
