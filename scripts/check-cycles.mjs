@@ -1,9 +1,10 @@
 // Fails if the modules of a layer import each other in a circle: the TypeScript of lib/ (with
-// index.ts), and each Rust crate's modules; and if the core's modules do not keep to the layers
+// index.ts), the scripts of bench/ (with bench/scenarios/), and each Rust crate's modules; and if the core's modules do not keep to the layers
 // its lib.rs lists (each imports only its own layer and those below). Type-only imports count too: a layer below the façade
 // must not even name it. Run by `npm run lint`; `--list` also prints every module's imports.
 //
-// TypeScript: a module is a file; `import`/`export ... from` and `import()` are its imports.
+// TypeScript and the bench's JavaScript: a module is a file; `import`/`export ... from` and
+// `import()` are its imports.
 // Rust: a module is a file (`foo.rs`, `foo/mod.rs` as `foo`, `foo/bar.rs` as `foo::bar`, `lib.rs` as
 // `lib`). A imports B when A's code, outside comments, strings and `#[cfg(test)]` items, names a
 // path into B: `crate::b::..`, `super::..`, `self::..` or a child's `child::..`, in a `use` (groups
@@ -15,12 +16,21 @@ import { dirname, join, relative, resolve } from 'node:path'
 const root = join(dirname(new URL(import.meta.url).pathname), '..')
 const crates = ['crates/uffd-core/src', 'crates/uffd-node/src']
 
-// ---- TypeScript ------------------------------------------------------------------------------
+// ---- TypeScript and JavaScript ------------------------------------------------------------------
 
-function typescriptGraph() {
-  const files = ['index.ts', ...readdirSync(join(root, 'lib')).map((name) => join('lib', name))].filter(
+const typescriptFiles = () =>
+  ['index.ts', ...readdirSync(join(root, 'lib')).map((name) => join('lib', name))].filter(
     (file) => file.endsWith('.ts') && !file.endsWith('.d.ts'),
   )
+const benchFiles = () =>
+  ['bench', join('bench', 'scenarios')].flatMap((dir) =>
+    readdirSync(join(root, dir))
+      .filter((name) => name.endsWith('.mjs'))
+      .map((name) => join(dir, name)),
+  )
+
+/** Each file's imports among `files` (`./x` is x.ts, `./x.js` its x.ts too, `./x.mjs` itself). */
+function importGraph(files) {
   // `import ... from './x'`, `export ... from './x'`, `import('./x')`, `import './x'`, over several lines.
   const specifiers = /(?:\b(?:import|export)\b[^'"`;]*?\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)['"](\.[^'"]+)['"]/g
   const edges = new Map()
@@ -28,8 +38,9 @@ function typescriptGraph() {
     const text = readFileSync(join(root, file), 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '')
     const targets = new Set()
     for (const [, spec] of text.matchAll(specifiers)) {
-      const target = relative(root, resolve(root, dirname(file), spec)).replace(/\.js$/, '')
-      if (files.includes(`${target}.ts`)) targets.add(`${target}.ts`)
+      const target = relative(root, resolve(root, dirname(file), spec))
+      const hit = [target, `${target}.ts`, target.replace(/\.js$/, '.ts')].find((candidate) => files.includes(candidate))
+      if (hit) targets.add(hit)
     }
     edges.set(file, [...targets].sort())
   }
@@ -324,7 +335,11 @@ function checkLayers(dir, edges) {
   return unique.length === 0
 }
 
-const layers = [['lib/', typescriptGraph()], ...crates.filter((dir) => existsSync(join(root, dir))).map((dir) => [dir, rustGraph(dir)])]
+const layers = [
+  ['lib/', importGraph(typescriptFiles())],
+  ['bench/', importGraph(benchFiles())],
+  ...crates.filter((dir) => existsSync(join(root, dir))).map((dir) => [dir, rustGraph(dir)]),
+]
 const clean = layers.map(([layer, edges]) => report(layer, edges)).every(Boolean)
 const core = layers.find(([layer]) => layer === crates[0])
 const layered = core ? checkLayers(core[0], core[1]) : true
