@@ -63,6 +63,15 @@ export function percentile(sorted, p) {
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]
 }
 
+/** `text` parsed as JSON, or undefined if it is not JSON (a line of a child's output). */
+export function safeJson(text) {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
+}
+
 export function median(values) {
   const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
   if (v.length === 0) return Number.NaN

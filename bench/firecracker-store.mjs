@@ -22,6 +22,7 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { startSeaweed } from '../scripts/seaweed.mjs'
+import { median, safeJson } from './common.mjs'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const { values } = parseArgs({
@@ -61,19 +62,7 @@ const FILE_TRACE = join(FCWORK, 'file.trace')
 const STORE_TRACE = join(FCWORK, 'store.trace')
 const log = (text) => process.stderr.write(`${text}\n`)
 
-const safeJson = (text) => {
-  try {
-    return JSON.parse(text)
-  } catch {
-    return undefined
-  }
-}
-const median = (xs) => {
-  const s = xs.filter((x) => typeof x === 'number').sort((a, b) => a - b)
-  if (s.length === 0) return undefined
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
-const fmt = (x, digits = 2) => (x === undefined ? '-' : x.toFixed(digits))
+const fmt = (x, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : '-')
 
 // --- The store: SeaweedFS with the snapshot pushed, and a proxy adding DELAY ms to every request.
 const store = await startSeaweed(WEED, 'snap')
@@ -207,7 +196,7 @@ try {
   for (const row of rows) {
     out.push(
       `| ${row.label} | ${fmt(row.toFirstTick, 3)} | ${row.toChecksums.map((x) => fmt(x, 3)).join(', ')} | ${fmt(row.toChecksum, 3)} | ` +
-        `${row.versus} | ${row.ratio === undefined ? '-' : `${row.ratio.toFixed(2)}x`} | ${row.replayedPages ?? '-'} | ${row.checksumsOk}/${row.runs} |`,
+        `${row.versus} | ${row.ratio === undefined ? '-' : `${row.ratio.toFixed(2)}x`} | ${fmt(row.replayedPages, 0)} | ${row.checksumsOk}/${row.runs} |`,
     )
   }
   out.push(

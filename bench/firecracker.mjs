@@ -20,6 +20,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { median, safeJson } from './common.mjs'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const { values } = parseArgs({
@@ -62,19 +63,6 @@ function restore(handler, runId, extraEnv = {}) {
   return { ...res, summary }
 }
 
-function safeJson(text) {
-  try {
-    return JSON.parse(text)
-  } catch {
-    return undefined
-  }
-}
-
-const median = (xs) => {
-  const s = xs.filter((x) => typeof x === 'number').sort((a, b) => a - b)
-  if (s.length === 0) return undefined
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
 const range = (xs) => {
   const s = xs.filter((x) => typeof x === 'number')
   return s.length ? [Math.min(...s), Math.max(...s)] : undefined
@@ -164,7 +152,7 @@ const rows = Object.entries(results).map(([name, runs]) => {
   }
 })
 const onDemand = rows.find((row) => row.name === 'fc')
-const fmt = (x, digits = 2) => (x === undefined ? '-' : x.toFixed(digits))
+const fmt = (x, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : '-')
 const out = []
 if (alternating) out.push(`## Firecracker snapshot restore (1 GiB guest, 384 MiB read back; ${RUNS} runs alternating, medians [min-max])`)
 if (alternating) out.push('')
@@ -176,7 +164,7 @@ if (alternating) out.push('|---|---|---|---|---|---|---|---|---|')
 for (const row of alternating ? rows : []) {
   const ratio = onDemand?.toChecksum ? `${(row.toChecksum / onDemand.toChecksum).toFixed(2)}x` : '-'
   out.push(
-    `| ${row.label} | ${fmt(row.toFirstTick)} | ${fmt(row.toChecksum)} [${fmt(row.toChecksumRange?.[0])}-${fmt(row.toChecksumRange?.[1])}] | ${ratio} | ${fmt(row.checksumRead, 3)} [${fmt(row.checksumReadRange?.[0], 3)}-${fmt(row.checksumReadRange?.[1], 3)}] | ${row.faults ?? '-'} | ${fmt(row.handlerCpu)} | ${fmt(row.handlerRssMiB, 1)} | ${row.checksumsOk}/${row.runs} |`,
+    `| ${row.label} | ${fmt(row.toFirstTick)} | ${fmt(row.toChecksum)} [${fmt(row.toChecksumRange?.[0])}-${fmt(row.toChecksumRange?.[1])}] | ${ratio} | ${fmt(row.checksumRead, 3)} [${fmt(row.checksumReadRange?.[0], 3)}-${fmt(row.checksumReadRange?.[1], 3)}] | ${fmt(row.faults, 0)} | ${fmt(row.handlerCpu)} | ${fmt(row.handlerRssMiB, 1)} | ${row.checksumsOk}/${row.runs} |`,
   )
 }
 const p50 = (summaries) => median(summaries.map((s) => s.faultP50Micros))
