@@ -52,6 +52,10 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
     let chunk = job.chunk_pages.max(1) * page;
     let mut scratch = Scratch::default();
     let mut report = PrefetchReport::default();
+    // What one step asks for: a chunk, a page after a page found there already (a replay or the
+    // faults mapped it: asking a whole chunk again a page further on would read it for nothing,
+    // page after page), doubling again as pages are mapped.
+    let mut want = chunk;
     for &(offset, len) in &job.ranges {
         let end = offset + len;
         let mut at = offset;
@@ -97,7 +101,7 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
             if at >= end {
                 break;
             }
-            let len = chunk.min(end - at);
+            let len = want.min(end - at);
             let mut result = map_from(resolver, &source, region, at, len, false, &mut scratch, Park::UntilRead);
             if matches!(&result, Err(err) if len > page && gone_under(err)) {
                 // Part of the chunk was unmapped (or moved) by the memory's process, with no event
@@ -116,10 +120,12 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
                     // The page at `at` is there already: skip it and go on from the next.
                     report.present += page;
                     at += page;
+                    want = page;
                 }
                 Ok(mapped) => {
                     report.mapped += mapped;
                     at += mapped;
+                    want = (want * 2).min(chunk);
                 }
                 // Closed, or the process that owns the memory exited: nothing is left to fill.
                 Err(Error::Closed { .. }) | Err(Error::Sys { errno: Errno::ESRCH, .. }) => {
