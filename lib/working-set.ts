@@ -62,7 +62,12 @@ export class WorkingSet {
       throw argumentError('options.workingSet', 'a path: the memory is neither an object in a store nor a file', option)
     }
     this.#object = inStore ? memory.object : undefined
-    this.where = option === true ? `${inStore ? 'beside the memory object' : memory.files.at(-1)}${WORKING_SET_SUFFIX}` : option
+    this.where =
+      option !== true
+        ? option
+        : inStore
+          ? `the object KEY${WORKING_SET_SUFFIX} beside the memory object`
+          : `${memory.files.at(-1)}${WORKING_SET_SUFFIX}`
     if (this.#object) return
     checkRecordable(this.where, 'options.workingSet')
     if (existsSync(this.where)) this.trace = this.#valid(() => readTrace(this.where, memory.traced()))

@@ -14,7 +14,7 @@ use crate::object_source::{ObjectSource, Plan};
 use crate::options::Fallback;
 use crate::region::{MemoryKind, Region};
 use crate::resolve::{Park, Protect, Wake};
-use crate::source::{data_run, overlay_layers, Served, Source};
+use crate::source::{any_data, data_run, overlay_layers, Served, Source};
 use crate::stats::bump;
 use bytes::Bytes;
 use nix::errno::Errno;
@@ -184,13 +184,20 @@ fn complete(
         bytes = Bytes::from(padded);
     }
     bytes.truncate(len);
-    // Pages of the window that a local file above the object has come from that file.
-    if !above.is_empty() {
-        let mut layered = bytes.to_vec();
-        if let Err(err) = overlay_layers(above, fault.offset, &mut layered) {
-            return fail(engine, object, fault.id, what, err);
+    // Pages of the window that a local file above the object has come from that file (the
+    // chunk is copied only when one has some).
+    let overlaid = |bytes: &Bytes| -> Result<Option<Bytes>> {
+        if above.is_empty() || !any_data(above, fault.offset, bytes.len())? {
+            return Ok(None);
         }
-        bytes = Bytes::from(layered);
+        let mut layered = bytes.to_vec();
+        overlay_layers(above, fault.offset, &mut layered)?;
+        Ok(Some(Bytes::from(layered)))
+    };
+    match overlaid(&bytes) {
+        Ok(Some(layered)) => bytes = layered,
+        Ok(None) => {}
+        Err(err) => return fail(engine, object, fault.id, what, err),
     }
     let bytes = &bytes[..];
     // Counted before the ioctl wakes the faulting thread, which may read the counters at once.

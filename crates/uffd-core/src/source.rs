@@ -422,6 +422,18 @@ pub(crate) fn overlay_layers(layers: &[FileLayer], at: usize, out: &mut [u8]) ->
     read_layers(layers, at, out, false)
 }
 
+/// Whether any layer has data somewhere in the `len` bytes from region offset `at`.
+pub(crate) fn any_data(layers: &[FileLayer], at: usize, len: usize) -> Result<bool> {
+    for layer in layers {
+        match layer.extent(at)? {
+            Extent::Data { .. } => return Ok(true),
+            Extent::Hole { next_data: Some(next) } if next < at + len => return Ok(true),
+            Extent::Hole { .. } => {}
+        }
+    }
+    Ok(false)
+}
+
 /// How many of the `len` bytes from region offset `at` one layer or another has data for, in a
 /// row from `at` (0: none has data at `at`).
 pub(crate) fn data_run(layers: &[FileLayer], at: usize, len: usize) -> Result<usize> {
@@ -750,6 +762,9 @@ mod tests {
         assert_eq!(data_run(&layers, PAGE, 7 * PAGE).unwrap(), 3 * PAGE);
         assert_eq!(data_run(&layers, 2 * PAGE, PAGE).unwrap(), PAGE);
         assert_eq!(data_run(&layers, 6 * PAGE, 2 * PAGE).unwrap(), PAGE);
+        assert!(any_data(&layers, 4 * PAGE, 3 * PAGE).unwrap());
+        assert!(!any_data(&layers, 4 * PAGE, 2 * PAGE).unwrap());
+        assert!(!any_data(&layers, 7 * PAGE, PAGE).unwrap());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

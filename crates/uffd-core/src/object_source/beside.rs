@@ -9,7 +9,8 @@ use super::ObjectSource;
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::sync::Arc;
 
 /// A suffix names an object beside, never a folder or another key: no `/`, not empty.
 fn check(suffix: &str) -> Result<()> {
@@ -32,46 +33,38 @@ impl ObjectSource {
     /// The bytes of the object `KEY{suffix}` beside this one, or `None` if there is none (404).
     /// Transient failures are retried within the source's bound. Blocks the calling thread.
     pub fn read_beside(&self, suffix: &str) -> Result<Option<Vec<u8>>> {
-        check(suffix)?;
-        let (path, url) = (self.path_beside(suffix), self.url_beside(suffix));
-        let store = self.fetcher.store.clone();
-        let policy = self.fetcher.retry;
-        runtime::block_on(async move {
-            retried(
-                policy,
-                || (),
-                || async {
-                    match store.get(&path).await {
-                        Ok(result) => {
-                            result.bytes().await.map(|b| Some(Vec::from(b))).map_err(|e| remote_error("GET", &url, &e))
-                        }
-                        Err(object_store::Error::NotFound { .. }) => Ok(None),
-                        Err(e) => Err(remote_error("GET", &url, &e)),
-                    }
-                },
-            )
-            .await
-        })?
+        self.beside(suffix, |store, path, url| async move {
+            match store.get(&path).await {
+                Ok(result) => {
+                    result.bytes().await.map(|b| Some(Vec::from(b))).map_err(|e| remote_error("GET", &url, &e))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(remote_error("GET", &url, &e)),
+            }
+        })
     }
 
     /// Stores `bytes` as the object `KEY{suffix}` beside this one, replacing any. Transient
     /// failures are retried within the source's bound. Blocks the calling thread.
     pub fn write_beside(&self, suffix: &str, bytes: Vec<u8>) -> Result<()> {
+        let payload = PutPayload::from(Bytes::from(bytes));
+        self.beside(suffix, |store, path, url| {
+            let payload = payload.clone();
+            async move { store.put(&path, payload).await.map(|_| ()).map_err(|e| remote_error("PUT", &url, &e)) }
+        })
+    }
+
+    /// Runs `once` (given the store, the path and the URL of `KEY{suffix}`) on the runtime, retried
+    /// as the source's requests are.
+    fn beside<T, F, Fut>(&self, suffix: &str, once: F) -> Result<T>
+    where
+        F: Fn(Arc<dyn ObjectStore>, Path, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         check(suffix)?;
         let (path, url) = (self.path_beside(suffix), self.url_beside(suffix));
         let store = self.fetcher.store.clone();
-        let policy = self.fetcher.retry;
-        let payload = PutPayload::from(Bytes::from(bytes));
-        runtime::block_on(async move {
-            retried(
-                policy,
-                || (),
-                || async {
-                    store.put(&path, payload.clone()).await.map(|_| ()).map_err(|e| remote_error("PUT", &url, &e))
-                },
-            )
-            .await
-        })?
+        runtime::block_on(retried(self.fetcher.retry, || (), || once(store.clone(), path.clone(), url.clone())))?
     }
 }
 
