@@ -82,7 +82,7 @@ fn js_notice(notice: Notice) -> JsNotice {
         cause_syscall: notice.cause.as_ref().map(|e| e.op()),
         cause_errno: notice.cause.as_ref().map(|e| -(e.errno() as i32)),
         cause_status: notice.cause.as_ref().and_then(|e| e.status()).map(u32::from),
-        cause_message: notice.cause.map(|e| e.to_string()),
+        cause_message: notice.cause.as_ref().map(crate::errors::message),
     }
 }
 

@@ -1,10 +1,56 @@
 //! Core errors become JavaScript errors with Node's fields (`code`, `errno`, `syscall`) once, here:
 //! thrown, or as a `NativeFailure` value where a Promise resolves with the outcome. The TypeScript
-//! layer turns them into `UffdError` instances.
+//! layer turns them into `UffdError` instances. Their messages give the core's advice in
+//! JavaScript's terms (`JavaScript`): the options and methods a JavaScript caller has.
 
 use napi::{Env, Status};
 use napi_derive::napi;
+use uffd_core::error::{Advice, Dialect};
 use uffd_core::Error;
+
+/// The core's advice said with the names JavaScript callers use.
+struct JavaScript;
+
+impl Dialect for JavaScript {
+    fn advice<'a>(&self, advice: &'a Advice) -> &'a str {
+        match advice {
+            Advice::Text(text) => text,
+            Advice::Permission => {
+                "userfaultfd is not permitted: run as root, give this user read-write access to \
+                 /dev/userfaultfd, set sysctl vm.unprivileged_userfaultfd=1, grant CAP_SYS_PTRACE, or \
+                 pass userModeOnly: true (a container's seccomp profile may also block the syscall)"
+            }
+            Advice::ProbeFeatures => {
+                "the kernel refused the feature set: ask Userfaultfd.probe() which features it offers"
+            }
+            Advice::ReadInParts => "read the region in parts with region.bytes(offset, length)",
+            Advice::S3Credentials => {
+                "pass options.credentials ({ accessKeyId, secretAccessKey }, or a provider function), set \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass credentialChain: true to look for them as \
+                 the AWS SDKs do, or pass anonymous: true for a public bucket (instance metadata is never \
+                 asked unless instanceMetadata says so)"
+            }
+            Advice::AzureAccount => "pass options.account (or set AZURE_STORAGE_ACCOUNT_NAME)",
+            Advice::AzureCredentials => {
+                "pass options.accountKey or options.sasToken (or set AZURE_STORAGE_ACCOUNT_KEY or \
+                 AZURE_STORAGE_SAS_TOKEN), or anonymous: true for a public container (no managed identity is \
+                 ever asked)"
+            }
+            Advice::Endpoint => {
+                "give a URL such as http://127.0.0.1:8333 (options.endpoint, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)"
+            }
+        }
+    }
+
+    fn buffer(&self) -> &'static str {
+        "ArrayBuffer"
+    }
+}
+
+/// What a JavaScript caller reads of `error`.
+pub fn message(error: &Error) -> String {
+    error.message(&JavaScript)
+}
 
 /// Throws `error` as a JavaScript Error carrying code, errno and syscall, and returns the marker
 /// that tells napi-rs the exception is already pending.
@@ -12,13 +58,13 @@ pub fn throw(env: &Env, error: &Error) -> napi::Error {
     // A number out of its bounds is Node's RangeError ERR_OUT_OF_RANGE, as the TypeScript in
     // front throws it for the bounds it checks itself.
     if let Error::OutOfRange { .. } = error {
-        return match env.throw_range_error(&error.to_string(), Some(error.code())) {
+        return match env.throw_range_error(&message(error), Some(error.code())) {
             Ok(()) => napi::Error::new(Status::PendingException, String::new()),
             Err(fallback) => fallback,
         };
     }
     let thrown = (|| -> napi::Result<()> {
-        let mut object = env.create_error(napi::Error::new(Status::GenericFailure, error.to_string()))?;
+        let mut object = env.create_error(napi::Error::new(Status::GenericFailure, message(error)))?;
         object.set("code", error.code())?;
         object.set("errno", -(error.errno() as i32))?;
         object.set("syscall", error.op())?;
@@ -90,9 +136,87 @@ impl NativeFailure {
             code: error.code(),
             errno: -(error.errno() as i32),
             syscall: error.op(),
-            message: error.to_string(),
+            message: message(error),
             peer_pid: None,
             status: error.status().map(u32::from),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uffd_core::error::Core;
+
+    fn errno(raw: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(raw)
+    }
+
+    /// Each named advice, in JavaScript's terms, as the message read before the core named its
+    /// own concepts: byte for byte.
+    #[test]
+    fn the_javascript_advice_reads_as_it_always_did() {
+        let cases = [
+            (
+                Error::invalid("objectStore", "no credentials for s3://b/k").with_advice(Advice::S3Credentials),
+                "objectStore: no credentials for s3://b/k: pass options.credentials ({ accessKeyId, secretAccessKey }, \
+                 or a provider function), set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass credentialChain: true \
+                 to look for them as the AWS SDKs do, or pass anonymous: true for a public bucket (instance metadata \
+                 is never asked unless instanceMetadata says so)",
+            ),
+            (
+                Error::invalid("objectStore", "no storage account for az://c/b").with_advice(Advice::AzureAccount),
+                "objectStore: no storage account for az://c/b: pass options.account (or set AZURE_STORAGE_ACCOUNT_NAME)",
+            ),
+            (
+                Error::invalid("objectStore", "no credentials for az://c/b").with_advice(Advice::AzureCredentials),
+                "objectStore: no credentials for az://c/b: pass options.accountKey or options.sasToken (or set \
+                 AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN), or anonymous: true for a public container \
+                 (no managed identity is ever asked)",
+            ),
+            (
+                Error::invalid("objectStore", "endpoint \"localhost:8333\" is not http:// or https://")
+                    .with_advice(Advice::Endpoint),
+                "objectStore: endpoint \"localhost:8333\" is not http:// or https://: give a URL such as \
+                 http://127.0.0.1:8333 (options.endpoint, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)",
+            ),
+            (
+                Error::TooLarge { op: "bytes", len: 5_000_000_000, limit: 4_294_967_296 },
+                "bytes: 5000000000 bytes are more than one ArrayBuffer holds (4294967296 bytes): read the region in \
+                 parts with region.bytes(offset, length)",
+            ),
+            (
+                sys_error("open", errno(libc::EPERM), "/dev/userfaultfd"),
+                "open failed with EPERM: Operation not permitted: /dev/userfaultfd; userfaultfd is not permitted: \
+                 run as root, give this user read-write access to /dev/userfaultfd, set sysctl \
+                 vm.unprivileged_userfaultfd=1, grant CAP_SYS_PTRACE, or pass userModeOnly: true (a container's \
+                 seccomp profile may also block the syscall)",
+            ),
+            (
+                sys_error("UFFDIO_API", errno(libc::EINVAL), ""),
+                "UFFDIO_API failed with EINVAL: Invalid argument: the kernel refused the feature set: ask \
+                 Userfaultfd.probe() which features it offers",
+            ),
+            (
+                sys_error("UFFDIO_COPY", errno(libc::EEXIST), "at 4096"),
+                "UFFDIO_COPY failed with EEXIST: File exists: at 4096; the page is already mapped (another resolver won)",
+            ),
+            (
+                sys_error("mmap", errno(libc::ENOMEM), "x").with_advice("reserve"),
+                "mmap failed with ENOMEM: Out of memory: x; reserve",
+            ),
+        ];
+        for (error, before) in cases {
+            assert_eq!(message(&error), before);
+        }
+    }
+
+    /// The core's own message names no JavaScript API: that is said here only.
+    #[test]
+    fn the_core_says_its_advice_without_javascript() {
+        let error = Error::invalid("objectStore", "no credentials for s3://b/k").with_advice(Advice::S3Credentials);
+        let core = error.message(&Core);
+        assert_eq!(core, error.to_string());
+        assert!(!core.contains("options.") && core.contains("StoreOptions::credentials"), "{core}");
     }
 }

@@ -6,7 +6,7 @@
 //! to a proxy from the environment: the HTTP client is built here with no proxy.
 
 use super::credentials::{Container, CredentialSource};
-use crate::error::{Error, Result};
+use crate::error::{Advice, Error, Result};
 use nix::errno::Errno;
 use object_store::aws::AmazonS3ConfigKey;
 use object_store::aws::{AmazonS3Builder, AwsCredential};
@@ -238,16 +238,8 @@ pub(crate) fn connect(location: &Location, options: &StoreOptions) -> Result<(Ar
                     .with_credentials(Arc::new(StaticCredentialProvider::new(unsigned)))
                     .with_skip_signature(true),
                 (None, None, false) => {
-                    return Err(Error::invalid(
-                        OP,
-                        format!(
-                            "no credentials for s3://{bucket}/{key}: pass options.credentials \
-                             ({{ accessKeyId, secretAccessKey }}, or a provider function), set AWS_ACCESS_KEY_ID and \
-                             AWS_SECRET_ACCESS_KEY, pass credentialChain: true to look for them as the AWS SDKs do, \
-                             or pass anonymous: true for a public bucket (instance metadata is never asked unless \
-                             instanceMetadata says so)"
-                        ),
-                    ))
+                    return Err(Error::invalid(OP, format!("no credentials for s3://{bucket}/{key}"))
+                        .with_advice(Advice::S3Credentials))
                 }
             };
             builder = builder.with_http_connector(connector);
@@ -288,12 +280,10 @@ fn azure(
     client_options: ClientOptions,
 ) -> Result<Arc<dyn ObjectStore>> {
     use object_store::azure::{AzureConfigKey, AzureCredential, MicrosoftAzureBuilder};
-    let account = options.azure.as_ref().ok_or_else(|| {
-        Error::invalid(
-            OP,
-            format!("no storage account for {url}: pass options.account (or set AZURE_STORAGE_ACCOUNT_NAME)"),
-        )
-    })?;
+    let account = options
+        .azure
+        .as_ref()
+        .ok_or_else(|| Error::invalid(OP, format!("no storage account for {url}")).with_advice(Advice::AzureAccount))?;
     let endpoint = match &options.endpoint {
         Some(endpoint) => checked_endpoint(endpoint)?,
         None => format!("https://{}.blob.core.windows.net", account.name),
@@ -315,14 +305,7 @@ fn azure(
             .with_credentials(Arc::new(StaticCredentialProvider::new(AzureCredential::SASToken(Vec::new()))))
             .with_skip_signature(true),
         (None, None, false) => {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "no credentials for {url}: pass options.accountKey or options.sasToken (or set \
-                     AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN), or anonymous: true for a public \
-                     container (no managed identity is ever asked)"
-                ),
-            ))
+            return Err(Error::invalid(OP, format!("no credentials for {url}")).with_advice(Advice::AzureCredentials))
         }
     };
     let store = builder.build().map_err(|e| remote_error(OP, url, &e))?;
@@ -332,12 +315,7 @@ fn azure(
 /// The endpoint without a trailing `/`, or EINVAL naming it unless it is an `http://` or
 /// `https://` URL with a host (the store's client would panic on one without a scheme).
 fn checked_endpoint(endpoint: &str) -> Result<String> {
-    let refused = |why: &str| {
-        Error::invalid(
-            OP,
-            format!("endpoint {endpoint:?} {why}: give a URL such as http://127.0.0.1:8333 (options.endpoint, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)"),
-        )
-    };
+    let refused = |why: &str| Error::invalid(OP, format!("endpoint {endpoint:?} {why}")).with_advice(Advice::Endpoint);
     let url = url::Url::parse(endpoint).map_err(|e| refused(&format!("is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(refused("is not http:// or https://"));
@@ -519,8 +497,9 @@ mod tests {
     fn no_credentials_is_an_error_before_any_request() {
         let location = Location::parse("s3://b/k").unwrap();
         let Err(err) = connect(&location, &StoreOptions::default()) else { panic!("no credentials must be refused") };
-        assert!(err.to_string().contains("no credentials"), "{err}");
+        assert!(err.to_string().contains("no credentials for s3://b/k"), "{err}");
         assert!(err.to_string().contains("anonymous"), "{err}");
+        assert!(matches!(err, Error::Invalid { advice: Some(Advice::S3Credentials), .. }), "{err:?}");
     }
 
     #[test]
@@ -528,10 +507,12 @@ mod tests {
         let location = Location::parse("az://c/b").unwrap();
         let Err(err) = connect(&location, &StoreOptions::default()) else { panic!("no account must be refused") };
         assert!(err.to_string().contains("no storage account for az://c/b"), "{err}");
+        assert!(matches!(err, Error::Invalid { advice: Some(Advice::AzureAccount), .. }), "{err:?}");
         let azure = Some(AzureAccount { name: "acct".into(), key: None, sas: None });
         let options = StoreOptions { azure, ..StoreOptions::default() };
         let Err(err) = connect(&location, &options) else { panic!("no credentials must be refused") };
         assert!(err.to_string().contains("no managed identity is ever asked"), "{err}");
+        assert!(matches!(err, Error::Invalid { advice: Some(Advice::AzureCredentials), .. }), "{err:?}");
         assert!(connect(&location, &StoreOptions { anonymous: true, ..options }).is_ok());
     }
 
@@ -541,6 +522,7 @@ mod tests {
             let error = checked_endpoint(bad).unwrap_err();
             assert_eq!(error.code(), "EINVAL", "{bad:?}");
             assert!(error.to_string().contains(&format!("endpoint {bad:?}")), "{error}");
+            assert!(matches!(error, Error::Invalid { advice: Some(Advice::Endpoint), .. }), "{error:?}");
         }
         assert_eq!(checked_endpoint("http://127.0.0.1:8333/").unwrap(), "http://127.0.0.1:8333");
         assert_eq!(checked_endpoint("https://s3.example.com").unwrap(), "https://s3.example.com");
