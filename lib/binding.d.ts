@@ -238,14 +238,6 @@ export declare class NativeUffd {
   retireHandlers(generations: Array<number>): void
   /** Stops sending faults to this thread's handler. */
   unhandle(): void
-  /** Resolves a fault from a native source. */
-  faultFromSource(id: number, source: NativeSource): number
-  faultUnprotect(id: number, wake: boolean): void
-  faultMove(id: number, from: NativeRegion, how: NativeFaultMove): number
-  faultPoison(id: number): number
-  faultWake(id: number): void
-  /** The handler is done with a fault: returns 'done', 'fell-back' or 'asleep'. */
-  faultFinish(id: number): string
   /**
    * Makes this thread (the owner's) hear, through `callback`, the notices no handler hears:
    * the callback then calls `takeNotices`. It never keeps the thread's event loop alive.
@@ -295,6 +287,9 @@ export declare function detachBuffer(buffer: ArrayBuffer): void
  * (Exported: the TypeScript side unpacks the batches with it.)
  */
 export declare const FAULT_FIELDS: number
+
+/** The handler is done with a fault: returns 'done', 'fell-back' or 'asleep'. */
+export declare function finishFault(uffdId: number, faultId: number): 'done' | 'fell-back' | 'asleep'
 
 /** One item of a batch: a fault, a notice or an event. */
 export interface JsDispatch {
@@ -621,6 +616,21 @@ export declare function resolveContinue(uffdId: number, faultId: number, length:
 
 /** UFFDIO_COPY at a fault's page. */
 export declare function resolveCopy(uffdId: number, faultId: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
+
+/** Resolves a fault from a source, in this call: the source's bytes at the fault's offset. */
+export declare function resolveFromSource(uffdId: number, faultId: number, source: NativeSource): number
+
+/** UFFDIO_MOVE to a fault's page from `how.fromOffset` of the region `from`. */
+export declare function resolveMove(uffdId: number, faultId: number, from: NativeRegion, how: NativeFaultMove): number
+
+/** UFFDIO_POISON at a fault's page. */
+export declare function resolvePoison(uffdId: number, faultId: number): number
+
+/** Lifts the write-protection of a `'wp'` fault's page. */
+export declare function resolveUnprotect(uffdId: number, faultId: number, wake: boolean): void
+
+/** UFFDIO_WAKE at a fault's page, after a resolution that did not wake. */
+export declare function resolveWake(uffdId: number, faultId: number): void
 
 /** UFFDIO_ZEROPAGE at a fault's page. */
 export declare function resolveZero(uffdId: number, faultId: number, length: number | undefined | null, wake: boolean): number

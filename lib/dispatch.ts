@@ -151,7 +151,7 @@ export class Dispatcher {
   #dispatch(batch: Float64Array, at: number, handler: FaultHandler): void {
     let fault: Fault
     try {
-      fault = Fault.fromBatch(this.#native, this.#id, Region.fromId(batch[at + 1] as number), batch, at)
+      fault = Fault.fromBatch(this.#id, Region.fromId(batch[at + 1] as number), batch, at)
     } catch {
       // The region was closed in the meantime: its waiters were woken when it was.
       return

@@ -1,5 +1,4 @@
 // Fault: one page fault handed to a handler, and the calls that resolve it.
-import type { NativeUffd } from './binding'
 import { argumentError, call } from './errors'
 import { native } from './loader'
 import {
@@ -30,7 +29,6 @@ export const FAULT_FIELDS: number = native.FAULT_FIELDS
  * a handler that returns (or settles its promise) without doing so gets the userfaultfd's fallback.
  */
 export class Fault {
-  readonly #native: NativeUffd
   readonly #uffdId: number
   readonly #id: number
   #woken = false
@@ -49,9 +47,9 @@ export class Fault {
 
   // From a batch (see lib/dispatch.ts): the fault at `at` of `batch`, whose fields are id, region
   // id, offset, address less the region's start, kind (0 missing, 1 minor, 2 wp), write, thread
-  // id. (Not tagged internal: a stripped constructor would leave the class a public one in the .d.ts.)
-  private constructor(handle: NativeUffd, uffdId: number, region: Region, batch: Float64Array, at: number) {
-    this.#native = handle
+  // id. Every call that resolves it is a binding function keyed by the userfaultfd's id and the
+  // fault's. (Not tagged internal: a stripped constructor would leave the class a public one in the .d.ts.)
+  private constructor(uffdId: number, region: Region, batch: Float64Array, at: number) {
     this.#uffdId = uffdId
     this.#id = batch[at] as number
     this.region = region
@@ -63,8 +61,8 @@ export class Fault {
   }
 
   /** @internal The fault at `at` of a packed batch (see the constructor). */
-  static fromBatch(handle: NativeUffd, uffdId: number, region: Region, packed: Float64Array, at: number): Fault {
-    return new Fault(handle, uffdId, region, packed, at)
+  static fromBatch(uffdId: number, region: Region, packed: Float64Array, at: number): Fault {
+    return new Fault(uffdId, region, packed, at)
   }
 
   /** The faulting address itself. */
@@ -110,7 +108,7 @@ export class Fault {
   /** Lifts the write-protection of the fault's page (a `'wp'` fault) and wakes the writer. */
   unprotect(options?: WakeOptions): void {
     const wake = wakeOf(options)
-    this.#settle(wake, () => this.#native.faultUnprotect(this.#id, wake))
+    this.#settle(wake, () => native.resolveUnprotect(this.#uffdId, this.#id, wake))
   }
 
   /**
@@ -122,7 +120,7 @@ export class Fault {
     const allowSourceHoles = holesOf(options)
     const source = nativeRegionOf(from)
     const at = integer('fromOffset', fromOffset)
-    return this.#settle(wake, () => this.#native.faultMove(this.#id, source, { fromOffset: at, length, wake, allowSourceHoles }))
+    return this.#settle(wake, () => native.resolveMove(this.#uffdId, this.#id, source, { fromOffset: at, length, wake, allowSourceHoles }))
   }
 
   /**
@@ -134,12 +132,12 @@ export class Fault {
    */
   fromSource(source: Source): number {
     if (!(source instanceof Source)) throw argumentError('source', 'a Source', source)
-    return this.#settle(true, () => this.#native.faultFromSource(this.#id, source.native))
+    return this.#settle(true, () => native.resolveFromSource(this.#uffdId, this.#id, source.native))
   }
 
   /** UFFDIO_POISON at the fault's page: the faulting thread gets SIGBUS. */
   poison(): number {
-    return this.#settle(true, () => this.#native.faultPoison(this.#id))
+    return this.#settle(true, () => native.resolvePoison(this.#uffdId, this.#id))
   }
 
   /**
@@ -148,7 +146,7 @@ export class Fault {
    * woken with an `ERR_UFFD_NOT_WOKEN` error.
    */
   wake(): void {
-    this.#settle(true, () => this.#native.faultWake(this.#id))
+    this.#settle(true, () => native.resolveWake(this.#uffdId, this.#id))
   }
 
   /** The length (default one page) and the wake of a resolve from the fault's page on. */
@@ -169,7 +167,7 @@ export class Fault {
   /** @internal After the handler: the core applies the fallback or the missing wake, if needed. */
   finish(): 'done' | 'fell-back' | 'asleep' {
     if (this.#woken) return 'done'
-    const outcome = call(() => this.#native.faultFinish(this.#id)) as 'done' | 'fell-back' | 'asleep'
+    const outcome = call(() => native.finishFault(this.#uffdId, this.#id))
     // Resolved with { wake: false }: its thread sleeps until wake() (or timeoutMs), handler returned or not.
     if (outcome !== 'asleep') this.#woken = true
     return outcome

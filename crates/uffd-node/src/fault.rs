@@ -1,12 +1,18 @@
-//! The calls made on every fault, as plain functions keyed by the userfaultfd's id. A method call
-//! on a napi-rs class costs about 0.8 us here (unwrapping `this`, checking its type tag, tracking
-//! the borrow), and a fault made two or three of them. What they need per thread (the direct
-//! reader, the handler's mailbox) lives in a thread-local table, filled by `NativeUffd`.
+//! The calls made on every fault, as plain functions keyed by the userfaultfd's id: taking faults,
+//! and every way of resolving one (`resolve*`) or leaving it (`finishFault`). This is the one road
+//! a fault's call takes. A method call on a napi-rs class costs about 0.8 us here (unwrapping
+//! `this`, checking its type tag, tracking the borrow), and a fault made two or three of them.
+//! What they need per thread (the direct reader, the handler's mailbox) lives in a thread-local
+//! table, filled by `NativeUffd`. A region or a source passed in is still a class handle, checked
+//! open as every call that takes one checks it.
 
-use crate::args::{to_id, to_opt_usize};
+use crate::args::{to_id, to_opt_usize, to_usize};
 use crate::batch::{js_batch, pack_into, JsDispatch, FAULT_FIELDS};
-use crate::errors::{invalid, throw, OrThrow};
+use crate::errors::{invalid, OrThrow};
+use crate::options::NativeFaultMove;
+use crate::region::NativeRegion;
 use crate::sink::{lock, SharedMailbox};
+use crate::source::NativeSource;
 use napi::bindgen_prelude::{Float64ArraySlice, Uint8ArraySlice};
 use napi::Env;
 use napi_derive::napi;
@@ -15,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use uffd_core::direct::Puller;
-use uffd_core::{Dispatch, Error, Resolution, Userfaultfd};
+use uffd_core::{Dispatch, Error, Finish, Resolution, Userfaultfd};
 
 /// This thread's part in serving one userfaultfd.
 #[derive(Default)]
@@ -179,13 +185,14 @@ pub fn take_others(uffd_id: f64) -> Vec<JsDispatch> {
     js_batch(others)
 }
 
+/// Resolves fault `fault_id` of userfaultfd `uffd_id` as `resolution` says; returns the bytes mapped.
 fn resolve(env: &Env, uffd_id: f64, fault_id: f64, resolution: Resolution<'_>) -> napi::Result<f64> {
     let fault_id = to_id(env, fault_id)?;
     // A closed userfaultfd has no fault in flight: nothing to map, as for a fault resolved already.
     let Some(uffd) = uffd_of(uffd_id) else {
         return Ok(0.0);
     };
-    uffd.resolve(fault_id, resolution).map(|n| n as f64).map_err(|err| throw(env, &err))
+    uffd.resolve(fault_id, resolution).map(|n| n as f64).or_throw(env)
 }
 
 /// UFFDIO_COPY at a fault's page.
@@ -220,4 +227,61 @@ pub fn resolve_continue(
 ) -> napi::Result<f64> {
     let len = to_opt_usize(&env, "length", length)?;
     resolve(&env, uffd_id, fault_id, Resolution::Continue { len, wake, protect: write_protect })
+}
+
+/// Lifts the write-protection of a `'wp'` fault's page.
+#[napi]
+pub fn resolve_unprotect(env: Env, uffd_id: f64, fault_id: f64, wake: bool) -> napi::Result<()> {
+    resolve(&env, uffd_id, fault_id, Resolution::Unprotect { wake }).map(drop)
+}
+
+/// UFFDIO_MOVE to a fault's page from `how.fromOffset` of the region `from`.
+#[napi]
+pub fn resolve_move(
+    env: Env,
+    uffd_id: f64,
+    fault_id: f64,
+    from: &NativeRegion,
+    how: NativeFaultMove,
+) -> napi::Result<f64> {
+    let from = from.region(&env, "UFFDIO_MOVE")?;
+    let from_offset = to_usize(&env, "fromOffset", how.from_offset)?;
+    let len = to_opt_usize(&env, "length", how.length)?;
+    let allow_holes = how.allow_source_holes;
+    resolve(&env, uffd_id, fault_id, Resolution::Move { from: &from, from_offset, len, wake: how.wake, allow_holes })
+}
+
+/// UFFDIO_POISON at a fault's page.
+#[napi]
+pub fn resolve_poison(env: Env, uffd_id: f64, fault_id: f64) -> napi::Result<f64> {
+    resolve(&env, uffd_id, fault_id, Resolution::Poison)
+}
+
+/// UFFDIO_WAKE at a fault's page, after a resolution that did not wake.
+#[napi]
+pub fn resolve_wake(env: Env, uffd_id: f64, fault_id: f64) -> napi::Result<()> {
+    resolve(&env, uffd_id, fault_id, Resolution::Wake).map(drop)
+}
+
+/// Resolves a fault from a source, in this call: the source's bytes at the fault's offset.
+#[napi]
+pub fn resolve_from_source(env: Env, uffd_id: f64, fault_id: f64, source: &NativeSource) -> napi::Result<f64> {
+    let fault_id = to_id(&env, fault_id)?;
+    let Some(uffd) = uffd_of(uffd_id) else {
+        return Ok(0.0);
+    };
+    uffd.resolve_from_source(fault_id, source.for_faults()).map(|n| n as f64).or_throw(&env)
+}
+
+/// The handler is done with a fault: returns 'done', 'fell-back' or 'asleep'.
+#[napi(ts_return_type = "'done' | 'fell-back' | 'asleep'")]
+pub fn finish_fault(env: Env, uffd_id: f64, fault_id: f64) -> napi::Result<&'static str> {
+    let fault_id = to_id(&env, fault_id)?;
+    // A closed userfaultfd has no fault in flight, as for a fault resolved already.
+    let finish = uffd_of(uffd_id).map_or(Finish::Done, |uffd| uffd.finish(fault_id));
+    Ok(match finish {
+        Finish::Done => "done",
+        Finish::FellBack => "fell-back",
+        Finish::Asleep => "asleep",
+    })
 }

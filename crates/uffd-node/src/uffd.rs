@@ -6,9 +6,7 @@ use crate::batch::{js_batch, JsDispatch};
 use crate::errors::{invalid, throw, OrThrow};
 use crate::fault;
 use crate::handle::NativeUffd;
-use crate::options::{
-    self, core_options, NativeFaultMove, NativeMove, NativeOptions, NativeRange, NativeRegistration, NativeServe,
-};
+use crate::options::{self, core_options, NativeMove, NativeOptions, NativeRange, NativeRegistration, NativeServe};
 use crate::prefetch::{FlushTask, NativePrefetch};
 use crate::region::NativeRegion;
 use crate::sink::{lock, JsSink};
@@ -21,7 +19,7 @@ use napi_derive::napi;
 use std::sync::Arc;
 use uffd_core::prefetch::Prefetch;
 use uffd_core::source::{Served, Source};
-use uffd_core::{uapi, Error, Finish, Protect, Region, Resolution, Userfaultfd, Wake};
+use uffd_core::{uapi, Error, Protect, Region, Userfaultfd, Wake};
 
 #[napi(object, object_from_js = false)]
 pub struct NativeProbe {
@@ -371,51 +369,6 @@ impl NativeUffd {
         }
     }
 
-    /// Resolves a fault from a native source.
-    #[napi]
-    pub fn fault_from_source(&self, env: Env, id: f64, source: &NativeSource) -> napi::Result<f64> {
-        let id = to_id(&env, id)?;
-        self.inner.resolve_from_source(id, source.for_faults()).map(|n| n as f64).or_throw(&env)
-    }
-
-    #[napi]
-    pub fn fault_unprotect(&self, env: Env, id: f64, wake: bool) -> napi::Result<()> {
-        self.resolve(&env, id, Resolution::Unprotect { wake }).map(drop)
-    }
-
-    #[napi]
-    pub fn fault_move(&self, env: Env, id: f64, from: &NativeRegion, how: NativeFaultMove) -> napi::Result<f64> {
-        let from = from.region(&env, "UFFDIO_MOVE")?;
-        let from_offset = to_usize(&env, "fromOffset", how.from_offset)?;
-        let len = to_opt_usize(&env, "length", how.length)?;
-        self.resolve(
-            &env,
-            id,
-            Resolution::Move { from: &from, from_offset, len, wake: how.wake, allow_holes: how.allow_source_holes },
-        )
-    }
-
-    #[napi]
-    pub fn fault_poison(&self, env: Env, id: f64) -> napi::Result<f64> {
-        self.resolve(&env, id, Resolution::Poison)
-    }
-
-    #[napi]
-    pub fn fault_wake(&self, env: Env, id: f64) -> napi::Result<()> {
-        self.resolve(&env, id, Resolution::Wake).map(drop)
-    }
-
-    /// The handler is done with a fault: returns 'done', 'fell-back' or 'asleep'.
-    #[napi]
-    pub fn fault_finish(&self, env: Env, id: f64) -> napi::Result<&'static str> {
-        let id = to_id(&env, id)?;
-        Ok(match self.inner.finish(id) {
-            Finish::Done => "done",
-            Finish::FellBack => "fell-back",
-            Finish::Asleep => "asleep",
-        })
-    }
-
     /// Makes this thread (the owner's) hear, through `callback`, the notices no handler hears:
     /// the callback then calls `takeNotices`. It never keeps the thread's event loop alive.
     #[napi]
@@ -455,11 +408,6 @@ impl NativeUffd {
     #[napi]
     pub fn unexpect_handler(&self, token: f64) {
         self.inner.unexpect_handler(token as u64);
-    }
-
-    fn resolve(&self, env: &Env, id: f64, resolution: Resolution<'_>) -> napi::Result<f64> {
-        let id = to_id(env, id)?;
-        self.inner.resolve(id, resolution).map(|n| n as f64).or_throw(env)
     }
 
     #[napi]
