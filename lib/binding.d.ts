@@ -543,7 +543,7 @@ export interface NativeServe {
   fallthrough: boolean
   zeroRemoved: boolean
   /** Where the range's first byte is in the source, past the source's own offset. */
-  sourceOffset?: number
+  sourceOffset: number
 }
 
 export interface NativeStats {

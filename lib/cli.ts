@@ -56,7 +56,7 @@ systemd with a socket (ListenStream=), --socket may be left out.
                            as the object KEY.working-set.json in the store (any host restoring
                            that snapshot replays it), else as FILE.working-set.json
   --handshake-timeout-ms N drop a connection that has not sent its handshake within N ms
-                           (default 5000); the server keeps listening whether or not a VM comes
+                           (default ${DEFAULTS.firecrackerHandshakeTimeoutMs}); the server keeps listening whether or not a VM comes
   --timeout-ms N           a fault not served within N ms is SIGBUS in the guest (default ${DEFAULTS.timeoutMs})
   --no-prefetch            do not map the rest of the memory in the background
   --once                   exit after the first VM's restore ends
@@ -153,7 +153,7 @@ function firecrackerArgs(rest: string[]) {
       replay: { type: 'string' },
       'working-set': { type: 'string' },
       'working-set-beside': { type: 'boolean', default: false },
-      'handshake-timeout-ms': { type: 'string', default: '5000' },
+      'handshake-timeout-ms': { type: 'string' },
       'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs) },
       'no-prefetch': { type: 'boolean', default: false },
       once: { type: 'boolean', default: false },
@@ -198,7 +198,7 @@ async function firecrackerMain(values: ReturnType<typeof firecrackerArgs>): Prom
     server = serveFirecracker({
       socket,
       ...(memory ? { memory } : { memoryFile: values.mem }),
-      handshakeTimeoutMs: number('handshake-timeout-ms', values['handshake-timeout-ms']),
+      ...(values['handshake-timeout-ms'] ? { handshakeTimeoutMs: number('handshake-timeout-ms', values['handshake-timeout-ms']) } : {}),
       timeoutMs: number('timeout-ms', values['timeout-ms']),
       // Left unsaid, a recording restore runs without the prefetch (its trace would miss pages).
       ...(values['no-prefetch'] ? { prefetch: false } : {}),

@@ -270,7 +270,12 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       throw error
     }
     this.#held = held
-    this.#options = { handshakeTimeoutMs: 5000, readahead: DEFAULT_READAHEAD, timeoutMs: DEFAULTS.timeoutMs, ...options }
+    this.#options = {
+      handshakeTimeoutMs: DEFAULTS.firecrackerHandshakeTimeoutMs,
+      readahead: DEFAULT_READAHEAD,
+      timeoutMs: DEFAULTS.timeoutMs,
+      ...options,
+    }
     try {
       if (options.record !== undefined) checkRecordable(options.record, 'options.record')
       if (options.replay !== undefined) this.#trace = readTrace(options.replay, this.#traced())

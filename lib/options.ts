@@ -42,6 +42,8 @@ export const DEFAULTS = Object.freeze({
   workerDirect: true,
   /** Handler workers `handleInWorker` starts. */
   workers: 1,
+  /** `serveFirecracker()`: how long a connection may take to send its handshake. */
+  firecrackerHandshakeTimeoutMs: 5000,
   /** How long a direct reader waits in the kernel before its event loop gets a turn. */
   directWaitMs: 50,
   /** A direct reader yields to its event loop at least every this many turns. */
@@ -484,7 +486,7 @@ export function servingOf(
     adaptive: optionalBoolean('options.readahead.adaptive', ahead.adaptive, false),
     fallthrough: optionalBoolean('options.fallthrough', fallthrough, false),
     zeroRemoved: removed === 'zeros',
-    sourceOffset: optionalInteger('options.sourceOffset', sourceOffset),
+    sourceOffset: optionalInteger('options.sourceOffset', sourceOffset) ?? 0,
   }
   return { handle, how, source, trace }
 }

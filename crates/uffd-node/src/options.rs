@@ -109,7 +109,7 @@ pub struct NativeServe {
     pub fallthrough: bool,
     pub zero_removed: bool,
     /// Where the range's first byte is in the source, past the source's own offset.
-    pub source_offset: Option<f64>,
+    pub source_offset: f64,
 }
 
 /// A served range of another process's memory: where, and how its source serves it.
@@ -131,7 +131,7 @@ pub(crate) fn serving(env: &Env, how: NativeServe, recorder: Option<Arc<Recorder
         recorder,
         residency: None,
     };
-    let source_offset = to_opt_usize(env, "sourceOffset", how.source_offset)?.unwrap_or(0) as u64;
+    let source_offset = to_usize(env, "sourceOffset", how.source_offset)? as u64;
     Ok(Serving { offset, length, source_offset, serve })
 }
 
