@@ -27,8 +27,8 @@ uffd.handle((fault: Fault) => {
 const part: Uint8Array = region.bytes(0, 4096)
 const most: number = Region.maxBufferBytes
 const view: Region = Region.attach(region.share())
-// @ts-expect-error the native handle is internal
-region.native
+// @ts-expect-error the binding handle is internal
+region.binding
 // @ts-expect-error fromId is internal
 Region.fromId(1)
 // @ts-expect-error a fault comes from the fault loop, never from new

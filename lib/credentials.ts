@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { NativeCredentials, NativeObjectOptions } from './binding'
 import { argumentError, UffdError } from './errors'
-import { native } from './loader'
+import { binding } from './loader'
 
 /** S3 credentials given explicitly (else `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). */
 export interface ObjectStoreCredentials {
@@ -227,8 +227,8 @@ function processProvider(profile: string, command: string): CredentialProvider {
  * expire for as long as `holder()` is there (a failed refresh is tried again a minute later, and
  * said as a warning: the credentials held go on until they expire).
  */
-export async function provided(provider: CredentialProvider): Promise<{ native: NativeCredentials; keep(holder: object): void }> {
-  const credentials = new native.NativeCredentials()
+export async function provided(provider: CredentialProvider): Promise<{ binding: NativeCredentials; keep(holder: object): void }> {
+  const credentials = new binding.NativeCredentials()
   const first = await ask(provider)
   credentials.set(first.accessKeyId, first.secretAccessKey, first.sessionToken)
   const keep = (holder: object) => {
@@ -252,7 +252,7 @@ export async function provided(provider: CredentialProvider): Promise<{ native: 
     }
     schedule(first.expiration)
   }
-  return { native: credentials, keep }
+  return { binding: credentials, keep }
 }
 
 async function ask(provider: CredentialProvider): Promise<ProvidedCredentials> {

@@ -19,9 +19,9 @@
 // - notice: what the core says about a fault a handler did not serve (no handler, a timeout, a peer
 //   gone); it becomes an 'error' event.
 import type { JsEvent, JsNotice, NativeUffd } from './binding'
-import { fromNative, UffdError } from './errors'
+import { fromBinding, UffdError } from './errors'
 import { FAULT_FIELDS, Fault } from './fault'
-import { native } from './loader'
+import { binding } from './loader'
 import { DEFAULTS } from './options'
 import { Region } from './region'
 
@@ -69,7 +69,7 @@ const NO_OTHERS: never[] = []
 
 /** The dispatcher of one userfaultfd on one thread. */
 export class Dispatcher {
-  readonly #native: NativeUffd
+  readonly #binding: NativeUffd
   /** The id of the fd in this process, which the per-fault calls name it by. */
   readonly #id: number
   readonly #hooks: DispatchHooks
@@ -81,7 +81,7 @@ export class Dispatcher {
   #taking = false
 
   constructor(handle: NativeUffd, id: number, hooks: DispatchHooks) {
-    this.#native = handle
+    this.#binding = handle
     this.#id = id
     this.#hooks = hooks
   }
@@ -91,7 +91,7 @@ export class Dispatcher {
     this.#taking = true
     try {
       for (;;) {
-        native.takeFaults(this.#id, this.#batch)
+        binding.takeFaults(this.#id, this.#batch)
         if (!this.#onBatch(handler)) return
       }
     } finally {
@@ -121,16 +121,16 @@ export class Dispatcher {
     try {
       for (let turn = 1; ; turn++) {
         const wait = this.#pending > 0 ? 1 : DEFAULTS.directWaitMs
-        if (!native.pullFaults(this.#id, generation, wait, this.#batch)) return
+        if (!binding.pullFaults(this.#id, generation, wait, this.#batch)) return
         const idle = !this.#onBatch(handler)
         // The event loop runs between turns: always when idle or when async handlers wait for it.
         if (idle || this.#pending > 0 || turn % DEFAULTS.directTurnsPerYield === 0) await immediate()
       }
     } catch (error) {
       // A failed read, or a listener that threw: report it; the loop thread takes over below.
-      this.#hooks.report(error instanceof UffdError ? error : (fromNative(error) as UffdError))
+      this.#hooks.report(error instanceof UffdError ? error : (fromBinding(error) as UffdError))
     } finally {
-      this.#native.stopDirect(generation)
+      this.#binding.stopDirect(generation)
     }
   }
 
@@ -138,7 +138,7 @@ export class Dispatcher {
   #onBatch(handler: FaultHandler): boolean {
     const batch = this.#batch
     const faults = batch[0] as number
-    const others = batch[1] ? native.takeOthers(this.#id) : NO_OTHERS
+    const others = batch[1] ? binding.takeOthers(this.#id) : NO_OTHERS
     if (faults === 0 && others.length === 0) return false
     // Events come first: the kernel may already have changed what the faults after them refer to.
     for (const item of others) if (item.event) this.#hooks.event(item.event, handler)

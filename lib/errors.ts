@@ -149,7 +149,7 @@ function errorOf(cause: unknown): unknown {
 }
 
 /** What the binding says of a failure, however it says it (thrown, as a value, as a notice's cause). */
-interface NativeFields {
+interface BindingFields {
   message: string
   code?: string
   errno?: number
@@ -162,7 +162,7 @@ interface NativeFields {
  * The one converter of the binding's failures: a UffdError with Node's fields; a number out of
  * its bounds is a RangeError `ERR_OUT_OF_RANGE`, as when the binding throws it.
  */
-function converted(fields: NativeFields): UffdError | RangeError {
+function converted(fields: BindingFields): UffdError | RangeError {
   if (fields.code === 'ERR_OUT_OF_RANGE') return Object.assign(new RangeError(fields.message), { code: fields.code })
   return new UffdError(fields.message, {
     code: (fields.code ?? 'EIO') as UffdErrorCode,
@@ -174,8 +174,8 @@ function converted(fields: NativeFields): UffdError | RangeError {
 }
 
 /** Turns an error thrown by the binding into a UffdError; anything else passes through. */
-export function fromNative(error: unknown): unknown {
-  const e = error as Error & NativeFields & { uffd?: boolean }
+export function fromBinding(error: unknown): unknown {
+  const e = error as Error & BindingFields & { uffd?: boolean }
   if (!(e instanceof Error && e.uffd)) return error
   const made = converted(e)
   made.stack = `${made.name}: ${e.message}\n${(e.stack ?? '').split('\n').slice(1).join('\n')}`
@@ -192,7 +192,7 @@ export function call<T>(fn: () => T): T {
   try {
     return fn()
   } catch (error) {
-    throw fromNative(error)
+    throw fromBinding(error)
   }
 }
 

@@ -1,7 +1,7 @@
 // The process's way out: on the main thread's exit every userfaultfd of the process is closed,
 // after each live owner has said what it had not heard yet.
 import { isMainThread } from 'node:worker_threads'
-import { native } from './loader'
+import { binding } from './loader'
 
 /** The method the exit calls on each live owner (a symbol: not part of the public API). */
 export const sayAtExit = Symbol('sayAtExit')
@@ -42,6 +42,6 @@ export function closeAllOnExit(): void {
   closesOnExit = true
   process.once('exit', () => {
     for (const owner of owners) owner.deref()?.[sayAtExit]()
-    native.closeAllUserfaultfds()
+    binding.closeAllUserfaultfds()
   })
 }

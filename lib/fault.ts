@@ -1,6 +1,6 @@
 // Fault: one page fault handed to a handler, and the calls that resolve it.
 import { argumentError, call } from './errors'
-import { native } from './loader'
+import { binding } from './loader'
 import {
   type ContinueOptions,
   DEFAULTS,
@@ -12,7 +12,7 @@ import {
   type WakeOptions,
   wakeOf,
 } from './options'
-import { nativeRegionOf, type Region } from './region'
+import { bindingRegionOf, type Region } from './region'
 import { Source } from './source'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 
@@ -22,7 +22,7 @@ export type FaultKind = 'missing' | 'minor' | 'wp'
 const KINDS: readonly FaultKind[] = ['missing', 'minor', 'wp']
 
 /** @internal Numbers per fault in a batch (the binding's). */
-export const FAULT_FIELDS: number = native.FAULT_FIELDS
+export const FAULT_FIELDS: number = binding.FAULT_FIELDS
 
 /**
  * A page fault waiting in the kernel. Resolve it once with `copy`, `zero`, `continue` or `poison`;
@@ -89,26 +89,26 @@ export class Fault {
     const { wake, writeProtect } = optionsOf('options', options)
     const wakes = optionalBoolean('options.wake', wake, DEFAULTS.wake)
     const protect = optionalBoolean('options.writeProtect', writeProtect, DEFAULTS.writeProtect)
-    return this.#settle(wakes, () => native.resolveCopy(this.#uffdId, this.#id, data, wakes, protect))
+    return this.#settle(wakes, () => binding.resolveCopy(this.#uffdId, this.#id, data, wakes, protect))
   }
 
   /** UFFDIO_ZEROPAGE at the fault's page (not on hugetlbfs, which has no zero page). */
   zero(options?: FaultRangeOptions): number {
     const { length, wake } = this.#range(options)
-    return this.#settle(wake, () => native.resolveZero(this.#uffdId, this.#id, length, wake))
+    return this.#settle(wake, () => binding.resolveZero(this.#uffdId, this.#id, length, wake))
   }
 
   /** UFFDIO_CONTINUE at the fault's page: maps what the page cache holds (minor faults). */
   continue(options?: ContinueOptions): number {
     const { length, wake } = this.#range(options)
     const protect = protectOf(options)
-    return this.#settle(wake, () => native.resolveContinue(this.#uffdId, this.#id, length, wake, protect))
+    return this.#settle(wake, () => binding.resolveContinue(this.#uffdId, this.#id, length, wake, protect))
   }
 
   /** Lifts the write-protection of the fault's page (a `'wp'` fault) and wakes the writer. */
   unprotect(options?: WakeOptions): void {
     const wake = wakeOf(options)
-    this.#settle(wake, () => native.resolveUnprotect(this.#uffdId, this.#id, wake))
+    this.#settle(wake, () => binding.resolveUnprotect(this.#uffdId, this.#id, wake))
   }
 
   /**
@@ -118,9 +118,9 @@ export class Fault {
   move(from: Region, fromOffset: number, options?: MoveOptions): number {
     const { length, wake } = this.#range(options)
     const allowSourceHoles = holesOf(options)
-    const source = nativeRegionOf(from)
+    const source = bindingRegionOf(from)
     const at = integer('fromOffset', fromOffset)
-    return this.#settle(wake, () => native.resolveMove(this.#uffdId, this.#id, source, { fromOffset: at, length, wake, allowSourceHoles }))
+    return this.#settle(wake, () => binding.resolveMove(this.#uffdId, this.#id, source, { fromOffset: at, length, wake, allowSourceHoles }))
   }
 
   /**
@@ -132,12 +132,12 @@ export class Fault {
    */
   fromSource(source: Source): number {
     if (!(source instanceof Source)) throw argumentError('source', 'a Source', source)
-    return this.#settle(true, () => native.resolveFromSource(this.#uffdId, this.#id, source.native))
+    return this.#settle(true, () => binding.resolveFromSource(this.#uffdId, this.#id, source.binding))
   }
 
   /** UFFDIO_POISON at the fault's page: the faulting thread gets SIGBUS. */
   poison(): number {
-    return this.#settle(true, () => native.resolvePoison(this.#uffdId, this.#id))
+    return this.#settle(true, () => binding.resolvePoison(this.#uffdId, this.#id))
   }
 
   /**
@@ -146,7 +146,7 @@ export class Fault {
    * woken with an `ERR_UFFD_NOT_WOKEN` error.
    */
   wake(): void {
-    this.#settle(true, () => native.resolveWake(this.#uffdId, this.#id))
+    this.#settle(true, () => binding.resolveWake(this.#uffdId, this.#id))
   }
 
   /** The length (default one page) and the wake of a resolve from the fault's page on. */
@@ -167,7 +167,7 @@ export class Fault {
   /** @internal After the handler: the core applies the fallback or the missing wake, if needed. */
   finish(): 'done' | 'fell-back' | 'asleep' {
     if (this.#woken) return 'done'
-    const outcome = call(() => native.finishFault(this.#uffdId, this.#id))
+    const outcome = call(() => binding.finishFault(this.#uffdId, this.#id))
     // Resolved with { wake: false }: its thread sleeps until wake() (or timeoutMs), handler returned or not.
     if (outcome !== 'asleep') this.#woken = true
     return outcome

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import type { NativeKeeper } from './binding'
 import { call, UffdError } from './errors'
-import { native } from './loader'
+import { binding } from './loader'
 
 /** How long a keeper with no server keeps its VMs before it kills them, unless told. */
 export const DEFAULT_KEEPER_GRACE_MS = 10_000
@@ -48,7 +48,7 @@ export async function linkKeeper(path: string, graceMs: number): Promise<NativeK
 
 function tryLink(path: string): NativeKeeper | UffdError {
   try {
-    return call(() => native.NativeKeeper.connect(path))
+    return call(() => binding.NativeKeeper.connect(path))
   } catch (error) {
     if (error instanceof UffdError) return error
     throw error
@@ -85,5 +85,5 @@ function startKeeper(path: string, graceMs: number): { ended(): string | undefin
 
 /** Runs a keeper at `path` in this process until it ends (for `userfaultfd keeper` and a keeper started by a server). */
 export function runKeeper(path: string, graceMs: number): void {
-  call(() => native.runKeeper(path, graceMs))
+  call(() => binding.runKeeper(path, graceMs))
 }

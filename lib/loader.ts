@@ -1,11 +1,12 @@
-// Finds and loads the native binding: an explicit path, the binary built in this package, then the
+// Finds and loads the binding (the napi-rs addon of crates/uffd-node): an explicit path, the binary built in this package, then the
 // prebuilt package for this platform. Every failure is kept, so the one error thrown says why each
 // candidate did not load.
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import type * as Binding from './binding'
+import type * as BindingModule from './binding'
 
-export type NativeBinding = typeof Binding
+/** The binding's module: the napi-rs classes and functions of crates/uffd-node. */
+export type Binding = typeof BindingModule
 
 /** The environment variable that names a `.node` file to load instead of the packaged one. */
 export const NATIVE_PATH_VARIABLE = 'USERFAULTFD_NATIVE_PATH'
@@ -110,7 +111,7 @@ function glibcVersion(): string | undefined {
   }
 }
 
-export function loadBinding(): NativeBinding {
+export function loadBinding(): Binding {
   if (process.platform !== 'linux') {
     throw new Error(
       `userfaultfd is a Linux kernel interface and cannot work on ${process.platform}: ` +
@@ -119,9 +120,9 @@ export function loadBinding(): NativeBinding {
   }
   const platform = platformName()
   const failures: Error[] = []
-  const attempt = (label: string, file: string): NativeBinding | Error => {
+  const attempt = (label: string, file: string): Binding | Error => {
     try {
-      return require(file) as NativeBinding
+      return require(file) as Binding
     } catch (error) {
       const failure = new Error(`${label}: ${(error as Error).message}`, { cause: error })
       failures.push(failure)
@@ -161,4 +162,4 @@ export function loadBinding(): NativeBinding {
   )
 }
 
-export const native: NativeBinding = loadBinding()
+export const binding: Binding = loadBinding()

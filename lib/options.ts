@@ -5,7 +5,7 @@ import type { ResourceLimits } from 'node:worker_threads'
 import type { NativeOptions, NativeRange, NativeRegion, NativeRegistration, NativeRemoteRange, NativeServe } from './binding'
 import { argumentError, rangeError } from './errors'
 import type { FeatureName } from './features'
-import { nativeRegionOf, type Region } from './region'
+import { bindingRegionOf, type Region } from './region'
 import { Source } from './source'
 import { TraceRecorder } from './trace'
 import { integer, optionalBoolean, optionalInteger, optionalSignal, options as optionsOf } from './validate'
@@ -365,7 +365,7 @@ export type { FileSourceOptions } from './source'
 // types in the order the arguments are named, so the first wrong one is the one reported.
 
 /** The binding's options of a userfaultfd you open (`'open'`) or adopt (`'adopt'`). */
-export function nativeOptionsOf(options: UserfaultfdOptions | undefined, how: 'open' | 'adopt'): NativeOptions {
+export function bindingOptionsOf(options: UserfaultfdOptions | undefined, how: 'open' | 'adopt'): NativeOptions {
   const { features, userModeOnly, fallback, timeoutMs, spinMicros, readers } = optionsOf('options', options)
   const readerCount = optionalInteger('options.readers', readers) ?? DEFAULTS.readers
   if (readerCount < 1 || readerCount > 64) throw rangeError('options.readers', 'from 1 to 64', readerCount)
@@ -496,7 +496,7 @@ export function rangeOf(region: Region, options: RangeOptions | undefined): { ha
   const { offset, length } = optionsOf('options', options)
   const at = optionalInteger('options.offset', offset) ?? 0
   const len = optionalInteger('options.length', length)
-  const handle = nativeRegionOf(region)
+  const handle = bindingRegionOf(region)
   return { handle, offset: at, length: len ?? Math.max(0, region.size - at) }
 }
 

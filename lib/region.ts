@@ -4,7 +4,7 @@ import { constants } from 'node:buffer'
 import { markAsUntransferable } from 'node:worker_threads'
 import type { NativeRegion } from './binding'
 import { argumentError, call } from './errors'
-import { native } from './loader'
+import { binding } from './loader'
 import { integer, optionalBoolean, optionalInteger, options as optionsOf, regionSize } from './validate'
 
 /** The kind of memory behind a region. */
@@ -97,7 +97,7 @@ function untransferable(buffer: ArrayBuffer): ArrayBuffer {
  * ```
  */
 export class Region {
-  readonly #native: NativeRegion
+  readonly #binding: NativeRegion
   #buffer: ArrayBuffer | undefined
   // Buffers over parts of a region too large for one, held weakly so that the ones the program
   // dropped are collected; close() detaches those still alive.
@@ -110,7 +110,7 @@ export class Region {
   readonly #address: bigint
 
   private constructor(handle: NativeRegion) {
-    this.#native = handle
+    this.#binding = handle
     this.#id = handle.id
     this.#size = handle.size
     this.#pageSize = handle.pageSize
@@ -121,7 +121,7 @@ export class Region {
   /** A private anonymous mapping of `size` bytes (rounded up to pages); nothing is resident. */
   static anonymous(size: number): Region {
     regionSize('size', size)
-    return new Region(call(() => native.NativeRegion.anonymous(size)))
+    return new Region(call(() => binding.NativeRegion.anonymous(size)))
   }
 
   /** A memfd of `size` bytes, mapped shared. {@link Region.alias} maps the same file again. */
@@ -129,7 +129,7 @@ export class Region {
     regionSize('size', size)
     const { name = 'userfaultfd', private: isPrivate } = optionsOf('options', options)
     const priv = optionalBoolean('options.private', isPrivate, false)
-    return new Region(call(() => native.NativeRegion.shmem(size, String(name), priv)))
+    return new Region(call(() => binding.NativeRegion.shmem(size, String(name), priv)))
   }
 
   /**
@@ -141,7 +141,7 @@ export class Region {
     const { name = 'userfaultfd', pageSize = TWO_MIB, private: isPrivate } = optionsOf('options', options)
     integer('options.pageSize', pageSize)
     const priv = optionalBoolean('options.private', isPrivate, false)
-    return new Region(call(() => native.NativeRegion.hugetlb(size, pageSize, String(name), priv)))
+    return new Region(call(() => binding.NativeRegion.hugetlb(size, pageSize, String(name), priv)))
   }
 
   /**
@@ -156,7 +156,7 @@ export class Region {
       throw argumentError('shared', 'the result of region.share()', shared)
     }
     const id = integer('shared.id', shared.id)
-    return new Region(call(() => native.NativeRegion.attach(id)))
+    return new Region(call(() => binding.NativeRegion.attach(id)))
   }
 
   /**
@@ -167,8 +167,8 @@ export class Region {
     return MAX_BUFFER_BYTES
   }
 
-  /** @internal A Region over a native handle made elsewhere in the package (an adoption). */
-  static fromNative(handle: NativeRegion): Region {
+  /** @internal A Region over a binding handle made elsewhere in the package (an adoption). */
+  static fromBinding(handle: NativeRegion): Region {
     return new Region(handle)
   }
 
@@ -178,12 +178,12 @@ export class Region {
     // when it closed; a call on a closed region throws EBADF anyway.
     const known = byId.get(id)?.deref()
     if (known) return known
-    return new Region(call(() => native.NativeRegion.named(id)))
+    return new Region(call(() => binding.NativeRegion.named(id)))
   }
 
   /** @internal */
-  get native(): NativeRegion {
-    return this.#native
+  get binding(): NativeRegion {
+    return this.#binding
   }
 
   /**
@@ -191,7 +191,7 @@ export class Region {
    * to fill the page cache that minor faults of this region then map with CONTINUE.
    */
   alias(): Region {
-    return new Region(call(() => this.#native.alias()))
+    return new Region(call(() => this.#binding.alias()))
   }
 
   /** The id that names this region in this process. */
@@ -208,11 +208,11 @@ export class Region {
   }
   /** The kind of memory: `'anonymous'`, `'shmem'`, `'hugetlb'`, or `'remote'` (another process's, no buffer). */
   get kind(): MemoryKind {
-    return this.#native.kind as MemoryKind
+    return this.#binding.kind as MemoryKind
   }
   /** Whether the mapping is MAP_PRIVATE: always for anonymous memory, on request for shmem and hugetlb. */
   get private(): boolean {
-    return this.#native.private
+    return this.#binding.private
   }
   /** The mapping's start address, for diagnostics; no call takes an address. */
   get address(): bigint {
@@ -220,11 +220,11 @@ export class Region {
   }
   /** Whether this object made the mapping (false for a view from `attach`). */
   get owner(): boolean {
-    return this.#native.owner
+    return this.#binding.owner
   }
   /** Whether the region is closed, by `close()` here or, for a view, by its owner; a closed region refuses further use. */
   get closed(): boolean {
-    return this.#native.closed
+    return this.#binding.closed
   }
 
   /**
@@ -233,13 +233,13 @@ export class Region {
    * ({@link Region.maxBufferBytes}) has none: this throws a UffdError `ERANGE`; use `bytes()`.
    */
   get buffer(): ArrayBuffer {
-    this.#buffer ??= untransferable(call(() => this.#native.buffer(MAX_BUFFER_BYTES)))
+    this.#buffer ??= untransferable(call(() => this.#binding.buffer(MAX_BUFFER_BYTES)))
     return this.#buffer
   }
 
   // The whole buffer for bytes(): made by the same call, so that its errors name bytes().
   #wholeForBytes(): ArrayBuffer {
-    this.#buffer ??= untransferable(call(() => this.#native.bytes(0, this.#size, MAX_BUFFER_BYTES)))
+    this.#buffer ??= untransferable(call(() => this.#binding.bytes(0, this.#size, MAX_BUFFER_BYTES)))
     return this.#buffer
   }
 
@@ -265,7 +265,7 @@ export class Region {
     const want = optionalInteger('length', length) ?? Math.max(0, Math.min(size - offset, MAX_BUFFER_BYTES))
     if (size <= MAX_BUFFER_BYTES && offset + want <= size) return new Uint8Array(this.#wholeForBytes(), offset, want)
     // A part of a region too large for one buffer, or a range the core refuses (EINVAL).
-    const part = untransferable(call(() => this.#native.bytes(offset, want, MAX_BUFFER_BYTES)))
+    const part = untransferable(call(() => this.#binding.bytes(offset, want, MAX_BUFFER_BYTES)))
     this.#keepPart(part)
     return new Uint8Array(part)
   }
@@ -283,7 +283,7 @@ export class Region {
    * userfaultfd emits a `'remove'` event. Offset and length are multiples of `pageSize`.
    */
   discard(offset: number, length: number): void {
-    call(() => this.#native.discard(integer('offset', offset), integer('length', length)))
+    call(() => this.#binding.discard(integer('offset', offset), integer('length', length)))
   }
 
   /**
@@ -291,7 +291,7 @@ export class Region {
    * the region is closed.
    */
   share(): SharedRegion {
-    return { type: 'userfaultfd.region', id: call(() => this.#native.share()) }
+    return { type: 'userfaultfd.region', id: call(() => this.#binding.share()) }
   }
 
   /**
@@ -303,15 +303,15 @@ export class Region {
    */
   close(): void {
     if (this.#buffer) {
-      native.detachBuffer(this.#buffer)
+      binding.detachBuffer(this.#buffer)
       this.#buffer = undefined
     }
     for (const ref of this.#parts) {
       const part = ref.deref()
-      if (part && part.byteLength > 0) native.detachBuffer(part)
+      if (part && part.byteLength > 0) binding.detachBuffer(part)
     }
     this.#parts = []
-    this.#native.close()
+    this.#binding.close()
     if (byId.get(this.id)?.deref() === this) byId.delete(this.id)
   }
 
@@ -321,8 +321,8 @@ export class Region {
   }
 }
 
-/** @internal The native handle of a Region argument, or a TypeError. */
-export function nativeRegionOf(region: unknown, name = 'region'): NativeRegion {
+/** @internal The binding handle of a Region argument, or a TypeError. */
+export function bindingRegionOf(region: unknown, name = 'region'): NativeRegion {
   if (!(region instanceof Region)) throw argumentError(name, 'a Region', region)
-  return region.native
+  return region.binding
 }

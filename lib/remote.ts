@@ -6,8 +6,8 @@ import { constants } from 'node:os'
 import type { NativeCancel, NativeKeeper, NativeOutcome, NativePeerProcess } from './binding'
 import { AbortError, argumentError, call, fromFailure, rangeError, UffdError } from './errors'
 import { closeAllOnExit } from './exit'
-import { native } from './loader'
-import { type AcceptOptions, type AdoptFdOptions, type AdoptOptions, nativeOptionsOf, type ReceiveOptions } from './options'
+import { binding } from './loader'
+import { type AcceptOptions, type AdoptFdOptions, type AdoptOptions, bindingOptionsOf, type ReceiveOptions } from './options'
 import { type Adoption, Userfaultfd } from './userfaultfd'
 import { integer, optionalInteger, optionalSignal, options as optionsOf } from './validate'
 
@@ -69,7 +69,7 @@ export function keeperErrorOf(adoption: object): UffdError | undefined {
  * refused it (its peer process then kept with it, to stop it by).
  */
 export function adoptHeld(keeper: NativeKeeper, options: AdoptOptions): Array<Adoption | UffdError> {
-  return call(() => keeper.takeHeld(nativeOptionsOf(options, 'adopt'))).map((outcome) => {
+  return call(() => keeper.takeHeld(bindingOptionsOf(options, 'adopt'))).map((outcome) => {
     try {
       return settle(outcome)
     } catch (error) {
@@ -181,7 +181,7 @@ export function adoptFd(fd: number, options: AdoptFdOptions): Adoption {
  * ```
  */
 export class HandshakeListener {
-  readonly #native: ReturnType<typeof native.NativeListener.listen>
+  readonly #binding: ReturnType<typeof binding.NativeListener.listen>
   readonly #path: string
   /** The socket file this listener made (its inode), removed by `close()` if it is still there. */
   #socket: bigint | undefined
@@ -200,12 +200,12 @@ export class HandshakeListener {
         throw argumentError('options.mode', 'unset for a socket given as an fd (its maker sets them)', mode ?? owner)
       }
       const fd = integer('fd', pathOrFd)
-      this.#native = call(() => native.NativeListener.fromFd(fd, nativeOptionsOf(adopt, 'adopt'), limit))
+      this.#binding = call(() => binding.NativeListener.fromFd(fd, bindingOptionsOf(adopt, 'adopt'), limit))
       this.#path = `fd ${fd}`
       return
     }
     const path = pathOrFd
-    this.#native = call(() => native.NativeListener.listen(path, nativeOptionsOf(adopt, 'adopt'), limit))
+    this.#binding = call(() => binding.NativeListener.listen(path, bindingOptionsOf(adopt, 'adopt'), limit))
     this.#path = path
     this.#socket = statSync(path, { bigint: true, throwIfNoEntry: false })?.ino
     try {
@@ -251,7 +251,7 @@ export class HandshakeListener {
     }
     const cancel = cancelFor(signal)
     return adoptionOf(
-      call(() => this.#native.accept(cancel)),
+      call(() => this.#binding.accept(cancel)),
       signal,
       () => {
         cancel?.cancel()
@@ -265,7 +265,7 @@ export class HandshakeListener {
    * The socket file goes too (as a Node server's does), unless another one has replaced it.
    */
   close(): void {
-    this.#native.close()
+    this.#binding.close()
     this.#removeSocket()
   }
 
@@ -274,13 +274,13 @@ export class HandshakeListener {
    * within its time limit, and `accept()` gives them; then it rejects as after `close()`.
    */
   stopAccepting(): void {
-    this.#native.stopAccepting()
+    this.#binding.stopAccepting()
     this.#removeSocket()
   }
 
   /** @internal Hands every VM accepted from now on to `keeper` before it is served. */
   keepWith(keeper: NativeKeeper): void {
-    this.#native.keepWith(keeper)
+    this.#binding.keepWith(keeper)
   }
 
   #removeSocket(): void {
@@ -342,11 +342,11 @@ export async function receive(fd: number, options?: ReceiveOptions): Promise<Ado
   closeAllOnExit() // a pending receive must not hold up process.exit()
   const signal = optionalSignal('options.signal', optionsOf('options', options).signal)
   const at = integer('fd', fd)
-  const nativeOptions = nativeOptionsOf(options, 'adopt')
+  const bindingOptions = bindingOptionsOf(options, 'adopt')
   if (signal?.aborted) throw new AbortError(signal)
   const cancel = cancelFor(signal)
   return adoptionOf(
-    call(() => native.receiveFd(at, nativeOptions, cancel)),
+    call(() => binding.receiveFd(at, bindingOptions, cancel)),
     signal,
     () => cancel?.cancel(),
   )
@@ -354,5 +354,5 @@ export async function receive(fd: number, options?: ReceiveOptions): Promise<Ado
 
 /** What stops a native handshake when `signal` aborts (nothing to stop without a signal). */
 function cancelFor(signal: AbortSignal | undefined): NativeCancel | undefined {
-  return signal ? new native.NativeCancel() : undefined
+  return signal ? new binding.NativeCancel() : undefined
 }

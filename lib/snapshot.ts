@@ -3,7 +3,7 @@
 
 import { provided } from './credentials'
 import { argumentError, fromFailure, rangeError } from './errors'
-import { native } from './loader'
+import { binding } from './loader'
 import { type ObjectStoreSourceOptions, objectOptions } from './source'
 import { integer, options as optionsOf } from './validate'
 
@@ -111,7 +111,7 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   // Refreshed while the push runs.
   const pushing = {}
   credentials?.keep(pushing)
-  const report = await native.pushSnapshot(file, url, store, level, base, chunkPrefix, credentials?.native)
+  const report = await binding.pushSnapshot(file, url, store, level, base, chunkPrefix, credentials?.binding)
   if (report.error) throw fromFailure(report.error)
   const { error: _, ...rest } = report
   return rest

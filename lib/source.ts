@@ -2,7 +2,7 @@
 import type { NativeObjectOptions, NativeSource } from './binding'
 import { type CredentialProvider, credentialsOf, type ObjectStoreCredentials, provided } from './credentials'
 import { argumentError, call, fromFailure } from './errors'
-import { native } from './loader'
+import { binding } from './loader'
 import { bytesOf, integer, optionalBoolean, options as optionsOf } from './validate'
 
 /** Options of {@link Source.file}. */
@@ -179,22 +179,22 @@ export interface ObjectStoreSource extends Source {
  * ```
  */
 export class Source {
-  readonly #native: NativeSource
+  readonly #binding: NativeSource
   /** The local files of a layered source, base first (above its object if it has one). */
   #files: readonly string[] = []
 
   private constructor(handle: NativeSource) {
-    this.#native = handle
+    this.#binding = handle
   }
 
   /** Zero pages (ZEROPAGE; zeroed COPY on hugetlbfs). */
   static zero(): Source {
-    return new Source(native.NativeSource.zero())
+    return new Source(binding.NativeSource.zero())
   }
 
   /** Bytes in memory (copied once into native memory): offset 0 of the region is byte 0. */
   static bytes(bytes: ArrayBufferView | ArrayBuffer): Source {
-    return new Source(native.NativeSource.bytes(bytesOf('bytes', bytes)))
+    return new Source(binding.NativeSource.bytes(bytesOf('bytes', bytes)))
   }
 
   /** A file read with pread: a path, or an open file descriptor (read through /proc/self/fd). */
@@ -206,7 +206,7 @@ export class Source {
     if (typeof pathOrFd === 'number') path = `/proc/self/fd/${integer('fd', pathOrFd)}`
     else if (typeof pathOrFd === 'string') path = pathOrFd
     else throw argumentError('pathOrFd', 'a path or a file descriptor', pathOrFd)
-    return new Source(call(() => native.NativeSource.file(path, offset, write)))
+    return new Source(call(() => binding.NativeSource.file(path, offset, write)))
   }
 
   /**
@@ -239,11 +239,11 @@ export class Source {
     if (first instanceof Source) {
       if (first.kind !== 'objectStore') throw argumentError('layers[0]', 'a path or an object-store source', first.kind)
       if (write) throw argumentError('options.writable', 'unset over an object (nothing is written back to a store)', write)
-      const source = new Source(call(() => native.NativeSource.layersOver(first.#native, paths, offset)))
+      const source = new Source(call(() => binding.NativeSource.layersOver(first.#binding, paths, offset)))
       source.#files = paths
       return source
     }
-    const source = new Source(call(() => native.NativeSource.layers([...paths], offset, write)))
+    const source = new Source(call(() => binding.NativeSource.layers([...paths], offset, write)))
     source.#files = paths
     return source
   }
@@ -271,9 +271,9 @@ export class Source {
    */
   static async objectStore(url: string, options?: ObjectStoreSourceOptions): Promise<ObjectStoreSource> {
     if (typeof url !== 'string') throw argumentError('url', 'a string', url)
-    const { options: native_, provider } = objectOptions(url, optionsOf('options', options))
+    const { options: bindingOptions, provider } = objectOptions(url, optionsOf('options', options))
     const credentials = provider ? await provided(provider) : undefined
-    const outcome = await native.openObjectSource(url, native_, credentials?.native)
+    const outcome = await binding.openObjectSource(url, bindingOptions, credentials?.binding)
     const error = outcome.takeError()
     if (error) throw fromFailure(error)
     const handle = outcome.takeSource()
@@ -285,12 +285,12 @@ export class Source {
 
   /** For minor faults: map what the page cache holds (CONTINUE). */
   static pageCache(): Source {
-    return new Source(native.NativeSource.pageCache())
+    return new Source(binding.NativeSource.pageCache())
   }
 
   /** 'zero', 'bytes', 'file', 'layers', 'pageCache' or 'objectStore'. */
   get kind(): string {
-    return this.#native.kind
+    return this.#binding.kind
   }
 
   /**
@@ -301,7 +301,7 @@ export class Source {
    * `fallthrough`).
    */
   get size(): number | undefined {
-    return this.#native.size ?? undefined
+    return this.#binding.size ?? undefined
   }
 
   /** What `JSON.stringify` prints of a source: its kind and size. */
@@ -316,7 +316,7 @@ export class Source {
 
   /** An object-store source's counters (requests, bytes fetched, retries, cache hits); else undefined. */
   get objectStats(): ObjectSourceStats | undefined {
-    return this.#native.objectStats ?? undefined
+    return this.#binding.objectStats ?? undefined
   }
 
   /**
@@ -326,7 +326,7 @@ export class Source {
    * listed). Undefined for other sources.
    */
   fallbackPages(): ObjectFallbackPage[] | undefined {
-    return this.#native.fallbackPages() ?? undefined
+    return this.#binding.fallbackPages() ?? undefined
   }
 
   /**
@@ -336,7 +336,7 @@ export class Source {
    * @internal
    */
   async readRaw(chunks?: number): Promise<{ bytes: number; ms: number }> {
-    const read = await call(() => this.#native.readRaw(chunks))
+    const read = await call(() => this.#binding.readRaw(chunks))
     if (read.error) throw fromFailure(read.error)
     return { bytes: read.bytes, ms: read.ms }
   }
@@ -347,7 +347,7 @@ export class Source {
    * @internal
    */
   async readBeside(suffix: string): Promise<{ url: string; bytes: Buffer | undefined }> {
-    const read = await call(() => this.#native.readBeside(suffix))
+    const read = await call(() => this.#binding.readBeside(suffix))
     if (read.error) throw fromFailure(read.error)
     return { url: read.url, bytes: read.bytes ?? undefined }
   }
@@ -357,7 +357,7 @@ export class Source {
    * @internal
    */
   async writeBeside(suffix: string, bytes: Uint8Array): Promise<string> {
-    const written = await call(() => this.#native.writeBeside(suffix, bytes))
+    const written = await call(() => this.#binding.writeBeside(suffix, bytes))
     if (written.error) throw fromFailure(written.error)
     return written.url
   }
@@ -371,8 +371,8 @@ export class Source {
   }
 
   /** @internal */
-  get native(): NativeSource {
-    return this.#native
+  get binding(): NativeSource {
+    return this.#binding
   }
 }
 
@@ -404,7 +404,7 @@ export function objectOptions(
   const at = (name: string, value: unknown, min = 0) => (value === undefined ? undefined : integer(name, value, min))
   const flag = (name: string, value: unknown) => (value === undefined ? undefined : optionalBoolean(name, value, false))
   const retry = optionsOf('options.retry', options.retry)
-  const native_: NativeObjectOptions = {
+  const bindingOptions: NativeObjectOptions = {
     endpoint: s3
       ? (text('options.endpoint', options.endpoint) ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL)
       : az
@@ -431,5 +431,5 @@ export function objectOptions(
     requestTimeoutMs: at('options.requestTimeoutMs', options.requestTimeoutMs),
     refetchAfterOutage: flag('options.refetchAfterOutage', options.refetchAfterOutage),
   }
-  return { options: native_, provider }
+  return { options: bindingOptions, provider }
 }

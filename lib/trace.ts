@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto'
 import { closeSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs'
 import type { NativeRecorder } from './binding'
 import { argumentError, UffdError } from './errors'
-import { native } from './loader'
+import { binding } from './loader'
 
 /** The format's name and version, the first fields of every trace file. */
 export const TRACE_FORMAT = 'userfaultfd-working-set'
@@ -70,16 +70,16 @@ export function fingerprintOf(path: string): MemoryFingerprint {
  * were first touched: pass it as `trace` to {@link Userfaultfd.serve}, then {@link writeTrace}.
  */
 export class TraceRecorder {
-  readonly #native: NativeRecorder = new native.NativeRecorder()
+  readonly #binding: NativeRecorder = new binding.NativeRecorder()
 
   /** The file offsets of the pages recorded so far, in the order they were first touched. */
   offsets(): number[] {
-    return this.#native.pages()
+    return this.#binding.pages()
   }
 
   /** @internal */
-  get native(): NativeRecorder {
-    return this.#native
+  get binding(): NativeRecorder {
+    return this.#binding
   }
 }
 

@@ -1,4 +1,4 @@
-// Userfaultfd: the public face of one userfaultfd. It owns the lifecycle and the native handle;
+// Userfaultfd: the public face of one userfaultfd. It owns the lifecycle and the binding handle;
 // options.ts makes the binding's arguments, dispatch.ts serves the faults, worker.ts the handler
 // workers, events.ts and stats.ts say what happened.
 import { EventEmitter } from 'node:events'
@@ -8,10 +8,11 @@ import { argumentError, call, fromFailure, fromNotice, UffdError } from './error
 import { emitRangeEvent, eventOfForwarded, type RangeEvent, type RemapEvent, report } from './events'
 import { closeAllOnExit, forgetOwner, type Owner, rememberOwner, sayAtExit } from './exit'
 import { type FeatureName, type FeatureSet, type IoctlName, type IoctlSet, nameSet, type ProbeResult } from './features'
-import { native } from './loader'
+import { binding } from './loader'
 import {
   type AdoptFdOptions,
   type ByteRange,
+  bindingOptionsOf,
   DEFAULTS,
   type DirtyOptions,
   type FlushOptions,
@@ -20,7 +21,6 @@ import {
   holesOf,
   type MapOptions,
   type MoveOptions,
-  nativeOptionsOf,
   type PrefetchOptions,
   prefetchOf,
   protectOf,
@@ -37,7 +37,7 @@ import {
   wakeOf,
   workerOptionsOf,
 } from './options'
-import { nativeRegionOf, Region } from './region'
+import { bindingRegionOf, Region } from './region'
 import { type LatencyReport, statsOf, type UffdStats } from './stats'
 import { bytesOf, integer, optionalBoolean, optionalInteger, options as optionsOf } from './validate'
 import { HandlerWorkers, moduleSpecifier } from './worker'
@@ -122,9 +122,9 @@ export interface UserfaultfdEvents {
   fork: [ForkEvent]
 }
 
-/** The key of the token with which only this module makes a Userfaultfd over a native handle. */
+/** The key of the token with which only this module makes a Userfaultfd over a binding handle. */
 const OVER = Symbol('userfaultfd.over')
-/** A native handle made elsewhere, and whether this thread owns it (an adoption) or only attached to it. */
+/** A binding handle made elsewhere, and whether this thread owns it (an adoption) or only attached to it. */
 type Over = { [OVER]: { handle: NativeUffd; owner: boolean } }
 
 let warnedUserModeOnly = false
@@ -147,7 +147,7 @@ let warnedUserModeOnly = false
  * ```
  */
 export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
-  readonly #native: NativeUffd
+  readonly #binding: NativeUffd
   readonly #features: FeatureSet
   /** The id of the fd in this process, which the per-fault calls name it by. */
   readonly #id: number
@@ -169,20 +169,20 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     super()
     const over = (options as Partial<Over> | null | undefined)?.[OVER]
     if (over) {
-      this.#native = over.handle
+      this.#binding = over.handle
     } else {
-      const nativeOptions = nativeOptionsOf(options, 'open')
-      this.#native = call(() => new native.NativeUffd(nativeOptions))
-      if (nativeOptions.userModeOnly === undefined && this.#native.userModeOnly) warnUserModeOnly()
+      const bindingOptions = bindingOptionsOf(options, 'open')
+      this.#binding = call(() => new binding.NativeUffd(bindingOptions))
+      if (bindingOptions.userModeOnly === undefined && this.#binding.userModeOnly) warnUserModeOnly()
     }
-    this.#features = nameSet<FeatureName>(this.#native.features)
-    this.#id = this.#native.id
-    this.#dispatcher = new Dispatcher(this.#native, this.#id, {
+    this.#features = nameSet<FeatureName>(this.#binding.features)
+    this.#id = this.#binding.id
+    this.#dispatcher = new Dispatcher(this.#binding, this.#id, {
       report: (error) => report(this, error),
       event: (raw, handler) => this.#onEvent(raw, handler),
       notice: (notice) => this.#onNotice(notice),
     })
-    this.#workers = new HandlerWorkers(this.#native, this.#id, {
+    this.#workers = new HandlerWorkers(this.#binding, this.#id, {
       report: (error) => report(this, error),
       event: (name, event) => this.#onEvent(eventOfForwarded(name, event)),
       closed: () => this.#closed,
@@ -192,7 +192,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       // Held weakly: a userfaultfd dropped without close() must still be collected (and closed).
       const self = rememberOwner(this)
       this.#self = self
-      this.#native.observe(() => {
+      this.#binding.observe(() => {
         const uffd = self.deref()
         if (uffd) uffd.#onNotices()
       })
@@ -206,7 +206,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * @internal
    */
   [sayAtExit](): void {
-    for (const item of this.#native.takeNotices()) {
+    for (const item of this.#binding.takeNotices()) {
       if (!item.notice) continue
       const error = fromNotice(item.notice)
       if (this.listenerCount('error') > 0) this.emit('error', error)
@@ -216,7 +216,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** What the kernel offers (features and ioctls), asked on a throwaway fd. */
   static probe(): ProbeResult {
-    const { api, features, ioctls } = call(() => native.NativeUffd.probe())
+    const { api, features, ioctls } = call(() => binding.NativeUffd.probe())
     return { api, features: nameSet<FeatureName>(features), ioctls: nameSet<IoctlName>(ioctls) }
   }
 
@@ -227,7 +227,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     }
     const id = integer('shared.id', shared.id)
     return Userfaultfd.#over(
-      call(() => native.NativeUffd.attach(id)),
+      call(() => binding.NativeUffd.attach(id)),
       false,
     )
   }
@@ -240,8 +240,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   static fromFd(fd: number, options: AdoptFdOptions): Adoption {
     const ranges = remoteRangesOf(options)
     const at = integer('fd', fd)
-    const nativeOptions = nativeOptionsOf(options, 'adopt')
-    return Userfaultfd.fromAdoption(call(() => native.adoptFd(at, ranges, nativeOptions)))
+    const bindingOptions = bindingOptionsOf(options, 'adopt')
+    return Userfaultfd.fromAdoption(call(() => binding.adoptFd(at, ranges, bindingOptions)))
   }
 
   /** @internal The public face of a native adoption (a handshake's, an fd's, a fork's child). */
@@ -254,13 +254,13 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     if (pid != null) uffd.ref()
     return {
       uffd,
-      regions: adoption.takeRegions().map((region) => Region.fromNative(region)),
+      regions: adoption.takeRegions().map((region) => Region.fromBinding(region)),
       offsets: adoption.offsets,
       peer: pid == null ? undefined : { pid, uid: adoption.peerUid ?? -1, gid: adoption.peerGid ?? -1 },
     }
   }
 
-  /** A Userfaultfd over a native handle made elsewhere: an adoption it owns, or an attached handle. */
+  /** A Userfaultfd over a binding handle made elsewhere: an adoption it owns, or an attached handle. */
   static #over(handle: NativeUffd, owner: boolean): Userfaultfd {
     const token: Over = { [OVER]: { handle, owner } }
     return new Userfaultfd(token as UserfaultfdOptions)
@@ -289,7 +289,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
   /** Whether only user-mode faults are handled (kernel-mode accesses get EFAULT instead). */
   get userModeOnly(): boolean {
-    return this.#native.userModeOnly
+    return this.#binding.userModeOnly
   }
   /**
    * Whether the userfaultfd is closed: by `close()`, or by itself when the peer of an adoption hung
@@ -297,7 +297,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * `close()` has stopped its handler, though the fd stays open for its owner (and its calls reach it).
    */
   get closed(): boolean {
-    return this.#closed || this.#native.closed
+    return this.#closed || this.#binding.closed
   }
 
   /** A token to post to a worker thread, where `Userfaultfd.attach(token)` gives a handle. */
@@ -318,7 +318,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    */
   register(region: Region, options?: RegisterOptions): Registration {
     const { handle, range, source } = registrationOf(region, options)
-    const ioctls = call(() => this.#native.register(handle, range, source?.native))
+    const ioctls = call(() => this.#binding.register(handle, range, source?.binding))
     return { ioctls: nameSet<IoctlName>(ioctls) }
   }
 
@@ -335,19 +335,19 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    */
   serve(region: Region, options: ServeOptions): void {
     const { handle, how, source, trace } = servingOf(region, options)
-    call(() => this.#native.serve(handle, how, source.native, trace?.native))
+    call(() => this.#binding.serve(handle, how, source.binding, trace?.binding))
   }
 
   /** Native sources' fault latency (p50, p99) and when the first fault came. */
   latency(): LatencyReport {
-    const { count, p50Micros, p99Micros, firstFaultMs } = this.#native.latency()
+    const { count, p50Micros, p99Micros, firstFaultMs } = this.#binding.latency()
     return { count, p50Micros, p99Micros, firstFaultMs: firstFaultMs ?? undefined }
   }
 
   /** Unregisters a region or part of it; threads waiting there are woken and fault normally. */
   unregister(region: Region, options?: RangeOptions): void {
     const { handle, offset, length } = rangeOf(region, options)
-    call(() => this.#native.unregister(handle, offset, length))
+    call(() => this.#binding.unregister(handle, offset, length))
   }
 
   /** UFFDIO_COPY of `bytes` (a multiple of the page size) to `offset`; returns the bytes mapped. */
@@ -355,21 +355,21 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     const data = bytesOf('bytes', bytes)
     const wake = wakeOf(options)
     const protect = protectOf(options)
-    const handle = nativeRegionOf(region)
-    return call(() => this.#native.copy(handle, integer('offset', offset), data, wake, protect))
+    const handle = bindingRegionOf(region)
+    return call(() => this.#binding.copy(handle, integer('offset', offset), data, wake, protect))
   }
 
   /** UFFDIO_ZEROPAGE over a range (not hugetlbfs); returns the bytes mapped. */
   zero(region: Region, offset: number, length: number, options?: WakeOptions): number {
-    const handle = nativeRegionOf(region)
-    return call(() => this.#native.zero(handle, integer('offset', offset), integer('length', length), wakeOf(options)))
+    const handle = bindingRegionOf(region)
+    return call(() => this.#binding.zero(handle, integer('offset', offset), integer('length', length), wakeOf(options)))
   }
 
   /** UFFDIO_CONTINUE over a range: maps pages already in the page cache; returns the bytes mapped. */
   continue(region: Region, offset: number, length: number, options?: MapOptions): number {
-    const handle = nativeRegionOf(region)
+    const handle = bindingRegionOf(region)
     const protect = protectOf(options)
-    return call(() => this.#native.continue(handle, integer('offset', offset), integer('length', length), wakeOf(options), protect))
+    return call(() => this.#binding.continue(handle, integer('offset', offset), integer('length', length), wakeOf(options), protect))
   }
 
   /**
@@ -377,9 +377,9 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * waiting there unless `{ wake: false }`). A write to a protected page is a `'wp'` fault.
    */
   writeProtect(region: Region, offset: number, length: number, protect: boolean, options?: WakeOptions): void {
-    const handle = nativeRegionOf(region)
+    const handle = bindingRegionOf(region)
     if (typeof protect !== 'boolean') throw argumentError('protect', 'a boolean', protect)
-    call(() => this.#native.writeProtect(handle, integer('offset', offset), integer('length', length), protect, wakeOf(options)))
+    call(() => this.#binding.writeProtect(handle, integer('offset', offset), integer('length', length), protect, wakeOf(options)))
   }
 
   /**
@@ -388,8 +388,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * is registered. Returns the bytes moved. (`options.length` is not read: `length` says it.)
    */
   move(region: Region, offset: number, from: Region, fromOffset: number, length: number, options?: MoveOptions): number {
-    const handle = nativeRegionOf(region)
-    const source = nativeRegionOf(from, 'from')
+    const handle = bindingRegionOf(region)
+    const source = bindingRegionOf(from, 'from')
     optionsOf('options', options)
     const how = {
       fromOffset: integer('fromOffset', fromOffset),
@@ -397,7 +397,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       wake: wakeOf(options),
       allowSourceHoles: holesOf(options),
     }
-    return call(() => this.#native.move(handle, integer('offset', offset), source, how))
+    return call(() => this.#binding.move(handle, integer('offset', offset), source, how))
   }
 
   /**
@@ -407,10 +407,10 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * write. With `{ clear: true }` the reported pages are protected again.
    */
   dirtyPages(region: Region, options?: DirtyOptions): number[] {
-    const handle = nativeRegionOf(region)
+    const handle = bindingRegionOf(region)
     const { clear, method = 'auto' } = optionsOf('options', options)
     if (!['auto', 'scan', 'pagemap'].includes(method)) throw argumentError('options.method', "'auto', 'scan' or 'pagemap'", method)
-    return call(() => this.#native.dirtyPages(handle, optionalBoolean('options.clear', clear, false), method))
+    return call(() => this.#binding.dirtyPages(handle, optionalBoolean('options.clear', clear, false), method))
   }
 
   /**
@@ -429,7 +429,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    */
   async flush(options?: FlushOptions): Promise<void> {
     const sync = optionalBoolean('options.sync', optionsOf('options', options).sync, false)
-    const failure = await call(() => this.#native.flush(sync))
+    const failure = await call(() => this.#binding.flush(sync))
     if (failure) throw fromFailure(failure)
   }
 
@@ -448,9 +448,9 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * ```
    */
   prefetch(region: Region, ranges?: ByteRange[], options?: PrefetchOptions): Promise<PrefetchResult> {
-    const handle = nativeRegionOf(region)
+    const handle = bindingRegionOf(region)
     const { ranges: list, source, chunkPages, signal } = prefetchOf(region, ranges, options)
-    const job = call(() => this.#native.prefetch(handle, list, source?.native, chunkPages))
+    const job = call(() => this.#binding.prefetch(handle, list, source?.binding, chunkPages))
     if (signal?.aborted) job.cancel()
     const onAbort = () => job.cancel()
     signal?.addEventListener('abort', onAbort, { once: true })
@@ -469,7 +469,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   prefetchRegions(regions: readonly Region[], options?: { chunkPages?: number }): Promise<PrefetchResult & { error?: Error }> {
     const ids = regions.map((region) => region.id)
     const chunkPages = optionalInteger('options.chunkPages', options?.chunkPages) ?? DEFAULTS.prefetchChunkPages
-    const job = call(() => this.#native.prefetchRegions(ids, chunkPages))
+    const job = call(() => this.#binding.prefetchRegions(ids, chunkPages))
     return job.start().then((outcome) => ({
       mapped: outcome.mapped,
       present: outcome.present,
@@ -481,14 +481,14 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** UFFDIO_POISON over a range: a later access raises SIGBUS. Returns the bytes poisoned. */
   poison(region: Region, offset: number, length: number, options?: WakeOptions): number {
-    const handle = nativeRegionOf(region)
-    return call(() => this.#native.poison(handle, integer('offset', offset), integer('length', length), wakeOf(options)))
+    const handle = bindingRegionOf(region)
+    return call(() => this.#binding.poison(handle, integer('offset', offset), integer('length', length), wakeOf(options)))
   }
 
   /** UFFDIO_WAKE over a range, after resolves with `{ wake: false }`. */
   wake(region: Region, offset: number, length: number): void {
-    const handle = nativeRegionOf(region)
-    call(() => this.#native.wake(handle, integer('offset', offset), integer('length', length)))
+    const handle = bindingRegionOf(region)
+    call(() => this.#binding.wake(handle, integer('offset', offset), integer('length', length)))
   }
 
   /**
@@ -501,21 +501,21 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     if (typeof handler !== 'function') throw argumentError('handler', 'a function', handler)
     const { keepAlive, direct, join } = handleOptionsOf(options)
     const dispatcher = this.#dispatcher
-    call(() => this.#native.handle(() => dispatcher.takeBatch(handler), keepAlive, join))
+    call(() => this.#binding.handle(() => dispatcher.takeBatch(handler), keepAlive, join))
     const turn = ++this.#handled
     this.#handler = handler
-    const generation = direct ? call(() => this.#native.startDirect()) : 0
+    const generation = direct ? call(() => this.#binding.startDirect()) : 0
     if (generation !== 0) void dispatcher.runReader(handler, generation, keepAlive)
     return installed(() => {
       if (turn !== this.#handled || this.#closed) return
       this.#handler = undefined
-      this.#native.unhandle()
+      this.#binding.unhandle()
     })
   }
 
   /** @internal The generation of this thread's handler (0: none), as the core names it. */
   get handlerGeneration(): number {
-    return this.#native.handlerGeneration
+    return this.#binding.handlerGeneration
   }
 
   /**
@@ -542,7 +542,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   handleInWorker(module: string | URL, options?: WorkerHandlerOptions): Promise<InstalledHandler> {
     const spec = moduleSpecifier(module)
     const complete = workerOptionsOf(options)
-    if (this.#closed) return Promise.reject(call(() => this.#native.handle(() => {}, false)))
+    if (this.#closed) return Promise.reject(call(() => this.#binding.handle(() => {}, false)))
     return this.#workers.start(spec, complete)
   }
 
@@ -551,12 +551,12 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     // What this thread's handler was handed before is heard first (events that came before the
     // peer hung up, say); and before close(), since the handler's mailbox goes with the handle.
     if (this.#handler) this.#dispatcher.flush(this.#handler)
-    for (const item of this.#native.takeNotices()) {
+    for (const item of this.#binding.takeNotices()) {
       if (!item.notice) continue
       // Said when the fault came; a handler installed since (right after accept(), say), or a
       // source that served it since (serve()), has it now.
       const { kind, fault } = item.notice
-      if (kind === 'no-handler' && (this.#native.hasHandler || (fault && !this.#native.faultWaiting(fault.id)))) continue
+      if (kind === 'no-handler' && (this.#binding.hasHandler || (fault && !this.#binding.faultWaiting(fault.id)))) continue
       this.#onNotice(item.notice)
     }
   }
@@ -584,7 +584,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** Counters of faults, resolutions and fallbacks. */
   get stats(): UffdStats {
-    return statsOf(this.#native.stats())
+    return statsOf(this.#binding.stats())
   }
 
   /**
@@ -602,7 +602,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     for (const child of this.#children) child.close()
     this.#children.clear()
     this.unref()
-    this.#native.close()
+    this.#binding.close()
     this.#workers.close()
     process.nextTick(() => this.emit('close'))
   }

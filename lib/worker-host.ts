@@ -6,7 +6,7 @@ import { parentPort } from 'node:worker_threads'
 import type { FaultHandler } from './dispatch'
 import { UffdError } from './errors'
 import { forwardedOf } from './events'
-import { native } from './loader'
+import { binding } from './loader'
 import { type HandleOptions, JOIN } from './options'
 import { Userfaultfd } from './userfaultfd'
 import { argsOf, type WorkerArgs, type WorkerMessage } from './worker'
@@ -82,7 +82,7 @@ if (parentPort) {
     // Said here, not only by the parent: the parent's thread may be asleep in a fault that
     // waits for this handler, and only this ends the wait (the fallback resolves it).
     try {
-      native.NativeUffd.attach(args.id).unexpectHandler(args.expectation)
+      binding.NativeUffd.attach(args.id).unexpectHandler(args.expectation)
     } catch {}
     port.postMessage({ type: 'failed', error: failure(args.spec, error) } satisfies WorkerMessage)
     process.exitCode = 1

@@ -72,7 +72,7 @@ export function moduleSpecifier(module: string | URL): string {
 
 /** The handler workers of one userfaultfd: the serving ones, and those starting. */
 export class HandlerWorkers {
-  readonly #native: NativeUffd
+  readonly #binding: NativeUffd
   readonly #id: number
   readonly #hooks: WorkerHooks
   /** The workers whose handlers serve (one, or a group started with `workers: N`). */
@@ -81,7 +81,7 @@ export class HandlerWorkers {
   readonly #starting = new Set<Worker>()
 
   constructor(handle: NativeUffd, id: number, hooks: WorkerHooks) {
-    this.#native = handle
+    this.#binding = handle
     this.#id = id
     this.#hooks = hooks
   }
@@ -102,7 +102,7 @@ export class HandlerWorkers {
       throw failed.reason
     }
     // The new group serves already: the handlers it replaces go only now.
-    this.#native.keepHandlers(ready.map(({ generation }) => generation))
+    this.#binding.keepHandlers(ready.map(({ generation }) => generation))
     const group = ready.map(({ worker }) => worker)
     for (const replaced of this.#serving) void replaced.terminate()
     this.#serving = group
@@ -116,7 +116,7 @@ export class HandlerWorkers {
     if (signal?.aborted) return Promise.reject(new AbortError(signal))
     // Faults wait for this handler without a notice until it is ready or has failed (the worker
     // ends the expectation itself if it fails while this thread sleeps in a fault).
-    const expectation = this.#native.expectHandler()
+    const expectation = this.#binding.expectHandler()
     const worker = new Worker(workerHost, {
       argv: argvOf({ id: this.#id, spec, direct, expectation }),
       workerData,
@@ -130,7 +130,7 @@ export class HandlerWorkers {
       const settle = () => {
         settled = true
         this.#starting.delete(worker)
-        this.#native.unexpectHandler(expectation)
+        this.#binding.unexpectHandler(expectation)
         signal?.removeEventListener('abort', onAbort)
       }
       const fail = (error: Error) => {
@@ -173,7 +173,7 @@ export class HandlerWorkers {
         // exit is news, and only if no handler serves now (a replacement may have installed its own already).
         if (!this.#serving.includes(worker)) return
         this.#serving = this.#serving.filter((serving) => serving !== worker)
-        if (!this.#hooks.closed() && !this.#native.hasHandler) {
+        if (!this.#hooks.closed() && !this.#binding.hasHandler) {
           this.#hooks.report(
             new UffdError(`the handler worker for ${spec} exited with code ${code}: faults now wait for a new handler`, {
               code: 'ERR_UFFD_HANDLER_GONE',
@@ -198,7 +198,7 @@ export class HandlerWorkers {
    */
   #retire(group: { worker: Worker; generation: number }[]): void {
     const serving = group.filter(({ worker }) => this.#serving.includes(worker))
-    this.#native.retireHandlers(serving.map(({ generation }) => generation))
+    this.#binding.retireHandlers(serving.map(({ generation }) => generation))
     for (const { worker } of serving) {
       this.#serving = this.#serving.filter((other) => other !== worker)
       void worker.terminate()
