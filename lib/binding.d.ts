@@ -5,9 +5,9 @@
  * An adopted userfaultfd: the handle, a remote region per range, and who sent it. Each part can
  * be taken once.
  */
-export declare class NativeAdoption {
-  takeUffd(): NativeUffd | null
-  takeRegions(): Array<NativeRegion>
+export declare class BindingAdoption {
+  takeUffd(): BindingUffd | null
+  takeRegions(): Array<BindingRegion>
   /** Where each range's bytes start in the peer's snapshot file (0 where it did not say). */
   get offsets(): Array<number>
   get peerPid(): number | null
@@ -15,7 +15,7 @@ export declare class NativeAdoption {
   get peerGid(): number | null
 }
 
-export declare class NativeCancel {
+export declare class BindingCancel {
   constructor()
   /**
    * Stops the handshakes started with this: their promises resolve with an ABORT_ERR failure
@@ -25,36 +25,36 @@ export declare class NativeCancel {
 }
 
 /** Credentials a provider function gives, set again before they expire. */
-export declare class NativeCredentials {
+export declare class BindingCredentials {
   constructor()
   set(accessKeyId: string, secretAccessKey: string, sessionToken?: string | undefined | null): void
 }
 
 /** A server's link to its keeper, and the VMs taken back from it as it linked. */
-export declare class NativeKeeper {
+export declare class BindingKeeper {
   /** Links to the keeper listening at `path`, taking back every VM it holds. */
-  static connect(path: string): NativeKeeper
+  static connect(path: string): BindingKeeper
   /** Unlinks from the keeper (a server that stopped): one with no VM left ends. */
   close(): void
   /** The VMs taken back, adopted with `options` (once: later calls give none). */
-  takeHeld(options: NativeOptions): Array<NativeOutcome>
+  takeHeld(options: BindingOptions): Array<BindingOutcome>
 }
 
 /** A listening Unix socket for handshakes. */
-export declare class NativeListener {
-  static listen(path: string, options: NativeOptions, handshakeTimeoutMs: number): NativeListener
+export declare class BindingListener {
+  static listen(path: string, options: BindingOptions, handshakeTimeoutMs: number): BindingListener
   /**
    * Listens on a socket this process was given as `fd` (systemd's socket activation); the fd
    * is duplicated (it stays the caller's).
    */
-  static fromFd(fd: number, options: NativeOptions, handshakeTimeoutMs: number): NativeListener
+  static fromFd(fd: number, options: BindingOptions, handshakeTimeoutMs: number): BindingListener
   /**
    * The next complete handshake among the connections accepted, each read as it comes within
    * the time limit; a connection dropped ends it with its refusal. `cancel` stops it.
    */
-  accept(cancel?: NativeCancel | undefined | null): Promise<NativeOutcome>
+  accept(cancel?: BindingCancel | undefined | null): Promise<BindingOutcome>
   /** Hands every VM accepted from now on to `keeper` before it is served. */
-  keepWith(keeper: NativeKeeper): void
+  keepWith(keeper: BindingKeeper): void
   /** Stops listening; a pending accept fails, even one whose peer connected and says nothing. */
   close(): void
   /**
@@ -65,24 +65,24 @@ export declare class NativeListener {
 }
 
 /** What opening gave: the source, or why there is none. */
-export declare class NativeObjectOutcome {
-  takeSource(): NativeSource | null
-  takeError(): NativeFailure | null
+export declare class BindingObjectOutcome {
+  takeSource(): BindingSource | null
+  takeError(): BindingFailure | null
 }
 
 /** A handshake's outcome: the adoption, or why there is none. */
-export declare class NativeOutcome {
-  takeAdoption(): NativeAdoption | null
-  takeError(): NativeFailure | null
-  takePeerProcess(): NativePeerProcess | null
-  takeKeeperError(): NativeFailure | null
+export declare class BindingOutcome {
+  takeAdoption(): BindingAdoption | null
+  takeError(): BindingFailure | null
+  takePeerProcess(): BindingPeerProcess | null
+  takeKeeperError(): BindingFailure | null
 }
 
 /**
  * The process at the other end of a handshake, held by a pidfd taken as it connected: a signal
  * reaches it or nothing, never a process that was given its pid since.
  */
-export declare class NativePeerProcess {
+export declare class BindingPeerProcess {
   get pid(): number
   /**
    * Sends `signal` (a number): true if it was sent, false if the process had exited (or this
@@ -95,32 +95,32 @@ export declare class NativePeerProcess {
   close(): void
 }
 
-export declare class NativePrefetch {
+export declare class BindingPrefetch {
   /** Runs the prefetch on a pool thread; resolves with its outcome. Runs once. */
-  start(): Promise<NativePrefetchOutcome>
+  start(): Promise<BindingPrefetchOutcome>
   /** Stops the prefetch after the chunk it is mapping. */
   cancel(): void
 }
 
 /** Records the pages faults mapped, in the order they were first touched (a working-set trace). */
-export declare class NativeRecorder {
+export declare class BindingRecorder {
   constructor()
   /** The file offsets of the pages recorded, in order. */
   pages(): Array<number>
 }
 
-export declare class NativeRegion {
-  static anonymous(size: number): NativeRegion
-  static shmem(size: number, name: string, isPrivate: boolean): NativeRegion
-  static hugetlb(size: number, pageSize: number, name: string, isPrivate: boolean): NativeRegion
+export declare class BindingRegion {
+  static anonymous(size: number): BindingRegion
+  static shmem(size: number, name: string, isPrivate: boolean): BindingRegion
+  static hugetlb(size: number, pageSize: number, name: string, isPrivate: boolean): BindingRegion
   /** A user's view of the live region with this id; fails if there is none or its owner closed it. */
-  static attach(id: number): NativeRegion
+  static attach(id: number): BindingRegion
   /**
    * A handle that names the live region with this id for a fault's handler, without keeping
    * it in use; fails if there is none.
    */
-  static named(id: number): NativeRegion
-  alias(): NativeRegion
+  static named(id: number): BindingRegion
+  alias(): BindingRegion
   get id(): number
   get size(): number
   get pageSize(): number
@@ -151,69 +151,69 @@ export declare class NativeRegion {
   close(): void
 }
 
-export declare class NativeSource {
-  static zero(): NativeSource
+export declare class BindingSource {
+  static zero(): BindingSource
   /** Copies the bytes once, into memory the loop thread reads. */
-  static bytes(bytes: Uint8Array): NativeSource
-  static file(path: string, offset: number, writable?: boolean | undefined | null): NativeSource
+  static bytes(bytes: Uint8Array): BindingSource
+  static file(path: string, offset: number, writable?: boolean | undefined | null): BindingSource
   /** Files stacked base first: each page from the topmost file with data there. */
-  static layers(paths: Array<string>, offset: number, writable?: boolean | undefined | null): NativeSource
+  static layers(paths: Array<string>, offset: number, writable?: boolean | undefined | null): BindingSource
   /** An object source's object with local files above it, base first, all read from `offset`. */
-  static layersOver(object: NativeSource, paths: Array<string>, offset: number): NativeSource
-  static pageCache(): NativeSource
+  static layersOver(object: BindingSource, paths: Array<string>, offset: number): BindingSource
+  static pageCache(): BindingSource
   get kind(): string
   /** How many bytes the source has for a region from its offset 0 on (`undefined`: no end). */
   get size(): number | null
   /** An object source's counters (`undefined` for other sources). */
-  get objectStats(): NativeObjectStats | null
+  get objectStats(): BindingObjectStats | null
   /**
    * An object source's pages that got the fallback because the store failed (`undefined` for
    * other sources).
    */
-  fallbackPages(): Array<NativeFallbackPage> | null
+  fallbackPages(): Array<BindingFallbackPage> | null
   /**
    * Reads the first `chunks` chunks (all by default) straight from the store, without the
    * caches (the bench's baseline).
    */
-  readRaw(chunks?: number | undefined | null): Promise<NativeRawRead>
+  readRaw(chunks?: number | undefined | null): Promise<BindingRawRead>
   /** The object `KEY{suffix}` beside an object source's, read on a pool thread. */
-  readBeside(suffix: string): Promise<NativeBeside>
+  readBeside(suffix: string): Promise<BindingBeside>
   /** Stores `bytes` as the object `KEY{suffix}` beside an object source's, on a pool thread. */
-  writeBeside(suffix: string, bytes: Uint8Array): Promise<NativeBeside>
+  writeBeside(suffix: string, bytes: Uint8Array): Promise<BindingBeside>
 }
 
-export declare class NativeUffd {
-  constructor(options: NativeOptions)
+export declare class BindingUffd {
+  constructor(options: BindingOptions)
   /** A handle on the live userfaultfd with this id, for a worker thread. */
-  static attach(id: number): NativeUffd
-  static probe(): NativeProbe
+  static attach(id: number): BindingUffd
+  static probe(): BindingProbe
   get id(): number
   get features(): Array<string>
   get userModeOnly(): boolean
   get closed(): boolean
-  register(region: NativeRegion, range: NativeRegistration, source?: NativeSource | undefined | null): Array<string>
+  register(region: BindingRegion, range: BindingRegistration, source?: BindingSource | undefined | null): Array<string>
   /** Serves an already-registered range (another process's memory) from a source, natively. */
-  serve(region: NativeRegion, how: NativeServe, source: NativeSource, recorder?: NativeRecorder | undefined | null): void
-  latency(): NativeLatency
+  serve(region: BindingRegion, how: BindingServe, source: BindingSource, recorder?: BindingRecorder | undefined | null): void
+  latency(): BindingLatency
   /** A prefetch of `ranges` (offset, length pairs) of a region, ready to start. */
-  prefetch(region: NativeRegion, ranges: Array<NativeRange>, source?: NativeSource | undefined | null, chunkPages?: number | undefined | null): NativePrefetch
+  prefetch(region: BindingRegion, ranges: Array<BindingRange>, source?: BindingSource | undefined | null, chunkPages?: number | undefined | null): BindingPrefetch
   /**
    * A prefetch of the whole of each region (by id), one after the other, from its
    * registration's source: one task for the thousands of regions of a VM.
    */
-  prefetchRegions(ids: Array<number>, chunkPages?: number | undefined | null): NativePrefetch
-  unregister(region: NativeRegion, offset: number, length?: number | undefined | null): void
-  copy(region: NativeRegion, offset: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
-  zero(region: NativeRegion, offset: number, length: number, wake: boolean): number
-  continue(region: NativeRegion, offset: number, length: number, wake: boolean, writeProtect: boolean): number
+  prefetchRegions(ids: Array<number>, chunkPages?: number | undefined | null): BindingPrefetch
+  unregister(region: BindingRegion, offset: number, length?: number | undefined | null): void
+  copy(region: BindingRegion, offset: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
+  zero(region: BindingRegion, offset: number, length: number, wake: boolean): number
+  continue(region: BindingRegion, offset: number, length: number, wake: boolean, writeProtect: boolean): number
   /** Protects a range (registered for wp faults) or lifts its protection. */
-  writeProtect(region: NativeRegion, offset: number, length: number, protect: boolean, wake: boolean): void
+  writeProtect(region: BindingRegion, offset: number, length: number, protect: boolean, wake: boolean): void
   /** Moves pages from another anonymous region into this one's registered range. */
-  move(region: NativeRegion, offset: number, from: NativeRegion, how: NativeMove): number
+  move(region: BindingRegion, offset: number, from: BindingRegion, how: BindingMove): number
   /** Offsets of the pages written since they were last protected (WP_ASYNC). */
-  dirtyPages(region: NativeRegion, clear: boolean, method: string): Array<number>
-  poison(region: NativeRegion, offset: number, length: number, wake: boolean): number
-  wake(region: NativeRegion, offset: number, length: number): void
+  dirtyPages(region: BindingRegion, clear: boolean, method: string): Array<number>
+  poison(region: BindingRegion, offset: number, length: number, wake: boolean): number
+  wake(region: BindingRegion, offset: number, length: number): void
   /**
    * Sends this userfaultfd's faults to `callback` on this thread, one call per batch. With `join`, it
    * serves beside the installed handlers (another handler worker) instead of replacing them.
@@ -255,12 +255,12 @@ export declare class NativeUffd {
    */
   expectHandler(): number
   unexpectHandler(token: number): void
-  stats(): NativeStats
+  stats(): BindingStats
   /**
    * Writes the pages written in ranges with write-back back to their files (`sync`: and to the
    * disk), on a pool thread: resolves with the first failure, or nothing.
    */
-  flush(sync: boolean): Promise<NativeFailure | null>
+  flush(sync: boolean): Promise<BindingFailure | null>
   /** Closes the userfaultfd if this handle owns it; an attached handle only stops its handler. */
   close(): void
 }
@@ -269,7 +269,255 @@ export declare class NativeUffd {
  * Serves a userfaultfd this process already holds as `fd` (it is duplicated: the caller keeps
  * its own), created and registered by another process over `ranges`.
  */
-export declare function adoptFd(fd: number, ranges: Array<NativeRemoteRange>, options: NativeOptions): NativeAdoption
+export declare function adoptFd(fd: number, ranges: Array<BindingRemoteRange>, options: BindingOptions): BindingAdoption
+
+/**
+ * The object beside an object source's: its URL, its bytes (`undefined` when there is none or
+ * it was written), or why it could not be read or written.
+ */
+export interface BindingBeside {
+  url: string
+  bytes?: Buffer
+  error?: BindingFailure
+}
+
+/**
+ * Why an operation that resolves a Promise failed (a handshake, a prefetch, opening an object
+ * source): Node's error fields, for the TypeScript to make its error from.
+ */
+export interface BindingFailure {
+  code: string
+  errno: number
+  syscall: string
+  message: string
+  /** For a refused handshake: the pid of the process that sent it (SO_PEERCRED). */
+  peerPid?: number
+  /** The HTTP status of a remote store's answer, if that is what failed. */
+  status?: number
+}
+
+/** A page whose fault got the fallback because the store failed. */
+export interface BindingFallbackPage {
+  region: number
+  offset: number
+}
+
+/** Where pages move from, for a fault's `move`. */
+export interface BindingFaultMove {
+  fromOffset: number
+  length?: number
+  wake: boolean
+  allowSourceHoles: boolean
+}
+
+/** Native faults' latency and when the first fault came. */
+export interface BindingLatency {
+  count: number
+  p50Micros: number
+  p99Micros: number
+  firstFaultMs?: number
+}
+
+/** Where pages move from, for `move`. */
+export interface BindingMove {
+  fromOffset: number
+  length: number
+  wake: boolean
+  allowSourceHoles: boolean
+}
+
+/** Every option of an object source, defaults applied (lib/source.ts). */
+export interface BindingObjectOptions {
+  endpoint?: string
+  region?: string
+  accessKeyId?: string
+  secretAccessKey?: string
+  sessionToken?: string
+  /** A web identity: the token's file and the role (with the session name and STS endpoint). */
+  webIdentityTokenFile?: string
+  roleArn?: string
+  roleSessionName?: string
+  stsEndpoint?: string
+  /** A container credentials endpoint, and its authorization token (or the file holding it). */
+  containerCredentialsUri?: string
+  containerAuthorizationToken?: string
+  containerAuthorizationTokenFile?: string
+  /** The instance metadata service, when asked for. */
+  instanceMetadataEndpoint?: string
+  anonymous: boolean
+  virtualHostedStyle: boolean
+  /** For `az://`: the storage account, and its shared key or SAS token. */
+  account?: string
+  accountKey?: string
+  sasToken?: string
+  chunkSize?: number
+  concurrency?: number
+  readaheadChunks?: number
+  adaptive?: boolean
+  memoryCache?: number
+  cacheDir?: string
+  retries?: number
+  retryDelayMs?: number
+  retryMaxDelayMs?: number
+  retryTimeoutMs?: number
+  connectTimeoutMs?: number
+  requestTimeoutMs?: number
+  refetchAfterOutage?: boolean
+}
+
+/** An object source's counters. */
+export interface BindingObjectStats {
+  requests: number
+  bytesFetched: number
+  retries: number
+  failures: number
+  memoryHits: number
+  diskHits: number
+  diskWrites: number
+  faults: number
+  cachedBytes: number
+  outages: number
+  recoveries: number
+  fallbackPages: number
+  refetchedPages: number
+  size: number
+  etag?: string
+  snapshot: boolean
+}
+
+export interface BindingOptions {
+  features?: Array<string>
+  userModeOnly?: boolean
+  fallback?: string
+  timeoutMs?: number
+  spinMicros?: number
+  readers?: number
+}
+
+/** What a prefetch did, or why it failed. */
+export interface BindingPrefetchOutcome {
+  mapped: number
+  present: number
+  yields: number
+  stopped: boolean
+  error?: BindingFailure
+}
+
+export interface BindingProbe {
+  api: number
+  features: Array<string>
+  ioctls: Array<string>
+}
+
+/** What `pushSnapshot` did (lib/snapshot.ts), or why it failed. */
+export interface BindingPushReport {
+  url: string
+  chunkPrefix: string
+  chunks: number
+  uploaded: number
+  deduped: number
+  fromBase: number
+  holes: number
+  bytesIn: number
+  bytesData: number
+  bytesOut: number
+  bytesStored: number
+  requests: number
+  ms: number
+  error?: BindingFailure
+}
+
+/** A range of a region: offset and length in bytes. */
+export interface BindingRange {
+  offset: number
+  length: number
+}
+
+/** The whole object read straight from the store (the bench's baseline), and how long it took. */
+export interface BindingRawRead {
+  bytes: number
+  ms: number
+  error?: BindingFailure
+}
+
+/** What to register: the fault modes and the range in the region. */
+export interface BindingRegistration {
+  missing: boolean
+  minor: boolean
+  wp: boolean
+  offset: number
+  length?: number
+  readaheadPages?: number
+  readaheadMaxPages?: number
+  adaptive?: boolean
+  fallthrough: boolean
+  /** Bytes of the range resident at most, and the water marks (fractions of it). */
+  maxResident?: number
+  residentHigh?: number
+  residentLow?: number
+}
+
+/** A range of the other process's memory. */
+export interface BindingRemoteRange {
+  address: number
+  length: number
+  pageSize: number
+}
+
+/** How an already-registered range is served from a source (`serve`). */
+export interface BindingServe {
+  offset: number
+  length?: number
+  readaheadPages?: number
+  readaheadMaxPages?: number
+  adaptive?: boolean
+  fallthrough: boolean
+  zeroRemoved: boolean
+  /** Where the range's first byte is in the source, past the source's own offset. */
+  sourceOffset: number
+}
+
+export interface BindingStats {
+  faultsMissing: number
+  faultsMinor: number
+  faultsWp: number
+  duplicates: number
+  copies: number
+  zeropages: number
+  continues: number
+  poisons: number
+  wakes: number
+  native: number
+  writeProtects: number
+  moves: number
+  parked: number
+  events: number
+  bytesMapped: number
+  eexist: number
+  batches: number
+  messages: number
+  fallbacks: number
+  selfFaults: number
+  timeouts: number
+  errors: number
+  inFlight: number
+  queued: number
+  holes: number
+  /**
+   * Residency limits and write-back: pages resident now, of them written and not written back,
+   * dropped, mapped again, written back, and write-backs that failed.
+   */
+  residentPages: number
+  dirtyPages: number
+  writeBacks: number
+  writeBackErrors: number
+  evictions: number
+  evictionBatches: number
+  refaults: number
+  evictionStalls: number
+  /** Threads that read the fd. */
+  readers: number
+}
 
 /**
  * Closes every userfaultfd of the process, waking every thread asleep in a fault: what the
@@ -312,7 +560,7 @@ export interface JsEvent {
   to?: bigint
   movedId?: number
   /** For 'fork': the child's userfaultfd and its regions. */
-  child?: NativeAdoption
+  child?: BindingAdoption
 }
 
 /** A fault as JavaScript receives it. */
@@ -340,255 +588,7 @@ export interface JsNotice {
   causeStatus?: number
 }
 
-/**
- * The object beside an object source's: its URL, its bytes (`undefined` when there is none or
- * it was written), or why it could not be read or written.
- */
-export interface NativeBeside {
-  url: string
-  bytes?: Buffer
-  error?: NativeFailure
-}
-
-/**
- * Why an operation that resolves a Promise failed (a handshake, a prefetch, opening an object
- * source): Node's error fields, for the TypeScript to make its error from.
- */
-export interface NativeFailure {
-  code: string
-  errno: number
-  syscall: string
-  message: string
-  /** For a refused handshake: the pid of the process that sent it (SO_PEERCRED). */
-  peerPid?: number
-  /** The HTTP status of a remote store's answer, if that is what failed. */
-  status?: number
-}
-
-/** A page whose fault got the fallback because the store failed. */
-export interface NativeFallbackPage {
-  region: number
-  offset: number
-}
-
-/** Where pages move from, for a fault's `move`. */
-export interface NativeFaultMove {
-  fromOffset: number
-  length?: number
-  wake: boolean
-  allowSourceHoles: boolean
-}
-
-/** Native faults' latency and when the first fault came. */
-export interface NativeLatency {
-  count: number
-  p50Micros: number
-  p99Micros: number
-  firstFaultMs?: number
-}
-
-/** Where pages move from, for `move`. */
-export interface NativeMove {
-  fromOffset: number
-  length: number
-  wake: boolean
-  allowSourceHoles: boolean
-}
-
-/** Every option of an object source, defaults applied (lib/source.ts). */
-export interface NativeObjectOptions {
-  endpoint?: string
-  region?: string
-  accessKeyId?: string
-  secretAccessKey?: string
-  sessionToken?: string
-  /** A web identity: the token's file and the role (with the session name and STS endpoint). */
-  webIdentityTokenFile?: string
-  roleArn?: string
-  roleSessionName?: string
-  stsEndpoint?: string
-  /** A container credentials endpoint, and its authorization token (or the file holding it). */
-  containerCredentialsUri?: string
-  containerAuthorizationToken?: string
-  containerAuthorizationTokenFile?: string
-  /** The instance metadata service, when asked for. */
-  instanceMetadataEndpoint?: string
-  anonymous: boolean
-  virtualHostedStyle: boolean
-  /** For `az://`: the storage account, and its shared key or SAS token. */
-  account?: string
-  accountKey?: string
-  sasToken?: string
-  chunkSize?: number
-  concurrency?: number
-  readaheadChunks?: number
-  adaptive?: boolean
-  memoryCache?: number
-  cacheDir?: string
-  retries?: number
-  retryDelayMs?: number
-  retryMaxDelayMs?: number
-  retryTimeoutMs?: number
-  connectTimeoutMs?: number
-  requestTimeoutMs?: number
-  refetchAfterOutage?: boolean
-}
-
-/** An object source's counters. */
-export interface NativeObjectStats {
-  requests: number
-  bytesFetched: number
-  retries: number
-  failures: number
-  memoryHits: number
-  diskHits: number
-  diskWrites: number
-  faults: number
-  cachedBytes: number
-  outages: number
-  recoveries: number
-  fallbackPages: number
-  refetchedPages: number
-  size: number
-  etag?: string
-  snapshot: boolean
-}
-
-export interface NativeOptions {
-  features?: Array<string>
-  userModeOnly?: boolean
-  fallback?: string
-  timeoutMs?: number
-  spinMicros?: number
-  readers?: number
-}
-
-/** What a prefetch did, or why it failed. */
-export interface NativePrefetchOutcome {
-  mapped: number
-  present: number
-  yields: number
-  stopped: boolean
-  error?: NativeFailure
-}
-
-export interface NativeProbe {
-  api: number
-  features: Array<string>
-  ioctls: Array<string>
-}
-
-/** What `pushSnapshot` did (lib/snapshot.ts), or why it failed. */
-export interface NativePushReport {
-  url: string
-  chunkPrefix: string
-  chunks: number
-  uploaded: number
-  deduped: number
-  fromBase: number
-  holes: number
-  bytesIn: number
-  bytesData: number
-  bytesOut: number
-  bytesStored: number
-  requests: number
-  ms: number
-  error?: NativeFailure
-}
-
-/** A range of a region: offset and length in bytes. */
-export interface NativeRange {
-  offset: number
-  length: number
-}
-
-/** The whole object read straight from the store (the bench's baseline), and how long it took. */
-export interface NativeRawRead {
-  bytes: number
-  ms: number
-  error?: NativeFailure
-}
-
-/** What to register: the fault modes and the range in the region. */
-export interface NativeRegistration {
-  missing: boolean
-  minor: boolean
-  wp: boolean
-  offset: number
-  length?: number
-  readaheadPages?: number
-  readaheadMaxPages?: number
-  adaptive?: boolean
-  fallthrough: boolean
-  /** Bytes of the range resident at most, and the water marks (fractions of it). */
-  maxResident?: number
-  residentHigh?: number
-  residentLow?: number
-}
-
-/** A range of the other process's memory. */
-export interface NativeRemoteRange {
-  address: number
-  length: number
-  pageSize: number
-}
-
-/** How an already-registered range is served from a source (`serve`). */
-export interface NativeServe {
-  offset: number
-  length?: number
-  readaheadPages?: number
-  readaheadMaxPages?: number
-  adaptive?: boolean
-  fallthrough: boolean
-  zeroRemoved: boolean
-  /** Where the range's first byte is in the source, past the source's own offset. */
-  sourceOffset: number
-}
-
-export interface NativeStats {
-  faultsMissing: number
-  faultsMinor: number
-  faultsWp: number
-  duplicates: number
-  copies: number
-  zeropages: number
-  continues: number
-  poisons: number
-  wakes: number
-  native: number
-  writeProtects: number
-  moves: number
-  parked: number
-  events: number
-  bytesMapped: number
-  eexist: number
-  batches: number
-  messages: number
-  fallbacks: number
-  selfFaults: number
-  timeouts: number
-  errors: number
-  inFlight: number
-  queued: number
-  holes: number
-  /**
-   * Residency limits and write-back: pages resident now, of them written and not written back,
-   * dropped, mapped again, written back, and write-backs that failed.
-   */
-  residentPages: number
-  dirtyPages: number
-  writeBacks: number
-  writeBackErrors: number
-  evictions: number
-  evictionBatches: number
-  refaults: number
-  evictionStalls: number
-  /** Threads that read the fd. */
-  readers: number
-}
-
-export declare function openObjectSource(url: string, options: NativeObjectOptions, credentials?: NativeCredentials | undefined | null): Promise<NativeObjectOutcome>
+export declare function openObjectSource(url: string, options: BindingObjectOptions, credentials?: BindingCredentials | undefined | null): Promise<BindingObjectOutcome>
 
 /**
  * One turn of the fault loop on this thread for the reader of `generation`, written into `out`:
@@ -603,13 +603,13 @@ export declare function pullFaults(uffdId: number, generation: number, waitMs: n
  * retries come from the object-source options (lib/source.ts applies their defaults); the level,
  * base and chunk prefix are the push's own.
  */
-export declare function pushSnapshot(file: string, url: string, options: NativeObjectOptions, level?: number | undefined | null, base?: string | undefined | null, chunkPrefix?: string | undefined | null, credentials?: NativeCredentials | undefined | null): Promise<NativePushReport>
+export declare function pushSnapshot(file: string, url: string, options: BindingObjectOptions, level?: number | undefined | null, base?: string | undefined | null, chunkPrefix?: string | undefined | null, credentials?: BindingCredentials | undefined | null): Promise<BindingPushReport>
 
 /**
  * Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated);
  * `cancel` stops it. Nothing is read from the socket before the peer has sent something.
  */
-export declare function receiveFd(fd: number, options: NativeOptions, cancel?: NativeCancel | undefined | null): Promise<NativeOutcome>
+export declare function receiveFd(fd: number, options: BindingOptions, cancel?: BindingCancel | undefined | null): Promise<BindingOutcome>
 
 /** UFFDIO_CONTINUE at a fault's page. */
 export declare function resolveContinue(uffdId: number, faultId: number, length: number | undefined | null, wake: boolean, writeProtect: boolean): number
@@ -618,10 +618,10 @@ export declare function resolveContinue(uffdId: number, faultId: number, length:
 export declare function resolveCopy(uffdId: number, faultId: number, bytes: Uint8Array, wake: boolean, writeProtect: boolean): number
 
 /** Resolves a fault from a source, in this call: the source's bytes at the fault's offset. */
-export declare function resolveFromSource(uffdId: number, faultId: number, source: NativeSource): number
+export declare function resolveFromSource(uffdId: number, faultId: number, source: BindingSource): number
 
 /** UFFDIO_MOVE to a fault's page from `how.fromOffset` of the region `from`. */
-export declare function resolveMove(uffdId: number, faultId: number, from: NativeRegion, how: NativeFaultMove): number
+export declare function resolveMove(uffdId: number, faultId: number, from: BindingRegion, how: BindingFaultMove): number
 
 /** UFFDIO_POISON at a fault's page. */
 export declare function resolvePoison(uffdId: number, faultId: number): number

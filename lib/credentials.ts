@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import type { NativeCredentials, NativeObjectOptions } from './binding'
+import type { BindingCredentials, BindingObjectOptions } from './binding'
 import { argumentError, UffdError } from './errors'
 import { binding } from './loader'
 
@@ -37,7 +37,7 @@ export type CredentialProvider = () => Promise<ProvidedCredentials> | ProvidedCr
 
 /** The credential fields of the native options. */
 export type CredentialFields = Pick<
-  NativeObjectOptions,
+  BindingObjectOptions,
   | 'accessKeyId'
   | 'secretAccessKey'
   | 'sessionToken'
@@ -227,8 +227,8 @@ function processProvider(profile: string, command: string): CredentialProvider {
  * expire for as long as `holder()` is there (a failed refresh is tried again a minute later, and
  * said as a warning: the credentials held go on until they expire).
  */
-export async function provided(provider: CredentialProvider): Promise<{ binding: NativeCredentials; keep(holder: object): void }> {
-  const credentials = new binding.NativeCredentials()
+export async function provided(provider: CredentialProvider): Promise<{ binding: BindingCredentials; keep(holder: object): void }> {
+  const credentials = new binding.BindingCredentials()
   const first = await ask(provider)
   credentials.set(first.accessKeyId, first.secretAccessKey, first.sessionToken)
   const keep = (holder: object) => {

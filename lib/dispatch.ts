@@ -18,7 +18,7 @@
 //   the fallback, or the wake a `{ wake: false }` resolve left out).
 // - notice: what the core says about a fault a handler did not serve (no handler, a timeout, a peer
 //   gone); it becomes an 'error' event.
-import type { JsEvent, JsNotice, NativeUffd } from './binding'
+import type { BindingUffd, JsEvent, JsNotice } from './binding'
 import { fromBinding, UffdError } from './errors'
 import { FAULT_FIELDS, Fault } from './fault'
 import { binding } from './loader'
@@ -69,7 +69,7 @@ const NO_OTHERS: never[] = []
 
 /** The dispatcher of one userfaultfd on one thread. */
 export class Dispatcher {
-  readonly #binding: NativeUffd
+  readonly #binding: BindingUffd
   /** The id of the fd in this process, which the per-fault calls name it by. */
   readonly #id: number
   readonly #hooks: DispatchHooks
@@ -80,7 +80,7 @@ export class Dispatcher {
   /** Whether a batch is being taken (the reused `#batch` is in use). */
   #taking = false
 
-  constructor(handle: NativeUffd, id: number, hooks: DispatchHooks) {
+  constructor(handle: BindingUffd, id: number, hooks: DispatchHooks) {
     this.#binding = handle
     this.#id = id
     this.#hooks = hooks

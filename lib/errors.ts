@@ -1,5 +1,5 @@
 // UffdError: every error this package throws or emits, with Node's fields (code, errno, syscall).
-import type { JsNotice, NativeFailure } from './binding'
+import type { BindingFailure, JsNotice } from './binding'
 
 /** Codes of errors that are not an errno: what the fault loop or a handler reported. */
 export type UffdNoticeCode =
@@ -183,7 +183,7 @@ export function fromBinding(error: unknown): unknown {
 }
 
 /** The error of a failure that the binding reports as a value (from a pool thread's work). */
-export function fromFailure(failure: NativeFailure): UffdError | RangeError {
+export function fromFailure(failure: BindingFailure): UffdError | RangeError {
   return converted(failure)
 }
 

@@ -4,7 +4,7 @@
 // at a path, starting one there if none listens.
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
-import type { NativeKeeper } from './binding'
+import type { BindingKeeper } from './binding'
 import { call, UffdError } from './errors'
 import { binding } from './loader'
 
@@ -18,7 +18,7 @@ const BUSY_MS = 3000
 const START_MS = 10_000
 
 /** @internal Links to the keeper at `path`, starting one (with `graceMs`) if none listens there. */
-export async function linkKeeper(path: string, graceMs: number): Promise<NativeKeeper> {
+export async function linkKeeper(path: string, graceMs: number): Promise<BindingKeeper> {
   let first = tryLink(path)
   // The server this one replaces may be on its way out (a hand-over): its link goes with it.
   for (const deadline = Date.now() + BUSY_MS; first instanceof UffdError && first.code === 'EBUSY' && Date.now() < deadline; ) {
@@ -46,9 +46,9 @@ export async function linkKeeper(path: string, graceMs: number): Promise<NativeK
   }
 }
 
-function tryLink(path: string): NativeKeeper | UffdError {
+function tryLink(path: string): BindingKeeper | UffdError {
   try {
-    return call(() => binding.NativeKeeper.connect(path))
+    return call(() => binding.BindingKeeper.connect(path))
   } catch (error) {
     if (error instanceof UffdError) return error
     throw error

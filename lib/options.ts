@@ -2,7 +2,7 @@
 // caller's options into the complete values the binding gets: the binding decides no default that
 // TypeScript can decide (the shape of rolldown's bindingify-input-options.ts).
 import type { ResourceLimits } from 'node:worker_threads'
-import type { NativeOptions, NativeRange, NativeRegion, NativeRegistration, NativeRemoteRange, NativeServe } from './binding'
+import type { BindingOptions, BindingRange, BindingRegion, BindingRegistration, BindingRemoteRange, BindingServe } from './binding'
 import { argumentError, rangeError } from './errors'
 import type { FeatureName } from './features'
 import { bindingRegionOf, type Region } from './region'
@@ -365,7 +365,7 @@ export type { FileSourceOptions } from './source'
 // types in the order the arguments are named, so the first wrong one is the one reported.
 
 /** The binding's options of a userfaultfd you open (`'open'`) or adopt (`'adopt'`). */
-export function bindingOptionsOf(options: UserfaultfdOptions | undefined, how: 'open' | 'adopt'): NativeOptions {
+export function bindingOptionsOf(options: UserfaultfdOptions | undefined, how: 'open' | 'adopt'): BindingOptions {
   const { features, userModeOnly, fallback, timeoutMs, spinMicros, readers } = optionsOf('options', options)
   const readerCount = optionalInteger('options.readers', readers) ?? DEFAULTS.readers
   if (readerCount < 1 || readerCount > 64) throw rangeError('options.readers', 'from 1 to 64', readerCount)
@@ -386,7 +386,7 @@ export function bindingOptionsOf(options: UserfaultfdOptions | undefined, how: '
 }
 
 /** The ranges of {@link AdoptFdOptions}, as the binding takes them. */
-export function remoteRangesOf(options: AdoptFdOptions | undefined): NativeRemoteRange[] {
+export function remoteRangesOf(options: AdoptFdOptions | undefined): BindingRemoteRange[] {
   const { ranges } = optionsOf('options', options)
   if (!Array.isArray(ranges)) throw argumentError('options.ranges', 'an array of { address, length, pageSize }', ranges)
   return ranges.map((range, i) => {
@@ -403,7 +403,7 @@ export function remoteRangesOf(options: AdoptFdOptions | undefined): NativeRemot
 export function registrationOf(
   region: Region,
   options: RegisterOptions | undefined,
-): { handle: NativeRegion; range: NativeRegistration; source: Source | undefined } {
+): { handle: BindingRegion; range: BindingRegistration; source: Source | undefined } {
   const { missing, minor, wp, offset, length, source, readahead, fallthrough, maxResident } = optionsOf('options', options)
   // A page-cache source serves minor faults: it implies `minor` unless told otherwise.
   const wantsMinor = optionalBoolean('options.minor', minor, source instanceof Source && source.kind === 'pageCache')
@@ -469,7 +469,7 @@ function residencyOf(
 export function servingOf(
   region: Region,
   options: ServeOptions,
-): { handle: NativeRegion; how: NativeServe; source: Source; trace: TraceRecorder | undefined } {
+): { handle: BindingRegion; how: BindingServe; source: Source; trace: TraceRecorder | undefined } {
   const { source, readahead, fallthrough, afterRemove, trace, offset, length, sourceOffset } = optionsOf('options', options)
   if (!(source instanceof Source)) throw argumentError('options.source', 'a Source', source)
   if (trace !== undefined && !(trace instanceof TraceRecorder)) throw argumentError('options.trace', 'a TraceRecorder', trace)
@@ -492,7 +492,7 @@ export function servingOf(
 }
 
 /** A part of a region, made complete: from `offset` (default 0) to the region's end unless `length` says. */
-export function rangeOf(region: Region, options: RangeOptions | undefined): { handle: NativeRegion; offset: number; length: number } {
+export function rangeOf(region: Region, options: RangeOptions | undefined): { handle: BindingRegion; offset: number; length: number } {
   const { offset, length } = optionsOf('options', options)
   const at = optionalInteger('options.offset', offset) ?? 0
   const len = optionalInteger('options.length', length)
@@ -505,7 +505,7 @@ export function prefetchOf(
   region: Region,
   ranges: ByteRange[] | undefined,
   options: PrefetchOptions | undefined,
-): { ranges: NativeRange[]; source: Source | undefined; chunkPages: number; signal: AbortSignal | undefined } {
+): { ranges: BindingRange[]; source: Source | undefined; chunkPages: number; signal: AbortSignal | undefined } {
   const { source, chunkPages, signal } = optionsOf('options', options)
   if (source !== undefined && !(source instanceof Source)) throw argumentError('options.source', 'a Source', source)
   optionalSignal('options.signal', signal)

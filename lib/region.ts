@@ -2,7 +2,7 @@
 
 import { constants } from 'node:buffer'
 import { markAsUntransferable } from 'node:worker_threads'
-import type { NativeRegion } from './binding'
+import type { BindingRegion } from './binding'
 import { argumentError, call } from './errors'
 import { binding } from './loader'
 import { integer, optionalBoolean, optionalInteger, options as optionsOf, regionSize } from './validate'
@@ -97,7 +97,7 @@ function untransferable(buffer: ArrayBuffer): ArrayBuffer {
  * ```
  */
 export class Region {
-  readonly #binding: NativeRegion
+  readonly #binding: BindingRegion
   #buffer: ArrayBuffer | undefined
   // Buffers over parts of a region too large for one, held weakly so that the ones the program
   // dropped are collected; close() detaches those still alive.
@@ -109,7 +109,7 @@ export class Region {
   readonly #pageSize: number
   readonly #address: bigint
 
-  private constructor(handle: NativeRegion) {
+  private constructor(handle: BindingRegion) {
     this.#binding = handle
     this.#id = handle.id
     this.#size = handle.size
@@ -121,7 +121,7 @@ export class Region {
   /** A private anonymous mapping of `size` bytes (rounded up to pages); nothing is resident. */
   static anonymous(size: number): Region {
     regionSize('size', size)
-    return new Region(call(() => binding.NativeRegion.anonymous(size)))
+    return new Region(call(() => binding.BindingRegion.anonymous(size)))
   }
 
   /** A memfd of `size` bytes, mapped shared. {@link Region.alias} maps the same file again. */
@@ -129,7 +129,7 @@ export class Region {
     regionSize('size', size)
     const { name = 'userfaultfd', private: isPrivate } = optionsOf('options', options)
     const priv = optionalBoolean('options.private', isPrivate, false)
-    return new Region(call(() => binding.NativeRegion.shmem(size, String(name), priv)))
+    return new Region(call(() => binding.BindingRegion.shmem(size, String(name), priv)))
   }
 
   /**
@@ -141,7 +141,7 @@ export class Region {
     const { name = 'userfaultfd', pageSize = TWO_MIB, private: isPrivate } = optionsOf('options', options)
     integer('options.pageSize', pageSize)
     const priv = optionalBoolean('options.private', isPrivate, false)
-    return new Region(call(() => binding.NativeRegion.hugetlb(size, pageSize, String(name), priv)))
+    return new Region(call(() => binding.BindingRegion.hugetlb(size, pageSize, String(name), priv)))
   }
 
   /**
@@ -156,7 +156,7 @@ export class Region {
       throw argumentError('shared', 'the result of region.share()', shared)
     }
     const id = integer('shared.id', shared.id)
-    return new Region(call(() => binding.NativeRegion.attach(id)))
+    return new Region(call(() => binding.BindingRegion.attach(id)))
   }
 
   /**
@@ -168,7 +168,7 @@ export class Region {
   }
 
   /** @internal A Region over a binding handle made elsewhere in the package (an adoption). */
-  static fromBinding(handle: NativeRegion): Region {
+  static fromBinding(handle: BindingRegion): Region {
     return new Region(handle)
   }
 
@@ -178,11 +178,11 @@ export class Region {
     // when it closed; a call on a closed region throws EBADF anyway.
     const known = byId.get(id)?.deref()
     if (known) return known
-    return new Region(call(() => binding.NativeRegion.named(id)))
+    return new Region(call(() => binding.BindingRegion.named(id)))
   }
 
   /** @internal */
-  get binding(): NativeRegion {
+  get binding(): BindingRegion {
     return this.#binding
   }
 
@@ -322,7 +322,7 @@ export class Region {
 }
 
 /** @internal The binding handle of a Region argument, or a TypeError. */
-export function bindingRegionOf(region: unknown, name = 'region'): NativeRegion {
+export function bindingRegionOf(region: unknown, name = 'region'): BindingRegion {
   if (!(region instanceof Region)) throw argumentError(name, 'a Region', region)
   return region.binding
 }

@@ -3,7 +3,7 @@
 // makes the adopted Userfaultfd; nothing below imports this module.
 import { chmodSync, chownSync, statSync, unlinkSync } from 'node:fs'
 import { constants } from 'node:os'
-import type { NativeCancel, NativeKeeper, NativeOutcome, NativePeerProcess } from './binding'
+import type { BindingCancel, BindingKeeper, BindingOutcome, BindingPeerProcess } from './binding'
 import { AbortError, argumentError, call, fromFailure, rangeError, UffdError } from './errors'
 import { closeAllOnExit } from './exit'
 import { binding } from './loader'
@@ -68,7 +68,7 @@ export function keeperErrorOf(adoption: object): UffdError | undefined {
  * @internal The VMs a keeper held, adopted with `options`: each an adoption, or the error that
  * refused it (its peer process then kept with it, to stop it by).
  */
-export function adoptHeld(keeper: NativeKeeper, options: AdoptOptions): Array<Adoption | UffdError> {
+export function adoptHeld(keeper: BindingKeeper, options: AdoptOptions): Array<Adoption | UffdError> {
   return call(() => keeper.takeHeld(bindingOptionsOf(options, 'adopt'))).map((outcome) => {
     try {
       return settle(outcome)
@@ -83,7 +83,7 @@ export function peerProcessOf(adoptionOrError: object): PeerProcess | undefined 
   return peerProcesses.get(adoptionOrError)
 }
 
-function peerProcess(handle: NativePeerProcess): PeerProcess {
+function peerProcess(handle: BindingPeerProcess): PeerProcess {
   return {
     pid: handle.pid,
     signal: (signal) => (call(() => handle.signal(constants.signals[signal])) ? 'sent' : 'exited'),
@@ -92,7 +92,7 @@ function peerProcess(handle: NativePeerProcess): PeerProcess {
   }
 }
 
-function settle(outcome: NativeOutcome): Adoption {
+function settle(outcome: BindingOutcome): Adoption {
   const adoption = outcome.takeAdoption()
   const handle = outcome.takePeerProcess()
   const process = handle ? peerProcess(handle) : undefined
@@ -118,7 +118,7 @@ function settle(outcome: NativeOutcome): Adoption {
 }
 
 /** Closes what a handshake brought that nobody waits for any longer (it came after an abort). */
-function discard(outcome: NativeOutcome): void {
+function discard(outcome: BindingOutcome): void {
   outcome.takePeerProcess()?.close()
   const adoption = outcome.takeAdoption()
   if (!adoption) return
@@ -130,7 +130,7 @@ function discard(outcome: NativeOutcome): void {
  * The adoption of a pending handshake, or an AbortError as soon as `signal` aborts: `onAbort`
  * then stops the handshake, and one that completed meanwhile is closed.
  */
-function adoptionOf(task: Promise<NativeOutcome>, signal: AbortSignal | undefined, onAbort: () => void): Promise<Adoption> {
+function adoptionOf(task: Promise<BindingOutcome>, signal: AbortSignal | undefined, onAbort: () => void): Promise<Adoption> {
   if (!signal) return task.then(settle)
   return new Promise<Adoption>((resolve, reject) => {
     let aborted = false
@@ -181,7 +181,7 @@ export function adoptFd(fd: number, options: AdoptFdOptions): Adoption {
  * ```
  */
 export class HandshakeListener {
-  readonly #binding: ReturnType<typeof binding.NativeListener.listen>
+  readonly #binding: ReturnType<typeof binding.BindingListener.listen>
   readonly #path: string
   /** The socket file this listener made (its inode), removed by `close()` if it is still there. */
   #socket: bigint | undefined
@@ -200,12 +200,12 @@ export class HandshakeListener {
         throw argumentError('options.mode', 'unset for a socket given as an fd (its maker sets them)', mode ?? owner)
       }
       const fd = integer('fd', pathOrFd)
-      this.#binding = call(() => binding.NativeListener.fromFd(fd, bindingOptionsOf(adopt, 'adopt'), limit))
+      this.#binding = call(() => binding.BindingListener.fromFd(fd, bindingOptionsOf(adopt, 'adopt'), limit))
       this.#path = `fd ${fd}`
       return
     }
     const path = pathOrFd
-    this.#binding = call(() => binding.NativeListener.listen(path, bindingOptionsOf(adopt, 'adopt'), limit))
+    this.#binding = call(() => binding.BindingListener.listen(path, bindingOptionsOf(adopt, 'adopt'), limit))
     this.#path = path
     this.#socket = statSync(path, { bigint: true, throwIfNoEntry: false })?.ino
     try {
@@ -279,7 +279,7 @@ export class HandshakeListener {
   }
 
   /** @internal Hands every VM accepted from now on to `keeper` before it is served. */
-  keepWith(keeper: NativeKeeper): void {
+  keepWith(keeper: BindingKeeper): void {
     this.#binding.keepWith(keeper)
   }
 
@@ -353,6 +353,6 @@ export async function receive(fd: number, options?: ReceiveOptions): Promise<Ado
 }
 
 /** What stops a native handshake when `signal` aborts (nothing to stop without a signal). */
-function cancelFor(signal: AbortSignal | undefined): NativeCancel | undefined {
-  return signal ? new binding.NativeCancel() : undefined
+function cancelFor(signal: AbortSignal | undefined): BindingCancel | undefined {
+  return signal ? new binding.BindingCancel() : undefined
 }

@@ -1,5 +1,5 @@
 // Source: where a registered range's bytes come from when no JavaScript should run per fault.
-import type { NativeObjectOptions, NativeSource } from './binding'
+import type { BindingObjectOptions, BindingSource } from './binding'
 import { type CredentialProvider, credentialsOf, type ObjectStoreCredentials, provided } from './credentials'
 import { argumentError, call, fromFailure } from './errors'
 import { binding } from './loader'
@@ -179,22 +179,22 @@ export interface ObjectStoreSource extends Source {
  * ```
  */
 export class Source {
-  readonly #binding: NativeSource
+  readonly #binding: BindingSource
   /** The local files of a layered source, base first (above its object if it has one). */
   #files: readonly string[] = []
 
-  private constructor(handle: NativeSource) {
+  private constructor(handle: BindingSource) {
     this.#binding = handle
   }
 
   /** Zero pages (ZEROPAGE; zeroed COPY on hugetlbfs). */
   static zero(): Source {
-    return new Source(binding.NativeSource.zero())
+    return new Source(binding.BindingSource.zero())
   }
 
   /** Bytes in memory (copied once into native memory): offset 0 of the region is byte 0. */
   static bytes(bytes: ArrayBufferView | ArrayBuffer): Source {
-    return new Source(binding.NativeSource.bytes(bytesOf('bytes', bytes)))
+    return new Source(binding.BindingSource.bytes(bytesOf('bytes', bytes)))
   }
 
   /** A file read with pread: a path, or an open file descriptor (read through /proc/self/fd). */
@@ -206,7 +206,7 @@ export class Source {
     if (typeof pathOrFd === 'number') path = `/proc/self/fd/${integer('fd', pathOrFd)}`
     else if (typeof pathOrFd === 'string') path = pathOrFd
     else throw argumentError('pathOrFd', 'a path or a file descriptor', pathOrFd)
-    return new Source(call(() => binding.NativeSource.file(path, offset, write)))
+    return new Source(call(() => binding.BindingSource.file(path, offset, write)))
   }
 
   /**
@@ -239,11 +239,11 @@ export class Source {
     if (first instanceof Source) {
       if (first.kind !== 'objectStore') throw argumentError('layers[0]', 'a path or an object-store source', first.kind)
       if (write) throw argumentError('options.writable', 'unset over an object (nothing is written back to a store)', write)
-      const source = new Source(call(() => binding.NativeSource.layersOver(first.#binding, paths, offset)))
+      const source = new Source(call(() => binding.BindingSource.layersOver(first.#binding, paths, offset)))
       source.#files = paths
       return source
     }
-    const source = new Source(call(() => binding.NativeSource.layers([...paths], offset, write)))
+    const source = new Source(call(() => binding.BindingSource.layers([...paths], offset, write)))
     source.#files = paths
     return source
   }
@@ -285,7 +285,7 @@ export class Source {
 
   /** For minor faults: map what the page cache holds (CONTINUE). */
   static pageCache(): Source {
-    return new Source(binding.NativeSource.pageCache())
+    return new Source(binding.BindingSource.pageCache())
   }
 
   /** 'zero', 'bytes', 'file', 'layers', 'pageCache' or 'objectStore'. */
@@ -371,7 +371,7 @@ export class Source {
   }
 
   /** @internal */
-  get binding(): NativeSource {
+  get binding(): BindingSource {
     return this.#binding
   }
 }
@@ -384,7 +384,7 @@ export class Source {
 export function objectOptions(
   url: string,
   options: ObjectStoreSourceOptions,
-): { options: NativeObjectOptions; provider?: CredentialProvider } {
+): { options: BindingObjectOptions; provider?: CredentialProvider } {
   const env = options.env ?? process.env
   const s3 = url.startsWith('s3://') || url.startsWith('s3a://')
   const az = url.startsWith('az://') || url.startsWith('azure://')
@@ -404,7 +404,7 @@ export function objectOptions(
   const at = (name: string, value: unknown, min = 0) => (value === undefined ? undefined : integer(name, value, min))
   const flag = (name: string, value: unknown) => (value === undefined ? undefined : optionalBoolean(name, value, false))
   const retry = optionsOf('options.retry', options.retry)
-  const bindingOptions: NativeObjectOptions = {
+  const bindingOptions: BindingObjectOptions = {
     endpoint: s3
       ? (text('options.endpoint', options.endpoint) ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL)
       : az

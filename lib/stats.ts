@@ -1,5 +1,5 @@
 // The counters of a userfaultfd, as the binding keeps them and as the API shows them.
-import type { NativeStats } from './binding'
+import type { BindingStats } from './binding'
 
 /** Counters since the userfaultfd was opened. */
 export interface UffdStats {
@@ -108,7 +108,7 @@ export interface LatencyReport {
 }
 
 /** The binding's flat counters, grouped as {@link UffdStats}. */
-export function statsOf(s: NativeStats): UffdStats {
+export function statsOf(s: BindingStats): UffdStats {
   return {
     faults: { missing: s.faultsMissing, minor: s.faultsMinor, wp: s.faultsWp },
     resolutions: {

@@ -2,7 +2,7 @@
 // natively on the fault path, saved to a file, and replayed first on the next restore.
 import { createHash } from 'node:crypto'
 import { closeSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs'
-import type { NativeRecorder } from './binding'
+import type { BindingRecorder } from './binding'
 import { argumentError, UffdError } from './errors'
 import { binding } from './loader'
 
@@ -70,7 +70,7 @@ export function fingerprintOf(path: string): MemoryFingerprint {
  * were first touched: pass it as `trace` to {@link Userfaultfd.serve}, then {@link writeTrace}.
  */
 export class TraceRecorder {
-  readonly #binding: NativeRecorder = new binding.NativeRecorder()
+  readonly #binding: BindingRecorder = new binding.BindingRecorder()
 
   /** The file offsets of the pages recorded so far, in the order they were first touched. */
   offsets(): number[] {
@@ -78,7 +78,7 @@ export class TraceRecorder {
   }
 
   /** @internal */
-  get binding(): NativeRecorder {
+  get binding(): BindingRecorder {
     return this.#binding
   }
 }

@@ -2,7 +2,7 @@
 // options.ts makes the binding's arguments, dispatch.ts serves the faults, worker.ts the handler
 // workers, events.ts and stats.ts say what happened.
 import { EventEmitter } from 'node:events'
-import type { JsEvent, JsNotice, NativeAdoption, NativeUffd } from './binding'
+import type { BindingAdoption, BindingUffd, JsEvent, JsNotice } from './binding'
 import { Dispatcher, type FaultHandler, type InstalledHandler, installed } from './dispatch'
 import { argumentError, call, fromFailure, fromNotice, UffdError } from './errors'
 import { emitRangeEvent, eventOfForwarded, type RangeEvent, type RemapEvent, report } from './events'
@@ -125,7 +125,7 @@ export interface UserfaultfdEvents {
 /** The key of the token with which only this module makes a Userfaultfd over a binding handle. */
 const OVER = Symbol('userfaultfd.over')
 /** A binding handle made elsewhere, and whether this thread owns it (an adoption) or only attached to it. */
-type Over = { [OVER]: { handle: NativeUffd; owner: boolean } }
+type Over = { [OVER]: { handle: BindingUffd; owner: boolean } }
 
 let warnedUserModeOnly = false
 
@@ -147,7 +147,7 @@ let warnedUserModeOnly = false
  * ```
  */
 export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
-  readonly #binding: NativeUffd
+  readonly #binding: BindingUffd
   readonly #features: FeatureSet
   /** The id of the fd in this process, which the per-fault calls name it by. */
   readonly #id: number
@@ -172,7 +172,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
       this.#binding = over.handle
     } else {
       const bindingOptions = bindingOptionsOf(options, 'open')
-      this.#binding = call(() => new binding.NativeUffd(bindingOptions))
+      this.#binding = call(() => new binding.BindingUffd(bindingOptions))
       if (bindingOptions.userModeOnly === undefined && this.#binding.userModeOnly) warnUserModeOnly()
     }
     this.#features = nameSet<FeatureName>(this.#binding.features)
@@ -216,7 +216,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
 
   /** What the kernel offers (features and ioctls), asked on a throwaway fd. */
   static probe(): ProbeResult {
-    const { api, features, ioctls } = call(() => binding.NativeUffd.probe())
+    const { api, features, ioctls } = call(() => binding.BindingUffd.probe())
     return { api, features: nameSet<FeatureName>(features), ioctls: nameSet<IoctlName>(ioctls) }
   }
 
@@ -227,7 +227,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     }
     const id = integer('shared.id', shared.id)
     return Userfaultfd.#over(
-      call(() => binding.NativeUffd.attach(id)),
+      call(() => binding.BindingUffd.attach(id)),
       false,
     )
   }
@@ -245,7 +245,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
 
   /** @internal The public face of a native adoption (a handshake's, an fd's, a fork's child). */
-  static fromAdoption(adoption: NativeAdoption): Adoption {
+  static fromAdoption(adoption: BindingAdoption): Adoption {
     const handle = adoption.takeUffd()
     if (!handle) throw new UffdError('the adoption was already taken', { code: 'EINVAL' })
     const pid = adoption.peerPid
@@ -261,7 +261,7 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
   }
 
   /** A Userfaultfd over a binding handle made elsewhere: an adoption it owns, or an attached handle. */
-  static #over(handle: NativeUffd, owner: boolean): Userfaultfd {
+  static #over(handle: BindingUffd, owner: boolean): Userfaultfd {
     const token: Over = { [OVER]: { handle, owner } }
     return new Userfaultfd(token as UserfaultfdOptions)
   }

@@ -82,7 +82,7 @@ if (parentPort) {
     // Said here, not only by the parent: the parent's thread may be asleep in a fault that
     // waits for this handler, and only this ends the wait (the fallback resolves it).
     try {
-      binding.NativeUffd.attach(args.id).unexpectHandler(args.expectation)
+      binding.BindingUffd.attach(args.id).unexpectHandler(args.expectation)
     } catch {}
     port.postMessage({ type: 'failed', error: failure(args.spec, error) } satisfies WorkerMessage)
     process.exitCode = 1

@@ -6,7 +6,7 @@ import { statSync } from 'node:fs'
 import { isAbsolute, join, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
-import type { NativeUffd } from './binding'
+import type { BindingUffd } from './binding'
 import { type InstalledHandler, installed } from './dispatch'
 import { AbortError, argumentError, UffdError } from './errors'
 import type { ForwardedEvent, ForwardedName } from './events'
@@ -72,7 +72,7 @@ export function moduleSpecifier(module: string | URL): string {
 
 /** The handler workers of one userfaultfd: the serving ones, and those starting. */
 export class HandlerWorkers {
-  readonly #binding: NativeUffd
+  readonly #binding: BindingUffd
   readonly #id: number
   readonly #hooks: WorkerHooks
   /** The workers whose handlers serve (one, or a group started with `workers: N`). */
@@ -80,7 +80,7 @@ export class HandlerWorkers {
   /** Workers being started (the serving one stays until one is ready). */
   readonly #starting = new Set<Worker>()
 
-  constructor(handle: NativeUffd, id: number, hooks: WorkerHooks) {
+  constructor(handle: BindingUffd, id: number, hooks: WorkerHooks) {
     this.#binding = handle
     this.#id = id
     this.#hooks = hooks

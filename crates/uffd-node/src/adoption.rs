@@ -4,9 +4,9 @@
 
 use crate::args::to_usize;
 use crate::errors::OrThrow;
-use crate::handle::NativeUffd;
-use crate::options::{core_options, NativeOptions};
-use crate::region::NativeRegion;
+use crate::handle::BindingUffd;
+use crate::options::{core_options, BindingOptions};
+use crate::region::BindingRegion;
 use napi::Env;
 use napi_derive::napi;
 use std::os::fd::OwnedFd;
@@ -16,7 +16,7 @@ use uffd_core::{Options, Region, RemoteRange, Userfaultfd};
 
 /// A range of the other process's memory.
 #[napi(object)]
-pub struct NativeRemoteRange {
+pub struct BindingRemoteRange {
     pub address: f64,
     pub length: f64,
     pub page_size: f64,
@@ -28,19 +28,19 @@ pub(crate) type Sender = (i32, u32, u32);
 /// An adopted userfaultfd: the handle, a remote region per range, and who sent it. Each part can
 /// be taken once.
 #[napi]
-pub struct NativeAdoption {
-    uffd: Mutex<Option<NativeUffd>>,
-    regions: Mutex<Vec<NativeRegion>>,
+pub struct BindingAdoption {
+    uffd: Mutex<Option<BindingUffd>>,
+    regions: Mutex<Vec<BindingRegion>>,
     offsets: Vec<f64>,
     peer: Option<Sender>,
 }
 
-impl NativeAdoption {
+impl BindingAdoption {
     pub(crate) fn new(uffd: Arc<Userfaultfd>, regions: Vec<Arc<Region>>, peer: Option<Sender>) -> Self {
         let offsets = vec![0.0; regions.len()];
-        NativeAdoption {
-            uffd: Mutex::new(Some(NativeUffd::owned(uffd))),
-            regions: Mutex::new(regions.into_iter().map(|r| NativeRegion::new(r, true)).collect()),
+        BindingAdoption {
+            uffd: Mutex::new(Some(BindingUffd::owned(uffd))),
+            regions: Mutex::new(regions.into_iter().map(|r| BindingRegion::new(r, true)).collect()),
             offsets,
             peer,
         }
@@ -48,13 +48,13 @@ impl NativeAdoption {
 }
 
 #[napi]
-impl NativeAdoption {
+impl BindingAdoption {
     #[napi]
-    pub fn take_uffd(&self) -> Option<NativeUffd> {
+    pub fn take_uffd(&self) -> Option<BindingUffd> {
         self.uffd.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
     #[napi]
-    pub fn take_regions(&self) -> Vec<NativeRegion> {
+    pub fn take_regions(&self) -> Vec<BindingRegion> {
         std::mem::take(&mut *self.regions.lock().unwrap_or_else(|p| p.into_inner()))
     }
     /// Where each range's bytes start in the peer's snapshot file (0 where it did not say).
@@ -79,19 +79,19 @@ impl NativeAdoption {
 /// The process at the other end of a handshake, held by a pidfd taken as it connected: a signal
 /// reaches it or nothing, never a process that was given its pid since.
 #[napi]
-pub struct NativePeerProcess {
+pub struct BindingPeerProcess {
     process: Option<PeerProcess>,
     pid: i32,
 }
 
-impl NativePeerProcess {
+impl BindingPeerProcess {
     pub(crate) fn new(process: PeerProcess, pid: i32) -> Self {
-        NativePeerProcess { process: Some(process), pid }
+        BindingPeerProcess { process: Some(process), pid }
     }
 }
 
 #[napi]
-impl NativePeerProcess {
+impl BindingPeerProcess {
     #[napi(getter)]
     pub fn pid(&self) -> i32 {
         self.pid
@@ -128,10 +128,10 @@ pub(crate) fn adopt(
     offsets: Vec<f64>,
     options: &Options,
     peer: Option<(OwnedFd, Sender)>,
-) -> uffd_core::Result<NativeAdoption> {
+) -> uffd_core::Result<BindingAdoption> {
     let (stream, who) = peer.map_or((None, None), |(stream, who)| (Some(stream), Some(who)));
     let (uffd, regions) = Userfaultfd::adopt(fd, ranges, options, stream)?;
-    Ok(NativeAdoption { offsets, ..NativeAdoption::new(uffd, regions, who) })
+    Ok(BindingAdoption { offsets, ..BindingAdoption::new(uffd, regions, who) })
 }
 
 /// Serves a userfaultfd this process already holds as `fd` (it is duplicated: the caller keeps
@@ -140,9 +140,9 @@ pub(crate) fn adopt(
 pub fn adopt_fd(
     env: Env,
     fd: i32,
-    ranges: Vec<NativeRemoteRange>,
-    options: NativeOptions,
-) -> napi::Result<NativeAdoption> {
+    ranges: Vec<BindingRemoteRange>,
+    options: BindingOptions,
+) -> napi::Result<BindingAdoption> {
     let options = core_options(&env, options)?;
     let ranges = ranges
         .iter()

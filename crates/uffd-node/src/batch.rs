@@ -2,7 +2,7 @@
 //! reuses (`pack_into`, `FAULT_FIELDS` numbers each): no object per fault. Events and notices,
 //! rare, come as objects (`js_batch`); a fork's event carries the child's adoption.
 
-use crate::adoption::NativeAdoption;
+use crate::adoption::BindingAdoption;
 use napi::bindgen_prelude::BigInt;
 use napi_derive::napi;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ pub struct JsEvent {
     pub to: Option<BigInt>,
     pub moved_id: Option<f64>,
     /// For 'fork': the child's userfaultfd and its regions.
-    pub child: Option<NativeAdoption>,
+    pub child: Option<BindingAdoption>,
 }
 
 /// One item of a batch: a fault, a notice or an event.
@@ -119,7 +119,7 @@ fn js_event(event: UffdEvent) -> JsEvent {
             moved_id: None,
             child: child
                 .and_then(uffd_core::Userfaultfd::of_child)
-                .map(|(uffd, regions)| NativeAdoption::new(uffd, regions, None)),
+                .map(|(uffd, regions)| BindingAdoption::new(uffd, regions, None)),
         },
     }
 }

@@ -1,4 +1,4 @@
-//! `NativeCancel`: what JavaScript stops handshakes with (an aborted signal). The stopping itself is
+//! `BindingCancel`: what JavaScript stops handshakes with (an aborted signal). The stopping itself is
 //! the core's (`uffd_core::cancel`).
 
 use napi_derive::napi;
@@ -6,15 +6,15 @@ use uffd_core::cancel::{Group, Stop};
 
 #[napi]
 #[derive(Default)]
-pub struct NativeCancel {
+pub struct BindingCancel {
     pub(crate) group: Group,
 }
 
 #[napi]
-impl NativeCancel {
+impl BindingCancel {
     #[napi(constructor)]
     pub fn new() -> Self {
-        NativeCancel::default()
+        BindingCancel::default()
     }
 
     /// Stops the handshakes started with this: their promises resolve with an ABORT_ERR failure

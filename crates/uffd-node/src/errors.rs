@@ -1,5 +1,5 @@
 //! Core errors become JavaScript errors with Node's fields (`code`, `errno`, `syscall`) once, here:
-//! thrown, or as a `NativeFailure` value where a Promise resolves with the outcome. The TypeScript
+//! thrown, or as a `BindingFailure` value where a Promise resolves with the outcome. The TypeScript
 //! layer turns them into `UffdError` instances. Their messages give the core's advice in
 //! JavaScript's terms (`JavaScript`): the options and methods a JavaScript caller has.
 
@@ -106,7 +106,7 @@ impl<T> OrThrow<T> for uffd_core::Result<T> {
 /// Why an operation that resolves a Promise failed (a handshake, a prefetch, opening an object
 /// source): Node's error fields, for the TypeScript to make its error from.
 #[napi(object, object_from_js = false)]
-pub struct NativeFailure {
+pub struct BindingFailure {
     pub code: &'static str,
     pub errno: i32,
     pub syscall: &'static str,
@@ -117,11 +117,11 @@ pub struct NativeFailure {
     pub status: Option<u32>,
 }
 
-impl NativeFailure {
+impl BindingFailure {
     /// What an operation stopped by its caller's signal resolves with (the caller has rejected
     /// with its own AbortError already, which carries the signal's reason).
     pub(crate) fn aborted(op: &'static str) -> Self {
-        NativeFailure {
+        BindingFailure {
             code: "ABORT_ERR",
             errno: -libc::ECANCELED,
             syscall: op,
@@ -132,7 +132,7 @@ impl NativeFailure {
     }
 
     pub(crate) fn of(error: &Error) -> Self {
-        NativeFailure {
+        BindingFailure {
             code: error.code(),
             errno: -(error.errno() as i32),
             syscall: error.op(),

@@ -3,16 +3,16 @@
 //! a fault's call takes. A method call on a napi-rs class costs about 0.8 us here (unwrapping
 //! `this`, checking its type tag, tracking the borrow), and a fault made two or three of them.
 //! What they need per thread (the direct reader, the handler's mailbox) lives in a thread-local
-//! table, filled by `NativeUffd`. A region or a source passed in is still a class handle, checked
+//! table, filled by `BindingUffd`. A region or a source passed in is still a class handle, checked
 //! open as every call that takes one checks it.
 
 use crate::args::{to_id, to_opt_usize, to_usize};
 use crate::batch::{js_batch, pack_into, JsDispatch, FAULT_FIELDS};
 use crate::errors::{invalid, OrThrow};
-use crate::options::NativeFaultMove;
-use crate::region::NativeRegion;
+use crate::options::BindingFaultMove;
+use crate::region::BindingRegion;
 use crate::sink::{lock, SharedMailbox};
-use crate::source::NativeSource;
+use crate::source::BindingSource;
 use napi::bindgen_prelude::{Float64ArraySlice, Uint8ArraySlice};
 use napi::Env;
 use napi_derive::napi;
@@ -241,8 +241,8 @@ pub fn resolve_move(
     env: Env,
     uffd_id: f64,
     fault_id: f64,
-    from: &NativeRegion,
-    how: NativeFaultMove,
+    from: &BindingRegion,
+    how: BindingFaultMove,
 ) -> napi::Result<f64> {
     let from = from.region(&env, "UFFDIO_MOVE")?;
     let from_offset = to_usize(&env, "fromOffset", how.from_offset)?;
@@ -265,7 +265,7 @@ pub fn resolve_wake(env: Env, uffd_id: f64, fault_id: f64) -> napi::Result<()> {
 
 /// Resolves a fault from a source, in this call: the source's bytes at the fault's offset.
 #[napi]
-pub fn resolve_from_source(env: Env, uffd_id: f64, fault_id: f64, source: &NativeSource) -> napi::Result<f64> {
+pub fn resolve_from_source(env: Env, uffd_id: f64, fault_id: f64, source: &BindingSource) -> napi::Result<f64> {
     let fault_id = to_id(&env, fault_id)?;
     let Some(uffd) = uffd_of(uffd_id) else {
         return Ok(0.0);

@@ -1,4 +1,4 @@
-//! What a `NativeUffd` holds: a userfaultfd's handle in one JavaScript thread. The owner opened
+//! What a `BindingUffd` holds: a userfaultfd's handle in one JavaScript thread. The owner opened
 //! or adopted it; a handle from `attach` (in a worker) names a live one by id. Its methods are in
 //! `uffd.rs`: an adoption hands out handles and sits below the batch (a fork's event carries one),
 //! while the methods hand out batches, so the type has to live apart from them.
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use uffd_core::Userfaultfd;
 
 #[napi]
-pub struct NativeUffd {
+pub struct BindingUffd {
     pub(crate) inner: Arc<Userfaultfd>,
     pub(crate) owner: bool,
     /// What the owner's thread hears when no handler does (`observe`, `takeNotices`).
@@ -19,15 +19,15 @@ pub struct NativeUffd {
     pub(crate) handler: Mutex<Option<(u64, TeardownHook)>>,
 }
 
-impl NativeUffd {
+impl BindingUffd {
     /// The handle of the userfaultfd's owner, which closes it.
     pub(crate) fn owned(inner: Arc<Userfaultfd>) -> Self {
-        NativeUffd { inner, owner: true, notices: Mutex::new(None), handler: Mutex::new(None) }
+        BindingUffd { inner, owner: true, notices: Mutex::new(None), handler: Mutex::new(None) }
     }
 
     /// A handle that serves a userfaultfd another thread owns.
     pub(crate) fn attached(inner: Arc<Userfaultfd>) -> Self {
-        NativeUffd { inner, owner: false, notices: Mutex::new(None), handler: Mutex::new(None) }
+        BindingUffd { inner, owner: false, notices: Mutex::new(None), handler: Mutex::new(None) }
     }
 
     pub(crate) fn lock_handler(&self) -> MutexGuard<'_, Option<(u64, TeardownHook)>> {

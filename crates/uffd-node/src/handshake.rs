@@ -1,13 +1,13 @@
 //! Receiving a userfaultfd from another process over a Unix socket, in Firecracker's handshake:
-//! on a listening socket (`NativeListener`) or a connected one (`receiveFd`). Accepting and
+//! on a listening socket (`BindingListener`) or a connected one (`receiveFd`). Accepting and
 //! receiving wait for the peer, so they run on libuv's thread pool and resolve a Promise; they
-//! wait in poll(2), so that a `NativeCancel` or the listener's `close` stops them (`cancel.rs`).
+//! wait in poll(2), so that a `BindingCancel` or the listener's `close` stops them (`cancel.rs`).
 
-use crate::cancel::NativeCancel;
-use crate::errors::{sys_error, throw, NativeFailure, OrThrow};
-use crate::keeper::NativeKeeper;
-use crate::options::{core_options, NativeOptions};
-use crate::outcome::{outcome_of, NativeOutcome};
+use crate::cancel::BindingCancel;
+use crate::errors::{sys_error, throw, BindingFailure, OrThrow};
+use crate::keeper::BindingKeeper;
+use crate::options::{core_options, BindingOptions};
+use crate::outcome::{outcome_of, BindingOutcome};
 use crate::panic::guard;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
@@ -44,7 +44,7 @@ pub struct Received {
 
 impl Task for Receive {
     type Output = Received;
-    type JsValue = NativeOutcome;
+    type JsValue = BindingOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         guard("handshake", || {
@@ -66,7 +66,7 @@ impl Task for Receive {
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         let mut outcome = outcome_of(output.handshake, &self.options);
-        outcome.keeper_error = output.keeper_error.as_ref().map(NativeFailure::of);
+        outcome.keeper_error = output.keeper_error.as_ref().map(BindingFailure::of);
         Ok(outcome)
     }
 }
@@ -92,7 +92,7 @@ fn cancel_in(env: &Env, groups: &[Option<&Group>]) -> napi::Result<Arc<Cancel>> 
 
 /// A listening Unix socket for handshakes.
 #[napi]
-pub struct NativeListener {
+pub struct BindingListener {
     listener: Arc<UnixListener>,
     options: Options,
     /// The accepts under way, which `close` stops.
@@ -113,9 +113,9 @@ fn new_lobby(env: &Env) -> napi::Result<Lobby> {
 }
 
 #[napi]
-impl NativeListener {
+impl BindingListener {
     #[napi(factory)]
-    pub fn listen(env: Env, path: String, options: NativeOptions, handshake_timeout_ms: u32) -> napi::Result<Self> {
+    pub fn listen(env: Env, path: String, options: BindingOptions, handshake_timeout_ms: u32) -> napi::Result<Self> {
         let options = core_options(&env, options)?;
         let listener = handshake::listen(&path).or_throw(&env)?;
         Self::serving(&env, listener, &path, options, handshake_timeout_ms, false)
@@ -124,7 +124,7 @@ impl NativeListener {
     /// Listens on a socket this process was given as `fd` (systemd's socket activation); the fd
     /// is duplicated (it stays the caller's).
     #[napi(factory)]
-    pub fn from_fd(env: Env, fd: i32, options: NativeOptions, handshake_timeout_ms: u32) -> napi::Result<Self> {
+    pub fn from_fd(env: Env, fd: i32, options: BindingOptions, handshake_timeout_ms: u32) -> napi::Result<Self> {
         let options = core_options(&env, options)?;
         let listener = handshake::listener_of(handshake::duplicate(fd).or_throw(&env)?).or_throw(&env)?;
         Self::serving(&env, listener, &format!("fd {fd}"), options, handshake_timeout_ms, true)
@@ -142,7 +142,7 @@ impl NativeListener {
     ) -> napi::Result<Self> {
         // Accepts wait in poll(2); one that finds the connection taken by another waits again.
         listener.set_nonblocking(true).map_err(|error| throw(env, &sys_error("fcntl", error, what)))?;
-        Ok(NativeListener {
+        Ok(BindingListener {
             listener: Arc::new(listener),
             options,
             accepts: Group::default(),
@@ -155,8 +155,8 @@ impl NativeListener {
 
     /// The next complete handshake among the connections accepted, each read as it comes within
     /// the time limit; a connection dropped ends it with its refusal. `cancel` stops it.
-    #[napi(ts_return_type = "Promise<NativeOutcome>")]
-    pub fn accept(&self, env: Env, cancel: Option<&NativeCancel>) -> napi::Result<AsyncTask<Receive>> {
+    #[napi(ts_return_type = "Promise<BindingOutcome>")]
+    pub fn accept(&self, env: Env, cancel: Option<&BindingCancel>) -> napi::Result<AsyncTask<Receive>> {
         let cancel = cancel_in(&env, &[Some(&self.accepts), cancel.map(|c| &c.group)])?;
         let source = Source::Listener(self.listener.clone(), self.lobby.clone(), self.limit);
         let keeper = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -165,7 +165,7 @@ impl NativeListener {
 
     /// Hands every VM accepted from now on to `keeper` before it is served.
     #[napi]
-    pub fn keep_with(&self, keeper: &NativeKeeper) {
+    pub fn keep_with(&self, keeper: &BindingKeeper) {
         *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper.link());
     }
 
@@ -189,12 +189,12 @@ impl NativeListener {
 
 /// Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated);
 /// `cancel` stops it. Nothing is read from the socket before the peer has sent something.
-#[napi(ts_return_type = "Promise<NativeOutcome>")]
+#[napi(ts_return_type = "Promise<BindingOutcome>")]
 pub fn receive_fd(
     env: Env,
     fd: i32,
-    options: NativeOptions,
-    cancel: Option<&NativeCancel>,
+    options: BindingOptions,
+    cancel: Option<&BindingCancel>,
 ) -> napi::Result<AsyncTask<Receive>> {
     let options = core_options(&env, options)?;
     let stream = handshake::duplicate(fd).or_throw(&env)?;

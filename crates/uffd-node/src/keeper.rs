@@ -3,8 +3,8 @@
 //! own loop for the process that runs it.
 
 use crate::errors::OrThrow;
-use crate::options::{core_options, NativeOptions};
-use crate::outcome::{outcome_of, NativeOutcome};
+use crate::options::{core_options, BindingOptions};
+use crate::outcome::{outcome_of, BindingOutcome};
 use napi::Env;
 use napi_derive::napi;
 use std::sync::{Arc, Mutex};
@@ -14,24 +14,24 @@ use uffd_core::keeper::{self, Link};
 
 /// A server's link to its keeper, and the VMs taken back from it as it linked.
 #[napi]
-pub struct NativeKeeper {
+pub struct BindingKeeper {
     link: Arc<Link>,
     held: Mutex<Vec<Handshake>>,
 }
 
-impl NativeKeeper {
+impl BindingKeeper {
     pub(crate) fn link(&self) -> Arc<Link> {
         self.link.clone()
     }
 }
 
 #[napi]
-impl NativeKeeper {
+impl BindingKeeper {
     /// Links to the keeper listening at `path`, taking back every VM it holds.
     #[napi(factory)]
     pub fn connect(env: Env, path: String) -> napi::Result<Self> {
         let (link, held) = Link::connect(&path).or_throw(&env)?;
-        Ok(NativeKeeper { link: Arc::new(link), held: Mutex::new(held) })
+        Ok(BindingKeeper { link: Arc::new(link), held: Mutex::new(held) })
     }
 
     /// Unlinks from the keeper (a server that stopped): one with no VM left ends.
@@ -42,7 +42,7 @@ impl NativeKeeper {
 
     /// The VMs taken back, adopted with `options` (once: later calls give none).
     #[napi]
-    pub fn take_held(&self, env: Env, options: NativeOptions) -> napi::Result<Vec<NativeOutcome>> {
+    pub fn take_held(&self, env: Env, options: BindingOptions) -> napi::Result<Vec<BindingOutcome>> {
         let options = core_options(&env, options)?;
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(held.into_iter().map(|shake| outcome_of(Ok(shake), &options)).collect())

@@ -6,7 +6,7 @@
 //! checks that no two import each other in a circle):
 //! `errors`, `args` (errors and numbers across the boundary), `panic` (no panic crosses into Node), `options` (the core's options from
 //! complete JavaScript values), `teardown`, `region`, `object_store`, `source`, `sink` (a
-//! handler's thread hears of batches), `handle` (what a `NativeUffd` holds), `adoption`, `batch`
+//! handler's thread hears of batches), `handle` (what a `BindingUffd` holds), `adoption`, `batch`
 //! (the packed batch and the objects of events and notices), `fault` (every per-fault call),
 //! `stats`, `prefetch`, `cancel` (stopping a handshake that waits), then the classes and calls:
 //! `uffd`, `handshake`, `object_source`.
@@ -36,12 +36,12 @@ mod stats;
 mod teardown;
 mod uffd;
 
-pub use adoption::{adopt_fd, NativeAdoption, NativeRemoteRange};
-pub use cancel::NativeCancel;
-pub use handle::NativeUffd;
-pub use handshake::{receive_fd, NativeListener};
-pub use keeper::{run_keeper, NativeKeeper};
-pub use outcome::NativeOutcome;
-pub use region::{detach_buffer, NativeRegion};
-pub use source::{NativeRecorder, NativeSource};
+pub use adoption::{adopt_fd, BindingAdoption, BindingRemoteRange};
+pub use cancel::BindingCancel;
+pub use handle::BindingUffd;
+pub use handshake::{receive_fd, BindingListener};
+pub use keeper::{run_keeper, BindingKeeper};
+pub use outcome::BindingOutcome;
+pub use region::{detach_buffer, BindingRegion};
+pub use source::{BindingRecorder, BindingSource};
 pub use uffd::close_all_userfaultfds;

@@ -2,10 +2,10 @@
 //! `pushSnapshot`, which puts a memory file into a store as a snapshot that such a source reads.
 //! The TypeScript in front applies every default and reads the environment; this gets complete values.
 
-use crate::errors::NativeFailure;
-use crate::options::{object_options, NativeObjectOptions};
+use crate::errors::BindingFailure;
+use crate::options::{object_options, BindingObjectOptions};
 use crate::panic::guard;
-use crate::source::NativeSource;
+use crate::source::BindingSource;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
@@ -16,19 +16,19 @@ use uffd_core::source::Source;
 
 /// What opening gave: the source, or why there is none.
 #[napi]
-pub struct NativeObjectOutcome {
-    source: Option<NativeSource>,
-    error: Option<NativeFailure>,
+pub struct BindingObjectOutcome {
+    source: Option<BindingSource>,
+    error: Option<BindingFailure>,
 }
 
 #[napi]
-impl NativeObjectOutcome {
+impl BindingObjectOutcome {
     #[napi]
-    pub fn take_source(&mut self) -> Option<NativeSource> {
+    pub fn take_source(&mut self) -> Option<BindingSource> {
         self.source.take()
     }
     #[napi]
-    pub fn take_error(&mut self) -> Option<NativeFailure> {
+    pub fn take_error(&mut self) -> Option<BindingFailure> {
         self.error.take()
     }
 }
@@ -36,12 +36,12 @@ impl NativeObjectOutcome {
 /// Credentials a provider function gives, set again before they expire.
 #[napi]
 #[derive(Default)]
-pub struct NativeCredentials {
+pub struct BindingCredentials {
     pushed: Arc<Pushed>,
 }
 
 #[napi]
-impl NativeCredentials {
+impl BindingCredentials {
     #[napi(constructor)]
     pub fn new() -> Self {
         Self::default()
@@ -53,12 +53,12 @@ impl NativeCredentials {
     }
 }
 
-#[napi(ts_return_type = "Promise<NativeObjectOutcome>")]
+#[napi(ts_return_type = "Promise<BindingObjectOutcome>")]
 pub fn open_object_source(
     env: Env,
     url: String,
-    options: NativeObjectOptions,
-    credentials: Option<&NativeCredentials>,
+    options: BindingObjectOptions,
+    credentials: Option<&BindingCredentials>,
 ) -> napi::Result<AsyncTask<Open>> {
     let options = object_options(&env, options, credentials.map(|c| c.pushed.clone()))?;
     Ok(AsyncTask::new(Open { url, options: Some(options) }))
@@ -71,7 +71,7 @@ pub struct Open {
 
 impl Task for Open {
     type Output = uffd_core::Result<Arc<ObjectSource>>;
-    type JsValue = NativeObjectOutcome;
+    type JsValue = BindingObjectOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         guard("objectStore", || match self.options.take() {
@@ -82,18 +82,18 @@ impl Task for Open {
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         Ok(match output {
-            Ok(object) => NativeObjectOutcome {
-                source: Some(NativeSource::of(Source::Object(object, 0, Arc::from([])))),
+            Ok(object) => BindingObjectOutcome {
+                source: Some(BindingSource::of(Source::Object(object, 0, Arc::from([])))),
                 error: None,
             },
-            Err(error) => NativeObjectOutcome { source: None, error: Some(NativeFailure::of(&error)) },
+            Err(error) => BindingObjectOutcome { source: None, error: Some(BindingFailure::of(&error)) },
         })
     }
 }
 
 /// What `pushSnapshot` did (lib/snapshot.ts), or why it failed.
 #[napi(object, object_from_js = false)]
-pub struct NativePushReport {
+pub struct BindingPushReport {
     pub url: String,
     pub chunk_prefix: String,
     pub chunks: f64,
@@ -107,23 +107,23 @@ pub struct NativePushReport {
     pub bytes_stored: f64,
     pub requests: f64,
     pub ms: f64,
-    pub error: Option<NativeFailure>,
+    pub error: Option<BindingFailure>,
 }
 
 /// Pushes a memory file as a snapshot on a pool thread. The store, chunk size, concurrency and
 /// retries come from the object-source options (lib/source.ts applies their defaults); the level,
 /// base and chunk prefix are the push's own.
-#[napi(ts_return_type = "Promise<NativePushReport>")]
+#[napi(ts_return_type = "Promise<BindingPushReport>")]
 #[allow(clippy::too_many_arguments)] // the JavaScript call's arguments, as lib/snapshot.ts passes them
 pub fn push_snapshot(
     env: Env,
     file: String,
     url: String,
-    options: NativeObjectOptions,
+    options: BindingObjectOptions,
     level: Option<i32>,
     base: Option<String>,
     chunk_prefix: Option<String>,
-    credentials: Option<&NativeCredentials>,
+    credentials: Option<&BindingCredentials>,
 ) -> napi::Result<AsyncTask<Push>> {
     let options = object_options(&env, options, credentials.map(|c| c.pushed.clone()))?;
     Ok(AsyncTask::new(Push {
@@ -149,7 +149,7 @@ pub struct Push {
 
 impl Task for Push {
     type Output = uffd_core::Result<PushReport>;
-    type JsValue = NativePushReport;
+    type JsValue = BindingPushReport;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         guard("push", || push(Path::new(&self.file), &self.url, self.options.clone()))
@@ -158,9 +158,9 @@ impl Task for Push {
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         let (report, error) = match output {
             Ok(report) => (report, None),
-            Err(error) => (PushReport::default(), Some(NativeFailure::of(&error))),
+            Err(error) => (PushReport::default(), Some(BindingFailure::of(&error))),
         };
-        Ok(NativePushReport {
+        Ok(BindingPushReport {
             url: report.url,
             chunk_prefix: report.chunk_prefix,
             chunks: report.chunks as f64,

@@ -2,7 +2,7 @@
 //! counters (`objectStats`), the whole object read straight from the store (`readRaw`, the
 //! bench's baseline), and the small objects beside it (`readBeside`, `writeBeside`).
 
-use crate::errors::NativeFailure;
+use crate::errors::BindingFailure;
 use crate::panic::guard;
 use napi::bindgen_prelude::Buffer;
 use napi::{Env, Task};
@@ -13,7 +13,7 @@ use uffd_core::object_source::ObjectSource;
 
 /// An object source's counters.
 #[napi(object, object_from_js = false)]
-pub struct NativeObjectStats {
+pub struct BindingObjectStats {
     pub requests: f64,
     pub bytes_fetched: f64,
     pub retries: f64,
@@ -32,9 +32,9 @@ pub struct NativeObjectStats {
     pub snapshot: bool,
 }
 
-pub(crate) fn stats_of(object: &ObjectSource) -> NativeObjectStats {
+pub(crate) fn stats_of(object: &ObjectSource) -> BindingObjectStats {
     let s = object.stats();
-    NativeObjectStats {
+    BindingObjectStats {
         requests: s.requests as f64,
         bytes_fetched: s.bytes_fetched as f64,
         retries: s.retries as f64,
@@ -56,25 +56,25 @@ pub(crate) fn stats_of(object: &ObjectSource) -> NativeObjectStats {
 
 /// A page whose fault got the fallback because the store failed.
 #[napi(object, object_from_js = false)]
-pub struct NativeFallbackPage {
+pub struct BindingFallbackPage {
     pub region: f64,
     pub offset: f64,
 }
 
-pub(crate) fn fallback_pages_of(object: &ObjectSource) -> Vec<NativeFallbackPage> {
+pub(crate) fn fallback_pages_of(object: &ObjectSource) -> Vec<BindingFallbackPage> {
     object
         .fallback_pages()
         .into_iter()
-        .map(|(region, offset)| NativeFallbackPage { region: region as f64, offset: offset as f64 })
+        .map(|(region, offset)| BindingFallbackPage { region: region as f64, offset: offset as f64 })
         .collect()
 }
 
 /// The whole object read straight from the store (the bench's baseline), and how long it took.
 #[napi(object, object_from_js = false)]
-pub struct NativeRawRead {
+pub struct BindingRawRead {
     pub bytes: f64,
     pub ms: f64,
-    pub error: Option<NativeFailure>,
+    pub error: Option<BindingFailure>,
 }
 
 /// Reads the first `chunks` chunks (all if none) of the object on a pool thread, without caches.
@@ -82,7 +82,7 @@ pub struct ReadRaw(pub(crate) Arc<ObjectSource>, pub(crate) Option<u64>);
 
 impl Task for ReadRaw {
     type Output = uffd_core::Result<(u64, Duration)>;
-    type JsValue = NativeRawRead;
+    type JsValue = BindingRawRead;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         guard("readRaw", || self.0.read_raw(self.1))
@@ -90,8 +90,8 @@ impl Task for ReadRaw {
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         Ok(match output {
-            Ok((bytes, took)) => NativeRawRead { bytes: bytes as f64, ms: took.as_secs_f64() * 1e3, error: None },
-            Err(error) => NativeRawRead { bytes: 0.0, ms: 0.0, error: Some(NativeFailure::of(&error)) },
+            Ok((bytes, took)) => BindingRawRead { bytes: bytes as f64, ms: took.as_secs_f64() * 1e3, error: None },
+            Err(error) => BindingRawRead { bytes: 0.0, ms: 0.0, error: Some(BindingFailure::of(&error)) },
         })
     }
 }
@@ -99,10 +99,10 @@ impl Task for ReadRaw {
 /// The object beside an object source's: its URL, its bytes (`undefined` when there is none or
 /// it was written), or why it could not be read or written.
 #[napi(object, object_from_js = false)]
-pub struct NativeBeside {
+pub struct BindingBeside {
     pub url: String,
     pub bytes: Option<Buffer>,
-    pub error: Option<NativeFailure>,
+    pub error: Option<BindingFailure>,
 }
 
 /// Reads (with no bytes to write) or writes the object beside an object source's (`KEY` +
@@ -115,7 +115,7 @@ pub struct Beside {
 
 impl Task for Beside {
     type Output = uffd_core::Result<Option<Vec<u8>>>;
-    type JsValue = NativeBeside;
+    type JsValue = BindingBeside;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         match self.write.take() {
@@ -127,8 +127,8 @@ impl Task for Beside {
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         let url = self.object.url_beside(&self.suffix);
         Ok(match output {
-            Ok(bytes) => NativeBeside { url, bytes: bytes.map(Buffer::from), error: None },
-            Err(error) => NativeBeside { url, bytes: None, error: Some(NativeFailure::of(&error)) },
+            Ok(bytes) => BindingBeside { url, bytes: bytes.map(Buffer::from), error: None },
+            Err(error) => BindingBeside { url, bytes: None, error: Some(BindingFailure::of(&error)) },
         })
     }
 }

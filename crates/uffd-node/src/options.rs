@@ -18,7 +18,7 @@ use uffd_core::source::{Readahead, Recorder, ServeOptions};
 use uffd_core::{Fallback, Modes, Options};
 
 #[napi(object)]
-pub struct NativeOptions {
+pub struct BindingOptions {
     pub features: Option<Vec<String>>,
     pub user_mode_only: Option<bool>,
     pub fallback: Option<String>,
@@ -29,7 +29,7 @@ pub struct NativeOptions {
 
 /// The core's options of a userfaultfd opened or adopted. An absent `userModeOnly` asks the core
 /// to find what is permitted; an absent `timeoutMs` is no limit.
-pub(crate) fn core_options(env: &Env, options: NativeOptions) -> Result<Options> {
+pub(crate) fn core_options(env: &Env, options: BindingOptions) -> Result<Options> {
     let features = given(env, "options.features", options.features)?;
     let fallback = match given(env, "options.fallback", options.fallback)?.as_str() {
         "zero" => Fallback::Zero,
@@ -52,7 +52,7 @@ pub(crate) fn core_options(env: &Env, options: NativeOptions) -> Result<Options>
 
 /// What to register: the fault modes and the range in the region.
 #[napi(object, object_to_js = false)]
-pub struct NativeRegistration {
+pub struct BindingRegistration {
     pub missing: bool,
     pub minor: bool,
     pub wp: bool,
@@ -77,7 +77,7 @@ pub(crate) struct Registration {
     pub serve: Option<ServeOptions>,
 }
 
-pub(crate) fn registration(env: &Env, range: NativeRegistration, with_source: bool) -> Result<Registration> {
+pub(crate) fn registration(env: &Env, range: BindingRegistration, with_source: bool) -> Result<Registration> {
     let offset = to_usize(env, "offset", range.offset)?;
     let length = to_opt_usize(env, "length", range.length)?;
     let modes = Modes { missing: range.missing, minor: range.minor, wp: range.wp };
@@ -100,7 +100,7 @@ pub(crate) fn registration(env: &Env, range: NativeRegistration, with_source: bo
 
 /// How an already-registered range is served from a source (`serve`).
 #[napi(object, object_to_js = false)]
-pub struct NativeServe {
+pub struct BindingServe {
     pub offset: f64,
     pub length: Option<f64>,
     pub readahead_pages: Option<f64>,
@@ -120,7 +120,7 @@ pub(crate) struct Serving {
     pub serve: ServeOptions,
 }
 
-pub(crate) fn serving(env: &Env, how: NativeServe, recorder: Option<Arc<Recorder>>) -> Result<Serving> {
+pub(crate) fn serving(env: &Env, how: BindingServe, recorder: Option<Arc<Recorder>>) -> Result<Serving> {
     let offset = to_usize(env, "offset", how.offset)?;
     let length = to_opt_usize(env, "length", how.length)?;
     let readahead = readahead(env, how.readahead_pages, how.readahead_max_pages, how.adaptive)?;
@@ -144,7 +144,7 @@ fn readahead(env: &Env, pages: Option<f64>, max_pages: Option<f64>, adaptive: Op
 
 /// Where pages move from, for `move`.
 #[napi(object, object_to_js = false)]
-pub struct NativeMove {
+pub struct BindingMove {
     pub from_offset: f64,
     pub length: f64,
     pub wake: bool,
@@ -153,7 +153,7 @@ pub struct NativeMove {
 
 /// Where pages move from, for a fault's `move`.
 #[napi(object, object_to_js = false)]
-pub struct NativeFaultMove {
+pub struct BindingFaultMove {
     pub from_offset: f64,
     pub length: Option<f64>,
     pub wake: bool,
@@ -162,7 +162,7 @@ pub struct NativeFaultMove {
 
 /// A range of a region: offset and length in bytes.
 #[napi(object)]
-pub struct NativeRange {
+pub struct BindingRange {
     pub offset: f64,
     pub length: f64,
 }
@@ -170,7 +170,7 @@ pub struct NativeRange {
 /// A prefetch's ranges as (offset, length) pairs, and its pages per ioctl.
 pub(crate) fn prefetch(
     env: &Env,
-    ranges: &[NativeRange],
+    ranges: &[BindingRange],
     chunk_pages: Option<f64>,
 ) -> Result<(Vec<(usize, usize)>, usize)> {
     let ranges = ranges
@@ -193,7 +193,7 @@ pub(crate) fn dirty_method(env: &Env, method: &str) -> Result<DirtyMethod> {
 
 /// Every option of an object source, defaults applied (lib/source.ts).
 #[napi(object)]
-pub struct NativeObjectOptions {
+pub struct BindingObjectOptions {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub access_key_id: Option<String>,
@@ -236,7 +236,7 @@ pub struct NativeObjectOptions {
 /// from the one source named (`pushed`: set by a provider function).
 pub(crate) fn object_options(
     env: &Env,
-    options: NativeObjectOptions,
+    options: BindingObjectOptions,
     pushed: Option<Arc<Pushed>>,
 ) -> Result<ObjectOptions> {
     // What is not given is the core's default (ObjectOptions::sized, RetryPolicy, StoreOptions).

@@ -1,6 +1,6 @@
-//! `NativePrefetch`: a prefetch run on a pool thread, cancellable from JavaScript.
+//! `BindingPrefetch`: a prefetch run on a pool thread, cancellable from JavaScript.
 
-use crate::errors::NativeFailure;
+use crate::errors::BindingFailure;
 use crate::panic::guard;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
@@ -12,16 +12,16 @@ use uffd_core::{Region, Userfaultfd};
 
 /// What a prefetch did, or why it failed.
 #[napi(object, object_from_js = false)]
-pub struct NativePrefetchOutcome {
+pub struct BindingPrefetchOutcome {
     pub mapped: f64,
     pub present: f64,
     pub yields: f64,
     pub stopped: bool,
-    pub error: Option<NativeFailure>,
+    pub error: Option<BindingFailure>,
 }
 
 #[napi]
-pub struct NativePrefetch {
+pub struct BindingPrefetch {
     job: Mutex<Option<Run>>,
     cancel: Arc<AtomicBool>,
 }
@@ -33,17 +33,17 @@ struct Run {
     prefetch: Prefetch,
 }
 
-impl NativePrefetch {
+impl BindingPrefetch {
     pub(crate) fn new(uffd: Arc<Userfaultfd>, regions: Vec<Arc<Region>>, prefetch: Prefetch) -> Self {
         let cancel = prefetch.cancel.clone();
-        NativePrefetch { job: Mutex::new(Some(Run { uffd, regions, prefetch })), cancel }
+        BindingPrefetch { job: Mutex::new(Some(Run { uffd, regions, prefetch })), cancel }
     }
 }
 
 #[napi]
-impl NativePrefetch {
+impl BindingPrefetch {
     /// Runs the prefetch on a pool thread; resolves with its outcome. Runs once.
-    #[napi(ts_return_type = "Promise<NativePrefetchOutcome>")]
+    #[napi(ts_return_type = "Promise<BindingPrefetchOutcome>")]
     pub fn start(&self) -> AsyncTask<PrefetchTask> {
         AsyncTask::new(PrefetchTask { run: self.job.lock().unwrap_or_else(|p| p.into_inner()).take() })
     }
@@ -66,11 +66,11 @@ pub struct FlushTask {
 }
 
 impl Task for FlushTask {
-    type Output = Option<NativeFailure>;
-    type JsValue = Option<NativeFailure>;
+    type Output = Option<BindingFailure>;
+    type JsValue = Option<BindingFailure>;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        guard("flush", || self.uffd.flush(self.sync).err().map(|error| NativeFailure::of(&error)))
+        guard("flush", || self.uffd.flush(self.sync).err().map(|error| BindingFailure::of(&error)))
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
@@ -81,7 +81,7 @@ impl Task for FlushTask {
 impl Task for PrefetchTask {
     /// What was mapped, and the error that ended it early (what the regions before it mapped counts).
     type Output = (PrefetchReport, Option<uffd_core::Error>);
-    type JsValue = NativePrefetchOutcome;
+    type JsValue = BindingPrefetchOutcome;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         let Some(run) = self.run.take() else {
@@ -116,8 +116,8 @@ impl Task for PrefetchTask {
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         let (report, error) = output;
-        let error = error.map(|error| NativeFailure::of(&error));
-        Ok(NativePrefetchOutcome {
+        let error = error.map(|error| BindingFailure::of(&error));
+        Ok(BindingPrefetchOutcome {
             mapped: report.mapped as f64,
             present: report.present as f64,
             yields: report.yields as f64,

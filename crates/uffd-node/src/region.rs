@@ -1,4 +1,4 @@
-//! `NativeRegion`: a region's handle in one JavaScript thread. The owner made the mapping; a view
+//! `BindingRegion`: a region's handle in one JavaScript thread. The owner made the mapping; a view
 //! (from `attach`) names a live region by id and never owns it, but keeps it in use until the view
 //! is closed or collected; a handle the package makes to name a fault's region (`named`) does not.
 //! A closed handle lets go of the region at once, so that the mapping goes as soon as no
@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use uffd_core::{Error, MemoryKind, Region};
 
 #[napi]
-pub struct NativeRegion {
+pub struct BindingRegion {
     region: RwLock<Option<Arc<Region>>>,
     id: u64,
     size: usize,
@@ -28,7 +28,7 @@ pub struct NativeRegion {
 }
 
 #[napi]
-impl NativeRegion {
+impl BindingRegion {
     #[napi(factory)]
     pub fn anonymous(env: Env, size: f64) -> napi::Result<Self> {
         let size = to_usize(&env, "size", size)?;
@@ -78,7 +78,7 @@ impl NativeRegion {
     }
 
     fn handle(region: Arc<Region>, owner: bool, view: bool) -> Self {
-        NativeRegion {
+        BindingRegion {
             id: region.id(),
             size: region.size(),
             page_size: region.page_size(),
@@ -99,7 +99,7 @@ impl NativeRegion {
     }
 
     #[napi]
-    pub fn alias(&self, env: Env) -> napi::Result<NativeRegion> {
+    pub fn alias(&self, env: Env) -> napi::Result<BindingRegion> {
         let region = self.region(&env, "mmap")?;
         Ok(Self::new(region.alias().or_throw(&env)?, true))
     }
@@ -212,7 +212,7 @@ impl NativeRegion {
     }
 }
 
-impl Drop for NativeRegion {
+impl Drop for BindingRegion {
     /// A view collected unclosed (or whose thread ended) lets go of the region; an owner's handle
     /// collected unclosed leaves the region to its last `Arc`, as before.
     fn drop(&mut self) {

@@ -1,8 +1,8 @@
-//! `NativeSource`: a native page source; each registration gets its own readahead window over it.
+//! `BindingSource`: a native page source; each registration gets its own readahead window over it.
 
 use crate::args::{to_opt_usize, to_usize};
 use crate::errors::{invalid, OrThrow};
-use crate::object_store::{fallback_pages_of, stats_of, Beside, NativeFallbackPage, NativeObjectStats, ReadRaw};
+use crate::object_store::{fallback_pages_of, stats_of, Beside, BindingFallbackPage, BindingObjectStats, ReadRaw};
 use napi::bindgen_prelude::{AsyncTask, Uint8Array};
 use napi::Env;
 use napi_derive::napi;
@@ -14,14 +14,14 @@ use uffd_core::source::{Readahead, Recorder, ServeOptions, Served, Source};
 const ONE_PAGE: Readahead = Readahead { pages: 1, adaptive: false, max_pages: 1 };
 
 #[napi]
-pub struct NativeSource {
+pub struct BindingSource {
     source: Source,
     /// The source with a one-page window, made on the first `fault.fromSource(source)`.
     for_faults: OnceLock<Arc<Served>>,
 }
 
 #[napi]
-impl NativeSource {
+impl BindingSource {
     #[napi(factory)]
     pub fn zero() -> Self {
         Self::of(Source::Zero)
@@ -51,7 +51,7 @@ impl NativeSource {
 
     /// An object source's object with local files above it, base first, all read from `offset`.
     #[napi(factory)]
-    pub fn layers_over(env: Env, object: &NativeSource, paths: Vec<String>, offset: f64) -> napi::Result<Self> {
+    pub fn layers_over(env: Env, object: &BindingSource, paths: Vec<String>, offset: f64) -> napi::Result<Self> {
         let offset = to_usize(&env, "offset", offset)? as u64;
         let object = object.object(&env, "layers")?;
         let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
@@ -84,33 +84,33 @@ impl NativeSource {
 
     /// An object source's counters (`undefined` for other sources).
     #[napi(getter)]
-    pub fn object_stats(&self) -> Option<NativeObjectStats> {
+    pub fn object_stats(&self) -> Option<BindingObjectStats> {
         self.source.object().map(|object| stats_of(object))
     }
 
     /// An object source's pages that got the fallback because the store failed (`undefined` for
     /// other sources).
     #[napi]
-    pub fn fallback_pages(&self) -> Option<Vec<NativeFallbackPage>> {
+    pub fn fallback_pages(&self) -> Option<Vec<BindingFallbackPage>> {
         self.source.object().map(|object| fallback_pages_of(object))
     }
 
     /// Reads the first `chunks` chunks (all by default) straight from the store, without the
     /// caches (the bench's baseline).
-    #[napi(ts_return_type = "Promise<NativeRawRead>")]
+    #[napi(ts_return_type = "Promise<BindingRawRead>")]
     pub fn read_raw(&self, env: Env, chunks: Option<f64>) -> napi::Result<AsyncTask<ReadRaw>> {
         let chunks = to_opt_usize(&env, "chunks", chunks)?.map(|n| n as u64);
         Ok(AsyncTask::new(ReadRaw(self.object(&env, "readRaw")?, chunks)))
     }
 
     /// The object `KEY{suffix}` beside an object source's, read on a pool thread.
-    #[napi(ts_return_type = "Promise<NativeBeside>")]
+    #[napi(ts_return_type = "Promise<BindingBeside>")]
     pub fn read_beside(&self, env: Env, suffix: String) -> napi::Result<AsyncTask<Beside>> {
         Ok(AsyncTask::new(Beside { object: self.object(&env, "readBeside")?, suffix, write: None }))
     }
 
     /// Stores `bytes` as the object `KEY{suffix}` beside an object source's, on a pool thread.
-    #[napi(ts_return_type = "Promise<NativeBeside>")]
+    #[napi(ts_return_type = "Promise<BindingBeside>")]
     pub fn write_beside(&self, env: Env, suffix: String, bytes: Uint8Array) -> napi::Result<AsyncTask<Beside>> {
         let object = self.object(&env, "writeBeside")?;
         Ok(AsyncTask::new(Beside { object, suffix, write: Some(bytes.to_vec()) }))
@@ -124,7 +124,7 @@ impl NativeSource {
     }
 
     pub(crate) fn of(source: Source) -> Self {
-        NativeSource { source, for_faults: OnceLock::new() }
+        BindingSource { source, for_faults: OnceLock::new() }
     }
 
     /// The source with its own readahead window, for one registration (or a served range of
@@ -145,16 +145,16 @@ impl NativeSource {
 
 /// Records the pages faults mapped, in the order they were first touched (a working-set trace).
 #[napi]
-pub struct NativeRecorder {
+pub struct BindingRecorder {
     pub(crate) recorder: Arc<Recorder>,
 }
 
 #[napi]
-impl NativeRecorder {
+impl BindingRecorder {
     #[napi(constructor)]
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        NativeRecorder { recorder: Recorder::new() }
+        BindingRecorder { recorder: Recorder::new() }
     }
 
     /// The file offsets of the pages recorded, in order.

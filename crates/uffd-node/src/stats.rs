@@ -4,7 +4,7 @@ use napi_derive::napi;
 use uffd_core::Userfaultfd;
 
 #[napi(object, object_from_js = false)]
-pub struct NativeStats {
+pub struct BindingStats {
     pub faults_missing: f64,
     pub faults_minor: f64,
     pub faults_wp: f64,
@@ -44,9 +44,9 @@ pub struct NativeStats {
     pub readers: f64,
 }
 
-pub(crate) fn stats_of(uffd: &Userfaultfd) -> NativeStats {
+pub(crate) fn stats_of(uffd: &Userfaultfd) -> BindingStats {
     let s = uffd.stats();
-    NativeStats {
+    BindingStats {
         readers: uffd.readers() as f64,
         faults_missing: s.faults_missing as f64,
         faults_minor: s.faults_minor as f64,
@@ -86,16 +86,16 @@ pub(crate) fn stats_of(uffd: &Userfaultfd) -> NativeStats {
 
 /// Native faults' latency and when the first fault came.
 #[napi(object, object_from_js = false)]
-pub struct NativeLatency {
+pub struct BindingLatency {
     pub count: f64,
     pub p50_micros: f64,
     pub p99_micros: f64,
     pub first_fault_ms: Option<f64>,
 }
 
-pub(crate) fn latency_of(uffd: &Userfaultfd) -> NativeLatency {
+pub(crate) fn latency_of(uffd: &Userfaultfd) -> BindingLatency {
     let report = uffd.latency();
-    NativeLatency {
+    BindingLatency {
         count: report.count as f64,
         p50_micros: report.p50.as_secs_f64() * 1e6,
         p99_micros: report.p99.as_secs_f64() * 1e6,

@@ -23,7 +23,7 @@ pub struct TeardownHook {
 }
 
 // SAFETY: the hook is only registered and removed on its environment's JavaScript thread (the
-// thread that owns the NativeUffd holding it); the raw pointers are never dereferenced elsewhere.
+// thread that owns the BindingUffd holding it); the raw pointers are never dereferenced elsewhere.
 unsafe impl Send for TeardownHook {}
 
 unsafe extern "C" fn on_teardown(arg: *mut c_void) {

@@ -1,17 +1,19 @@
-//! `NativeUffd`'s methods (the type is in `handle.rs`): opening, registering and serving ranges,
+//! `BindingUffd`'s methods (the type is in `handle.rs`): opening, registering and serving ranges,
 //! the resolving ioctls over ranges, installing this thread's handler, and closing.
 
 use crate::args::{to_id, to_opt_usize, to_usize};
 use crate::batch::{js_batch, JsDispatch};
 use crate::errors::{invalid, throw, OrThrow};
 use crate::fault;
-use crate::handle::NativeUffd;
-use crate::options::{self, core_options, NativeMove, NativeOptions, NativeRange, NativeRegistration, NativeServe};
-use crate::prefetch::{FlushTask, NativePrefetch};
-use crate::region::NativeRegion;
+use crate::handle::BindingUffd;
+use crate::options::{
+    self, core_options, BindingMove, BindingOptions, BindingRange, BindingRegistration, BindingServe,
+};
+use crate::prefetch::{BindingPrefetch, FlushTask};
+use crate::region::BindingRegion;
 use crate::sink::{lock, JsSink};
-use crate::source::{NativeRecorder, NativeSource};
-use crate::stats::{latency_of, stats_of, NativeLatency, NativeStats};
+use crate::source::{BindingRecorder, BindingSource};
+use crate::stats::{latency_of, stats_of, BindingLatency, BindingStats};
 use crate::teardown::TeardownHook;
 use napi::bindgen_prelude::{AsyncTask, Function, Uint8ArraySlice};
 use napi::Env;
@@ -22,16 +24,16 @@ use uffd_core::source::{Served, Source};
 use uffd_core::{uapi, Error, Protect, Region, Userfaultfd, Wake};
 
 #[napi(object, object_from_js = false)]
-pub struct NativeProbe {
+pub struct BindingProbe {
     pub api: u32,
     pub features: Vec<&'static str>,
     pub ioctls: Vec<&'static str>,
 }
 
 #[napi]
-impl NativeUffd {
+impl BindingUffd {
     #[napi(constructor)]
-    pub fn new(env: Env, options: NativeOptions) -> napi::Result<Self> {
+    pub fn new(env: Env, options: BindingOptions) -> napi::Result<Self> {
         let inner = Userfaultfd::open(core_options(&env, options)?).or_throw(&env)?;
         Ok(Self::owned(inner))
     }
@@ -53,9 +55,9 @@ impl NativeUffd {
     }
 
     #[napi]
-    pub fn probe(env: Env) -> napi::Result<NativeProbe> {
+    pub fn probe(env: Env) -> napi::Result<BindingProbe> {
         let probe = Userfaultfd::probe().or_throw(&env)?;
-        Ok(NativeProbe {
+        Ok(BindingProbe {
             api: probe.api as u32,
             features: uapi::names_of(probe.features, uapi::FEATURES),
             ioctls: uapi::ioctl_names(probe.ioctls),
@@ -83,9 +85,9 @@ impl NativeUffd {
     pub fn register(
         &self,
         env: Env,
-        region: &NativeRegion,
-        range: NativeRegistration,
-        source: Option<&NativeSource>,
+        region: &BindingRegion,
+        range: BindingRegistration,
+        source: Option<&BindingSource>,
     ) -> napi::Result<Vec<&'static str>> {
         let range = options::registration(&env, range, source.is_some())?;
         let served = match (source, range.serve) {
@@ -105,10 +107,10 @@ impl NativeUffd {
     pub fn serve(
         &self,
         env: Env,
-        region: &NativeRegion,
-        how: NativeServe,
-        source: &NativeSource,
-        recorder: Option<&NativeRecorder>,
+        region: &BindingRegion,
+        how: BindingServe,
+        source: &BindingSource,
+        recorder: Option<&BindingRecorder>,
     ) -> napi::Result<()> {
         let how = options::serving(&env, how, recorder.map(|r| r.recorder.clone()))?;
         let served = match how.source_offset {
@@ -120,7 +122,7 @@ impl NativeUffd {
     }
 
     #[napi]
-    pub fn latency(&self) -> NativeLatency {
+    pub fn latency(&self) -> BindingLatency {
         latency_of(&self.inner)
     }
 
@@ -129,22 +131,22 @@ impl NativeUffd {
     pub fn prefetch(
         &self,
         env: Env,
-        region: &NativeRegion,
-        ranges: Vec<NativeRange>,
-        source: Option<&NativeSource>,
+        region: &BindingRegion,
+        ranges: Vec<BindingRange>,
+        source: Option<&BindingSource>,
         chunk_pages: Option<f64>,
-    ) -> napi::Result<NativePrefetch> {
+    ) -> napi::Result<BindingPrefetch> {
         let region = region.region(&env, "prefetch")?;
         let (ranges, chunk_pages) = options::prefetch(&env, &ranges, chunk_pages)?;
         let prefetch =
-            Prefetch { ranges, source: source.map(NativeSource::source), chunk_pages, cancel: Default::default() };
-        Ok(NativePrefetch::new(self.inner.clone(), vec![region], prefetch))
+            Prefetch { ranges, source: source.map(BindingSource::source), chunk_pages, cancel: Default::default() };
+        Ok(BindingPrefetch::new(self.inner.clone(), vec![region], prefetch))
     }
 
     /// A prefetch of the whole of each region (by id), one after the other, from its
     /// registration's source: one task for the thousands of regions of a VM.
     #[napi]
-    pub fn prefetch_regions(&self, env: Env, ids: Vec<f64>, chunk_pages: Option<f64>) -> napi::Result<NativePrefetch> {
+    pub fn prefetch_regions(&self, env: Env, ids: Vec<f64>, chunk_pages: Option<f64>) -> napi::Result<BindingPrefetch> {
         let (_, chunk_pages) = options::prefetch(&env, &[], chunk_pages)?;
         let regions = ids
             .into_iter()
@@ -157,11 +159,11 @@ impl NativeUffd {
             })
             .collect::<napi::Result<Vec<_>>>()?;
         let prefetch = Prefetch { ranges: Vec::new(), source: None, chunk_pages, cancel: Default::default() };
-        Ok(NativePrefetch::new(self.inner.clone(), regions, prefetch))
+        Ok(BindingPrefetch::new(self.inner.clone(), regions, prefetch))
     }
 
     #[napi]
-    pub fn unregister(&self, env: Env, region: &NativeRegion, offset: f64, length: Option<f64>) -> napi::Result<()> {
+    pub fn unregister(&self, env: Env, region: &BindingRegion, offset: f64, length: Option<f64>) -> napi::Result<()> {
         let offset = to_usize(&env, "offset", offset)?;
         let length = to_opt_usize(&env, "length", length)?;
         self.inner.unregister(&region.region(&env, "UFFDIO_UNREGISTER")?, offset, length).or_throw(&env)
@@ -171,7 +173,7 @@ impl NativeUffd {
     pub fn copy(
         &self,
         env: Env,
-        region: &NativeRegion,
+        region: &BindingRegion,
         offset: f64,
         bytes: Uint8ArraySlice<'_>,
         wake: bool,
@@ -185,7 +187,7 @@ impl NativeUffd {
     }
 
     #[napi]
-    pub fn zero(&self, env: Env, region: &NativeRegion, offset: f64, length: f64, wake: bool) -> napi::Result<f64> {
+    pub fn zero(&self, env: Env, region: &BindingRegion, offset: f64, length: f64, wake: bool) -> napi::Result<f64> {
         self.over_range(&env, region, "UFFDIO_ZEROPAGE", offset, length, |uffd, r, at, len| {
             uffd.zero(r, at, len, Wake(wake))
         })
@@ -195,7 +197,7 @@ impl NativeUffd {
     pub fn continue_range(
         &self,
         env: Env,
-        region: &NativeRegion,
+        region: &BindingRegion,
         offset: f64,
         length: f64,
         wake: bool,
@@ -211,7 +213,7 @@ impl NativeUffd {
     pub fn write_protect(
         &self,
         env: Env,
-        region: &NativeRegion,
+        region: &BindingRegion,
         offset: f64,
         length: f64,
         protect: bool,
@@ -228,10 +230,10 @@ impl NativeUffd {
     pub fn move_pages(
         &self,
         env: Env,
-        region: &NativeRegion,
+        region: &BindingRegion,
         offset: f64,
-        from: &NativeRegion,
-        how: NativeMove,
+        from: &BindingRegion,
+        how: BindingMove,
     ) -> napi::Result<f64> {
         let from = from.region(&env, "UFFDIO_MOVE")?;
         let from_offset = to_usize(&env, "fromOffset", how.from_offset)?;
@@ -242,7 +244,7 @@ impl NativeUffd {
 
     /// Offsets of the pages written since they were last protected (WP_ASYNC).
     #[napi]
-    pub fn dirty_pages(&self, env: Env, region: &NativeRegion, clear: bool, method: String) -> napi::Result<Vec<f64>> {
+    pub fn dirty_pages(&self, env: Env, region: &BindingRegion, clear: bool, method: String) -> napi::Result<Vec<f64>> {
         let method = options::dirty_method(&env, &method)?;
         let region = region.region(&env, method.op())?;
         let dirty = self.inner.dirty_pages(&region, clear, method).or_throw(&env)?;
@@ -250,14 +252,14 @@ impl NativeUffd {
     }
 
     #[napi]
-    pub fn poison(&self, env: Env, region: &NativeRegion, offset: f64, length: f64, wake: bool) -> napi::Result<f64> {
+    pub fn poison(&self, env: Env, region: &BindingRegion, offset: f64, length: f64, wake: bool) -> napi::Result<f64> {
         self.over_range(&env, region, "UFFDIO_POISON", offset, length, |uffd, r, at, len| {
             uffd.poison(r, at, len, Wake(wake))
         })
     }
 
     #[napi]
-    pub fn wake(&self, env: Env, region: &NativeRegion, offset: f64, length: f64) -> napi::Result<()> {
+    pub fn wake(&self, env: Env, region: &BindingRegion, offset: f64, length: f64) -> napi::Result<()> {
         self.over_range(&env, region, "UFFDIO_WAKE", offset, length, |uffd, r, at, len| {
             uffd.wake(r, at, len).map(|()| 0)
         })
@@ -268,7 +270,7 @@ impl NativeUffd {
     fn over_range(
         &self,
         env: &Env,
-        region: &NativeRegion,
+        region: &BindingRegion,
         op: &'static str,
         offset: f64,
         length: f64,
@@ -411,13 +413,13 @@ impl NativeUffd {
     }
 
     #[napi]
-    pub fn stats(&self) -> NativeStats {
+    pub fn stats(&self) -> BindingStats {
         stats_of(&self.inner)
     }
 
     /// Writes the pages written in ranges with write-back back to their files (`sync`: and to the
     /// disk), on a pool thread: resolves with the first failure, or nothing.
-    #[napi(ts_return_type = "Promise<NativeFailure | null>")]
+    #[napi(ts_return_type = "Promise<BindingFailure | null>")]
     pub fn flush(&self, sync: bool) -> AsyncTask<FlushTask> {
         AsyncTask::new(FlushTask { uffd: self.inner.clone(), sync })
     }
@@ -432,7 +434,7 @@ impl NativeUffd {
     }
 }
 
-impl Drop for NativeUffd {
+impl Drop for BindingUffd {
     fn drop(&mut self) {
         // An owner collected without close(): the loop thread holds the core alive, so close it.
         self.unhandle();
