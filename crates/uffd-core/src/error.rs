@@ -177,19 +177,14 @@ impl Error {
             _ => errno_name(self.errno()),
         }
     }
+
     /// The message in `dialect`'s terms: what failed, and what to do about it. `Display` is the
     /// message in the core's own terms (`Core`).
     pub fn message(&self, dialect: &dyn Dialect) -> String {
         match self {
             Error::Sys { op, errno, detail, advice } => {
-                let hinted;
-                let advice = match advice {
-                    Some(advice) => Some(advice),
-                    None => {
-                        hinted = hint(op, *errno);
-                        hinted.as_ref()
-                    }
-                };
+                let hinted = if advice.is_none() { hint(op, *errno) } else { None };
+                let advice = advice.as_ref().or(hinted.as_ref());
                 format!("{op} failed with {errno}{}", explain(detail, advice.map_or("", |a| dialect.advice(a))))
             }
             Error::Invalid { op, detail, advice: None }
