@@ -112,7 +112,7 @@ pub struct NativePushReport {
 
 /// Pushes a memory file as a snapshot on a pool thread. The store, chunk size, concurrency and
 /// retries come from the object-source options (lib/source.ts applies their defaults); the level,
-/// base and chunk prefix are the push's own.
+/// frame size, base and chunk prefix are the push's own.
 #[napi(ts_return_type = "Promise<NativePushReport>")]
 #[allow(clippy::too_many_arguments)] // the JavaScript call's arguments, as lib/snapshot.ts passes them
 pub fn push_snapshot(
@@ -121,6 +121,7 @@ pub fn push_snapshot(
     url: String,
     options: NativeObjectOptions,
     level: Option<i32>,
+    frame_size: Option<u32>,
     base: Option<String>,
     chunk_prefix: Option<String>,
     credentials: Option<&NativeCredentials>,
@@ -133,6 +134,7 @@ pub fn push_snapshot(
             store: options.store,
             chunk_size: options.chunk_size,
             level: level.unwrap_or(PushOptions::default().level),
+            frame_size: frame_size.map_or(PushOptions::default().frame_size, |size| size as usize),
             concurrency: options.concurrency,
             base,
             chunk_prefix,

@@ -1,27 +1,32 @@
 //! The manifest of a pushed snapshot: one JSON object in the store that says how a memory file was
 //! cut into chunks and where each chunk lives. A chunk is named by the BLAKE3 hash of its
-//! uncompressed bytes and stored zstd-compressed under `chunks` + hash + `.zst` in the same bucket
-//! (or on the same host), so snapshots that share pages share chunks; a chunk that is all zeros
-//! (or a hole of a sparse file) is recorded as `null` and stored nowhere.
+//! uncompressed bytes and stored zstd-compressed in frames (`frames.rs`) under `chunks` + hash +
+//! `-` + frame size + `.zst` in the same bucket (or on the same host), so snapshots that share
+//! pages share chunks; a chunk that is all zeros (or a hole of a sparse file) is recorded as `null`
+//! and stored nowhere. Each chunk lists its frames' compressed lengths, so a reader can fetch a
+//! few frames of it with one range request.
 //!
 //! ```json
-//! { "format": "userfaultfd-snapshot", "version": 1, "size": 8589934592, "chunkSize": 4194304,
-//!   "hash": "blake3", "compression": "zstd", "chunks": "snapshots/chunks/",
-//!   "list": [{ "hash": "af13…", "stored": 81233 }, null, …] }
+//! { "format": "userfaultfd-snapshot", "version": 2, "size": 8589934592, "chunkSize": 4194304,
+//!   "hash": "blake3", "compression": "zstd", "chunks": "snapshots/chunks/", "frameSize": 16384,
+//!   "list": [{ "hash": "af13…", "stored": 81233, "frames": [310, 2877, …] }, null, …] }
 //! ```
+//!
+//! Version 1 (pushed before frames) is still read: its chunks are one zstd frame each, under
+//! hash + `.zst`, and are fetched whole.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// What a manifest says it is, first in the object: how a source tells one from a plain object.
 pub const FORMAT: &str = "userfaultfd-snapshot";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The `Content-Type` a manifest is stored with.
 pub const CONTENT_TYPE: &str = "application/vnd.userfaultfd.snapshot+json";
 /// The bytes every manifest begins with (`serde_json` writes the fields in declaration order).
 pub const MAGIC: &[u8] = b"{\"format\":\"userfaultfd-snapshot\"";
-/// A larger object is never taken for a manifest (about 150 000 chunks: 600 GiB of 4 MiB chunks).
-pub const MAX_SIZE: u64 = 16 << 20;
+/// A larger object is never taken for a manifest (about 64 GiB of memory in 16 KiB frames).
+pub const MAX_SIZE: u64 = 64 << 20;
 
 /// One chunk that has data: its hash and the bytes it takes in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +35,16 @@ pub struct Chunk {
     pub hash: String,
     /// The compressed chunk's length.
     pub stored: u64,
+    /// Its frames (version 2): base64 of each frame's compressed length and sum (`frames.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<String>,
+}
+
+impl Chunk {
+    /// Its frames, if it lists them well.
+    pub(crate) fn frames(&self) -> Option<Vec<super::frames::Frame>> {
+        super::frames::from_text(self.frames.as_deref()?)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,12 +59,15 @@ pub struct Manifest {
     pub compression: String,
     /// Where the chunks are, a key prefix in the manifest's bucket (or a path on its host).
     pub chunks: String,
+    /// Bytes per frame of a chunk (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_size: Option<u64>,
     /// Chunk by chunk, from offset 0: `None` for a hole (zeros, stored nowhere).
     pub list: Vec<Option<Chunk>>,
 }
 
 impl Manifest {
-    pub fn new(size: u64, chunk_size: u64, chunks: String, list: Vec<Option<Chunk>>) -> Self {
+    pub fn new(size: u64, chunk_size: u64, frame_size: u64, chunks: String, list: Vec<Option<Chunk>>) -> Self {
         Manifest {
             format: FORMAT.into(),
             version: VERSION,
@@ -58,6 +76,7 @@ impl Manifest {
             hash: "blake3".into(),
             compression: "zstd".into(),
             chunks,
+            frame_size: Some(frame_size),
             list,
         }
     }
@@ -70,7 +89,7 @@ impl Manifest {
         if manifest.format != FORMAT {
             return Err(bad(format!("its format is {:?}, not {FORMAT:?}", manifest.format)));
         }
-        if manifest.version != VERSION {
+        if manifest.version != VERSION && manifest.version != 1 {
             return Err(bad(format!(
                 "version {} (this build reads version {VERSION}): push it again, or use the package that pushed it",
                 manifest.version
@@ -95,6 +114,17 @@ impl Manifest {
                 manifest.chunk_size
             )));
         }
+        match (manifest.version, manifest.frame_size) {
+            (1, None) => {}
+            (1, Some(_)) => return Err(bad("version 1 has no frame size".into())),
+            (_, Some(frame)) if frame != 0 && frame % page == 0 && manifest.chunk_size % frame == 0 => {}
+            (_, frame) => {
+                return Err(bad(format!(
+                    "frame size {frame:?} does not divide chunk size {} in whole pages",
+                    manifest.chunk_size
+                )))
+            }
+        }
         if manifest.chunks.split('/').any(|part| part == ".." || part == ".") || manifest.chunks.starts_with('/') {
             return Err(bad(format!("chunk prefix {:?} is not a plain key prefix", manifest.chunks)));
         }
@@ -108,6 +138,20 @@ impl Manifest {
                 if chunk.stored == 0 {
                     return Err(bad(format!("chunk {index} is stored in 0 bytes")));
                 }
+                if let Some(frame) = manifest.frame_size {
+                    let expected = super::frames::count(manifest.chunk_len(index as u64), frame);
+                    let fits = chunk.frames().is_some_and(|frames| {
+                        frames.len() == expected && super::frames::stored_len(&frames) == chunk.stored
+                    });
+                    if !fits {
+                        return Err(bad(format!(
+                            "chunk {index} does not list {expected} frames that add up to its {} stored bytes",
+                            chunk.stored
+                        )));
+                    }
+                } else if chunk.frames.is_some() {
+                    return Err(bad(format!("chunk {index} lists frames in a version 1 manifest")));
+                }
             }
         }
         Ok(manifest)
@@ -120,7 +164,7 @@ impl Manifest {
 
     /// The key of the chunk of `hash`.
     pub fn chunk_key(&self, hash: &str) -> String {
-        chunk_key(&self.chunks, hash)
+        chunk_key(&self.chunks, hash, self.frame_size)
     }
 
     /// The bytes chunk `index` holds uncompressed.
@@ -129,8 +173,13 @@ impl Manifest {
     }
 }
 
-pub fn chunk_key(prefix: &str, hash: &str) -> String {
-    format!("{prefix}{hash}.zst")
+/// Where a chunk is stored: framed chunks are named by their frame size too, since the same bytes
+/// in other frames are another object.
+pub fn chunk_key(prefix: &str, hash: &str, frame_size: Option<u64>) -> String {
+    match frame_size {
+        Some(frame) => format!("{prefix}{hash}-{frame}.zst"),
+        None => format!("{prefix}{hash}.zst"),
+    }
 }
 
 /// The BLAKE3 hash of `bytes`, in hex.
@@ -144,24 +193,35 @@ mod tests {
 
     #[test]
     fn a_manifest_round_trips_and_starts_with_its_magic() {
-        let list = vec![Some(Chunk { hash: hash_of(b"x"), stored: 9 }), None];
-        let manifest = Manifest::new(8192 + 10, 8192, "c/".into(), list);
+        let frames = super::super::frames::encode(&[1; 8192], &[0; 32], 4096, 3).unwrap().1;
+        let stored = super::super::frames::stored_len(&frames);
+        let text = super::super::frames::to_text(&frames);
+        let list = vec![Some(Chunk { hash: hash_of(b"x"), stored, frames: Some(text) }), None];
+        let manifest = Manifest::new(8192 + 10, 8192, 4096, "c/".into(), list);
         let bytes = manifest.to_bytes();
         assert!(bytes.starts_with(MAGIC), "{}", String::from_utf8_lossy(&bytes));
         assert_eq!(Manifest::parse("u", &bytes).unwrap(), manifest);
         assert_eq!(manifest.chunk_len(1), 10);
-        assert_eq!(manifest.chunk_key("ab"), "c/ab.zst");
+        assert_eq!(manifest.chunk_key("ab"), "c/ab-4096.zst");
+        let v1 = Manifest { version: 1, frame_size: None, list: vec![None, None], ..manifest };
+        assert_eq!(Manifest::parse("u", &v1.to_bytes()).unwrap(), v1, "version 1 is still read");
+        assert_eq!(v1.chunk_key("ab"), "c/ab.zst");
     }
 
     #[test]
     fn a_bad_manifest_is_refused_with_what_is_wrong() {
-        let good = Manifest::new(8192, 4096, "c/".into(), vec![None, None]);
+        let good = Manifest::new(8192, 4096, 4096, "c/".into(), vec![None, None]);
         let refused = |m: &Manifest| Manifest::parse("s3://b/k", &m.to_bytes()).unwrap_err().to_string();
-        assert!(refused(&Manifest { version: 2, ..good.clone() }).contains("version 2"));
+        assert!(refused(&Manifest { version: 3, ..good.clone() }).contains("version 3"));
+        assert!(refused(&Manifest { frame_size: Some(3000), ..good.clone() }).contains("frame size"));
+        let unframed =
+            Manifest { list: vec![Some(Chunk { hash: hash_of(b"x"), stored: 9, frames: None }), None], ..good.clone() };
+        assert!(refused(&unframed).contains("does not list 1 frames"));
         assert!(refused(&Manifest { chunk_size: 100, ..good.clone() }).contains("chunk size 100"));
         assert!(refused(&Manifest { list: vec![None], ..good.clone() }).contains("1 chunks listed, 2"));
         assert!(refused(&Manifest { chunks: "../x/".into(), ..good.clone() }).contains("not a plain key prefix"));
-        let bad_hash = Manifest { list: vec![Some(Chunk { hash: "zz".into(), stored: 1 }), None], ..good.clone() };
+        let bad_hash =
+            Manifest { list: vec![Some(Chunk { hash: "zz".into(), stored: 1, frames: None }), None], ..good.clone() };
         assert!(refused(&bad_hash).contains("chunk 0's hash"));
         assert!(Manifest::parse("u", b"{}").unwrap_err().to_string().contains("not a valid snapshot manifest"));
     }

@@ -1,13 +1,14 @@
 //! Pushes a memory file into a store as a snapshot: the file cut into chunks, each chunk that holds
-//! data hashed (BLAKE3 of its bytes), compressed (zstd) and uploaded under its hash unless the
+//! data hashed (BLAKE3 of its bytes), compressed (zstd, frame by frame: `frames.rs`) and uploaded under its hash unless the
 //! store has it already (a HEAD; or listed in the `base` snapshot's manifest, which costs no
 //! request), the chunks that are holes or all zeros recorded as holes and stored nowhere, then the
 //! manifest (`manifest.rs`) written last, so that a reader never finds a manifest whose chunks are
 //! not all there. Chunks go up `concurrency` at a time; each is read, hashed and compressed on the
 //! runtime's blocking threads.
 
-use super::defaults::{DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY};
+use super::defaults::{DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, DEFAULT_FRAME_SIZE};
 use super::fetch::{retried, RetryPolicy};
+use super::frames::{self, Frame};
 use super::manifest::{self, Chunk, Manifest};
 use super::runtime;
 use super::store::{self, remote_error, Location, StoreOptions};
@@ -32,6 +33,9 @@ pub struct PushOptions {
     pub store: StoreOptions,
     /// Bytes per chunk; a multiple of the page size.
     pub chunk_size: usize,
+    /// Bytes per frame, compressed on its own: the least a reader fetches of a chunk. A multiple of
+    /// the page size that divides the chunk size.
+    pub frame_size: usize,
     /// The zstd level (1 to 22; negative levels are faster still).
     pub level: i32,
     /// Chunks read, compressed or uploaded at once.
@@ -50,6 +54,7 @@ impl Default for PushOptions {
         PushOptions {
             store: StoreOptions::default(),
             chunk_size: DEFAULT_CHUNK_SIZE,
+            frame_size: DEFAULT_FRAME_SIZE,
             level: 3,
             concurrency: DEFAULT_CONCURRENCY,
             base: None,
@@ -86,13 +91,20 @@ pub struct PushReport {
 /// What became of one chunk.
 enum Outcome {
     Hole,
-    /// Its hash, stored length, and how it got there.
+    /// Its hash, how it is stored (`None` for a twin: as its first), and how it got there.
     Data {
         hash: String,
-        stored: Option<u64>,
+        stored: Option<Stored>,
         how: How,
         len: u64,
     },
+}
+
+/// A stored chunk's length and its frames.
+#[derive(Clone)]
+struct Stored {
+    len: u64,
+    frames: Vec<Frame>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -112,11 +124,12 @@ struct Push {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     chunk_size: u64,
+    frame_size: u64,
     size: u64,
     level: i32,
     retry: RetryPolicy,
-    /// Hashes the base lists, with their stored lengths.
-    known: HashMap<String, u64>,
+    /// Hashes the base lists (framed as this push frames), with how they are stored.
+    known: HashMap<String, Stored>,
     /// Hashes a chunk of this push has taken on.
     claimed: Mutex<HashSet<String>>,
     requests: std::sync::atomic::AtomicU64,
@@ -131,6 +144,15 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
         return Err(Error::invalid(
             OP,
             format!("chunkSize {} is not a multiple of the page size ({page})", options.chunk_size),
+        ));
+    }
+    if options.frame_size == 0 || options.frame_size % page != 0 || options.chunk_size % options.frame_size != 0 {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "frameSize {} is not a multiple of the page size ({page}) that divides chunkSize {}",
+                options.frame_size, options.chunk_size
+            ),
         ));
     }
     if !(-7..=22).contains(&options.level) {
@@ -151,7 +173,7 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
         let (known, base_prefix) = match &options.base {
             Some(base) => {
                 requests += 1;
-                read_base(base, &location, store.as_ref(), options.chunk_size as u64).await?
+                read_base(base, &location, store.as_ref(), options.chunk_size as u64, options.frame_size as u64).await?
             }
             None => (HashMap::new(), None),
         };
@@ -171,6 +193,7 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
             store,
             prefix,
             chunk_size: options.chunk_size as u64,
+            frame_size: options.frame_size as u64,
             size: meta.len(),
             level: options.level,
             retry: options.retry,
@@ -216,11 +239,11 @@ impl Push {
             bytes_in: self.size,
             ..Default::default()
         };
-        // A twin's stored length is its first's.
-        let mut stored_of: HashMap<String, u64> = HashMap::new();
+        // A twin is stored as its first.
+        let mut stored_of: HashMap<String, Stored> = HashMap::new();
         for outcome in outcomes.iter().flatten() {
             if let Outcome::Data { hash, stored: Some(stored), .. } = outcome {
-                stored_of.insert(hash.clone(), *stored);
+                stored_of.insert(hash.clone(), stored.clone());
             }
         }
         let mut list = Vec::with_capacity(chunks as usize);
@@ -231,7 +254,7 @@ impl Push {
                     list.push(None);
                 }
                 Some(Outcome::Data { hash, how, len, .. }) => {
-                    let stored = *stored_of.get(&hash).ok_or_else(|| {
+                    let Stored { len: stored, frames } = stored_of.get(&hash).cloned().ok_or_else(|| {
                         Error::invalid(OP, format!("chunk {hash} was neither uploaded nor found (a bug)"))
                     })?;
                     report.bytes_data += len;
@@ -247,11 +270,11 @@ impl Push {
                         }
                         How::Found | How::Twin => report.deduped += 1,
                     }
-                    list.push(Some(Chunk { hash, stored }));
+                    list.push(Some(Chunk { hash, stored, frames: Some(frames::to_text(&frames)) }));
                 }
             }
         }
-        let manifest = Manifest::new(self.size, self.chunk_size, self.prefix.clone(), list);
+        let manifest = Manifest::new(self.size, self.chunk_size, self.frame_size, self.prefix.clone(), list);
         let mut attributes = Attributes::new();
         attributes.insert(Attribute::ContentType, manifest::CONTENT_TYPE.into());
         let body = manifest.to_bytes();
@@ -269,23 +292,25 @@ impl Push {
         let Some((bytes, hash)) = read else { return Ok(Outcome::Hole) };
         let len = bytes.len() as u64;
         if let Some(stored) = self.known.get(&hash) {
-            return Ok(Outcome::Data { hash, stored: Some(*stored), how: How::FromBase, len });
+            return Ok(Outcome::Data { hash, stored: Some(stored.clone()), how: How::FromBase, len });
         }
         if !self.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(hash.clone()) {
             return Ok(Outcome::Data { hash, stored: None, how: How::Twin, len });
         }
-        let key = manifest::chunk_key(&self.prefix, &hash);
+        let key = manifest::chunk_key(&self.prefix, &hash, Some(self.frame_size));
         let path = self.location.path_of(&key)?;
         let what = format!("chunk {index} of {} ({})", self.path.display(), self.location.url_of(&key));
-        if let Some(stored) = self.head(&path, &what).await? {
+        // One stored already whose frame table does not read is stored again.
+        if let Some(stored) = self.found(&path, &what, len).await? {
             return Ok(Outcome::Data { hash, stored: Some(stored), how: How::Found, len });
         }
-        let level = self.level;
-        let compressed = tokio::task::spawn_blocking(move || zstd::bulk::compress(&bytes, level))
+        let (level, frame_size) = (self.level, self.frame_size as usize);
+        let key = *blake3::Hash::from_hex(&hash).map_err(|e| Error::invalid(OP, e.to_string()))?.as_bytes();
+        let (compressed, frames) = tokio::task::spawn_blocking(move || frames::encode(&bytes, &key, frame_size, level))
             .await
             .map_err(|e| self.task_failed(e))?
             .map_err(|e| Error::invalid(OP, format!("compressing {what}: {e}")))?;
-        let stored = compressed.len() as u64;
+        let stored = Stored { len: compressed.len() as u64, frames };
         self.put(&path, &what, compressed, Attributes::new()).await?;
         Ok(Outcome::Data { hash, stored: Some(stored), how: How::Uploaded, len })
     }
@@ -310,16 +335,28 @@ impl Push {
         Ok(Some((bytes, hash)))
     }
 
-    /// The stored length of the object at `path`, or `None` if there is none.
-    async fn head(&self, path: &object_store::path::Path, what: &str) -> Result<Option<u64>> {
-        self.retrying(|| async {
-            match self.store.head(path).await {
-                Ok(meta) => Ok(Some(meta.size)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(remote_error("HEAD", what, &e)),
-            }
-        })
-        .await
+    /// How the chunk of `len` bytes at `path` is stored, if it is: its length (a HEAD) and its
+    /// frames (its table, a range request).
+    async fn found(&self, path: &object_store::path::Path, what: &str, len: u64) -> Result<Option<Stored>> {
+        let head = self
+            .retrying(|| async {
+                match self.store.head(path).await {
+                    Ok(meta) => Ok(Some(meta.size)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(remote_error("HEAD", what, &e)),
+                }
+            })
+            .await?;
+        let count = frames::count(len, self.frame_size);
+        let table_len = frames::table_len(count);
+        let Some(stored) = head.filter(|&stored| stored > table_len) else { return Ok(None) };
+        let table = self
+            .retrying(|| async {
+                let range = stored - table_len..stored;
+                self.store.get_range(path, range).await.map_err(|e| remote_error("GET", what, &e))
+            })
+            .await?;
+        Ok(frames::parse_table(&table, count, stored).map(|frames| Stored { len: stored, frames }))
     }
 
     async fn put(
@@ -364,7 +401,8 @@ async fn read_base(
     location: &Location,
     store: &dyn ObjectStore,
     chunk_size: u64,
-) -> Result<(HashMap<String, u64>, Option<String>)> {
+    frame_size: u64,
+) -> Result<(HashMap<String, Stored>, Option<String>)> {
     let base_location = Location::parse(base)?;
     if !base_location.same_store(location) {
         return Err(Error::invalid(
@@ -394,7 +432,16 @@ async fn read_base(
             ),
         ));
     }
-    let known = manifest.list.iter().flatten().map(|chunk| (chunk.hash.clone(), chunk.stored)).collect();
+    // Chunks framed otherwise (or pushed before frames) are other objects: not known.
+    let known = match manifest.frame_size {
+        Some(frame) if frame == frame_size => manifest
+            .list
+            .iter()
+            .flatten()
+            .filter_map(|chunk| Some((chunk.hash.clone(), Stored { len: chunk.stored, frames: chunk.frames()? })))
+            .collect(),
+        _ => HashMap::new(),
+    };
     Ok((known, Some(manifest.chunks)))
 }
 
@@ -428,6 +475,7 @@ mod tests {
         let refused = |options: PushOptions| push(Path::new("/dev/null"), "s3://b/k", options).unwrap_err().to_string();
         assert!(refused(PushOptions { chunk_size: 1000, ..Default::default() }).contains("chunkSize 1000"));
         assert!(refused(PushOptions { level: 30, ..Default::default() }).contains("level 30"));
+        assert!(refused(PushOptions { frame_size: 12288, ..Default::default() }).contains("frameSize 12288"));
         assert!(refused(PushOptions { concurrency: 0, ..Default::default() }).contains("concurrency"));
         let err = push(Path::new("/no/such/file"), "s3://b/k", PushOptions::default()).unwrap_err();
         assert_eq!(err.code(), "ENOENT");
