@@ -248,7 +248,7 @@ for (let n = 0; n < pages / 100; n++) {
 }
 const siblingFile = join(dir, 'sibling.mem')
 writeFileSync(siblingFile, sibling)
-log('\n| chunk | sibling (1% of pages changed): chunks uploaded | bytes uploaded / first push |')
+log('\n| chunk | sibling (1% of pages changed, pushed on the first): chunks uploaded | bytes uploaded / first push |')
 log('| --- | --- | --- |')
 const siblings = []
 for (const { chunkSize, level, frameSize, key, report } of pushes.filter((p) => p.level === LEVELS.at(-1) || p.level === 3)) {
@@ -260,7 +260,9 @@ for (const { chunkSize, level, frameSize, key, report } of pushes.filter((p) => 
     base: `s3://${BUCKET}/${key}`,
   })
   siblings.push({ chunkSize, level, report: next })
-  log(`| ${chunkSize / 1024} KiB | ${next.uploaded} of ${next.chunks} | ${((100 * next.bytesOut) / report.bytesOut).toFixed(1)}% |`)
+  log(
+    `| ${chunkSize / 1024} KiB, ${frameSize / 1024} KiB frames | ${next.uploaded} of ${next.chunks} (${next.deltas} as deltas) | ${((100 * next.bytesOut) / report.bytesOut).toFixed(1)}% |`,
+  )
 }
 const out = { size: image.size, touched, reps, pushes, rows, siblings }
 if (args.json) writeFileSync(args.json, JSON.stringify(out, null, 2))

@@ -492,6 +492,7 @@ export interface NativePushReport {
   deduped: number
   fromBase: number
   holes: number
+  deltas: number
   bytesIn: number
   bytesData: number
   bytesOut: number

@@ -109,7 +109,8 @@ function describe(report: PushSnapshotReport): string {
   const mib = (n: number) => `${(n / MiB).toFixed(1)} MiB`
   const ratio = report.bytesStored > 0 ? (report.bytesData / report.bytesStored).toFixed(2) : '-'
   return (
-    `pushed ${report.url}: ${report.chunks} chunks, ${report.uploaded} uploaded, ${report.deduped} already stored` +
+    `pushed ${report.url}: ${report.chunks} chunks, ${report.uploaded} uploaded` +
+    `${report.deltas ? ` (${report.deltas} as deltas of the base)` : ''}, ${report.deduped} already stored` +
     `${report.fromBase ? ` (${report.fromBase} listed by the base)` : ''}, ${report.holes} holes; ` +
     `${mib(report.bytesIn)} in (${mib(report.bytesData)} of data), ${mib(report.bytesOut)} uploaded, ` +
     `compression ${ratio}x, ${(report.ms / 1000).toFixed(2)} s; chunks under ${report.chunkPrefix}`

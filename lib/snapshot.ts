@@ -65,6 +65,11 @@ export interface PushSnapshotReport {
   fromBase: number
   /** Chunks that are holes or all zeros: recorded in the manifest, stored nowhere. */
   holes: number
+  /**
+   * Of the uploaded, chunks stored as a delta against the base's chunk at their place: only the
+   * frames that differ are uploaded (at most half of them; else the chunk is stored whole).
+   */
+  deltas: number
   /** The file's length. */
   bytesIn: number
   /** The bytes of the chunks that hold data. */

@@ -3,13 +3,17 @@
 //! uncompressed bytes and stored zstd-compressed in frames (`frames.rs`) under `chunks` + hash +
 //! `-` + frame size + `.zst` in the same bucket (or on the same host), so snapshots that share
 //! pages share chunks; a chunk that is all zeros (or a hole of a sparse file) is recorded as `null`
-//! and stored nowhere. Each chunk lists its frames' compressed lengths, so a reader can fetch a
-//! few frames of it with one range request.
+//! and stored nowhere. Each chunk lists its frames (object, place, length, sum), so a reader can
+//! fetch a few frames of it with one range request. A delta (a chunk that differs from the base's
+//! chunk at its place in a few frames) names its objects: its own, of those frames, then the
+//! base's that hold the rest.
 //!
 //! ```json
 //! { "format": "userfaultfd-snapshot", "version": 2, "size": 8589934592, "chunkSize": 4194304,
 //!   "hash": "blake3", "compression": "zstd", "chunks": "snapshots/chunks/", "frameSize": 16384,
-//!   "list": [{ "hash": "af13…", "stored": 81233, "frames": [310, 2877, …] }, null, …] }
+//!   "list": [{ "hash": "af13…", "stored": 81233, "frames": "AAAAAAA2AQAA…" },
+//!            { "hash": "07c2…", "stored": 3170, "frames": "AQAAAAA…", "objects": ["07c2…-16384-9be1….zst", "9be1…-16384.zst"] },
+//!            null, …] }
 //! ```
 //!
 //! Version 1 (pushed before frames) is still read: its chunks are one zstd frame each, under
@@ -35,9 +39,13 @@ pub struct Chunk {
     pub hash: String,
     /// The compressed chunk's length.
     pub stored: u64,
-    /// Its frames (version 2): base64 of each frame's compressed length and sum (`frames.rs`).
+    /// Its frames (version 2): base64 of each frame's object, place, length and sum (`frames.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frames: Option<String>,
+    /// The names (under the chunk prefix) of the objects its frames are in, for a delta; else its
+    /// own object only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<String>>,
 }
 
 impl Chunk {
@@ -140,14 +148,14 @@ impl Manifest {
                 }
                 if let Some(frame) = manifest.frame_size {
                     let expected = super::frames::count(manifest.chunk_len(index as u64), frame);
-                    let fits = chunk.frames().is_some_and(|frames| {
-                        frames.len() == expected && super::frames::stored_len(&frames) == chunk.stored
-                    });
-                    if !fits {
+                    if !chunk.frames().is_some_and(|frames| frames_fit(chunk, &frames, expected)) {
                         return Err(bad(format!(
-                            "chunk {index} does not list {expected} frames that add up to its {} stored bytes",
+                            "chunk {index} does not list {expected} frames that fit its objects and its {} stored bytes",
                             chunk.stored
                         )));
+                    }
+                    if let Some(name) = chunk.objects.iter().flatten().find(|name| !plain_name(name)) {
+                        return Err(bad(format!("chunk {index} names the object {name:?}, not a plain name")));
                     }
                 } else if chunk.frames.is_some() {
                     return Err(bad(format!("chunk {index} lists frames in a version 1 manifest")));
@@ -162,15 +170,57 @@ impl Manifest {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// The key of the chunk of `hash`.
+    /// The key of the chunk of `hash`, stored whole.
     pub fn chunk_key(&self, hash: &str) -> String {
         chunk_key(&self.chunks, hash, self.frame_size)
+    }
+
+    /// The key of `chunk`'s object `object` (0: its own).
+    pub(crate) fn object_key(&self, chunk: &Chunk, object: u8) -> String {
+        match &chunk.objects {
+            Some(names) => format!("{}{}", self.chunks, names.get(object as usize).map_or("", String::as_str)),
+            None => self.chunk_key(&chunk.hash),
+        }
     }
 
     /// The bytes chunk `index` holds uncompressed.
     pub fn chunk_len(&self, index: u64) -> u64 {
         (self.size - index * self.chunk_size).min(self.chunk_size)
     }
+}
+
+/// A chunk's frames fit its objects: as many as its size asks; for a chunk stored whole, one after
+/// the other in its own object, with the table after them; for a delta, each in one of its objects,
+/// its own within its stored bytes.
+fn frames_fit(chunk: &Chunk, frames: &[super::frames::Frame], expected: usize) -> bool {
+    if frames.len() != expected {
+        return false;
+    }
+    let Some(names) = &chunk.objects else {
+        let mut at = 0u64;
+        for frame in frames {
+            if frame.object != 0 || frame.offset as u64 != at {
+                return false;
+            }
+            at += frame.len as u64;
+        }
+        return at + super::frames::table_len(expected) == chunk.stored;
+    };
+    frames
+        .iter()
+        .all(|f| (f.object as usize) < names.len() && (f.object != 0 || f.offset as u64 + f.len as u64 <= chunk.stored))
+}
+
+/// An object's name under the chunk prefix: no folder, nothing but hex digits, `-` and `.zst`.
+fn plain_name(name: &str) -> bool {
+    name.strip_suffix(".zst")
+        .is_some_and(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+}
+
+/// The name of a delta's own object: the chunk's hash and frame size, and the base chunk's hash
+/// it was taken against (the same bytes against another base are another object).
+pub fn delta_name(hash: &str, frame_size: u64, base: &str) -> String {
+    format!("{hash}-{frame_size}-{}.zst", &base[..16.min(base.len())])
 }
 
 /// Where a chunk is stored: framed chunks are named by their frame size too, since the same bytes
@@ -193,16 +243,24 @@ mod tests {
 
     #[test]
     fn a_manifest_round_trips_and_starts_with_its_magic() {
-        let frames = super::super::frames::encode(&[1; 8192], &[0; 32], 4096, 3).unwrap().1;
-        let stored = super::super::frames::stored_len(&frames);
+        let (object, listed) = super::super::frames::encode(&[1; 8192], 4096, 3, None).unwrap();
+        let frames: Vec<_> = listed.into_iter().map(|(_, f)| f).collect();
         let text = super::super::frames::to_text(&frames);
-        let list = vec![Some(Chunk { hash: hash_of(b"x"), stored, frames: Some(text) }), None];
+        let own = Chunk { hash: hash_of(b"x"), stored: object.len() as u64, frames: Some(text.clone()), objects: None };
+        let list = vec![Some(own.clone()), None];
         let manifest = Manifest::new(8192 + 10, 8192, 4096, "c/".into(), list);
         let bytes = manifest.to_bytes();
         assert!(bytes.starts_with(MAGIC), "{}", String::from_utf8_lossy(&bytes));
         assert_eq!(Manifest::parse("u", &bytes).unwrap(), manifest);
         assert_eq!(manifest.chunk_len(1), 10);
         assert_eq!(manifest.chunk_key("ab"), "c/ab-4096.zst");
+        assert_eq!(manifest.object_key(&own, 0), "c/".to_string() + &hash_of(b"x") + "-4096.zst");
+        let names = Some(vec!["ab-4096-cd.zst".into(), "cd-4096.zst".into()]);
+        let delta = Chunk { objects: names, ..own.clone() };
+        assert_eq!(manifest.object_key(&delta, 1), "c/cd-4096.zst");
+        let bad_name = Chunk { objects: Some(vec!["../x.zst".into()]), ..own };
+        let refused = Manifest { list: vec![Some(bad_name), None], ..manifest.clone() };
+        assert!(Manifest::parse("u", &refused.to_bytes()).unwrap_err().to_string().contains("not a plain name"));
         let v1 = Manifest { version: 1, frame_size: None, list: vec![None, None], ..manifest };
         assert_eq!(Manifest::parse("u", &v1.to_bytes()).unwrap(), v1, "version 1 is still read");
         assert_eq!(v1.chunk_key("ab"), "c/ab.zst");
@@ -214,14 +272,18 @@ mod tests {
         let refused = |m: &Manifest| Manifest::parse("s3://b/k", &m.to_bytes()).unwrap_err().to_string();
         assert!(refused(&Manifest { version: 3, ..good.clone() }).contains("version 3"));
         assert!(refused(&Manifest { frame_size: Some(3000), ..good.clone() }).contains("frame size"));
-        let unframed =
-            Manifest { list: vec![Some(Chunk { hash: hash_of(b"x"), stored: 9, frames: None }), None], ..good.clone() };
+        let unframed = Manifest {
+            list: vec![Some(Chunk { hash: hash_of(b"x"), stored: 9, frames: None, objects: None }), None],
+            ..good.clone()
+        };
         assert!(refused(&unframed).contains("does not list 1 frames"));
         assert!(refused(&Manifest { chunk_size: 100, ..good.clone() }).contains("chunk size 100"));
         assert!(refused(&Manifest { list: vec![None], ..good.clone() }).contains("1 chunks listed, 2"));
         assert!(refused(&Manifest { chunks: "../x/".into(), ..good.clone() }).contains("not a plain key prefix"));
-        let bad_hash =
-            Manifest { list: vec![Some(Chunk { hash: "zz".into(), stored: 1, frames: None }), None], ..good.clone() };
+        let bad_hash = Manifest {
+            list: vec![Some(Chunk { hash: "zz".into(), stored: 1, frames: None, objects: None }), None],
+            ..good.clone()
+        };
         assert!(refused(&bad_hash).contains("chunk 0's hash"));
         assert!(Manifest::parse("u", b"{}").unwrap_err().to_string().contains("not a valid snapshot manifest"));
     }

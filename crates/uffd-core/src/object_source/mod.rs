@@ -411,7 +411,8 @@ impl ObjectSource {
     }
 
     /// The bytes `from..to` of a pushed snapshot's chunk `index` (framed, with data): the frames
-    /// that hold them, in one range request, decompressed and checked.
+    /// that hold them, one range request per run of them in one object (all at once), each frame
+    /// decompressed and checked against its sum.
     async fn get_frames(self: &Arc<Self>, index: u64, from: u64, to: u64) -> Result<Bytes> {
         let snapshot = self.snapshot.as_ref().ok_or_else(|| Error::invalid(OP, "frames of a plain object"))?;
         let (Some(frame_size), Some(chunk)) = (snapshot.manifest.frame_size, &snapshot.manifest.list[index as usize])
@@ -419,34 +420,40 @@ impl ObjectSource {
             return Err(Error::invalid(OP, format!("chunk {index} of {} has no frames to read", self.url())));
         };
         self.known_corrupt(index)?;
-        let listed = chunk.frames().unwrap_or_default();
-        let (frames, range) = frames::span(&listed, frame_size, from, to);
-        let what = format!(
-            "frames {}-{} of {}",
-            frames.start,
-            frames.end.saturating_sub(1),
-            snapshot.describe(self.url(), index, &chunk.hash)
-        );
-        let path = snapshot.location.path_of(&snapshot.manifest.chunk_key(&chunk.hash))?;
-        let stored =
-            self.fetcher.get_object(&path, Some(range.clone()), range.end - range.start, &what, &self.breaker).await;
-        let stored = self.found_corrupt(index, self.watch(stored))?;
-        let first = frames.start as u64 * frame_size;
-        let len = ((frames.end as u64 * frame_size).min(snapshot.manifest.chunk_len(index)) - first) as usize;
-        let chunk_hash = blake3::Hash::from_hex(&chunk.hash).map_err(|e| Error::invalid(OP, e.to_string()))?;
-        let listed = listed[frames.clone()].to_vec();
-        let frame_size = frame_size as usize;
-        let decoded = tokio::task::spawn_blocking(move || {
-            let span =
-                frames::Span { chunk: *chunk_hash.as_bytes(), first: frames.start, frames: &listed, frame_size, len };
-            frames::decode(&stored, &span, &what)
-        })
-        .await
-        .map_err(|e| Error::invalid(OP, format!("a decompression task failed: {e}")))?;
-        if decoded.is_err() {
-            self.counters.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        let bytes = Bytes::from(self.found_corrupt(index, decoded)?);
+        let listed = Arc::new(chunk.frames().unwrap_or_default());
+        let chunk_len = snapshot.manifest.chunk_len(index) as usize;
+        let which = frames::covering(frame_size, listed.len(), from, to);
+        let first = which.start as u64 * frame_size;
+        let reads = frames::runs(&listed, which).into_iter().map(|run| {
+            let key = snapshot.manifest.object_key(chunk, run.object);
+            let what = format!(
+                "frames {}-{} of chunk {index} of {} ({})",
+                run.frames.start,
+                run.frames.end - 1,
+                self.url(),
+                snapshot.location.url_of(&key)
+            );
+            let listed = listed.clone();
+            async move {
+                let path = snapshot.location.path_of(&key)?;
+                let len = run.stored.end - run.stored.start;
+                let stored = self.fetcher.get_object(&path, Some(run.stored.clone()), len, &what, &self.breaker).await;
+                let stored = self.found_corrupt(index, self.watch(stored))?;
+                let frame = frame_size as usize;
+                let decoded = tokio::task::spawn_blocking(move || {
+                    frames::decode_run(&stored, &run, &listed, frame, chunk_len, &what)
+                })
+                .await
+                .map_err(|e| Error::invalid(OP, format!("a decompression task failed: {e}")))?;
+                if decoded.is_err() {
+                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                self.found_corrupt(index, decoded)
+            }
+        });
+        let parts = futures::future::try_join_all(reads).await?;
+        let bytes = Bytes::from(parts.concat());
+        let len = bytes.len();
         Ok(bytes.slice(((from - first) as usize).min(len)..((to - first) as usize).min(len)))
     }
 
@@ -479,6 +486,18 @@ impl ObjectSource {
             return Ok(snapshot.zeros.slice(..len));
         };
         self.known_corrupt(index)?;
+        if chunk.objects.is_some() {
+            // A delta: its frames from its objects, and the whole checked against its hash.
+            let bytes = self.get_frames(index, 0, len as u64).await?;
+            let got = manifest::hash_of(&bytes);
+            let what = snapshot.describe(self.url(), index, &chunk.hash);
+            let checked = if got == chunk.hash {
+                Ok(bytes)
+            } else {
+                Err(frames::corrupt(&what, format!("its bytes hash to {got}, not {}", chunk.hash)))
+            };
+            return self.found_corrupt(index, checked);
+        }
         let what = snapshot.describe(self.url(), index, &chunk.hash);
         let path = snapshot.location.path_of(&snapshot.manifest.chunk_key(&chunk.hash))?;
         let stored = self.fetcher.get_object(&path, None, chunk.stored, &what, &self.breaker).await;

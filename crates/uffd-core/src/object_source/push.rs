@@ -75,10 +75,14 @@ pub struct PushReport {
     pub uploaded: u64,
     pub deduped: u64,
     pub holes: u64,
+    /// Of the uploaded, chunks stored as a delta against the base's chunk at their place (only
+    /// the frames that differ).
+    pub deltas: u64,
     /// Of the deduplicated, those the base's manifest listed (no request).
     pub from_base: u64,
     /// The file's length; the bytes of chunks that hold data; the compressed bytes uploaded; the
-    /// compressed bytes of every chunk the manifest lists (uploaded or not).
+    /// compressed bytes of every chunk the manifest lists (uploaded or not; a delta's frames
+    /// wherever they are).
     pub bytes_in: u64,
     pub bytes_data: u64,
     pub bytes_out: u64,
@@ -100,16 +104,30 @@ enum Outcome {
     },
 }
 
-/// A stored chunk's length and its frames.
+/// The base's chunks by place, with their hashes.
+type Beneath = Vec<Option<(String, Stored)>>;
+
+/// How a chunk is stored: its own object's length, its frames, and for a delta the names of its
+/// objects (its own first).
 #[derive(Clone)]
 struct Stored {
     len: u64,
     frames: Vec<Frame>,
+    objects: Option<Vec<String>>,
+}
+
+impl Stored {
+    /// The names of its objects: its own (stored whole, named `whole`), or those it lists.
+    fn names(&self, whole: impl FnOnce() -> String) -> Vec<String> {
+        self.objects.clone().unwrap_or_else(|| vec![whole()])
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum How {
     Uploaded,
+    /// Uploaded as a delta against the base's chunk at its place.
+    Delta,
     Found,
     FromBase,
     /// Another chunk of this push has the same content.
@@ -130,6 +148,10 @@ struct Push {
     retry: RetryPolicy,
     /// Hashes the base lists (framed as this push frames), with how they are stored.
     known: HashMap<String, Stored>,
+    /// The base's chunks by place (with their hashes), when its chunks are under this push's
+    /// prefix and framed alike: a chunk that differs from the one at its place in a few frames is
+    /// stored as a delta.
+    beneath: Beneath,
     /// Hashes a chunk of this push has taken on.
     claimed: Mutex<HashSet<String>>,
     requests: std::sync::atomic::AtomicU64,
@@ -170,20 +192,24 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
     let (store, _) = store::connect(&location, &options.store)?;
     runtime::block_on(async move {
         let mut requests = 0;
-        let (known, base_prefix) = match &options.base {
+        let base = match &options.base {
             Some(base) => {
                 requests += 1;
-                read_base(base, &location, store.as_ref(), options.chunk_size as u64, options.frame_size as u64).await?
+                Some(read_base(base, &location, store.as_ref(), options.chunk_size as u64).await?)
             }
-            None => (HashMap::new(), None),
+            None => None,
         };
-        let prefix = match (options.chunk_prefix, base_prefix) {
+        let prefix = match (options.chunk_prefix, &base) {
             (Some(prefix), _) => checked_prefix(prefix)?,
-            (None, Some(prefix)) => prefix,
+            (None, Some(base)) => base.chunks.clone(),
             (None, None) => {
                 let key = location.key();
                 format!("{}chunks/", &key[..key.rfind('/').map_or(0, |at| at + 1)])
             }
+        };
+        let (known, beneath) = match &base {
+            Some(base) => base_chunks(base, options.frame_size as u64, &prefix),
+            None => (HashMap::new(), Vec::new()),
         };
         let push = Arc::new(Push {
             file: opened,
@@ -198,6 +224,7 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
             level: options.level,
             retry: options.retry,
             known,
+            beneath,
             claimed: Mutex::new(HashSet::new()),
             requests: requests.into(),
         });
@@ -254,14 +281,19 @@ impl Push {
                     list.push(None);
                 }
                 Some(Outcome::Data { hash, how, len, .. }) => {
-                    let Stored { len: stored, frames } = stored_of.get(&hash).cloned().ok_or_else(|| {
+                    let Stored { len: stored, frames, objects } = stored_of.get(&hash).cloned().ok_or_else(|| {
                         Error::invalid(OP, format!("chunk {hash} was neither uploaded nor found (a bug)"))
                     })?;
                     report.bytes_data += len;
-                    report.bytes_stored += stored;
+                    // A delta's frames, wherever they are stored.
+                    report.bytes_stored += match objects {
+                        Some(_) => frames.iter().map(|f| f.len as u64).sum(),
+                        None => stored,
+                    };
                     match how {
-                        How::Uploaded => {
+                        How::Uploaded | How::Delta => {
                             report.uploaded += 1;
+                            report.deltas += u64::from(how == How::Delta);
                             report.bytes_out += stored;
                         }
                         How::FromBase => {
@@ -270,7 +302,7 @@ impl Push {
                         }
                         How::Found | How::Twin => report.deduped += 1,
                     }
-                    list.push(Some(Chunk { hash, stored, frames: Some(frames::to_text(&frames)) }));
+                    list.push(Some(Chunk { hash, stored, frames: Some(frames::to_text(&frames)), objects }));
                 }
             }
         }
@@ -297,6 +329,20 @@ impl Push {
         if !self.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(hash.clone()) {
             return Ok(Outcome::Data { hash, stored: None, how: How::Twin, len });
         }
+        if let Some((base_hash, base)) = self.beneath.get(index as usize).and_then(Option::as_ref) {
+            let (bytes, base) = (Arc::new(bytes), base.clone());
+            if let Some(stored) = self.delta(index, bytes.clone(), &hash, base_hash, base).await? {
+                return Ok(Outcome::Data { hash, stored: Some(stored), how: How::Delta, len });
+            }
+            let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone());
+            return self.whole(index, bytes, hash).await;
+        }
+        self.whole(index, bytes, hash).await
+    }
+
+    /// Stores chunk `index` as an object of its own, unless the store has it.
+    async fn whole(self: &Arc<Self>, index: u64, bytes: Vec<u8>, hash: String) -> Result<Outcome> {
+        let len = bytes.len() as u64;
         let key = manifest::chunk_key(&self.prefix, &hash, Some(self.frame_size));
         let path = self.location.path_of(&key)?;
         let what = format!("chunk {index} of {} ({})", self.path.display(), self.location.url_of(&key));
@@ -305,14 +351,66 @@ impl Push {
             return Ok(Outcome::Data { hash, stored: Some(stored), how: How::Found, len });
         }
         let (level, frame_size) = (self.level, self.frame_size as usize);
-        let key = *blake3::Hash::from_hex(&hash).map_err(|e| Error::invalid(OP, e.to_string()))?.as_bytes();
-        let (compressed, frames) = tokio::task::spawn_blocking(move || frames::encode(&bytes, &key, frame_size, level))
+        let (compressed, listed) = tokio::task::spawn_blocking(move || frames::encode(&bytes, frame_size, level, None))
             .await
             .map_err(|e| self.task_failed(e))?
             .map_err(|e| Error::invalid(OP, format!("compressing {what}: {e}")))?;
-        let stored = Stored { len: compressed.len() as u64, frames };
+        let frames = listed.into_iter().map(|(_, frame)| frame).collect();
+        let stored = Stored { len: compressed.len() as u64, frames, objects: None };
         self.put(&path, &what, compressed, Attributes::new()).await?;
         Ok(Outcome::Data { hash, stored: Some(stored), how: How::Uploaded, len })
+    }
+
+    /// Stores chunk `index` as a delta against `base`, the base's chunk at its place, if at most
+    /// half of its frames differ from the base's: an object of those frames, and the base's
+    /// objects for the others. `None`: it differs too much (stored whole instead).
+    async fn delta(
+        self: &Arc<Self>,
+        index: u64,
+        bytes: Arc<Vec<u8>>,
+        hash: &str,
+        base_hash: &str,
+        base: Stored,
+    ) -> Result<Option<Stored>> {
+        let (level, frame_size) = (self.level, self.frame_size as usize);
+        let encoded = tokio::task::spawn_blocking(move || {
+            let changed: Vec<bool> = frames::sums(&bytes, frame_size)
+                .iter()
+                .zip(&base.frames)
+                .map(|(sum, frame)| *sum != frame.sum)
+                .collect();
+            let count = changed.iter().filter(|&&c| c).count();
+            if changed.len() != base.frames.len() || count == 0 || 2 * count > changed.len() {
+                return Ok(None);
+            }
+            frames::encode(&bytes, frame_size, level, Some(&changed)).map(|encoded| Some((encoded, base)))
+        })
+        .await
+        .map_err(|e| self.task_failed(e))?
+        .map_err(|e| Error::invalid(OP, format!("compressing chunk {index} of {}: {e}", self.path.display())))?;
+        let Some(((object, own), base)) = encoded else { return Ok(None) };
+        let name = manifest::delta_name(hash, self.frame_size, base_hash);
+        // Its objects: its own, then the base's it takes frames from, each named once.
+        let base_names = base.names(|| whole_name(base_hash, self.frame_size));
+        let mut names = vec![name.clone()];
+        let mut frames = base.frames.clone();
+        for frame in &mut frames {
+            let from = &base_names[frame.object as usize];
+            let at = names.iter().position(|n| n == from).unwrap_or_else(|| {
+                names.push(from.clone());
+                names.len() - 1
+            });
+            frame.object = u8::try_from(at).map_err(|_| Error::invalid(OP, "a delta of more than 255 objects"))?;
+        }
+        for (at, frame) in own {
+            frames[at] = frame;
+        }
+        let key = format!("{}{name}", self.prefix);
+        let path = self.location.path_of(&key)?;
+        let what = format!("chunk {index} of {} ({})", self.path.display(), self.location.url_of(&key));
+        let len = object.len() as u64;
+        self.put(&path, &what, object, Attributes::new()).await?;
+        Ok(Some(Stored { len, frames, objects: Some(names) }))
     }
 
     /// Chunk `index`'s bytes and hash, or `None` for a hole (no data in the file there, found with
@@ -356,7 +454,7 @@ impl Push {
                 self.store.get_range(path, range).await.map_err(|e| remote_error("GET", what, &e))
             })
             .await?;
-        Ok(frames::parse_table(&table, count, stored).map(|frames| Stored { len: stored, frames }))
+        Ok(frames::parse_table(&table, count, stored).map(|frames| Stored { len: stored, frames, objects: None }))
     }
 
     async fn put(
@@ -395,14 +493,8 @@ impl Push {
     }
 }
 
-/// The chunks a base snapshot lists (hash: stored length) and its chunk prefix.
-async fn read_base(
-    base: &str,
-    location: &Location,
-    store: &dyn ObjectStore,
-    chunk_size: u64,
-    frame_size: u64,
-) -> Result<(HashMap<String, Stored>, Option<String>)> {
+/// A base snapshot's manifest, read and checked against this push.
+async fn read_base(base: &str, location: &Location, store: &dyn ObjectStore, chunk_size: u64) -> Result<Manifest> {
     let base_location = Location::parse(base)?;
     if !base_location.same_store(location) {
         return Err(Error::invalid(
@@ -432,17 +524,30 @@ async fn read_base(
             ),
         ));
     }
-    // Chunks framed otherwise (or pushed before frames) are other objects: not known.
-    let known = match manifest.frame_size {
-        Some(frame) if frame == frame_size => manifest
-            .list
-            .iter()
-            .flatten()
-            .filter_map(|chunk| Some((chunk.hash.clone(), Stored { len: chunk.stored, frames: chunk.frames()? })))
-            .collect(),
-        _ => HashMap::new(),
+    Ok(manifest)
+}
+
+/// What a base's chunks give a push under `prefix`: how each hash is stored, and the chunk at
+/// each place. Nothing when its chunks are framed otherwise (or pushed before frames): they are
+/// other objects; nor when they are under another prefix, which this push's manifest cannot name.
+fn base_chunks(base: &Manifest, frame_size: u64, prefix: &str) -> (HashMap<String, Stored>, Beneath) {
+    if base.frame_size != Some(frame_size) || base.chunks != prefix {
+        return (HashMap::new(), Vec::new());
+    }
+    let stored = |chunk: &Chunk| {
+        Some((
+            chunk.hash.clone(),
+            Stored { len: chunk.stored, frames: chunk.frames()?, objects: chunk.objects.clone() },
+        ))
     };
-    Ok((known, Some(manifest.chunks)))
+    let beneath: Vec<_> = base.list.iter().map(|chunk| chunk.as_ref().and_then(stored)).collect();
+    let known = beneath.iter().flatten().cloned().collect();
+    (known, beneath)
+}
+
+/// The name of a chunk's own object, stored whole, under the chunk prefix.
+fn whole_name(hash: &str, frame_size: u64) -> String {
+    manifest::chunk_key("", hash, Some(frame_size))
 }
 
 /// A chunk prefix given by the caller: a plain key prefix, ending in `/` (added if missing).
