@@ -169,8 +169,8 @@ struct Snapshot {
 
 impl Snapshot {
     /// The name of chunk `index` in errors: its index, the snapshot's URL, the chunk's own URL.
-    fn describe(&self, url: &str, index: u64, hash: &str) -> String {
-        format!("chunk {index} of {url} ({})", self.location.url_of(&self.manifest.chunk_key(hash)))
+    fn describe(&self, url: &str, index: u64, chunk: &manifest::Chunk) -> String {
+        format!("chunk {index} of {url} ({})", self.location.url_of(&self.manifest.object_key(chunk, 0)))
     }
 }
 
@@ -490,7 +490,7 @@ impl ObjectSource {
             // A delta: its frames from its objects, and the whole checked against its hash.
             let bytes = self.get_frames(index, 0, len as u64).await?;
             let got = manifest::hash_of(&bytes);
-            let what = snapshot.describe(self.url(), index, &chunk.hash);
+            let what = snapshot.describe(self.url(), index, chunk);
             let checked = if got == chunk.hash {
                 Ok(bytes)
             } else {
@@ -498,7 +498,7 @@ impl ObjectSource {
             };
             return self.found_corrupt(index, checked);
         }
-        let what = snapshot.describe(self.url(), index, &chunk.hash);
+        let what = snapshot.describe(self.url(), index, chunk);
         let path = snapshot.location.path_of(&snapshot.manifest.chunk_key(&chunk.hash))?;
         let stored = self.fetcher.get_object(&path, None, chunk.stored, &what, &self.breaker).await;
         let decoded = match self.watch(stored) {
