@@ -7,7 +7,7 @@
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fault::Dispatch;
-use crate::reader::{self, peer_gone, Reader};
+use crate::reader::{self, Ended, Reader};
 use crate::sys::uapi;
 use nix::errno::Errno;
 use std::time::{Duration, Instant};
@@ -83,22 +83,21 @@ fn pull_turn(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec
     }
     let mut batch = pulling.take_backlog();
     let seen = reader::take(engine, &mut puller.reader, &mut batch);
-    if seen.failed {
-        pulling.defer(batch);
-        return Err(Error::sys(OP, Errno::EIO, "the userfaultfd reported POLLERR"));
+    if !seen.failed {
+        engine.faults().mark_delivered(Some(puller.generation), &batch);
     }
-    engine.faults().mark_delivered(Some(puller.generation), &batch);
     drop(state);
-    reader::settle_self_faults(engine, &mut puller.reader);
-    if seen.hung_up {
-        // Said through hand_over, which tells the owner (a reading worker's owner must close too,
-        // or what keeps its process alive for the peer never lets go).
-        if engine.first_to_see_hang_up() {
-            engine.hand_over(vec![peer_gone()]);
+    match reader::after_turn(engine, &mut puller.reader, &seen) {
+        Some(Ended::Failed) => {
+            pulling.defer(batch);
+            Err(Error::sys(OP, Errno::EIO, "the userfaultfd reported POLLERR"))
         }
-        engine.close();
+        Some(Ended::HungUp) => {
+            reader::say_hang_up(engine, Vec::new());
+            Ok(batch)
+        }
+        None => Ok(batch),
     }
-    Ok(batch)
 }
 
 /// For a resolve on the puller's thread that the kernel refused for unread events: reads what is
@@ -118,13 +117,15 @@ pub fn read_pending(engine: &Engine) -> bool {
 /// On a loop thread: steps aside while a handler reads, until it stops or the fd closes. While
 /// parked it takes a turn for a puller that is stuck out of `pull` with messages waiting (its own
 /// thread faulted, or its handler blocks), and when the puller stops it hands on what the puller
-/// had read but not taken.
-pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) {
+/// had read but not taken. Returns whether the loop thread reads on (a rescue's turn may end it,
+/// as its own would).
+pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) -> bool {
     let pulling = &engine.pulling;
     let mut state = pulling.lock();
     if state.pullers.is_empty() {
-        return;
+        return true;
     }
+    let mut reads_on = true;
     state.parked += 1;
     pulling.changed.notify_all();
     while !state.pullers.is_empty() && !engine.is_closed() {
@@ -140,19 +141,19 @@ pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) {
         if state.pullers.is_empty() || engine.is_closed() || !pulling.stuck() {
             continue;
         }
+        let news = reader.look_now();
         let overdue = engine.table().next_deadline().is_some_and(|deadline| deadline <= Instant::now());
-        if !overdue && !engine.has_retries() && !engine.resolver.fd.messages_waiting() {
+        if !news && !overdue && !engine.has_retries() && !engine.resolver.fd.messages_waiting() {
             continue;
         }
         let mut batch = pulling.take_backlog();
-        reader.assume_readable();
-        reader::take(engine, reader, &mut batch);
+        let seen = reader::take(engine, reader, &mut batch);
         drop(state);
-        reader::settle_self_faults(engine, reader);
-        if !batch.is_empty() {
-            engine.hand_over(batch);
-        }
+        reads_on = reader::hand_over_turn(engine, reader, &seen, batch);
         state = pulling.lock();
+        if !reads_on {
+            break;
+        }
     }
     state.parked -= 1;
     drop(state);
@@ -160,4 +161,5 @@ pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) {
     if !left.is_empty() {
         engine.hand_over(left);
     }
+    reads_on
 }

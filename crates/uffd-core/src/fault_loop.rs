@@ -5,7 +5,7 @@
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::pump::Ring;
-use crate::reader::{self, loop_failed, peer_gone, Reader};
+use crate::reader::{self, loop_failed, Reader};
 use crate::sys::uapi;
 use nix::errno::Errno;
 use std::sync::Arc;
@@ -47,27 +47,11 @@ fn run(engine: &Engine, reader: &mut Reader) {
         if engine.is_closed() {
             return;
         }
-        reader::settle_self_faults(engine, reader);
-        if seen.failed {
-            batch.push(loop_failed(
-                "the userfaultfd reported POLLERR (is it blocking, or was it released?)".into(),
-                None,
-            ));
-            return engine.hand_over(batch);
+        if !reader::hand_over_turn(engine, reader, &seen, batch) {
+            return;
         }
-        if seen.hung_up {
-            // The peer hung up (it exited, or closed its socket): nothing is left to serve.
-            if engine.first_to_see_hang_up() {
-                batch.push(peer_gone());
-            }
-            engine.hand_over(batch);
-            return engine.close();
-        }
-        if !batch.is_empty() {
-            engine.hand_over(batch);
-        }
-        if seen.poked || engine.pulling.pulled() {
-            crate::direct::park_while_pulled(engine, reader);
+        if (seen.poked || engine.pulling.pulled()) && !crate::direct::park_while_pulled(engine, reader) {
+            return;
         }
     }
 }

@@ -127,11 +127,80 @@ impl Reader {
         Ok(())
     }
 
-    /// Takes the fd as ready without waiting (a rescue of a stuck puller).
-    pub fn assume_readable(&mut self) {
+    /// For a rescue of a stuck puller: what is ready now, without waiting (the peer's hang-up,
+    /// POLLERR), and the fd as readable (a puller watching it may have taken its wake-up). Returns
+    /// whether anything besides the fd and the poke was ready.
+    pub fn look_now(&mut self) -> bool {
         self.ready.clear();
-        self.ready.push(Ready { token: Token::Uffd, failed: false });
+        if let Ok(ready) = self.poller.wait(Some(Duration::ZERO), Duration::ZERO) {
+            self.ready.extend(ready.filter(|r| r.token != Token::Uffd || r.failed));
+        }
+        let news = self.ready.iter().any(|r| r.token != Token::Poke);
+        if !self.ready.iter().any(|r| r.token == Token::Uffd) {
+            self.ready.push(Ready { token: Token::Uffd, failed: false });
+        }
+        news
     }
+}
+
+/// Why a turn ends its reader's reading.
+pub enum Ended {
+    /// The fd reported POLLERR.
+    Failed,
+    /// The peer hung up: the fd is closed.
+    HungUp,
+}
+
+/// The step after every turn, whoever took it, once it holds no lock: the turn's self-faults are
+/// said and resolved, and what it saw is judged alike for every reader. `None`: read on.
+pub fn after_turn(engine: &Engine, reader: &mut Reader, seen: &Seen) -> Option<Ended> {
+    settle_self_faults(engine, reader);
+    if seen.failed {
+        Some(Ended::Failed)
+    } else if seen.hung_up {
+        Some(Ended::HungUp)
+    } else {
+        None
+    }
+}
+
+/// The end of a turn whose batch is handed over (a loop thread's, or a rescue's). Returns whether
+/// the reader reads on.
+pub fn hand_over_turn(engine: &Engine, reader: &mut Reader, seen: &Seen, mut batch: Vec<Dispatch>) -> bool {
+    match after_turn(engine, reader, seen) {
+        Some(Ended::Failed) => {
+            batch.push(loop_failed(
+                "the userfaultfd reported POLLERR (is it blocking, or was it released?)".into(),
+                None,
+            ));
+            engine.hand_over(batch);
+            false
+        }
+        Some(Ended::HungUp) => {
+            say_hang_up(engine, batch);
+            false
+        }
+        None => {
+            if !batch.is_empty() {
+                engine.hand_over(batch);
+            }
+            true
+        }
+    }
+}
+
+/// The peer hung up (it exited, or closed its socket): nothing is left to serve. Hands `said`
+/// over with the hang-up after it (said once, by the first reader to see it) through
+/// `hand_over`, which tells the owner (a reading worker's owner must close too, or what keeps its
+/// process alive for the peer never lets go), and closes the fd.
+pub fn say_hang_up(engine: &Engine, mut said: Vec<Dispatch>) {
+    if engine.first_to_see_hang_up() {
+        said.push(peer_gone());
+    }
+    if !said.is_empty() {
+        engine.hand_over(said);
+    }
+    engine.close();
 }
 
 /// One turn: waits up to `wait`, then takes what is ready into `batch`.
@@ -264,8 +333,8 @@ fn retry(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     engine.defer_retries(&mut reader.pending.retries);
 }
 
-/// Says and resolves the self-faults of the last turn. Called by every reader once it holds no
-/// lock (saying may remove a handler, which takes the readers' locks).
+/// Says and resolves the self-faults of the last turn, once the reader holds no lock (saying may
+/// remove a handler, which takes the readers' locks).
 pub fn settle_self_faults(engine: &Engine, reader: &mut Reader) {
     for fault in std::mem::take(&mut reader.pending.self_faults) {
         // Said first: when the thread runs again (and, say, closes at once), the word is there.
@@ -494,7 +563,7 @@ pub fn loop_failed(message: String, cause: Option<Error>) -> Dispatch {
 }
 
 /// The notice that the process whose memory this serves hung up.
-pub fn peer_gone() -> Dispatch {
+fn peer_gone() -> Dispatch {
     Dispatch::Notice(Notice {
         kind: NoticeKind::PeerGone,
         message: "the process whose memory this userfaultfd serves hung up: the userfaultfd was closed".into(),
