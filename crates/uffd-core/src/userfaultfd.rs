@@ -1,8 +1,7 @@
 //! A userfaultfd: the public face of the engine. Opening or adopting one, registering ranges,
 //! installing handlers, resolving faults; each call checks its arguments and delegates to the
-//! part that owns the state (`engine.rs` lists them). A fault's path: `reader.rs`.
+//! part that owns the state (`engine.rs` lists them). A fault's path: `readers/turn.rs`.
 
-use crate::direct::{self, Puller};
 use crate::dirty::{self, DirtyMethod};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -10,6 +9,7 @@ use crate::fault::{Child, Dispatch, FaultSink, Notice, NoticeKind};
 use crate::fd::{self, Fd, Negotiated};
 use crate::handlers::Installed;
 use crate::prefetch::{self, Prefetch, PrefetchReport};
+use crate::readers::{loop_thread, puller};
 use crate::region::{Region, RemoteRange};
 use crate::registrations::Registrations;
 use crate::registry::Registry;
@@ -17,7 +17,7 @@ use crate::resolve::{Park, Protect, Resolver, Wake};
 use crate::source::Served;
 use crate::stats::Snapshot;
 use crate::sys::uapi;
-use crate::{adopt, answer, fault_loop};
+use crate::{adopt, answer};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -25,6 +25,7 @@ use std::time::Duration;
 pub use crate::answer::{Finish, Resolution};
 pub use crate::fd::Probe;
 pub use crate::options::{Fallback, Modes, Options};
+pub use crate::readers::puller::Puller;
 
 static UFFDS: Registry<Userfaultfd> = Registry::new();
 
@@ -96,7 +97,7 @@ impl Userfaultfd {
         let resolver = Resolver::new(Fd::new(fd, negotiated), Registrations::of_regions(remote));
         let engine = Engine::new(UFFDS.next_id(), resolver, options, peer, Self::adopt_child)?;
         let uffd = Arc::new(Userfaultfd { engine: engine.clone() });
-        if let Err(err) = fault_loop::start(&engine) {
+        if let Err(err) = loop_thread::start(&engine) {
             engine.close();
             return Err(err);
         }
@@ -225,9 +226,9 @@ impl Userfaultfd {
     /// How a resolve on this thread waits for unread events: a thread that reads the fd itself
     /// reads them; any other waits for a reader.
     fn with_park<T>(&self, f: impl FnOnce(Park<'_>) -> T) -> T {
-        let read = || direct::read_pending(&self.engine);
+        let read = || puller::read_pending(&self.engine);
         let engine = &self.engine;
-        if engine.pulling.is_puller_thread(current_thread_id()) {
+        if engine.is_puller_thread(current_thread_id()) {
             f(Park::ReadFirst(&read))
         } else {
             f(Park::UntilRead)
@@ -342,7 +343,7 @@ impl Userfaultfd {
             Installed::Current { generation, replaced, queued } => {
                 for previous in replaced {
                     // A handler that read the fd itself is replaced: the loop threads read again.
-                    engine.pulling.stop(previous);
+                    engine.stop_pulling(previous);
                 }
                 if !queued.is_empty() {
                     engine.hand_over(queued);
@@ -356,7 +357,7 @@ impl Userfaultfd {
     /// now): the others are replaced, as `set_handler` replaces them, their readers stop.
     pub fn keep_handlers(&self, generations: &[u64]) {
         for replaced in self.engine.handlers.keep_only(generations) {
-            self.engine.pulling.stop(replaced);
+            self.engine.stop_pulling(replaced);
         }
     }
 
@@ -365,7 +366,7 @@ impl Userfaultfd {
     pub fn retire_handlers(&self, generations: &[u64]) {
         for &generation in generations {
             self.engine.handlers.remove(generation);
-            self.engine.pulling.stop(generation);
+            self.engine.stop_pulling(generation);
         }
     }
 
@@ -399,22 +400,22 @@ impl Userfaultfd {
 
     /// Makes the handler of `generation` (installed on this thread) the reader of the fd.
     pub fn start_pulling(&self, generation: u64) -> Result<Puller> {
-        direct::start(&self.engine, generation, current_thread_id())
+        puller::start(&self.engine, generation, current_thread_id())
     }
 
     /// Hands reading back to the loop threads (a no-op unless `generation` reads).
     pub fn stop_pulling(&self, generation: u64) {
-        self.engine.pulling.stop(generation)
+        self.engine.stop_pulling(generation)
     }
 
-    /// One turn on the handler's thread: see `direct::pull`.
+    /// One turn on the handler's thread: see `puller::pull`.
     pub fn pull(&self, puller: &mut Puller, wait: Duration) -> Result<Vec<Dispatch>> {
-        direct::pull(&self.engine, puller, wait)
+        puller::pull(&self.engine, puller, wait)
     }
 
     /// Items a reading handler took but could not hold this time: the next `pull` returns them.
     pub fn defer_to_next_pull(&self, items: Vec<Dispatch>) {
-        self.engine.pulling.defer(items)
+        self.engine.defer_to_next_pull(items)
     }
 
     /// When the first fault came, and native sources' fault latency.

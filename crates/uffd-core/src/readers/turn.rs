@@ -1,28 +1,24 @@
-//! The reader's turn: how a message read from the fd becomes a resolved page or a batch item.
+//! The turn every reader takes, and the step after it: how a message read from the fd becomes a
+//! resolved page or a batch item. Who reads, and the words for it: `reading.rs`.
 //!
-//! Glossary (the same words in the binding and the TypeScript):
 //! - **message**: one `struct uffd_msg` read from the fd (`sys/msg.rs`).
-//! - **reader**: a thread that reads the fd and takes turns: a loop thread (`fault_loop.rs`, one
-//!   per `readers`), a handler that reads the fd itself (a *puller*, `direct.rs`), or a parked loop
-//!   thread that takes a turn for a stuck puller (a *rescue*).
 //! - **turn**: wait, drain, parse, admit, serve natively or fall back, events before faults, end of
-//!   turn. [`turn`] below, the same for every reader.
+//!   turn ([`turn`]); then, once no lock is held, [`after_turn`], the same for every reader.
 //! - **admit**: a fault enters the fault table once per page; a second message for the page is a
 //!   *duplicate*, a fault of the handler's own thread a *self-fault* (`fault_table.rs`).
 //! - **batch**: what a turn hands on: faults for the handler, events, notices (`fault.rs`
 //!   `Dispatch`); the binding packs its faults into a Float64Array (`batch.rs`).
 //! - **sink**: who a batch is handed to: the handler, or the owner for what no handler hears
 //!   (`handlers.rs`).
-//! - **retry**: what the kernel refused for an unread event during a turn (EAGAIN): a reader never
-//!   waits for itself, it retries at the end of its turn, once the events are read.
 
-use crate::engine::{Engine, Faulted, Retry};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fallback::{self_fault_notice, source_failed_notice, Fell};
 use crate::fault::{Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
 use crate::fault_table::FaultState;
 use crate::native;
 use crate::object_faults;
+use crate::reading::{Faulted, Retry};
 use crate::registrations::Registration;
 use crate::resolve::Park;
 use crate::source::{Scratch, Served};
@@ -38,7 +34,7 @@ use std::time::{Duration, Instant};
 /// Where a reader takes its messages from: the fd, or the pump's ring (`pump.rs`).
 pub enum Messages {
     Fd(Buffer),
-    Ring(Arc<crate::pump::Ring>),
+    Ring(Arc<crate::readers::pump::Ring>),
 }
 
 /// One reader's own means: its poller, its messages, its scratch buffer, what its turn left to do.
@@ -79,7 +75,7 @@ pub struct Seen {
 impl Reader {
     /// A reader of `engine`'s fd (or of `ring`), watching its stop and peer, and, for a loop
     /// thread, its poke. Several loop threads watch the fd exclusively: one is woken per message.
-    pub fn new(engine: &Engine, ring: Option<Arc<crate::pump::Ring>>, loop_thread: bool) -> Result<Reader> {
+    pub fn new(engine: &Engine, ring: Option<Arc<crate::readers::pump::Ring>>, loop_thread: bool) -> Result<Reader> {
         let poller = Poller::new()?;
         let messages = match ring {
             Some(ring) => {
@@ -94,12 +90,12 @@ impl Reader {
                 Messages::Fd(Buffer::default())
             }
         };
-        engine.stop.watched_by(&poller, Token::Stop)?;
-        if let Some(peer) = engine.peer().as_ref() {
+        engine.reading().stop_waker().watched_by(&poller, Token::Stop)?;
+        if let Some(peer) = engine.reading().peer().as_ref() {
             poller.watch(peer.as_fd(), Token::Peer, Watch::HangUp)?;
         }
         if loop_thread {
-            engine.poke.watched_by(&poller, Token::Poke)?;
+            engine.reading().poke_waker().watched_by(&poller, Token::Poke)?;
         }
         Ok(Reader { poller, messages, scratch: Scratch::default(), pending: Pending::default(), ready: Vec::new() })
     }
@@ -120,7 +116,7 @@ impl Reader {
     /// for what `take` then takes.
     pub fn wait(&mut self, engine: &Engine, wait: Option<Duration>) -> Result<()> {
         let deadline = engine.table().next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
-        let retry = engine.has_retries().then_some(Duration::from_millis(1));
+        let retry = engine.reading().has_retries().then_some(Duration::from_millis(1));
         let wait = [wait, deadline, retry].into_iter().flatten().min();
         self.ready.clear();
         self.ready.extend(self.poller.wait(wait, engine.options.spin)?);
@@ -194,7 +190,7 @@ pub fn hand_over_turn(engine: &Engine, reader: &mut Reader, seen: &Seen, mut bat
 /// `hand_over`, which tells the owner (a reading worker's owner must close too, or what keeps its
 /// process alive for the peer never lets go), and closes the fd.
 pub fn say_hang_up(engine: &Engine, mut said: Vec<Dispatch>) {
-    if engine.first_to_see_hang_up() {
+    if engine.reading().first_to_see_hang_up() {
         said.push(peer_gone());
     }
     if !said.is_empty() {
@@ -222,10 +218,11 @@ pub fn take(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) -> 
                 // Left readable while a handler reads: every loop thread must see it and park (a
                 // cleared eventfd would wake only the first of several). Cleared, then looked at
                 // again: a handler that started meanwhile has its poke back.
-                if !engine.pulling.pulled() {
-                    engine.poke.clear();
-                    if engine.pulling.pulled() {
-                        engine.poke.wake();
+                let reading = engine.reading();
+                if !reading.pulled() {
+                    reading.poke_waker().clear();
+                    if reading.pulled() {
+                        reading.poke_waker().wake();
                     }
                 }
                 seen.poked = true;
@@ -249,7 +246,7 @@ pub fn take(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) -> 
 /// applied); then the native faults are served, outside the lock, by this reader.
 pub fn drain(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     {
-        let _read = engine.read_lock();
+        let _read = engine.reading().read_lock();
         match &mut reader.messages {
             Messages::Ring(ring) => {
                 for message in ring.take() {
@@ -305,14 +302,14 @@ fn end_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     retry(engine, reader, batch);
     if engine.options.timeout.is_some() {
         expire(engine, reader, batch);
-        engine.defer_retries(&mut reader.pending.retries);
+        engine.reading().defer_retries(&mut reader.pending.retries);
     }
 }
 
 /// Retries what the kernel refused for unread events, this reader's and any other's; refused
 /// again, it waits for the next turn of any reader.
 fn retry(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
-    let mut retries = engine.take_retries();
+    let mut retries = engine.reading().take_retries();
     retries.append(&mut reader.pending.retries);
     for retry in retries {
         match retry {
@@ -330,7 +327,7 @@ fn retry(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
             },
         }
     }
-    engine.defer_retries(&mut reader.pending.retries);
+    engine.reading().defer_retries(&mut reader.pending.retries);
 }
 
 /// Says and resolves the self-faults of the last turn, once the reader holds no lock (saying may
@@ -345,7 +342,7 @@ pub fn settle_self_faults(engine: &Engine, reader: &mut Reader) {
             Fell::Resolved => {}
         }
     }
-    engine.defer_retries(&mut reader.pending.retries);
+    engine.reading().defer_retries(&mut reader.pending.retries);
 }
 
 fn take_message(engine: &Engine, message: Message, pending: &mut Pending, batch: &mut Vec<Dispatch>) {

@@ -1,11 +1,12 @@
-//! The loop threads: each takes turns (`reader::turn`) and hands each turn's batch over, until the
+//! The loop threads: each takes turns (`turn::turn`) and hands each turn's batch over, until the
 //! fd closes. They sleep only in epoll. While a handler reads the fd itself they park
-//! (`direct::park_while_pulled`). With EVENT_FORK one loop thread reads through a pump.
+//! (`puller::park_while_pulled`). With EVENT_FORK one loop thread reads through a pump.
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::pump::Ring;
-use crate::reader::{self, loop_failed, Reader};
+use crate::readers::puller;
+use crate::readers::pump::Ring;
+use crate::readers::turn::{self, loop_failed, Reader};
 use crate::sys::uapi;
 use nix::errno::Errno;
 use std::sync::Arc;
@@ -13,11 +14,15 @@ use std::sync::Arc;
 /// Starts the engine's loop threads (`options.readers` of them; one, behind a pump, with EVENT_FORK).
 pub fn start(engine: &Arc<Engine>) -> Result<()> {
     if engine.resolver.fd.features() & uapi::FEATURE_EVENT_FORK != 0 {
-        // Fork events come through a pump thread that never allocates (pump.rs).
+        // Fork events come through a pump thread that never allocates (`pump.rs`).
         let ring = Ring::new()?;
         let reader = Reader::new(engine, Some(ring.clone()), true)?;
         let fd = engine.resolver.fd.duplicate()?;
-        engine.add_thread(ring.spawn(fd, &engine.stop, format!("uffd-pump-{}", engine.id))?);
+        engine.reading().add_thread(ring.spawn(
+            fd,
+            engine.reading().stop_waker(),
+            format!("uffd-pump-{}", engine.id),
+        )?);
         return spawn(engine, reader, 0);
     }
     for index in 0..engine.options.readers() {
@@ -33,24 +38,24 @@ fn spawn(engine: &Arc<Engine>, mut reader: Reader, index: usize) -> Result<()> {
         .name(name)
         .spawn(move || run(&looping, &mut reader))
         .map_err(|e| Error::sys("pthread_create", Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)), ""))?;
-    engine.add_thread(thread);
+    engine.reading().add_thread(thread);
     Ok(())
 }
 
 fn run(engine: &Engine, reader: &mut Reader) {
     while !engine.is_closed() {
         let mut batch = Vec::new();
-        let seen = match reader::turn(engine, reader, None, &mut batch) {
+        let seen = match turn::turn(engine, reader, None, &mut batch) {
             Ok(seen) => seen,
             Err(err) => return engine.hand_over(vec![loop_failed(format!("epoll_wait failed: {err}"), None)]),
         };
         if engine.is_closed() {
             return;
         }
-        if !reader::hand_over_turn(engine, reader, &seen, batch) {
+        if !turn::hand_over_turn(engine, reader, &seen, batch) {
             return;
         }
-        if (seen.poked || engine.pulling.pulled()) && !crate::direct::park_while_pulled(engine, reader) {
+        if (seen.poked || engine.reading().pulled()) && !puller::park_while_pulled(engine, reader) {
             return;
         }
     }
