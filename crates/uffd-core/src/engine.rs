@@ -5,13 +5,17 @@
 
 use crate::error::Result;
 use crate::fallback::{abandon, abandoned_notice, fall_back, handler_gone_notice, Fell};
-use crate::fault::{Child, Dispatch, Fault, FaultKind, Notice, NoticeKind};
+use crate::fault::{Child, Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
 use crate::fault_table::{FaultTable, InFlight};
+use crate::fd::{Fd, Negotiated};
 use crate::handlers::{Faults, Handlers};
 use crate::options::Options;
 use crate::reading::Reading;
 use crate::region::{Region, RemoteRange};
+use crate::registrations::Registration;
 use crate::resolve::{Park, Resolver};
+use crate::source::Served;
+use crate::stats::Counters;
 use crate::sys::{ioctl, uapi};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,19 +28,19 @@ use std::time::Instant;
 pub type AdoptChild = fn(OwnedFd, &[RemoteRange], &Options) -> Result<Child>;
 
 pub struct Engine {
-    pub id: u64,
-    pub resolver: Resolver,
-    pub table: Mutex<FaultTable>,
+    id: u64,
+    resolver: Resolver,
+    table: Mutex<FaultTable>,
     next_fault_id: AtomicU64,
-    pub handlers: Handlers,
+    handlers: Handlers,
     reading: Reading,
-    pub options: Options,
+    options: Options,
     /// Set first by `close()`, which may let the readers read on for a moment (see
     /// `settle_pending_forks`) before the fd counts as closed.
     closing: AtomicBool,
-    pub adopt_child: AdoptChild,
+    adopt_child: AdoptChild,
     /// Itself, for work that outlives a call (an object source's request).
-    pub this: Weak<Engine>,
+    this: Weak<Engine>,
 }
 
 impl Engine {
@@ -61,6 +65,59 @@ impl Engine {
             adopt_child,
             this: this.clone(),
         }))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The resolver, for the parts that resolve pages (`native`, `prefetch`, `dirty`).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    pub fn fd(&self) -> &Fd {
+        &self.resolver.fd
+    }
+
+    pub fn features(&self) -> u64 {
+        self.resolver.fd.features()
+    }
+
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.resolver.fd.negotiated
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.resolver.counters
+    }
+
+    /// The registration covering `address`.
+    pub fn registration_at(&self, address: usize) -> Option<Registration<Served>> {
+        self.resolver.registration_at(address)
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    pub fn handlers(&self) -> &Handlers {
+        &self.handlers
+    }
+
+    /// Itself, for work that outlives a call (an object source's request); `None` once dropped.
+    pub fn this(&self) -> Option<Arc<Engine>> {
+        self.this.upgrade()
+    }
+
+    /// Adopts the userfaultfd of a forked child (see `AdoptChild`).
+    pub fn adopt_child(&self, fd: OwnedFd, ranges: &[RemoteRange], options: &Options) -> Result<Child> {
+        (self.adopt_child)(fd, ranges, options)
+    }
+
+    /// Applies an event read from the fd to the registrations and the faults in flight.
+    pub fn apply_event(&self, event: &mut UffdEvent) {
+        crate::events::apply(&self.resolver, &self.table, event);
     }
 
     pub fn is_closed(&self) -> bool {

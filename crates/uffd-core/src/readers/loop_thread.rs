@@ -4,35 +4,37 @@
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::readers::intake::loop_failed;
 use crate::readers::puller;
 use crate::readers::pump::Ring;
-use crate::readers::turn::{self, loop_failed, Reader};
+use crate::readers::turn::{self, Reader};
 use crate::sys::uapi;
 use nix::errno::Errno;
 use std::sync::Arc;
 
 /// Starts the engine's loop threads (`options.readers` of them; one, behind a pump, with EVENT_FORK).
 pub fn start(engine: &Arc<Engine>) -> Result<()> {
-    if engine.resolver.fd.features() & uapi::FEATURE_EVENT_FORK != 0 {
+    if engine.features() & uapi::FEATURE_EVENT_FORK != 0 {
         // Fork events come through a pump thread that never allocates (`pump.rs`).
         let ring = Ring::new()?;
         let reader = Reader::new(engine, Some(ring.clone()), true)?;
-        let fd = engine.resolver.fd.duplicate()?;
+        let fd = engine.fd().duplicate()?;
         engine.reading().add_thread(ring.spawn(
             fd,
             engine.reading().stop_waker(),
-            format!("uffd-pump-{}", engine.id),
+            format!("uffd-pump-{}", engine.id()),
         )?);
         return spawn(engine, reader, 0);
     }
-    for index in 0..engine.options.readers() {
+    for index in 0..engine.options().readers() {
         spawn(engine, Reader::new(engine, None, true)?, index)?;
     }
     Ok(())
 }
 
 fn spawn(engine: &Arc<Engine>, mut reader: Reader, index: usize) -> Result<()> {
-    let name = if index == 0 { format!("uffd-loop-{}", engine.id) } else { format!("uffd-loop-{}.{index}", engine.id) };
+    let name =
+        if index == 0 { format!("uffd-loop-{}", engine.id()) } else { format!("uffd-loop-{}.{index}", engine.id()) };
     let looping = engine.clone();
     let thread = std::thread::Builder::new()
         .name(name)

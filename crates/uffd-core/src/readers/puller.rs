@@ -33,11 +33,11 @@ impl Puller {
 /// other handlers that read: the loop threads step aside until the last stops, or is removed.
 pub fn start(engine: &Engine, generation: u64, thread_id: i32) -> Result<Puller> {
     const OP: &str = "handle";
-    if engine.resolver.fd.features() & uapi::FEATURE_EVENT_FORK != 0 {
+    if engine.features() & uapi::FEATURE_EVENT_FORK != 0 {
         // Fork events come through the pump thread (pump.rs), which only a loop thread drains.
         return Err(Error::unsupported(OP, "a handler cannot read the fd itself with EVENT_FORK"));
     }
-    if !engine.handlers.is_current(generation) {
+    if !engine.handlers().is_current(generation) {
         return Err(Error::invalid(OP, "only the installed handler can read the fd"));
     }
     let reader = Reader::new(engine, None, false)?;
@@ -46,7 +46,7 @@ pub fn start(engine: &Engine, generation: u64, thread_id: i32) -> Result<Puller>
     reading.add_puller(&mut pullers, generation, thread_id);
     reading.poke_waker().wake();
     let deadline = Instant::now() + HANDOVER_AT_MOST;
-    while pullers.parked < engine.options.readers() && !engine.is_closed() {
+    while pullers.parked < engine.options().readers() && !engine.is_closed() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             reading.remove_puller(&mut pullers, generation);
@@ -107,7 +107,7 @@ pub fn read_pending(engine: &Engine) -> bool {
         return false;
     };
     let mut batch = Vec::new();
-    turn::drain_pending(engine, &mut reader, &mut batch);
+    turn::drain_outside_turn(engine, &mut reader, &mut batch);
     turn::settle_self_faults(engine, &mut reader);
     let read = !batch.is_empty();
     engine.reading().backlog().extend(batch);
@@ -142,7 +142,7 @@ pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) -> bool {
         }
         let news = reader.look_now();
         let overdue = engine.table().next_deadline().is_some_and(|deadline| deadline <= Instant::now());
-        if !news && !overdue && !reading.has_retries() && !engine.resolver.fd.messages_waiting() {
+        if !news && !overdue && !reading.has_retries() && !engine.fd().messages_waiting() {
             continue;
         }
         let mut batch = reading.take_backlog();

@@ -13,20 +13,14 @@
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::fallback::{self_fault_notice, source_failed_notice, Fell};
-use crate::fault::{Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
-use crate::fault_table::FaultState;
-use crate::native;
-use crate::object_faults;
-use crate::reading::{Faulted, Retry};
-use crate::registrations::Registration;
+use crate::fallback::{self_fault_notice, Fell};
+use crate::fault::{Dispatch, Notice, NoticeKind};
+use crate::readers::intake::{self, loop_failed, AfterRead};
+use crate::reading::Retry;
 use crate::resolve::Park;
-use crate::source::{Scratch, Served};
-use crate::stats::bump;
-use crate::sys::msg::{Buffer, Message};
+use crate::source::Scratch;
+use crate::sys::msg::Buffer;
 use crate::sys::poller::{Poller, Ready, Token, Watch};
-use crate::sys::uapi;
-use nix::errno::Errno;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,23 +36,9 @@ pub struct Reader {
     poller: Poller,
     messages: Messages,
     scratch: Scratch,
-    pending: Pending,
+    after_read: AfterRead,
     /// What the last wait found ready.
     ready: Vec<Ready>,
-}
-
-/// What a turn read and does after the read lock: native faults to serve, refused work to retry,
-/// self-faults to say and resolve once no lock is held.
-#[derive(Default)]
-struct Pending {
-    natives: Vec<Native>,
-    retries: Vec<Retry>,
-    self_faults: Vec<Fault>,
-}
-
-struct Native {
-    registration: Registration<Served>,
-    faulted: Faulted,
 }
 
 /// What a turn saw besides its batch.
@@ -84,9 +64,9 @@ impl Reader {
             }
             None => {
                 // Pullers may be several, as loop threads may: each message wakes one of them.
-                let several = !loop_thread || engine.options.readers() > 1;
+                let several = !loop_thread || engine.options().readers() > 1;
                 let how = if several { Watch::ReadableExclusive } else { Watch::Readable };
-                engine.resolver.fd.with_borrowed("epoll_ctl", |fd| poller.watch(fd, Token::Uffd, how))?;
+                engine.fd().with_borrowed("epoll_ctl", |fd| poller.watch(fd, Token::Uffd, how))?;
                 Messages::Fd(Buffer::default())
             }
         };
@@ -97,7 +77,13 @@ impl Reader {
         if loop_thread {
             engine.reading().poke_waker().watched_by(&poller, Token::Poke)?;
         }
-        Ok(Reader { poller, messages, scratch: Scratch::default(), pending: Pending::default(), ready: Vec::new() })
+        Ok(Reader {
+            poller,
+            messages,
+            scratch: Scratch::default(),
+            after_read: AfterRead::default(),
+            ready: Vec::new(),
+        })
     }
 
     /// A reader that only drains (a puller's resolve refused for unread events): it never waits,
@@ -107,7 +93,7 @@ impl Reader {
             poller: Poller::new()?,
             messages: Messages::Fd(Buffer::default()),
             scratch: Scratch::default(),
-            pending: Pending::default(),
+            after_read: AfterRead::default(),
             ready: Vec::new(),
         })
     }
@@ -119,7 +105,7 @@ impl Reader {
         let retry = engine.reading().has_retries().then_some(Duration::from_millis(1));
         let wait = [wait, deadline, retry].into_iter().flatten().min();
         self.ready.clear();
-        self.ready.extend(self.poller.wait(wait, engine.options.spin)?);
+        self.ready.extend(self.poller.wait(wait, engine.options().spin)?);
         Ok(())
     }
 
@@ -250,14 +236,14 @@ pub fn drain(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
         match &mut reader.messages {
             Messages::Ring(ring) => {
                 for message in ring.take() {
-                    take_message(engine, message, &mut reader.pending, batch);
+                    intake::take_message(engine, message, &mut reader.after_read, batch);
                 }
             }
             Messages::Fd(buffer) => loop {
-                match engine.resolver.fd.read(buffer) {
+                match engine.fd().read(buffer) {
                     Ok(count) => {
                         for message in buffer.parse(count) {
-                            take_message(engine, message, &mut reader.pending, batch);
+                            intake::take_message(engine, message, &mut reader.after_read, batch);
                         }
                         if count < crate::sys::msg::MESSAGES_PER_READ {
                             break;
@@ -272,17 +258,17 @@ pub fn drain(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
             },
         }
     }
-    let mut natives = std::mem::take(&mut reader.pending.natives);
+    let mut natives = std::mem::take(&mut reader.after_read.natives);
     for native in &natives {
-        serve_native(engine, reader, native, batch);
+        intake::serve_native(engine, &mut reader.scratch, &mut reader.after_read, native, batch);
     }
     natives.clear();
-    reader.pending.natives = natives;
+    reader.after_read.natives = natives;
 }
 
 /// Reads what is pending outside a turn (a puller's resolve refused for unread events): events
 /// are applied and the epoch moves; what was refused meanwhile is retried once they are read.
-pub fn drain_pending(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
+pub fn drain_outside_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     drain(engine, reader, batch);
     note_events_read(engine, batch);
     retry(engine, reader, batch);
@@ -291,7 +277,7 @@ pub fn drain_pending(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispa
 /// Parked resolves learn that events were read (the kernel lets them go once they are).
 fn note_events_read(engine: &Engine, batch: &[Dispatch]) {
     if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
-        engine.resolver.epoch.advance();
+        engine.resolver().epoch.advance();
     }
 }
 
@@ -300,9 +286,9 @@ fn note_events_read(engine: &Engine, batch: &[Dispatch]) {
 fn end_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     note_events_read(engine, batch);
     retry(engine, reader, batch);
-    if engine.options.timeout.is_some() {
-        expire(engine, reader, batch);
-        engine.reading().defer_retries(&mut reader.pending.retries);
+    if engine.options().timeout.is_some() {
+        intake::expire(engine, &mut reader.after_read, batch);
+        engine.reading().defer_retries(&mut reader.after_read.retries);
     }
 }
 
@@ -310,253 +296,39 @@ fn end_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
 /// again, it waits for the next turn of any reader.
 fn retry(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     let mut retries = engine.reading().take_retries();
-    retries.append(&mut reader.pending.retries);
+    retries.append(&mut reader.after_read.retries);
     for retry in retries {
         match retry {
             Retry::Message(faulted) => {
-                take_fault(engine, faulted, &mut reader.pending, batch);
-                let natives = std::mem::take(&mut reader.pending.natives);
+                intake::take_fault(engine, faulted, &mut reader.after_read, batch);
+                let natives = std::mem::take(&mut reader.after_read.natives);
                 for native in &natives {
-                    serve_native(engine, reader, native, batch);
+                    intake::serve_native(engine, &mut reader.scratch, &mut reader.after_read, native, batch);
                 }
             }
             Retry::Fallback(fault) => match engine.fall_back(&fault, Park::Never) {
-                Fell::Refused => reader.pending.retries.push(Retry::Fallback(fault)),
+                Fell::Refused => reader.after_read.retries.push(Retry::Fallback(fault)),
                 Fell::Failed(notice) => batch.push(Dispatch::Notice(notice)),
                 Fell::Resolved => {}
             },
         }
     }
-    engine.reading().defer_retries(&mut reader.pending.retries);
+    engine.reading().defer_retries(&mut reader.after_read.retries);
 }
 
 /// Says and resolves the self-faults of the last turn, once the reader holds no lock (saying may
 /// remove a handler, which takes the readers' locks).
 pub fn settle_self_faults(engine: &Engine, reader: &mut Reader) {
-    for fault in std::mem::take(&mut reader.pending.self_faults) {
+    for fault in std::mem::take(&mut reader.after_read.self_faults) {
         // Said first: when the thread runs again (and, say, closes at once), the word is there.
         engine.hand_over(vec![Dispatch::Notice(self_fault_notice(fault.clone()))]);
         match engine.fall_back(&fault, Park::Never) {
             Fell::Failed(notice) => engine.hand_over(vec![Dispatch::Notice(notice)]),
-            Fell::Refused => reader.pending.retries.push(Retry::Fallback(fault)),
+            Fell::Refused => reader.after_read.retries.push(Retry::Fallback(fault)),
             Fell::Resolved => {}
         }
     }
-    engine.reading().defer_retries(&mut reader.pending.retries);
-}
-
-fn take_message(engine: &Engine, message: Message, pending: &mut Pending, batch: &mut Vec<Dispatch>) {
-    let counters = &engine.resolver.counters;
-    bump(&counters.messages);
-    let event = match message {
-        Message::Fault { address, kind, write, thread_id } => {
-            bump(match kind {
-                FaultKind::Missing => &counters.faults_missing,
-                FaultKind::Minor => &counters.faults_minor,
-                FaultKind::WriteProtect => &counters.faults_wp,
-            });
-            counters.latency.fault_seen();
-            return take_fault(engine, Faulted { address, kind, write, thread_id }, pending, batch);
-        }
-        Message::Remove { start, end } => UffdEvent::Remove { region: region_at(engine, start), start, end },
-        Message::Unmap { start, end } => UffdEvent::Unmap { region: region_at(engine, start), start, end },
-        Message::Remap { from, to, len } => {
-            UffdEvent::Remap { region: region_at(engine, from), from, to, len, moved: None }
-        }
-        Message::Fork { fd } => UffdEvent::Fork { child: adopt_child(engine, fd, batch) },
-        Message::Unknown(code) => {
-            bump(&counters.errors);
-            return batch.push(loop_failed(
-                format!("a userfaultfd message could not be read: unrecognized event in uffd_msg: {code}"),
-                None,
-            ));
-        }
-    };
-    let mut event = event;
-    crate::events::apply(&engine.resolver, &engine.table, &mut event);
-    batch.push(Dispatch::Event(event));
-}
-
-fn region_at(engine: &Engine, address: usize) -> Option<Arc<crate::region::Region>> {
-    engine.resolver.registration_at(address).map(|reg| reg.region)
-}
-
-/// Adopts the userfaultfd of a forked child over this fd's registered ranges, with its options.
-fn adopt_child(engine: &Engine, fd: std::os::fd::OwnedFd, batch: &mut Vec<Dispatch>) -> Option<crate::fault::Child> {
-    let ranges: Vec<crate::region::RemoteRange> = engine
-        .resolver
-        .registrations()
-        .ranges()
-        .into_iter()
-        .map(|(start, end, page_size)| crate::region::RemoteRange { address: start, length: end - start, page_size })
-        .collect();
-    let features =
-        uapi::names_of(engine.resolver.fd.features(), uapi::FEATURES).iter().map(|s| s.to_string()).collect();
-    let options = crate::options::Options { features, user_mode_only: None, ..engine.options.clone() };
-    match (engine.adopt_child)(fd, &ranges, &options) {
-        Ok(child) => Some(child),
-        Err(err) => {
-            bump(&engine.resolver.counters.errors);
-            batch
-                .push(loop_failed(format!("the userfaultfd of a forked child could not be adopted: {err}"), Some(err)));
-            None
-        }
-    }
-}
-
-/// Takes a fault: a range with a native source is served by this reader (after the read), or
-/// waits for its object source's request; any other fault is admitted for the handler.
-fn take_fault(engine: &Engine, faulted: Faulted, pending: &mut Pending, batch: &mut Vec<Dispatch>) {
-    let Faulted { address, kind, write, thread_id } = faulted;
-    let registration = engine.resolver.registration_at(address);
-    if let Some(registration @ Registration { served: Some(served), .. }) = &registration {
-        let region = &registration.region;
-        let offset = (address - region.address()) & !(region.page_size() - 1);
-        let end = registration.end - region.address();
-        if object_faults::serve_later(engine, served, region, offset, end, address, kind, write, thread_id) {
-            return;
-        }
-        // A write to a range with a residency limit pins its page: served natively too.
-        let pins = kind == FaultKind::WriteProtect && served.residency().is_some();
-        if served.source().serves(kind) || pins {
-            return pending.natives.push(Native { registration: registration.clone(), faulted });
-        }
-    }
-    admit(engine, registration.map(|reg| reg.region), faulted, pending, batch);
-}
-
-/// Serves a native fault read in this turn (see `native::serve`); what the source does not serve
-/// goes to the handler.
-fn serve_native(engine: &Engine, reader: &mut Reader, native: &Native, batch: &mut Vec<Dispatch>) {
-    let Native { registration, faulted } = native;
-    let Faulted { address, kind, write, thread_id } = faulted;
-    let (region, served) = (&registration.region, registration.served.as_ref().expect("natives are served"));
-    let started = Instant::now();
-    let offset = (address - region.address()) & !(region.page_size() - 1);
-    let end = registration.end - region.address();
-    let resolver = &engine.resolver;
-    match native::serve(resolver, served, region, offset, end, *kind, *write, &mut reader.scratch, Park::Never) {
-        Some(Ok(_)) => resolver.counters.latency.record(started.elapsed()),
-        // An event is unread: this turn reads it; retry after.
-        Some(Err(Error::Sys { errno: Errno::EAGAIN, .. })) => reader.pending.retries.push(Retry::Message(*faulted)),
-        // The process that owns the memory exited (its hang-up is said on its own), or the fd
-        // closed: nobody waits for this fault any more.
-        Some(Err(Error::Sys { errno: Errno::ESRCH, .. }) | Err(Error::Closed { .. })) => {}
-        // The source could not give its bytes: never a silent zero, never the handler's ordinary
-        // fault. The fallback resolves it now and the owner hears why.
-        Some(Err(err)) => {
-            let fault = engine.new_fault(region.clone(), offset, *address, *kind, *write, *thread_id);
-            bump(&resolver.counters.errors);
-            let notice = match engine.fall_back(&fault, Park::Never) {
-                Fell::Failed(notice) => notice,
-                Fell::Refused => {
-                    reader.pending.retries.push(Retry::Fallback(fault.clone()));
-                    source_failed_notice(fault, &served.source().describe(), err)
-                }
-                Fell::Resolved => source_failed_notice(fault, &served.source().describe(), err),
-            };
-            batch.push(Dispatch::Notice(notice));
-        }
-        // Past a fallthrough source's end: the handler's.
-        None => admit(engine, Some(region.clone()), *faulted, &mut reader.pending, batch),
-    }
-}
-
-/// Admits a fault for the handler: once per page in flight; a fault of the handler's own thread
-/// is resolved by the fallback at once (its handler can never run).
-fn admit(
-    engine: &Engine,
-    region: Option<Arc<crate::region::Region>>,
-    faulted: Faulted,
-    pending: &mut Pending,
-    batch: &mut Vec<Dispatch>,
-) {
-    let Faulted { address, kind, write, thread_id } = faulted;
-    let counters = &engine.resolver.counters;
-    let Some(region) = region else {
-        let page = crate::region::base_page_size();
-        let _ = engine.resolver.fd.with_fd("UFFDIO_WAKE", |u| crate::sys::ioctl::wake(u, address & !(page - 1), page));
-        bump(&counters.errors);
-        return batch.push(Dispatch::Notice(Notice {
-            kind: NoticeKind::UnknownAddress,
-            message: format!(
-                "a {} fault at {address:#x} lies in no registered region: the thread was woken",
-                kind.name()
-            ),
-            fault: None,
-            cause: None,
-        }));
-    };
-    let offset = (address - region.address()) & !(region.page_size() - 1);
-    let page = region.address() + offset;
-    let fault = engine.new_fault(region, offset, address, kind, write, thread_id);
-    let self_fault = thread_id != 0 && engine.handlers.is_handler_thread(thread_id);
-    {
-        let mut table = engine.table();
-        if table.mark_duplicate(page) {
-            bump(&counters.duplicates);
-            if !self_fault {
-                return;
-            }
-        }
-        if !self_fault {
-            table.insert(fault.clone(), page, engine.deadline());
-        }
-    }
-    if !self_fault {
-        return batch.push(Dispatch::Fault(fault));
-    }
-    // The handler's thread is asleep in this fault: its handler can never run. It is said and
-    // resolved by the fallback once the reader holds no lock (`settle_self_faults`).
-    bump(&counters.self_faults);
-    bump(&counters.errors);
-    pending.self_faults.push(fault);
-}
-
-/// Resolves every fault past its deadline by the fallback, with a notice each.
-fn expire(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
-    let expired = engine.table().take_expired(Instant::now());
-    let limit = engine.options.timeout.unwrap_or_default();
-    for entry in expired {
-        if matches!(entry.state, FaultState::Waiting) {
-            bump(&engine.resolver.counters.timeouts);
-        }
-        // A fault that waited for a handler, or a source, that never came (see `hold_for_handler`).
-        let unserved = entry.delivered_to.is_none() && !engine.handlers.any();
-        let (notice, refused) = engine.abandon(entry, Park::Never, |fault| Notice {
-            kind: NoticeKind::Timeout,
-            message: if unserved && object_faults::resolver_of(engine, fault) == "the handler" {
-                format!(
-                    "no handler was installed and no source served a {} fault at offset {} of region {} within {} ms: \
-                     it was resolved by the fallback. Call uffd.handle(fn) or uffd.serve(region, {{ source }}) sooner",
-                    fault.kind.name(),
-                    fault.offset,
-                    fault.region.id(),
-                    limit.as_millis()
-                )
-            } else {
-                format!(
-                    "{} did not resolve a {} fault at offset {} of region {} within {} ms: it was resolved by the fallback",
-                    object_faults::resolver_of(engine, fault),
-                    fault.kind.name(),
-                    fault.offset,
-                    fault.region.id(),
-                    limit.as_millis()
-                )
-            },
-            fault: Some(fault.clone()),
-            cause: None,
-        });
-        if let Some(fault) = refused {
-            reader.pending.retries.push(Retry::Fallback(fault));
-        }
-        batch.push(Dispatch::Notice(notice));
-    }
-}
-
-/// The notice that reading stopped on an error.
-pub fn loop_failed(message: String, cause: Option<Error>) -> Dispatch {
-    Dispatch::Notice(Notice { kind: NoticeKind::LoopFailed, message, fault: None, cause })
+    engine.reading().defer_retries(&mut reader.after_read.retries);
 }
 
 /// The notice that the process whose memory this serves hung up.
