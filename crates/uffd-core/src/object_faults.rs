@@ -59,7 +59,7 @@ pub fn serve_later(
     }
     // The completion runs on the runtime and needs the engine to outlive this turn. One that is
     // closing wakes every waiter itself: nothing to do (and no request on this thread).
-    let Some(engine) = engine.this.upgrade().filter(|engine| !engine.is_closed()) else {
+    let Some(engine) = engine.this().filter(|engine| !engine.is_closed()) else {
         return true;
     };
     // No runtime: the synchronous path reads it, and says why if it cannot (nothing is handed
@@ -98,7 +98,7 @@ fn hold(
     let page = region.address() + offset;
     let mut table = engine.table();
     if table.mark_duplicate(page) {
-        bump(&engine.resolver.counters.duplicates);
+        bump(&engine.counters().duplicates);
         return None;
     }
     let fault = engine.new_fault(region.clone(), offset, address, kind, write, thread_id);
@@ -114,11 +114,11 @@ fn fail(engine: &Engine, object: &ObjectSource, id: u64, what: &str, err: Error)
     let Some(entry) = engine.table().take(id) else {
         return;
     };
-    bump(&engine.resolver.counters.errors);
+    bump(&engine.counters().errors);
     let fault = entry.fault;
     if object.fell_back(&fault.region, fault.offset, fault.region.page_size()) {
         let notice = source_failed_notice(fault.clone(), what, err);
-        if engine.options.fallback == Fallback::Sigbus && fault.region.kind() != MemoryKind::Remote {
+        if engine.options().fallback == Fallback::Sigbus && fault.region.kind() != MemoryKind::Remote {
             // A thread of this process gets SIGBUS, which ends the process before any event is
             // read: the reason is written where it is seen first.
             eprintln!("userfaultfd: {} (with fallback 'sigbus': the thread gets SIGBUS)", notice.message);
@@ -134,7 +134,7 @@ fn fail(engine: &Engine, object: &ObjectSource, id: u64, what: &str, err: Error)
 
 /// Who had to resolve a fault, for a timeout's message: a held fault is its object source's.
 pub fn resolver_of(engine: &Engine, fault: &Fault) -> String {
-    match engine.resolver.registration_at(fault.region.address() + fault.offset).and_then(|reg| reg.served) {
+    match engine.registration_at(fault.region.address() + fault.offset).and_then(|reg| reg.served) {
         Some(served) if served.source().object().is_some() => served.source().describe(),
         _ => "the handler".into(),
     }
@@ -162,7 +162,7 @@ fn complete(
         // Settled meanwhile (its deadline passed, its region or the fd closed): the bytes stay cached.
         return;
     }
-    let resolver = &engine.resolver;
+    let resolver = engine.resolver();
     let region = &fault.region;
     let len =
         ((plan.end - plan.start) as usize).min(end.saturating_sub(fault.offset)).min(region.size() - fault.offset);
