@@ -20,6 +20,7 @@ use bytes::Bytes;
 use nix::errno::Errno;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Takes a missing fault of a range served by an object source, at a page within the object: it
 /// waits in the fault table while its bytes come. Returns false for anything else (another source,
@@ -77,9 +78,10 @@ pub fn serve_later(
     let what = served.source().describe();
     let object: Arc<ObjectSource> = object.clone();
     let served = served.clone();
+    let started = Instant::now();
     runtime.spawn(async move {
         let read = object.clone().read(plan).await;
-        complete(&engine, &object, &served, &fault, plan, end, read, &what);
+        complete(&engine, &object, &served, &fault, (plan, started), end, read, &what);
     });
     true
 }
@@ -143,13 +145,14 @@ pub fn resolver_of(engine: &Engine, fault: &Fault) -> String {
 /// Maps what was read for a held fault from its page on (clipped to its registration and region,
 /// zeros after the object's end) and wakes it; or, if the read failed, falls back. With a residency
 /// limit the pages are mapped write-protected and noted (a write's own page let in at once).
+/// `started`: when the fault was held, for its latency.
 #[allow(clippy::too_many_arguments)]
 fn complete(
     engine: &Engine,
     object: &ObjectSource,
     served: &Served,
     fault: &Fault,
-    plan: Plan,
+    (plan, started): (Plan, Instant),
     end: usize,
     read: Result<Bytes>,
     what: &str,
@@ -226,6 +229,8 @@ fn complete(
     };
     match copied {
         Ok(_) => {
+            // Its thread runs again: the fault's latency, as the sources served in the turn count it.
+            engine.counters().latency.record(started.elapsed());
             if let (Some(residency), true) = (residency, fault.write) {
                 // The write that faulted would fault again at once on the protection: let in now.
                 let unprotect = |at: usize, len: usize| resolver.write_protect_at(region.address() + at, len, false);
