@@ -2,11 +2,12 @@
 // The pushed-snapshot bench (issue 19): which chunk size and zstd level serve a restore best.
 //
 //   WEED=/path/to/weed node bench/snapshot-push.mjs [--quick] [--reps N] [--size MiB] [--json FILE]
+//     [--chunk-sizes 256K,1M,4M] [--levels 1,3,9] [--frame-sizes 16K]
 //
 // A realistic memory image: the writable memory of a running Node.js process that built a heap
 // (objects, strings, arrays, a Map), read from /proc/PID/mem (needs root or ptrace rights), cut to
 // --size MiB. SeaweedFS (`weed`, from WEED or a checkout's .tools/venv/bin/weed) on loopback ports.
-// For each chunk size and level: the push (time, throughput, compression ratio), then, on fresh
+// For each chunk size, level and frame size: the push (time, throughput, compression ratio), then, on fresh
 // sources (no caches), a sequential scan of the mapped memory on the main thread and random reads
 // of 1% of its pages, at +0 ms and through a TCP proxy adding 10 ms to every request; next to the
 // same reads of the image stored as a plain object with the same chunk size, and the same scan of
@@ -32,12 +33,17 @@ const { values: args } = parseArgs({
     reps: { type: 'string' },
     size: { type: 'string' },
     json: { type: 'string' },
+    'chunk-sizes': { type: 'string' },
+    levels: { type: 'string' },
+    'frame-sizes': { type: 'string' },
   },
 })
+const sizes = (text) => text.split(',').map((s) => Number.parseInt(s, 10) * { K: 1024, M: MiB }[s.at(-1)])
 const reps = Number(args.reps ?? (args.quick ? 1 : 3))
 const SIZE = Number(args.size ?? (args.quick ? 64 : 256)) * MiB
-const CHUNKS = args.quick ? [MiB, 4 * MiB] : [256 * 1024, MiB, 4 * MiB]
-const LEVELS = args.quick ? [1, 3] : [1, 3, 9]
+const CHUNKS = args['chunk-sizes'] ? sizes(args['chunk-sizes']) : args.quick ? [MiB, 4 * MiB] : [256 * 1024, MiB, 4 * MiB]
+const LEVELS = args.levels ? args.levels.split(',').map(Number) : args.quick ? [1, 3] : [1, 3, 9]
+const FRAMES = args['frame-sizes'] ? sizes(args['frame-sizes']) : [16 * 1024]
 const DELAYS = [0, 10]
 const BUCKET = 'bench'
 process.env.AWS_EC2_METADATA_DISABLED = 'true'
@@ -119,8 +125,8 @@ async function proxy(target) {
   }
 }
 
-/** Maps `source` and reads it: every page in order, or 1% of its pages at random. Milliseconds and bytes fetched. */
-function restore(source, size, pattern) {
+/** Maps `source` and reads it: every page in order, or 1% of its pages at random. Milliseconds and bytes fetched after `opened`. */
+function restore(source, size, pattern, opened) {
   const uffd = new Userfaultfd()
   const region = Region.anonymous(Math.ceil(size / PAGE) * PAGE)
   // The local file reads ahead as the object sources do (up to 4 MiB per fault, adaptive).
@@ -140,7 +146,8 @@ function restore(source, size, pattern) {
     }
   }
   const ms = performance.now() - started
-  const fetched = source.objectStats?.bytesFetched ?? 0
+  // Less the manifest's GET, made when the source was opened.
+  const fetched = (source.objectStats?.bytesFetched ?? 0) - opened
   uffd.close()
   region.close()
   return { ms, fetched, sum }
@@ -161,16 +168,18 @@ if (!put.ok) throw new Error(`PUT plain.mem: HTTP ${put.status}`)
 
 const pushes = []
 for (const chunkSize of CHUNKS) {
-  for (const level of LEVELS) {
-    const key = `c${chunkSize}-l${level}/image.mem`
-    const report = await pushSnapshot(image.file, `s3://${BUCKET}/${key}`, { ...store(), chunkSize, level })
-    pushes.push({ chunkSize, level, key, report })
-    log(
-      `push chunk ${chunkSize / 1024} KiB level ${level}: ${report.ms.toFixed(0)} ms ` +
-        `(${(report.bytesIn / MiB / (report.ms / 1000)).toFixed(0)} MiB/s), ratio ${(report.bytesData / report.bytesStored).toFixed(2)}x, ` +
-        `${report.holes} holes of ${report.chunks}`,
-    )
-  }
+  for (const level of LEVELS)
+    for (const frameSize of FRAMES) {
+      if (frameSize > chunkSize) continue
+      const key = `c${chunkSize}-l${level}-f${frameSize}/image.mem`
+      const report = await pushSnapshot(image.file, `s3://${BUCKET}/${key}`, { ...store(), chunkSize, level, frameSize })
+      pushes.push({ chunkSize, level, frameSize, key, report })
+      log(
+        `push chunk ${chunkSize / 1024} KiB level ${level} frame ${frameSize / 1024} KiB: ${report.ms.toFixed(0)} ms ` +
+          `(${(report.bytesIn / MiB / (report.ms / 1000)).toFixed(0)} MiB/s), ratio ${(report.bytesData / report.bytesStored).toFixed(2)}x, ` +
+          `${report.holes} holes of ${report.chunks}`,
+      )
+    }
 }
 
 const configs = [
@@ -180,8 +189,8 @@ const configs = [
     open: (over) => Source.objectStore(`s3://${BUCKET}/plain.mem`, { ...store(over), chunkSize }),
     delays: DELAYS,
   })),
-  ...pushes.map(({ chunkSize, level, key }) => ({
-    name: `pushed, ${chunkSize / 1024} KiB chunks, level ${level}`,
+  ...pushes.map(({ chunkSize, level, frameSize, key }) => ({
+    name: `pushed, ${chunkSize / 1024} KiB chunks, level ${level}, ${frameSize / 1024} KiB frames`,
     open: (over) => Source.objectStore(`s3://${BUCKET}/${key}`, store(over)),
     delays: DELAYS,
   })),
@@ -194,7 +203,7 @@ for (let rep = 0; rep < reps; rep++) {
       if (!config.delays.includes(delay)) continue
       for (const pattern of ['scan', 'random']) {
         const source = await config.open(delay === 0 ? endpoint : px.url)
-        const r = restore(source, image.size, pattern)
+        const r = restore(source, image.size, pattern, source.objectStats?.bytesFetched ?? 0)
         const id = `${config.name}|${delay}|${pattern}`
         if (!results.has(id)) results.set(id, [])
         results.get(id).push(r)
@@ -216,14 +225,15 @@ for (const [id, runs] of results) {
   })
 }
 const local = Object.fromEntries(rows.filter((r) => r.name === 'local file').map((r) => [r.pattern, r.ms]))
-log('\n| source | +ms | scan ms (x local) | random 1% ms | random: MiB fetched |')
+const touched = Math.floor(Math.floor(image.size / PAGE) / 100) * PAGE
+log(`\n| source | +ms | scan ms (x local) | random 1% ms | random: MiB fetched (x ${(touched / MiB).toFixed(2)} MiB touched) |`)
 log('| --- | --- | --- | --- | --- |')
 for (const config of configs) {
   for (const delay of config.delays) {
     const scan = rows.find((r) => r.name === config.name && r.delay === delay && r.pattern === 'scan')
     const random = rows.find((r) => r.name === config.name && r.delay === delay && r.pattern === 'random')
     log(
-      `| ${config.name} | ${delay} | ${scan.ms.toFixed(0)} (${(scan.ms / local.scan).toFixed(2)}x) | ${random.ms.toFixed(0)} | ${random.fetchedMiB.toFixed(1)} |`,
+      `| ${config.name} | ${delay} | ${scan.ms.toFixed(0)} (${(scan.ms / local.scan).toFixed(2)}x) | ${random.ms.toFixed(0)} | ${random.fetchedMiB.toFixed(2)} (${((random.fetchedMiB * MiB) / touched).toFixed(2)}x) |`,
     )
   }
 }
@@ -238,19 +248,22 @@ for (let n = 0; n < pages / 100; n++) {
 }
 const siblingFile = join(dir, 'sibling.mem')
 writeFileSync(siblingFile, sibling)
-log('\n| chunk | sibling (1% of pages changed): chunks uploaded | bytes uploaded / first push |')
+log('\n| chunk | sibling (1% of pages changed, pushed on the first): chunks uploaded | bytes uploaded / first push |')
 log('| --- | --- | --- |')
 const siblings = []
-for (const { chunkSize, level, key, report } of pushes.filter((p) => p.level === 3)) {
+for (const { chunkSize, level, frameSize, key, report } of pushes.filter((p) => p.level === LEVELS.at(-1) || p.level === 3)) {
   const next = await pushSnapshot(siblingFile, `s3://${BUCKET}/${key}.sibling`, {
     ...store(),
     chunkSize,
     level,
+    frameSize,
     base: `s3://${BUCKET}/${key}`,
   })
   siblings.push({ chunkSize, level, report: next })
-  log(`| ${chunkSize / 1024} KiB | ${next.uploaded} of ${next.chunks} | ${((100 * next.bytesOut) / report.bytesOut).toFixed(1)}% |`)
+  log(
+    `| ${chunkSize / 1024} KiB, ${frameSize / 1024} KiB frames | ${next.uploaded} of ${next.chunks} (${next.deltas} as deltas) | ${((100 * next.bytesOut) / report.bytesOut).toFixed(1)}% |`,
+  )
 }
-const out = { size: image.size, reps, pushes, rows, siblings }
+const out = { size: image.size, touched, reps, pushes, rows, siblings }
 if (args.json) writeFileSync(args.json, JSON.stringify(out, null, 2))
 process.exit(0)

@@ -418,6 +418,7 @@ export interface BindingPushReport {
   deduped: number
   fromBase: number
   holes: number
+  deltas: number
   bytesIn: number
   bytesData: number
   bytesOut: number
@@ -601,9 +602,9 @@ export declare function pullFaults(uffdId: number, generation: number, waitMs: n
 /**
  * Pushes a memory file as a snapshot on a pool thread. The store, chunk size, concurrency and
  * retries come from the object-source options (lib/source.ts applies their defaults); the level,
- * base and chunk prefix are the push's own.
+ * frame size, base and chunk prefix are the push's own.
  */
-export declare function pushSnapshot(file: string, url: string, options: BindingObjectOptions, level?: number | undefined | null, base?: string | undefined | null, chunkPrefix?: string | undefined | null, credentials?: BindingCredentials | undefined | null): Promise<BindingPushReport>
+export declare function pushSnapshot(file: string, url: string, options: BindingObjectOptions, level?: number | undefined | null, frameSize?: number | undefined | null, base?: string | undefined | null, chunkPrefix?: string | undefined | null, credentials?: BindingCredentials | undefined | null): Promise<BindingPushReport>
 
 /**
  * Receives a handshake on a connected Unix socket this process holds as `fd` (duplicated);

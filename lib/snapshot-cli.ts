@@ -5,10 +5,10 @@ import { parseArgs } from 'node:util'
 import type { UffdError } from './errors'
 import { type PushSnapshotOptions, type PushSnapshotReport, pushSnapshot } from './snapshot'
 
-export const SNAPSHOT_USAGE = `usage: userfaultfd snapshot push FILE URL [--base URL] [--chunk-size N] [--level N] [options]
+export const SNAPSHOT_USAGE = `usage: userfaultfd snapshot push FILE URL [--base URL] [--chunk-size N] [--frame-size N] [--level N] [options]
 
 Stores the memory file FILE at URL (s3://bucket/key, az://container/blob) as a snapshot: the file cut into chunks,
-each compressed (zstd) and stored under the hash of its bytes, holes and all-zero chunks stored
+each compressed (zstd, in frames) and stored under the hash of its bytes, holes and all-zero chunks stored
 nowhere, and a manifest at URL, written last. Chunks the store has already (from an earlier push,
 or a snapshot of the same base) are not uploaded again. Source.objectStore(URL) and
 userfaultfd firecracker --mem URL read the snapshot as they read a plain object.
@@ -16,6 +16,8 @@ userfaultfd firecracker --mem URL read the snapshot as they read a plain object.
   --base URL          a snapshot pushed before to the same bucket: the chunks it lists are known
                       to be there (no request for them), and the chunks go under its prefix
   --chunk-size N      bytes per chunk, a multiple of 4096; K and M suffixes (default 4M)
+  --frame-size N      bytes per frame, compressed on its own: the least a random fault fetches; a
+                      multiple of 4096 dividing the chunk size (default 16K)
   --level N           the zstd level, -7 (fastest) to 22 (smallest) (default 3)
   --concurrency N     chunks read, compressed and uploaded at once (default 16)
   --chunks PREFIX     the chunks' key prefix in the bucket (default: the base's, else chunks/
@@ -61,6 +63,7 @@ function parse(argv: string[]): { file: string; url: string; options: PushSnapsh
     options: {
       base: { type: 'string' },
       'chunk-size': { type: 'string' },
+      'frame-size': { type: 'string' },
       level: { type: 'string' },
       concurrency: { type: 'string' },
       chunks: { type: 'string' },
@@ -87,6 +90,7 @@ function parse(argv: string[]): { file: string; url: string; options: PushSnapsh
   const options: PushSnapshotOptions = {
     ...(values.base === undefined ? {} : { base: values.base }),
     ...(values['chunk-size'] === undefined ? {} : { chunkSize: bytes('chunk-size', values['chunk-size']) }),
+    ...(values['frame-size'] === undefined ? {} : { frameSize: bytes('frame-size', values['frame-size']) }),
     ...(values.level === undefined ? {} : { level: whole('level', values.level, -7, 22) }),
     ...(values.concurrency === undefined ? {} : { concurrency: whole('concurrency', values.concurrency, 1, 1024) }),
     ...(values.chunks === undefined ? {} : { chunkPrefix: values.chunks }),
@@ -105,7 +109,8 @@ function describe(report: PushSnapshotReport): string {
   const mib = (n: number) => `${(n / MiB).toFixed(1)} MiB`
   const ratio = report.bytesStored > 0 ? (report.bytesData / report.bytesStored).toFixed(2) : '-'
   return (
-    `pushed ${report.url}: ${report.chunks} chunks, ${report.uploaded} uploaded, ${report.deduped} already stored` +
+    `pushed ${report.url}: ${report.chunks} chunks, ${report.uploaded} uploaded` +
+    `${report.deltas ? ` (${report.deltas} as deltas of the base)` : ''}, ${report.deduped} already stored` +
     `${report.fromBase ? ` (${report.fromBase} listed by the base)` : ''}, ${report.holes} holes; ` +
     `${mib(report.bytesIn)} in (${mib(report.bytesData)} of data), ${mib(report.bytesOut)} uploaded, ` +
     `compression ${ratio}x, ${(report.ms / 1000).toFixed(2)} s; chunks under ${report.chunkPrefix}`

@@ -29,6 +29,12 @@ export interface PushSnapshotOptions
   > {
   /** Bytes per chunk, a multiple of 4096: what a fault fetches at least. Default 4 MiB. */
   chunkSize?: number
+  /**
+   * Bytes per frame of a chunk, compressed on its own: the least a fault far from others fetches
+   * (one range request for the frames around its page). A multiple of 4096 that divides
+   * `chunkSize`. Default 16 KiB.
+   */
+  frameSize?: number
   /** The zstd level, -7 (fastest) to 22 (smallest). Default 3. */
   level?: number
   /** Chunks read, compressed and uploaded at once. Default 16. */
@@ -59,6 +65,11 @@ export interface PushSnapshotReport {
   fromBase: number
   /** Chunks that are holes or all zeros: recorded in the manifest, stored nowhere. */
   holes: number
+  /**
+   * Of the uploaded, chunks stored as a delta against the base's chunk at their place: only the
+   * frames that differ are uploaded (at most half of them; else the chunk is stored whole).
+   */
+  deltas: number
   /** The file's length. */
   bytesIn: number
   /** The bytes of the chunks that hold data. */
@@ -94,6 +105,8 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   // Left out, the chunk size, the level and the concurrency are the core's defaults.
   const chunkSize = given.chunkSize === undefined ? undefined : integer('options.chunkSize', given.chunkSize, 4096)
   if (chunkSize !== undefined && chunkSize % 4096 !== 0) throw rangeError('options.chunkSize', 'a multiple of 4096', chunkSize)
+  const frameSize = given.frameSize === undefined ? undefined : integer('options.frameSize', given.frameSize, 4096)
+  if (frameSize !== undefined && frameSize % 4096 !== 0) throw rangeError('options.frameSize', 'a multiple of 4096', frameSize)
   const { level } = given
   if (level !== undefined && typeof level !== 'number') throw argumentError('options.level', 'of type number', level)
   if (level !== undefined && (!Number.isInteger(level) || level < -7 || level > 22))
@@ -111,7 +124,7 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   // Refreshed while the push runs.
   const pushing = {}
   credentials?.keep(pushing)
-  const report = await binding.pushSnapshot(file, url, store, level, base, chunkPrefix, credentials?.binding)
+  const report = await binding.pushSnapshot(file, url, store, level, frameSize, base, chunkPrefix, credentials?.binding)
   if (report.error) throw fromFailure(report.error)
   const { error: _, ...rest } = report
   return rest

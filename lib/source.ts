@@ -258,8 +258,11 @@ export class Source {
    *
    * An object that is a snapshot's manifest (stored by {@link pushSnapshot}, known by its
    * content type) is read too, and the source serves the memory it describes: its chunk size is
-   * the snapshot's (`chunkSize` is then ignored), each chunk is fetched whole, decompressed and
-   * checked against its hash (a chunk that does not match is an error, `EPROTO`, never served),
+   * the snapshot's (`chunkSize` is then ignored); sequential faults fetch whole chunks,
+   * decompressed and checked against their hash, and a fault far from the others only the frames
+   * (16 KiB by default) around its page, each checked against its sum (`adaptive: false`: whole
+   * chunks always, fewer round trips for more bytes); a chunk that does not match is an error
+   * (`EPROTO`), never served;
    * holes are zeros without a request, and `cacheDir` keys chunks by content, so snapshots that
    * share chunks share the cache.
    *

@@ -66,7 +66,7 @@ pub fn resolve(engine: &Engine, id: u64, resolution: Resolution<'_>, park: Park<
     let Some(fault) = engine.in_flight(id) else {
         return Ok(0);
     };
-    let resolver = &engine.resolver;
+    let resolver = engine.resolver();
     let region = &fault.region;
     let page = region.page_size();
     let room = region.size() - fault.offset;
@@ -141,11 +141,20 @@ pub fn resolve_from_source(engine: &Engine, id: u64, served: &Served, park: Park
         return Ok(0);
     };
     let region = &fault.region;
-    let end = engine.resolver.registration_at(region.address() + fault.offset).map_or(region.size(), |reg| reg.end);
+    let end = engine.registration_at(region.address() + fault.offset).map_or(region.size(), |reg| reg.end);
     let end = end.saturating_sub(region.address()).max(fault.offset + region.page_size());
     let mut scratch = Scratch::default();
-    let served_now =
-        native::serve(&engine.resolver, served, region, fault.offset, end, fault.kind, fault.write, &mut scratch, park);
+    let served_now = native::serve(
+        engine.resolver(),
+        served,
+        region,
+        fault.offset,
+        end,
+        fault.kind,
+        fault.write,
+        &mut scratch,
+        park,
+    );
     match served_now {
         Some(Ok(mapped)) => {
             engine.settle(id, true);
@@ -168,7 +177,7 @@ pub fn finish(engine: &Engine, id: u64) -> Finish {
     }
     let entry = table.take(id).expect("looked up above");
     drop(table);
-    bump(&engine.resolver.counters.errors);
+    bump(&engine.counters().errors);
     if let Fell::Failed(notice) = engine.fall_back(&entry.fault, Park::UntilRead) {
         engine.say(notice);
     }
@@ -190,8 +199,8 @@ pub fn serve(
 ) -> Result<()> {
     const OP: &str = "serve";
     let len = len.unwrap_or(region.size().saturating_sub(offset));
-    let start = engine.resolver.check_registered(OP, region, offset, len)?;
-    engine.resolver.registrations_mut().insert_range(region, start, start + len, Some(served.clone()));
+    let start = engine.resolver().check_registered(OP, region, offset, len)?;
+    engine.resolver().registrations_mut().insert_range(region, start, start + len, Some(served.clone()));
     let covered =
         |f: &crate::fault::Fault| Arc::ptr_eq(&f.region, region) && (offset..offset + len).contains(&f.offset);
     // Taken from the table (what a reader hands over from now on is dropped, no longer in
@@ -199,13 +208,13 @@ pub fn serve(
     let held = engine.table().take_where(|entry| {
         entry.delivered_to.is_none() && entry.state == FaultState::Waiting && covered(&entry.fault)
     });
-    drop(engine.handlers.take_queued(|item| matches!(item, Dispatch::Fault(f) if covered(f))));
+    drop(engine.handlers().take_queued(|item| matches!(item, Dispatch::Fault(f) if covered(f))));
     let mut scratch = Scratch::default();
     let end = start + len - region.address();
     for entry in held {
         let fault = entry.fault;
         match native::serve(
-            &engine.resolver,
+            engine.resolver(),
             &served,
             region,
             fault.offset,
@@ -220,7 +229,7 @@ pub fn serve(
             Some(Err(Error::Sys { errno: Errno::ESRCH, .. }) | Err(Error::Closed { .. })) => {}
             // As for a fault the source takes from a reader: the fallback, and the owner hears why.
             Some(Err(err)) => {
-                bump(&engine.resolver.counters.errors);
+                bump(&engine.counters().errors);
                 let what = served.source().describe();
                 let notice = engine
                     .fall_back(&fault, Park::UntilRead)

@@ -1,79 +1,46 @@
 //! The parts of one userfaultfd, each owning its state: the resolver (fd, registrations,
-//! counters, event epoch), the faults in flight, the handlers, who reads, and the wakers of its
-//! readers. What crosses parts (settling a fault, handing a batch over, removing a handler) is
-//! here; reading is `reader.rs`'s; the public API is the façade's (`userfaultfd.rs`).
+//! counters, event epoch), the faults in flight, the handlers, and what its readers share
+//! (`reading.rs`). What crosses parts (settling a fault, handing a batch over, removing a handler)
+//! is here; reading is `readers/`'s; the public API is the façade's (`userfaultfd.rs`).
 
 use crate::error::Result;
 use crate::fallback::{abandon, abandoned_notice, fall_back, handler_gone_notice, Fell};
-use crate::fault::{Child, Dispatch, Fault, FaultKind, Notice, NoticeKind};
+use crate::fault::{Child, Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
 use crate::fault_table::{FaultTable, InFlight};
+use crate::fd::{Fd, Negotiated};
 use crate::handlers::{Faults, Handlers};
 use crate::options::Options;
-use crate::pulling::Pulling;
+use crate::reading::Reading;
 use crate::region::{Region, RemoteRange};
+use crate::registrations::Registration;
 use crate::resolve::{Park, Resolver};
-use crate::sys::poller::Waker;
+use crate::source::Served;
+use crate::stats::Counters;
 use crate::sys::{ioctl, uapi};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::thread::JoinHandle;
 use std::time::Duration;
 use std::time::Instant;
-
-/// What a fault message says: where, what kind, written or read, by which thread.
-#[derive(Clone, Copy)]
-pub struct Faulted {
-    pub address: usize,
-    pub kind: FaultKind,
-    pub write: bool,
-    pub thread_id: i32,
-}
-
-/// What the kernel refused for an unread event during a turn, retried at the end of a turn
-/// (whichever reader's: a reader that stops hands its retries on).
-pub enum Retry {
-    /// A fault message a native source could not resolve yet: taken again from the top.
-    Message(Faulted),
-    /// A fault whose fallback resolution was refused.
-    Fallback(Fault),
-}
 
 /// Adopts the userfaultfd of a forked child (the façade's `adopt`, given to the engine so that
 /// readers need not know the façade).
 pub type AdoptChild = fn(OwnedFd, &[RemoteRange], &Options) -> Result<Child>;
 
 pub struct Engine {
-    pub id: u64,
-    pub resolver: Resolver,
-    pub table: Mutex<FaultTable>,
+    id: u64,
+    resolver: Resolver,
+    table: Mutex<FaultTable>,
     next_fault_id: AtomicU64,
-    pub handlers: Handlers,
-    pub pulling: Pulling,
-    pub options: Options,
-    /// Written by `close()`: every reader stops.
-    pub stop: Waker,
-    /// Tells the loop threads to look at who reads the fd.
-    pub poke: Waker,
-    /// The socket of the process whose memory this serves, watched for its hang-up.
-    peer: Mutex<Option<OwnedFd>>,
+    handlers: Handlers,
+    reading: Reading,
+    options: Options,
     /// Set first by `close()`, which may let the readers read on for a moment (see
     /// `settle_pending_forks`) before the fd counts as closed.
     closing: AtomicBool,
-    /// The loop threads (and the pump).
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    pub adopt_child: AdoptChild,
-    /// Held while a reader reads and takes messages: events are applied and faults admitted in
-    /// the kernel's order, whichever reader read them.
-    read: Mutex<()>,
-    /// What any reader retries at the end of its next turn, and whether there is any (asked by
-    /// every turn without taking the lock).
-    retries: Mutex<Vec<Retry>>,
-    retries_waiting: AtomicBool,
-    /// Whether a reader has said that the peer hung up (each reader sees the hang-up).
-    peer_gone_said: AtomicBool,
+    adopt_child: AdoptChild,
     /// Itself, for work that outlives a call (an object source's request).
-    pub this: Weak<Engine>,
+    this: Weak<Engine>,
 }
 
 impl Engine {
@@ -85,45 +52,96 @@ impl Engine {
         peer: Option<OwnedFd>,
         adopt_child: AdoptChild,
     ) -> Result<Arc<Engine>> {
-        let (stop, poke) = (Waker::new()?, Waker::new()?);
+        let reading = Reading::new(peer)?;
         Ok(Arc::new_cyclic(|this| Engine {
             id,
             resolver,
             table: Mutex::new(FaultTable::default()),
             next_fault_id: AtomicU64::new(1),
             handlers: Handlers::default(),
-            pulling: Pulling::default(),
+            reading,
             options,
-            stop,
-            poke,
-            peer: Mutex::new(peer),
             closing: AtomicBool::new(false),
-            threads: Mutex::new(Vec::new()),
             adopt_child,
-            read: Mutex::new(()),
-            retries: Mutex::new(Vec::new()),
-            retries_waiting: AtomicBool::new(false),
-            peer_gone_said: AtomicBool::new(false),
             this: this.clone(),
         }))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The resolver, for the parts that resolve pages (`native`, `prefetch`, `dirty`).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    pub fn fd(&self) -> &Fd {
+        &self.resolver.fd
+    }
+
+    pub fn features(&self) -> u64 {
+        self.resolver.fd.features()
+    }
+
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.resolver.fd.negotiated
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.resolver.counters
+    }
+
+    /// The registration covering `address`.
+    pub fn registration_at(&self, address: usize) -> Option<Registration<Served>> {
+        self.resolver.registration_at(address)
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    pub fn handlers(&self) -> &Handlers {
+        &self.handlers
+    }
+
+    /// Itself, for work that outlives a call (an object source's request); `None` once dropped.
+    pub fn this(&self) -> Option<Arc<Engine>> {
+        self.this.upgrade()
+    }
+
+    /// Adopts the userfaultfd of a forked child (see `AdoptChild`).
+    pub fn adopt_child(&self, fd: OwnedFd, ranges: &[RemoteRange], options: &Options) -> Result<Child> {
+        (self.adopt_child)(fd, ranges, options)
+    }
+
+    /// Applies an event read from the fd to the registrations and the faults in flight.
+    pub fn apply_event(&self, event: &mut UffdEvent) {
+        crate::events::apply(&self.resolver, &self.table, event);
     }
 
     pub fn is_closed(&self) -> bool {
         self.resolver.fd.is_closed()
     }
 
-    pub fn peer(&self) -> MutexGuard<'_, Option<OwnedFd>> {
-        self.peer.lock().unwrap_or_else(|p| p.into_inner())
+    /// What the readers share (`reading.rs`).
+    pub fn reading(&self) -> &Reading {
+        &self.reading
     }
 
-    /// Keeps a reader thread, joined by `close()`.
-    pub fn add_thread(&self, thread: JoinHandle<()>) {
-        self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(thread);
+    /// Hands reading back to the loop threads (a no-op unless `generation` reads).
+    pub fn stop_pulling(&self, generation: u64) {
+        self.reading.stop_pulling(generation)
     }
 
-    fn on_reader_thread(&self) -> bool {
-        let current = std::thread::current().id();
-        self.threads.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|t| t.thread().id() == current)
+    /// Whether `thread_id` runs a handler that reads the fd itself.
+    pub fn is_puller_thread(&self, thread_id: i32) -> bool {
+        self.reading.is_puller_thread(thread_id)
+    }
+
+    /// Items a puller took but could not hold this time: its next pull returns them first.
+    pub fn defer_to_next_pull(&self, items: Vec<Dispatch>) {
+        self.reading.defer(items)
     }
 
     /// Stops every reader, closes the fd (the kernel wakes every waiting thread and drops every
@@ -134,18 +152,7 @@ impl Engine {
         }
         self.settle_pending_forks();
         self.resolver.fd.mark_closed();
-        self.stop.wake();
-        self.pulling.wake_parked();
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        let current = std::thread::current().id();
-        for thread in threads {
-            if thread.thread().id() != current {
-                let _ = thread.join();
-            }
-        }
-        self.stop.close();
-        self.poke.close();
-        drop(self.peer().take());
+        self.reading.stop();
         self.resolver.fd.release();
         self.resolver.registrations_mut().clear();
         self.table().clear();
@@ -157,7 +164,7 @@ impl Engine {
     /// stop, every range is unregistered (no fork can start an event for this fd after that) and
     /// they read on until the kernel has no event in progress (`mmap_changing`), or 2 s pass.
     fn settle_pending_forks(&self) {
-        if self.resolver.fd.features() & uapi::FEATURE_EVENT_FORK == 0 || self.on_reader_thread() {
+        if self.resolver.fd.features() & uapi::FEATURE_EVENT_FORK == 0 || self.reading.on_reader_thread() {
             return;
         }
         let fd = &self.resolver.fd;
@@ -169,41 +176,6 @@ impl Engine {
         while Instant::now() < deadline && fd.with_fd("UFFDIO_ZEROPAGE", ioctl::event_in_progress).unwrap_or(false) {
             std::thread::sleep(Duration::from_millis(1));
         }
-    }
-
-    pub fn read_lock(&self) -> MutexGuard<'_, ()> {
-        self.read.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// True for the first reader that saw the peer hang up: it alone says so.
-    pub fn first_to_see_hang_up(&self) -> bool {
-        !self.peer_gone_said.swap(true, Ordering::AcqRel)
-    }
-
-    fn retries(&self) -> MutexGuard<'_, Vec<Retry>> {
-        self.retries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes what waits to be retried.
-    pub fn take_retries(&self) -> Vec<Retry> {
-        if !self.has_retries() {
-            return Vec::new();
-        }
-        let mut retries = self.retries();
-        self.retries_waiting.store(false, Ordering::Release);
-        std::mem::take(&mut *retries)
-    }
-
-    /// Leaves refused work for the next turn of any reader.
-    pub fn defer_retries(&self, retries: &mut Vec<Retry>) {
-        if !retries.is_empty() {
-            self.retries().append(retries);
-            self.retries_waiting.store(true, Ordering::Release);
-        }
-    }
-
-    pub fn has_retries(&self) -> bool {
-        self.retries_waiting.load(Ordering::Acquire)
     }
 
     pub fn table(&self) -> MutexGuard<'_, FaultTable> {
@@ -270,7 +242,7 @@ impl Engine {
     /// Removes handler `generation` if it is still the current one. Faults it was handed and did
     /// not finish are resolved by the fallback, with a notice each.
     pub fn remove_handler(&self, generation: u64) {
-        self.pulling.stop(generation);
+        self.reading.stop_pulling(generation);
         self.handlers.remove(generation);
         let orphans = self.table().take_where(|e| e.delivered_to == Some(generation));
         if orphans.is_empty() {

@@ -167,12 +167,9 @@ impl Handlers {
         drop(sinks);
     }
 
-    /// Hands a batch to the current handler, or holds it for the next one. Timeouts and a peer's
-    /// hang-up of a handler on another thread go to the owner: the owner set the limit, and the
-    /// handler may be the one stuck; the owner is who closes (a handler in a worker cannot, and
-    /// the owner keeps its process up). A handler on the owner's thread hears the hang-up in its
-    /// batch, after the events before it. Returns the generation of a handler found gone: the
-    /// caller removes it.
+    /// Hands a batch to the current handler, or holds it for the next one; the notices that are
+    /// the owner's (`is_owners`) go to the owner. Returns the generation of a handler found gone:
+    /// the caller removes it.
     #[must_use]
     pub fn hand_over(&self, faults: &Faults<'_>, mut batch: Vec<Dispatch>) -> Option<u64> {
         let state = self.lock();
@@ -183,15 +180,7 @@ impl Handlers {
         let owner = state.owner.clone();
         drop(state);
         if let Some((owner, owner_thread)) = owner {
-            let elsewhere = owner_thread != thread;
-            // A handler that went away cannot hear it; the owner's own thread taking a self-fault
-            // hears it on the owner (where `close()` hears what is left).
-            let theirs = take_notices(&mut batch, |notice| match notice.kind {
-                NoticeKind::Timeout | NoticeKind::HandlerGone => true,
-                NoticeKind::PeerGone => elsewhere,
-                NoticeKind::SelfFault => notice.fault.as_ref().is_some_and(|f| f.thread_id as i32 == owner_thread),
-                _ => false,
-            });
+            let theirs = take_notices(&mut batch, |notice| is_owners(notice, owner_thread, thread));
             if !theirs.is_empty() {
                 if let Err(returned) = owner.deliver(theirs) {
                     batch.extend(returned);
@@ -312,6 +301,22 @@ fn without_settled(faults: &Faults<'_>, mut batch: Vec<Dispatch>) -> Vec<Dispatc
 fn waits_unsaid(faults: &Faults<'_>, fault: &crate::fault::Fault) -> bool {
     fault.region.kind() == MemoryKind::Remote
         && faults.lock().get(fault.id).is_some_and(|entry| entry.deadline.is_some())
+}
+
+/// The routing rule of notices while a handler is installed (with none, every notice is the
+/// owner's, see `hold_for_handler`): which notices the owner hears instead of the handler on
+/// thread `handler_thread`. Timeouts, as the owner set the limit and the handler may be the one
+/// stuck; a removed handler's, which cannot hear them; the peer's hang-up when the handler is on
+/// another thread, as the owner is who closes (a handler in a worker cannot, and the owner keeps
+/// its process up), while a handler on the owner's thread hears it in its batch, after the events
+/// before it; a self-fault of the owner's own thread (where `close()` hears what is left).
+fn is_owners(notice: &Notice, owner_thread: i32, handler_thread: i32) -> bool {
+    match notice.kind {
+        NoticeKind::Timeout | NoticeKind::HandlerGone => true,
+        NoticeKind::PeerGone => owner_thread != handler_thread,
+        NoticeKind::SelfFault => notice.fault.as_ref().is_some_and(|f| f.thread_id as i32 == owner_thread),
+        _ => false,
+    }
 }
 
 /// Moves the notices that `which` picks out of a batch.

@@ -6,26 +6,25 @@
 //! that there is no circle):
 //! 1. the kernel: `sys` (uapi, ioctl, msg, poller); `error`, `stats`, `registry`, `thread_set`,
 //!    `cancel`;
-//! 2. `region`, `fault`, `pump` (the reader that never allocates, for EVENT_FORK);
+//! 2. `region`, `fault`;
 //! 3. plain data: `fd`, `registrations`, `fault_table`, `residency` (with its evictor thread),
 //!    `object_source` (on its own runtime), `source`, `adopt`;
-//! 4. `resolve`, `native`, `fallback`, `options`;
-//! 5. `events`, `handlers`, `pulling`, `engine`, `reader` (the one turn), `object_faults`;
-//! 6. `answer` (a fault's answer by its id), `fault_loop`, `direct`, `prefetch`, `dirty`, `handshake`, `lobby`, `keeper`;
+//! 4. `resolve`, `native`, `fallback`, `options`, `reading` (who reads, and what readers share);
+//! 5. `events`, `handlers`, `engine`, `object_faults`;
+//! 6. `readers` (the turn, the loop threads, the pullers, the pump), `answer` (a fault's answer by
+//!    its id), `prefetch`, `dirty`, `handshake`, `lobby`, `keeper`;
 //! 7. `userfaultfd`: the façade.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod adopt;
 mod answer;
 pub mod cancel;
-pub mod direct;
 pub mod dirty;
 mod engine;
 pub mod error;
 mod events;
 mod fallback;
 pub mod fault;
-mod fault_loop;
 mod fault_table;
 mod fd;
 mod handlers;
@@ -37,9 +36,8 @@ mod object_faults;
 pub mod object_source;
 mod options;
 pub mod prefetch;
-mod pulling;
-mod pump;
-mod reader;
+mod readers;
+mod reading;
 pub mod region;
 mod registrations;
 mod registry;
@@ -59,4 +57,4 @@ pub use region::{MemoryKind, Region, RemoteRange};
 pub use resolve::{Protect, Wake};
 pub use stats::Snapshot;
 pub use sys::uapi;
-pub use userfaultfd::{current_thread_id, Fallback, Finish, Modes, Options, Probe, Resolution, Userfaultfd};
+pub use userfaultfd::{current_thread_id, Fallback, Finish, Modes, Options, Probe, Puller, Resolution, Userfaultfd};

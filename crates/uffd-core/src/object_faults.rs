@@ -20,6 +20,7 @@ use bytes::Bytes;
 use nix::errno::Errno;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Takes a missing fault of a range served by an object source, at a page within the object: it
 /// waits in the fault table while its bytes come. Returns false for anything else (another source,
@@ -59,7 +60,7 @@ pub fn serve_later(
     }
     // The completion runs on the runtime and needs the engine to outlive this turn. One that is
     // closing wakes every waiter itself: nothing to do (and no request on this thread).
-    let Some(engine) = engine.this.upgrade().filter(|engine| !engine.is_closed()) else {
+    let Some(engine) = engine.this().filter(|engine| !engine.is_closed()) else {
         return true;
     };
     // No runtime: the synchronous path reads it, and says why if it cannot (nothing is handed
@@ -77,9 +78,10 @@ pub fn serve_later(
     let what = served.source().describe();
     let object: Arc<ObjectSource> = object.clone();
     let served = served.clone();
+    let started = Instant::now();
     runtime.spawn(async move {
         let read = object.clone().read(plan).await;
-        complete(&engine, &object, &served, &fault, plan, end, read, &what);
+        complete(&engine, &object, &served, &fault, (plan, started), end, read, &what);
     });
     true
 }
@@ -98,7 +100,7 @@ fn hold(
     let page = region.address() + offset;
     let mut table = engine.table();
     if table.mark_duplicate(page) {
-        bump(&engine.resolver.counters.duplicates);
+        bump(&engine.counters().duplicates);
         return None;
     }
     let fault = engine.new_fault(region.clone(), offset, address, kind, write, thread_id);
@@ -114,11 +116,11 @@ fn fail(engine: &Engine, object: &ObjectSource, id: u64, what: &str, err: Error)
     let Some(entry) = engine.table().take(id) else {
         return;
     };
-    bump(&engine.resolver.counters.errors);
+    bump(&engine.counters().errors);
     let fault = entry.fault;
     if object.fell_back(&fault.region, fault.offset, fault.region.page_size()) {
         let notice = source_failed_notice(fault.clone(), what, err);
-        if engine.options.fallback == Fallback::Sigbus && fault.region.kind() != MemoryKind::Remote {
+        if engine.options().fallback == Fallback::Sigbus && fault.region.kind() != MemoryKind::Remote {
             // A thread of this process gets SIGBUS, which ends the process before any event is
             // read: the reason is written where it is seen first.
             eprintln!("userfaultfd: {} (with fallback 'sigbus': the thread gets SIGBUS)", notice.message);
@@ -134,7 +136,7 @@ fn fail(engine: &Engine, object: &ObjectSource, id: u64, what: &str, err: Error)
 
 /// Who had to resolve a fault, for a timeout's message: a held fault is its object source's.
 pub fn resolver_of(engine: &Engine, fault: &Fault) -> String {
-    match engine.resolver.registration_at(fault.region.address() + fault.offset).and_then(|reg| reg.served) {
+    match engine.registration_at(fault.region.address() + fault.offset).and_then(|reg| reg.served) {
         Some(served) if served.source().object().is_some() => served.source().describe(),
         _ => "the handler".into(),
     }
@@ -143,13 +145,14 @@ pub fn resolver_of(engine: &Engine, fault: &Fault) -> String {
 /// Maps what was read for a held fault from its page on (clipped to its registration and region,
 /// zeros after the object's end) and wakes it; or, if the read failed, falls back. With a residency
 /// limit the pages are mapped write-protected and noted (a write's own page let in at once).
+/// `started`: when the fault was held, for its latency.
 #[allow(clippy::too_many_arguments)]
 fn complete(
     engine: &Engine,
     object: &ObjectSource,
     served: &Served,
     fault: &Fault,
-    plan: Plan,
+    (plan, started): (Plan, Instant),
     end: usize,
     read: Result<Bytes>,
     what: &str,
@@ -162,7 +165,7 @@ fn complete(
         // Settled meanwhile (its deadline passed, its region or the fd closed): the bytes stay cached.
         return;
     }
-    let resolver = &engine.resolver;
+    let resolver = engine.resolver();
     let region = &fault.region;
     let len =
         ((plan.end - plan.start) as usize).min(end.saturating_sub(fault.offset)).min(region.size() - fault.offset);
@@ -226,6 +229,8 @@ fn complete(
     };
     match copied {
         Ok(_) => {
+            // Its thread runs again: the fault's latency, as the sources served in the turn count it.
+            engine.counters().latency.record(started.elapsed());
             if let (Some(residency), true) = (residency, fault.write) {
                 // The write that faulted would fault again at once on the protection: let in now.
                 let unprotect = |at: usize, len: usize| resolver.write_protect_at(region.address() + at, len, false);

@@ -1,8 +1,7 @@
 //! A userfaultfd: the public face of the engine. Opening or adopting one, registering ranges,
 //! installing handlers, resolving faults; each call checks its arguments and delegates to the
-//! part that owns the state (`engine.rs` lists them). A fault's path: `reader.rs`.
+//! part that owns the state (`engine.rs` lists them). A fault's path: `readers/turn.rs`.
 
-use crate::direct::{self, Puller};
 use crate::dirty::{self, DirtyMethod};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -10,6 +9,7 @@ use crate::fault::{Child, Dispatch, FaultSink, Notice, NoticeKind};
 use crate::fd::{self, Fd, Negotiated};
 use crate::handlers::Installed;
 use crate::prefetch::{self, Prefetch, PrefetchReport};
+use crate::readers::{loop_thread, puller};
 use crate::region::{Region, RemoteRange};
 use crate::registrations::Registrations;
 use crate::registry::Registry;
@@ -17,7 +17,7 @@ use crate::resolve::{Park, Protect, Resolver, Wake};
 use crate::source::Served;
 use crate::stats::Snapshot;
 use crate::sys::uapi;
-use crate::{adopt, answer, fault_loop};
+use crate::{adopt, answer};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -25,6 +25,7 @@ use std::time::Duration;
 pub use crate::answer::{Finish, Resolution};
 pub use crate::fd::Probe;
 pub use crate::options::{Fallback, Modes, Options};
+pub use crate::readers::puller::Puller;
 
 static UFFDS: Registry<Userfaultfd> = Registry::new();
 
@@ -96,11 +97,11 @@ impl Userfaultfd {
         let resolver = Resolver::new(Fd::new(fd, negotiated), Registrations::of_regions(remote));
         let engine = Engine::new(UFFDS.next_id(), resolver, options, peer, Self::adopt_child)?;
         let uffd = Arc::new(Userfaultfd { engine: engine.clone() });
-        if let Err(err) = fault_loop::start(&engine) {
+        if let Err(err) = loop_thread::start(&engine) {
             engine.close();
             return Err(err);
         }
-        UFFDS.insert(engine.id, &uffd);
+        UFFDS.insert(engine.id(), &uffd);
         Ok(uffd)
     }
 
@@ -117,16 +118,16 @@ impl Userfaultfd {
     }
 
     pub fn id(&self) -> u64 {
-        self.engine.id
+        self.engine.id()
     }
     pub fn features(&self) -> u64 {
-        self.engine.resolver.fd.features()
+        self.engine.features()
     }
     pub fn ioctls(&self) -> u64 {
-        self.engine.resolver.fd.negotiated.ioctls
+        self.engine.negotiated().ioctls
     }
     pub fn user_mode_only(&self) -> bool {
-        self.engine.resolver.fd.negotiated.user_mode_only
+        self.engine.negotiated().user_mode_only
     }
     pub fn is_closed(&self) -> bool {
         self.engine.is_closed()
@@ -136,7 +137,7 @@ impl Userfaultfd {
         if self.features() & uapi::FEATURE_EVENT_FORK != 0 {
             1
         } else {
-            self.engine.options.readers()
+            self.engine.options().readers()
         }
     }
 
@@ -155,7 +156,7 @@ impl Userfaultfd {
         len: Option<usize>,
         served: Option<Arc<Served>>,
     ) -> Result<u64> {
-        let ioctls = self.engine.resolver.register(region, modes, offset, len, served.clone())?;
+        let ioctls = self.engine.resolver().register(region, modes, offset, len, served.clone())?;
         if let Some(residency) = served.as_deref().and_then(Served::residency) {
             // A write-back of the evictor's that fails is said as an error event.
             let engine = Arc::downgrade(&self.engine);
@@ -180,7 +181,7 @@ impl Userfaultfd {
     /// failure is returned (its pages stay written, and are tried again by the next flush).
     pub fn flush(&self, sync: bool) -> Result<()> {
         let mut served: Vec<Arc<Served>> = Vec::new();
-        for (_, registration) in self.engine.resolver.registrations().overlapping(0, usize::MAX) {
+        for (_, registration) in self.engine.resolver().registrations().overlapping(0, usize::MAX) {
             if let Some(one) = &registration.served {
                 if !served.iter().any(|seen| Arc::ptr_eq(seen, one)) {
                     served.push(one.clone());
@@ -204,7 +205,7 @@ impl Userfaultfd {
     /// Unregisters `[offset, offset + len)` of a region; the kernel wakes its waiters.
     pub fn unregister(&self, region: &Arc<Region>, offset: usize, len: Option<usize>) -> Result<()> {
         const OP: &str = "UFFDIO_UNREGISTER";
-        let resolver = &self.engine.resolver;
+        let resolver = self.engine.resolver();
         resolver.fd.check_open(OP)?;
         let len = len.unwrap_or(region.size().saturating_sub(offset));
         let start = region.check_range(OP, offset, len)?;
@@ -225,9 +226,9 @@ impl Userfaultfd {
     /// How a resolve on this thread waits for unread events: a thread that reads the fd itself
     /// reads them; any other waits for a reader.
     fn with_park<T>(&self, f: impl FnOnce(Park<'_>) -> T) -> T {
-        let read = || direct::read_pending(&self.engine);
+        let read = || puller::read_pending(&self.engine);
         let engine = &self.engine;
-        if engine.pulling.is_puller_thread(current_thread_id()) {
+        if engine.is_puller_thread(current_thread_id()) {
             f(Park::ReadFirst(&read))
         } else {
             f(Park::UntilRead)
@@ -251,12 +252,12 @@ impl Userfaultfd {
 
     /// UFFDIO_COPY of `bytes` (whole pages) to `offset` of a region; returns the bytes mapped.
     pub fn copy(&self, region: &Region, offset: usize, bytes: &[u8], wake: Wake, protect: Protect) -> Result<usize> {
-        self.with_park(|park| self.engine.resolver.copy(region, offset, bytes, wake, protect, park))
+        self.with_park(|park| self.engine.resolver().copy(region, offset, bytes, wake, protect, park))
     }
 
     /// UFFDIO_ZEROPAGE over a range (not on hugetlbfs, which has no zero page).
     pub fn zero(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
-        self.with_park(|park| self.engine.resolver.zero(region, offset, len, wake, park))
+        self.with_park(|park| self.engine.resolver().zero(region, offset, len, wake, park))
     }
 
     /// UFFDIO_CONTINUE over a range: maps what is in the page cache (shmem and hugetlbfs).
@@ -268,17 +269,17 @@ impl Userfaultfd {
         wake: Wake,
         protect: Protect,
     ) -> Result<usize> {
-        self.with_park(|park| self.engine.resolver.r#continue(region, offset, len, wake, protect, park))
+        self.with_park(|park| self.engine.resolver().r#continue(region, offset, len, wake, protect, park))
     }
 
     /// UFFDIO_POISON over a range: later accesses raise SIGBUS.
     pub fn poison(&self, region: &Region, offset: usize, len: usize, wake: Wake) -> Result<usize> {
-        self.with_park(|park| self.engine.resolver.poison(region, offset, len, wake, park))
+        self.with_park(|park| self.engine.resolver().poison(region, offset, len, wake, park))
     }
 
     /// UFFDIO_WAKE over a range; faults in flight there count as woken.
     pub fn wake(&self, region: &Region, offset: usize, len: usize) -> Result<()> {
-        self.engine.resolver.wake(region, offset, len)?;
+        self.engine.resolver().wake(region, offset, len)?;
         self.forget_range(region, offset, len);
         Ok(())
     }
@@ -286,7 +287,7 @@ impl Userfaultfd {
     /// UFFDIO_WRITEPROTECT: protects a range registered for wp faults, or lifts the protection
     /// (waking the writers waiting there unless `wake` is false).
     pub fn write_protect(&self, region: &Region, offset: usize, len: usize, protect: bool, wake: Wake) -> Result<()> {
-        self.with_park(|park| self.engine.resolver.write_protect(region, offset, len, protect, wake, park))?;
+        self.with_park(|park| self.engine.resolver().write_protect(region, offset, len, protect, wake, park))?;
         if !protect && wake.0 {
             self.forget_range(region, offset, len);
         }
@@ -307,19 +308,19 @@ impl Userfaultfd {
         allow_holes: bool,
     ) -> Result<usize> {
         self.with_park(|park| {
-            self.engine.resolver.r#move(region, offset, from, from_offset, len, wake, allow_holes, park)
+            self.engine.resolver().r#move(region, offset, from, from_offset, len, wake, allow_holes, park)
         })
     }
 
     /// Maps every page of the ranges that is not there yet; see [`Prefetch`].
     pub fn prefetch(&self, region: &Arc<Region>, job: &Prefetch) -> Result<PrefetchReport> {
-        prefetch::prefetch(&self.engine.resolver, region, job)
+        prefetch::prefetch(self.engine.resolver(), region, job)
     }
 
     /// Offsets of the region's pages written since they were last protected; with `clear`, they
     /// are protected again.
     pub fn dirty_pages(&self, region: &Region, clear: bool, method: DirtyMethod) -> Result<Vec<usize>> {
-        dirty::dirty_pages(&self.engine.resolver, region, clear, method)
+        dirty::dirty_pages(self.engine.resolver(), region, clear, method)
     }
 
     /// Installs the handler that faults go to, running on thread `thread_id`; faults queued while
@@ -336,13 +337,13 @@ impl Userfaultfd {
 
     fn install_handler(&self, sink: Arc<dyn FaultSink>, thread_id: i32, join: bool) -> Result<u64> {
         let engine = &self.engine;
-        match engine.handlers.install(sink, thread_id, engine.is_closed(), join) {
+        match engine.handlers().install(sink, thread_id, engine.is_closed(), join) {
             Installed::Closed(true) => Ok(0),
             Installed::Closed(false) => Err(Error::Closed { op: "handle", what: "userfaultfd" }),
             Installed::Current { generation, replaced, queued } => {
                 for previous in replaced {
                     // A handler that read the fd itself is replaced: the loop threads read again.
-                    engine.pulling.stop(previous);
+                    engine.stop_pulling(previous);
                 }
                 if !queued.is_empty() {
                     engine.hand_over(queued);
@@ -355,8 +356,8 @@ impl Userfaultfd {
     /// Keeps only the handlers of `generations` (a group that joined the old handlers and is ready
     /// now): the others are replaced, as `set_handler` replaces them, their readers stop.
     pub fn keep_handlers(&self, generations: &[u64]) {
-        for replaced in self.engine.handlers.keep_only(generations) {
-            self.engine.pulling.stop(replaced);
+        for replaced in self.engine.handlers().keep_only(generations) {
+            self.engine.stop_pulling(replaced);
         }
     }
 
@@ -364,8 +365,8 @@ impl Userfaultfd {
     /// faults wait for another handler at once; those already handed stay theirs until they end.
     pub fn retire_handlers(&self, generations: &[u64]) {
         for &generation in generations {
-            self.engine.handlers.remove(generation);
-            self.engine.pulling.stop(generation);
+            self.engine.handlers().remove(generation);
+            self.engine.stop_pulling(generation);
         }
     }
 
@@ -377,62 +378,62 @@ impl Userfaultfd {
 
     /// Whether a handler is installed (on any thread), or being started (`expect_handler`).
     pub fn has_handler(&self) -> bool {
-        self.engine.handlers.any()
+        self.engine.handlers().any()
     }
 
     /// Makes `sink`, on thread `thread_id`, hear the notices no handler hears, and makes faults
     /// that no handler will serve known at once.
     pub fn set_owner(&self, sink: Arc<dyn FaultSink>, thread_id: i32) {
-        self.engine.handlers.set_owner(sink, thread_id, &self.engine.faults())
+        self.engine.handlers().set_owner(sink, thread_id, &self.engine.faults())
     }
 
     /// A handler is being started (in a worker): until `unexpect_handler`, faults wait for it
     /// without a notice. Returns the token to end the expectation with.
     pub fn expect_handler(&self) -> u64 {
-        self.engine.handlers.expect()
+        self.engine.handlers().expect()
     }
 
     /// The handler of `token` came, or will not.
     pub fn unexpect_handler(&self, token: u64) {
-        self.engine.handlers.unexpect(token, &self.engine.faults())
+        self.engine.handlers().unexpect(token, &self.engine.faults())
     }
 
     /// Makes the handler of `generation` (installed on this thread) the reader of the fd.
     pub fn start_pulling(&self, generation: u64) -> Result<Puller> {
-        direct::start(&self.engine, generation, current_thread_id())
+        puller::start(&self.engine, generation, current_thread_id())
     }
 
     /// Hands reading back to the loop threads (a no-op unless `generation` reads).
     pub fn stop_pulling(&self, generation: u64) {
-        self.engine.pulling.stop(generation)
+        self.engine.stop_pulling(generation)
     }
 
-    /// One turn on the handler's thread: see `direct::pull`.
+    /// One turn on the handler's thread: see `puller::pull`.
     pub fn pull(&self, puller: &mut Puller, wait: Duration) -> Result<Vec<Dispatch>> {
-        direct::pull(&self.engine, puller, wait)
+        puller::pull(&self.engine, puller, wait)
     }
 
     /// Items a reading handler took but could not hold this time: the next `pull` returns them.
     pub fn defer_to_next_pull(&self, items: Vec<Dispatch>) {
-        self.engine.pulling.defer(items)
+        self.engine.defer_to_next_pull(items)
     }
 
     /// When the first fault came, and native sources' fault latency.
     pub fn latency(&self) -> crate::stats::LatencyReport {
-        self.engine.resolver.counters.latency.report()
+        self.engine.counters().latency.report()
     }
 
     pub fn stats(&self) -> Snapshot {
-        let queued = self.engine.handlers.queued_faults() as u64;
+        let queued = self.engine.handlers().queued_faults() as u64;
         let in_flight = self.engine.table().len() as u64;
-        self.engine.resolver.counters.snapshot(in_flight, queued)
+        self.engine.counters().snapshot(in_flight, queued)
     }
 
     /// Stops the readers, closes the fd (the kernel wakes every waiting thread and drops every
     /// registration) and forgets all faults. Idempotent.
     pub fn close(&self) {
         self.engine.close();
-        UFFDS.remove(self.engine.id);
+        UFFDS.remove(self.engine.id());
     }
 
     /// Drops this fd's registrations of a closing region; the kernel wakes their waiters.
@@ -503,15 +504,15 @@ mod tests {
             let _ = tx.send(unsafe { toucher.as_ptr().add(2 * PAGE + 5).read_volatile() });
         });
         // The fault is read with no source and no handler: held for a handler.
-        until("the fault held", || engine.handlers.queued_faults() == 1);
+        until("the fault held", || engine.handlers().queued_faults() == 1);
         // As a reader holds it between its look-up and its hand-over.
-        let in_the_readers_hands = engine.handlers.take_queued(|_| true);
+        let in_the_readers_hands = engine.handlers().take_queued(|_| true);
         let bytes: Arc<[u8]> = (0..4 * PAGE).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
         uffd.serve(&region, 0, None, Served::new(Source::Bytes(bytes), Readahead::default())).unwrap();
         engine.hand_over(in_the_readers_hands);
         let read = rx.recv_timeout(LIMIT).expect("the thread served, not left waiting for a handler");
         assert_eq!(read, ((2 * PAGE + 5) % 251) as u8);
-        assert_eq!(engine.handlers.queued_faults(), 0, "nothing held for a handler");
+        assert_eq!(engine.handlers().queued_faults(), 0, "nothing held for a handler");
         assert_eq!(uffd.stats().in_flight, 0);
         uffd.close();
     }

@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use uffd_core::direct::Puller;
+use uffd_core::Puller;
 use uffd_core::{Dispatch, Error, Finish, Resolution, Userfaultfd};
 
 /// This thread's part in serving one userfaultfd.

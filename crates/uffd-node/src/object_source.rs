@@ -101,6 +101,7 @@ pub struct BindingPushReport {
     pub deduped: f64,
     pub from_base: f64,
     pub holes: f64,
+    pub deltas: f64,
     pub bytes_in: f64,
     pub bytes_data: f64,
     pub bytes_out: f64,
@@ -112,7 +113,7 @@ pub struct BindingPushReport {
 
 /// Pushes a memory file as a snapshot on a pool thread. The store, chunk size, concurrency and
 /// retries come from the object-source options (lib/source.ts applies their defaults); the level,
-/// base and chunk prefix are the push's own.
+/// frame size, base and chunk prefix are the push's own.
 #[napi(ts_return_type = "Promise<BindingPushReport>")]
 #[allow(clippy::too_many_arguments)] // the JavaScript call's arguments, as lib/snapshot.ts passes them
 pub fn push_snapshot(
@@ -121,6 +122,7 @@ pub fn push_snapshot(
     url: String,
     options: BindingObjectOptions,
     level: Option<i32>,
+    frame_size: Option<u32>,
     base: Option<String>,
     chunk_prefix: Option<String>,
     credentials: Option<&BindingCredentials>,
@@ -133,6 +135,7 @@ pub fn push_snapshot(
             store: options.store,
             chunk_size: options.chunk_size,
             level: level.unwrap_or(PushOptions::default().level),
+            frame_size: frame_size.map_or(PushOptions::default().frame_size, |size| size as usize),
             concurrency: options.concurrency,
             base,
             chunk_prefix,
@@ -168,6 +171,7 @@ impl Task for Push {
             deduped: report.deduped as f64,
             from_base: report.from_base as f64,
             holes: report.holes as f64,
+            deltas: report.deltas as f64,
             bytes_in: report.bytes_in as f64,
             bytes_data: report.bytes_data as f64,
             bytes_out: report.bytes_out as f64,

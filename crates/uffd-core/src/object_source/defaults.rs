@@ -5,3 +5,5 @@
 pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
 /// Requests (or chunks of a push) in flight at once.
 pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Bytes per frame of a pushed chunk: the least a reader fetches of it.
+pub const DEFAULT_FRAME_SIZE: usize = 16 << 10;

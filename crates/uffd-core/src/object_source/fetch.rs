@@ -91,12 +91,20 @@ impl Fetcher {
         self.retrying(breaker, || self.get_once(range.clone())).await
     }
 
-    /// A whole object of the same store (a chunk of a pushed snapshot, at `path`), `len` bytes
-    /// long, retried and counted as a range request is. `what` names it in errors.
-    pub(crate) async fn get_object(&self, path: &Path, len: u64, what: &str, breaker: &Breaker) -> Result<Bytes> {
-        self.retrying(breaker, || async move {
-            let result =
-                self.store.get_opts(path, GetOptions::default()).await.map_err(|e| remote_error(OP, what, &e))?;
+    /// Another object of the same store (a chunk of a pushed snapshot, at `path`): the bytes of
+    /// `range`, which must be `len` bytes long, or all of it; retried and counted as a range
+    /// request is. `what` names it in errors.
+    pub(crate) async fn get_object(
+        &self,
+        path: &Path,
+        range: Option<Range<u64>>,
+        len: u64,
+        what: &str,
+        breaker: &Breaker,
+    ) -> Result<Bytes> {
+        self.retrying(breaker, || async {
+            let options = GetOptions { range: range.clone().map(GetRange::Bounded), ..Default::default() };
+            let result = self.store.get_opts(path, options).await.map_err(|e| remote_error(OP, what, &e))?;
             let bytes = result.bytes().await.map_err(|e| remote_error(OP, what, &e))?;
             if bytes.len() as u64 != len {
                 return Err(Error::Remote {

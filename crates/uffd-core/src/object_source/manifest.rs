@@ -1,27 +1,36 @@
 //! The manifest of a pushed snapshot: one JSON object in the store that says how a memory file was
 //! cut into chunks and where each chunk lives. A chunk is named by the BLAKE3 hash of its
-//! uncompressed bytes and stored zstd-compressed under `chunks` + hash + `.zst` in the same bucket
-//! (or on the same host), so snapshots that share pages share chunks; a chunk that is all zeros
-//! (or a hole of a sparse file) is recorded as `null` and stored nowhere.
+//! uncompressed bytes and stored zstd-compressed in frames (`frames.rs`) under `chunks` + hash +
+//! `-` + frame size + `.zst` in the same bucket (or on the same host), so snapshots that share
+//! pages share chunks; a chunk that is all zeros (or a hole of a sparse file) is recorded as `null`
+//! and stored nowhere. Each chunk lists its frames (object, place, length, sum), so a reader can
+//! fetch a few frames of it with one range request. A delta (a chunk that differs from the base's
+//! chunk at its place in a few frames) names its objects: its own, of those frames, then the
+//! base's that hold the rest.
 //!
 //! ```json
-//! { "format": "userfaultfd-snapshot", "version": 1, "size": 8589934592, "chunkSize": 4194304,
-//!   "hash": "blake3", "compression": "zstd", "chunks": "snapshots/chunks/",
-//!   "list": [{ "hash": "af13…", "stored": 81233 }, null, …] }
+//! { "format": "userfaultfd-snapshot", "version": 2, "size": 8589934592, "chunkSize": 4194304,
+//!   "hash": "blake3", "compression": "zstd", "chunks": "snapshots/chunks/", "frameSize": 16384,
+//!   "list": [{ "hash": "af13…", "stored": 81233, "frames": "AAAAAAA2AQAA…" },
+//!            { "hash": "07c2…", "stored": 3170, "frames": "AQAAAAA…", "objects": ["07c2…-16384-9be1….zst", "9be1…-16384.zst"] },
+//!            null, …] }
 //! ```
+//!
+//! Version 1 (pushed before frames) is still read: its chunks are one zstd frame each, under
+//! hash + `.zst`, and are fetched whole.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// What a manifest says it is, first in the object: how a source tells one from a plain object.
 pub const FORMAT: &str = "userfaultfd-snapshot";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The `Content-Type` a manifest is stored with.
 pub const CONTENT_TYPE: &str = "application/vnd.userfaultfd.snapshot+json";
 /// The bytes every manifest begins with (`serde_json` writes the fields in declaration order).
 pub const MAGIC: &[u8] = b"{\"format\":\"userfaultfd-snapshot\"";
-/// A larger object is never taken for a manifest (about 150 000 chunks: 600 GiB of 4 MiB chunks).
-pub const MAX_SIZE: u64 = 16 << 20;
+/// A larger object is never taken for a manifest (about 64 GiB of memory in 16 KiB frames).
+pub const MAX_SIZE: u64 = 64 << 20;
 
 /// One chunk that has data: its hash and the bytes it takes in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +39,20 @@ pub struct Chunk {
     pub hash: String,
     /// The compressed chunk's length.
     pub stored: u64,
+    /// Its frames (version 2): base64 of each frame's object, place, length and sum (`frames.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<String>,
+    /// The names (under the chunk prefix) of the objects its frames are in, for a delta; else its
+    /// own object only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<String>>,
+}
+
+impl Chunk {
+    /// Its frames, if it lists them well.
+    pub(crate) fn frames(&self) -> Option<Vec<super::frames::Frame>> {
+        super::frames::from_text(self.frames.as_deref()?)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,12 +67,15 @@ pub struct Manifest {
     pub compression: String,
     /// Where the chunks are, a key prefix in the manifest's bucket (or a path on its host).
     pub chunks: String,
+    /// Bytes per frame of a chunk (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_size: Option<u64>,
     /// Chunk by chunk, from offset 0: `None` for a hole (zeros, stored nowhere).
     pub list: Vec<Option<Chunk>>,
 }
 
 impl Manifest {
-    pub fn new(size: u64, chunk_size: u64, chunks: String, list: Vec<Option<Chunk>>) -> Self {
+    pub fn new(size: u64, chunk_size: u64, frame_size: u64, chunks: String, list: Vec<Option<Chunk>>) -> Self {
         Manifest {
             format: FORMAT.into(),
             version: VERSION,
@@ -58,6 +84,7 @@ impl Manifest {
             hash: "blake3".into(),
             compression: "zstd".into(),
             chunks,
+            frame_size: Some(frame_size),
             list,
         }
     }
@@ -70,7 +97,7 @@ impl Manifest {
         if manifest.format != FORMAT {
             return Err(bad(format!("its format is {:?}, not {FORMAT:?}", manifest.format)));
         }
-        if manifest.version != VERSION {
+        if manifest.version != VERSION && manifest.version != 1 {
             return Err(bad(format!(
                 "version {} (this build reads version {VERSION}): push it again, or use the package that pushed it",
                 manifest.version
@@ -95,6 +122,17 @@ impl Manifest {
                 manifest.chunk_size
             )));
         }
+        match (manifest.version, manifest.frame_size) {
+            (1, None) => {}
+            (1, Some(_)) => return Err(bad("version 1 has no frame size".into())),
+            (_, Some(frame)) if frame != 0 && frame % page == 0 && manifest.chunk_size % frame == 0 => {}
+            (_, frame) => {
+                return Err(bad(format!(
+                    "frame size {frame:?} does not divide chunk size {} in whole pages",
+                    manifest.chunk_size
+                )))
+            }
+        }
         if manifest.chunks.split('/').any(|part| part == ".." || part == ".") || manifest.chunks.starts_with('/') {
             return Err(bad(format!("chunk prefix {:?} is not a plain key prefix", manifest.chunks)));
         }
@@ -108,6 +146,20 @@ impl Manifest {
                 if chunk.stored == 0 {
                     return Err(bad(format!("chunk {index} is stored in 0 bytes")));
                 }
+                if let Some(frame) = manifest.frame_size {
+                    let expected = super::frames::count(manifest.chunk_len(index as u64), frame);
+                    if !chunk.frames().is_some_and(|frames| frames_fit(chunk, &frames, expected)) {
+                        return Err(bad(format!(
+                            "chunk {index} does not list {expected} frames that fit its objects and its {} stored bytes",
+                            chunk.stored
+                        )));
+                    }
+                    if let Some(name) = chunk.objects.iter().flatten().find(|name| !plain_name(name)) {
+                        return Err(bad(format!("chunk {index} names the object {name:?}, not a plain name")));
+                    }
+                } else if chunk.frames.is_some() {
+                    return Err(bad(format!("chunk {index} lists frames in a version 1 manifest")));
+                }
             }
         }
         Ok(manifest)
@@ -118,9 +170,17 @@ impl Manifest {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// The key of the chunk of `hash`.
+    /// The key of the chunk of `hash`, stored whole.
     pub fn chunk_key(&self, hash: &str) -> String {
-        chunk_key(&self.chunks, hash)
+        chunk_key(&self.chunks, hash, self.frame_size)
+    }
+
+    /// The key of `chunk`'s object `object` (0: its own).
+    pub(crate) fn object_key(&self, chunk: &Chunk, object: u8) -> String {
+        match &chunk.objects {
+            Some(names) => format!("{}{}", self.chunks, names.get(object as usize).map_or("", String::as_str)),
+            None => self.chunk_key(&chunk.hash),
+        }
     }
 
     /// The bytes chunk `index` holds uncompressed.
@@ -129,8 +189,47 @@ impl Manifest {
     }
 }
 
-pub fn chunk_key(prefix: &str, hash: &str) -> String {
-    format!("{prefix}{hash}.zst")
+/// A chunk's frames fit its objects: as many as its size asks; for a chunk stored whole, one after
+/// the other in its own object, with the table after them; for a delta, each in one of its objects,
+/// its own within its stored bytes.
+fn frames_fit(chunk: &Chunk, frames: &[super::frames::Frame], expected: usize) -> bool {
+    if frames.len() != expected {
+        return false;
+    }
+    let Some(names) = &chunk.objects else {
+        let mut at = 0u64;
+        for frame in frames {
+            if frame.object != 0 || frame.offset as u64 != at {
+                return false;
+            }
+            at += frame.len as u64;
+        }
+        return at + super::frames::table_len(expected) == chunk.stored;
+    };
+    frames
+        .iter()
+        .all(|f| (f.object as usize) < names.len() && (f.object != 0 || f.offset as u64 + f.len as u64 <= chunk.stored))
+}
+
+/// An object's name under the chunk prefix: no folder, nothing but hex digits, `-` and `.zst`.
+fn plain_name(name: &str) -> bool {
+    name.strip_suffix(".zst")
+        .is_some_and(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+}
+
+/// The name of a delta's own object: the chunk's hash and frame size, and the base chunk's hash
+/// it was taken against (the same bytes against another base are another object).
+pub fn delta_name(hash: &str, frame_size: u64, base: &str) -> String {
+    format!("{hash}-{frame_size}-{}.zst", &base[..16.min(base.len())])
+}
+
+/// Where a chunk is stored: framed chunks are named by their frame size too, since the same bytes
+/// in other frames are another object.
+pub fn chunk_key(prefix: &str, hash: &str, frame_size: Option<u64>) -> String {
+    match frame_size {
+        Some(frame) => format!("{prefix}{hash}-{frame}.zst"),
+        None => format!("{prefix}{hash}.zst"),
+    }
 }
 
 /// The BLAKE3 hash of `bytes`, in hex.
@@ -144,24 +243,47 @@ mod tests {
 
     #[test]
     fn a_manifest_round_trips_and_starts_with_its_magic() {
-        let list = vec![Some(Chunk { hash: hash_of(b"x"), stored: 9 }), None];
-        let manifest = Manifest::new(8192 + 10, 8192, "c/".into(), list);
+        let (object, listed) = super::super::frames::encode(&[1; 8192], 4096, 3, None).unwrap();
+        let frames: Vec<_> = listed.into_iter().map(|(_, f)| f).collect();
+        let text = super::super::frames::to_text(&frames);
+        let own = Chunk { hash: hash_of(b"x"), stored: object.len() as u64, frames: Some(text.clone()), objects: None };
+        let list = vec![Some(own.clone()), None];
+        let manifest = Manifest::new(8192 + 10, 8192, 4096, "c/".into(), list);
         let bytes = manifest.to_bytes();
         assert!(bytes.starts_with(MAGIC), "{}", String::from_utf8_lossy(&bytes));
         assert_eq!(Manifest::parse("u", &bytes).unwrap(), manifest);
         assert_eq!(manifest.chunk_len(1), 10);
-        assert_eq!(manifest.chunk_key("ab"), "c/ab.zst");
+        assert_eq!(manifest.chunk_key("ab"), "c/ab-4096.zst");
+        assert_eq!(manifest.object_key(&own, 0), "c/".to_string() + &hash_of(b"x") + "-4096.zst");
+        let names = Some(vec!["ab-4096-cd.zst".into(), "cd-4096.zst".into()]);
+        let delta = Chunk { objects: names, ..own.clone() };
+        assert_eq!(manifest.object_key(&delta, 1), "c/cd-4096.zst");
+        let bad_name = Chunk { objects: Some(vec!["../x.zst".into()]), ..own };
+        let refused = Manifest { list: vec![Some(bad_name), None], ..manifest.clone() };
+        assert!(Manifest::parse("u", &refused.to_bytes()).unwrap_err().to_string().contains("not a plain name"));
+        let v1 = Manifest { version: 1, frame_size: None, list: vec![None, None], ..manifest };
+        assert_eq!(Manifest::parse("u", &v1.to_bytes()).unwrap(), v1, "version 1 is still read");
+        assert_eq!(v1.chunk_key("ab"), "c/ab.zst");
     }
 
     #[test]
     fn a_bad_manifest_is_refused_with_what_is_wrong() {
-        let good = Manifest::new(8192, 4096, "c/".into(), vec![None, None]);
+        let good = Manifest::new(8192, 4096, 4096, "c/".into(), vec![None, None]);
         let refused = |m: &Manifest| Manifest::parse("s3://b/k", &m.to_bytes()).unwrap_err().to_string();
-        assert!(refused(&Manifest { version: 2, ..good.clone() }).contains("version 2"));
+        assert!(refused(&Manifest { version: 3, ..good.clone() }).contains("version 3"));
+        assert!(refused(&Manifest { frame_size: Some(3000), ..good.clone() }).contains("frame size"));
+        let unframed = Manifest {
+            list: vec![Some(Chunk { hash: hash_of(b"x"), stored: 9, frames: None, objects: None }), None],
+            ..good.clone()
+        };
+        assert!(refused(&unframed).contains("does not list 1 frames"));
         assert!(refused(&Manifest { chunk_size: 100, ..good.clone() }).contains("chunk size 100"));
         assert!(refused(&Manifest { list: vec![None], ..good.clone() }).contains("1 chunks listed, 2"));
         assert!(refused(&Manifest { chunks: "../x/".into(), ..good.clone() }).contains("not a plain key prefix"));
-        let bad_hash = Manifest { list: vec![Some(Chunk { hash: "zz".into(), stored: 1 }), None], ..good.clone() };
+        let bad_hash = Manifest {
+            list: vec![Some(Chunk { hash: "zz".into(), stored: 1, frames: None, objects: None }), None],
+            ..good.clone()
+        };
         assert!(refused(&bad_hash).contains("chunk 0's hash"));
         assert!(Manifest::parse("u", b"{}").unwrap_err().to_string().contains("not a valid snapshot manifest"));
     }

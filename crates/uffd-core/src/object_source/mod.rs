@@ -12,7 +12,8 @@
 //! An object stored with the manifest's content type (`manifest.rs`, made by `push.rs`) is a pushed
 //! snapshot: the source reads the manifest when it is made and serves the memory it describes,
 //! each chunk a whole object of its own (compressed, named by its hash, checked against it when
-//! read), the holes as zeros without a request; the disk cache then keys chunks by content.
+//! read whole), the holes as zeros without a request; the disk cache then keys chunks by content.
+//! A random fault reads only the frames of a chunk around its page (`frames.rs`).
 
 mod beside;
 mod breaker;
@@ -22,6 +23,7 @@ mod credentials;
 mod defaults;
 mod disk;
 mod fetch;
+mod frames;
 pub mod manifest;
 mod push;
 
@@ -29,7 +31,7 @@ pub(crate) mod runtime;
 mod store;
 
 pub use credentials::{CredentialSource, Pushed};
-pub use defaults::{DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY};
+pub use defaults::{DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, DEFAULT_FRAME_SIZE};
 pub use fetch::RetryPolicy;
 pub use push::{push, PushOptions, PushReport};
 pub use store::{AzureAccount, Credentials, Location, StoreOptions};
@@ -167,8 +169,8 @@ struct Snapshot {
 
 impl Snapshot {
     /// The name of chunk `index` in errors: its index, the snapshot's URL, the chunk's own URL.
-    fn describe(&self, url: &str, index: u64, hash: &str) -> String {
-        format!("chunk {index} of {url} ({})", self.location.url_of(&self.manifest.chunk_key(hash)))
+    fn describe(&self, url: &str, index: u64, chunk: &manifest::Chunk) -> String {
+        format!("chunk {index} of {url} ({})", self.location.url_of(&self.manifest.object_key(chunk, 0)))
     }
 }
 
@@ -340,15 +342,21 @@ impl ObjectSource {
             Some(next) if (window.start..next).contains(&offset) => window.bytes,
             Some(_) => (window.bytes / 2 / page * page).max(page),
         };
-        // A pushed snapshot's chunks are read whole: a compressed chunk has no ranges.
-        let bytes = if self.snapshot.is_some() { bytes.max(chunk) } else { bytes };
+        // A pushed snapshot's chunk is read in whole frames (whole, if pushed before frames).
+        let unit = match &self.snapshot {
+            Some(snapshot) => snapshot.manifest.frame_size.unwrap_or(chunk),
+            None => page,
+        };
+        let bytes = bytes.max(unit);
         window.bytes = bytes;
         let index = offset / chunk;
         let chunk_end = self.chunk_range(index).end.next_multiple_of(page);
         let plan = if bytes >= chunk {
             Plan { index, start: offset, end: chunk_end, whole: true, ahead: bytes / chunk - 1, waits: false }
         } else {
-            Plan { index, start: offset, end: (offset + bytes).min(chunk_end), whole: false, ahead: 0, waits: false }
+            let base = index * chunk;
+            let end = (base + (offset + bytes - base).next_multiple_of(unit)).min(chunk_end);
+            Plan { index, start: offset, end, whole: false, ahead: 0, waits: false }
         };
         // A whole chunk fetched for a fault outside a sequential run (the first fault, a random
         // one): its page first. In a run the thread needs the whole chunk next, and a small range
@@ -379,10 +387,15 @@ impl ObjectSource {
             let from = ((plan.start - base) as usize).min(chunk.len());
             return Ok(chunk.slice(from..((end - base) as usize).min(chunk.len())));
         }
+        if let Some(zeros) = self.hole(plan.index) {
+            return Ok(
+                zeros.slice(((plan.start - base) as usize).min(zeros.len())..((end - base) as usize).min(zeros.len()))
+            );
+        }
         if let Some(disk) = &self.disk {
             let whole = self.chunk_range(plan.index);
             if let Some(bytes) = disk.read_range(
-                &Slot::index(plan.index),
+                &self.slot(plan.index),
                 (whole.end - whole.start) as usize,
                 plan.start - base,
                 end - plan.start,
@@ -391,7 +404,57 @@ impl ObjectSource {
                 return Ok(bytes);
             }
         }
+        if self.snapshot.is_some() {
+            return self.get_frames(plan.index, plan.start - base, end - base).await;
+        }
         self.fetch(plan.start..end).await
+    }
+
+    /// The bytes `from..to` of a pushed snapshot's chunk `index` (framed, with data): the frames
+    /// that hold them, one range request per run of them in one object (all at once), each frame
+    /// decompressed and checked against its sum.
+    async fn get_frames(self: &Arc<Self>, index: u64, from: u64, to: u64) -> Result<Bytes> {
+        let snapshot = self.snapshot.as_ref().ok_or_else(|| Error::invalid(OP, "frames of a plain object"))?;
+        let (Some(frame_size), Some(chunk)) = (snapshot.manifest.frame_size, &snapshot.manifest.list[index as usize])
+        else {
+            return Err(Error::invalid(OP, format!("chunk {index} of {} has no frames to read", self.url())));
+        };
+        self.known_corrupt(index)?;
+        let listed = Arc::new(chunk.frames().unwrap_or_default());
+        let chunk_len = snapshot.manifest.chunk_len(index) as usize;
+        let which = frames::covering(frame_size, listed.len(), from, to);
+        let first = which.start as u64 * frame_size;
+        let reads = frames::runs(&listed, which).into_iter().map(|run| {
+            let key = snapshot.manifest.object_key(chunk, run.object);
+            let what = format!(
+                "frames {}-{} of chunk {index} of {} ({})",
+                run.frames.start,
+                run.frames.end - 1,
+                self.url(),
+                snapshot.location.url_of(&key)
+            );
+            let listed = listed.clone();
+            async move {
+                let path = snapshot.location.path_of(&key)?;
+                let len = run.stored.end - run.stored.start;
+                let stored = self.fetcher.get_object(&path, Some(run.stored.clone()), len, &what, &self.breaker).await;
+                let stored = self.found_corrupt(index, self.watch(stored))?;
+                let frame = frame_size as usize;
+                let decoded = tokio::task::spawn_blocking(move || {
+                    frames::decode_run(&stored, &run, &listed, frame, chunk_len, &what)
+                })
+                .await
+                .map_err(|e| Error::invalid(OP, format!("a decompression task failed: {e}")))?;
+                if decoded.is_err() {
+                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                self.found_corrupt(index, decoded)
+            }
+        });
+        let parts = futures::future::try_join_all(reads).await?;
+        let bytes = Bytes::from(parts.concat());
+        let len = bytes.len();
+        Ok(bytes.slice(((from - first) as usize).min(len)..((to - first) as usize).min(len)))
     }
 
     /// A range request through the breaker: fails at once while the store is down; a transient
@@ -422,13 +485,22 @@ impl ObjectSource {
         let Some(chunk) = &snapshot.manifest.list[index as usize] else {
             return Ok(snapshot.zeros.slice(..len));
         };
-        if let Some(err) = self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).get(&index) {
-            self.counters.failures.fetch_add(1, Ordering::Relaxed);
-            return Err(err.clone());
+        self.known_corrupt(index)?;
+        if chunk.objects.is_some() {
+            // A delta: its frames from its objects, and the whole checked against its hash.
+            let bytes = self.get_frames(index, 0, len as u64).await?;
+            let got = manifest::hash_of(&bytes);
+            let what = snapshot.describe(self.url(), index, chunk);
+            let checked = if got == chunk.hash {
+                Ok(bytes)
+            } else {
+                Err(frames::corrupt(&what, format!("its bytes hash to {got}, not {}", chunk.hash)))
+            };
+            return self.found_corrupt(index, checked);
         }
-        let what = snapshot.describe(self.url(), index, &chunk.hash);
+        let what = snapshot.describe(self.url(), index, chunk);
         let path = snapshot.location.path_of(&snapshot.manifest.chunk_key(&chunk.hash))?;
-        let stored = self.fetcher.get_object(&path, chunk.stored, &what, &self.breaker).await;
+        let stored = self.fetcher.get_object(&path, None, chunk.stored, &what, &self.breaker).await;
         let decoded = match self.watch(stored) {
             Ok(stored) => {
                 let hash = chunk.hash.clone();
@@ -438,16 +510,35 @@ impl ObjectSource {
                 if decoded.is_err() {
                     self.counters.failures.fetch_add(1, Ordering::Relaxed);
                 }
-                decoded
+                self.found_corrupt(index, decoded)
             }
-            Err(err) => Err(err),
+            Err(err) => self.found_corrupt(index, Err(err)),
         };
-        // Stored bytes of the wrong length, or that do not decompress to the chunk: the same
-        // next time. (A missing chunk is not remembered: a push may store it meanwhile.)
-        if let Err(err @ Error::Remote { errno: Errno::EPROTO, .. }) = &decoded {
-            self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).insert(index, err.clone());
-        }
         decoded
+    }
+
+    /// The error chunk `index` was found corrupt with, if it was: a chunk is named by its content,
+    /// so fetching it again brings the same bytes.
+    fn known_corrupt(&self, index: u64) -> Result<()> {
+        match self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).get(&index) {
+            Some(err) => {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                Err(err.clone())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Remembers chunk `index` as corrupt if what was read of it (whole or frames) was: stored bytes
+    /// of the wrong length, or that do not decompress to it. A missing chunk is not remembered: a
+    /// push may store it meanwhile.
+    fn found_corrupt<T>(&self, index: u64, read: Result<T>) -> Result<T> {
+        if let Err(err) = &read {
+            if matches!(err, Error::Remote { errno: Errno::EPROTO, .. }) {
+                self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).insert(index, err.clone());
+            }
+        }
+        read
     }
 
     /// A pushed snapshot's hole: zeros, with no request.
@@ -746,19 +837,10 @@ async fn head(
 /// A pushed snapshot's chunk as stored: decompressed to `len` bytes whose hash is `hash`, or an
 /// error (EPROTO) that names it: a damaged chunk is never served.
 fn decode(stored: &[u8], len: usize, hash: &str, what: &str) -> Result<Bytes> {
-    let corrupt = |why: String| Error::Remote {
-        op: "GET",
-        errno: Errno::EPROTO,
-        status: None,
-        detail: format!("{what} is corrupt ({why}): not served"),
-    };
-    let bytes = zstd::bulk::decompress(stored, len).map_err(|e| corrupt(format!("it does not decompress: {e}")))?;
-    if bytes.len() != len {
-        return Err(corrupt(format!("it holds {} bytes, not {len}", bytes.len())));
-    }
+    let bytes = frames::decompress(stored, len, what)?;
     let got = manifest::hash_of(&bytes);
     if got != hash {
-        return Err(corrupt(format!("its bytes hash to {got}, not {hash}")));
+        return Err(frames::corrupt(what, format!("its bytes hash to {got}, not {hash}")));
     }
     Ok(Bytes::from(bytes))
 }

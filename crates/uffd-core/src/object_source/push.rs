@@ -1,13 +1,14 @@
 //! Pushes a memory file into a store as a snapshot: the file cut into chunks, each chunk that holds
-//! data hashed (BLAKE3 of its bytes), compressed (zstd) and uploaded under its hash unless the
+//! data hashed (BLAKE3 of its bytes), compressed (zstd, frame by frame: `frames.rs`) and uploaded under its hash unless the
 //! store has it already (a HEAD; or listed in the `base` snapshot's manifest, which costs no
 //! request), the chunks that are holes or all zeros recorded as holes and stored nowhere, then the
 //! manifest (`manifest.rs`) written last, so that a reader never finds a manifest whose chunks are
 //! not all there. Chunks go up `concurrency` at a time; each is read, hashed and compressed on the
 //! runtime's blocking threads.
 
-use super::defaults::{DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY};
+use super::defaults::{DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, DEFAULT_FRAME_SIZE};
 use super::fetch::{retried, RetryPolicy};
+use super::frames::{self, Frame};
 use super::manifest::{self, Chunk, Manifest};
 use super::runtime;
 use super::store::{self, remote_error, Location, StoreOptions};
@@ -32,6 +33,9 @@ pub struct PushOptions {
     pub store: StoreOptions,
     /// Bytes per chunk; a multiple of the page size.
     pub chunk_size: usize,
+    /// Bytes per frame, compressed on its own: the least a reader fetches of a chunk. A multiple of
+    /// the page size that divides the chunk size.
+    pub frame_size: usize,
     /// The zstd level (1 to 22; negative levels are faster still).
     pub level: i32,
     /// Chunks read, compressed or uploaded at once.
@@ -50,6 +54,7 @@ impl Default for PushOptions {
         PushOptions {
             store: StoreOptions::default(),
             chunk_size: DEFAULT_CHUNK_SIZE,
+            frame_size: DEFAULT_FRAME_SIZE,
             level: 3,
             concurrency: DEFAULT_CONCURRENCY,
             base: None,
@@ -70,10 +75,14 @@ pub struct PushReport {
     pub uploaded: u64,
     pub deduped: u64,
     pub holes: u64,
+    /// Of the uploaded, chunks stored as a delta against the base's chunk at their place (only
+    /// the frames that differ).
+    pub deltas: u64,
     /// Of the deduplicated, those the base's manifest listed (no request).
     pub from_base: u64,
     /// The file's length; the bytes of chunks that hold data; the compressed bytes uploaded; the
-    /// compressed bytes of every chunk the manifest lists (uploaded or not).
+    /// compressed bytes of every chunk the manifest lists (uploaded or not; a delta's frames
+    /// wherever they are).
     pub bytes_in: u64,
     pub bytes_data: u64,
     pub bytes_out: u64,
@@ -86,18 +95,39 @@ pub struct PushReport {
 /// What became of one chunk.
 enum Outcome {
     Hole,
-    /// Its hash, stored length, and how it got there.
+    /// Its hash, how it is stored (`None` for a twin: as its first), and how it got there.
     Data {
         hash: String,
-        stored: Option<u64>,
+        stored: Option<Stored>,
         how: How,
         len: u64,
     },
 }
 
+/// The base's chunks by place, with their hashes.
+type Beneath = Vec<Option<(String, Stored)>>;
+
+/// How a chunk is stored: its own object's length, its frames, and for a delta the names of its
+/// objects (its own first).
+#[derive(Clone)]
+struct Stored {
+    len: u64,
+    frames: Vec<Frame>,
+    objects: Option<Vec<String>>,
+}
+
+impl Stored {
+    /// The names of its objects: its own (stored whole, named `whole`), or those it lists.
+    fn names(&self, whole: impl FnOnce() -> String) -> Vec<String> {
+        self.objects.clone().unwrap_or_else(|| vec![whole()])
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum How {
     Uploaded,
+    /// Uploaded as a delta against the base's chunk at its place.
+    Delta,
     Found,
     FromBase,
     /// Another chunk of this push has the same content.
@@ -112,11 +142,16 @@ struct Push {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     chunk_size: u64,
+    frame_size: u64,
     size: u64,
     level: i32,
     retry: RetryPolicy,
-    /// Hashes the base lists, with their stored lengths.
-    known: HashMap<String, u64>,
+    /// Hashes the base lists (framed as this push frames), with how they are stored.
+    known: HashMap<String, Stored>,
+    /// The base's chunks by place (with their hashes), when its chunks are under this push's
+    /// prefix and framed alike: a chunk that differs from the one at its place in a few frames is
+    /// stored as a delta.
+    beneath: Beneath,
     /// Hashes a chunk of this push has taken on.
     claimed: Mutex<HashSet<String>>,
     requests: std::sync::atomic::AtomicU64,
@@ -131,6 +166,15 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
         return Err(Error::invalid(
             OP,
             format!("chunkSize {} is not a multiple of the page size ({page})", options.chunk_size),
+        ));
+    }
+    if options.frame_size == 0 || options.frame_size % page != 0 || options.chunk_size % options.frame_size != 0 {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "frameSize {} is not a multiple of the page size ({page}) that divides chunkSize {}",
+                options.frame_size, options.chunk_size
+            ),
         ));
     }
     if !(-7..=22).contains(&options.level) {
@@ -148,20 +192,24 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
     let (store, _) = store::connect(&location, &options.store)?;
     runtime::block_on(async move {
         let mut requests = 0;
-        let (known, base_prefix) = match &options.base {
+        let base = match &options.base {
             Some(base) => {
                 requests += 1;
-                read_base(base, &location, store.as_ref(), options.chunk_size as u64).await?
+                Some(read_base(base, &location, store.as_ref(), options.chunk_size as u64).await?)
             }
-            None => (HashMap::new(), None),
+            None => None,
         };
-        let prefix = match (options.chunk_prefix, base_prefix) {
+        let prefix = match (options.chunk_prefix, &base) {
             (Some(prefix), _) => checked_prefix(prefix)?,
-            (None, Some(prefix)) => prefix,
+            (None, Some(base)) => base.chunks.clone(),
             (None, None) => {
                 let key = location.key();
                 format!("{}chunks/", &key[..key.rfind('/').map_or(0, |at| at + 1)])
             }
+        };
+        let (known, beneath) = match &base {
+            Some(base) => base_chunks(base, options.frame_size as u64, &prefix),
+            None => (HashMap::new(), Vec::new()),
         };
         let push = Arc::new(Push {
             file: opened,
@@ -171,10 +219,12 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
             store,
             prefix,
             chunk_size: options.chunk_size as u64,
+            frame_size: options.frame_size as u64,
             size: meta.len(),
             level: options.level,
             retry: options.retry,
             known,
+            beneath,
             claimed: Mutex::new(HashSet::new()),
             requests: requests.into(),
         });
@@ -216,11 +266,11 @@ impl Push {
             bytes_in: self.size,
             ..Default::default()
         };
-        // A twin's stored length is its first's.
-        let mut stored_of: HashMap<String, u64> = HashMap::new();
+        // A twin is stored as its first.
+        let mut stored_of: HashMap<String, Stored> = HashMap::new();
         for outcome in outcomes.iter().flatten() {
             if let Outcome::Data { hash, stored: Some(stored), .. } = outcome {
-                stored_of.insert(hash.clone(), *stored);
+                stored_of.insert(hash.clone(), stored.clone());
             }
         }
         let mut list = Vec::with_capacity(chunks as usize);
@@ -231,14 +281,19 @@ impl Push {
                     list.push(None);
                 }
                 Some(Outcome::Data { hash, how, len, .. }) => {
-                    let stored = *stored_of.get(&hash).ok_or_else(|| {
+                    let Stored { len: stored, frames, objects } = stored_of.get(&hash).cloned().ok_or_else(|| {
                         Error::invalid(OP, format!("chunk {hash} was neither uploaded nor found (a bug)"))
                     })?;
                     report.bytes_data += len;
-                    report.bytes_stored += stored;
+                    // A delta's frames, wherever they are stored.
+                    report.bytes_stored += match objects {
+                        Some(_) => frames.iter().map(|f| f.len as u64).sum(),
+                        None => stored,
+                    };
                     match how {
-                        How::Uploaded => {
+                        How::Uploaded | How::Delta => {
                             report.uploaded += 1;
+                            report.deltas += u64::from(how == How::Delta);
                             report.bytes_out += stored;
                         }
                         How::FromBase => {
@@ -247,11 +302,11 @@ impl Push {
                         }
                         How::Found | How::Twin => report.deduped += 1,
                     }
-                    list.push(Some(Chunk { hash, stored }));
+                    list.push(Some(Chunk { hash, stored, frames: Some(frames::to_text(&frames)), objects }));
                 }
             }
         }
-        let manifest = Manifest::new(self.size, self.chunk_size, self.prefix.clone(), list);
+        let manifest = Manifest::new(self.size, self.chunk_size, self.frame_size, self.prefix.clone(), list);
         let mut attributes = Attributes::new();
         attributes.insert(Attribute::ContentType, manifest::CONTENT_TYPE.into());
         let body = manifest.to_bytes();
@@ -269,25 +324,93 @@ impl Push {
         let Some((bytes, hash)) = read else { return Ok(Outcome::Hole) };
         let len = bytes.len() as u64;
         if let Some(stored) = self.known.get(&hash) {
-            return Ok(Outcome::Data { hash, stored: Some(*stored), how: How::FromBase, len });
+            return Ok(Outcome::Data { hash, stored: Some(stored.clone()), how: How::FromBase, len });
         }
         if !self.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(hash.clone()) {
             return Ok(Outcome::Data { hash, stored: None, how: How::Twin, len });
         }
-        let key = manifest::chunk_key(&self.prefix, &hash);
+        if let Some((base_hash, base)) = self.beneath.get(index as usize).and_then(Option::as_ref) {
+            let (bytes, base) = (Arc::new(bytes), base.clone());
+            if let Some(stored) = self.delta(index, bytes.clone(), &hash, base_hash, base).await? {
+                return Ok(Outcome::Data { hash, stored: Some(stored), how: How::Delta, len });
+            }
+            let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone());
+            return self.whole(index, bytes, hash).await;
+        }
+        self.whole(index, bytes, hash).await
+    }
+
+    /// Stores chunk `index` as an object of its own, unless the store has it.
+    async fn whole(self: &Arc<Self>, index: u64, bytes: Vec<u8>, hash: String) -> Result<Outcome> {
+        let len = bytes.len() as u64;
+        let key = manifest::chunk_key(&self.prefix, &hash, Some(self.frame_size));
         let path = self.location.path_of(&key)?;
         let what = format!("chunk {index} of {} ({})", self.path.display(), self.location.url_of(&key));
-        if let Some(stored) = self.head(&path, &what).await? {
+        // One stored already whose frame table does not read is stored again.
+        if let Some(stored) = self.found(&path, &what, len).await? {
             return Ok(Outcome::Data { hash, stored: Some(stored), how: How::Found, len });
         }
-        let level = self.level;
-        let compressed = tokio::task::spawn_blocking(move || zstd::bulk::compress(&bytes, level))
+        let (level, frame_size) = (self.level, self.frame_size as usize);
+        let (compressed, listed) = tokio::task::spawn_blocking(move || frames::encode(&bytes, frame_size, level, None))
             .await
             .map_err(|e| self.task_failed(e))?
             .map_err(|e| Error::invalid(OP, format!("compressing {what}: {e}")))?;
-        let stored = compressed.len() as u64;
+        let frames = listed.into_iter().map(|(_, frame)| frame).collect();
+        let stored = Stored { len: compressed.len() as u64, frames, objects: None };
         self.put(&path, &what, compressed, Attributes::new()).await?;
         Ok(Outcome::Data { hash, stored: Some(stored), how: How::Uploaded, len })
+    }
+
+    /// Stores chunk `index` as a delta against `base`, the base's chunk at its place, if at most
+    /// half of its frames differ from the base's: an object of those frames, and the base's
+    /// objects for the others. `None`: it differs too much (stored whole instead).
+    async fn delta(
+        self: &Arc<Self>,
+        index: u64,
+        bytes: Arc<Vec<u8>>,
+        hash: &str,
+        base_hash: &str,
+        base: Stored,
+    ) -> Result<Option<Stored>> {
+        let (level, frame_size) = (self.level, self.frame_size as usize);
+        let encoded = tokio::task::spawn_blocking(move || {
+            let changed: Vec<bool> = frames::sums(&bytes, frame_size)
+                .iter()
+                .zip(&base.frames)
+                .map(|(sum, frame)| *sum != frame.sum)
+                .collect();
+            let count = changed.iter().filter(|&&c| c).count();
+            if changed.len() != base.frames.len() || count == 0 || 2 * count > changed.len() {
+                return Ok(None);
+            }
+            frames::encode(&bytes, frame_size, level, Some(&changed)).map(|encoded| Some((encoded, base)))
+        })
+        .await
+        .map_err(|e| self.task_failed(e))?
+        .map_err(|e| Error::invalid(OP, format!("compressing chunk {index} of {}: {e}", self.path.display())))?;
+        let Some(((object, own), base)) = encoded else { return Ok(None) };
+        let name = manifest::delta_name(hash, self.frame_size, base_hash);
+        // Its objects: its own, then the base's it takes frames from, each named once.
+        let base_names = base.names(|| whole_name(base_hash, self.frame_size));
+        let mut names = vec![name.clone()];
+        let mut frames = base.frames.clone();
+        for frame in &mut frames {
+            let from = &base_names[frame.object as usize];
+            let at = names.iter().position(|n| n == from).unwrap_or_else(|| {
+                names.push(from.clone());
+                names.len() - 1
+            });
+            frame.object = u8::try_from(at).map_err(|_| Error::invalid(OP, "a delta of more than 255 objects"))?;
+        }
+        for (at, frame) in own {
+            frames[at] = frame;
+        }
+        let key = format!("{}{name}", self.prefix);
+        let path = self.location.path_of(&key)?;
+        let what = format!("chunk {index} of {} ({})", self.path.display(), self.location.url_of(&key));
+        let len = object.len() as u64;
+        self.put(&path, &what, object, Attributes::new()).await?;
+        Ok(Some(Stored { len, frames, objects: Some(names) }))
     }
 
     /// Chunk `index`'s bytes and hash, or `None` for a hole (no data in the file there, found with
@@ -310,16 +433,28 @@ impl Push {
         Ok(Some((bytes, hash)))
     }
 
-    /// The stored length of the object at `path`, or `None` if there is none.
-    async fn head(&self, path: &object_store::path::Path, what: &str) -> Result<Option<u64>> {
-        self.retrying(|| async {
-            match self.store.head(path).await {
-                Ok(meta) => Ok(Some(meta.size)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(remote_error("HEAD", what, &e)),
-            }
-        })
-        .await
+    /// How the chunk of `len` bytes at `path` is stored, if it is: its length (a HEAD) and its
+    /// frames (its table, a range request).
+    async fn found(&self, path: &object_store::path::Path, what: &str, len: u64) -> Result<Option<Stored>> {
+        let head = self
+            .retrying(|| async {
+                match self.store.head(path).await {
+                    Ok(meta) => Ok(Some(meta.size)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(remote_error("HEAD", what, &e)),
+                }
+            })
+            .await?;
+        let count = frames::count(len, self.frame_size);
+        let table_len = frames::table_len(count);
+        let Some(stored) = head.filter(|&stored| stored > table_len) else { return Ok(None) };
+        let table = self
+            .retrying(|| async {
+                let range = stored - table_len..stored;
+                self.store.get_range(path, range).await.map_err(|e| remote_error("GET", what, &e))
+            })
+            .await?;
+        Ok(frames::parse_table(&table, count, stored).map(|frames| Stored { len: stored, frames, objects: None }))
     }
 
     async fn put(
@@ -358,13 +493,8 @@ impl Push {
     }
 }
 
-/// The chunks a base snapshot lists (hash: stored length) and its chunk prefix.
-async fn read_base(
-    base: &str,
-    location: &Location,
-    store: &dyn ObjectStore,
-    chunk_size: u64,
-) -> Result<(HashMap<String, u64>, Option<String>)> {
+/// A base snapshot's manifest, read and checked against this push.
+async fn read_base(base: &str, location: &Location, store: &dyn ObjectStore, chunk_size: u64) -> Result<Manifest> {
     let base_location = Location::parse(base)?;
     if !base_location.same_store(location) {
         return Err(Error::invalid(
@@ -394,8 +524,30 @@ async fn read_base(
             ),
         ));
     }
-    let known = manifest.list.iter().flatten().map(|chunk| (chunk.hash.clone(), chunk.stored)).collect();
-    Ok((known, Some(manifest.chunks)))
+    Ok(manifest)
+}
+
+/// What a base's chunks give a push under `prefix`: how each hash is stored, and the chunk at
+/// each place. Nothing when its chunks are framed otherwise (or pushed before frames): they are
+/// other objects; nor when they are under another prefix, which this push's manifest cannot name.
+fn base_chunks(base: &Manifest, frame_size: u64, prefix: &str) -> (HashMap<String, Stored>, Beneath) {
+    if base.frame_size != Some(frame_size) || base.chunks != prefix {
+        return (HashMap::new(), Vec::new());
+    }
+    let stored = |chunk: &Chunk| {
+        Some((
+            chunk.hash.clone(),
+            Stored { len: chunk.stored, frames: chunk.frames()?, objects: chunk.objects.clone() },
+        ))
+    };
+    let beneath: Vec<_> = base.list.iter().map(|chunk| chunk.as_ref().and_then(stored)).collect();
+    let known = beneath.iter().flatten().cloned().collect();
+    (known, beneath)
+}
+
+/// The name of a chunk's own object, stored whole, under the chunk prefix.
+fn whole_name(hash: &str, frame_size: u64) -> String {
+    manifest::chunk_key("", hash, Some(frame_size))
 }
 
 /// A chunk prefix given by the caller: a plain key prefix, ending in `/` (added if missing).
@@ -428,6 +580,7 @@ mod tests {
         let refused = |options: PushOptions| push(Path::new("/dev/null"), "s3://b/k", options).unwrap_err().to_string();
         assert!(refused(PushOptions { chunk_size: 1000, ..Default::default() }).contains("chunkSize 1000"));
         assert!(refused(PushOptions { level: 30, ..Default::default() }).contains("level 30"));
+        assert!(refused(PushOptions { frame_size: 12288, ..Default::default() }).contains("frameSize 12288"));
         assert!(refused(PushOptions { concurrency: 0, ..Default::default() }).contains("concurrency"));
         let err = push(Path::new("/no/such/file"), "s3://b/k", PushOptions::default()).unwrap_err();
         assert_eq!(err.code(), "ENOENT");

@@ -1,4 +1,4 @@
-//! Direct reading: a handler thread that reads the userfaultfd itself (a *puller*), in place of
+//! A puller: a handler thread that reads the userfaultfd itself, in place of
 //! the loop threads. A fault then costs one thread hand-off (faulting thread -> handler thread)
 //! instead of two (-> loop thread -> handler thread), like a C handler's. The loop threads park
 //! while a handler reads and take over again when it stops (or its environment ends); a parked
@@ -7,7 +7,7 @@
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fault::Dispatch;
-use crate::reader::{self, peer_gone, Reader};
+use crate::readers::turn::{self, Ended, Reader};
 use crate::sys::uapi;
 use nix::errno::Errno;
 use std::time::{Duration, Instant};
@@ -33,26 +33,26 @@ impl Puller {
 /// other handlers that read: the loop threads step aside until the last stops, or is removed.
 pub fn start(engine: &Engine, generation: u64, thread_id: i32) -> Result<Puller> {
     const OP: &str = "handle";
-    if engine.resolver.fd.features() & uapi::FEATURE_EVENT_FORK != 0 {
+    if engine.features() & uapi::FEATURE_EVENT_FORK != 0 {
         // Fork events come through the pump thread (pump.rs), which only a loop thread drains.
         return Err(Error::unsupported(OP, "a handler cannot read the fd itself with EVENT_FORK"));
     }
-    if !engine.handlers.is_current(generation) {
+    if !engine.handlers().is_current(generation) {
         return Err(Error::invalid(OP, "only the installed handler can read the fd"));
     }
     let reader = Reader::new(engine, None, false)?;
-    let pulling = &engine.pulling;
-    let mut state = pulling.lock();
-    pulling.add(&mut state, generation, thread_id);
-    engine.poke.wake();
+    let reading = engine.reading();
+    let mut pullers = reading.lock_pullers();
+    reading.add_puller(&mut pullers, generation, thread_id);
+    reading.poke_waker().wake();
     let deadline = Instant::now() + HANDOVER_AT_MOST;
-    while state.parked < engine.options.readers() && !engine.is_closed() {
+    while pullers.parked < engine.options().readers() && !engine.is_closed() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            pulling.remove(&mut state, generation);
+            reading.remove_puller(&mut pullers, generation);
             return Err(Error::sys(OP, Errno::ETIMEDOUT, "the fault loop did not step aside"));
         }
-        state = pulling.wait(state, left);
+        pullers = reading.wait_pullers(pullers, left);
     }
     Ok(Puller { generation, reader })
 }
@@ -61,44 +61,43 @@ pub fn start(engine: &Engine, generation: u64, thread_id: i32) -> Result<Puller>
 /// are marked as handed to the puller's handler). EBADF once the fd is closed or the puller no
 /// longer reads.
 pub fn pull(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec<Dispatch>> {
-    engine.pulling.enter_pull();
+    engine.reading().enter_pull();
     let result = pull_turn(engine, puller, wait);
-    engine.pulling.leave_pull();
+    engine.reading().leave_pull();
     result
 }
 
 fn pull_turn(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec<Dispatch>> {
     const OP: &str = "read";
-    let pulling = &engine.pulling;
-    if engine.is_closed() || !pulling.lock().reads(puller.generation) {
+    let reading = engine.reading();
+    if engine.is_closed() || !reading.lock_pullers().reads(puller.generation) {
         return Err(Error::Closed { op: OP, what: "userfaultfd" });
     }
-    let wait = if pulling.backlog().is_empty() { wait } else { Duration::ZERO };
+    let wait = if reading.backlog().is_empty() { wait } else { Duration::ZERO };
     puller.reader.wait(engine, Some(wait))?;
     // Read only while still the reader: a loop thread takes over (or rescues) only with this lock,
     // so the two never read at once, and no fault is marked for a handler already removed.
-    let state = pulling.lock();
-    if !state.reads(puller.generation) || engine.is_closed() {
+    let pullers = reading.lock_pullers();
+    if !pullers.reads(puller.generation) || engine.is_closed() {
         return Err(Error::Closed { op: OP, what: "userfaultfd" });
     }
-    let mut batch = pulling.take_backlog();
-    let seen = reader::take(engine, &mut puller.reader, &mut batch);
-    if seen.failed {
-        pulling.defer(batch);
-        return Err(Error::sys(OP, Errno::EIO, "the userfaultfd reported POLLERR"));
+    let mut batch = reading.take_backlog();
+    let seen = turn::take(engine, &mut puller.reader, &mut batch);
+    if !seen.failed {
+        engine.faults().mark_delivered(Some(puller.generation), &batch);
     }
-    engine.faults().mark_delivered(Some(puller.generation), &batch);
-    drop(state);
-    reader::settle_self_faults(engine, &mut puller.reader);
-    if seen.hung_up {
-        // Said through hand_over, which tells the owner (a reading worker's owner must close too,
-        // or what keeps its process alive for the peer never lets go).
-        if engine.first_to_see_hang_up() {
-            engine.hand_over(vec![peer_gone()]);
+    drop(pullers);
+    match turn::after_turn(engine, &mut puller.reader, &seen) {
+        Some(Ended::Failed) => {
+            reading.defer(batch);
+            Err(Error::sys(OP, Errno::EIO, "the userfaultfd reported POLLERR"))
         }
-        engine.close();
+        Some(Ended::HungUp) => {
+            turn::say_hang_up(engine, Vec::new());
+            Ok(batch)
+        }
+        None => Ok(batch),
     }
-    Ok(batch)
 }
 
 /// For a resolve on the puller's thread that the kernel refused for unread events: reads what is
@@ -108,26 +107,27 @@ pub fn read_pending(engine: &Engine) -> bool {
         return false;
     };
     let mut batch = Vec::new();
-    reader::drain_pending(engine, &mut reader, &mut batch);
-    reader::settle_self_faults(engine, &mut reader);
+    turn::drain_outside_turn(engine, &mut reader, &mut batch);
+    turn::settle_self_faults(engine, &mut reader);
     let read = !batch.is_empty();
-    engine.pulling.backlog().extend(batch);
+    engine.reading().backlog().extend(batch);
     read
 }
 
 /// On a loop thread: steps aside while a handler reads, until it stops or the fd closes. While
 /// parked it takes a turn for a puller that is stuck out of `pull` with messages waiting (its own
 /// thread faulted, or its handler blocks), and when the puller stops it hands on what the puller
-/// had read but not taken.
-pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) {
-    let pulling = &engine.pulling;
-    let mut state = pulling.lock();
-    if state.pullers.is_empty() {
-        return;
+/// had read but not taken. Returns whether the loop thread reads on (a rescue's turn may end it,
+/// as its own would).
+pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) -> bool {
+    let reading = engine.reading();
+    let mut pullers = reading.lock_pullers();
+    if pullers.is_empty() {
+        return true;
     }
-    state.parked += 1;
-    pulling.changed.notify_all();
-    while !state.pullers.is_empty() && !engine.is_closed() {
+    let mut reads_on = true;
+    reading.park(&mut pullers);
+    while !pullers.is_empty() && !engine.is_closed() {
         // Wake for the next deadline too: a puller stuck in its handler does not expire the fault
         // it holds, so a loop thread does.
         let wait = match engine.table().next_deadline() {
@@ -136,28 +136,29 @@ pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) {
             }
             None => STUCK_CHECK,
         };
-        state = pulling.wait(state, wait);
-        if state.pullers.is_empty() || engine.is_closed() || !pulling.stuck() {
+        pullers = reading.wait_pullers(pullers, wait);
+        if pullers.is_empty() || engine.is_closed() || !reading.stuck() {
             continue;
         }
+        let news = reader.look_now();
         let overdue = engine.table().next_deadline().is_some_and(|deadline| deadline <= Instant::now());
-        if !overdue && !engine.has_retries() && !engine.resolver.fd.messages_waiting() {
+        if !news && !overdue && !reading.has_retries() && !engine.fd().messages_waiting() {
             continue;
         }
-        let mut batch = pulling.take_backlog();
-        reader.assume_readable();
-        reader::take(engine, reader, &mut batch);
-        drop(state);
-        reader::settle_self_faults(engine, reader);
-        if !batch.is_empty() {
-            engine.hand_over(batch);
+        let mut batch = reading.take_backlog();
+        let seen = turn::take(engine, reader, &mut batch);
+        drop(pullers);
+        reads_on = turn::hand_over_turn(engine, reader, &seen, batch);
+        pullers = reading.lock_pullers();
+        if !reads_on {
+            break;
         }
-        state = pulling.lock();
     }
-    state.parked -= 1;
-    drop(state);
-    let left = pulling.take_backlog();
+    pullers.parked -= 1;
+    drop(pullers);
+    let left = reading.take_backlog();
     if !left.is_empty() {
         engine.hand_over(left);
     }
+    reads_on
 }
