@@ -5,7 +5,7 @@ import { provided } from './credentials'
 import { argumentError, fromFailure, rangeError } from './errors'
 import { binding } from './loader'
 import { type ObjectStoreSourceOptions, objectOptions } from './source'
-import { integer, options as optionsOf } from './validate'
+import { optionalPages, options as optionsOf } from './validate'
 
 /** Options of {@link pushSnapshot}: how to reach the store, as for {@link Source.objectStore}, and how to cut the file. */
 export interface PushSnapshotOptions
@@ -102,11 +102,9 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   if (typeof file !== 'string' || file === '') throw argumentError('file', 'a path', file)
   if (typeof url !== 'string') throw argumentError('url', 'a string', url)
   const given = optionsOf('options', options)
-  // Left out, the chunk size, the level and the concurrency are the core's defaults.
-  const chunkSize = given.chunkSize === undefined ? undefined : integer('options.chunkSize', given.chunkSize, 4096)
-  if (chunkSize !== undefined && chunkSize % 4096 !== 0) throw rangeError('options.chunkSize', 'a multiple of 4096', chunkSize)
-  const frameSize = given.frameSize === undefined ? undefined : integer('options.frameSize', given.frameSize, 4096)
-  if (frameSize !== undefined && frameSize % 4096 !== 0) throw rangeError('options.frameSize', 'a multiple of 4096', frameSize)
+  // Left out, the chunk and frame sizes, the level and the concurrency are the core's defaults
+  // (objectOptions checks the chunk size and the concurrency).
+  const frameSize = optionalPages('options.frameSize', given.frameSize)
   const { level } = given
   if (level !== undefined && typeof level !== 'number') throw argumentError('options.level', 'of type number', level)
   if (level !== undefined && (!Number.isInteger(level) || level < -7 || level > 22))
@@ -118,8 +116,7 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   }
   const base = text('options.base', given.base)
   const chunkPrefix = text('options.chunkPrefix', given.chunkPrefix)
-  const concurrency = given.concurrency === undefined ? undefined : integer('options.concurrency', given.concurrency, 1)
-  const { options: store, provider } = objectOptions(url, { ...given, chunkSize, concurrency })
+  const { options: store, provider } = objectOptions(url, given)
   const credentials = provider ? await provided(provider) : undefined
   // Refreshed while the push runs.
   const pushing = {}

@@ -30,6 +30,14 @@ export function regionSize(name: string, value: unknown): number {
   return value
 }
 
+/** A size left out (`undefined`), or a whole number of 4096-byte pages: a chunk or frame of an object. */
+export function optionalPages(name: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined
+  const size = integer(name, value, 4096)
+  if (size % 4096 !== 0) throw rangeError(name, 'a multiple of 4096', size)
+  return size
+}
+
 export function optionalInteger(name: string, value: unknown): number | undefined {
   return value === undefined ? undefined : integer(name, value)
 }

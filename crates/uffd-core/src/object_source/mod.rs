@@ -215,7 +215,7 @@ impl ObjectSource {
         if options.chunk_size == 0 || options.chunk_size % crate::region::base_page_size() != 0 {
             return Err(Error::invalid(
                 OP,
-                format!("chunkSize {} is not a multiple of the page size", options.chunk_size),
+                format!("the chunk size {} is not a multiple of the page size", options.chunk_size),
             ));
         }
         if options.concurrency == 0 {

@@ -165,14 +165,14 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
     if options.chunk_size == 0 || options.chunk_size % page != 0 {
         return Err(Error::invalid(
             OP,
-            format!("chunkSize {} is not a multiple of the page size ({page})", options.chunk_size),
+            format!("the chunk size {} is not a multiple of the page size ({page})", options.chunk_size),
         ));
     }
     if options.frame_size == 0 || options.frame_size % page != 0 || options.chunk_size % options.frame_size != 0 {
         return Err(Error::invalid(
             OP,
             format!(
-                "frameSize {} is not a multiple of the page size ({page}) that divides chunkSize {}",
+                "the frame size {} is not a multiple of the page size ({page}) that divides the chunk size {}",
                 options.frame_size, options.chunk_size
             ),
         ));
@@ -578,9 +578,9 @@ mod tests {
     #[test]
     fn bad_arguments_are_refused_before_any_request() {
         let refused = |options: PushOptions| push(Path::new("/dev/null"), "s3://b/k", options).unwrap_err().to_string();
-        assert!(refused(PushOptions { chunk_size: 1000, ..Default::default() }).contains("chunkSize 1000"));
+        assert!(refused(PushOptions { chunk_size: 1000, ..Default::default() }).contains("chunk size 1000"));
         assert!(refused(PushOptions { level: 30, ..Default::default() }).contains("level 30"));
-        assert!(refused(PushOptions { frame_size: 12288, ..Default::default() }).contains("frameSize 12288"));
+        assert!(refused(PushOptions { frame_size: 12288, ..Default::default() }).contains("frame size 12288"));
         assert!(refused(PushOptions { concurrency: 0, ..Default::default() }).contains("concurrency"));
         let err = push(Path::new("/no/such/file"), "s3://b/k", PushOptions::default()).unwrap_err();
         assert_eq!(err.code(), "ENOENT");
