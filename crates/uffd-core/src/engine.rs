@@ -234,7 +234,7 @@ impl Engine {
         }
     }
 
-    /// Says one notice.
+    /// Hands one notice over, as any batch (it may go to the owner, see `handlers::is_owners`).
     pub fn say(&self, notice: Notice) {
         self.hand_over(vec![Dispatch::Notice(notice)]);
     }
@@ -273,7 +273,9 @@ impl Engine {
         self.forget_faults(|fault| Arc::ptr_eq(&fault.region, region));
     }
 
-    /// See `fallback::abandon`.
+    /// Settles a fault its handler can no longer answer, by this fd's fallback policy: woken if it
+    /// sleeps after DONTWAKE, else the fallback (see `fallback::abandon` for the notice and the
+    /// fault returned when the kernel refused).
     pub fn abandon(
         &self,
         entry: InFlight,
@@ -283,7 +285,7 @@ impl Engine {
         abandon(&self.resolver, self.options.fallback, entry, park, say)
     }
 
-    /// See `fallback::fall_back`.
+    /// Resolves a fault by this fd's fallback policy (see `fallback::fall_back` for `park`).
     pub fn fall_back(&self, fault: &Fault, park: Park<'_>) -> Fell {
         fall_back(&self.resolver, self.options.fallback, fault, park)
     }

@@ -321,9 +321,9 @@ fn retry(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
 pub fn settle_self_faults(engine: &Engine, reader: &mut Reader) {
     for fault in std::mem::take(&mut reader.after_read.self_faults) {
         // Said first: when the thread runs again (and, say, closes at once), the word is there.
-        engine.hand_over(vec![Dispatch::Notice(self_fault_notice(fault.clone()))]);
+        engine.say(self_fault_notice(fault.clone()));
         match engine.fall_back(&fault, Park::Never) {
-            Fell::Failed(notice) => engine.hand_over(vec![Dispatch::Notice(notice)]),
+            Fell::Failed(notice) => engine.say(notice),
             Fell::Refused => reader.after_read.retries.push(Retry::Fallback(fault)),
             Fell::Resolved => {}
         }
