@@ -64,7 +64,7 @@ impl Reader {
             }
             None => {
                 // Pullers may be several, as loop threads may: each message wakes one of them.
-                let several = !loop_thread || engine.options().readers() > 1;
+                let several = !loop_thread || engine.reader_count() > 1;
                 let how = if several { Watch::ReadableExclusive } else { Watch::Readable };
                 engine.fd().with_borrowed("epoll_ctl", |fd| poller.watch(fd, Token::Uffd, how))?;
                 Messages::Fd(Buffer::default())
@@ -101,11 +101,11 @@ impl Reader {
     /// Waits up to `wait` (`None`: no limit), less if a fault's deadline or a retry comes first,
     /// for what `take` then takes.
     pub fn wait(&mut self, engine: &Engine, wait: Option<Duration>) -> Result<()> {
-        let deadline = engine.table().next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let deadline = engine.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
         let retry = engine.reading().has_retries().then_some(Duration::from_millis(1));
         let wait = [wait, deadline, retry].into_iter().flatten().min();
         self.ready.clear();
-        self.ready.extend(self.poller.wait(wait, engine.options().spin)?);
+        self.ready.extend(self.poller.wait(wait, engine.spin())?);
         Ok(())
     }
 
@@ -274,10 +274,10 @@ pub fn drain_outside_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<
     retry(engine, reader, batch);
 }
 
-/// Parked resolves learn that events were read (the kernel lets them go once they are).
+/// If the batch holds events, parked resolves learn that they were read.
 fn note_events_read(engine: &Engine, batch: &[Dispatch]) {
     if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
-        engine.resolver().epoch.advance();
+        engine.note_events_read();
     }
 }
 
@@ -286,7 +286,7 @@ fn note_events_read(engine: &Engine, batch: &[Dispatch]) {
 fn end_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     note_events_read(engine, batch);
     retry(engine, reader, batch);
-    if engine.options().timeout.is_some() {
+    if engine.timeout().is_some() {
         intake::expire(engine, &mut reader.after_read, batch);
         engine.reading().defer_retries(&mut reader.after_read.retries);
     }
