@@ -196,8 +196,7 @@ pub fn serve(
 ) -> Result<()> {
     const OP: &str = "serve";
     let len = len.unwrap_or(region.size().saturating_sub(offset));
-    let start = engine.resolver().check_registered(OP, region, offset, len)?;
-    engine.resolver().registrations_mut().insert_range(region, start, start + len, Some(served.clone()));
+    let start = engine.resolver().attach(OP, region, offset, len, &served)?;
     let covered =
         |f: &crate::fault::Fault| Arc::ptr_eq(&f.region, region) && (offset..offset + len).contains(&f.offset);
     // Taken from the table (what a reader hands over from now on is dropped, no longer in

@@ -55,10 +55,14 @@ pub struct Pullers {
     /// The generations of the handlers that read, and their threads (none: the loop threads read).
     reading: Vec<(u64, i32)>,
     /// Loop threads parked while handlers read.
-    pub parked: usize,
+    parked: usize,
 }
 
 impl Pullers {
+    pub fn parked(&self) -> usize {
+        self.parked
+    }
+
     pub fn reads(&self, generation: u64) -> bool {
         self.reading.iter().any(|(g, _)| *g == generation)
     }
@@ -217,6 +221,11 @@ impl Reading {
     pub fn park(&self, pullers: &mut Pullers) {
         pullers.parked += 1;
         self.changed.notify_all();
+    }
+
+    /// A parked loop thread reads again (the caller holds the lock).
+    pub fn unpark(&self, pullers: &mut Pullers) {
+        pullers.parked -= 1;
     }
 
     /// Notes the pullers (the caller holds the lock).

@@ -114,6 +114,34 @@ impl Resolver {
         ))
     }
 
+    /// Makes `served` serve `[offset, offset + len)` of a region registered already (no ioctl);
+    /// returns the range's address.
+    pub fn attach(
+        &self,
+        op: &'static str,
+        region: &Arc<Region>,
+        offset: usize,
+        len: usize,
+        served: &Arc<Served>,
+    ) -> Result<usize> {
+        let start = self.check_registered(op, region, offset, len)?;
+        self.registrations_mut().insert_range(region, start, start + len, Some(served.clone()));
+        Ok(start)
+    }
+
+    /// The sources that serve registered ranges, each once.
+    pub fn sources(&self) -> Vec<Arc<Served>> {
+        let mut served: Vec<Arc<Served>> = Vec::new();
+        for (_, registration) in self.registrations().overlapping(0, usize::MAX) {
+            if let Some(one) = &registration.served {
+                if !served.iter().any(|seen| Arc::ptr_eq(seen, one)) {
+                    served.push(one.clone());
+                }
+            }
+        }
+        served
+    }
+
     /// Registers `[offset, offset + len)` of a region (all of it by default), its faults served by
     /// `served` if given; returns the mask of ioctls the kernel allows there.
     pub fn register(

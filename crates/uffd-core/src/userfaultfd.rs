@@ -179,16 +179,8 @@ impl Userfaultfd {
     /// their files, and with `sync` to the disk; waits for the write-backs under way. The first
     /// failure is returned (its pages stay written, and are tried again by the next flush).
     pub fn flush(&self, sync: bool) -> Result<()> {
-        let mut served: Vec<Arc<Served>> = Vec::new();
-        for (_, registration) in self.engine.resolver().registrations().overlapping(0, usize::MAX) {
-            if let Some(one) = &registration.served {
-                if !served.iter().any(|seen| Arc::ptr_eq(seen, one)) {
-                    served.push(one.clone());
-                }
-            }
-        }
         let mut failed = None;
-        for one in served {
+        for one in self.engine.resolver().sources() {
             if let Some(Err(error)) = one.residency().map(|residency| residency.flush(sync)) {
                 failed.get_or_insert(error);
             }

@@ -46,7 +46,7 @@ pub fn start(engine: &Engine, generation: u64, thread_id: i32) -> Result<Puller>
     reading.add_puller(&mut pullers, generation, thread_id);
     reading.poke_waker().wake();
     let deadline = Instant::now() + HANDOVER_AT_MOST;
-    while pullers.parked < engine.reader_count() && !engine.is_closed() {
+    while pullers.parked() < engine.reader_count() && !engine.is_closed() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             reading.remove_puller(&mut pullers, generation);
@@ -154,7 +154,7 @@ pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) -> bool {
             break;
         }
     }
-    pullers.parked -= 1;
+    reading.unpark(&mut pullers);
     drop(pullers);
     let left = reading.take_backlog();
     if !left.is_empty() {
