@@ -6,7 +6,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fallback::{source_failed_notice, Fell};
 use crate::fault::Dispatch;
-use crate::fault_table::FaultState;
+use crate::fault_table::Stage;
 use crate::native;
 use crate::region::Region;
 use crate::resolve::{Park, Protect, Wake};
@@ -202,7 +202,7 @@ pub fn serve(
     // Taken from the table (what a reader hands over from now on is dropped, no longer in
     // flight), then out of the handlers' queue.
     let held = engine.take_faults_where(|entry| {
-        entry.delivered_to.is_none() && entry.state == FaultState::Waiting && covered(&entry.fault)
+        entry.delivered_to.is_none() && entry.stage == Stage::Waiting && covered(&entry.fault)
     });
     drop(engine.take_queued(|item| matches!(item, Dispatch::Fault(f) if covered(f))));
     let mut scratch = Scratch::default();

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::fallback::{abandon, abandoned_notice, fall_back, handler_gone_notice, Fell};
 use crate::fault::{Child, Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind, UffdEvent};
-use crate::fault_table::{FaultState, FaultTable, InFlight};
+use crate::fault_table::{FaultTable, InFlight, Stage};
 use crate::fd::{Fd, Negotiated};
 use crate::handlers::{Faults, Handlers, Installed};
 use crate::options::{Fallback, Options};
@@ -287,10 +287,10 @@ impl Engine {
 
     /// Takes fault `id` out if nobody has resolved it yet; else says where it stands: asleep after
     /// DONTWAKE (left in flight), or gone (`None`).
-    pub fn take_unresolved(&self, id: u64) -> std::result::Result<InFlight, Option<FaultState>> {
+    pub fn take_unresolved(&self, id: u64) -> std::result::Result<InFlight, Option<Stage>> {
         let mut table = self.table();
-        match table.get(id).map(|entry| entry.state) {
-            Some(FaultState::Waiting) => Ok(table.take(id).expect("looked up above")),
+        match table.get(id).map(|entry| entry.stage) {
+            Some(Stage::Waiting) => Ok(table.take(id).expect("looked up above")),
             state => Err(state),
         }
     }

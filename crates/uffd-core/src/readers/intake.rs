@@ -6,7 +6,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::fallback::{source_failed_notice, Fell};
 use crate::fault::{Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
-use crate::fault_table::FaultState;
+use crate::fault_table::Stage;
 use crate::native;
 use crate::object_faults;
 use crate::reading::{Faulted, Retry};
@@ -195,7 +195,7 @@ pub fn expire(engine: &Engine, held: &mut AfterRead, batch: &mut Vec<Dispatch>) 
     let expired = engine.take_expired();
     let limit = engine.timeout().unwrap_or_default();
     for entry in expired {
-        if matches!(entry.state, FaultState::Waiting) {
+        if matches!(entry.stage, Stage::Waiting) {
             bump(&engine.counters().timeouts);
         }
         // A fault that waited for a handler, or a source, that never came (see `hold_for_handler`).
