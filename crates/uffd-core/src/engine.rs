@@ -36,7 +36,7 @@ pub struct Engine {
     reading: Reading,
     options: Options,
     /// Set first by `close()`, which may let the readers read on for a moment (see
-    /// `settle_pending_forks`) before the fd counts as closed.
+    /// `settle_forks_in_progress`) before the fd counts as closed.
     closing: AtomicBool,
     adopt_child: AdoptChild,
     /// Itself, for work that outlives a call (an object source's request).
@@ -189,7 +189,7 @@ impl Engine {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.settle_pending_forks();
+        self.settle_forks_in_progress();
         self.resolver.fd.mark_closed();
         self.reading.stop();
         self.resolver.fd.release();
@@ -202,7 +202,7 @@ impl Engine {
     /// malloc locks: if the readers stopped reading then, both would wait forever. So before they
     /// stop, every range is unregistered (no fork can start an event for this fd after that) and
     /// they read on until the kernel has no event in progress (`mmap_changing`), or 2 s pass.
-    fn settle_pending_forks(&self) {
+    fn settle_forks_in_progress(&self) {
         if self.resolver.fd.features() & uapi::FEATURE_EVENT_FORK == 0 || self.reading.on_reader_thread() {
             return;
         }

@@ -35,7 +35,7 @@ pub enum Park<'a> {
     /// Wait until a reader has read events (the epoch moves), then try again, for up to 5 s.
     UntilRead,
     /// The caller reads the fd itself between its turns (a reading handler): `read` reads what is
-    /// pending (returns whether it read anything), then the resolve tries again.
+    /// unread (returns whether it read anything), then the resolve tries again.
     ReadFirst(&'a dyn Fn() -> bool),
 }
 

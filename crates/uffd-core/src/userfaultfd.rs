@@ -217,7 +217,7 @@ impl Userfaultfd {
     /// How a resolve on this thread waits for unread events: a thread that reads the fd itself
     /// reads them; any other waits for a reader.
     fn with_park<T>(&self, f: impl FnOnce(Park<'_>) -> T) -> T {
-        let read = || puller::read_pending(&self.engine);
+        let read = || puller::read_unread(&self.engine);
         let engine = &self.engine;
         if engine.is_puller_thread(current_thread_id()) {
             f(Park::ReadFirst(&read))

@@ -101,8 +101,8 @@ fn pull_turn(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec
 }
 
 /// For a resolve on the puller's thread that the kernel refused for unread events: reads what is
-/// pending (the faults among it wait for the next `pull`). Returns whether it read anything.
-pub fn read_pending(engine: &Engine) -> bool {
+/// unread (the faults among it wait for the next `pull`). Returns whether it read anything.
+pub fn read_unread(engine: &Engine) -> bool {
     let Ok(mut reader) = Reader::draining() else {
         return false;
     };
