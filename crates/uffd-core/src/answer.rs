@@ -6,7 +6,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fallback::{source_failed_notice, Fell};
 use crate::fault::Dispatch;
-use crate::fault_table::FaultState;
+use crate::fault_table::Stage;
 use crate::native;
 use crate::region::Region;
 use crate::resolve::{Park, Protect, Wake};
@@ -169,14 +169,11 @@ pub fn resolve_from_source(engine: &Engine, id: u64, served: &Served, park: Park
 /// The handler is done with fault `id`: resolve it by the fallback if it was not. One resolved
 /// with DONTWAKE stays asleep, as the kernel's DONTWAKE means, until `wake` or its deadline.
 pub fn finish(engine: &Engine, id: u64) -> Finish {
-    let mut table = engine.table();
-    match table.get(id).map(|entry| entry.state) {
-        None => return Finish::Done,
-        Some(FaultState::Asleep) => return Finish::Asleep,
-        Some(FaultState::Waiting) => {}
-    }
-    let entry = table.take(id).expect("looked up above");
-    drop(table);
+    let entry = match engine.take_unresolved(id) {
+        Ok(entry) => entry,
+        Err(None) => return Finish::Done,
+        Err(Some(_)) => return Finish::Asleep,
+    };
     bump(&engine.counters().errors);
     if let Fell::Failed(notice) = engine.fall_back(&entry.fault, Park::UntilRead) {
         engine.say(notice);
@@ -199,16 +196,15 @@ pub fn serve(
 ) -> Result<()> {
     const OP: &str = "serve";
     let len = len.unwrap_or(region.size().saturating_sub(offset));
-    let start = engine.resolver().check_registered(OP, region, offset, len)?;
-    engine.resolver().registrations_mut().insert_range(region, start, start + len, Some(served.clone()));
+    let start = engine.resolver().attach(OP, region, offset, len, &served)?;
     let covered =
         |f: &crate::fault::Fault| Arc::ptr_eq(&f.region, region) && (offset..offset + len).contains(&f.offset);
     // Taken from the table (what a reader hands over from now on is dropped, no longer in
     // flight), then out of the handlers' queue.
-    let held = engine.table().take_where(|entry| {
-        entry.delivered_to.is_none() && entry.state == FaultState::Waiting && covered(&entry.fault)
+    let held = engine.take_faults_where(|entry| {
+        entry.delivered_to.is_none() && entry.stage == Stage::Waiting && covered(&entry.fault)
     });
-    drop(engine.handlers().take_queued(|item| matches!(item, Dispatch::Fault(f) if covered(f))));
+    drop(engine.take_queued(|item| matches!(item, Dispatch::Fault(f) if covered(f))));
     let mut scratch = Scratch::default();
     let end = start + len - region.address();
     for entry in held {
@@ -238,8 +234,7 @@ pub fn serve(
             }
             // Past a fallthrough source's end: the handler's, as it was before the source came.
             None => {
-                let page = region.address() + fault.offset;
-                engine.table().insert(fault.clone(), page, engine.deadline());
+                engine.readmit(&fault);
                 engine.hand_over(vec![Dispatch::Fault(fault)]);
             }
         }

@@ -26,11 +26,12 @@ pub enum Stop {
 pub struct Cancel {
     /// An eventfd, readable once stopped: what the waiting thread polls beside its socket.
     wake: File,
-    state: Mutex<State>,
+    state: Mutex<Stopping>,
 }
 
+/// Whether the stop came, and what it shuts down.
 #[derive(Default)]
-struct State {
+struct Stopping {
     stopped: Option<Stop>,
     /// A duplicate of the socket while the handshake is being read, to shut down.
     reading: Option<UnixStream>,
@@ -45,10 +46,10 @@ impl Cancel {
         }
         // SAFETY: `fd` was just created and nothing else owns it.
         let wake = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        Ok(Arc::new(Cancel { wake, state: Mutex::new(State::default()) }))
+        Ok(Arc::new(Cancel { wake, state: Mutex::new(Stopping::default()) }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Stopping> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -158,17 +159,18 @@ fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// `NativeCancel`. A handshake that joins after the group stopped is stopped at once.
 #[derive(Default)]
 pub struct Group {
-    state: Mutex<GroupState>,
+    state: Mutex<Members>,
 }
 
+/// The group's stop, and the cancels it reaches.
 #[derive(Default)]
-struct GroupState {
+struct Members {
     stopped: Option<Stop>,
     members: Vec<Weak<Cancel>>,
 }
 
 impl Group {
-    fn lock(&self) -> MutexGuard<'_, GroupState> {
+    fn lock(&self) -> MutexGuard<'_, Members> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -3,19 +3,19 @@
 //! (`reading.rs`). What crosses parts (settling a fault, handing a batch over, removing a handler)
 //! is here; reading is `readers/`'s; the public API is the façade's (`userfaultfd.rs`).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fallback::{abandon, abandoned_notice, fall_back, handler_gone_notice, Fell};
-use crate::fault::{Child, Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
-use crate::fault_table::{FaultTable, InFlight};
+use crate::fault::{Child, Dispatch, Fault, FaultKind, FaultSink, Notice, NoticeKind, UffdEvent};
+use crate::fault_table::{FaultTable, InFlight, Stage};
 use crate::fd::{Fd, Negotiated};
-use crate::handlers::{Faults, Handlers};
-use crate::options::Options;
+use crate::handlers::{Faults, Handlers, Installed};
+use crate::options::{Fallback, Options};
 use crate::reading::Reading;
 use crate::region::{Region, RemoteRange};
 use crate::registrations::Registration;
 use crate::resolve::{Park, Resolver};
 use crate::source::Served;
-use crate::stats::Counters;
+use crate::stats::{bump, Counters, LatencyReport, Snapshot};
 use crate::sys::{ioctl, uapi};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +36,7 @@ pub struct Engine {
     reading: Reading,
     options: Options,
     /// Set first by `close()`, which may let the readers read on for a moment (see
-    /// `settle_pending_forks`) before the fd counts as closed.
+    /// `settle_forks_in_progress`) before the fd counts as closed.
     closing: AtomicBool,
     adopt_child: AdoptChild,
     /// Itself, for work that outlives a call (an object source's request).
@@ -92,17 +92,50 @@ impl Engine {
         &self.resolver.counters
     }
 
+    /// Counts the time a fault waited, from its message to its thread running again.
+    pub fn record_latency(&self, waited: Duration) {
+        self.resolver.counters.latency.record(waited)
+    }
+
+    /// When the first fault came, and native sources' fault latency.
+    pub fn latency_report(&self) -> LatencyReport {
+        self.resolver.counters.latency.report()
+    }
+
+    /// The counters now, with the faults in flight and those waiting for a handler.
+    pub fn snapshot(&self) -> Snapshot {
+        let queued = self.handlers.queued_faults() as u64;
+        let in_flight = self.table().len() as u64;
+        self.resolver.counters.snapshot(in_flight, queued)
+    }
+
+    /// Parked resolves learn that events were read (the kernel lets them go once they are).
+    pub fn note_events_read(&self) {
+        self.resolver.epoch.advance();
+    }
+
     /// The registration covering `address`.
     pub fn registration_at(&self, address: usize) -> Option<Registration<Served>> {
         self.resolver.registration_at(address)
     }
 
-    pub fn options(&self) -> &Options {
-        &self.options
+    /// How many loop threads read the fd (without EVENT_FORK, which has one).
+    pub fn reader_count(&self) -> usize {
+        self.options.readers()
     }
 
-    pub fn handlers(&self) -> &Handlers {
-        &self.handlers
+    /// How long a fault may wait for its resolution before the fallback resolves it.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.options.timeout
+    }
+
+    /// How long a reader spins before it sleeps in epoll.
+    pub fn spin(&self) -> Duration {
+        self.options.spin
+    }
+
+    pub fn fallback_policy(&self) -> Fallback {
+        self.options.fallback
     }
 
     /// Itself, for work that outlives a call (an object source's request); `None` once dropped.
@@ -110,9 +143,15 @@ impl Engine {
         self.this.upgrade()
     }
 
-    /// Adopts the userfaultfd of a forked child (see `AdoptChild`).
-    pub fn adopt_child(&self, fd: OwnedFd, ranges: &[RemoteRange], options: &Options) -> Result<Child> {
-        (self.adopt_child)(fd, ranges, options)
+    /// Adopts the userfaultfd of a forked child (see `AdoptChild`): its ranges are this one's, its
+    /// options this one's with the features as negotiated here.
+    pub fn adopt_child(&self, fd: OwnedFd) -> Result<Child> {
+        let ranges: Vec<RemoteRange> = (self.resolver.registrations().ranges().into_iter())
+            .map(|(start, end, page_size)| RemoteRange { address: start, length: end - start, page_size })
+            .collect();
+        let features = uapi::names_of(self.features(), uapi::FEATURES).iter().map(|s| s.to_string()).collect();
+        let options = Options { features, user_mode_only: None, ..self.options.clone() };
+        (self.adopt_child)(fd, &ranges, &options)
     }
 
     /// Applies an event read from the fd to the registrations and the faults in flight.
@@ -150,7 +189,7 @@ impl Engine {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.settle_pending_forks();
+        self.settle_forks_in_progress();
         self.resolver.fd.mark_closed();
         self.reading.stop();
         self.resolver.fd.release();
@@ -163,7 +202,7 @@ impl Engine {
     /// malloc locks: if the readers stopped reading then, both would wait forever. So before they
     /// stop, every range is unregistered (no fork can start an event for this fd after that) and
     /// they read on until the kernel has no event in progress (`mmap_changing`), or 2 s pass.
-    fn settle_pending_forks(&self) {
+    fn settle_forks_in_progress(&self) {
         if self.resolver.fd.features() & uapi::FEATURE_EVENT_FORK == 0 || self.reading.on_reader_thread() {
             return;
         }
@@ -178,11 +217,11 @@ impl Engine {
         }
     }
 
-    pub fn table(&self) -> MutexGuard<'_, FaultTable> {
+    fn table(&self) -> MutexGuard<'_, FaultTable> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn faults(&self) -> Faults<'_> {
+    fn faults(&self) -> Faults<'_> {
         Faults { table: &self.table, resolver: &self.resolver, fallback: self.options.fallback }
     }
 
@@ -201,13 +240,79 @@ impl Engine {
     }
 
     /// When a fault admitted now must be resolved by.
-    pub fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self) -> Option<Instant> {
         self.options.timeout.map(|t| Instant::now() + t)
+    }
+
+    /// Admits `fault` to the faults in flight, until its deadline, unless one is in flight at its
+    /// page already: this message is then a duplicate (counted, woken with the first), and false.
+    pub fn admit(&self, fault: &Fault) -> bool {
+        let page = fault.region.address() + fault.offset;
+        let mut table = self.table();
+        if table.mark_duplicate(page) {
+            bump(&self.resolver.counters.duplicates);
+            return false;
+        }
+        table.insert(fault.clone(), page, self.deadline());
+        true
+    }
+
+    /// Notes a message for `page` that is not admitted (a self-fault) as a duplicate of the fault
+    /// in flight there, if there is one.
+    pub fn note_duplicate(&self, page: usize) {
+        if self.table().mark_duplicate(page) {
+            bump(&self.resolver.counters.duplicates);
+        }
+    }
+
+    /// Puts back a fault taken out of the faults in flight, with a new deadline.
+    pub fn readmit(&self, fault: &Fault) {
+        self.table().insert(fault.clone(), fault.region.address() + fault.offset, self.deadline());
     }
 
     /// The fault `id`, while it waits for its resolution.
     pub fn in_flight(&self, id: u64) -> Option<Fault> {
         self.table().get(id).map(|entry| entry.fault.clone())
+    }
+
+    /// Whether fault `id` still waits for its resolution (or, after DONTWAKE, for its wake).
+    pub fn is_in_flight(&self, id: u64) -> bool {
+        self.table().contains(id)
+    }
+
+    /// Takes fault `id` out of the faults in flight.
+    pub fn take_fault(&self, id: u64) -> Option<InFlight> {
+        self.table().take(id)
+    }
+
+    /// Takes fault `id` out if nobody has resolved it yet; else says where it stands: asleep after
+    /// DONTWAKE (left in flight), or gone (`None`).
+    pub fn take_unresolved(&self, id: u64) -> std::result::Result<InFlight, Option<Stage>> {
+        let mut table = self.table();
+        match table.get(id).map(|entry| entry.stage) {
+            Some(Stage::Waiting) => Ok(table.take(id).expect("looked up above")),
+            state => Err(state),
+        }
+    }
+
+    /// Takes out every fault in flight that `which` picks.
+    pub fn take_faults_where(&self, which: impl Fn(&InFlight) -> bool) -> Vec<InFlight> {
+        self.table().take_where(which)
+    }
+
+    /// Takes out every fault past its deadline.
+    pub fn take_expired(&self) -> Vec<InFlight> {
+        self.table().take_expired(Instant::now())
+    }
+
+    /// The earliest deadline of a fault in flight.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.table().next_deadline()
+    }
+
+    /// Records the faults of a batch as handed to handler `generation` (`None`: handed back).
+    pub fn mark_delivered(&self, generation: Option<u64>, batch: &[Dispatch]) {
+        self.faults().mark_delivered(generation, batch)
     }
 
     /// Marks a resolved fault: woken ones leave the table; DONTWAKE ones wait for their wake.
@@ -227,6 +332,84 @@ impl Engine {
         }
     }
 
+    /// Installs a handler on thread `thread_id`: it replaces the installed ones (their pullers stop),
+    /// or, with `join`, serves beside them. What waited for a handler is handed to it now.
+    /// Returns its generation (0: the fd is closed, and what waited was said to it).
+    pub fn install_handler(&self, sink: Arc<dyn FaultSink>, thread_id: i32, join: bool) -> Result<u64> {
+        match self.handlers.install(sink, thread_id, self.is_closed(), join) {
+            Installed::Closed(true) => Ok(0),
+            Installed::Closed(false) => Err(Error::Closed { op: "handle", what: "userfaultfd" }),
+            Installed::Current { generation, replaced, queued } => {
+                for previous in replaced {
+                    // A handler that read the fd itself is replaced: the loop threads read again.
+                    self.reading.stop_pulling(previous);
+                }
+                if !queued.is_empty() {
+                    self.hand_over(queued);
+                }
+                Ok(generation)
+            }
+        }
+    }
+
+    /// Keeps only the handlers of `generations`: the others are replaced, their pullers stop.
+    pub fn keep_handlers(&self, generations: &[u64]) {
+        for replaced in self.handlers.keep_only(generations) {
+            self.reading.stop_pulling(replaced);
+        }
+    }
+
+    /// Stops handing faults to the handlers of `generations`, and their pullers; faults already
+    /// handed stay theirs.
+    pub fn retire_handlers(&self, generations: &[u64]) {
+        for &generation in generations {
+            self.handlers.remove(generation);
+            self.reading.stop_pulling(generation);
+        }
+    }
+
+    /// Whether a handler is installed (on any thread), or being started.
+    pub fn has_handler(&self) -> bool {
+        self.handlers.any()
+    }
+
+    /// Whether handler `generation` is installed.
+    pub fn is_current_handler(&self, generation: u64) -> bool {
+        self.handlers.is_current(generation)
+    }
+
+    /// Whether `thread_id` runs a handler (its fault is a self-fault).
+    pub fn is_handler_thread(&self, thread_id: i32) -> bool {
+        self.handlers.is_handler_thread(thread_id)
+    }
+
+    /// Makes `sink`, on thread `thread_id`, hear the notices no handler hears (see
+    /// `Handlers::set_owner`).
+    pub fn set_owner(&self, sink: Arc<dyn FaultSink>, thread_id: i32) {
+        self.handlers.set_owner(sink, thread_id, &self.faults())
+    }
+
+    /// A handler is being started: until `unexpect_handler`, faults wait for it without a notice.
+    pub fn expect_handler(&self) -> u64 {
+        self.handlers.expect()
+    }
+
+    /// The handler of `token` came, or will not.
+    pub fn unexpect_handler(&self, token: u64) {
+        self.handlers.unexpect(token, &self.faults())
+    }
+
+    /// Faults waiting for a handler.
+    #[cfg(test)]
+    pub fn queued_faults(&self) -> usize {
+        self.handlers.queued_faults()
+    }
+
+    /// Takes the items waiting for a handler that `which` picks.
+    pub fn take_queued(&self, which: impl Fn(&Dispatch) -> bool) -> Vec<Dispatch> {
+        self.handlers.take_queued(which)
+    }
+
     /// Hands a batch to the handler (see `Handlers::hand_over`); a handler found gone is removed.
     pub fn hand_over(&self, batch: Vec<Dispatch>) {
         if let Some(gone) = self.handlers.hand_over(&self.faults(), batch) {
@@ -234,7 +417,7 @@ impl Engine {
         }
     }
 
-    /// Says one notice.
+    /// Hands one notice over, as any batch (it may go to the owner, see `handlers::is_owners`).
     pub fn say(&self, notice: Notice) {
         self.hand_over(vec![Dispatch::Notice(notice)]);
     }
@@ -273,7 +456,9 @@ impl Engine {
         self.forget_faults(|fault| Arc::ptr_eq(&fault.region, region));
     }
 
-    /// See `fallback::abandon`.
+    /// Settles a fault its handler can no longer answer, by this fd's fallback policy: woken if it
+    /// sleeps after DONTWAKE, else the fallback (see `fallback::abandon` for the notice and the
+    /// fault returned when the kernel refused).
     pub fn abandon(
         &self,
         entry: InFlight,
@@ -283,7 +468,7 @@ impl Engine {
         abandon(&self.resolver, self.options.fallback, entry, park, say)
     }
 
-    /// See `fallback::fall_back`.
+    /// Resolves a fault by this fd's fallback policy (see `fallback::fall_back` for `park`).
     pub fn fall_back(&self, fault: &Fault, park: Park<'_>) -> Fell {
         fall_back(&self.resolver, self.options.fallback, fault, park)
     }

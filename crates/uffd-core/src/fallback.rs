@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use crate::fault::{Fault, FaultKind, Notice, NoticeKind};
-use crate::fault_table::{FaultState, InFlight};
+use crate::fault_table::{InFlight, Stage};
 use crate::options::Fallback;
 use crate::region::{base_page_size, MemoryKind};
 use crate::resolve::{Park, Resolver};
@@ -99,13 +99,13 @@ pub fn abandon(
 ) -> (Notice, Option<Fault>) {
     bump(&resolver.counters.errors);
     let fault = &entry.fault;
-    match entry.state {
-        FaultState::Asleep => {
+    match entry.stage {
+        Stage::Asleep => {
             resolver.wake_page(&fault.region, fault.offset);
             bump(&resolver.counters.wakes);
             (not_woken_notice(fault), None)
         }
-        FaultState::Waiting => match fall_back(resolver, policy, fault, park) {
+        Stage::Waiting => match fall_back(resolver, policy, fault, park) {
             Fell::Refused => (say(fault), Some(entry.fault)),
             fell => (fell.or_say(|| say(fault)), None),
         },
@@ -129,9 +129,9 @@ fn not_woken_notice(fault: &Fault) -> Notice {
 
 /// What `abandon` will say of a fault its handler left when it went away (said before it acts).
 pub fn abandoned_notice(entry: &InFlight) -> Notice {
-    match entry.state {
-        FaultState::Asleep => not_woken_notice(&entry.fault),
-        FaultState::Waiting => handler_gone_notice(&entry.fault),
+    match entry.stage {
+        Stage::Asleep => not_woken_notice(&entry.fault),
+        Stage::Waiting => handler_gone_notice(&entry.fault),
     }
 }
 

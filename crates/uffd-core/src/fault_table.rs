@@ -5,9 +5,9 @@ use crate::fault::Fault;
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// Where a fault in flight stands.
+/// Where a fault in flight stands: waiting for its resolution, or asleep until its wake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultState {
+pub enum Stage {
     /// Nobody has resolved it yet.
     Waiting,
     /// Resolved with DONTWAKE: the page is there, the thread still sleeps until a wake.
@@ -17,7 +17,7 @@ pub enum FaultState {
 /// A fault in flight.
 pub struct InFlight {
     pub fault: Fault,
-    pub state: FaultState,
+    pub stage: Stage,
     pub deadline: Option<Instant>,
     /// Another message for the same page arrived while this one was in flight.
     pub duplicate: bool,
@@ -52,7 +52,7 @@ impl FaultTable {
         self.by_page.insert(page, fault.id);
         self.by_id.insert(
             fault.id,
-            InFlight { fault, state: FaultState::Waiting, deadline, duplicate: false, delivered_to: None },
+            InFlight { fault, stage: Stage::Waiting, deadline, duplicate: false, delivered_to: None },
         );
     }
 
@@ -67,7 +67,7 @@ impl FaultTable {
     /// Marks fault `id` resolved without a wake.
     pub fn set_asleep(&mut self, id: u64) {
         if let Some(entry) = self.by_id.get_mut(&id) {
-            entry.state = FaultState::Asleep;
+            entry.stage = Stage::Asleep;
         }
     }
 
@@ -178,7 +178,7 @@ mod tests {
         assert_eq!(table.next_deadline(), Some(now + Duration::from_millis(10)));
         let expired = table.take_expired(now + Duration::from_millis(20));
         assert_eq!(expired.iter().map(|e| e.fault.id).collect::<Vec<_>>(), [1]);
-        assert_eq!(table.get(3).unwrap().state, FaultState::Asleep);
+        assert_eq!(table.get(3).unwrap().stage, Stage::Asleep);
         table.set_delivered(2, Some(5));
         let orphans = table.take_where(|e| e.delivered_to == Some(5));
         assert_eq!(orphans.len(), 1);

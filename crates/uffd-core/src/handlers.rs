@@ -42,8 +42,9 @@ struct Member {
     thread: i32,
 }
 
+/// Who hears batches and who is awaited, and what waits for a handler, under one lock.
 #[derive(Default)]
-struct State {
+struct Roster {
     /// The installed handlers: one, or several that joined it (handler workers that each read the
     /// fd); batches read by the loop threads go to the latest.
     members: Vec<Member>,
@@ -59,7 +60,7 @@ struct State {
 
 #[derive(Default)]
 pub struct Handlers {
-    state: Mutex<State>,
+    state: Mutex<Roster>,
     /// The threads the handlers run on: a fault of one of them is a self-fault.
     threads: ThreadSet,
 }
@@ -73,7 +74,7 @@ pub enum Installed {
 }
 
 impl Handlers {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Roster> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -83,7 +84,7 @@ impl Handlers {
     }
 
     /// Notes the members' threads for `is_handler_thread` (the caller holds the state lock).
-    fn note_threads(&self, state: &State) {
+    fn note_threads(&self, state: &Roster) {
         self.threads.set(state.members.iter().map(|m| m.thread).collect());
     }
 
@@ -139,7 +140,7 @@ impl Handlers {
     }
 
     /// The latest handler, which hears what loop threads read.
-    fn latest(state: &State) -> Option<(u64, Arc<dyn FaultSink>, i32)> {
+    fn latest(state: &Roster) -> Option<(u64, Arc<dyn FaultSink>, i32)> {
         state.members.last().map(|m| (m.generation, m.sink.clone(), m.thread))
     }
 
@@ -210,7 +211,7 @@ impl Handlers {
     ///
     /// Held under the state lock, so that `serve()`, which records its source before it takes
     /// what is held here, either finds a fault held here or is seen by the reader that read it.
-    fn hold_for_handler(&self, mut state: MutexGuard<'_, State>, faults: &Faults<'_>, batch: Vec<Dispatch>) {
+    fn hold_for_handler(&self, mut state: MutexGuard<'_, Roster>, faults: &Faults<'_>, batch: Vec<Dispatch>) {
         let batch = without_settled(faults, batch);
         let Some((owner, owner_thread)) = state.owner.clone() else {
             state.queued.extend(batch);

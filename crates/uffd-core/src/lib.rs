@@ -11,7 +11,7 @@
 //!    `object_source` (on its own runtime), `source`, `adopt`;
 //! 4. `resolve`, `native`, `fallback`, `options`, `reading` (who reads, and what readers share);
 //! 5. `events`, `handlers`, `engine`, `object_faults`;
-//! 6. `readers` (the turn, the loop threads, the pullers, the pump), `answer` (a fault's answer by
+//! 6. `readers` (the turn and its intake, the loop threads, the pullers, the pump), `answer` (a fault's answer by
 //!    its id), `prefetch`, `dirty`, `handshake`, `lobby`, `keeper`;
 //! 7. `userfaultfd`: the façade.
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -157,7 +157,7 @@ pub fn map_from(
             map_from_files(resolver, std::slice::from_ref(layer), region, offset, len, protect, scratch, park)
         }
         Source::Layers(layers) => map_from_files(resolver, layers, region, offset, len, protect, scratch, park),
-        // Blocks this thread (a prefetch, a handler's fromSource): faults take the pending path.
+        // Blocks this thread (a prefetch, a handler's fromSource): faults wait in the fault table instead (`object_faults.rs`).
         Source::Object(object, base, above) => {
             // From a local file above the object where one has the first page: its run of data,
             // with no request.

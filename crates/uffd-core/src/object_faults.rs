@@ -97,15 +97,8 @@ fn hold(
     write: bool,
     thread_id: i32,
 ) -> Option<Fault> {
-    let page = region.address() + offset;
-    let mut table = engine.table();
-    if table.mark_duplicate(page) {
-        bump(&engine.counters().duplicates);
-        return None;
-    }
     let fault = engine.new_fault(region.clone(), offset, address, kind, write, thread_id);
-    table.insert(fault.clone(), page, engine.deadline());
-    Some(fault)
+    engine.admit(&fault).then_some(fault)
 }
 
 /// A held fault whose source failed: the fallback resolves it and a `SourceFailed` notice says
@@ -113,14 +106,14 @@ fn hold(
 /// one fault says so per outage; the others are counted (`fallback_pages`). Nothing if the fault
 /// was settled meanwhile.
 fn fail(engine: &Engine, object: &ObjectSource, id: u64, what: &str, err: Error) {
-    let Some(entry) = engine.table().take(id) else {
+    let Some(entry) = engine.take_fault(id) else {
         return;
     };
     bump(&engine.counters().errors);
     let fault = entry.fault;
     if object.fell_back(&fault.region, fault.offset, fault.region.page_size()) {
         let notice = source_failed_notice(fault.clone(), what, err);
-        if engine.options().fallback == Fallback::Sigbus && fault.region.kind() != MemoryKind::Remote {
+        if engine.fallback_policy() == Fallback::Sigbus && fault.region.kind() != MemoryKind::Remote {
             // A thread of this process gets SIGBUS, which ends the process before any event is
             // read: the reason is written where it is seen first.
             eprintln!("userfaultfd: {} (with fallback 'sigbus': the thread gets SIGBUS)", notice.message);
@@ -230,7 +223,7 @@ fn complete(
     match copied {
         Ok(_) => {
             // Its thread runs again: the fault's latency, as the sources served in the turn count it.
-            engine.counters().latency.record(started.elapsed());
+            engine.record_latency(started.elapsed());
             if let (Some(residency), true) = (residency, fault.write) {
                 // The write that faulted would fault again at once on the protection: let in now.
                 let unprotect = |at: usize, len: usize| resolver.write_protect_at(region.address() + at, len, false);
@@ -254,7 +247,7 @@ fn complete(
         // its own), or the fd closed: nobody waits for this fault any more, and nothing failed.
         Err(Error::Sys { errno: Errno::ESRCH, .. } | Error::Closed { .. }) => {
             resolver.counters.native.fetch_sub(1, Ordering::Relaxed);
-            drop(engine.table().take(fault.id));
+            drop(engine.take_fault(fault.id));
         }
         Err(err) => {
             resolver.counters.native.fetch_sub(1, Ordering::Relaxed);

@@ -3,7 +3,11 @@
 //! (`readers::turn::after_turn`).
 //!
 //! Glossary (one word per role):
-//! - **reader**: any thread that reads the fd and takes turns.
+//! - **reader**: any thread that reads the fd and takes turns; its own means (poller, feed,
+//!   scratch) are its `Reader` (`readers/turn.rs`).
+//! - **message**: one `struct uffd_msg`; **unread** ones the kernel holds until a reader reads
+//!   them (while an event is unread the kernel refuses resolves with EAGAIN).
+//! - **feed**: where a reader takes its messages from: the fd, or the pump's ring.
 //! - **turn**: one wait, then what was read taken in (`readers/turn.rs`).
 //! - **loop thread**: a reader of the engine's own, turning until the fd closes
 //!   (`readers/loop_thread.rs`).
@@ -55,10 +59,14 @@ pub struct Pullers {
     /// The generations of the handlers that read, and their threads (none: the loop threads read).
     reading: Vec<(u64, i32)>,
     /// Loop threads parked while handlers read.
-    pub parked: usize,
+    parked: usize,
 }
 
 impl Pullers {
+    pub fn parked(&self) -> usize {
+        self.parked
+    }
+
     pub fn reads(&self, generation: u64) -> bool {
         self.reading.iter().any(|(g, _)| *g == generation)
     }
@@ -101,7 +109,7 @@ pub struct Reading {
     changed: Condvar,
     /// How many pullers there are, read without the lock.
     puller_count: AtomicUsize,
-    /// The pullers' threads, asked by every resolve (one that may have to read pending events itself).
+    /// The pullers' threads, asked by every resolve (one that may have to read unread events itself).
     puller_threads: ThreadSet,
     /// Pullers inside a pull, and when (ms since `ORIGIN`) one last left it: see `stuck`.
     in_pull: AtomicUsize,
@@ -217,6 +225,11 @@ impl Reading {
     pub fn park(&self, pullers: &mut Pullers) {
         pullers.parked += 1;
         self.changed.notify_all();
+    }
+
+    /// A parked loop thread reads again (the caller holds the lock).
+    pub fn unpark(&self, pullers: &mut Pullers) {
+        pullers.parked -= 1;
     }
 
     /// Notes the pullers (the caller holds the lock).

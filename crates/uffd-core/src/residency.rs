@@ -57,7 +57,7 @@ enum Page {
 }
 
 /// What the evictor, `flush` and the fault path share, under one lock.
-struct State {
+struct Ledger {
     pages: Vec<Page>,
     /// Pages mapped for the first time, in the order they were mapped (stale entries are skipped).
     probation: VecDeque<usize>,
@@ -95,7 +95,7 @@ struct WriteBack {
 }
 
 struct Shared {
-    state: Mutex<State>,
+    state: Mutex<Ledger>,
     /// `flush` waits here for write-backs in progress.
     changed: Condvar,
     counters: Arc<Counters>,
@@ -174,7 +174,7 @@ impl Residency {
             None => (usize::MAX, usize::MAX, usize::MAX),
         };
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
+            state: Mutex::new(Ledger {
                 pages: vec![Page::Absent; len / page],
                 probation: VecDeque::new(),
                 hot: VecDeque::new(),
@@ -334,7 +334,7 @@ impl Drop for Residency {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 

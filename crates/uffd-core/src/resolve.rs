@@ -35,7 +35,7 @@ pub enum Park<'a> {
     /// Wait until a reader has read events (the epoch moves), then try again, for up to 5 s.
     UntilRead,
     /// The caller reads the fd itself between its turns (a reading handler): `read` reads what is
-    /// pending (returns whether it read anything), then the resolve tries again.
+    /// unread (returns whether it read anything), then the resolve tries again.
     ReadFirst(&'a dyn Fn() -> bool),
 }
 
@@ -112,6 +112,34 @@ impl Resolver {
             op,
             format!("range {offset}+{len} of region {} is not registered with this userfaultfd", region.id()),
         ))
+    }
+
+    /// Makes `served` serve `[offset, offset + len)` of a region registered already (no ioctl);
+    /// returns the range's address.
+    pub fn attach(
+        &self,
+        op: &'static str,
+        region: &Arc<Region>,
+        offset: usize,
+        len: usize,
+        served: &Arc<Served>,
+    ) -> Result<usize> {
+        let start = self.check_registered(op, region, offset, len)?;
+        self.registrations_mut().insert_range(region, start, start + len, Some(served.clone()));
+        Ok(start)
+    }
+
+    /// The sources that serve registered ranges, each once.
+    pub fn sources(&self) -> Vec<Arc<Served>> {
+        let mut served: Vec<Arc<Served>> = Vec::new();
+        for (_, registration) in self.registrations().overlapping(0, usize::MAX) {
+            if let Some(one) = &registration.served {
+                if !served.iter().any(|seen| Arc::ptr_eq(seen, one)) {
+                    served.push(one.clone());
+                }
+            }
+        }
+        served
     }
 
     /// Registers `[offset, offset + len)` of a region (all of it by default), its faults served by

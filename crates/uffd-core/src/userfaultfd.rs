@@ -7,7 +7,6 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fault::{Child, Dispatch, FaultSink, Notice, NoticeKind};
 use crate::fd::{self, Fd, Negotiated};
-use crate::handlers::Installed;
 use crate::prefetch::{self, Prefetch, PrefetchReport};
 use crate::readers::{loop_thread, puller};
 use crate::region::{Region, RemoteRange};
@@ -137,7 +136,7 @@ impl Userfaultfd {
         if self.features() & uapi::FEATURE_EVENT_FORK != 0 {
             1
         } else {
-            self.engine.options().readers()
+            self.engine.reader_count()
         }
     }
 
@@ -180,16 +179,8 @@ impl Userfaultfd {
     /// their files, and with `sync` to the disk; waits for the write-backs under way. The first
     /// failure is returned (its pages stay written, and are tried again by the next flush).
     pub fn flush(&self, sync: bool) -> Result<()> {
-        let mut served: Vec<Arc<Served>> = Vec::new();
-        for (_, registration) in self.engine.resolver().registrations().overlapping(0, usize::MAX) {
-            if let Some(one) = &registration.served {
-                if !served.iter().any(|seen| Arc::ptr_eq(seen, one)) {
-                    served.push(one.clone());
-                }
-            }
-        }
         let mut failed = None;
-        for one in served {
+        for one in self.engine.resolver().sources() {
             if let Some(Err(error)) = one.residency().map(|residency| residency.flush(sync)) {
                 failed.get_or_insert(error);
             }
@@ -199,7 +190,7 @@ impl Userfaultfd {
 
     /// Whether fault `id` still waits for its resolution.
     pub fn is_waiting(&self, id: u64) -> bool {
-        self.engine.table().contains(id)
+        self.engine.is_in_flight(id)
     }
 
     /// Unregisters `[offset, offset + len)` of a region; the kernel wakes its waiters.
@@ -226,7 +217,7 @@ impl Userfaultfd {
     /// How a resolve on this thread waits for unread events: a thread that reads the fd itself
     /// reads them; any other waits for a reader.
     fn with_park<T>(&self, f: impl FnOnce(Park<'_>) -> T) -> T {
-        let read = || puller::read_pending(&self.engine);
+        let read = || puller::read_unread(&self.engine);
         let engine = &self.engine;
         if engine.is_puller_thread(current_thread_id()) {
             f(Park::ReadFirst(&read))
@@ -336,38 +327,19 @@ impl Userfaultfd {
     }
 
     fn install_handler(&self, sink: Arc<dyn FaultSink>, thread_id: i32, join: bool) -> Result<u64> {
-        let engine = &self.engine;
-        match engine.handlers().install(sink, thread_id, engine.is_closed(), join) {
-            Installed::Closed(true) => Ok(0),
-            Installed::Closed(false) => Err(Error::Closed { op: "handle", what: "userfaultfd" }),
-            Installed::Current { generation, replaced, queued } => {
-                for previous in replaced {
-                    // A handler that read the fd itself is replaced: the loop threads read again.
-                    engine.stop_pulling(previous);
-                }
-                if !queued.is_empty() {
-                    engine.hand_over(queued);
-                }
-                Ok(generation)
-            }
-        }
+        self.engine.install_handler(sink, thread_id, join)
     }
 
     /// Keeps only the handlers of `generations` (a group that joined the old handlers and is ready
     /// now): the others are replaced, as `set_handler` replaces them, their readers stop.
     pub fn keep_handlers(&self, generations: &[u64]) {
-        for replaced in self.engine.handlers().keep_only(generations) {
-            self.engine.stop_pulling(replaced);
-        }
+        self.engine.keep_handlers(generations)
     }
 
     /// Stops handing faults to the handlers of `generations` (handler workers being removed): new
     /// faults wait for another handler at once; those already handed stay theirs until they end.
     pub fn retire_handlers(&self, generations: &[u64]) {
-        for &generation in generations {
-            self.engine.handlers().remove(generation);
-            self.engine.stop_pulling(generation);
-        }
+        self.engine.retire_handlers(generations)
     }
 
     /// Removes handler `generation` if it is still the current one. Faults it was handed and did
@@ -378,24 +350,24 @@ impl Userfaultfd {
 
     /// Whether a handler is installed (on any thread), or being started (`expect_handler`).
     pub fn has_handler(&self) -> bool {
-        self.engine.handlers().any()
+        self.engine.has_handler()
     }
 
     /// Makes `sink`, on thread `thread_id`, hear the notices no handler hears, and makes faults
     /// that no handler will serve known at once.
     pub fn set_owner(&self, sink: Arc<dyn FaultSink>, thread_id: i32) {
-        self.engine.handlers().set_owner(sink, thread_id, &self.engine.faults())
+        self.engine.set_owner(sink, thread_id)
     }
 
     /// A handler is being started (in a worker): until `unexpect_handler`, faults wait for it
     /// without a notice. Returns the token to end the expectation with.
     pub fn expect_handler(&self) -> u64 {
-        self.engine.handlers().expect()
+        self.engine.expect_handler()
     }
 
     /// The handler of `token` came, or will not.
     pub fn unexpect_handler(&self, token: u64) {
-        self.engine.handlers().unexpect(token, &self.engine.faults())
+        self.engine.unexpect_handler(token)
     }
 
     /// Makes the handler of `generation` (installed on this thread) the reader of the fd.
@@ -420,13 +392,11 @@ impl Userfaultfd {
 
     /// When the first fault came, and native sources' fault latency.
     pub fn latency(&self) -> crate::stats::LatencyReport {
-        self.engine.counters().latency.report()
+        self.engine.latency_report()
     }
 
     pub fn stats(&self) -> Snapshot {
-        let queued = self.engine.handlers().queued_faults() as u64;
-        let in_flight = self.engine.table().len() as u64;
-        self.engine.counters().snapshot(in_flight, queued)
+        self.engine.snapshot()
     }
 
     /// Stops the readers, closes the fd (the kernel wakes every waiting thread and drops every
@@ -504,15 +474,15 @@ mod tests {
             let _ = tx.send(unsafe { toucher.as_ptr().add(2 * PAGE + 5).read_volatile() });
         });
         // The fault is read with no source and no handler: held for a handler.
-        until("the fault held", || engine.handlers().queued_faults() == 1);
+        until("the fault held", || engine.queued_faults() == 1);
         // As a reader holds it between its look-up and its hand-over.
-        let in_the_readers_hands = engine.handlers().take_queued(|_| true);
+        let in_the_readers_hands = engine.take_queued(|_| true);
         let bytes: Arc<[u8]> = (0..4 * PAGE).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
         uffd.serve(&region, 0, None, Served::new(Source::Bytes(bytes), Readahead::default())).unwrap();
         engine.hand_over(in_the_readers_hands);
         let read = rx.recv_timeout(LIMIT).expect("the thread served, not left waiting for a handler");
         assert_eq!(read, ((2 * PAGE + 5) % 251) as u8);
-        assert_eq!(engine.handlers().queued_faults(), 0, "nothing held for a handler");
+        assert_eq!(engine.queued_faults(), 0, "nothing held for a handler");
         assert_eq!(uffd.stats().in_flight, 0);
         uffd.close();
     }

@@ -6,7 +6,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::fallback::{source_failed_notice, Fell};
 use crate::fault::{Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
-use crate::fault_table::FaultState;
+use crate::fault_table::Stage;
 use crate::native;
 use crate::object_faults;
 use crate::reading::{Faulted, Retry};
@@ -15,7 +15,6 @@ use crate::resolve::Park;
 use crate::source::{Scratch, Served};
 use crate::stats::bump;
 use crate::sys::msg::Message;
-use crate::sys::uapi;
 use nix::errno::Errno;
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,16 +72,7 @@ fn region_at(engine: &Engine, address: usize) -> Option<Arc<crate::region::Regio
 
 /// Adopts the userfaultfd of a forked child over this fd's registered ranges, with its options.
 fn adopt_child(engine: &Engine, fd: std::os::fd::OwnedFd, batch: &mut Vec<Dispatch>) -> Option<crate::fault::Child> {
-    let ranges: Vec<crate::region::RemoteRange> = engine
-        .resolver()
-        .registrations()
-        .ranges()
-        .into_iter()
-        .map(|(start, end, page_size)| crate::region::RemoteRange { address: start, length: end - start, page_size })
-        .collect();
-    let features = uapi::names_of(engine.features(), uapi::FEATURES).iter().map(|s| s.to_string()).collect();
-    let options = crate::options::Options { features, user_mode_only: None, ..engine.options().clone() };
-    match engine.adopt_child(fd, &ranges, &options) {
+    match engine.adopt_child(fd) {
         Ok(child) => Some(child),
         Err(err) => {
             bump(&engine.counters().errors);
@@ -185,22 +175,14 @@ fn admit(
     let offset = (address - region.address()) & !(region.page_size() - 1);
     let page = region.address() + offset;
     let fault = engine.new_fault(region, offset, address, kind, write, thread_id);
-    let self_fault = thread_id != 0 && engine.handlers().is_handler_thread(thread_id);
-    {
-        let mut table = engine.table();
-        if table.mark_duplicate(page) {
-            bump(&counters.duplicates);
-            if !self_fault {
-                return;
-            }
-        }
-        if !self_fault {
-            table.insert(fault.clone(), page, engine.deadline());
-        }
-    }
+    let self_fault = thread_id != 0 && engine.is_handler_thread(thread_id);
     if !self_fault {
-        return batch.push(Dispatch::Fault(fault));
+        if engine.admit(&fault) {
+            batch.push(Dispatch::Fault(fault));
+        }
+        return;
     }
+    engine.note_duplicate(page);
     // The handler's thread is asleep in this fault: its handler can never run. It is said and
     // resolved by the fallback once the reader holds no lock (`settle_self_faults`).
     bump(&counters.self_faults);
@@ -210,14 +192,14 @@ fn admit(
 
 /// Resolves every fault past its deadline by the fallback, with a notice each.
 pub fn expire(engine: &Engine, held: &mut AfterRead, batch: &mut Vec<Dispatch>) {
-    let expired = engine.table().take_expired(Instant::now());
-    let limit = engine.options().timeout.unwrap_or_default();
+    let expired = engine.take_expired();
+    let limit = engine.timeout().unwrap_or_default();
     for entry in expired {
-        if matches!(entry.state, FaultState::Waiting) {
+        if matches!(entry.stage, Stage::Waiting) {
             bump(&engine.counters().timeouts);
         }
         // A fault that waited for a handler, or a source, that never came (see `hold_for_handler`).
-        let unserved = entry.delivered_to.is_none() && !engine.handlers().any();
+        let unserved = entry.delivered_to.is_none() && !engine.has_handler();
         let (notice, refused) = engine.abandon(entry, Park::Never, |fault| Notice {
             kind: NoticeKind::Timeout,
             message: if unserved && object_faults::resolver_of(engine, fault) == "the handler" {

@@ -26,7 +26,7 @@ pub fn start(engine: &Arc<Engine>) -> Result<()> {
         )?);
         return spawn(engine, reader, 0);
     }
-    for index in 0..engine.options().readers() {
+    for index in 0..engine.reader_count() {
         spawn(engine, Reader::new(engine, None, true)?, index)?;
     }
     Ok(())

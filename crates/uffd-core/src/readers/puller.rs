@@ -37,7 +37,7 @@ pub fn start(engine: &Engine, generation: u64, thread_id: i32) -> Result<Puller>
         // Fork events come through the pump thread (pump.rs), which only a loop thread drains.
         return Err(Error::unsupported(OP, "a handler cannot read the fd itself with EVENT_FORK"));
     }
-    if !engine.handlers().is_current(generation) {
+    if !engine.is_current_handler(generation) {
         return Err(Error::invalid(OP, "only the installed handler can read the fd"));
     }
     let reader = Reader::new(engine, None, false)?;
@@ -46,7 +46,7 @@ pub fn start(engine: &Engine, generation: u64, thread_id: i32) -> Result<Puller>
     reading.add_puller(&mut pullers, generation, thread_id);
     reading.poke_waker().wake();
     let deadline = Instant::now() + HANDOVER_AT_MOST;
-    while pullers.parked < engine.options().readers() && !engine.is_closed() {
+    while pullers.parked() < engine.reader_count() && !engine.is_closed() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             reading.remove_puller(&mut pullers, generation);
@@ -84,7 +84,7 @@ fn pull_turn(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec
     let mut batch = reading.take_backlog();
     let seen = turn::take(engine, &mut puller.reader, &mut batch);
     if !seen.failed {
-        engine.faults().mark_delivered(Some(puller.generation), &batch);
+        engine.mark_delivered(Some(puller.generation), &batch);
     }
     drop(pullers);
     match turn::after_turn(engine, &mut puller.reader, &seen) {
@@ -101,8 +101,8 @@ fn pull_turn(engine: &Engine, puller: &mut Puller, wait: Duration) -> Result<Vec
 }
 
 /// For a resolve on the puller's thread that the kernel refused for unread events: reads what is
-/// pending (the faults among it wait for the next `pull`). Returns whether it read anything.
-pub fn read_pending(engine: &Engine) -> bool {
+/// unread (the faults among it wait for the next `pull`). Returns whether it read anything.
+pub fn read_unread(engine: &Engine) -> bool {
     let Ok(mut reader) = Reader::draining() else {
         return false;
     };
@@ -130,7 +130,7 @@ pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) -> bool {
     while !pullers.is_empty() && !engine.is_closed() {
         // Wake for the next deadline too: a puller stuck in its handler does not expire the fault
         // it holds, so a loop thread does.
-        let wait = match engine.table().next_deadline() {
+        let wait = match engine.next_deadline() {
             Some(deadline) => {
                 deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), STUCK_CHECK)
             }
@@ -141,7 +141,7 @@ pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) -> bool {
             continue;
         }
         let news = reader.look_now();
-        let overdue = engine.table().next_deadline().is_some_and(|deadline| deadline <= Instant::now());
+        let overdue = engine.next_deadline().is_some_and(|deadline| deadline <= Instant::now());
         if !news && !overdue && !reading.has_retries() && !engine.fd().messages_waiting() {
             continue;
         }
@@ -154,7 +154,7 @@ pub fn park_while_pulled(engine: &Engine, reader: &mut Reader) -> bool {
             break;
         }
     }
-    pullers.parked -= 1;
+    reading.unpark(&mut pullers);
     drop(pullers);
     let left = reading.take_backlog();
     if !left.is_empty() {

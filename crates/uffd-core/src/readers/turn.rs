@@ -25,16 +25,16 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Where a reader takes its messages from: the fd, or the pump's ring (`pump.rs`).
-pub enum Messages {
+/// A reader's feed: where it takes its messages from, the fd or the pump's ring (`pump.rs`).
+pub enum Feed {
     Fd(Buffer),
     Ring(Arc<crate::readers::pump::Ring>),
 }
 
-/// One reader's own means: its poller, its messages, its scratch buffer, what its turn left to do.
+/// One reader's own means: its poller, its feed, its scratch buffer, what its turn left to do.
 pub struct Reader {
     poller: Poller,
-    messages: Messages,
+    feed: Feed,
     scratch: Scratch,
     after_read: AfterRead,
     /// What the last wait found ready.
@@ -57,17 +57,17 @@ impl Reader {
     /// thread, its poke. Several loop threads watch the fd exclusively: one is woken per message.
     pub fn new(engine: &Engine, ring: Option<Arc<crate::readers::pump::Ring>>, loop_thread: bool) -> Result<Reader> {
         let poller = Poller::new()?;
-        let messages = match ring {
+        let feed = match ring {
             Some(ring) => {
                 ring.ready.watched_by(&poller, Token::Uffd)?;
-                Messages::Ring(ring)
+                Feed::Ring(ring)
             }
             None => {
                 // Pullers may be several, as loop threads may: each message wakes one of them.
-                let several = !loop_thread || engine.options().readers() > 1;
+                let several = !loop_thread || engine.reader_count() > 1;
                 let how = if several { Watch::ReadableExclusive } else { Watch::Readable };
                 engine.fd().with_borrowed("epoll_ctl", |fd| poller.watch(fd, Token::Uffd, how))?;
-                Messages::Fd(Buffer::default())
+                Feed::Fd(Buffer::default())
             }
         };
         engine.reading().stop_waker().watched_by(&poller, Token::Stop)?;
@@ -77,13 +77,7 @@ impl Reader {
         if loop_thread {
             engine.reading().poke_waker().watched_by(&poller, Token::Poke)?;
         }
-        Ok(Reader {
-            poller,
-            messages,
-            scratch: Scratch::default(),
-            after_read: AfterRead::default(),
-            ready: Vec::new(),
-        })
+        Ok(Reader { poller, feed, scratch: Scratch::default(), after_read: AfterRead::default(), ready: Vec::new() })
     }
 
     /// A reader that only drains (a puller's resolve refused for unread events): it never waits,
@@ -91,7 +85,7 @@ impl Reader {
     pub fn draining() -> Result<Reader> {
         Ok(Reader {
             poller: Poller::new()?,
-            messages: Messages::Fd(Buffer::default()),
+            feed: Feed::Fd(Buffer::default()),
             scratch: Scratch::default(),
             after_read: AfterRead::default(),
             ready: Vec::new(),
@@ -101,11 +95,11 @@ impl Reader {
     /// Waits up to `wait` (`None`: no limit), less if a fault's deadline or a retry comes first,
     /// for what `take` then takes.
     pub fn wait(&mut self, engine: &Engine, wait: Option<Duration>) -> Result<()> {
-        let deadline = engine.table().next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let deadline = engine.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
         let retry = engine.reading().has_retries().then_some(Duration::from_millis(1));
         let wait = [wait, deadline, retry].into_iter().flatten().min();
         self.ready.clear();
-        self.ready.extend(self.poller.wait(wait, engine.options().spin)?);
+        self.ready.extend(self.poller.wait(wait, engine.spin())?);
         Ok(())
     }
 
@@ -227,19 +221,19 @@ pub fn take(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) -> 
     seen
 }
 
-/// Reads every pending message: under the read lock, events are applied and faults admitted in
+/// Reads every unread message: under the read lock, events are applied and faults admitted in
 /// the kernel's order (so no reader serves a fault read after an event before that event is
 /// applied); then the native faults are served, outside the lock, by this reader.
 pub fn drain(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     {
         let _read = engine.reading().read_lock();
-        match &mut reader.messages {
-            Messages::Ring(ring) => {
+        match &mut reader.feed {
+            Feed::Ring(ring) => {
                 for message in ring.take() {
                     intake::take_message(engine, message, &mut reader.after_read, batch);
                 }
             }
-            Messages::Fd(buffer) => loop {
+            Feed::Fd(buffer) => loop {
                 match engine.fd().read(buffer) {
                     Ok(count) => {
                         for message in buffer.parse(count) {
@@ -266,7 +260,7 @@ pub fn drain(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     reader.after_read.natives = natives;
 }
 
-/// Reads what is pending outside a turn (a puller's resolve refused for unread events): events
+/// Reads what is unread outside a turn (a puller's resolve refused for unread events): events
 /// are applied and the epoch moves; what was refused meanwhile is retried once they are read.
 pub fn drain_outside_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     drain(engine, reader, batch);
@@ -274,10 +268,10 @@ pub fn drain_outside_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<
     retry(engine, reader, batch);
 }
 
-/// Parked resolves learn that events were read (the kernel lets them go once they are).
+/// If the batch holds events, parked resolves learn that they were read.
 fn note_events_read(engine: &Engine, batch: &[Dispatch]) {
     if batch.iter().any(|item| matches!(item, Dispatch::Event(_))) {
-        engine.resolver().epoch.advance();
+        engine.note_events_read();
     }
 }
 
@@ -286,7 +280,7 @@ fn note_events_read(engine: &Engine, batch: &[Dispatch]) {
 fn end_turn(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
     note_events_read(engine, batch);
     retry(engine, reader, batch);
-    if engine.options().timeout.is_some() {
+    if engine.timeout().is_some() {
         intake::expire(engine, &mut reader.after_read, batch);
         engine.reading().defer_retries(&mut reader.after_read.retries);
     }
@@ -321,9 +315,9 @@ fn retry(engine: &Engine, reader: &mut Reader, batch: &mut Vec<Dispatch>) {
 pub fn settle_self_faults(engine: &Engine, reader: &mut Reader) {
     for fault in std::mem::take(&mut reader.after_read.self_faults) {
         // Said first: when the thread runs again (and, say, closes at once), the word is there.
-        engine.hand_over(vec![Dispatch::Notice(self_fault_notice(fault.clone()))]);
+        engine.say(self_fault_notice(fault.clone()));
         match engine.fall_back(&fault, Park::Never) {
-            Fell::Failed(notice) => engine.hand_over(vec![Dispatch::Notice(notice)]),
+            Fell::Failed(notice) => engine.say(notice),
             Fell::Refused => reader.after_read.retries.push(Retry::Fallback(fault)),
             Fell::Resolved => {}
         }
