@@ -52,6 +52,15 @@ pub enum Advice {
     AzureCredentials,
     /// A store endpoint that is not an `http://` or `https://` URL with a host.
     Endpoint,
+    // Said after a notice's message, each with its own punctuation (`Notice::text`):
+    /// A fault waits for a handler until its timeout.
+    WaitForHandler,
+    /// A fault came before any handler or source: install one before touching the memory.
+    InstallHandler,
+    /// A handler's own thread faulted: serve it from another thread.
+    HandleOnAnotherThread,
+    /// A fault waited for a handler or a source until its timeout, and none came.
+    InstallHandlerSooner,
 }
 
 impl From<&'static str> for Advice {
@@ -100,6 +109,17 @@ impl Dialect for Core {
                  (no managed identity is ever asked)"
             }
             Advice::Endpoint => "give a URL such as http://127.0.0.1:8333",
+            Advice::WaitForHandler => {
+                ": it waits for a handler until the fault timeout (Options::timeout), then gets the fallback"
+            }
+            Advice::InstallHandler => {
+                ". Install a handler (Userfaultfd::handle, on a thread that does not touch the memory) before \
+                 touching registered memory, or register the range with a source"
+            }
+            Advice::HandleOnAnotherThread => {
+                ". Serve this thread's faults from a handler on another thread, or touch the memory from another thread"
+            }
+            Advice::InstallHandlerSooner => ". Install a handler, or serve the range with a source, sooner",
         }
     }
 

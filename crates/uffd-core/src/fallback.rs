@@ -1,7 +1,7 @@
 //! What resolves a fault its handler or source cannot: the fallback policy, and the notices that
 //! say why a fault got it.
 
-use crate::error::Error;
+use crate::error::{Advice, Error};
 use crate::fault::{Fault, FaultKind, Notice, NoticeKind};
 use crate::fault_table::{InFlight, Stage};
 use crate::options::Fallback;
@@ -79,6 +79,7 @@ pub fn fall_back(resolver: &Resolver, policy: Fallback, fault: &Fault, park: Par
                     fault.kind.name(),
                     fault.offset
                 ),
+                advice: Vec::new(),
                 fault: Some(fault.clone()),
                 cause: Some(err),
             })
@@ -122,6 +123,7 @@ fn not_woken_notice(fault: &Fault) -> Notice {
             fault.offset,
             fault.region.id()
         ),
+        advice: Vec::new(),
         fault: Some(fault.clone()),
         cause: None,
     }
@@ -145,6 +147,7 @@ pub fn source_failed_notice(fault: Fault, what: &str, err: Error) -> Notice {
             fault.offset,
             fault.region.id()
         ),
+        advice: Vec::new(),
         fault: Some(fault),
         cause: Some(err),
     }
@@ -152,21 +155,23 @@ pub fn source_failed_notice(fault: Fault, what: &str, err: Error) -> Notice {
 
 /// The notice of a fault that no handler will serve: `now` if it was resolved by the fallback at once.
 pub fn no_handler_notice(fault: &Fault, now: bool) -> Notice {
-    let what = if now {
-        "it was taken by the thread that would have to install the handler, so it was resolved by the fallback at once"
+    let (what, advice) = if now {
+        (
+            ": it was taken by the thread that would have to install the handler, so it was resolved by the fallback at once",
+            vec![Advice::InstallHandler],
+        )
     } else {
-        "it waits for a handler until timeoutMs, then gets the fallback"
+        ("", vec![Advice::WaitForHandler, Advice::InstallHandler])
     };
     Notice {
         kind: if now { NoticeKind::NoHandlerFellBack } else { NoticeKind::NoHandler },
         message: format!(
-            "a {} fault at offset {} of region {} arrived with no handler installed and no native source: {what}. \
-             Call uffd.handle(fn) (serves other threads) or await uffd.handleInWorker(module) (serves this thread too) \
-             before touching registered memory, or register the range with a source",
+            "a {} fault at offset {} of region {} arrived with no handler installed and no native source{what}",
             fault.kind.name(),
             fault.offset,
             fault.region.id()
         ),
+        advice,
         fault: Some(fault.clone()),
         cause: None,
     }
@@ -178,12 +183,12 @@ pub fn self_fault_notice(fault: Fault) -> Notice {
         kind: NoticeKind::SelfFault,
         message: format!(
             "the handler's own thread (tid {}) touched registered memory at offset {} of region {}: \
-             a handler cannot serve its own thread, so the fault was resolved by the fallback. \
-             Serve this thread's faults with handleInWorker(), or touch the memory from another thread",
+             a handler cannot serve its own thread, so the fault was resolved by the fallback",
             fault.thread_id,
             fault.offset,
             fault.region.id()
         ),
+        advice: vec![Advice::HandleOnAnotherThread],
         fault: Some(fault),
         cause: None,
     }
@@ -198,6 +203,7 @@ pub fn handler_gone_notice(fault: &Fault) -> Notice {
             fault.kind.name(),
             fault.offset
         ),
+        advice: Vec::new(),
         fault: Some(fault.clone()),
         cause: None,
     }

@@ -1,7 +1,7 @@
 //! What a reader hands to a handler, the batch: faults to resolve, non-cooperative events, and
 //! notices of what went wrong.
 
-use crate::error::Error;
+use crate::error::{Advice, Dialect, Error};
 use crate::region::Region;
 use std::any::Any;
 use std::sync::Arc;
@@ -76,9 +76,18 @@ impl NoticeKind {
 /// Something the handler's side should hear about (an 'error' event in JavaScript).
 pub struct Notice {
     pub kind: NoticeKind,
+    /// What happened, in the core's terms; `advice` goes after it.
     pub message: String,
+    pub advice: Vec<Advice>,
     pub fault: Option<Fault>,
     pub cause: Option<Error>,
+}
+
+impl Notice {
+    /// The message and its advice in `dialect`'s terms.
+    pub fn text(&self, dialect: &dyn Dialect) -> String {
+        self.advice.iter().fold(self.message.clone(), |text, advice| text + dialect.advice(advice))
+    }
 }
 
 /// One item of a batch handed to a handler.

@@ -116,7 +116,10 @@ fn fail(engine: &Engine, object: &ObjectSource, id: u64, what: &str, err: Error)
         if engine.fallback_policy() == Fallback::Sigbus && fault.region.kind() != MemoryKind::Remote {
             // A thread of this process gets SIGBUS, which ends the process before any event is
             // read: the reason is written where it is seen first.
-            eprintln!("userfaultfd: {} (with fallback 'sigbus': the thread gets SIGBUS)", notice.message);
+            eprintln!(
+                "userfaultfd: {} (with fallback 'sigbus': the thread gets SIGBUS)",
+                notice.text(&crate::error::Core)
+            );
         }
         // Said before the fallback wakes the thread: when it runs again (a SIGBUS, a zero page
         // it acts on), the word is on its way already.

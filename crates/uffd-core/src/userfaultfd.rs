@@ -433,6 +433,7 @@ fn write_back_failed_notice(error: Error) -> Notice {
             "a written page could not be written back before it was dropped ({error}): it stays written and \
              resident, and the next flush tries it again"
         ),
+        advice: Vec::new(),
         fault: None,
         cause: Some(error),
     }

@@ -76,7 +76,7 @@ fn js_fault(fault: Fault) -> JsFault {
 fn js_notice(notice: Notice) -> JsNotice {
     JsNotice {
         kind: notice.kind.name(),
-        message: notice.message,
+        message: notice.text(&crate::errors::JavaScript),
         fault: notice.fault.map(js_fault),
         cause_code: notice.cause.as_ref().map(|e| e.code()),
         cause_syscall: notice.cause.as_ref().map(|e| e.op()),

@@ -9,7 +9,7 @@ use uffd_core::error::{Advice, Dialect};
 use uffd_core::Error;
 
 /// The core's advice said with the names JavaScript callers use.
-struct JavaScript;
+pub struct JavaScript;
 
 impl Dialect for JavaScript {
     fn advice<'a>(&self, advice: &'a Advice) -> &'a str {
@@ -39,6 +39,15 @@ impl Dialect for JavaScript {
             Advice::Endpoint => {
                 "give a URL such as http://127.0.0.1:8333 (options.endpoint, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)"
             }
+            Advice::WaitForHandler => ": it waits for a handler until timeoutMs, then gets the fallback",
+            Advice::InstallHandler => {
+                ". Call uffd.handle(fn) (serves other threads) or await uffd.handleInWorker(module) (serves this \
+                 thread too) before touching registered memory, or register the range with a source"
+            }
+            Advice::HandleOnAnotherThread => {
+                ". Serve this thread's faults with handleInWorker(), or touch the memory from another thread"
+            }
+            Advice::InstallHandlerSooner => ". Call uffd.handle(fn) or uffd.serve(region, { source }) sooner",
         }
     }
 

@@ -3,7 +3,7 @@
 //! fallback.
 
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{Advice, Error};
 use crate::fallback::{source_failed_notice, Fell};
 use crate::fault::{Dispatch, Fault, FaultKind, Notice, NoticeKind, UffdEvent};
 use crate::fault_table::Stage;
@@ -168,6 +168,7 @@ fn admit(
                 "a {} fault at {address:#x} lies in no registered region: the thread was woken",
                 kind.name()
             ),
+            advice: Vec::new(),
             fault: None,
             cause: None,
         }));
@@ -200,12 +201,14 @@ pub fn expire(engine: &Engine, held: &mut AfterRead, batch: &mut Vec<Dispatch>) 
         }
         // A fault that waited for a handler, or a source, that never came (see `hold_for_handler`).
         let unserved = entry.delivered_to.is_none() && !engine.has_handler();
-        let (notice, refused) = engine.abandon(entry, Park::Never, |fault| Notice {
+        let (notice, refused) = engine.abandon(entry, Park::Never, |fault| {
+            let none_came = unserved && object_faults::resolver_of(engine, fault) == "the handler";
+            Notice {
             kind: NoticeKind::Timeout,
-            message: if unserved && object_faults::resolver_of(engine, fault) == "the handler" {
+            message: if none_came {
                 format!(
                     "no handler was installed and no source served a {} fault at offset {} of region {} within {} ms: \
-                     it was resolved by the fallback. Call uffd.handle(fn) or uffd.serve(region, {{ source }}) sooner",
+                     it was resolved by the fallback",
                     fault.kind.name(),
                     fault.offset,
                     fault.region.id(),
@@ -221,9 +224,10 @@ pub fn expire(engine: &Engine, held: &mut AfterRead, batch: &mut Vec<Dispatch>) 
                     limit.as_millis()
                 )
             },
+            advice: if none_came { vec![Advice::InstallHandlerSooner] } else { Vec::new() },
             fault: Some(fault.clone()),
             cause: None,
-        });
+        }});
         if let Some(fault) = refused {
             held.retries.push(Retry::Fallback(fault));
         }
@@ -233,5 +237,5 @@ pub fn expire(engine: &Engine, held: &mut AfterRead, batch: &mut Vec<Dispatch>) 
 
 /// The notice that reading stopped on an error.
 pub fn loop_failed(message: String, cause: Option<Error>) -> Dispatch {
-    Dispatch::Notice(Notice { kind: NoticeKind::LoopFailed, message, fault: None, cause })
+    Dispatch::Notice(Notice { kind: NoticeKind::LoopFailed, message, advice: Vec::new(), fault: None, cause })
 }

@@ -330,6 +330,7 @@ fn peer_gone() -> Dispatch {
     Dispatch::Notice(Notice {
         kind: NoticeKind::PeerGone,
         message: "the process whose memory this userfaultfd serves hung up: the userfaultfd was closed".into(),
+        advice: Vec::new(),
         fault: None,
         cause: None,
     })
