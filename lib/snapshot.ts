@@ -103,7 +103,8 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   if (typeof url !== 'string') throw argumentError('url', 'a string', url)
   const given = optionsOf('options', options)
   // Left out, the chunk and frame sizes, the level and the concurrency are the core's defaults
-  // (objectOptions checks the chunk size and the concurrency).
+  // (objectOptions checks the concurrency).
+  const chunkSize = optionalPages('options.chunkSize', given.chunkSize)
   const frameSize = optionalPages('options.frameSize', given.frameSize)
   const { level } = given
   if (level !== undefined && typeof level !== 'number') throw argumentError('options.level', 'of type number', level)
@@ -116,7 +117,7 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   }
   const base = text('options.base', given.base)
   const chunkPrefix = text('options.chunkPrefix', given.chunkPrefix)
-  const { options: store, provider } = objectOptions(url, given)
+  const { options: store, provider } = objectOptions(url, { ...given, chunkSize })
   const credentials = provider ? await provided(provider) : undefined
   // Refreshed while the push runs.
   const pushing = {}

@@ -3,7 +3,7 @@ import type { BindingObjectOptions, BindingSource } from './binding'
 import { type CredentialProvider, credentialsOf, type ObjectStoreCredentials, provided } from './credentials'
 import { argumentError, call, fromFailure } from './errors'
 import { binding } from './loader'
-import { bytesOf, integer, optionalBoolean, optionalPages, options as optionsOf } from './validate'
+import { bytesOf, integer, optionalBoolean, options as optionsOf } from './validate'
 
 /** Options of {@link Source.file}. */
 export interface FileSourceOptions {
@@ -420,7 +420,8 @@ export function objectOptions(
     ...fields,
     anonymous: optionalBoolean('options.anonymous', options.anonymous, false),
     virtualHostedStyle: optionalBoolean('options.virtualHostedStyle', options.virtualHostedStyle, false),
-    chunkSize: optionalPages('options.chunkSize', options.chunkSize),
+    // Not whole pages: the core's EINVAL, as for every size of a region.
+    chunkSize: at('options.chunkSize', options.chunkSize, 1),
     concurrency: at('options.concurrency', options.concurrency, 1),
     readaheadChunks: at('options.readaheadChunks', options.readaheadChunks),
     adaptive: flag('options.adaptive', options.adaptive),
