@@ -536,8 +536,9 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
         const plan = replayPlan(trace, regions, offsets)
         // Each region's pages are counted as its replay ends, whatever becomes of the others.
         const replays = plan.map(({ region, ranges }) =>
-          uffd.prefetch(region, ranges, { chunkPages: 64 }).then((result) => {
+          uffd.prefetchSettled(region, ranges, { chunkPages: 64 }).then((result) => {
             restore.replayed += result.mapped
+            if (result.error) throw result.error
           }),
         )
         await settledAll(replays)

@@ -448,6 +448,18 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
    * ```
    */
   prefetch(region: Region, ranges?: ByteRange[], options?: PrefetchOptions): Promise<PrefetchResult> {
+    return this.prefetchSettled(region, ranges, options).then(({ error, ...result }) => {
+      if (error) throw error
+      return result
+    })
+  }
+
+  /**
+   * {@link prefetch}, resolving with what was mapped even when an error ended it early (the
+   * Firecracker server counts a replay's pages whatever becomes of it).
+   * @internal
+   */
+  prefetchSettled(region: Region, ranges?: ByteRange[], options?: PrefetchOptions): Promise<PrefetchResult & { error?: Error }> {
     const handle = bindingRegionOf(region)
     const { ranges: list, source, chunkPages, signal } = prefetchOf(region, ranges, options)
     const job = call(() => this.#binding.prefetch(handle, list, source?.binding, chunkPages))
@@ -456,8 +468,8 @@ export class Userfaultfd extends EventEmitter<UserfaultfdEvents> {
     signal?.addEventListener('abort', onAbort, { once: true })
     return job.start().then((outcome) => {
       signal?.removeEventListener('abort', onAbort)
-      if (outcome.error) throw fromFailure(outcome.error)
-      return { mapped: outcome.mapped, present: outcome.present, yields: outcome.yields, stopped: outcome.stopped }
+      const { mapped, present, yields, stopped } = outcome
+      return { mapped, present, yields, stopped, ...(outcome.error ? { error: fromFailure(outcome.error) } : {}) }
     })
   }
 
