@@ -1,9 +1,10 @@
 // Opening, registering, faulting and closing many times leaves nothing behind: no fd, no thread,
 // no mapping (read from /proc/self).
+
 import { readdirSync, readFileSync } from 'node:fs'
 import test from 'ava'
 import { Region, Userfaultfd } from 'userfaultfd'
-import { patternByte, patternPage, Reader } from './helpers/harness'
+import { anonymous, patternByte, patternPage, Reader, within, withReader } from './helpers/harness'
 
 const CYCLES = 10_000
 const PAGE = 4096
@@ -105,4 +106,57 @@ test('regions dropped without close() are collected: their tokens attach to noth
     }
   })
   t.true(live.length < tokens.length / 2, `${live.length} of ${tokens.length} unclosed regions still named by their tokens`)
+})
+
+test("'close' is emitted on the next tick, once, as Node's handles do", async (t) => {
+  const uffd = new Userfaultfd()
+  const order: string[] = []
+  uffd.on('close', () => order.push('close'))
+  uffd.close()
+  uffd.close()
+  order.push('close() returned')
+  t.deepEqual(order, ['close() returned'], 'not inside close()')
+  t.true(uffd.closed, 'closed at once all the same')
+  await new Promise<void>((resolve) => setImmediate(resolve))
+  t.deepEqual(order, ['close() returned', 'close'])
+})
+
+test('closed is true after close() on a handle from Userfaultfd.attach; the owner stays open and serves', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(4 * PAGE)
+  uffd.register(region)
+  const attached = Userfaultfd.attach(uffd.share())
+  t.false(attached.closed)
+  attached.close()
+  t.true(attached.closed)
+  t.false(uffd.closed, 'the fd is the owner’s')
+  uffd.handle((fault) => {
+    fault.copy(patternPage(fault.offset, PAGE))
+  })
+  await withReader([uffd, region], async (reader) => {
+    t.deepEqual((await reader.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5)])
+  })
+  t.true(uffd.closed)
+  await within(new Promise((resolve) => setImmediate(resolve)), 'a tick')
+})
+
+test('close() with faults pending wakes every waiting thread', async (t) => {
+  const { uffd, region } = anonymous(8, { timeoutMs: 0 })
+  uffd.handle(() => new Promise(() => {}))
+  const readers = Array.from({ length: 4 }, () => new Reader())
+  try {
+    const reads = readers.map((reader, i) => reader.read(region, { offsets: [i * 2 * PAGE] }))
+    await within(
+      (async () => {
+        while (uffd.stats.inFlight < 4) await new Promise((resolve) => setTimeout(resolve, 10))
+      })(),
+      'four faults in flight',
+    )
+    uffd.close()
+    for (const { bytes } of await Promise.all(reads)) t.deepEqual(bytes, [0])
+    t.true(uffd.closed)
+  } finally {
+    await Promise.all(readers.map((reader) => reader.terminate()))
+    region.close()
+  }
 })

@@ -4,7 +4,8 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
-import { type MemoryKind, Region, type UffdError, type Userfaultfd } from 'userfaultfd'
+import type { ExecutionContext } from 'ava'
+import { type MemoryKind, Region, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
 
 export const LIMIT_MS = 15_000
 export const HUGE_PAGE = 2 * 1024 * 1024
@@ -192,4 +193,36 @@ export async function withReader(closing: Array<{ close(): void }>, body: (reade
     await reader.terminate()
     for (const thing of closing) thing.close()
   }
+}
+
+/** A userfaultfd with an anonymous region of `pages` pages registered on it. */
+export function anonymous(pages: number, options?: ConstructorParameters<typeof Userfaultfd>[0]) {
+  const uffd = new Userfaultfd(options)
+  const region = Region.anonymous(pages * 4096)
+  uffd.register(region)
+  return { uffd, region }
+}
+
+/** A promise and its resolve function, to hold a handler until the test lets it go. */
+export function gate(): { promise: Promise<void>; open: () => void } {
+  let open = () => {}
+  const promise = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  return { promise, open }
+}
+
+/** Whether `error` is what an aborted signal rejects with. */
+export function isAbortError(error: unknown): boolean {
+  const { name, code } = error as { name?: string; code?: string }
+  return name === 'AbortError' && code === 'ABORT_ERR'
+}
+
+/** Asserts that `fn` throws a UffdError with the code `expected` (and the syscall, if given). */
+export function code(t: ExecutionContext, fn: () => unknown, expected: UffdErrorCode, syscall?: string): UffdError {
+  const error = t.throws(fn) as UffdError
+  t.true(error instanceof UffdError, `${String(error)} is a UffdError`)
+  t.is(error.code, expected, error.message)
+  if (syscall) t.is(error.syscall, syscall)
+  return error
 }
