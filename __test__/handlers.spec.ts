@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
-import { anonymous, gate, nextError, patternByte, patternPage, Reader, within, withReader } from './helpers/harness'
+import { anonymous, gate, nextError, patternByte, patternPage, Toucher, within, withToucher } from './helpers/harness'
 import { runChild } from './helpers/scenario'
 
 const PAGE = 4096
@@ -11,9 +11,9 @@ test('a fault with no handler emits ERR_UFFD_NO_HANDLER at once; a handler insta
   const uffd = new Userfaultfd()
   const region = Region.anonymous(4 * PAGE)
   uffd.register(region)
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const error = nextError(uffd, 5_000)
-    const read = reader.read(region, { offsets: [PAGE + 1] })
+    const read = toucher.read(region, { offsets: [PAGE + 1] })
     const said = await error
     t.is(said.code, 'ERR_UFFD_NO_HANDLER')
     t.regex(said.message, /handleInWorker/)
@@ -51,14 +51,14 @@ test('handle() returns what removes the handler: after off(), a fault waits for 
     first.push(fault.offset)
     fault.copy(patternPage(fault.offset, PAGE, 1, 1))
   })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5, 1)])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5, 1)])
     served.off()
     served.off() // a second off() is nothing
     const noHandler = nextError(uffd)
-    const read = reader.read(region, { offsets: [2 * PAGE + 5] })
+    const read = toucher.read(region, { offsets: [2 * PAGE + 5] })
     t.is((await noHandler).code, 'ERR_UFFD_NO_HANDLER')
-    t.false(await reader.answersWithin(read, 100), 'the fault waits for a handler')
+    t.false(await toucher.answersWithin(read, 100), 'the fault waits for a handler')
     uffd.handle((fault) => {
       fault.copy(patternPage(fault.offset, PAGE, 1, 2))
     })
@@ -79,15 +79,15 @@ test('using removes a handle() handler at the end of the block; off() of a repla
       fault.copy(patternPage(fault.offset, PAGE))
     })
     outer.off() // replaced already: nothing
-    await withReader([], async (reader) => {
-      t.deepEqual((await reader.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5)])
+    await withToucher([], async (toucher) => {
+      t.deepEqual((await toucher.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5)])
     })
   }
   t.deepEqual(seen, ['inner'])
   t.is(uffd.stats.queued, 0)
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const noHandler = nextError(uffd)
-    const read = reader.read(region, { offsets: [3 * PAGE] })
+    const read = toucher.read(region, { offsets: [3 * PAGE] })
     t.is((await noHandler).code, 'ERR_UFFD_NO_HANDLER', 'the block removed its handler')
     uffd.handle((fault) => {
       fault.zero()
@@ -105,7 +105,7 @@ test('a page two threads fault on while its fault is in flight is dispatched onc
     await held.promise
     fault.copy(patternPage(fault.offset, PAGE))
   })
-  const readers = [new Reader(), new Reader()]
+  const touchers = [new Toucher(), new Toucher()]
   const until = (what: string, done: () => boolean) =>
     within(
       (async () => {
@@ -116,9 +116,9 @@ test('a page two threads fault on while its fault is in flight is dispatched onc
   try {
     // The second thread faults only once the first one's fault is in flight, however slow the
     // machine is to start a worker; the handler holds it until the second fault was read.
-    const first = readers[0]?.read(region, { offsets: [PAGE + 5] })
+    const first = touchers[0]?.read(region, { offsets: [PAGE + 5] })
     await until('the first fault in flight', () => uffd.stats.inFlight >= 1)
-    const second = readers[1]?.read(region, { offsets: [PAGE + 5] })
+    const second = touchers[1]?.read(region, { offsets: [PAGE + 5] })
     await until('the second fault read as a duplicate', () => uffd.stats.duplicates >= 1)
     held.open()
     for (const { bytes } of (await Promise.all([first, second])) as Array<{ bytes: number[] }>) {
@@ -128,7 +128,7 @@ test('a page two threads fault on while its fault is in flight is dispatched onc
     t.is(uffd.stats.duplicates, 1)
   } finally {
     held.open()
-    await Promise.all(readers.map((reader) => reader.terminate()))
+    await Promise.all(touchers.map((toucher) => toucher.terminate()))
     uffd.close()
     region.close()
   }
@@ -167,16 +167,16 @@ for (const [name, handler, code] of [
   test(`a handler that ${name} gets the fallback (zeros) and an error event`, async (t) => {
     const { uffd, region } = anonymous(2)
     uffd.handle(handler)
-    const reader = new Reader()
+    const toucher = new Toucher()
     try {
       const error = nextError(uffd)
-      t.deepEqual((await reader.read(region, { offsets: [PAGE + 2] })).bytes, [0])
+      t.deepEqual((await toucher.read(region, { offsets: [PAGE + 2] })).bytes, [0])
       const event = await error
       t.is(event.code, code)
       if (code === 'ERR_UFFD_HANDLER_THREW') t.is((event.cause as Error).message, 'boom')
       t.is(uffd.stats.fallbacks, 1)
     } finally {
-      await reader.terminate()
+      await toucher.terminate()
       uffd.close()
       region.close()
     }
@@ -195,8 +195,8 @@ test('a worker handler that reads the fd itself steps the loop thread aside; the
   uffd.handle((fault) => {
     fault.copy(patternPage(fault.offset, PAGE, 1, 4))
   })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [5 * PAGE + 5] })).bytes, [patternByte(5 * PAGE, PAGE, 5, 4)])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [5 * PAGE + 5] })).bytes, [patternByte(5 * PAGE, PAGE, 5, 4)])
     t.true(uffd.stats.batches >= 1)
   })
 })
@@ -246,9 +246,9 @@ test('a direct handler replaced by another direct handler on the same thread: on
     },
     { direct: true },
   )
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const offsets = [0, 1, 2, 3, 4, 5].map((page) => page * PAGE + 5)
-    const { bytes } = await reader.read(region, { offsets })
+    const { bytes } = await toucher.read(region, { offsets })
     t.deepEqual(
       bytes,
       offsets.map((at) => patternByte(at - 5, PAGE, 5, 2)),

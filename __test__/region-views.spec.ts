@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs'
 import { MessageChannel, Worker } from 'node:worker_threads'
 import test from 'ava'
 import { type Fault, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
-import { anonymous, code, gate, patternByte, patternPage, within, withReader } from './helpers/harness'
+import { anonymous, code, gate, patternByte, patternPage, within, withToucher } from './helpers/harness'
 
 const PAGE = 4096
 const PAGES = 40
@@ -33,7 +33,7 @@ function pattern(): Uint8Array {
 
 // Reads the first byte of each page: half of them, then, told to, the rest; then closes its view,
 // or leaves it open and stays alive until terminated.
-const reader = `
+const toucher = `
 const { Region } = require('userfaultfd')
 const { workerData, parentPort } = require('node:worker_threads')
 const view = Region.attach(workerData.shared)
@@ -57,7 +57,7 @@ async function ownerClosesWhileAWorkerReads(close: boolean) {
   const expected = pattern()
   uffd.register(region, { source: Source.bytes(expected) })
   const token = region.share()
-  const worker = new Worker(reader, { eval: true, workerData: { shared: token, close } })
+  const worker = new Worker(toucher, { eval: true, workerData: { shared: token, close } })
   const messages: Array<{ half?: boolean; seen?: number[]; closed?: boolean }> = []
   const next = () =>
     within(new Promise<(typeof messages)[number]>((resolve) => worker.once('message', resolve)), 'the reading worker', 15_000)
@@ -285,8 +285,8 @@ test('attach in the owner thread gives a view whose close leaves the region open
     named.push(fault.region)
     fault.copy(new Uint8Array(PAGE).fill(0x42))
   })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [PAGE + 3] })).bytes, [0x42])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 3] })).bytes, [0x42])
     t.is(named[0], region, 'the fault names the object that owns the region, not the view')
     t.is(view.bytes(PAGE + 3, 1)[0], 0x42, 'the view reads the same memory')
     const viewBuffer = view.buffer
@@ -295,7 +295,7 @@ test('attach in the owner thread gives a view whose close leaves the region open
     t.is(viewBuffer.byteLength, 0, 'the view let go of its buffer')
     t.false(region.closed, 'closing the view did not close the region')
     t.is(region.bytes(PAGE + 3, 1)[0], 0x42)
-    t.deepEqual((await reader.read(region, { offsets: [2 * PAGE] })).bytes, [0x42], 'the region is still served')
+    t.deepEqual((await toucher.read(region, { offsets: [2 * PAGE] })).bytes, [0x42], 'the region is still served')
   })
 })
 
@@ -307,8 +307,8 @@ test("region.close() with a fault in flight in a worker's view: the owner's buff
     fault.copy(patternPage(fault.offset, PAGE))
   })
   const buffer = region.buffer
-  await withReader([uffd], async (reader) => {
-    const read = reader.read(region, { offsets: [PAGE + 5] })
+  await withToucher([uffd], async (toucher) => {
+    const read = toucher.read(region, { offsets: [PAGE + 5] })
     await within(
       (async () => {
         while (uffd.stats.inFlight < 1) await new Promise((resolve) => setTimeout(resolve, 10))

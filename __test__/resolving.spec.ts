@@ -1,6 +1,6 @@
 import test from 'ava'
 import { type Fault, Region, Userfaultfd } from 'userfaultfd'
-import { anonymous, gate, patternByte, patternPage, within, withReader } from './helpers/harness'
+import { anonymous, gate, patternByte, patternPage, within, withToucher } from './helpers/harness'
 
 const PAGE = 4096
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -16,15 +16,15 @@ test('a fault resolved with { wake: false } sleeps past the handler’s return u
   })
   const errors: string[] = []
   uffd.on('error', (error) => errors.push(error.code))
-  await withReader([uffd, region], async (reader) => {
-    const read = reader.read(region, { offsets: [2 * PAGE + 5] })
+  await withToucher([uffd, region], async (toucher) => {
+    const read = toucher.read(region, { offsets: [2 * PAGE + 5] })
     await within(
       (async () => {
         while (held.length === 0) await sleep(5)
       })(),
       'the handler',
     )
-    t.false(await reader.answersWithin(read, 300), 'still asleep after the handler returned')
+    t.false(await toucher.answersWithin(read, 300), 'still asleep after the handler returned')
     held[0]?.wake()
     t.deepEqual((await read).bytes, [patternByte(2 * PAGE, PAGE, 5)])
     t.deepEqual(errors, [])
@@ -41,10 +41,10 @@ test('dontwake: copy with { wake: false } leaves the thread asleep until fault.w
     await release.promise
     fault.wake()
   })
-  await withReader([uffd, region], async (reader) => {
-    const read = reader.read(region, { offsets: [PAGE + 5] })
+  await withToucher([uffd, region], async (toucher) => {
+    const read = toucher.read(region, { offsets: [PAGE + 5] })
     await within(resolved.promise, 'the copy')
-    t.false(await reader.answersWithin(read, 300), 'the reader must still be asleep')
+    t.false(await toucher.answersWithin(read, 300), 'the reader must still be asleep')
     release.open()
     t.deepEqual((await read).bytes, [patternByte(PAGE, PAGE, 5)])
     t.is(uffd.stats.resolutions.wake, 1)
@@ -60,10 +60,10 @@ test('dontwake: uffd.wake() over the range wakes a thread resolved without wakin
     await new Promise((resolve) => setTimeout(resolve, 300))
     uffd.wake(region, 0, region.size)
   })
-  await withReader([uffd, region], async (reader) => {
-    const read = reader.read(region, { offsets: [2 * PAGE + 1] })
+  await withToucher([uffd, region], async (toucher) => {
+    const read = toucher.read(region, { offsets: [2 * PAGE + 1] })
     await within(resolved.promise, 'the copy')
-    t.false(await reader.answersWithin(read, 150), 'the reader must still be asleep')
+    t.false(await toucher.answersWithin(read, 150), 'the reader must still be asleep')
     t.deepEqual((await read).bytes, [patternByte(2 * PAGE, PAGE, 1)])
     t.is(uffd.stats.fallbacks, 0)
   })
@@ -76,9 +76,9 @@ test('write faults say write: true and read faults say false; the written byte l
     seen.push([fault.offset, fault.write])
     fault.copy(patternPage(fault.offset, PAGE))
   })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [PAGE + 3], write: 0x77 })).bytes, [0x77])
-    t.deepEqual((await reader.read(region, { offsets: [2 * PAGE + 5] })).bytes, [patternByte(2 * PAGE, PAGE, 5)])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 3], write: 0x77 })).bytes, [0x77])
+    t.deepEqual((await toucher.read(region, { offsets: [2 * PAGE + 5] })).bytes, [patternByte(2 * PAGE, PAGE, 5)])
     t.deepEqual(seen, [
       [PAGE, true],
       [2 * PAGE, false],
@@ -94,9 +94,9 @@ test('readahead: one copy of 16 pages answers the fault and maps the 15 after it
     faults.push(fault)
     t.is(fault.copy(patternPage(fault.offset, PAGE, 16)), 16 * PAGE)
   })
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const offsets = Array.from({ length: 16 }, (_, page) => (4 + page) * PAGE + 100)
-    const { bytes } = await reader.read(region, { offsets })
+    const { bytes } = await toucher.read(region, { offsets })
     t.deepEqual(
       bytes,
       offsets.map((at) => patternByte(at - 100, PAGE, 100)),
@@ -112,8 +112,8 @@ test('readahead is clipped to the region: a copy past its end maps what fits', a
   uffd.handle((fault) => {
     t.is(fault.copy(patternPage(fault.offset, PAGE, 8)), PAGE)
   })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [3 * PAGE] })).bytes, [patternByte(3 * PAGE, PAGE, 0)])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [3 * PAGE] })).bytes, [patternByte(3 * PAGE, PAGE, 0)])
   })
 })
 
@@ -123,8 +123,8 @@ test('eexist: a fault resolved by someone else counts EEXIST, maps 0 bytes and d
     uffd.copy(region, fault.offset, patternPage(fault.offset, PAGE, 1, 3))
     t.is(fault.copy(patternPage(fault.offset, PAGE)), 0)
   })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [PAGE + 1] })).bytes, [patternByte(PAGE, PAGE, 1, 3)])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 1] })).bytes, [patternByte(PAGE, PAGE, 1, 3)])
     t.is(uffd.stats.eexist, 1)
     const again = t.throws(() => uffd.copy(region, PAGE, new Uint8Array(PAGE)))
     t.is((again as { code?: string }).code, 'EEXIST')
@@ -146,8 +146,8 @@ test("a handler's fault.copy and fault.zero with an empty or negative length thr
     }
     fault.copy(patternPage(fault.offset, PAGE))
   })
-  await withReader([uffd, region], async (reader) => {
-    const { bytes } = await reader.read(region, { offsets: [5] })
+  await withToucher([uffd, region], async (toucher) => {
+    const { bytes } = await toucher.read(region, { offsets: [5] })
     t.deepEqual(bytes, [patternByte(0, PAGE, 5)])
   })
   t.is(thrown.length, 3)

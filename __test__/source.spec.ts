@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { Region, Source, UffdError, Userfaultfd } from 'userfaultfd'
-import { code, nextError, patternByte, patternPage, withReader } from './helpers/harness'
+import { code, nextError, patternByte, patternPage, withToucher } from './helpers/harness'
 
 const PAGE = 4096
 const PAGES = 256
@@ -146,9 +146,9 @@ test('fallthrough: a bytes source maps what it has, whole pages past its end go 
     handled.push(fault.offset / PAGE)
     fault.copy(patternPage(fault.offset, PAGE, 1, 3))
   })
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const offsets = [0, 1, 2, 3, 4, 5, 6, 7].map((page) => page * PAGE + 5).concat([4 * PAGE + 99, 4 * PAGE + 100])
-    const { bytes: read } = await reader.read(region, { offsets })
+    const { bytes: read } = await toucher.read(region, { offsets })
     const want = [0, 1, 2, 3, 4].map((page) => patternByte(page * PAGE, PAGE, 5))
     want.push(...[5, 6, 7].map((page) => patternByte(page * PAGE, PAGE, 5, 3)))
     want.push(bytes[4 * PAGE + 99] ?? -1, 0)
@@ -178,15 +178,15 @@ test('fault.fromSource: the handler picks a source per fault, native code maps i
     t.is(fault.fromSource((fault.offset / PAGE) % 2 === 0 ? even : odd), PAGE)
     t.is(fault.fromSource(odd), 0, 'a second resolve is a no-op')
   })
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const offsets = [0, 1, 2, 3, 4, 5].map((page) => page * PAGE + 5)
-    const { bytes: read } = await reader.read(region, { offsets })
+    const { bytes: read } = await toucher.read(region, { offsets })
     t.deepEqual(
       read,
       offsets.map((_, page) => patternByte(page * PAGE, PAGE, 5, page % 2 === 0 ? 1 : 0)),
     )
     uffd.writeProtect(region, 0, PAGE, true)
-    await reader.read(region, { offsets: [7], write: 1 })
+    await toucher.read(region, { offsets: [7], write: 1 })
     t.is(thrown.length, 1)
     t.like(thrown[0], { code: 'EINVAL' })
     t.regex((thrown[0] as Error).message, /does not serve wp faults/)
@@ -243,10 +243,10 @@ test('prefetch steps aside for a thread that faults meanwhile, and every byte is
   const uffd = new Userfaultfd()
   const region = Region.anonymous(big * PAGE)
   uffd.register(region, { source: Source.bytes(patternPage(0, PAGE, big)) })
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const prefetch = uffd.prefetch(region, undefined, { chunkPages: 1 })
     const offsets = Array.from({ length: 64 }, (_, i) => (big - 1 - i * 97) * PAGE + 5)
-    const { bytes } = await reader.read(region, { offsets })
+    const { bytes } = await toucher.read(region, { offsets })
     t.deepEqual(
       bytes,
       offsets.map((at) => patternByte(at - 5, PAGE, 5)),
@@ -271,8 +271,8 @@ test('prefetch leaves the pages past a fallthrough source’s end to the handler
   })
   const result = await uffd.prefetch(region)
   t.deepEqual([result.mapped, result.present], [5 * PAGE, 0])
-  await withReader([uffd, region], async (reader) => {
-    const { bytes } = await reader.read(region, { offsets: [4 * PAGE + 5, 6 * PAGE + 5] })
+  await withToucher([uffd, region], async (toucher) => {
+    const { bytes } = await toucher.read(region, { offsets: [4 * PAGE + 5, 6 * PAGE + 5] })
     t.deepEqual(bytes, [patternByte(4 * PAGE, PAGE, 5), patternByte(6 * PAGE, PAGE, 5, 3)])
     t.deepEqual(handled, [6])
   })
@@ -294,10 +294,10 @@ test('a native source’s read error resolves the fault at once by the fallback 
   uffd.handle((fault) => {
     handled.push(fault.offset)
   })
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const error = nextError(uffd, 5_000)
     const started = Date.now()
-    t.deepEqual((await reader.read(region, { offsets: [PAGE + 3] })).bytes, [0], 'the fallback (ZEROPAGE) answered')
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 3] })).bytes, [0], 'the fallback (ZEROPAGE) answered')
     t.true(Date.now() - started < 5_000, 'at once, not after timeoutMs')
     const said: UffdError = await error
     t.is(said.code, 'ERR_UFFD_SOURCE')
@@ -372,8 +372,8 @@ test('Source.objectStore says how big the object is (size, and objectStats.size)
     const region = Region.anonymous(4 * PAGE)
     uffd.register(region, { source })
     // Read from another thread: this one serves the object over HTTP.
-    await withReader([uffd, region], async (reader) => {
-      const { bytes } = await reader.read(region, { offsets: [5, PAGE + 5, 2 * PAGE + 5] })
+    await withToucher([uffd, region], async (toucher) => {
+      const { bytes } = await toucher.read(region, { offsets: [5, PAGE + 5, 2 * PAGE + 5] })
       t.deepEqual(bytes, expected(3), 'the object serves the region')
     })
   } finally {

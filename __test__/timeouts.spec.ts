@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import test from 'ava'
 import { Region, Userfaultfd } from 'userfaultfd'
-import { anonymous, nextError, patternByte, patternPage, withReader } from './helpers/harness'
+import { anonymous, nextError, patternByte, patternPage, withToucher } from './helpers/harness'
 
 const PAGE = 4096
 const pager = join(__dirname, 'helpers', 'pager.js')
@@ -15,12 +15,12 @@ for (const direct of [true, false]) {
     await uffd.handleInWorker(pager, { workerData: { mode: 'spin' }, direct })
     const errors: string[] = []
     uffd.on('error', (error) => errors.push(error.code))
-    await withReader([uffd, region], async (reader) => {
+    await withToucher([uffd, region], async (toucher) => {
       const error = nextError(uffd, 10_000)
-      t.deepEqual((await reader.read(region, { offsets: [5] })).bytes, [0])
+      t.deepEqual((await toucher.read(region, { offsets: [5] })).bytes, [0])
       t.is((await error).code, 'ERR_UFFD_TIMEOUT')
       // A second fault while the worker is still stuck: cut off too.
-      t.deepEqual((await reader.read(region, { offsets: [3 * PAGE] })).bytes, [0])
+      t.deepEqual((await toucher.read(region, { offsets: [3 * PAGE] })).bytes, [0])
       t.true(uffd.stats.timeouts >= 2)
       t.deepEqual([...new Set(errors)], ['ERR_UFFD_TIMEOUT'])
     })
@@ -33,9 +33,9 @@ test('a resolve with { wake: false } that is never woken is woken at timeoutMs, 
   uffd.handle((fault) => {
     fault.copy(patternPage(fault.offset, PAGE), { wake: false })
   })
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const error = nextError(uffd)
-    t.deepEqual((await reader.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5)])
+    t.deepEqual((await toucher.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5)])
     t.is((await error).code, 'ERR_UFFD_NOT_WOKEN')
   })
 })
@@ -43,10 +43,10 @@ test('a resolve with { wake: false } that is never woken is woken at timeoutMs, 
 test('timeoutMs: a handler that never settles gets the fallback after the limit', async (t) => {
   const { uffd, region } = anonymous(2, { timeoutMs: 200 })
   uffd.handle(() => new Promise(() => {}))
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const error = nextError(uffd)
     const started = Date.now()
-    t.deepEqual((await reader.read(region, { offsets: [3] })).bytes, [0])
+    t.deepEqual((await toucher.read(region, { offsets: [3] })).bytes, [0])
     t.true(Date.now() - started >= 150, 'not before the limit')
     t.is((await error).code, 'ERR_UFFD_TIMEOUT')
     t.is(uffd.stats.timeouts, 1)

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { Region, UffdError, Userfaultfd } from 'userfaultfd'
-import { anonymous, isAbortError, nextError, patternByte, patternPage, type Reader, within, withReader } from './helpers/harness'
+import { anonymous, isAbortError, nextError, patternByte, patternPage, type Toucher, within, withToucher } from './helpers/harness'
 import { runChild } from './helpers/scenario'
 
 const PAGE = 4096
@@ -33,8 +33,8 @@ test('a failed replacement handler worker leaves the old one serving, and no fal
   uffd.on('error', (error) => errors.push(error.code))
   await uffd.handleInWorker(pager, { workerData: { mode: 'copy', seed: 3 } })
   await t.throwsAsync(uffd.handleInWorker(join(dir, 'missing-pager.mjs')), { code: 'ERR_UFFD_WORKER' })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [PAGE + 1] })).bytes, [patternByte(PAGE, PAGE, 1, 3)], 'the old worker serves')
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 1] })).bytes, [patternByte(PAGE, PAGE, 1, 3)], 'the old worker serves')
   })
   await sleep(100)
   t.deepEqual(errors, [])
@@ -48,8 +48,8 @@ test('replacing a handler worker: the new one serves, and no ERR_UFFD_HANDLER_GO
   uffd.on('error', (error) => errors.push(`${error.code} ${error.message}`))
   await uffd.handleInWorker(pager, { workerData: { mode: 'copy', seed: 1 } })
   await uffd.handleInWorker(pager, { workerData: { mode: 'copy', seed: 2 } })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [2 * PAGE + 1] })).bytes, [patternByte(2 * PAGE, PAGE, 1, 2)])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [2 * PAGE + 1] })).bytes, [patternByte(2 * PAGE, PAGE, 1, 2)])
   })
   await sleep(200)
   t.deepEqual(errors, [])
@@ -73,9 +73,9 @@ test('a handler module with a syntax error: ERR_UFFD_WORKER names the file and l
  * Reads page after page until a read waits for a handler (its ERR_UFFD_NO_HANDLER comes): a
  * handler removed a moment ago may still serve, or abandon, the faults of that moment.
  */
-async function firstUnserved(uffd: Userfaultfd, reader: Reader, region: Region, from: number) {
+async function firstUnserved(uffd: Userfaultfd, toucher: Toucher, region: Region, from: number) {
   for (let page = from; page < region.size / PAGE; page++) {
-    const read = reader.read(region, { offsets: [page * PAGE + 5] })
+    const read = toucher.read(region, { offsets: [page * PAGE + 5] })
     let heard: (error: UffdError) => void = () => {}
     const waits = new Promise<'waits'>((resolve) => {
       heard = (error) => {
@@ -95,10 +95,10 @@ test('handleInWorker resolves with what removes the worker: off() terminates it,
   const errors: UffdError[] = []
   uffd.on('error', (error) => errors.push(error))
   const served = await within(uffd.handleInWorker(pager, { workerData: { mode: 'copy', seed: 3 } }), 'the first worker')
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5, 3)])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5, 3)])
     served.off()
-    const { read, page } = await firstUnserved(uffd, reader, region, 1)
+    const { read, page } = await firstUnserved(uffd, toucher, region, 1)
     await within(uffd.handleInWorker(pager, { workerData: { mode: 'copy', seed: 4 } }), 'the second worker')
     t.deepEqual((await read).bytes, [patternByte(page * PAGE, PAGE, 5, 4)])
   })
@@ -122,8 +122,8 @@ test('handleInWorker({ signal }): aborting a start rejects with ABORT_ERR, termi
   const already = await t.throwsAsync(uffd.handleInWorker(pager, { signal: AbortSignal.abort() }))
   t.true(isAbortError(already), 'an aborted signal rejects at once')
   t.throws(() => uffd.handleInWorker(pager, { signal: 'soon' as never }), { code: 'ERR_INVALID_ARG_TYPE' })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [3 * PAGE + 5] })).bytes, [patternByte(3 * PAGE, PAGE, 5, 5)])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [3 * PAGE + 5] })).bytes, [patternByte(3 * PAGE, PAGE, 5, 5)])
   })
   t.deepEqual(
     errors.map((error) => error.code),
@@ -140,9 +140,9 @@ test('handleInWorker({ signal }): an aborted start ends its expectation, so a fa
   const aborted = (await t.throwsAsync(within(starting, 'the abort'))) as Error
   t.true(isAbortError(aborted))
   t.is((aborted.cause as Error).message, 'changed my mind', "the signal's reason is the cause")
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const noHandler = nextError(uffd, 5_000)
-    const read = reader.read(region, { offsets: [PAGE + 5] })
+    const read = toucher.read(region, { offsets: [PAGE + 5] })
     t.is((await noHandler).code, 'ERR_UFFD_NO_HANDLER', 'not a silent wait for the aborted worker')
     uffd.handle((fault) => {
       fault.copy(patternPage(fault.offset, PAGE))
@@ -217,8 +217,8 @@ for (const direct of [true, false]) {
     uffd.on('error', (error) => errors.push(error.code))
     const pager = join(__dirname, 'helpers', 'pager.js')
     await uffd.handleInWorker(pager, { workerData: { mode: 'never' }, direct })
-    await withReader([uffd, region], async (reader) => {
-      const stuck = reader.read(region, { offsets: [PAGE + 5] })
+    await withToucher([uffd, region], async (toucher) => {
+      const stuck = toucher.read(region, { offsets: [PAGE + 5] })
       await within(
         (async () => {
           while (uffd.stats.inFlight < 1) await new Promise((resolve) => setTimeout(resolve, 10))
@@ -228,7 +228,11 @@ for (const direct of [true, false]) {
       // A second handleInWorker terminates the first worker, which still holds the fault.
       await uffd.handleInWorker(pager, { workerData: { mode: 'copy' }, direct })
       t.deepEqual((await stuck).bytes, [0], 'the orphaned fault got the fallback')
-      t.deepEqual((await reader.read(region, { offsets: [3 * PAGE + 5] })).bytes, [patternByte(3 * PAGE, PAGE, 5)], 'the new worker serves')
+      t.deepEqual(
+        (await toucher.read(region, { offsets: [3 * PAGE + 5] })).bytes,
+        [patternByte(3 * PAGE, PAGE, 5)],
+        'the new worker serves',
+      )
       await within(
         (async () => {
           while (!errors.includes('ERR_UFFD_HANDLER_GONE')) await new Promise((resolve) => setTimeout(resolve, 10))

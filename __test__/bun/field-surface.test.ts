@@ -21,13 +21,13 @@ function thrown(fn: () => unknown): UffdError & TypeError & { code: string } {
 }
 
 function readInWorker(region: Region, offsets: number[]): Promise<number[]> {
-  const worker = new Worker(new URL('./reader.ts', import.meta.url).href)
+  const worker = new Worker(new URL('./toucher.ts', import.meta.url).href)
   const bytes = new Promise<number[]>((resolve, reject) => {
     worker.onmessage = (event) => resolve(event.data)
     worker.onerror = (event) => reject(new Error(event.message))
   })
   worker.postMessage({ shared: region.share(), offsets })
-  const limit = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the reader: no answer in time')), LIMIT_MS))
+  const limit = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the toucher: no answer in time')), LIMIT_MS))
   return Promise.race([bytes, limit]).finally(() => worker.terminate())
 }
 

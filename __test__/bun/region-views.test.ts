@@ -23,13 +23,13 @@ test('the owner closes a region while a worker reads it: every page the view rea
   const region = Region.anonymous(PAGES * PAGE)
   const expected = new Uint8Array(PAGES * PAGE).map((_, i) => ((i >> 12) * 13 + 1) & 0xff)
   uffd.register(region, { source: Source.bytes(expected) })
-  const worker = new Worker(new URL('./view-reader.ts', import.meta.url).href)
+  const worker = new Worker(new URL('./view-toucher.ts', import.meta.url).href)
   const next = () =>
     Promise.race([
       new Promise<{ half?: boolean; seen?: number[]; closed?: boolean }>((resolve) => {
         worker.onmessage = (event) => resolve(event.data)
       }),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the reader: no answer in time')), 15_000)),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the toucher: no answer in time')), 15_000)),
     ])
   try {
     worker.postMessage({ shared: region.share(), pages: PAGES })
