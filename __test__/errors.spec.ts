@@ -28,16 +28,6 @@ test('opened unprivileged with the defaults: user-mode-only, and one warning tha
   t.is(run.stderr.match(/UFFD_USER_MODE_ONLY/g)?.length, 1)
 })
 
-test('share on a closed region throws EBADF, as every call on a closed region does', (t) => {
-  const region = Region.anonymous(PAGE)
-  const view = Region.attach(region.share())
-  view.close()
-  code(t, () => view.share(), 'EBADF', 'share')
-  t.is(region.share().id, region.id, 'the owner still shares')
-  region.close()
-  code(t, () => region.share(), 'EBADF', 'share')
-})
-
 test('an anonymous mapping out of memory does not speak of huge pages', (t) => {
   // Within a process's address space (2^47 bytes on x64), but more than this one has free.
   const error = code(t, () => Region.anonymous(2 ** 47 - 2 ** 20), 'ENOMEM', 'mmap')

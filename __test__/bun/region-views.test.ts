@@ -3,6 +3,8 @@
 import { expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
+import { regionCases } from '../cases/regions'
+import { bunCheck, bunRuntime } from './cases'
 
 const PAGE = 4096
 const PAGES = 40
@@ -47,3 +49,7 @@ test('the owner closes a region while a worker reads it: every page the view rea
     worker.terminate()
   }
 })
+
+// A region's bytes(), a view in the owner thread, a closed region's share(): the case table
+// region-views.spec.ts runs under Node.js (cases/regions.ts).
+for (const { name, run } of regionCases) test(name, () => run(bunCheck, bunRuntime))
