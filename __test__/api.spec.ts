@@ -1,8 +1,6 @@
-// The public API outside the fault path: probing, options, errors, and bad input, which throws
-// before any ioctl and leaves everything working.
 import test, { type ExecutionContext } from 'ava'
-import { Region, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
-import { freeHugePages, HUGE_PAGE, withHugePages } from './helpers/harness'
+import { Region, Source, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
+import { freeHugePages, HUGE_PAGE, patternPage, withHugePages } from './helpers/harness'
 
 const PAGE = 4096
 
@@ -218,4 +216,50 @@ test('handle and handleInWorker reject bad arguments', async (t) => {
   t.throws(() => uffd.handleInWorker(42 as never), { instanceOf: TypeError })
   await t.throwsAsync(uffd.handleInWorker(new URL('file:///nonexistent/pager.js')), { code: 'ERR_UFFD_WORKER' })
   uffd.close()
+})
+
+test('feature and ioctl lists are one type across the API, a read-only set that JSON prints as an array', (t) => {
+  const probe = Userfaultfd.probe()
+  const uffd = new Userfaultfd({ features: ['EVENT_REMOVE'] })
+  const region = Region.anonymous(PAGE)
+  const { ioctls } = uffd.register(region)
+  const lists = [probe.features, probe.ioctls, uffd.features, ioctls]
+  for (const list of lists) {
+    t.is(Object.getPrototypeOf(list), Object.getPrototypeOf(probe.features), 'the same class everywhere')
+    t.true(list instanceof Set)
+    t.deepEqual(JSON.parse(JSON.stringify(list)), [...list], 'JSON prints the names, not {}')
+    t.throws(() => (list as unknown as Set<string>).add('X'), { instanceOf: TypeError })
+    t.throws(() => (list as unknown as Set<string>).delete([...list][0] as string), { instanceOf: TypeError })
+  }
+  t.true(probe.features.has('THREAD_ID'))
+  t.true(probe.features.includes('THREAD_ID'), 'what code written for arrays asked still works')
+  t.true(uffd.features.has('EVENT_REMOVE'))
+  t.true(ioctls.has('COPY'))
+  t.deepEqual(JSON.parse(JSON.stringify(uffd.register(region))), { ioctls: [...ioctls] })
+  const printed = JSON.parse(JSON.stringify(probe))
+  t.deepEqual(printed, { api: 0xaa, features: [...probe.features], ioctls: [...probe.ioctls] })
+  t.true(printed.features.length > 5)
+  // A set the API gave is accepted where the API takes a list.
+  const again = new Userfaultfd({ features: uffd.features })
+  t.true(again.features.has('EVENT_REMOVE'))
+  again.close()
+  uffd.close()
+  region.close()
+})
+
+test('what the API returns prints in JSON: stats, latency, a prefetch, a source, an error', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(4 * PAGE)
+  const source = Source.bytes(patternPage(0, PAGE, 4))
+  uffd.register(region, { source })
+  const prefetched = await uffd.prefetch(region)
+  t.deepEqual(JSON.parse(JSON.stringify(prefetched)), prefetched)
+  const stats = uffd.stats
+  t.deepEqual(JSON.parse(JSON.stringify(stats)), stats)
+  t.is(JSON.parse(JSON.stringify(uffd.latency())).count, 0)
+  t.deepEqual(JSON.parse(JSON.stringify(source)), { kind: 'bytes', size: 4 * PAGE })
+  const error = t.throws(() => uffd.copy(region, 100, new Uint8Array(PAGE))) as UffdError
+  t.like(JSON.parse(JSON.stringify(error)), { code: 'EINVAL', syscall: 'UFFDIO_COPY' })
+  uffd.close()
+  region.close()
 })

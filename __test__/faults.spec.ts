@@ -14,7 +14,7 @@ import {
   nextError,
   patternByte,
   patternPage,
-  Reader,
+  Toucher,
 } from './helpers/harness'
 
 type Resolution = 'copy' | 'zero' | 'continue'
@@ -85,14 +85,14 @@ for (const type of MEMORY_TYPES) {
         kinds.push(fault.kind)
         resolve(fault, resolution)
       })
-      const reader = new Reader()
+      const toucher = new Toucher()
       try {
-        const { bytes } = await reader.read(region, { offsets: probes(region.pageSize) })
+        const { bytes } = await toucher.read(region, { offsets: probes(region.pageSize) })
         t.deepEqual(bytes, expected(resolution, region.pageSize))
         t.deepEqual(new Set(kinds), new Set([resolution === 'continue' ? 'minor' : 'missing']))
         t.is(uffd.stats.faults[resolution === 'continue' ? 'minor' : 'missing'], 2)
       } finally {
-        await reader.terminate()
+        await toucher.terminate()
         tearDown(uffd, region)
       }
     })
@@ -122,10 +122,10 @@ async function hugetlbZero(t: ExecutionContext, type: MemoryType): Promise<void>
       throw error
     }
   })
-  const reader = new Reader()
+  const toucher = new Toucher()
   try {
     const errorEvent = nextError(uffd)
-    const { bytes } = await reader.read(region, { offsets: [region.pageSize + 5] })
+    const { bytes } = await toucher.read(region, { offsets: [region.pageSize + 5] })
     t.deepEqual(bytes, [0])
     const event = await errorEvent
     t.is(event.code, 'ERR_UFFD_HANDLER_THREW')
@@ -135,7 +135,7 @@ async function hugetlbZero(t: ExecutionContext, type: MemoryType): Promise<void>
     t.is((cause as UffdError).syscall, 'UFFDIO_ZEROPAGE')
     t.regex((cause as UffdError).message, /hugetlbfs has no zero page/)
   } finally {
-    await reader.terminate()
+    await toucher.terminate()
     tearDown(uffd, region)
   }
 }

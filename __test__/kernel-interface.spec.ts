@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import test from 'ava'
 import { type Fault, type RangeEvent, Region, Userfaultfd } from 'userfaultfd'
-import { patternByte, patternPage, Reader, within, withReader } from './helpers/harness'
+import { patternByte, patternPage, Toucher, within, withToucher } from './helpers/harness'
 
 const PAGE = 4096
 const child = (scenario: string, prefix: string[] = []) => {
@@ -23,9 +23,9 @@ test('wp: a write to a page copied with writeProtect is a wp fault; unprotect le
     if (fault.kind === 'missing') fault.copy(patternPage(fault.offset, PAGE), { writeProtect: true })
     else fault.unprotect()
   })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5)])
-    t.deepEqual((await reader.read(region, { offsets: [PAGE + 5], write: 0x99 })).bytes, [0x99])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5)])
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 5], write: 0x99 })).bytes, [0x99])
     t.deepEqual(faults, [
       { kind: 'missing', offset: PAGE, write: false },
       { kind: 'wp', offset: PAGE, write: true },
@@ -46,10 +46,10 @@ test('wp-unpopulated: protecting never-touched pages makes their first write a w
     kinds.push(fault.kind)
     fault.unprotect()
   })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [2 * PAGE + 1], write: 0x42 })).bytes, [0x42])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [2 * PAGE + 1], write: 0x42 })).bytes, [0x42])
     t.deepEqual(kinds, ['wp'])
-    t.deepEqual((await reader.read(region, { offsets: [PAGE] })).bytes, [0], 'a read of a protected page does not fault')
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE] })).bytes, [0], 'a read of a protected page does not fault')
     t.deepEqual(kinds, ['wp'])
   })
 })
@@ -60,9 +60,9 @@ test('a wp fault whose handler does nothing is unprotected by the fallback', asy
   uffd.register(region, { wp: true })
   uffd.writeProtect(region, 0, region.size, true)
   uffd.handle(() => {})
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const error = within(new Promise<{ code: string }>((resolve) => uffd.once('error', resolve)), 'an error event')
-    t.deepEqual((await reader.read(region, { offsets: [7], write: 0x11 })).bytes, [0x11])
+    t.deepEqual((await toucher.read(region, { offsets: [7], write: 0x11 })).bytes, [0x11])
     t.is((await error).code, 'ERR_UFFD_UNRESOLVED')
   })
 })
@@ -79,9 +79,9 @@ test('minor-wp: continue with writeProtect maps the cached page protected; the n
     if (fault.kind === 'minor') fault.continue({ writeProtect: true })
     else fault.unprotect()
   })
-  await withReader([alias, uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [PAGE + 1] })).bytes, [patternByte(PAGE, PAGE, 1)])
-    t.deepEqual((await reader.read(region, { offsets: [PAGE + 2], write: 0x33 })).bytes, [0x33])
+  await withToucher([alias, uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 1] })).bytes, [patternByte(PAGE, PAGE, 1)])
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 2], write: 0x33 })).bytes, [0x33])
     t.deepEqual(kinds, ['minor', 'wp'])
     t.is(alias.bytes(PAGE + 2, 1)[0], 0x33, 'the write reached the shared page')
   })
@@ -134,9 +134,9 @@ test.serial(
     uffd.handle((fault) => {
       t.is(fault.move(source, fault.offset, { length: 2 * PAGE }), 2 * PAGE)
     })
-    const reader = new Reader()
+    const toucher = new Toucher()
     try {
-      t.deepEqual((await reader.read(region, { offsets: [3 * PAGE + 5, 4 * PAGE + 100] })).bytes, [
+      t.deepEqual((await toucher.read(region, { offsets: [3 * PAGE + 5, 4 * PAGE + 100] })).bytes, [
         patternByte(3 * PAGE, PAGE, 5),
         patternByte(4 * PAGE, PAGE, 100),
       ])
@@ -151,7 +151,7 @@ test.serial(
       t.throws(() => uffd.move(region, 7 * PAGE, shmem, 0, PAGE), { code: 'EINVAL' })
       shmem.close()
     } finally {
-      await reader.terminate()
+      await toucher.terminate()
       uffd.close()
       region.close()
       source.close()
@@ -180,8 +180,8 @@ test('events: discard() of registered pages is a remove event, and the pages fau
   })
   const removed: RangeEvent[] = []
   uffd.on('remove', (event) => removed.push(event))
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: [2 * PAGE] })).bytes, [patternByte(2 * PAGE, PAGE, 0, 1)])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [2 * PAGE] })).bytes, [patternByte(2 * PAGE, PAGE, 0, 1)])
     region.discard(2 * PAGE, 2 * PAGE)
     await within(
       (async () => {
@@ -192,7 +192,7 @@ test('events: discard() of registered pages is a remove event, and the pages fau
     t.is(removed[0]?.region, region)
     t.is(removed[0]?.offset, 2 * PAGE)
     t.is(removed[0]?.length, 2 * PAGE)
-    t.deepEqual((await reader.read(region, { offsets: [2 * PAGE] })).bytes, [patternByte(2 * PAGE, PAGE, 0, 2)], 'served again')
+    t.deepEqual((await toucher.read(region, { offsets: [2 * PAGE] })).bytes, [patternByte(2 * PAGE, PAGE, 0, 2)], 'served again')
     t.is(uffd.stats.faults.missing, 2)
     t.is(uffd.stats.events, 1)
   })
@@ -210,12 +210,12 @@ test('mmap-changing: resolves racing a stream of remove events are parked and re
   })
   // A worker discards page 0 over and over: each discard is an event the loop must read, and
   // while one is unread every resolve gets EAGAIN.
-  const discarder = new Reader()
-  const reader = new Reader()
+  const discarder = new Toucher()
+  const toucher = new Toucher()
   try {
     const discarding = discarder.read(region, { offsets: [0], discard: { offset: 0, times: 20_000 } })
     const offsets = Array.from({ length: 63 }, (_, i) => (i + 1) * PAGE + 5)
-    const { bytes } = await reader.read(region, { offsets })
+    const { bytes } = await toucher.read(region, { offsets })
     await discarding
     t.deepEqual(
       bytes,
@@ -225,7 +225,7 @@ test('mmap-changing: resolves racing a stream of remove events are parked and re
     t.log({ removes, parked: uffd.stats.parked, fallbacks: uffd.stats.fallbacks })
     t.is(uffd.stats.errors, 0)
   } finally {
-    await Promise.all([reader.terminate(), discarder.terminate()])
+    await Promise.all([toucher.terminate(), discarder.terminate()])
     uffd.close()
     region.close()
     churn.close()

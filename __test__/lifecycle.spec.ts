@@ -1,9 +1,10 @@
 // Opening, registering, faulting and closing many times leaves nothing behind: no fd, no thread,
 // no mapping (read from /proc/self).
+
 import { readdirSync, readFileSync } from 'node:fs'
 import test from 'ava'
 import { Region, Userfaultfd } from 'userfaultfd'
-import { patternByte, patternPage, Reader } from './helpers/harness'
+import { anonymous, patternByte, patternPage, Toucher, within, withToucher } from './helpers/harness'
 
 const CYCLES = 10_000
 const PAGE = 4096
@@ -26,7 +27,7 @@ async function collect(): Promise<void> {
   }
 }
 
-async function cycle(reader: Reader, index: number): Promise<number> {
+async function cycle(toucher: Toucher, index: number): Promise<number> {
   const uffd = new Userfaultfd()
   // 1 MiB of address space each, one page touched: 10,000 leaked regions would be 10 GiB.
   const region = Region.anonymous(256 * PAGE)
@@ -34,21 +35,21 @@ async function cycle(reader: Reader, index: number): Promise<number> {
   uffd.handle((fault) => {
     fault.copy(patternPage(fault.offset, PAGE, 1, index))
   })
-  const { bytes } = await reader.read(region, { offsets: [5] })
+  const { bytes } = await toucher.read(region, { offsets: [5] })
   uffd.close()
   region.close()
   return bytes[0] as number
 }
 
 test.serial(`${CYCLES} open/register/fault/close cycles leave no fd, thread or mapping behind`, async (t) => {
-  const reader = new Reader()
+  const toucher = new Toucher()
   try {
-    for (let i = 0; i < 50; i++) await cycle(reader, i)
+    for (let i = 0; i < 50; i++) await cycle(toucher, i)
     await collect()
     const before = resources()
     let wrong = 0
     for (let i = 0; i < CYCLES; i++) {
-      if ((await cycle(reader, i)) !== patternByte(0, PAGE, 5, i)) wrong++
+      if ((await cycle(toucher, i)) !== patternByte(0, PAGE, 5, i)) wrong++
     }
     t.is(wrong, 0, 'every cycle read the bytes its handler copied')
     t.deepEqual(
@@ -63,7 +64,7 @@ test.serial(`${CYCLES} open/register/fault/close cycles leave no fd, thread or m
     t.true(after.mappings <= before.mappings + 50, `mappings went from ${before.mappings} to ${after.mappings}`)
     t.true(after.virtualKiB <= before.virtualKiB + 256 * 1024, `address space went from ${before.virtualKiB} to ${after.virtualKiB} KiB`)
   } finally {
-    await reader.terminate()
+    await toucher.terminate()
   }
 })
 
@@ -105,4 +106,57 @@ test('regions dropped without close() are collected: their tokens attach to noth
     }
   })
   t.true(live.length < tokens.length / 2, `${live.length} of ${tokens.length} unclosed regions still named by their tokens`)
+})
+
+test("'close' is emitted on the next tick, once, as Node's handles do", async (t) => {
+  const uffd = new Userfaultfd()
+  const order: string[] = []
+  uffd.on('close', () => order.push('close'))
+  uffd.close()
+  uffd.close()
+  order.push('close() returned')
+  t.deepEqual(order, ['close() returned'], 'not inside close()')
+  t.true(uffd.closed, 'closed at once all the same')
+  await new Promise<void>((resolve) => setImmediate(resolve))
+  t.deepEqual(order, ['close() returned', 'close'])
+})
+
+test('closed is true after close() on a handle from Userfaultfd.attach; the owner stays open and serves', async (t) => {
+  const uffd = new Userfaultfd()
+  const region = Region.anonymous(4 * PAGE)
+  uffd.register(region)
+  const attached = Userfaultfd.attach(uffd.share())
+  t.false(attached.closed)
+  attached.close()
+  t.true(attached.closed)
+  t.false(uffd.closed, 'the fd is the owner’s')
+  uffd.handle((fault) => {
+    fault.copy(patternPage(fault.offset, PAGE))
+  })
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5)])
+  })
+  t.true(uffd.closed)
+  await within(new Promise((resolve) => setImmediate(resolve)), 'a tick')
+})
+
+test('close() with faults pending wakes every waiting thread', async (t) => {
+  const { uffd, region } = anonymous(8, { timeoutMs: 0 })
+  uffd.handle(() => new Promise(() => {}))
+  const touchers = Array.from({ length: 4 }, () => new Toucher())
+  try {
+    const reads = touchers.map((toucher, i) => toucher.read(region, { offsets: [i * 2 * PAGE] }))
+    await within(
+      (async () => {
+        while (uffd.stats.inFlight < 4) await new Promise((resolve) => setTimeout(resolve, 10))
+      })(),
+      'four faults in flight',
+    )
+    uffd.close()
+    for (const { bytes } of await Promise.all(reads)) t.deepEqual(bytes, [0])
+    t.true(uffd.closed)
+  } finally {
+    await Promise.all(touchers.map((toucher) => toucher.terminate()))
+    region.close()
+  }
 })

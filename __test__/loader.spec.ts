@@ -1,6 +1,7 @@
 // The loader as an install from a registry meets it: the package (dist/ and package.json, no Rust
 // sources) in a project's node_modules, its platform package missing, present, or present with a
 // binary that does not load. Each case runs in a fresh Node.js process that imports the package.
+
 import { spawnSync } from 'node:child_process'
 import { copyFileSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -99,4 +100,32 @@ test('a binary that needs a newer glibc: the message says which glibc it needs a
   t.regex(message, /it needs glibc 2\.34 or later, and this system has glibc 2\.31/)
   t.regex(message, /GLIBC_2\.34' not found/, 'the dynamic loader error is kept')
   t.notRegex(message, /npm install userfaultfd-/)
+})
+
+// The loader's message, in both situations a user meets it.
+const loader = require(join(__dirname, '..', '..', '..', 'dist', 'lib', 'loader.js')) as typeof import('../lib/loader')
+
+const tried = [new Error('userfaultfd-linux-x64-gnu: Cannot find module')]
+
+test('installed from npm, a missing binding names the platform package to install, not npm run build:native', (t) => {
+  const message = loader.loadFailureMessage({ platform: 'linux-x64-gnu', sourceCheckout: false, failures: tried })
+  t.regex(message, /`npm install userfaultfd-linux-x64-gnu`/)
+  t.regex(message, /--omit=optional/)
+  t.notRegex(message, /build:native/)
+  t.regex(message, /USERFAULTFD_NATIVE_PATH/)
+  t.regex(message, /Tried:\n {2}userfaultfd-linux-x64-gnu: Cannot find module/)
+  const unpublished = loader.loadFailureMessage({ platform: 'linux-riscv64-gnu', sourceCheckout: false, failures: tried })
+  t.regex(unpublished, /No prebuilt binary is published for linux-riscv64-gnu \(only for linux-x64-gnu, /)
+  t.notRegex(unpublished, /npm install userfaultfd-linux-riscv64-gnu|build:native/)
+})
+
+test('in a checkout of the repository, a missing binding says to run npm run build:native', (t) => {
+  const message = loader.loadFailureMessage({ platform: 'linux-x64-gnu', sourceCheckout: true, failures: tried })
+  t.regex(message, /`npm run build:native`/)
+  t.regex(message, /libclang/)
+  t.notRegex(message, /npm install userfaultfd-/)
+  t.true(loader.isSourceCheckout(join(__dirname, '..', '..', '..')), 'this worktree is a checkout')
+  const installed = mkdtempSync(join(tmpdir(), 'uffd-installed-'))
+  t.false(loader.isSourceCheckout(installed), 'a package without crates/ is an install')
+  rmSync(installed, { recursive: true })
 })

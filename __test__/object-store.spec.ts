@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 import { type ObjectStoreSourceOptions, Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
-import { nextError, Reader, withHugePages, within } from './helpers/harness'
+import { nextError, Toucher, withHugePages, within } from './helpers/harness'
 import { NetChild } from './helpers/net'
 import { type Census, census, objectBytes, PAGE, serveSource } from './helpers/object-data'
 import { Seaweed } from './helpers/seaweed'
@@ -103,13 +103,13 @@ run('faults of one chunk from four threads at once make one request, and each is
   await proxy.send({ delay: 100 })
   const source = await s3('ten.bin', { endpoint: proxy.url })
   const { region } = serve(source, SIZE)
-  const readers = [new Reader(), new Reader(), new Reader(), new Reader()]
+  const touchers = [new Toucher(), new Toucher(), new Toucher(), new Toucher()]
   closers.push(() => {
-    for (const reader of readers) void reader.terminate()
+    for (const toucher of touchers) void toucher.terminate()
   })
   const pages = [3 * 256 + 7, 3 * 256 + 100, 3 * 256 + 200, 3 * 256 + 255]
   const reads = await within(
-    Promise.all(readers.map((reader, i) => reader.read(region, { offsets: [(pages[i] as number) * PAGE] }))),
+    Promise.all(touchers.map((toucher, i) => toucher.read(region, { offsets: [(pages[i] as number) * PAGE] }))),
     'four readers',
   )
   const expected = objectBytes(SIZE, 1)
@@ -192,9 +192,9 @@ run('an object shorter than the region: zeros past its end, or with fallthrough 
     handled.push(fault.offset / PAGE)
     fault.copy(new Uint8Array(PAGE).fill(0xab))
   })
-  const reader = new Reader()
-  closers.push(() => void reader.terminate())
-  const read = await within(reader.read(through.region, { offsets: [0, 3 * PAGE, 4 * PAGE, 7 * PAGE] }), 'reads')
+  const toucher = new Toucher()
+  closers.push(() => void toucher.terminate())
+  const read = await within(toucher.read(through.region, { offsets: [0, 3 * PAGE, 4 * PAGE, 7 * PAGE] }), 'reads')
   const object = objectBytes(3 * PAGE + 100, 4)
   t.deepEqual(read.bytes, [object[0], object[3 * PAGE], 0xab, 0xab])
   t.deepEqual(handled.sort(), [4, 7])
@@ -233,10 +233,10 @@ run('fault.fromSource(objectSource) in a handler, and prefetch() from the regist
   uffd.handle((fault) => {
     fault.fromSource(source)
   })
-  const reader = new Reader()
-  closers.push(() => void reader.terminate())
+  const toucher = new Toucher()
+  closers.push(() => void toucher.terminate())
   const expected = objectBytes(SIZE, 1)
-  const read = await within(reader.read(region, { offsets: [5 * PAGE + 9, CHUNK + 3] }), 'reads')
+  const read = await within(toucher.read(region, { offsets: [5 * PAGE + 9, CHUNK + 3] }), 'reads')
   t.deepEqual(read.bytes, [expected[5 * PAGE + 9], expected[CHUNK + 3]])
 
   const prefetched = serve(await s3('ten.bin'), SIZE)
@@ -351,12 +351,12 @@ run('faults of one chunk from four threads while the store fails share one reque
   const source = await Source.objectStore(`${http.url}/data.bin`, { chunkSize: CHUNK, retry: { retries: 2, delayMs: 150 } })
   await http.send({ fail: 1e9, status: 503 })
   const { region, errors } = serve(source, 2 * MiB)
-  const readers = [new Reader(), new Reader(), new Reader(), new Reader()]
+  const touchers = [new Toucher(), new Toucher(), new Toucher(), new Toucher()]
   closers.push(() => {
-    for (const reader of readers) void reader.terminate()
+    for (const toucher of touchers) void toucher.terminate()
   })
   const reads = await within(
-    Promise.all(readers.map((reader, i) => reader.read(region, { offsets: [(10 + 40 * i) * PAGE + 5] }))),
+    Promise.all(touchers.map((toucher, i) => toucher.read(region, { offsets: [(10 + 40 * i) * PAGE + 5] }))),
     'four readers',
   )
   t.deepEqual(

@@ -3,7 +3,7 @@
 import test from 'ava'
 import fc from 'fast-check'
 import { Region, Source, UffdError, Userfaultfd } from 'userfaultfd'
-import { patternByte, patternPage, Reader } from './helpers/harness'
+import { patternByte, patternPage, Toucher } from './helpers/harness'
 
 const CALLS = 100_000
 const PAGE = 4096
@@ -82,11 +82,11 @@ test(`${CALLS} calls with hostile arguments: each works or throws UffdError or T
   uffd.handle((fault) => {
     fault.copy(patternPage(fault.offset, PAGE))
   })
-  const reader = new Reader()
+  const toucher = new Toucher()
   try {
-    t.deepEqual((await reader.read(fresh, { offsets: [2 * PAGE + 5] })).bytes, [patternByte(2 * PAGE, PAGE, 5)])
+    t.deepEqual((await toucher.read(fresh, { offsets: [2 * PAGE + 5] })).bytes, [patternByte(2 * PAGE, PAGE, 5)])
   } finally {
-    await reader.terminate()
+    await toucher.terminate()
     for (const r of [fresh, region, shmem]) r.close()
     uffd.close()
     other.close()

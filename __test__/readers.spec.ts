@@ -2,7 +2,7 @@
 // loop threads, each page once, events applied before any fault read after them.
 import test from 'ava'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
-import { nextError, patternByte, patternPage, Reader, within } from './helpers/harness'
+import { nextError, patternByte, patternPage, Toucher, within } from './helpers/harness'
 
 const pager = require.resolve('./helpers/pager')
 
@@ -14,13 +14,13 @@ test('readers: 3 serve the faults of four threads from a native source, every by
   const region = Region.anonymous(pages * PAGE)
   uffd.register(region, { source: Source.bytes(patternPage(0, PAGE, pages)) })
   t.is(uffd.stats.readers, 3)
-  const readers = [new Reader(), new Reader(), new Reader(), new Reader()]
+  const touchers = [new Toucher(), new Toucher(), new Toucher(), new Toucher()]
   try {
-    const slices = readers.map((reader, index) => {
+    const slices = touchers.map((toucher, index) => {
       const offsets: number[] = []
       // Interleaved pages: the four threads fault side by side in the same range.
-      for (let page = index; page < pages; page += readers.length) offsets.push(page * PAGE, page * PAGE + PAGE - 1)
-      return reader.read(region, { offsets }).then(({ bytes }) => ({ offsets, bytes }))
+      for (let page = index; page < pages; page += touchers.length) offsets.push(page * PAGE, page * PAGE + PAGE - 1)
+      return toucher.read(region, { offsets }).then(({ bytes }) => ({ offsets, bytes }))
     })
     for (const { offsets, bytes } of await Promise.all(slices)) {
       t.deepEqual(
@@ -33,7 +33,7 @@ test('readers: 3 serve the faults of four threads from a native source, every by
     t.is(stats.native, stats.faults.missing, 'every fault message served natively')
     t.is(stats.inFlight, 0)
   } finally {
-    await Promise.all(readers.map((reader) => reader.terminate()))
+    await Promise.all(touchers.map((toucher) => toucher.terminate()))
     uffd.close()
     region.close()
   }
@@ -43,16 +43,16 @@ test('readers: 2 with EVENT_REMOVE: a page discarded and touched again comes bac
   const uffd = new Userfaultfd({ readers: 2, features: ['EVENT_REMOVE'] })
   const region = Region.anonymous(16 * PAGE)
   uffd.register(region, { source: Source.bytes(patternPage(0, PAGE, 16)) })
-  const reader = new Reader()
+  const toucher = new Toucher()
   try {
     const offsets = Array.from({ length: 16 }, (_, page) => page * PAGE)
     const expected = offsets.map((offset) => patternByte(offset, PAGE, 0))
-    t.deepEqual((await reader.read(region, { offsets })).bytes, expected)
+    t.deepEqual((await toucher.read(region, { offsets })).bytes, expected)
     // Each discard is an event one of the readers must read before the refault is served.
-    t.deepEqual((await reader.read(region, { offsets, discard: { offset: 3 * PAGE, times: 20 } })).bytes, expected)
+    t.deepEqual((await toucher.read(region, { offsets, discard: { offset: 3 * PAGE, times: 20 } })).bytes, expected)
     t.true(uffd.stats.events >= 20)
   } finally {
-    await reader.terminate()
+    await toucher.terminate()
     uffd.close()
     region.close()
   }
@@ -75,12 +75,12 @@ test('handleInWorker({ workers: 3 }) starts three workers that serve side by sid
   const tally = new Int32Array(new SharedArrayBuffer(4 * 8))
   const served = await within(uffd.handleInWorker(pager, { workers: 3, workerData: { mode: 'copy', seed: 7, tally } }), 'three workers')
   t.is(Atomics.load(tally, 0), 3, 'three workers loaded the module')
-  const readers = [new Reader(), new Reader(), new Reader(), new Reader()]
+  const touchers = [new Toucher(), new Toucher(), new Toucher(), new Toucher()]
   try {
-    const slices = readers.map((reader, index) => {
+    const slices = touchers.map((toucher, index) => {
       const offsets: number[] = []
-      for (let page = index; page < pages; page += readers.length) offsets.push(page * PAGE + 5)
-      return reader.read(region, { offsets }).then(({ bytes }) => ({ offsets, bytes }))
+      for (let page = index; page < pages; page += touchers.length) offsets.push(page * PAGE + 5)
+      return toucher.read(region, { offsets }).then(({ bytes }) => ({ offsets, bytes }))
     })
     for (const { offsets, bytes } of await Promise.all(slices)) {
       t.deepEqual(
@@ -98,12 +98,12 @@ test('handleInWorker({ workers: 3 }) starts three workers that serve side by sid
     // From off() on no fault is handed to the group, though its workers end asynchronously: the
     // very next fault waits for a handler, and the owner hears so.
     const heard = nextError(uffd).then((error) => error.code)
-    const read = (readers[0] as Reader).read(region, { offsets: [pages * PAGE] }).then(() => 'served')
+    const read = (touchers[0] as Toucher).read(region, { offsets: [pages * PAGE] }).then(() => 'served')
     const code = await Promise.race([heard, read.catch(() => 'failed')])
     t.is(code, 'ERR_UFFD_NO_HANDLER', 'off() removed every worker of the group')
   } finally {
     uffd.close()
-    await Promise.all(readers.map((reader) => reader.terminate()))
+    await Promise.all(touchers.map((toucher) => toucher.terminate()))
     region.close()
   }
 })
@@ -119,20 +119,20 @@ test('readers: 3 with handlers that read the fd themselves: handleInWorker({ wor
   const uffd = new Userfaultfd({ readers: 3 })
   const region = Region.anonymous(64 * PAGE)
   uffd.register(region)
-  const reader = new Reader()
+  const toucher = new Toucher()
   try {
     // Every loop thread steps aside for the workers, which read the fd; before, only one did and
     // the start failed after 5 s with ETIMEDOUT.
     const served = await within(uffd.handleInWorker(pager, { workers: 2, workerData: { mode: 'copy', seed: 9 } }), 'two workers')
     const offsets = Array.from({ length: 32 }, (_, page) => page * PAGE + 5)
     t.deepEqual(
-      (await reader.read(region, { offsets })).bytes,
+      (await toucher.read(region, { offsets })).bytes,
       offsets.map((offset) => patternByte(offset - 5, PAGE, 5, 9)),
     )
     served.off()
   } finally {
     uffd.close()
-    await reader.terminate()
+    await toucher.terminate()
     region.close()
   }
 })
@@ -143,18 +143,18 @@ test('a workers: 2 group that fails to start leaves the serving handler serving'
   uffd.register(region)
   const errors: string[] = []
   uffd.on('error', (error) => errors.push(String(error.code)))
-  const reader = new Reader()
+  const toucher = new Toucher()
   try {
     await within(uffd.handleInWorker(pager, { workerData: { mode: 'copy', seed: 1 } }), 'the serving worker')
-    t.deepEqual((await reader.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5, 1)])
+    t.deepEqual((await toucher.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5, 1)])
     // A group whose modules cannot load: the call rejects, and nothing of the group replaced the old one.
     const broken = `data:text/javascript,${encodeURIComponent('throw new Error("no pager here")')}`
     await t.throwsAsync(within(uffd.handleInWorker(broken, { workers: 2 }), 'the broken group'), { code: 'ERR_UFFD_WORKER' })
-    t.deepEqual((await reader.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5, 1)], 'the old handler serves on')
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5, 1)], 'the old handler serves on')
     t.deepEqual(errors, [])
   } finally {
     uffd.close()
-    await reader.terminate()
+    await toucher.terminate()
     region.close()
   }
 })

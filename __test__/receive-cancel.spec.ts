@@ -2,13 +2,15 @@
 // receive() at once, leaves no thread of libuv's pool blocked (its pool has 4 threads: a fifth
 // handshake would wait for ever behind 4 stuck ones), and closes what the handshake held. Real
 // sockets, the C peer (helpers/peer.c) for the handshakes that complete.
+
+import { spawn } from 'node:child_process'
 import { mkdtempSync, readdirSync, rmSync, unlinkSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 import { listen, receive } from 'userfaultfd'
-import { within } from './helpers/harness'
+import { isAbortError, within } from './helpers/harness'
 import { buildPeer, startPeer } from './helpers/peer'
 
 const PAGE = 4096
@@ -206,4 +208,64 @@ test('close() removes the socket file listen() made, and leaves one that replace
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+})
+
+test('accept({ signal }): aborting rejects with ABORT_ERR and closes the listener; an aborted signal does at once', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'uffd-habits-'))
+  try {
+    const listener = listen(join(dir, 'abort.sock'))
+    const controller = new AbortController()
+    const pending = listener.accept({ signal: controller.signal })
+    controller.abort()
+    t.true(isAbortError(await t.throwsAsync(within(pending, 'the abort'))))
+    await t.throwsAsync(within(listener.accept(), 'the closed listener'), { code: 'EBADF', message: /the listener is closed/ })
+    const other = listen(join(dir, 'already.sock'))
+    t.true(isAbortError(await t.throwsAsync(other.accept({ signal: AbortSignal.abort() }))))
+    await t.throwsAsync(within(other.accept(), 'the closed listener'), { code: 'EBADF' })
+    await t.throwsAsync(listen(join(dir, 'bad.sock')).accept({ signal: 1 as never }), { code: 'ERR_INVALID_ARG_TYPE' })
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('receive(fd, { signal }): aborting rejects with ABORT_ERR at once while the peer says nothing; its hang-up then ends the read', async (t) => {
+  // A child whose fd 3 is a connected Unix socket that blocks (a stdio pipe; Node's own sockets
+  // are non-blocking), and whose other end this test holds and never writes to.
+  const script = `
+    const { receive } = require('userfaultfd')
+    const say = (what) => console.log(JSON.stringify(what))
+    const controller = new AbortController()
+    receive(3, { signal: controller.signal }).then(() => say({ adopted: true }), (e) => say({ name: e.name, code: e.code }))
+    setTimeout(() => controller.abort(), 100)
+    receive(3, { signal: AbortSignal.abort() }).catch((e) => say({ at: 'once', code: e.code }))`
+  const child = spawn(process.execPath, ['-e', script], {
+    cwd: join(__dirname, '..', '..', '..'),
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+  })
+  let out = ''
+  child.stdout?.on('data', (chunk) => {
+    out += chunk
+  })
+  child.stderr?.on('data', (chunk) => {
+    out += chunk
+  })
+  const exited = within(new Promise<number | null>((resolve) => child.on('close', resolve)), 'the child')
+  const lines = () => out.split('\n').filter((line) => line.startsWith('{'))
+  await within(
+    (async () => {
+      while (lines().length < 2) await new Promise((resolve) => setTimeout(resolve, 20))
+    })(),
+    'the two rejections',
+  )
+  t.deepEqual(
+    lines()
+      .map((line) => JSON.parse(line))
+      .sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+    [
+      { at: 'once', code: 'ABORT_ERR' },
+      { code: 'ABORT_ERR', name: 'AbortError' },
+    ],
+  )
+  ;(child.stdio[3] as Socket).destroy()
+  t.is(await exited, 0, out)
 })

@@ -1,11 +1,14 @@
 // Regions and their views across threads, and their buffers on every runtime: the owner's close()
 // never leaves a view in another thread reading zeros, and closing detaches what it handed out
 // (on Node.js 24 and later, where a marked buffer cannot be detached, too).
+
 import { readFileSync } from 'node:fs'
-import { Worker } from 'node:worker_threads'
+import { MessageChannel, Worker } from 'node:worker_threads'
 import test from 'ava'
 import { Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
-import { within } from './helpers/harness'
+import { avaCheck, nodeRuntime } from './cases/ava'
+import { regionCases } from './cases/regions'
+import { anonymous, gate, patternByte, patternPage, within, withToucher } from './helpers/harness'
 
 const PAGE = 4096
 const PAGES = 40
@@ -31,7 +34,7 @@ function pattern(): Uint8Array {
 
 // Reads the first byte of each page: half of them, then, told to, the rest; then closes its view,
 // or leaves it open and stays alive until terminated.
-const reader = `
+const toucher = `
 const { Region } = require('userfaultfd')
 const { workerData, parentPort } = require('node:worker_threads')
 const view = Region.attach(workerData.shared)
@@ -55,7 +58,7 @@ async function ownerClosesWhileAWorkerReads(close: boolean) {
   const expected = pattern()
   uffd.register(region, { source: Source.bytes(expected) })
   const token = region.share()
-  const worker = new Worker(reader, { eval: true, workerData: { shared: token, close } })
+  const worker = new Worker(toucher, { eval: true, workerData: { shared: token, close } })
   const messages: Array<{ half?: boolean; seen?: number[]; closed?: boolean }> = []
   const next = () =>
     within(new Promise<(typeof messages)[number]>((resolve) => worker.once('message', resolve)), 'the reading worker', 15_000)
@@ -139,3 +142,97 @@ test('close() detaches buffer and bytes() on this runtime, and bytes() on a clos
   t.is(error.syscall, 'bytes')
   t.regex(error.message, /^bytes: /)
 })
+
+// A region's bytes() and buffers: past one ArrayBuffer, untransferable, views in the owner thread.
+
+const GiB = 2 ** 30
+
+// The module object the package calls markAsUntransferable on, to watch the calls.
+const workerThreads = require('node:worker_threads') as { markAsUntransferable: (object: object) => void }
+
+// Node.js 24 and later keep the mark as a detach key that napi cannot pass: there a marked buffer
+// could not be detached by close(), so the package marks none (and the runtime refuses to transfer
+// an external buffer all the same).
+function markKeepsDetach(): boolean {
+  const probe = new ArrayBuffer(1) as ArrayBuffer & { transfer?: () => ArrayBuffer }
+  workerThreads.markAsUntransferable(probe)
+  try {
+    probe.transfer?.()
+    return true
+  } catch {
+    return false
+  }
+}
+
+test('every ArrayBuffer a region hands out is marked untransferable where the runtime can still detach it', (t) => {
+  const expectMark = markKeepsDetach()
+  if (!expectMark) t.log(`Node.js ${process.versions.node} cannot detach a marked buffer: none is marked`)
+  const marked = new Set<unknown>()
+  const original = workerThreads.markAsUntransferable
+  workerThreads.markAsUntransferable = (object: object) => {
+    marked.add(object)
+    original(object)
+  }
+  try {
+    const small = Region.anonymous(PAGE)
+    t.is(marked.has(small.buffer), expectMark, 'region.buffer')
+    t.is(marked.has(small.bytes(1, 2).buffer), expectMark, 'bytes() of a region that fits one ArrayBuffer')
+    const large = Region.anonymous(5 * GiB)
+    t.is(marked.has(large.bytes(4 * GiB, PAGE).buffer), expectMark, 'bytes() of a region larger than one ArrayBuffer')
+    const view = Region.attach(small.share())
+    t.is(marked.has(view.buffer), expectMark, 'the buffer of a view')
+    view.close()
+    small.close()
+    large.close()
+  } finally {
+    workerThreads.markAsUntransferable = original
+  }
+})
+
+test('transferring a region buffer throws where the runtime honours the mark, and never detaches the region', (t) => {
+  const region = Region.anonymous(16 * PAGE)
+  region.bytes(0, 1)[0] = 7
+  const { port1, port2 } = new MessageChannel()
+  const buffer = region.buffer
+  const major = Number(process.versions.node.split('.')[0])
+  if (major >= 21) {
+    t.throws(() => port1.postMessage(buffer, [buffer]), { name: 'DataCloneError' })
+  } else {
+    // Node.js 20 ignores the mark in a transfer list and clones the buffer: nothing can refuse it.
+    t.log(`Node.js ${process.versions.node} copies a marked ArrayBuffer rather than refusing to transfer it`)
+    port1.postMessage(buffer, [buffer])
+  }
+  t.is(buffer.byteLength, 16 * PAGE, 'the region keeps its buffer')
+  t.is(new Uint8Array(buffer)[0], 7)
+  port1.close()
+  port2.close()
+  region.close()
+})
+
+test("region.close() with a fault in flight in a worker's view: the owner's buffer is detached at once, the fault is still served, never zeros", async (t) => {
+  const { uffd, region } = anonymous(4, { timeoutMs: 0 })
+  const held = gate()
+  uffd.handle(async (fault) => {
+    await held.promise
+    fault.copy(patternPage(fault.offset, PAGE))
+  })
+  const buffer = region.buffer
+  await withToucher([uffd], async (toucher) => {
+    const read = toucher.read(region, { offsets: [PAGE + 5] })
+    await within(
+      (async () => {
+        while (uffd.stats.inFlight < 1) await new Promise((resolve) => setTimeout(resolve, 10))
+      })(),
+      'a fault in flight',
+    )
+    region.close()
+    t.is(buffer.byteLength, 0, "the owner's buffer is detached")
+    t.throws(() => region.buffer, { code: 'EBADF' })
+    held.open()
+    t.deepEqual((await read).bytes, [patternByte(PAGE, PAGE, 5)], "the reader's view still in use: its fault was served")
+  })
+})
+
+// A region's bytes(), a view in the owner thread, a closed region's share(): the case table both
+// runtimes run (cases/regions.ts; Bun runs it in bun/region-views.test.ts).
+for (const { name, run } of regionCases) test(name, (t) => run(avaCheck(t), nodeRuntime))

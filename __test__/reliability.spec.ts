@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 import { type Fault, type ForkEvent, listen, type MemoryKind, type RangeEvent, Region, UffdError, Userfaultfd } from 'userfaultfd'
-import { freeHugePages, HUGE_PAGE, makeRegion, patternByte, patternPage, Reader, within, withReader } from './helpers/harness'
+import { freeHugePages, HUGE_PAGE, makeRegion, patternByte, patternPage, Toucher, within, withToucher } from './helpers/harness'
 
 const PAGE = 4096
 const KINDS: MemoryKind[] = ['anonymous', 'shmem', 'hugetlb']
@@ -98,16 +98,16 @@ for (const [first, second, eexist] of [
       const two = attempt(() => resolveWith(fault, second, 2))
       outcomes.push({ first: one, second: two, resolved: fault.resolved })
     })
-    await withReader([uffd, region, other], async (reader) => {
+    await withToucher([uffd, region, other], async (toucher) => {
       const firstBytes = first === 'zero' ? [0, 0, 0] : expected(1, 1)
-      t.deepEqual((await reader.read(region, { offsets: probes(1) })).bytes, firstBytes, "the first resolution's bytes")
+      t.deepEqual((await toucher.read(region, { offsets: probes(1) })).bytes, firstBytes, "the first resolution's bytes")
       t.deepEqual(outcomes, [{ first: { returned: PAGE }, second: { returned: 0 }, resolved: true }])
       t.is(uffd.stats.eexist, eexist, eexist ? 'the second ioctl ran and got EEXIST' : 'no second ioctl')
       t.is(uffd.stats.resolutions.copy + uffd.stats.resolutions.zeropage, 1, 'one resolution mapped the page')
       t.is(uffd.stats.fallbacks, 0)
       t.is(uffd.stats.inFlight, 0, 'nothing left in flight')
       // The next fault, on another region, is served as usual.
-      t.deepEqual((await reader.read(other, { offsets: probes(2) })).bytes, expected(2, 3))
+      t.deepEqual((await toucher.read(other, { offsets: probes(2) })).bytes, expected(2, 3))
       await sleep(20)
       t.deepEqual(errors, [], 'a second resolve is silent: no error event')
     })
@@ -124,8 +124,8 @@ test('resolves twice: a handler that throws after its copy gets ERR_UFFD_HANDLER
     fault.copy(patternPage(fault.offset, PAGE, 1, 1))
     throw new Error('after the copy')
   })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: probes(2) })).bytes, expected(2, 1))
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: probes(2) })).bytes, expected(2, 1))
     await until(() => errors.length > 0, 'the error event')
     t.true(errors[0] instanceof UffdError)
     t.is(errors[0]?.code, 'ERR_UFFD_HANDLER_THREW')
@@ -153,12 +153,12 @@ test('resolves twice: a copy after the timeout fallback returns 0; the reader go
     lateOutcome = attempt(() => fault.copy(patternPage(fault.offset, PAGE, 1, 1)))
     late.open()
   })
-  await withReader([uffd, region, other], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: probes(1) })).bytes, [0, 0, 0], 'the fallback (ZEROPAGE) answered')
+  await withToucher([uffd, region, other], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: probes(1) })).bytes, [0, 0, 0], 'the fallback (ZEROPAGE) answered')
     await within(late.promise, 'the late copy')
     t.deepEqual(lateOutcome, { returned: 0 })
-    t.deepEqual((await reader.read(region, { offsets: probes(1) })).bytes, [0, 0, 0], 'the late copy changed nothing')
-    t.deepEqual((await reader.read(other, { offsets: probes(2) })).bytes, expected(2, 3))
+    t.deepEqual((await toucher.read(region, { offsets: probes(1) })).bytes, [0, 0, 0], 'the late copy changed nothing')
+    t.deepEqual((await toucher.read(other, { offsets: probes(2) })).bytes, expected(2, 3))
     t.is(uffd.stats.eexist, 0, 'the late copy ran no ioctl')
     t.is(uffd.stats.timeouts, 1)
     await sleep(20)
@@ -185,24 +185,24 @@ test('resolves twice: a stale fault, settled by the fallback, resolved again whi
     await release.promise
     fault.copy(patternPage(fault.offset, PAGE, 1, 5))
   })
-  await withReader([uffd, region], async (reader) => {
-    t.deepEqual((await reader.read(region, { offsets: probes(1) })).bytes, [0, 0, 0])
+  await withToucher([uffd, region], async (toucher) => {
+    t.deepEqual((await toucher.read(region, { offsets: probes(1) })).bytes, [0, 0, 0])
     await until(() => errors.length > 0, 'the unresolved error')
     t.deepEqual(errors, ['ERR_UFFD_UNRESOLVED'])
     t.deepEqual(
       attempt(() => stale?.copy(patternPage(PAGE, PAGE, 1, 4))),
       { returned: 0 },
     )
-    t.deepEqual((await reader.read(region, { offsets: probes(1) })).bytes, [0, 0, 0], 'the stale copy mapped nothing')
+    t.deepEqual((await toucher.read(region, { offsets: probes(1) })).bytes, [0, 0, 0], 'the stale copy mapped nothing')
     // The page goes and faults again: a new fault, held by the handler.
     region.discard(PAGE, PAGE)
-    const read = reader.read(region, { offsets: probes(1) })
+    const read = toucher.read(region, { offsets: probes(1) })
     await within(secondFault.promise, 'the second fault')
     t.deepEqual(
       attempt(() => stale?.copy(patternPage(PAGE, PAGE, 1, 4))),
       { returned: 0 },
     )
-    t.false(await reader.answersWithin(read, 200), 'the stale resolve must not wake the new fault')
+    t.false(await toucher.answersWithin(read, 200), 'the stale resolve must not wake the new fault')
     release.open()
     t.deepEqual((await read).bytes, expected(1, 5), "the new fault's own bytes")
     t.is(uffd.stats.eexist, 0)
@@ -237,9 +237,9 @@ test.serial(
       await release.promise
       fault.copy(patternPage(fault.offset, PAGE, 1, 7))
     })
-    const readers = Array.from({ length: 4 }, () => new Reader())
+    const touchers = Array.from({ length: 4 }, () => new Toucher())
     try {
-      const reads = readers.map((reader, i) => reader.read(region, { offsets: probes(2 * i) }))
+      const reads = touchers.map((toucher, i) => toucher.read(region, { offsets: probes(2 * i) }))
       await until(() => held === 4, 'four faults held')
       const child = spawnSync('/bin/true', { timeout: 10_000 })
       t.is(child.status, 0, `the spawn: ${child.error ?? child.signal}`)
@@ -257,7 +257,7 @@ test.serial(
       t.is(uffd.stats.inFlight, 0)
       t.deepEqual(errors, [])
     } finally {
-      await Promise.all(readers.map((reader) => reader.terminate()))
+      await Promise.all(touchers.map((toucher) => toucher.terminate()))
       for (const fork of forks) fork.child?.close()
       uffd.close()
       region.close()
@@ -271,10 +271,10 @@ test.serial(
     const { uffd, region, errors, forks } = forking(16)
     const shared = new Int32Array(new SharedArrayBuffer(8))
     await uffd.handleInWorker(join(__dirname, 'helpers', 'gated-pager.js'), { workerData: { gate: shared, seed: 9 } })
-    const readers = Array.from({ length: 4 }, () => new Reader())
+    const touchers = Array.from({ length: 4 }, () => new Toucher())
     try {
       // Each reader takes 4 faults in turn: the first is held, the others come as the fork runs.
-      const reads = readers.map((reader, i) => reader.read(region, { offsets: [0, 1, 2, 3].flatMap((k) => probes(4 * k + i)) }))
+      const reads = touchers.map((toucher, i) => toucher.read(region, { offsets: [0, 1, 2, 3].flatMap((k) => probes(4 * k + i)) }))
       await until(() => Atomics.load(shared, 1) === 4, 'four faults held')
       const exited = new Promise<number | null>((resolve, reject) => {
         const child = spawn('/bin/true')
@@ -298,7 +298,7 @@ test.serial(
       t.deepEqual(errors, [])
       t.log({ parked: uffd.stats.parked, events: uffd.stats.events })
     } finally {
-      await Promise.all(readers.map((reader) => reader.terminate()))
+      await Promise.all(touchers.map((toucher) => toucher.terminate()))
       for (const fork of forks) fork.child?.close()
       uffd.close()
       region.close()
@@ -384,22 +384,22 @@ for (const kind of KINDS) {
       const removed: RangeEvent[] = []
       uffd.on('remove', (event) => removed.push(event))
       const at = (page: number, index: number) => page * P + index
-      await withReader([uffd, region], async (reader) => {
+      await withToucher([uffd, region], async (toucher) => {
         // Page 1: served protected, written (wp), removed, served again, written again.
-        t.deepEqual((await reader.read(region, { offsets: [at(1, 5)] })).bytes, [patternByte(P, P, 5, 1)])
-        t.deepEqual((await reader.read(region, { offsets: [at(1, 5)], write: 0x99 })).bytes, [0x99])
+        t.deepEqual((await toucher.read(region, { offsets: [at(1, 5)] })).bytes, [patternByte(P, P, 5, 1)])
+        t.deepEqual((await toucher.read(region, { offsets: [at(1, 5)], write: 0x99 })).bytes, [0x99])
         region.discard(P, P)
         await until(() => removed.length === 1, 'the remove event of page 1')
         t.like(removed[0], { region, offset: P, length: P })
-        t.deepEqual((await reader.read(region, { offsets: [at(1, 5)] })).bytes, [patternByte(P, P, 5, 2)], 'served again')
-        t.deepEqual((await reader.read(region, { offsets: [at(1, 7)], write: 0x42 })).bytes, [0x42])
+        t.deepEqual((await toucher.read(region, { offsets: [at(1, 5)] })).bytes, [patternByte(P, P, 5, 2)], 'served again')
+        t.deepEqual((await toucher.read(region, { offsets: [at(1, 7)], write: 0x42 })).bytes, [0x42])
         // Page 2: removed while still protected, then served and written again.
-        t.deepEqual((await reader.read(region, { offsets: [at(2, 100)] })).bytes, [patternByte(2 * P, P, 100, 3)])
+        t.deepEqual((await toucher.read(region, { offsets: [at(2, 100)] })).bytes, [patternByte(2 * P, P, 100, 3)])
         region.discard(2 * P, P)
         await until(() => removed.length === 2, 'the remove event of page 2')
         t.like(removed[1], { region, offset: 2 * P, length: P })
-        t.deepEqual((await reader.read(region, { offsets: [at(2, 100)] })).bytes, [patternByte(2 * P, P, 100, 4)], 'served again')
-        t.deepEqual((await reader.read(region, { offsets: [at(2, 100)], write: 0x17 })).bytes, [0x17])
+        t.deepEqual((await toucher.read(region, { offsets: [at(2, 100)] })).bytes, [patternByte(2 * P, P, 100, 4)], 'served again')
+        t.deepEqual((await toucher.read(region, { offsets: [at(2, 100)], write: 0x17 })).bytes, [0x17])
         t.deepEqual(faults, ['missing 1', 'wp 1 write', 'missing 1', 'wp 1 write', 'missing 2', 'missing 2', 'wp 2 write'])
         t.is(uffd.stats.events, 2)
         t.is(uffd.stats.fallbacks, 0)

@@ -1,11 +1,14 @@
 // Native page sources: faults resolved on the loop thread with no JavaScript, so the main thread
 // reads the memory with no handler and no worker at all; readahead maps several pages per fault.
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
+
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
-import { Region, Source, Userfaultfd } from 'userfaultfd'
-import { patternByte, patternPage, withReader } from './helpers/harness'
+import { Region, Source, UffdError, Userfaultfd } from 'userfaultfd'
+import { code, nextError, patternByte, patternPage, withToucher } from './helpers/harness'
 
 const PAGE = 4096
 const PAGES = 256
@@ -143,9 +146,9 @@ test('fallthrough: a bytes source maps what it has, whole pages past its end go 
     handled.push(fault.offset / PAGE)
     fault.copy(patternPage(fault.offset, PAGE, 1, 3))
   })
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const offsets = [0, 1, 2, 3, 4, 5, 6, 7].map((page) => page * PAGE + 5).concat([4 * PAGE + 99, 4 * PAGE + 100])
-    const { bytes: read } = await reader.read(region, { offsets })
+    const { bytes: read } = await toucher.read(region, { offsets })
     const want = [0, 1, 2, 3, 4].map((page) => patternByte(page * PAGE, PAGE, 5))
     want.push(...[5, 6, 7].map((page) => patternByte(page * PAGE, PAGE, 5, 3)))
     want.push(bytes[4 * PAGE + 99] ?? -1, 0)
@@ -175,15 +178,15 @@ test('fault.fromSource: the handler picks a source per fault, native code maps i
     t.is(fault.fromSource((fault.offset / PAGE) % 2 === 0 ? even : odd), PAGE)
     t.is(fault.fromSource(odd), 0, 'a second resolve is a no-op')
   })
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const offsets = [0, 1, 2, 3, 4, 5].map((page) => page * PAGE + 5)
-    const { bytes: read } = await reader.read(region, { offsets })
+    const { bytes: read } = await toucher.read(region, { offsets })
     t.deepEqual(
       read,
       offsets.map((_, page) => patternByte(page * PAGE, PAGE, 5, page % 2 === 0 ? 1 : 0)),
     )
     uffd.writeProtect(region, 0, PAGE, true)
-    await reader.read(region, { offsets: [7], write: 1 })
+    await toucher.read(region, { offsets: [7], write: 1 })
     t.is(thrown.length, 1)
     t.like(thrown[0], { code: 'EINVAL' })
     t.regex((thrown[0] as Error).message, /does not serve wp faults/)
@@ -240,10 +243,10 @@ test('prefetch steps aside for a thread that faults meanwhile, and every byte is
   const uffd = new Userfaultfd()
   const region = Region.anonymous(big * PAGE)
   uffd.register(region, { source: Source.bytes(patternPage(0, PAGE, big)) })
-  await withReader([uffd, region], async (reader) => {
+  await withToucher([uffd, region], async (toucher) => {
     const prefetch = uffd.prefetch(region, undefined, { chunkPages: 1 })
     const offsets = Array.from({ length: 64 }, (_, i) => (big - 1 - i * 97) * PAGE + 5)
-    const { bytes } = await reader.read(region, { offsets })
+    const { bytes } = await toucher.read(region, { offsets })
     t.deepEqual(
       bytes,
       offsets.map((at) => patternByte(at - 5, PAGE, 5)),
@@ -268,9 +271,144 @@ test('prefetch leaves the pages past a fallthrough source’s end to the handler
   })
   const result = await uffd.prefetch(region)
   t.deepEqual([result.mapped, result.present], [5 * PAGE, 0])
-  await withReader([uffd, region], async (reader) => {
-    const { bytes } = await reader.read(region, { offsets: [4 * PAGE + 5, 6 * PAGE + 5] })
+  await withToucher([uffd, region], async (toucher) => {
+    const { bytes } = await toucher.read(region, { offsets: [4 * PAGE + 5, 6 * PAGE + 5] })
     t.deepEqual(bytes, [patternByte(4 * PAGE, PAGE, 5), patternByte(6 * PAGE, PAGE, 5, 3)])
     t.deepEqual(handled, [6])
   })
+})
+
+test('a native source’s read error resolves the fault at once by the fallback and emits ERR_UFFD_SOURCE with the errno and the file', async (t) => {
+  // /proc/self/mem from the last page of the main thread's stack on: the page after it is never
+  // mapped (mappings go below the stack), so pread fails there with EIO, and only there.
+  const stack = readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .find((line) => line.endsWith('[stack]'))
+  const stackEnd = Number.parseInt(String(stack).split(/[- ]/)[1] ?? '', 16)
+  t.true(Number.isSafeInteger(stackEnd), `the stack in /proc/self/maps: ${stack}`)
+  const source = Source.file('/proc/self/mem', { offset: stackEnd - PAGE })
+  const uffd = new Userfaultfd({ timeoutMs: 20_000 })
+  const region = Region.anonymous(4 * PAGE)
+  uffd.register(region, { source })
+  const handled: number[] = []
+  uffd.handle((fault) => {
+    handled.push(fault.offset)
+  })
+  await withToucher([uffd, region], async (toucher) => {
+    const error = nextError(uffd, 5_000)
+    const started = Date.now()
+    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 3] })).bytes, [0], 'the fallback (ZEROPAGE) answered')
+    t.true(Date.now() - started < 5_000, 'at once, not after timeoutMs')
+    const said: UffdError = await error
+    t.is(said.code, 'ERR_UFFD_SOURCE')
+    t.regex(said.message, /\/proc\/self\/mem/)
+    const cause = said.cause as UffdError
+    t.is(cause.code, 'EIO')
+    t.is(cause.errno, -5)
+    t.is(cause.syscall, 'pread')
+    t.deepEqual(handled, [], 'the failed fault is not handed to the handler as an ordinary one')
+    t.is(uffd.stats.fallbacks, 1)
+  })
+})
+
+test('Source.file refuses a directory and a file that cannot be read when it is made', (t) => {
+  t.throws(() => Source.file(dir), { code: 'EISDIR', message: /directory/ })
+  t.throws(() => Source.file('/proc/self/mem'), { code: 'EIO', message: /cannot be read/ })
+})
+
+test('a missing source file is said not to exist', (t) => {
+  const error = code(t, () => Source.file('/nonexistent/userfaultfd-source'), 'ENOENT', 'open')
+  t.regex(error.message, /does not exist/)
+  t.notRegex(error.message, /registered|page cache/)
+})
+
+const expected = (pages: number, from = 0) => Array.from({ length: pages }, (_, page) => patternByte((from + page) * PAGE, PAGE, 5))
+
+/** An object behind plain HTTP Range GETs on loopback, as a store serves it. */
+async function serveObject(body: Uint8Array): Promise<{ url: string; close(): Promise<void> }> {
+  const server = createServer((request, response) => {
+    const headers = {
+      'content-type': 'application/octet-stream',
+      etag: '"v1"',
+      'last-modified': new Date(0).toUTCString(),
+      'accept-ranges': 'bytes',
+    }
+    const range = /bytes=(\d+)-(\d*)/.exec(request.headers.range ?? '')
+    if (!range) {
+      response.writeHead(200, { ...headers, 'content-length': body.length })
+      response.end(request.method === 'HEAD' ? undefined : body)
+      return
+    }
+    const start = Number(range[1])
+    const end = Math.min(range[2] ? Number(range[2]) : body.length - 1, body.length - 1)
+    response.writeHead(206, { ...headers, 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${body.length}` })
+    response.end(request.method === 'HEAD' ? undefined : body.subarray(start, end + 1))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}/snapshots/vm.mem`,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve())
+        // The source keeps its connections alive (a pool), and a readahead may have just begun.
+        server.closeAllConnections()
+      }),
+  }
+}
+
+test('Source.objectStore says how big the object is (size, and objectStats.size), like every source with an end', async (t) => {
+  const body = patternPage(0, PAGE, 3)
+  const object = new Uint8Array(3 * PAGE + 100)
+  object.set(body)
+  const store = await serveObject(object)
+  try {
+    const source = await Source.objectStore(store.url, { chunkSize: PAGE, concurrency: 2 })
+    t.is(source.kind, 'objectStore')
+    const size: number = source.size // typed as a number: no `?? 0`, no `!`
+    t.is(size, 3 * PAGE + 100)
+    t.is(source.objectStats.size, 3 * PAGE + 100)
+    const uffd = new Userfaultfd()
+    const region = Region.anonymous(4 * PAGE)
+    uffd.register(region, { source })
+    // Read from another thread: this one serves the object over HTTP.
+    await withToucher([uffd, region], async (toucher) => {
+      const { bytes } = await toucher.read(region, { offsets: [5, PAGE + 5, 2 * PAGE + 5] })
+      t.deepEqual(bytes, expected(3), 'the object serves the region')
+    })
+  } finally {
+    await store.close()
+  }
+})
+
+test('every source says its size: bytes, a file past its offset, layers; zeros and the page cache have none', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'uffd-new-user-'))
+  try {
+    const file = join(dir, 'data')
+    writeFileSync(file, new Uint8Array(5 * PAGE))
+    t.is(Source.bytes(new Uint8Array(3 * PAGE + 1)).size, 3 * PAGE + 1)
+    t.is(Source.file(file).size, 5 * PAGE)
+    t.is(Source.file(file, { offset: 2 * PAGE }).size, 3 * PAGE)
+    t.is(Source.layers([file]).size, 5 * PAGE)
+    t.is(Source.zero().size, undefined)
+    t.is(Source.pageCache().size, undefined)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('an object source with no concurrency or an empty chunk is refused as a number out of range, before any request', async (t) => {
+  for (const options of [{ concurrency: 0 }, { chunkSize: 0 }, { concurrency: -1 }]) {
+    const [name] = Object.keys(options)
+    await t.throwsAsync(Source.objectStore('http://127.0.0.1:1/object', options), {
+      instanceOf: RangeError,
+      code: 'ERR_OUT_OF_RANGE',
+      message: new RegExp(`"options.${name}" .*>= 1`),
+    })
+  }
+  await t.throwsAsync(
+    Source.objectStore('http://127.0.0.1:1/object', { chunkSize: 100 }),
+    { instanceOf: UffdError, code: 'EINVAL' },
+    'not a multiple of the page: EINVAL',
+  )
 })

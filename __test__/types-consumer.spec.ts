@@ -1,7 +1,9 @@
 // The shipped types as a strict consumer compiles them: dist/index.d.ts imported through a
 // node_modules link, with strict, exactOptionalPropertyTypes and skipLibCheck false, so every
 // declaration file of the package is checked; and nothing marked @internal in them.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
@@ -83,5 +85,32 @@ test('the shipped .d.ts files carry no @internal member', (t) => {
   t.notRegex(fault, /\bfinish\(/, 'fault.finish() is not in the types')
   for (const name of ['index', 'lib/fault', 'lib/region', 'lib/remote', 'lib/source', 'lib/userfaultfd', 'lib/errors']) {
     t.notRegex(readFileSync(join(root, 'dist', `${name}.d.ts`), 'utf8'), /@internal/, `${name}.d.ts`)
+  }
+})
+
+test('the API reference builds without a warning (treatWarningsAsErrors), and no @internal member is in it or in the published types', (t) => {
+  const root = join(__dirname, '..', '..', '..')
+  const out = mkdtempSync(join(tmpdir(), 'uffd-docs-'))
+  try {
+    const run = spawnSync(process.execPath, [join(root, 'node_modules', 'typedoc', 'bin', 'typedoc'), '--out', out], {
+      cwd: root,
+      encoding: 'utf8',
+      timeout: 110_000,
+    })
+    const said = `${run.stdout}${run.stderr}`
+    t.is(run.status, 0, said)
+    t.notRegex(said, /warning/i)
+    const pages = readdirSync(out, { recursive: true, encoding: 'utf8' }).filter((name) => name.endsWith('.html'))
+    t.true(pages.some((name) => name.endsWith('Userfaultfd.html')))
+    const html = pages.map((name) => readFileSync(join(out, name), 'utf8')).join('\n')
+    for (const internal of ['sayAtExit', 'fromAdoption', 'handlerGeneration', 'readRaw']) {
+      t.false(html.includes(internal), `${internal} is in the API reference`)
+    }
+    const published = readFileSync(join(root, 'dist', 'lib', 'userfaultfd.d.ts'), 'utf8')
+    for (const internal of ['sayAtExit', 'fromAdoption', 'handlerGeneration']) {
+      t.false(published.includes(internal), `${internal} is in the published userfaultfd.d.ts`)
+    }
+  } finally {
+    rmSync(out, { recursive: true, force: true })
   }
 })

@@ -18,7 +18,7 @@ if (scenario === 'forget-close-worker') {
   const region = Region.anonymous(4 * PAGE)
   uffd.register(region)
   uffd.on('error', () => {})
-  const worker = new Worker(new URL('./reader.ts', import.meta.url).href)
+  const worker = new Worker(new URL('./toucher.ts', import.meta.url).href)
   worker.postMessage({ shared: region.share(), offsets: [5] })
   await new Promise((resolve) => setTimeout(resolve, 300))
   console.log(JSON.stringify({ inFlight: uffd.stats.inFlight }))

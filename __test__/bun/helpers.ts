@@ -14,13 +14,13 @@ export function within<T>(promise: Promise<T>, what: string): Promise<T> {
 
 /** A worker that reads `offsets` of the region: the bytes it read, and the worker to terminate. */
 export function readInWorker(region: Region, offsets: number[]): { bytes: Promise<number[]>; worker: Worker } {
-  const worker = new Worker(new URL('./reader.ts', import.meta.url).href)
+  const worker = new Worker(new URL('./toucher.ts', import.meta.url).href)
   const bytes = new Promise<number[]>((resolve, reject) => {
     worker.onmessage = (event) => resolve(event.data)
     worker.onerror = (event) => reject(new Error(event.message))
   })
   worker.postMessage({ shared: region.share(), offsets })
-  return { bytes: within(bytes, 'the reader worker'), worker }
+  return { bytes: within(bytes, 'the toucher worker'), worker }
 }
 
 export function nextError(uffd: Userfaultfd): Promise<UffdError> {

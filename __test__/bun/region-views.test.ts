@@ -3,6 +3,8 @@
 import { expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
+import { regionCases } from '../cases/regions'
+import { bunCheck, bunRuntime } from './cases'
 
 const PAGE = 4096
 const PAGES = 40
@@ -23,13 +25,13 @@ test('the owner closes a region while a worker reads it: every page the view rea
   const region = Region.anonymous(PAGES * PAGE)
   const expected = new Uint8Array(PAGES * PAGE).map((_, i) => ((i >> 12) * 13 + 1) & 0xff)
   uffd.register(region, { source: Source.bytes(expected) })
-  const worker = new Worker(new URL('./view-reader.ts', import.meta.url).href)
+  const worker = new Worker(new URL('./view-toucher.ts', import.meta.url).href)
   const next = () =>
     Promise.race([
       new Promise<{ half?: boolean; seen?: number[]; closed?: boolean }>((resolve) => {
         worker.onmessage = (event) => resolve(event.data)
       }),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the reader: no answer in time')), 15_000)),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the toucher: no answer in time')), 15_000)),
     ])
   try {
     worker.postMessage({ shared: region.share(), pages: PAGES })
@@ -47,3 +49,7 @@ test('the owner closes a region while a worker reads it: every page the view rea
     worker.terminate()
   }
 })
+
+// A region's bytes(), a view in the owner thread, a closed region's share(): the case table
+// region-views.spec.ts runs under Node.js (cases/regions.ts).
+for (const { name, run } of regionCases) test(name, () => run(bunCheck, bunRuntime))

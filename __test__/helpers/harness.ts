@@ -1,10 +1,11 @@
-// Shared by the ava tests: regions of each kind, the byte pattern pages are served with, a reader
+// Shared by the ava tests: regions of each kind, the byte pattern pages are served with, a toucher
 // worker that takes faults from another thread, and time limits so that a hang fails a test.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
-import { type MemoryKind, Region, type UffdError, type Userfaultfd } from 'userfaultfd'
+import type { ExecutionContext } from 'ava'
+import { type MemoryKind, Region, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
 
 export const LIMIT_MS = 15_000
 export const HUGE_PAGE = 2 * 1024 * 1024
@@ -144,12 +145,12 @@ export interface ReadResult {
 }
 
 /** A worker thread that reads a region when asked: its reads are faults from another thread. */
-export class Reader {
+export class Toucher {
   readonly #worker: Worker
   #pending: { resolve: (result: ReadResult) => void; reject: (error: Error) => void } | undefined
 
   constructor() {
-    this.#worker = new Worker(join(__dirname, 'reader.js'))
+    this.#worker = new Worker(join(__dirname, 'toucher.js'))
     this.#worker.on('message', (message: ReadResult | { error: string }) => {
       const pending = this.#pending
       this.#pending = undefined
@@ -159,17 +160,17 @@ export class Reader {
     this.#worker.on('error', (error) => this.#pending?.reject(error))
   }
 
-  /** Reads (one request at a time per reader) the offsets of a region in the worker thread. */
+  /** Reads (one request at a time per toucher) the offsets of a region in the worker thread. */
   read(region: Region, request: ReadRequest): Promise<ReadResult> {
-    if (this.#pending) return Promise.reject(new Error('a Reader serves one request at a time'))
+    if (this.#pending) return Promise.reject(new Error('a Toucher serves one request at a time'))
     const answer = new Promise<ReadResult>((resolve, reject) => {
       this.#pending = { resolve, reject }
     })
     this.#worker.postMessage({ shared: region.share(), ...request })
-    return within(answer, 'the reader thread')
+    return within(answer, 'the toucher thread')
   }
 
-  /** Whether `promise` settles within `ms` (false: the reader is still asleep in a fault). */
+  /** Whether `promise` settles within `ms` (false: the toucher is still asleep in a fault). */
   async answersWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
     const timeout = new Promise<false>((resolve) => setTimeout(() => resolve(false), ms))
     return Promise.race([promise.then(() => true), timeout])
@@ -181,15 +182,47 @@ export class Reader {
 }
 
 /**
- * Runs `body` with a Reader, then, whatever happens, ends the reader and closes `closing` in order
+ * Runs `body` with a Toucher, then, whatever happens, ends the toucher and closes `closing` in order
  * (a hang or a failed assertion must not leave a thread asleep in a fault).
  */
-export async function withReader(closing: Array<{ close(): void }>, body: (reader: Reader) => Promise<void>): Promise<void> {
-  const reader = new Reader()
+export async function withToucher(closing: Array<{ close(): void }>, body: (toucher: Toucher) => Promise<void>): Promise<void> {
+  const toucher = new Toucher()
   try {
-    await body(reader)
+    await body(toucher)
   } finally {
-    await reader.terminate()
+    await toucher.terminate()
     for (const thing of closing) thing.close()
   }
+}
+
+/** A userfaultfd with an anonymous region of `pages` pages registered on it. */
+export function anonymous(pages: number, options?: ConstructorParameters<typeof Userfaultfd>[0]) {
+  const uffd = new Userfaultfd(options)
+  const region = Region.anonymous(pages * 4096)
+  uffd.register(region)
+  return { uffd, region }
+}
+
+/** A promise and its resolve function, to hold a handler until the test lets it go. */
+export function gate(): { promise: Promise<void>; open: () => void } {
+  let open = () => {}
+  const promise = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  return { promise, open }
+}
+
+/** Whether `error` is what an aborted signal rejects with. */
+export function isAbortError(error: unknown): boolean {
+  const { name, code } = error as { name?: string; code?: string }
+  return name === 'AbortError' && code === 'ABORT_ERR'
+}
+
+/** Asserts that `fn` throws a UffdError with the code `expected` (and the syscall, if given). */
+export function code(t: ExecutionContext, fn: () => unknown, expected: UffdErrorCode, syscall?: string): UffdError {
+  const error = t.throws(fn) as UffdError
+  t.true(error instanceof UffdError, `${String(error)} is a UffdError`)
+  t.is(error.code, expected, error.message)
+  if (syscall) t.is(error.syscall, syscall)
+  return error
 }

@@ -1,4 +1,5 @@
-// A worker thread that reads (or writes) bytes of a region on request and posts them back.
+// A worker thread that touches memory (reads or writes bytes of a region) on request, so that it
+// faults, and posts the bytes back: the Toucher of harness.ts.
 import { parentPort } from 'node:worker_threads'
 import { Region, type SharedRegion } from 'userfaultfd'
 

@@ -1,0 +1,134 @@
+// Regions' memory through bytes(), a view in the owner thread, and sharing a closed region: one
+// case table, run by region-views.spec.ts under Node.js and by bun/region-views.test.ts under Bun.
+
+import { constants } from 'node:buffer'
+import { readFileSync } from 'node:fs'
+import { type Fault, Region, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
+import type { Case, Check } from './check'
+
+const PAGE = 4096
+const GiB = 2 ** 30
+
+function residentBytes(): number {
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))
+  return Number(match?.[1]) * 1024
+}
+
+/** Asserts that `fn` throws a UffdError with the code `expected` (and the syscall, if given). */
+function code(t: Check, fn: () => unknown, expected: UffdErrorCode, syscall?: string): UffdError {
+  const error = t.throws(fn) as UffdError
+  t.true(error instanceof UffdError, `${String(error)} is a UffdError`)
+  t.is(error.code, expected, error.message)
+  if (syscall) t.is(error.syscall, syscall)
+  return error
+}
+
+export const regionCases: Case[] = [
+  {
+    name: 'a region larger than one ArrayBuffer is read and written through bytes() at any offset, unregistered',
+    run(t) {
+      const before = residentBytes()
+      const region = Region.anonymous(8 * GiB)
+      t.is(Region.maxBufferBytes, constants.MAX_LENGTH)
+      // Node.js 20 and Bun hold 4 GiB in one ArrayBuffer; Node.js 22 and later 2^53 - 1 bytes, so there
+      // an 8 GiB region has its buffer and no region is too large for one.
+      const oneBufferHoldsIt = Region.maxBufferBytes >= region.size
+      if (oneBufferHoldsIt) {
+        t.log(`one ArrayBuffer holds ${Region.maxBufferBytes} bytes here: the 8 GiB region has a buffer`)
+        t.is(region.buffer.byteLength, 8 * GiB)
+      } else {
+        const error = code(t, () => region.buffer, 'ERANGE', 'buffer')
+        t.regex(error.message, /bytes\(offset, length\)/, 'the error says what to use instead')
+      }
+
+      const page = region.bytes(6 * GiB, PAGE)
+      t.is(page.byteLength, PAGE)
+      t.is(page[0], 0, 'a missing page of anonymous memory reads as zeros')
+      page[0] = 0x5a
+      page[PAGE - 1] = 0xa5
+      // Another view of the same bytes, unaligned and from a separate buffer, sees the writes.
+      const again = region.bytes(6 * GiB + PAGE - 1, 2)
+      t.deepEqual([...again], [0xa5, 0])
+      t.is(region.bytes(6 * GiB, 1)[0], 0x5a)
+      t.is(region.bytes(8 * GiB - 1)[0], 0, 'the last byte of the region')
+
+      t.is(region.bytes(6 * GiB).byteLength, 2 * GiB, 'by default the rest of the region')
+      t.is(region.bytes().byteLength, Math.min(region.size, Region.maxBufferBytes), 'by default at most what one ArrayBuffer holds')
+      t.is(region.bytes(8 * GiB).byteLength, 0, 'an empty view at the end')
+      if (!oneBufferHoldsIt) code(t, () => region.bytes(0, Region.maxBufferBytes + 1), 'ERANGE', 'bytes')
+      t.true(residentBytes() - before < 256 * 1024 * 1024, 'only the pages touched became resident')
+
+      region.close()
+      t.is(page.byteLength, 0, 'close() detached the view over the part at 6 GiB')
+      t.is(again.byteLength, 0, 'and every other part')
+      code(t, () => region.bytes(6 * GiB, PAGE), 'EBADF')
+    },
+  },
+  {
+    name: 'bytes() validates its arguments like every other call',
+    run(t) {
+      for (const region of [Region.anonymous(4 * PAGE), Region.anonymous(5 * GiB)]) {
+        // As Node: a value of the wrong type is a TypeError, a number out of range a RangeError.
+        t.throws(() => region.bytes('1' as unknown as number), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+        t.throws(() => region.bytes(0, '1' as unknown as number), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+        const outOfRange = { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE' }
+        for (const bad of [Number.NaN, -1, 0.5, Number.POSITIVE_INFINITY, 2 ** 53]) {
+          t.throws(() => region.bytes(bad), outOfRange, `offset ${String(bad)}`)
+          t.throws(() => region.bytes(0, bad), outOfRange, `length ${String(bad)}`)
+        }
+        t.throws(() => region.bytes(region.size + 1), { ...outOfRange, message: /bytes: offset \d+ is past the end/ })
+        t.throws(() => region.bytes(region.size + 1, 0), outOfRange)
+        t.throws(() => region.bytes(0, region.size + 1), outOfRange)
+        t.throws(() => region.bytes(region.size - 1, 2), outOfRange)
+        t.is(region.bytes(region.size - 1, 1).byteLength, 1)
+        region.close()
+        code(t, () => region.bytes(0, 1), 'EBADF')
+      }
+    },
+  },
+  {
+    name: 'attach in the owner thread gives a view whose close leaves the region open, and faults still name the owner',
+    async run(t, runtime) {
+      const uffd = new Userfaultfd()
+      const region = Region.anonymous(4 * PAGE)
+      uffd.register(region)
+      const view = Region.attach(region.share())
+      t.not(view, region)
+      t.false(view.owner)
+      t.true(region.owner)
+      t.is(view.id, region.id)
+      const named: Region[] = []
+      uffd.handle((fault: Fault) => {
+        named.push(fault.region)
+        fault.copy(new Uint8Array(PAGE).fill(0x42))
+      })
+      try {
+        t.deepEqual(await runtime.touch(region, [PAGE + 3]), [0x42])
+        t.is(named[0], region, 'the fault names the object that owns the region, not the view')
+        t.is(view.bytes(PAGE + 3, 1)[0], 0x42, 'the view reads the same memory')
+        const viewBuffer = view.buffer
+        view.close()
+        t.true(view.closed)
+        t.is(viewBuffer.byteLength, 0, 'the view let go of its buffer')
+        t.false(region.closed, 'closing the view did not close the region')
+        t.is(region.bytes(PAGE + 3, 1)[0], 0x42)
+        t.deepEqual(await runtime.touch(region, [2 * PAGE]), [0x42], 'the region is still served')
+      } finally {
+        uffd.close()
+        region.close()
+      }
+    },
+  },
+  {
+    name: 'share on a closed region throws EBADF, as every call on a closed region does',
+    run(t) {
+      const region = Region.anonymous(PAGE)
+      const view = Region.attach(region.share())
+      view.close()
+      code(t, () => view.share(), 'EBADF', 'share')
+      t.is(region.share().id, region.id, 'the owner still shares')
+      region.close()
+      code(t, () => region.share(), 'EBADF', 'share')
+    },
+  },
+]
