@@ -1,5 +1,5 @@
 // A process ends when its script does: a forgotten close(), process.exit() and the end of a script
-// never wait for a fault nothing serves. Each scenario runs in its own process (field-child.ts).
+// never wait for a fault nothing serves. Each scenario runs in its own process (scenario-child.ts).
 import test from 'ava'
 import { patternByte } from './helpers/harness'
 import { runChild } from './helpers/scenario'

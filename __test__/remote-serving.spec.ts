@@ -1,6 +1,6 @@
 // Another process's memory served from a script: as the README says, by a handler worker, with
 // listen()'s options, and the SIGBUS fallback of an adopted userfaultfd. The C peer (peer.c) is the
-// other process; the serving script runs in its own process (field-child.ts) to its end.
+// other process; the serving script runs in its own process (scenario-child.ts) to its end.
 
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -12,7 +12,7 @@ import { patternPage, spawnCollecting, until, within } from './helpers/harness'
 
 const PAGE = 4096
 
-const peerDir = mkdtempSync(join(tmpdir(), 'uffd-field-peer-'))
+const peerDir = mkdtempSync(join(tmpdir(), 'uffd-remote-peer-'))
 
 const peerBinary = join(peerDir, 'peer')
 
@@ -30,9 +30,9 @@ function startPeer(socket: string) {
   return spawnCollecting(peerBinary, [socket, 'serve', String(PEER_PAGES)], 'the peer process', 30_000)
 }
 
-/** Runs a field-child scenario that serves the C peer from the snapshot; both run to their end. */
+/** Runs a scenario-child scenario that serves the C peer from the snapshot; both run to their end. */
 async function servePeer(scenario: string, socket: string) {
-  const args = [join(__dirname, 'helpers', 'field-child.js'), scenario, `${socket},${snapshot}`]
+  const args = [join(__dirname, 'helpers', 'scenario-child.js'), scenario, `${socket},${snapshot}`]
   const server = spawnCollecting(process.execPath, args, 'the serving process', 30_000)
   await until(() => server.output().includes('listening'), 'the listener')
   const peer = await startPeer(socket).exit

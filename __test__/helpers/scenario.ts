@@ -1,4 +1,4 @@
-// Runs a scenario of field-child.js in its own process: what a script does on its own, from its
+// Runs a scenario of scenario-child.js in its own process: what a script does on its own, from its
 // start to its end (does it end, what does it print), with a generous bound on its time.
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
@@ -11,9 +11,9 @@ export interface Run {
   stderr: string
 }
 
-/** Runs a scenario of field-child.js in its own process, with a generous bound on its time. */
+/** Runs a scenario of scenario-child.js in its own process, with a generous bound on its time. */
 export function runChild(scenario: string, arg?: string, prefix: string[] = []): Run {
-  const [command, ...args] = [...prefix, process.execPath, join(__dirname, 'field-child.js'), scenario, ...(arg ? [arg] : [])]
+  const [command, ...args] = [...prefix, process.execPath, join(__dirname, 'scenario-child.js'), scenario, ...(arg ? [arg] : [])]
   const started = Date.now()
   const result = spawnSync(command as string, args, { encoding: 'utf8', timeout: 60_000, cwd: join(__dirname, '..', '..', '..', '..') })
   const lines = result.stdout

@@ -1,5 +1,5 @@
-// Bun: run as a child process by field.test.ts, for what only a whole process shows.
-//   bun field-child.ts SCENARIO
+// Bun: run as a child process by handlers.test.ts, for what only a whole process shows.
+//   bun scenario-child.ts SCENARIO
 import { Region, Userfaultfd } from 'userfaultfd'
 
 const PAGE = 4096

@@ -1,6 +1,6 @@
-// Run as a child process by field.spec.ts, for what only a whole process shows: whether it ends
+// Run as a child process by exit.spec.ts and remote-serving.spec.ts (helpers/scenario.ts), for what only a whole process shows: whether it ends
 // by itself, how fast process.exit() returns, what it prints as warnings.
-//   field-child.js SCENARIO [ARG]
+//   scenario-child.js SCENARIO [ARG]
 // Each scenario prints JSON lines (synchronously) that the parent reads.
 import { readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'

@@ -1,4 +1,4 @@
-// The field-surface cases under Bun that are Bun's own: region buffers refusing to be transferred,
+// The region-buffer and message cases under Bun that are Bun's own: region buffers refusing to be transferred,
 // and error messages. Bun differs from Node.js 20 in one place: it refuses to transfer a marked
 // ArrayBuffer (DataCloneError) where Node.js 20 copies it. bytes(), views in the owner's thread and
 // share() on a closed region are in the case table both runtimes run (bun/region-views.test.ts).

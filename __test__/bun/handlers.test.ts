@@ -1,4 +1,4 @@
-// Field reliability under Bun: no hang, freeze or silent zeros for ordinary mistakes.
+// Handlers under Bun: no hang, freeze or silent zeros for ordinary mistakes.
 import { describe, expect, test } from 'bun:test'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -8,7 +8,7 @@ import { readInWorker, within } from './helpers'
 
 const PAGE = 4096
 const dir = mkdtempSync(join(tmpdir(), 'uffd-bun-field-'))
-const child = new URL('./field-child.ts', import.meta.url).pathname
+const child = new URL('./scenario-child.ts', import.meta.url).pathname
 
 function run(scenario: string): { status: number | null; ms: number; line: Record<string, unknown> | undefined; stderr: string } {
   const started = Date.now()
