@@ -14,7 +14,8 @@ or a snapshot of the same base) are not uploaded again. Source.objectStore(URL) 
 userfaultfd firecracker --mem URL read the snapshot as they read a plain object.
 
   --base URL          a snapshot pushed before to the same bucket: the chunks it lists are known
-                      to be there (no request for them), and the chunks go under its prefix
+                      to be there (no request for them), the chunks go under its prefix, and a
+                      chunk that differs from the base's in few frames uploads only those (a delta)
   --chunk-size N      bytes per chunk, a multiple of 4096; K and M suffixes (default 4M)
   --frame-size N      bytes per frame, compressed on its own: the least a random fault fetches; a
                       multiple of 4096 dividing the chunk size (default 16K)
@@ -43,7 +44,7 @@ function bytes(name: string, text: string): number {
   const unit = match?.[2]?.[0]?.toLowerCase()
   const value = match ? Number(match[1]) * (unit === 'k' ? 1024 : unit === 'm' ? 1024 * 1024 : 1) : Number.NaN
   if (!Number.isSafeInteger(value) || value <= 0 || value % 4096 !== 0) {
-    throw new UsageError(`--${name} must be a positive multiple of 4096 bytes (e.g. 4M, 256K), not ${JSON.stringify(text)}`)
+    throw new UsageError(`--${name} must be a positive multiple of 4096 bytes (e.g. 4M, 16K), not ${JSON.stringify(text)}`)
   }
   return value
 }
@@ -106,7 +107,7 @@ const MiB = 1024 * 1024
 
 /** The report in one line a person reads. */
 function describe(report: PushSnapshotReport): string {
-  const mib = (n: number) => `${(n / MiB).toFixed(1)} MiB`
+  const mib = (n: number) => (n > 0 && n < MiB / 10 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / MiB).toFixed(1)} MiB`)
   const ratio = report.bytesStored > 0 ? (report.bytesData / report.bytesStored).toFixed(2) : '-'
   return (
     `pushed ${report.url}: ${report.chunks} chunks, ${report.uploaded} uploaded` +

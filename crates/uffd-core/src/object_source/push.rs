@@ -172,7 +172,8 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
         return Err(Error::invalid(
             OP,
             format!(
-                "the frame size {} is not a multiple of the page size ({page}) that divides the chunk size {}",
+                "the frame size {} does not cut the chunk size {} into frames of whole pages ({page} bytes): \
+                 give one that divides it, such as 16384",
                 options.frame_size, options.chunk_size
             ),
         ));
