@@ -212,12 +212,7 @@ impl ObjectSource {
     /// a refusal (403), or a store that cannot be reached fails here. Blocks the calling thread,
     /// which must not be a thread of the object-store runtime.
     pub fn open(url: &str, options: ObjectOptions) -> Result<Arc<ObjectSource>> {
-        if options.chunk_size == 0 || options.chunk_size % crate::region::base_page_size() != 0 {
-            return Err(Error::invalid(
-                OP,
-                format!("the chunk size {} is not a multiple of the page size", options.chunk_size),
-            ));
-        }
+        defaults::check_chunk_size(OP, options.chunk_size)?;
         if options.concurrency == 0 {
             return Err(Error::invalid(OP, "concurrency must be at least 1"));
         }

@@ -6,7 +6,7 @@
 //! not all there. Chunks go up `concurrency` at a time; each is read, hashed and compressed on the
 //! runtime's blocking threads.
 
-use super::defaults::{DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, DEFAULT_FRAME_SIZE};
+use super::defaults::{check_chunk_size, DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, DEFAULT_FRAME_SIZE};
 use super::fetch::{retried, RetryPolicy};
 use super::frames::{self, Frame};
 use super::manifest::{self, Chunk, Manifest};
@@ -162,12 +162,7 @@ struct Push {
 pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> {
     let started = Instant::now();
     let page = crate::region::base_page_size();
-    if options.chunk_size == 0 || options.chunk_size % page != 0 {
-        return Err(Error::invalid(
-            OP,
-            format!("the chunk size {} is not a multiple of the page size ({page})", options.chunk_size),
-        ));
-    }
+    check_chunk_size(OP, options.chunk_size)?;
     if options.frame_size == 0 || options.frame_size % page != 0 || options.chunk_size % options.frame_size != 0 {
         return Err(Error::invalid(
             OP,

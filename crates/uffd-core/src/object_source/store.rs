@@ -392,8 +392,14 @@ pub(crate) fn remote_error(op: &'static str, what: &str, err: &object_store::Err
         Some(_) => Errno::EIO,
         None => transport_errno(err).unwrap_or(Errno::EIO),
     };
-    let status_text = status.map(|s| format!("HTTP {s}: ")).unwrap_or_default();
-    Error::Remote { op, errno, status, detail: format!("{what}: {status_text}{}", chain(err)) }
+    // A store's answer keeps the whole chain (its body says why); a transport failure says only
+    // its first cause: the client's layers above it ("Generic S3 error: Error performing HEAD ...
+    // HTTP error: error sending request: client error (Connect)") tell the reader nothing more.
+    let detail = match status {
+        Some(status) => format!("{what}: HTTP {status}: {}", chain(err)),
+        None => format!("{what}: {}", root_cause(err)),
+    };
+    Error::Remote { op, errno, status, detail }
 }
 
 /// Whether a failed request may succeed if tried again: a 5xx, 408 or 429, or a transport error
@@ -451,6 +457,15 @@ fn transport_errno(err: &object_store::Error) -> Option<Errno> {
         HttpErrorKind::Request | HttpErrorKind::Interrupted => Some(Errno::ECONNRESET),
         _ => Some(Errno::EIO),
     }
+}
+
+/// The innermost cause of an error: what went wrong at the bottom.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = err;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    root.to_string()
 }
 
 /// An error and its causes, in one line.
