@@ -110,6 +110,7 @@ run('a pushed snapshot is read back byte for byte through faults; holes are neit
   const manifest = await (await fetch(`${store().s3}/${BUCKET}/snaps/one.mem`)).arrayBuffer()
   t.is(stats.bytesFetched, report.bytesStored + manifest.byteLength, 'the compressed chunks and the manifest')
   t.true(uffd.stats.faults.missing > 0)
+  t.true(uffd.stats.holes >= 3, `the zero chunk and the hole's two mapped with zero pages, counted: ${uffd.stats.holes}`)
   // Faults that waited for the store count in the latency, as the ones served in the turn do.
   const latency = uffd.latency()
   t.true(latency.count >= 8 && latency.p50Micros > 0 && latency.p99Micros >= latency.p50Micros, JSON.stringify(latency))

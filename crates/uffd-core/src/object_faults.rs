@@ -14,7 +14,8 @@ use crate::object_source::{ObjectSource, Plan};
 use crate::options::Fallback;
 use crate::region::{MemoryKind, Region};
 use crate::resolve::{Park, Protect, Wake};
-use crate::source::{any_data, data_run, overlay_layers, Served, Source};
+use crate::native::map_zeros;
+use crate::source::{any_data, data_run, overlay_layers, Scratch, Served, Source};
 use crate::stats::bump;
 use bytes::Bytes;
 use nix::errno::Errno;
@@ -193,8 +194,11 @@ fn complete(
         overlay_layers(above, fault.offset, &mut layered)?;
         Ok(Some(Bytes::from(layered)))
     };
+    // A hole of a pushed snapshot with nothing above it is mapped with zero pages, as a local
+    // file's hole is, and counted as one.
+    let mut hole = object.is_hole(plan.index);
     match overlaid(&bytes) {
-        Ok(Some(layered)) => bytes = layered,
+        Ok(Some(layered)) => (bytes, hole) = (layered, false),
         Ok(None) => {}
         Err(err) => return fail(engine, object, fault.id, what, err),
     }
@@ -208,7 +212,12 @@ fn complete(
     let residency = served.residency();
     let protect = Protect(residency.is_some());
     let copy = |at: usize, bytes: &[u8]| {
-        let mapped = resolver.copy(region, at, bytes, Wake(true), protect, Park::UntilRead)?;
+        let mapped = if hole {
+            bump(&resolver.counters.holes);
+            map_zeros(resolver, region, at, bytes.len(), protect.0, &mut Scratch::default(), Park::UntilRead)?
+        } else {
+            resolver.copy(region, at, bytes, Wake(true), protect, Park::UntilRead)?
+        };
         if let (Some(residency), true) = (residency, mapped > 0) {
             residency.mapped(at, mapped);
         }

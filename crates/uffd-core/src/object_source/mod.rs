@@ -536,6 +536,11 @@ impl ObjectSource {
         read
     }
 
+    /// Whether chunk `index` is a pushed snapshot's hole (zeros, stored nowhere).
+    pub(crate) fn is_hole(&self, index: u64) -> bool {
+        self.hole(index).is_some()
+    }
+
     /// A pushed snapshot's hole: zeros, with no request.
     fn hole(&self, index: u64) -> Option<Bytes> {
         let snapshot = self.snapshot.as_ref()?;
