@@ -350,8 +350,10 @@ run('faults of one chunk from four threads while the store fails share one reque
   const file = join(dir, 'outage4.bin')
   writeFileSync(file, objectBytes(2 * MiB, 10))
   const http = await start('http', file)
-  // A retry bound of 2 x 150 ms: the four faults arrive while the first request is still retried.
-  const source = await Source.objectStore(`${http.url}/data.bin`, { chunkSize: CHUNK, retry: { retries: 2, delayMs: 150 } })
+  // A retry bound of 1 s + 2 s: the four faults arrive while the first request is still retried,
+  // even on a loaded machine where a toucher's thread takes long to start (at 150 ms + 300 ms the
+  // test once counted two failed requests under load).
+  const source = await Source.objectStore(`${http.url}/data.bin`, { chunkSize: CHUNK, retry: { retries: 2, delayMs: 1000, maxDelayMs: 2000 } })
   await http.send({ fail: 1e9, status: 503 })
   const { region, errors } = serve(source, 2 * MiB)
   const touchers = [new Toucher(), new Toucher(), new Toucher(), new Toucher()]

@@ -12,7 +12,7 @@ use crate::object_faults;
 use crate::reading::{Faulted, Retry};
 use crate::registrations::Registration;
 use crate::resolve::Park;
-use crate::source::{Scratch, Served};
+use crate::source::{Scratch, Served, Source};
 use crate::stats::bump;
 use crate::sys::msg::Message;
 use nix::errno::Errno;
@@ -28,10 +28,13 @@ pub struct AfterRead {
     pub self_faults: Vec<Fault>,
 }
 
-/// A fault that a native source serves, read in this turn.
+/// A fault that a native source serves, read in this turn: its page's offset in the region, and
+/// where its registration ends (region offset).
 pub struct Native {
     registration: Registration<Served>,
     faulted: Faulted,
+    offset: usize,
+    end: usize,
 }
 
 pub fn take_message(engine: &Engine, message: Message, held: &mut AfterRead, batch: &mut Vec<Dispatch>) {
@@ -92,13 +95,16 @@ pub fn take_fault(engine: &Engine, faulted: Faulted, held: &mut AfterRead, batch
         let region = &registration.region;
         let offset = (address - region.address()) & !(region.page_size() - 1);
         let end = registration.end - region.address();
-        if object_faults::serve_later(engine, served, region, offset, end, address, kind, write, thread_id) {
+        let source = served.source();
+        if matches!(source, Source::Object(..))
+            && object_faults::serve_later(engine, served, region, offset, end, address, kind, write, thread_id)
+        {
             return;
         }
         // A write to a range with a residency limit pins its page: served natively too.
         let pins = kind == FaultKind::WriteProtect && served.residency().is_some();
-        if served.source().serves(kind) || pins {
-            return held.natives.push(Native { registration: registration.clone(), faulted });
+        if source.serves(kind) || pins {
+            return held.natives.push(Native { registration: registration.clone(), faulted, offset, end });
         }
     }
     admit(engine, registration.map(|reg| reg.region), faulted, held, batch);
@@ -113,12 +119,11 @@ pub fn serve_native(
     native: &Native,
     batch: &mut Vec<Dispatch>,
 ) {
-    let Native { registration, faulted } = native;
+    let Native { registration, faulted, offset, end } = native;
+    let (offset, end) = (*offset, *end);
     let Faulted { address, kind, write, thread_id } = faulted;
     let (region, served) = (&registration.region, registration.served.as_ref().expect("natives are served"));
     let started = Instant::now();
-    let offset = (address - region.address()) & !(region.page_size() - 1);
-    let end = registration.end - region.address();
     let resolver = engine.resolver();
     match native::serve(resolver, served, region, offset, end, *kind, *write, scratch, Park::Never) {
         Some(Ok(_)) => resolver.counters.latency.record(started.elapsed()),
