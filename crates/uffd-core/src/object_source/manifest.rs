@@ -5,11 +5,11 @@
 //! pages share chunks; a chunk that is all zeros (or a hole of a sparse file) is recorded as `null`
 //! and stored nowhere. Each chunk lists its frames (object, place, length, sum), so a reader can
 //! fetch a few frames of it with one range request. A delta (a chunk that differs from the base's
-//! chunk at its place in a few frames) names its objects: its own, of those frames, then the
-//! base's that hold the rest.
+//! chunk at its place in a few frames) names its objects: its own, of those frames (patches, each
+//! listed with the base's frame it was made against), then the base's that hold the rest.
 //!
 //! ```json
-//! { "format": "userfaultfd-snapshot", "version": 2, "size": 8589934592, "chunkSize": 4194304,
+//! { "format": "userfaultfd-snapshot", "version": 3, "size": 8589934592, "chunkSize": 4194304,
 //!   "hash": "blake3", "compression": "zstd", "chunks": "snapshots/chunks/", "frameSize": 16384,
 //!   "list": [{ "hash": "af13…", "stored": 81233, "frames": "AAAAAAA2AQAA…" },
 //!            { "hash": "07c2…", "stored": 3170, "frames": "AQAAAAA…", "objects": ["07c2…-16384-9be1….zst", "9be1…-16384.zst"] },
@@ -17,14 +17,14 @@
 //! ```
 //!
 //! Version 1 (pushed before frames) is still read: its chunks are one zstd frame each, under
-//! hash + `.zst`, and are fetched whole.
+//! hash + `.zst`, and are fetched whole. So is version 2 (frames, deltas of plain frames only).
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// What a manifest says it is, first in the object: how a source tells one from a plain object.
 pub const FORMAT: &str = "userfaultfd-snapshot";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The `Content-Type` a manifest is stored with.
 pub const CONTENT_TYPE: &str = "application/vnd.userfaultfd.snapshot+json";
 /// The bytes every manifest begins with (`serde_json` writes the fields in declaration order).
@@ -39,7 +39,7 @@ pub struct Chunk {
     pub hash: String,
     /// The compressed chunk's length.
     pub stored: u64,
-    /// Its frames (version 2): base64 of each frame's object, place, length and sum (`frames.rs`).
+    /// Its frames (version 2 on): base64 of each frame's object, place, length and sum (`frames.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frames: Option<String>,
     /// The names (under the chunk prefix) of the objects its frames are in, for a delta; else its
@@ -67,7 +67,7 @@ pub struct Manifest {
     pub compression: String,
     /// Where the chunks are, a key prefix in the manifest's bucket (or a path on its host).
     pub chunks: String,
-    /// Bytes per frame of a chunk (version 2).
+    /// Bytes per frame of a chunk (version 2 on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame_size: Option<u64>,
     /// Chunk by chunk, from offset 0: `None` for a hole (zeros, stored nowhere).
@@ -97,7 +97,7 @@ impl Manifest {
         if manifest.format != FORMAT {
             return Err(bad(format!("its format is {:?}, not {FORMAT:?}", manifest.format)));
         }
-        if manifest.version != VERSION && manifest.version != 1 {
+        if !(1..=VERSION).contains(&manifest.version) {
             return Err(bad(format!(
                 "version {} (this build reads version {VERSION}): push it again, or use the package that pushed it",
                 manifest.version
@@ -148,7 +148,8 @@ impl Manifest {
                 }
                 if let Some(frame) = manifest.frame_size {
                     let expected = super::frames::count(manifest.chunk_len(index as u64), frame);
-                    if !chunk.frames().is_some_and(|frames| frames_fit(chunk, &frames, expected)) {
+                    let patches = manifest.version >= 3;
+                    if !chunk.frames().is_some_and(|frames| frames_fit(chunk, &frames, expected, patches)) {
                         return Err(bad(format!(
                             "chunk {index} does not list {expected} frames that fit its objects and its {} stored bytes",
                             chunk.stored
@@ -190,25 +191,37 @@ impl Manifest {
 }
 
 /// A chunk's frames fit its objects: as many as its size asks; for a chunk stored whole, one after
-/// the other in its own object, with the table after them; for a delta, each in one of its objects,
-/// its own within its stored bytes.
-fn frames_fit(chunk: &Chunk, frames: &[super::frames::Frame], expected: usize) -> bool {
+/// the other in its own object, with the table after them, none a patch; for a delta, each in one
+/// of its objects, its own within its stored bytes, a patch (version 3 on) made against a frame of
+/// another object than its own or this chunk's (a patch of the base's delta may be taken over).
+fn frames_fit(chunk: &Chunk, frames: &[super::frames::Frame], expected: usize, patches: bool) -> bool {
     if frames.len() != expected {
         return false;
     }
     let Some(names) = &chunk.objects else {
         let mut at = 0u64;
         for frame in frames {
-            if frame.object != 0 || frame.offset as u64 != at {
+            if frame.object != 0 || frame.offset as u64 != at || frame.patch_of.is_some() {
                 return false;
             }
             at += frame.len as u64;
         }
         return at + super::frames::table_len(expected) == chunk.stored;
     };
-    frames
-        .iter()
-        .all(|f| (f.object as usize) < names.len() && (f.object != 0 || f.offset as u64 + f.len as u64 <= chunk.stored))
+    frames.iter().all(|f| {
+        let placed =
+            (f.object as usize) < names.len() && (f.object != 0 || f.offset as u64 + f.len as u64 <= chunk.stored);
+        let patch = match f.patch_of {
+            None => true,
+            Some(reference) => {
+                patches
+                    && reference.object != 0
+                    && reference.object != f.object
+                    && (reference.object as usize) < names.len()
+            }
+        };
+        placed && patch
+    })
 }
 
 /// An object's name under the chunk prefix: no folder, nothing but hex digits, `-` and `.zst`.
@@ -267,10 +280,44 @@ mod tests {
     }
 
     #[test]
+    fn a_delta_lists_its_patches_with_the_frames_they_were_made_against() {
+        use super::super::frames::{to_text, Frame, Place};
+        let sum = [7; 8];
+        let plain = Frame { object: 1, offset: 0, len: 50, sum, patch_of: None };
+        let patch =
+            Frame { object: 0, offset: 0, len: 20, sum, patch_of: Some(Place { object: 1, offset: 50, len: 60 }) };
+        let chunk = |frames: &[Frame]| Chunk {
+            hash: hash_of(b"x"),
+            stored: 20,
+            frames: Some(to_text(frames)),
+            objects: Some(vec!["ab-4096-cd.zst".into(), "cd-4096.zst".into()]),
+        };
+        let delta = Manifest::new(8192, 8192, 4096, "c/".into(), vec![Some(chunk(&[plain, patch]))]);
+        let read = Manifest::parse("u", &delta.to_bytes()).unwrap();
+        assert_eq!(read.list[0].as_ref().unwrap().frames().unwrap(), [plain, patch]);
+        let refused = |m: &Manifest| Manifest::parse("u", &m.to_bytes()).unwrap_err().to_string();
+        assert!(
+            refused(&Manifest { version: 2, ..delta.clone() }).contains("does not list 2 frames"),
+            "no patches in version 2"
+        );
+        let v2 = Manifest { version: 2, list: vec![Some(chunk(&[plain, plain]))], ..delta.clone() };
+        assert_eq!(Manifest::parse("u", &v2.to_bytes()).unwrap(), v2, "version 2 (no patches) is still read");
+        let against_its_own = Frame { patch_of: Some(Place { object: 0, offset: 0, len: 5 }), ..patch };
+        let own = Manifest { list: vec![Some(chunk(&[plain, against_its_own]))], ..delta.clone() };
+        assert!(refused(&own).contains("does not list 2 frames"), "a patch made against its own object");
+        let whole =
+            Chunk { objects: None, ..chunk(&[Frame { object: 0, ..patch }, Frame { object: 0, offset: 20, ..patch }]) };
+        assert!(
+            refused(&Manifest { list: vec![Some(whole)], ..delta }).contains("does not list 2 frames"),
+            "a patch in a whole chunk"
+        );
+    }
+
+    #[test]
     fn a_bad_manifest_is_refused_with_what_is_wrong() {
         let good = Manifest::new(8192, 4096, 4096, "c/".into(), vec![None, None]);
         let refused = |m: &Manifest| Manifest::parse("s3://b/k", &m.to_bytes()).unwrap_err().to_string();
-        assert!(refused(&Manifest { version: 3, ..good.clone() }).contains("version 3"));
+        assert!(refused(&Manifest { version: 4, ..good.clone() }).contains("version 4"));
         assert!(refused(&Manifest { frame_size: Some(3000), ..good.clone() }).contains("frame size"));
         let unframed = Manifest {
             list: vec![Some(Chunk { hash: hash_of(b"x"), stored: 9, frames: None, objects: None }), None],

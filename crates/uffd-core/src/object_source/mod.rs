@@ -419,35 +419,48 @@ impl ObjectSource {
         let chunk_len = snapshot.manifest.chunk_len(index) as usize;
         let which = frames::covering(frame_size, listed.len(), from, to);
         let first = which.start as u64 * frame_size;
-        let reads = frames::runs(&listed, which).into_iter().map(|run| {
+        // Each run of frames, and of the plain frames patches among them were made against: all
+        // requested at once.
+        let fetch = |run: frames::Run, kind: &'static str| {
             let key = snapshot.manifest.object_key(chunk, run.object);
             let what = format!(
-                "frames {}-{} of chunk {index} of {} ({})",
+                "{kind} {}-{} of chunk {index} of {} ({})",
                 run.frames.start,
                 run.frames.end - 1,
                 self.url(),
                 snapshot.location.url_of(&key)
             );
-            let listed = listed.clone();
             async move {
                 let path = snapshot.location.path_of(&key)?;
                 let len = run.stored.end - run.stored.start;
                 let stored = self.fetcher.get_object(&path, Some(run.stored.clone()), len, &what, &self.breaker).await;
-                let stored = self.found_corrupt(index, self.watch(stored))?;
-                let frame = frame_size as usize;
-                let decoded = tokio::task::spawn_blocking(move || {
-                    frames::decode_run(&stored, &run, &listed, frame, chunk_len, &what)
-                })
-                .await
-                .map_err(|e| Error::invalid(OP, format!("a decompression task failed: {e}")))?;
-                if decoded.is_err() {
-                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                }
-                self.found_corrupt(index, decoded)
+                Ok::<_, Error>((run, self.found_corrupt(index, self.watch(stored))?, what))
             }
-        });
-        let parts = futures::future::try_join_all(reads).await?;
-        let bytes = Bytes::from(parts.concat());
+        };
+        let runs = frames::runs(&listed, which.clone()).into_iter().map(|run| fetch(run, "frames"));
+        let references =
+            frames::reference_runs(&listed, which).into_iter().map(|run| fetch(run, "references of frames"));
+        let (runs, references) =
+            futures::future::try_join(futures::future::try_join_all(runs), futures::future::try_join_all(references))
+                .await?;
+        let frame = frame_size as usize;
+        let decoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            let mut plain = Vec::new();
+            for (run, stored, what) in &references {
+                plain.extend(frames::decode_plain(stored, run, |i| listed[i].patch_of, frame, what)?);
+            }
+            let mut bytes = Vec::new();
+            for (run, stored, what) in &runs {
+                bytes.extend(frames::decode_run(stored, run, &listed, frame, chunk_len, &plain, what)?);
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| Error::invalid(OP, format!("a decompression task failed: {e}")))?;
+        if decoded.is_err() {
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let bytes = Bytes::from(self.found_corrupt(index, decoded)?);
         let len = bytes.len();
         Ok(bytes.slice(((from - first) as usize).min(len)..((to - first) as usize).min(len)))
     }

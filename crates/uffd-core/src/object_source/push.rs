@@ -358,8 +358,9 @@ impl Push {
     }
 
     /// Stores chunk `index` as a delta against `base`, the base's chunk at its place, if at most
-    /// half of its frames differ from the base's: an object of those frames, and the base's
-    /// objects for the others. `None`: it differs too much (stored whole instead).
+    /// half of its frames differ from the base's: an object of those frames, each a patch made
+    /// against the base's plain frame at its index (fetched), and the base's objects for the
+    /// others. `None`: it differs too much (stored whole instead).
     async fn delta(
         self: &Arc<Self>,
         index: u64,
@@ -369,35 +370,47 @@ impl Push {
         base: Stored,
     ) -> Result<Option<Stored>> {
         let (level, frame_size) = (self.level, self.frame_size as usize);
-        let encoded = tokio::task::spawn_blocking(move || {
-            let changed: Vec<bool> = frames::sums(&bytes, frame_size)
-                .iter()
-                .zip(&base.frames)
-                .map(|(sum, frame)| *sum != frame.sum)
-                .collect();
-            let count = changed.iter().filter(|&&c| c).count();
-            if changed.len() != base.frames.len() || count == 0 || 2 * count > changed.len() {
-                return Ok(None);
-            }
-            frames::encode(&bytes, frame_size, level, Some(&changed)).map(|encoded| Some((encoded, base)))
-        })
-        .await
-        .map_err(|e| self.task_failed(e))?
-        .map_err(|e| Error::invalid(OP, format!("compressing chunk {index} of {}: {e}", self.path.display())))?;
-        let Some(((object, own), base)) = encoded else { return Ok(None) };
+        let summed = bytes.clone();
+        let sums = tokio::task::spawn_blocking(move || frames::sums(&summed, frame_size))
+            .await
+            .map_err(|e| self.task_failed(e))?;
+        let changed: Vec<usize> =
+            (0..sums.len()).filter(|&at| base.frames.get(at).is_none_or(|f| f.sum != sums[at])).collect();
+        if sums.len() != base.frames.len() || changed.is_empty() || 2 * changed.len() > sums.len() {
+            return Ok(None);
+        }
         let name = manifest::delta_name(hash, self.frame_size, base_hash);
-        // Its objects: its own, then the base's it takes frames from, each named once.
+        // Its objects: its own, then the base's it takes frames (or references) from, each named once.
         let base_names = base.names(|| whole_name(base_hash, self.frame_size));
         let mut names = vec![name.clone()];
-        let mut frames = base.frames.clone();
-        for frame in &mut frames {
-            let from = &base_names[frame.object as usize];
+        let mut renamed = |object: &mut u8| -> Result<()> {
+            let from = &base_names[*object as usize];
             let at = names.iter().position(|n| n == from).unwrap_or_else(|| {
                 names.push(from.clone());
                 names.len() - 1
             });
-            frame.object = u8::try_from(at).map_err(|_| Error::invalid(OP, "a delta of more than 255 objects"))?;
+            *object = u8::try_from(at)
+                .ok()
+                .filter(|at| at & 0x80 == 0)
+                .ok_or_else(|| Error::invalid(OP, "a delta of more than 127 objects"))?;
+            Ok(())
+        };
+        let mut frames = base.frames.clone();
+        for frame in &mut frames {
+            renamed(&mut frame.object)?;
+            if let Some(reference) = &mut frame.patch_of {
+                renamed(&mut reference.object)?;
+            }
         }
+        let references = self.plain_frames(index, &names, &frames, &changed).await?;
+        let patches: Vec<_> = references.into_iter().map(|(at, plain)| (at, frames[at].plain(), plain)).collect();
+        let (object, own) =
+            tokio::task::spawn_blocking(move || frames::encode_patches(&bytes, frame_size, level, &patches))
+                .await
+                .map_err(|e| self.task_failed(e))?
+                .map_err(|e| {
+                    Error::invalid(OP, format!("compressing chunk {index} of {}: {e}", self.path.display()))
+                })?;
         for (at, frame) in own {
             frames[at] = frame;
         }
@@ -407,6 +420,30 @@ impl Push {
         let len = object.len() as u64;
         self.put(&path, &what, object, Attributes::new()).await?;
         Ok(Some(Stored { len, frames, objects: Some(names) }))
+    }
+
+    /// The base's plain frames at `which` (of `frames`, whose objects `names` names), fetched with
+    /// one range request per run and decompressed: what the changed frames are patched against.
+    async fn plain_frames(
+        &self,
+        index: u64,
+        names: &[String],
+        frames: &[Frame],
+        which: &[usize],
+    ) -> Result<Vec<(usize, Vec<u8>)>> {
+        let runs = frames::gather(which.iter().map(|&at| (at, frames[at].plain(), false)));
+        let fetches = runs.into_iter().map(|run| async move {
+            let key = format!("{}{}", self.prefix, names[run.object as usize]);
+            let path = self.location.path_of(&key)?;
+            let what = format!("frames of the base's chunk {index} ({})", self.location.url_of(&key));
+            let stored = self
+                .retrying(|| async {
+                    self.store.get_range(&path, run.stored.clone()).await.map_err(|e| remote_error("GET", &what, &e))
+                })
+                .await?;
+            frames::decode_plain(&stored, &run, |at| Some(frames[at].plain()), self.frame_size as usize, &what)
+        });
+        Ok(futures::future::try_join_all(fetches).await?.into_iter().flatten().collect())
     }
 
     /// Chunk `index`'s bytes and hash, or `None` for a hole (no data in the file there, found with
