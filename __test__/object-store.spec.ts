@@ -250,6 +250,24 @@ run('fault.fromSource(objectSource) in a handler, and prefetch() from the regist
   t.is(prefetched.uffd.stats.faults.missing, 0, 'prefetched: no fault')
 })
 
+run('a prefetch after a replay skips the pages mapped already, without fetching their chunks again', async (t) => {
+  // One chunk kept in memory: a chunk read for a page mapped already would be fetched again.
+  const source = await s3('ten.bin', { memoryCache: CHUNK, readaheadChunks: 0 })
+  const { uffd, region } = serve(source, SIZE)
+  // A replay: chunks 4 down to 0, as a trace would name them.
+  const replayed = [4, 3, 2, 1, 0].map((chunk) => ({ offset: chunk * CHUNK, length: CHUNK }))
+  const replay = await uffd.prefetch(region, replayed, { chunkPages: 64 })
+  t.is(replay.mapped, 5 * CHUNK)
+  const before = source.objectStats
+  const rest = await uffd.prefetch(region)
+  t.is(rest.present, 5 * CHUNK, 'the replayed pages, skipped')
+  t.is(rest.mapped, pagesOf(SIZE) * PAGE - 5 * CHUNK)
+  const after = source.objectStats
+  t.is(after.requests - before.requests, 6, 'chunks 5 to 10 only')
+  t.is(census(region, SIZE, [1]).bySeed[1], pagesOf(SIZE), 'every byte right')
+  t.is(uffd.stats.faults.missing, 0)
+})
+
 run('random reads of 1% of the pages fetch little more than those pages (adaptive requests)', async (t) => {
   const size = 64 * MiB
   await store().put(BUCKET, 'sixty-four.bin', objectBytes(size, 5))

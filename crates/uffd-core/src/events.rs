@@ -27,9 +27,11 @@ pub fn apply(resolver: &Resolver, table: &Mutex<FaultTable>, event: &mut UffdEve
 fn note_removed(resolver: &Resolver, start: usize, end: usize) {
     let registrations = resolver.registrations();
     for (reg_start, reg) in registrations.overlapping(start, end) {
+        let base = reg.region.address();
+        let (from, to) = (start.max(reg_start) - base, end.min(reg.end) - base);
+        reg.region.note_gone(from, to - from);
         if let Some(served) = &reg.served {
-            let base = reg.region.address();
-            served.note_removed(start.max(reg_start) - base, end.min(reg.end) - base);
+            served.note_removed(from, to);
         }
     }
 }
@@ -51,7 +53,13 @@ fn follow_remap(resolver: &Resolver, old: &Region, to: usize, len: usize) -> Opt
 
 /// Drops registrations and faults in flight in `[start, end)`: the memory is no longer there.
 fn forget_range(resolver: &Resolver, table: &Mutex<FaultTable>, start: usize, end: usize) {
-    resolver.registrations_mut().carve(start, end);
+    let mut registrations = resolver.registrations_mut();
+    for (reg_start, reg) in registrations.overlapping(start, end) {
+        let (from, to) = (start.max(reg_start), end.min(reg.end));
+        reg.region.note_gone(from - reg.region.address(), to - from);
+    }
+    registrations.carve(start, end);
+    drop(registrations);
     let duplicated = table.lock().unwrap_or_else(|p| p.into_inner()).forget(|fault| {
         let at = fault.region.address() + fault.offset;
         (start..end).contains(&at)

@@ -5,7 +5,7 @@
 //! Layers, each using only its own and those below it (`scripts/check-cycles.mjs` checks that, and
 //! that there is no circle):
 //! 1. the kernel: `sys` (uapi, ioctl, msg, poller); `error`, `stats`, `registry`, `thread_set`,
-//!    `cancel`;
+//!    `cancel`, `mapped`;
 //! 2. `region`, `fault`;
 //! 3. plain data: `fd`, `registrations`, `fault_table`, `residency` (with its evictor thread),
 //!    `object_source` (on its own runtime), `source`, `adopt`;
@@ -31,6 +31,7 @@ mod handlers;
 pub mod handshake;
 pub mod keeper;
 pub mod lobby;
+mod mapped;
 mod native;
 mod object_faults;
 pub mod object_source;

@@ -88,12 +88,14 @@ pub fn serve(
     let result = match result {
         Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
             bump(&resolver.counters.eexist);
+            region.note_mapped(offset, page);
             resolver.wake(region, offset, page).map(|()| 0)
         }
         other => other,
     };
     match result {
         Ok(mapped) => {
+            region.note_mapped(offset, mapped);
             if let (Some(residency), true) = (residency, mapped > 0) {
                 residency.mapped(offset, mapped);
                 // A write found the page missing: mapped protected, it would fault again at once

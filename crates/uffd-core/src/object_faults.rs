@@ -218,6 +218,7 @@ fn complete(
         } else {
             resolver.copy(region, at, bytes, Wake(true), protect, Park::UntilRead)?
         };
+        region.note_mapped(at, mapped);
         if let (Some(residency), true) = (residency, mapped > 0) {
             residency.mapped(at, mapped);
         }
@@ -251,6 +252,7 @@ fn complete(
         }
         Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
             bump(&resolver.counters.eexist);
+            region.note_mapped(fault.offset, region.page_size());
             let _ = resolver.wake(region, fault.offset, region.page_size());
             engine.forget_faults(|f| f.id == fault.id);
             engine.settle(fault.id, true);

@@ -101,7 +101,15 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
             if at >= end {
                 break;
             }
-            let len = want.min(end - at);
+            // Pages this package mapped already (a replay, faults) are skipped without a read of
+            // their bytes; a step stops short of the next of them.
+            let unmapped = region.next_mapped(at, end, false);
+            if unmapped > at {
+                report.present += unmapped - at;
+                at = unmapped;
+                continue;
+            }
+            let len = want.min(region.next_mapped(at, end, true) - at);
             let mut result = map_from(resolver, &source, region, at, len, false, &mut scratch, Park::UntilRead);
             if matches!(&result, Err(err) if len > page && gone_under(err)) {
                 // Part of the chunk was unmapped (or moved) by the memory's process, with no event
@@ -118,11 +126,13 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
             match result {
                 Ok(0) | Err(Error::Sys { errno: Errno::EEXIST, .. }) => {
                     // The page at `at` is there already: skip it and go on from the next.
+                    region.note_mapped(at, page);
                     report.present += page;
                     at += page;
                     want = page;
                 }
                 Ok(mapped) => {
+                    region.note_mapped(at, mapped);
                     report.mapped += mapped;
                     at += mapped;
                     want = (want * 2).min(chunk);

@@ -6,6 +6,7 @@
 //! when the last of them closes, so that no view reads zeros because its owner closed first.
 
 use crate::error::{Error, Result};
+use crate::mapped::Mapped;
 use crate::registry::Registry;
 use nix::errno::Errno;
 use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
@@ -14,7 +15,7 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What hears that a region closes (every userfaultfd then drops its registrations there).
 type CloseObserver = fn(&Arc<Region>);
@@ -67,6 +68,9 @@ pub struct Region {
     private: bool,
     closed: AtomicBool,
     views: Mutex<Views>,
+    /// The pages this package mapped here (faults served natively, prefetches): what a prefetch
+    /// skips. Made at the first page noted.
+    mapped: OnceLock<Mapped>,
 }
 
 /// The views users opened on a region, and whether its owner has closed it meanwhile.
@@ -231,6 +235,7 @@ impl Region {
             private,
             closed: AtomicBool::new(false),
             views: Mutex::new(Views::default()),
+            mapped: OnceLock::new(),
         });
         REGIONS.insert(id, &region);
         region
@@ -436,9 +441,35 @@ impl Region {
         // never invalidates the mapping.
         let result = unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
         if result == 0 {
+            self.note_gone(offset, len);
             Ok(())
         } else {
             Err(Error::sys("madvise", Errno::last(), format!("discarding {len} bytes at offset {offset}")))
+        }
+    }
+
+    /// Notes pages `[offset, offset + len)` as mapped by this package.
+    pub(crate) fn note_mapped(&self, offset: usize, len: usize) {
+        if len > 0 {
+            self.mapped.get_or_init(|| Mapped::new(self.size, self.page_size)).set(offset, len);
+        }
+    }
+
+    /// Notes pages `[offset, offset + len)` as gone: discarded, removed or unmapped.
+    pub(crate) fn note_gone(&self, offset: usize, len: usize) {
+        if let Some(mapped) = self.mapped.get() {
+            mapped.clear(offset, len);
+        }
+    }
+
+    /// From `offset` on (up to `end`), where the first page noted as mapped (`mapped`), or not
+    /// noted, is; `end` if none is. A hint: a page the memory's process dropped without an event
+    /// stays noted.
+    pub(crate) fn next_mapped(&self, offset: usize, end: usize, mapped: bool) -> usize {
+        match self.mapped.get() {
+            Some(pages) => pages.next(offset, end, mapped),
+            None if mapped => end,
+            None => offset,
         }
     }
 
