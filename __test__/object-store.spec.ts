@@ -268,6 +268,24 @@ run('a prefetch after a replay skips the pages mapped already, without fetching 
   t.is(uffd.stats.faults.missing, 0)
 })
 
+run('a replay in a trace order keeps many requests in flight, and fetches only the chunks it names', async (t) => {
+  const proxy = await start('proxy', store().s3.slice('http://'.length))
+  await proxy.send({ delay: 50 })
+  const source = await s3('ten.bin', { endpoint: proxy.url, readaheadChunks: 8 })
+  const { uffd, region } = serve(source, SIZE)
+  const before = await proxy.send({})
+  // Chunks 9, 2, 7, 0, 5, 3 and 8, a few pages of each: as a trace names them, far apart.
+  const trace = [9, 2, 7, 0, 5, 3, 8].map((chunk) => ({ offset: chunk * CHUNK + 16 * PAGE, length: 32 * PAGE }))
+  const replay = await uffd.prefetch(region, trace, { chunkPages: 64 })
+  t.is(replay.mapped, 7 * 32 * PAGE)
+  const connections = (await proxy.send({})).connections - before.connections
+  t.true(connections >= 4, `${connections} connections: requests in flight side by side, not one after another`)
+  t.is(source.objectStats?.requests, 7, 'the chunks the trace names, no other')
+  const seen = census(region, SIZE, [1], [9 * 256 + 16, 2 * 256 + 47, 8 * 256 + 30])
+  t.is(seen.bySeed[1], 3)
+  await proxy.send({ delay: 0 })
+})
+
 run('random reads of 1% of the pages fetch little more than those pages (adaptive requests)', async (t) => {
   const size = 64 * MiB
   await store().put(BUCKET, 'sixty-four.bin', objectBytes(size, 5))

@@ -76,12 +76,12 @@ pub fn serve(
     let len = (pages * page).min(end - offset);
     // Counted before the ioctl wakes the faulting thread, which may read the counters at once.
     bump(&resolver.counters.native);
-    let result = match map_from(resolver, &served.source, region, offset, len, protect, scratch, park) {
+    let result = match map_from(resolver, &served.source, region, offset, len, protect, scratch, park, true) {
         // The window reaches into a range the peer unmapped (or moved) without an event that told
         // us (Firecracker asks for no EVENT_UNMAP): the kernel refuses the whole copy. The faulting
         // page is still mapped, or it could not have faulted: map it alone.
         Err(err) if len > page && gone_under(&err) => {
-            map_from(resolver, &served.source, region, offset, page, protect, scratch, park)
+            map_from(resolver, &served.source, region, offset, page, protect, scratch, park, true)
         }
         other => other,
     };
@@ -134,7 +134,8 @@ pub(crate) fn gone_under(err: &Error) -> bool {
 
 /// Maps `len` bytes at `offset` of a region from a source, waking any thread waiting there;
 /// write-protected if `protect`. Returns the bytes mapped, fewer if a page of the range was
-/// already there.
+/// already there. A source in a store reads the chunks after the range ahead if `read_ahead` (a
+/// prefetch, which knows what it needs next, asks for those itself).
 #[allow(clippy::too_many_arguments)]
 pub fn map_from(
     resolver: &Resolver,
@@ -145,6 +146,7 @@ pub fn map_from(
     protect: bool,
     scratch: &mut Scratch,
     park: Park<'_>,
+    read_ahead: bool,
 ) -> Result<usize> {
     // The range lies in the registration the caller found: mapped without a second lookup.
     let at = region.address() + offset;
@@ -169,7 +171,7 @@ pub fn map_from(
                 return map_from_files(resolver, above, region, offset, run, protect, scratch, park);
             }
             let out = scratch.aligned(len);
-            object.read_blocking(base + offset as u64, out)?;
+            object.read_blocking(base + offset as u64, out, read_ahead)?;
             overlay_layers(above, offset, out)?;
             copy(out)
         }

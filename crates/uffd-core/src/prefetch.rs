@@ -56,7 +56,7 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
     // faults mapped it: asking a whole chunk again a page further on would read it for nothing,
     // page after page), doubling again as pages are mapped.
     let mut want = chunk;
-    for &(offset, len) in &job.ranges {
+    for (next, &(offset, len)) in job.ranges.iter().enumerate() {
         let end = offset + len;
         let mut at = offset;
         while at < end {
@@ -110,7 +110,8 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
                 continue;
             }
             let len = want.min(region.next_mapped(at, end, true) - at);
-            let mut result = map_from(resolver, &source, region, at, len, false, &mut scratch, Park::UntilRead);
+            warm_ahead(&source, region, at, &job.ranges[next..]);
+            let mut result = map_from(resolver, &source, region, at, len, false, &mut scratch, Park::UntilRead, false);
             if matches!(&result, Err(err) if len > page && gone_under(err)) {
                 // Part of the chunk was unmapped (or moved) by the memory's process, with no event
                 // that told us: the kernel refuses the whole chunk. Its pages one by one, leaving
@@ -149,6 +150,29 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
     Ok(report)
 }
 
+/// Ranges to look ahead at for a store's chunks (a trace may name thousands).
+const WARM_RANGES: usize = 256;
+
+/// For a source in a store: starts fetching the chunks that the pages still to map need, from
+/// `at` in `ranges` (the first holding `at`) on, in their order (a trace's), so that many requests
+/// are in flight while one step maps; pages mapped already are not fetched.
+fn warm_ahead(source: &Source, region: &Region, at: usize, ranges: &[(usize, usize)]) {
+    let Source::Object(object, base, _) = source else { return };
+    let runs = ranges.iter().take(WARM_RANGES).enumerate().flat_map(|(index, &(offset, len))| {
+        let mut from = if index == 0 { offset.max(at) } else { offset };
+        let end = offset + len;
+        std::iter::from_fn(move || {
+            let start = region.next_mapped(from, end, false);
+            if start >= end {
+                return None;
+            }
+            from = region.next_mapped(start, end, true);
+            Some((base + start as u64, (from - start) as u64))
+        })
+    });
+    object.warm(runs);
+}
+
 /// Maps `[at, at + len)` a page at a time, leaving the pages no longer mapped in the memory's
 /// process; counts the pages mapped and those already there in `report`.
 fn page_by_page(
@@ -162,7 +186,7 @@ fn page_by_page(
 ) -> Result<()> {
     let page = region.page_size();
     for offset in (at..at + len).step_by(page) {
-        match map_from(resolver, source, region, offset, page, false, scratch, Park::UntilRead) {
+        match map_from(resolver, source, region, offset, page, false, scratch, Park::UntilRead, false) {
             Ok(0) | Err(Error::Sys { errno: Errno::EEXIST, .. }) => report.present += page,
             Ok(bytes) => report.mapped += bytes,
             Err(err) if gone_under(&err) => {}

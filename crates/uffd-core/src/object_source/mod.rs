@@ -372,6 +372,32 @@ impl ObjectSource {
         }
     }
 
+    /// Starts fetching the chunks that the byte ranges `ahead` (object offsets and lengths, in the
+    /// order they will be read) need, up to `readahead_chunks` of them not in memory: a replay in
+    /// a trace's order keeps that many requests in flight, not one.
+    pub fn warm(self: &Arc<Self>, ahead: impl Iterator<Item = (u64, u64)>) {
+        let chunk = self.chunk_size as u64;
+        let (mut started, mut looked, mut last) = (0, 0, None);
+        for (offset, len) in ahead {
+            let end = (offset + len).min(self.size());
+            for index in offset / chunk..end.div_ceil(chunk) {
+                if last == Some(index) {
+                    continue;
+                }
+                last = Some(index);
+                looked += 1;
+                // Chunks in memory are looked past, a few times as many as are started at most.
+                if started >= self.readahead_chunks || looked > 8 * self.readahead_chunks.max(1) {
+                    return;
+                }
+                if !self.cache.contains(index) {
+                    self.start_loading(index);
+                    started += 1;
+                }
+            }
+        }
+    }
+
     /// The object's bytes `plan.start..plan.end` (fewer at the object's end): from a chunk when
     /// the plan reads whole chunks or the chunk is cached or on its way, else one small request.
     pub(crate) async fn read(self: Arc<Self>, plan: Plan) -> Result<Bytes> {
@@ -762,8 +788,9 @@ impl ObjectSource {
     }
 
     /// Fills `out` with the object's bytes at `offset`, zeros past its end, blocking this thread
-    /// (a prefetch on a pool thread, a handler's `fromSource`). The chunks after it are read ahead.
-    pub fn read_blocking(self: &Arc<Self>, offset: u64, out: &mut [u8]) -> Result<()> {
+    /// (a prefetch on a pool thread, a handler's `fromSource`). The chunks after it are read ahead
+    /// if `read_ahead`.
+    pub fn read_blocking(self: &Arc<Self>, offset: u64, out: &mut [u8], read_ahead: bool) -> Result<()> {
         let end = (offset + out.len() as u64).min(self.size());
         let mut at = offset;
         while at < end {
@@ -774,7 +801,7 @@ impl ObjectSource {
                 start: at,
                 end,
                 whole: true,
-                ahead: self.readahead_chunks as u64,
+                ahead: if read_ahead { self.readahead_chunks as u64 } else { 0 },
                 waits: true,
             });
             let chunk = runtime::block_on(self.clone().chunk(index))??;
