@@ -178,7 +178,7 @@ run('a missing object (404), a missing bucket, and an endpoint nobody listens on
   const closed = await t.throwsAsync(s3('ten.bin', { endpoint: 'http://127.0.0.1:1' }))
   t.is((closed as UffdError).code, 'ECONNREFUSED')
   // The transport's own cause, without the client's layers above it.
-  t.regex(closed?.message ?? '', /^HEAD failed with ECONNREFUSED: .*s3:\/\/[^ ]+\/ten\.bin: Connection refused \(os error 111\)$/)
+  t.regex(closed?.message ?? '', /^HEAD failed with ECONNREFUSED: .*s3:\/\/[^ ]+\/ten\.bin: Connection refused \(os error 111\) \(reaching http:\/\/127\.0\.0\.1:1\)$/)
   t.notRegex(closed?.message ?? '', /Generic S3 error|error sending request/)
   await t.throwsAsync(Source.objectStore('gs://bucket/key'), { code: 'EOPNOTSUPP' })
   await t.throwsAsync(Source.objectStore('s3://bucket-only'), { code: 'EINVAL' })

@@ -246,6 +246,7 @@ pub fn errno_name(errno: Errno) -> &'static str {
         Errno::ECONNRESET => return "ECONNRESET",
         Errno::ESTALE => return "ESTALE",
         Errno::EHOSTUNREACH => return "EHOSTUNREACH",
+        Errno::ENETUNREACH => return "ENETUNREACH",
         // A socket path in use, or under something that is not a folder (handshake::listen).
         Errno::EADDRINUSE => return "EADDRINUSE",
         Errno::ENOTDIR => return "ENOTDIR",

@@ -37,8 +37,8 @@ impl Breaker {
                 errno: outage.cause.errno(),
                 status: outage.cause.status(),
                 detail: format!(
-                    "{url}: the store has been down for {} ms (the request that found it so: {}); \
-                     faults get the fallback at once until a probe gets an answer",
+                    "{url}: the store was taken as down {} ms ago, when a request failed past its retries \
+                     ({}); faults get the fallback at once until a probe gets an answer",
                     outage.since.elapsed().as_millis(),
                     outage.cause
                 ),

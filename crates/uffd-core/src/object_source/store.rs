@@ -397,7 +397,14 @@ pub(crate) fn remote_error(op: &'static str, what: &str, err: &object_store::Err
     // HTTP error: error sending request: client error (Connect)") tell the reader nothing more.
     let detail = match status {
         Some(status) => format!("{what}: HTTP {status}: {}", chain(err)),
-        None => format!("{what}: {}", root_cause(err)),
+        None => match origin_in(&chain(err)) {
+            // Which host it tried: a store whose endpoint was left out is the public cloud's.
+            Some(origin) if errno == Errno::EHOSTUNREACH => {
+                format!("{what}: the host of {origin} did not resolve ({})", root_cause(err))
+            }
+            Some(origin) => format!("{what}: {} (reaching {origin})", root_cause(err)),
+            None => format!("{what}: {}", root_cause(err)),
+        },
     };
     Error::Remote { op, errno, status, detail }
 }
@@ -445,6 +452,9 @@ fn transport_errno(err: &object_store::Error) -> Option<Errno> {
         source = e.source();
     }
     let text = chain(err).to_lowercase();
+    if text.contains("failed to lookup address") || text.contains("dns error") {
+        return Some(Errno::EHOSTUNREACH);
+    }
     if text.contains("connection refused") {
         return Some(Errno::ECONNREFUSED);
     }
@@ -457,6 +467,16 @@ fn transport_errno(err: &object_store::Error) -> Option<Errno> {
         HttpErrorKind::Request | HttpErrorKind::Interrupted => Some(Errno::ECONNRESET),
         _ => Some(Errno::EIO),
     }
+}
+
+/// The scheme, host and port of the first URL in an error's text (the client names the URL it
+/// requested).
+fn origin_in(text: &str) -> Option<String> {
+    let start = text.find("http://").or_else(|| text.find("https://"))?;
+    let url = &text[start..];
+    let host_start = url.find("://")? + 3;
+    let end = url[host_start..].find(['/', ' ', '?']).map_or(url.len(), |at| host_start + at);
+    Some(url[..end].to_string())
 }
 
 /// The innermost cause of an error: what went wrong at the bottom.
@@ -486,6 +506,34 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transport_failure_names_the_host_it_tried() {
+        assert_eq!(
+            origin_in("Generic S3 error: Error performing HEAD http://127.0.0.1:1/b/k in 305µs - HTTP error")
+                .as_deref(),
+            Some("http://127.0.0.1:1")
+        );
+        assert_eq!(
+            origin_in("Error performing GET https://acct.blob.core.windows.net/c/b?sv=1 in 2ms").as_deref(),
+            Some("https://acct.blob.core.windows.net")
+        );
+        assert_eq!(origin_in("no url here"), None);
+        // A name that does not resolve is said so, with the host (an endpoint left out is the
+        // public cloud's), not taken for a refused connection.
+        let dns = object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: "Error performing HEAD https://acct.blob.core.windows.net/c/b in 2ms - HTTP error: client error \
+                     (Connect): dns error: failed to lookup address information: Name or service not known"
+                .into(),
+        };
+        let error = remote_error("HEAD", "az://c/b", &dns);
+        assert_eq!(error.code(), "EHOSTUNREACH");
+        assert!(
+            error.to_string().contains("az://c/b: the host of https://acct.blob.core.windows.net did not resolve"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn urls_name_a_bucket_and_key_or_a_host_and_path() {
