@@ -178,7 +178,10 @@ run('a missing object (404), a missing bucket, and an endpoint nobody listens on
   const closed = await t.throwsAsync(s3('ten.bin', { endpoint: 'http://127.0.0.1:1' }))
   t.is((closed as UffdError).code, 'ECONNREFUSED')
   // The transport's own cause, without the client's layers above it.
-  t.regex(closed?.message ?? '', /^HEAD failed with ECONNREFUSED: .*s3:\/\/[^ ]+\/ten\.bin: Connection refused \(os error 111\) \(reaching http:\/\/127\.0\.0\.1:1\)$/)
+  t.regex(
+    closed?.message ?? '',
+    /^HEAD failed with ECONNREFUSED: .*s3:\/\/[^ ]+\/ten\.bin: Connection refused \(os error 111\) \(reaching http:\/\/127\.0\.0\.1:1\)$/,
+  )
   t.notRegex(closed?.message ?? '', /Generic S3 error|error sending request/)
   await t.throwsAsync(Source.objectStore('gs://bucket/key'), { code: 'EOPNOTSUPP' })
   await t.throwsAsync(Source.objectStore('s3://bucket-only'), { code: 'EINVAL' })
@@ -263,7 +266,7 @@ run('a prefetch after a replay skips the pages mapped already, without fetching 
   t.is(rest.present, 5 * CHUNK, 'the replayed pages, skipped')
   t.is(rest.mapped, pagesOf(SIZE) * PAGE - 5 * CHUNK)
   const after = source.objectStats
-  t.is(after.requests - before.requests, 6, 'chunks 5 to 10 only')
+  t.is((after?.requests ?? 0) - (before?.requests ?? 0), 6, 'chunks 5 to 10 only')
   t.is(census(region, SIZE, [1]).bySeed[1], pagesOf(SIZE), 'every byte right')
   t.is(uffd.stats.faults.missing, 0)
 })
@@ -389,7 +392,10 @@ run('faults of one chunk from four threads while the store fails share one reque
   // A retry bound of 1 s + 2 s: the four faults arrive while the first request is still retried,
   // even on a loaded machine where a toucher's thread takes long to start (at 150 ms + 300 ms the
   // test once counted two failed requests under load).
-  const source = await Source.objectStore(`${http.url}/data.bin`, { chunkSize: CHUNK, retry: { retries: 2, delayMs: 1000, maxDelayMs: 2000 } })
+  const source = await Source.objectStore(`${http.url}/data.bin`, {
+    chunkSize: CHUNK,
+    retry: { retries: 2, delayMs: 1000, maxDelayMs: 2000 },
+  })
   await http.send({ fail: 1e9, status: 503 })
   const { region, errors } = serve(source, 2 * MiB)
   const touchers = [new Toucher(), new Toucher(), new Toucher(), new Toucher()]

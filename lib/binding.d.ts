@@ -294,6 +294,8 @@ export interface BindingFailure {
   peerPid?: number
   /** The HTTP status of a remote store's answer, if that is what failed. */
   status?: number
+  /** The message with the command line's flags for its advice, where that differs. */
+  commandLineMessage?: string
 }
 
 /** A page whose fault got the fallback because the store failed. */

@@ -37,7 +37,8 @@ credentials from AWS_*, or as the AWS SDKs find them with --credential-chain), w
 files above it if more --mem follow. Started by
 systemd with a socket (ListenStream=), --socket may be left out.
 
-  --endpoint URL           the store's endpoint (default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)
+  --endpoint URL           the store's endpoint (default for s3:// AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL;
+                           for az:// AZURE_STORAGE_ENDPOINT)
   --anonymous              unsigned requests (a public bucket)
   --credential-chain       look for credentials as the AWS SDKs do (profiles, web identity,
                            container endpoints)
@@ -212,13 +213,13 @@ async function firecrackerMain(values: ReturnType<typeof firecrackerArgs>): Prom
       ...(values['keeper-grace-ms'] ? { keeperGraceMs: number('keeper-grace-ms', values['keeper-grace-ms']) } : {}),
     })
   } catch (error) {
-    const { code, message } = error as { code?: string; message: string }
+    const { code, message, commandLineMessage } = error as { code?: string; message: string; commandLineMessage?: string }
     // A bad option value (--socket-mode 999) is a usage error, as an unknown option is.
     if (code === 'ERR_INVALID_ARG_TYPE' || code === 'ERR_OUT_OF_RANGE' || code === 'ERR_INVALID_ARG_VALUE') {
       usageError(message, FIRECRACKER_USAGE)
     }
     // A missing memory file, a trace of another file: said as the other events are.
-    print({ event: 'error', code: code ?? 'EINVAL', message })
+    print({ event: 'error', code: code ?? 'EINVAL', message: commandLineMessage ?? message })
     process.exit(1)
   }
   let failed = false
@@ -279,6 +280,13 @@ function garbageCollector(): (() => void) | undefined {
  */
 async function memoryOf(values: ReturnType<typeof firecrackerArgs>): Promise<Source | undefined> {
   const mem = values.mem ?? []
+  const foreign = mem.find((m) => /^[a-z][a-z0-9+.-]*:\/\//i.test(m) && !OBJECT_URL.test(m))
+  if (foreign !== undefined) {
+    usageError(
+      `--mem ${foreign} names a store this package does not read: use s3://, az:// or http(s)://, or a local path`,
+      FIRECRACKER_USAGE,
+    )
+  }
   const urls = mem.filter((m) => OBJECT_URL.test(m))
   if (urls.length === 0) {
     for (const name of ['endpoint', 'cache-dir', 'account'] as const) {
@@ -288,6 +296,9 @@ async function memoryOf(values: ReturnType<typeof firecrackerArgs>): Promise<Sou
   }
   if (urls.length > 1 || mem[0] !== urls[0]) {
     usageError('only the first --mem (the base) may be in a store: the layers above it are local files', FIRECRACKER_USAGE)
+  }
+  if (values.account !== undefined && !/^az(ure)?:\/\//.test(urls[0] as string)) {
+    usageError('--account is for a --mem in Azure (az://container/blob)', FIRECRACKER_USAGE)
   }
   const object = await Source.objectStore(urls[0] as string, {
     ...(values.endpoint ? { endpoint: values.endpoint } : {}),

@@ -58,6 +58,8 @@ export interface UffdErrorOptions {
   cause?: unknown
   /** The HTTP status a remote store answered with (an object-store source), if that is what failed. */
   status?: number | undefined
+  /** @internal The message with the command line's flags for its advice, where that differs. */
+  commandLineMessage?: string | undefined
 }
 
 /**
@@ -96,6 +98,8 @@ export class UffdError extends Error {
     | undefined
   /** The HTTP status a remote store answered with (404, 403, 503...), if that is what failed. */
   readonly status: number | undefined
+  /** @internal The message with the command line's flags for its advice, where that differs. */
+  readonly commandLineMessage: string | undefined
 
   constructor(message: string, options: UffdErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
@@ -105,6 +109,7 @@ export class UffdError extends Error {
     this.fault = options.fault
     this.peer = options.peer
     this.status = options.status
+    this.commandLineMessage = options.commandLineMessage
   }
 
   /** A plain object that survives postMessage; `fromJSON` makes the error again. */
@@ -156,6 +161,7 @@ interface BindingFields {
   syscall?: string
   status?: number | null
   peerPid?: number | null
+  commandLineMessage?: string | null
 }
 
 /**
@@ -170,6 +176,7 @@ function converted(fields: BindingFields): UffdError | RangeError {
     syscall: fields.syscall,
     peer: fields.peerPid == null ? undefined : { pid: fields.peerPid },
     status: fields.status ?? undefined,
+    commandLineMessage: fields.commandLineMessage ?? undefined,
   })
 }
 

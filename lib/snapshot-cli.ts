@@ -23,11 +23,14 @@ userfaultfd firecracker --mem URL read the snapshot as they read a plain object.
   --concurrency N     chunks read, compressed and uploaded at once (default 16)
   --chunks PREFIX     the chunks' key prefix in the bucket (default: the base's, else chunks/
                       beside the manifest)
-  --endpoint URL      the S3 endpoint (default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS's)
+  --endpoint URL      the store's endpoint (default for s3:// AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else
+                      AWS's; for az:// AZURE_STORAGE_ENDPOINT, else ACCOUNT.blob.core.windows.net)
   --region NAME       (default AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)
   --account NAME      for az://: the storage account (default AZURE_STORAGE_ACCOUNT_NAME; its
                       key from AZURE_STORAGE_ACCOUNT_KEY, or a SAS token from AZURE_STORAGE_SAS_TOKEN)
   --anonymous         unsigned requests (else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY sign them)
+  --credential-chain  look for credentials as the AWS SDKs do (profiles, web identity, container
+                      endpoints)
   --json              print the report as one JSON line
 
 Prints what was done: chunks, uploaded, deduplicated, holes, bytes in and out.`
@@ -72,6 +75,7 @@ function parse(argv: string[]): { file: string; url: string; options: PushSnapsh
       region: { type: 'string' },
       account: { type: 'string' },
       anonymous: { type: 'boolean', default: false },
+      'credential-chain': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -99,6 +103,7 @@ function parse(argv: string[]): { file: string; url: string; options: PushSnapsh
     ...(values.region === undefined ? {} : { region: values.region }),
     ...(values.account === undefined ? {} : { account: values.account }),
     ...(values.anonymous ? { anonymous: true } : {}),
+    ...(values['credential-chain'] ? { credentialChain: true } : {}),
   }
   return { file, url, options, json: values.json }
 }
@@ -141,7 +146,8 @@ export async function snapshotMain(argv: string[]): Promise<number> {
     console.log(parsed.json ? JSON.stringify(report) : describe(report))
     return 0
   } catch (error) {
-    const { code, message } = error as UffdError
+    const { code, message: said, commandLineMessage } = error as UffdError
+    const message = commandLineMessage ?? said
     if (code === 'ERR_INVALID_ARG_TYPE' || code === 'ERR_OUT_OF_RANGE' || code === 'ERR_INVALID_ARG_VALUE') {
       console.error(`userfaultfd: ${message}\n\n${SNAPSHOT_USAGE}`)
       return 2

@@ -227,17 +227,12 @@ export class Source {
    * ```
    */
   static layers(layers: readonly (string | Source)[], options?: FileSourceOptions): Source {
-    const [first, ...rest] = Array.isArray(layers) ? layers : []
-    const files = first instanceof Source ? rest : layers
-    if (!Array.isArray(layers) || layers.length === 0 || !Array.isArray(files) || files.some((p) => typeof p !== 'string')) {
-      throw argumentError('layers', 'a non-empty array of paths, the first of which may be an object source', layers)
-    }
-    const paths = files as string[]
+    const paths = layerPaths(layers)
+    const first = layers[0]
     const { offset: at, writable } = optionsOf('options', options)
     const offset = integer('options.offset', at ?? 0)
     const write = optionalBoolean('options.writable', writable, false)
     if (first instanceof Source) {
-      if (first.kind !== 'objectStore') throw argumentError('layers[0]', 'a path or an object-store source', first.kind)
       if (write) throw argumentError('options.writable', 'unset over an object (nothing is written back to a store)', write)
       const source = new Source(call(() => binding.BindingSource.layersOver(first.#binding, paths, offset)))
       source.#files = paths
@@ -436,4 +431,32 @@ export function objectOptions(
     refetchAfterOutage: flag('options.refetchAfterOutage', options.refetchAfterOutage),
   }
   return { options: bindingOptions, provider }
+}
+
+/**
+ * The paths of `Source.layers`'s list, each mistake named by its place: an empty list, an object
+ * source above the base, a URL given as a path, a source that is not in a store.
+ */
+function layerPaths(layers: readonly (string | Source)[]): string[] {
+  if (!Array.isArray(layers) || layers.length === 0) {
+    throw argumentError(
+      'layers',
+      'a non-empty array: the base first (a path or an object-store source), then the paths of the layers above it',
+      layers,
+    )
+  }
+  return layers.flatMap((layer: unknown, index) => {
+    const name = `layers[${index}]`
+    if (layer instanceof Source) {
+      if (index > 0) throw argumentError(name, 'a path: only the first layer (the base) may be an object-store source', layer)
+      if (layer.kind !== 'objectStore')
+        throw argumentError(name, `a path or an object-store source, not a ${layer.kind} source: give its path`, layer)
+      return []
+    }
+    if (typeof layer !== 'string') throw argumentError(name, 'a path', layer)
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(layer)) {
+      throw argumentError(name, 'a path, not a URL: open the object with await Source.objectStore(url) and pass that source first', layer)
+    }
+    return [layer]
+  })
 }

@@ -37,7 +37,8 @@ impl Dialect for JavaScript {
                  ever asked)"
             }
             Advice::Endpoint => {
-                "give a URL such as http://127.0.0.1:8333 (options.endpoint, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)"
+                "give a URL such as http://127.0.0.1:8333 (options.endpoint; from the environment, \
+                 AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for s3://, AZURE_STORAGE_ENDPOINT for az://)"
             }
             Advice::WaitForHandler => ": it waits for a handler until timeoutMs, then gets the fallback",
             Advice::InstallHandler => {
@@ -56,9 +57,44 @@ impl Dialect for JavaScript {
     }
 }
 
+/// The core's advice said with the flags of the package's command line (`userfaultfd firecracker`,
+/// `userfaultfd snapshot push`); the rest as JavaScript says it.
+pub struct CommandLine;
+
+impl Dialect for CommandLine {
+    fn advice<'a>(&self, advice: &'a Advice) -> &'a str {
+        match advice {
+            Advice::S3Credentials => {
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass --credential-chain to look for them as the \
+                 AWS SDKs do, or pass --anonymous for a public bucket (instance metadata is never asked)"
+            }
+            Advice::AzureAccount => "pass --account NAME (or set AZURE_STORAGE_ACCOUNT_NAME)",
+            Advice::AzureCredentials => {
+                "set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or pass --anonymous for a public \
+                 container (no managed identity is ever asked)"
+            }
+            Advice::Endpoint => {
+                "give a URL such as http://127.0.0.1:8333 (--endpoint; from the environment, AWS_ENDPOINT_URL_S3 \
+                 or AWS_ENDPOINT_URL for s3://, AZURE_STORAGE_ENDPOINT for az://)"
+            }
+            other => JavaScript.advice(other),
+        }
+    }
+
+    fn buffer(&self) -> &'static str {
+        JavaScript.buffer()
+    }
+}
+
 /// What a JavaScript caller reads of `error`.
 pub fn message(error: &Error) -> String {
     error.message(&JavaScript)
+}
+
+/// What a user of the command line reads of `error`, where it differs from `message`.
+pub fn command_line_message(error: &Error) -> Option<String> {
+    let said = error.message(&CommandLine);
+    (said != message(error)).then_some(said)
 }
 
 /// Throws `error` as a JavaScript Error carrying code, errno and syscall, and returns the marker
@@ -80,6 +116,9 @@ pub fn throw(env: &Env, error: &Error) -> napi::Error {
         object.set("uffd", true)?;
         if let Some(status) = error.status() {
             object.set("status", status as u32)?;
+        }
+        if let Some(said) = command_line_message(error) {
+            object.set("commandLineMessage", said)?;
         }
         env.throw(object)
     })();
@@ -124,6 +163,8 @@ pub struct BindingFailure {
     pub peer_pid: Option<i32>,
     /// The HTTP status of a remote store's answer, if that is what failed.
     pub status: Option<u32>,
+    /// The message with the command line's flags for its advice, where that differs.
+    pub command_line_message: Option<String>,
 }
 
 impl BindingFailure {
@@ -137,6 +178,7 @@ impl BindingFailure {
             message: "The operation was aborted".into(),
             peer_pid: None,
             status: None,
+            command_line_message: None,
         }
     }
 
@@ -148,6 +190,7 @@ impl BindingFailure {
             message: message(error),
             peer_pid: None,
             status: error.status().map(u32::from),
+            command_line_message: command_line_message(error),
         }
     }
 }
@@ -187,7 +230,8 @@ mod tests {
                 Error::invalid("objectStore", "endpoint \"localhost:8333\" is not http:// or https://")
                     .with_advice(Advice::Endpoint),
                 "objectStore: endpoint \"localhost:8333\" is not http:// or https://: give a URL such as \
-                 http://127.0.0.1:8333 (options.endpoint, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)",
+                 http://127.0.0.1:8333 (options.endpoint; from the environment, AWS_ENDPOINT_URL_S3 or \
+                 AWS_ENDPOINT_URL for s3://, AZURE_STORAGE_ENDPOINT for az://)",
             ),
             (
                 Error::TooLarge { op: "bytes", len: 5_000_000_000, limit: 4_294_967_296 },
@@ -227,5 +271,22 @@ mod tests {
         let core = error.message(&Core);
         assert_eq!(core, error.to_string());
         assert!(!core.contains("options.") && core.contains("StoreOptions::credentials"), "{core}");
+    }
+
+    /// The command line's users read its flags, not the library's options; other advice as
+    /// JavaScript says it, and no second message where nothing differs.
+    #[test]
+    fn the_command_line_reads_its_own_flags() {
+        let credentials =
+            Error::invalid("objectStore", "no credentials for s3://b/k").with_advice(Advice::S3Credentials);
+        let said = command_line_message(&credentials).expect("a message of its own");
+        assert!(said.contains("--credential-chain") && said.contains("--anonymous"), "{said}");
+        assert!(!said.contains("options.") && !said.contains("anonymous: true"), "{said}");
+        let account =
+            Error::invalid("objectStore", "no storage account for az://c/b").with_advice(Advice::AzureAccount);
+        assert!(command_line_message(&account)
+            .unwrap()
+            .ends_with("pass --account NAME (or set AZURE_STORAGE_ACCOUNT_NAME)"));
+        assert_eq!(command_line_message(&Error::invalid("map", "nothing to advise")), None);
     }
 }
