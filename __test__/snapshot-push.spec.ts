@@ -252,54 +252,57 @@ run('a fault far from the others fetches only the frames around its page, checke
   t.deepEqual(errors, [])
 })
 
-run('a sibling with 1% of its pages changed, scattered, pushed on its base uploads less than 1%, and reads back byte for byte', async (t) => {
-  const file = memoryFile('delta-base.mem', 10, 11)
-  const base = await push(file, 'delta/base.mem')
-  /** `from` with one byte changed in every 100th page (from `first` on), written as `name`. */
-  const changed = (from: string, name: string, first: number) => {
-    const bytes = readFileSync(from)
-    const path = join(dir, name)
-    for (let page = first; page < bytes.length / PAGE; page += 100) {
-      // Not in the zero chunk or the hole: those stay zeros.
-      if ([2, 5, 6].includes(Math.floor((page * PAGE) / CHUNK))) continue
-      bytes[page * PAGE + 7] ^= 0x5a
+run(
+  'a sibling with 1% of its pages changed, scattered, pushed on its base uploads less than 1%, and reads back byte for byte',
+  async (t) => {
+    const file = memoryFile('delta-base.mem', 10, 11)
+    const base = await push(file, 'delta/base.mem')
+    /** `from` with one byte changed in every 100th page (from `first` on), written as `name`. */
+    const changed = (from: string, name: string, first: number) => {
+      const bytes = readFileSync(from)
+      const path = join(dir, name)
+      for (let page = first; page < bytes.length / PAGE; page += 100) {
+        // Not in the zero chunk or the hole: those stay zeros.
+        if ([2, 5, 6].includes(Math.floor((page * PAGE) / CHUNK))) continue
+        bytes[page * PAGE + 7] ^= 0x5a
+      }
+      writeFileSync(path, bytes)
+      return path
     }
-    writeFileSync(path, bytes)
-    return path
-  }
-  const sibling = changed(file, 'delta-sibling.mem', 13)
-  const next = await push(sibling, 'delta/sibling.mem', { base: url('delta/base.mem') })
-  // Chunk 10 (1234 bytes) has no changed page: the base's. Each changed 16 KiB frame is a patch
-  // made against the base's frame: a few bytes, not the frame.
-  t.like(next, { chunks: 11, uploaded: 7, deltas: 7, fromBase: 1, holes: 3 })
-  t.true(next.bytesOut < base.bytesOut * 0.01, `the sibling uploads ${next.bytesOut} bytes, the base ${base.bytesOut}`)
-  // A sibling of the sibling (other pages changed): its deltas name the base's objects and the sibling's.
-  const third = changed(sibling, 'delta-third.mem', 61)
-  const last = await push(third, 'delta/third.mem', { base: url('delta/sibling.mem') })
-  t.like(last, { uploaded: 7, deltas: 7, fromBase: 1 })
-  t.true(last.bytesOut < base.bytesOut * 0.01, `the third uploads ${last.bytesOut} bytes`)
-  // 4 KiB frames too.
-  const small = await push(file, 'delta/small-base.mem', { frameSize: PAGE })
-  const smallSibling = await push(sibling, 'delta/small-sibling.mem', { frameSize: PAGE, base: url('delta/small-base.mem') })
-  t.true(smallSibling.bytesOut < small.bytesOut * 0.01, `${smallSibling.bytesOut} of ${small.bytesOut}`)
-  for (const [key, path] of [
-    ['delta/sibling.mem', sibling],
-    ['delta/third.mem', third],
-    ['delta/small-sibling.mem', sibling],
-  ] as const) {
-    // Whole chunks (a scan) and frames (pages far apart, on a fresh source): every byte the file's.
-    const scanned = await Source.objectStore(url(key), { endpoint: store().s3, anonymous: true, env: {} })
-    t.is(firstDifference(serve(scanned, scanned.size).region, path), -1, `${key} scanned`)
-    const picked = await Source.objectStore(url(key), { endpoint: store().s3, anonymous: true, env: {} })
-    const { region, errors } = serve(picked, picked.size)
-    const expected = readFileSync(path)
-    for (let i = 0; i < 60; i++) {
-      const at = (((i * 7919) % Math.floor(expected.length / PAGE)) * PAGE) % expected.length
-      t.true(Buffer.from(region.buffer, at, PAGE).equals(expected.subarray(at, at + PAGE)), `${key}: page at ${at}`)
+    const sibling = changed(file, 'delta-sibling.mem', 13)
+    const next = await push(sibling, 'delta/sibling.mem', { base: url('delta/base.mem') })
+    // Chunk 10 (1234 bytes) has no changed page: the base's. Each changed 16 KiB frame is a patch
+    // made against the base's frame: a few bytes, not the frame.
+    t.like(next, { chunks: 11, uploaded: 7, deltas: 7, fromBase: 1, holes: 3 })
+    t.true(next.bytesOut < base.bytesOut * 0.01, `the sibling uploads ${next.bytesOut} bytes, the base ${base.bytesOut}`)
+    // A sibling of the sibling (other pages changed): its deltas name the base's objects and the sibling's.
+    const third = changed(sibling, 'delta-third.mem', 61)
+    const last = await push(third, 'delta/third.mem', { base: url('delta/sibling.mem') })
+    t.like(last, { uploaded: 7, deltas: 7, fromBase: 1 })
+    t.true(last.bytesOut < base.bytesOut * 0.01, `the third uploads ${last.bytesOut} bytes`)
+    // 4 KiB frames too.
+    const small = await push(file, 'delta/small-base.mem', { frameSize: PAGE })
+    const smallSibling = await push(sibling, 'delta/small-sibling.mem', { frameSize: PAGE, base: url('delta/small-base.mem') })
+    t.true(smallSibling.bytesOut < small.bytesOut * 0.01, `${smallSibling.bytesOut} of ${small.bytesOut}`)
+    for (const [key, path] of [
+      ['delta/sibling.mem', sibling],
+      ['delta/third.mem', third],
+      ['delta/small-sibling.mem', sibling],
+    ] as const) {
+      // Whole chunks (a scan) and frames (pages far apart, on a fresh source): every byte the file's.
+      const scanned = await Source.objectStore(url(key), { endpoint: store().s3, anonymous: true, env: {} })
+      t.is(firstDifference(serve(scanned, scanned.size).region, path), -1, `${key} scanned`)
+      const picked = await Source.objectStore(url(key), { endpoint: store().s3, anonymous: true, env: {} })
+      const { region, errors } = serve(picked, picked.size)
+      const expected = readFileSync(path)
+      for (let i = 0; i < 60; i++) {
+        const at = (((i * 7919) % Math.floor(expected.length / PAGE)) * PAGE) % expected.length
+        t.true(Buffer.from(region.buffer, at, PAGE).equals(expected.subarray(at, at + PAGE)), `${key}: page at ${at}`)
+      }
+      t.deepEqual(errors, [])
     }
-    t.deepEqual(errors, [])
-  }
-})
+  },
+)
 
 run('snapshots that share chunks share the disk cache, keyed by content', async (t) => {
   const cacheDir = join(dir, 'cache')

@@ -408,7 +408,11 @@ test('an object source with no concurrency or an empty chunk is refused as a num
   }
   await t.throwsAsync(
     Source.objectStore('http://127.0.0.1:1/object', { chunkSize: 100 }),
-    { instanceOf: UffdError, code: 'EINVAL', message: /chunk size 100 is not a multiple of the page size \(4096 bytes\): give whole pages, such as 4194304/ },
+    {
+      instanceOf: UffdError,
+      code: 'EINVAL',
+      message: /chunk size 100 is not a multiple of the page size \(4096 bytes\): give whole pages, such as 4194304/,
+    },
     'not a multiple of the page: EINVAL, with the page size and a size that works',
   )
 })
