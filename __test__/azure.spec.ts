@@ -94,6 +94,12 @@ run('az:// refusals say what is wrong: no account, no credentials, a wrong key (
   const refused = await t.throwsAsync<UffdError>(Source.objectStore(url, options({ accountKey: wrongKey })))
   t.is(refused?.code, 'EACCES', refused?.message)
   t.is(refused?.status, 403)
+  t.regex(refused?.message ?? '', /HTTP 403: refused \(check the credentials, and that they may read it\)/)
+  // A key that is not base64, a token that is not query pairs: named before any request.
+  await t.throwsAsync(Source.objectStore(url, options({ accountKey: 'not base64!!' })), {
+    code: 'EINVAL',
+    message: /account key for az:.* is not base64/,
+  })
   await t.throwsAsync(Source.objectStore(url, options()), { code: 'ENOENT' })
   // The key and the account from AZURE_STORAGE_* when the options leave them out.
   await t.throwsAsync(

@@ -173,6 +173,7 @@ run('a missing object (404), a missing bucket, and an endpoint nobody listens on
   const missing = await t.throwsAsync(s3('no-such-object'))
   t.is((missing as UffdError).code, 'ENOENT')
   t.is((missing as UffdError).status, 404)
+  t.regex(missing?.message ?? '', /HTTP 404: no such object \(check the bucket or container, and the key\)/)
   const bucket = await t.throwsAsync(Source.objectStore('s3://no-such-bucket/x', { endpoint: store().s3, anonymous: true }))
   t.is((bucket as UffdError).status, 404)
   const closed = await t.throwsAsync(s3('ten.bin', { endpoint: 'http://127.0.0.1:1' }))

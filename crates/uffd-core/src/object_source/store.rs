@@ -295,6 +295,26 @@ fn azure(
         .with_retry(retry)
         .with_client_options(client_options)
         .with_http_connector(Connector::new(options, Some(&endpoint)));
+    // The client takes a key that is not base64, or a token that is not query pairs, and fails
+    // later as an I/O error; said here, by name.
+    if let Some(key) = &account.key {
+        use base64::Engine as _;
+        if let Err(e) = base64::engine::general_purpose::STANDARD.decode(key) {
+            return Err(Error::invalid(
+                OP,
+                format!("the account key for {url} is not base64 ({e}): give the key as the portal shows it"),
+            ));
+        }
+    }
+    if let Some(sas) = account.sas.as_deref().filter(|_| account.key.is_none()) {
+        let pairs = sas.trim_start_matches('?');
+        if pairs.is_empty() || pairs.split('&').any(|pair| !pair.contains('=')) {
+            return Err(Error::invalid(
+                OP,
+                format!("the SAS token for {url} is not query pairs (sv=...&sig=...): give the token as Azure made it"),
+            ));
+        }
+    }
     builder = match (&account.key, &account.sas, options.anonymous) {
         (Some(key), _, _) => builder.with_access_key(key).with_config(AzureConfigKey::CredentialType, "access_key"),
         (None, Some(sas), _) => builder
@@ -395,9 +415,20 @@ pub(crate) fn remote_error(op: &'static str, what: &str, err: &object_store::Err
     // A store's answer keeps the whole chain (its body says why); a transport failure says only
     // its first cause: the client's layers above it ("Generic S3 error: Error performing HEAD ...
     // HTTP error: error sending request: client error (Connect)") tell the reader nothing more.
+    let text = chain(err);
     let detail = match status {
-        Some(status) => format!("{what}: HTTP {status}: {}", chain(err)),
-        None => match origin_in(&chain(err)) {
+        // A HEAD's 404 has no body to tell a missing object from a missing bucket.
+        Some(404) if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") => {
+            format!("{what}: HTTP 404: the bucket (or container) does not exist: {text}")
+        }
+        Some(404) if op == "HEAD" => {
+            format!("{what}: HTTP 404: no such object (check the bucket or container, and the key): {text}")
+        }
+        Some(status @ (401 | 403)) => {
+            format!("{what}: HTTP {status}: refused (check the credentials, and that they may read it): {text}")
+        }
+        Some(status) => format!("{what}: HTTP {status}: {text}"),
+        None => match origin_in(&text) {
             // Which host it tried: a store whose endpoint was left out is the public cloud's.
             Some(origin) if errno == Errno::EHOSTUNREACH => {
                 format!("{what}: the host of {origin} did not resolve ({})", root_cause(err))
@@ -576,7 +607,15 @@ mod tests {
         let Err(err) = connect(&location, &options) else { panic!("no credentials must be refused") };
         assert!(err.to_string().contains("no managed identity is ever asked"), "{err}");
         assert!(matches!(err, Error::Invalid { advice: Some(Advice::AzureCredentials), .. }), "{err:?}");
-        assert!(connect(&location, &StoreOptions { anonymous: true, ..options }).is_ok());
+        assert!(connect(&location, &StoreOptions { anonymous: true, ..options.clone() }).is_ok());
+        let with = |key: Option<&str>, sas: Option<&str>| {
+            let azure = Some(AzureAccount { name: "acct".into(), key: key.map(Into::into), sas: sas.map(Into::into) });
+            connect(&location, &StoreOptions { azure, ..options.clone() }).err().map(|e| e.to_string())
+        };
+        assert!(with(Some("not base64!!"), None).unwrap().contains("the account key for az://c/b is not base64"));
+        assert!(with(None, Some("hello")).unwrap().contains("the SAS token for az://c/b is not query pairs"));
+        assert_eq!(with(Some("a2V5"), None), None);
+        assert_eq!(with(None, Some("?sv=1&sig=x")), None);
     }
 
     #[test]
