@@ -3,10 +3,10 @@
 // (on Node.js 24 and later, where a marked buffer cannot be detached, too).
 
 import { readFileSync } from 'node:fs'
-import { MessageChannel, Worker } from 'node:worker_threads'
+import { Worker } from 'node:worker_threads'
 import test from 'ava'
 import { Region, Source, type UffdError, Userfaultfd } from 'userfaultfd'
-import { avaCheck, nodeRuntime } from './cases/ava'
+import { avaCases } from './cases/ava'
 import { regionCases } from './cases/regions'
 import { anonymous, gate, patternByte, patternPage, within, withToucher } from './helpers/harness'
 
@@ -189,26 +189,6 @@ test('every ArrayBuffer a region hands out is marked untransferable where the ru
   }
 })
 
-test('transferring a region buffer throws where the runtime honours the mark, and never detaches the region', (t) => {
-  const region = Region.anonymous(16 * PAGE)
-  region.bytes(0, 1)[0] = 7
-  const { port1, port2 } = new MessageChannel()
-  const buffer = region.buffer
-  const major = Number(process.versions.node.split('.')[0])
-  if (major >= 21) {
-    t.throws(() => port1.postMessage(buffer, [buffer]), { name: 'DataCloneError' })
-  } else {
-    // Node.js 20 ignores the mark in a transfer list and clones the buffer: nothing can refuse it.
-    t.log(`Node.js ${process.versions.node} copies a marked ArrayBuffer rather than refusing to transfer it`)
-    port1.postMessage(buffer, [buffer])
-  }
-  t.is(buffer.byteLength, 16 * PAGE, 'the region keeps its buffer')
-  t.is(new Uint8Array(buffer)[0], 7)
-  port1.close()
-  port2.close()
-  region.close()
-})
-
 test("region.close() with a fault in flight in a worker's view: the owner's buffer is detached at once, the fault is still served, never zeros", async (t) => {
   const { uffd, region } = anonymous(4, { timeoutMs: 0 })
   const held = gate()
@@ -235,4 +215,4 @@ test("region.close() with a fault in flight in a worker's view: the owner's buff
 
 // A region's bytes(), a view in the owner thread, a closed region's share(): the case table both
 // runtimes run (cases/regions.ts; Bun runs it in bun/region-views.test.ts).
-for (const { name, run } of regionCases) test(name, (t) => run(avaCheck(t), nodeRuntime))
+avaCases(regionCases)

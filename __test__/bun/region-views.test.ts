@@ -4,7 +4,7 @@ import { expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
 import { regionCases } from '../cases/regions'
-import { bunCheck, bunRuntime } from './cases'
+import { bunCases } from './cases'
 
 const PAGE = 4096
 const PAGES = 40
@@ -52,4 +52,4 @@ test('the owner closes a region while a worker reads it: every page the view rea
 
 // A region's bytes(), a view in the owner thread, a closed region's share(): the case table
 // region-views.spec.ts runs under Node.js (cases/regions.ts).
-for (const { name, run } of regionCases) test(name, () => run(bunCheck, bunRuntime))
+bunCases(regionCases)

@@ -1,8 +1,10 @@
 // Regions' memory through bytes(), a view in the owner thread, and sharing a closed region: one
-// case table, run by region-views.spec.ts under Node.js and by bun/region-views.test.ts under Bun.
+// case table, run by region-views.spec.ts under Node.js and by bun/region-views.test.ts under Bun;
+// and a region's buffer that a transfer never detaches.
 
 import { constants } from 'node:buffer'
 import { readFileSync } from 'node:fs'
+import { MessageChannel } from 'node:worker_threads'
 import { type Fault, Region, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
 import type { Case, Check } from './check'
 
@@ -129,6 +131,29 @@ export const regionCases: Case[] = [
       t.is(region.share().id, region.id, 'the owner still shares')
       region.close()
       code(t, () => region.share(), 'EBADF', 'share')
+    },
+  },
+  {
+    name: 'transferring a region buffer throws where the runtime honours the mark, and never detaches the region',
+    run(t, runtime) {
+      const region = Region.anonymous(16 * PAGE)
+      region.bytes(0, 1)[0] = 7
+      const { port1, port2 } = new MessageChannel()
+      const buffer = region.buffer
+      const major = Number(process.versions.node.split('.')[0])
+      // Bun refuses (DataCloneError) as Node.js 21 and later do.
+      if (runtime.name === 'bun' || major >= 21) {
+        t.throws(() => port1.postMessage(buffer, [buffer]), { name: 'DataCloneError' })
+      } else {
+        // Node.js 20 ignores the mark in a transfer list and clones the buffer: nothing can refuse it.
+        t.log(`Node.js ${process.versions.node} copies a marked ArrayBuffer rather than refusing to transfer it`)
+        port1.postMessage(buffer, [buffer])
+      }
+      t.is(buffer.byteLength, 16 * PAGE, 'the region keeps its buffer')
+      t.is(new Uint8Array(buffer)[0], 7)
+      port1.close()
+      port2.close()
+      region.close()
     },
   },
 ]
