@@ -75,8 +75,8 @@ const child = join(__dirname, '..', 'helpers', 'scenario-child.ts')
 
 export const bunRuntime: Runtime = {
   name: 'bun',
-  async touch(region, offsets) {
-    const { bytes, worker } = readInWorker(region, offsets)
+  async touch(region, offsets, write) {
+    const { bytes, worker } = readInWorker(region, offsets, write)
     try {
       return await bytes
     } finally {

@@ -12,14 +12,14 @@ export function within<T>(promise: Promise<T>, what: string): Promise<T> {
   ])
 }
 
-/** A worker that reads `offsets` of the region: the bytes it read, and the worker to terminate. */
-export function readInWorker(region: Region, offsets: number[]): { bytes: Promise<number[]>; worker: Worker } {
+/** A worker that reads `offsets` of the region (after writing `write` there, if given): the bytes it read, and the worker to terminate. */
+export function readInWorker(region: Region, offsets: number[], write?: number): { bytes: Promise<number[]>; worker: Worker } {
   const worker = new Worker(new URL('./toucher.ts', import.meta.url).href)
   const bytes = new Promise<number[]>((resolve, reject) => {
     worker.onmessage = (event) => resolve(event.data)
     worker.onerror = (event) => reject(new Error(event.message))
   })
-  worker.postMessage({ shared: region.share(), offsets })
+  worker.postMessage({ shared: region.share(), offsets, write })
   return { bytes: within(bytes, 'the toucher worker'), worker }
 }
 

@@ -27,10 +27,10 @@ export function avaCheck(t: ExecutionContext): Check {
 
 export const nodeRuntime: Runtime = {
   name: 'node',
-  async touch(region, offsets) {
+  async touch(region, offsets, write) {
     let bytes: number[] = []
     await withToucher([], async (toucher) => {
-      bytes = (await toucher.read(region, { offsets })).bytes
+      bytes = (await toucher.read(region, write === undefined ? { offsets } : { offsets, write })).bytes
     })
     return bytes
   },

@@ -47,8 +47,11 @@ export interface ChildRun {
 /** What the runtime under test provides. */
 export interface Runtime {
   name: 'node' | 'bun'
-  /** Reads the bytes at `offsets` of `region` in another thread (a worker of the runtime): its faults. */
-  touch(region: Region, offsets: number[]): Promise<number[]>
+  /**
+   * Reads the bytes at `offsets` of `region` in another thread (a worker of the runtime): its faults.
+   * With `write`, writes that byte at each offset first (write faults), then reads it back.
+   */
+  touch(region: Region, offsets: number[], write?: number): Promise<number[]>
   /** The path of a module of __test__/helpers as this runtime loads it (the compiled .js under ava, the .ts under Bun). */
   helper(name: string): string
   /** Runs a scenario of helpers/scenario-child in a process of this runtime (node or bun). */
