@@ -85,6 +85,7 @@ for (const type of MEMORY_TYPES) {
         t.deepEqual(bytes, expected(resolution, region.pageSize))
         t.deepEqual(new Set(kinds), new Set([resolution === 'continue' ? 'minor' : 'missing']))
         t.is(uffd.stats.faults[resolution === 'continue' ? 'minor' : 'missing'], 2)
+        if (resolution === 'zero') t.is(uffd.stats.resolutions.zeropage, 2, 'each fault resolved by ZEROPAGE')
       } finally {
         tearDown(uffd, region)
       }
