@@ -50,7 +50,7 @@ export function bunCheck(teardowns: Array<() => unknown> = []): Check {
       })
       return thrown
     },
-    async throwsAsync(promise, expected: Expectation = {}, message) {
+    async throwsAsync<E>(promise: Promise<unknown> | (() => Promise<unknown>), expected: Expectation = {}, message?: string) {
       let thrown: unknown
       let threw = false
       try {
@@ -63,7 +63,7 @@ export function bunCheck(teardowns: Array<() => unknown> = []): Check {
         expect(threw).toBe(true)
         matches(thrown, expected)
       })
-      return thrown
+      return thrown as E | undefined
     },
     pass: () => {},
     log: (message) => console.log(message),

@@ -1,7 +1,6 @@
-// Shared by the Bun suites: time limits that turn a hang into a failure, and a worker that reads a
-// region (its reads are faults from another thread).
-import { readFileSync } from 'node:fs'
-import type { Region, UffdError, Userfaultfd } from 'userfaultfd'
+// Shared by the Bun suites: a time limit that turns a hang into a failure, and a Bun worker that
+// touches a region (its reads and writes are faults from another thread): Runtime.touch of bun/cases.ts.
+import type { Region } from 'userfaultfd'
 
 export const LIMIT_MS = 15_000
 
@@ -21,16 +20,4 @@ export function readInWorker(region: Region, offsets: number[], write?: number):
   })
   worker.postMessage({ shared: region.share(), offsets, write })
   return { bytes: within(bytes, 'the toucher worker'), worker }
-}
-
-export function nextError(uffd: Userfaultfd): Promise<UffdError> {
-  return within(new Promise((resolve) => uffd.once('error', resolve)), 'an error event')
-}
-
-export function freeHugePages(): number {
-  try {
-    return Number(readFileSync('/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages', 'utf8'))
-  } catch {
-    return 0
-  }
 }

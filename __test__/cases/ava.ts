@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 import { withToucher } from '../helpers/harness'
 import { runChild } from '../helpers/scenario'
-import type { Case, Check, Runtime, Table } from './check'
+import type { Case, Check, Expectation, Runtime, Table } from './check'
 
 export function avaCheck(t: ExecutionContext): Check {
   return {
@@ -17,8 +17,10 @@ export function avaCheck(t: ExecutionContext): Check {
     regex: (value, pattern, message) => t.regex(value, pattern, message),
     notRegex: (value, pattern, message) => t.notRegex(value, pattern, message),
     throws: (fn, expected, message) => t.throws(fn, expected, message),
-    throwsAsync: (promise, expected, message) =>
-      typeof promise === 'function' ? t.throwsAsync(promise, expected, message) : t.throwsAsync(promise, expected, message),
+    throwsAsync: <E>(promise: Promise<unknown> | (() => Promise<unknown>), expected?: Expectation, message?: string) =>
+      (typeof promise === 'function' ? t.throwsAsync(promise, expected, message) : t.throwsAsync(promise, expected, message)) as Promise<
+        E | undefined
+      >,
     pass: (message) => t.pass(message),
     log: (message) => t.log(message),
     teardown: (fn) => t.teardown(fn),

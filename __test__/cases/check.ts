@@ -27,7 +27,11 @@ export interface Check {
   /** Asserts that `fn` throws what `expected` says, and returns what it threw. */
   throws(fn: () => unknown, expected?: Expectation, message?: string): unknown
   /** Asserts that `promise` (or what `fn` returns) rejects as `expected` says, and returns what it rejected with. */
-  throwsAsync(promise: Promise<unknown> | (() => Promise<unknown>), expected?: Expectation, message?: string): Promise<unknown>
+  throwsAsync<E = unknown>(
+    promise: Promise<unknown> | (() => Promise<unknown>),
+    expected?: Expectation,
+    message?: string,
+  ): Promise<E | undefined>
   pass(message?: string): void
   log(message: string): void
   /** Runs `fn` after the case, whether it passed or failed (the last registered first). */
