@@ -2,8 +2,8 @@
 // toucher.ts; the helpers' TypeScript as it is; child processes of bun).
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { join } from 'node:path'
-import type { Case, Check, ChildRun, Expectation, Runtime, Table } from '../cases/check'
-import { readInWorker } from './helpers'
+import type { Case, Check, ChildRun, Expectation, Runtime, Table, ViewMessage } from '../cases/check'
+import { readInWorker, within } from './helpers'
 
 /** Runs `assert`, prefixing a failure with `message`, as ava's assertions do. */
 function said(message: string | undefined, assert: () => void): void {
@@ -81,6 +81,31 @@ export const bunRuntime: Runtime = {
       return await bytes
     } finally {
       worker.terminate()
+    }
+  },
+  viewWorker(shared, pages, close) {
+    const worker = new Worker(new URL('./view-toucher.ts', import.meta.url).href)
+    const queue: ViewMessage[] = []
+    let waiting: ((message: ViewMessage) => void) | undefined
+    worker.onmessage = (event) => {
+      if (waiting) {
+        waiting(event.data)
+        waiting = undefined
+      } else queue.push(event.data)
+    }
+    worker.postMessage({ shared, pages, close })
+    return {
+      next: () =>
+        within(
+          new Promise<ViewMessage>((resolve) => {
+            const queued = queue.shift()
+            if (queued) resolve(queued)
+            else waiting = resolve
+          }),
+          'the view worker',
+        ),
+      go: () => worker.postMessage({ pages }),
+      terminate: async () => worker.terminate(),
     }
   },
   helper: (name) => join(__dirname, '..', 'helpers', `${name}.ts`),

@@ -1,10 +1,11 @@
 // The ava side of the case tables: `Check` is ava's own `t`, `Runtime` Node.js (a Toucher worker,
 // the compiled helpers, child processes of node).
 import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
 import test, { type ExecutionContext } from 'ava'
-import { withToucher } from '../helpers/harness'
+import { within, withToucher } from '../helpers/harness'
 import { runChild } from '../helpers/scenario'
-import type { Case, Check, Expectation, Runtime, Table } from './check'
+import type { Case, Check, Expectation, Runtime, Table, ViewMessage } from './check'
 
 export function avaCheck(t: ExecutionContext): Check {
   return {
@@ -35,6 +36,14 @@ export const nodeRuntime: Runtime = {
       bytes = (await toucher.read(region, write === undefined ? { offsets } : { offsets, write })).bytes
     })
     return bytes
+  },
+  viewWorker(shared, pages, close) {
+    const worker = new Worker(join(__dirname, '..', 'helpers', 'view-toucher.js'), { workerData: { shared, pages, close } })
+    return {
+      next: () => within(new Promise<ViewMessage>((resolve) => worker.once('message', resolve)), 'the view worker'),
+      go: () => worker.postMessage('go'),
+      terminate: () => worker.terminate(),
+    }
   },
   helper: (name) => join(__dirname, '..', 'helpers', `${name}.js`),
   child: (scenario, arg) => runChild(scenario, arg),

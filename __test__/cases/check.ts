@@ -3,7 +3,7 @@
 // thread touches memory, which file a worker or a child process loads). __test__/cases/ava.ts and
 // __test__/bun/cases.ts map them to each runner; a subject's spec file and its Bun test file each
 // register the subject's table with one call.
-import type { Region } from 'userfaultfd'
+import type { Region, SharedRegion } from 'userfaultfd'
 
 /** What a thrown error must be: its class, its code, its name, its message. */
 export interface Expectation {
@@ -48,6 +48,22 @@ export interface ChildRun {
   stderr: string
 }
 
+/** What a view worker says: it read half the pages; then what it read of every page, and whether its view is closed. */
+export interface ViewMessage {
+  half?: boolean
+  seen?: number[]
+  closed?: boolean
+}
+
+/** A worker of the runtime that attached a region (Runtime.viewWorker). */
+export interface ViewWorker {
+  /** Its next message, within a time limit. */
+  next(): Promise<ViewMessage>
+  /** Tells it to read the rest. */
+  go(): void
+  terminate(): Promise<unknown>
+}
+
 /** What the runtime under test provides. */
 export interface Runtime {
   name: 'node' | 'bun'
@@ -56,6 +72,11 @@ export interface Runtime {
    * With `write`, writes that byte at each offset first (write faults), then reads it back.
    */
   touch(region: Region, offsets: number[], write?: number): Promise<number[]>
+  /**
+   * A worker that attaches `shared` and reads the first byte of each of its `pages` pages: half, then
+   * (told to go) the rest; then closes its view, or with `close` false keeps it open until terminated.
+   */
+  viewWorker(shared: SharedRegion, pages: number, close: boolean): ViewWorker
   /** The path of a module of __test__/helpers as this runtime loads it (the compiled .js under ava, the .ts under Bun). */
   helper(name: string): string
   /** Runs a scenario of helpers/scenario-child in a process of this runtime (node or bun). */
