@@ -1,7 +1,7 @@
 // The restore server survives its own restart: with a keeper, a server killed (SIGKILL) or
 // handed over (SIGTERM) and started again takes back the VMs it served, which go on with every
 // byte right; a keeper left with no server kills its VMs after its grace, never leaving them frozen.
-// Run under Node.js (firecracker-keeper.spec.ts) and Bun (bun/keeper.test.ts), whose servers and
+// Run under Node.js (firecracker-keeper.spec.ts) and Bun (bun/firecracker-keeper.test.ts), whose servers and
 // keepers then run on Bun too.
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
