@@ -109,9 +109,9 @@ export const bunRuntime: Runtime = {
     }
   },
   helper: (name) => join(__dirname, '..', 'helpers', `${name}.ts`),
-  child(scenario, arg): ChildRun {
+  child(scenario, arg, prefix = []): ChildRun {
     const started = Date.now()
-    const result = Bun.spawnSync([process.execPath, child, scenario, ...(arg ? [arg] : [])], {
+    const result = Bun.spawnSync([...prefix, process.execPath, child, scenario, ...(arg ? [arg] : [])], {
       timeout: 60_000,
       cwd: join(__dirname, '..', '..'),
     })

@@ -1,5 +1,5 @@
 // What errors and warnings say: the case table both runtimes run (cases/errors.ts; ava runs it in
-// errors.spec.ts, with what needs a process started as another user).
+// errors.spec.ts).
 import { errorCases } from '../cases/errors'
 import { bunCases } from './cases'
 

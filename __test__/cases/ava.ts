@@ -46,7 +46,7 @@ export const nodeRuntime: Runtime = {
     }
   },
   helper: (name) => join(__dirname, '..', 'helpers', `${name}.js`),
-  child: (scenario, arg) => runChild(scenario, arg),
+  child: (scenario, arg, prefix) => runChild(scenario, arg, prefix),
 }
 
 /** Registers each case of `cases` as an ava test of this file, and the table's hooks as ava's. */

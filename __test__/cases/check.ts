@@ -79,8 +79,8 @@ export interface Runtime {
   viewWorker(shared: SharedRegion, pages: number, close: boolean): ViewWorker
   /** The path of a module of __test__/helpers as this runtime loads it (the compiled .js under ava, the .ts under Bun). */
   helper(name: string): string
-  /** Runs a scenario of helpers/scenario-child in a process of this runtime (node or bun). */
-  child(scenario: string, arg?: string): ChildRun
+  /** Runs a scenario of helpers/scenario-child in a process of this runtime (node or bun), after `prefix` (setpriv ...) if given. */
+  child(scenario: string, arg?: string, prefix?: string[]): ChildRun
 }
 
 export interface Case {

@@ -32,6 +32,15 @@ define('with no "error" listener, the printed warning carries what the handler t
   t.regex(run.stderr, /cause-7731/)
 })
 
+define('opened unprivileged with the defaults: user-mode-only, and one warning that says what then fails', (t, runtime) => {
+  const run = runtime.child('open-default', undefined, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'])
+  t.is(run.status, 0, run.stderr)
+  t.deepEqual(run.lines, [{ userModeOnly: true }])
+  t.regex(run.stderr, /UFFD_USER_MODE_ONLY/)
+  t.regex(run.stderr, /write\(2\)/)
+  t.is(run.stderr.match(/UFFD_USER_MODE_ONLY/g)?.length, 1)
+})
+
 define('an anonymous mapping out of memory does not speak of huge pages', (t) => {
   // Within a process's address space (2^47 bytes on x64), but more than this one has free.
   const error = code(t, () => Region.anonymous(2 ** 47 - 2 ** 20), 'ENOMEM', 'mmap')
