@@ -2,6 +2,7 @@
 // returns what removes it, a page faulted twice is dispatched once, a handler that fails or faults
 // on its own memory gets the fallback and an error, direct readers. Run under Node.js
 // (handlers.spec.ts) and Bun (bun/handlers.test.ts).
+import { Worker } from 'node:worker_threads'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
 import { anonymous, gate, nextError, patternByte, patternPage, within } from '../helpers/harness'
 import { table } from './check'
@@ -229,6 +230,39 @@ define('a worker handler that reads the fd itself steps the loop thread aside; t
     region.close()
   }
 })
+
+define(
+  'a direct reader whose own thread touches registered memory: the loop thread takes its turn, the fallback serves it, ERR_UFFD_SELF_FAULT, no hang',
+  async (t) => {
+    const { uffd, region } = anonymous(4)
+    // A worker (node:worker_threads, which Bun has too) that reads the fd itself, then touches the region on its own thread.
+    const worker = new Worker(
+      `const { Region, Userfaultfd } = require('userfaultfd'); const { workerData, parentPort } = require('node:worker_threads');
+     const uffd = Userfaultfd.attach(workerData.uffd); const region = Region.attach(workerData.region);
+     const errors = []; uffd.on('error', (e) => errors.push(e.code));
+     uffd.handle((fault) => { fault.copy(new Uint8Array(4096).fill(9)) }, { direct: true });
+     setTimeout(() => {
+       const byte = new Uint8Array(region.buffer)[5];
+       const wait = () => errors.length ? parentPort.postMessage({ byte, errors }) : setTimeout(wait, 10);
+       wait();
+     }, 50);`,
+      { eval: true, workerData: { uffd: uffd.share(), region: region.share() } },
+    )
+    try {
+      const answer = await within(
+        new Promise<{ byte: number; errors: string[] }>((resolve) => worker.once('message', resolve)),
+        'the worker',
+      )
+      t.is(answer.byte, 0, 'the fallback (ZEROPAGE) served the reader’s own fault')
+      t.deepEqual(answer.errors, ['ERR_UFFD_SELF_FAULT'])
+      t.is(uffd.stats.selfFaults, 1)
+    } finally {
+      await worker.terminate()
+      uffd.close()
+      region.close()
+    }
+  },
+)
 
 define('a direct handler replaced by another direct handler on the same thread: only the new one is handed faults', async (t, runtime) => {
   const { uffd, region } = anonymous(8)
