@@ -4,7 +4,9 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import test from 'ava'
 import { Region, Userfaultfd } from 'userfaultfd'
-import { anonymous, patternByte, patternPage, Toucher, within, withToucher } from './helpers/harness'
+import { avaCases } from './cases/ava'
+import { lifecycleCases } from './cases/lifecycle'
+import { patternByte, patternPage, Toucher, within, withToucher } from './helpers/harness'
 
 const CYCLES = 10_000
 const PAGE = 4096
@@ -140,23 +142,6 @@ test('closed is true after close() on a handle from Userfaultfd.attach; the owne
   await within(new Promise((resolve) => setImmediate(resolve)), 'a tick')
 })
 
-test('close() with faults pending wakes every waiting thread', async (t) => {
-  const { uffd, region } = anonymous(8, { timeoutMs: 0 })
-  uffd.handle(() => new Promise(() => {}))
-  const touchers = Array.from({ length: 4 }, () => new Toucher())
-  try {
-    const reads = touchers.map((toucher, i) => toucher.read(region, { offsets: [i * 2 * PAGE] }))
-    await within(
-      (async () => {
-        while (uffd.stats.inFlight < 4) await new Promise((resolve) => setTimeout(resolve, 10))
-      })(),
-      'four faults in flight',
-    )
-    uffd.close()
-    for (const { bytes } of await Promise.all(reads)) t.deepEqual(bytes, [0])
-    t.true(uffd.closed)
-  } finally {
-    await Promise.all(touchers.map((toucher) => toucher.terminate()))
-    region.close()
-  }
-})
+// close() with faults pending: the case table both runtimes run (cases/lifecycle.ts; Bun runs it in
+// bun/lifecycle.test.ts).
+avaCases(lifecycleCases)

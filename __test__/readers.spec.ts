@@ -2,6 +2,8 @@
 // loop threads, each page once, events applied before any fault read after them.
 import test from 'ava'
 import { Region, Source, Userfaultfd } from 'userfaultfd'
+import { avaCases } from './cases/ava'
+import { readerCases } from './cases/readers'
 import { nextError, patternByte, patternPage, Toucher, within } from './helpers/harness'
 
 const pager = require.resolve('./helpers/pager')
@@ -108,57 +110,6 @@ test('handleInWorker({ workers: 3 }) starts three workers that serve side by sid
   }
 })
 
-test('handleInWorker({ workers }) must be an integer from 1 to 64', async (t) => {
-  const uffd = new Userfaultfd()
-  await t.throwsAsync(async () => uffd.handleInWorker(pager, { workers: 0 }), { code: 'ERR_OUT_OF_RANGE' })
-  await t.throwsAsync(async () => uffd.handleInWorker(pager, { workers: 65 }), { code: 'ERR_OUT_OF_RANGE' })
-  uffd.close()
-})
-
-test('readers: 3 with handlers that read the fd themselves: handleInWorker({ workers: 2 }) serves', async (t) => {
-  const uffd = new Userfaultfd({ readers: 3 })
-  const region = Region.anonymous(64 * PAGE)
-  uffd.register(region)
-  const toucher = new Toucher()
-  try {
-    // Every loop thread steps aside for the workers, which read the fd; before, only one did and
-    // the start failed after 5 s with ETIMEDOUT.
-    const served = await within(uffd.handleInWorker(pager, { workers: 2, workerData: { mode: 'copy', seed: 9 } }), 'two workers')
-    const offsets = Array.from({ length: 32 }, (_, page) => page * PAGE + 5)
-    t.deepEqual(
-      (await toucher.read(region, { offsets })).bytes,
-      offsets.map((offset) => patternByte(offset - 5, PAGE, 5, 9)),
-    )
-    served.off()
-  } finally {
-    uffd.close()
-    await toucher.terminate()
-    region.close()
-  }
-})
-
-test('a workers: 2 group that fails to start leaves the serving handler serving', async (t) => {
-  const uffd = new Userfaultfd()
-  const region = Region.anonymous(16 * PAGE)
-  uffd.register(region)
-  const errors: string[] = []
-  uffd.on('error', (error) => errors.push(String(error.code)))
-  const toucher = new Toucher()
-  try {
-    await within(uffd.handleInWorker(pager, { workerData: { mode: 'copy', seed: 1 } }), 'the serving worker')
-    t.deepEqual((await toucher.read(region, { offsets: [5] })).bytes, [patternByte(0, PAGE, 5, 1)])
-    // A group whose modules cannot load: the call rejects, and nothing of the group replaced the old one.
-    const broken = `data:text/javascript,${encodeURIComponent('throw new Error("no pager here")')}`
-    await t.throwsAsync(within(uffd.handleInWorker(broken, { workers: 2 }), 'the broken group'), { code: 'ERR_UFFD_WORKER' })
-    t.deepEqual((await toucher.read(region, { offsets: [PAGE + 5] })).bytes, [patternByte(PAGE, PAGE, 5, 1)], 'the old handler serves on')
-    t.deepEqual(errors, [])
-  } finally {
-    uffd.close()
-    await toucher.terminate()
-    region.close()
-  }
-})
-
 test('a self-fault is said before its thread runs again: a close() right after the read still hears ERR_UFFD_SELF_FAULT', (t) => {
   for (const readers of [1, 2]) {
     const uffd = new Userfaultfd({ readers })
@@ -176,3 +127,7 @@ test('a self-fault is said before its thread runs again: a close() right after t
     t.deepEqual(codes, ['ERR_UFFD_SELF_FAULT'], `readers: ${readers}`)
   }
 })
+
+// Handler workers beside several readers: the case table both runtimes run (cases/readers.ts; Bun
+// runs it in bun/readers.test.ts).
+avaCases(readerCases)

@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { Region, Source, UffdError, Userfaultfd } from 'userfaultfd'
-import { code, nextError, patternByte, patternPage, withToucher } from './helpers/harness'
+import { avaCases } from './cases/ava'
+import { sourceCases } from './cases/sources'
+import { nextError, patternByte, patternPage, withToucher } from './helpers/harness'
 
 const PAGE = 4096
 const PAGES = 256
@@ -311,17 +313,6 @@ test('a native source’s read error resolves the fault at once by the fallback 
   })
 })
 
-test('Source.file refuses a directory and a file that cannot be read when it is made', (t) => {
-  t.throws(() => Source.file(dir), { code: 'EISDIR', message: /directory/ })
-  t.throws(() => Source.file('/proc/self/mem'), { code: 'EIO', message: /cannot be read/ })
-})
-
-test('a missing source file is said not to exist', (t) => {
-  const error = code(t, () => Source.file('/nonexistent/userfaultfd-source'), 'ENOENT', 'open')
-  t.regex(error.message, /does not exist/)
-  t.notRegex(error.message, /registered|page cache/)
-})
-
 const expected = (pages: number, from = 0) => Array.from({ length: pages }, (_, page) => patternByte((from + page) * PAGE, PAGE, 5))
 
 /** An object behind plain HTTP Range GETs on loopback, as a store serves it. */
@@ -416,3 +407,7 @@ test('an object source with no concurrency or an empty chunk is refused as a num
     'not a multiple of the page: EINVAL, with the page size and a size that works',
   )
 })
+
+// Sources made wrong (Source.file of a directory, of a file that cannot be read, of none): the case
+// table both runtimes run (cases/sources.ts; Bun runs it in bun/sources.test.ts).
+avaCases(sourceCases)

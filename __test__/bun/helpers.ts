@@ -1,7 +1,6 @@
-// Shared by the Bun suites: time limits that turn a hang into a failure, and a worker that reads a
-// region (its reads are faults from another thread).
-import { readFileSync } from 'node:fs'
-import type { Region, UffdError, Userfaultfd } from 'userfaultfd'
+// Shared by the Bun suites: a time limit that turns a hang into a failure, and a Bun worker that
+// touches a region (its reads and writes are faults from another thread): Runtime.touch of bun/cases.ts.
+import type { Region } from 'userfaultfd'
 
 export const LIMIT_MS = 15_000
 
@@ -12,25 +11,13 @@ export function within<T>(promise: Promise<T>, what: string): Promise<T> {
   ])
 }
 
-/** A worker that reads `offsets` of the region: the bytes it read, and the worker to terminate. */
-export function readInWorker(region: Region, offsets: number[]): { bytes: Promise<number[]>; worker: Worker } {
+/** A worker that reads `offsets` of the region (after writing `write` there, if given): the bytes it read, and the worker to terminate. */
+export function readInWorker(region: Region, offsets: number[], write?: number): { bytes: Promise<number[]>; worker: Worker } {
   const worker = new Worker(new URL('./toucher.ts', import.meta.url).href)
   const bytes = new Promise<number[]>((resolve, reject) => {
     worker.onmessage = (event) => resolve(event.data)
     worker.onerror = (event) => reject(new Error(event.message))
   })
-  worker.postMessage({ shared: region.share(), offsets })
+  worker.postMessage({ shared: region.share(), offsets, write })
   return { bytes: within(bytes, 'the toucher worker'), worker }
-}
-
-export function nextError(uffd: Userfaultfd): Promise<UffdError> {
-  return within(new Promise((resolve) => uffd.once('error', resolve)), 'an error event')
-}
-
-export function freeHugePages(): number {
-  try {
-    return Number(readFileSync('/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages', 'utf8'))
-  } catch {
-    return 0
-  }
 }

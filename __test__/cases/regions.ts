@@ -1,10 +1,14 @@
-// Regions' memory through bytes(), a view in the owner thread, and sharing a closed region: one
-// case table, run by region-views.spec.ts under Node.js and by bun/region-views.test.ts under Bun.
+// Regions and their views across threads: the owner's close() never leaves a view in another
+// thread reading zeros, closing detaches what it handed out, bytes() past one ArrayBuffer, views in
+// the owner thread, sharing a closed region, a buffer a transfer never detaches. One case table, run
+// by region-views.spec.ts under Node.js and by bun/region-views.test.ts under Bun.
 
 import { constants } from 'node:buffer'
 import { readFileSync } from 'node:fs'
-import { type Fault, Region, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
-import type { Case, Check } from './check'
+import { MessageChannel } from 'node:worker_threads'
+import { type Fault, Region, Source, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
+import { anonymous, gate, patternByte, patternPage, within } from '../helpers/harness'
+import type { Case, Check, Runtime } from './check'
 
 const PAGE = 4096
 const GiB = 2 ** 30
@@ -23,7 +27,157 @@ function code(t: Check, fn: () => unknown, expected: UffdErrorCode, syscall?: st
   return error
 }
 
+const PAGES = 40
+
+/** The VmFlags of the mapping that holds `address` (`um`: registered for missing faults), or undefined. */
+function vmFlags(address: bigint): string | undefined {
+  let inside = false
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const range = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line)
+    if (range) inside = BigInt(`0x${range[1]}`) <= address && address < BigInt(`0x${range[2]}`)
+    else if (inside && line.startsWith('VmFlags:')) return line.slice('VmFlags:'.length).trim()
+  }
+  return undefined
+}
+
+const registered = (region: Region) => (vmFlags(region.address) ?? '').split(' ').includes('um')
+
+function pattern(): Uint8Array {
+  const bytes = new Uint8Array(PAGES * PAGE)
+  for (let i = 0; i < bytes.length; i++) bytes[i] = ((i >> 12) * 13 + 1) & 0xff
+  return bytes
+}
+
+/** A worker of the runtime reads half a served region through a view; the owner closes; the worker reads the rest. */
+async function ownerClosesWhileAWorkerReads(runtime: Runtime, close: boolean) {
+  const uffd = new Userfaultfd()
+  const errors: UffdError[] = []
+  uffd.on('error', (error) => errors.push(error))
+  const region = Region.anonymous(PAGES * PAGE)
+  const expected = pattern()
+  uffd.register(region, { source: Source.bytes(expected) })
+  const token = region.share()
+  const worker = runtime.viewWorker(token, PAGES, close)
+  const half = await worker.next()
+  if (!half.half) throw new Error(`the view worker said ${JSON.stringify(half)}`)
+  region.close()
+  const afterOwnerClose = { closed: region.closed, registered: registered(region), attach: '' }
+  try {
+    Region.attach(token)
+  } catch (error) {
+    afterOwnerClose.attach = (error as UffdError).code
+  }
+  worker.go()
+  const done = await worker.next()
+  return { uffd, region, worker, errors, expected, afterOwnerClose, done }
+}
+
 export const regionCases: Case[] = [
+  {
+    name: 'the owner closes a region while a worker reads it through Region.attach: every page the worker reads is right',
+    async run(t, runtime) {
+      const { uffd, region, worker, errors, expected, afterOwnerClose, done } = await ownerClosesWhileAWorkerReads(runtime, true)
+      try {
+        t.deepEqual(afterOwnerClose, { closed: true, registered: true, attach: 'EINVAL' }, 'the owner is closed, the region still in use')
+        t.deepEqual(
+          done.seen,
+          Array.from({ length: PAGES }, (_, page) => expected[page * PAGE]),
+          'no page of the view read zeros',
+        )
+        t.true(done.closed)
+        t.false(registered(region), 'the last view closed: the region is unregistered')
+        t.deepEqual(errors, [])
+      } finally {
+        uffd.close()
+        await worker.terminate()
+      }
+    },
+  },
+  {
+    name: 'a view left open in a worker lets the region go when the worker ends',
+    async run(t, runtime) {
+      const { uffd, region, worker, expected, done } = await ownerClosesWhileAWorkerReads(runtime, false)
+      try {
+        t.is(done.seen?.[PAGES - 1], expected[(PAGES - 1) * PAGE])
+        t.true(registered(region), 'the open view keeps the region registered')
+        await worker.terminate()
+        await within(
+          (async () => {
+            while (registered(region)) await new Promise((resolve) => setTimeout(resolve, 10))
+          })(),
+          'the region to be unregistered after the worker ended',
+          10_000,
+        )
+        t.false(registered(region))
+      } finally {
+        uffd.close()
+        await worker.terminate()
+      }
+    },
+  },
+  {
+    name: 'a view in the owner thread also keeps the region until it closes',
+    run(t) {
+      const uffd = new Userfaultfd()
+      const region = Region.anonymous(PAGE)
+      uffd.register(region)
+      const view = Region.attach(region.share())
+      region.close()
+      t.true(region.closed)
+      t.false(view.closed, 'the view is open until it closes')
+      t.true(registered(region))
+      view.close()
+      t.true(view.closed)
+      t.false(registered(region))
+      uffd.close()
+    },
+  },
+  {
+    name: 'close() detaches buffer and bytes() on this runtime, and bytes() on a closed region names bytes',
+    run(t) {
+      // On Node.js 24 and later, detaching a buffer marked untransferable aborted the process here.
+      const region = Region.anonymous(4 * PAGE)
+      const whole = region.buffer
+      const part = region.bytes(PAGE, 10)
+      new Uint8Array(whole)[0] = 1
+      region.close()
+      t.is(whole.byteLength, 0)
+      t.is(part.byteLength, 0)
+      const error = t.throws(() => region.bytes(0, 1)) as UffdError
+      t.is(error.code, 'EBADF')
+      t.is(error.syscall, 'bytes')
+      t.regex(error.message, /^bytes: /)
+    },
+  },
+  {
+    name: "region.close() with a fault in flight in a worker's view: the owner's buffer is detached at once, the fault is still served, never zeros",
+    async run(t, runtime) {
+      const { uffd, region } = anonymous(4, { timeoutMs: 0 })
+      const held = gate()
+      uffd.handle(async (fault) => {
+        await held.promise
+        fault.copy(patternPage(fault.offset, PAGE))
+      })
+      const buffer = region.buffer
+      try {
+        const read = runtime.touch(region, [PAGE + 5])
+        await within(
+          (async () => {
+            while (uffd.stats.inFlight < 1) await new Promise((resolve) => setTimeout(resolve, 10))
+          })(),
+          'a fault in flight',
+        )
+        region.close()
+        t.is(buffer.byteLength, 0, "the owner's buffer is detached")
+        t.throws(() => region.buffer, { code: 'EBADF' })
+        held.open()
+        t.deepEqual(await read, [patternByte(PAGE, PAGE, 5)], "the reader's view still in use: its fault was served")
+      } finally {
+        held.open()
+        uffd.close()
+      }
+    },
+  },
   {
     name: 'a region larger than one ArrayBuffer is read and written through bytes() at any offset, unregistered',
     run(t) {
@@ -129,6 +283,29 @@ export const regionCases: Case[] = [
       t.is(region.share().id, region.id, 'the owner still shares')
       region.close()
       code(t, () => region.share(), 'EBADF', 'share')
+    },
+  },
+  {
+    name: 'transferring a region buffer throws where the runtime honours the mark, and never detaches the region',
+    run(t, runtime) {
+      const region = Region.anonymous(16 * PAGE)
+      region.bytes(0, 1)[0] = 7
+      const { port1, port2 } = new MessageChannel()
+      const buffer = region.buffer
+      const major = Number(process.versions.node.split('.')[0])
+      // Bun refuses (DataCloneError) as Node.js 21 and later do.
+      if (runtime.name === 'bun' || major >= 21) {
+        t.throws(() => port1.postMessage(buffer, [buffer]), { name: 'DataCloneError' })
+      } else {
+        // Node.js 20 ignores the mark in a transfer list and clones the buffer: nothing can refuse it.
+        t.log(`Node.js ${process.versions.node} copies a marked ArrayBuffer rather than refusing to transfer it`)
+        port1.postMessage(buffer, [buffer])
+      }
+      t.is(buffer.byteLength, 16 * PAGE, 'the region keeps its buffer')
+      t.is(new Uint8Array(buffer)[0], 7)
+      port1.close()
+      port2.close()
+      region.close()
     },
   },
 ]

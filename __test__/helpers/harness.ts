@@ -2,12 +2,15 @@
 // worker that takes faults from another thread, and time limits so that a hang fails a test.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { extname, join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import type { ExecutionContext } from 'ava'
 import { type MemoryKind, Region, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
 
 export const LIMIT_MS = 15_000
+
+/** The repository's root: from __test__/helpers under Bun (which runs the sources), from build/test/__test__/helpers under ava. */
+export const root = join(__dirname, ...(extname(__filename) === '.ts' ? ['..', '..'] : ['..', '..', '..', '..']))
 export const HUGE_PAGE = 2 * 1024 * 1024
 
 /** The byte at `index` of the page at `offset`, as the test pagers serve it. */

@@ -3,7 +3,7 @@
 //   scenario-child.js SCENARIO [ARG]
 // Each scenario prints JSON lines (synchronously) that the parent reads.
 import { readSync, writeSync } from 'node:fs'
-import { join } from 'node:path'
+import { extname, join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { listen, Region, Userfaultfd } from 'userfaultfd'
 import { patternPage } from './harness'
@@ -24,7 +24,8 @@ function readInWorker(region: Region, offset: number): Worker {
   )
 }
 
-const pager = join(__dirname, 'pager.js')
+// .js under ava (the compiled helpers), .ts under Bun (which runs this file as it is).
+const pager = join(__dirname, `pager${extname(__filename)}`)
 
 async function main(scenario: string, arg: string | undefined): Promise<void> {
   switch (scenario) {
@@ -158,7 +159,7 @@ async function main(scenario: string, arg: string | undefined): Promise<void> {
       uffd.on('error', (error) => print({ error: error.code }))
       uffd.on('close', () => print({ closed: true, copies: uffd.stats.resolutions.copy }))
       const workerData = { snapshot, offsets: regions.map((region, i) => [region.id, offsets[i] ?? 0]) }
-      await uffd.handleInWorker(join(__dirname, 'snapshot-pager.js'), { workerData })
+      await uffd.handleInWorker(join(__dirname, `snapshot-pager${extname(__filename)}`), { workerData })
       return
     }
     default:

@@ -6,8 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-
-const root = join(__dirname, '..', '..', '..', '..')
+import { root } from './harness'
 
 // Every weed process this process started, killed when it exits however it ends (a test that
 // timed out included): no store outlives its test run.

@@ -6,7 +6,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FirecrackerServer, UffdError, VmSummary } from 'userfaultfd'
-import { spawnCollecting, within } from './harness'
+import { root, spawnCollecting, within } from './harness'
 
 export const PAGE = 4096
 
@@ -21,7 +21,7 @@ export function pageOf(p: number, size: number, seed = 0): Buffer {
 export function vmKit(prefix: string) {
   const dir = mkdtempSync(join(tmpdir(), prefix))
   const peerBinary = join(dir, 'vm-peer')
-  execFileSync('cc', ['-O2', '-Wall', '-o', peerBinary, join(__dirname, '..', '..', '..', '..', '__test__', 'helpers', 'vm-peer.c')])
+  execFileSync('cc', ['-O2', '-Wall', '-o', peerBinary, join(root, '__test__', 'helpers', 'vm-peer.c')])
   let sockets = 0
   return {
     dir,
