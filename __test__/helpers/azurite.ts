@@ -50,7 +50,8 @@ export class Azurite {
     const port = await freePort()
     const dir = mkdtempSync(join(tmpdir(), 'uffd-azurite-'))
     const args = ['--blobHost', '127.0.0.1', '--blobPort', String(port), '--inMemoryPersistence']
-    args.push('--skipApiVersionCheck', '--loose', '--silent')
+    // Telemetry off: Azurite would otherwise send usage data to Azure, off the loopback address.
+    args.push('--skipApiVersionCheck', '--loose', '--silent', '--disableTelemetry')
     // Run in a folder of its own: whatever it writes there goes with it.
     const child = spawn(path, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
     running.add(child)
