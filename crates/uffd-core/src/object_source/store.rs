@@ -285,7 +285,7 @@ fn azure(
         .as_ref()
         .ok_or_else(|| Error::invalid(OP, format!("no storage account for {url}")).with_advice(Advice::AzureAccount))?;
     let endpoint = match &options.endpoint {
-        Some(endpoint) => checked_endpoint(endpoint)?,
+        Some(endpoint) => path_style_named(checked_endpoint(endpoint)?, &account.name)?,
         None => format!("https://{}.blob.core.windows.net", account.name),
     };
     let mut builder = MicrosoftAzureBuilder::new()
@@ -330,6 +330,25 @@ fn azure(
     };
     let store = builder.build().map_err(|e| remote_error(OP, url, &e))?;
     Ok(Arc::new(store))
+}
+
+/// An Azure endpoint at an address (an emulator such as Azurite, on loopback) must name its
+/// account as its path: one without is refused, with the URL it should be (the store's answer
+/// would be a bare 400).
+fn path_style_named(endpoint: String, account: &str) -> Result<String> {
+    let Ok(url) = url::Url::parse(&endpoint) else { return Ok(endpoint) };
+    let at_address =
+        matches!(url.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))) || url.host_str() == Some("localhost");
+    if at_address && url.path().trim_matches('/').is_empty() {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "endpoint {endpoint:?} names no account: at an address, an emulator such as Azurite serves each \
+                 account under its name ({endpoint}/{account})"
+            ),
+        ));
+    }
+    Ok(endpoint)
 }
 
 /// The endpoint without a trailing `/`, or EINVAL naming it unless it is an `http://` or
@@ -616,6 +635,12 @@ mod tests {
         assert!(with(None, Some("hello")).unwrap().contains("the SAS token for az://c/b is not query pairs"));
         assert_eq!(with(Some("a2V5"), None), None);
         assert_eq!(with(None, Some("?sv=1&sig=x")), None);
+        let bare = StoreOptions { endpoint: Some("http://127.0.0.1:10000/".into()), ..options.clone() };
+        let Err(err) = connect(&location, &StoreOptions { anonymous: true, ..bare }) else { panic!("no account path") };
+        assert!(err.to_string().contains("(http://127.0.0.1:10000/acct)"), "{err}");
+        let named =
+            StoreOptions { endpoint: Some("http://127.0.0.1:10000/acct".into()), anonymous: true, ..options.clone() };
+        assert!(connect(&location, &named).is_ok());
     }
 
     #[test]
