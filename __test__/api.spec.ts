@@ -1,17 +1,10 @@
 import test, { type ExecutionContext } from 'ava'
 import { Region, Source, UffdError, type UffdErrorCode, Userfaultfd } from 'userfaultfd'
-import { apiCases } from './cases/api'
+import { apiCases, registered } from './cases/api'
 import { avaCases } from './cases/ava'
 import { freeHugePages, HUGE_PAGE, patternPage, withHugePages } from './helpers/harness'
 
 const PAGE = 4096
-
-function registered(pages = 4) {
-  const uffd = new Userfaultfd()
-  const region = Region.anonymous(pages * PAGE)
-  uffd.register(region)
-  return { uffd, region }
-}
 
 function code(t: ExecutionContext, fn: () => unknown, expected: UffdErrorCode, syscall?: string): UffdError {
   const error = t.throws(fn) as UffdError

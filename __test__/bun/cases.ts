@@ -24,6 +24,15 @@ function matches(thrown: unknown, expected: Expectation): void {
   else if (expected.message) expect(String(error.message)).toMatch(expected.message)
 }
 
+/** Asserts that a call threw (`didThrow`) what `expected` says; gives what it threw. */
+function threw(thrown: unknown, expected: Expectation, message: string | undefined, didThrow = true): unknown {
+  said(message, () => {
+    expect(didThrow).toBe(true)
+    matches(thrown, expected)
+  })
+  return thrown
+}
+
 /** A `Check` for one test; `teardowns` collects what its teardown() registers. */
 export function bunCheck(teardowns: Array<() => unknown> = []): Check {
   return {
@@ -36,34 +45,20 @@ export function bunCheck(teardowns: Array<() => unknown> = []): Check {
     regex: (value, pattern, message) => said(message, () => expect(value).toMatch(pattern)),
     notRegex: (value, pattern, message) => said(message, () => expect(value).not.toMatch(pattern)),
     throws(fn, expected: Expectation = {}, message) {
-      let thrown: unknown
-      let threw = false
       try {
         fn()
       } catch (error) {
-        thrown = error
-        threw = true
+        return threw(error, expected, message)
       }
-      said(message, () => {
-        expect(threw).toBe(true)
-        matches(thrown, expected)
-      })
-      return thrown
+      return threw(undefined, expected, message, false)
     },
     async throwsAsync<E>(promise: Promise<unknown> | (() => Promise<unknown>), expected: Expectation = {}, message?: string) {
-      let thrown: unknown
-      let threw = false
       try {
         await (typeof promise === 'function' ? promise() : promise)
       } catch (error) {
-        thrown = error
-        threw = true
+        return threw(error, expected, message) as E | undefined
       }
-      said(message, () => {
-        expect(threw).toBe(true)
-        matches(thrown, expected)
-      })
-      return thrown as E | undefined
+      return threw(undefined, expected, message, false) as E | undefined
     },
     pass: () => {},
     log: (message) => console.log(message),

@@ -10,7 +10,8 @@ export { apiCases }
 
 const PAGE = 4096
 
-function registered(pages = 4) {
+/** A userfaultfd with an anonymous region of `pages` pages registered. */
+export function registered(pages = 4) {
   const uffd = new Userfaultfd()
   const region = Region.anonymous(pages * PAGE)
   uffd.register(region)
