@@ -290,6 +290,22 @@ run('a replay in a trace order keeps many requests in flight, and fetches only t
   await proxy.send({ delay: 0 })
 })
 
+run('a replay that comes back to its chunks fetches each once, with a memory cache of two chunks', async (t) => {
+  const source = await s3('ten.bin', { memoryCache: 2 * CHUNK, readaheadChunks: 2 })
+  const { uffd, region } = serve(source, SIZE)
+  // First touches that come back to chunks 0 to 5 again and again, as a guest's do: in this order,
+  // each chunk would be pushed out of memory before the trace needs it again.
+  const trace = [0, 1, 2, 3].flatMap((round) =>
+    [0, 5, 1, 4, 2, 3].map((chunk) => ({ offset: chunk * CHUNK + round * 16 * PAGE, length: 8 * PAGE })),
+  )
+  const replay = await uffd.prefetch(region, trace, { chunkPages: 64 })
+  t.is(replay.mapped, trace.length * 8 * PAGE)
+  t.is(source.objectStats?.requests, 6, 'each chunk once')
+  const pages = trace.map(({ offset }) => offset / PAGE + 7)
+  t.is(census(region, SIZE, [1], pages).bySeed[1], pages.length, 'every byte right')
+  t.is(uffd.stats.faults.missing, 0)
+})
+
 run('random reads of 1% of the pages fetch little more than those pages (adaptive requests)', async (t) => {
   const size = 64 * MiB
   await store().put(BUCKET, 'sixty-four.bin', objectBytes(size, 5))

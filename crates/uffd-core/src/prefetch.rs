@@ -50,13 +50,15 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
         resolver.check_registered(OP, region, offset, len)?;
     }
     let chunk = job.chunk_pages.max(1) * page;
+    let ranges = by_store_chunk(resolver, region, job);
+    let mut warmed = None;
     let mut scratch = Scratch::default();
     let mut report = PrefetchReport::default();
     // What one step asks for: a chunk, a page after a page found there already (a replay or the
     // faults mapped it: asking a whole chunk again a page further on would read it for nothing,
     // page after page), doubling again as pages are mapped.
     let mut want = chunk;
-    for (next, &(offset, len)) in job.ranges.iter().enumerate() {
+    for (next, &(offset, len)) in ranges.iter().enumerate() {
         let end = offset + len;
         let mut at = offset;
         while at < end {
@@ -110,7 +112,7 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
                 continue;
             }
             let len = want.min(region.next_mapped(at, end, true) - at);
-            warm_ahead(&source, region, at, &job.ranges[next..]);
+            warm_ahead(&source, region, at, &ranges[next..], &mut warmed);
             let mut result = map_from(resolver, &source, region, at, len, false, &mut scratch, Park::UntilRead, false);
             if matches!(&result, Err(err) if len > page && gone_under(err)) {
                 // Part of the chunk was unmapped (or moved) by the memory's process, with no event
@@ -133,7 +135,6 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
                     want = page;
                 }
                 Ok(mapped) => {
-                    region.note_mapped(at, mapped);
                     report.mapped += mapped;
                     at += mapped;
                     want = (want * 2).min(chunk);
@@ -153,11 +154,61 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
 /// Ranges to look ahead at for a store's chunks (a trace may name thousands).
 const WARM_RANGES: usize = 256;
 
-/// For a source in a store: starts fetching the chunks that the pages still to map need, from
-/// `at` in `ranges` (the first holding `at`) on, in their order (a trace's), so that many requests
-/// are in flight while one step maps; pages mapped already are not fetched.
-fn warm_ahead(source: &Source, region: &Region, at: usize, ranges: &[(usize, usize)]) {
+/// The ranges, with those a store serves regrouped chunk by chunk, the chunks in the order the
+/// ranges first need them (a trace's first touches come back to a chunk long after it was read,
+/// when later chunks have pushed it out of memory): each chunk is fetched once, and all the
+/// pages it serves are mapped while it is there. Other ranges keep their place.
+fn by_store_chunk(resolver: &Resolver, region: &Region, job: &Prefetch) -> Vec<(usize, usize)> {
+    let chunk_of = |offset: usize| -> Option<(u64, u64)> {
+        let source = match &job.source {
+            Some(source) => source.clone(),
+            None => registered_source(resolver, region, offset).ok()?.0.source().clone(),
+        };
+        let Source::Object(object, base, _) = source else { return None };
+        Some((object.chunk_size() as u64, base))
+    };
+    let mut order: Vec<Option<u64>> = Vec::new();
+    let mut groups: std::collections::HashMap<u64, Vec<(usize, usize)>> = Default::default();
+    let mut others: Vec<(usize, usize)> = Vec::new();
+    for &(offset, len) in &job.ranges {
+        let Some((chunk, base)) = chunk_of(offset) else {
+            order.push(None);
+            others.push((offset, len));
+            continue;
+        };
+        let (mut at, end) = (offset, offset + len);
+        while at < end {
+            let index = (base + at as u64) / chunk;
+            let next = (((index + 1) * chunk - base) as usize).min(end);
+            let group = groups.entry(index).or_default();
+            if group.is_empty() {
+                order.push(Some(index));
+            }
+            group.push((at, next - at));
+            at = next;
+        }
+    }
+    let mut others = others.into_iter();
+    order
+        .into_iter()
+        .flat_map(|key| match key {
+            Some(index) => groups.remove(&index).unwrap_or_default(),
+            None => others.next().into_iter().collect(),
+        })
+        .collect()
+}
+
+/// For a source in a store, when a step enters a chunk other than the last one warmed: starts
+/// fetching the chunks that the pages still to map need, from `at` in `ranges` (the first holding
+/// `at`) on, in their order (a trace's), so that many requests are in flight while one step maps;
+/// pages mapped already are not fetched.
+fn warm_ahead(source: &Source, region: &Region, at: usize, ranges: &[(usize, usize)], warmed: &mut Option<u64>) {
     let Source::Object(object, base, _) = source else { return };
+    let chunk = (base + at as u64) / object.chunk_size() as u64;
+    if *warmed == Some(chunk) {
+        return;
+    }
+    *warmed = Some(chunk);
     let runs = ranges.iter().take(WARM_RANGES).enumerate().flat_map(|(index, &(offset, len))| {
         let mut from = if index == 0 { offset.max(at) } else { offset };
         let end = offset + len;

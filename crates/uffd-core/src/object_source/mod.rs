@@ -373,28 +373,13 @@ impl ObjectSource {
     }
 
     /// Starts fetching the chunks that the byte ranges `ahead` (object offsets and lengths, in the
-    /// order they will be read) need, up to `readahead_chunks` of them not in memory: a replay in
-    /// a trace's order keeps that many requests in flight, not one.
+    /// order they will be read) need next: the first `readahead_chunks` of them, those not in
+    /// memory or on their way. A replay in a trace's order keeps that many requests in flight, not
+    /// one; and never more chunks ahead than that, in memory or not, so that none is pushed out of
+    /// the memory cache before its pages are mapped (and fetched again).
     pub fn warm(self: &Arc<Self>, ahead: impl Iterator<Item = (u64, u64)>) {
-        let chunk = self.chunk_size as u64;
-        let (mut started, mut looked, mut last) = (0, 0, None);
-        for (offset, len) in ahead {
-            let end = (offset + len).min(self.size());
-            for index in offset / chunk..end.div_ceil(chunk) {
-                if last == Some(index) {
-                    continue;
-                }
-                last = Some(index);
-                looked += 1;
-                // Chunks in memory are looked past, a few times as many as are started at most.
-                if started >= self.readahead_chunks || looked > 8 * self.readahead_chunks.max(1) {
-                    return;
-                }
-                if !self.cache.contains(index) {
-                    self.start_loading(index);
-                    started += 1;
-                }
-            }
+        for index in next_chunks(ahead, self.chunk_size as u64, self.size(), self.readahead_chunks.max(1)) {
+            self.start_loading(index);
         }
     }
 
@@ -714,11 +699,13 @@ impl ObjectSource {
 
     /// Starts reading chunk `index` into the cache unless it is there or on its way.
     fn start_loading(self: &Arc<Self>, index: u64) {
-        if self.cache.contains(index) || self.hole(index).is_some() {
+        if self.hole(index).is_some() {
             return;
         }
+        // The cache is looked at under the lock: a load puts its chunk there before it leaves
+        // `loading`, so a chunk is never found in neither while it arrives.
         let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-        if loading.contains_key(&index) {
+        if loading.contains_key(&index) || self.cache.contains(index) {
             return;
         }
         loading.insert(index, Vec::new());
@@ -874,6 +861,24 @@ async fn head(
     }
 }
 
+/// The first `count` distinct chunks (of `chunk` bytes, of an object of `size`) that the byte
+/// ranges `ahead` touch, in the order they touch them.
+fn next_chunks(ahead: impl Iterator<Item = (u64, u64)>, chunk: u64, size: u64, count: usize) -> Vec<u64> {
+    let mut chunks = Vec::with_capacity(count);
+    for (offset, len) in ahead {
+        let end = (offset + len).min(size);
+        for index in offset / chunk..end.div_ceil(chunk) {
+            if !chunks.contains(&index) {
+                if chunks.len() == count {
+                    return chunks;
+                }
+                chunks.push(index);
+            }
+        }
+    }
+    chunks
+}
+
 /// A pushed snapshot's chunk as stored: decompressed to `len` bytes whose hash is `hash`, or an
 /// error (EPROTO) that names it: a damaged chunk is never served.
 fn decode(stored: &[u8], len: usize, hash: &str, what: &str) -> Result<Bytes> {
@@ -888,6 +893,15 @@ fn decode(stored: &[u8], len: usize, hash: &str, what: &str) -> Result<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warming_looks_only_as_far_ahead_as_it_may_keep() {
+        // Chunks of 10 bytes: ranges in chunks 3, 3, 0, 3 (again), 7-8, 9, 11 (past the end).
+        let ahead = [(30, 5), (35, 5), (0, 1), (31, 1), (75, 10), (90, 10), (110, 10)];
+        assert_eq!(next_chunks(ahead.into_iter(), 10, 100, 3), vec![3, 0, 7]);
+        assert_eq!(next_chunks(ahead.into_iter(), 10, 100, 16), vec![3, 0, 7, 8, 9]);
+        assert_eq!(next_chunks(std::iter::empty(), 10, 100, 4), Vec::<u64>::new());
+    }
 
     #[test]
     fn a_chunk_is_served_only_if_it_decompresses_to_its_hash() {
