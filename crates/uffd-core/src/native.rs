@@ -95,7 +95,6 @@ pub fn serve(
     };
     match result {
         Ok(mapped) => {
-            region.note_mapped(offset, mapped);
             if let (Some(residency), true) = (residency, mapped > 0) {
                 residency.mapped(offset, mapped);
                 // A write found the page missing: mapped protected, it would fault again at once
@@ -149,9 +148,8 @@ pub fn map_from(
     read_ahead: bool,
 ) -> Result<usize> {
     // The range lies in the registration the caller found: mapped without a second lookup.
-    let at = region.address() + offset;
     let mode = copy_mode(protect);
-    let copy = |bytes: &[u8]| resolver.copy_at(at, bytes, mode, park);
+    let copy = |bytes: &[u8]| resolver.copy_at(region, offset, bytes, mode, park);
     match source {
         Source::PageCache => resolver.r#continue(region, offset, len, Wake(true), Protect(protect), park),
         Source::Zero => map_zeros(resolver, region, offset, len, protect, scratch, park),
@@ -200,7 +198,7 @@ fn map_from_files(
 ) -> Result<usize> {
     let out = scratch.aligned(len);
     if fill_layers(layers, offset, out)? {
-        return resolver.copy_at(region.address() + offset, out, copy_mode(protect), park);
+        return resolver.copy_at(region, offset, out, copy_mode(protect), park);
     }
     bump(&resolver.counters.holes);
     map_zeros(resolver, region, offset, len, protect, scratch, park)
@@ -229,7 +227,7 @@ pub fn map_zeros(
     if protect || region.kind() == MemoryKind::Hugetlb || region.page_size() > base_page_size() {
         let zeros = scratch.aligned(len);
         zeros.fill(0);
-        return resolver.copy_at(region.address() + offset, zeros, copy_mode(protect), park);
+        return resolver.copy_at(region, offset, zeros, copy_mode(protect), park);
     }
-    resolver.zero_at(region.address() + offset, len, Wake(true), park)
+    resolver.zero_at(region, offset, len, Wake(true), park)
 }

@@ -218,7 +218,6 @@ fn complete(
         } else {
             resolver.copy(region, at, bytes, Wake(true), protect, Park::UntilRead)?
         };
-        region.note_mapped(at, mapped);
         if let (Some(residency), true) = (residency, mapped > 0) {
             residency.mapped(at, mapped);
         }

@@ -286,17 +286,21 @@ impl Resolver {
         if protect.0 {
             self.require_wp(OP, region)?;
         }
-        let dst = self.check_registered(OP, region, offset, bytes.len())?;
+        self.check_registered(OP, region, offset, bytes.len())?;
         let mode = if wake.0 { 0 } else { uapi::COPY_MODE_DONTWAKE } | if protect.0 { uapi::COPY_MODE_WP } else { 0 };
-        self.copy_at(dst, bytes, mode, park)
+        self.copy_at(region, offset, bytes, mode, park)
     }
 
-    /// UFFDIO_COPY to `dst`, which the caller took from the registrations (a native source's
-    /// fault): no second lookup; the kernel checks the range again.
-    pub fn copy_at(&self, dst: usize, bytes: &[u8], mode: u64, park: Park<'_>) -> Result<usize> {
-        self.counted(&self.counters.copies, bytes.len(), || {
+    /// UFFDIO_COPY to `offset` of a region in a registration the caller found (a native source's
+    /// fault): no second lookup; the kernel checks the range again. The pages mapped are noted in
+    /// the region, here for every path that maps (a prefetch skips them).
+    pub fn copy_at(&self, region: &Region, offset: usize, bytes: &[u8], mode: u64, park: Park<'_>) -> Result<usize> {
+        let dst = region.address() + offset;
+        let mapped = self.counted(&self.counters.copies, bytes.len(), || {
             self.parked(park, || self.fd.with_fd("UFFDIO_COPY", |uffd| ioctl::copy(uffd, dst, bytes, mode)))
-        })
+        })?;
+        region.note_mapped(offset, mapped);
+        Ok(mapped)
     }
 
     /// UFFDIO_ZEROPAGE over a range (not on hugetlbfs, which has no zero page).
@@ -305,15 +309,18 @@ impl Resolver {
         if region.kind() == MemoryKind::Hugetlb {
             return Err(Error::unsupported(OP, "hugetlbfs has no zero page: resolve with copy() of zeroed bytes"));
         }
-        let start = self.check_registered(OP, region, offset, len)?;
-        self.zero_at(start, len, wake, park)
+        self.check_registered(OP, region, offset, len)?;
+        self.zero_at(region, offset, len, wake, park)
     }
 
-    /// UFFDIO_ZEROPAGE at `start`, which the caller took from the registrations (see `copy_at`).
-    pub fn zero_at(&self, start: usize, len: usize, wake: Wake, park: Park<'_>) -> Result<usize> {
-        self.counted(&self.counters.zeropages, len, || {
+    /// UFFDIO_ZEROPAGE at `offset` of a region in a registration the caller found (see `copy_at`).
+    pub fn zero_at(&self, region: &Region, offset: usize, len: usize, wake: Wake, park: Park<'_>) -> Result<usize> {
+        let start = region.address() + offset;
+        let mapped = self.counted(&self.counters.zeropages, len, || {
             self.parked(park, || self.fd.with_fd("UFFDIO_ZEROPAGE", |uffd| ioctl::zeropage(uffd, start, len, wake.0)))
-        })
+        })?;
+        region.note_mapped(offset, mapped);
+        Ok(mapped)
     }
 
     /// UFFDIO_CONTINUE over a range: maps what is in the page cache (shmem and hugetlbfs).
@@ -336,9 +343,11 @@ impl Resolver {
         let start = self.check_registered(OP, region, offset, len)?;
         let mode =
             if wake.0 { 0 } else { uapi::CONTINUE_MODE_DONTWAKE } | if protect.0 { uapi::CONTINUE_MODE_WP } else { 0 };
-        self.counted(&self.counters.continues, len, || {
+        let mapped = self.counted(&self.counters.continues, len, || {
             self.parked(park, || self.fd.with_fd(OP, |uffd| ioctl::r#continue(uffd, start, len, mode)))
-        })
+        })?;
+        region.note_mapped(offset, mapped);
+        Ok(mapped)
     }
 
     /// UFFDIO_POISON over a range: later accesses raise SIGBUS.
