@@ -24,6 +24,7 @@ export {
   type KeeperLinked,
   serveFirecracker,
   type TraceWritten,
+  type VmStoreCounts,
   type VmSummary,
 } from './lib/firecracker'
 export type {

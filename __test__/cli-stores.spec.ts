@@ -48,3 +48,28 @@ test('snapshot push: no credentials and a bad endpoint say the flags; --credenti
   t.is(chain.status, 1)
   t.notRegex(chain.stderr, /unknown option/i)
 })
+
+test('firecracker: an empty layer above a base in a store is refused as above a local base, before any request', (t) => {
+  const socket = join(dir, 'fc-empty.sock')
+  const empty = join(dir, 'empty.mem')
+  writeFileSync(empty, '')
+  const expected = { event: 'error', code: 'EINVAL', message: `the memory file ${empty} is empty: it is not a snapshot's memory` }
+  // The store's endpoint answers nothing: the refusal comes before any request.
+  const overStore = cli(
+    'firecracker',
+    '--socket',
+    socket,
+    '--mem',
+    's3://snaps/vm.mem',
+    '--mem',
+    empty,
+    '--endpoint',
+    'http://127.0.0.1:1',
+    '--anonymous',
+  )
+  const overFile = cli('firecracker', '--socket', socket, '--mem', mem, '--mem', empty)
+  for (const run of [overStore, overFile]) {
+    t.is(run.status, 1, run.stderr)
+    t.like(JSON.parse(run.stdout.trim().split('\n').at(-1) as string), expected)
+  }
+})

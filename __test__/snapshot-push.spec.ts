@@ -329,7 +329,7 @@ run(
     await push(mem, 'trace/pushed.mem')
     const trace = join(dir, 'store.trace')
     const cli = join(__dirname, '..', '..', '..', 'dist', 'lib', 'cli.js')
-    const summaries: { replayedPages: number; outcome: string }[] = []
+    const summaries: { replayedPages: number; outcome: string; store?: Record<string, number> }[] = []
     for (let run = 0; run < 2; run++) {
       const socket = kit.socketPath()
       const args = [
@@ -361,6 +361,12 @@ run(
     }
     t.is(summaries[0]?.replayedPages, 0)
     t.true((summaries[1]?.replayedPages ?? 0) > 0, JSON.stringify(summaries[1]))
+    for (const summary of summaries) {
+      // What the store did for the VM: its one chunk (and the manifest's frames, if any), no failure.
+      const store = summary.store ?? {}
+      t.true((store.requests ?? 0) >= 1 && (store.bytesFetched ?? 0) > 0, JSON.stringify(store))
+      t.like(store, { retries: 0, failures: 0, fallbackPages: 0 })
+    }
     const saved = JSON.parse(readFileSync(trace, 'utf8')) as { memory: { fingerprint: string }[] }
     t.regex(saved.memory[0]?.fingerprint ?? '', /^etag /)
   },

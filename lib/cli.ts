@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { serveFirecracker } from './firecracker'
+import { checkMemoryFiles, serveFirecracker } from './firecracker'
 import { DEFAULT_KEEPER_GRACE_MS, runKeeper } from './keeper'
 import { DEFAULTS } from './options'
 import { activatedSocket } from './remote'
@@ -300,6 +300,8 @@ async function memoryOf(values: ReturnType<typeof firecrackerArgs>): Promise<Sou
   if (values.account !== undefined && !/^az(ure)?:\/\//.test(urls[0] as string)) {
     usageError('--account is for a --mem in Azure (az://container/blob)', FIRECRACKER_USAGE)
   }
+  // The layers above the store, checked as local memory files are, before any request.
+  checkMemoryFiles(mem.slice(1))
   const object = await Source.objectStore(urls[0] as string, {
     ...(values.endpoint ? { endpoint: values.endpoint } : {}),
     ...(values['cache-dir'] ? { cacheDir: values['cache-dir'] } : {}),

@@ -260,6 +260,14 @@ export function rangeError(name: string, range: string, value: number): RangeErr
   return error
 }
 
+/** An option no API of that name has (`ERR_INVALID_ARG_VALUE`), with the nearest it has. */
+export function unknownOptionError(name: string, where: string, nearest: string | undefined): TypeError {
+  const hint = nearest === undefined ? '' : `: did you mean "${nearest}"?`
+  const error = new TypeError(`The property "${name}" is not an option of ${where}${hint}`) as TypeError & { code: string }
+  error.code = 'ERR_INVALID_ARG_VALUE'
+  return error
+}
+
 function describe(value: unknown): string {
   if (value === null) return 'null'
   if (typeof value === 'bigint') return `type bigint (${value}n)`

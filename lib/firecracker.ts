@@ -18,9 +18,10 @@ import {
   peerProcessOf,
   type SocketOwner,
 } from './remote'
-import { Source } from './source'
+import { type ObjectSourceStats, Source } from './source'
 import { readTrace, type TracedMemory, TraceRecorder, type WorkingSetTrace, writeTrace } from './trace'
 import type { Userfaultfd } from './userfaultfd'
+import { knownKeys } from './validate'
 import { checkRecordable, WorkingSet } from './working-set'
 
 /** Options of {@link serveFirecracker}. */
@@ -97,6 +98,25 @@ export interface FirecrackerOptions {
   signal?: AbortSignal
 }
 
+/** The options of {@link serveFirecracker}, each once: a key not here is a mistake. */
+const FIRECRACKER_OPTIONS: Record<keyof FirecrackerOptions, true> = {
+  socket: true,
+  socketMode: true,
+  socketOwner: true,
+  memoryFile: true,
+  memory: true,
+  handshakeTimeoutMs: true,
+  record: true,
+  replay: true,
+  workingSet: true,
+  prefetch: true,
+  readahead: true,
+  timeoutMs: true,
+  keeper: true,
+  keeperGraceMs: true,
+  signal: true,
+}
+
 /** What one restore took: a line of the server's JSON output. */
 export interface VmSummary {
   /** The Firecracker process (SO_PEERCRED). */
@@ -134,11 +154,23 @@ export interface VmSummary {
   /** Milliseconds from the handshake to now, or to the VM's exit. */
   readonly durationMs: number
   /**
+   * With the memory in a store: its requests (and bytes, retries, failures, cache hits, pages
+   * that got the fallback) from the VM's connection to now. Counted on the memory's source, so VMs
+   * served at the same time share them.
+   */
+  readonly store?: VmStoreCounts
+  /**
    * True for a VM this server took back from the keeper as it started (another server, now
    * gone, adopted it): its counts and `durationMs` start at this server's start.
    */
   readonly resumed?: true
 }
+
+/** What the memory's store did for a VM: {@link VmSummary.store}, fields as {@link ObjectSourceStats} says. */
+export type VmStoreCounts = Pick<
+  ObjectSourceStats,
+  'requests' | 'bytesFetched' | 'retries' | 'failures' | 'memoryHits' | 'diskHits' | 'fallbackPages'
+>
 
 /** What the `'keeper'` event of a {@link FirecrackerServer} says. */
 export interface KeeperLinked {
@@ -193,6 +225,8 @@ interface Restore {
   endedAt?: number
   outcome: VmSummary['outcome']
   error?: string
+  /** The memory's store counts when the VM connected, for `store` in its summary. */
+  readonly storeAtStart: ObjectSourceStats | undefined
 }
 
 /**
@@ -238,6 +272,8 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
   /** Starts listening on `options.socket` (what {@link serveFirecracker} does). */
   constructor(options: FirecrackerOptions) {
     super()
+    if (typeof options !== 'object' || options === null) throw argumentError('options', 'an object', options)
+    knownKeys('options', options, FIRECRACKER_OPTIONS, 'serveFirecracker')
     const { socket, memoryFile, memory } = options
     if (typeof socket !== 'string' && typeof socket !== 'number') {
       throw argumentError('options.socket', 'a path, or the fd of a listening socket', socket)
@@ -441,6 +477,7 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       outcome: 'running',
       process: peerProcessOf(adoption),
       resumed,
+      storeAtStart: this.#memory?.objectStats,
     }
     this.#restores.add(restore)
     this.emit(resumed ? 'resume' : 'connect', peer)
@@ -629,6 +666,25 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       prefetchedPages: Math.round(restore.prefetched / page),
       durationMs: (restore.endedAt ?? Date.now()) - restore.started,
       ...(restore.resumed ? { resumed: true as const } : {}),
+      ...this.#storeSince(restore.storeAtStart),
+    }
+  }
+
+  /** What the memory's store did since `before` (when a VM connected). */
+  #storeSince(before: ObjectSourceStats | undefined): { store?: VmStoreCounts } {
+    const now = this.#memory?.objectStats
+    if (!before || !now) return {}
+    const since = (name: keyof VmStoreCounts) => now[name] - before[name]
+    return {
+      store: {
+        requests: since('requests'),
+        bytesFetched: since('bytesFetched'),
+        retries: since('retries'),
+        failures: since('failures'),
+        memoryHits: since('memoryHits'),
+        diskHits: since('diskHits'),
+        fallbackPages: since('fallbackPages'),
+      },
     }
   }
 
@@ -659,6 +715,15 @@ interface HeldFile {
 }
 
 /** Opens a memory file and checks that it can serve: a readable, non-empty regular file. */
+/**
+ * Checks the local layers given above a memory in a store as the memory files are checked: a
+ * missing, unreadable or empty file, or a folder, is an error before any VM waits on it.
+ * @internal
+ */
+export function checkMemoryFiles(paths: readonly string[]): void {
+  for (const path of paths) closeSync(holdMemoryFile(path).fd)
+}
+
 function holdMemoryFile(path: string): HeldFile {
   let fd: number
   try {

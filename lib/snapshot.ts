@@ -5,7 +5,7 @@ import { provided } from './credentials'
 import { argumentError, fromFailure, rangeError } from './errors'
 import { binding } from './loader'
 import { type ObjectStoreSourceOptions, objectOptions } from './source'
-import { optionalPages, options as optionsOf } from './validate'
+import { knownKeys, optionalPages, options as optionsOf } from './validate'
 
 /** Options of {@link pushSnapshot}: how to reach the store, as for {@link Source.objectStore}, and how to cut the file. */
 export interface PushSnapshotOptions
@@ -47,6 +47,31 @@ export interface PushSnapshotOptions
   base?: string
   /** Where the chunks go, a key prefix in the bucket. Default: the base's, else `chunks/` beside the manifest. */
   chunkPrefix?: string
+}
+
+/** The options of {@link pushSnapshot}, each once: a key not here is a mistake. */
+const PUSH_OPTIONS: Record<keyof PushSnapshotOptions, true> = {
+  endpoint: true,
+  region: true,
+  credentials: true,
+  credentialChain: true,
+  profile: true,
+  instanceMetadata: true,
+  anonymous: true,
+  virtualHostedStyle: true,
+  account: true,
+  accountKey: true,
+  sasToken: true,
+  retry: true,
+  connectTimeoutMs: true,
+  requestTimeoutMs: true,
+  env: true,
+  chunkSize: true,
+  frameSize: true,
+  level: true,
+  concurrency: true,
+  base: true,
+  chunkPrefix: true,
 }
 
 /** What {@link pushSnapshot} did. */
@@ -102,6 +127,7 @@ export async function pushSnapshot(file: string, url: string, options?: PushSnap
   if (typeof file !== 'string' || file === '') throw argumentError('file', 'a path', file)
   if (typeof url !== 'string') throw argumentError('url', 'a string', url)
   const given = optionsOf('options', options)
+  knownKeys('options', given, PUSH_OPTIONS, 'pushSnapshot')
   // Left out, the chunk and frame sizes, the level and the concurrency are the core's defaults
   // (objectOptions checks the concurrency).
   const chunkSize = optionalPages('options.chunkSize', given.chunkSize)

@@ -3,7 +3,7 @@ import type { BindingObjectOptions, BindingSource } from './binding'
 import { type CredentialProvider, credentialsOf, type ObjectStoreCredentials, provided } from './credentials'
 import { argumentError, call, fromFailure } from './errors'
 import { binding } from './loader'
-import { bytesOf, integer, optionalBoolean, options as optionsOf } from './validate'
+import { bytesOf, integer, knownKeys, optionalBoolean, options as optionsOf } from './validate'
 
 /** Options of {@link Source.file}. */
 export interface FileSourceOptions {
@@ -269,7 +269,9 @@ export class Source {
    */
   static async objectStore(url: string, options?: ObjectStoreSourceOptions): Promise<ObjectStoreSource> {
     if (typeof url !== 'string') throw argumentError('url', 'a string', url)
-    const { options: bindingOptions, provider } = objectOptions(url, optionsOf('options', options))
+    const given = optionsOf('options', options)
+    knownKeys('options', given, OBJECT_STORE_OPTIONS, 'Source.objectStore')
+    const { options: bindingOptions, provider } = objectOptions(url, given)
     const credentials = provider ? await provided(provider) : undefined
     const outcome = await binding.openObjectSource(url, bindingOptions, credentials?.binding)
     const error = outcome.takeError()
@@ -374,6 +376,34 @@ export class Source {
   }
 }
 
+/** The options of {@link Source.objectStore}, each once: a key not here is a mistake. */
+const OBJECT_STORE_OPTIONS: Record<keyof ObjectStoreSourceOptions, true> = {
+  endpoint: true,
+  region: true,
+  credentials: true,
+  credentialChain: true,
+  profile: true,
+  instanceMetadata: true,
+  anonymous: true,
+  virtualHostedStyle: true,
+  account: true,
+  accountKey: true,
+  sasToken: true,
+  chunkSize: true,
+  concurrency: true,
+  readaheadChunks: true,
+  adaptive: true,
+  memoryCache: true,
+  cacheDir: true,
+  retry: true,
+  connectTimeoutMs: true,
+  requestTimeoutMs: true,
+  refetchAfterOutage: true,
+  env: true,
+}
+
+const RETRY_OPTIONS: Record<keyof ObjectStoreRetryOptions, true> = { retries: true, delayMs: true, maxDelayMs: true, timeoutMs: true }
+
 /**
  * Every option of an object source, checked, with the environment read (as the AWS SDKs do); the
  * numbers left out are the core's defaults.
@@ -402,6 +432,7 @@ export function objectOptions(
   const at = (name: string, value: unknown, min = 0) => (value === undefined ? undefined : integer(name, value, min))
   const flag = (name: string, value: unknown) => (value === undefined ? undefined : optionalBoolean(name, value, false))
   const retry = optionsOf('options.retry', options.retry)
+  knownKeys('options.retry', retry, RETRY_OPTIONS, 'the retry of an object store')
   const bindingOptions: BindingObjectOptions = {
     endpoint: s3
       ? (text('options.endpoint', options.endpoint) ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL)

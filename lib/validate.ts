@@ -3,7 +3,7 @@
 // RangeError (ERR_OUT_OF_RANGE). The bounds that depend on a region (its size, its page size) are
 // checked in the core, which throws the same RangeError for a size of 0 or an offset past the end,
 // and a UffdError EINVAL for what is not a multiple of the page size.
-import { argumentError, rangeError } from './errors'
+import { argumentError, rangeError, unknownOptionError } from './errors'
 
 /** A count, size, offset or id: an integer from `min` (default 0) to 2^53 - 1. */
 export function integer(name: string, value: unknown, min = 0): number {
@@ -52,6 +52,45 @@ export function options<T extends object>(name: string, value: T | undefined): P
   if (value === undefined) return {}
   if (typeof value !== 'object' || value === null) throw argumentError(name, 'an object', value)
   return value
+}
+
+/**
+ * Refuses a key of `value` (the options at `name`) that `known` does not list: a misspelt option
+ * of a store (`blobEndpoint`, `chunksize`) would otherwise be left out without a word, and its
+ * default used. The error names the nearest known key.
+ */
+export function knownKeys(name: string, value: object, known: Readonly<Record<string, true>>, where: string): void {
+  for (const key of Object.keys(value)) {
+    if (Object.hasOwn(known, key)) continue
+    throw unknownOptionError(`${name}.${key}`, where, nearest(key, Object.keys(known)))
+  }
+}
+
+/** The candidate closest to `key`: the same but for case, containing or contained, or within two edits. */
+function nearest(key: string, candidates: string[]): string | undefined {
+  const lower = key.toLowerCase()
+  const scored = candidates.map((candidate) => {
+    const other = candidate.toLowerCase()
+    const apart = edits(lower, other)
+    // One inside the other: the nearer in length first.
+    const score = apart === 0 ? 0 : lower.includes(other) || other.includes(lower) ? 1 + apart / 1000 : 1 + apart
+    return { candidate, score }
+  })
+  const best = scored.reduce((a, b) => (b.score < a.score ? b : a), { candidate: '', score: 4 })
+  return best.score <= 3 ? best.candidate : undefined
+}
+
+/** Levenshtein distance. */
+function edits(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i]
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    row = next
+  }
+  return row[b.length]
 }
 
 /** A Uint8Array over the bytes of any ArrayBuffer or view, without copying. */

@@ -4,6 +4,14 @@
 // fails the case instead of the suite. Run under Node.js (object-endpoint.spec.ts) and Bun
 // (bun/object-endpoint.test.ts).
 import { spawnSync } from 'node:child_process'
+import {
+  type FirecrackerOptions,
+  type ObjectStoreSourceOptions,
+  type PushSnapshotOptions,
+  pushSnapshot,
+  Source,
+  serveFirecracker,
+} from 'userfaultfd'
 import { table } from './check'
 
 const { table: endpointCases, define } = table()
@@ -44,3 +52,52 @@ for (const endpoint of BAD_ENDPOINTS) {
     })
   }
 }
+
+// A misspelt option of a store was left out without a word, and its default used (the store's
+// real endpoint, say, for `blobEndpoint`): now refused, with the nearest option named.
+const credentials = { accessKeyId: 'a', secretAccessKey: 'b' }
+const misspelt: Array<[string, () => Promise<unknown>, string, string]> = [
+  [
+    'Source.objectStore',
+    () => Source.objectStore('az://c/b', { blobEndpoint: 'http://127.0.0.1:10000/a' } as ObjectStoreSourceOptions),
+    'options.blobEndpoint',
+    'endpoint',
+  ],
+  [
+    'Source.objectStore',
+    () => Source.objectStore('s3://b/k', { credentials, chunksize: 8192 } as ObjectStoreSourceOptions),
+    'options.chunksize',
+    'chunkSize',
+  ],
+  [
+    'the retry of an object store',
+    () => Source.objectStore('s3://b/k', { credentials, retry: { delay: 10 } } as ObjectStoreSourceOptions),
+    'options.retry.delay',
+    'delayMs',
+  ],
+  [
+    'pushSnapshot',
+    () => pushSnapshot('/dev/null', 's3://b/k', { credentials, frame_size: 8192 } as PushSnapshotOptions),
+    'options.frame_size',
+    'frameSize',
+  ],
+  [
+    'serveFirecracker',
+    async () => serveFirecracker({ socket: '/nonexistent/uffd.sock', memoryFiles: ['/dev/null'] } as FirecrackerOptions),
+    'options.memoryFiles',
+    'memoryFile',
+  ],
+]
+for (const [where, call, name, nearest] of misspelt) {
+  define(`a misspelt option of ${where} (${name}) is refused, naming ${nearest}`, async (t) => {
+    const error = await t.throwsAsync<Error & { code: string }>(call, { instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE' })
+    t.is(error?.message, `The property "${name}" is not an option of ${where}: did you mean "${nearest}"?`)
+  })
+}
+define('an option nothing is near is refused without a guess', async (t) => {
+  const error = await t.throwsAsync<Error>(
+    () => Source.objectStore('s3://b/k', { credentials, zzzzzzzzzz: 1 } as ObjectStoreSourceOptions),
+    { code: 'ERR_INVALID_ARG_VALUE' },
+  )
+  t.is(error?.message, 'The property "options.zzzzzzzzzz" is not an option of Source.objectStore')
+})
