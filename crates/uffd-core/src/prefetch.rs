@@ -167,10 +167,20 @@ fn by_store_chunk(resolver: &Resolver, region: &Region, job: &Prefetch) -> Vec<(
         let Source::Object(object, base, _) = source else { return None };
         Some((object.chunk_size() as u64, base))
     };
+    group_by_chunk(&job.ranges, chunk_of, region.page_size())
+}
+
+/// `ranges` regrouped by chunk (see `by_store_chunk`); `chunk_of` gives the chunk size and the
+/// object offset of region offset 0 for a range in a store, `None` for a range kept in place.
+fn group_by_chunk(
+    ranges: &[(usize, usize)],
+    chunk_of: impl Fn(usize) -> Option<(u64, u64)>,
+    page: usize,
+) -> Vec<(usize, usize)> {
     let mut order: Vec<Option<u64>> = Vec::new();
     let mut groups: std::collections::HashMap<u64, Vec<(usize, usize)>> = Default::default();
     let mut others: Vec<(usize, usize)> = Vec::new();
-    for &(offset, len) in &job.ranges {
+    for &(offset, len) in ranges {
         let Some((chunk, base)) = chunk_of(offset) else {
             order.push(None);
             others.push((offset, len));
@@ -179,7 +189,9 @@ fn by_store_chunk(resolver: &Resolver, region: &Region, job: &Prefetch) -> Vec<(
         let (mut at, end) = (offset, offset + len);
         while at < end {
             let index = (base + at as u64) / chunk;
-            let next = (((index + 1) * chunk - base) as usize).min(end);
+            // A chunk's end in the region, a whole page (an object read from an offset that is
+            // not one ends its chunks between pages).
+            let next = (((index + 1) * chunk - base) as usize).next_multiple_of(page).min(end);
             let group = groups.entry(index).or_default();
             if group.is_empty() {
                 order.push(Some(index));
@@ -268,4 +280,26 @@ fn step_aside_for_faults(resolver: &Resolver) -> u64 {
         std::thread::sleep(Duration::from_micros(50));
     }
     waited
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_s_ranges_are_mapped_chunk_by_chunk_in_the_order_each_chunk_is_first_needed() {
+        const PAGE: usize = 4096;
+        let chunk = 4 * PAGE;
+        // Chunks of 4 pages: ranges in chunks 2, 0, 2 again, 1 (crossing into 2), and one kept in place.
+        let ranges = [(8 * PAGE, PAGE), (0, PAGE), (9 * PAGE, PAGE), (7 * PAGE, 2 * PAGE), (100 * PAGE, PAGE)];
+        let in_store = |offset: usize| (offset < 100 * PAGE).then_some((chunk as u64, 0));
+        assert_eq!(
+            group_by_chunk(&ranges, in_store, PAGE),
+            vec![(8 * PAGE, PAGE), (9 * PAGE, PAGE), (8 * PAGE, PAGE), (0, PAGE), (7 * PAGE, PAGE), (100 * PAGE, PAGE)]
+        );
+        // Read from byte 100 of the object: its chunks end between pages, the pieces on whole pages.
+        let shifted = |_: usize| Some((chunk as u64, 100));
+        let pieces = group_by_chunk(&[(0, 8 * PAGE)], shifted, PAGE);
+        assert_eq!(pieces, vec![(0, 4 * PAGE), (4 * PAGE, 4 * PAGE)]);
+    }
 }
