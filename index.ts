@@ -64,6 +64,7 @@ export { type PushSnapshotOptions, type PushSnapshotReport, pushSnapshot } from 
 export {
   type ObjectFallbackPage,
   type ObjectSourceStats,
+  type ObjectStoreConnectionOptions,
   type ObjectStoreRetryOptions,
   type ObjectStoreSource,
   type ObjectStoreSourceOptions,

@@ -4,29 +4,11 @@
 import { provided } from './credentials'
 import { argumentError, fromFailure, rangeError } from './errors'
 import { binding } from './loader'
-import { type ObjectStoreSourceOptions, objectOptions } from './source'
+import { CONNECTION_OPTIONS, type ObjectStoreConnectionOptions, objectOptions } from './source'
 import { knownKeys, optionalPages, options as optionsOf } from './validate'
 
 /** Options of {@link pushSnapshot}: how to reach the store, as for {@link Source.objectStore}, and how to cut the file. */
-export interface PushSnapshotOptions
-  extends Pick<
-    ObjectStoreSourceOptions,
-    | 'endpoint'
-    | 'region'
-    | 'credentials'
-    | 'credentialChain'
-    | 'profile'
-    | 'instanceMetadata'
-    | 'anonymous'
-    | 'virtualHostedStyle'
-    | 'account'
-    | 'accountKey'
-    | 'sasToken'
-    | 'retry'
-    | 'connectTimeoutMs'
-    | 'requestTimeoutMs'
-    | 'env'
-  > {
+export interface PushSnapshotOptions extends ObjectStoreConnectionOptions {
   /** Bytes per chunk, a multiple of 4096: what a fault fetches at least. Default 4 MiB. */
   chunkSize?: number
   /**
@@ -51,21 +33,7 @@ export interface PushSnapshotOptions
 
 /** The options of {@link pushSnapshot}, each once: a key not here is a mistake. */
 const PUSH_OPTIONS: Record<keyof PushSnapshotOptions, true> = {
-  endpoint: true,
-  region: true,
-  credentials: true,
-  credentialChain: true,
-  profile: true,
-  instanceMetadata: true,
-  anonymous: true,
-  virtualHostedStyle: true,
-  account: true,
-  accountKey: true,
-  sasToken: true,
-  retry: true,
-  connectTimeoutMs: true,
-  requestTimeoutMs: true,
-  env: true,
+  ...CONNECTION_OPTIONS,
   chunkSize: true,
   frameSize: true,
   level: true,

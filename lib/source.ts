@@ -376,8 +376,35 @@ export class Source {
   }
 }
 
-/** The options of {@link Source.objectStore}, each once: a key not here is a mistake. */
-const OBJECT_STORE_OPTIONS: Record<keyof ObjectStoreSourceOptions, true> = {
+/**
+ * The options of {@link Source.objectStore} that say how to reach the store and sign its
+ * requests: what {@link pushSnapshot} takes of them.
+ */
+export type ObjectStoreConnectionOptions = Pick<
+  ObjectStoreSourceOptions,
+  | 'endpoint'
+  | 'region'
+  | 'credentials'
+  | 'credentialChain'
+  | 'profile'
+  | 'instanceMetadata'
+  | 'anonymous'
+  | 'virtualHostedStyle'
+  | 'account'
+  | 'accountKey'
+  | 'sasToken'
+  | 'retry'
+  | 'connectTimeoutMs'
+  | 'requestTimeoutMs'
+  | 'env'
+>
+
+/**
+ * The keys of {@link ObjectStoreConnectionOptions}, each once: a key of a store's options that
+ * is not listed is a mistake (`knownKeys`).
+ * @internal
+ */
+export const CONNECTION_OPTIONS: Readonly<Record<keyof ObjectStoreConnectionOptions, true>> = {
   endpoint: true,
   region: true,
   credentials: true,
@@ -389,17 +416,21 @@ const OBJECT_STORE_OPTIONS: Record<keyof ObjectStoreSourceOptions, true> = {
   account: true,
   accountKey: true,
   sasToken: true,
+  retry: true,
+  connectTimeoutMs: true,
+  requestTimeoutMs: true,
+  env: true,
+}
+
+const OBJECT_STORE_OPTIONS: Record<keyof ObjectStoreSourceOptions, true> = {
+  ...CONNECTION_OPTIONS,
   chunkSize: true,
   concurrency: true,
   readaheadChunks: true,
   adaptive: true,
   memoryCache: true,
   cacheDir: true,
-  retry: true,
-  connectTimeoutMs: true,
-  requestTimeoutMs: true,
   refetchAfterOutage: true,
-  env: true,
 }
 
 const RETRY_OPTIONS: Record<keyof ObjectStoreRetryOptions, true> = { retries: true, delayMs: true, maxDelayMs: true, timeoutMs: true }
