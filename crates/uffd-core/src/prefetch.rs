@@ -50,7 +50,7 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
         resolver.check_registered(OP, region, offset, len)?;
     }
     let chunk = job.chunk_pages.max(1) * page;
-    let ranges = by_store_chunk(resolver, region, job);
+    let (ranges, groups) = by_store_chunk(resolver, region, job);
     let mut warmed = None;
     let mut scratch = Scratch::default();
     let mut report = PrefetchReport::default();
@@ -112,7 +112,7 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
                 continue;
             }
             let len = want.min(region.next_mapped(at, end, true) - at);
-            warm_ahead(&source, region, at, &ranges[next..], &mut warmed);
+            warm_ahead(&source, region, at, (&ranges, &groups, next), &mut warmed);
             let mut result = map_from(resolver, &source, region, at, len, false, &mut scratch, Park::UntilRead, false);
             if matches!(&result, Err(err) if len > page && gone_under(err)) {
                 // Part of the chunk was unmapped (or moved) by the memory's process, with no event
@@ -151,14 +151,15 @@ pub fn prefetch(resolver: &Resolver, region: &Arc<Region>, job: &Prefetch) -> Re
     Ok(report)
 }
 
-/// Ranges to look ahead at for a store's chunks (a trace may name thousands).
-const WARM_RANGES: usize = 256;
+/// Chunks to look ahead at for those still to fetch (most may be mapped already).
+const WARM_CHUNKS: usize = 256;
 
 /// The ranges, with those a store serves regrouped chunk by chunk, the chunks in the order the
 /// ranges first need them (a trace's first touches come back to a chunk long after it was read,
 /// when later chunks have pushed it out of memory): each chunk is fetched once, and all the
-/// pages it serves are mapped while it is there. Other ranges keep their place.
-fn by_store_chunk(resolver: &Resolver, region: &Region, job: &Prefetch) -> Vec<(usize, usize)> {
+/// pages it serves are mapped while it is there. Other ranges keep their place. Returns the
+/// ranges and where each group of them (a chunk's, or a range kept in place) begins.
+fn by_store_chunk(resolver: &Resolver, region: &Region, job: &Prefetch) -> (Vec<(usize, usize)>, Vec<usize>) {
     let chunk_of = |offset: usize| -> Option<(u64, u64)> {
         let source = match &job.source {
             Some(source) => source.clone(),
@@ -176,7 +177,7 @@ fn group_by_chunk(
     ranges: &[(usize, usize)],
     chunk_of: impl Fn(usize) -> Option<(u64, u64)>,
     page: usize,
-) -> Vec<(usize, usize)> {
+) -> (Vec<(usize, usize)>, Vec<usize>) {
     let mut order: Vec<Option<u64>> = Vec::new();
     let mut groups: std::collections::HashMap<u64, Vec<(usize, usize)>> = Default::default();
     let mut others: Vec<(usize, usize)> = Vec::new();
@@ -201,38 +202,47 @@ fn group_by_chunk(
         }
     }
     let mut others = others.into_iter();
-    order
-        .into_iter()
-        .flat_map(|key| match key {
-            Some(index) => groups.remove(&index).unwrap_or_default(),
-            None => others.next().into_iter().collect(),
-        })
-        .collect()
+    let (mut grouped, mut starts) = (Vec::with_capacity(ranges.len()), Vec::with_capacity(order.len()));
+    for key in order {
+        starts.push(grouped.len());
+        match key {
+            Some(index) => grouped.extend(groups.remove(&index).unwrap_or_default()),
+            None => grouped.extend(others.next()),
+        }
+    }
+    (grouped, starts)
 }
 
 /// For a source in a store, when a step enters a chunk other than the last one warmed: starts
-/// fetching the chunks that the pages still to map need, from `at` in `ranges` (the first holding
-/// `at`) on, in their order (a trace's), so that many requests are in flight while one step maps;
-/// pages mapped already are not fetched.
-fn warm_ahead(source: &Source, region: &Region, at: usize, ranges: &[(usize, usize)], warmed: &mut Option<u64>) {
+/// fetching the chunks that the pages still to map need, the chunk of `at` first, then those of
+/// the groups after range `next` of `ranges` (each group a chunk's ranges, from `groups`), in
+/// their order (a trace's), so that many requests are in flight while one step maps; a chunk whose
+/// pages are all mapped already is not fetched.
+fn warm_ahead(
+    source: &Source,
+    region: &Region,
+    at: usize,
+    (ranges, groups, next): (&[(usize, usize)], &[usize], usize),
+    warmed: &mut Option<u64>,
+) {
     let Source::Object(object, base, _) = source else { return };
     let chunk = (base + at as u64) / object.chunk_size() as u64;
     if *warmed == Some(chunk) {
         return;
     }
     *warmed = Some(chunk);
-    let runs = ranges.iter().take(WARM_RANGES).enumerate().flat_map(|(index, &(offset, len))| {
-        let mut from = if index == 0 { offset.max(at) } else { offset };
-        let end = offset + len;
-        std::iter::from_fn(move || {
-            let start = region.next_mapped(from, end, false);
-            if start >= end {
-                return None;
-            }
-            from = region.next_mapped(start, end, true);
-            Some((base + start as u64, (from - start) as u64))
+    let page = region.page_size();
+    let after = groups.partition_point(|&start| start <= next);
+    // A group's first page still to map, as a run of one page: it names the group's chunk.
+    let unmapped = |group: usize| {
+        let end = groups.get(group + 1).copied().unwrap_or(ranges.len());
+        ranges[groups[group]..end].iter().find_map(|&(offset, len)| {
+            let start = region.next_mapped(offset, offset + len, false);
+            (start < offset + len).then_some((base + start as u64, page as u64))
         })
-    });
+    };
+    let runs = std::iter::once((base + at as u64, page as u64))
+        .chain((after..groups.len()).take(WARM_CHUNKS).filter_map(unmapped));
     object.warm(runs);
 }
 
@@ -293,13 +303,16 @@ mod tests {
         // Chunks of 4 pages: ranges in chunks 2, 0, 2 again, 1 (crossing into 2), and one kept in place.
         let ranges = [(8 * PAGE, PAGE), (0, PAGE), (9 * PAGE, PAGE), (7 * PAGE, 2 * PAGE), (100 * PAGE, PAGE)];
         let in_store = |offset: usize| (offset < 100 * PAGE).then_some((chunk as u64, 0));
+        let (grouped, starts) = group_by_chunk(&ranges, in_store, PAGE);
         assert_eq!(
-            group_by_chunk(&ranges, in_store, PAGE),
+            grouped,
             vec![(8 * PAGE, PAGE), (9 * PAGE, PAGE), (8 * PAGE, PAGE), (0, PAGE), (7 * PAGE, PAGE), (100 * PAGE, PAGE)]
         );
+        assert_eq!(starts, vec![0, 3, 4, 5]);
         // Read from byte 100 of the object: its chunks end between pages, the pieces on whole pages.
         let shifted = |_: usize| Some((chunk as u64, 100));
-        let pieces = group_by_chunk(&[(0, 8 * PAGE)], shifted, PAGE);
+        let (pieces, starts) = group_by_chunk(&[(0, 8 * PAGE)], shifted, PAGE);
         assert_eq!(pieces, vec![(0, 4 * PAGE), (4 * PAGE, 4 * PAGE)]);
+        assert_eq!(starts, vec![0, 1]);
     }
 }
