@@ -290,6 +290,25 @@ run('a replay in a trace order keeps many requests in flight, and fetches only t
   await proxy.send({ delay: 0 })
 })
 
+run('a replay of a fragmented trace (many ranges in each chunk) still keeps many requests in flight', async (t) => {
+  const proxy = await start('proxy', store().s3.slice('http://'.length))
+  await proxy.send({ delay: 50 })
+  const source = await s3('ten.bin', { endpoint: proxy.url, readaheadChunks: 8 })
+  const { uffd, region } = serve(source, SIZE)
+  const before = await proxy.send({})
+  // Every other page of chunks 9, 2, 7, 0, 5, 3 and 8: 128 ranges in each.
+  const trace = [9, 2, 7, 0, 5, 3, 8].flatMap((chunk) =>
+    Array.from({ length: 128 }, (_, i) => ({ offset: chunk * CHUNK + 2 * i * PAGE, length: PAGE })),
+  )
+  const replay = await uffd.prefetch(region, trace, { chunkPages: 64 })
+  t.is(replay.mapped, trace.length * PAGE)
+  const connections = (await proxy.send({})).connections - before.connections
+  t.true(connections >= 4, `${connections} connections: requests in flight side by side, not one after another`)
+  t.is(source.objectStats?.requests, 7, 'the chunks the trace names, no other')
+  t.is(census(region, SIZE, [1], [9 * 256 + 254, 0, 8 * 256 + 2]).bySeed[1], 3)
+  await proxy.send({ delay: 0 })
+})
+
 run('a replay that comes back to its chunks fetches each once, with a memory cache of two chunks', async (t) => {
   const source = await s3('ten.bin', { memoryCache: 2 * CHUNK, readaheadChunks: 2 })
   const { uffd, region } = serve(source, SIZE)
