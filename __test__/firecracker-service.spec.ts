@@ -118,7 +118,7 @@ test('a memory file cut while a VM is served: the VM gets no zero page it did no
   // Killed, or dead of its SIGBUS before the kill came.
   t.true(vmSummary.outcome === 'killed' || vmSummary.outcome === 'exited', vmSummary.outcome)
   t.regex(vmSummary.error ?? '', new RegExp(`${mem}.*was cut while served`))
-  t.regex(vmSummary.error ?? '', /the VM's region 0, offset \d+/, 'the region named as the VM knows it')
+  t.regex(vmSummary.error ?? '', /region \d+ is the VM's region 0: offset \d+ of it/, 'the region named as the VM knows it')
   t.true(errors.some((e) => e.code === 'ERR_UFFD_PEER_KILLED'))
 })
 

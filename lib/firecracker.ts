@@ -486,7 +486,9 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       // A fault this handler could not serve got SIGBUS in the guest: the VM is lost; end it.
       // Said with the VM's own region index and offset (a region's id is the process's).
       const index = error.fault ? regions.findIndex((region) => region.id === error.fault?.regionId) : -1
-      const where = index < 0 || !error.fault ? '' : ` (the VM's region ${index}, offset ${error.fault.offset})`
+      // The core numbers regions in this process; the VM's owner knows them by their index.
+      const where =
+        index < 0 || !error.fault ? '' : ` (region ${error.fault.regionId} is the VM's region ${index}: offset ${error.fault.offset} of it)`
       this.#kill(restore, `${error.message}${where}`)
     })
     uffd.on('close', () => this.#ended(restore))
