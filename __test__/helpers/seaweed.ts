@@ -61,7 +61,35 @@ export class Seaweed {
   }
 
   /** `weed server -s3`, optionally with S3 identities (anonymous may then write and make buckets). */
-  static async server(options: { identity?: Identity } = {}): Promise<Seaweed> {
+  static server(options: { identity?: Identity } = {}): Promise<Seaweed> {
+    return Seaweed.#started(() => Seaweed.#server(options))
+  }
+
+  /** A master, two volume servers and a filer with the S3 gateway, each its own process. */
+  static cluster(): Promise<Seaweed> {
+    return Seaweed.#started(() => Seaweed.#cluster())
+  }
+
+  /**
+   * Starts what `configured` gives, on other ports if one was taken: ports are found free before
+   * weed binds them, and another test's SeaweedFS, starting at the same time, may take one (or its
+   * gRPC port, + 10000) meanwhile.
+   */
+  static async #started(configured: () => Promise<Seaweed>): Promise<Seaweed> {
+    for (let attempt = 1; ; attempt++) {
+      const weed = await configured()
+      try {
+        await weed.#start()
+        return weed
+      } catch (error) {
+        await weed.kill()
+        if (attempt < 3 && /address already in use/.test((error as Error).message)) continue
+        throw error
+      }
+    }
+  }
+
+  static async #server(options: { identity?: Identity }): Promise<Seaweed> {
     const [master, volume, filer, s3] = [await freePort(), await freePort(), await freePort(), await freePort()]
     const dir = mkdtempSync(join(tmpdir(), 'uffd-seaweed-'))
     const weed = new Seaweed(dir, s3)
@@ -97,12 +125,10 @@ export class Seaweed {
       args.push(`-s3.config=${config}`)
     }
     weed.#commands.push(args)
-    await weed.#start()
     return weed
   }
 
-  /** A master, two volume servers and a filer with the S3 gateway, each its own process. */
-  static async cluster(): Promise<Seaweed> {
+  static async #cluster(): Promise<Seaweed> {
     const [master, volume1, volume2, filer, s3] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()]
     const dir = mkdtempSync(join(tmpdir(), 'uffd-seaweed-cluster-'))
     const weed = new Seaweed(dir, s3)
@@ -129,7 +155,6 @@ export class Seaweed {
         '-s3.port.lance=0',
       ],
     )
-    await weed.#start()
     return weed
   }
 
@@ -162,6 +187,9 @@ export class Seaweed {
         const response = await fetch(`${this.s3}/ready-probe`, { method: 'PUT', signal: AbortSignal.timeout(2000) })
         if (response.ok || response.status === 409) return
       } catch {}
+      if (this.#processes.some((child) => child.exitCode !== null || child.signalCode !== null)) {
+        throw new Error(`SeaweedFS exited before it was ready:\n${this.#log}`)
+      }
       if (Date.now() > until) throw new Error(`SeaweedFS did not become ready in ${ms} ms:\n${this.#log}`)
       await new Promise((resolve) => setTimeout(resolve, 200))
     }
