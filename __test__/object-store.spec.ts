@@ -184,6 +184,12 @@ run('a missing object (404), a missing bucket, and an endpoint nobody listens on
     /^HEAD failed with ECONNREFUSED: .*s3:\/\/[^ ]+\/ten\.bin: Connection refused \(os error 111\) \(reaching http:\/\/127\.0\.0\.1:1\)$/,
   )
   t.notRegex(closed?.message ?? '', /Generic S3 error|error sending request/)
+  // https:// at a plain HTTP store: no TLS answer, said as such, and not retried.
+  const started = Date.now()
+  const tls = await t.throwsAsync(s3('ten.bin', { endpoint: store().s3.replace('http://', 'https://') }))
+  t.is((tls as UffdError).code, 'EPROTO')
+  t.regex(tls?.message ?? '', /did not answer in TLS .*: if it serves plain HTTP, give the endpoint as http:\/\//)
+  t.true(Date.now() - started < 5000, `${Date.now() - started} ms: not retried`)
   await t.throwsAsync(Source.objectStore('gs://bucket/key'), { code: 'EOPNOTSUPP' })
   await t.throwsAsync(Source.objectStore('s3://bucket-only'), { code: 'EINVAL' })
 })
@@ -310,7 +316,8 @@ run('a replay of a fragmented trace (many ranges in each chunk) still keeps many
 })
 
 run('a replay that comes back to its chunks fetches each once, with a memory cache of two chunks', async (t) => {
-  const source = await s3('ten.bin', { memoryCache: 2 * CHUNK, readaheadChunks: 2 })
+  // readaheadChunks left at its default (16): no more is read ahead than the cache holds.
+  const source = await s3('ten.bin', { memoryCache: 2 * CHUNK })
   const { uffd, region } = serve(source, SIZE)
   // First touches that come back to chunks 0 to 5 again and again, as a guest's do: in this order,
   // each chunk would be pushed out of memory before the trace needs it again.

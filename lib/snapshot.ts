@@ -9,12 +9,13 @@ import { knownKeys, optionalPages, options as optionsOf } from './validate'
 
 /** Options of {@link pushSnapshot}: how to reach the store, as for {@link Source.objectStore}, and how to cut the file. */
 export interface PushSnapshotOptions extends ObjectStoreConnectionOptions {
-  /** Bytes per chunk, a multiple of 4096: what a fault fetches at least. Default 4 MiB. */
+  /** Bytes per chunk, a multiple of 4096: what a fault fetches at least. Default: the base's, else 4 MiB. */
   chunkSize?: number
   /**
    * Bytes per frame of a chunk, compressed on its own: the least a fault far from others fetches
    * (one range request for the frames around its page). A multiple of 4096 that divides
-   * `chunkSize`. Default 16 KiB.
+   * `chunkSize`. Default: the base's, else 16 KiB (a size given that differs from the base's is refused:
+   * no chunk could be shared).
    */
   frameSize?: number
   /** The zstd level, -7 (fastest) to 22 (smallest). Default 3. */

@@ -77,7 +77,11 @@ export interface ObjectStoreSourceOptions {
   chunkSize?: number
   /** Range requests in flight at once. Default 16. */
   concurrency?: number
-  /** Chunks read ahead of sequential faults, at most. Default: `concurrency`. */
+  /**
+   * Chunks read ahead of sequential faults (and of a prefetch's chunk), at most. Default:
+   * `concurrency`. Never more than `memoryCache` holds besides the chunk in use: chunks read
+   * ahead would push each other out of memory before they are used, and be fetched again.
+   */
   readaheadChunks?: number
   /** Random faults shrink the request to a page; false: whole chunks always. Default true. */
   adaptive?: boolean

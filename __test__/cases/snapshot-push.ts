@@ -240,7 +240,24 @@ run('bad arguments are refused with what is wrong, before any request', async (t
     code: 'EINVAL',
     message: /chunks of 1048576 bytes, this push 2097152/,
   })
+  await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, base: url('args/base.mem'), frameSize: 8 * PAGE }), {
+    code: 'EINVAL',
+    message: /has frames of 16384 bytes, this push 32768: no chunk could be shared \(pass --frame-size 16384, or leave it out/,
+  })
+  // Left out, the sizes are the base's (its 1 MiB chunks, not the default 4 MiB): its chunks are shared.
+  const sibling = await pushSnapshot(file, url('args/sibling.mem'), { ...e, base: url('args/base.mem') })
+  t.like(sibling, { uploaded: 0, fromBase: sibling.chunks - sibling.holes })
+  await store().put(BUCKET, 'args/plain.mem', readFileSync(file))
+  await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, base: url('args/plain.mem') }), {
+    code: 'EINVAL',
+    message: /the base s3:\/\/.*args\/plain\.mem is not a pushed snapshot .*give the URL of a snapshot pushed before/,
+  })
   await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, base: url('args/no-such.mem') }), { code: 'ENOENT' })
+  // SeaweedFS answers a write to a bucket that does not exist with 403: the message says to look.
+  await t.throwsAsync(pushSnapshot(file, 's3://no-such-bucket/x', e), {
+    code: 'EACCES',
+    message: /refused \(check the credentials, that they may write there, and that the bucket exists\)/,
+  })
   await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, chunkPrefix: '../up/' }), { code: 'EINVAL', message: /plain key prefix/ })
 })
 

@@ -127,15 +127,17 @@ pub fn push_snapshot(
     chunk_prefix: Option<String>,
     credentials: Option<&BindingCredentials>,
 ) -> napi::Result<AsyncTask<Push>> {
+    // Left out, the chunk and frame sizes are the base's (else the defaults): the core decides.
+    let chunk_size = options.chunk_size.map(|size| size as usize);
     let options = object_options(&env, options, credentials.map(|c| c.pushed.clone()))?;
     Ok(AsyncTask::new(Push {
         file,
         url,
         options: PushOptions {
             store: options.store,
-            chunk_size: options.chunk_size,
+            chunk_size,
             level: level.unwrap_or(PushOptions::default().level),
-            frame_size: frame_size.map_or(PushOptions::default().frame_size, |size| size as usize),
+            frame_size: frame_size.map(|size| size as usize),
             concurrency: options.concurrency,
             base,
             chunk_prefix,

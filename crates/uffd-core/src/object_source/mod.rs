@@ -72,7 +72,8 @@ pub struct ObjectOptions {
     pub chunk_size: usize,
     /// Range requests in flight at once.
     pub concurrency: usize,
-    /// Chunks read ahead of a sequential fault, at most.
+    /// Chunks read ahead of a sequential fault, at most; and, with the one in use, at most what
+    /// the memory cache holds.
     pub readahead_chunks: usize,
     /// Random faults shrink the request down to a page; false: always whole chunks.
     pub adaptive: bool,
@@ -268,7 +269,9 @@ impl ObjectSource {
             size,
             snapshot,
             chunk_size,
-            readahead_chunks: options.readahead_chunks,
+            // Chunks read ahead, with the one in use, must fit the memory cache: more would push
+            // each other out before their pages are mapped, and be fetched again.
+            readahead_chunks: options.readahead_chunks.min((options.memory_cache / chunk_size).saturating_sub(1)),
             adaptive: options.adaptive,
             cache: ChunkCache::new(options.memory_cache),
             disk,

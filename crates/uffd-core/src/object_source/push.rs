@@ -31,11 +31,11 @@ const OP: &str = "push";
 #[derive(Debug, Clone)]
 pub struct PushOptions {
     pub store: StoreOptions,
-    /// Bytes per chunk; a multiple of the page size.
-    pub chunk_size: usize,
+    /// Bytes per chunk; a multiple of the page size. `None`: the base's, else the default.
+    pub chunk_size: Option<usize>,
     /// Bytes per frame, compressed on its own: the least a reader fetches of a chunk. A multiple of
-    /// the page size that divides the chunk size.
-    pub frame_size: usize,
+    /// the page size that divides the chunk size. `None`: the base's, else the default.
+    pub frame_size: Option<usize>,
     /// The zstd level (1 to 22; negative levels are faster still).
     pub level: i32,
     /// Chunks read, compressed or uploaded at once.
@@ -53,8 +53,8 @@ impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
             store: StoreOptions::default(),
-            chunk_size: DEFAULT_CHUNK_SIZE,
-            frame_size: DEFAULT_FRAME_SIZE,
+            chunk_size: None,
+            frame_size: None,
             level: 3,
             concurrency: DEFAULT_CONCURRENCY,
             base: None,
@@ -161,18 +161,8 @@ struct Push {
 /// not be a thread of the object-store runtime.
 pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> {
     let started = Instant::now();
-    let page = crate::region::base_page_size();
-    check_chunk_size(OP, options.chunk_size)?;
-    if options.frame_size == 0 || options.frame_size % page != 0 || options.chunk_size % options.frame_size != 0 {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "the frame size {} does not cut the chunk size {} into frames of whole pages ({page} bytes): \
-                 give one that divides it, such as 16384",
-                options.frame_size, options.chunk_size
-            ),
-        ));
-    }
+    // Sizes given are checked before any request; those left out are the base's (read below).
+    check_sizes(options.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE), options.frame_size.unwrap_or(DEFAULT_FRAME_SIZE))?;
     if !(-7..=22).contains(&options.level) {
         return Err(Error::invalid(OP, format!("level {} is not a zstd level (-7 to 22)", options.level)));
     }
@@ -191,10 +181,11 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
         let base = match &options.base {
             Some(base) => {
                 requests += 1;
-                Some(read_base(base, &location, store.as_ref(), options.chunk_size as u64).await?)
+                Some(read_base(base, &location, store.as_ref()).await?)
             }
             None => None,
         };
+        let (chunk_size, frame_size) = sizes(&options, base.as_ref())?;
         let prefix = match (options.chunk_prefix, &base) {
             (Some(prefix), _) => checked_prefix(prefix)?,
             (None, Some(base)) => base.chunks.clone(),
@@ -204,7 +195,7 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
             }
         };
         let (known, beneath) = match &base {
-            Some(base) => base_chunks(base, options.frame_size as u64, &prefix),
+            Some(base) => base_chunks(base, frame_size as u64, &prefix),
             None => (HashMap::new(), Vec::new()),
         };
         let push = Arc::new(Push {
@@ -214,8 +205,8 @@ pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> 
             location,
             store,
             prefix,
-            chunk_size: options.chunk_size as u64,
-            frame_size: options.frame_size as u64,
+            chunk_size: chunk_size as u64,
+            frame_size: frame_size as u64,
             size: meta.len(),
             level: options.level,
             retry: options.retry,
@@ -526,14 +517,15 @@ impl Push {
     }
 }
 
-/// A base snapshot's manifest, read and checked against this push.
-async fn read_base(base: &str, location: &Location, store: &dyn ObjectStore, chunk_size: u64) -> Result<Manifest> {
+/// A base snapshot's manifest, read and checked.
+async fn read_base(base: &str, location: &Location, store: &dyn ObjectStore) -> Result<Manifest> {
     let base_location = Location::parse(base)?;
     if !base_location.same_store(location) {
         return Err(Error::invalid(
             OP,
             format!(
-                "the base {base} is not in the bucket (or on the host) of {}: chunks are shared within one",
+                "the base {base} is not in the bucket (or on the host) of {}: chunks are shared only within \
+                 one; push to the base's bucket, or without a base",
                 location.url_of(location.key())
             ),
         ));
@@ -546,18 +538,60 @@ async fn read_base(base: &str, location: &Location, store: &dyn ObjectStore, chu
             format!("the base {base} is not a snapshot manifest ({} bytes)", got.meta.size),
         ));
     }
-    let bytes = got.bytes().await.map_err(|e| remote_error("GET", &format!("the base {base}"), &e))?;
-    let manifest = Manifest::parse(base, &bytes)?;
-    if manifest.chunk_size != chunk_size {
+    let content_type = got.attributes.get(&object_store::Attribute::ContentType).map(|value| value.to_string());
+    if content_type.as_deref() != Some(manifest::CONTENT_TYPE) {
         return Err(Error::invalid(
             OP,
             format!(
-                "the base {base} has chunks of {} bytes, this push {chunk_size}: no chunk could be shared (pass --chunk-size {})",
-                manifest.chunk_size, manifest.chunk_size
+                "the base {base} is not a pushed snapshot (its content type is {}, not {}): give the URL of \
+                 a snapshot pushed before",
+                content_type.as_deref().unwrap_or("unset"),
+                manifest::CONTENT_TYPE
             ),
         ));
     }
-    Ok(manifest)
+    let bytes = got.bytes().await.map_err(|e| remote_error("GET", &format!("the base {base}"), &e))?;
+    Manifest::parse(base, &bytes)
+}
+
+/// The chunk and frame sizes of a push: those given, else the base's, else the defaults. A size
+/// given that differs from the base's is refused: no chunk of the base could be shared.
+fn sizes(options: &PushOptions, base: Option<&Manifest>) -> Result<(usize, usize)> {
+    let base_chunk = base.map(|base| base.chunk_size as usize);
+    let base_frame = base.and_then(|base| base.frame_size).map(|size| size as usize);
+    let differs = |name: &str, given: Option<usize>, of_base: Option<usize>| match (given, of_base) {
+        (Some(given), Some(of_base)) if given != of_base => Err(Error::invalid(
+            OP,
+            format!(
+                "the base {} has {name}s of {of_base} bytes, this push {given}: no chunk could be shared \
+                 (pass --{name}-size {of_base}, or leave it out to take the base's)",
+                options.base.as_deref().unwrap_or_default()
+            ),
+        )),
+        _ => Ok(()),
+    };
+    differs("chunk", options.chunk_size, base_chunk)?;
+    differs("frame", options.frame_size, base_frame)?;
+    let chunk_size = options.chunk_size.or(base_chunk).unwrap_or(DEFAULT_CHUNK_SIZE);
+    let frame_size = options.frame_size.or(base_frame).unwrap_or(DEFAULT_FRAME_SIZE);
+    check_sizes(chunk_size, frame_size)?;
+    Ok((chunk_size, frame_size))
+}
+
+/// A chunk size of whole pages, cut into frames of whole pages.
+fn check_sizes(chunk_size: usize, frame_size: usize) -> Result<()> {
+    let page = crate::region::base_page_size();
+    check_chunk_size(OP, chunk_size)?;
+    if frame_size == 0 || frame_size % page != 0 || chunk_size % frame_size != 0 {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the frame size {frame_size} does not cut the chunk size {chunk_size} into frames of whole pages \
+                 ({page} bytes): give one that divides it, such as 16384"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What a base's chunks give a push under `prefix`: how each hash is stored, and the chunk at
@@ -611,9 +645,9 @@ mod tests {
     #[test]
     fn bad_arguments_are_refused_before_any_request() {
         let refused = |options: PushOptions| push(Path::new("/dev/null"), "s3://b/k", options).unwrap_err().to_string();
-        assert!(refused(PushOptions { chunk_size: 1000, ..Default::default() }).contains("chunk size 1000"));
+        assert!(refused(PushOptions { chunk_size: Some(1000), ..Default::default() }).contains("chunk size 1000"));
         assert!(refused(PushOptions { level: 30, ..Default::default() }).contains("level 30"));
-        assert!(refused(PushOptions { frame_size: 12288, ..Default::default() }).contains("frame size 12288"));
+        assert!(refused(PushOptions { frame_size: Some(12288), ..Default::default() }).contains("frame size 12288"));
         assert!(refused(PushOptions { concurrency: 0, ..Default::default() }).contains("concurrency"));
         let err = push(Path::new("/no/such/file"), "s3://b/k", PushOptions::default()).unwrap_err();
         assert_eq!(err.code(), "ENOENT");

@@ -443,6 +443,11 @@ pub(crate) fn remote_error(op: &'static str, what: &str, err: &object_store::Err
         Some(404) if op == "HEAD" => {
             format!("{what}: HTTP 404: no such object (check the bucket or container, and the key): {text}")
         }
+        // Some stores (SeaweedFS among them) answer a write to a missing bucket with 403.
+        Some(status @ (401 | 403)) if op == "PUT" => format!(
+            "{what}: HTTP {status}: refused (check the credentials, that they may write there, and that the \
+             bucket exists): {text}"
+        ),
         Some(status @ (401 | 403)) => {
             format!("{what}: HTTP {status}: refused (check the credentials, and that they may read it): {text}")
         }
@@ -452,6 +457,11 @@ pub(crate) fn remote_error(op: &'static str, what: &str, err: &object_store::Err
             Some(origin) if errno == Errno::EHOSTUNREACH => {
                 format!("{what}: the host of {origin} did not resolve ({})", root_cause(err))
             }
+            Some(origin) if errno == Errno::EPROTO && origin.starts_with("https://") => format!(
+                "{what}: {origin} did not answer in TLS ({}): if it serves plain HTTP, give the endpoint as \
+                 http://",
+                root_cause(err)
+            ),
             Some(origin) => format!("{what}: {} (reaching {origin})", root_cause(err)),
             None => format!("{what}: {}", root_cause(err)),
         },
@@ -504,6 +514,11 @@ fn transport_errno(err: &object_store::Error) -> Option<Errno> {
     let text = chain(err).to_lowercase();
     if text.contains("failed to lookup address") || text.contains("dns error") {
         return Some(Errno::EHOSTUNREACH);
+    }
+    // TLS that got something else back (a plain HTTP server at an https:// endpoint): no retry
+    // can mend it.
+    if text.contains("invalidcontenttype") || text.contains("received corrupt message") {
+        return Some(Errno::EPROTO);
     }
     if text.contains("connection refused") {
         return Some(Errno::ECONNREFUSED);

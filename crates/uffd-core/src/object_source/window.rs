@@ -73,12 +73,13 @@ impl ObjectSource {
     }
 
     /// Starts fetching the chunks that the byte ranges `ahead` (object offsets and lengths, in the
-    /// order they will be read) need next: the first `readahead_chunks` of them, those not in
-    /// memory or on their way. A replay in a trace's order keeps that many requests in flight, not
+    /// order they will be read) need next: the one in use and `readahead_chunks` more, those not
+    /// in memory or on their way. A replay in a trace's order keeps that many requests in flight, not
     /// one; and never more chunks ahead than that, in memory or not, so that none is pushed out of
     /// the memory cache before its pages are mapped (and fetched again).
     pub fn warm(self: &Arc<Self>, ahead: impl Iterator<Item = (u64, u64)>) {
-        for index in next_chunks(ahead, self.chunk_size as u64, self.size(), self.readahead_chunks.max(1)) {
+        // The chunk in use, and those ahead.
+        for index in next_chunks(ahead, self.chunk_size as u64, self.size(), self.readahead_chunks + 1) {
             self.start_loading(index);
         }
     }
