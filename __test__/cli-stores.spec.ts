@@ -53,7 +53,10 @@ test('firecracker: an empty layer above a base in a store is refused as above a 
   const socket = join(dir, 'fc-empty.sock')
   const empty = join(dir, 'empty.mem')
   writeFileSync(empty, '')
-  const expected = { event: 'error', code: 'EINVAL', message: `the memory file ${empty} is empty: it is not a snapshot's memory` }
+  const expected = { event: 'error', code: 'EINVAL' }
+  const said = new RegExp(
+    `the memory file ${empty} is empty: it is not a snapshot's memory .*give the file Firecracker wrote as mem_file_path`,
+  )
   // The store's endpoint answers nothing: the refusal comes before any request.
   const overStore = cli(
     'firecracker',
@@ -70,6 +73,22 @@ test('firecracker: an empty layer above a base in a store is refused as above a 
   const overFile = cli('firecracker', '--socket', socket, '--mem', mem, '--mem', empty)
   for (const run of [overStore, overFile]) {
     t.is(run.status, 1, run.stderr)
-    t.like(JSON.parse(run.stdout.trim().split('\n').at(-1) as string), expected)
+    const line = JSON.parse(run.stdout.trim().split('\n').at(-1) as string)
+    t.like(line, expected)
+    t.regex(line.message, said)
   }
+})
+
+test('a misspelt flag names the nearest one, in snapshot push, firecracker and keeper', (t) => {
+  const cases: Array<[string[], RegExp]> = [
+    [['snapshot', 'push', mem, 's3://snaps/vm.mem', '--frame_size', '16K'], /unknown option --frame_size: did you mean --frame-size\?/],
+    [['firecracker', '--sokcet', join(dir, 'x.sock')], /unknown option --sokcet: did you mean --socket\?/],
+    [['keeper', '--grace', '5'], /unknown option --grace: did you mean --grace-ms\?/],
+  ]
+  for (const [args, expected] of cases) {
+    const run = cli(...args)
+    t.is(run.status, 2, run.stderr)
+    t.regex(run.stderr, expected)
+  }
+  t.notRegex(cli('firecracker', '--zzzzzzzz').stderr, /did you mean/)
 })

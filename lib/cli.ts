@@ -12,6 +12,7 @@ import { DEFAULTS } from './options'
 import { activatedSocket } from './remote'
 import { OBJECT_URL, snapshotMain } from './snapshot-cli'
 import { Source } from './source'
+import { commandLineParseError } from './validate'
 
 const COMMANDS = ['firecracker', 'keeper', 'snapshot'] as const
 
@@ -338,7 +339,8 @@ try {
 } catch (error) {
   // An option parseArgs does not know, or a missing value, is a usage error like an unknown command.
   const { code, message } = error as { code?: string; message: string }
-  if (code?.startsWith('ERR_PARSE_ARGS_')) usageError(message, FIRECRACKER_USAGE)
+  const usage = process.argv[2] === 'keeper' ? KEEPER_USAGE : FIRECRACKER_USAGE
+  if (code?.startsWith('ERR_PARSE_ARGS_')) usageError(commandLineParseError({ code, message }, usage), usage)
   console.error(`userfaultfd: ${message}`)
   process.exit(1)
 }

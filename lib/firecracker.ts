@@ -661,7 +661,8 @@ export class FirecrackerServer extends EventEmitter<FirecrackerServerEvents> {
       pagesMapped: Math.round(stats.bytesMapped / page),
       bytesMapped: stats.bytesMapped,
       holes: stats.holes,
-      firstFaultMs: latency.firstFaultMs,
+      // Microseconds are what a first fault's time can tell; more digits are float noise in the JSON line.
+      firstFaultMs: latency.firstFaultMs === undefined ? undefined : Math.round(latency.firstFaultMs * 1000) / 1000,
       faultP50Micros: latency.p50Micros,
       faultP99Micros: latency.p99Micros,
       replayedPages: Math.round(restore.replayed / page),
@@ -738,7 +739,11 @@ function holdMemoryFile(path: string): HeldFile {
     const stat = fstatSync(fd)
     if (stat.isDirectory()) throw new UffdError(`the memory file ${path} is a directory, not a file`, { code: 'EISDIR' })
     if (!stat.isFile()) throw new UffdError(`the memory file ${path} is not a regular file`, { code: 'EINVAL' })
-    if (stat.size === 0) throw new UffdError(`the memory file ${path} is empty: it is not a snapshot's memory`, { code: 'EINVAL' })
+    if (stat.size === 0)
+      throw new UffdError(
+        `the memory file ${path} is empty: it is not a snapshot's memory (a full snapshot's, or a diff snapshot's, which is as long as the memory and sparse): give the file Firecracker wrote as mem_file_path`,
+        { code: 'EINVAL' },
+      )
     try {
       readSync(fd, Buffer.alloc(1), 0, 1, 0)
     } catch (cause) {

@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util'
 import type { UffdError } from './errors'
 import { type PushSnapshotOptions, type PushSnapshotReport, pushSnapshot } from './snapshot'
+import { commandLineParseError } from './validate'
 
 export const SNAPSHOT_USAGE = `usage: userfaultfd snapshot push FILE URL [--base URL] [--chunk-size N] [--frame-size N] [--level N] [options]
 
@@ -16,9 +17,10 @@ userfaultfd firecracker --mem URL read the snapshot as they read a plain object.
   --base URL          a snapshot pushed before to the same bucket: the chunks it lists are known
                       to be there (no request for them), the chunks go under its prefix, and a
                       chunk that differs from the base's in few frames uploads only those (a delta)
-  --chunk-size N      bytes per chunk, a multiple of 4096; K and M suffixes (default 4M)
+  --chunk-size N      bytes per chunk, a multiple of 4096; K and M suffixes (default: the base's,
+                      else 4M)
   --frame-size N      bytes per frame, compressed on its own: the least a random fault fetches; a
-                      multiple of 4096 dividing the chunk size (default 16K)
+                      multiple of 4096 dividing the chunk size (default: the base's, else 16K)
   --level N           the zstd level, -7 (fastest) to 22 (smallest) (default 3)
   --concurrency N     chunks read, compressed and uploaded at once (default 16)
   --chunks PREFIX     the chunks' key prefix in the bucket (default: the base's, else chunks/
@@ -131,7 +133,7 @@ export async function snapshotMain(argv: string[]): Promise<number> {
   } catch (error) {
     const { code, message } = error as { code?: string; message: string }
     if (error instanceof UsageError || code?.startsWith('ERR_PARSE_ARGS_')) {
-      console.error(`userfaultfd: ${message}\n\n${SNAPSHOT_USAGE}`)
+      console.error(`userfaultfd: ${commandLineParseError({ code, message }, SNAPSHOT_USAGE)}\n\n${SNAPSHOT_USAGE}`)
       return 2
     }
     console.error(`userfaultfd: ${message}`)

@@ -66,6 +66,19 @@ export function knownKeys(name: string, value: object, known: Readonly<Record<st
   }
 }
 
+/**
+ * A command line's parse error (`parseArgs`'s) in its words: an unknown flag names the nearest
+ * of those its `usage` text lists, as a misspelt option of the API does.
+ * @internal
+ */
+export function commandLineParseError(error: { code?: string; message: string }, usage: string): string {
+  const unknown = error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /Unknown option '([^']+)'/.exec(error.message)?.[1] : undefined
+  if (unknown === undefined) return error.message
+  const flags = [...new Set([...usage.matchAll(/--([a-z][a-z0-9-]*)/g)].map((match) => match[1] as string))]
+  const near = nearest(unknown.replace(/^-+/, ''), flags)
+  return `unknown option ${unknown}${near === undefined ? '' : `: did you mean --${near}?`}`
+}
+
 /** The candidate closest to `key`: the same but for case, containing or contained, or within two edits. */
 function nearest(key: string, candidates: string[]): string | undefined {
   const lower = key.toLowerCase()
