@@ -342,6 +342,16 @@ run('random reads of 1% of the pages fetch little more than those pages (adaptiv
   t.true(fetched <= 0.03 * size, `${(fetched / MiB).toFixed(2)} MiB fetched for ${picks.length} random pages`)
 })
 
+run('a scan backwards makes a request per chunk, not one per page', async (t) => {
+  const source = await s3('ten.bin')
+  const { region } = serve(source, SIZE)
+  const pages = Array.from({ length: Math.floor(SIZE / PAGE) }, (_, i) => Math.floor(SIZE / PAGE) - 1 - i)
+  t.is(census(region, SIZE, [1], pages).bySeed[1], pages.length, 'every byte right')
+  const requests = source.objectStats?.requests ?? 0
+  // 10 chunks; a few more for the first faults, which cannot know yet that the run goes backwards.
+  t.true(requests <= 14, `${requests} requests for ${pages.length} pages read backwards`)
+})
+
 run('5xx answers are retried with backoff; past the bound the fault gets the fallback and an error with the status', async (t) => {
   const file = join(dir, 'http.bin')
   writeFileSync(file, objectBytes(4 * MiB, 6))

@@ -35,6 +35,10 @@ impl ObjectSource {
             None => chunk,
             Some(next) if offset == next => (window.bytes * 2).min(most),
             Some(next) if (window.start..next).contains(&offset) => window.bytes,
+            // The page just before the last plan's: a run backwards (a scan from the end). Its
+            // whole chunk, once: the faults before it in the chunk find it in memory, not a
+            // request each.
+            Some(_) if offset + page == window.start => chunk,
             Some(_) => (window.bytes / 2 / page * page).max(page),
         };
         // A pushed snapshot's chunk is read in whole frames (whole, if pushed before frames).
