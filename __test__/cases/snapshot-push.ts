@@ -247,6 +247,11 @@ run('bad arguments are refused with what is wrong, before any request', async (t
   // Left out, the sizes are the base's (its 1 MiB chunks, not the default 4 MiB): its chunks are shared.
   const sibling = await pushSnapshot(file, url('args/sibling.mem'), { ...e, base: url('args/base.mem') })
   t.like(sibling, { uploaded: 0, fromBase: sibling.chunks - sibling.holes })
+  // A base of 8 KiB chunks in 4 KiB frames: its chunk size given, its frame size (not the default
+  // 16 KiB, which would not cut 8 KiB) taken from it.
+  await push(file, 'args/small.mem', { chunkSize: 2 * PAGE, frameSize: PAGE })
+  const small = await pushSnapshot(file, url('args/small-sibling.mem'), { ...e, base: url('args/small.mem'), chunkSize: 2 * PAGE })
+  t.like(small, { uploaded: 0, fromBase: small.chunks - small.holes })
   await store().put(BUCKET, 'args/plain.mem', readFileSync(file))
   await t.throwsAsync(pushSnapshot(file, url('x'), { ...e, base: url('args/plain.mem') }), {
     code: 'EINVAL',

@@ -247,6 +247,8 @@ pub fn errno_name(errno: Errno) -> &'static str {
         Errno::ESTALE => return "ESTALE",
         Errno::EHOSTUNREACH => return "EHOSTUNREACH",
         Errno::ENETUNREACH => return "ENETUNREACH",
+        // An https:// endpoint that does not answer in TLS.
+        Errno::EPROTONOSUPPORT => return "EPROTONOSUPPORT",
         // A socket path in use, or under something that is not a folder (handshake::listen).
         Errno::EADDRINUSE => return "EADDRINUSE",
         Errno::ENOTDIR => return "ENOTDIR",

@@ -270,8 +270,12 @@ impl ObjectSource {
             snapshot,
             chunk_size,
             // Chunks read ahead, with the one in use, must fit the memory cache: more would push
-            // each other out before their pages are mapped, and be fetched again.
-            readahead_chunks: options.readahead_chunks.min((options.memory_cache / chunk_size).saturating_sub(1)),
+            // each other out before their pages are mapped, and be fetched again. A disk cache
+            // keeps them: read from it again, not from the store.
+            readahead_chunks: match &disk {
+                Some(_) => options.readahead_chunks,
+                None => options.readahead_chunks.min((options.memory_cache / chunk_size).saturating_sub(1)),
+            },
             adaptive: options.adaptive,
             cache: ChunkCache::new(options.memory_cache),
             disk,

@@ -161,8 +161,21 @@ struct Push {
 /// not be a thread of the object-store runtime.
 pub fn push(file: &Path, url: &str, options: PushOptions) -> Result<PushReport> {
     let started = Instant::now();
-    // Sizes given are checked before any request; those left out are the base's (read below).
-    check_sizes(options.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE), options.frame_size.unwrap_or(DEFAULT_FRAME_SIZE))?;
+    // Sizes given are checked before any request; with a base, those left out are its own (read
+    // below, and the pair checked then).
+    match (options.chunk_size, options.frame_size, &options.base) {
+        (chunk, frame, None) => check_sizes(chunk.unwrap_or(DEFAULT_CHUNK_SIZE), frame.unwrap_or(DEFAULT_FRAME_SIZE))?,
+        (Some(chunk), Some(frame), Some(_)) => check_sizes(chunk, frame)?,
+        (Some(chunk), None, Some(_)) => check_chunk_size(OP, chunk)?,
+        (None, Some(frame), Some(_)) if frame == 0 || frame % crate::region::base_page_size() != 0 => {
+            return Err(Error::invalid(
+                OP,
+                format!("the frame size {frame} is not whole pages ({} bytes)", crate::region::base_page_size()),
+            ))
+        }
+        (None, Some(_), Some(_)) => {}
+        (None, None, Some(_)) => {}
+    }
     if !(-7..=22).contains(&options.level) {
         return Err(Error::invalid(OP, format!("level {} is not a zstd level (-7 to 22)", options.level)));
     }

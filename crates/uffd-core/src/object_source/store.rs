@@ -457,7 +457,7 @@ pub(crate) fn remote_error(op: &'static str, what: &str, err: &object_store::Err
             Some(origin) if errno == Errno::EHOSTUNREACH => {
                 format!("{what}: the host of {origin} did not resolve ({})", root_cause(err))
             }
-            Some(origin) if errno == Errno::EPROTO && origin.starts_with("https://") => format!(
+            Some(origin) if errno == Errno::EPROTONOSUPPORT && origin.starts_with("https://") => format!(
                 "{what}: {origin} did not answer in TLS ({}): if it serves plain HTTP, give the endpoint as \
                  http://",
                 root_cause(err)
@@ -474,7 +474,9 @@ pub(crate) fn remote_error(op: &'static str, what: &str, err: &object_store::Err
 pub(crate) fn transient(err: &Error) -> bool {
     match err {
         Error::Remote { status: Some(status), .. } => *status >= 500 || *status == 408 || *status == 429,
-        Error::Remote { errno, status: None, .. } => *errno != Errno::ESTALE && *errno != Errno::EPROTO,
+        Error::Remote { errno, status: None, .. } => {
+            !matches!(*errno, Errno::ESTALE | Errno::EPROTO | Errno::EPROTONOSUPPORT)
+        }
         _ => false,
     }
 }
@@ -516,9 +518,9 @@ fn transport_errno(err: &object_store::Error) -> Option<Errno> {
         return Some(Errno::EHOSTUNREACH);
     }
     // TLS that got something else back (a plain HTTP server at an https:// endpoint): no retry
-    // can mend it.
+    // can mend it. Not EPROTO, which says a chunk is corrupt (and is remembered as such).
     if text.contains("invalidcontenttype") || text.contains("received corrupt message") {
-        return Some(Errno::EPROTO);
+        return Some(Errno::EPROTONOSUPPORT);
     }
     if text.contains("connection refused") {
         return Some(Errno::ECONNREFUSED);
