@@ -12,7 +12,7 @@ import { DEFAULTS } from './options'
 import { activatedSocket } from './remote'
 import { OBJECT_URL, snapshotMain } from './snapshot-cli'
 import { Source } from './source'
-import { commandLineParseError } from './validate'
+import { commandLineParseError, nearest } from './validate'
 
 const COMMANDS = ['firecracker', 'keeper', 'snapshot'] as const
 
@@ -89,22 +89,6 @@ function version(): string {
   return (JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version
 }
 
-/** Edit distance, to suggest the command a misspelling meant. */
-function distance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i]
-    for (let j = 1; j <= b.length; j++)
-      row[j] = Math.min(
-        (previous[j] as number) + 1,
-        (row[j - 1] as number) + 1,
-        (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1),
-      )
-    previous = row
-  }
-  return previous[b.length] as number
-}
-
 /** Says what is wrong on stderr, with the usage, and exits 2 (a usage error). */
 function usageError(problem: string, usage: string): never {
   console.error(`userfaultfd: ${problem}\n\n${usage}`)
@@ -131,7 +115,7 @@ function main(argv: string[]): void {
     return
   }
   if (command !== 'firecracker') {
-    const near = COMMANDS.find((name) => distance(command, name) <= 3)
+    const near = nearest(command, COMMANDS)
     usageError(`unknown command '${command}'${near ? ` (did you mean '${near}'?)` : ''}`, USAGE)
   }
   const values = firecrackerArgs(rest)

@@ -79,8 +79,12 @@ export function commandLineParseError(error: { code?: string; message: string },
   return `unknown option ${unknown}${near === undefined ? '' : `: did you mean --${near}?`}`
 }
 
-/** The candidate closest to `key`: the same but for case, containing or contained, or within two edits. */
-function nearest(key: string, candidates: string[]): string | undefined {
+/**
+ * The candidate closest to `key`: the same but for case, containing or contained, or within two
+ * edits. What a misspelt option, flag or command is taken to mean.
+ * @internal
+ */
+export function nearest(key: string, candidates: readonly string[]): string | undefined {
   const lower = key.toLowerCase()
   const scored = candidates.map((candidate) => {
     const other = candidate.toLowerCase()

@@ -12,10 +12,17 @@ pub(crate) struct Mapped {
 }
 
 impl Mapped {
-    /// None marked, for `size` bytes in pages of `page` bytes.
+    /// None marked, for `size` bytes in pages of `page` bytes. Zeroed by the allocator, not
+    /// written: a large bitmap (a TiB region has 32 MiB of it) takes memory only where pages are
+    /// marked (every page copied into a region is, whoever copies it).
     pub(crate) fn new(size: usize, page: usize) -> Mapped {
-        let pages = size.div_ceil(page);
-        Mapped { words: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(), page }
+        let words = size.div_ceil(page).div_ceil(64);
+        // `vec![0; n]` of an integer is allocated zeroed (calloc), never written.
+        let zeroed = Box::into_raw(vec![0u64; words].into_boxed_slice()) as *mut [AtomicU64];
+        // SAFETY: AtomicU64 has the size, alignment and bit validity of u64 (its documentation
+        // says so), and the pointer comes from a Box of that many u64: the same allocation layout.
+        let words = unsafe { Box::from_raw(zeroed) };
+        Mapped { words, page }
     }
 
     /// Marks the pages of `[offset, offset + len)`.
@@ -69,6 +76,24 @@ impl Mapped {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This process's resident memory, in bytes.
+    fn resident() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        statm.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4096
+    }
+
+    #[test]
+    fn a_bitmap_takes_memory_only_where_pages_are_marked() {
+        let before = resident();
+        // A TiB of 4 KiB pages: 32 MiB of bitmap, were it written.
+        let mapped = Mapped::new(1 << 40, 4096);
+        mapped.set(1 << 39, 4096);
+        assert_eq!(mapped.next((1 << 39) - (1 << 20), 1 << 40, true), 1 << 39);
+        // Other tests of this process allocate meanwhile: the bound is well under the 32 MiB.
+        let grown = resident().saturating_sub(before);
+        assert!(grown < 16 << 20, "{grown} bytes resident for one page marked");
+    }
 
     #[test]
     fn runs_of_marked_pages_are_found_across_words() {

@@ -178,54 +178,31 @@ fn group_by_chunk(
     chunk_of: impl Fn(usize) -> Option<(u64, u64)>,
     page: usize,
 ) -> (Vec<(usize, usize)>, Vec<usize>) {
-    // Ranges in ascending order (a whole region, say) keep it: only cut at chunk ends, with no
-    // table of groups (a 64 GiB region has a million chunks of 64 KiB).
-    if ranges.windows(2).all(|pair| pair[0].0 + pair[0].1 <= pair[1].0) {
-        let (mut pieces, mut starts, mut last) = (Vec::with_capacity(ranges.len()), Vec::new(), None);
-        for &(offset, len) in ranges {
-            let Some((chunk, base)) = chunk_of(offset) else {
-                starts.push(pieces.len());
-                pieces.push((offset, len));
-                last = None;
-                continue;
-            };
-            for (index, piece) in cut(offset, len, chunk, base, page) {
-                if last != Some(index) {
-                    starts.push(pieces.len());
-                    last = Some(index);
-                }
-                pieces.push(piece);
-            }
-        }
-        return (pieces, starts);
-    }
-    let mut order: Vec<Option<u64>> = Vec::new();
-    let mut groups: std::collections::HashMap<u64, Vec<(usize, usize)>> = Default::default();
-    let mut others: Vec<(usize, usize)> = Vec::new();
+    // Each piece with its chunk (`None`: kept in place).
+    let mut pieces: Vec<(Option<u64>, (usize, usize))> = Vec::with_capacity(ranges.len());
     for &(offset, len) in ranges {
-        let Some((chunk, base)) = chunk_of(offset) else {
-            order.push(None);
-            others.push((offset, len));
-            continue;
-        };
-        for (index, piece) in cut(offset, len, chunk, base, page) {
-            let group = groups.entry(index).or_default();
-            if group.is_empty() {
-                order.push(Some(index));
+        match chunk_of(offset) {
+            Some((chunk, base)) => {
+                pieces.extend(cut(offset, len, chunk, base, page).map(|(index, piece)| (Some(index), piece)))
             }
-            group.push(piece);
+            None => pieces.push((None, (offset, len))),
         }
     }
-    let mut others = others.into_iter();
-    let (mut grouped, mut starts) = (Vec::with_capacity(ranges.len()), Vec::with_capacity(order.len()));
-    for key in order {
-        starts.push(grouped.len());
-        match key {
-            Some(index) => grouped.extend(groups.remove(&index).unwrap_or_default()),
-            None => grouped.extend(others.next()),
-        }
+    // Out of order (a trace), each chunk's pieces move up to its first: a stable sort by where
+    // each chunk is first needed. Ranges in ascending order (a whole region) need neither the sort
+    // nor its table (a 64 GiB region has a million chunks of 64 KiB).
+    if !ranges.windows(2).all(|pair| pair[0].0 + pair[0].1 <= pair[1].0) {
+        let mut first = std::collections::HashMap::new();
+        let mut ranked: Vec<_> = (pieces.into_iter().enumerate())
+            .map(|(at, piece)| (piece.0.map_or(at, |index| *first.entry(index).or_insert(at)), piece))
+            .collect();
+        ranked.sort_by_key(|&(rank, _)| rank);
+        pieces = ranked.into_iter().map(|(_, piece)| piece).collect();
     }
-    (grouped, starts)
+    // A group begins at each new chunk, and at each range kept in place.
+    let starts =
+        (0..pieces.len()).filter(|&at| at == 0 || pieces[at].0.is_none() || pieces[at].0 != pieces[at - 1].0).collect();
+    (pieces.into_iter().map(|(_, piece)| piece).collect(), starts)
 }
 
 /// The range `[offset, offset + len)` cut where the object's chunks (of `chunk` bytes, region
